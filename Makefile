@@ -1,0 +1,28 @@
+# The two commands: `make run` and `make test`. Both set up a fresh Debian 12 machine first.
+SHELL := /bin/bash
+VENV := .venv
+VF := $(VENV)/bin/virtfleet
+DATA_DIR ?= $(or $(VIRTFLEET_DATA_DIR),/var/lib/virtfleet)
+
+.PHONY: bootstrap run test lint bench stop
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+run: bootstrap
+	@bash scripts/run.sh "$(DATA_DIR)"
+
+stop:
+	@bash scripts/run.sh "$(DATA_DIR)" --stop
+
+test: bootstrap
+	@bash scripts/test.sh
+
+lint: bootstrap
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+bench: bootstrap
+	$(VENV)/bin/python bench/vm_start.py

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs everything virtfleet needs on a fresh Debian 12 machine (as root):
+# system packages (QEMU >= 9.0 from bookworm-backports), a .venv with the
+# package and its pinned dependencies. Idempotent: skips what is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+if [ "$codename" = "bookworm" ] && ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  cat > /etc/apt/sources.list.d/virtfleet-backports.sources <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  apt_updated=0
+fi
+
+for p in qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio zstd iproute2 \
+         procps util-linux kmod ovmf; do
+  have "$p" || need_apt+=("$p")
+done
+qemu_ok() {
+  command -v qemu-system-x86_64 >/dev/null || return 1
+  local v; v=$(qemu-system-x86_64 --version | head -1 | sed -E 's/.*version ([0-9]+)\..*/\1/')
+  [ "$v" -ge 9 ]
+}
+if [ ${#need_apt[@]} -gt 0 ] || ! qemu_ok; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  backports=()
+  [ "$codename" = "bookworm" ] && backports=(-t bookworm-backports)
+  apt-get install -y -qq --no-install-recommends "${backports[@]}" qemu-system-x86 qemu-utils
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+qemu_ok || { echo "bootstrap: QEMU >= 9.0 is required" >&2; exit 1; }
+
+# QEMU drops to this unprivileged user after start-up (-runas).
+if ! id virtfleet-qemu >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin virtfleet-qemu
+fi
+getent group kvm >/dev/null && usermod -a -G kvm virtfleet-qemu
+
+py=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$py" -m venv .venv || { apt-get install -y -qq python3-venv && "$py" -m venv .venv; }
+fi
+stamp=.venv/.virtfleet-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e ".[dev]"
+  touch "$stamp"
+fi

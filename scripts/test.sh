@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the whole suite: meta checks (ruff, mypy, import contracts) are tests too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export VIRTFLEET_CACHE_DIR=${VIRTFLEET_CACHE_DIR:-/var/cache/virtfleet}
+mkdir -p artifacts
+exec .venv/bin/pytest -p no:cacheprovider --junitxml=artifacts/junit.xml "$@"

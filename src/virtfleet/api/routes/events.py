@@ -1,0 +1,39 @@
+"""Routes of ``/1.0/events``: recent events (GET) and a live stream (WebSocket, JSON text frames).
+
+Handlers only call ``EventService``. Must not write events.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, WebSocket
+
+from virtfleet.api.deps import ServicesDep
+from virtfleet.api.ws import race, until_disconnect
+from virtfleet.model.event import Event
+from virtfleet.service.events import MAX_LIMIT
+
+router = APIRouter(prefix="/1.0/events", tags=["events"])
+
+
+@router.get("")
+async def list_events(
+    services: ServicesDep,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+) -> list[Event]:
+    return await services.events.list(after=after, limit=limit)
+
+
+@router.websocket("")
+async def stream_events(
+    ws: WebSocket, services: ServicesDep, after: Annotated[int | None, Query(ge=0)] = None
+) -> None:
+    await ws.accept()
+
+    async def forward() -> None:
+        async for event in services.events.stream(after):
+            await ws.send_text(event.model_dump_json())
+
+    await race(forward(), until_disconnect(ws))

@@ -1,0 +1,40 @@
+"""Routes of ``/1.0/operations``: list, show, cancel (DELETE) and wait.
+
+Handlers only call ``OperationRunner``. Must not run work themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from virtfleet.api.deps import ServicesDep
+from virtfleet.model.operation import Operation
+
+router = APIRouter(prefix="/1.0/operations", tags=["operations"])
+MAX_WAIT_S = 600.0
+
+
+@router.get("")
+async def list_operations(services: ServicesDep) -> list[Operation]:
+    return await services.operations.list()
+
+
+@router.get("/{op_id}")
+async def get_operation(op_id: str, services: ServicesDep) -> Operation:
+    return await services.operations.get(op_id)
+
+
+@router.delete("/{op_id}")
+async def cancel_operation(op_id: str, services: ServicesDep) -> Operation:
+    return await services.operations.cancel(op_id)
+
+
+@router.get("/{op_id}/wait")
+async def wait_operation(
+    op_id: str,
+    services: ServicesDep,
+    timeout_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 30.0,
+) -> Operation:
+    return await services.operations.wait(op_id, timeout_s)

@@ -1,0 +1,71 @@
+"""Daemon settings: where the data directory is and what lives in it.
+
+Everything the platform writes (store, images, disks, sockets, logs) is under
+one data directory, so independent instances can run side by side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("VIRTFLEET_DATA_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/virtfleet")
+    return Path.home() / ".local/share/virtfleet"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("VIRTFLEET_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path("/var/cache/virtfleet") if os.geteuid() == 0 else Path.home() / ".cache/virtfleet"
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    store: str = "sqlite"  # "sqlite" (embedded default) or "memory"
+    driver: str = "qemu"  # "qemu" or "fake"
+    qemu_binary: str = "qemu-system-x86_64"
+    runas: str | None = "virtfleet-qemu"
+    kvm_probe_timeout_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).absolute()
+
+    @property
+    def api_socket(self) -> Path:
+        return self.data_dir / "api.sock"
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "virtfleet.db"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def disks_dir(self) -> Path:
+        return self.data_dir / "disks"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "virtfleet.log"
+
+    @property
+    def instance_id(self) -> str:
+        """Short stable id of this data directory (names its cgroups)."""
+        return hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:8]

@@ -1,0 +1,147 @@
+"""The asynchronous client: the same endpoints as ``Client``, awaitable, on ``httpx.AsyncClient``.
+
+Owns only sending; the endpoints are described once in ``calls``. Must not hold
+rendering or argument parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from virtfleet.client import calls
+from virtfleet.client.calls import Action, Call
+from virtfleet.client.errors import DaemonUnavailableError, error_from_response
+from virtfleet.client.models import Image, Instance
+from virtfleet.client.sync import DEFAULT_TIMEOUT_S, UDS_BASE_URL
+from virtfleet.model.event import Event
+from virtfleet.model.host import HostFacts
+from virtfleet.model.instance import InstanceSpec
+from virtfleet.model.operation import Operation
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """Like ``Client``; ``AsyncClient(http=httpx.AsyncClient(transport=ASGITransport(app)))``
+    drives an in-process app."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        uds_path: str | Path | None = None,
+        http: httpx.AsyncClient | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.uds_path = str(uds_path) if uds_path is not None else None
+        self.base_url = base_url or UDS_BASE_URL
+        self._where = self.uds_path or self.base_url
+        if http is None:
+            transport = httpx.AsyncHTTPTransport(uds=self.uds_path) if self.uds_path else None
+            http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout_s)
+        self._http = http
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def call(self, call: Call[T]) -> T:
+        timeout = call.timeout_s if call.timeout_s is not None else httpx.USE_CLIENT_DEFAULT
+        try:
+            response = await self._http.request(
+                call.method, call.path, params=call.params, json=call.json, timeout=timeout
+            )
+        except httpx.TransportError as err:
+            raise DaemonUnavailableError(self._where, str(err) or type(err).__name__) from err
+        if response.is_error:
+            raise error_from_response(response)
+        return call.parse(response.json())
+
+    async def info(self) -> dict[str, Any]:
+        return await self.call(calls.info())
+
+    async def list_instances(self) -> list[Instance]:
+        return await self.call(calls.list_instances())
+
+    async def create_instance(
+        self, spec: InstanceSpec | Mapping[str, Any], start: bool = False
+    ) -> Operation:
+        return await self.call(calls.create_instance(spec, start))
+
+    async def get_instance(self, name: str) -> Instance:
+        return await self.call(calls.get_instance(name))
+
+    async def delete_instance(
+        self, name: str, force: bool = False, disks: bool = False
+    ) -> Operation:
+        return await self.call(calls.delete_instance(name, force, disks))
+
+    async def change_state(
+        self, name: str, action: Action, force: bool = False, timeout_s: float = 30.0
+    ) -> Operation:
+        return await self.call(calls.change_state(name, action, force, timeout_s))
+
+    async def instance_log(self, name: str, tail_bytes: int | None = None) -> str:
+        return await self.call(calls.instance_log(name, tail_bytes))
+
+    async def list_images(self) -> list[Image]:
+        return await self.call(calls.list_images())
+
+    async def get_image(self, name: str) -> Image:
+        return await self.call(calls.get_image(name))
+
+    async def build_image(self, name: str, builder: str = "tiny", force: bool = False) -> Operation:
+        return await self.call(calls.build_image(name, builder, force))
+
+    async def delete_image(self, name: str) -> bool:
+        return await self.call(calls.delete_image(name))
+
+    async def host(self) -> HostFacts:
+        return await self.call(calls.host())
+
+    async def host_check(self) -> list[dict[str, Any]]:
+        return await self.call(calls.host_check())
+
+    async def list_operations(self) -> list[Operation]:
+        return await self.call(calls.list_operations())
+
+    async def get_operation(self, op_id: str) -> Operation:
+        return await self.call(calls.get_operation(op_id))
+
+    async def cancel_operation(self, op_id: str) -> Operation:
+        return await self.call(calls.cancel_operation(op_id))
+
+    async def wait_operation_once(self, op_id: str, timeout_s: float = 30.0) -> Operation:
+        return await self.call(calls.wait_operation_once(op_id, timeout_s))
+
+    async def wait_operation(
+        self,
+        op_id: str,
+        on_progress: Callable[[Operation], None] | None = None,
+        timeout_s: float | None = None,
+        poll_s: float = 1.0,
+    ) -> Operation:
+        """Wait until the operation is done (or ``timeout_s`` passed); the last state seen."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
+            op = await self.wait_operation_once(op_id, max(0.0, left))
+            if on_progress is not None:
+                on_progress(op)
+            if op.status.done or (deadline is not None and time.monotonic() >= deadline):
+                return op
+            await asyncio.sleep(0)
+
+    async def list_events(self, after: int | None = None, limit: int = 100) -> list[Event]:
+        return await self.call(calls.list_events(after, limit))

@@ -1,0 +1,158 @@
+"""One ``Call`` per API endpoint: method, path, parameters and how to parse the answer.
+
+Owns the wire contract as the client sees it; shared by the sync ``Client`` and
+the ``AsyncClient`` so each endpoint is described once. Names are checked here
+(``invalid_name``) so a bad name never becomes a different URL (``..``, ``a/b``).
+Must not do I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+from pydantic import BaseModel
+
+from virtfleet.client.errors import ApiError
+from virtfleet.client.models import Image, Instance
+from virtfleet.errors import InvalidNameError
+from virtfleet.model.event import Event
+from virtfleet.model.host import HostFacts
+from virtfleet.model.instance import InstanceSpec
+from virtfleet.model.names import validate_name
+from virtfleet.model.operation import Operation
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+Action = Literal["start", "stop", "restart", "pause", "resume"]
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    params: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+    timeout_s: float | None = None  # None: the client's default
+
+
+def one(model: type[M]) -> Callable[[Any], M]:
+    return model.model_validate
+
+
+def many(model: type[M]) -> Callable[[Any], list[M]]:
+    return lambda data: [model.model_validate(item) for item in data]
+
+
+def raw(data: Any) -> Any:
+    return data
+
+
+def segment(name: str, what: str) -> str:
+    """``name`` checked and quoted as one path segment; ``ApiError(invalid_name)`` if bad."""
+    try:
+        return quote(validate_name(name, what), safe="")
+    except InvalidNameError as err:
+        raise ApiError(err.code, err.message, err.status) from err
+
+
+def inst(name: str) -> str:
+    return f"/1.0/instances/{segment(name, 'instance name')}"
+
+
+def img(name: str) -> str:
+    return f"/1.0/images/{segment(name, 'image name')}"
+
+
+def op(op_id: str) -> str:
+    return f"/1.0/operations/{quote(op_id, safe='')}"
+
+
+def info() -> Call[dict[str, Any]]:
+    return Call("GET", "/1.0", raw)
+
+
+def list_instances() -> Call[list[Instance]]:
+    return Call("GET", "/1.0/instances", many(Instance))
+
+
+def create_instance(spec: InstanceSpec | Mapping[str, Any], start: bool) -> Call[Operation]:
+    body = spec.model_dump(mode="json") if isinstance(spec, InstanceSpec) else dict(spec)
+    return Call("POST", "/1.0/instances", one(Operation), json={**body, "start": start})
+
+
+def get_instance(name: str) -> Call[Instance]:
+    return Call("GET", inst(name), one(Instance))
+
+
+def delete_instance(name: str, force: bool, disks: bool) -> Call[Operation]:
+    params = {"force": str(force).lower(), "disks": str(disks).lower()}
+    return Call("DELETE", inst(name), one(Operation), params=params)
+
+
+def change_state(name: str, action: Action, force: bool, timeout_s: float) -> Call[Operation]:
+    body = {"action": action, "force": force, "timeout_s": timeout_s}
+    return Call("PUT", f"{inst(name)}/state", one(Operation), json=body)
+
+
+def instance_log(name: str, tail_bytes: int | None) -> Call[str]:
+    params = {} if tail_bytes is None else {"tail_bytes": tail_bytes}
+    return Call("GET", f"{inst(name)}/log", lambda d: str(d["log"]), params=params)
+
+
+def list_images() -> Call[list[Image]]:
+    return Call("GET", "/1.0/images", many(Image))
+
+
+def get_image(name: str) -> Call[Image]:
+    return Call("GET", img(name), one(Image))
+
+
+def build_image(name: str, builder: str, force: bool) -> Call[Operation]:
+    segment(name, "image name")
+    body = {"name": name, "builder": builder, "force": force}
+    return Call("POST", "/1.0/images", one(Operation), json=body)
+
+
+def delete_image(name: str) -> Call[bool]:
+    return Call("DELETE", img(name), lambda d: bool(d["deleted"]))
+
+
+def host() -> Call[HostFacts]:
+    return Call("GET", "/1.0/host", one(HostFacts))
+
+
+def host_check() -> Call[list[dict[str, Any]]]:
+    return Call("GET", "/1.0/host/check", raw)
+
+
+def list_operations() -> Call[list[Operation]]:
+    return Call("GET", "/1.0/operations", many(Operation))
+
+
+def get_operation(op_id: str) -> Call[Operation]:
+    return Call("GET", op(op_id), one(Operation))
+
+
+def cancel_operation(op_id: str) -> Call[Operation]:
+    return Call("DELETE", op(op_id), one(Operation))
+
+
+def wait_operation_once(op_id: str, timeout_s: float) -> Call[Operation]:
+    return Call(
+        "GET",
+        f"{op(op_id)}/wait",
+        one(Operation),
+        params={"timeout_s": timeout_s},
+        timeout_s=timeout_s + 15.0,
+    )
+
+
+def list_events(after: int | None, limit: int) -> Call[list[Event]]:
+    params: dict[str, Any] = {"limit": limit}
+    if after is not None:
+        params["after"] = after
+    return Call("GET", "/1.0/events", many(Event), params=params)

@@ -1,0 +1,52 @@
+"""Errors the client raises: ``ApiError`` built from the API's one error shape.
+
+Owns turning responses and transport failures into ``ApiError``. Must not
+import the server's error classes: the wire ``code`` is the contract.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+INVALID_INPUT_CODES = frozenset({"invalid_input", "invalid_name"})
+
+
+class ApiError(Exception):
+    """An error answered by the API (or met on the way): ``code``, ``message``, HTTP ``status``."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(f"{message} [{code}]")
+        self.code = code
+        self.message = message
+        self.status = status
+
+    @property
+    def invalid_input(self) -> bool:
+        return self.code in INVALID_INPUT_CODES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "status": self.status}}
+
+
+class DaemonUnavailableError(ApiError):
+    """The daemon could not be reached at all (not running, wrong socket, ...)."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(
+            "daemon_unavailable",
+            f"cannot reach the virtfleet daemon at {where} ({reason}); "
+            "is it running? start it with `virtfleet serve`",
+            503,
+        )
+
+
+def error_from_response(response: httpx.Response) -> ApiError:
+    """The ``ApiError`` a non-2xx response carries (its error shape, else its status line)."""
+    try:
+        err = response.json()["error"]
+        return ApiError(str(err["code"]), str(err["message"]), int(err["status"]))
+    except (ValueError, KeyError, TypeError):
+        text = " ".join(response.text.split())[:200]
+        return ApiError("http_error", f"HTTP {response.status_code}: {text}", response.status_code)

@@ -1,0 +1,35 @@
+"""Response models the client parses into, for resources whose server-side type the client
+must not import (the instance view, image records). Lenient: unknown fields are ignored
+so an older client keeps working against a newer daemon.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus
+
+
+class Instance(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    spec: InstanceSpec
+    status: InstanceStatus
+    desired: DesiredState
+    mode: str
+
+
+class Image(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    path: str
+    format: str
+    virtual_size_bytes: int
+    actual_size_bytes: int
+    sha256: str
+    builder: str
+    created_at: datetime

@@ -1,0 +1,172 @@
+"""The synchronous client: one method per API endpoint, over TCP or the daemon's Unix socket.
+
+Owns sending ``Call``s with httpx and turning failures into ``ApiError``. Must
+not hold rendering or argument parsing (that is the CLI's).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from virtfleet.client import calls
+from virtfleet.client.calls import Action, Call
+from virtfleet.client.errors import ApiError, DaemonUnavailableError, error_from_response
+from virtfleet.client.models import Image, Instance
+from virtfleet.model.event import Event
+from virtfleet.model.host import HostFacts
+from virtfleet.model.instance import InstanceSpec
+from virtfleet.model.operation import Operation
+
+T = TypeVar("T")
+UDS_BASE_URL = "http://virtfleet"
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class WsTarget:
+    """Where a websocket endpoint is: ``uri`` and, through a Unix socket, ``uds_path``."""
+
+    def __init__(self, uri: str, uds_path: str | None) -> None:
+        self.uri = uri
+        self.uds_path = uds_path
+
+
+class Client:
+    """``Client(base_url)`` for TCP, ``Client(uds_path=...)`` for the daemon's Unix socket,
+    ``Client(http=...)`` to reuse an ``httpx.Client`` (tests pass FastAPI's TestClient)."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        uds_path: str | Path | None = None,
+        http: httpx.Client | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.uds_path = str(uds_path) if uds_path is not None else None
+        self.base_url = base_url or UDS_BASE_URL
+        self._where = self.uds_path or self.base_url
+        if http is None:
+            transport = httpx.HTTPTransport(uds=self.uds_path) if self.uds_path else None
+            http = httpx.Client(base_url=self.base_url, transport=transport, timeout=timeout_s)
+        self._http = http
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(self, call: Call[T]) -> T:
+        """Send one ``Call``; its parsed answer, or ``ApiError``."""
+        timeout = call.timeout_s if call.timeout_s is not None else httpx.USE_CLIENT_DEFAULT
+        try:
+            response = self._http.request(
+                call.method, call.path, params=call.params, json=call.json, timeout=timeout
+            )
+        except httpx.TransportError as err:
+            raise DaemonUnavailableError(self._where, str(err) or type(err).__name__) from err
+        if response.is_error:
+            raise error_from_response(response)
+        return call.parse(response.json())
+
+    def websocket(self, path: str) -> WsTarget:
+        """The target of a websocket endpoint, e.g. ``/1.0/events``."""
+        base = self.base_url.replace("https://", "wss://").replace("http://", "ws://")
+        return WsTarget(base.rstrip("/") + path, self.uds_path)
+
+    def info(self) -> dict[str, Any]:
+        return self.call(calls.info())
+
+    def list_instances(self) -> list[Instance]:
+        return self.call(calls.list_instances())
+
+    def create_instance(
+        self, spec: InstanceSpec | Mapping[str, Any], start: bool = False
+    ) -> Operation:
+        return self.call(calls.create_instance(spec, start))
+
+    def get_instance(self, name: str) -> Instance:
+        return self.call(calls.get_instance(name))
+
+    def delete_instance(self, name: str, force: bool = False, disks: bool = False) -> Operation:
+        return self.call(calls.delete_instance(name, force, disks))
+
+    def change_state(
+        self, name: str, action: Action, force: bool = False, timeout_s: float = 30.0
+    ) -> Operation:
+        return self.call(calls.change_state(name, action, force, timeout_s))
+
+    def instance_log(self, name: str, tail_bytes: int | None = None) -> str:
+        return self.call(calls.instance_log(name, tail_bytes))
+
+    def list_images(self) -> list[Image]:
+        return self.call(calls.list_images())
+
+    def get_image(self, name: str) -> Image:
+        return self.call(calls.get_image(name))
+
+    def build_image(self, name: str, builder: str = "tiny", force: bool = False) -> Operation:
+        return self.call(calls.build_image(name, builder, force))
+
+    def delete_image(self, name: str) -> bool:
+        return self.call(calls.delete_image(name))
+
+    def host(self) -> HostFacts:
+        return self.call(calls.host())
+
+    def host_check(self) -> list[dict[str, Any]]:
+        return self.call(calls.host_check())
+
+    def list_operations(self) -> list[Operation]:
+        return self.call(calls.list_operations())
+
+    def get_operation(self, op_id: str) -> Operation:
+        return self.call(calls.get_operation(op_id))
+
+    def cancel_operation(self, op_id: str) -> Operation:
+        return self.call(calls.cancel_operation(op_id))
+
+    def wait_operation_once(self, op_id: str, timeout_s: float = 30.0) -> Operation:
+        """One server-side wait of up to ``timeout_s``; the operation, done or not."""
+        return self.call(calls.wait_operation_once(op_id, timeout_s))
+
+    def wait_operation(
+        self,
+        op_id: str,
+        on_progress: Callable[[Operation], None] | None = None,
+        timeout_s: float | None = None,
+        poll_s: float = 1.0,
+    ) -> Operation:
+        """Wait until the operation is done (or ``timeout_s`` passed), calling ``on_progress``
+        with each intermediate state; return the last state seen."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
+            op = self.wait_operation_once(op_id, max(0.0, left))
+            if on_progress is not None:
+                on_progress(op)
+            if op.status.done or (deadline is not None and time.monotonic() >= deadline):
+                return op
+
+    def list_events(self, after: int | None = None, limit: int = 100) -> list[Event]:
+        return self.call(calls.list_events(after, limit))
+
+
+def raise_for_operation(op: Operation) -> Operation:
+    """``op`` if it succeeded, else the ``ApiError`` it failed with."""
+    if op.status.value == "success":
+        return op
+    if not op.status.done:
+        hint = f"see `virtfleet operation show {op.id}`"
+        raise ApiError("timeout", f"operation {op.id} is still {op.status.value}; {hint}", 504)
+    code = op.error_code or op.status.value
+    message = op.error_message or f"operation {op.id} is {op.status.value}"
+    raise ApiError(code, message, 0)

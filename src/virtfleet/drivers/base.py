@@ -1,0 +1,91 @@
+"""The ``Driver`` protocol every instance back-end implements (QEMU, fake, later OCI).
+
+A driver owns the processes of its instances on this host and nothing else: it
+never reads or writes the store (the agent does). Contract for implementations:
+- ``start`` leaves the instance running (or raises, leaving nothing behind);
+- ``stop``/``delete`` are idempotent: an unknown or stopped instance is success;
+- ``pause``/``resume``/``reset`` on an instance that is not running raise
+  ``InvalidStateError``;
+- ``adopt`` re-attaches to a process that outlived the agent and reports what it
+  finds, never starting anything;
+- every power change, whoever caused it, is also reported through ``events``.
+tests/contract/test_driver.py runs the same suite against every driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from virtfleet.model.instance import Accel, InstanceSpec, InstanceStatus
+
+EventKind = Literal["running", "paused", "stopped", "crashed", "reset", "powerdown", "panicked"]
+
+
+@dataclass(frozen=True)
+class DriverInfo:
+    name: str
+    available: bool
+    reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """Everything the agent resolved for one start: accel, disk files, cgroup."""
+
+    accel: Accel
+    accel_reason: str
+    disks: dict[str, Path]
+    cgroup_procs: tuple[Path, ...] = ()
+    hostname: str = ""
+
+
+@dataclass(frozen=True)
+class DriverEvent:
+    name: str
+    kind: EventKind
+    reason: str = ""
+
+
+class Driver(Protocol):
+    name: str
+
+    def info(self) -> DriverInfo: ...
+
+    def validate(self, spec: InstanceSpec) -> None:
+        """Raise ``InvalidInputError`` if this driver cannot run ``spec`` here."""
+        ...
+
+    async def start(self, spec: InstanceSpec, ctx: LaunchContext) -> InstanceStatus: ...
+
+    async def stop(self, name: str, *, force: bool = False, timeout_s: float = 30.0) -> None: ...
+
+    async def pause(self, name: str) -> None: ...
+
+    async def resume(self, name: str) -> None: ...
+
+    async def reset(self, name: str) -> None: ...
+
+    async def delete(self, name: str) -> None: ...
+
+    async def status(self, name: str) -> InstanceStatus: ...
+
+    async def adopt(self, name: str) -> InstanceStatus: ...
+
+    async def list(self) -> list[str]: ...
+
+    def events(self) -> AsyncIterator[DriverEvent]: ...
+
+    def console_socket(self, name: str) -> Path | None: ...
+
+    def console_log(self, name: str) -> Path | None: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsScreendump(Protocol):
+    async def screendump(self, name: str, path: Path) -> None: ...

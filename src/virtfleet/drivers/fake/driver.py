@@ -1,0 +1,116 @@
+"""``FakeDriver``: an in-memory driver for the layers above (service, API, UI tests).
+
+It keeps no processes, only per-instance power state, and must pass the same
+contract suite as the real drivers (tests/contract/test_driver.py). Tests can
+simulate a crash with ``crash(name)`` and a guest poweroff with ``guest_poweroff``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
+from virtfleet.errors import InvalidInputError, InvalidStateError
+from virtfleet.model.instance import InstanceSpec, InstanceStatus, PowerState
+
+_pids = itertools.count(100000)
+
+
+class FakeDriver:
+    name = "fake"
+
+    def __init__(self, start_delay_s: float = 0.0) -> None:
+        self.start_delay_s = start_delay_s
+        self._vms: dict[str, InstanceStatus] = {}
+        self._events: asyncio.Queue[DriverEvent] = asyncio.Queue()
+        self.fail_next_start: str | None = None  # a message to fail the next start with
+
+    def info(self) -> DriverInfo:
+        return DriverInfo(self.name, True, "in-memory fake for tests")
+
+    def validate(self, spec: InstanceSpec) -> None:
+        if not spec.disks and not spec.boot.kernel:
+            raise InvalidInputError(f"instance {spec.name!r} has no disk and no kernel to boot")
+
+    async def start(self, spec: InstanceSpec, ctx: LaunchContext) -> InstanceStatus:
+        if spec.name in self._vms:
+            raise InvalidStateError(self._vms[spec.name].power.value, "stopped")
+        self.validate(spec)
+        if self.start_delay_s:
+            await asyncio.sleep(self.start_delay_s)
+        if self.fail_next_start:
+            message, self.fail_next_start = self.fail_next_start, None
+            from virtfleet.errors import ProcessError
+
+            raise ProcessError(message)
+        status = InstanceStatus(
+            power=PowerState.RUNNING, pid=next(_pids), accel=ctx.accel,
+            accel_reason=ctx.accel_reason, qemu_version="fake", started_at=datetime.now(UTC),
+        )
+        self._vms[spec.name] = status
+        return status
+
+    async def stop(self, name: str, *, force: bool = False, timeout_s: float = 30.0) -> None:
+        if self._vms.pop(name, None) is not None:
+            self._emit(name, "stopped", "stopped by request")
+
+    async def pause(self, name: str) -> None:
+        self._set(name, PowerState.RUNNING, PowerState.PAUSED, "paused")
+
+    async def resume(self, name: str) -> None:
+        self._set(name, PowerState.PAUSED, PowerState.RUNNING, "running")
+
+    async def reset(self, name: str) -> None:
+        if name not in self._vms:
+            raise InvalidStateError("stopped", ["running", "paused"])
+        self._emit(name, "reset", "reset")
+
+    def _set(self, name: str, need: PowerState, new: PowerState, kind: EventKind) -> None:
+        status = self._vms.get(name)
+        current = status.power if status else PowerState.STOPPED
+        if status is None or current is not need:
+            raise InvalidStateError(current.value, need.value)
+        self._vms[name] = status.model_copy(update={"power": new})
+        self._emit(name, kind, kind)
+
+    async def delete(self, name: str) -> None:
+        self._vms.pop(name, None)
+
+    async def status(self, name: str) -> InstanceStatus:
+        return self._vms.get(name, InstanceStatus(power=PowerState.STOPPED))
+
+    async def adopt(self, name: str) -> InstanceStatus:
+        return await self.status(name)
+
+    async def list(self) -> list[str]:
+        return sorted(self._vms)
+
+    async def events(self) -> AsyncIterator[DriverEvent]:  # type: ignore[override]
+        while True:
+            yield await self._events.get()
+
+    def console_socket(self, name: str) -> Path | None:
+        return None
+
+    def console_log(self, name: str) -> Path | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def crash(self, name: str, reason: str = "simulated crash") -> None:
+        """Test hook: the instance's process died unexpectedly."""
+        if self._vms.pop(name, None) is not None:
+            self._emit(name, "crashed", reason)
+
+    def guest_poweroff(self, name: str) -> None:
+        """Test hook: the guest powered itself off."""
+        if self._vms.pop(name, None) is not None:
+            self._emit(name, "stopped", "guest-shutdown")
+
+    def _emit(self, name: str, kind: EventKind, reason: str) -> None:
+        self._events.put_nowait(DriverEvent(name, kind, reason))

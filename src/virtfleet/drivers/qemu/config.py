@@ -1,0 +1,186 @@
+"""QEMU configuration as data: ``(InstanceSpec, LaunchContext, RunPaths) -> argv``.
+
+A pure function built from small section builders (machine, cpu, memory,
+sandbox, QMP, serial, disks, NICs, paravirtual extras), golden-tested in
+tests/unit/test_qemu_config.py. It must not touch the filesystem or processes;
+launching is process.py's job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from virtfleet.drivers.base import LaunchContext
+from virtfleet.model.instance import Accel, DeviceModel, InstanceSpec
+
+# Bounds the TCG translation cache: QEMU's default (up to 1 GiB, ~44 MiB used
+# by a small guest) is most of its per-VM overhead under binary translation.
+TCG_TB_SIZE_MIB = 16
+SANDBOX = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
+HOSTNAME_FW_CFG = "opt/virtfleet/hostname"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Per-instance runtime files, all inside the instance's run directory."""
+
+    root: Path
+
+    @property
+    def qmp(self) -> Path:
+        return self.root / "qmp.sock"
+
+    @property
+    def serial(self) -> Path:
+        return self.root / "serial.sock"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.root / "serial.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "qemu.pid"
+
+    @property
+    def stderr(self) -> Path:
+        return self.root / "qemu.log"
+
+    @property
+    def qmp_log(self) -> Path:
+        return self.root / "qmp.log"
+
+    @property
+    def record(self) -> Path:
+        return self.root / "runtime.json"
+
+
+@dataclass(frozen=True)
+class QemuOptions:
+    """Host-level choices that are not part of the instance spec."""
+
+    binary: str = "qemu-system-x86_64"
+    runas: str | None = None
+    sandbox: bool = True
+    daemonize: bool = True
+
+
+def build_argv(
+    spec: InstanceSpec, ctx: LaunchContext, paths: RunPaths, opts: QemuOptions
+) -> list[str]:
+    """The full QEMU command line for ``spec``; same inputs, same output."""
+    return [
+        opts.binary,
+        *_base(spec, paths, opts),
+        *_machine(spec, ctx),
+        *_cpu(spec, ctx),
+        *_memory(spec),
+        *_sandbox(opts),
+        *_qmp(paths),
+        *_serial(paths),
+        *_disks(spec, ctx),
+        *_nics(spec),
+        *_paravirt(spec),
+        *_identity(ctx),
+    ]
+
+
+def _base(spec: InstanceSpec, paths: RunPaths, opts: QemuOptions) -> list[str]:
+    args = ["-name", f"guest={spec.name},debug-threads=on", "-nodefaults", "-no-user-config"]
+    args += ["-display", "none", "-msg", "timestamp=on", "-pidfile", str(paths.pidfile)]
+    return [*args, "-daemonize"] if opts.daemonize else args
+
+
+def _machine(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
+    if ctx.accel is Accel.KVM:
+        return ["-machine", spec.machine, "-accel", "kvm"]
+    return ["-machine", spec.machine, "-accel", f"tcg,tb-size={TCG_TB_SIZE_MIB}"]
+
+
+def _cpu(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
+    model = "host" if ctx.accel is Accel.KVM else "max"
+    max_vcpus = spec.max_vcpus or spec.vcpus
+    return ["-cpu", model, "-smp", f"cpus={spec.vcpus},maxcpus={max_vcpus}"]
+
+
+def _memory(spec: InstanceSpec) -> list[str]:
+    return ["-m", f"{spec.memory_mib}M"]
+
+
+def _sandbox(opts: QemuOptions) -> list[str]:
+    # -runas with elevateprivileges=deny kills QEMU silently; once QEMU runs
+    # unprivileged, spawn=deny already blocks every way back to root.
+    args = ["-sandbox", SANDBOX] if opts.sandbox else []
+    return [*args, "-runas", opts.runas] if opts.runas else args
+
+
+def _qmp(paths: RunPaths) -> list[str]:
+    return [
+        "-chardev", f"socket,id=qmp,path={_opt(paths.qmp)},server=on,wait=off",
+        "-mon", "chardev=qmp,mode=control",
+    ]
+
+
+def _serial(paths: RunPaths) -> list[str]:
+    # logfile= keeps the console history even while no client is attached.
+    chardev = (
+        f"socket,id=serial0,path={_opt(paths.serial)},server=on,wait=off,"
+        f"logfile={_opt(paths.serial_log)},logappend=on"
+    )
+    return ["-chardev", chardev, "-serial", "chardev:serial0"]
+
+
+def _disks(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
+    args: list[str] = []
+    for index, disk in enumerate(spec.disks):
+        node = f"disk-{disk.name}"
+        blockdev = {
+            "driver": "qcow2",
+            "node-name": node,
+            "file": {"driver": "file", "filename": str(ctx.disks[disk.name])},
+        }
+        args += ["-blockdev", json.dumps(blockdev, separators=(",", ":"))]
+        args += ["-device", _disk_device(spec, node, disk.name, index, disk.boot)]
+    return args
+
+
+def _disk_device(spec: InstanceSpec, node: str, name: str, index: int, boot: bool) -> str:
+    boot_opt = ",bootindex=1" if boot else ""
+    if spec.device_model is DeviceModel.VIRTIO:
+        return f"virtio-blk-pci,drive={node},id=dev-{name}{boot_opt}"
+    # i440fx IDE: two channels with two units each.
+    return f"ide-hd,drive={node},id=dev-{name},bus=ide.{index // 2},unit={index % 2}{boot_opt}"
+
+
+def _nics(spec: InstanceSpec) -> list[str]:
+    args: list[str] = []
+    model = "virtio-net-pci" if spec.device_model is DeviceModel.VIRTIO else "e1000"
+    for index, nic in enumerate(spec.nics):
+        restrict = "on" if nic.restrict else "off"
+        args += ["-netdev", f"user,id=net{index},restrict={restrict}"]
+        mac = f",mac={nic.mac}" if nic.mac else ""
+        args += ["-device", f"{model},netdev=net{index},id=nic{index}{mac}"]
+    return args
+
+
+def _paravirt(spec: InstanceSpec) -> list[str]:
+    if spec.device_model is not DeviceModel.VIRTIO:
+        return []
+    return [
+        "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
+        "-object", "rng-random,id=rng0,filename=/dev/urandom",
+        "-device", "virtio-rng-pci,rng=rng0,id=rng0dev",
+    ]
+
+
+def _identity(ctx: LaunchContext) -> list[str]:
+    if not ctx.hostname:
+        return []
+    return ["-fw_cfg", f"name={HOSTNAME_FW_CFG},string={_opt(ctx.hostname)}"]
+
+
+def _opt(value: object) -> str:
+    """Escape a value for QEMU's key=value option syntax (a comma is doubled)."""
+    return str(value).replace(",", ",,")

@@ -1,0 +1,249 @@
+"""``QemuDriver``: QEMU virtual machines on this host, one process per VM.
+
+Owns the VM processes, their QMP sessions and runtime records under
+``run_root/<name>/``. Turns QMP events and process exits into ``DriverEvent``s.
+Never reads or writes the store and never decides policy (restarts, admission):
+that is the agent's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
+from virtfleet.drivers.qemu import process
+from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
+from virtfleet.drivers.qemu.qmp import QMPSession
+from virtfleet.drivers.qemu.runtime import RuntimeRecord, load, save
+from virtfleet.errors import InvalidInputError, InvalidStateError, QMPError, VirtfleetError
+from virtfleet.model.instance import Accel, InstanceSpec, InstanceStatus, PowerState
+
+log = logging.getLogger(__name__)
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
+_QMP_TO_EVENT: dict[str, EventKind] = {
+    "STOP": "paused", "RESUME": "running", "RESET": "reset",
+    "POWERDOWN": "powerdown", "GUEST_PANICKED": "panicked",
+}
+
+
+@dataclass
+class _VM:
+    record: RuntimeRecord
+    qmp: QMPSession
+    paths: RunPaths
+    power: PowerState = PowerState.RUNNING
+    stopping: bool = False  # we asked it to end: an exit is not a crash
+    shutdown_reason: str | None = None
+    watcher: asyncio.Task[None] | None = None
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class QemuDriver:
+    name = "qemu"
+
+    def __init__(self, run_root: Path, qemu_version: str, opts: QemuOptions | None = None) -> None:
+        self.run_root = run_root
+        self.qemu_version = qemu_version
+        self.opts = opts or QemuOptions()
+        self._vms: dict[str, _VM] = {}
+        self._events: asyncio.Queue[DriverEvent] = asyncio.Queue()
+
+    def info(self) -> DriverInfo:
+        found = shutil.which(self.opts.binary) is not None
+        reason = "" if found else f"{self.opts.binary} not found; install QEMU >= 9.0"
+        return DriverInfo(self.name, found, reason, {"qemu_version": self.qemu_version})
+
+    def validate(self, spec: InstanceSpec) -> None:
+        sock = self.paths(spec.name).serial
+        if len(str(sock)) > MAX_SOCKET_PATH:
+            raise InvalidInputError(f"run directory path too long for unix sockets: {sock}")
+        if not spec.disks and not spec.boot.kernel:
+            raise InvalidInputError(f"instance {spec.name!r} has no disk and no kernel to boot")
+
+    def paths(self, name: str) -> RunPaths:
+        return RunPaths(self.run_root / name)
+
+    async def start(self, spec: InstanceSpec, ctx: LaunchContext) -> InstanceStatus:
+        """Launch QEMU for ``spec``; on any failure nothing is left running."""
+        if name_vm := self._vms.get(spec.name):
+            raise InvalidStateError(name_vm.power.value, "stopped")
+        self.validate(spec)
+        paths = self.paths(spec.name)
+        process.prepare_run_dir(paths)
+        argv = build_argv(spec, ctx, paths, self.opts)
+        pid = await process.launch(argv, paths, ctx.cgroup_procs)
+        try:
+            record = RuntimeRecord(
+                name=spec.name, pid=pid, pid_create_time=process.create_time(pid), argv=argv,
+                qmp_socket=str(paths.qmp), serial_socket=str(paths.serial),
+                serial_log=str(paths.serial_log), qemu_version=self.qemu_version,
+                accel=ctx.accel.value, accel_reason=ctx.accel_reason, machine=spec.machine,
+                device_model=spec.device_model.value,
+                disks={k: str(v) for k, v in ctx.disks.items()},
+            )
+            save(record, paths.record)
+            await self._attach(record, paths)
+        except BaseException:
+            process.kill(pid)
+            paths.record.unlink(missing_ok=True)
+            raise
+        return self._status(self._vms[spec.name])
+
+    async def _attach(self, record: RuntimeRecord, paths: RunPaths) -> _VM:
+        qmp = await QMPSession.connect(paths.qmp, timeout_s=10.0, log_path=paths.qmp_log)
+        try:
+            state = await qmp.query_status()
+        except BaseException:
+            await qmp.close()
+            raise
+        vm = _VM(record, qmp, paths, PowerState.PAUSED if state == "paused" else PowerState.RUNNING)
+        self._vms[record.name] = vm
+        vm.watcher = asyncio.create_task(self._watch(vm), name=f"qmp-events-{record.name}")
+        return vm
+
+    async def _watch(self, vm: _VM) -> None:
+        """Follow QMP events until QEMU closes the socket, then classify the exit."""
+        try:
+            async for event in vm.qmp.events():
+                self._on_qmp_event(vm, event.name, event.data)
+        except VirtfleetError as err:
+            log.warning("QMP event stream of %s ended: %s", vm.record.name, err.message)
+        await process.wait_gone(vm.record.pid, 5.0)
+        if process.pid_running(vm.record.pid):
+            # The socket closed but QEMU lives on (wedged): end it rather than leak it.
+            process.kill(vm.record.pid)
+            await process.wait_gone(vm.record.pid, 5.0)
+        self._finish(vm)
+
+    def _on_qmp_event(self, vm: _VM, name: str, data: dict[str, object]) -> None:
+        if name == "SHUTDOWN":
+            vm.shutdown_reason = str(data.get("reason", "unknown"))
+            return
+        kind = _QMP_TO_EVENT.get(name)
+        if kind is None:
+            return
+        if kind == "paused":
+            vm.power = PowerState.PAUSED
+        elif kind == "running":
+            vm.power = PowerState.RUNNING
+        self._emit(vm.record.name, kind, name.lower())
+
+    def _finish(self, vm: _VM) -> None:
+        name = vm.record.name
+        if self._vms.get(name) is vm:
+            del self._vms[name]
+        vm.paths.record.unlink(missing_ok=True)
+        vm.gone.set()
+        if vm.stopping or vm.shutdown_reason in ("guest-shutdown", "host-qmp-quit"):
+            self._emit(name, "stopped", vm.shutdown_reason or "stopped by request")
+        else:
+            why = vm.shutdown_reason or "QEMU exited without a shutdown (killed or crashed)"
+            self._emit(name, "crashed", why)
+
+    def _emit(self, name: str, kind: EventKind, reason: str) -> None:
+        self._events.put_nowait(DriverEvent(name, kind, reason))
+
+    async def stop(self, name: str, *, force: bool = False, timeout_s: float = 30.0) -> None:
+        """Power off: ACPI power button, then after ``timeout_s`` (or at once with force) kill."""
+        vm = self._vms.get(name)
+        if vm is None:
+            return
+        vm.stopping = True
+        if not force:
+            with contextlib.suppress(QMPError):
+                await vm.qmp.system_powerdown()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(vm.gone.wait(), timeout_s)
+                return
+        with contextlib.suppress(QMPError):
+            await asyncio.wait_for(vm.qmp.quit(), 2.0)
+        if not await process.wait_gone(vm.record.pid, 3.0):
+            process.kill(vm.record.pid)
+        await vm.gone.wait()
+
+    async def pause(self, name: str) -> None:
+        vm = self._require(name, PowerState.RUNNING)
+        await vm.qmp.stop()
+        vm.power = PowerState.PAUSED
+
+    async def resume(self, name: str) -> None:
+        vm = self._require(name, PowerState.PAUSED)
+        await vm.qmp.cont()
+        vm.power = PowerState.RUNNING
+
+    async def reset(self, name: str) -> None:
+        vm = self._vms.get(name)
+        if vm is None:
+            raise InvalidStateError("stopped", ["running", "paused"])
+        await vm.qmp.system_reset()
+
+    def _require(self, name: str, state: PowerState) -> _VM:
+        vm = self._vms.get(name)
+        current = vm.power if vm else PowerState.STOPPED
+        if vm is None or current is not state:
+            raise InvalidStateError(current.value, state.value)
+        return vm
+
+    async def delete(self, name: str) -> None:
+        await self.stop(name, force=True)
+        shutil.rmtree(self.paths(name).root, ignore_errors=True)
+
+    async def status(self, name: str) -> InstanceStatus:
+        vm = self._vms.get(name)
+        return self._status(vm) if vm else InstanceStatus(power=PowerState.STOPPED)
+
+    def _status(self, vm: _VM) -> InstanceStatus:
+        rec = vm.record
+        return InstanceStatus(
+            power=vm.power, pid=rec.pid, accel=Accel(rec.accel), accel_reason=rec.accel_reason,
+            qemu_version=rec.qemu_version, started_at=rec.started_at,
+        )
+
+    async def adopt(self, name: str) -> InstanceStatus:
+        """Re-attach to a QEMU that outlived the agent; never starts anything."""
+        if vm := self._vms.get(name):
+            return self._status(vm)
+        paths = self.paths(name)
+        record = load(paths.record)
+        if record is None:
+            return InstanceStatus(power=PowerState.STOPPED)
+        if not record.process_alive():
+            paths.record.unlink(missing_ok=True)
+            return InstanceStatus(power=PowerState.CRASHED, reason="QEMU exited while the agent was down")
+        return self._status(await self._attach(record, paths))
+
+    async def list(self) -> list[str]:
+        if not self.run_root.exists():
+            return []
+        return sorted(p.parent.name for p in self.run_root.glob("*/runtime.json"))
+
+    async def events(self) -> AsyncIterator[DriverEvent]:  # type: ignore[override]
+        while True:
+            yield await self._events.get()
+
+    def console_socket(self, name: str) -> Path | None:
+        return self.paths(name).serial if name in self._vms else None
+
+    def console_log(self, name: str) -> Path | None:
+        path = self.paths(name).serial_log
+        return path if path.exists() else None
+
+    async def screendump(self, name: str, path: Path) -> None:
+        vm = self._vms.get(name)
+        if vm is None:
+            raise InvalidStateError("stopped", ["running", "paused"])
+        await vm.qmp.screendump(path)
+
+    async def close(self) -> None:
+        """Detach from every VM, leaving the processes running (they outlive the agent)."""
+        for vm in list(self._vms.values()):
+            if vm.watcher:
+                vm.watcher.cancel()
+            await vm.qmp.close()
+        self._vms.clear()

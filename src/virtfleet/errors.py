@@ -1,0 +1,156 @@
+"""The one exception tree of virtfleet.
+
+Every error the platform raises on purpose is a ``VirtfleetError`` with a
+stable machine-readable ``code`` and the HTTP ``status`` the API answers with.
+Third-party errors are translated into this tree once, at the boundary that
+calls them (``raise ... from err``); nothing else here does I/O.
+
+    VirtfleetError (internal, 500)
+    ├── InvalidInputError (invalid_input, 400)
+    │   └── InvalidNameError (invalid_name, 400)
+    ├── AuthError (unauthenticated, 401)
+    ├── ForbiddenError (forbidden, 403)
+    ├── NotFoundError (not_found, 404)
+    ├── ConflictError (conflict, 409)
+    │   ├── AlreadyExistsError (already_exists, 409)
+    │   ├── InvalidStateError (invalid_state, 409)
+    │   ├── InUseError (in_use, 409)
+    │   └── RevisionConflictError (revision_conflict, 409)
+    ├── PreconditionFailedError (precondition_failed, 412)
+    ├── CapacityError (insufficient_capacity, 507)
+    ├── TimeoutError_ (timeout, 504)
+    ├── CancelledError_ (cancelled, 499)
+    ├── ImageError (image_error, 422)
+    ├── HostError (host_unsupported, 503)
+    └── DriverError (driver_error, 502)
+        ├── QMPError (qmp_error, 502)
+        │   └── QMPConnectionError (qmp_disconnected, 502)
+        └── ProcessError (process_failed, 502)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VirtfleetError(Exception):
+    """Base class: a one-line ``message`` plus a stable ``code`` and HTTP ``status``."""
+
+    code = "internal"
+    status = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "status": self.status}
+
+
+class InvalidInputError(VirtfleetError):
+    code = "invalid_input"
+    status = 400
+
+
+class InvalidNameError(InvalidInputError):
+    code = "invalid_name"
+
+
+class AuthError(VirtfleetError):
+    code = "unauthenticated"
+    status = 401
+
+
+class ForbiddenError(VirtfleetError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFoundError(VirtfleetError):
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(VirtfleetError):
+    code = "conflict"
+    status = 409
+
+
+class AlreadyExistsError(ConflictError):
+    code = "already_exists"
+
+
+class InvalidStateError(ConflictError):
+    """An action was asked of an object in a state that does not allow it."""
+
+    code = "invalid_state"
+
+    def __init__(self, state: str, required: str | list[str], what: str = "instance") -> None:
+        req = required if isinstance(required, str) else " or ".join(required)
+        super().__init__(f"{what} is {state}; this needs it {req}", state=state, required=req)
+        self.state = state
+        self.required = req
+
+
+class InUseError(ConflictError):
+    code = "in_use"
+
+
+class RevisionConflictError(ConflictError):
+    """A compare-and-swap write found a different revision than expected."""
+
+    code = "revision_conflict"
+
+
+class PreconditionFailedError(VirtfleetError):
+    code = "precondition_failed"
+    status = 412
+
+
+class CapacityError(VirtfleetError):
+    code = "insufficient_capacity"
+    status = 507
+
+
+class TimeoutError_(VirtfleetError):  # noqa: N801 - avoid shadowing the builtin
+    code = "timeout"
+    status = 504
+
+
+class CancelledError_(VirtfleetError):  # noqa: N801 - avoid shadowing asyncio's
+    code = "cancelled"
+    status = 499
+
+
+class ImageError(VirtfleetError):
+    code = "image_error"
+    status = 422
+
+
+class HostError(VirtfleetError):
+    code = "host_unsupported"
+    status = 503
+
+
+class DriverError(VirtfleetError):
+    code = "driver_error"
+    status = 502
+
+
+class QMPError(DriverError):
+    """QEMU answered a command with an error; keeps the command and the reply."""
+
+    code = "qmp_error"
+
+
+class QMPConnectionError(QMPError):
+    """The QMP socket could not be reached or closed under us."""
+
+    code = "qmp_disconnected"
+
+
+class ProcessError(DriverError):
+    """A helper process (QEMU, qemu-img, ...) failed; keeps its stderr tail."""
+
+    code = "process_failed"

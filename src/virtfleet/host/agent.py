@@ -1,0 +1,355 @@
+"""The host agent: drives this host's instances towards their desired state.
+
+It watches ``/instances/`` in the store; when an instance's desired
+``generation`` moves past the status's ``observed_generation`` it carries the
+request out through the driver (start, stop, pause, resume, restart, delete)
+and writes the outcome back (``observed_generation``, ``error_*``). It turns
+driver events into status changes and events, applies restart policies, and at
+start re-adopts processes that outlived it. The agent is the only writer of
+``InstanceStatus``; it never serves HTTP and never changes specs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from virtfleet.drivers.base import Driver, DriverEvent, LaunchContext
+from virtfleet.errors import HostError, InvalidStateError, VirtfleetError
+from virtfleet.host.disks import DiskManager
+from virtfleet.model.event import Event
+from virtfleet.model.host import HostFacts
+from virtfleet.model.instance import (
+    Accel,
+    DesiredPower,
+    InstanceSpec,
+    InstanceStatus,
+    PowerState,
+    RestartPolicy,
+)
+from virtfleet.state.repos import EventLog, InstanceRecord, InstanceRepo, instance_name_of
+from virtfleet.state.store import StateStore
+
+log = logging.getLogger(__name__)
+MEMORY_HEADROOM_MIB = 256  # QEMU's own needs above guest RAM, so it is never OOM-killed
+BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class AgentConfig:
+    disks_root: Path
+    image_path: Callable[[str], Path]
+    qemu_img: str = "qemu-img"
+    cgroups: Any = None  # util.cgroups.CgroupManager, or None to run without cgroups
+
+
+class Agent:
+    def __init__(
+        self, store: StateStore, driver: Driver, facts: HostFacts, events: EventLog,
+        config: AgentConfig,
+    ) -> None:
+        self.repo = InstanceRepo(store)
+        self.store = store
+        self.driver = driver
+        self.facts = facts
+        self.events = events
+        self.disks = DiskManager(config.disks_root, config.image_path, config.qemu_img)
+        self.cgroups = config.cgroups
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._cgroups: dict[str, Any] = {}
+        self._stopping: set[str] = set()  # stops we asked for: not a crash, no restart
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: dict[str, asyncio.Task[None]] = {}
+
+    # -- lifecycle of the agent itself ---------------------------------------------------
+
+    async def start(self) -> None:
+        """Re-adopt what runs, then follow the store and the driver."""
+        revision = await self.store.revision()
+        for rec in await self.repo.list():
+            await self._adopt(rec)
+        await self._remove_orphans()
+        self._tasks = [
+            asyncio.create_task(self._follow_store(revision), name="agent-store"),
+            asyncio.create_task(self._follow_driver(), name="agent-driver"),
+        ]
+        for rec in await self.repo.list():
+            self._schedule(rec.name)
+
+    async def stop(self) -> None:
+        """Stop following; instances keep running (they outlive the agent)."""
+        for task in [*self._tasks, *self._pending.values()]:
+            task.cancel()
+        for task in [*self._tasks, *self._pending.values()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.driver.close()
+
+    async def _adopt(self, rec: InstanceRecord) -> None:
+        try:
+            found = await self.driver.adopt(rec.name)
+        except VirtfleetError as err:
+            found = InstanceStatus(power=PowerState.CRASHED, reason=f"re-adoption failed: {err}")
+        wanted = rec.desired.power in (DesiredPower.RUNNING, DesiredPower.PAUSED)
+        if found.power is PowerState.CRASHED and not wanted:
+            found = found.model_copy(update={"power": PowerState.STOPPED})
+        status = rec.status.model_copy(update={
+            "power": found.power, "pid": found.pid, "accel": found.accel or rec.status.accel,
+            "reason": found.reason or ("re-adopted" if found.pid else rec.status.reason),
+        })
+        if found.power in (PowerState.RUNNING, PowerState.PAUSED) and self.cgroups:
+            self._cgroups[rec.name] = self.cgroups.create(rec.name, **_limits(rec.spec))
+        await self._write_status(rec.name, status)
+        if found.power is PowerState.CRASHED:
+            await self._emit("instance.crashed", rec.name, found.reason)
+            self._after_exit(rec, crashed=True)
+
+    async def _remove_orphans(self) -> None:
+        known = {rec.name for rec in await self.repo.list()}
+        for name in await self.driver.list():
+            if name not in known:
+                log.warning("removing orphan runtime of %s", name)
+                await self.driver.delete(name)
+
+    # -- following the store -------------------------------------------------------------
+
+    async def _follow_store(self, revision: int) -> None:
+        async for change in self.repo.watch(after_revision=revision):
+            name = instance_name_of(change.key)
+            if name and change.type == "put" and change.key.endswith("/desired"):
+                self._schedule(name)
+
+    def _schedule(self, name: str, delay_s: float = 0.0) -> None:
+        """Reconcile ``name`` soon; reconciles of one instance never overlap."""
+        task = asyncio.create_task(self._reconcile_later(name, delay_s), name=f"reconcile-{name}")
+        self._pending[f"{name}#{id(task)}"] = task
+        task.add_done_callback(lambda t: self._pending.pop(f"{name}#{id(t)}", None))
+
+    async def _reconcile_later(self, name: str, delay_s: float) -> None:
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            rec = await self.repo.find(name)
+            if rec is None:
+                return
+            try:
+                await self._reconcile(rec)
+            except Exception:
+                log.exception("reconcile of %s failed unexpectedly", name)
+
+    async def _reconcile(self, rec: InstanceRecord) -> None:
+        desired = rec.desired
+        if desired.generation <= rec.status.observed_generation and (
+            desired.power is not DesiredPower.DELETED
+        ):
+            return
+        error: VirtfleetError | None = None
+        try:
+            await self._apply(rec)
+        except VirtfleetError as err:
+            error = err
+            log.warning("%s: %s failed: %s", rec.name, desired.power.value, err.message)
+        if desired.power is DesiredPower.DELETED and error is None:
+            return
+        status = (await self.repo.get(rec.name)).status
+        await self._write_status(rec.name, status.model_copy(update={
+            "observed_generation": desired.generation,
+            "error_code": error.code if error else None,
+            "error_message": error.message if error else None,
+        }))
+
+    async def _apply(self, rec: InstanceRecord) -> None:
+        desired, power = rec.desired, rec.status.power
+        if desired.power is DesiredPower.DELETED:
+            await self._delete(rec)
+        elif desired.restart == desired.generation:
+            await self._restart(rec)
+        elif desired.power is DesiredPower.STOPPED:
+            if power not in (PowerState.STOPPED, PowerState.CRASHED):
+                await self._stop(rec, desired.force, desired.timeout_s)
+        elif desired.power is DesiredPower.RUNNING:
+            if power is PowerState.PAUSED:
+                await self.driver.resume(rec.name)
+                await self._set_power(rec.name, PowerState.RUNNING, "resumed")
+            elif power in (PowerState.STOPPED, PowerState.CRASHED):
+                await self._start(rec)
+        elif desired.power is DesiredPower.PAUSED:
+            if power is not PowerState.RUNNING and power is not PowerState.PAUSED:
+                raise InvalidStateError(power.value, "running")
+            if power is PowerState.RUNNING:
+                await self.driver.pause(rec.name)
+                await self._set_power(rec.name, PowerState.PAUSED, "paused")
+
+    # -- carrying out requests -----------------------------------------------------------
+
+    def _accel(self, spec: InstanceSpec) -> tuple[Accel, str]:
+        kvm = self.facts.kvm
+        if spec.accel is Accel.TCG:
+            return Accel.TCG, "TCG requested"
+        if kvm.usable:
+            return Accel.KVM, f"KVM probe ran a vCPU ({kvm.reason})"
+        if spec.accel is Accel.KVM:
+            raise HostError(f"KVM was requested but is not usable here: {kvm.reason}")
+        return Accel.TCG, f"KVM unusable ({kvm.reason}); using TCG binary translation"
+
+    async def _start(self, rec: InstanceRecord) -> None:
+        spec = rec.spec.normalized()
+        self.driver.validate(spec)
+        accel, reason = self._accel(spec)
+        await self._set_power(rec.name, PowerState.STARTING, "starting")
+        async with contextlib.AsyncExitStack() as undo:
+            paths, created = await self.disks.ensure(spec)
+            undo.callback(lambda: [p.unlink(missing_ok=True) for p in created])
+            cgroup = self.cgroups.create(rec.name, **_limits(spec)) if self.cgroups else None
+            if cgroup is not None:
+                undo.callback(cgroup.remove)
+            procs = tuple(cgroup.procs_files) if cgroup is not None else ()
+            ctx = LaunchContext(accel, reason, paths, procs, hostname=spec.name)
+            try:
+                found = await self.driver.start(spec, ctx)
+            except BaseException:
+                await self._set_power(rec.name, PowerState.STOPPED, "start failed")
+                raise
+            undo.pop_all()
+        if cgroup is not None:
+            self._cgroups[rec.name] = cgroup
+        status = (await self.repo.get(rec.name)).status
+        await self._write_status(rec.name, status.model_copy(update={
+            "power": found.power, "pid": found.pid, "accel": found.accel,
+            "accel_reason": found.accel_reason, "qemu_version": found.qemu_version,
+            "started_at": found.started_at, "reason": "started",
+        }))
+        await self._emit("instance.started", rec.name, f"started ({accel.value})")
+
+    async def _stop(self, rec: InstanceRecord, force: bool, timeout_s: float) -> None:
+        self._stopping.add(rec.name)
+        try:
+            await self._set_power(rec.name, PowerState.STOPPING, "stopping")
+            await self.driver.stop(rec.name, force=force, timeout_s=timeout_s)
+        finally:
+            self._stopping.discard(rec.name)
+        self._release_cgroup(rec.name)
+        await self._set_power(rec.name, PowerState.STOPPED, "forced off" if force else "stopped")
+
+    async def _restart(self, rec: InstanceRecord) -> None:
+        if rec.status.power not in (PowerState.RUNNING, PowerState.PAUSED):
+            raise InvalidStateError(rec.status.power.value, ["running", "paused"])
+        if rec.desired.force:
+            await self.driver.reset(rec.name)
+            await self._emit("instance.reset", rec.name, "hard reset")
+            return
+        await self._stop(rec, False, rec.desired.timeout_s)
+        await self._start(await self.repo.get(rec.name))
+
+    async def _delete(self, rec: InstanceRecord) -> None:
+        self._stopping.add(rec.name)
+        try:
+            await self.driver.delete(rec.name)
+        finally:
+            self._stopping.discard(rec.name)
+        self._release_cgroup(rec.name)
+        if rec.desired.delete_disks:
+            self.disks.remove(rec.name)
+        await self.repo.remove(rec.name)
+        await self._emit("instance.deleted", rec.name, "deleted")
+
+    def _release_cgroup(self, name: str) -> None:
+        cgroup = self._cgroups.pop(name, None)
+        if cgroup is not None:
+            cgroup.remove()
+
+    # -- following the driver ------------------------------------------------------------
+
+    async def _follow_driver(self) -> None:
+        async for event in self.driver.events():
+            try:
+                await self._on_driver_event(event)
+            except Exception:
+                log.exception("handling %s of %s failed", event.kind, event.name)
+
+    async def _on_driver_event(self, event: DriverEvent) -> None:
+        rec = await self.repo.find(event.name)
+        if rec is None:
+            return
+        if event.kind in ("paused", "running"):
+            power = PowerState.PAUSED if event.kind == "paused" else PowerState.RUNNING
+            await self._set_power(rec.name, power, event.reason)
+        elif event.kind in ("stopped", "crashed"):
+            if rec.name in self._stopping:
+                return  # our own stop: _stop records it
+            self._release_cgroup(rec.name)
+            crashed = event.kind == "crashed"
+            power = PowerState.CRASHED if crashed else PowerState.STOPPED
+            await self._set_power(rec.name, power, event.reason)
+            await self._emit(f"instance.{event.kind}", rec.name, event.reason)
+            self._after_exit(rec, crashed)
+        else:
+            await self._emit(f"instance.{event.kind}", rec.name, event.reason)
+
+    def _after_exit(self, rec: InstanceRecord, crashed: bool) -> None:
+        """Apply the restart policy to an exit nobody asked for."""
+        policy = rec.spec.restart_policy
+        if policy is RestartPolicy.NO or (policy is RestartPolicy.ON_FAILURE and not crashed):
+            return
+        if rec.desired.power is DesiredPower.STOPPED:
+            return
+        delay = BACKOFF_S[min(rec.status.restarts, len(BACKOFF_S) - 1)]
+        task = asyncio.create_task(self._policy_restart(rec.name, delay))
+        self._pending[f"{rec.name}#restart"] = task
+
+    async def _policy_restart(self, name: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            rec = await self.repo.find(name)
+            if rec is None or rec.status.power not in (PowerState.CRASHED, PowerState.STOPPED):
+                return
+            status = rec.status.model_copy(update={"restarts": rec.status.restarts + 1})
+            await self._write_status(name, status)
+            try:
+                await self._start(await self.repo.get(name))
+                await self._emit("instance.restarted", name, "restarted by its restart policy")
+            except VirtfleetError as err:
+                await self._emit("instance.restart_failed", name, err.message)
+
+    # -- store writes --------------------------------------------------------------------
+
+    async def _set_power(self, name: str, power: PowerState, reason: str) -> None:
+        rec = await self.repo.find(name)
+        if rec is None:
+            return
+        update: dict[str, Any] = {"power": power, "reason": reason}
+        if power in (PowerState.STOPPED, PowerState.CRASHED):
+            update["pid"] = None
+        await self._write_status(name, rec.status.model_copy(update=update))
+
+    async def _write_status(self, name: str, status: InstanceStatus) -> None:
+        status = status.model_copy(update={"updated_at": datetime.now(UTC)})
+        await self.repo.put_status(name, status)
+
+    async def _emit(self, kind: str, target: str, message: str) -> None:
+        await self.events.append(Event(kind=kind, target=target, message=message))
+
+    # -- access for the service layer (console) ------------------------------------------
+
+    def socket_path(self, name: str) -> Path | None:
+        return self.driver.console_socket(name)
+
+    def log_path(self, name: str) -> Path | None:
+        return self.driver.console_log(name)
+
+
+def _limits(spec: InstanceSpec) -> dict[str, Any]:
+    """cgroup limits derived from the spec: vCPUs plus a little for QEMU's own threads."""
+    memory_mib = spec.memory_mib + spec.memory_mib // 10 + MEMORY_HEADROOM_MIB
+    return {
+        "cpu_quota_pct": 100.0 * spec.vcpus + 20.0,
+        "cpu_weight": None,
+        "memory_max_bytes": memory_mib * 1024 * 1024,
+        "pids_max": None,
+    }

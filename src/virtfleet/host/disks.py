@@ -1,0 +1,77 @@
+"""Instance disk files on this host: ``<disks_root>/<instance>/<disk>.qcow2``.
+
+Creates a VM's disks on first start (a qcow2 overlay over its image, or an
+empty volume) and removes them on request. Knows nothing of QEMU processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from virtfleet.errors import ImageError, InvalidInputError, ProcessError
+from virtfleet.model.instance import DiskSpec, InstanceSpec
+
+
+class DiskManager:
+    def __init__(
+        self, root: Path, image_path: Callable[[str], Path], qemu_img: str = "qemu-img"
+    ) -> None:
+        self.root = root
+        self._image_path = image_path  # image name -> file; NotFoundError if unknown
+        self.qemu_img = qemu_img
+
+    def dir(self, instance: str) -> Path:
+        return self.root / instance
+
+    def path(self, instance: str, disk: str) -> Path:
+        return self.dir(instance) / f"{disk}.qcow2"
+
+    async def ensure(self, spec: InstanceSpec) -> tuple[dict[str, Path], list[Path]]:
+        """Paths of every disk of ``spec``, creating missing ones; also returns the new files."""
+        paths: dict[str, Path] = {}
+        created: list[Path] = []
+        try:
+            for disk in spec.disks:
+                path = self.path(spec.name, disk.name)
+                if not path.exists():
+                    await self._create(path, disk)
+                    created.append(path)
+                paths[disk.name] = path
+        except BaseException:
+            for path in created:
+                path.unlink(missing_ok=True)
+            raise
+        return paths, created
+
+    async def _create(self, path: Path, disk: DiskSpec) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        args = [self.qemu_img, "create", "-q", "-f", "qcow2"]
+        if disk.image:
+            base = self._image_path(disk.image)
+            if not base.is_file():
+                raise ImageError(f"image file for {disk.image!r} is missing: {base}")
+            # Absolute backing path and explicit format: never probe (a raw image could lie).
+            args += ["-b", str(base), "-F", "qcow2"]
+        elif disk.size_gib is None:
+            raise InvalidInputError(f"disk {disk.name!r} needs an image or a size")
+        args.append(str(path))
+        if disk.size_gib is not None:
+            args.append(f"{int(disk.size_gib * 1024)}M")
+        await _run(args)
+
+    def remove(self, instance: str) -> None:
+        shutil.rmtree(self.dir(instance), ignore_errors=True)
+
+
+async def _run(args: list[str]) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        detail = err.decode(errors="replace").strip().splitlines()
+        raise ProcessError(f"{args[0]} {args[1]} failed: {' | '.join(detail[-3:])}")

@@ -1,0 +1,1 @@
+"""Pure data of the platform: instances, hosts, events, operations. No I/O here."""

@@ -1,0 +1,320 @@
+"""Instance use cases: create, inspect, change power state and delete instances.
+
+Owns the rules a request must pass before anything is written (names, images,
+host capacity, power-state guards) and the translation of a request into the
+*desired* state in the store, plus the operation that waits (through the
+store's watch) until the agent has observed it. Must not touch QEMU, processes
+or files: the per-host agent carries desired state out and writes the status.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from virtfleet.errors import (
+    AlreadyExistsError,
+    CapacityError,
+    InvalidStateError,
+    NotFoundError,
+    RevisionConflictError,
+    TimeoutError_,
+)
+from virtfleet.model.event import Event
+from virtfleet.model.host import HostFacts
+from virtfleet.model.instance import (
+    DesiredPower,
+    DesiredState,
+    InstanceSpec,
+    InstanceStatus,
+    PowerState,
+)
+from virtfleet.model.names import validate_name
+from virtfleet.model.operation import Operation
+from virtfleet.service.errcodes import error_from_code
+from virtfleet.service.operations import OpContext, OperationRunner
+from virtfleet.service.waiting import wait_until
+from virtfleet.state.repos import INSTANCES, EventLog, InstanceRecord, InstanceRepo
+from virtfleet.state.store import StateStore
+from virtfleet.storage.images import ImageStore
+
+Action = Literal["start", "stop", "restart", "pause", "resume"]
+ACTIONS: tuple[Action, ...] = ("start", "stop", "restart", "pause", "resume")
+DELETING = "deleting"
+_P = PowerState
+# Which observed power states each action may start from (a forced stop: any but stopped).
+ALLOWED: dict[Action, tuple[PowerState, ...]] = {
+    "start": (_P.STOPPED, _P.CRASHED),
+    "stop": (_P.RUNNING, _P.PAUSED, _P.STARTING),
+    "pause": (_P.RUNNING,),
+    "resume": (_P.PAUSED,),
+    "restart": (_P.RUNNING, _P.PAUSED),
+}
+TARGET: dict[Action, DesiredPower] = {
+    "start": DesiredPower.RUNNING,
+    "stop": DesiredPower.STOPPED,
+    "pause": DesiredPower.PAUSED,
+    "resume": DesiredPower.RUNNING,
+    "restart": DesiredPower.RUNNING,
+}
+DELETABLE = (_P.STOPPED, _P.CRASHED)
+_LIVE = (_P.STARTING, _P.RUNNING, _P.PAUSED, _P.STOPPING)
+
+
+class Instance(BaseModel):
+    """What users see of one instance: its spec, desired and observed state, and the mode."""
+
+    name: str
+    spec: InstanceSpec
+    status: InstanceStatus
+    desired: DesiredState
+    mode: str  # virtualization mode: "kvm" / "tcg" in use, else the spec's accel ("auto", ...)
+
+    @classmethod
+    def of(cls, rec: InstanceRecord) -> Instance:
+        live = rec.status.power in _LIVE and rec.status.accel is not None
+        mode = rec.status.accel if live and rec.status.accel else rec.spec.accel
+        return cls(
+            name=rec.name, spec=rec.spec, status=rec.status, desired=rec.desired, mode=mode.value
+        )
+
+
+def check_action(action: Action, power: str, force: bool = False) -> None:
+    """Raise ``InvalidStateError(power, required)`` unless ``action`` is allowed from ``power``."""
+    if power == DELETING:
+        raise InvalidStateError(DELETING, "not being deleted")
+    allowed = ALLOWED[action]
+    if action == "stop" and force:
+        allowed = tuple(p for p in PowerState if p is not _P.STOPPED)
+    if power not in allowed:
+        raise InvalidStateError(power, [p.value for p in allowed])
+
+
+def check_deletable(power: str, force: bool) -> None:
+    if not force and power not in (*DELETABLE, DELETING):
+        raise InvalidStateError(power, "stopped or crashed (or deleted with force)")
+
+
+class InstanceService:
+    """Instance use cases over the store; every slow step is an operation on ``instance/{name}``."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        images: ImageStore,
+        facts: HostFacts,
+        runner: OperationRunner,
+        events: EventLog,
+        wait_timeout_s: float = 120.0,
+    ) -> None:
+        self._store = store
+        self._repo = InstanceRepo(store)
+        self._images = images
+        self._facts = facts
+        self._runner = runner
+        self._events = events
+        self.wait_timeout_s = wait_timeout_s
+        # Power state each instance will have once its queued operations are done: the
+        # synchronous guards check against it so that queued requests do not fail.
+        self._projected: dict[str, tuple[str, str]] = {}  # name -> (operation id, power)
+
+    async def list(self) -> builtins.list[Instance]:
+        return [Instance.of(rec) for rec in await self._repo.list()]
+
+    async def get(self, name: str) -> Instance:
+        """The instance view; ``NotFoundError`` if there is no such instance."""
+        return Instance.of(await self._repo.get(validate_name(name, "instance name")))
+
+    async def create(self, spec: InstanceSpec, start: bool = False) -> Operation:
+        """Validate now, write spec + desired state, and return an ``instance.create`` operation.
+
+        Raises before writing anything: ``NotFoundError`` (image), ``CapacityError``,
+        ``AlreadyExistsError``. With ``start`` the operation waits for the agent to run it.
+        """
+        await self._validate_new(spec)
+        power = DesiredPower.RUNNING if start else DesiredPower.STOPPED
+        await self._repo.create(spec, DesiredState(power=power, generation=1))
+        await self._emit("instance.created", spec.name, f"instance {spec.name} created")
+
+        async def run(ctx: OpContext) -> dict[str, Any]:
+            if start:
+                await ctx.progress(10, f"waiting for the agent to start {spec.name}")
+                rec = await self._await_generation(spec.name, 1, self.wait_timeout_s)
+                return _result(rec)
+            return {"name": spec.name, "power": _P.STOPPED.value}
+
+        return await self._submit("instance.create", spec.name, run, "running" if start else None)
+
+    async def change_state(
+        self, name: str, action: Action, force: bool = False, timeout_s: float = 30.0
+    ) -> Operation:
+        """Ask for a power change; ``InvalidStateError`` now if the state does not allow it.
+
+        The operation re-checks when its turn comes (earlier operations on the instance
+        run first), bumps the desired generation and waits until the agent observed it,
+        raising the error the agent recorded.
+        """
+        rec = await self._repo.get(validate_name(name, "instance name"))
+        check_action(action, self._expected_power(rec), force)
+
+        async def run(ctx: OpContext) -> dict[str, Any]:
+            current = await self._repo.get(name)
+            check_action(action, _power_of(current), force)
+            gen = await self._bump(name, lambda d, g: _desired_for(action, d, g, force, timeout_s))
+            await ctx.progress(10, f"waiting for the agent to {action} {name}")
+            return _result(await self._await_generation(name, gen, timeout_s + self.wait_timeout_s))
+
+        return await self._submit(f"instance.{action}", name, run, TARGET[action].value)
+
+    async def delete(self, name: str, force: bool = False, delete_disks: bool = False) -> Operation:
+        """Delete an instance; ``InvalidStateError`` if it runs (unless ``force``).
+
+        Idempotent: deleting a missing instance is a successful operation. The operation
+        asks the agent (desired ``deleted``) and waits until the instance's keys are gone.
+        """
+        rec = await self._repo.find(validate_name(name, "instance name"))
+        if rec is not None:
+            check_deletable(self._expected_power(rec), force)
+
+        async def run(ctx: OpContext) -> dict[str, Any]:
+            current = await self._repo.find(name)
+            if current is None:
+                return {"name": name, "deleted": False}
+            check_deletable(_power_of(current), force)
+            gen = await self._bump(
+                name,
+                lambda d, g: d.model_copy(
+                    update={
+                        "power": DesiredPower.DELETED,
+                        "generation": g,
+                        "force": force,
+                        "delete_disks": delete_disks,
+                    }
+                ),
+            )
+            await ctx.progress(10, f"waiting for the agent to delete {name}")
+            await self._await_gone(name, gen, current.desired.timeout_s + self.wait_timeout_s)
+            await self._emit("instance.deleted", name, f"instance {name} deleted")
+            return {"name": name, "deleted": True}
+
+        return await self._submit("instance.delete", name, run, DELETING)
+
+    async def _validate_new(self, spec: InstanceSpec) -> None:
+        images = {spec.image, *(d.image for d in spec.disks)}
+        for image in sorted(i for i in images if i is not None):
+            await self._images.get(image)
+        short = []
+        if spec.vcpus > self._facts.cpus:
+            short.append(f"{spec.vcpus} vCPUs asked, {self._facts.cpus} on this host")
+        if self._facts.memory_mib and spec.memory_mib > self._facts.memory_mib:
+            short.append(f"{spec.memory_mib} MiB memory asked, {self._facts.memory_mib} MiB here")
+        if short:
+            raise CapacityError(f"instance {spec.name!r} does not fit: " + "; ".join(short))
+        if await self._repo.find(spec.name) is not None:
+            raise AlreadyExistsError(f"instance {spec.name!r} already exists")
+
+    def _expected_power(self, rec: InstanceRecord) -> str:
+        entry = self._projected.get(rec.name)
+        if entry is not None:
+            if self._runner.active(entry[0]):
+                return entry[1]
+            del self._projected[rec.name]
+        return _power_of(rec)
+
+    async def _submit(
+        self,
+        kind: str,
+        name: str,
+        fn: Callable[[OpContext], Awaitable[dict[str, Any]]],
+        projected: str | None,
+    ) -> Operation:
+        op = await self._runner.submit(kind, f"instance/{name}", fn)
+        if projected is not None:
+            self._projected[name] = (op.id, projected)
+        return op
+
+    async def _bump(self, name: str, change: Callable[[DesiredState, int], DesiredState]) -> int:
+        """Write the next desired generation with compare-and-swap; return the generation."""
+        for _ in range(5):
+            rec = await self._repo.get(name)
+            gen = max(rec.desired.generation, rec.status.observed_generation) + 1
+            try:
+                await self._repo.put_desired(name, change(rec.desired, gen), rec.desired_revision)
+            except RevisionConflictError:
+                continue
+            return gen
+        raise RevisionConflictError(f"instance {name!r} desired state kept changing; try again")
+
+    async def _await_generation(
+        self, name: str, generation: int, timeout_s: float
+    ) -> InstanceRecord:
+        """Wait until the agent observed ``generation``; raise the error it recorded.
+
+        ``NotFoundError`` if the instance vanished meanwhile, ``TimeoutError_`` on timeout.
+        """
+        rec = await self._await_agent(
+            name, lambda r: r is None or r.status.observed_generation >= generation, timeout_s
+        )
+        if rec is None:
+            raise NotFoundError(f"instance {name!r} was deleted")
+        return rec
+
+    async def _await_gone(self, name: str, generation: int, timeout_s: float) -> None:
+        """Wait until the instance's keys are gone, or raise the error the agent recorded."""
+        await self._await_agent(
+            name,
+            lambda r: (
+                r is None
+                or (r.status.observed_generation >= generation and r.status.error_code is not None)
+            ),
+            timeout_s,
+        )
+
+    async def _await_agent(
+        self, name: str, ready: Callable[[InstanceRecord | None], bool], timeout_s: float
+    ) -> InstanceRecord | None:
+        async def check() -> tuple[InstanceRecord | None] | None:
+            rec = await self._repo.find(name)
+            return (rec,) if ready(rec) else None
+
+        found = await wait_until(self._store, f"{INSTANCES}{name}/", check, timeout_s)
+        if found is None:
+            raise TimeoutError_(
+                f"instance {name!r}: the agent did not act within {timeout_s:g}s (is it running?)"
+            )
+        rec = found[0]
+        if rec is not None and rec.status.error_code:
+            raise error_from_code(rec.status.error_code, rec.status.error_message or "")
+        return rec
+
+    async def _emit(self, kind: str, name: str, message: str) -> None:
+        await self._events.append(Event(kind=kind, target=f"instance/{name}", message=message))
+
+
+def _power_of(rec: InstanceRecord) -> str:
+    return DELETING if rec.desired.power is DesiredPower.DELETED else rec.status.power.value
+
+
+def _desired_for(
+    action: Action, desired: DesiredState, gen: int, force: bool, timeout_s: float
+) -> DesiredState:
+    update: dict[str, Any] = {
+        "power": TARGET[action],
+        "generation": gen,
+        "force": force,
+        "timeout_s": timeout_s,
+    }
+    if action == "restart":
+        update["restart"] = gen
+    return desired.model_copy(update=update)
+
+
+def _result(rec: InstanceRecord) -> dict[str, Any]:
+    return {
+        "name": rec.name,
+        "power": rec.status.power.value,
+        "generation": rec.status.observed_generation,
+    }

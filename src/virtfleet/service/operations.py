@@ -1,0 +1,197 @@
+"""The operations runner: slow work as persisted, pollable, cancellable ``Operation`` records.
+
+Owns the life cycle of every ``Operation`` (pending -> running -> success / failure /
+cancelled), its persistence under ``/operations/`` and the per-target ordering:
+operations on one target run strictly one after another in submission order,
+operations on different targets run in parallel, and nothing ever fails for
+waiting (queue, don't fail). Must not know what the work does: the work is a
+coroutine function handed to ``submit``; undo of half-done work is that
+function's business (try/finally or ``AsyncExitStack``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from virtfleet.errors import CancelledError_, InvalidStateError, NotFoundError, VirtfleetError
+from virtfleet.model.event import Event, utcnow
+from virtfleet.model.operation import Operation, OperationStatus
+from virtfleet.service.waiting import wait_until
+from virtfleet.state.repos import OPERATIONS, EventLog, operation_repo
+from virtfleet.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+OpFn = Callable[["OpContext"], Awaitable[dict[str, Any]]]
+INTERRUPTED = "interrupted by daemon restart"
+_ACTIVE = (OperationStatus.PENDING, OperationStatus.RUNNING)
+
+
+class OpContext:
+    """What a running operation's function may use: its id, its target and progress reports."""
+
+    def __init__(self, runner: OperationRunner, op: Operation) -> None:
+        self._runner = runner
+        self._op = op
+
+    @property
+    def id(self) -> str:
+        return self._op.id
+
+    @property
+    def target(self) -> str:
+        return self._op.target
+
+    async def progress(self, pct: int, message: str = "") -> None:
+        """Record progress (clamped to 0-100) and append an ``operation.progress`` event."""
+        await self._runner._progress(self._op, max(0, min(100, pct)), message)
+
+
+class OperationRunner:
+    """Runs operations in-process, one queue per target; every change is written to the store."""
+
+    def __init__(self, store: StateStore, events: EventLog) -> None:
+        self._store = store
+        self._repo = operation_repo(store)
+        self._events = events
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._by_target: dict[str, builtins.list[asyncio.Task[None]]] = {}
+
+    async def recover(self) -> int:
+        """Mark operations a previous daemon left pending/running as failed; return how many."""
+        count = 0
+        for op in await self.list():
+            if op.status in _ACTIVE and op.id not in self._tasks:
+                op.status, op.error_code = OperationStatus.FAILURE, "interrupted"
+                op.error_message = op.message = INTERRUPTED
+                await self._save(op)
+                count += 1
+        return count
+
+    async def submit(self, kind: str, target: str, fn: OpFn) -> Operation:
+        """Persist a pending operation and queue ``fn`` behind earlier work on ``target``."""
+        op = Operation(id=uuid.uuid4().hex, kind=kind, target=target)
+        await self._save(op)
+        earlier = [t for t in self._by_target.get(target, []) if not t.done()]
+        task = asyncio.create_task(self._run(op, fn, earlier), name=f"op-{kind}-{op.id[:8]}")
+        self._tasks[op.id] = task
+        self._by_target.setdefault(target, []).append(task)
+        task.add_done_callback(lambda t: self._forget(op, t))
+        return op.model_copy()
+
+    def active(self, op_id: str) -> bool:
+        """Whether operation ``op_id`` is queued or running in this process."""
+        return op_id in self._tasks
+
+    async def get(self, op_id: str) -> Operation:
+        """The operation as stored; ``NotFoundError`` if unknown."""
+        found = await self._repo.get_raw(op_id)
+        if found is None:
+            raise NotFoundError(f"operation {op_id!r} not found")
+        op = found[0]
+        assert isinstance(op, Operation)
+        return op
+
+    async def list(self) -> builtins.list[Operation]:
+        """Every stored operation, oldest first."""
+        ops = [op for op in await self._repo.values() if isinstance(op, Operation)]
+        return sorted(ops, key=lambda op: op.created_at)
+
+    async def wait(self, op_id: str, timeout_s: float) -> Operation:
+        """Wait up to ``timeout_s`` for the operation to finish; return it, done or not."""
+        task = self._tasks.get(op_id)
+        if task is not None:
+            await asyncio.wait([task], timeout=max(0.0, timeout_s))
+            return await self.get(op_id)
+        return await self._wait_stored(op_id, timeout_s)
+
+    async def cancel(self, op_id: str) -> Operation:
+        """Cancel a pending or running operation and return it once it has stopped.
+
+        Cancelling a finished operation raises ``InvalidStateError``.
+        """
+        op = await self.get(op_id)
+        task = self._tasks.get(op_id)
+        if op.status.done or task is None:
+            raise InvalidStateError(op.status.value, ["pending", "running"], what="operation")
+        task.cancel()
+        await asyncio.wait([task])
+        return await self.get(op_id)
+
+    async def close(self) -> None:
+        """Cancel every operation still queued or running (daemon shutdown)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _run(
+        self, op: Operation, fn: OpFn, earlier: builtins.list[asyncio.Task[None]]
+    ) -> None:
+        try:
+            if earlier:
+                await asyncio.wait(earlier)
+            op.status = OperationStatus.RUNNING
+            await self._save(op)
+            op.result = await fn(OpContext(self, op))
+            op.status, op.progress = OperationStatus.SUCCESS, 100
+        except asyncio.CancelledError:
+            self._fail(op, CancelledError_("operation cancelled"), OperationStatus.CANCELLED)
+        except VirtfleetError as err:
+            self._fail(op, err, OperationStatus.FAILURE)
+        except Exception as err:
+            log.exception("operation %s (%s on %s) failed", op.id, op.kind, op.target)
+            line = (str(err).splitlines() or [""])[0]
+            self._fail(
+                op,
+                VirtfleetError(f"{type(err).__name__}: {line}".rstrip(": ")),
+                OperationStatus.FAILURE,
+            )
+        await self._save(op)
+
+    @staticmethod
+    def _fail(op: Operation, err: VirtfleetError, status: OperationStatus) -> None:
+        op.status, op.error_code, op.error_message = status, err.code, err.message
+
+    async def _progress(self, op: Operation, pct: int, message: str) -> None:
+        if op.status.done:  # a late report from a builder thread must not rewrite the result
+            return
+        op.progress, op.message = pct, message
+        await self._save(op)
+        await self._events.append(
+            Event(
+                kind="operation.progress",
+                target=op.target,
+                message=message,
+                data={"operation": op.id, "kind": op.kind, "progress": pct},
+            )
+        )
+
+    async def _save(self, op: Operation) -> None:
+        op.updated_at = utcnow()
+        await self._repo.put(op.id, op)
+
+    def _forget(self, op: Operation, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(op.id, None)
+        queue = self._by_target.get(op.target, [])
+        with contextlib.suppress(ValueError):
+            queue.remove(task)
+        if not queue:
+            self._by_target.pop(op.target, None)
+
+    async def _wait_stored(self, op_id: str, timeout_s: float) -> Operation:
+        """Wait through the store's watch for an operation run elsewhere (another daemon)."""
+
+        async def finished() -> Operation | None:
+            op = await self.get(op_id)
+            return op if op.status.done else None
+
+        done = await wait_until(self._store, OPERATIONS + op_id, finished, timeout_s)
+        return done if done is not None else await self.get(op_id)

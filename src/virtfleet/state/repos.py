@@ -1,0 +1,198 @@
+"""Typed repositories over a ``StateStore``: the key layout lives here and only here.
+
+Keys:
+    /instances/{name}/spec      InstanceSpec        written by the service
+    /instances/{name}/desired   DesiredState        written by the service
+    /instances/{name}/status    InstanceStatus      written by the agent
+    /images/{name}              ImageRecord         written by the image service
+    /operations/{id}            Operation
+    /events/{revision:020d}     Event               append-only, pruned to a bound
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from virtfleet.errors import AlreadyExistsError, NotFoundError
+from virtfleet.model.event import Event
+from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus
+from virtfleet.model.operation import Operation
+from virtfleet.state.store import Compare, Put, StateStore, WatchEvent
+
+M = TypeVar("M", bound=BaseModel)
+INSTANCES = "/instances/"
+EVENTS = "/events/"
+OPERATIONS = "/operations/"
+IMAGES = "/images/"
+MAX_EVENTS = 2000
+
+
+def _dump(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode()
+
+
+@dataclass
+class InstanceRecord:
+    spec: InstanceSpec
+    desired: DesiredState
+    status: InstanceStatus
+    spec_revision: int = 0
+    desired_revision: int = 0
+    status_revision: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def instance_key(name: str, part: str) -> str:
+    return f"{INSTANCES}{name}/{part}"
+
+
+def instance_name_of(key: str) -> str | None:
+    """Name of the instance a key belongs to, or None for keys outside /instances/."""
+    if not key.startswith(INSTANCES):
+        return None
+    return key[len(INSTANCES):].split("/", 1)[0] or None
+
+
+class InstanceRepo:
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    async def create(self, spec: InstanceSpec, desired: DesiredState) -> None:
+        """Write spec, desired and a stopped status in one transaction; fail if the name exists."""
+        ok = await self.store.txn(
+            [Compare(instance_key(spec.name, "spec"), 0)],
+            [
+                Put(instance_key(spec.name, "spec"), _dump(spec)),
+                Put(instance_key(spec.name, "desired"), _dump(desired)),
+                Put(instance_key(spec.name, "status"), _dump(InstanceStatus())),
+            ],
+        )
+        if not ok:
+            raise AlreadyExistsError(f"instance {spec.name!r} already exists")
+
+    async def get(self, name: str) -> InstanceRecord:
+        rec = await self.find(name)
+        if rec is None:
+            raise NotFoundError(f"instance {name!r} not found")
+        return rec
+
+    async def find(self, name: str) -> InstanceRecord | None:
+        kvs = {kv.key: kv for kv in await self.store.list(f"{INSTANCES}{name}/")}
+        return self._record(name, kvs)
+
+    async def list(self) -> builtins.list[InstanceRecord]:
+        by_name: dict[str, dict[str, object]] = {}
+        for kv in await self.store.list(INSTANCES):
+            name = instance_name_of(kv.key)
+            if name:
+                by_name.setdefault(name, {})[kv.key] = kv
+        records = [self._record(n, kvs) for n, kvs in sorted(by_name.items())]
+        return [r for r in records if r is not None]
+
+    def _record(self, name: str, kvs: dict[str, object]) -> InstanceRecord | None:
+        from virtfleet.state.store import KeyValue
+
+        spec = kvs.get(instance_key(name, "spec"))
+        if not isinstance(spec, KeyValue):
+            return None
+        desired = kvs.get(instance_key(name, "desired"))
+        status = kvs.get(instance_key(name, "status"))
+        return InstanceRecord(
+            spec=InstanceSpec.model_validate_json(spec.value),
+            desired=DesiredState.model_validate_json(desired.value)
+            if isinstance(desired, KeyValue) else DesiredState(),
+            status=InstanceStatus.model_validate_json(status.value)
+            if isinstance(status, KeyValue) else InstanceStatus(),
+            spec_revision=spec.mod_revision,
+            desired_revision=desired.mod_revision if isinstance(desired, KeyValue) else 0,
+            status_revision=status.mod_revision if isinstance(status, KeyValue) else 0,
+        )
+
+    async def put_spec(self, spec: InstanceSpec, expect_revision: int | None = None) -> int:
+        return await self.store.put(
+            instance_key(spec.name, "spec"), _dump(spec), expect_revision=expect_revision
+        )
+
+    async def put_desired(
+        self, name: str, desired: DesiredState, expect_revision: int | None = None
+    ) -> int:
+        return await self.store.put(
+            instance_key(name, "desired"), _dump(desired), expect_revision=expect_revision
+        )
+
+    async def put_status(self, name: str, status: InstanceStatus) -> int:
+        return await self.store.put(instance_key(name, "status"), _dump(status))
+
+    async def remove(self, name: str) -> None:
+        await self.store.delete_prefix(f"{INSTANCES}{name}/")
+
+    def watch(self, after_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        return self.store.watch(INSTANCES, after_revision)
+
+
+class ModelRepo:
+    """Flat ``prefix/{id}`` records of one pydantic model (operations, images)."""
+
+    def __init__(self, store: StateStore, prefix: str, model: type[M]) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.model: type[BaseModel] = model
+
+    async def put(self, key: str, value: BaseModel, expect_revision: int | None = None) -> int:
+        return await self.store.put(self.prefix + key, _dump(value), expect_revision=expect_revision)
+
+    async def get_raw(self, key: str) -> tuple[BaseModel, int] | None:
+        kv = await self.store.get(self.prefix + key)
+        if kv is None:
+            return None
+        return self.model.model_validate_json(kv.value), kv.mod_revision
+
+    async def delete(self, key: str) -> bool:
+        return await self.store.delete(self.prefix + key)
+
+    async def values(self) -> builtins.list[BaseModel]:
+        return [self.model.model_validate_json(kv.value) for kv in await self.store.list(self.prefix)]
+
+
+class EventLog:
+    """Append-only event log kept to ``MAX_EVENTS`` entries."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self._count = 0
+
+    async def append(self, event: Event) -> Event:
+        rev = await self.store.revision()
+        key = f"{EVENTS}{rev + 1:020d}"
+        rev = await self.store.put(key, _dump(event))
+        self._count += 1
+        if self._count % 100 == 0:
+            await self._prune()
+        return event.model_copy(update={"revision": rev})
+
+    async def _prune(self) -> None:
+        kvs = await self.store.list(EVENTS)
+        for kv in kvs[: max(0, len(kvs) - MAX_EVENTS)]:
+            await self.store.delete(kv.key)
+
+    async def recent(self, limit: int = 100) -> builtins.list[Event]:
+        kvs = (await self.store.list(EVENTS))[-limit:]
+        return [
+            Event.model_validate_json(kv.value).model_copy(update={"revision": kv.mod_revision})
+            for kv in kvs
+        ]
+
+    def watch(self, after_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        return self.store.watch(EVENTS, after_revision)
+
+
+def operation_repo(store: StateStore) -> ModelRepo:
+    return ModelRepo(store, OPERATIONS, Operation)

@@ -1,0 +1,197 @@
+"""The image store: base disk images as ``root/<name>.qcow2`` files plus their metadata.
+
+Owns the image files under ``root``, the ``ImageRecord`` metadata under
+``/images/{name}`` in the state store and the registry of image builders
+(``tiny`` = ``virtfleet.storage.tiny.build_tiny``). Must not know about
+instances or operations: who uses an image is the caller's business
+(``delete`` is told the users), progress goes to a plain callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+from pydantic import BaseModel, Field
+
+from virtfleet.errors import (
+    AlreadyExistsError,
+    ImageError,
+    InUseError,
+    InvalidInputError,
+    NotFoundError,
+    ProcessError,
+)
+from virtfleet.model.event import utcnow
+from virtfleet.model.names import validate_name
+from virtfleet.state.repos import IMAGES, ModelRepo
+from virtfleet.state.store import StateStore
+
+Progress = Callable[[int, str], None]
+Builder = Callable[[Path, Path, Progress | None], None]
+QEMU_IMG_TIMEOUT_S = 60.0
+
+
+class ImageRecord(BaseModel):
+    """Metadata of one base image, as stored under ``/images/{name}``."""
+
+    name: str
+    path: str
+    format: str = "qcow2"
+    virtual_size_bytes: int = 0
+    actual_size_bytes: int = 0
+    sha256: str = ""
+    builder: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+def _tiny_builder() -> Builder:
+    # Imported lazily: the tiny builder pulls in guest tooling the API never needs.
+    module = importlib.import_module("virtfleet.storage.tiny")
+    return cast(Builder, module.build_tiny)
+
+
+def default_builders() -> dict[str, Callable[[], Builder]]:
+    """Builder name -> loader of the builder function."""
+    return {"tiny": _tiny_builder}
+
+
+class ImageStore:
+    """Image files and metadata; ``builders`` maps names to loaders (tests inject fakes)."""
+
+    def __init__(
+        self,
+        root: Path,
+        store: StateStore,
+        cache_dir: Path,
+        builders: Mapping[str, Callable[[], Builder]] | None = None,
+        qemu_img: str = "qemu-img",
+    ) -> None:
+        self.root = root
+        self.cache_dir = cache_dir
+        self._repo = ModelRepo(store, IMAGES, ImageRecord)
+        self._builders = dict(builders) if builders is not None else default_builders()
+        self._qemu_img = qemu_img
+
+    @property
+    def builders(self) -> builtins.list[str]:
+        return sorted(self._builders)
+
+    async def list(self) -> builtins.list[ImageRecord]:
+        """Every image record, sorted by name."""
+        records = [r for r in await self._repo.values() if isinstance(r, ImageRecord)]
+        return sorted(records, key=lambda r: r.name)
+
+    async def find(self, name: str) -> ImageRecord | None:
+        found = await self._repo.get_raw(validate_name(name, "image name"))
+        return cast(ImageRecord, found[0]) if found else None
+
+    async def get(self, name: str) -> ImageRecord:
+        """The record of image ``name``; ``NotFoundError`` naming it if there is none."""
+        record = await self.find(name)
+        if record is None:
+            raise NotFoundError(f"image {name!r} not found")
+        return record
+
+    async def path(self, name: str) -> Path:
+        return Path((await self.get(name)).path)
+
+    def file_for(self, name: str) -> Path:
+        return self.root / f"{validate_name(name, 'image name')}.qcow2"
+
+    async def check_build(self, name: str, builder: str, force: bool = False) -> None:
+        """Raise what ``build`` would raise before doing any work (fail fast)."""
+        validate_name(name, "image name")
+        if builder not in self._builders:
+            known = ", ".join(self.builders) or "none"
+            raise InvalidInputError(f"unknown image builder {builder!r}; known: {known}")
+        if not force and await self.find(name) is not None:
+            raise AlreadyExistsError(f"image {name!r} already exists (use force to rebuild)")
+
+    async def build(
+        self,
+        name: str,
+        progress: Progress | None = None,
+        builder: str = "tiny",
+        force: bool = False,
+    ) -> ImageRecord:
+        """Build image ``name`` with ``builder`` and record it (replacing it if ``force``).
+
+        The builder writes its file atomically, so a failed build leaves the old image.
+        """
+        await self.check_build(name, builder, force)
+        build = self._builders[builder]()
+        out = self.file_for(name)
+        await asyncio.to_thread(self._run_builder, build, out, progress)
+        record = await self.inspect(name, out, builder)
+        await self._repo.put(name, record)
+        return record
+
+    def _run_builder(self, build: Builder, out: Path, progress: Progress | None) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        build(out, self.cache_dir, progress)
+        if not out.is_file():
+            raise ImageError(f"image builder wrote no file at {out}")
+
+    async def inspect(self, name: str, path: Path, builder: str = "") -> ImageRecord:
+        """A fresh record for the image file at ``path`` (format, sizes, sha256)."""
+        info = await self._qemu_img_info(path)
+        digest = await asyncio.to_thread(_sha256, path)
+        return ImageRecord(
+            name=name,
+            path=str(path),
+            format=str(info.get("format", "raw")),
+            virtual_size_bytes=int(info.get("virtual-size", 0)),
+            actual_size_bytes=int(info.get("actual-size", 0)),
+            sha256=digest,
+            builder=builder,
+        )
+
+    async def delete(self, name: str, users: builtins.list[str]) -> bool:
+        """Remove image ``name`` (file and record); return whether it existed.
+
+        Refuses with ``InUseError`` naming the users. Deleting a missing image is success.
+        """
+        record = await self.find(name)
+        if record is None:
+            return False
+        if users:
+            raise InUseError(f"image {name!r} is used by: {', '.join(sorted(users))}")
+        await asyncio.to_thread(Path(record.path).unlink, missing_ok=True)
+        await self._repo.delete(name)
+        return True
+
+    async def _qemu_img_info(self, path: Path) -> dict[str, Any]:
+        argv = [self._qemu_img, "info", "--output=json", str(path)]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+        except OSError as exc:
+            raise ProcessError(f"cannot run {self._qemu_img}: {exc}") from exc
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), QEMU_IMG_TIMEOUT_S)
+        except TimeoutError as exc:
+            proc.kill()
+            await proc.wait()
+            raise ProcessError(f"qemu-img info {path} timed out") from exc
+        if proc.returncode != 0:
+            tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise ImageError(f"qemu-img info {path} failed: {tail[0]}", stderr=tail[0])
+        return cast(dict[str, Any], json.loads(out))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

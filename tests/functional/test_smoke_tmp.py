@@ -1,0 +1,18 @@
+async def test_smoke(api, image):
+    r = await api.post("/1.0/instances", json={"name": "demo", "image": image, "start": True})
+    print(r.status_code, r.json())
+    op = (await api.get(f"/1.0/operations/{r.json()['id']}/wait", params={"timeout_s": 5})).json()
+    print(op)
+    print((await api.get("/1.0/instances")).json())
+    for body in [{"name": "..", "image": "x"}, {"name": "a", "bogus": 1}, {"name": "dеmo"}]:
+        r = await api.post("/1.0/instances", json=body)
+        print(r.status_code, r.json())
+    r = await api.post("/1.0/instances", content=b"{bad", headers={"content-type": "application/json"})
+    print(r.status_code, r.json())
+    r = await api.get("/1.0/nope")
+    print(r.status_code, r.json())
+    r = await api.get("/1.0/instances/d%D0%B5mo")
+    print(r.status_code, r.json())
+    r = await api.put("/1.0/instances/demo/state", json={"action": "start"})
+    print(r.status_code, r.json())
+    print((await api.get("/1.0/events")).json()[-3:])

@@ -1,0 +1,71 @@
+"""Golden tests for the QEMU config builder: the argv is data, compared line by line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from virtfleet.drivers.base import LaunchContext
+from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
+from virtfleet.model.instance import Accel, DeviceModel, InstanceSpec, NicSpec
+
+GOLDEN = Path(__file__).parent / "golden"
+CASES = {
+    "virtio-tcg": (DeviceModel.VIRTIO, Accel.TCG),
+    "virtio-kvm": (DeviceModel.VIRTIO, Accel.KVM),
+    "emulated-tcg": (DeviceModel.EMULATED, Accel.TCG),
+    "emulated-kvm": (DeviceModel.EMULATED, Accel.KVM),
+}
+
+
+def _argv(model: DeviceModel, accel: Accel) -> list[str]:
+    spec = InstanceSpec(
+        name="web-1", image="tiny", vcpus=2, max_vcpus=4, memory_mib=512,
+        device_model=model, nics=[NicSpec(mac="52:54:00:12:34:56")],
+    ).normalized()
+    ctx = LaunchContext(
+        accel=accel, accel_reason="test", disks={"root": Path("/data/disks/web-1/root.qcow2")},
+        hostname="web-1",
+    )
+    opts = QemuOptions(runas="virtfleet-qemu")
+    return build_argv(spec, ctx, RunPaths(Path("/data/run/web-1")), opts)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_argv_matches_golden(case: str) -> None:
+    """The argv for each device model x accelerator equals its reviewed golden file."""
+    text = "\n".join(_argv(*CASES[case])) + "\n"
+    golden = GOLDEN / f"qemu-{case}.txt"
+    if os.environ.get("VIRTFLEET_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_emulated_uses_legacy_devices_only() -> None:
+    """Legacy guests get i440fx, IDE and e1000, and no virtio device at all."""
+    argv = " ".join(_argv(DeviceModel.EMULATED, Accel.TCG))
+    assert "-machine pc " in argv and "ide-hd" in argv and "e1000" in argv
+    assert "virtio" not in argv
+
+
+def test_tcg_bounds_translation_cache_and_kvm_uses_host_cpu() -> None:
+    """TCG bounds its translation cache; KVM passes the host CPU through."""
+    assert "tcg,tb-size=16" in _argv(DeviceModel.VIRTIO, Accel.TCG)
+    kvm = _argv(DeviceModel.VIRTIO, Accel.KVM)
+    assert kvm[kvm.index("-accel") + 1] == "kvm" and kvm[kvm.index("-cpu") + 1] == "host"
+
+
+def test_user_nic_is_restricted_by_default() -> None:
+    """User-mode networking cannot reach the host unless asked otherwise."""
+    assert "user,id=net0,restrict=on" in _argv(DeviceModel.VIRTIO, Accel.TCG)
+
+
+def test_commas_in_paths_are_escaped() -> None:
+    """A comma in a path cannot inject QEMU options."""
+    spec = InstanceSpec(name="a", image="tiny").normalized()
+    ctx = LaunchContext(Accel.TCG, "", {"root": Path("/d/root.qcow2")}, hostname="a")
+    argv = build_argv(spec, ctx, RunPaths(Path("/x,server=off")), QemuOptions())
+    qmp = argv[argv.index("-mon") - 1]
+    assert "path=/x,,server=off/qmp.sock," in qmp
