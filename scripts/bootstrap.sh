@@ -21,7 +21,7 @@ SRC
 fi
 
 for p in qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio zstd iproute2 \
-         procps util-linux kmod ovmf; do
+         procps util-linux kmod ovmf syslinux syslinux-common mtools dosfstools fdisk; do
   have "$p" || need_apt+=("$p")
 done
 qemu_ok() {

@@ -1,4 +1,5 @@
-"""Fixtures: the whole app in-process over a MemoryStore, driven through its HTTP API."""
+"""Fixtures: the whole daemon in-process (real agent, fake driver, MemoryStore),
+driven through its public HTTP API."""
 
 from __future__ import annotations
 
@@ -8,21 +9,31 @@ from pathlib import Path
 import httpx
 import pytest
 
-from virtfleet.api import create_app
+from virtfleet.app.bootstrap import Platform
 
-from .platform import Platform, build_platform, running
+from .platform import TestDriver, make_platform, running
 
 
 @pytest.fixture
-async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
-    (tmp_path / "console").mkdir()
-    async with running(build_platform(tmp_path)) as p:
-        yield p
+async def platform_and_driver(tmp_path: Path) -> AsyncIterator[tuple[Platform, TestDriver]]:
+    platform, driver = make_platform(tmp_path)
+    async with running(platform):
+        yield platform, driver
+
+
+@pytest.fixture
+def platform(platform_and_driver: tuple[Platform, TestDriver]) -> Platform:
+    return platform_and_driver[0]
+
+
+@pytest.fixture
+def driver(platform_and_driver: tuple[Platform, TestDriver]) -> TestDriver:
+    return platform_and_driver[1]
 
 
 @pytest.fixture
 async def api(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(platform.services))
+    transport = httpx.ASGITransport(app=platform.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://virtfleet") as client:
         yield client
 

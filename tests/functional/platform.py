@@ -1,9 +1,9 @@
 """The in-process platform the functional and CLI tests drive through the public API.
 
-``build_services`` wires the real services over a ``MemoryStore``; ``TempAgent``
-stands in for the host agent. TEMPORARY until host.agent lands: swap
-``TempAgent`` for ``virtfleet.host.agent.Agent`` + ``virtfleet.drivers.fake.FakeDriver``
-(or ``virtfleet.app.bootstrap.build_platform``) and delete it.
+The real composition root (``virtfleet.app.bootstrap.build_platform``) with a
+``MemoryStore``, the real host agent and a ``FakeDriver`` subclass that adds
+test hooks (a gate per instance on start, a record of driver calls, console
+paths in a directory), plus a fast stand-in for the ``tiny`` image builder.
 """
 
 from __future__ import annotations
@@ -11,25 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from virtfleet.model.event import Event
-from virtfleet.model.host import HostFacts
-from virtfleet.model.instance import Accel, DesiredPower, InstanceStatus, PowerState
-from virtfleet.service import Services
-from virtfleet.service.events import EventService
-from virtfleet.service.host import HostService
-from virtfleet.service.images import ImageService
-from virtfleet.service.instances import InstanceService
-from virtfleet.service.operations import OperationRunner
-from virtfleet.state.memory import MemoryStore
-from virtfleet.state.repos import INSTANCES, EventLog, InstanceRecord, InstanceRepo
-from virtfleet.state.repos import instance_name_of
-from virtfleet.storage.images import Builder, ImageStore, Progress
+import uvicorn
 
-FACTS = HostFacts(hostname="testhost", cpus=4, memory_mib=4096)
+from virtfleet.app.bootstrap import Platform, build_platform
+from virtfleet.app.settings import Settings
+from virtfleet.drivers.base import LaunchContext
+from virtfleet.drivers.fake.driver import FakeDriver
+from virtfleet.model.host import HostFacts, KvmProbe
+from virtfleet.model.instance import InstanceSpec, InstanceStatus
+from virtfleet.storage.images import Progress
+
+FACTS = HostFacts(
+    hostname="testhost",
+    cpus=4,
+    memory_mib=4096,
+    qemu_version="9.2.0",
+    kvm=KvmProbe(device_present=False, usable=False, reason="no /dev/kvm"),
+)
 
 
 def fake_build(out: Path, cache_dir: Path, progress: Progress | None) -> None:
@@ -41,127 +44,86 @@ def fake_build(out: Path, cache_dir: Path, progress: Progress | None) -> None:
     tmp.rename(out)
 
 
-class DirConsole:
-    """``ConsoleAccess`` over a directory: ``<dir>/<name>.sock`` and ``<dir>/<name>.log``."""
+class TestDriver(FakeDriver):
+    """``FakeDriver`` plus hooks: ``gates[name]`` holds a start back until set; ``calls``
+    records (method, name); the serial console is ``<console_dir>/<name>.sock``/``.log``."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    __test__ = False
 
-    def socket_path(self, name: str) -> Path | None:
-        path = self.root / f"{name}.sock"
+    def __init__(self, console_dir: Path) -> None:
+        super().__init__()
+        self.console_dir = console_dir
+        self.gates: dict[str, asyncio.Event] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    async def start(self, spec: InstanceSpec, ctx: LaunchContext) -> InstanceStatus:
+        self.calls.append(("start", spec.name))
+        gate = self.gates.get(spec.name)
+        if gate is not None:
+            await gate.wait()
+        return await super().start(spec, ctx)
+
+    async def stop(self, name: str, *, force: bool = False, timeout_s: float = 30.0) -> None:
+        self.calls.append(("stop", name))
+        await super().stop(name, force=force, timeout_s=timeout_s)
+
+    async def pause(self, name: str) -> None:
+        self.calls.append(("pause", name))
+        await super().pause(name)
+
+    async def resume(self, name: str) -> None:
+        self.calls.append(("resume", name))
+        await super().resume(name)
+
+    def console_socket(self, name: str) -> Path | None:
+        path = self.console_dir / f"{name}.sock"
         return path if path.exists() else None
 
-    def log_path(self, name: str) -> Path | None:
-        return self.root / f"{name}.log"
+    def console_log(self, name: str) -> Path | None:
+        return self.console_dir / f"{name}.log"
 
 
-# TEMPORARY until host.agent lands: a minimal agent that carries out desired state.
-@dataclass
-class TempAgent:
-    store: MemoryStore
-    events: EventLog
-    applied: list[tuple[str, str]] = field(default_factory=list)
-    gates: dict[str, asyncio.Event] = field(default_factory=dict)
-    failures: dict[str, tuple[str, str]] = field(default_factory=dict)
-    _dirty: set[str] = field(default_factory=set)
-    _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-
-    async def run(self) -> None:
-        repo = InstanceRepo(self.store)
-        rev = await self.store.revision()
-        for rec in await repo.list():
-            self._kick(rec.name)
-        async for change in self.store.watch(INSTANCES, rev):
-            name = instance_name_of(change.key)
-            if name and change.key.endswith("/desired"):
-                self._kick(name)
-
-    def _kick(self, name: str) -> None:
-        self._dirty.add(name)
-        task = self._tasks.get(name)
-        if task is None or task.done():
-            self._tasks[name] = asyncio.create_task(self._reconcile(name))
-
-    async def _reconcile(self, name: str) -> None:
-        repo = InstanceRepo(self.store)
-        while name in self._dirty:
-            self._dirty.discard(name)
-            rec = await repo.find(name)
-            if rec is None or rec.desired.generation <= rec.status.observed_generation:
-                continue
-            gate = self.gates.get(name)
-            if gate is not None:
-                await gate.wait()
-            await self._apply(repo, rec)
-
-    async def _apply(self, repo: InstanceRepo, rec: InstanceRecord) -> None:
-        desired, status = rec.desired, rec.status
-        self.applied.append((rec.name, desired.power.value))
-        failure = self.failures.pop(rec.name, None)
-        if desired.power is DesiredPower.DELETED and failure is None:
-            await repo.remove(rec.name)
-            return
-        power = _POWER.get(desired.power, status.power)
-        new = status.model_copy(update={"observed_generation": desired.generation})
-        if failure is not None:
-            new.error_code, new.error_message = failure
-        else:
-            new.power, new.error_code, new.error_message = power, None, None
-            new.accel = Accel.TCG if power is not PowerState.STOPPED else None
-            await self.events.append(Event(kind=f"instance.{power.value}", target=rec.name))
-        await repo.put_status(rec.name, InstanceStatus.model_validate(new.model_dump()))
-
-    async def close(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-
-
-_POWER = {
-    DesiredPower.RUNNING: PowerState.RUNNING,
-    DesiredPower.STOPPED: PowerState.STOPPED,
-    DesiredPower.PAUSED: PowerState.PAUSED,
-}
-
-
-@dataclass
-class Platform:
-    store: MemoryStore
-    services: Services
-    agent: TempAgent
-    runner: OperationRunner
-
-
-def build_platform(
-    tmp: Path, builders: dict[str, Callable[[], Builder]] | None = None
-) -> Platform:
-    """Real services over a fresh ``MemoryStore`` plus the temporary agent (not started)."""
-    store = MemoryStore()
-    log = EventLog(store)
-    runner = OperationRunner(store, log)
-    images = ImageStore(
-        tmp / "images", store, tmp / "cache", builders=builders or {"tiny": lambda: fake_build}
-    )
-    services = Services(
-        instances=InstanceService(store, images, FACTS, runner, log, wait_timeout_s=10),
-        images=ImageService(images, store, runner, log),
-        operations=runner,
-        host=HostService(FACTS, lambda facts: [{"name": "kvm", "result": "warn"}]),
-        events=EventService(log),
-        console=DirConsole(tmp / "console"),
-    )
-    return Platform(store, services, TempAgent(store, log), runner)
+def make_platform(tmp: Path) -> tuple[Platform, TestDriver]:
+    """The daemon's wiring over a ``MemoryStore`` and a ``TestDriver`` (nothing started)."""
+    (tmp / "console").mkdir(exist_ok=True)
+    settings = Settings(data_dir=tmp, cache_dir=tmp / "cache", store="memory", driver="fake")
+    platform = build_platform(settings, facts=FACTS)
+    driver = TestDriver(tmp / "console")
+    platform.driver = platform.agent.driver = driver
+    platform.services.images.store.add_builder("tiny", lambda: fake_build)
+    platform.services.instances.wait_timeout_s = 10.0
+    return platform, driver
 
 
 @contextlib.asynccontextmanager
 async def running(platform: Platform) -> AsyncIterator[Platform]:
-    """Run the temporary agent for the duration of the block; close everything after."""
-    task = asyncio.create_task(platform.agent.run())
+    """Start the agent (and recovery) for the block; stop everything after it."""
+    await platform.start()
     try:
         yield platform
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await platform.agent.close()
-        await platform.runner.close()
-        await platform.store.close()
+        await platform.services.operations.close()
+        await platform.stop()
+
+
+@contextlib.contextmanager
+def serve_uds(tmp: Path) -> Iterator[Path]:
+    """Serve the daemon's app with uvicorn on ``<tmp>/api.sock`` (the daemon's socket
+    convention) in a thread of its own; the platform starts through the app's lifespan.
+    Yields the data dir, for the CLI's ``--data-dir`` and ``websockets.unix_connect``."""
+    platform, _ = make_platform(tmp)
+    config = uvicorn.Config(
+        platform.app, uds=str(platform.settings.api_socket), log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield tmp
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -1,1 +1,1 @@
-"""cli"""
+"""The ``virtfleet`` CLI (Typer + Rich). Thin: arguments -> client -> rendering."""

@@ -20,7 +20,7 @@ from virtfleet.client.errors import DaemonUnavailableError, error_from_response
 from virtfleet.client.models import Image, Instance
 from virtfleet.client.sync import DEFAULT_TIMEOUT_S, UDS_BASE_URL
 from virtfleet.model.event import Event
-from virtfleet.model.host import HostFacts
+from virtfleet.model.host import Check, HostFacts
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.model.operation import Operation
 
@@ -110,7 +110,7 @@ class AsyncClient:
     async def host(self) -> HostFacts:
         return await self.call(calls.host())
 
-    async def host_check(self) -> list[dict[str, Any]]:
+    async def host_check(self) -> list[Check]:
         return await self.call(calls.host_check())
 
     async def list_operations(self) -> list[Operation]:

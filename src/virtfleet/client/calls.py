@@ -19,7 +19,7 @@ from virtfleet.client.errors import ApiError
 from virtfleet.client.models import Image, Instance
 from virtfleet.errors import InvalidNameError
 from virtfleet.model.event import Event
-from virtfleet.model.host import HostFacts
+from virtfleet.model.host import Check, HostFacts
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
@@ -125,8 +125,8 @@ def host() -> Call[HostFacts]:
     return Call("GET", "/1.0/host", one(HostFacts))
 
 
-def host_check() -> Call[list[dict[str, Any]]]:
-    return Call("GET", "/1.0/host/check", raw)
+def host_check() -> Call[list[Check]]:
+    return Call("GET", "/1.0/host/check", many(Check))
 
 
 def list_operations() -> Call[list[Operation]]:

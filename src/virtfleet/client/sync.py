@@ -18,7 +18,7 @@ from virtfleet.client.calls import Action, Call
 from virtfleet.client.errors import ApiError, DaemonUnavailableError, error_from_response
 from virtfleet.client.models import Image, Instance
 from virtfleet.model.event import Event
-from virtfleet.model.host import HostFacts
+from virtfleet.model.host import Check, HostFacts
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.model.operation import Operation
 
@@ -122,7 +122,7 @@ class Client:
     def host(self) -> HostFacts:
         return self.call(calls.host())
 
-    def host_check(self) -> list[dict[str, Any]]:
+    def host_check(self) -> list[Check]:
         return self.call(calls.host_check())
 
     def list_operations(self) -> list[Operation]:

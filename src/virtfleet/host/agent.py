@@ -205,7 +205,8 @@ class Agent:
         await self._set_power(rec.name, PowerState.STARTING, "starting")
         async with contextlib.AsyncExitStack() as undo:
             paths, created = await self.disks.ensure(spec)
-            undo.callback(lambda: [p.unlink(missing_ok=True) for p in created])
+            for path in created:
+                undo.callback(path.unlink, missing_ok=True)
             cgroup = self.cgroups.create(rec.name, **_limits(spec)) if self.cgroups else None
             if cgroup is not None:
                 undo.callback(cgroup.remove)
@@ -234,7 +235,7 @@ class Agent:
             await self.driver.stop(rec.name, force=force, timeout_s=timeout_s)
         finally:
             self._stopping.discard(rec.name)
-        self._release_cgroup(rec.name)
+        await self._release_cgroup(rec.name)
         await self._set_power(rec.name, PowerState.STOPPED, "forced off" if force else "stopped")
 
     async def _restart(self, rec: InstanceRecord) -> None:
@@ -253,16 +254,16 @@ class Agent:
             await self.driver.delete(rec.name)
         finally:
             self._stopping.discard(rec.name)
-        self._release_cgroup(rec.name)
+        await self._release_cgroup(rec.name)
         if rec.desired.delete_disks:
             self.disks.remove(rec.name)
         await self.repo.remove(rec.name)
         await self._emit("instance.deleted", rec.name, "deleted")
 
-    def _release_cgroup(self, name: str) -> None:
+    async def _release_cgroup(self, name: str) -> None:
         cgroup = self._cgroups.pop(name, None)
         if cgroup is not None:
-            cgroup.remove()
+            await asyncio.to_thread(cgroup.remove)  # waits briefly for tasks to drain
 
     # -- following the driver ------------------------------------------------------------
 
@@ -283,7 +284,7 @@ class Agent:
         elif event.kind in ("stopped", "crashed"):
             if rec.name in self._stopping:
                 return  # our own stop: _stop records it
-            self._release_cgroup(rec.name)
+            await self._release_cgroup(rec.name)
             crashed = event.kind == "crashed"
             power = PowerState.CRASHED if crashed else PowerState.STOPPED
             await self._set_power(rec.name, power, event.reason)
@@ -333,7 +334,7 @@ class Agent:
         await self.repo.put_status(name, status)
 
     async def _emit(self, kind: str, target: str, message: str) -> None:
-        await self.events.append(Event(kind=kind, target=target, message=message))
+        await self.events.append(Event(kind=kind, target=f"instance/{target}", message=message))
 
     # -- access for the service layer (console) ------------------------------------------
 

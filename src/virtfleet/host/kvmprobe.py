@@ -2,9 +2,12 @@
 
 Owns: the ioctl numbers and struct layouts for the handful of KVM calls it
 needs, the child side (``python -m virtfleet.host.kvmprobe``: open /dev/kvm,
-make a VM with 64 KiB of RAM holding ``mov al,0x42; out 0x10,al; hlt``, run
-one vCPU, print JSON lines) and the parent side ``probe_kvm`` which starts the
-child, enforces a timeout and turns the outcome into a ``KvmProbe``.
+make a VM with 2 MiB of RAM and one vCPU, run it twice to HLT -- first
+real-mode ``mov al,0x42; out 0x10,al; hlt``, then 64-bit code that executes
+FPU and SSE instructions, because some KVMs pass the first and fail every real
+guest on the second -- printing JSON lines) and the parent side ``probe_kvm``
+which starts the child, enforces a timeout and turns the outcome into a
+``KvmProbe``.
 
 Must not: cache results (callers cache), run KVM ioctls in the calling
 process (a vCPU can spin in the kernel forever on broken nested setups), block

@@ -34,6 +34,7 @@ class HostFacts(BaseModel):
     cgroup_mode: str = "none"  # "v1", "v2", "hybrid", "none"
     warnings: list[str] = Field(default_factory=list)
     recommendation: str = ""
+    boot_id: str = ""  # the boot the probe ran in (its KVM verdict holds for that boot)
 
     @property
     def default_accel(self) -> str:

@@ -1,20 +1,17 @@
 """Host use cases: what this machine can do for virtualization and whether it is fit.
 
-Owns nothing but the presentation of facts probed elsewhere. Must not probe the
-host itself (that is ``virtfleet.host.facts``, wired in by the composition root
-as the ``check`` callable).
+Owns nothing but the presentation of facts and checks computed elsewhere. Must
+not probe the host itself: the composition root passes the probed ``HostFacts``
+and the ``check`` callable (``virtfleet.host.facts.host_check``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from pydantic import BaseModel
+from virtfleet.model.host import Check, HostFacts
 
-from virtfleet.model.host import HostFacts
-
-HostCheck = Callable[[HostFacts], Sequence[BaseModel | dict[str, Any]]]
+HostCheck = Callable[[HostFacts], Sequence[Check]]
 
 
 class HostService:
@@ -26,11 +23,6 @@ class HostService:
     def facts(self) -> HostFacts:
         return self._facts
 
-    def check(self) -> list[dict[str, Any]]:
-        """The host checks (name, ok/warn/fail, advice, ...) as plain JSON-able dicts."""
-        if self._check is None:
-            return []
-        return [
-            item.model_dump(mode="json") if isinstance(item, BaseModel) else dict(item)
-            for item in self._check(self._facts)
-        ]
+    def check(self) -> list[Check]:
+        """The host's fitness checks (none when no check was wired in)."""
+        return list(self._check(self._facts)) if self._check is not None else []

@@ -51,7 +51,11 @@ class ImageService:
         return await self.store.get(name)
 
     async def build(self, name: str, builder: str = "tiny", force: bool = False) -> Operation:
-        """Validate now (name, builder, existence), then build in an ``image.build`` operation."""
+        """Validate now (name, builder, existence), then build in an ``image.build`` operation.
+
+        Cancelling the operation stops waiting, not the builder thread: it finishes its
+        atomic write in the background, and the image is then not recorded.
+        """
         await self.store.check_build(name, builder, force)
 
         async def run(ctx: OpContext) -> dict[str, Any]:

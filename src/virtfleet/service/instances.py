@@ -184,21 +184,10 @@ class InstanceService:
             if current is None:
                 return {"name": name, "deleted": False}
             check_deletable(_power_of(current), force)
-            gen = await self._bump(
-                name,
-                lambda d, g: d.model_copy(
-                    update={
-                        "power": DesiredPower.DELETED,
-                        "generation": g,
-                        "force": force,
-                        "delete_disks": delete_disks,
-                    }
-                ),
-            )
+            gen = await self._bump(name, lambda d, g: _desired_deleted(d, g, force, delete_disks))
             await ctx.progress(10, f"waiting for the agent to delete {name}")
             await self._await_gone(name, gen, current.desired.timeout_s + self.wait_timeout_s)
-            await self._emit("instance.deleted", name, f"instance {name} deleted")
-            return {"name": name, "deleted": True}
+            return {"name": name, "deleted": True}  # the agent emits instance.deleted
 
         return await self._submit("instance.delete", name, run, DELETING)
 
@@ -309,6 +298,18 @@ def _desired_for(
     }
     if action == "restart":
         update["restart"] = gen
+    return desired.model_copy(update=update)
+
+
+def _desired_deleted(
+    desired: DesiredState, gen: int, force: bool, delete_disks: bool
+) -> DesiredState:
+    update = {
+        "power": DesiredPower.DELETED,
+        "generation": gen,
+        "force": force,
+        "delete_disks": delete_disks,
+    }
     return desired.model_copy(update=update)
 
 

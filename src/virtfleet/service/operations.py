@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 OpFn = Callable[["OpContext"], Awaitable[dict[str, Any]]]
 INTERRUPTED = "interrupted by daemon restart"
+SHUTDOWN = "interrupted by daemon shutdown"
+MAX_FINISHED = 1000  # finished operations kept in the store; older ones are pruned
 _ACTIVE = (OperationStatus.PENDING, OperationStatus.RUNNING)
 
 
@@ -62,14 +64,15 @@ class OperationRunner:
         self._events = events
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._by_target: dict[str, builtins.list[asyncio.Task[None]]] = {}
+        self._closing = False
+        self._submitted = 0
 
     async def recover(self) -> int:
         """Mark operations a previous daemon left pending/running as failed; return how many."""
         count = 0
         for op in await self.list():
             if op.status in _ACTIVE and op.id not in self._tasks:
-                op.status, op.error_code = OperationStatus.FAILURE, "interrupted"
-                op.error_message = op.message = INTERRUPTED
+                self._fail(op, VirtfleetError(INTERRUPTED), OperationStatus.FAILURE)
                 await self._save(op)
                 count += 1
         return count
@@ -83,6 +86,9 @@ class OperationRunner:
         self._tasks[op.id] = task
         self._by_target.setdefault(target, []).append(task)
         task.add_done_callback(lambda t: self._forget(op, t))
+        self._submitted += 1
+        if self._submitted % 100 == 0:
+            await self._prune()
         return op.model_copy()
 
     def active(self, op_id: str) -> bool:
@@ -125,7 +131,9 @@ class OperationRunner:
         return await self.get(op_id)
 
     async def close(self) -> None:
-        """Cancel every operation still queued or running (daemon shutdown)."""
+        """Stop every operation still queued or running (daemon shutdown): each is recorded
+        as failed ("interrupted by daemon shutdown"), its function's undo having run."""
+        self._closing = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -143,7 +151,10 @@ class OperationRunner:
             op.result = await fn(OpContext(self, op))
             op.status, op.progress = OperationStatus.SUCCESS, 100
         except asyncio.CancelledError:
-            self._fail(op, CancelledError_("operation cancelled"), OperationStatus.CANCELLED)
+            if self._closing:
+                self._fail(op, VirtfleetError(SHUTDOWN), OperationStatus.FAILURE)
+            else:
+                self._fail(op, CancelledError_("operation cancelled"), OperationStatus.CANCELLED)
         except VirtfleetError as err:
             self._fail(op, err, OperationStatus.FAILURE)
         except Exception as err:
@@ -156,9 +167,15 @@ class OperationRunner:
             )
         await self._save(op)
 
+    async def _prune(self) -> None:
+        finished = [op for op in await self.list() if op.status.done]
+        for op in finished[: max(0, len(finished) - MAX_FINISHED)]:
+            await self._repo.delete(op.id)
+
     @staticmethod
     def _fail(op: Operation, err: VirtfleetError, status: OperationStatus) -> None:
         op.status, op.error_code, op.error_message = status, err.code, err.message
+        op.message = err.message
 
     async def _progress(self, op: Operation, pct: int, message: str) -> None:
         if op.status.done:  # a late report from a builder thread must not rewrite the result

@@ -12,7 +12,7 @@ Keys:
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -97,7 +97,7 @@ class InstanceRepo:
         records = [self._record(n, kvs) for n, kvs in sorted(by_name.items())]
         return [r for r in records if r is not None]
 
-    def _record(self, name: str, kvs: dict[str, object]) -> InstanceRecord | None:
+    def _record(self, name: str, kvs: Mapping[str, object]) -> InstanceRecord | None:
         from virtfleet.state.store import KeyValue
 
         spec = kvs.get(instance_key(name, "spec"))

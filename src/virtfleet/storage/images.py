@@ -84,6 +84,10 @@ class ImageStore:
     def builders(self) -> builtins.list[str]:
         return sorted(self._builders)
 
+    def add_builder(self, name: str, loader: Callable[[], Builder]) -> None:
+        """Register (or replace) builder ``name``; ``loader`` returns the builder function."""
+        self._builders[name] = loader
+
     async def list(self) -> builtins.list[ImageRecord]:
         """Every image record, sorted by name."""
         records = [r for r in await self._repo.values() if isinstance(r, ImageRecord)]

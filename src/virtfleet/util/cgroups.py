@@ -321,33 +321,57 @@ class CgroupManager:
     def _parent_dirs(self) -> dict[str, Path]:
         return {c: root / self.parent for c, root in self._roots.items()}
 
-    def _enable_v2(self, path: Path) -> None:
-        """Enable cpu/memory/pids for the children of ``path`` (cgroup.subtree_control)."""
+    def _enable_v2(self, path: Path) -> set[str]:
+        """Enable cpu/memory/pids for the children of ``path``; return what is enabled."""
         offered = set((_read(path / "cgroup.controllers") or "").split())
         enabled = set((_read(path / "cgroup.subtree_control") or "").split())
-        wanted = [c for c in self._roots if c in offered and c not in enabled]
-        if wanted:
+        wanted = [c for c in V2_CONTROLLERS if c in offered and c not in enabled]
+        if not wanted:
+            return enabled
+        try:
             _write(path / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+            return enabled | set(wanted)
+        except HostError:
+            pass
+        for ctrl in wanted:  # one at a time: keep whatever the kernel allows
+            with contextlib.suppress(HostError):
+                _write(path / "cgroup.subtree_control", f"+{ctrl}")
+                enabled.add(ctrl)
+        return enabled
 
     def _prepare_parent(self) -> None:
-        if self.unified:
-            if not self._v2_ready:
-                root = next(iter(self._roots.values()))
-                self._enable_v2(root)
-                (root / self.parent).mkdir(exist_ok=True)
-                self._enable_v2(root / self.parent)
-                self._v2_ready = True
+        """mkdir the parent directories; on v2 also delegate the controllers to them."""
+        if not self.unified:
+            for path in self._parent_dirs().values():
+                path.mkdir(exist_ok=True)
             return
-        for path in self._parent_dirs().values():
-            path.mkdir(exist_ok=True)
+        if self._v2_ready:
+            return
+        root = self.layout.unified
+        assert root is not None
+        self._enable_v2(root)
+        (root / self.parent).mkdir(exist_ok=True)
+        enabled = self._enable_v2(root / self.parent)
+        self._roots = {c: p for c, p in self._roots.items() if c in enabled}
+        if not self._roots:
+            raise HostError(f"none of {', '.join(V2_CONTROLLERS)} could be enabled under {root}")
+        self._v2_ready = True
+
+    def _instance_dirs(self, instance: str) -> dict[str, Path]:
+        dirs = {c: p / instance for c, p in self._parent_dirs().items()}
+        if self.unified and not self._v2_ready:  # e.g. after a restart: ask the parent
+            parent = next(iter(self._parent_dirs().values()))
+            enabled = _read(parent / "cgroup.subtree_control")
+            if enabled is not None:
+                dirs = {c: p for c, p in dirs.items() if c in enabled.split()}
+        return dirs
 
     def get(self, instance: str) -> InstanceCgroup:
         """The cgroup of ``instance`` without creating anything (for live changes)."""
         _check_name(instance, "instance")
         if not self.available:
             return InstanceCgroup(instance, self.unified, {}, self.reason)
-        dirs = {c: p / instance for c, p in self._parent_dirs().items()}
-        return InstanceCgroup(instance, self.unified, dirs)
+        return InstanceCgroup(instance, self.unified, self._instance_dirs(instance))
 
     def create(
         self,
@@ -358,21 +382,25 @@ class CgroupManager:
         memory_max_bytes: int | None = None,
         pids_max: int | None = None,
     ) -> InstanceCgroup:
-        """Make (or reuse) the instance's cgroup and apply the given limits."""
+        """Make (or reuse) the instance's cgroup and apply the given limits.
+
+        Limits for controllers this host lacks are skipped and named in ``reason``.
+        """
+        _check_name(instance, "instance")
+        if self.available:
+            try:
+                self._prepare_parent()
+            except (HostError, OSError) as err:
+                why = err.message if isinstance(err, HostError) else str(err.strerror)
+                log.warning("cgroups disabled for %s: %s", self.parent, why)
+                self._roots, self.reason = {}, f"cannot prepare cgroup {self.parent}: {why}"
         cgroup = self.get(instance)
         if not cgroup.enabled:
             return cgroup
         try:
-            self._prepare_parent()
-        except (HostError, OSError) as err:
-            why = err.message if isinstance(err, HostError) else str(err.strerror)
-            log.warning("cgroups disabled for %s: %s", self.parent, why)
-            self._roots, self.reason = {}, f"cannot prepare cgroup {self.parent}: {why}"
-            return InstanceCgroup(instance, self.unified, {}, self.reason)
-        try:
             for path in cgroup.paths:
                 path.mkdir(exist_ok=True)
-            self._apply(cgroup, cpu_quota_pct, cpu_weight, memory_max_bytes, pids_max)
+            _apply(cgroup, cpu_quota_pct, cpu_weight, memory_max_bytes, pids_max)
         except OSError as err:
             cgroup.remove(timeout_s=0)
             raise HostError(f"cannot create cgroup for {instance}: {err.strerror}") from err
@@ -381,23 +409,6 @@ class CgroupManager:
             raise
         return cgroup
 
-    @staticmethod
-    def _apply(
-        cgroup: InstanceCgroup,
-        cpu_quota_pct: float | None,
-        cpu_weight: int | None,
-        memory_max_bytes: int | None,
-        pids_max: int | None,
-    ) -> None:
-        if cpu_quota_pct is not None:
-            cgroup.set_cpu_quota(cpu_quota_pct)
-        if cpu_weight is not None:
-            cgroup.set_cpu_weight(cpu_weight)
-        if memory_max_bytes is not None:
-            cgroup.set_memory_max(memory_max_bytes)
-        if pids_max is not None:
-            cgroup.set_pids_max(pids_max)
-
     def remove_parent(self, timeout_s: float = 0.0) -> bool:
         """rmdir the parent directories if no instance cgroups remain in them."""
         paths = tuple(dict.fromkeys(self._parent_dirs().values()))
@@ -405,3 +416,29 @@ class CgroupManager:
         with contextlib.suppress(HostError):
             return _rmdirs(paths, timeout_s)
         return False
+
+
+def _apply(
+    cgroup: InstanceCgroup,
+    cpu_quota_pct: float | None,
+    cpu_weight: int | None,
+    memory_max_bytes: int | None,
+    pids_max: int | None,
+) -> None:
+    """Write the requested limits; skip (and note) those whose controller is missing."""
+    has = cgroup.dirs
+    if cpu_quota_pct is not None and "cpu" in has:
+        cgroup.set_cpu_quota(cpu_quota_pct)
+    if cpu_weight is not None and "cpu" in has:
+        cgroup.set_cpu_weight(cpu_weight)
+    if memory_max_bytes is not None and "memory" in has:
+        cgroup.set_memory_max(memory_max_bytes)
+    if pids_max is not None and "pids" in has:
+        cgroup.set_pids_max(pids_max)
+    asked = {"cpu": (cpu_quota_pct, cpu_weight), "memory": (memory_max_bytes,), "pids": (pids_max,)}
+    missing = [
+        c for c, values in asked.items() if c not in has and any(v is not None for v in values)
+    ]
+    if missing:
+        cgroup.reason = f"not enforced, controller missing: {', '.join(missing)}"
+        log.warning("cgroup %s: limits %s", cgroup.name, cgroup.reason)

@@ -10,7 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket
 
 from virtfleet.api.deps import ServicesDep
-from virtfleet.api.ws import race, until_disconnect
+from virtfleet.api.ws import close_with, race, until_disconnect
+from virtfleet.errors import VirtfleetError
 from virtfleet.model.event import Event
 from virtfleet.service.events import MAX_LIMIT
 
@@ -33,7 +34,10 @@ async def stream_events(
     await ws.accept()
 
     async def forward() -> None:
-        async for event in services.events.stream(after):
-            await ws.send_text(event.model_dump_json())
+        try:
+            async for event in services.events.stream(after):
+                await ws.send_text(event.model_dump_json())
+        except VirtfleetError as err:  # e.g. a consumer that fell behind the watch history
+            await close_with(ws, 4000 + err.status, err.message)
 
     await race(forward(), until_disconnect(ws))

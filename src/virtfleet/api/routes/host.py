@@ -5,12 +5,10 @@ Handlers only call ``HostService``. Must not probe the host.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from virtfleet.api.deps import ServicesDep
-from virtfleet.model.host import HostFacts
+from virtfleet.model.host import Check, HostFacts
 
 router = APIRouter(prefix="/1.0/host", tags=["host"])
 
@@ -21,5 +19,5 @@ async def get_host(services: ServicesDep) -> HostFacts:
 
 
 @router.get("/check")
-async def check_host(services: ServicesDep) -> list[dict[str, Any]]:
+async def check_host(services: ServicesDep) -> list[Check]:
     return services.host.check()

@@ -89,7 +89,7 @@ class FakeDriver:
     async def list(self) -> list[str]:
         return sorted(self._vms)
 
-    async def events(self) -> AsyncIterator[DriverEvent]:  # type: ignore[override]
+    async def events(self) -> AsyncIterator[DriverEvent]:
         while True:
             yield await self._events.get()
 

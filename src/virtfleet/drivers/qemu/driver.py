@@ -223,7 +223,7 @@ class QemuDriver:
             return []
         return sorted(p.parent.name for p in self.run_root.glob("*/runtime.json"))
 
-    async def events(self) -> AsyncIterator[DriverEvent]:  # type: ignore[override]
+    async def events(self) -> AsyncIterator[DriverEvent]:
         while True:
             yield await self._events.get()
 

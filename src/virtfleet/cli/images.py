@@ -1,0 +1,86 @@
+"""``virtfleet image ...``: build, list, show and delete base images.
+
+Owns arguments -> client calls -> tables/JSON for images. Must not build images itself.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from virtfleet.cli import output
+from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client
+from virtfleet.cli.sizes import format_bytes
+
+app = typer.Typer(help="Base images.", no_args_is_help=True)
+NameArg = Annotated[str, typer.Argument(help="Image name.", show_default=False)]
+
+
+@command(app, "build")
+def build(
+    name: NameArg,
+    builder: Annotated[str, typer.Option("--builder", help="Image builder.")] = "tiny",
+    force: Annotated[bool, typer.Option("--force", help="Rebuild an existing image.")] = False,
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Build an image with a builder (default: tiny, a minimal Linux guest)."""
+    client = get_client()
+    op = client.build_image(name, builder=builder, force=force)
+    if output.run_operation(client, op, f"building {name}", as_json=json_out, no_wait=no_wait):
+        output.done(f"image {name} built", json_out)
+
+
+@command(app, "list")
+def list_(json_out: JsonOpt = False) -> None:
+    """List images."""
+    images = get_client().list_images()
+    if json_out:
+        output.print_json(images)
+        return
+    output.table(
+        ["NAME", "FORMAT", "VIRTUAL SIZE", "ON DISK", "BUILDER", "CREATED"],
+        [
+            [
+                i.name,
+                i.format,
+                format_bytes(i.virtual_size_bytes),
+                format_bytes(i.actual_size_bytes),
+                i.builder,
+                i.created_at.strftime("%Y-%m-%d %H:%M"),
+            ]
+            for i in images
+        ],
+    )
+
+
+@command(app, "show")
+def show(name: NameArg, json_out: JsonOpt = False) -> None:
+    """Show one image."""
+    i = get_client().get_image(name)
+    if json_out:
+        output.print_json(i)
+        return
+    output.fields(
+        [
+            ("name", i.name),
+            ("path", i.path),
+            ("format", i.format),
+            ("virtual size", format_bytes(i.virtual_size_bytes)),
+            ("on disk", format_bytes(i.actual_size_bytes)),
+            ("sha256", i.sha256),
+            ("builder", i.builder),
+            ("created", i.created_at.isoformat(timespec="seconds")),
+        ]
+    )
+
+
+@command(app, "delete")
+def delete(name: NameArg, json_out: JsonOpt = False) -> None:
+    """Delete an image no instance uses (a missing image is not an error)."""
+    deleted = get_client().delete_image(name)
+    if json_out:
+        output.print_json({"name": name, "deleted": deleted})
+    else:
+        output.done(f"image {name} deleted" if deleted else f"image {name} did not exist", False)

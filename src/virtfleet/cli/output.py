@@ -1,0 +1,115 @@
+"""Rendering for the CLI: JSON, Rich tables, and waiting on operations with a progress bar.
+
+Owns how results look. Must not parse arguments or know endpoints beyond the
+client's ``wait_operation``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from virtfleet.client import Client, raise_for_operation
+from virtfleet.model.operation import Operation
+
+
+def jsonable(data: Any) -> Any:
+    if isinstance(data, BaseModel):
+        return data.model_dump(mode="json")
+    if isinstance(data, list | tuple):
+        return [jsonable(item) for item in data]
+    if isinstance(data, dict):
+        return {str(k): jsonable(v) for k, v in data.items()}
+    return data
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(jsonable(data), indent=2))
+
+
+def stdout() -> Console:
+    return Console(highlight=False)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Print a plain table with ``columns`` (upper-case headers)."""
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    stdout().print(t)
+
+
+def fields(pairs: Iterable[tuple[str, Any]]) -> None:
+    """Print ``name: value`` pairs aligned, skipping empty values."""
+    t = Table(box=None, show_header=False, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for key, value in pairs:
+        if value not in (None, "", []):
+            t.add_row(key, str(value))
+    stdout().print(t)
+
+
+def run_operation(
+    client: Client, op: Operation, label: str, *, as_json: bool, no_wait: bool
+) -> Operation | None:
+    """Wait for ``op`` (progress bar unless ``as_json``) and return it once it succeeded.
+
+    With ``no_wait`` print the operation (id, or JSON) and return None. A failed
+    operation raises its ``ApiError``.
+    """
+    if no_wait:
+        if as_json:
+            print_json(op)
+        else:
+            print(op.id)
+        return None
+    try:
+        final = client.wait_operation(op.id) if as_json else _wait_with_bar(client, op, label)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted; operation {op.id} goes on (virtfleet operation show {op.id})",
+            file=sys.stderr,
+        )
+        raise typer.Exit(130) from None
+    raise_for_operation(final)
+    if as_json:
+        print_json(final)
+    return final
+
+
+def _wait_with_bar(client: Client, op: Operation, label: str) -> Operation:
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+    )
+    with Progress(*columns, console=stderr(), transient=True) as progress:
+        task = progress.add_task(label, total=100)
+
+        def show(current: Operation) -> None:
+            text = f"{label}: {current.message}" if current.message else label
+            progress.update(task, completed=current.progress, description=text)
+
+        return client.wait_operation(op.id, on_progress=show)
+
+
+def done(message: str, as_json: bool) -> None:
+    """Say what happened (nothing with ``--json``: the JSON says it)."""
+    if not as_json:
+        stdout().print(message)

@@ -1,0 +1,229 @@
+"""``virtfleet vm ...``: create, list, show, power actions, delete, logs and console of VMs.
+
+Owns turning arguments into client calls and results into tables or JSON. Must
+not decide anything the API decides (state rules, validation beyond sizes).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from virtfleet.cli import output
+from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
+from virtfleet.cli.sizes import format_mib, parse_size_mib
+from virtfleet.client import Instance
+from virtfleet.client.calls import Action
+from virtfleet.model.instance import Accel, DeviceModel, RestartPolicy
+
+app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
+NameArg = Annotated[str, typer.Argument(help="Instance name.", show_default=False)]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Hard stop / hard reset.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for a clean stop.")]
+
+
+class Nic(StrEnum):
+    NONE = "none"
+    USER = "user"
+
+
+@command(app, "create")
+def create(
+    name: NameArg,
+    image: Annotated[str, typer.Option("--image", help="Base image.", show_default=False)],
+    vcpus: Annotated[int, typer.Option("--vcpus", help="Virtual CPUs.")] = 1,
+    memory: Annotated[str, typer.Option("--memory", help="e.g. 512M, 2G; plain = MiB.")] = "256M",
+    accel: Annotated[Accel, typer.Option("--accel")] = Accel.AUTO,
+    device_model: Annotated[DeviceModel, typer.Option("--device-model")] = DeviceModel.VIRTIO,
+    restart_policy: Annotated[RestartPolicy, typer.Option("--restart-policy")] = RestartPolicy.NO,
+    nic: Annotated[Nic, typer.Option("--nic", help="user: QEMU user networking.")] = Nic.USER,
+    start: Annotated[bool, typer.Option("--start", help="Start it once created.")] = False,
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a VM from an image."""
+    try:
+        memory_mib = parse_size_mib(memory)
+    except ValueError as err:
+        raise invalid(f"--memory: {err}") from err
+    spec: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "vcpus": vcpus,
+        "memory_mib": memory_mib,
+        "accel": accel.value,
+        "device_model": device_model.value,
+        "restart_policy": restart_policy.value,
+        "nics": [] if nic is Nic.NONE else [{"mode": nic.value}],
+    }
+    client = get_client()
+    op = client.create_instance(spec, start=start)
+    label = f"creating {name}" + (" and starting it" if start else "")
+    if output.run_operation(client, op, label, as_json=json_out, no_wait=no_wait):
+        output.done(f"{name} created" + (" and started" if start else ""), json_out)
+
+
+@command(app, "list")
+def list_(json_out: JsonOpt = False) -> None:
+    """List VMs: state, virtualization mode (kvm/tcg), size, device model, image."""
+    instances = get_client().list_instances()
+    if json_out:
+        output.print_json(instances)
+        return
+    output.table(
+        ["NAME", "STATE", "MODE", "VCPUS", "MEMORY", "DEVICES", "IMAGE"],
+        [_row(i) for i in instances],
+    )
+
+
+def _row(i: Instance) -> list[Any]:
+    return [
+        i.name,
+        _state(i),
+        i.mode,
+        i.spec.vcpus,
+        format_mib(i.spec.memory_mib),
+        i.spec.device_model.value,
+        i.spec.image or "-",
+    ]
+
+
+def _state(i: Instance) -> str:
+    return i.status.power.value + (" (error)" if i.status.error_code else "")
+
+
+@command(app, "show")
+def show(name: NameArg, json_out: JsonOpt = False) -> None:
+    """Show one VM in detail."""
+    i = get_client().get_instance(name)
+    if json_out:
+        output.print_json(i)
+        return
+    s, st = i.spec, i.status
+    error = f"{st.error_message} [{st.error_code}]" if st.error_code else None
+    output.fields(
+        [
+            ("name", i.name),
+            ("state", _state(i)),
+            ("mode", i.mode),
+            ("accel reason", st.accel_reason),
+            ("vcpus", s.vcpus),
+            ("memory", format_mib(s.memory_mib)),
+            ("devices", f"{s.device_model.value} (machine {s.machine})"),
+            ("image", s.image),
+            ("nics", ", ".join(n.mode for n in s.nics) or "none"),
+            ("restart policy", s.restart_policy.value),
+            ("pid", st.pid),
+            ("started", st.started_at),
+            ("restarts", st.restarts),
+            ("qemu", st.qemu_version),
+            ("reason", st.reason),
+            ("error", error),
+            (
+                "desired",
+                f"{i.desired.power.value} (generation {i.desired.generation}, "
+                f"observed {st.observed_generation})",
+            ),
+        ]
+    )
+
+
+def _power(
+    name: str,
+    action: Action,
+    label: str,
+    *,
+    force: bool = False,
+    timeout_s: float = 30.0,
+    no_wait: bool,
+    json_out: bool,
+) -> None:
+    client = get_client()
+    op = client.change_state(name, action, force=force, timeout_s=timeout_s)
+    if output.run_operation(client, op, f"{label} {name}", as_json=json_out, no_wait=no_wait):
+        result = client.get_instance(name).status.power.value
+        output.done(f"{name} is {result}", json_out)
+
+
+@command(app, "start")
+def start(name: NameArg, no_wait: NoWaitOpt = False, json_out: JsonOpt = False) -> None:
+    """Start a stopped VM."""
+    _power(name, "start", "starting", no_wait=no_wait, json_out=json_out)
+
+
+@command(app, "stop")
+def stop(
+    name: NameArg,
+    force: ForceOpt = False,
+    timeout: TimeoutOpt = 30.0,
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Stop a VM: ACPI shutdown, then a hard stop after --timeout (at once with --force)."""
+    _power(
+        name, "stop", "stopping", force=force, timeout_s=timeout, no_wait=no_wait, json_out=json_out
+    )
+
+
+@command(app, "reboot")
+def reboot(
+    name: NameArg, force: ForceOpt = False, no_wait: NoWaitOpt = False, json_out: JsonOpt = False
+) -> None:
+    """Restart a VM (stop + start; --force = hard reset)."""
+    _power(name, "restart", "rebooting", force=force, no_wait=no_wait, json_out=json_out)
+
+
+@command(app, "pause")
+def pause(name: NameArg, no_wait: NoWaitOpt = False, json_out: JsonOpt = False) -> None:
+    """Pause a running VM (its vCPUs stop; memory is kept)."""
+    _power(name, "pause", "pausing", no_wait=no_wait, json_out=json_out)
+
+
+@command(app, "resume")
+def resume(name: NameArg, no_wait: NoWaitOpt = False, json_out: JsonOpt = False) -> None:
+    """Resume a paused VM."""
+    _power(name, "resume", "resuming", no_wait=no_wait, json_out=json_out)
+
+
+@command(app, "delete")
+def delete(
+    name: NameArg,
+    force: Annotated[bool, typer.Option("--force", help="Stop it first if it runs.")] = False,
+    disks: Annotated[bool, typer.Option("--disks", help="Also delete its disks.")] = False,
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete a VM (a missing VM is not an error)."""
+    client = get_client()
+    op = client.delete_instance(name, force=force, disks=disks)
+    final = output.run_operation(client, op, f"deleting {name}", as_json=json_out, no_wait=no_wait)
+    if final:
+        gone = final.result.get("deleted", True)
+        output.done(f"{name} deleted" if gone else f"{name} did not exist", json_out)
+
+
+@command(app, "logs")
+def logs(
+    name: NameArg,
+    tail: Annotated[int, typer.Option("--tail", help="Bytes from the end.")] = 64 * 1024,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the VM's serial console log."""
+    text = get_client().instance_log(name, tail)
+    if json_out:
+        output.print_json({"name": name, "log": text})
+    else:
+        sys.stdout.write(text)
+
+
+@command(app, "console")
+def console(name: NameArg, json_out: JsonOpt = False) -> None:
+    """Attach to the VM's serial console (detach with Ctrl-])."""
+    from virtfleet.cli.console import attach
+
+    if json_out:
+        raise invalid("vm console is interactive; --json is not supported")
+    attach(get_client(), name)

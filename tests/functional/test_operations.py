@@ -1,0 +1,184 @@
+"""Operations: per-target ordering, parallelism across targets, wait, cancel, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from virtfleet.app.bootstrap import Platform
+from virtfleet.model.operation import Operation, OperationStatus
+from virtfleet.service.operations import OpContext, OperationRunner
+from virtfleet.state.repos import EventLog, operation_repo
+
+from .helpers import assert_error, create, wait_op
+from .platform import TestDriver
+
+pytestmark = pytest.mark.usefixtures("image")
+
+
+async def put_state(api: httpx.AsyncClient, name: str, action: str) -> dict[str, object]:
+    r = await api.put(f"/1.0/instances/{name}/state", json={"action": action})
+    assert r.status_code == 202, r.text
+    return dict(r.json())
+
+
+async def status_of(api: httpx.AsyncClient, op: dict[str, object]) -> str:
+    return str((await api.get(f"/1.0/operations/{op['id']}")).json()["status"])
+
+
+async def test_ops_on_one_instance_run_in_submission_order(
+    api: httpx.AsyncClient, driver: TestDriver
+) -> None:
+    """Requests queued back to back are accepted and carried out one after another, in order."""
+    await create(api)
+    ops = [await put_state(api, "demo", a) for a in ("start", "pause", "resume", "stop")]
+    done = [await wait_op(api, op) for op in ops]
+    assert [d["status"] for d in done] == ["success"] * 4
+    calls = [method for method, name in driver.calls if name == "demo"]
+    assert calls == ["start", "pause", "resume", "stop"]
+
+
+async def test_ops_on_two_instances_run_in_parallel(
+    api: httpx.AsyncClient, driver: TestDriver
+) -> None:
+    """While one instance's operation is blocked, another instance's completes."""
+    await create(api, "a")
+    await create(api, "b")
+    gate = driver.gates["a"] = asyncio.Event()
+    op_a = await put_state(api, "a", "start")
+    op_b = await put_state(api, "b", "start")
+    assert (await wait_op(api, op_b))["status"] == "success"
+    assert await status_of(api, op_a) == "running"
+    gate.set()
+    assert (await wait_op(api, op_a))["status"] == "success"
+
+
+async def test_later_op_waits_behind_a_blocked_one(
+    api: httpx.AsyncClient, driver: TestDriver
+) -> None:
+    """A second request on a busy instance is queued (pending), never failed for a lock."""
+    await create(api)
+    gate = driver.gates["demo"] = asyncio.Event()
+    first = await put_state(api, "demo", "start")
+    second = await put_state(api, "demo", "stop")
+    await asyncio.sleep(0.05)
+    assert (await status_of(api, first), await status_of(api, second)) == ("running", "pending")
+    gate.set()
+    assert (await wait_op(api, second))["status"] == "success"
+    assert (await api.get("/1.0/instances/demo")).json()["status"]["power"] == "stopped"
+
+
+async def test_wait_returns_an_unfinished_op_after_the_timeout(
+    api: httpx.AsyncClient, driver: TestDriver
+) -> None:
+    """``/wait`` answers with the operation as it is once ``timeout_s`` passed."""
+    await create(api)
+    gate = driver.gates["demo"] = asyncio.Event()
+    op = await put_state(api, "demo", "start")
+    r = await api.get(f"/1.0/operations/{op['id']}/wait", params={"timeout_s": 0.05})
+    assert r.json()["status"] == "running"
+    gate.set()
+
+
+async def test_cancel_a_running_operation(api: httpx.AsyncClient, driver: TestDriver) -> None:
+    """DELETE on a running operation cancels it: status cancelled, code cancelled."""
+    await create(api)
+    driver.gates["demo"] = asyncio.Event()
+    op = await put_state(api, "demo", "start")
+    await asyncio.sleep(0.05)
+    r = await api.delete(f"/1.0/operations/{op['id']}")
+    assert r.status_code == 200
+    assert (r.json()["status"], r.json()["error_code"]) == ("cancelled", "cancelled")
+
+
+async def test_cancel_a_queued_operation_keeps_the_queue_order(
+    api: httpx.AsyncClient, driver: TestDriver
+) -> None:
+    """Cancelling a pending operation does not let the next one overtake the running one."""
+    await create(api)
+    gate = driver.gates["demo"] = asyncio.Event()
+    first = await put_state(api, "demo", "start")
+    second = await put_state(api, "demo", "pause")
+    third = await put_state(api, "demo", "resume")
+    assert (await api.delete(f"/1.0/operations/{second['id']}")).json()["status"] == "cancelled"
+    await asyncio.sleep(0.05)
+    assert await status_of(api, third) == "pending"
+    gate.set()
+    assert (await wait_op(api, first))["status"] == "success"
+    resumed = await wait_op(api, third)
+    assert (resumed["status"], resumed["error_code"]) == ("failure", "invalid_state")
+
+
+async def test_cancel_a_finished_operation_is_409(api: httpx.AsyncClient) -> None:
+    """A finished operation cannot be cancelled."""
+    op = await create(api)
+    assert_error(await api.delete(f"/1.0/operations/{op['id']}"), 409, "invalid_state")
+
+
+async def test_unknown_operation_is_404(api: httpx.AsyncClient) -> None:
+    """Unknown operation ids answer 404 on show, wait and cancel."""
+    assert_error(await api.get("/1.0/operations/nope"), 404, "not_found")
+    assert_error(await api.get("/1.0/operations/nope/wait"), 404, "not_found")
+    assert_error(await api.delete("/1.0/operations/nope"), 404, "not_found")
+
+
+async def test_operations_are_listed_and_report_progress(api: httpx.AsyncClient) -> None:
+    """Operations are listed oldest first and progress shows up as events."""
+    op = await create(api, start=True)
+    ops = (await api.get("/1.0/operations")).json()
+    assert ops[-1]["id"] == op["id"] and ops[-1]["progress"] == 100
+    progress = [
+        e for e in (await api.get("/1.0/events")).json() if e["kind"] == "operation.progress"
+    ]
+    assert progress and progress[-1]["data"]["operation"] == op["id"]
+
+
+async def test_recover_fails_operations_left_by_a_previous_daemon(platform: Platform) -> None:
+    """On start-up, operations left pending/running are failed as interrupted."""
+    repo = operation_repo(platform.store)
+    await repo.put(
+        "old", Operation(id="old", kind="instance.start", status=OperationStatus.RUNNING)
+    )
+    runner = OperationRunner(platform.store, EventLog(platform.store))
+    assert await runner.recover() == 1
+    op = await runner.get("old")
+    assert (op.status, op.error_message) == (
+        OperationStatus.FAILURE,
+        "interrupted by daemon restart",
+    )
+
+
+async def test_unexpected_exception_fails_the_op_as_internal(platform: Platform) -> None:
+    """A bug inside an operation fails it with code internal and a one-line message."""
+
+    async def broken(ctx: OpContext) -> dict[str, object]:
+        raise KeyError("line one\nline two")
+
+    op = await platform.services.operations.submit("test.broken", "t", broken)
+    done = await platform.services.operations.wait(op.id, 5)
+    assert (done.status, done.error_code) == (OperationStatus.FAILURE, "internal")
+    assert done.error_message is not None and "\n" not in done.error_message
+
+
+async def test_shutdown_interrupts_running_operations(platform: Platform) -> None:
+    """Closing the runner runs each operation's undo and records it as interrupted."""
+    undone = asyncio.Event()
+
+    async def slow(ctx: OpContext) -> dict[str, object]:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            undone.set()
+        return {}
+
+    op = await platform.services.operations.submit("test.slow", "t", slow)
+    await asyncio.sleep(0.01)
+    await platform.services.operations.close()
+    done = await platform.services.operations.get(op.id)
+    assert undone.is_set()
+    assert (done.status, done.error_message) == (
+        OperationStatus.FAILURE,
+        "interrupted by daemon shutdown",
+    )
