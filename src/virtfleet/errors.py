@@ -113,12 +113,12 @@ class CapacityError(VirtfleetError):
     status = 507
 
 
-class TimeoutError_(VirtfleetError):  # noqa: N801 - avoid shadowing the builtin
+class TimeoutError_(VirtfleetError):
     code = "timeout"
     status = 504
 
 
-class CancelledError_(VirtfleetError):  # noqa: N801 - avoid shadowing asyncio's
+class CancelledError_(VirtfleetError):
     code = "cancelled"
     status = 499
 

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -167,7 +168,7 @@ def test_qemu_is_confined(daemon: Daemon) -> None:
     proc = psutil.Process(daemon.qemu_pid("c"))
     assert proc.username() == "virtfleet-qemu"
     assert "-sandbox" in proc.cmdline()
-    cgroups = open(f"/proc/{proc.pid}/cgroup").read()
-    assert "/c\n" in cgroups or "/c" in cgroups.split()
-    status = open(f"/proc/{proc.pid}/status").read()
+    cgroups = Path(f"/proc/{proc.pid}/cgroup").read_text()
+    assert re.search(r"^\d+:memory:/virtfleet-[0-9a-f]{8}/c$", cgroups, re.MULTILINE), cgroups
+    status = Path(f"/proc/{proc.pid}/status").read_text()
     assert re.search(r"^Seccomp:\s+2", status, re.MULTILINE)

@@ -22,11 +22,18 @@ CASES = {
 
 def _argv(model: DeviceModel, accel: Accel) -> list[str]:
     spec = InstanceSpec(
-        name="web-1", image="tiny", vcpus=2, max_vcpus=4, memory_mib=512,
-        device_model=model, nics=[NicSpec(mac="52:54:00:12:34:56")],
+        name="web-1",
+        image="tiny",
+        vcpus=2,
+        max_vcpus=4,
+        memory_mib=512,
+        device_model=model,
+        nics=[NicSpec(mac="52:54:00:12:34:56")],
     ).normalized()
     ctx = LaunchContext(
-        accel=accel, accel_reason="test", disks={"root": Path("/data/disks/web-1/root.qcow2")},
+        accel=accel,
+        accel_reason="test",
+        disks={"root": Path("/data/disks/web-1/root.qcow2")},
         hostname="web-1",
     )
     opts = QemuOptions(runas="virtfleet-qemu")

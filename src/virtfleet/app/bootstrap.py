@@ -118,10 +118,17 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     images = ImageStore(settings.images_dir, store, settings.cache_dir)
     cgroups = CgroupManager(f"virtfleet-{settings.instance_id}") if os.geteuid() == 0 else None
     driver = _driver(settings, facts)
-    agent = Agent(store, driver, facts, events, AgentConfig(
-        disks_root=settings.disks_dir, image_path=images.file_for,
-        cgroups=cgroups if cgroups is not None and cgroups.available else None,
-    ))
+    agent = Agent(
+        store,
+        driver,
+        facts,
+        events,
+        AgentConfig(
+            disks_root=settings.disks_dir,
+            image_path=images.file_for,
+            cgroups=cgroups if cgroups is not None and cgroups.available else None,
+        ),
+    )
     runner = OperationRunner(store, events)
     services = Services(
         instances=InstanceService(store, images, facts, runner, events),
@@ -153,7 +160,9 @@ def serve(settings: Settings) -> None:
     platform = build_platform(settings)
     sock = settings.api_socket
     sock.unlink(missing_ok=True)
-    config = uvicorn.Config(platform.app, uds=str(sock), log_level="warning", ws="websockets-sansio")
+    config = uvicorn.Config(
+        platform.app, uds=str(sock), log_level="warning", ws="websockets-sansio"
+    )
     server = uvicorn.Server(config)
     log.info("virtfleet %s serving on %s", settings.data_dir, sock)
     asyncio.run(_serve(server, sock))

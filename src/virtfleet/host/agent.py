@@ -51,7 +51,11 @@ class AgentConfig:
 
 class Agent:
     def __init__(
-        self, store: StateStore, driver: Driver, facts: HostFacts, events: EventLog,
+        self,
+        store: StateStore,
+        driver: Driver,
+        facts: HostFacts,
+        events: EventLog,
         config: AgentConfig,
     ) -> None:
         self.repo = InstanceRepo(store)
@@ -99,10 +103,14 @@ class Agent:
         wanted = rec.desired.power in (DesiredPower.RUNNING, DesiredPower.PAUSED)
         if found.power is PowerState.CRASHED and not wanted:
             found = found.model_copy(update={"power": PowerState.STOPPED})
-        status = rec.status.model_copy(update={
-            "power": found.power, "pid": found.pid, "accel": found.accel or rec.status.accel,
-            "reason": found.reason or ("re-adopted" if found.pid else rec.status.reason),
-        })
+        status = rec.status.model_copy(
+            update={
+                "power": found.power,
+                "pid": found.pid,
+                "accel": found.accel or rec.status.accel,
+                "reason": found.reason or ("re-adopted" if found.pid else rec.status.reason),
+            }
+        )
         if found.power in (PowerState.RUNNING, PowerState.PAUSED) and self.cgroups:
             self._cgroups[rec.name] = self.cgroups.create(rec.name, **_limits(rec.spec))
         await self._write_status(rec.name, status)
@@ -158,11 +166,16 @@ class Agent:
         if desired.power is DesiredPower.DELETED and error is None:
             return
         status = (await self.repo.get(rec.name)).status
-        await self._write_status(rec.name, status.model_copy(update={
-            "observed_generation": desired.generation,
-            "error_code": error.code if error else None,
-            "error_message": error.message if error else None,
-        }))
+        await self._write_status(
+            rec.name,
+            status.model_copy(
+                update={
+                    "observed_generation": desired.generation,
+                    "error_code": error.code if error else None,
+                    "error_message": error.message if error else None,
+                }
+            ),
+        )
 
     async def _apply(self, rec: InstanceRecord) -> None:
         desired, power = rec.desired, rec.status.power
@@ -205,8 +218,7 @@ class Agent:
         await self._set_power(rec.name, PowerState.STARTING, "starting")
         async with contextlib.AsyncExitStack() as undo:
             paths, created = await self.disks.ensure(spec)
-            for path in created:
-                undo.callback(path.unlink, missing_ok=True)
+            undo.callback(self.disks.discard, created)
             cgroup = self.cgroups.create(rec.name, **_limits(spec)) if self.cgroups else None
             if cgroup is not None:
                 undo.callback(cgroup.remove)
@@ -221,11 +233,20 @@ class Agent:
         if cgroup is not None:
             self._cgroups[rec.name] = cgroup
         status = (await self.repo.get(rec.name)).status
-        await self._write_status(rec.name, status.model_copy(update={
-            "power": found.power, "pid": found.pid, "accel": found.accel,
-            "accel_reason": found.accel_reason, "qemu_version": found.qemu_version,
-            "started_at": found.started_at, "reason": "started",
-        }))
+        await self._write_status(
+            rec.name,
+            status.model_copy(
+                update={
+                    "power": found.power,
+                    "pid": found.pid,
+                    "accel": found.accel,
+                    "accel_reason": found.accel_reason,
+                    "qemu_version": found.qemu_version,
+                    "started_at": found.started_at,
+                    "reason": "started",
+                }
+            ),
+        )
         await self._emit("instance.started", rec.name, f"started ({accel.value})")
 
     async def _stop(self, rec: InstanceRecord, force: bool, timeout_s: float) -> None:

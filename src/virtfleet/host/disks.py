@@ -7,6 +7,7 @@ empty volume) and removes them on request. Knows nothing of QEMU processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -42,10 +43,16 @@ class DiskManager:
                     created.append(path)
                 paths[disk.name] = path
         except BaseException:
-            for path in created:
-                path.unlink(missing_ok=True)
+            self.discard(created)
             raise
         return paths, created
+
+    def discard(self, created: list[Path]) -> None:
+        """Remove disk files made by a failed start, and their directory if now empty."""
+        for path in created:
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
 
     async def _create(self, path: Path, disk: DiskSpec) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)

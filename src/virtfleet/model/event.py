@@ -13,7 +13,7 @@ def utcnow() -> datetime:
 
 
 class Event(BaseModel):
-    """``kind`` is dotted, e.g. ``instance.started``, ``instance.crashed``, ``operation.progress``."""
+    """``kind`` is dotted: ``instance.started``, ``instance.crashed``, ``operation.progress``."""
 
     kind: str
     target: str = ""

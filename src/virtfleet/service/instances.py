@@ -22,6 +22,7 @@ from virtfleet.errors import (
     NotFoundError,
     RevisionConflictError,
     TimeoutError_,
+    VirtfleetError,
 )
 from virtfleet.model.event import Event
 from virtfleet.model.host import HostFacts
@@ -134,17 +135,25 @@ class InstanceService:
         Raises before writing anything: ``NotFoundError`` (image), ``CapacityError``,
         ``AlreadyExistsError``. With ``start`` the operation waits for the agent to run it.
         """
+        spec = spec.normalized()
         await self._validate_new(spec)
         power = DesiredPower.RUNNING if start else DesiredPower.STOPPED
         await self._repo.create(spec, DesiredState(power=power, generation=1))
         await self._emit("instance.created", spec.name, f"instance {spec.name} created")
 
         async def run(ctx: OpContext) -> dict[str, Any]:
-            if start:
-                await ctx.progress(10, f"waiting for the agent to start {spec.name}")
+            if not start:
+                return {"name": spec.name, "power": _P.STOPPED.value}
+            await ctx.progress(10, f"waiting for the agent to start {spec.name}")
+            try:
                 rec = await self._await_generation(spec.name, 1, self.wait_timeout_s)
-                return _result(rec)
-            return {"name": spec.name, "power": _P.STOPPED.value}
+            except VirtfleetError:
+                # create+start is one request: a failed start leaves no half-made VM behind.
+                await ctx.progress(90, f"start failed; removing {spec.name}")
+                gen = await self._bump(spec.name, lambda d, g: _desired_deleted(d, g, True, True))
+                await self._await_gone(spec.name, gen, self.wait_timeout_s)
+                raise
+            return _result(rec)
 
         return await self._submit("instance.create", spec.name, run, "running" if start else None)
 

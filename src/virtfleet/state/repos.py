@@ -58,7 +58,7 @@ def instance_name_of(key: str) -> str | None:
     """Name of the instance a key belongs to, or None for keys outside /instances/."""
     if not key.startswith(INSTANCES):
         return None
-    return key[len(INSTANCES):].split("/", 1)[0] or None
+    return key[len(INSTANCES) :].split("/", 1)[0] or None
 
 
 class InstanceRepo:
@@ -108,9 +108,11 @@ class InstanceRepo:
         return InstanceRecord(
             spec=InstanceSpec.model_validate_json(spec.value),
             desired=DesiredState.model_validate_json(desired.value)
-            if isinstance(desired, KeyValue) else DesiredState(),
+            if isinstance(desired, KeyValue)
+            else DesiredState(),
             status=InstanceStatus.model_validate_json(status.value)
-            if isinstance(status, KeyValue) else InstanceStatus(),
+            if isinstance(status, KeyValue)
+            else InstanceStatus(),
             spec_revision=spec.mod_revision,
             desired_revision=desired.mod_revision if isinstance(desired, KeyValue) else 0,
             status_revision=status.mod_revision if isinstance(status, KeyValue) else 0,
@@ -147,7 +149,9 @@ class ModelRepo:
         self.model: type[BaseModel] = model
 
     async def put(self, key: str, value: BaseModel, expect_revision: int | None = None) -> int:
-        return await self.store.put(self.prefix + key, _dump(value), expect_revision=expect_revision)
+        return await self.store.put(
+            self.prefix + key, _dump(value), expect_revision=expect_revision
+        )
 
     async def get_raw(self, key: str) -> tuple[BaseModel, int] | None:
         kv = await self.store.get(self.prefix + key)
@@ -159,7 +163,9 @@ class ModelRepo:
         return await self.store.delete(self.prefix + key)
 
     async def values(self) -> builtins.list[BaseModel]:
-        return [self.model.model_validate_json(kv.value) for kv in await self.store.list(self.prefix)]
+        return [
+            self.model.model_validate_json(kv.value) for kv in await self.store.list(self.prefix)
+        ]
 
 
 class EventLog:

@@ -67,7 +67,12 @@ class StateStore(Protocol):
     async def get(self, key: str) -> KeyValue | None: ...
 
     async def put(
-        self, key: str, value: bytes, *, expect_revision: int | None = None, lease: int | None = None
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expect_revision: int | None = None,
+        lease: int | None = None,
     ) -> int:
         """Write ``value``; return the new store revision."""
         ...
@@ -86,7 +91,9 @@ class StateStore(Protocol):
         ...
 
     async def txn(
-        self, compares: Sequence[Compare], success: Sequence[Put | Delete],
+        self,
+        compares: Sequence[Compare],
+        success: Sequence[Put | Delete],
         failure: Sequence[Put | Delete] = (),
     ) -> bool:
         """Apply ``success`` atomically (one revision) if every compare holds, else ``failure``.

@@ -48,8 +48,12 @@ class FakeDriver:
 
             raise ProcessError(message)
         status = InstanceStatus(
-            power=PowerState.RUNNING, pid=next(_pids), accel=ctx.accel,
-            accel_reason=ctx.accel_reason, qemu_version="fake", started_at=datetime.now(UTC),
+            power=PowerState.RUNNING,
+            pid=next(_pids),
+            accel=ctx.accel,
+            accel_reason=ctx.accel_reason,
+            qemu_version="fake",
+            started_at=datetime.now(UTC),
         )
         self._vms[spec.name] = status
         return status

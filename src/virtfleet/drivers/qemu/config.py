@@ -64,7 +64,6 @@ class QemuOptions:
     binary: str = "qemu-system-x86_64"
     runas: str | None = None
     sandbox: bool = True
-    daemonize: bool = True
 
 
 def build_argv(
@@ -89,8 +88,7 @@ def build_argv(
 
 def _base(spec: InstanceSpec, paths: RunPaths, opts: QemuOptions) -> list[str]:
     args = ["-name", f"guest={spec.name},debug-threads=on", "-nodefaults", "-no-user-config"]
-    args += ["-display", "none", "-msg", "timestamp=on", "-pidfile", str(paths.pidfile)]
-    return [*args, "-daemonize"] if opts.daemonize else args
+    return [*args, "-display", "none", "-msg", "timestamp=on", "-pidfile", str(paths.pidfile)]
 
 
 def _machine(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
@@ -110,16 +108,19 @@ def _memory(spec: InstanceSpec) -> list[str]:
 
 
 def _sandbox(opts: QemuOptions) -> list[str]:
-    # -runas with elevateprivileges=deny kills QEMU silently; once QEMU runs
-    # unprivileged, spawn=deny already blocks every way back to root.
+    # Dropping privileges with elevateprivileges=deny kills QEMU silently; once QEMU
+    # runs unprivileged, spawn=deny already blocks every way back to root.
+    # (-runas was removed in QEMU 9.x; -run-with user= replaces it.)
     args = ["-sandbox", SANDBOX] if opts.sandbox else []
-    return [*args, "-runas", opts.runas] if opts.runas else args
+    return [*args, "-run-with", f"user={opts.runas}"] if opts.runas else args
 
 
 def _qmp(paths: RunPaths) -> list[str]:
     return [
-        "-chardev", f"socket,id=qmp,path={_opt(paths.qmp)},server=on,wait=off",
-        "-mon", "chardev=qmp,mode=control",
+        "-chardev",
+        f"socket,id=qmp,path={_opt(paths.qmp)},server=on,wait=off",
+        "-mon",
+        "chardev=qmp,mode=control",
     ]
 
 
@@ -169,9 +170,12 @@ def _paravirt(spec: InstanceSpec) -> list[str]:
     if spec.device_model is not DeviceModel.VIRTIO:
         return []
     return [
-        "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
-        "-object", "rng-random,id=rng0,filename=/dev/urandom",
-        "-device", "virtio-rng-pci,rng=rng0,id=rng0dev",
+        "-device",
+        "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
+        "-object",
+        "rng-random,id=rng0,filename=/dev/urandom",
+        "-device",
+        "virtio-rng-pci,rng=rng0,id=rng0dev",
     ]
 
 

@@ -21,14 +21,23 @@ from virtfleet.drivers.qemu import process
 from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.drivers.qemu.runtime import RuntimeRecord, load, save
-from virtfleet.errors import InvalidInputError, InvalidStateError, QMPError, VirtfleetError
+from virtfleet.errors import (
+    InvalidInputError,
+    InvalidStateError,
+    ProcessError,
+    QMPError,
+    VirtfleetError,
+)
 from virtfleet.model.instance import Accel, InstanceSpec, InstanceStatus, PowerState
 
 log = logging.getLogger(__name__)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
 _QMP_TO_EVENT: dict[str, EventKind] = {
-    "STOP": "paused", "RESUME": "running", "RESET": "reset",
-    "POWERDOWN": "powerdown", "GUEST_PANICKED": "panicked",
+    "STOP": "paused",
+    "RESUME": "running",
+    "RESET": "reset",
+    "POWERDOWN": "powerdown",
+    "GUEST_PANICKED": "panicked",
 }
 
 
@@ -80,23 +89,30 @@ class QemuDriver:
         pid = await process.launch(argv, paths, ctx.cgroup_procs)
         try:
             record = RuntimeRecord(
-                name=spec.name, pid=pid, pid_create_time=process.create_time(pid), argv=argv,
-                qmp_socket=str(paths.qmp), serial_socket=str(paths.serial),
-                serial_log=str(paths.serial_log), qemu_version=self.qemu_version,
-                accel=ctx.accel.value, accel_reason=ctx.accel_reason, machine=spec.machine,
+                name=spec.name,
+                pid=pid,
+                pid_create_time=process.create_time(pid, paths),
+                argv=argv,
+                qmp_socket=str(paths.qmp),
+                serial_socket=str(paths.serial),
+                serial_log=str(paths.serial_log),
+                qemu_version=self.qemu_version,
+                accel=ctx.accel.value,
+                accel_reason=ctx.accel_reason,
+                machine=spec.machine,
                 device_model=spec.device_model.value,
                 disks={k: str(v) for k, v in ctx.disks.items()},
             )
             save(record, paths.record)
-            await self._attach(record, paths)
+            await self._attach(record, paths, fresh=True)
         except BaseException:
             process.kill(pid)
             paths.record.unlink(missing_ok=True)
             raise
         return self._status(self._vms[spec.name])
 
-    async def _attach(self, record: RuntimeRecord, paths: RunPaths) -> _VM:
-        qmp = await QMPSession.connect(paths.qmp, timeout_s=10.0, log_path=paths.qmp_log)
+    async def _attach(self, record: RuntimeRecord, paths: RunPaths, fresh: bool = False) -> _VM:
+        qmp = await (self._connect_fresh(record.pid, paths) if fresh else self._connect(paths))
         try:
             state = await qmp.query_status()
         except BaseException:
@@ -106,6 +122,22 @@ class QemuDriver:
         self._vms[record.name] = vm
         vm.watcher = asyncio.create_task(self._watch(vm), name=f"qmp-events-{record.name}")
         return vm
+
+    async def _connect(self, paths: RunPaths) -> QMPSession:
+        return await QMPSession.connect(paths.qmp, timeout_s=30.0, log_path=paths.qmp_log)
+
+    async def _connect_fresh(self, pid: int, paths: RunPaths) -> QMPSession:
+        """Connect to a QEMU that is starting up, failing at once if it exits instead."""
+        connect = asyncio.create_task(self._connect(paths))
+        exited = asyncio.create_task(process.wait_exit(pid))
+        await asyncio.wait({connect, exited}, return_when=asyncio.FIRST_COMPLETED)
+        exited.cancel()
+        if connect.done():
+            return connect.result()
+        connect.cancel()
+        with contextlib.suppress(asyncio.CancelledError, VirtfleetError):
+            await connect
+        raise ProcessError(f"QEMU exited while starting: {process.tail(paths.stderr)}")
 
     async def _watch(self, vm: _VM) -> None:
         """Follow QMP events until QEMU closes the socket, then classify the exit."""
@@ -201,8 +233,12 @@ class QemuDriver:
     def _status(self, vm: _VM) -> InstanceStatus:
         rec = vm.record
         return InstanceStatus(
-            power=vm.power, pid=rec.pid, accel=Accel(rec.accel), accel_reason=rec.accel_reason,
-            qemu_version=rec.qemu_version, started_at=rec.started_at,
+            power=vm.power,
+            pid=rec.pid,
+            accel=Accel(rec.accel),
+            accel_reason=rec.accel_reason,
+            qemu_version=rec.qemu_version,
+            started_at=rec.started_at,
         )
 
     async def adopt(self, name: str) -> InstanceStatus:
@@ -215,7 +251,9 @@ class QemuDriver:
             return InstanceStatus(power=PowerState.STOPPED)
         if not record.process_alive():
             paths.record.unlink(missing_ok=True)
-            return InstanceStatus(power=PowerState.CRASHED, reason="QEMU exited while the agent was down")
+            return InstanceStatus(
+                power=PowerState.CRASHED, reason="QEMU exited while the agent was down"
+            )
         return self._status(await self._attach(record, paths))
 
     async def list(self) -> list[str]:

@@ -2,9 +2,10 @@
 
 QEMU is started through a tiny shell wrapper that first moves itself into the
 VM's cgroups (in cgroup v1 memory already charged does not move with a
-process, so QEMU must start inside), then ``exec``s QEMU, which daemonizes:
-its parent exits once the QMP socket listens, and the VM outlives the agent.
-Output goes to a file, never a pipe we read.
+process, so QEMU must start inside), then starts QEMU in the background and
+exits: QEMU is orphaned at once, so it outlives the agent and the agent never
+has to reap it. (QEMU's own -daemonize forks after its seccomp sandbox is on,
+which ``spawn=deny`` forbids.) Output goes to a file, never a pipe we read.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from pathlib import Path
 
 import psutil
 
-from virtfleet.errors import ProcessError, TimeoutError_
 from virtfleet.drivers.qemu.config import RunPaths
+from virtfleet.errors import ProcessError, TimeoutError_
 
-# "$@" is: procs files..., "--", QEMU argv...
-_WRAPPER = 'while [ "$1" != "--" ]; do echo $$ > "$1" || exit 97; shift; done; shift; exec "$@"'
-START_TIMEOUT_S = 60.0
+# "$@" is: pid file, procs files..., "--", QEMU argv...
+_WRAPPER = (
+    'pidout=$1; shift; while [ "$1" != "--" ]; do echo $$ > "$1" || exit 97; shift; done; '
+    'shift; "$@" & echo $! > "$pidout"'
+)
+START_TIMEOUT_S = 30.0
 
 
 def tail(path: Path, lines: int = 8) -> str:
@@ -44,8 +48,11 @@ def prepare_run_dir(paths: RunPaths) -> None:
 
 
 async def launch(argv: Sequence[str], paths: RunPaths, cgroup_procs: Sequence[Path]) -> int:
-    """Start daemonizing QEMU; return its PID once QMP listens. Raises ProcessError."""
-    wrapper = ["/bin/sh", "-c", _WRAPPER, "sh", *map(str, cgroup_procs), "--", *argv]
+    """Start QEMU detached from us; return its PID (it may still be initialising)."""
+    launched = paths.root / "launch.pid"
+    launched.unlink(missing_ok=True)
+    wrapper = ["/bin/sh", "-c", _WRAPPER, "sh", str(launched), *map(str, cgroup_procs), "--"]
+    wrapper += argv
     with open(paths.stderr, "ab") as out:
         proc = await asyncio.create_subprocess_exec(
             *wrapper, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
@@ -54,26 +61,26 @@ async def launch(argv: Sequence[str], paths: RunPaths, cgroup_procs: Sequence[Pa
         code = await asyncio.wait_for(proc.wait(), START_TIMEOUT_S)
     except TimeoutError as err:
         proc.kill()
-        raise TimeoutError_(f"QEMU did not finish starting within {START_TIMEOUT_S:.0f} s") from err
+        raise TimeoutError_(f"the QEMU launcher hung for {START_TIMEOUT_S:.0f} s") from err
     if code == 97:
         raise ProcessError(f"could not enter the VM's cgroup: {tail(paths.stderr)}")
-    if code != 0:
-        raise ProcessError(f"QEMU failed to start (exit {code}): {tail(paths.stderr)}")
-    return read_pid(paths)
-
-
-def read_pid(paths: RunPaths) -> int:
     try:
-        return int(paths.pidfile.read_text().strip())
+        return int(launched.read_text().strip())
     except (OSError, ValueError) as err:
-        raise ProcessError(f"QEMU started but wrote no usable pidfile: {err}") from err
+        raise ProcessError(f"QEMU launcher failed (exit {code}): {tail(paths.stderr)}") from err
 
 
-def create_time(pid: int) -> float:
+async def wait_exit(pid: int) -> None:
+    """Return once ``pid`` has exited (used to fail a start fast when QEMU dies)."""
+    while pid_running(pid):
+        await asyncio.sleep(0.02)
+
+
+def create_time(pid: int, paths: RunPaths) -> float:
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error as err:
-        raise ProcessError(f"QEMU (pid {pid}) exited right after starting") from err
+        raise ProcessError(f"QEMU exited while starting: {tail(paths.stderr)}") from err
 
 
 async def wait_gone(pid: int, timeout_s: float) -> bool:
