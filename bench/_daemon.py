@@ -24,7 +24,10 @@ class BenchDaemon:
         log = open(self.data_dir / "daemon.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [VIRTFLEET, "--data-dir", str(self.data_dir), "serve"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         log.close()
         wait_for(lambda: (self.data_dir / "api.sock").exists(), 30)
@@ -63,8 +66,10 @@ def has_marker(path: Path) -> bool:
 
 def report(name: str, ours: list[float], raw: list[float], unit: str = "s") -> None:
     mo, mr = statistics.median(ours), statistics.median(raw)
-    print(f"{name}: virtfleet median {mo:.3f} {unit} (n={len(ours)}), "
-          f"raw median {mr:.3f} {unit} (n={len(raw)}), ratio {mo / mr:.3f}x")
+    print(
+        f"{name}: virtfleet median {mo:.3f} {unit} (n={len(ours)}), "
+        f"raw median {mr:.3f} {unit} (n={len(raw)}), ratio {mo / mr:.3f}x"
+    )
 
 
 def kill_pidfile(pidfile: Path) -> None:

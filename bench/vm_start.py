@@ -44,8 +44,10 @@ def template_argv(d: BenchDaemon) -> tuple[list[str], str, str]:
 def time_raw(argv: list[str], run_dir: str, disk: str, image: Path, i: int) -> float:
     work = Path(tempfile.mkdtemp(prefix="vfr", dir="/tmp"))
     overlay = work / "root.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image), "-F", "qcow2",
-                    str(overlay)], check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image), "-F", "qcow2", str(overlay)],
+        check=True,
+    )
     args = [a.replace(run_dir, str(work)).replace(disk, str(overlay)) for a in argv]
     t0 = time.perf_counter()
     subprocess.run(args, check=True, stdin=subprocess.DEVNULL)

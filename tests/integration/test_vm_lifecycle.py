@@ -16,6 +16,14 @@ from .conftest import Daemon, wait_for
 pytestmark = pytest.mark.integration
 
 
+def _gone(pid: int) -> bool:
+    """True if ``pid`` has exited (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _heartbeats(d: Daemon, name: str) -> int:
     return len(re.findall(r"^HB\d+", d.serial_log(name), re.MULTILINE))
 
@@ -79,7 +87,7 @@ def test_force_stop(daemon: Daemon) -> None:
     daemon.action("f", "pause")
     daemon.action("f", "stop", force=True)
     assert daemon.client.get_instance("f").status.power == "stopped"
-    assert not psutil.pid_exists(pid)
+    assert _gone(pid)
 
 
 def test_reboot_and_hard_reset(daemon: Daemon) -> None:

@@ -8,10 +8,14 @@ HTTP client only: never import api, service, state, drivers or host.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+# Typer >= 0.20 vendors click; its usage errors are only exported from here.
+from typer._click.exceptions import UsageError
 
 from virtfleet.cli import context, images, misc, vm
 from virtfleet.client.paths import DATA_DIR_ENV, default_data_dir
@@ -60,9 +64,31 @@ def serve(
     run_daemon(Settings(data_dir=context.state.data_dir, store=store, driver=driver))
 
 
-def main() -> None:
-    """Entry point of the ``virtfleet`` console script."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``virtfleet`` console script.
+
+    Usage errors (unknown option, bad choice, missing argument) get the same one-line
+    ``error: ... [invalid_input]`` (or JSON with ``--json``) and exit 2 as API errors.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        # Without standalone mode click returns a command's exit code instead of exiting.
+        code = app(args=args, standalone_mode=False)
+        if isinstance(code, int):
+            sys.exit(code)
+    except UsageError as err:
+        try:
+            context.fail(context.invalid(_one_line(err.format_message())), "--json" in args)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
+    except typer.Exit as err:
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

