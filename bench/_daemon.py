@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -73,7 +74,5 @@ def report(name: str, ours: list[float], raw: list[float], unit: str = "s") -> N
 
 
 def kill_pidfile(pidfile: Path) -> None:
-    try:
+    with contextlib.suppress(OSError, ValueError):
         os.kill(int(pidfile.read_text()), signal.SIGKILL)
-    except (OSError, ValueError):
-        pass

@@ -48,7 +48,7 @@ if _LIB_LOGGER.level == logging.NOTSET:
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_COMMAND_TIMEOUT_S = 10.0
 EVENT_HISTORY_LIMIT = 4096
-_RETRY_INTERVAL_S = 0.05
+_RETRY_INTERVAL_S = 0.005  # QEMU creates its socket ~20 ms after exec; poll finely
 _REAP_WAIT_S = 1.0
 
 

@@ -1,0 +1,121 @@
+"""Memory: platform RSS per running VM, and QEMU's own overhead beyond guest RAM.
+
+1. Daemon (API + agent) RSS growth from 0 to N running tiny VMs (target <= 1 MiB/VM).
+2. QEMU overhead beyond guest RAM under TCG for a booted guest: private RSS minus
+   the guest-RAM mapping, with our bounded translation cache (tb-size=16) vs
+   QEMU's default, and the boot time of each, interleaved.
+Usage: .venv/bin/python bench/vm_memory.py [N_VMS] [RUNS] [TB_SIZES, e.g. 16,32,0]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+from _daemon import BenchDaemon, has_marker, kill_pidfile, wait_for
+from vm_start import template_argv
+
+MIB = 1024 * 1024
+
+
+def daemon_rss_per_vm(d: BenchDaemon, count: int) -> None:
+    d.client.create_instance({"name": "warm", "image": "tiny", "memory_mib": 128}, start=True)
+    wait_for(lambda: d.client.get_instance("warm").status.power == "running", 60)
+    time.sleep(2)
+    before = psutil.Process(d.proc.pid).memory_info().rss
+    for i in range(count):
+        op = d.client.create_instance({"name": f"m{i}", "image": "tiny", "memory_mib": 96}, True)
+        d.client.wait_operation(op.id, timeout_s=120)
+    time.sleep(2)
+    after = psutil.Process(d.proc.pid).memory_info().rss
+    per_vm = (after - before) / count / MIB
+    print(
+        f"daemon RSS {before / MIB:.1f} MiB with 1 VM -> {after / MIB:.1f} MiB with "
+        f"{count + 1} VMs: {per_vm:.2f} MiB per VM"
+    )
+    for name in [f"m{i}" for i in range(count)] + ["warm"]:
+        op = d.client.delete_instance(name, force=True, disks=True)
+        d.client.wait_operation(op.id, timeout_s=60)
+
+
+def qemu_overhead_mib(pid: int, guest_mib: int) -> float:
+    """RSS of the QEMU process outside the guest-RAM mapping (exactly guest-RAM sized).
+
+    The TCG translation cache is a separate mapping (up to 1 GiB by default), so
+    matching on size alone would mistake it for guest RAM.
+    """
+    total, guest = 0, 0
+    size = 0
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if m := re.match(r"^Size:\s+(\d+) kB", line):
+            size = int(m.group(1))
+        elif m := re.match(r"^Rss:\s+(\d+) kB", line):
+            rss = int(m.group(1))
+            total += rss
+            if guest_mib * 1024 <= size <= guest_mib * 1024 + 4096:
+                guest += rss
+    return (total - guest) / 1024
+
+
+def boot_raw(argv: list[str], run_dir: str, disk: str, image: Path, tb: int) -> tuple[float, float]:
+    """Boot raw QEMU with TCG tb-size ``tb`` MiB (0 = QEMU's default); (boot s, overhead MiB)."""
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="vfm", dir="/tmp"))
+    overlay = work / "root.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image), "-F", "qcow2", str(overlay)],
+        check=True,
+    )
+    args = [a.replace(run_dir, str(work)).replace(disk, str(overlay)) for a in argv]
+    args = [a.replace(",tb-size=16", f",tb-size={tb}" if tb else "") for a in args]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+    t1 = wait_for(lambda: has_marker(work / "serial.log"), 120)
+    time.sleep(3)  # let the guest settle at its shell
+    pid = int((work / "qemu.pid").read_text())
+    mem = int(re.search(r"-m\s+(\d+)M", " ".join(args)).group(1))  # type: ignore[union-attr]
+    overhead = qemu_overhead_mib(pid, mem)
+    kill_pidfile(work / "qemu.pid")
+    proc.wait(10)
+    shutil.rmtree(work, ignore_errors=True)
+    return t1 - t0, overhead
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    d = BenchDaemon()
+    try:
+        daemon_rss_per_vm(d, count)
+        argv, run_dir, disk = template_argv(d)
+        image = d.data_dir / "images" / "tiny.qcow2"
+        results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        for i in range(runs):
+            for tb in (True, False) if i % 2 == 0 else (False, True):
+                results[tb].append(boot_raw(argv, run_dir, disk, image, tb))
+        for tb, label in ((True, "tb-size=16 (virtfleet)"), (False, "QEMU default")):
+            boots = [b for b, _ in results[tb]]
+            over = [o for _, o in results[tb]]
+            print(
+                f"{label}: QEMU overhead beyond guest RAM median {statistics.median(over):.1f} "
+                f"MiB, boot median {statistics.median(boots):.3f} s (n={runs})"
+            )
+        ratio = statistics.median(b for b, _ in results[True]) / statistics.median(
+            b for b, _ in results[False]
+        )
+        print(f"boot time ratio tb-size=16 / default: {ratio:.3f}x")
+        print(json.dumps({"runs": runs, "vms": count}))
+    finally:
+        d.close()
+
+
+if __name__ == "__main__":
+    main()
