@@ -48,6 +48,7 @@ class DriverEvent:
     name: str
     kind: EventKind
     reason: str = ""
+    requested: bool = False  # the exit was asked for through stop/delete, not a surprise
 
 
 class Driver(Protocol):

@@ -67,7 +67,6 @@ class Agent:
         self.cgroups = config.cgroups
         self._locks: dict[str, asyncio.Lock] = {}
         self._cgroups: dict[str, Any] = {}
-        self._stopping: set[str] = set()  # stops we asked for: not a crash, no restart
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: dict[str, asyncio.Task[None]] = {}
 
@@ -250,12 +249,8 @@ class Agent:
         await self._emit("instance.started", rec.name, f"started ({accel.value})")
 
     async def _stop(self, rec: InstanceRecord, force: bool, timeout_s: float) -> None:
-        self._stopping.add(rec.name)
-        try:
-            await self._set_power(rec.name, PowerState.STOPPING, "stopping")
-            await self.driver.stop(rec.name, force=force, timeout_s=timeout_s)
-        finally:
-            self._stopping.discard(rec.name)
+        await self._set_power(rec.name, PowerState.STOPPING, "stopping")
+        await self.driver.stop(rec.name, force=force, timeout_s=timeout_s)
         await self._release_cgroup(rec.name)
         await self._set_power(rec.name, PowerState.STOPPED, "forced off" if force else "stopped")
 
@@ -270,11 +265,7 @@ class Agent:
         await self._start(await self.repo.get(rec.name))
 
     async def _delete(self, rec: InstanceRecord) -> None:
-        self._stopping.add(rec.name)
-        try:
-            await self.driver.delete(rec.name)
-        finally:
-            self._stopping.discard(rec.name)
+        await self.driver.delete(rec.name)
         await self._release_cgroup(rec.name)
         if rec.desired.delete_disks:
             self.disks.remove(rec.name)
@@ -303,8 +294,8 @@ class Agent:
             power = PowerState.PAUSED if event.kind == "paused" else PowerState.RUNNING
             await self._set_power(rec.name, power, event.reason)
         elif event.kind in ("stopped", "crashed"):
-            if rec.name in self._stopping:
-                return  # our own stop: _stop records it
+            if event.requested:
+                return  # our own stop or delete: _stop/_delete record it
             await self._release_cgroup(rec.name)
             crashed = event.kind == "crashed"
             power = PowerState.CRASHED if crashed else PowerState.STOPPED

@@ -60,7 +60,7 @@ class FakeDriver:
 
     async def stop(self, name: str, *, force: bool = False, timeout_s: float = 30.0) -> None:
         if self._vms.pop(name, None) is not None:
-            self._emit(name, "stopped", "stopped by request")
+            self._emit(name, "stopped", "stopped by request", requested=True)
 
     async def pause(self, name: str) -> None:
         self._set(name, PowerState.RUNNING, PowerState.PAUSED, "paused")
@@ -82,7 +82,7 @@ class FakeDriver:
         self._emit(name, kind, kind)
 
     async def delete(self, name: str) -> None:
-        self._vms.pop(name, None)
+        await self.stop(name, force=True)
 
     async def status(self, name: str) -> InstanceStatus:
         return self._vms.get(name, InstanceStatus(power=PowerState.STOPPED))
@@ -116,5 +116,5 @@ class FakeDriver:
         if self._vms.pop(name, None) is not None:
             self._emit(name, "stopped", "guest-shutdown")
 
-    def _emit(self, name: str, kind: EventKind, reason: str) -> None:
-        self._events.put_nowait(DriverEvent(name, kind, reason))
+    def _emit(self, name: str, kind: EventKind, reason: str, requested: bool = False) -> None:
+        self._events.put_nowait(DriverEvent(name, kind, reason, requested))

@@ -172,14 +172,16 @@ class QemuDriver:
             del self._vms[name]
         vm.paths.record.unlink(missing_ok=True)
         vm.gone.set()
-        if vm.stopping or vm.shutdown_reason in ("guest-shutdown", "host-qmp-quit"):
-            self._emit(name, "stopped", vm.shutdown_reason or "stopped by request")
+        if vm.stopping:
+            self._emit(name, "stopped", vm.shutdown_reason or "stopped by request", True)
+        elif vm.shutdown_reason in ("guest-shutdown", "host-qmp-quit"):
+            self._emit(name, "stopped", vm.shutdown_reason)
         else:
             why = vm.shutdown_reason or "QEMU exited without a shutdown (killed or crashed)"
             self._emit(name, "crashed", why)
 
-    def _emit(self, name: str, kind: EventKind, reason: str) -> None:
-        self._events.put_nowait(DriverEvent(name, kind, reason))
+    def _emit(self, name: str, kind: EventKind, reason: str, requested: bool = False) -> None:
+        self._events.put_nowait(DriverEvent(name, kind, reason, requested))
 
     async def stop(self, name: str, *, force: bool = False, timeout_s: float = 30.0) -> None:
         """Power off: ACPI power button, then after ``timeout_s`` (or at once with force) kill."""

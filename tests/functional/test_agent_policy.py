@@ -1,0 +1,79 @@
+"""The agent's reaction to exits nobody asked for: restart policies, crash events, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from .helpers import act, create
+from .platform import Platform, TestDriver
+
+
+async def _power(api: httpx.AsyncClient, name: str) -> dict[str, object]:
+    return dict((await api.get(f"/1.0/instances/{name}")).json()["status"])
+
+
+async def _until(api: httpx.AsyncClient, name: str, power: str, restarts: int = 0) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            status = await _power(api, name)
+            if status["power"] == power and status["restarts"] == restarts:
+                return
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def _tiny(image: str) -> str:
+    """Every test here needs the (stand-in) tiny image."""
+    return image
+
+
+def _driver(platform: Platform) -> TestDriver:
+    assert isinstance(platform.driver, TestDriver)
+    return platform.driver
+
+
+async def test_on_failure_restarts_a_crashed_instance(
+    api: httpx.AsyncClient, platform: Platform
+) -> None:
+    """A crash under on-failure is recorded, then the agent starts the instance again."""
+    await create(api, "a", start=True, restart_policy="on-failure")
+    _driver(platform).crash("a")
+    await _until(api, "a", "running", restarts=1)
+    kinds = [e["kind"] for e in (await api.get("/1.0/events")).json()]
+    assert "instance.crashed" in kinds and "instance.restarted" in kinds
+
+
+async def test_policy_no_leaves_a_crashed_instance_crashed(
+    api: httpx.AsyncClient, platform: Platform
+) -> None:
+    """Under policy 'no' a crash is final until someone starts the instance."""
+    await create(api, "b", start=True)
+    _driver(platform).crash("b")
+    await _until(api, "b", "crashed")
+    await asyncio.sleep(0.7)  # longer than the first backoff step
+    assert (await _power(api, "b"))["power"] == "crashed"
+    assert (await act(api, "b", "start"))["status"] == "success"
+
+
+async def test_guest_poweroff_is_not_a_failure(api: httpx.AsyncClient, platform: Platform) -> None:
+    """A guest that powers itself off is stopped under on-failure, restarted under always."""
+    await create(api, "calm", start=True, restart_policy="on-failure")
+    await create(api, "busy", start=True, restart_policy="always")
+    _driver(platform).guest_poweroff("calm")
+    _driver(platform).guest_poweroff("busy")
+    await _until(api, "calm", "stopped")
+    await _until(api, "busy", "running", restarts=1)
+
+
+async def test_requested_stop_is_never_restarted(
+    api: httpx.AsyncClient, platform: Platform
+) -> None:
+    """A stop through the API stays stopped even under policy always."""
+    await create(api, "s", start=True, restart_policy="always")
+    assert (await act(api, "s", "stop"))["status"] == "success"
+    await asyncio.sleep(0.7)
+    status = await _power(api, "s")
+    assert status["power"] == "stopped" and status["restarts"] == 0
