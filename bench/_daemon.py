@@ -24,17 +24,23 @@ class BenchDaemon:
         self.client = Client(uds_path=self.data_dir / "api.sock")
         log = open(self.data_dir / "daemon.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [VIRTFLEET, "--data-dir", str(self.data_dir), "serve"],
+            [VIRTFLEET, "--data-dir", str(self.data_dir), "serve", "--listen", "none"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             start_new_session=True,
         )
         log.close()
-        wait_for(lambda: (self.data_dir / "api.sock").exists(), 30)
-        time.sleep(0.3)
+        wait_for(self._answers, 60, poll_s=0.1)
         op = self.client.build_image("tiny")
         assert self.client.wait_operation(op.id, timeout_s=300).status == "success"
+
+    def _answers(self) -> bool:
+        try:
+            self.client.list_instances()
+        except Exception:  # not up yet, whatever the reason
+            return False
+        return True
 
     def serial_log(self, name: str) -> Path:
         return self.data_dir / "run" / name / "serial.log"

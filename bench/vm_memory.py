@@ -51,15 +51,13 @@ def qemu_overhead_mib(pid: int, guest_mib: int) -> float:
     matching on size alone would mistake it for guest RAM.
     """
     total, guest = 0, 0
-    size = 0
+    is_guest = False
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         if m := re.match(r"^Size:\s+(\d+) kB", line):
-            size = int(m.group(1))
+            is_guest = guest_mib * 1024 <= int(m.group(1)) <= guest_mib * 1024 + 4096
         elif m := re.match(r"^Rss:\s+(\d+) kB", line):
-            rss = int(m.group(1))
-            total += rss
-            if guest_mib * 1024 <= size <= guest_mib * 1024 + 4096:
-                guest += rss
+            total += int(m.group(1))
+            guest += int(m.group(1)) if is_guest else 0
     return (total - guest) / 1024
 
 
@@ -97,21 +95,21 @@ def main() -> None:
         daemon_rss_per_vm(d, count)
         argv, run_dir, disk = template_argv(d)
         image = d.data_dir / "images" / "tiny.qcow2"
-        results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        sizes = [int(x) for x in (sys.argv[3] if len(sys.argv) > 3 else "16,0").split(",")]
+        results: dict[int, list[tuple[float, float]]] = {tb: [] for tb in sizes}
         for i in range(runs):
-            for tb in (True, False) if i % 2 == 0 else (False, True):
+            for tb in sizes[i % len(sizes) :] + sizes[: i % len(sizes)]:  # rotate the order
                 results[tb].append(boot_raw(argv, run_dir, disk, image, tb))
-        for tb, label in ((True, "tb-size=16 (virtfleet)"), (False, "QEMU default")):
-            boots = [b for b, _ in results[tb]]
-            over = [o for _, o in results[tb]]
+        base = statistics.median(b for b, _ in results[0]) if 0 in results else None
+        for tb in sizes:
+            boot = statistics.median(b for b, _ in results[tb])
+            over = statistics.median(o for _, o in results[tb])
+            ratio = f", {boot / base:.3f}x the default's boot" if base else ""
+            label = f"tb-size={tb} MiB" if tb else "QEMU default tb-size"
             print(
-                f"{label}: QEMU overhead beyond guest RAM median {statistics.median(over):.1f} "
-                f"MiB, boot median {statistics.median(boots):.3f} s (n={runs})"
+                f"{label}: QEMU overhead beyond guest RAM median {over:.1f} MiB, "
+                f"boot median {boot:.3f} s (n={runs}){ratio}"
             )
-        ratio = statistics.median(b for b, _ in results[True]) / statistics.median(
-            b for b, _ in results[False]
-        )
-        print(f"boot time ratio tb-size=16 / default: {ratio:.3f}x")
         print(json.dumps({"runs": runs, "vms": count}))
     finally:
         d.close()

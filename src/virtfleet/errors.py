@@ -10,14 +10,19 @@ calls them (``raise ... from err``); nothing else here does I/O.
     │   └── InvalidNameError (invalid_name, 400)
     ├── AuthError (unauthenticated, 401)
     ├── ForbiddenError (forbidden, 403)
+    │   └── CsrfError (csrf_failed, 403)
     ├── NotFoundError (not_found, 404)
     ├── ConflictError (conflict, 409)
     │   ├── AlreadyExistsError (already_exists, 409)
     │   ├── InvalidStateError (invalid_state, 409)
     │   ├── InUseError (in_use, 409)
+    │   ├── IdempotencyInProgressError (idempotency_in_progress, 409)
     │   └── RevisionConflictError (revision_conflict, 409)
     ├── PreconditionFailedError (precondition_failed, 412)
-    ├── CapacityError (insufficient_capacity, 507)
+    ├── PayloadTooLargeError (payload_too_large, 413)
+    ├── IdempotencyKeyReusedError (idempotency_key_reused, 422)
+    ├── RateLimitedError (rate_limited, 429)
+    ├── CapacityError (insufficient_capacity, 409)
     ├── TimeoutError_ (timeout, 504)
     ├── CancelledError_ (cancelled, 499)
     ├── ImageError (image_error, 422)
@@ -67,6 +72,12 @@ class ForbiddenError(VirtfleetError):
     status = 403
 
 
+class CsrfError(ForbiddenError):
+    """A cookie-authenticated change came without the matching ``X-CSRF-Token`` header."""
+
+    code = "csrf_failed"
+
+
 class NotFoundError(VirtfleetError):
     code = "not_found"
     status = 404
@@ -108,9 +119,37 @@ class PreconditionFailedError(VirtfleetError):
     status = 412
 
 
+class PayloadTooLargeError(VirtfleetError):
+    code = "payload_too_large"
+    status = 413
+
+
+class IdempotencyInProgressError(ConflictError):
+    """A request with this idempotency key is still being processed; retry later."""
+
+    code = "idempotency_in_progress"
+
+
+class IdempotencyKeyReusedError(VirtfleetError):
+    """An idempotency key came back with a different request (method, path or body)."""
+
+    code = "idempotency_key_reused"
+    status = 422
+
+
+class RateLimitedError(VirtfleetError):
+    """Too many attempts (e.g. failed logins) in a short time; try again later."""
+
+    code = "rate_limited"
+    status = 429
+
+
 class CapacityError(VirtfleetError):
+    """The host cannot give what the request asks: the asker's problem, so 4xx, not 507
+    (a 5xx says "the server failed" and invites blind retries)."""
+
     code = "insufficient_capacity"
-    status = 507
+    status = 409
 
 
 class TimeoutError_(VirtfleetError):

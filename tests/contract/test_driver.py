@@ -60,6 +60,8 @@ async def _qemu() -> AsyncIterator[Harness]:
 
     def ctx(name: str) -> LaunchContext:
         disk = work / f"{name}.qcow2"
+        if disk.exists():  # a second start of the same instance reuses its disk
+            return LaunchContext(Accel.TCG, "test", {"root": disk}, hostname=name)
         subprocess.run(
             ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image), "-F", "qcow2", str(disk)],
             check=True,

@@ -9,8 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from virtfleet.api.auth import local_admin
 from virtfleet.app.bootstrap import Platform
 
+from .accounts import Accounts
 from .platform import TestDriver, make_platform, running
 
 
@@ -33,7 +35,8 @@ def driver(platform_and_driver: tuple[Platform, TestDriver]) -> TestDriver:
 
 @pytest.fixture
 async def api(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=platform.app)
+    """A client on the daemon's local socket: the local root user (admin, no password)."""
+    transport = httpx.ASGITransport(app=local_admin(platform.app))  # local root, as the socket
     async with httpx.AsyncClient(transport=transport, base_url="http://virtfleet") as client:
         yield client
 
@@ -46,3 +49,19 @@ async def image(api: httpx.AsyncClient) -> str:
     op = (await api.get(f"/1.0/operations/{r.json()['id']}/wait", params={"timeout_s": 10})).json()
     assert op["status"] == "success", op
     return "tiny"
+
+
+@pytest.fixture
+async def accounts(platform: Platform, api: httpx.AsyncClient) -> AsyncIterator[Accounts]:
+    """Clients acting as an admin, operator or viewer (by token or session cookie)."""
+    made = Accounts(platform, api)
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
+@pytest.fixture
+def anon(accounts: Accounts) -> httpx.AsyncClient:
+    """A client without credentials, not on the local socket."""
+    return accounts.anonymous()

@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 
+from virtfleet.state.store import StateStore
+
 
 async def wait_op(api: httpx.AsyncClient, op: dict[str, Any] | httpx.Response) -> dict[str, Any]:
     """The operation once done (fails the test if it is not done within 10 s)."""
@@ -45,3 +47,10 @@ async def act(api: httpx.AsyncClient, name: str, action: str, **body: Any) -> di
     """PUT a state change and wait for its operation."""
     r = await api.put(f"/1.0/instances/{name}/state", json={"action": action, **body})
     return await wait_op(api, r)
+
+
+async def snapshot(store: StateStore) -> list[tuple[str, int]]:
+    """Every key and its mod revision outside the audit log: equal snapshots, nothing done."""
+    return [
+        (kv.key, kv.mod_revision) for kv in await store.list("/") if kv.key.split("/")[1] != "audit"
+    ]

@@ -17,13 +17,18 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import uvicorn
+from argon2 import PasswordHasher
 
+from virtfleet.api.auth import local_admin
 from virtfleet.app.bootstrap import Platform, build_platform
 from virtfleet.app.settings import Settings
 from virtfleet.drivers.base import LaunchContext
 from virtfleet.drivers.fake.driver import FakeDriver
 from virtfleet.model.host import HostFacts, KvmProbe
 from virtfleet.model.instance import InstanceSpec, InstanceStatus
+from virtfleet.service.credentials import Passwords
+from virtfleet.state.audit import AuditLog
+from virtfleet.state.memory import MemoryStore
 from virtfleet.storage.images import Progress
 
 FACTS = HostFacts(
@@ -33,6 +38,10 @@ FACTS = HostFacts(
     qemu_version="9.2.0",
     kvm=KvmProbe(device_present=False, usable=False, reason="no /dev/kvm"),
 )
+
+
+# argon2id at its cheapest: the tests check the flow, not the cost (the daemon's default).
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 def fake_build(out: Path, cache_dir: Path, progress: Progress | None) -> None:
@@ -83,8 +92,12 @@ class TestDriver(FakeDriver):
         return self.console_dir / f"{name}.log"
 
 
-def make_platform(tmp: Path) -> tuple[Platform, TestDriver]:
-    """The daemon's wiring over a ``MemoryStore`` and a ``TestDriver`` (nothing started)."""
+def make_platform(tmp: Path, separate_audit: bool = True) -> tuple[Platform, TestDriver]:
+    """The daemon's wiring over a ``MemoryStore`` and a ``TestDriver`` (nothing started).
+
+    With ``separate_audit`` the audit log gets a ``MemoryStore`` of its own (the daemon
+    keeps it under ``/audit/`` in the one store; tests/functional/test_audit.py checks that).
+    """
     (tmp / "console").mkdir(exist_ok=True)
     settings = Settings(data_dir=tmp, cache_dir=tmp / "cache", store="memory", driver="fake")
     platform = build_platform(settings, facts=FACTS)
@@ -92,6 +105,9 @@ def make_platform(tmp: Path) -> tuple[Platform, TestDriver]:
     platform.driver = platform.agent.driver = driver
     platform.services.images.store.add_builder("tiny", lambda: fake_build)
     platform.services.instances.wait_timeout_s = 10.0
+    platform.services.auth.passwords = Passwords(FAST_HASHER)
+    if separate_audit:  # so store.revision() counts platform state only ("nothing written")
+        platform.services.audit.log = AuditLog(MemoryStore())
     return platform, driver
 
 
@@ -107,13 +123,17 @@ async def running(platform: Platform) -> AsyncIterator[Platform]:
 
 
 @contextlib.contextmanager
-def serve_uds(tmp: Path) -> Iterator[Path]:
+def serve_uds(tmp: Path, local: bool = True) -> Iterator[Path]:
     """Serve the daemon's app with uvicorn on ``<tmp>/api.sock`` (the daemon's socket
     convention) in a thread of its own; the platform starts through the app's lifespan.
-    Yields the data dir, for the CLI's ``--data-dir`` and ``websockets.unix_connect``."""
+    Yields the data dir, for the CLI's ``--data-dir`` and ``websockets.unix_connect``.
+    Without ``local`` the socket is served like a TCP listener: credentials needed."""
     platform, _ = make_platform(tmp)
     config = uvicorn.Config(
-        platform.app, uds=str(platform.settings.api_socket), log_level="warning", lifespan="on"
+        local_admin(platform.app) if local else platform.app,
+        uds=str(platform.settings.api_socket),
+        log_level="warning",
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)

@@ -9,7 +9,7 @@ import pytest
 
 from virtfleet.app.bootstrap import Platform
 from virtfleet.model.operation import Operation, OperationStatus
-from virtfleet.service.operations import OpContext, OperationRunner
+from virtfleet.service.operations import SHUTDOWN, OpContext, OperationRunner
 from virtfleet.state.repos import EventLog, operation_repo
 
 from .helpers import assert_error, create, wait_op
@@ -182,3 +182,20 @@ async def test_shutdown_interrupts_running_operations(platform: Platform) -> Non
         OperationStatus.FAILURE,
         "interrupted by daemon shutdown",
     )
+
+
+async def test_cancel_or_shutdown_before_an_operation_ever_ran(platform: Platform) -> None:
+    """An operation stopped before its task took a first step is still recorded as ended
+    (its body never runs, so the runner records it): cancelled, or interrupted at shutdown."""
+
+    async def work(ctx: OpContext) -> dict[str, object]:
+        return {}
+
+    runner = platform.services.operations
+    first = await runner.submit("test.never", "t", work)
+    cancelled = await runner.cancel(first.id)  # nothing in between lets the task start
+    assert (cancelled.status, cancelled.error_code) == (OperationStatus.CANCELLED, "cancelled")
+    second = await runner.submit("test.never", "t", work)
+    await runner.close()
+    stopped = await runner.get(second.id)
+    assert (stopped.status, stopped.error_message) == (OperationStatus.FAILURE, SHUTDOWN)

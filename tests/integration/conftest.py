@@ -8,6 +8,7 @@ to artifacts/<test>/ before everything is torn down.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psutil
@@ -48,10 +49,16 @@ def tiny_cache() -> Path:
 
 
 class Daemon:
-    """One ``virtfleet serve`` process on its own data directory."""
+    """One ``virtfleet serve`` process on its own data directory.
 
-    def __init__(self, data_dir: Path) -> None:
+    Unix socket only by default (``--listen none``: tests never collide on port 8006);
+    ``serve_args`` replaces that, e.g. with a loopback TLS listener.
+    """
+
+    def __init__(self, data_dir: Path, serve_args: Sequence[str] = ("--listen", "none")) -> None:
         self.data_dir = data_dir
+        self.serve_args = list(serve_args)
+        self.url = ""  # the TCP listener's URL, when it has one
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = Client(uds_path=data_dir / "api.sock")
 
@@ -61,7 +68,7 @@ class Daemon:
         log = open(self.data_dir / "daemon.log", "ab")  # noqa: SIM115 - owned by the child
         env = {**os.environ, "VIRTFLEET_CACHE_DIR": str(CACHE)}
         self.proc = subprocess.Popen(
-            [VIRTFLEET, "--data-dir", str(self.data_dir), "serve"],
+            [VIRTFLEET, "--data-dir", str(self.data_dir), "serve", *self.serve_args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -119,10 +126,8 @@ class Daemon:
             s.settimeout(0.05)
             deadline = time.monotonic() + 0.3
             while time.monotonic() < deadline:
-                try:
+                with contextlib.suppress(TimeoutError):
                     s.recv(65536)
-                except TimeoutError:
-                    pass
 
     def qemu_pid(self, name: str) -> int:
         pid = self.client.get_instance(name).status.pid
@@ -153,8 +158,23 @@ def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
 @pytest.fixture
 def daemon(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Daemon]:
     """A running daemon with the ``tiny`` image; every QEMU it started is killed after."""
+    yield from _running_daemon(request, ("--listen", "none"))
+
+
+@pytest.fixture
+def tls_daemon(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Daemon]:
+    """Like ``daemon``, also serving HTTPS (self-signed) on a free loopback port: ``d.url``."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for d in _running_daemon(request, ("--listen", f"127.0.0.1:{port}", "--tls")):
+        d.url = f"https://127.0.0.1:{port}"
+        yield d
+
+
+def _running_daemon(request: pytest.FixtureRequest, serve_args: Sequence[str]) -> Iterator[Daemon]:
     data_dir = Path(tempfile.mkdtemp(prefix="vf", dir="/tmp"))
-    d = Daemon(data_dir)
+    d = Daemon(data_dir, serve_args)
     d.start()
     op = d.client.build_image("tiny")
     assert d.client.wait_operation(op.id, timeout_s=300).status == "success"

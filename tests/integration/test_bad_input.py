@@ -78,7 +78,8 @@ def test_wrong_state_calls(daemon: Daemon) -> None:
     """Pausing a stopped VM or starting a running one is invalid_state, naming both states."""
     daemon.create("w", start=False)
     code, err, message = _error(daemon, "vm", "pause", "w")
-    assert err == "invalid_state" and "stopped" in message and "running" in message
+    assert (code, err) == (1, "invalid_state")
+    assert "stopped" in message and "running" in message
     daemon.action("w", "start")
     assert _error(daemon, "vm", "start", "w")[1] == "invalid_state"
     assert daemon.client.get_instance("w").status.power == "running"

@@ -35,7 +35,10 @@ def test_interactive_console_and_detach(daemon: Daemon) -> None:
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         [VIRTFLEET, "--data-dir", str(daemon.data_dir), "vm", "console", "con"],
-        stdin=follower, stdout=follower, stderr=follower, start_new_session=True,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        start_new_session=True,
     )
     os.close(follower)
     try:
@@ -57,6 +60,9 @@ def test_logs_print_serial_history(daemon: Daemon) -> None:
     daemon.wait_marker("lg")
     out = subprocess.run(
         [VIRTFLEET, "--data-dir", str(daemon.data_dir), "vm", "logs", "lg"],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     ).stdout
     assert "VIRTFLEET-READY hostname=lg" in out

@@ -14,8 +14,24 @@ from typing import Any
 from fastapi import FastAPI
 
 import virtfleet
+from virtfleet.api.apidoc import install_openapi
+from virtfleet.api.audit import AuditMiddleware
+from virtfleet.api.auth import ANY_USER, AuthMiddleware
 from virtfleet.api.errors import install_error_handlers
-from virtfleet.api.routes import console, events, host, images, instances, operations
+from virtfleet.api.idempotency import IdempotencyMiddleware
+from virtfleet.api.limits import BodyLimitMiddleware
+from virtfleet.api.routes import audit as audit_routes
+from virtfleet.api.routes import (
+    console,
+    events,
+    host,
+    images,
+    instances,
+    operations,
+    session,
+    tokens,
+    users,
+)
 from virtfleet.service import Services
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -31,10 +47,19 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     )
     app.state.services = services
     app.state.console_sessions = set()
+    # add_middleware wraps what is there: the error middleware must wrap these two.
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(BodyLimitMiddleware)
     install_error_handlers(app)
+    # Outside everything else: refused requests (401, 403, 413...) are audited too.
+    app.add_middleware(AuthMiddleware, services=services)
+    app.add_middleware(AuditMiddleware, audit=services.audit)
     for module in (instances, console, images, host, operations, events):
         app.include_router(module.router)
-    app.add_api_route("/1.0", _info, methods=["GET"], tags=["meta"])
+    for module in (session, users, tokens, audit_routes):
+        app.include_router(module.router)
+    app.add_api_route("/1.0", _info, methods=["GET"], tags=["meta"], dependencies=[ANY_USER])
+    install_openapi(app)
     return app
 
 

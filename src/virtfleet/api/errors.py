@@ -3,7 +3,8 @@
 Owns the translation of ``VirtfleetError`` (its own code/status), request
 validation errors and malformed JSON (``invalid_input`` 400, one line naming the
 field), unknown routes (404) and anything unexpected (``internal`` 500, the
-traceback logged, a generic message sent). Must not decide what an error means:
+traceback logged, a generic message sent); on a websocket a ``VirtfleetError``
+closes it with code 4000 + status. Must not decide what an error means:
 codes and statuses come from ``virtfleet.errors``.
 """
 
@@ -11,19 +12,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketState
 
+from virtfleet.api.ws import close_with
 from virtfleet.errors import InvalidInputError, VirtfleetError
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "invalid_input"}
+HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "invalid_input",
+}
 _LOC_SKIP = ("body", "query", "path", "header")
 
 
@@ -57,11 +65,20 @@ def validation_message(errors: Sequence[Any]) -> str:
     return " ".join(text.split())
 
 
-async def _on_virtfleet(request: Request, exc: Exception) -> JSONResponse:
+async def _on_virtfleet(request: Request, exc: Exception) -> JSONResponse | None:
     assert isinstance(exc, VirtfleetError)
+    if isinstance(request, WebSocket):  # e.g. a role guard refused it: close 4000 + status
+        await _close_websocket(request, exc)
+        return None
     if exc.status >= 500:
         log.warning("%s %s -> %s: %s", request.method, request.url.path, exc.code, exc.message)
     return error_response(exc.code, exc.message, exc.status)
+
+
+async def _close_websocket(ws: WebSocket, exc: VirtfleetError) -> None:
+    if ws.application_state is WebSocketState.CONNECTING:
+        await ws.accept()
+    await close_with(ws, 4000 + exc.status, exc.message)
 
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -107,7 +124,7 @@ class InternalErrorMiddleware:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(VirtfleetError, _on_virtfleet)
+    app.add_exception_handler(VirtfleetError, cast(ExceptionHandler, _on_virtfleet))
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(HTTPException, _on_http)
     app.add_middleware(InternalErrorMiddleware)

@@ -1,6 +1,7 @@
 """Wire schemas of request bodies: every one rejects unknown fields.
 
-Owns the shapes clients send (create instance, change state, build image).
+Owns the shapes clients send (create instance, change state, build image, log in,
+create users and tokens).
 Must not hold behaviour beyond field validation; responses are the model and
 service types themselves (``Instance``, ``Operation``, ``ImageRecord``, ...).
 """
@@ -11,8 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
+from virtfleet.model.auth import Role
 from virtfleet.model.instance import InstanceSpec, Strict
-from virtfleet.model.names import validate_name
+from virtfleet.model.names import NameStr, validate_name
 
 
 class CreateInstance(InstanceSpec):
@@ -31,7 +33,7 @@ class StateChange(Strict):
 
 
 class BuildImage(Strict):
-    name: str
+    name: NameStr
     builder: str = "tiny"
     force: bool = False
 
@@ -39,3 +41,27 @@ class BuildImage(Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         return validate_name(v, "image name")
+
+
+class Login(Strict):
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class CreateUser(Strict):
+    username: str
+    password: str
+    role: Role = Role.VIEWER
+
+
+class ChangePassword(Strict):
+    """``current_password`` is needed when users change their own password (not admins)."""
+
+    password: str
+    current_password: str | None = None
+
+
+class CreateToken(Strict):
+    role: Role
+    expires_in_s: Annotated[float | None, Field(gt=0, le=10 * 365 * 86400)] = None
+    description: Annotated[str, Field(max_length=200)] = ""

@@ -2,25 +2,37 @@
 
 ``build_platform`` assembles store, driver, agent, services and the API for a
 ``Settings``; ``serve`` runs it as the daemon on the data directory's Unix
-socket. Nothing imports this module except entry points (CLI, tests, bench).
+socket and on TCP (``app.serving``). Nothing imports this module except entry
+points (CLI, tests, bench).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
-import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 
 from virtfleet.api.app import create_app
+from virtfleet.api.auth import local_admin
+from virtfleet.app.firstrun import ensure_admin
+from virtfleet.app.serving import (
+    Endpoint,
+    Listener,
+    bind_tcp,
+    bind_unix,
+    parse_listen,
+    prepare,
+    run_listeners,
+)
 from virtfleet.app.settings import Settings
+from virtfleet.app.tls import Certificate, server_certificate
 from virtfleet.drivers.base import Driver
 from virtfleet.drivers.fake.driver import FakeDriver
 from virtfleet.drivers.qemu.config import QemuOptions
@@ -29,11 +41,16 @@ from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.facts import host_check, probe_host
 from virtfleet.model.host import HostFacts
 from virtfleet.service import Services
+from virtfleet.service.audit import AuditService
+from virtfleet.service.auth import AuthService
 from virtfleet.service.events import EventService
 from virtfleet.service.host import HostService
+from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.tokens import TokenService
+from virtfleet.state.audit import AuditLog
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.repos import EventLog
 from virtfleet.state.sqlite import SQLiteStore
@@ -54,6 +71,7 @@ class Platform:
     app: FastAPI
 
     async def start(self) -> None:
+        await ensure_admin(self.services.auth, self.settings.data_dir)
         await self.services.operations.recover()
         await self.agent.start()
 
@@ -130,13 +148,18 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         ),
     )
     runner = OperationRunner(store, events)
+    tokens = TokenService(store)
     services = Services(
         instances=InstanceService(store, images, facts, runner, events),
         images=ImageService(images, store, runner, events),
         operations=runner,
         host=HostService(facts, host_check),
         events=EventService(events),
+        auth=AuthService(store, tokens),
+        tokens=tokens,
+        audit=AuditService(AuditLog(store)),
         console=agent,
+        idempotency=IdempotencyService(store),
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI())
 
@@ -153,26 +176,63 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
 
 
 def serve(settings: Settings) -> None:
-    """Run the daemon in the foreground until SIGINT/SIGTERM; VMs keep running after it."""
+    """Run the daemon in the foreground until SIGINT/SIGTERM; VMs keep running after it.
+
+    Serves one API on ``<data-dir>/api.sock`` (local root) and on the TCP endpoints of
+    ``settings.listen`` (see ``app.serving`` for the TLS rule), in one event loop with
+    the platform started and stopped once. A bad ``--listen``, a busy port or an
+    unreadable certificate raises a ``VirtfleetError`` before anything starts.
+    """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    endpoints = parse_listen(settings.listen, settings.tls)
     platform = build_platform(settings)
-    sock = settings.api_socket
-    sock.unlink(missing_ok=True)
-    config = uvicorn.Config(
-        platform.app, uds=str(sock), log_level="warning", ws="websockets-sansio"
-    )
-    server = uvicorn.Server(config)
-    log.info("virtfleet %s serving on %s", settings.data_dir, sock)
-    asyncio.run(_serve(server, sock))
-
-
-async def _serve(server: uvicorn.Server, sock: Path) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    cert = _certificate(settings, endpoints)
+    listeners = _listeners(platform, endpoints, cert)
     try:
-        await server.serve()
+        servers = prepare(listeners)
+        _announce(listeners, cert)
+        asyncio.run(run_listeners(platform.app, listeners, servers))
     finally:
-        sock.unlink(missing_ok=True)
+        for listener in listeners:
+            listener.sock.close()
+
+
+def _certificate(settings: Settings, endpoints: list[Endpoint]) -> Certificate | None:
+    if not any(ep.tls for ep in endpoints):
+        return None
+    hosts = [ep.host for ep in endpoints]
+    return server_certificate(settings.tls_dir, settings.tls_cert, settings.tls_key, hosts)
+
+
+def _listeners(
+    platform: Platform, endpoints: list[Endpoint], cert: Certificate | None
+) -> list[Listener]:
+    """Bind the Unix socket and every TCP endpoint; on any failure close what was bound."""
+    path = platform.settings.api_socket
+    unix_app = local_admin(platform.app)  # the Unix socket (mode 0600) is local root; TCP never
+    listeners = [Listener(f"unix:{path}", bind_unix(path), unix_app, unix_path=path)]
+    try:
+        for ep in endpoints:
+            tls = (cert.cert, cert.key) if ep.tls and cert is not None else None
+            sock = bind_tcp(ep)
+            bound = dataclasses.replace(ep, port=sock.getsockname()[1])  # port 0: the real one
+            listeners.append(Listener(bound.url, sock, platform.app, tls))
+    except BaseException:
+        for listener in listeners:
+            listener.sock.close()
+        path.unlink(missing_ok=True)
+        raise
+    return listeners
+
+
+def _announce(listeners: list[Listener], cert: Certificate | None) -> None:
+    """Say where the API is (the daemon's stdout; ``make run`` keeps it in the log)."""
+    for listener in listeners:
+        note = " (local root, no password)" if listener.unix_path else ""
+        print(f"virtfleet: API on {listener.name}{note}", flush=True)
+    if cert is not None:
+        made = " (generated now)" if cert.generated else ""
+        print(f"virtfleet: TLS certificate {cert.cert}{made}", flush=True)
+        print(f"virtfleet: TLS certificate SHA-256 fingerprint {cert.fingerprint}", flush=True)

@@ -37,6 +37,12 @@ class Settings:
     qemu_binary: str = "qemu-system-x86_64"
     runas: str | None = "virtfleet-qemu"
     kvm_probe_timeout_s: float = 3.0
+    # TCP listeners besides <data-dir>/api.sock: "HOST:PORT" values, ["none"] for none
+    # (parsed by app.serving: non-loopback always TLS; loopback TLS only with tls=True).
+    listen: list[str] = field(default_factory=lambda: ["127.0.0.1:8006"])
+    tls: bool = False
+    tls_cert: Path | None = None  # with tls_key: the operator's certificate, else self-signed
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()
@@ -44,6 +50,10 @@ class Settings:
     @property
     def api_socket(self) -> Path:
         return self.data_dir / "api.sock"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
 
     @property
     def store_path(self) -> Path:

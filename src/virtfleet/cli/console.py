@@ -2,7 +2,7 @@
 
 Owns the terminal (raw mode, restored on every exit) and the Ctrl-] detach key.
 Must not know QEMU: it speaks only the API's websocket (through the daemon's
-Unix socket with websockets' ``unix_connect``).
+Unix socket, or a remote's pinned TLS with its token: ``WsTarget.connect``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import termios
 import tty
 from collections.abc import Iterator
 
-from websockets.asyncio.client import ClientConnection, connect, unix_connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from virtfleet.client import ApiError, Client, DaemonUnavailableError
+from virtfleet.client import ApiError, Client, WsTarget
 from virtfleet.client.calls import inst
 
 DETACH = b"\x1d"  # Ctrl-]
@@ -36,16 +36,15 @@ def attach(client: Client, name: str) -> None:
         ) from err
     target = client.websocket(inst(name) + "/console")
     try:
-        reason = asyncio.run(_session(target.uri, target.uds_path, name))
+        reason = asyncio.run(_session(target, name))
     except (OSError, InvalidHandshake) as err:
-        raise DaemonUnavailableError(target.uds_path or target.uri, str(err)) from err
+        raise target.error(err) from err
     if reason:
         print(f"\r\n{reason}", file=sys.stderr)
 
 
-async def _session(uri: str, uds_path: str | None, name: str) -> str:
-    opener = unix_connect(uds_path, uri) if uds_path else connect(uri)
-    async with opener as ws:
+async def _session(target: WsTarget, name: str) -> str:
+    async with target.connect() as ws:
         print(f"Connected to {name}'s serial console; detach with Ctrl-]", file=sys.stderr)
         with _raw_terminal():
             keyboard, screen = asyncio.create_task(_keyboard(ws)), asyncio.create_task(_screen(ws))

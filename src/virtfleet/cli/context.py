@@ -1,9 +1,11 @@
 """What every CLI command shares: the client to the daemon and the one error exit.
 
-Owns finding the daemon (``<data-dir>/api.sock`` via ``virtfleet.client.paths``),
-the ``client_factory`` tests replace, and the ``command`` decorator that turns
-an ``ApiError`` into ``error: <message> [<code>]`` on stderr (or the error shape
-as JSON with ``--json``) and exit status 2 for invalid input, 1 otherwise.
+Owns finding the daemon (``<data-dir>/api.sock`` via ``virtfleet.client.paths``,
+or a remote from ``--remote``: ``virtfleet.client.remotes``), the
+``client_factory`` and ``remote_factory`` tests replace, and the ``command``
+decorator that turns an ``ApiError`` into ``error: <message> [<code>]`` on
+stderr (or the error shape as JSON with ``--json``) and exit status 2 for
+invalid input, 1 otherwise.
 Must not render results (see ``output``) or know endpoints (see the client).
 """
 
@@ -19,7 +21,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from virtfleet.client import ApiError, Client, api_socket, default_data_dir
+from virtfleet.client import ApiError, Client, api_socket, default_data_dir, remotes
 
 F = TypeVar("F", bound=Callable[..., Any])
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -33,6 +35,8 @@ class CliState:
     """Global options of the current invocation (set by the app's callback)."""
 
     data_dir: Path = field(default_factory=default_data_dir)
+    remote: str | None = None  # --remote / $VIRTFLEET_REMOTE
+    local_forced: bool = False  # --data-dir / $VIRTFLEET_DATA_DIR given: the local daemon
 
 
 state = CliState()
@@ -43,6 +47,7 @@ def default_client(data_dir: Path) -> Client:
 
 
 client_factory: Callable[[Path], Client] = default_client
+remote_factory: Callable[[remotes.Remote], Client] = remotes.client_for
 
 
 def data_dir() -> Path:
@@ -50,8 +55,18 @@ def data_dir() -> Path:
 
 
 def get_client() -> Client:
-    """The client to the daemon of the current ``--data-dir``."""
-    return client_factory(data_dir())
+    """The client to the selected remote (``remotes.selected``), else to the daemon of
+    the current ``--data-dir``."""
+    remote = selected_remote()
+    return client_factory(data_dir()) if remote is None else remote_factory(remote)
+
+
+def selected_remote() -> remotes.Remote | None:
+    if state.local_forced and not state.remote:
+        return None  # the remotes file is not even read
+    config = remotes.load()
+    name = remotes.selected(state.remote, state.local_forced, config)
+    return None if name is None else config.remotes[name]
 
 
 def invalid(message: str) -> ApiError:

@@ -1,8 +1,9 @@
 """The ``virtfleet`` command line: a thin layer of arguments -> client calls -> rendering.
 
-Owns the Typer app, its global ``--data-dir`` option and ``main()`` (the
-``virtfleet`` console script). The daemon is found at ``<data-dir>/api.sock``
-(``virtfleet.client.paths.api_socket``). Must talk to the daemon through the
+Owns the Typer app, its global ``--data-dir`` and ``--remote`` options and
+``main()`` (the ``virtfleet`` console script). The daemon is found at
+``<data-dir>/api.sock`` (``virtfleet.client.paths.api_socket``), a remote one
+through ``virtfleet.client.remotes``. Must talk to the daemon through the
 HTTP client only: never import api, service, state, drivers or host.
 """
 
@@ -17,8 +18,10 @@ import typer
 # Typer >= 0.20 vendors click; its usage errors are only exported from here.
 from typer._click.exceptions import UsageError
 
-from virtfleet.cli import context, images, misc, vm
+from virtfleet.cli import auth, context, images, misc, remote, vm
+from virtfleet.client import ApiError
 from virtfleet.client.paths import DATA_DIR_ENV, default_data_dir
+from virtfleet.client.remotes import REMOTE_ENV
 
 app = typer.Typer(
     name="virtfleet",
@@ -30,7 +33,12 @@ app.add_typer(vm.app, name="vm")
 app.add_typer(images.app, name="image")
 app.add_typer(misc.host_app, name="host")
 app.add_typer(misc.op_app, name="operation")
+app.add_typer(remote.app, name="remote")
 context.command(app, "events")(misc.events)
+app.add_typer(auth.token_app, name="token")
+app.add_typer(auth.user_app, name="user")
+context.command(app, "whoami")(auth.whoami)
+context.command(app, "audit")(auth.audit)
 
 
 @app.callback()
@@ -45,8 +53,20 @@ def _global(
             show_default=False,
         ),
     ] = None,
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            "--remote",
+            envvar=REMOTE_ENV,
+            help="Talk to this remote (see `virtfleet remote`) instead of the local daemon; "
+            "'local' for this machine. Default: `remote default`, unless --data-dir is given.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     context.state.data_dir = data_dir or default_data_dir()
+    context.state.remote = remote
+    context.state.local_forced = data_dir is not None
 
 
 @app.command()
@@ -55,13 +75,36 @@ def serve(
         str, typer.Option(help="State store: sqlite (embedded) or memory.")
     ] = "sqlite",
     driver: Annotated[str, typer.Option(help="Instance driver: qemu or fake.")] = "qemu",
+    listen: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--listen",
+            metavar="HOST:PORT",
+            help="TCP address of the API besides <data-dir>/api.sock (repeatable or "
+            "comma-separated; [V6]:PORT; none: Unix socket only). Anything but loopback "
+            "is HTTPS. Default: 127.0.0.1:8006.",
+            show_default=False,
+        ),
+    ] = None,
+    tls: Annotated[bool, typer.Option("--tls", help="HTTPS on loopback too.")] = False,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate (default: self-signed).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its PEM key.")] = None,
 ) -> None:
     """Run the daemon (API + agent) in the foreground; VMs keep running when it exits."""
     # Imported here: client commands must not pay for (or depend on) the whole platform.
     from virtfleet.app.bootstrap import serve as run_daemon
     from virtfleet.app.settings import Settings
+    from virtfleet.errors import VirtfleetError
 
-    run_daemon(Settings(data_dir=context.state.data_dir, store=store, driver=driver))
+    settings = Settings(data_dir=context.state.data_dir, store=store, driver=driver)
+    settings.listen = listen or settings.listen
+    settings.tls, settings.tls_cert, settings.tls_key = tls, tls_cert, tls_key
+    try:
+        run_daemon(settings)
+    except VirtfleetError as err:
+        context.fail(ApiError(err.code, err.message, err.status), False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ import typer
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, command, get_client
 from virtfleet.cli.sizes import format_mib
-from virtfleet.client import DaemonUnavailableError, raise_for_operation
+from virtfleet.client import WsTarget, raise_for_operation
 from virtfleet.model.event import Event
 from virtfleet.model.operation import Operation
 
@@ -142,15 +142,13 @@ def events(
             asyncio.run(_follow(client.websocket("/1.0/events"), last, json_out))
 
 
-async def _follow(target: Any, after: int | None, json_out: bool) -> None:
-    from websockets.asyncio.client import connect, unix_connect
+async def _follow(target: WsTarget, after: int | None, json_out: bool) -> None:
+    from websockets.exceptions import InvalidHandshake
 
-    uri = target.uri + (f"?after={after}" if after is not None else "")
     try:
-        opener = unix_connect(target.uds_path, uri) if target.uds_path else connect(uri)
-        async with opener as ws:
+        async with target.connect(f"after={after}" if after is not None else "") as ws:
             async for message in ws:
                 event = Event.model_validate_json(message)
                 print(event.model_dump_json() if json_out else _event_line(event), flush=True)
-    except OSError as err:
-        raise DaemonUnavailableError(target.uds_path or target.uri, str(err)) from err
+    except (OSError, InvalidHandshake) as err:
+        raise target.error(err) from err

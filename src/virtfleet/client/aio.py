@@ -16,9 +16,12 @@ import httpx
 
 from virtfleet.client import calls
 from virtfleet.client.calls import Action, Call
-from virtfleet.client.errors import DaemonUnavailableError, error_from_response
+from virtfleet.client.errors import error_from_response, transport_error
 from virtfleet.client.models import Image, Instance
-from virtfleet.client.sync import DEFAULT_TIMEOUT_S, UDS_BASE_URL
+from virtfleet.client.sync import DEFAULT_TIMEOUT_S, UDS_BASE_URL, auth_headers
+from virtfleet.client.tls import pinned_context
+from virtfleet.model.audit import AuditEntry
+from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
 from virtfleet.model.event import Event
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.model.instance import InstanceSpec
@@ -38,13 +41,23 @@ class AsyncClient:
         uds_path: str | Path | None = None,
         http: httpx.AsyncClient | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        token: str | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.uds_path = str(uds_path) if uds_path is not None else None
         self.base_url = base_url or UDS_BASE_URL
         self._where = self.uds_path or self.base_url
+        self.headers = auth_headers(token)
+        self.ssl = pinned_context(fingerprint) if fingerprint else None
         if http is None:
             transport = httpx.AsyncHTTPTransport(uds=self.uds_path) if self.uds_path else None
-            http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout_s)
+            http = httpx.AsyncClient(
+                base_url=self.base_url,
+                transport=transport,
+                timeout=timeout_s,
+                headers=self.headers,
+                verify=self.ssl or True,
+            )
         self._http = http
 
     async def __aenter__(self) -> AsyncClient:
@@ -60,10 +73,15 @@ class AsyncClient:
         timeout = call.timeout_s if call.timeout_s is not None else httpx.USE_CLIENT_DEFAULT
         try:
             response = await self._http.request(
-                call.method, call.path, params=call.params, json=call.json, timeout=timeout
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                timeout=timeout,
+                headers=calls.csrf_headers(self._http.cookies, call.method),
             )
         except httpx.TransportError as err:
-            raise DaemonUnavailableError(self._where, str(err) or type(err).__name__) from err
+            raise transport_error(self._where, err) from err
         if response.is_error:
             raise error_from_response(response)
         return call.parse(response.json())
@@ -145,3 +163,46 @@ class AsyncClient:
 
     async def list_events(self, after: int | None = None, limit: int = 100) -> list[Event]:
         return await self.call(calls.list_events(after, limit))
+
+    async def login(self, username: str, password: str) -> LoginResult:
+        """Open a session: its cookies stay in this client, which then sends the CSRF header."""
+        return await self.call(calls.login(username, password))
+
+    async def logout(self) -> dict[str, Any]:
+        return await self.call(calls.logout())
+
+    async def whoami(self) -> Principal:
+        return await self.call(calls.whoami())
+
+    async def list_users(self) -> list[UserInfo]:
+        return await self.call(calls.list_users())
+
+    async def get_user(self, name: str) -> UserInfo:
+        return await self.call(calls.get_user(name))
+
+    async def create_user(self, username: str, password: str, role: str = "viewer") -> UserInfo:
+        return await self.call(calls.create_user(username, password, role))
+
+    async def delete_user(self, name: str) -> bool:
+        return await self.call(calls.delete_user(name))
+
+    async def change_password(
+        self, name: str, password: str, current: str | None = None
+    ) -> UserInfo:
+        return await self.call(calls.change_password(name, password, current))
+
+    async def list_tokens(self) -> list[TokenInfo]:
+        return await self.call(calls.list_tokens())
+
+    async def create_token(
+        self, role: str, expires_in_s: float | None = None, description: str = ""
+    ) -> NewToken:
+        """Mint an API token; its secret (``.token``) is in this answer only."""
+        return await self.call(calls.create_token(role, expires_in_s, description))
+
+    async def revoke_token(self, token_id: str) -> TokenInfo:
+        return await self.call(calls.revoke_token(token_id))
+
+    async def list_audit(self, **filters: Any) -> list[AuditEntry]:
+        """Audit entries, newest first; filters as ``calls.list_audit`` (admins only)."""
+        return await self.call(calls.list_audit(**filters))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
@@ -18,6 +19,8 @@ from pydantic import BaseModel
 from virtfleet.client.errors import ApiError
 from virtfleet.client.models import Image, Instance
 from virtfleet.errors import InvalidNameError
+from virtfleet.model.audit import AuditEntry
+from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
 from virtfleet.model.event import Event
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.model.instance import InstanceSpec
@@ -156,3 +159,84 @@ def list_events(after: int | None, limit: int) -> Call[list[Event]]:
     if after is not None:
         params["after"] = after
     return Call("GET", "/1.0/events", many(Event), params=params)
+
+
+CSRF_COOKIE = "vf_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def csrf_headers(cookies: Mapping[str, str], method: str) -> dict[str, str]:
+    """After ``login`` a change must echo the ``vf_csrf`` cookie in ``X-CSRF-Token``."""
+    csrf = cookies.get(CSRF_COOKIE) if method in CHANGING else None
+    return {CSRF_HEADER: csrf} if csrf else {}
+
+
+def user(name: str) -> str:
+    if not name or name in (".", "..") or len(name) > 64:
+        raise ApiError("invalid_name", f"invalid username {name[:40]!r}", 400)
+    return f"/1.0/users/{quote(name, safe='')}"
+
+
+def login(username: str, password: str) -> Call[LoginResult]:
+    body = {"username": username, "password": password}
+    return Call("POST", "/1.0/login", one(LoginResult), json=body)
+
+
+def logout() -> Call[dict[str, Any]]:
+    return Call("POST", "/1.0/logout", raw)
+
+
+def whoami() -> Call[Principal]:
+    return Call("GET", "/1.0/whoami", one(Principal))
+
+
+def list_users() -> Call[list[UserInfo]]:
+    return Call("GET", "/1.0/users", many(UserInfo))
+
+
+def get_user(name: str) -> Call[UserInfo]:
+    return Call("GET", user(name), one(UserInfo))
+
+
+def create_user(username: str, password: str, role: str) -> Call[UserInfo]:
+    body = {"username": username, "password": password, "role": role}
+    return Call("POST", "/1.0/users", one(UserInfo), json=body)
+
+
+def delete_user(name: str) -> Call[bool]:
+    return Call("DELETE", user(name), lambda d: bool(d["deleted"]))
+
+
+def change_password(name: str, password: str, current: str | None) -> Call[UserInfo]:
+    body = {"password": password, "current_password": current}
+    return Call("PUT", f"{user(name)}/password", one(UserInfo), json=body)
+
+
+def list_tokens() -> Call[list[TokenInfo]]:
+    return Call("GET", "/1.0/tokens", many(TokenInfo))
+
+
+def create_token(role: str, expires_in_s: float | None, description: str) -> Call[NewToken]:
+    body = {"role": role, "expires_in_s": expires_in_s, "description": description}
+    return Call("POST", "/1.0/tokens", one(NewToken), json=body)
+
+
+def revoke_token(token_id: str) -> Call[TokenInfo]:
+    return Call("DELETE", f"/1.0/tokens/{quote(token_id, safe='')}", one(TokenInfo))
+
+
+def list_audit(
+    *,
+    actor: str | None = None,
+    method: str | None = None,
+    path: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    status: int | None = None,
+    limit: int = 100,
+) -> Call[list[AuditEntry]]:
+    given = {"actor": actor, "method": method, "path": path, "status": status, "limit": limit}
+    params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    params.update({k: v.isoformat() for k, v in (("since", since), ("until", until)) if v})
+    return Call("GET", "/1.0/audit", many(AuditEntry), params=params)

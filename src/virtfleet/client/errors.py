@@ -1,6 +1,7 @@
 """Errors the client raises: ``ApiError`` built from the API's one error shape.
 
-Owns turning responses and transport failures into ``ApiError``. Must not
+Owns turning responses and transport failures (``transport_error``: a pinned
+certificate that changed is ``certificate_mismatch``) into ``ApiError``. Must not
 import the server's error classes: the wire ``code`` is the contract.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+
+from virtfleet.client.tls import find_mismatch
 
 INVALID_INPUT_CODES = frozenset({"invalid_input", "invalid_name"})
 
@@ -40,6 +43,28 @@ class DaemonUnavailableError(ApiError):
             "is it running? start it with `virtfleet serve`",
             503,
         )
+
+
+class CertificateMismatchError(ApiError):
+    """The server's TLS certificate is not the one pinned for it (it changed, or a
+    machine in between answered): nothing was sent, not even the token."""
+
+    def __init__(self, where: str, pinned: str, seen: str | None) -> None:
+        super().__init__(
+            "certificate_mismatch",
+            f"the TLS certificate of {where} does not match the pinned fingerprint "
+            f"(pinned {pinned}, presented {seen or 'none'}); if the server's certificate was "
+            "replaced on purpose, `virtfleet remote remove` and `remote add` it again",
+            495,  # nginx's "SSL Certificate Error"
+        )
+
+
+def transport_error(where: str, err: BaseException) -> ApiError:
+    """The ``ApiError`` for a failure to talk to ``where`` at all (a pin mismatch or not)."""
+    mismatch = find_mismatch(err)
+    if mismatch is not None:
+        return CertificateMismatchError(where, mismatch.pinned, mismatch.seen)
+    return DaemonUnavailableError(where, str(err) or type(err).__name__)
 
 
 def error_from_response(response: httpx.Response) -> ApiError:

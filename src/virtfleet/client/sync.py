@@ -1,7 +1,8 @@
 """The synchronous client: one method per API endpoint, over TCP or the daemon's Unix socket.
 
-Owns sending ``Call``s with httpx and turning failures into ``ApiError``. Must
-not hold rendering or argument parsing (that is the CLI's).
+Owns sending ``Call``s with httpx (with a bearer ``token`` and a pinned
+certificate ``fingerprint`` for remotes) and turning failures into
+``ApiError``. Must not hold rendering or argument parsing (that is the CLI's).
 """
 
 from __future__ import annotations
@@ -9,18 +10,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from ssl import SSLContext
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from virtfleet.client import calls
 from virtfleet.client.calls import Action, Call
-from virtfleet.client.errors import ApiError, DaemonUnavailableError, error_from_response
+from virtfleet.client.errors import ApiError, error_from_response, transport_error
 from virtfleet.client.models import Image, Instance
+from virtfleet.client.tls import pinned_context
+from virtfleet.model.audit import AuditEntry
+from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
 from virtfleet.model.event import Event
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.model.operation import Operation
+
+if TYPE_CHECKING:
+    import websockets.asyncio.client as ws_client
 
 T = TypeVar("T")
 UDS_BASE_URL = "http://virtfleet"
@@ -28,11 +36,39 @@ DEFAULT_TIMEOUT_S = 30.0
 
 
 class WsTarget:
-    """Where a websocket endpoint is: ``uri`` and, through a Unix socket, ``uds_path``."""
+    """Where a websocket endpoint is: ``uri`` and, through a Unix socket, ``uds_path``;
+    over a remote also the pinned ``ssl`` context and the ``Authorization`` header."""
 
-    def __init__(self, uri: str, uds_path: str | None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        uds_path: str | None,
+        ssl: SSLContext | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.uri = uri
         self.uds_path = uds_path
+        self.ssl = ssl
+        self.headers = headers or {}
+
+    def connect(self, query: str = "") -> ws_client.connect:
+        """A websockets opener (``async with target.connect() as ws``) for this endpoint."""
+        from websockets.asyncio.client import connect, unix_connect
+
+        uri = self.uri + (f"?{query}" if query else "")
+        if self.uds_path:
+            return unix_connect(self.uds_path, uri)
+        ssl = self.ssl if uri.startswith("wss://") else None
+        return connect(uri, ssl=ssl, additional_headers=self.headers)
+
+    def error(self, err: Exception) -> ApiError:
+        """The ``ApiError`` for a failed websocket connect (``OSError`` or handshake error)."""
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status in (401, 403):
+            code = "unauthenticated" if status == 401 else "forbidden"
+            message = f"{self.uri}: the server refused the credentials (HTTP {status})"
+            return ApiError(code, message, status)
+        return transport_error(self.uds_path or self.uri, err)
 
 
 class Client:
@@ -46,13 +82,23 @@ class Client:
         uds_path: str | Path | None = None,
         http: httpx.Client | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        token: str | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.uds_path = str(uds_path) if uds_path is not None else None
         self.base_url = base_url or UDS_BASE_URL
         self._where = self.uds_path or self.base_url
+        self.headers = auth_headers(token)
+        self.ssl = pinned_context(fingerprint) if fingerprint else None
         if http is None:
             transport = httpx.HTTPTransport(uds=self.uds_path) if self.uds_path else None
-            http = httpx.Client(base_url=self.base_url, transport=transport, timeout=timeout_s)
+            http = httpx.Client(
+                base_url=self.base_url,
+                transport=transport,
+                timeout=timeout_s,
+                headers=self.headers,
+                verify=self.ssl or True,
+            )
         self._http = http
 
     def __enter__(self) -> Client:
@@ -69,10 +115,15 @@ class Client:
         timeout = call.timeout_s if call.timeout_s is not None else httpx.USE_CLIENT_DEFAULT
         try:
             response = self._http.request(
-                call.method, call.path, params=call.params, json=call.json, timeout=timeout
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                timeout=timeout,
+                headers=calls.csrf_headers(self._http.cookies, call.method),
             )
         except httpx.TransportError as err:
-            raise DaemonUnavailableError(self._where, str(err) or type(err).__name__) from err
+            raise transport_error(self._where, err) from err
         if response.is_error:
             raise error_from_response(response)
         return call.parse(response.json())
@@ -80,7 +131,7 @@ class Client:
     def websocket(self, path: str) -> WsTarget:
         """The target of a websocket endpoint, e.g. ``/1.0/events``."""
         base = self.base_url.replace("https://", "wss://").replace("http://", "ws://")
-        return WsTarget(base.rstrip("/") + path, self.uds_path)
+        return WsTarget(base.rstrip("/") + path, self.uds_path, self.ssl, self.headers)
 
     def info(self) -> dict[str, Any]:
         return self.call(calls.info())
@@ -158,6 +209,52 @@ class Client:
 
     def list_events(self, after: int | None = None, limit: int = 100) -> list[Event]:
         return self.call(calls.list_events(after, limit))
+
+    def login(self, username: str, password: str) -> LoginResult:
+        """Open a session: its cookies stay in this client, which then sends the CSRF header."""
+        return self.call(calls.login(username, password))
+
+    def logout(self) -> dict[str, Any]:
+        return self.call(calls.logout())
+
+    def whoami(self) -> Principal:
+        return self.call(calls.whoami())
+
+    def list_users(self) -> list[UserInfo]:
+        return self.call(calls.list_users())
+
+    def get_user(self, name: str) -> UserInfo:
+        return self.call(calls.get_user(name))
+
+    def create_user(self, username: str, password: str, role: str = "viewer") -> UserInfo:
+        return self.call(calls.create_user(username, password, role))
+
+    def delete_user(self, name: str) -> bool:
+        return self.call(calls.delete_user(name))
+
+    def change_password(self, name: str, password: str, current: str | None = None) -> UserInfo:
+        return self.call(calls.change_password(name, password, current))
+
+    def list_tokens(self) -> list[TokenInfo]:
+        return self.call(calls.list_tokens())
+
+    def create_token(
+        self, role: str, expires_in_s: float | None = None, description: str = ""
+    ) -> NewToken:
+        """Mint an API token; its secret (``.token``) is in this answer only."""
+        return self.call(calls.create_token(role, expires_in_s, description))
+
+    def revoke_token(self, token_id: str) -> TokenInfo:
+        return self.call(calls.revoke_token(token_id))
+
+    def list_audit(self, **filters: Any) -> list[AuditEntry]:
+        """Audit entries, newest first; filters as ``calls.list_audit`` (admins only)."""
+        return self.call(calls.list_audit(**filters))
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The ``Authorization`` header carrying ``token`` (none without one)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def raise_for_operation(op: Operation) -> Operation:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from virtfleet.model.names import validate_name
+from virtfleet.model.names import NameStr, validate_name
 
 MIN_MEMORY_MIB = 64
 MAX_VCPUS = 255
@@ -59,7 +59,7 @@ class Strict(BaseModel):
 
 
 class DiskSpec(Strict):
-    name: str = "root"
+    name: NameStr = "root"
     size_gib: Annotated[float, Field(gt=0, le=65536)] | None = None
     image: str | None = None
     boot: bool = False
@@ -89,7 +89,7 @@ class BootSpec(Strict):
 class InstanceSpec(Strict):
     """Desired configuration of one instance."""
 
-    name: str
+    name: NameStr
     kind: Literal["vm"] = "vm"
     image: str | None = None
     vcpus: Annotated[int, Field(ge=1, le=MAX_VCPUS)] = 1

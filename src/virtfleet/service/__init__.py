@@ -1,4 +1,5 @@
-"""Use cases of the platform, bundled for the API: instances, images, operations, host, events.
+"""Use cases of the platform, bundled for the API: instances, images, operations, host, events,
+users/sessions (auth), API tokens and the audit log.
 
 Owns the ``Services`` bundle the composition root (app/bootstrap.py) builds and
 the API consumes. Must not know HTTP or QEMU: services write desired state and
@@ -9,21 +10,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from virtfleet.service.audit import AuditService
+from virtfleet.service.auth import AuthService
 from virtfleet.service.console import ConsoleAccess, NoConsole
 from virtfleet.service.events import EventService
 from virtfleet.service.host import HostService
+from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.tokens import TokenService
 
 __all__ = [
+    "AuditService",
+    "AuthService",
     "ConsoleAccess",
     "EventService",
     "HostService",
+    "IdempotencyService",
     "ImageService",
     "InstanceService",
     "OperationRunner",
     "Services",
+    "TokenService",
 ]
 
 
@@ -34,4 +43,8 @@ class Services:
     operations: OperationRunner
     host: HostService
     events: EventService
+    auth: AuthService
+    tokens: TokenService
+    audit: AuditService
     console: ConsoleAccess = field(default_factory=NoConsole)
+    idempotency: IdempotencyService | None = None  # None: Idempotency-Key is ignored

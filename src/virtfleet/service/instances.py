@@ -37,6 +37,7 @@ from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
 from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.operations import OpContext, OperationRunner
+from virtfleet.service.preconditions import IfMatch, Version, claim, stale, version_of
 from virtfleet.service.waiting import wait_until
 from virtfleet.state.repos import INSTANCES, EventLog, InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore
@@ -72,15 +73,16 @@ class Instance(BaseModel):
     spec: InstanceSpec
     status: InstanceStatus
     desired: DesiredState
-    mode: str  # virtualization mode: "kvm" / "tcg" in use, else the spec's accel ("auto", ...)
+    mode: str  # "kvm"/"tcg" in use; when not running, what the next start would use
 
     @classmethod
-    def of(cls, rec: InstanceRecord) -> Instance:
+    def of(cls, rec: InstanceRecord, default_accel: str = "tcg") -> Instance:
         live = rec.status.power in _LIVE and rec.status.accel is not None
-        mode = rec.status.accel if live and rec.status.accel else rec.spec.accel
-        return cls(
-            name=rec.name, spec=rec.spec, status=rec.status, desired=rec.desired, mode=mode.value
-        )
+        if live and rec.status.accel:
+            mode = rec.status.accel.value
+        else:
+            mode = default_accel if rec.spec.accel.value == "auto" else rec.spec.accel.value
+        return cls(name=rec.name, spec=rec.spec, status=rec.status, desired=rec.desired, mode=mode)
 
 
 def check_action(action: Action, power: str, force: bool = False) -> None:
@@ -123,11 +125,17 @@ class InstanceService:
         self._projected: dict[str, tuple[str, str]] = {}  # name -> (operation id, power)
 
     async def list(self) -> builtins.list[Instance]:
-        return [Instance.of(rec) for rec in await self._repo.list()]
+        return [Instance.of(rec, self._facts.default_accel) for rec in await self._repo.list()]
 
     async def get(self, name: str) -> Instance:
         """The instance view; ``NotFoundError`` if there is no such instance."""
-        return Instance.of(await self._repo.get(validate_name(name, "instance name")))
+        rec = await self._repo.get(validate_name(name, "instance name"))
+        return Instance.of(rec, self._facts.default_accel)
+
+    async def get_versioned(self, name: str) -> tuple[Instance, Version]:
+        """The instance view and the ``Version`` it reflects (one read: they agree)."""
+        rec = await self._repo.get(validate_name(name, "instance name"))
+        return Instance.of(rec, self._facts.default_accel), version_of(rec)
 
     async def create(self, spec: InstanceSpec, start: bool = False) -> Operation:
         """Validate now, write spec + desired state, and return an ``instance.create`` operation.
@@ -158,9 +166,15 @@ class InstanceService:
         return await self._submit("instance.create", spec.name, run, "running" if start else None)
 
     async def change_state(
-        self, name: str, action: Action, force: bool = False, timeout_s: float = 30.0
+        self,
+        name: str,
+        action: Action,
+        force: bool = False,
+        timeout_s: float = 30.0,
+        if_match: IfMatch = None,
     ) -> Operation:
-        """Ask for a power change; ``InvalidStateError`` now if the state does not allow it.
+        """Ask for a power change; ``InvalidStateError`` now if the state does not allow it,
+        ``PreconditionFailedError`` (nothing written) if not at a version in ``if_match``.
 
         The operation re-checks when its turn comes (earlier operations on the instance
         run first), bumps the desired generation and waits until the agent observed it,
@@ -168,6 +182,7 @@ class InstanceService:
         """
         rec = await self._repo.get(validate_name(name, "instance name"))
         check_action(action, self._expected_power(rec), force)
+        await claim(self._store, rec, if_match)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             current = await self._repo.get(name)
@@ -178,8 +193,11 @@ class InstanceService:
 
         return await self._submit(f"instance.{action}", name, run, TARGET[action].value)
 
-    async def delete(self, name: str, force: bool = False, delete_disks: bool = False) -> Operation:
-        """Delete an instance; ``InvalidStateError`` if it runs (unless ``force``).
+    async def delete(
+        self, name: str, force: bool = False, delete_disks: bool = False, if_match: IfMatch = None
+    ) -> Operation:
+        """Delete an instance; ``InvalidStateError`` if it runs (unless ``force``),
+        ``PreconditionFailedError`` if not at a version in ``if_match`` (or missing).
 
         Idempotent: deleting a missing instance is a successful operation. The operation
         asks the agent (desired ``deleted``) and waits until the instance's keys are gone.
@@ -187,6 +205,9 @@ class InstanceService:
         rec = await self._repo.find(validate_name(name, "instance name"))
         if rec is not None:
             check_deletable(self._expected_power(rec), force)
+            await claim(self._store, rec, if_match)
+        elif if_match is not None:
+            raise stale(name)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             current = await self._repo.find(name)

@@ -128,17 +128,30 @@ class OperationRunner:
             raise InvalidStateError(op.status.value, ["pending", "running"], what="operation")
         task.cancel()
         await asyncio.wait([task])
-        return await self.get(op_id)
+        cancelled = CancelledError_("operation cancelled")
+        return await self._settle(op_id, cancelled, OperationStatus.CANCELLED)
 
     async def close(self) -> None:
         """Stop every operation still queued or running (daemon shutdown): each is recorded
         as failed ("interrupted by daemon shutdown"), its function's undo having run."""
         self._closing = True
-        tasks = list(self._tasks.values())
-        for task in tasks:
+        tasks = dict(self._tasks)
+        for task in tasks.values():
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks)
+            await asyncio.wait(tasks.values())
+        for op_id in tasks:
+            with contextlib.suppress(VirtfleetError):
+                await self._settle(op_id, VirtfleetError(SHUTDOWN), OperationStatus.FAILURE)
+
+    async def _settle(self, op_id: str, err: VirtfleetError, status: OperationStatus) -> Operation:
+        """The stopped operation as stored. A task cancelled before its first step never
+        runs its body (so never records its end): such an operation is recorded here."""
+        op = await self.get(op_id)
+        if not op.status.done:
+            self._fail(op, err, status)
+            await self._save(op)
+        return op
 
     async def _run(
         self, op: Operation, fn: OpFn, earlier: builtins.list[asyncio.Task[None]]

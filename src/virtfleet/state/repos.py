@@ -7,6 +7,11 @@ Keys:
     /images/{name}              ImageRecord         written by the image service
     /operations/{id}            Operation
     /events/{revision:020d}     Event               append-only, pruned to a bound
+    /users/{username}           UserRecord          (state/accounts.py) argon2 hash only
+    /tokens/{id}                TokenRecord         (state/accounts.py) SHA-256 of the secret
+    /sessions/{id}              SessionRecord       (state/accounts.py) on a lease of its TTL
+    /audit/{time_ns:020d}-{rnd} AuditEntry          (state/audit.py) append-only, bounded
+    /idempotency/{sha256}       IdempotencyRecord   (state/idempotency.py) on a lease
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ INSTANCES = "/instances/"
 EVENTS = "/events/"
 OPERATIONS = "/operations/"
 IMAGES = "/images/"
+USERS = "/users/"
+TOKENS = "/tokens/"
+SESSIONS = "/sessions/"
+AUDIT = "/audit/"
+IDEMPOTENCY = "/idempotency/"
 MAX_EVENTS = 2000
 
 

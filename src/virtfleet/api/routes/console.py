@@ -13,12 +13,13 @@ import contextlib
 
 from fastapi import APIRouter, WebSocket
 
+from virtfleet.api.auth import OPERATOR
 from virtfleet.api.deps import ServicesDep
 from virtfleet.api.ws import close_with, race
 from virtfleet.errors import ConflictError, VirtfleetError
 from virtfleet.model.names import validate_name
 
-router = APIRouter(tags=["instances"])
+router = APIRouter(tags=["instances"], dependencies=[OPERATOR])  # a shell is a change
 CHUNK = 4096
 
 

@@ -9,13 +9,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket
 
+from virtfleet.api.auth import ANY_USER
 from virtfleet.api.deps import ServicesDep
 from virtfleet.api.ws import close_with, race, until_disconnect
 from virtfleet.errors import VirtfleetError
 from virtfleet.model.event import Event
 from virtfleet.service.events import MAX_LIMIT
 
-router = APIRouter(prefix="/1.0/events", tags=["events"])
+router = APIRouter(prefix="/1.0/events", tags=["events"], dependencies=[ANY_USER])
 
 
 @router.get("")

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from virtfleet.api.auth import ANY_USER
 from virtfleet.api.deps import ServicesDep
 from virtfleet.model.host import Check, HostFacts
 
-router = APIRouter(prefix="/1.0/host", tags=["host"])
+router = APIRouter(prefix="/1.0/host", tags=["host"], dependencies=[ANY_USER])
 
 
 @router.get("")

@@ -9,12 +9,13 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from virtfleet.api.auth import ANY_USER, OPERATOR
 from virtfleet.api.deps import ImageName, ServicesDep
 from virtfleet.api.schemas import BuildImage
 from virtfleet.model.operation import Operation
 from virtfleet.service.images import ImageRecord
 
-router = APIRouter(prefix="/1.0/images", tags=["images"])
+router = APIRouter(prefix="/1.0/images", tags=["images"], dependencies=[ANY_USER])
 
 
 @router.get("")
@@ -22,7 +23,7 @@ async def list_images(services: ServicesDep) -> list[ImageRecord]:
     return await services.images.list()
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, dependencies=[OPERATOR])
 async def build_image(body: BuildImage, services: ServicesDep) -> Operation:
     return await services.images.build(body.name, builder=body.builder, force=body.force)
 
@@ -32,6 +33,6 @@ async def get_image(name: ImageName, services: ServicesDep) -> ImageRecord:
     return await services.images.get(name)
 
 
-@router.delete("/{name}")
+@router.delete("/{name}", dependencies=[OPERATOR])
 async def delete_image(name: ImageName, services: ServicesDep) -> dict[str, Any]:
     return {"name": name, "deleted": await services.images.delete(name)}

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
+from virtfleet.api.auth import ANY_USER, OPERATOR
+from virtfleet.api.conditional import IfMatchDep, etag_of
 from virtfleet.api.deps import InstanceName, ServicesDep
 from virtfleet.api.schemas import CreateInstance, StateChange
 from virtfleet.model.operation import Operation
 from virtfleet.service.console import MAX_TAIL_BYTES, read_log_tail
 from virtfleet.service.instances import Instance
 
-router = APIRouter(prefix="/1.0/instances", tags=["instances"])
+router = APIRouter(prefix="/1.0/instances", tags=["instances"], dependencies=[ANY_USER])
+_ETAG_DOC = {"ETag": {"description": "Version for If-Match", "schema": {"type": "string"}}}
 
 
 @router.get("")
@@ -24,27 +27,35 @@ async def list_instances(services: ServicesDep) -> list[Instance]:
     return await services.instances.list()
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, dependencies=[OPERATOR])
 async def create_instance(body: CreateInstance, services: ServicesDep) -> Operation:
     return await services.instances.create(body.spec(), start=body.start)
 
 
-@router.get("/{name}")
-async def get_instance(name: InstanceName, services: ServicesDep) -> Instance:
-    return await services.instances.get(name)
+@router.get("/{name}", responses={200: {"headers": _ETAG_DOC}})
+async def get_instance(name: InstanceName, services: ServicesDep, response: Response) -> Instance:
+    instance, version = await services.instances.get_versioned(name)
+    response.headers["ETag"] = etag_of(version)
+    return instance
 
 
-@router.delete("/{name}", status_code=202)
+@router.delete("/{name}", status_code=202, dependencies=[OPERATOR])
 async def delete_instance(
-    name: InstanceName, services: ServicesDep, force: bool = False, disks: bool = False
+    name: InstanceName,
+    services: ServicesDep,
+    if_match: IfMatchDep,
+    force: bool = False,
+    disks: bool = False,
 ) -> Operation:
-    return await services.instances.delete(name, force=force, delete_disks=disks)
+    return await services.instances.delete(name, force=force, delete_disks=disks, if_match=if_match)
 
 
-@router.put("/{name}/state", status_code=202)
-async def change_state(name: InstanceName, body: StateChange, services: ServicesDep) -> Operation:
+@router.put("/{name}/state", status_code=202, dependencies=[OPERATOR])
+async def change_state(
+    name: InstanceName, body: StateChange, services: ServicesDep, if_match: IfMatchDep
+) -> Operation:
     return await services.instances.change_state(
-        name, body.action, force=body.force, timeout_s=body.timeout_s
+        name, body.action, force=body.force, timeout_s=body.timeout_s, if_match=if_match
     )
 
 

@@ -9,10 +9,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from virtfleet.api.deps import ServicesDep
+from virtfleet.api.auth import ANY_USER, OPERATOR
+from virtfleet.api.deps import OperationId, ServicesDep
 from virtfleet.model.operation import Operation
 
-router = APIRouter(prefix="/1.0/operations", tags=["operations"])
+router = APIRouter(prefix="/1.0/operations", tags=["operations"], dependencies=[ANY_USER])
 MAX_WAIT_S = 600.0
 
 
@@ -22,18 +23,18 @@ async def list_operations(services: ServicesDep) -> list[Operation]:
 
 
 @router.get("/{op_id}")
-async def get_operation(op_id: str, services: ServicesDep) -> Operation:
+async def get_operation(op_id: OperationId, services: ServicesDep) -> Operation:
     return await services.operations.get(op_id)
 
 
-@router.delete("/{op_id}")
-async def cancel_operation(op_id: str, services: ServicesDep) -> Operation:
+@router.delete("/{op_id}", dependencies=[OPERATOR])
+async def cancel_operation(op_id: OperationId, services: ServicesDep) -> Operation:
     return await services.operations.cancel(op_id)
 
 
 @router.get("/{op_id}/wait")
 async def wait_operation(
-    op_id: str,
+    op_id: OperationId,
     services: ServicesDep,
     timeout_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 30.0,
 ) -> Operation:

@@ -71,9 +71,23 @@ async def launch(argv: Sequence[str], paths: RunPaths, cgroup_procs: Sequence[Pa
 
 
 async def wait_exit(pid: int) -> None:
-    """Return once ``pid`` has exited (used to fail a start fast when QEMU dies)."""
-    while pid_running(pid):
-        await asyncio.sleep(0.02)
+    """Return once ``pid`` has exited: a pidfd turns readable then (no polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, on_exit)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 def create_time(pid: int, paths: RunPaths) -> float:
@@ -85,13 +99,11 @@ def create_time(pid: int, paths: RunPaths) -> float:
 
 async def wait_gone(pid: int, timeout_s: float) -> bool:
     """Wait until ``pid`` no longer runs; True if it is gone within the timeout."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while loop.time() < deadline:
-        if not pid_running(pid):
-            return True
-        await asyncio.sleep(0.05)
-    return not pid_running(pid)
+    try:
+        await asyncio.wait_for(wait_exit(pid), timeout_s)
+    except TimeoutError:
+        return False
+    return True
 
 
 def pid_running(pid: int) -> bool:
