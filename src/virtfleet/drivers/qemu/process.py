@@ -78,6 +78,7 @@ async def wait_exit(pid: int) -> None:
         return
     loop = asyncio.get_running_loop()
     exited: asyncio.Future[None] = loop.create_future()
+
     def on_exit() -> None:
         if not exited.done():
             exited.set_result(None)
