@@ -199,3 +199,20 @@ async def test_cancel_or_shutdown_before_an_operation_ever_ran(platform: Platfor
     await runner.close()
     stopped = await runner.get(second.id)
     assert (stopped.status, stopped.error_message) == (OperationStatus.FAILURE, SHUTDOWN)
+
+
+async def test_cancelling_create_and_start_removes_the_instance(
+    api: httpx.AsyncClient, driver: TestDriver
+) -> None:
+    """Cancelling a create+start undoes it: the half-made instance is deleted."""
+    driver.gates["half"] = asyncio.Event()
+    r = await api.post("/1.0/instances", json={"name": "half", "image": "tiny", "start": True})
+    op = r.json()
+    await asyncio.sleep(0.05)
+    cancel = asyncio.create_task(api.delete(f"/1.0/operations/{op['id']}"))
+    await asyncio.sleep(0.05)
+    driver.gates["half"].set()  # the agent finishes the start, then carries out the undo
+    assert (await cancel).json()["status"] == "cancelled"
+    async with asyncio.timeout(10):
+        while (await api.get("/1.0/instances/half")).status_code != 404:
+            await asyncio.sleep(0.02)

@@ -9,6 +9,7 @@ or files: the per-host agent carries desired state out and writes the status.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -155,15 +156,17 @@ class InstanceService:
             await ctx.progress(10, f"waiting for the agent to start {spec.name}")
             try:
                 rec = await self._await_generation(spec.name, 1, self.wait_timeout_s)
-            except VirtfleetError:
-                # create+start is one request: a failed start leaves no half-made VM behind.
-                await ctx.progress(90, f"start failed; removing {spec.name}")
-                gen = await self._bump(spec.name, lambda d, g: _desired_deleted(d, g, True, True))
-                await self._await_gone(spec.name, gen, self.wait_timeout_s)
+            except (VirtfleetError, asyncio.CancelledError):
+                # create+start is one request: a failed or cancelled start leaves no VM behind.
+                await asyncio.shield(self._undo_create(spec.name))
                 raise
             return _result(rec)
 
         return await self._submit("instance.create", spec.name, run, "running" if start else None)
+
+    async def _undo_create(self, name: str) -> None:
+        gen = await self._bump(name, lambda d, g: _desired_deleted(d, g, True, True))
+        await self._await_gone(name, gen, self.wait_timeout_s)
 
     async def change_state(
         self,
