@@ -21,9 +21,11 @@ SRC
 fi
 
 for p in qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio zstd iproute2 \
-         procps util-linux kmod ovmf syslinux syslinux-common mtools dosfstools fdisk; do
+         procps util-linux kmod ovmf syslinux syslinux-common mtools dosfstools fdisk \
+         chromium; do
   have "$p" || need_apt+=("$p")
 done
+command -v npm >/dev/null || need_apt+=(nodejs npm)  # any node >= 18 will do (e.g. nodesource)
 qemu_ok() {
   command -v qemu-system-x86_64 >/dev/null || return 1
   local v; v=$(qemu-system-x86_64 --version | head -1 | sed -E 's/.*version ([0-9]+)\..*/\1/')
@@ -54,4 +56,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[dev]"
   touch "$stamp"
+fi
+
+# The web UI's libraries (xterm.js, noVNC) from web/package-lock.json; the daemon serves
+# web/node_modules under /ui/vendor/. Only reinstalled when missing or the lock changed.
+npm_stamp=web/node_modules/.virtfleet-lock.sha256
+lock_sum=$(sha256sum web/package-lock.json | cut -d' ' -f1)
+if [ ! -f "$npm_stamp" ] || [ "$(cat "$npm_stamp")" != "$lock_sum" ]; then
+  (cd web && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$lock_sum" >"$npm_stamp"
 fi

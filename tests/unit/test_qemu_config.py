@@ -59,7 +59,7 @@ def test_emulated_uses_legacy_devices_only() -> None:
 
 def test_tcg_bounds_translation_cache_and_kvm_uses_host_cpu() -> None:
     """TCG bounds its translation cache; KVM passes the host CPU through."""
-    assert "tcg,tb-size=16" in _argv(DeviceModel.VIRTIO, Accel.TCG)
+    assert "tcg,tb-size=32" in _argv(DeviceModel.VIRTIO, Accel.TCG)
     kvm = _argv(DeviceModel.VIRTIO, Accel.KVM)
     assert kvm[kvm.index("-accel") + 1] == "kvm" and kvm[kvm.index("-cpu") + 1] == "host"
 

@@ -31,7 +31,9 @@ from virtfleet.api.routes import (
     session,
     tokens,
     users,
+    vnc,
 )
+from virtfleet.api.webui import install_web_ui
 from virtfleet.service import Services
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -54,12 +56,13 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     # Outside everything else: refused requests (401, 403, 413...) are audited too.
     app.add_middleware(AuthMiddleware, services=services)
     app.add_middleware(AuditMiddleware, audit=services.audit)
-    for module in (instances, console, images, host, operations, events):
+    for module in (instances, console, vnc, images, host, operations, events):
         app.include_router(module.router)
     for module in (session, users, tokens, audit_routes):
         app.include_router(module.router)
     app.add_api_route("/1.0", _info, methods=["GET"], tags=["meta"], dependencies=[ANY_USER])
     install_openapi(app)
+    install_web_ui(app)  # after the API: /1.0 wins over /ui and /
     return app
 
 

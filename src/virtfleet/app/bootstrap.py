@@ -109,7 +109,9 @@ def _driver(settings: Settings, facts: HostFacts) -> Driver:
     if settings.driver == "fake":
         return FakeDriver()
     runas = settings.runas if settings.runas and _user_exists(settings.runas) else None
-    opts = QemuOptions(binary=settings.qemu_binary, runas=runas)
+    opts = QemuOptions(
+        binary=settings.qemu_binary, runas=runas, tb_size_mib=settings.tcg_tb_size_mib
+    )
     return QemuDriver(settings.run_dir, facts.qemu_version or "unknown", opts)
 
 

@@ -1,4 +1,4 @@
-"""``virtfleet vm ...``: create, list, show, power actions, delete, logs and console of VMs.
+"""``virtfleet vm ...``: create, list, show, power actions, delete, logs, console, screenshot.
 
 Owns turning arguments into client calls and results into tables or JSON. Must
 not decide anything the API decides (state rules, validation beyond sizes).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -217,6 +218,21 @@ def logs(
         output.print_json({"name": name, "log": text})
     else:
         sys.stdout.write(text)
+
+
+@command(app, "screenshot")
+def screenshot(
+    name: NameArg,
+    out: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Save a PNG screenshot of the VM's screen."""
+    png = get_client().screenshot(name)
+    out.write_bytes(png)
+    if json_out:
+        output.print_json({"name": name, "path": str(out.resolve()), "size_bytes": len(png)})
+    else:
+        output.done(f"screenshot of {name} saved to {out} ({len(png)} bytes)", False)
 
 
 @command(app, "console")

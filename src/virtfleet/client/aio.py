@@ -22,6 +22,7 @@ from virtfleet.client.sync import DEFAULT_TIMEOUT_S, UDS_BASE_URL, auth_headers
 from virtfleet.client.tls import pinned_context
 from virtfleet.model.audit import AuditEntry
 from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
+from virtfleet.model.console import ConsoleTicket
 from virtfleet.model.event import Event
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.model.instance import InstanceSpec
@@ -84,7 +85,7 @@ class AsyncClient:
             raise transport_error(self._where, err) from err
         if response.is_error:
             raise error_from_response(response)
-        return call.parse(response.json())
+        return call.parse(calls.body_of(call, response.content, response.json))
 
     async def info(self) -> dict[str, Any]:
         return await self.call(calls.info())
@@ -112,6 +113,14 @@ class AsyncClient:
 
     async def instance_log(self, name: str, tail_bytes: int | None = None) -> str:
         return await self.call(calls.instance_log(name, tail_bytes))
+
+    async def vnc_ticket(self, name: str) -> ConsoleTicket:
+        """A single-use ticket (30 s) for ``/1.0/instances/{name}/vnc?ticket=...``."""
+        return await self.call(calls.vnc_ticket(name))
+
+    async def screenshot(self, name: str) -> bytes:
+        """The instance's screen as PNG bytes."""
+        return await self.call(calls.screenshot(name))
 
     async def list_images(self) -> list[Image]:
         return await self.call(calls.list_images())

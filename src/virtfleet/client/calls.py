@@ -21,6 +21,7 @@ from virtfleet.client.models import Image, Instance
 from virtfleet.errors import InvalidNameError
 from virtfleet.model.audit import AuditEntry
 from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
+from virtfleet.model.console import ConsoleTicket
 from virtfleet.model.event import Event
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.model.instance import InstanceSpec
@@ -40,6 +41,12 @@ class Call(Generic[T]):
     params: dict[str, Any] = field(default_factory=dict)
     json: Any = None
     timeout_s: float | None = None  # None: the client's default
+    binary: bool = False  # parse the body's bytes, not its JSON
+
+
+def body_of(call: Call[Any], content: bytes, as_json: Callable[[], Any]) -> Any:
+    """What ``call.parse`` takes: the raw bytes of a binary answer, else its JSON."""
+    return content if call.binary else as_json()
 
 
 def one(model: type[M]) -> Callable[[Any], M]:
@@ -104,6 +111,14 @@ def change_state(name: str, action: Action, force: bool, timeout_s: float) -> Ca
 def instance_log(name: str, tail_bytes: int | None) -> Call[str]:
     params = {} if tail_bytes is None else {"tail_bytes": tail_bytes}
     return Call("GET", f"{inst(name)}/log", lambda d: str(d["log"]), params=params)
+
+
+def vnc_ticket(name: str) -> Call[ConsoleTicket]:
+    return Call("POST", f"{inst(name)}/console/vnc-ticket", one(ConsoleTicket))
+
+
+def screenshot(name: str) -> Call[bytes]:
+    return Call("GET", f"{inst(name)}/screenshot", bytes, binary=True)
 
 
 def list_images() -> Call[list[Image]]:

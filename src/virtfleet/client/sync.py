@@ -22,6 +22,7 @@ from virtfleet.client.models import Image, Instance
 from virtfleet.client.tls import pinned_context
 from virtfleet.model.audit import AuditEntry
 from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
+from virtfleet.model.console import ConsoleTicket
 from virtfleet.model.event import Event
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.model.instance import InstanceSpec
@@ -126,7 +127,7 @@ class Client:
             raise transport_error(self._where, err) from err
         if response.is_error:
             raise error_from_response(response)
-        return call.parse(response.json())
+        return call.parse(calls.body_of(call, response.content, response.json))
 
     def websocket(self, path: str) -> WsTarget:
         """The target of a websocket endpoint, e.g. ``/1.0/events``."""
@@ -157,6 +158,14 @@ class Client:
 
     def instance_log(self, name: str, tail_bytes: int | None = None) -> str:
         return self.call(calls.instance_log(name, tail_bytes))
+
+    def vnc_ticket(self, name: str) -> ConsoleTicket:
+        """A single-use ticket (30 s) for ``/1.0/instances/{name}/vnc?ticket=...``."""
+        return self.call(calls.vnc_ticket(name))
+
+    def screenshot(self, name: str) -> bytes:
+        """The instance's screen as PNG bytes."""
+        return self.call(calls.screenshot(name))
 
     def list_images(self) -> list[Image]:
         return self.call(calls.list_images())

@@ -90,3 +90,16 @@ class Driver(Protocol):
 @runtime_checkable
 class SupportsScreendump(Protocol):
     async def screendump(self, name: str, path: Path) -> None: ...
+
+
+@runtime_checkable
+class SupportsGraphics(Protocol):
+    """A driver whose instances have a screen: a VNC server on a Unix socket, screenshots."""
+
+    def vnc_socket(self, name: str) -> Path | None:
+        """The VNC Unix socket of a running or paused instance, else None."""
+        ...
+
+    async def screenshot(self, name: str) -> bytes:
+        """The screen as PNG; ``InvalidStateError`` unless running or paused."""
+        ...

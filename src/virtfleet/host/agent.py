@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from virtfleet.drivers.base import Driver, DriverEvent, LaunchContext
-from virtfleet.errors import HostError, InvalidStateError, VirtfleetError
+from virtfleet.drivers.base import Driver, DriverEvent, LaunchContext, SupportsGraphics
+from virtfleet.errors import ConflictError, HostError, InvalidStateError, VirtfleetError
 from virtfleet.host.disks import DiskManager
 from virtfleet.model.event import Event
 from virtfleet.model.host import HostFacts
@@ -348,7 +348,7 @@ class Agent:
     async def _emit(self, kind: str, target: str, message: str) -> None:
         await self.events.append(Event(kind=kind, target=f"instance/{target}", message=message))
 
-    # -- access for the service layer (console) ------------------------------------------
+    # -- access for the service layer (consoles) -----------------------------------------
 
     def socket_path(self, name: str) -> Path | None:
         return self.driver.console_socket(name)
@@ -356,12 +356,21 @@ class Agent:
     def log_path(self, name: str) -> Path | None:
         return self.driver.console_log(name)
 
+    def vnc_socket(self, name: str) -> Path | None:
+        graphics = self.driver if isinstance(self.driver, SupportsGraphics) else None
+        return graphics.vnc_socket(name) if graphics else None
+
+    async def screenshot(self, name: str) -> bytes:
+        if not isinstance(self.driver, SupportsGraphics):
+            raise ConflictError(f"the {self.driver.name} driver gives instances no screen")
+        return await self.driver.screenshot(name)
+
 
 def _limits(spec: InstanceSpec) -> dict[str, Any]:
-    """cgroup limits derived from the spec: vCPUs plus a little for QEMU's own threads."""
+    """cgroup limits derived from the spec: its vCPUs plus one core for QEMU's own threads."""
     memory_mib = spec.memory_mib + spec.memory_mib // 10 + MEMORY_HEADROOM_MIB
     return {
-        "cpu_quota_pct": 100.0 * spec.vcpus + 20.0,
+        "cpu_quota_pct": 100.0 * (spec.vcpus + 1),  # + one core for QEMU I/O and RCU threads
         "cpu_weight": None,
         "memory_max_bytes": memory_mib * 1024 * 1024,
         "pids_max": None,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
-from virtfleet.service.console import ConsoleAccess, NoConsole
+from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
 from virtfleet.service.events import EventService
 from virtfleet.service.host import HostService
 from virtfleet.service.idempotency import IdempotencyService
@@ -25,6 +25,7 @@ __all__ = [
     "AuditService",
     "AuthService",
     "ConsoleAccess",
+    "ConsoleTickets",
     "EventService",
     "HostService",
     "IdempotencyService",
@@ -47,4 +48,5 @@ class Services:
     tokens: TokenService
     audit: AuditService
     console: ConsoleAccess = field(default_factory=NoConsole)
+    console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
     idempotency: IdempotencyService | None = None  # None: Idempotency-Key is ignored

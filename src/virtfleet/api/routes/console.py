@@ -9,18 +9,16 @@ the error. Must not start, stop or inspect the instance beyond asking services.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from fastapi import APIRouter, WebSocket
 
 from virtfleet.api.auth import OPERATOR
 from virtfleet.api.deps import ServicesDep
-from virtfleet.api.ws import close_with, race
+from virtfleet.api.ws import bridge, close_with
 from virtfleet.errors import ConflictError, VirtfleetError
 from virtfleet.model.names import validate_name
 
 router = APIRouter(tags=["instances"], dependencies=[OPERATOR])  # a shell is a change
-CHUNK = 4096
 
 
 @router.websocket("/1.0/instances/{name}/console")
@@ -40,14 +38,10 @@ async def console(ws: WebSocket, name: str, services: ServicesDep) -> None:
         return
     busy.add(name)
     try:
-        ended = await race(_to_socket(ws, writer), _to_client(ws, reader))
-        if ended == 1:
+        if await bridge(ws, reader, writer) == 1:
             await close_with(ws, 1000, "console closed by the instance")
     finally:
         busy.discard(name)
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
 
 
 async def _connect(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -55,18 +49,3 @@ async def _connect(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
         return await asyncio.open_unix_connection(path)
     except OSError as err:
         raise ConflictError(f"cannot reach the serial console: {err.strerror or err}") from err
-
-
-async def _to_socket(ws: WebSocket, writer: asyncio.StreamWriter) -> None:
-    while True:
-        message = await ws.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        data = message.get("bytes") or (message.get("text") or "").encode()
-        writer.write(data)
-        await writer.drain()
-
-
-async def _to_client(ws: WebSocket, reader: asyncio.StreamReader) -> None:
-    while data := await reader.read(CHUNK):
-        await ws.send_bytes(data)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import struct
+import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,6 +105,15 @@ class FakeDriver:
     def console_log(self, name: str) -> Path | None:
         return None
 
+    def vnc_socket(self, name: str) -> Path | None:
+        return None
+
+    async def screenshot(self, name: str) -> bytes:
+        """A small two-tone PNG for a running or paused instance (no real screen)."""
+        if name not in self._vms:
+            raise InvalidStateError("stopped", ["running", "paused"])
+        return _png(8, 6)
+
     async def close(self) -> None:
         return None
 
@@ -118,3 +129,21 @@ class FakeDriver:
 
     def _emit(self, name: str, kind: EventKind, reason: str, requested: bool = False) -> None:
         self._events.put_nowait(DriverEvent(name, kind, reason, requested))
+
+
+def _png(width: int, height: int) -> bytes:
+    """An RGB PNG, top half white, bottom half black (PNG spec, sections 5 and 11)."""
+    rows = [b"\x00" + (b"\xff" if y < height // 2 else b"\x00") * 3 * width for y in range(height)]
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        _chunk(kind, data)
+        for kind, data in (
+            (b"IHDR", header),
+            (b"IDAT", zlib.compress(b"".join(rows))),
+            (b"IEND", b""),
+        )
+    )
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

@@ -1,9 +1,9 @@
 """QEMU configuration as data: ``(InstanceSpec, LaunchContext, RunPaths) -> argv``.
 
 A pure function built from small section builders (machine, cpu, memory,
-sandbox, QMP, serial, disks, NICs, paravirtual extras), golden-tested in
-tests/unit/test_qemu_config.py. It must not touch the filesystem or processes;
-launching is process.py's job.
+sandbox, QMP, serial, display (VGA + VNC on a Unix socket), disks, NICs,
+paravirtual extras), golden-tested in tests/unit/test_qemu_config.py. It must
+not touch the filesystem or processes; launching is process.py's job.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from pathlib import Path
 from virtfleet.drivers.base import LaunchContext
 from virtfleet.model.instance import Accel, DeviceModel, InstanceSpec
 
-# Bounds the TCG translation cache: QEMU's default (up to 1 GiB, ~44 MiB used
-# by a small guest) is most of its per-VM overhead under binary translation.
-TCG_TB_SIZE_MIB = 16
+# Bounds the TCG translation cache: QEMU's default (~60 MiB resident for a small
+# guest) is most of its per-VM overhead under binary translation; a smaller cache
+# costs boot time (measured in docs/benchmarks.md), hence a host setting.
+TCG_TB_SIZE_MIB = 32
+VGA_MEM_MIB = 4
 SANDBOX = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
 HOSTNAME_FW_CFG = "opt/virtfleet/hostname"
 
@@ -39,6 +41,10 @@ class RunPaths:
     @property
     def serial_log(self) -> Path:
         return self.root / "serial.log"
+
+    @property
+    def vnc(self) -> Path:
+        return self.root / "vnc.sock"
 
     @property
     def pidfile(self) -> Path:
@@ -64,6 +70,7 @@ class QemuOptions:
     binary: str = "qemu-system-x86_64"
     runas: str | None = None
     sandbox: bool = True
+    tb_size_mib: int = TCG_TB_SIZE_MIB  # 0 = QEMU's own default
 
 
 def build_argv(
@@ -73,12 +80,13 @@ def build_argv(
     return [
         opts.binary,
         *_base(spec, paths, opts),
-        *_machine(spec, ctx),
+        *_machine(spec, ctx, opts),
         *_cpu(spec, ctx),
         *_memory(spec),
         *_sandbox(opts),
         *_qmp(paths),
         *_serial(paths),
+        *_display(paths),
         *_disks(spec, ctx),
         *_nics(spec),
         *_paravirt(spec),
@@ -91,10 +99,11 @@ def _base(spec: InstanceSpec, paths: RunPaths, opts: QemuOptions) -> list[str]:
     return [*args, "-display", "none", "-msg", "timestamp=on", "-pidfile", str(paths.pidfile)]
 
 
-def _machine(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
+def _machine(spec: InstanceSpec, ctx: LaunchContext, opts: QemuOptions) -> list[str]:
     if ctx.accel is Accel.KVM:
         return ["-machine", spec.machine, "-accel", "kvm"]
-    return ["-machine", spec.machine, "-accel", f"tcg,tb-size={TCG_TB_SIZE_MIB}"]
+    tcg = f"tcg,tb-size={opts.tb_size_mib}" if opts.tb_size_mib else "tcg"
+    return ["-machine", spec.machine, "-accel", tcg]
 
 
 def _cpu(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
@@ -131,6 +140,12 @@ def _serial(paths: RunPaths) -> list[str]:
         f"logfile={_opt(paths.serial_log)},logappend=on"
     )
     return ["-chardev", chardev, "-serial", "chardev:serial0"]
+
+
+def _display(paths: RunPaths) -> list[str]:
+    # Std VGA shows SeaBIOS/syslinux/vgacon text on pc and q35 alike; 4 MiB of video
+    # memory holds 1024x768x32, not the 16 MiB default. VNC only on a Unix socket.
+    return ["-device", f"VGA,id=video0,vgamem_mb={VGA_MEM_MIB}", "-vnc", f"unix:{_opt(paths.vnc)}"]
 
 
 def _disks(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -96,6 +98,7 @@ class QemuDriver:
                 qmp_socket=str(paths.qmp),
                 serial_socket=str(paths.serial),
                 serial_log=str(paths.serial_log),
+                vnc_socket=str(paths.vnc),
                 qemu_version=self.qemu_version,
                 accel=ctx.accel.value,
                 accel_reason=ctx.accel_reason,
@@ -275,10 +278,31 @@ class QemuDriver:
         return path if path.exists() else None
 
     async def screendump(self, name: str, path: Path) -> None:
+        """Write the VM's screen as PNG to ``path`` (opened here, passed to QEMU as an fd)."""
         vm = self._vms.get(name)
         if vm is None:
             raise InvalidStateError("stopped", ["running", "paused"])
-        await vm.qmp.screendump(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            await vm.qmp.screendump_fd(fd)
+        finally:
+            os.close(fd)
+
+    def vnc_socket(self, name: str) -> Path | None:
+        """The VNC server's Unix socket of a running or paused VM, else None."""
+        vm = self._vms.get(name)
+        if vm is None or not vm.record.vnc_socket:
+            return None  # stopped, or launched before VMs had a display
+        return Path(vm.record.vnc_socket)
+
+    async def screenshot(self, name: str) -> bytes:
+        """The VM's screen as PNG, dumped into its run directory and removed after reading."""
+        path = self.paths(name).root / f"screendump-{secrets.token_hex(8)}.png"
+        try:
+            await self.screendump(name, path)
+            return await asyncio.to_thread(path.read_bytes)
+        finally:
+            path.unlink(missing_ok=True)
 
     async def close(self) -> None:
         """Detach from every VM, leaving the processes running (they outlive the agent)."""

@@ -276,6 +276,20 @@ class QMPSession:
     async def screendump(self, path: Path, fmt: str = "png") -> None:
         await self._execute("screendump", {"filename": str(path), "format": fmt})
 
+    async def screendump_fd(self, fd: int, fmt: str = "png") -> None:
+        """Screendump into ``fd`` (opened write-only by us): QEMU running as another user cannot
+        open our run directory. The fd goes by SCM_RIGHTS into an fdset (QMP ``add-fd``)."""
+        try:
+            self._client.send_fd_scm(fd)
+        except (OSError, _LibQMPError) as err:
+            raise self._translate("add-fd", None, err) from err
+        reply = _as_dict("add-fd", await self._execute("add-fd"))
+        fdset = reply.get("fdset-id")
+        try:
+            await self._execute("screendump", {"filename": f"/dev/fdset/{fdset}", "format": fmt})
+        finally:
+            await self._execute("remove-fd", {"fdset-id": fdset})
+
     async def query_cpus_fast(self) -> list[dict[str, Any]]:
         reply = await self._execute("query-cpus-fast")
         if not isinstance(reply, list) or not all(isinstance(c, dict) for c in reply):

@@ -29,6 +29,7 @@ class RuntimeRecord(BaseModel):
     qmp_socket: str
     serial_socket: str
     serial_log: str
+    vnc_socket: str = ""  # "" in records written before VMs had a display
     qemu_version: str
     accel: str
     accel_reason: str = ""

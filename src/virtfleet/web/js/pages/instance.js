@@ -1,0 +1,173 @@
+// One instance: header with state, mode and actions; tabs Summary, Hardware, Console,
+// and the sections later issues fill (Snapshots, Backups, Metrics, Networks).
+import * as api from "../api.js";
+import { clear, DASH, devicesLabel, errorText, h, mib, modeBadge, modeOf, notice, powerBadge, when } from "../dom.js";
+import { canOperate } from "../state.js";
+import { ACTIONS, actionButton, allowed, run } from "../components/actions.js";
+import { tabView } from "../components/tabs.js";
+import { serialConsole } from "../components/serial.js";
+import { graphicalConsole } from "../components/vnc.js";
+
+const LIVE = ["running", "paused", "starting", "stopping"];
+const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"], ["networks", "Networks"]];
+
+export async function renderInstance(main, name, initialTab = "summary") {
+  let instance;
+  try {
+    instance = await api.getInstance(name);
+  } catch (err) {
+    clear(main, h("h1", {}, name), notice(errorText(err)), h("a", { href: "#/instances" }, "Back to instances"));
+    return null;
+  }
+  const head = h("div.instance-head");
+  const status = h("p.notice.notice-error", { role: "alert", hidden: true });
+  const tabs = tabView([
+    { id: "summary", label: "Summary", render: (p) => summary(p, () => instance) },
+    { id: "hardware", label: "Hardware", render: (p) => hardware(p, instance) },
+    { id: "console", label: "Console", render: (p) => consoles(p, () => instance) },
+    ...LATER.map(([id, label]) => ({
+      id, label, render: (p) => { p.append(h("h2", {}, label), h("p.muted", {}, `${label}: not available yet.`)); },
+    })),
+  ], initialTab, (id) => history.replaceState(null, "", `#/instances/${name}/${id}`));
+
+  clear(main, h("nav.crumbs", { "aria-label": "Breadcrumb" }, h("a", { href: "#/instances" }, "Instances"), " / ", name),
+    head, status, tabs.element);
+
+  function drawHead() {
+    const power = instance.status.power;
+    clear(head,
+      h("h1", {}, name, " ", powerBadge(power), " ", modeBadge(modeOf(instance))),
+      canOperate() ? h("div.actions", { role: "group", "aria-label": "Instance actions" },
+        Object.keys(ACTIONS).map((action) => actionButton(action, () => act(action), !allowed(action, power))))
+        : null);
+  }
+
+  async function act(action) {
+    for (const b of head.querySelectorAll("[data-action]")) b.disabled = true;
+    const ok = await run([name], action, status);
+    if (ok && action === "delete") {
+      location.hash = "#/instances";
+      return;
+    }
+    await reload();
+  }
+
+  async function reload() {
+    try {
+      instance = await api.getInstance(name);
+    } catch (err) {
+      if (err.status === 404) {
+        clear(main, h("h1", {}, name), notice(`Instance ${name} no longer exists.`, "info"), h("a", { href: "#/instances" }, "Back to instances"));
+        return;
+      }
+    }
+    drawHead();
+    const current = main.querySelector("[role=tab][aria-selected=true]");
+    if (current && current.dataset.tab === "summary") summaryRefresh();
+  }
+
+  let summaryRefresh = () => {};
+  function summary(panel, getInstance) {
+    const draw = () => {
+      const i = getInstance();
+      const s = i.status;
+      clear(panel,
+        h("div.summary", {},
+          h("dl.facts", {},
+            fact("State", powerBadge(s.power)),
+            fact("Virtualization", modeBadge(modeOf(i)), " ", h("span.muted", {}, s.accel_reason || modeText(i))),
+            fact("Devices", devicesLabel(i.spec.device_model)),
+            fact("Image", i.spec.image || DASH),
+            fact("vCPUs", String(i.spec.vcpus)),
+            fact("Memory", mib(i.spec.memory_mib)),
+            fact("IP addresses", DASH),
+            fact("Started", LIVE.includes(s.power) ? when(s.started_at) : DASH),
+            fact("QEMU", s.qemu_version || DASH),
+            fact("Restarts", String(s.restarts)),
+            s.error_code ? fact("Last error", `${s.error_message} [${s.error_code}]`) : null,
+            s.reason ? fact("Reason", s.reason) : null),
+          screenshot(i)));
+    };
+    summaryRefresh = draw;
+    draw();
+    const timer = setInterval(() => {
+      const img = panel.querySelector("img.screenshot");
+      if (img && getInstance().status.power === "running") img.src = api.screenshotUrl(name);
+    }, 5000);
+    return () => { clearInterval(timer); summaryRefresh = () => {}; };
+  }
+
+  const onEvent = (e) => {
+    const target = e.detail.target || "";
+    if (target === name || target.endsWith(`/${name}`)) reload();
+  };
+  window.addEventListener("vf:event", onEvent);
+  drawHead();
+  tabs.start();
+  return () => {
+    window.removeEventListener("vf:event", onEvent);
+    tabs.close();
+  };
+}
+
+function fact(label, ...value) {
+  return [h("dt", {}, label), h("dd", {}, ...value)];
+}
+
+function modeText(i) {
+  const mode = modeOf(i);
+  if (mode === "kvm") return "hardware-assisted";
+  if (mode === "tcg") return "binary translation";
+  return "OS-level";
+}
+
+function screenshot(i) {
+  const running = ["running", "paused"].includes(i.status.power);
+  if (!running) return h("figure.screenshot", {}, h("div.screenshot-off", {}, "No screen: the instance is not running."));
+  const img = h("img.screenshot", { src: api.screenshotUrl(i.name), alt: `Screen of ${i.name}`, width: 320, height: 200 });
+  const figure = h("figure.screenshot", {}, img, h("figcaption", {}, h("a", { href: `#/instances/${i.name}/console` }, "Open the console")));
+  img.addEventListener("error", () => {
+    figure.replaceChildren(h("div.screenshot-off", {}, "Screenshot not available."));
+  }, { once: true });
+  return figure;
+}
+
+function hardware(panel, i) {
+  const spec = i.spec;
+  panel.append(h("dl.facts", {},
+    fact("Kind", spec.kind === "container" ? "container (OS-level)" : "virtual machine"),
+    fact("vCPUs", String(spec.vcpus), spec.max_vcpus ? ` (max ${spec.max_vcpus})` : ""),
+    fact("Memory", mib(spec.memory_mib)),
+    fact("Acceleration (requested)", spec.accel),
+    fact("Acceleration (in use)", modeBadge(modeOf(i))),
+    fact("Device model", devicesLabel(spec.device_model)),
+    fact("Disks", spec.disks.length ? spec.disks.map((d) => `${d.name}${d.size_gib ? ` ${d.size_gib} GiB` : ""}${d.image ? ` from ${d.image}` : ""}`).join(", ") : `root from ${spec.image || DASH}`),
+    fact("Network", spec.nics.length ? spec.nics.map((n) => `${n.mode}${n.mac ? ` ${n.mac}` : ""}`).join(", ") : "none"),
+    fact("Restart policy", spec.restart_policy)));
+}
+
+function consoles(panel, getInstance) {
+  const name = getInstance().name;
+  if (!canOperate()) {
+    panel.append(notice("Consoles need the operator role: a console is a shell on the guest.", "info"));
+    return null;
+  }
+  if (!["running", "paused"].includes(getInstance().status.power)) {
+    panel.append(notice("The instance is not running: start it to use its consoles.", "info"));
+    return null;
+  }
+  const area = h("div.console-area");
+  let close = null;
+  const choose = (kind) => {
+    if (close) close();
+    area.replaceChildren();
+    serialBtn.setAttribute("aria-pressed", String(kind === "serial"));
+    vncBtn.setAttribute("aria-pressed", String(kind === "vnc"));
+    close = kind === "serial" ? serialConsole(area, name) : graphicalConsole(area, name);
+  };
+  const serialBtn = h("button", { type: "button", id: "console-serial", onclick: () => choose("serial") }, "Serial console");
+  const vncBtn = h("button", { type: "button", id: "console-vnc", onclick: () => choose("vnc") }, "Graphical console");
+  panel.append(h("div.console-switch", { role: "group", "aria-label": "Console type" }, serialBtn, vncBtn), area);
+  choose("serial");
+  return () => { if (close) close(); };
+}

@@ -1,0 +1,117 @@
+"""Browser fixtures: a real daemon serving the web UI over plain HTTP on a free loopback
+port, and headless Chromium (Debian's ``/usr/bin/chromium``) driven by Playwright.
+
+Every test gets a fresh browser profile. ``shots.step(name)`` keeps a screenshot of each
+step; when a test fails they are copied to artifacts/browser/<test>/ with the daemon log,
+the serial logs and the browser console.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import tempfile
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from tests.integration.conftest import ROOT, Daemon, _running_daemon, tiny_cache
+
+__all__ = ["tiny_cache"]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ADMIN_PASSWORD = "browser-test-admin-pw"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def ui_daemon(
+    request: pytest.FixtureRequest, tiny_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Daemon]:
+    """A daemon with the ``tiny`` image, the UI on ``d.url`` (HTTP) and admin's password set."""
+    monkeypatch.setenv("VIRTFLEET_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for d in _running_daemon(request, ("--listen", f"127.0.0.1:{port}")):
+        d.url = f"http://127.0.0.1:{port}"
+        yield d
+
+
+class Shots:
+    """Numbered screenshots of a test's steps, plus the browser console's messages."""
+
+    def __init__(self, page: Page, directory: Path) -> None:
+        self.page = page
+        self.dir = directory
+        self.count = 0
+        self.console: list[str] = []
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+
+    def step(self, name: str) -> Path:
+        """Screenshot the page now as step ``name``."""
+        self.count += 1
+        path = self.dir / f"{self.count:02d}-{name}.png"
+        self.page.screenshot(path=str(path))
+        return path
+
+
+@pytest.fixture
+def page(request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A page in a fresh headless Chromium profile at 1280x800."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/bootstrap.sh installs it)")
+    profile = Path(tempfile.mkdtemp(prefix="vf-chromium-"))
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1280, "height": 800},
+        )
+        context.set_default_timeout(15_000)
+        try:
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def shots(request: pytest.FixtureRequest, page: Page) -> Iterator[Shots]:
+    """Step screenshots, kept under artifacts/browser/<test>/ if the test fails."""
+    work = Path(tempfile.mkdtemp(prefix="vf-shots-"))
+    taken = Shots(page, work)
+    yield taken
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        dest = ROOT / "artifacts" / "browser" / request.node.name
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(work, dest)
+        with contextlib.suppress(Exception):  # the page may be gone
+            taken.step("at-failure")
+            shutil.copy(work / f"{taken.count:02d}-at-failure.png", dest)
+        (dest / "browser-console.txt").write_text("\n".join(taken.console))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the item: fixtures look at ``rep_call`` to keep artifacts."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
