@@ -41,7 +41,7 @@ if [ ${#need_apt[@]} -gt 0 ] || ! qemu_ok; then
 fi
 qemu_ok || { echo "bootstrap: QEMU >= 9.0 is required" >&2; exit 1; }
 
-# QEMU drops to this unprivileged user after start-up (-runas).
+# QEMU drops to this unprivileged user after start-up (-run-with user=...).
 if ! id virtfleet-qemu >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin virtfleet-qemu
 fi
