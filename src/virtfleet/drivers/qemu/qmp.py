@@ -165,6 +165,8 @@ class QMPSession:
         self._wait_from = 0  # wait_event() cursor, see there
         self._closed = False
         self._disconnect_reason = ""
+        # QEMU hands a passed fd to the next fd-taking command: one passing at a time.
+        self._fd_lock = asyncio.Lock()
         self._watcher = asyncio.create_task(self._watch(), name=f"qmp-watch:{path}")
 
     # -- connection -----------------------------------------------------------
@@ -279,11 +281,12 @@ class QMPSession:
     async def screendump_fd(self, fd: int, fmt: str = "png") -> None:
         """Screendump into ``fd`` (opened write-only by us): QEMU running as another user cannot
         open our run directory. The fd goes by SCM_RIGHTS into an fdset (QMP ``add-fd``)."""
-        try:
-            self._client.send_fd_scm(fd)
-        except (OSError, _LibQMPError) as err:
-            raise self._translate("add-fd", None, err) from err
-        reply = _as_dict("add-fd", await self._execute("add-fd"))
+        async with self._fd_lock:
+            try:
+                self._client.send_fd_scm(fd)
+            except (OSError, _LibQMPError) as err:
+                raise self._translate("add-fd", None, err) from err
+            reply = _as_dict("add-fd", await self._execute("add-fd"))
         fdset = reply.get("fdset-id")
         try:
             await self._execute("screendump", {"filename": f"/dev/fdset/{fdset}", "format": fmt})
