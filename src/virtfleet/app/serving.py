@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import signal
 import socket
@@ -28,6 +27,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from virtfleet.errors import ConflictError, InvalidInputError
+from virtfleet.util.net import is_loopback
 
 DEFAULT_LISTEN = "127.0.0.1:8006"
 DEFAULT_PORT = 8006
@@ -56,16 +56,6 @@ class Listener:
     app: ASGIApp
     tls: tuple[Path, Path] | None = None  # (certificate, key)
     unix_path: Path | None = None
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses; wildcards and names are not."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_listen(values: Iterable[str], tls: bool = False) -> list[Endpoint]:

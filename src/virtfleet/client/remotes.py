@@ -16,7 +16,6 @@ beyond building a client.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tempfile
 from pathlib import Path
@@ -29,6 +28,7 @@ from virtfleet.client.sync import DEFAULT_TIMEOUT_S, Client
 from virtfleet.errors import InvalidNameError
 from virtfleet.model.names import validate_name
 from virtfleet.util.fingerprint import normalize_fingerprint
+from virtfleet.util.net import is_loopback
 
 CONFIG_DIR_ENV = "VIRTFLEET_CONFIG_DIR"
 REMOTE_ENV = "VIRTFLEET_REMOTE"
@@ -115,7 +115,7 @@ def parse_url(url: str) -> tuple[str, str, int]:
     host = parts.hostname or ""
     if parts.scheme not in ("https", "http") or not host or parts.path not in ("", "/"):
         raise ApiError("invalid_input", f"expected https://HOST[:PORT], got {url!r}", 400)
-    if parts.scheme == "http" and not _loopback(host):
+    if parts.scheme == "http" and not is_loopback(host):
         raise ApiError("invalid_input", f"{url}: use https for anything but loopback", 400)
     return parts.scheme, host, port
 
@@ -153,15 +153,6 @@ def client_for(remote: Remote, timeout_s: float = DEFAULT_TIMEOUT_S) -> Client:
     return Client(
         remote.url, token=remote.token, fingerprint=remote.fingerprint, timeout_s=timeout_s
     )
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _first_line(err: Exception) -> str:
