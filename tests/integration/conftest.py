@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
+import select
 import shutil
 import signal
 import socket
@@ -144,6 +146,32 @@ def _listening(sock: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def in_pty(
+    args: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Run ``args`` on a fresh pseudo-terminal, as a person at a terminal would; (process, fd)."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        args, stdin=follower, stdout=follower, stderr=follower, env=env, start_new_session=True
+    )
+    os.close(follower)
+    return proc, leader
+
+
+def read_until(fd: int, needle: bytes, timeout_s: float) -> bytes:
+    """What the terminal ``fd`` printed until ``needle`` appeared (or the timeout passed)."""
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while needle not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+    return seen
 
 
 def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pty
 import subprocess
 import time
 from pathlib import Path
@@ -26,8 +25,7 @@ from virtfleet.client.remotes import Remote
 from virtfleet.client.tls import pinned_context
 from virtfleet.util.fingerprint import fingerprint_pem
 
-from .conftest import BOOT_TIMEOUT_S, VIRTFLEET, Daemon
-from .test_console import _read_until
+from .conftest import BOOT_TIMEOUT_S, VIRTFLEET, Daemon, in_pty, read_until
 
 pytestmark = pytest.mark.integration
 WRONG_PIN = ":".join(["AB"] * 32)
@@ -117,22 +115,13 @@ def test_vm_lifecycle_and_console_over_a_remote(tls_daemon: Daemon, remote: Remo
 
 def interactive_console(daemon: Daemon, name: str) -> None:
     """`virtfleet --remote t vm console` in a pty runs a command in the guest; Ctrl-] ends it."""
-    leader, follower = pty.openpty()
     env = {**os.environ, remotes.CONFIG_DIR_ENV: str(config_dir(daemon))}
-    proc = subprocess.Popen(
-        [VIRTFLEET, "--remote", "t", "vm", "console", name],
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        env=env,
-        start_new_session=True,
-    )
-    os.close(follower)
+    proc, leader = in_pty([VIRTFLEET, "--remote", "t", "vm", "console", name], env)
     try:
-        assert b"detach with Ctrl-]" in _read_until(leader, b"Ctrl-]", 20)
+        assert b"detach with Ctrl-]" in read_until(leader, b"Ctrl-]", 20)
         wait_for_prompt(leader, f"{name}:~# ".encode())
         os.write(leader, b"echo remote-$((6*7))\r")
-        assert b"remote-42" in _read_until(leader, b"remote-42", 20)
+        assert b"remote-42" in read_until(leader, b"remote-42", 20)
         os.write(leader, b"\x1d")
         assert proc.wait(10) == 0
     finally:
@@ -146,7 +135,7 @@ def wait_for_prompt(fd: int, prompt: bytes, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         os.write(fd, b"\r")
-        if prompt in _read_until(fd, prompt, 2):
+        if prompt in read_until(fd, prompt, 2):
             return
     raise AssertionError(f"no shell prompt {prompt!r} within {timeout_s:.0f} s")
 

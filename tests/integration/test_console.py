@@ -3,48 +3,24 @@
 from __future__ import annotations
 
 import os
-import pty
-import select
 import subprocess
-import time
 
 import pytest
 
-from .conftest import VIRTFLEET, Daemon
+from .conftest import VIRTFLEET, Daemon, in_pty, read_until
 
 pytestmark = pytest.mark.integration
-
-
-def _read_until(fd: int, needle: bytes, timeout_s: float) -> bytes:
-    seen = b""
-    deadline = time.monotonic() + timeout_s
-    while needle not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                seen += os.read(fd, 4096)
-            except OSError:
-                break
-    return seen
 
 
 def test_interactive_console_and_detach(daemon: Daemon) -> None:
     """`vm console` runs commands in the guest's shell and Ctrl-] detaches, exit status 0."""
     daemon.create("con")
     daemon.wait_marker("con")
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [VIRTFLEET, "--data-dir", str(daemon.data_dir), "vm", "console", "con"],
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        start_new_session=True,
-    )
-    os.close(follower)
+    proc, leader = in_pty([VIRTFLEET, "--data-dir", str(daemon.data_dir), "vm", "console", "con"])
     try:
-        assert b"detach with Ctrl-]" in _read_until(leader, b"Ctrl-]", 20)
+        assert b"detach with Ctrl-]" in read_until(leader, b"Ctrl-]", 20)
         os.write(leader, b"\recho console-$((6*7))\r")
-        assert b"console-42" in _read_until(leader, b"console-42", 20)
+        assert b"console-42" in read_until(leader, b"console-42", 20)
         os.write(leader, b"\x1d")
         assert proc.wait(10) == 0
     finally:
