@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import uvicorn
 from argon2 import PasswordHasher
 
+from tests.threaded_server import in_thread
 from virtfleet.api.auth import local_admin
 from virtfleet.app.bootstrap import Platform, build_platform
 from virtfleet.app.settings import Settings
@@ -136,14 +135,5 @@ def serve_uds(tmp: Path, local: bool = True) -> Iterator[Path]:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "uvicorn did not start"
-    try:
+    with in_thread(server, server.run, "uvicorn"):
         yield tmp
-    finally:
-        server.should_exit = True
-        thread.join(10)

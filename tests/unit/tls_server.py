@@ -9,8 +9,6 @@ that failed before any request). An operator token is minted at start.
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.functional.platform import make_platform
+from tests.threaded_server import in_thread
 from virtfleet.api.auth import LOCAL_PRINCIPAL
 from virtfleet.app.serving import Endpoint, bind_tcp
 from virtfleet.app.tls import generate_self_signed
@@ -84,14 +83,5 @@ def serve_tls(data_dir: Path) -> Iterator[TlsServer]:
 
         asyncio.run(main())
 
-    thread = threading.Thread(target=run, name="uvicorn-tls", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "uvicorn did not start"
-    try:
+    with in_thread(server, run, "uvicorn-tls"):
         yield server_info
-    finally:
-        server.should_exit = True
-        thread.join(10)
