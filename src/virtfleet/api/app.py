@@ -27,6 +27,7 @@ from virtfleet.api.routes import (
     host,
     images,
     instances,
+    metrics,
     operations,
     session,
     tokens,
@@ -60,6 +61,8 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
         app.include_router(module.router)
     for module in (session, users, tokens, audit_routes):
         app.include_router(module.router)
+    app.include_router(metrics.router)
+    app.include_router(metrics.scrape)
     app.add_api_route("/1.0", _info, methods=["GET"], tags=["meta"], dependencies=[ANY_USER])
     install_openapi(app)
     install_web_ui(app)  # after the API: /1.0 wins over /ui and /

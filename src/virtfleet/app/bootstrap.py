@@ -38,9 +38,11 @@ from virtfleet.drivers.fake.driver import FakeDriver
 from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.driver import QemuDriver
 from virtfleet.host.agent import Agent, AgentConfig
+from virtfleet.host.collector import MetricsCollector
 from virtfleet.host.facts import host_check, probe_host
 from virtfleet.model.host import HostFacts
 from virtfleet.service import Services
+from virtfleet.service.alerts import AlertService
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
 from virtfleet.service.events import EventService
@@ -48,9 +50,13 @@ from virtfleet.service.host import HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
+from virtfleet.service.metrics import MetricsService
+from virtfleet.service.notify import WebhookNotifier
 from virtfleet.service.operations import OperationRunner
 from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
+from virtfleet.state.history import History, HistoryBackend, MemoryHistoryBackend
+from virtfleet.state.history_sqlite import SQLiteHistoryBackend
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.repos import EventLog
 from virtfleet.state.sqlite import SQLiteStore
@@ -69,14 +75,23 @@ class Platform:
     agent: Agent
     services: Services
     app: FastAPI
+    collector: MetricsCollector | None = None
 
     async def start(self) -> None:
         await ensure_admin(self.services.auth, self.settings.data_dir)
         await self.services.operations.recover()
         await self.agent.start()
+        if self.services.alerts is not None:
+            await self.services.alerts.start()
+        if self.collector is not None:
+            await self.collector.start()
 
     async def stop(self) -> None:
         await self.services.operations.close()
+        if self.collector is not None:
+            await self.collector.stop()
+        if self.services.alerts is not None:
+            await self.services.alerts.stop()
         await self.agent.stop()
         await self.store.close()
 
@@ -150,6 +165,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         ),
     )
     runner = OperationRunner(store, events)
+    collector, metrics, alerts = _monitoring(settings, store, agent, events, facts)
     tokens = TokenService(store)
     services = Services(
         instances=InstanceService(store, images, facts, runner, events),
@@ -162,8 +178,10 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         audit=AuditService(AuditLog(store)),
         console=agent,
         idempotency=IdempotencyService(store),
+        metrics=metrics,
+        alerts=alerts,
     )
-    platform = Platform(settings, store, driver, agent, services, FastAPI())
+    platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -175,6 +193,26 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
 
     platform.app = create_app(services, lifespan=lifespan)
     return platform
+
+
+def _monitoring(
+    settings: Settings, store: StateStore, agent: Agent, events: EventLog, facts: HostFacts
+) -> tuple[MetricsCollector, MetricsService, AlertService]:
+    """The collector, its history (in the store's own file with SQLite) and the alerts."""
+    backend: HistoryBackend = (
+        SQLiteHistoryBackend(store.side_connection())
+        if isinstance(store, SQLiteStore)
+        else MemoryHistoryBackend()
+    )
+    cgroups = agent.cgroups  # None without root or cgroups: process counters only
+    collector = MetricsCollector(
+        agent.repo, lambda: agent.driver, facts, cgroups, settings.metrics_interval_s
+    )
+    metrics = MetricsService(collector, History(backend), agent.repo, facts)
+    metrics.scrape_from_loopback = settings.metrics_scrape_from_loopback
+    alerts = AlertService(store, events, WebhookNotifier(settings.alert_webhooks))
+    collector.sinks = [metrics.record, alerts.evaluate]
+    return collector, metrics, alerts
 
 
 def serve(settings: Settings) -> None:

@@ -46,6 +46,9 @@ class Settings:
     tls: bool = False
     tls_cert: Path | None = None  # with tls_key: the operator's certificate, else self-signed
     tls_key: Path | None = None
+    metrics_interval_s: float = 10.0  # how often the collector samples host and instances
+    metrics_scrape_from_loopback: bool = False  # /metrics without a token from loopback
+    alert_webhooks: list[str] = field(default_factory=list)  # URLs alerts are POSTed to
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()

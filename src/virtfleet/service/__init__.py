@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from virtfleet.service.alerts import AlertService
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
 from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
@@ -18,10 +19,12 @@ from virtfleet.service.host import HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
+from virtfleet.service.metrics import MetricsService
 from virtfleet.service.operations import OperationRunner
 from virtfleet.service.tokens import TokenService
 
 __all__ = [
+    "AlertService",
     "AuditService",
     "AuthService",
     "ConsoleAccess",
@@ -31,6 +34,7 @@ __all__ = [
     "IdempotencyService",
     "ImageService",
     "InstanceService",
+    "MetricsService",
     "OperationRunner",
     "Services",
     "TokenService",
@@ -50,3 +54,5 @@ class Services:
     console: ConsoleAccess = field(default_factory=NoConsole)
     console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
     idempotency: IdempotencyService | None = None  # None: Idempotency-Key is ignored
+    metrics: MetricsService | None = None  # None: no collector wired (metrics routes: 503)
+    alerts: AlertService | None = None

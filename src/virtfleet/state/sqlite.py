@@ -63,6 +63,11 @@ class SQLiteStore(CoreStore):
             self._db.close()
             raise
 
+    def side_connection(self) -> sqlite3.Connection:
+        """The open connection, for side tables sharing this file (the metrics history);
+        their owners must never touch ``meta``, ``kv``, ``leases`` or ``changes``."""
+        return self._db
+
     def _now(self) -> float:
         return time.time()  # lease expiries are persisted, so they must survive a restart
 

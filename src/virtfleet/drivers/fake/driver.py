@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
+from virtfleet.drivers.stats import DriverStats
 from virtfleet.errors import InvalidInputError, InvalidStateError
 from virtfleet.model.instance import InstanceSpec, InstanceStatus, PowerState
+from virtfleet.model.metrics import DiskIO
 
 _pids = itertools.count(100000)
 
@@ -113,6 +115,25 @@ class FakeDriver:
         if name not in self._vms:
             raise InvalidStateError("stopped", ["running", "paused"])
         return _png(8, 6)
+
+    async def stats(self, name: str) -> DriverStats:
+        """Synthetic counters growing with uptime, so the layers above see moving numbers."""
+        status = self._vms.get(name)
+        if status is None:
+            raise InvalidStateError("stopped", ["running", "paused"])
+        started = status.started_at or datetime.now(UTC)
+        up = max(0.0, (datetime.now(UTC) - started).total_seconds())
+        disk = DiskIO(
+            read_bytes_total=int(up * 4096),
+            write_bytes_total=int(up * 8192),
+            read_ops_total=int(up),
+            write_ops_total=int(up * 2),
+        )
+        return DriverStats(
+            disks={"root": disk},
+            balloon_actual_bytes=256 * 1024 * 1024,
+            unavailable={"net": "the fake driver has no NICs"},
+        )
 
     async def close(self) -> None:
         return None

@@ -23,6 +23,8 @@ from virtfleet.drivers.qemu import process
 from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.drivers.qemu.runtime import RuntimeRecord, load, save
+from virtfleet.drivers.qemu.stats import collect
+from virtfleet.drivers.stats import DriverStats
 from virtfleet.errors import (
     InvalidInputError,
     InvalidStateError,
@@ -52,6 +54,7 @@ class _VM:
     stopping: bool = False  # we asked it to end: an exit is not a crash
     shutdown_reason: str | None = None
     watcher: asyncio.Task[None] | None = None
+    guest_stats_polling: bool = False  # the balloon's guest-stats polling was switched on
     gone: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -303,6 +306,15 @@ class QemuDriver:
             return await asyncio.to_thread(path.read_bytes)
         finally:
             path.unlink(missing_ok=True)
+
+    async def stats(self, name: str) -> DriverStats:
+        """Block, balloon and NIC counters over QMP (``SupportsStats``)."""
+        vm = self._vms.get(name)
+        if vm is None:
+            raise InvalidStateError("stopped", ["running", "paused"])
+        found = await collect(vm.qmp, vm.record.argv, vm.guest_stats_polling)
+        vm.guest_stats_polling = True
+        return found
 
     async def close(self) -> None:
         """Detach from every VM, leaving the processes running (they outlive the agent)."""
