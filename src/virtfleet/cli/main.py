@@ -91,6 +91,17 @@ def serve(
         Path | None, typer.Option("--tls-cert", help="PEM certificate (default: self-signed).")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its PEM key.")] = None,
+    metrics_interval: Annotated[
+        float, typer.Option("--metrics-interval", min=0.2, help="Seconds between metrics samples.")
+    ] = 10.0,
+    metrics_loopback: Annotated[
+        bool,
+        typer.Option("--metrics-loopback", help="Serve /metrics to loopback without a token."),
+    ] = False,
+    alert_webhook: Annotated[
+        list[str] | None,
+        typer.Option("--alert-webhook", metavar="URL", help="POST alerts here (repeatable)."),
+    ] = None,
 ) -> None:
     """Run the daemon (API + agent) in the foreground; VMs keep running when it exits."""
     # Imported here: client commands must not pay for (or depend on) the whole platform.
@@ -101,6 +112,9 @@ def serve(
     settings = Settings(data_dir=context.state.data_dir, store=store, driver=driver)
     settings.listen = listen or settings.listen
     settings.tls, settings.tls_cert, settings.tls_key = tls, tls_cert, tls_key
+    settings.metrics_interval_s = metrics_interval
+    settings.metrics_scrape_from_loopback = metrics_loopback
+    settings.alert_webhooks = alert_webhook or []
     try:
         run_daemon(settings)
     except VirtfleetError as err:
