@@ -18,7 +18,7 @@ import typer
 # Typer >= 0.20 vendors click; its usage errors are only exported from here.
 from typer._click.exceptions import UsageError
 
-from virtfleet.cli import auth, context, images, misc, remote, vm
+from virtfleet.cli import auth, context, images, metrics, misc, remote, vm
 from virtfleet.client import ApiError
 from virtfleet.client.paths import DATA_DIR_ENV, default_data_dir
 from virtfleet.client.remotes import REMOTE_ENV
@@ -39,6 +39,9 @@ app.add_typer(auth.token_app, name="token")
 app.add_typer(auth.user_app, name="user")
 context.command(app, "whoami")(auth.whoami)
 context.command(app, "audit")(auth.audit)
+app.add_typer(metrics.alert_app, name="alert")
+for _name, _fn in metrics.top_level:
+    context.command(app, _name)(_fn)
 
 
 @app.callback()
