@@ -2,6 +2,7 @@
 // the host check summary, recent events and running tasks.
 import * as api from "../api.js";
 import { bytes, clear, errorText, h, mib, modeBadge, modeOf, notice, when } from "../dom.js";
+import { hostMetrics } from "../components/metrics.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 
@@ -18,6 +19,7 @@ export async function renderDashboard(main) {
       card("Host", hostCard(host, instances, images)),
       card("Instances", instanceCard(instances)),
       card("Host check", checkCard(checks)),
+      card("Host metrics", hostMetrics(), "wide"),
       card("Running tasks", taskCard(operations)),
       card("Recent events", eventCard(events), "wide"));
   }

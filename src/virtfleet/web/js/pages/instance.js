@@ -7,9 +7,11 @@ import { ACTIONS, actionButton, allowed, run } from "../components/actions.js";
 import { tabView } from "../components/tabs.js";
 import { serialConsole } from "../components/serial.js";
 import { graphicalConsole } from "../components/vnc.js";
+import { metricsPanel } from "../components/metrics.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"], ["networks", "Networks"]];
+const PANELS = { metrics: metricsPanel }; // tab id -> render(panel, name) of panels that exist
 
 export async function renderInstance(main, name, initialTab = "summary") {
   let instance;
@@ -26,7 +28,8 @@ export async function renderInstance(main, name, initialTab = "summary") {
     { id: "hardware", label: "Hardware", render: (p) => hardware(p, instance) },
     { id: "console", label: "Console", render: (p) => consoles(p, () => instance) },
     ...LATER.map(([id, label]) => ({
-      id, label, render: (p) => { p.append(h("h2", {}, label), h("p.muted", {}, `${label}: not available yet.`)); },
+      id, label, render: (p) => (PANELS[id] ? PANELS[id](p, name)
+        : p.append(h("h2", {}, label), h("p.muted", {}, `${label}: not available yet.`))),
     })),
   ], initialTab, (id) => history.replaceState(null, "", `#/instances/${name}/${id}`));
 
