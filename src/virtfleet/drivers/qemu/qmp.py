@@ -128,6 +128,18 @@ class _EventLog:
             await self._changed.wait()
 
 
+# Metrics polls (every 10 s for the VM's life) stay out of the QMP log, which would
+# otherwise grow by megabytes a day per VM (drivers/qemu/stats.py sends them).
+_UNLOGGED = frozenset({"query-blockstats", "query-balloon"})
+
+
+def _unlogged(msg: Message) -> bool:
+    command = msg.get("execute")
+    args = msg.get("arguments")
+    prop = args.get("property") if isinstance(args, dict) else None
+    return command in _UNLOGGED or (command == "qom-get" and prop == "guest-stats")
+
+
 class _Client(QMPClient):
     """QMPClient that logs raw traffic and hands events straight to the session."""
 
@@ -135,13 +147,20 @@ class _Client(QMPClient):
         super().__init__(name)
         self._qmp_log = log
         self._event_log = events
+        self._unlogged_ids: set[object] = set()
 
     def _cb_outbound(self, msg: Message) -> Message:
-        self._qmp_log.write("send", dict(msg))
+        if _unlogged(msg):
+            self._unlogged_ids.add(msg.get("id"))
+        else:
+            self._qmp_log.write("send", dict(msg))
         return msg
 
     def _cb_inbound(self, msg: Message) -> Message:
-        self._qmp_log.write("recv", dict(msg))
+        if "id" in msg and msg["id"] in self._unlogged_ids:
+            self._unlogged_ids.discard(msg["id"])
+        else:
+            self._qmp_log.write("recv", dict(msg))
         return msg
 
     async def _on_message(self, msg: Message) -> None:
