@@ -162,13 +162,13 @@ class AlertService:
         rule = rule.model_copy(update={"builtin": False})
         await self._rules_repo.put(rule.name, rule)
         self._rules[rule.name] = rule
-        self._drop_state(rule.name)
+        await self._drop_state(rule.name)
         return rule
 
     async def delete_rule(self, name: str) -> AlertRule | None:
         """Remove a stored rule; a built-in one comes back with its defaults. Idempotent."""
         await self._rules_repo.delete(name)
-        self._drop_state(name)
+        await self._drop_state(name)
         default = _DEFAULTS.get(name)
         if default is None:
             self._rules.pop(name, None)
@@ -267,9 +267,10 @@ class AlertService:
         self._resolved.append(alert)
         await self._transition(alert)
 
-    def _drop_state(self, rule: str) -> None:
+    async def _drop_state(self, rule: str) -> None:
+        """A rule changed or went: its firing alerts resolve, pending ones are forgotten."""
         for key in [k for k in self._active if k[0] == rule]:
-            del self._active[key]
+            await self._resolve(key, self.clock(), "rule changed")
 
     async def _transition(self, alert: Alert) -> None:
         """A firing/resolved change: an event always, a notification unless silenced."""
