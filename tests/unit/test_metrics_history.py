@@ -192,3 +192,10 @@ def test_process_counters_of_this_process() -> None:
     assert me is not None and me.cpu_seconds_total > 0 and me.rss_bytes > 0
     assert me.vcpu_seconds_total == {}
     assert sampling.process_counters(10**7) is None
+
+
+def test_tap_counters_read_sysfs() -> None:
+    """Interface counters come from sysfs (``lo`` stands in for a VM's tap here)."""
+    lo = sampling.tap_counters("lo")
+    assert lo is not None and lo.rx_bytes_total >= 0 and lo.tx_packets_total >= 0
+    assert sampling.tap_counters("vf-no-such-tap") is None
