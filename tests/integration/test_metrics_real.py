@@ -92,31 +92,48 @@ def test_disk_writes_show_in_blockstats_bytes(guest: Daemon) -> None:
 
 
 def test_cpu_burn_under_a_50_percent_cap_shows_about_50(guest: Daemon) -> None:
-    """A guest spinning its one vCPU under a 50 % cap uses about half a core, by its
-    cgroup and by its QEMU process, measured from the sampled counters over ~8 s;
-    the CFS throttling is visible and /metrics (with the vCPU thread) passes promtool."""
+    """A guest spinning its one vCPU under a 50 % cap shows at most (and, when the host
+    has CPU to spare, about) half a core, by its cgroup and by its QEMU process, from the
+    sampled counters over ~8 s; the vCPU thread is most of it, the CFS throttling shows,
+    and /metrics (with the vCPU thread and the cap) passes promtool."""
     _cap(guest, 50.0)
-    guest.type_line(NAME, "while :; do :; done &")
-    time.sleep(3)  # let the loop start and the throttling settle
-    first = _fresh(guest, time.time())
-    time.sleep(8)
-    last = _fresh(guest, time.time())
+    try:
+        guest.type_line(NAME, "while :; do :; done &")
+        time.sleep(3)  # let the loop start and the throttling settle
+        first = _fresh(guest, time.time())
+        time.sleep(8)
+        last = _fresh(guest, time.time())
+        window = guest.client.call(metrics_calls.instance_metrics(NAME, "15s", "1s")).history
+        host = guest.client.call(metrics_calls.host_metrics("15s", "1s")).history
+        text = guest.client.call(metrics_calls.prometheus())
+    finally:
+        _cap(guest, None)
     span = last["time"] - first["time"]
-    cgroup_pct = 100 * (last["cgroup_cpu_seconds_total"] - first["cgroup_cpu_seconds_total"]) / span
-    process_pct = 100 * (last["cpu_seconds_total"] - first["cpu_seconds_total"]) / span
-    vcpu_pct = 100 * (last["vcpu_seconds_total"]["0"] - first["vcpu_seconds_total"]["0"]) / span
-    # Wide bounds: the cap is a ceiling (51 allows for accounting granularity), and the
-    # machine is shared, so the guest may get less than its cap now and then.
-    assert 30 <= cgroup_pct <= 55, cgroup_pct
-    assert 30 <= process_pct <= 55, process_pct
-    assert 20 <= vcpu_pct <= process_pct + 1, (vcpu_pct, process_pct)
+
+    def pct(key: str, sub: str | None = None) -> float:
+        a, b = (first[key], last[key]) if sub is None else (first[key][sub], last[key][sub])
+        return float(100 * (b - a) / span)
+
+    cgroup_pct, process_pct = pct("cgroup_cpu_seconds_total"), pct("cpu_seconds_total")
+    vcpu_pct = pct("vcpu_seconds_total", "0")
+    report = f"cgroup {cgroup_pct:.1f} %, process {process_pct:.1f} %, vCPU {vcpu_pct:.1f} %"
+    # The cap is a ceiling whatever the load (55: accounting granularity) ...
+    assert cgroup_pct <= 55 and process_pct <= 55, report
+    # ... the process and its cgroup agree, and the spinning vCPU thread is most of it ...
+    assert abs(cgroup_pct - process_pct) <= 8 and 0.6 * process_pct <= vcpu_pct, report
     assert last["cpu_cap_pct"] == pytest.approx(50.0)
-    assert last["cpu_throttled_pct"] is not None and last["cpu_throttled_pct"] > 20
-    text = guest.client.call(metrics_calls.prometheus())
+    # ... and it is about 50 % when the host had CPU to give. This machine is shared with
+    # other test suites' guests: when it is saturated the guest gets less than its cap.
+    busy = [p[1] for p in host.points.get("cpu_pct", [])]
+    throttled = [p[2] for p in window.points.get("cpu_throttled_pct", [])]
+    if busy and sum(busy) / len(busy) < 85:
+        assert cgroup_pct >= 40, report
+        assert throttled and max(throttled) > 10, throttled
+    else:
+        assert cgroup_pct >= 15, report  # still clearly burning
     assert f'virtfleet_instance_vcpu_seconds_total{{name="{NAME}",vcpu="0"}}' in text
     assert f'virtfleet_instance_cpu_limit_cores{{name="{NAME}"}} 0.5' in text
     check = subprocess.run(
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    _cap(guest, None)
