@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
 from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
+from virtfleet.service.containers import ContainerService
 from virtfleet.service.events import EventService
 from virtfleet.service.host import HostService
 from virtfleet.service.idempotency import IdempotencyService
@@ -26,6 +27,7 @@ __all__ = [
     "AuthService",
     "ConsoleAccess",
     "ConsoleTickets",
+    "ContainerService",
     "EventService",
     "HostService",
     "IdempotencyService",
@@ -50,3 +52,4 @@ class Services:
     console: ConsoleAccess = field(default_factory=NoConsole)
     console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
     idempotency: IdempotencyService | None = None  # None: Idempotency-Key is ignored
+    containers: ContainerService | None = None  # exec, live limits, rootfs snapshots
