@@ -36,7 +36,7 @@ from virtfleet.errors import (
     VirtfleetError,
 )
 from virtfleet.model.instance import InstanceSpec, InstanceStatus, PowerState
-from virtfleet.util.cgroups import detect_layout
+from virtfleet.util.cgroups import parse_mountinfo
 
 log = logging.getLogger(__name__)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
@@ -265,16 +265,13 @@ class OciDriver:
 
     def _remove_cgroups(self, name: str) -> None:
         """rmdir ``<hierarchy>/<parent>/<name>`` wherever the runtime left one."""
-        layout = detect_layout()
-        mounts = {*layout.v1.values(), *([layout.unified] if layout.unified else [])}
-        for mount in mounts:
+        for mount in cgroup_mounts():
             with contextlib.suppress(FileNotFoundError, OSError):
                 (mount / self.cfg.cgroup_parent / name).rmdir()
 
     def remove_cgroup_parent(self) -> None:
         """rmdir the (empty) parent cgroups; for tests and teardown of a whole data dir."""
-        layout = detect_layout()
-        for mount in {*layout.v1.values(), *([layout.unified] if layout.unified else [])}:
+        for mount in cgroup_mounts():
             with contextlib.suppress(OSError):
                 (mount / self.cfg.cgroup_parent).rmdir()
 
@@ -457,6 +454,16 @@ class OciDriver:
         if not path.is_file():
             raise NotFoundError(f"snapshot {snap!r} of {name!r} not found")
         path.unlink()
+
+
+def cgroup_mounts() -> set[Path]:
+    """Every cgroup hierarchy mounted here, named ones (name=systemd) included: the runtime
+    makes the container's cgroup in each of them."""
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return set()
+    return {m.mountpoint for m in parse_mountinfo(text)}
 
 
 def _close(fd: int) -> None:
