@@ -243,3 +243,18 @@ def test_bad_input_is_refused_and_leaves_nothing(ct: Containers) -> None:
     finally:
         moved.rename(tar)
     assert ct.leftovers("norootfs") == [] and ct.leftovers("dup") == []
+
+
+def test_debian_12_container_and_host_check(ct: Containers) -> None:
+    """The debootstrap debian-12 image runs as a container with its own init; `host check`
+    names the runtime in use and why crun is or is not usable."""
+    op = ct.client.build_image("debian12", builder="container-debian-12")
+    assert ct.client.wait_operation(op.id, timeout_s=1500).status == "success"
+    ct.create("deb", image="debian12", memory_mib=256)
+    assert ct.sh("deb", "cat /etc/debian_version").startswith("12.")
+    assert "bash" in ct.sh("deb", "ls /bin")
+    ct.action("deb", "stop")  # dash as PID 1 runs the same init: a graceful stop
+    ct.delete("deb")
+    assert ct.leftovers("deb") == []
+    check = ct.cli("host", "check", "--json").stdout
+    assert "container runtime" in check and "runc" in check and "crun" in check

@@ -191,7 +191,7 @@ class OciDriver:
         try:
             receiving = asyncio.create_task(console.receive_master(sock))
             try:
-                await self.runtime.create(name, paths.bundle, paths.runtime_console)
+                pid = await self.runtime.create(name, paths.bundle, paths.runtime_console)
                 master = await receiving
             except BaseException:
                 receiving.cancel()
@@ -203,13 +203,10 @@ class OciDriver:
             paths.runtime_console.unlink(missing_ok=True)
         try:
             holder = console.spawn_holder(master)
-            state = await self.runtime.state(name)
-            if state is None or not state.get("pid"):
-                raise ProcessError(f"{self.runtime.name} lost container {name!r} after create")
         except BaseException:
             _close(master)
             raise
-        return master, holder, int(state["pid"])
+        return master, holder, pid
 
     async def _attach(self, record: ContainerRecord, master: int | None) -> _Container:
         """Watch the init through a pidfd and relay the console; adds to the live set."""

@@ -10,14 +10,17 @@ and unmounting it, and snapshots of a stopped container's upper layer
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
 from virtfleet.errors import HostError, ImageError, NotFoundError
+
+MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _key(tar: Path, shift: int) -> str:
@@ -74,27 +77,25 @@ def is_mounted(target: Path) -> bool:
 
 
 def mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
-    """Mount the overlay at ``target`` (idempotent)."""
+    """Mount the overlay at ``target`` (idempotent); mount(2) directly: no helper process."""
     target.mkdir(parents=True, exist_ok=True)
     if is_mounted(target):
         return
     opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
-    _mount_cmd(["mount", "-t", "overlay", "overlay", "-o", opts, str(target)])
+    if _libc.mount(b"overlay", bytes(target), b"overlay", 0, opts.encode()) != 0:
+        raise HostError(f"mounting the rootfs overlay at {target} failed: {_errno()}")
 
 
 def unmount(target: Path) -> None:
     """Unmount ``target`` if mounted (lazily if busy: the container's last files close)."""
-    if is_mounted(target):
-        try:
-            _mount_cmd(["umount", str(target)])
-        except HostError:
-            _mount_cmd(["umount", "-l", str(target)])
+    if not is_mounted(target):
+        return
+    if _libc.umount2(bytes(target), 0) != 0 and _libc.umount2(bytes(target), MNT_DETACH) != 0:
+        raise HostError(f"unmounting {target} failed: {_errno()}")
 
 
-def _mount_cmd(argv: list[str]) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise HostError(f"{argv[0]} failed: {proc.stderr.strip()[-300:]}")
+def _errno() -> str:
+    return os.strerror(ctypes.get_errno())
 
 
 def snapshot(upper: Path, dest: Path) -> None:

@@ -109,11 +109,17 @@ class Runtime:
             raise ProcessError(f"{self.name} {args[0]} failed: {_last_error(text)}", output=text)
         return text
 
-    async def create(self, cid: str, bundle: Path, console_socket: Path | None) -> None:
-        args = ["create", "--bundle", str(bundle)]
+    async def create(self, cid: str, bundle: Path, console_socket: Path | None) -> int:
+        """Create the container (init waiting for ``start``); returns the init's host pid."""
+        pid_file = bundle / "init.pid"
+        args = ["create", "--bundle", str(bundle), "--pid-file", str(pid_file)]
         if console_socket is not None:
             args += ["--console-socket", str(console_socket)]
         await self._run(*args, cid)
+        try:
+            return int(pid_file.read_text().strip())
+        except (OSError, ValueError) as err:
+            raise ProcessError(f"{self.name} create wrote no usable pid file: {err}") from err
 
     async def start(self, cid: str) -> None:
         await self._run("start", cid)
