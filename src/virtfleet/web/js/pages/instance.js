@@ -7,6 +7,7 @@ import { ACTIONS, actionButton, allowed, run } from "../components/actions.js";
 import { tabView } from "../components/tabs.js";
 import { serialConsole } from "../components/serial.js";
 import { graphicalConsole } from "../components/vnc.js";
+import { containerPanel } from "./container.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"], ["networks", "Networks"]];
@@ -25,6 +26,8 @@ export async function renderInstance(main, name, initialTab = "summary") {
     { id: "summary", label: "Summary", render: (p) => summary(p, () => instance) },
     { id: "hardware", label: "Hardware", render: (p) => hardware(p, instance) },
     { id: "console", label: "Console", render: (p) => consoles(p, () => instance) },
+    ...(instance.spec.kind === "container"
+      ? [{ id: "container", label: "Container", render: (p) => containerPanel(p, () => instance, reload) }] : []),
     ...LATER.map(([id, label]) => ({
       id, label, render: (p) => { p.append(h("h2", {}, label), h("p.muted", {}, `${label}: not available yet.`)); },
     })),
@@ -86,7 +89,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
             fact("Restarts", String(s.restarts)),
             s.error_code ? fact("Last error", `${s.error_message} [${s.error_code}]`) : null,
             s.reason ? fact("Reason", s.reason) : null),
-          screenshot(i)));
+          i.spec.kind === "container" ? null : screenshot(i)));
     };
     summaryRefresh = draw;
     draw();
@@ -166,7 +169,7 @@ function consoles(panel, getInstance) {
     close = kind === "serial" ? serialConsole(area, name) : graphicalConsole(area, name);
   };
   const serialBtn = h("button", { type: "button", id: "console-serial", onclick: () => choose("serial") }, "Serial console");
-  const vncBtn = h("button", { type: "button", id: "console-vnc", onclick: () => choose("vnc") }, "Graphical console");
+  const vncBtn = h("button", { type: "button", id: "console-vnc", hidden: getInstance().spec.kind === "container", onclick: () => choose("vnc") }, "Graphical console");
   panel.append(h("div.console-switch", { role: "group", "aria-label": "Console type" }, serialBtn, vncBtn), area);
   choose("serial");
   return () => { if (close) close(); };
