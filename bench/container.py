@@ -73,7 +73,7 @@ def bare_stop(runtime: str, root: Path, cid: str) -> None:
 def bare_bundle(d: BenchDaemon, work: Path) -> tuple[str, Path]:
     """A copy of the bundle virtfleet wrote for 'tmpl', with its own rootfs and cgroup."""
     d.client.create_instance({"name": "tmpl", "kind": "container", "image": "ctiny"}, True)
-    src = d.data_dir / "run" / "oci" / "tmpl"
+    src = d.data_dir / "oci" / "run" / "tmpl"
     deadline = time.monotonic() + 60
     while not (src / "record.json").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -83,7 +83,7 @@ def bare_bundle(d: BenchDaemon, work: Path) -> tuple[str, Path]:
     (bundle / "rootfs").mkdir(parents=True)
     for part in ("lower", "upper", "work"):
         (work / part).mkdir()
-    lower = next((d.data_dir / "oci-lower").iterdir())
+    lower = next((d.data_dir / "oci" / "lower").iterdir())
     shift = config["linux"]["uidMappings"][0]["hostID"] if "uidMappings" in config["linux"] else 0
     for part in ("upper", "work"):
         os.chown(work / part, shift, shift)
@@ -132,7 +132,7 @@ def mem_available_mib() -> float:
 
 def holders_pss_mib(d: BenchDaemon) -> float:
     total = 0
-    for rec in (d.data_dir / "run" / "oci").glob("*/record.json"):
+    for rec in (d.data_dir / "oci" / "run").glob("*/record.json"):
         pid = json.loads(rec.read_text()).get("holder_pid")
         if pid:
             total += psutil.Process(pid).memory_full_info().pss
@@ -143,7 +143,7 @@ def charged_mib(d: BenchDaemon, n: int) -> float:
     """Memory the kernel charges to the containers' memory cgroups (v1 usage incl. kmem)."""
     total = 0
     for i in range(n):
-        config = json.loads((d.data_dir / "run" / "oci" / f"d{i}" / "config.json").read_text())
+        config = json.loads((d.data_dir / "oci" / "run" / f"d{i}" / "config.json").read_text())
         path = Path("/sys/fs/cgroup/memory") / config["linux"]["cgroupsPath"].lstrip("/")
         total += int((path / "memory.usage_in_bytes").read_text())
     return total / 2**20
@@ -181,7 +181,7 @@ def main() -> None:
         bench_start(d, runs)
         bench_density(d, n)
     finally:
-        parent = json.loads(next((d.data_dir / "run" / "oci").glob("*/config.json")).read_text())
+        parent = json.loads(next((d.data_dir / "oci" / "run").glob("*/config.json")).read_text())
         d.close()
         remove_cgroup_parent(parent["linux"]["cgroupsPath"].split("/")[1])
 

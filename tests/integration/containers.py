@@ -66,10 +66,10 @@ class Containers:
     def leftovers(self, name: str) -> list[str]:
         """Everything of container ``name`` still on the host (empty = nothing left)."""
         found: list[str] = []
-        state = self.d.data_dir / "run" / "oci-state" / name
+        state = self.d.data_dir / "oci" / "state" / name
         if state.exists():
             found.append(f"runtime state {state}")
-        rootfs = str(self.d.data_dir / "run" / "oci" / name / "rootfs")
+        rootfs = str(self.d.data_dir / "oci" / "run" / name / "rootfs")
         if any(rootfs in line for line in Path("/proc/self/mountinfo").read_text().splitlines()):
             found.append(f"mount {rootfs}")
         for mount in cgroup_mounts():
@@ -119,7 +119,7 @@ def _safe_list(d: Daemon) -> list[Any]:
 
 def _end_runtime_leftovers(data_dir: Path) -> None:
     """Last resort after a failed test: end runc containers of this data dir."""
-    state = data_dir / "run" / "oci-state"
+    state = data_dir / "oci" / "state"
     for entry in state.glob("*/state.json") if state.exists() else []:
         argv = ["runc", "--root", str(state), "delete", "-f", entry.parent.name]
         subprocess.run(argv, check=False)

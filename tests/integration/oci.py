@@ -19,7 +19,6 @@ async def make_oci_driver(work: Path, cache: Path) -> OciDriver:
     await asyncio.to_thread(build_tiny_rootfs, images / f"tiny{ROOTFS_SUFFIX}", cache)
     return build_oci_driver(
         work / "data",
-        work / "run",
         work / "layers",
         lambda name: images / f"{name}{ROOTFS_SUFFIX}",
         f"virtfleet-test-{os.getpid()}",

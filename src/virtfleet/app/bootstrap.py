@@ -119,7 +119,6 @@ def _driver(settings: Settings, facts: HostFacts, images: ImageStore) -> Driver:
     vm = QemuDriver(settings.run_dir, facts.qemu_version or "unknown", opts)
     containers = build_oci_driver(
         settings.data_dir,
-        settings.run_dir,
         settings.disks_dir,
         images.rootfs_for,
         f"virtfleet-{settings.instance_id}",

@@ -248,7 +248,8 @@ class Agent:
                 }
             ),
         )
-        await self._emit("instance.started", rec.name, f"started ({accel.value})")
+        mode = "container" if spec.kind == "container" else accel.value
+        await self._emit("instance.started", rec.name, f"started ({mode})")
 
     def _vm_cgroups(self, spec: InstanceSpec) -> bool:
         """The agent makes cgroups for VMs; a container's runtime makes its own (cgroupsPath)."""

@@ -44,9 +44,8 @@ async def receive_master(sock: socket.socket, timeout_s: float = 10.0) -> int:
     loop = asyncio.get_running_loop()
     conn, _ = await asyncio.wait_for(loop.sock_accept(sock), timeout_s)
     with conn:
-        conn.setblocking(True)
-        conn.settimeout(timeout_s)
-        _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+        conn.settimeout(timeout_s)  # blocking with a bound, in a thread: never stalls the loop
+        _, fds, _, _ = await asyncio.to_thread(socket.recv_fds, conn, 4096, 1)
     if not fds:
         raise ProcessError("the runtime sent no console fd")
     return fds[0]

@@ -28,22 +28,23 @@ def userns_allowed(sysctl: Path = USERNS_SYSCTL) -> bool:
 
 def build_oci_driver(
     data_root: Path,
-    run_root: Path,
     layer_root: Path,
     rootfs_for: Callable[[str], Path],
     cgroup_parent: str,
 ) -> OciDriver:
-    """An ``OciDriver`` keeping its state under ``data_root`` / ``run_root`` / ``layer_root``."""
+    """An ``OciDriver`` keeping its state under ``data_root/oci`` and ``layer_root/<name>``."""
+    # Under <data>/oci, never <data>/run: that holds one directory per VM name (a VM
+    # named "oci" must not share, or on delete remove, the containers' directories).
     config = OciConfig(
-        run_root=run_root / "oci",
+        run_root=data_root / "oci" / "run",
         layer_root=layer_root,
-        lower_root=data_root / "oci-lower",
-        state_root=run_root / "oci-state",
+        lower_root=data_root / "oci" / "lower",
+        state_root=data_root / "oci" / "state",
         rootfs_for=rootfs_for,
         cgroup_parent=cgroup_parent,
         userns=IdMap(USERNS_BASE) if userns_allowed() else None,
     )
-    for path in (data_root, run_root):
+    for path in (data_root, data_root / "oci", config.run_root):
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(path.stat().st_mode | 0o001)  # the mapped root must traverse to its rootfs
     return OciDriver(config, choose_runtime(detect_layout()))
