@@ -3,7 +3,8 @@
 1. start: a stopped container started through the API (operation done = init
    running, console attached) vs ``<runtime> create --console-socket`` + ``start``
    of a copy of the very bundle virtfleet wrote (same config.json, same overlay
-   rootfs), interleaved, alternating which goes first. Stops are not timed.
+   rootfs), and vs the OciDriver alone in this process (no API/agent/store);
+   interleaved, alternating the order. Stops are not timed.
 2. density: N idle tiny containers started through the API; host memory used per
    container (MemAvailable drop), and the platform's RSS per container (daemon RSS
    growth plus the console holder processes, PSS).
@@ -12,6 +13,7 @@ Usage: .venv/bin/python bench/container.py [START_RUNS] [DENSITY_N]
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -27,7 +29,10 @@ import psutil
 from _daemon import BenchDaemon, report
 
 from virtfleet.client import Client
+from virtfleet.drivers.base import LaunchContext
 from virtfleet.drivers.oci.driver import cgroup_mounts
+from virtfleet.drivers.oci.factory import build_oci_driver
+from virtfleet.model.instance import Accel, InstanceSpec
 
 
 def api_start(c: Client, name: str) -> float:
@@ -96,6 +101,33 @@ def bare_bundle(d: BenchDaemon, work: Path) -> tuple[str, Path]:
     return record["runtime"], bundle
 
 
+class DriverArm:
+    """The OciDriver alone, in this process (no API, operation, agent or store): what the
+    platform adds on top of the driver is the difference to the API arm."""
+
+    def __init__(self, d: BenchDaemon, work: Path) -> None:
+        tar = d.data_dir / "images" / "ctiny.rootfs.tar"
+        self.loop = asyncio.new_event_loop()
+        self.driver = build_oci_driver(
+            work / "drv", work / "drv-layers", lambda _: tar, f"vfbench-{os.getpid()}"
+        )
+        self.spec = InstanceSpec(name="drv", kind="container", image="ctiny")
+
+    def start(self) -> float:
+        ctx = LaunchContext(Accel.AUTO, "", {})
+        t0 = time.perf_counter()
+        self.loop.run_until_complete(self.driver.start(self.spec, ctx))
+        elapsed = time.perf_counter() - t0
+        self.loop.run_until_complete(self.driver.stop("drv", force=True))
+        return elapsed
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.driver.delete("drv"))
+        self.loop.run_until_complete(self.driver.close())
+        self.driver.remove_cgroup_parent()
+        self.loop.close()
+
+
 def bench_start(d: BenchDaemon, runs: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="vfbb", dir="/tmp"))
     work.chmod(0o711)
@@ -104,21 +136,26 @@ def bench_start(d: BenchDaemon, runs: int) -> None:
     d.client.create_instance({"name": "st", "kind": "container", "image": "ctiny"}, False)
     ours: list[float] = []
     bare: list[float] = []
+    drv: list[float] = []
+    arm = DriverArm(d, work)
     try:
         api_stop(d.client, "tmpl")
         for i in range(runs):
-            order = [0, 1] if i % 2 == 0 else [1, 0]
-            for which in order:
+            for which in (0, 1, 2) if i % 2 == 0 else (2, 1, 0):
                 if which == 0:
                     ours.append(api_start(d.client, "st"))
                     api_stop(d.client, "st")
-                else:
+                elif which == 1:
                     bare.append(bare_start(runtime, root, bundle, f"bare{i}"))
                     bare_stop(runtime, root, f"bare{i}")
+                else:
+                    drv.append(arm.start())
         report(f"container start ({Path(runtime).name})", ours, bare)
+        report("  driver alone vs bare", drv, bare)
         print(f"  virtfleet p90 {sorted(ours)[int(0.9 * len(ours))]:.3f} s; "
               f"bare p90 {sorted(bare)[int(0.9 * len(bare))]:.3f} s")  # fmt: skip
     finally:
+        arm.close()
         subprocess.run(["umount", str(bundle / "rootfs")], check=False)
         shutil.rmtree(work, ignore_errors=True)
 
