@@ -125,6 +125,8 @@ def test_live_limits_and_invalid_limits(ct: Containers) -> None:
     assert (ct.cgroup("pids", "lim") / "pids.max").read_text().strip() == "50"
     assert (ct.cgroup("cpu", "lim") / "cpu.cfs_quota_us").read_text().strip() == "200000"
     assert ct.client.get_instance("lim").spec.memory_mib == 96
+    ct.client.call(container_calls.set_limits("lim", {"pids_max": None}))  # lift the limit
+    assert (ct.cgroup("pids", "lim") / "pids.max").read_text().strip() == "max"
     for bad in ({"memory_mib": 1}, {"pids_max": 0}, {"vcpus": 0}, {"vcpus": 999}):
         err = api_error(ct.client.call, container_calls.set_limits("lim", bad))
         assert err.status in (400, 409, 422), err

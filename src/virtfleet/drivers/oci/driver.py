@@ -35,7 +35,7 @@ from virtfleet.errors import (
     ProcessError,
     VirtfleetError,
 )
-from virtfleet.model.instance import InstanceSpec, InstanceStatus, PowerState
+from virtfleet.model.instance import Accel, InstanceSpec, InstanceStatus, PowerState
 from virtfleet.util.cgroups import parse_mountinfo
 
 log = logging.getLogger(__name__)
@@ -469,6 +469,4 @@ def _close(fd: int) -> None:
 
 
 def _reset_context(spec: InstanceSpec) -> LaunchContext:
-    from virtfleet.model.instance import Accel
-
     return LaunchContext(Accel.AUTO, "container", {}, hostname=spec.name)
