@@ -4,6 +4,7 @@ logs, adoption after SIGKILL, crash and restart policy, snapshots, bad input."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -33,6 +34,14 @@ def _console_prompt(fd: int) -> None:
     raise AssertionError("no shell prompt on the container console")
 
 
+def _gone(pid: int) -> bool:
+    """``pid`` exited (a zombie its parent has not reaped yet counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _power(ct: Containers, name: str) -> str:
     return str(ct.client.get_instance(name).status.power)
 
@@ -59,6 +68,21 @@ def test_lifecycle_through_cli_leaves_nothing(ct: Containers) -> None:
     ct.cli("vm", "stop", "life", "--force")
     ct.cli("vm", "delete", "life", "--disks")
     assert ct.leftovers("life") == []
+
+
+def test_stop_kills_an_init_that_ignores_sigterm(ct: Containers) -> None:
+    """An init that does not act on SIGTERM (stopped from the host) is killed after the
+    timeout: the stop succeeds, and nothing of the container is left."""
+    ct.create("stubborn")
+    pid = ct.client.get_instance("stubborn").status.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+    ct.action("stubborn", "stop", timeout_s=2)
+    assert time.monotonic() - started >= 2  # waited for the graceful stop first
+    assert _power(ct, "stubborn") == "stopped" and _gone(pid)
+    ct.delete("stubborn")
+    assert ct.leftovers("stubborn") == []
 
 
 def test_isolation_processes_hostname_network(ct: Containers) -> None:
