@@ -20,12 +20,13 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from virtfleet.errors import ProcessError
 from virtfleet.util.cgroups import CgroupLayout
 
 COMMAND_TIMEOUT_S = 30.0
+MAX_EXEC_OUTPUT = 1024 * 1024
 _MISSING = ("does not exist", "No such file or directory")  # runc, crun: unknown container
 
 
@@ -174,13 +175,16 @@ class Runtime:
                 proc.kill()
                 await proc.wait()
                 raise ProcessError(f"exec {argv[0]!r} timed out after {timeout_s:g}s") from exc
-            out.seek(0)
-            err.seek(0)
-            return ExecResult(code, _text(out.read()), _text(err.read()))
+            return ExecResult(code, _capped(out), _capped(err))
 
 
-def _text(data: bytes) -> str:
-    return data.decode(errors="replace")
+def _capped(f: IO[bytes]) -> str:
+    """The first ``MAX_EXEC_OUTPUT`` bytes of an exec's output file (an API answer, not a log)."""
+    size = f.seek(0, 2)
+    f.seek(0)
+    text = f.read(MAX_EXEC_OUTPUT).decode(errors="replace")
+    cut = size - MAX_EXEC_OUTPUT
+    return text + (f"\n[{cut} more bytes cut]\n" if cut > 0 else "")
 
 
 def _last_error(text: str) -> str:
