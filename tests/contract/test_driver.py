@@ -27,13 +27,16 @@ CACHE = Path(os.environ.get("VIRTFLEET_CACHE_DIR", "/var/cache/virtfleet"))
 
 
 class Harness:
-    def __init__(self, driver: Driver, make_ctx: Callable[[str], LaunchContext]) -> None:
+    def __init__(
+        self, driver: Driver, make_ctx: Callable[[str], LaunchContext], kind: str = "vm"
+    ) -> None:
         self.driver = driver
         self.make_ctx = make_ctx
+        self.kind = kind
         self._events = driver.events()
 
     async def start(self, name: str) -> None:
-        spec = InstanceSpec(name=name, image="tiny", memory_mib=128).normalized()
+        spec = InstanceSpec(name=name, kind=self.kind, image="tiny", memory_mib=128).normalized()
         status = await self.driver.start(spec, self.make_ctx(name))
         assert status.power is PowerState.RUNNING
 
@@ -78,9 +81,35 @@ async def _qemu() -> AsyncIterator[Harness]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.fixture(params=["fake", pytest.param("qemu", marks=pytest.mark.integration)])
+async def _oci() -> AsyncIterator[Harness]:
+    if os.geteuid() != 0:
+        pytest.skip("the OCI driver needs root")
+    from tests.integration.oci import make_oci_driver
+
+    work = Path(tempfile.mkdtemp(prefix="vfo", dir="/tmp"))
+    driver = await make_oci_driver(work, CACHE)
+    try:
+        yield Harness(driver, lambda name: LaunchContext(Accel.AUTO, "test", {}), "container")
+    finally:
+        for name in await driver.list():
+            await driver.delete(name)
+        await driver.close()
+        driver.remove_cgroup_parent()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+_HARNESSES = {"fake": _fake, "qemu": _qemu, "oci": _oci}
+
+
+@pytest.fixture(
+    params=[
+        "fake",
+        pytest.param("qemu", marks=pytest.mark.integration),
+        pytest.param("oci", marks=pytest.mark.integration),
+    ]
+)
 async def h(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    gen = _fake() if request.param == "fake" else _qemu()
+    gen = _HARNESSES[request.param]()
     harness = await anext(gen)
     yield harness
     await gen.aclose()

@@ -35,18 +35,22 @@ from virtfleet.app.settings import Settings
 from virtfleet.app.tls import Certificate, server_certificate
 from virtfleet.drivers.base import Driver
 from virtfleet.drivers.fake.driver import FakeDriver
+from virtfleet.drivers.oci.factory import build_oci_driver
 from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.driver import QemuDriver
+from virtfleet.drivers.routing import RoutingDriver
 from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.collector import MetricsCollector
+from virtfleet.host.containers import ContainerHost, container_checks
 from virtfleet.host.facts import host_check, probe_host
-from virtfleet.model.host import HostFacts
+from virtfleet.model.host import Check, HostFacts
 from virtfleet.service import Services
 from virtfleet.service.alerts import AlertService
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
+from virtfleet.service.containers import ContainerService, NoContainers
 from virtfleet.service.events import EventService
-from virtfleet.service.host import HostService
+from virtfleet.service.host import HostCheck, HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
@@ -120,14 +124,37 @@ def _boot_id() -> str:
         return ""
 
 
-def _driver(settings: Settings, facts: HostFacts) -> Driver:
+def _driver(settings: Settings, facts: HostFacts, images: ImageStore) -> Driver:
     if settings.driver == "fake":
         return FakeDriver()
     runas = settings.runas if settings.runas and _user_exists(settings.runas) else None
     opts = QemuOptions(
         binary=settings.qemu_binary, runas=runas, tb_size_mib=settings.tcg_tb_size_mib
     )
-    return QemuDriver(settings.run_dir, facts.qemu_version or "unknown", opts)
+    vm = QemuDriver(settings.run_dir, facts.qemu_version or "unknown", opts)
+    containers = build_oci_driver(
+        settings.data_dir,
+        settings.disks_dir,
+        images.rootfs_for,
+        f"virtfleet-{settings.instance_id}",
+    )
+    return RoutingDriver(vm, containers)  # one driver for the agent, chosen by spec.kind
+
+
+def _containers(
+    store: StateStore, driver: Driver, facts: HostFacts, events: EventLog
+) -> ContainerService:
+    ops = ContainerHost(driver.containers()) if isinstance(driver, RoutingDriver) else None
+    return ContainerService(store, ops or NoContainers(), facts, events)
+
+
+def _with_container_checks(driver: Driver) -> HostCheck:
+    """``host check`` rows for VMs plus the container runtime row (which one, and why)."""
+
+    def check(facts: HostFacts) -> list[Check]:
+        return [*host_check(facts), *container_checks(driver.info())]
+
+    return check
 
 
 def _user_exists(name: str) -> bool:
@@ -152,7 +179,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     events = EventLog(store)
     images = ImageStore(settings.images_dir, store, settings.cache_dir)
     cgroups = CgroupManager(f"virtfleet-{settings.instance_id}") if os.geteuid() == 0 else None
-    driver = _driver(settings, facts)
+    driver = _driver(settings, facts, images)
     agent = Agent(
         store,
         driver,
@@ -171,7 +198,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         instances=InstanceService(store, images, facts, runner, events),
         images=ImageService(images, store, runner, events),
         operations=runner,
-        host=HostService(facts, host_check),
+        host=HostService(facts, _with_container_checks(driver)),
         events=EventService(events),
         auth=AuthService(store, tokens),
         tokens=tokens,
@@ -180,6 +207,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         idempotency=IdempotencyService(store),
         metrics=metrics,
         alerts=alerts,
+        containers=_containers(store, driver, facts, events),
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 

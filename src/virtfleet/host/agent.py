@@ -110,7 +110,7 @@ class Agent:
                 "reason": found.reason or ("re-adopted" if found.pid else rec.status.reason),
             }
         )
-        if found.power in (PowerState.RUNNING, PowerState.PAUSED) and self.cgroups:
+        if found.power in (PowerState.RUNNING, PowerState.PAUSED) and self._vm_cgroups(rec.spec):
             self._cgroups[rec.name] = self.cgroups.create(rec.name, **_limits(rec.spec))
         await self._write_status(rec.name, status)
         if found.power is PowerState.CRASHED:
@@ -218,7 +218,9 @@ class Agent:
         async with contextlib.AsyncExitStack() as undo:
             paths, created = await self.disks.ensure(spec)
             undo.callback(self.disks.discard, created)
-            cgroup = self.cgroups.create(rec.name, **_limits(spec)) if self.cgroups else None
+            cgroup = (
+                self.cgroups.create(rec.name, **_limits(spec)) if self._vm_cgroups(spec) else None
+            )
             if cgroup is not None:
                 undo.callback(cgroup.remove)
             procs = tuple(cgroup.procs_files) if cgroup is not None else ()
@@ -246,7 +248,12 @@ class Agent:
                 }
             ),
         )
-        await self._emit("instance.started", rec.name, f"started ({accel.value})")
+        mode = "container" if spec.kind == "container" else accel.value
+        await self._emit("instance.started", rec.name, f"started ({mode})")
+
+    def _vm_cgroups(self, spec: InstanceSpec) -> bool:
+        """The agent makes cgroups for VMs; a container's runtime makes its own (cgroupsPath)."""
+        return bool(self.cgroups) and spec.kind == "vm"
 
     async def _stop(self, rec: InstanceRecord, force: bool, timeout_s: float) -> None:
         await self._set_power(rec.name, PowerState.STOPPING, "stopping")

@@ -90,7 +90,7 @@ class InstanceSpec(Strict):
     """Desired configuration of one instance."""
 
     name: NameStr
-    kind: Literal["vm"] = "vm"
+    kind: Literal["vm", "container"] = "vm"
     image: str | None = None
     vcpus: Annotated[int, Field(ge=1, le=MAX_VCPUS)] = 1
     max_vcpus: Annotated[int, Field(ge=1, le=MAX_VCPUS)] | None = None
@@ -101,6 +101,7 @@ class InstanceSpec(Strict):
     accel: Accel = Accel.AUTO
     device_model: DeviceModel = DeviceModel.VIRTIO
     restart_policy: RestartPolicy = RestartPolicy.NO
+    pids_max: Annotated[int, Field(ge=8, le=4_194_304)] | None = None  # containers only
 
     @field_validator("name")
     @classmethod
@@ -114,10 +115,15 @@ class InstanceSpec(Strict):
         names = [d.name for d in self.disks]
         if len(names) != len(set(names)):
             raise ValueError("disk names must be unique")
+        wrong = _container_only(self) if self.kind == "vm" else _vm_only(self)
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} not valid for kind {self.kind!r}")
         return self
 
     def normalized(self) -> InstanceSpec:
         """The spec with defaults made explicit: a root disk from ``image``, one boot disk."""
+        if self.kind == "container":
+            return self  # a container's root file system is its image, not a disk
         disks = list(self.disks)
         if not disks and self.image:
             disks = [DiskSpec(name="root", image=self.image, boot=True)]
@@ -131,6 +137,20 @@ class InstanceSpec(Strict):
     def machine(self) -> str:
         """Modern guests get q35 (PCIe); legacy guests the i440fx ``pc`` with IDE."""
         return "q35" if self.device_model is DeviceModel.VIRTIO else "pc"
+
+
+def _vm_only(spec: InstanceSpec) -> list[str]:
+    """Fields set to something only a VM can use (a container gets an OS, not hardware)."""
+    wrong = [f for f in ("disks", "nics") if getattr(spec, f)]
+    wrong += ["max_vcpus"] if spec.max_vcpus is not None else []
+    wrong += ["boot"] if spec.boot != BootSpec() else []
+    wrong += ["accel"] if spec.accel is not Accel.AUTO else []
+    wrong += ["device_model"] if spec.device_model is not DeviceModel.VIRTIO else []
+    return wrong
+
+
+def _container_only(spec: InstanceSpec) -> list[str]:
+    return ["pids_max"] if spec.pids_max is not None else []
 
 
 class InstanceStatus(BaseModel):

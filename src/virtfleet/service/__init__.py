@@ -14,6 +14,7 @@ from virtfleet.service.alerts import AlertService
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
 from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
+from virtfleet.service.containers import ContainerService
 from virtfleet.service.events import EventService
 from virtfleet.service.host import HostService
 from virtfleet.service.idempotency import IdempotencyService
@@ -29,6 +30,7 @@ __all__ = [
     "AuthService",
     "ConsoleAccess",
     "ConsoleTickets",
+    "ContainerService",
     "EventService",
     "HostService",
     "IdempotencyService",
@@ -56,3 +58,4 @@ class Services:
     idempotency: IdempotencyService | None = None  # None: Idempotency-Key is ignored
     metrics: MetricsService | None = None  # None: no collector wired (metrics routes: 503)
     alerts: AlertService | None = None
+    containers: ContainerService | None = None  # exec, live limits, rootfs snapshots

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from virtfleet.errors import (
     AlreadyExistsError,
     CapacityError,
+    InvalidInputError,
     InvalidStateError,
     NotFoundError,
     RevisionConflictError,
@@ -42,7 +43,7 @@ from virtfleet.service.preconditions import IfMatch, Version, claim, stale, vers
 from virtfleet.service.waiting import wait_until
 from virtfleet.state.repos import INSTANCES, EventLog, InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore
-from virtfleet.storage.images import ImageStore
+from virtfleet.storage.images import ROOTFS_FORMAT, ImageStore
 
 Action = Literal["start", "stop", "restart", "pause", "resume"]
 ACTIONS: tuple[Action, ...] = ("start", "stop", "restart", "pause", "resume")
@@ -79,7 +80,9 @@ class Instance(BaseModel):
     @classmethod
     def of(cls, rec: InstanceRecord, default_accel: str = "tcg") -> Instance:
         live = rec.status.power in _LIVE and rec.status.accel is not None
-        if live and rec.status.accel:
+        if rec.spec.kind == "container":
+            mode = "container"  # OS-level: shares the host kernel
+        elif live and rec.status.accel:
             mode = rec.status.accel.value
         else:
             mode = default_accel if rec.spec.accel.value == "auto" else rec.spec.accel.value
@@ -227,7 +230,11 @@ class InstanceService:
     async def _validate_new(self, spec: InstanceSpec) -> None:
         images = {spec.image, *(d.image for d in spec.disks)}
         for image in sorted(i for i in images if i is not None):
-            await self._images.get(image)
+            record = await self._images.get(image)
+            if (record.format == ROOTFS_FORMAT) != (spec.kind == "container"):
+                raise InvalidInputError(_image_mismatch(spec.kind, image, record.format))
+        if spec.kind == "container" and not spec.image:
+            raise InvalidInputError(f"container {spec.name!r} needs an image (its rootfs)")
         short = []
         if spec.vcpus > self._facts.cpus:
             short.append(f"{spec.vcpus} vCPUs asked, {self._facts.cpus} on this host")
@@ -314,6 +321,11 @@ class InstanceService:
 
     async def _emit(self, kind: str, name: str, message: str) -> None:
         await self._events.append(Event(kind=kind, target=f"instance/{name}", message=message))
+
+
+def _image_mismatch(kind: str, image: str, fmt: str) -> str:
+    want = "a container rootfs (builder container-*)" if kind == "container" else "a disk image"
+    return f"image {image!r} ({fmt}) is not {want}: a {kind} cannot use it"
 
 
 def _power_of(rec: InstanceRecord) -> str:

@@ -58,9 +58,24 @@ def _tiny_builder() -> Builder:
     return cast(Builder, module.build_tiny)
 
 
+def _rootfs_builder(function: str) -> Callable[[], Builder]:
+    def load() -> Builder:
+        module = importlib.import_module("virtfleet.storage.rootfs")
+        return cast(Builder, getattr(module, function))
+
+    return load
+
+
+ROOTFS_FORMAT = "rootfs-tar"  # container images: a root file system tarball, not a disk
+ROOTFS_BUILDERS = {
+    "container-tiny": _rootfs_builder("build_tiny_rootfs"),
+    "container-debian-12": _rootfs_builder("build_debian_rootfs"),
+}
+
+
 def default_builders() -> dict[str, Callable[[], Builder]]:
     """Builder name -> loader of the builder function."""
-    return {"tiny": _tiny_builder}
+    return {"tiny": _tiny_builder, **ROOTFS_BUILDERS}
 
 
 class ImageStore:
@@ -110,6 +125,10 @@ class ImageStore:
     def file_for(self, name: str) -> Path:
         return self.root / f"{validate_name(name, 'image name')}.qcow2"
 
+    def rootfs_for(self, name: str) -> Path:
+        """Where container image ``name`` keeps its root file system tarball."""
+        return self.root / f"{validate_name(name, 'image name')}.rootfs.tar"
+
     async def check_build(self, name: str, builder: str, force: bool = False) -> None:
         """Raise what ``build`` would raise before doing any work (fail fast)."""
         validate_name(name, "image name")
@@ -132,9 +151,10 @@ class ImageStore:
         """
         await self.check_build(name, builder, force)
         build = self._builders[builder]()
-        out = self.file_for(name)
+        rootfs = builder in ROOTFS_BUILDERS
+        out = self.rootfs_for(name) if rootfs else self.file_for(name)
         await asyncio.to_thread(self._run_builder, build, out, progress)
-        record = await self.inspect(name, out, builder)
+        record = await (self._inspect_rootfs if rootfs else self.inspect)(name, out, builder)
         await self._repo.put(name, record)
         return record
 
@@ -155,6 +175,19 @@ class ImageStore:
             format=str(info.get("format", "raw")),
             virtual_size_bytes=int(info.get("virtual-size", 0)),
             actual_size_bytes=int(info.get("actual-size", 0)),
+            sha256=digest,
+            builder=builder,
+        )
+
+    async def _inspect_rootfs(self, name: str, path: Path, builder: str = "") -> ImageRecord:
+        size = path.stat().st_size
+        digest = await asyncio.to_thread(_sha256, path)
+        return ImageRecord(
+            name=name,
+            path=str(path),
+            format=ROOTFS_FORMAT,
+            virtual_size_bytes=size,
+            actual_size_bytes=size,
             sha256=digest,
             builder=builder,
         )

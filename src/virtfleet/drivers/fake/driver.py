@@ -37,7 +37,7 @@ class FakeDriver:
         return DriverInfo(self.name, True, "in-memory fake for tests")
 
     def validate(self, spec: InstanceSpec) -> None:
-        if not spec.disks and not spec.boot.kernel:
+        if spec.kind == "vm" and not spec.disks and not spec.boot.kernel:
             raise InvalidInputError(f"instance {spec.name!r} has no disk and no kernel to boot")
 
     async def start(self, spec: InstanceSpec, ctx: LaunchContext) -> InstanceStatus:

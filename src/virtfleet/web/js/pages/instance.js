@@ -8,6 +8,7 @@ import { tabView } from "../components/tabs.js";
 import { serialConsole } from "../components/serial.js";
 import { graphicalConsole } from "../components/vnc.js";
 import { metricsPanel } from "../components/metrics.js";
+import { containerPanel } from "./container.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"], ["networks", "Networks"]];
@@ -27,6 +28,8 @@ export async function renderInstance(main, name, initialTab = "summary") {
     { id: "summary", label: "Summary", render: (p) => summary(p, () => instance) },
     { id: "hardware", label: "Hardware", render: (p) => hardware(p, instance) },
     { id: "console", label: "Console", render: (p) => consoles(p, () => instance) },
+    ...(instance.spec.kind === "container"
+      ? [{ id: "container", label: "Container", render: (p) => containerPanel(p, () => instance, reload) }] : []),
     ...LATER.map(([id, label]) => ({
       id, label, render: (p) => (PANELS[id] ? PANELS[id](p, name)
         : p.append(h("h2", {}, label), h("p.muted", {}, `${label}: not available yet.`))),
@@ -89,7 +92,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
             fact("Restarts", String(s.restarts)),
             s.error_code ? fact("Last error", `${s.error_message} [${s.error_code}]`) : null,
             s.reason ? fact("Reason", s.reason) : null),
-          screenshot(i)));
+          i.spec.kind === "container" ? null : screenshot(i)));
     };
     summaryRefresh = draw;
     draw();
@@ -169,7 +172,7 @@ function consoles(panel, getInstance) {
     close = kind === "serial" ? serialConsole(area, name) : graphicalConsole(area, name);
   };
   const serialBtn = h("button", { type: "button", id: "console-serial", onclick: () => choose("serial") }, "Serial console");
-  const vncBtn = h("button", { type: "button", id: "console-vnc", onclick: () => choose("vnc") }, "Graphical console");
+  const vncBtn = h("button", { type: "button", id: "console-vnc", hidden: getInstance().spec.kind === "container", onclick: () => choose("vnc") }, "Graphical console");
   panel.append(h("div.console-switch", { role: "group", "aria-label": "Console type" }, serialBtn, vncBtn), area);
   choose("serial");
   return () => { if (close) close(); };

@@ -1,0 +1,235 @@
+"""Container start: virtfleet vs the bare OCI runtime on the same bundle; density of idle ones.
+
+1. start: a stopped container started through the API (operation done = init
+   running, console attached) vs ``<runtime> create --console-socket`` + ``start``
+   of a copy of the very bundle virtfleet wrote (same config.json, same overlay
+   rootfs), and vs the OciDriver alone in this process (no API/agent/store);
+   interleaved, alternating the order. Stops are not timed.
+2. density: N idle tiny containers started through the API; host memory used per
+   container (MemAvailable drop), and the platform's RSS per container (daemon RSS
+   growth plus the console holder processes, PSS).
+Usage: .venv/bin/python bench/container.py [START_RUNS] [DENSITY_N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from _daemon import BenchDaemon, report
+
+from virtfleet.client import Client
+from virtfleet.drivers.base import LaunchContext
+from virtfleet.drivers.oci.driver import cgroup_mounts
+from virtfleet.drivers.oci.factory import build_oci_driver
+from virtfleet.model.instance import Accel, InstanceSpec
+
+
+def api_start(c: Client, name: str) -> float:
+    t0 = time.perf_counter()
+    op = c.change_state(name, "start", force=False, timeout_s=30)
+    assert c.wait_operation(op.id, timeout_s=60, poll_s=0.005).status == "success"
+    return time.perf_counter() - t0
+
+
+def api_stop(c: Client, name: str) -> None:
+    op = c.change_state(name, "stop", force=True, timeout_s=30)
+    assert c.wait_operation(op.id, timeout_s=60).status == "success"
+
+
+def bare_start(runtime: str, root: Path, bundle: Path, cid: str) -> float:
+    """create (console socket answered, as virtfleet does) + start; returns seconds."""
+    sock_path = bundle / "pty.sock"
+    sock_path.unlink(missing_ok=True)
+    with socket.socket(socket.AF_UNIX) as srv:
+        srv.bind(str(sock_path))
+        srv.listen(1)
+        t0 = time.perf_counter()
+        create = subprocess.Popen(
+            [runtime, "--root", str(root), "create", "--bundle", str(bundle),
+             "--console-socket", str(sock_path), cid],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        conn, _ = srv.accept()
+        _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+        conn.close()
+        assert create.wait(30) == 0
+        subprocess.run([runtime, "--root", str(root), "start", cid], check=True)
+        elapsed = time.perf_counter() - t0
+    for fd in fds:
+        os.close(fd)
+    return elapsed
+
+
+def bare_stop(runtime: str, root: Path, cid: str) -> None:
+    subprocess.run([runtime, "--root", str(root), "delete", "-f", cid], check=True)
+
+
+def bare_bundle(d: BenchDaemon, work: Path) -> tuple[str, Path]:
+    """A copy of the bundle virtfleet wrote for 'tmpl', with its own rootfs and cgroup."""
+    d.client.create_instance({"name": "tmpl", "kind": "container", "image": "ctiny"}, True)
+    src = d.data_dir / "oci" / "run" / "tmpl"
+    deadline = time.monotonic() + 60
+    while not (src / "record.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record = json.loads((src / "record.json").read_text())
+    config = json.loads((src / "config.json").read_text())
+    bundle = work / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    for part in ("lower", "upper", "work"):
+        (work / part).mkdir()
+    lower = next((d.data_dir / "oci" / "lower").iterdir())
+    shift = config["linux"]["uidMappings"][0]["hostID"] if "uidMappings" in config["linux"] else 0
+    for part in ("upper", "work"):
+        os.chown(work / part, shift, shift)
+    opts = f"lowerdir={lower},upperdir={work / 'upper'},workdir={work / 'work'}"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(bundle / "rootfs")],
+                   check=True)  # fmt: skip
+    config["root"]["path"] = str(bundle / "rootfs")
+    config["linux"]["cgroupsPath"] = config["linux"]["cgroupsPath"] + "-bare"
+    (bundle / "config.json").write_text(json.dumps(config))
+    return record["runtime"], bundle
+
+
+class DriverArm:
+    """The OciDriver alone, in this process (no API, operation, agent or store): what the
+    platform adds on top of the driver is the difference to the API arm."""
+
+    def __init__(self, d: BenchDaemon, work: Path) -> None:
+        tar = d.data_dir / "images" / "ctiny.rootfs.tar"
+        self.loop = asyncio.new_event_loop()
+        self.driver = build_oci_driver(
+            work / "drv", work / "drv-layers", lambda _: tar, f"vfbench-{os.getpid()}"
+        )
+        self.spec = InstanceSpec(name="drv", kind="container", image="ctiny")
+
+    def start(self) -> float:
+        ctx = LaunchContext(Accel.AUTO, "", {})
+        t0 = time.perf_counter()
+        self.loop.run_until_complete(self.driver.start(self.spec, ctx))
+        elapsed = time.perf_counter() - t0
+        self.loop.run_until_complete(self.driver.stop("drv", force=True))
+        return elapsed
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.driver.delete("drv"))
+        self.loop.run_until_complete(self.driver.close())
+        self.driver.remove_cgroup_parent()
+        self.loop.close()
+
+
+def bench_start(d: BenchDaemon, runs: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="vfbb", dir="/tmp"))
+    work.chmod(0o711)
+    runtime, bundle = bare_bundle(d, work)
+    root = work / "state"
+    d.client.create_instance({"name": "st", "kind": "container", "image": "ctiny"}, False)
+    ours: list[float] = []
+    bare: list[float] = []
+    drv: list[float] = []
+    arm = DriverArm(d, work)
+    try:
+        api_stop(d.client, "tmpl")
+        for i in range(runs):
+            for which in (0, 1, 2) if i % 2 == 0 else (2, 1, 0):
+                if which == 0:
+                    ours.append(api_start(d.client, "st"))
+                    api_stop(d.client, "st")
+                elif which == 1:
+                    bare.append(bare_start(runtime, root, bundle, f"bare{i}"))
+                    bare_stop(runtime, root, f"bare{i}")
+                else:
+                    drv.append(arm.start())
+        report(f"container start ({Path(runtime).name})", ours, bare)
+        report("  driver alone vs bare", drv, bare)
+        print(f"  virtfleet p90 {sorted(ours)[int(0.9 * len(ours))]:.3f} s; "
+              f"bare p90 {sorted(bare)[int(0.9 * len(bare))]:.3f} s")  # fmt: skip
+    finally:
+        arm.close()
+        subprocess.run(["umount", str(bundle / "rootfs")], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def mem_available_mib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no MemAvailable")
+
+
+def holders_pss_mib(d: BenchDaemon) -> float:
+    total = 0
+    for rec in (d.data_dir / "oci" / "run").glob("*/record.json"):
+        pid = json.loads(rec.read_text()).get("holder_pid")
+        if pid:
+            total += psutil.Process(pid).memory_full_info().pss
+    return total / 2**20
+
+
+def charged_mib(d: BenchDaemon, n: int) -> float:
+    """Memory the kernel charges to the containers' memory cgroups (v1 usage incl. kmem)."""
+    total = 0
+    for i in range(n):
+        config = json.loads((d.data_dir / "oci" / "run" / f"d{i}" / "config.json").read_text())
+        path = Path("/sys/fs/cgroup/memory") / config["linux"]["cgroupsPath"].lstrip("/")
+        total += int((path / "memory.usage_in_bytes").read_text())
+    return total / 2**20
+
+
+def bench_density(d: BenchDaemon, n: int) -> None:
+    daemon = psutil.Process(d.proc.pid)
+    time.sleep(1)
+    avail0, rss0 = mem_available_mib(), daemon.memory_info().rss / 2**20
+    t0 = time.perf_counter()
+    for i in range(n):
+        spec = {"name": f"d{i}", "kind": "container", "image": "ctiny", "memory_mib": 64}
+        op = d.client.create_instance(spec, start=True)
+        assert d.client.wait_operation(op.id, timeout_s=60, poll_s=0.01).status == "success"
+    took = time.perf_counter() - t0
+    time.sleep(5)  # let page cache and slabs settle
+    avail1, rss1 = mem_available_mib(), daemon.memory_info().rss / 2**20
+    holders = holders_pss_mib(d)
+    print(f"density: {n} idle tiny containers started in {took:.1f} s")
+    print(f"  charged to the containers' memory cgroups: {charged_mib(d, n) / n:.2f} MiB each")
+    print(f"  host MemAvailable drop per container: {(avail0 - avail1) / n:.2f} MiB (noisy)")
+    print(f"  daemon RSS {rss0:.1f} -> {rss1:.1f} MiB: {(rss1 - rss0) / n:.3f} MiB per container")
+    print(f"  console holders: {holders / n:.3f} MiB PSS per container")
+    print(f"  platform per container (daemon growth + holder): "
+          f"{(rss1 - rss0 + holders) / n:.3f} MiB")  # fmt: skip
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    d = BenchDaemon()
+    try:
+        op = d.client.build_image("ctiny", builder="container-tiny")
+        assert d.client.wait_operation(op.id, timeout_s=300).status == "success"
+        bench_start(d, runs)
+        bench_density(d, n)
+    finally:
+        parent = json.loads(next((d.data_dir / "oci" / "run").glob("*/config.json")).read_text())
+        d.close()
+        remove_cgroup_parent(parent["linux"]["cgroupsPath"].split("/")[1])
+
+
+def remove_cgroup_parent(parent: str) -> None:
+    """rmdir the runtime-made parent cgroups of the bench's data dir (and the bare leaf)."""
+    for mount in cgroup_mounts():
+        for path in (mount / parent / "tmpl-bare", mount / parent):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""``virtfleet container ...`` and ``virtfleet exec``: create containers, exec, limits, snapshots.
+
+Power verbs, logs and the console are the instance verbs of ``virtfleet vm``
+(containers are instances too). Owns turning arguments into client calls and
+results into text or JSON; decides nothing the API decides.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from virtfleet.cli import output
+from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
+from virtfleet.cli.sizes import format_mib, parse_size_mib
+from virtfleet.client import container_calls as calls
+from virtfleet.model.instance import RestartPolicy
+
+app = typer.Typer(
+    help="OS-level system containers (power, logs, console: the `vm` verbs).",
+    no_args_is_help=True,
+)
+NameArg = Annotated[str, typer.Argument(help="Container name.", show_default=False)]
+SnapArg = Annotated[str, typer.Argument(help="Snapshot name.", show_default=False)]
+
+
+def _memory(text: str | None) -> int | None:
+    try:
+        return None if text is None else parse_size_mib(text)
+    except ValueError as err:
+        raise invalid(f"--memory: {err}") from err
+
+
+@command(app, "create")
+def create(
+    name: NameArg,
+    image: Annotated[str, typer.Option("--image", help="Container rootfs image.")] = "tiny",
+    cpus: Annotated[int, typer.Option("--cpus", help="CPU limit in whole CPUs.")] = 1,
+    memory: Annotated[str, typer.Option("--memory", help="Memory limit, e.g. 128M.")] = "256M",
+    pids_max: Annotated[int | None, typer.Option("--pids-max", help="Max tasks.")] = None,
+    restart_policy: Annotated[RestartPolicy, typer.Option("--restart-policy")] = RestartPolicy.NO,
+    start: Annotated[bool, typer.Option("--start", help="Start it once created.")] = False,
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a system container from a rootfs image (see `image build --builder`)."""
+    spec: dict[str, Any] = {
+        "name": name,
+        "kind": "container",
+        "image": image,
+        "vcpus": cpus,
+        "memory_mib": _memory(memory),
+        "pids_max": pids_max,
+        "restart_policy": restart_policy.value,
+    }
+    client = get_client()
+    op = client.create_instance(spec, start=start)
+    label = f"creating container {name}" + (" and starting it" if start else "")
+    if output.run_operation(client, op, label, as_json=json_out, no_wait=no_wait):
+        output.done(f"{name} created" + (" and started" if start else ""), json_out)
+
+
+@command(app, "limits")
+def limits(
+    name: NameArg,
+    cpus: Annotated[int | None, typer.Option("--cpus", help="CPU limit.")] = None,
+    memory: Annotated[str | None, typer.Option("--memory", help="e.g. 256M.")] = None,
+    pids_max: Annotated[int | None, typer.Option("--pids-max", help="Max tasks.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change CPU / memory / pids limits (live if the container runs)."""
+    changes = {"vcpus": cpus, "memory_mib": _memory(memory), "pids_max": pids_max}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        raise invalid("give at least one of --cpus, --memory, --pids-max")
+    spec = get_client().call(calls.set_limits(name, changes))
+    if json_out:
+        output.print_json(spec)
+        return
+    pids = spec.pids_max if spec.pids_max is not None else "unlimited"
+    mem = format_mib(spec.memory_mib)
+    output.done(f"{name}: {spec.vcpus} CPU, {mem} memory, {pids} pids", False)
+
+
+@command(app, "snapshot")
+def snapshot(name: NameArg, snap: SnapArg, json_out: JsonOpt = False) -> None:
+    """Snapshot a stopped container's root file system."""
+    snaps = get_client().call(calls.create_snapshot(name, snap))
+    if json_out:
+        output.print_json({"name": name, "snapshots": snaps})
+    else:
+        output.done(f"{name}: snapshot {snap} taken", False)
+
+
+@command(app, "snapshots")
+def snapshots(name: NameArg, json_out: JsonOpt = False) -> None:
+    """List a container's rootfs snapshots."""
+    snaps = get_client().call(calls.list_snapshots(name))
+    if json_out:
+        output.print_json({"name": name, "snapshots": snaps})
+    else:
+        sys.stdout.write("".join(f"{s}\n" for s in snaps))
+
+
+@command(app, "restore")
+def restore(name: NameArg, snap: SnapArg, json_out: JsonOpt = False) -> None:
+    """Restore a stopped container's root file system from a snapshot."""
+    result = get_client().call(calls.restore_snapshot(name, snap))
+    if json_out:
+        output.print_json(result)
+    else:
+        output.done(f"{name}: rootfs restored from {snap}", False)
+
+
+def exec_cmd(
+    name: NameArg,
+    argv: Annotated[list[str], typer.Argument(help="Command and arguments (after --).")],
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds before it is killed.")] = 60,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a command in a running container: `virtfleet exec NAME -- cmd args...`."""
+    result = get_client().call(calls.exec_in(name, argv, timeout))
+    if json_out:
+        output.print_json(result)
+    else:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+    raise typer.Exit(result.exit_code)

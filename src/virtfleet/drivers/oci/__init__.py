@@ -1,0 +1,1 @@
+"""OCI system containers: bundle builder, runtime runner (crun/runc), console, driver."""

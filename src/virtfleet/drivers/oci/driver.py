@@ -1,0 +1,472 @@
+"""``OciDriver``: OS-level system containers on this host through an OCI runtime.
+
+Owns each container's run directory ``run_root/<name>/`` (bundle, overlay mount
+point, console sockets and log, runtime record), its overlay layer
+``layer_root/<name>/`` and the runtime's state under ``state_root``. Watches each
+container's init through a pidfd and turns its exit into ``stopped`` (asked
+for) or ``crashed`` events. Never reads or writes the store and never decides
+policy (restarts): that is the agent's job. Everything a failed start created
+(mount, runtime state, cgroups, console holder) is undone before it raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
+from virtfleet.drivers.oci import console, layers
+from virtfleet.drivers.oci.bundle import BundleOptions, IdMap, build_config, resources
+from virtfleet.drivers.oci.record import ContainerRecord, load, save
+from virtfleet.drivers.oci.runtime import ExecResult, Runtime, RuntimeChoice
+from virtfleet.errors import (
+    ImageError,
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundError,
+    ProcessError,
+    VirtfleetError,
+)
+from virtfleet.model.instance import Accel, InstanceSpec, InstanceStatus, PowerState
+from virtfleet.util.cgroups import parse_mountinfo
+
+log = logging.getLogger(__name__)
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
+EXEC_TIMEOUT_S = 60.0
+_NOT_FOUND = ("executable file not found", "no such file or directory", "not found in $path")
+
+
+@dataclass(frozen=True)
+class OciPaths:
+    root: Path
+
+    @property
+    def bundle(self) -> Path:
+        return self.root
+
+    @property
+    def rootfs(self) -> Path:
+        return self.root / "rootfs"
+
+    @property
+    def record(self) -> Path:
+        return self.root / "record.json"
+
+    @property
+    def console(self) -> Path:
+        return self.root / "console.sock"
+
+    @property
+    def runtime_console(self) -> Path:
+        return self.root / "pty.sock"
+
+    @property
+    def console_log(self) -> Path:
+        return self.root / "console.log"
+
+
+@dataclass
+class _Container:
+    record: ContainerRecord
+    pidfd: int
+    relay: console.ConsoleRelay | None
+    power: PowerState = PowerState.RUNNING
+    stopping: bool = False
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    finisher: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True)
+class OciConfig:
+    run_root: Path  # per-container run directories
+    layer_root: Path  # per-container overlay upper/work (the container's "disk")
+    lower_root: Path  # extracted images, shared read-only by all containers
+    state_root: Path  # the runtime's --root
+    rootfs_for: Callable[[str], Path]  # image name -> rootfs tarball
+    cgroup_parent: str  # e.g. "virtfleet-1a2b3c4d": cgroups go to /<parent>/<name>
+    userns: IdMap | None = None
+
+
+class OciDriver:
+    name = "oci"
+
+    def __init__(self, config: OciConfig, choice: RuntimeChoice) -> None:
+        self.cfg = config
+        self.choice = choice
+        self.runtime = Runtime(choice.binary or "runc", config.state_root)
+        self._live: dict[str, _Container] = {}
+        self._events: asyncio.Queue[DriverEvent] = asyncio.Queue()
+
+    def info(self) -> DriverInfo:
+        details = {"runtime": self.runtime.name if self.choice.binary else None}
+        details.update({f"runtime_{k}": v for k, v in self.choice.reasons.items()})
+        details["user_namespaces"] = "on" if self.cfg.userns else "off"
+        if not self.choice.binary:
+            reasons = "; ".join(f"{k}: {v}" for k, v in self.choice.reasons.items())
+            return DriverInfo(self.name, False, f"no usable OCI runtime ({reasons})", details)
+        return DriverInfo(self.name, True, "", details)
+
+    def paths(self, name: str) -> OciPaths:
+        return OciPaths(self.cfg.run_root / name)
+
+    def layer_dir(self, name: str) -> Path:
+        return self.cfg.layer_root / name / "rootfs-layer"
+
+    def owns(self, name: str) -> bool:
+        return name in self._live or self.paths(name).record.exists()
+
+    def validate(self, spec: InstanceSpec) -> None:
+        if spec.kind != "container":
+            raise InvalidInputError(f"{spec.name!r} is a {spec.kind}, not a container")
+        if not self.choice.binary:
+            raise InvalidStateError("no OCI runtime", self.info().reason)
+        if len(str(self.paths(spec.name).console)) > MAX_SOCKET_PATH:
+            raise InvalidInputError(f"run directory path too long for unix sockets: {spec.name}")
+        if not spec.image:
+            raise InvalidInputError(f"container {spec.name!r} needs an image (its rootfs)")
+        tar = self.cfg.rootfs_for(spec.image)
+        if not tar.is_file():
+            raise ImageError(f"image {spec.image!r} has no container rootfs (looked for {tar})")
+
+    # -- start -----------------------------------------------------------------------
+
+    async def start(self, spec: InstanceSpec, ctx: LaunchContext) -> InstanceStatus:
+        """Create and start the container; on any failure nothing is left behind."""
+        if c := self._live.get(spec.name):
+            raise InvalidStateError(c.power.value, "stopped")
+        self.validate(spec)
+        paths, shift = self.paths(spec.name), self._shift()
+        async with contextlib.AsyncExitStack() as undo:
+            paths.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+            undo.push_async_callback(self._cleanup, spec.name)
+            await asyncio.to_thread(self._prepare_rootfs, spec, paths, shift)
+            self._write_config(spec, paths)
+            master, holder, pid = await self._create(spec.name, paths)
+            undo.callback(console.end_holder, holder)
+            undo.callback(_close, master)
+            await self.runtime.start(spec.name)
+            record = ContainerRecord(
+                name=spec.name,
+                runtime=self.runtime.binary,
+                init_pid=pid,
+                holder_pid=holder,
+                master_fd=master,
+                userns_host_id=self.cfg.userns.host_id if self.cfg.userns else None,
+                spec=spec,
+            )
+            save(record, paths.record)
+            c = await self._attach(record, master)
+            undo.pop_all()
+        return self._status(c)
+
+    def _shift(self) -> int:
+        return self.cfg.userns.host_id if self.cfg.userns else 0
+
+    def _prepare_rootfs(self, spec: InstanceSpec, paths: OciPaths, shift: int) -> None:
+        assert spec.image is not None
+        lower = layers.ensure_lower(self.cfg.rootfs_for(spec.image), self.cfg.lower_root, shift)
+        upper, work = layers.prepare_layer(self.layer_dir(spec.name), shift)
+        layers.mount_overlay(lower, upper, work, paths.rootfs)
+
+    def _write_config(self, spec: InstanceSpec, paths: OciPaths) -> None:
+        opts = BundleOptions(
+            rootfs=paths.rootfs,
+            cgroups_path=f"/{self.cfg.cgroup_parent}/{spec.name}",
+            userns=self.cfg.userns,
+        )
+        config = build_config(spec, opts)
+        (paths.bundle / "config.json").write_text(json.dumps(config, indent=1))
+
+    async def _create(self, name: str, paths: OciPaths) -> tuple[int, int, int]:
+        """``runtime create`` with a console socket: (pty master, holder pid, init pid)."""
+        sock = console.listen(paths.runtime_console)
+        try:
+            receiving = asyncio.create_task(console.receive_master(sock))
+            try:
+                pid = await self.runtime.create(name, paths.bundle, paths.runtime_console)
+                master = await receiving
+            except BaseException:
+                receiving.cancel()
+                with contextlib.suppress(BaseException):
+                    _close(await receiving)
+                raise
+        finally:
+            sock.close()
+            paths.runtime_console.unlink(missing_ok=True)
+        try:
+            holder = console.spawn_holder(master)
+        except BaseException:
+            _close(master)
+            raise
+        return master, holder, pid
+
+    async def _attach(self, record: ContainerRecord, master: int | None) -> _Container:
+        """Watch the init through a pidfd and relay the console; adds to the live set."""
+        try:
+            pidfd = os.pidfd_open(record.init_pid)
+        except OSError as err:
+            raise ProcessError(f"container init {record.init_pid} is gone") from err
+        paths = self.paths(record.name)
+        relay = None
+        if master is not None:
+            relay = console.ConsoleRelay(master, paths.console_log, paths.console)
+            await relay.start()
+        c = _Container(record, pidfd, relay)
+        self._live[record.name] = c
+        asyncio.get_running_loop().add_reader(pidfd, self._on_exit, c)
+        return c
+
+    # -- exits and teardown ------------------------------------------------------------
+
+    def _on_exit(self, c: _Container) -> None:
+        asyncio.get_running_loop().remove_reader(c.pidfd)
+        c.finisher = asyncio.create_task(self._finish(c), name=f"oci-exit-{c.record.name}")
+
+    async def _finish(self, c: _Container) -> None:
+        name = c.record.name
+        if self._live.get(name) is c:
+            del self._live[name]
+        _close(c.pidfd)
+        if c.relay is not None:
+            await c.relay.close()
+        try:
+            await self._cleanup(name)
+        except VirtfleetError as err:
+            log.warning("cleaning up container %s failed: %s", name, err.message)
+        c.gone.set()
+        if c.stopping:
+            self._emit(name, "stopped", "stopped by request", True)
+        else:
+            self._emit(name, "crashed", f"container init (pid {c.record.init_pid}) exited")
+
+    async def _cleanup(self, name: str) -> None:
+        """Remove what a (failed or ended) container leaves: runtime state, cgroups, mount."""
+        paths = self.paths(name)
+        record = load(paths.record)
+        console.end_holder(record.holder_pid if record else None)
+        runtime = Runtime(record.runtime, self.cfg.state_root) if record else self.runtime
+        try:
+            await runtime.delete(name, force=True)
+        finally:
+            await asyncio.to_thread(self._remove_cgroups, name)
+            await asyncio.to_thread(layers.unmount, paths.rootfs)
+            paths.record.unlink(missing_ok=True)
+
+    def _remove_cgroups(self, name: str) -> None:
+        """rmdir ``<hierarchy>/<parent>/<name>`` wherever the runtime left one."""
+        for mount in cgroup_mounts():
+            with contextlib.suppress(FileNotFoundError, OSError):
+                (mount / self.cfg.cgroup_parent / name).rmdir()
+
+    def remove_cgroup_parent(self) -> None:
+        """rmdir the (empty) parent cgroups; for tests and teardown of a whole data dir."""
+        for mount in cgroup_mounts():
+            with contextlib.suppress(OSError):
+                (mount / self.cfg.cgroup_parent).rmdir()
+
+    def _emit(self, name: str, kind: EventKind, reason: str, requested: bool = False) -> None:
+        self._events.put_nowait(DriverEvent(name, kind, reason, requested))
+
+    # -- power -----------------------------------------------------------------------
+
+    async def stop(self, name: str, *, force: bool = False, timeout_s: float = 30.0) -> None:
+        """SIGTERM to init, SIGKILL after ``timeout_s`` (at once with ``force``); idempotent."""
+        c = self._live.get(name)
+        if c is None:
+            if self.paths(name).record.exists():
+                await self._cleanup(name)  # a record without a live init: leftovers
+            return
+        c.stopping = True
+        if c.power is PowerState.PAUSED:
+            await self.runtime.resume(name)  # frozen tasks do not act on signals
+            c.power = PowerState.RUNNING
+        if not force:
+            with contextlib.suppress(ProcessError):
+                await self.runtime.kill(name, "TERM")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(c.gone.wait(), timeout_s)
+                return
+        with contextlib.suppress(ProcessError):
+            await self.runtime.kill(name, "KILL")
+        await c.gone.wait()
+
+    async def pause(self, name: str) -> None:
+        c = self._require(name, PowerState.RUNNING)
+        await self.runtime.pause(name)
+        c.power = PowerState.PAUSED
+
+    async def resume(self, name: str) -> None:
+        c = self._require(name, PowerState.PAUSED)
+        await self.runtime.resume(name)
+        c.power = PowerState.RUNNING
+
+    async def reset(self, name: str) -> None:
+        """Kill the container and start it again from the same spec (a hard reset)."""
+        c = self._live.get(name)
+        if c is None:
+            raise InvalidStateError("stopped", ["running", "paused"])
+        spec = c.record.spec
+        await self.stop(name, force=True)
+        await self.start(spec, _reset_context(spec))
+
+    def _require(self, name: str, state: PowerState) -> _Container:
+        c = self._live.get(name)
+        current = c.power if c else PowerState.STOPPED
+        if c is None or current is not state:
+            raise InvalidStateError(current.value, state.value)
+        return c
+
+    async def delete(self, name: str) -> None:
+        await self.stop(name, force=True)
+        shutil.rmtree(self.paths(name).root, ignore_errors=True)
+
+    async def status(self, name: str) -> InstanceStatus:
+        c = self._live.get(name)
+        return self._status(c) if c else InstanceStatus(power=PowerState.STOPPED)
+
+    def _status(self, c: _Container) -> InstanceStatus:
+        return InstanceStatus(
+            power=c.power,
+            pid=c.record.init_pid,
+            accel_reason=f"OS-level container ({Path(c.record.runtime).name})",
+            started_at=c.record.started_at,
+        )
+
+    async def adopt(self, name: str) -> InstanceStatus:
+        """Re-attach to a container that outlived the agent; never starts anything."""
+        if c := self._live.get(name):
+            return self._status(c)
+        record = load(self.paths(name).record)
+        if record is None:
+            return InstanceStatus(power=PowerState.STOPPED)
+        runtime = Runtime(record.runtime, self.cfg.state_root)
+        state = await runtime.state(name)
+        if state is None or state.get("status") not in ("running", "paused"):
+            await self._cleanup(name)
+            return InstanceStatus(
+                power=PowerState.CRASHED, reason="container init exited while the agent was down"
+            )
+        master = None
+        if record.holder_pid and record.master_fd is not None:
+            try:
+                master = console.take_back(record.holder_pid, record.master_fd)
+            except ProcessError as err:
+                log.warning("container %s: console not recovered: %s", name, err.message)
+        c = await self._attach(record, master)
+        c.power = PowerState.PAUSED if state["status"] == "paused" else PowerState.RUNNING
+        return self._status(c)
+
+    async def list(self) -> list[str]:
+        if not self.cfg.run_root.exists():
+            return []
+        return sorted(p.parent.name for p in self.cfg.run_root.glob("*/record.json"))
+
+    async def events(self) -> AsyncIterator[DriverEvent]:
+        while True:
+            yield await self._events.get()
+
+    def console_socket(self, name: str) -> Path | None:
+        c = self._live.get(name)
+        return c.relay.sock_path if c and c.relay else None
+
+    def console_log(self, name: str) -> Path | None:
+        path = self.paths(name).console_log
+        return path if path.exists() else None
+
+    async def close(self) -> None:
+        """Detach from every container, leaving them running (they outlive the agent)."""
+        loop = asyncio.get_running_loop()
+        for c in list(self._live.values()):
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(c.pidfd)
+            _close(c.pidfd)
+            if c.relay is not None:
+                await c.relay.close()
+        self._live.clear()
+
+    # -- exec and live limits ----------------------------------------------------------
+
+    async def exec(
+        self, name: str, argv: builtins.list[str], timeout_s: float = EXEC_TIMEOUT_S
+    ) -> ExecResult:
+        """Run ``argv`` inside a running container and return its exit code and output."""
+        self._require(name, PowerState.RUNNING)
+        if not argv or not argv[0]:
+            raise InvalidInputError("exec needs a command")
+        result = await self.runtime.exec(name, argv, timeout_s)
+        if result.exit_code in (127, 255) and any(m in result.stderr.lower() for m in _NOT_FOUND):
+            raise InvalidInputError(f"command {argv[0]!r} not found in container {name!r}")
+        return result
+
+    async def update_limits(self, name: str, spec: InstanceSpec) -> None:
+        """Apply ``spec``'s CPU, memory and pids limits to the running container now."""
+        c = self._live.get(name)
+        if c is None:
+            raise InvalidStateError("stopped", ["running", "paused"])
+        wanted = {k: v for k, v in resources(spec).items() if k in ("cpu", "memory", "pids")}
+        if "pids" not in wanted:
+            wanted["pids"] = {"limit": -1}  # unlimited
+        try:
+            await self.runtime.update(name, wanted)
+        except ProcessError as err:
+            raise InvalidInputError(f"cannot change limits of {name!r}: {err.message}") from err
+        c.record = c.record.model_copy(update={"spec": spec})
+        save(c.record, self.paths(name).record)
+
+    # -- snapshots of the rootfs layer (stopped containers) ----------------------------
+
+    def _snapshot_dir(self, name: str) -> Path:
+        return self.cfg.layer_root / name / "snapshots"
+
+    def _require_stopped(self, name: str) -> None:
+        if name in self._live:
+            raise InvalidStateError(self._live[name].power.value, "stopped")
+
+    async def snapshot(self, name: str, snap: str) -> None:
+        self._require_stopped(name)
+        upper = self.layer_dir(name) / "upper"
+        if not upper.is_dir():
+            raise InvalidStateError("never started", "started at least once (it has no rootfs)")
+        await asyncio.to_thread(layers.snapshot, upper, self._snapshot_dir(name) / f"{snap}.tar")
+
+    async def restore(self, name: str, snap: str) -> None:
+        self._require_stopped(name)
+        layer = self.layer_dir(name)
+        path = self._snapshot_dir(name) / f"{snap}.tar"
+        await asyncio.to_thread(layers.restore, path, layer / "upper", layer / "work")
+
+    def snapshots(self, name: str) -> builtins.list[str]:
+        return sorted(p.stem for p in self._snapshot_dir(name).glob("*.tar"))
+
+    def delete_snapshot(self, name: str, snap: str) -> None:
+        path = self._snapshot_dir(name) / f"{snap}.tar"
+        if not path.is_file():
+            raise NotFoundError(f"snapshot {snap!r} of {name!r} not found")
+        path.unlink()
+
+
+def cgroup_mounts() -> set[Path]:
+    """Every cgroup hierarchy mounted here, named ones (name=systemd) included: the runtime
+    makes the container's cgroup in each of them."""
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return set()
+    return {m.mountpoint for m in parse_mountinfo(text)}
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def _reset_context(spec: InstanceSpec) -> LaunchContext:
+    return LaunchContext(Accel.AUTO, "container", {}, hostname=spec.name)

@@ -1,0 +1,43 @@
+"""The runtime record of one container: what was started, so a restarted agent can re-attach.
+
+Saved as ``record.json`` in the container's run directory (versioned JSON).
+Pure data plus atomic save/load; no process handling.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from virtfleet.model.instance import InstanceSpec
+
+RECORD_VERSION = 1
+
+
+class ContainerRecord(BaseModel):
+    version: int = RECORD_VERSION
+    name: str
+    runtime: str  # the runtime binary that created it (it must also delete it)
+    init_pid: int
+    holder_pid: int | None = None  # keeps the console pty master open
+    master_fd: int | None = None  # the master's fd number inside the holder
+    userns_host_id: int | None = None
+    spec: InstanceSpec
+    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+def save(record: ContainerRecord, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(record.model_dump_json(indent=1))
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> ContainerRecord | None:
+    """The record at ``path``; None if absent or unreadable (treated as not running)."""
+    try:
+        return ContainerRecord.model_validate_json(path.read_text())
+    except (OSError, ValidationError):
+        return None

@@ -1,0 +1,198 @@
+"""The OCI runtime runner: crun or runc, chosen per host, driven through its CLI.
+
+Owns choosing the runtime (crun unless it cannot work here, then runc; see
+``choose_runtime``) and one method per runtime command (``create``, ``start``,
+``kill``, ``delete``, ``state``, ``pause``, ``resume``, ``update``, ``exec``),
+with errors translated once into ``ProcessError``. Every runtime's state lives
+under our own ``--root`` so other users of crun/runc on the host are never
+touched. Must not know about instances, bundles or consoles beyond paths.
+
+The runtime's stdout/stderr always go to a file: ``create``/``exec`` hand them
+to the container's processes, and a pipe we read would never reach EOF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from virtfleet.errors import ProcessError
+from virtfleet.util.cgroups import CgroupLayout
+
+COMMAND_TIMEOUT_S = 30.0
+MAX_EXEC_OUTPUT = 1024 * 1024
+_MISSING = ("does not exist", "No such file or directory")  # runc, crun: unknown container
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The runtime to use (empty if none) and, per candidate, why it can or cannot run."""
+
+    binary: str
+    reasons: dict[str, str]
+
+
+def crun_blocker(layout: CgroupLayout, unified_controllers: str) -> str:
+    """Why crun 1.x refuses this host, or "" (pure): hybrid mode with v2 controllers."""
+    if layout.mode == "hybrid" and unified_controllers.split():
+        held = ", ".join(unified_controllers.split())
+        return (
+            f"cgroups in hybrid mode with controllers on the cgroup2 mount ({held}); "
+            "crun refuses this (mount those controllers as v1 hierarchies to use crun)"
+        )
+    return ""
+
+
+def choose_runtime(layout: CgroupLayout, which: Any = shutil.which) -> RuntimeChoice:
+    """crun by default, runc when crun is missing or cannot run on this host."""
+    controllers = ""
+    if layout.unified is not None:
+        try:
+            controllers = (layout.unified / "cgroup.controllers").read_text()
+        except OSError:
+            controllers = ""
+    reasons: dict[str, str] = {}
+    chosen = ""
+    for name in ("crun", "runc"):
+        path = which(name)
+        blocker = "" if path is None or name != "crun" else crun_blocker(layout, controllers)
+        if path is None:
+            reasons[name] = f"{name} not installed"
+        elif blocker:
+            reasons[name] = blocker
+        else:
+            reasons[name] = "usable" + ("" if not chosen else f" (not used: {chosen} preferred)")
+            chosen = chosen or path
+    return RuntimeChoice(chosen, reasons)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class Runtime:
+    """One runtime binary with its state directory ``root``."""
+
+    def __init__(self, binary: str, root: Path) -> None:
+        self.binary = binary
+        self.root = root
+
+    @property
+    def name(self) -> str:
+        return Path(self.binary).name
+
+    async def _run(self, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
+        """Run ``<runtime> --root ROOT args``; its output goes through a file, never a pipe."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        argv = [self.binary, "--root", str(self.root), *args]
+        with tempfile.TemporaryFile(dir=self.root) as out:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            )
+            try:
+                code = await asyncio.wait_for(proc.wait(), timeout_s)
+            except TimeoutError as err:
+                proc.kill()
+                await proc.wait()
+                raise ProcessError(f"{self.name} {args[0]} timed out after {timeout_s:g}s") from err
+            out.seek(0)
+            text = out.read().decode(errors="replace")
+        if code != 0:
+            raise ProcessError(f"{self.name} {args[0]} failed: {_last_error(text)}", output=text)
+        return text
+
+    async def create(self, cid: str, bundle: Path, console_socket: Path | None) -> int:
+        """Create the container (init waiting for ``start``); returns the init's host pid."""
+        pid_file = bundle / "init.pid"
+        args = ["create", "--bundle", str(bundle), "--pid-file", str(pid_file)]
+        if console_socket is not None:
+            args += ["--console-socket", str(console_socket)]
+        await self._run(*args, cid)
+        try:
+            return int(pid_file.read_text().strip())
+        except (OSError, ValueError) as err:
+            raise ProcessError(f"{self.name} create wrote no usable pid file: {err}") from err
+
+    async def start(self, cid: str) -> None:
+        await self._run("start", cid)
+
+    async def kill(self, cid: str, signal: str) -> None:
+        await self._run("kill", cid, signal)
+
+    async def delete(self, cid: str, force: bool = False) -> None:
+        """Remove the container's runtime state (and cgroup); a missing one is success."""
+        if await self.state(cid) is None:
+            return
+        await self._run("delete", *(["--force"] if force else []), cid)
+
+    async def state(self, cid: str) -> dict[str, Any] | None:
+        """The runtime's state document, or None if it does not know ``cid``."""
+        try:
+            text = await self._run("state", cid)
+        except ProcessError as err:
+            if any(m in err.message for m in _MISSING):
+                return None
+            raise
+        data: dict[str, Any] = json.loads(text)
+        return data
+
+    async def pause(self, cid: str) -> None:
+        await self._run("pause", cid)
+
+    async def resume(self, cid: str) -> None:
+        await self._run("resume", cid)
+
+    async def update(self, cid: str, resources: dict[str, Any]) -> None:
+        """Change cgroup limits of a live container (``linux.resources`` syntax)."""
+        with tempfile.NamedTemporaryFile("w", suffix=".json", dir=self.root) as spec:
+            json.dump(resources, spec)
+            spec.flush()
+            await self._run("update", "--resources", spec.name, cid)
+
+    async def exec(self, cid: str, argv: list[str], timeout_s: float) -> ExecResult:
+        """Run ``argv`` in the container and wait; output captured through files."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cmd = [self.binary, "--root", str(self.root), "exec", cid, *argv]
+        with (
+            tempfile.TemporaryFile(dir=self.root) as out,
+            tempfile.TemporaryFile(dir=self.root) as err,
+        ):
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+            )
+            try:
+                code = await asyncio.wait_for(proc.wait(), timeout_s)
+            except TimeoutError as exc:
+                proc.kill()
+                await proc.wait()
+                raise ProcessError(f"exec {argv[0]!r} timed out after {timeout_s:g}s") from exc
+            return ExecResult(code, _capped(out), _capped(err))
+
+
+def _capped(f: IO[bytes]) -> str:
+    """The first ``MAX_EXEC_OUTPUT`` bytes of an exec's output file (an API answer, not a log)."""
+    size = f.seek(0, 2)
+    f.seek(0)
+    text = f.read(MAX_EXEC_OUTPUT).decode(errors="replace")
+    cut = size - MAX_EXEC_OUTPUT
+    return text + (f"\n[{cut} more bytes cut]\n" if cut > 0 else "")
+
+
+def _last_error(text: str) -> str:
+    """The runtime's last meaningful line (runc logs JSON-ish ``level=error msg=...``)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "(no output)"
+    last = lines[-1]
+    if 'msg="' in last:
+        last = last.split('msg="', 1)[1].rsplit('"', 1)[0]
+    return last[-400:]

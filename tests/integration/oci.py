@@ -1,0 +1,25 @@
+"""Helpers for tests that run real containers: the tiny rootfs and a driver on a temp dir."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from virtfleet.drivers.oci.driver import OciDriver
+from virtfleet.drivers.oci.factory import build_oci_driver
+from virtfleet.storage.rootfs import ROOTFS_SUFFIX, build_tiny_rootfs
+
+
+async def make_oci_driver(work: Path, cache: Path) -> OciDriver:
+    """An OciDriver whose image ``tiny`` is the busybox rootfs, all state under ``work``."""
+    work.chmod(0o711)  # the container root (a mapped uid) must reach its rootfs
+    images = work / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(build_tiny_rootfs, images / f"tiny{ROOTFS_SUFFIX}", cache)
+    return build_oci_driver(
+        work / "data",
+        work / "layers",
+        lambda name: images / f"{name}{ROOTFS_SUFFIX}",
+        f"virtfleet-test-{os.getpid()}",
+    )
