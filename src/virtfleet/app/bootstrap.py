@@ -40,6 +40,9 @@ from virtfleet.drivers.qemu.driver import QemuDriver
 from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.facts import host_check, probe_host
 from virtfleet.model.host import HostFacts
+from virtfleet.network.base import NetworkHost
+from virtfleet.network.fake import FakeNetworkManager
+from virtfleet.network.manager import NetworkManager
 from virtfleet.service import Services
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
@@ -48,6 +51,7 @@ from virtfleet.service.host import HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
+from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OperationRunner
 from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
@@ -115,6 +119,14 @@ def _driver(settings: Settings, facts: HostFacts) -> Driver:
     return QemuDriver(settings.run_dir, facts.qemu_version or "unknown", opts)
 
 
+def _networks(settings: Settings) -> NetworkHost:
+    """Real bridges, dnsmasq and nftables with QEMU; in memory with the fake driver, so
+    functional tests never change the links or rules of the machine they run on."""
+    if settings.driver == "fake":
+        return FakeNetworkManager()
+    return NetworkManager(settings.data_dir / "networks", owner=settings.instance_id)
+
+
 def _user_exists(name: str) -> bool:
     import pwd
 
@@ -138,6 +150,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     images = ImageStore(settings.images_dir, store, settings.cache_dir)
     cgroups = CgroupManager(f"virtfleet-{settings.instance_id}") if os.geteuid() == 0 else None
     driver = _driver(settings, facts)
+    networks = _networks(settings)
     agent = Agent(
         store,
         driver,
@@ -147,12 +160,15 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
             disks_root=settings.disks_dir,
             image_path=images.file_for,
             cgroups=cgroups if cgroups is not None and cgroups.available else None,
+            networks=networks,
         ),
     )
     runner = OperationRunner(store, events)
     tokens = TokenService(store)
+    instances = InstanceService(store, images, facts, runner, events)
+    instances.networks = NetworkService(store, networks, events)
     services = Services(
-        instances=InstanceService(store, images, facts, runner, events),
+        instances=instances,
         images=ImageService(images, store, runner, events),
         operations=runner,
         host=HostService(facts, host_check),
@@ -162,6 +178,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         audit=AuditService(AuditLog(store)),
         console=agent,
         idempotency=IdempotencyService(store),
+        networks=instances.networks,
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI())
 

@@ -1,5 +1,5 @@
 """Use cases of the platform, bundled for the API: instances, images, operations, host, events,
-users/sessions (auth), API tokens and the audit log.
+users/sessions (auth), API tokens, the audit log and virtual networks.
 
 Owns the ``Services`` bundle the composition root (app/bootstrap.py) builds and
 the API consumes. Must not know HTTP or QEMU: services write desired state and
@@ -18,6 +18,7 @@ from virtfleet.service.host import HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
+from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OperationRunner
 from virtfleet.service.tokens import TokenService
 
@@ -31,6 +32,7 @@ __all__ = [
     "IdempotencyService",
     "ImageService",
     "InstanceService",
+    "NetworkService",
     "OperationRunner",
     "Services",
     "TokenService",
@@ -50,3 +52,4 @@ class Services:
     console: ConsoleAccess = field(default_factory=NoConsole)
     console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
     idempotency: IdempotencyService | None = None  # None: Idempotency-Key is ignored
+    networks: NetworkService | None = None  # None: no virtual networks (answers 503)
