@@ -7,9 +7,10 @@ import { ACTIONS, actionButton, allowed, run } from "../components/actions.js";
 import { tabView } from "../components/tabs.js";
 import { serialConsole } from "../components/serial.js";
 import { graphicalConsole } from "../components/vnc.js";
+import { addressText, instanceNetworks } from "./networks.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
-const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"], ["networks", "Networks"]];
+const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"]];
 
 export async function renderInstance(main, name, initialTab = "summary") {
   let instance;
@@ -28,6 +29,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
     ...LATER.map(([id, label]) => ({
       id, label, render: (p) => { p.append(h("h2", {}, label), h("p.muted", {}, `${label}: not available yet.`)); },
     })),
+    { id: "networks", label: "Networks", render: (p) => instanceNetworks(p, instance) },
   ], initialTab, (id) => history.replaceState(null, "", `#/instances/${name}/${id}`));
 
   clear(main, h("nav.crumbs", { "aria-label": "Breadcrumb" }, h("a", { href: "#/instances" }, "Instances"), " / ", name),
@@ -80,7 +82,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
             fact("Image", i.spec.image || DASH),
             fact("vCPUs", String(i.spec.vcpus)),
             fact("Memory", mib(i.spec.memory_mib)),
-            fact("IP addresses", DASH),
+            fact("IP addresses", addressText(i)),
             fact("Started", LIVE.includes(s.power) ? when(s.started_at) : DASH),
             fact("QEMU", s.qemu_version || DASH),
             fact("Restarts", String(s.restarts)),
