@@ -54,15 +54,18 @@ export async function renderInstance(main, name, initialTab = "summary") {
     await reload();
   }
 
+  let left = false; // an answer arriving after the user left must not redraw the page
   async function reload() {
     try {
       instance = await api.getInstance(name);
     } catch (err) {
+      if (left) return;
       if (err.status === 404) {
         clear(main, h("h1", {}, name), notice(`Instance ${name} no longer exists.`, "info"), h("a", { href: "#/instances" }, "Back to instances"));
         return;
       }
     }
+    if (left) return;
     drawHead();
     const current = main.querySelector("[role=tab][aria-selected=true]");
     if (current && current.dataset.tab === "summary") summaryRefresh();
@@ -107,6 +110,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
   drawHead();
   tabs.start();
   return () => {
+    left = true;
     window.removeEventListener("vf:event", onEvent);
     tabs.close();
   };
