@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,9 +122,20 @@ def stop(files: DnsmasqFiles) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    with contextlib.suppress(psutil.Error):
-        psutil.Process(pid).wait(5)
+    _wait_gone(pid, 5.0)
     files.pidfile.unlink(missing_ok=True)
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    """Until ``pid`` has exited (a zombie counts: dnsmasq's parent is init, not us)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.Error:
+            return
+        time.sleep(0.01)
 
 
 def leases(files: DnsmasqFiles) -> list[Lease]:
