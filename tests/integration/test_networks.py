@@ -235,6 +235,23 @@ def test_deleting_a_network_in_use_is_refused(lab: Lab) -> None:
     assert lab.host.snapshot() == before
 
 
+def test_dead_dnsmasq_is_restarted(lab: Lab) -> None:
+    """The agent supervises dnsmasq: killed, it runs again within seconds with the same
+    configuration (leases kept in its lease file)."""
+    old = lab.d.client.get_network("iso").state.dnsmasq_pid
+    assert old
+    subprocess.run(["kill", "-9", str(old)], check=True)
+    deadline = time.monotonic() + 30
+    new = None
+    while time.monotonic() < deadline:
+        new = lab.d.client.get_network("iso").state.dnsmasq_pid
+        if new and new != old:
+            break
+        time.sleep(0.5)
+    assert new and new != old
+    assert lab.ips["c"] in {x.ip for x in lab.d.client.get_network("iso").state.leases}
+
+
 def test_agent_restart_keeps_traffic_and_reconciles(lab: Lab) -> None:
     """A ping from a to b runs across a daemon restart without losing a packet; meanwhile
     lan's dnsmasq was killed and an orphan bridge and tap appeared: the restarted agent

@@ -67,3 +67,13 @@ class FakeNetworkManager:
 
     async def supervise(self, interval_s: float = 5.0) -> None:
         return None
+
+    async def attach_netns(
+        self, instance: str, nic: int, network: NetworkSpec, netns_pid: int, ifname: str = "eth0"
+    ) -> str:
+        name = tap_name(instance, nic)
+        self.taps[name] = (instance, network.name)
+        return name
+
+    async def detach_netns(self, instance: str, nic: int) -> None:
+        self.taps.pop(tap_name(instance, nic), None)
