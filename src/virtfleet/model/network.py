@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from virtfleet.errors import InvalidInputError, InvalidNameError
+from virtfleet.errors import InvalidNameError
 
 # A network's name is its bridge's interface name: IFNAMSIZ is 16 bytes with the NUL.
 _NET_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,13}[a-z0-9]$")
@@ -164,19 +164,6 @@ def overlapping(spec: NetworkSpec, others: list[NetworkSpec]) -> str | None:
             ):
                 return other.name
     return None
-
-
-def check_spec(data: object) -> NetworkSpec:
-    """Validate wire data into a ``NetworkSpec`` with defaults; ``InvalidInputError`` if bad."""
-    from pydantic import ValidationError
-
-    try:
-        spec = NetworkSpec.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInputError(f"{where}: {first['msg']}" if where else first["msg"]) from err
-    return spec.with_defaults()
 
 
 class Lease(BaseModel):
