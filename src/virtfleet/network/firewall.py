@@ -108,6 +108,18 @@ def _bridge(vlans: list[NetworkSpec], ports: Mapping[str, Sequence[str]], table:
     return lines
 
 
+def present(table: str = DEFAULT_TABLE) -> bool:
+    """Whether either of the platform's tables exists (a read-only listing)."""
+    try:
+        proc = subprocess.run(
+            [NFT, "list", "tables"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except OSError:
+        return False
+    wanted = {f"table inet {table}", f"table bridge {table}"}
+    return any(line.strip() in wanted for line in proc.stdout.splitlines())
+
+
 def apply(script: str) -> None:
     """Load ``script`` in one transaction; ``DriverError`` (nothing changed) if nft refuses."""
     try:

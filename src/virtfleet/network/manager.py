@@ -119,6 +119,8 @@ class NetworkManager:
             await asyncio.to_thread(links.delete, spec.name)
 
     async def _apply_rules(self) -> None:
+        if not self._networks and not await asyncio.to_thread(firewall.present, self.table):
+            return  # nothing of ours to write or remove: leave the host's rules alone
         ports = await self._vlan_ports()
         script = firewall.ruleset(list(self._networks.values()), ports, self.table)
         await asyncio.to_thread(firewall.apply, script)
