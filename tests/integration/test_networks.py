@@ -26,7 +26,7 @@ from .conftest import _keep_artifacts, _kill_qemus
 from .netlab import OUTSIDE_IP, UPLINK_HOST, Namespace, NsDaemon, ping_ok
 
 pytestmark = pytest.mark.integration
-LAN = {"name": "lan", "mode": "nat", "subnet": "10.81.0.0/24"}
+LAN = {"name": "lan", "mode": "nat", "subnet": "10.81.0.0/24", "ipv6_subnet": "fd81::/64"}
 ISO = {"name": "iso", "mode": "isolated", "subnet": "10.82.0.0/24"}
 VLAN_IPS = {"a": "192.168.50.1", "b": "192.168.50.2", "c": "192.168.50.3"}
 LEASE_RE = r"VIRTFLEET-LEASE iface=eth0 ip=([0-9.]+)"
@@ -139,6 +139,21 @@ def test_guests_on_one_network_ping_each_other(lab: Lab) -> None:
     """a and b, both on NAT network lan, reach each other."""
     assert ping_ok(lab.d, "a", lab.ips["b"])
     assert ping_ok(lab.d, "b", lab.ips["a"])
+
+
+def test_ipv6_router_advertisements_give_guests_addresses(lab: Lab) -> None:
+    """lan also has fd81::/64: dnsmasq's router advertisements give a and b SLAAC addresses
+    in it, and a reaches b over IPv6."""
+    pattern = r"inet6 (fd81:[0-9a-f:]+)/64"
+    addr_b = None
+    deadline = time.monotonic() + 60
+    while addr_b is None and time.monotonic() < deadline:
+        found = re.search(pattern, lab.d.run_in_guest("b", "ip -6 addr show dev eth0"))
+        addr_b = found.group(1) if found else None
+        time.sleep(1)
+    assert addr_b, "b got no address from fd81::/64"
+    out = lab.d.run_in_guest("a", f"ping -6 -c 2 -W 2 {addr_b} >/dev/null && echo V6=$((2*3))")
+    assert "V6=6" in out
 
 
 def test_guest_on_another_network_cannot_reach_them(lab: Lab) -> None:
