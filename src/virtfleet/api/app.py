@@ -29,6 +29,7 @@ from virtfleet.api.routes import (
     images,
     instances,
     metrics,
+    networks,
     operations,
     session,
     tokens,
@@ -58,7 +59,8 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     # Outside everything else: refused requests (401, 403, 413...) are audited too.
     app.add_middleware(AuthMiddleware, services=services)
     app.add_middleware(AuditMiddleware, audit=services.audit)
-    for module in (instances, console, vnc, containers, images, host, operations, events):
+    modules = (instances, console, vnc, containers, images, host, operations, events, networks)
+    for module in modules:
         app.include_router(module.router)
     for module in (session, users, tokens, audit_routes):
         app.include_router(module.router)

@@ -44,6 +44,9 @@ from virtfleet.host.collector import MetricsCollector
 from virtfleet.host.containers import ContainerHost, container_checks
 from virtfleet.host.facts import host_check, probe_host
 from virtfleet.model.host import Check, HostFacts
+from virtfleet.network.base import NetworkHost
+from virtfleet.network.fake import FakeNetworkManager
+from virtfleet.network.manager import NetworkManager
 from virtfleet.service import Services
 from virtfleet.service.alerts import AlertService
 from virtfleet.service.audit import AuditService
@@ -55,6 +58,7 @@ from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.metrics import MetricsService
+from virtfleet.service.networks import NetworkService
 from virtfleet.service.notify import WebhookNotifier
 from virtfleet.service.operations import OperationRunner
 from virtfleet.service.tokens import TokenService
@@ -157,6 +161,14 @@ def _with_container_checks(driver: Driver) -> HostCheck:
     return check
 
 
+def _networks(settings: Settings) -> NetworkHost:
+    """Real bridges, dnsmasq and nftables with QEMU; in memory with the fake driver, so
+    functional tests never change the links or rules of the machine they run on."""
+    if settings.driver == "fake":
+        return FakeNetworkManager()
+    return NetworkManager(settings.data_dir / "networks", owner=settings.instance_id)
+
+
 def _user_exists(name: str) -> bool:
     import pwd
 
@@ -180,6 +192,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     images = ImageStore(settings.images_dir, store, settings.cache_dir)
     cgroups = CgroupManager(f"virtfleet-{settings.instance_id}") if os.geteuid() == 0 else None
     driver = _driver(settings, facts, images)
+    networks = _networks(settings)
     agent = Agent(
         store,
         driver,
@@ -189,13 +202,16 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
             disks_root=settings.disks_dir,
             image_path=images.file_for,
             cgroups=cgroups if cgroups is not None and cgroups.available else None,
+            networks=networks,
         ),
     )
     runner = OperationRunner(store, events)
     collector, metrics, alerts = _monitoring(settings, store, agent, events, facts)
     tokens = TokenService(store)
+    instances = InstanceService(store, images, facts, runner, events)
+    instances.networks = NetworkService(store, networks, events)
     services = Services(
-        instances=InstanceService(store, images, facts, runner, events),
+        instances=instances,
         images=ImageService(images, store, runner, events),
         operations=runner,
         host=HostService(facts, _with_container_checks(driver)),
@@ -208,6 +224,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         metrics=metrics,
         alerts=alerts,
         containers=_containers(store, driver, facts, events),
+        networks=instances.networks,
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 

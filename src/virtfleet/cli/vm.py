@@ -18,7 +18,7 @@ from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, inval
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.client import Instance
 from virtfleet.client.calls import Action
-from virtfleet.model.instance import Accel, DeviceModel, RestartPolicy
+from virtfleet.model.instance import Accel, DeviceModel, NicSpec, RestartPolicy
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
 NameArg = Annotated[str, typer.Argument(help="Instance name.", show_default=False)]
@@ -40,7 +40,25 @@ def create(
     accel: Annotated[Accel, typer.Option("--accel")] = Accel.AUTO,
     device_model: Annotated[DeviceModel, typer.Option("--device-model")] = DeviceModel.VIRTIO,
     restart_policy: Annotated[RestartPolicy, typer.Option("--restart-policy")] = RestartPolicy.NO,
-    nic: Annotated[Nic, typer.Option("--nic", help="user: QEMU user networking.")] = Nic.USER,
+    nic: Annotated[
+        Nic | None,
+        typer.Option(
+            "--nic",
+            help="user: QEMU user networking (restricted); the default without --network.",
+            show_default=False,
+        ),
+    ] = None,
+    network: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--network",
+            help="A NIC on this virtual network (repeatable; replaces "
+            "the user-mode NIC unless --nic user is given too).",
+        ),
+    ] = None,
+    nic_model: Annotated[
+        str | None, typer.Option("--nic-model", help="virtio, e1000, vmxnet3 or rtl8139.")
+    ] = None,
     start: Annotated[bool, typer.Option("--start", help="Start it once created.")] = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
@@ -58,13 +76,21 @@ def create(
         "accel": accel.value,
         "device_model": device_model.value,
         "restart_policy": restart_policy.value,
-        "nics": [] if nic is Nic.NONE else [{"mode": nic.value}],
+        "nics": _nics(nic, network or [], nic_model),
     }
     client = get_client()
     op = client.create_instance(spec, start=start)
     label = f"creating {name}" + (" and starting it" if start else "")
     if output.run_operation(client, op, label, as_json=json_out, no_wait=no_wait):
         output.done(f"{name} created" + (" and started" if start else ""), json_out)
+
+
+def _nics(nic: Nic | None, networks: list[str], model: str | None) -> list[Any]:
+    extra = {"model": model} if model else {}
+    nics: list[Any] = [{"mode": "network", "network": n, **extra} for n in networks]
+    if nic is Nic.USER or (nic is None and not networks):
+        nics.insert(0, {"mode": "user", **extra})
+    return nics
 
 
 @command(app, "list")
@@ -115,7 +141,8 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("memory", format_mib(s.memory_mib)),
             ("devices", f"{s.device_model.value} (machine {s.machine})"),
             ("image", s.image),
-            ("nics", ", ".join(n.mode for n in s.nics) or "none"),
+            ("nics", ", ".join(_nic_text(n) for n in s.nics) or "none"),
+            ("addresses", ", ".join(f"{a.ip} ({a.network})" for a in i.addresses) or "-"),
             ("restart policy", s.restart_policy.value),
             ("pid", st.pid),
             ("started", st.started_at),
@@ -243,3 +270,8 @@ def console(name: NameArg, json_out: JsonOpt = False) -> None:
     if json_out:
         raise invalid("vm console is interactive; --json is not supported")
     attach(get_client(), name)
+
+
+def _nic_text(nic: NicSpec) -> str:
+    where = f"network {nic.network}" if nic.mode == "network" else nic.mode
+    return f"{where} {nic.mac}" if nic.mac else where

@@ -26,6 +26,7 @@ from virtfleet.model.console import ConsoleTicket
 from virtfleet.model.event import Event
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.model.instance import InstanceSpec
+from virtfleet.model.network import Network
 from virtfleet.model.operation import Operation
 
 T = TypeVar("T")
@@ -133,6 +134,18 @@ class AsyncClient:
 
     async def delete_image(self, name: str) -> bool:
         return await self.call(calls.delete_image(name))
+
+    async def list_networks(self) -> list[Network]:
+        return await self.call(calls.list_networks())
+
+    async def get_network(self, name: str) -> Network:
+        return await self.call(calls.get_network(name))
+
+    async def create_network(self, spec: Mapping[str, Any]) -> Network:
+        return await self.call(calls.create_network(spec))
+
+    async def delete_network(self, name: str) -> bool:
+        return await self.call(calls.delete_network(name))
 
     async def host(self) -> HostFacts:
         return await self.call(calls.host())

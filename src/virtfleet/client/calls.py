@@ -26,6 +26,7 @@ from virtfleet.model.event import Event
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.model.names import validate_name
+from virtfleet.model.network import Network, validate_network_name
 from virtfleet.model.operation import Operation
 
 T = TypeVar("T")
@@ -137,6 +138,29 @@ def build_image(name: str, builder: str, force: bool) -> Call[Operation]:
 
 def delete_image(name: str) -> Call[bool]:
     return Call("DELETE", img(name), lambda d: bool(d["deleted"]))
+
+
+def net(name: str) -> str:
+    try:
+        return f"/1.0/networks/{quote(validate_network_name(name), safe='')}"
+    except InvalidNameError as err:
+        raise ApiError(err.code, err.message, err.status) from err
+
+
+def list_networks() -> Call[list[Network]]:
+    return Call("GET", "/1.0/networks", many(Network))
+
+
+def get_network(name: str) -> Call[Network]:
+    return Call("GET", net(name), one(Network))
+
+
+def create_network(spec: Mapping[str, Any]) -> Call[Network]:
+    return Call("POST", "/1.0/networks", one(Network), json=dict(spec))
+
+
+def delete_network(name: str) -> Call[bool]:
+    return Call("DELETE", net(name), lambda d: bool(d["deleted"]))
 
 
 def host() -> Call[HostFacts]:

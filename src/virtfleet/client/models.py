@@ -10,6 +10,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus
+from virtfleet.model.network import NicAddress
 
 
 class Instance(BaseModel):
@@ -20,6 +21,7 @@ class Instance(BaseModel):
     status: InstanceStatus
     desired: DesiredState
     mode: str
+    addresses: list[NicAddress] = []
 
 
 class Image(BaseModel):

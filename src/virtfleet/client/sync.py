@@ -26,6 +26,7 @@ from virtfleet.model.console import ConsoleTicket
 from virtfleet.model.event import Event
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.model.instance import InstanceSpec
+from virtfleet.model.network import Network
 from virtfleet.model.operation import Operation
 
 if TYPE_CHECKING:
@@ -178,6 +179,18 @@ class Client:
 
     def delete_image(self, name: str) -> bool:
         return self.call(calls.delete_image(name))
+
+    def list_networks(self) -> list[Network]:
+        return self.call(calls.list_networks())
+
+    def get_network(self, name: str) -> Network:
+        return self.call(calls.get_network(name))
+
+    def create_network(self, spec: Mapping[str, Any]) -> Network:
+        return self.call(calls.create_network(spec))
+
+    def delete_network(self, name: str) -> bool:
+        return self.call(calls.delete_network(name))
 
     def host(self) -> HostFacts:
         return self.call(calls.host())

@@ -41,6 +41,7 @@ class LaunchContext:
     disks: dict[str, Path]
     cgroup_procs: tuple[Path, ...] = ()
     hostname: str = ""
+    taps: dict[int, str] = field(default_factory=dict)  # NIC index -> tap made by the agent
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 from virtfleet.drivers.base import Driver, DriverEvent, LaunchContext, SupportsGraphics
 from virtfleet.errors import ConflictError, HostError, InvalidStateError, VirtfleetError
 from virtfleet.host.disks import DiskManager
+from virtfleet.host.nics import NicPlumber
 from virtfleet.model.event import Event
 from virtfleet.model.host import HostFacts
 from virtfleet.model.instance import (
@@ -33,6 +34,7 @@ from virtfleet.model.instance import (
     PowerState,
     RestartPolicy,
 )
+from virtfleet.network.base import NetworkHost
 from virtfleet.state.repos import EventLog, InstanceRecord, InstanceRepo, instance_name_of
 from virtfleet.state.store import StateStore
 
@@ -47,6 +49,7 @@ class AgentConfig:
     image_path: Callable[[str], Path]
     qemu_img: str = "qemu-img"
     cgroups: Any = None  # util.cgroups.CgroupManager, or None to run without cgroups
+    networks: NetworkHost | None = None  # virtual networks (taps, reconciliation); None: none
 
 
 class Agent:
@@ -65,6 +68,7 @@ class Agent:
         self.events = events
         self.disks = DiskManager(config.disks_root, config.image_path, config.qemu_img)
         self.cgroups = config.cgroups
+        self.nics = NicPlumber(store, config.networks)
         self._locks: dict[str, asyncio.Lock] = {}
         self._cgroups: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -78,7 +82,9 @@ class Agent:
         for rec in await self.repo.list():
             await self._adopt(rec)
         await self._remove_orphans()
+        await self.nics.reconcile(await self.repo.list())
         self._tasks = [
+            *self.nics.tasks(),
             asyncio.create_task(self._follow_store(revision), name="agent-store"),
             asyncio.create_task(self._follow_driver(), name="agent-driver"),
         ]
@@ -224,7 +230,9 @@ class Agent:
             if cgroup is not None:
                 undo.callback(cgroup.remove)
             procs = tuple(cgroup.procs_files) if cgroup is not None else ()
-            ctx = LaunchContext(accel, reason, paths, procs, hostname=spec.name)
+            taps = await self.nics.plug(spec)
+            undo.push_async_callback(self.nics.unplug, spec.name)
+            ctx = LaunchContext(accel, reason, paths, procs, hostname=spec.name, taps=taps)
             try:
                 found = await self.driver.start(spec, ctx)
             except BaseException:
@@ -259,6 +267,7 @@ class Agent:
         await self._set_power(rec.name, PowerState.STOPPING, "stopping")
         await self.driver.stop(rec.name, force=force, timeout_s=timeout_s)
         await self._release_cgroup(rec.name)
+        await self.nics.unplug(rec.name)
         await self._set_power(rec.name, PowerState.STOPPED, "forced off" if force else "stopped")
 
     async def _restart(self, rec: InstanceRecord) -> None:
@@ -274,6 +283,7 @@ class Agent:
     async def _delete(self, rec: InstanceRecord) -> None:
         await self.driver.delete(rec.name)
         await self._release_cgroup(rec.name)
+        await self.nics.unplug(rec.name)
         if rec.desired.delete_disks:
             self.disks.remove(rec.name)
         await self.repo.remove(rec.name)
@@ -304,6 +314,7 @@ class Agent:
             if event.requested:
                 return  # our own stop or delete: _stop/_delete record it
             await self._release_cgroup(rec.name)
+            await self.nics.unplug(rec.name)
             crashed = event.kind == "crashed"
             power = PowerState.CRASHED if crashed else PowerState.STOPPED
             await self._set_power(rec.name, power, event.reason)

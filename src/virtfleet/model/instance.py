@@ -71,11 +71,27 @@ class DiskSpec(Strict):
 
 
 class NicSpec(Strict):
-    """A NIC. ``user`` is QEMU user-mode networking; ``restrict`` keeps the host unreachable."""
+    """A NIC. ``network``: a tap on a virtfleet network (``network`` names it; a unique MAC
+    is allocated when absent). ``user``: QEMU user-mode networking, only when asked for;
+    ``restrict`` (user mode only) keeps the host and the outside unreachable."""
 
-    mode: Literal["user"] = "user"
+    mode: Literal["user", "network"] = "user"
+    network: str | None = None
+    # None: virtio-net for virtio guests, e1000 for emulated ones. vmxnet3 is an emulated
+    # NIC too (fully emulated by QEMU; guests need its driver, as Debian's cloud kernel has).
+    model: Literal["virtio", "e1000", "vmxnet3", "rtl8139"] | None = None
     restrict: bool = True
     mac: Annotated[str, Field(pattern=r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")] | None = None
+
+    @model_validator(mode="after")
+    def _network(self) -> NicSpec:
+        if self.mode == "network" and not self.network:
+            raise ValueError("a network NIC needs the network's name")
+        if self.mode == "user" and self.network:
+            raise ValueError("network is only for mode 'network' NICs")
+        if self.mac is not None and int(self.mac[:2], 16) & 1:
+            raise ValueError(f"MAC {self.mac} is a multicast address")
+        return self
 
 
 class BootSpec(Strict):

@@ -1,5 +1,5 @@
 """Use cases of the platform, bundled for the API: instances, images, operations, host, events,
-users/sessions (auth), API tokens and the audit log.
+users/sessions (auth), API tokens, the audit log and virtual networks.
 
 Owns the ``Services`` bundle the composition root (app/bootstrap.py) builds and
 the API consumes. Must not know HTTP or QEMU: services write desired state and
@@ -21,6 +21,7 @@ from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.metrics import MetricsService
+from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OperationRunner
 from virtfleet.service.tokens import TokenService
 
@@ -37,6 +38,7 @@ __all__ = [
     "ImageService",
     "InstanceService",
     "MetricsService",
+    "NetworkService",
     "OperationRunner",
     "Services",
     "TokenService",
@@ -59,3 +61,4 @@ class Services:
     metrics: MetricsService | None = None  # None: no collector wired (metrics routes: 503)
     alerts: AlertService | None = None
     containers: ContainerService | None = None  # exec, live limits, rootfs snapshots
+    networks: NetworkService | None = None  # None: no virtual networks (answers 503)

@@ -14,7 +14,7 @@ import builtins
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from virtfleet.errors import (
     AlreadyExistsError,
@@ -36,8 +36,10 @@ from virtfleet.model.instance import (
     PowerState,
 )
 from virtfleet.model.names import validate_name
+from virtfleet.model.network import NicAddress
 from virtfleet.model.operation import Operation
 from virtfleet.service.errcodes import error_from_code
+from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.service.preconditions import IfMatch, Version, claim, stale, version_of
 from virtfleet.service.waiting import wait_until
@@ -76,6 +78,7 @@ class Instance(BaseModel):
     status: InstanceStatus
     desired: DesiredState
     mode: str  # "kvm"/"tcg" in use; when not running, what the next start would use
+    addresses: list[NicAddress] = Field(default_factory=list)  # leased IPs of network NICs
 
     @classmethod
     def of(cls, rec: InstanceRecord, default_accel: str = "tcg") -> Instance:
@@ -124,22 +127,29 @@ class InstanceService:
         self._runner = runner
         self._events = events
         self.wait_timeout_s = wait_timeout_s
+        self.networks: NetworkService | None = None  # set by the composition root
         # Power state each instance will have once its queued operations are done: the
         # synchronous guards check against it so that queued requests do not fail.
         self._projected: dict[str, tuple[str, str]] = {}  # name -> (operation id, power)
 
     async def list(self) -> builtins.list[Instance]:
-        return [Instance.of(rec, self._facts.default_accel) for rec in await self._repo.list()]
+        return [self._view(rec) for rec in await self._repo.list()]
+
+    def _view(self, rec: InstanceRecord) -> Instance:
+        view = Instance.of(rec, self._facts.default_accel)
+        if self.networks is not None:
+            view.addresses = self.networks.addresses(rec.spec)
+        return view
 
     async def get(self, name: str) -> Instance:
         """The instance view; ``NotFoundError`` if there is no such instance."""
         rec = await self._repo.get(validate_name(name, "instance name"))
-        return Instance.of(rec, self._facts.default_accel)
+        return self._view(rec)
 
     async def get_versioned(self, name: str) -> tuple[Instance, Version]:
         """The instance view and the ``Version`` it reflects (one read: they agree)."""
         rec = await self._repo.get(validate_name(name, "instance name"))
-        return Instance.of(rec, self._facts.default_accel), version_of(rec)
+        return self._view(rec), version_of(rec)
 
     async def create(self, spec: InstanceSpec, start: bool = False) -> Operation:
         """Validate now, write spec + desired state, and return an ``instance.create`` operation.
@@ -149,6 +159,8 @@ class InstanceService:
         """
         spec = spec.normalized()
         await self._validate_new(spec)
+        if self.networks is not None:
+            spec = await self.networks.prepare_nics(spec)  # networks exist; unique MACs
         power = DesiredPower.RUNNING if start else DesiredPower.STOPPED
         await self._repo.create(spec, DesiredState(power=power, generation=1))
         await self._emit("instance.created", spec.name, f"instance {spec.name} created")

@@ -88,7 +88,7 @@ def build_argv(
         *_serial(paths),
         *_display(paths),
         *_disks(spec, ctx),
-        *_nics(spec),
+        *_nics(spec, ctx),
         *_paravirt(spec),
         *_identity(ctx),
     ]
@@ -170,14 +170,27 @@ def _disk_device(spec: InstanceSpec, node: str, name: str, index: int, boot: boo
     return f"ide-hd,drive={node},id=dev-{name},bus=ide.{index // 2},unit={index % 2}{boot_opt}"
 
 
-def _nics(spec: InstanceSpec) -> list[str]:
+_NIC_DEVICES = {
+    "virtio": "virtio-net-pci",
+    "e1000": "e1000",
+    "vmxnet3": "vmxnet3",
+    "rtl8139": "rtl8139",
+}
+
+
+def _nics(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
     args: list[str] = []
-    model = "virtio-net-pci" if spec.device_model is DeviceModel.VIRTIO else "e1000"
+    default = "virtio" if spec.device_model is DeviceModel.VIRTIO else "e1000"
     for index, nic in enumerate(spec.nics):
-        restrict = "on" if nic.restrict else "off"
-        args += ["-netdev", f"user,id=net{index},restrict={restrict}"]
+        if nic.mode == "network":
+            # The agent made the tap (root) before launch; QEMU only opens it, no scripts.
+            netdev = f"tap,id=net{index},ifname={ctx.taps[index]},script=no,downscript=no"
+        else:
+            netdev = f"user,id=net{index},restrict={'on' if nic.restrict else 'off'}"
+        args += ["-netdev", netdev]
         mac = f",mac={nic.mac}" if nic.mac else ""
-        args += ["-device", f"{model},netdev=net{index},id=nic{index}{mac}"]
+        device = _NIC_DEVICES[nic.model or default]
+        args += ["-device", f"{device},netdev=net{index},id=nic{index}{mac}"]
     return args
 
 

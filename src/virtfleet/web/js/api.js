@@ -82,3 +82,8 @@ export const checkHost = () => get("/1.0/host/check");
 export const listImages = () => get("/1.0/images");
 export const listOperations = () => get("/1.0/operations");
 export const listEvents = (limit = 100) => get(`/1.0/events?limit=${limit}`);
+
+// Networks -------------------------------------------------------------------
+export const listNetworks = () => get("/1.0/networks");
+export const createNetwork = (spec) => post("/1.0/networks", spec);
+export const deleteNetwork = (name) => del(`/1.0/networks/${enc(name)}`);

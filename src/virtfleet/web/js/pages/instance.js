@@ -10,8 +10,10 @@ import { graphicalConsole } from "../components/vnc.js";
 import { metricsPanel } from "../components/metrics.js";
 import { containerPanel } from "./container.js";
 
+import { addressText, instanceNetworks } from "./networks.js";
+
 const LIVE = ["running", "paused", "starting", "stopping"];
-const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"], ["networks", "Networks"]];
+const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"]];
 const PANELS = { metrics: metricsPanel }; // tab id -> render(panel, name) of panels that exist
 
 export async function renderInstance(main, name, initialTab = "summary") {
@@ -34,6 +36,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
       id, label, render: (p) => (PANELS[id] ? PANELS[id](p, name)
         : p.append(h("h2", {}, label), h("p.muted", {}, `${label}: not available yet.`))),
     })),
+    { id: "networks", label: "Networks", render: (p) => instanceNetworks(p, instance) },
   ], initialTab, (id) => history.replaceState(null, "", `#/instances/${name}/${id}`));
 
   clear(main, h("nav.crumbs", { "aria-label": "Breadcrumb" }, h("a", { href: "#/instances" }, "Instances"), " / ", name),
@@ -58,15 +61,18 @@ export async function renderInstance(main, name, initialTab = "summary") {
     await reload();
   }
 
+  let left = false; // an answer arriving after the user left must not redraw the page
   async function reload() {
     try {
       instance = await api.getInstance(name);
     } catch (err) {
+      if (left) return;
       if (err.status === 404) {
         clear(main, h("h1", {}, name), notice(`Instance ${name} no longer exists.`, "info"), h("a", { href: "#/instances" }, "Back to instances"));
         return;
       }
     }
+    if (left) return;
     drawHead();
     const current = main.querySelector("[role=tab][aria-selected=true]");
     if (current && current.dataset.tab === "summary") summaryRefresh();
@@ -86,7 +92,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
             fact("Image", i.spec.image || DASH),
             fact("vCPUs", String(i.spec.vcpus)),
             fact("Memory", mib(i.spec.memory_mib)),
-            fact("IP addresses", DASH),
+            fact("IP addresses", addressText(i)),
             fact("Started", LIVE.includes(s.power) ? when(s.started_at) : DASH),
             fact("QEMU", s.qemu_version || DASH),
             fact("Restarts", String(s.restarts)),
@@ -111,6 +117,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
   drawHead();
   tabs.start();
   return () => {
+    left = true;
     window.removeEventListener("vf:event", onEvent);
     tabs.close();
   };

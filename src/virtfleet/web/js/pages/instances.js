@@ -4,6 +4,7 @@ import { clear, DASH, errorText, h, mib, modeBadge, modeOf, powerBadge } from ".
 import { canOperate } from "../state.js";
 import { run } from "../components/actions.js";
 import { openCreateWizard } from "./create.js";
+import { addressText } from "./networks.js";
 
 const STATES = ["all", "running", "paused", "stopped", "starting", "stopping", "crashed"];
 const view = { state: "all", search: "" }; // kept across visits
@@ -89,7 +90,7 @@ export async function renderInstances(main) {
       h("td.num", {}, String(i.spec.vcpus)),
       h("td.num", {}, mib(i.spec.memory_mib)),
       h("td", {}, i.spec.device_model),
-      h("td", {}, DASH));
+      h("td", {}, addressText(i)));
   }
 
   async function bulkAction(action) {

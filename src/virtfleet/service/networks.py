@@ -1,0 +1,154 @@
+"""Network use cases: create, list, show and delete networks; NIC checks and addresses.
+
+Owns the rules that span networks and instances: subnets must not overlap, a
+VLAN (parent + tag) belongs to one network, a network in use by an instance
+cannot be deleted, a NIC must name an existing network and gets a MAC no other
+NIC has. Creating or deleting a network is quick (a bridge, a dnsmasq, one
+rules transaction) and answers synchronously; the host part is all-or-nothing
+(``NetworkHost.create``) and the store is written only once it succeeded.
+Must not touch links, processes or rules itself: the ``NetworkHost`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import secrets
+
+from virtfleet.errors import AlreadyExistsError, ConflictError, InUseError
+from virtfleet.model.event import Event
+from virtfleet.model.instance import InstanceSpec, NicSpec
+from virtfleet.model.network import (
+    Network,
+    NetworkMode,
+    NetworkSpec,
+    NicAddress,
+    overlapping,
+    validate_network_name,
+)
+from virtfleet.network.base import NetworkHost
+from virtfleet.state.networks import NetworkRepo
+from virtfleet.state.repos import EventLog, InstanceRepo
+from virtfleet.state.store import StateStore
+
+MAC_PREFIX = "52:54:00"  # QEMU's locally administered OUI
+
+
+def network_users(specs: builtins.list[InstanceSpec], network: str) -> builtins.list[str]:
+    """Names of the instances with a NIC on ``network``."""
+    return sorted(s.name for s in specs if any(n.network == network for n in s.nics))
+
+
+class NetworkService:
+    def __init__(self, store: StateStore, host: NetworkHost, events: EventLog) -> None:
+        self._repo = NetworkRepo(store)
+        self._instances = InstanceRepo(store)
+        self._host = host
+        self._events = events
+        self._lock = asyncio.Lock()  # creates and deletes check-then-act: one at a time
+
+    async def list(self) -> builtins.list[Network]:
+        return [await self._view(spec) for spec in await self._repo.list()]
+
+    async def get(self, name: str) -> Network:
+        """The network with what the host observes; ``NotFoundError`` if there is none."""
+        return await self._view(await self._repo.get(validate_network_name(name)))
+
+    async def _view(self, spec: NetworkSpec) -> Network:
+        state = await self._host.state(spec)
+        specs = [r.spec for r in await self._instances.list()]
+        state.users = sorted({*state.users, *network_users(specs, spec.name)})
+        return Network(name=spec.name, spec=spec, state=state)
+
+    async def create(self, spec: NetworkSpec) -> Network:
+        """Check everything, make it on the host, then record it.
+
+        Raises before any change: ``AlreadyExistsError``, ``ConflictError`` (overlapping
+        subnet, a VLAN taken, a host interface of that name). A host failure undoes
+        the host part and records nothing.
+        """
+        spec = spec.with_defaults()
+        async with self._lock:
+            others = await self._repo.list()
+            if any(o.name == spec.name for o in others):
+                raise AlreadyExistsError(f"network {spec.name!r} already exists")
+            clash = overlapping(spec, others)
+            if clash:
+                raise ConflictError(f"subnet of network {spec.name} overlaps network {clash}")
+            _check_vlan(spec, others)
+            await self._host.check(spec)
+            await self._host.create(spec, others)
+            await self._repo.create(spec)
+        await self._emit("network.created", spec.name, f"network {spec.name} created")
+        return await self._view(spec)
+
+    async def delete(self, name: str) -> bool:
+        """Delete a network no instance uses (``InUseError``); a missing one is success."""
+        validate_network_name(name)
+        async with self._lock:
+            spec = await self._repo.find(name)
+            if spec is None:
+                return False
+            users = network_users([r.spec for r in await self._instances.list()], name)
+            if users:
+                raise InUseError(f"network {name} is in use by {', '.join(users)}")
+            others = [o for o in await self._repo.list() if o.name != name]
+            await self._host.remove(spec, others)
+            await self._repo.remove(name)
+        await self._emit("network.deleted", name, f"network {name} deleted")
+        return True
+
+    # -- NICs of instances ---------------------------------------------------------------
+
+    async def prepare_nics(self, spec: InstanceSpec) -> InstanceSpec:
+        """``spec`` with every network NIC checked (its network exists) and given a MAC.
+
+        Raises ``NotFoundError`` for an unknown network, ``ConflictError`` for a MAC
+        another NIC already has.
+        """
+        taken = {n.mac for r in await self._instances.list() for n in r.spec.nics if n.mac}
+        nics: builtins.list[NicSpec] = []
+        for nic in spec.nics:
+            if nic.mode == "network":
+                await self._repo.get(nic.network or "")
+            if nic.mac and nic.mac in taken:
+                raise ConflictError(f"MAC {nic.mac} is already used by another NIC")
+            if nic.mac is None:
+                nic = nic.model_copy(update={"mac": _new_mac(taken)})
+            taken.add(nic.mac or "")
+            nics.append(nic)
+        return spec.model_copy(update={"nics": nics})
+
+    def addresses(self, spec: InstanceSpec) -> builtins.list[NicAddress]:
+        """The leased addresses of ``spec``'s network NICs (from dnsmasq's lease files)."""
+        out = []
+        for index, nic in enumerate(spec.nics):
+            if nic.mode != "network" or not nic.network or not nic.mac:
+                continue
+            for lease in self._host.leases(nic.network):
+                if lease.mac == nic.mac:
+                    out.append(NicAddress(nic=index, network=nic.network, mac=nic.mac, ip=lease.ip))
+        return out
+
+    async def _emit(self, kind: str, name: str, message: str) -> None:
+        await self._events.append(Event(kind=kind, target=f"network/{name}", message=message))
+
+
+def _check_vlan(spec: NetworkSpec, others: builtins.list[NetworkSpec]) -> None:
+    if spec.mode is not NetworkMode.BRIDGED:
+        return
+    for other in others:
+        same_parent = other.mode is NetworkMode.BRIDGED and other.parent == spec.parent
+        if same_parent and other.vlan == spec.vlan:
+            what = f"VLAN {spec.vlan}" if spec.vlan else "untagged traffic"
+            raise ConflictError(f"{what} on {spec.parent} is already network {other.name}")
+
+
+def _new_mac(taken: set[str]) -> str:
+    while True:
+        mac = MAC_PREFIX + "".join(f":{b:02x}" for b in secrets.token_bytes(3))
+        if mac not in taken:
+            return mac
+
+
+__all__ = ["NetworkService", "network_users"]

@@ -1,0 +1,157 @@
+"""Pure parts of virtual networks: spec validation, the nftables ruleset (golden), the
+dnsmasq configuration and lease parsing, tap names and the QEMU NIC arguments."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from virtfleet.drivers.base import LaunchContext
+from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
+from virtfleet.errors import InvalidNameError
+from virtfleet.model.instance import Accel, DeviceModel, InstanceSpec, NicSpec
+from virtfleet.model.network import NetworkSpec, overlapping
+from virtfleet.network import dnsmasq, firewall
+from virtfleet.network.links import tap_name
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"subnet": "10.1.0.0/33"}, "invalid subnet"),
+        ({"subnet": "10.1.0.1/24"}, "host bits set"),
+        ({"subnet": "not-a-cidr"}, "invalid subnet"),
+        ({"subnet": "fd00::/64"}, "is not IPv4"),
+        ({"subnet": "8.8.8.0/24"}, "not a private range"),
+        ({"subnet": "10.1.0.0/30"}, "between /8 and /29"),
+        ({"subnet": "10.1.0.0/24", "dhcp_start": "10.2.0.5", "dhcp_end": "10.1.0.9"}, "outside"),
+        ({"subnet": "10.1.0.0/24", "dhcp_start": "10.1.0.1", "dhcp_end": "10.1.0.9"}, "outside"),
+        ({"subnet": "10.1.0.0/24", "dhcp_start": "10.1.0.9", "dhcp_end": "10.1.0.5"}, "after"),
+        ({"subnet": "10.1.0.0/24", "dhcp_start": "10.1.0.9"}, "both"),
+        ({"subnet": "10.1.0.0/24", "ipv6_subnet": "fd00::/48"}, "/64"),
+        ({}, "needs an IPv4 subnet"),
+        ({"subnet": "10.1.0.0/24", "vlan": 5}, "needs a bridged network"),
+        ({"mode": "bridged", "vlan": 5}, "needs parent"),
+        ({"mode": "bridged", "parent": "br0", "vlan": 4095}, "less than or equal to 4094"),
+        ({"mode": "bridged", "parent": "br0", "vlan": 0}, "greater than or equal to 1"),
+        ({"mode": "bridged", "parent": "br0", "subnet": "10.1.0.0/24"}, "no subnet"),
+    ],
+)
+def test_bad_specs_are_refused(fields: dict[str, object], needle: str) -> None:
+    """Each malformed network spec fails validation with a message naming the problem."""
+    with pytest.raises(ValidationError) as err:
+        NetworkSpec.model_validate({"name": "net1", **fields})
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["a", "Net1", "1net", "net-", "averyveryverylongname", "a_b"])
+def test_bad_network_names(name: str) -> None:
+    """Network names are interface names: 2-15 chars, lowercase, starting with a letter."""
+    with pytest.raises(InvalidNameError):
+        NetworkSpec(name=name, subnet="10.1.0.0/24")
+
+
+def test_defaults_and_overlap() -> None:
+    """The DHCP range defaults to the subnet's upper half; overlapping subnets are found."""
+    spec = NetworkSpec(name="lan", subnet="10.1.0.0/24").with_defaults()
+    assert (spec.dhcp_start, spec.dhcp_end, str(spec.gateway)) == (
+        "10.1.0.128",
+        "10.1.0.254",
+        "10.1.0.1/24",
+    )
+    other = NetworkSpec(name="big", subnet="10.0.0.0/8")
+    assert overlapping(spec, [other]) == "big"
+    assert overlapping(spec, [NetworkSpec(name="far", subnet="10.2.0.0/24")]) is None
+
+
+def test_nic_specs() -> None:
+    """A network NIC names its network; a user NIC does not; multicast MACs are refused."""
+    with pytest.raises(ValidationError):
+        NicSpec(mode="network")
+    with pytest.raises(ValidationError):
+        NicSpec(mode="user", network="lan")
+    with pytest.raises(ValidationError, match="multicast"):
+        NicSpec(mode="network", network="lan", mac="01:00:5e:00:00:01")
+
+
+def _nets() -> list[NetworkSpec]:
+    return [
+        NetworkSpec(name="lan", subnet="10.1.0.0/24", allow_host_tcp=[22]).with_defaults(),
+        NetworkSpec(name="iso", mode="isolated", subnet="10.2.0.0/24").with_defaults(),
+        NetworkSpec(name="v10", mode="bridged", parent="trunk", vlan=10),
+        NetworkSpec(name="v20", mode="bridged", parent="trunk", vlan=20),
+    ]
+
+
+def test_ruleset_matches_golden() -> None:
+    """The whole nftables script for NAT, isolated and VLAN networks equals its golden file."""
+    text = firewall.ruleset(_nets(), {"v10": ["vtaaa-1", "vtbbb-1"]})
+    golden = GOLDEN / "nft-networks.txt"
+    if os.environ.get("VIRTFLEET_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_no_networks_removes_the_tables() -> None:
+    """With no networks the script only deletes the platform's tables (no empty chains)."""
+    assert firewall.ruleset([], {}) == (
+        "table inet virtfleet\ndelete table inet virtfleet\n"
+        "table bridge virtfleet\ndelete table bridge virtfleet\n"
+    )
+
+
+def test_dnsmasq_config(tmp_path: Path) -> None:
+    """dnsmasq serves only its bridge, with the range, no upstream and no router if isolated."""
+    files = dnsmasq.DnsmasqFiles(tmp_path)
+    nat = dnsmasq.config(_nets()[0], files)
+    assert "interface=lan\n" in nat and "bind-interfaces\n" in nat and "no-resolv\n" in nat
+    assert "dhcp-range=10.1.0.128,10.1.0.254,255.255.255.0,1h\n" in nat
+    assert "option:router" not in nat
+    assert "dhcp-option=option:router\n" in dnsmasq.config(_nets()[1], files)
+
+
+def test_leases_are_parsed(tmp_path: Path) -> None:
+    """dnsmasq's lease file becomes leases; a '*' hostname is empty; junk lines are skipped."""
+    files = dnsmasq.DnsmasqFiles(tmp_path)
+    files.leases.write_text(
+        "1795757060 52:54:00:ca:ac:cc 10.1.0.213 * 01:52:54:00:ca:ac:cc\n"
+        "1795757061 52:54:00:be:03:bb 10.1.0.221 b 01:52:54:00:be:03:bb\n"
+        "garbage\n"
+    )
+    leases = dnsmasq.leases(files)
+    assert [(x.mac, x.ip, x.hostname) for x in leases] == [
+        ("52:54:00:ca:ac:cc", "10.1.0.213", ""),
+        ("52:54:00:be:03:bb", "10.1.0.221", "b"),
+    ]
+
+
+def test_tap_names_fit_ifnamsiz() -> None:
+    """Tap names are stable, distinct per instance and NIC, and at most 15 characters."""
+    name = tap_name("a" * 63, 7)
+    assert len(name) <= 15 and name == tap_name("a" * 63, 7)
+    assert tap_name("x", 0) != tap_name("y", 0) != tap_name("x", 1)
+
+
+def _argv(spec: InstanceSpec, taps: dict[int, str]) -> str:
+    ctx = LaunchContext(Accel.TCG, "", {"root": Path("/d/root.qcow2")}, taps=taps)
+    return " ".join(build_argv(spec.normalized(), ctx, RunPaths(Path("/r")), QemuOptions()))
+
+
+def test_network_nics_use_the_agents_taps() -> None:
+    """A network NIC opens the agent's tap (no scripts); the model follows the device model
+    unless the NIC names one (vmxnet3: an emulated NIC the tiny guest's kernel drives)."""
+    nics = [
+        NicSpec(mode="network", network="lan", mac="52:54:00:00:00:01"),
+        NicSpec(mode="network", network="lan", model="vmxnet3"),
+    ]
+    argv = _argv(InstanceSpec(name="a", image="t", nics=nics), {0: "vt1-0", 1: "vt1-1"})
+    assert "-netdev tap,id=net0,ifname=vt1-0,script=no,downscript=no" in argv
+    assert "virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:00:00:01" in argv
+    assert "vmxnet3,netdev=net1,id=nic1" in argv
+    legacy = InstanceSpec(name="a", image="t", nics=nics[:1], device_model=DeviceModel.EMULATED)
+    assert "e1000,netdev=net0" in _argv(legacy, {0: "vt1-0"})
