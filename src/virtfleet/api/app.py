@@ -28,6 +28,7 @@ from virtfleet.api.routes import (
     images,
     instances,
     operations,
+    resources,
     session,
     tokens,
     users,
@@ -56,7 +57,7 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     # Outside everything else: refused requests (401, 403, 413...) are audited too.
     app.add_middleware(AuthMiddleware, services=services)
     app.add_middleware(AuditMiddleware, audit=services.audit)
-    for module in (instances, console, vnc, images, host, operations, events):
+    for module in (instances, resources, console, vnc, images, host, operations, events):
         app.include_router(module.router)
     for module in (session, users, tokens, audit_routes):
         app.include_router(module.router)

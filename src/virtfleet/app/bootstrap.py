@@ -39,16 +39,20 @@ from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.driver import QemuDriver
 from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.facts import host_check, probe_host
+from virtfleet.host.usage import sample_usage
+from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.host import HostFacts
 from virtfleet.service import Services
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
+from virtfleet.service.capacity import CapacityService
 from virtfleet.service.events import EventService
 from virtfleet.service.host import HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.resources import ResourceService
 from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
 from virtfleet.state.memory import MemoryStore
@@ -151,8 +155,12 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     )
     runner = OperationRunner(store, events)
     tokens = TokenService(store)
+    instances = InstanceService(store, images, facts, runner, events)
+    ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
+    capacity = CapacityService(store, facts, ratios, sample_usage)
+    instances.capacity = capacity
     services = Services(
-        instances=InstanceService(store, images, facts, runner, events),
+        instances=instances,
         images=ImageService(images, store, runner, events),
         operations=runner,
         host=HostService(facts, host_check),
@@ -162,6 +170,8 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         audit=AuditService(AuditLog(store)),
         console=agent,
         idempotency=IdempotencyService(store),
+        resources=ResourceService(store, instances, capacity, agent.live_stats),
+        capacity=capacity,
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI())
 

@@ -46,6 +46,13 @@ class Settings:
     tls: bool = False
     tls_cert: Path | None = None  # with tls_key: the operator's certificate, else self-signed
     tls_key: Path | None = None
+    # Admission control: allocations may reach host CPUs x cpu ratio, memory x memory ratio.
+    cpu_overcommit: float = field(
+        default_factory=lambda: float(os.environ.get("VIRTFLEET_CPU_OVERCOMMIT", "4"))
+    )
+    memory_overcommit: float = field(
+        default_factory=lambda: float(os.environ.get("VIRTFLEET_MEMORY_OVERCOMMIT", "1"))
+    )
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()

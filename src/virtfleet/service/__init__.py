@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
+from virtfleet.service.capacity import CapacityService
 from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
 from virtfleet.service.events import EventService
 from virtfleet.service.host import HostService
@@ -19,11 +20,13 @@ from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.resources import ResourceService
 from virtfleet.service.tokens import TokenService
 
 __all__ = [
     "AuditService",
     "AuthService",
+    "CapacityService",
     "ConsoleAccess",
     "ConsoleTickets",
     "EventService",
@@ -32,6 +35,7 @@ __all__ = [
     "ImageService",
     "InstanceService",
     "OperationRunner",
+    "ResourceService",
     "Services",
     "TokenService",
 ]
@@ -50,3 +54,5 @@ class Services:
     console: ConsoleAccess = field(default_factory=NoConsole)
     console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
     idempotency: IdempotencyService | None = None  # None: Idempotency-Key is ignored
+    resources: ResourceService | None = None  # None: resources cannot be changed (PATCH 404s)
+    capacity: CapacityService | None = None

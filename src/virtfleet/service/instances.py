@@ -36,6 +36,8 @@ from virtfleet.model.instance import (
 )
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
+from virtfleet.model.resources import Change, pending
+from virtfleet.service.capacity import CapacityService
 from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.service.preconditions import IfMatch, Version, claim, stale, version_of
@@ -75,6 +77,7 @@ class Instance(BaseModel):
     status: InstanceStatus
     desired: DesiredState
     mode: str  # "kvm"/"tcg" in use; when not running, what the next start would use
+    pending: list[Change] = []  # spec changes the running VM does not have (yet)
 
     @classmethod
     def of(cls, rec: InstanceRecord, default_accel: str = "tcg") -> Instance:
@@ -83,7 +86,15 @@ class Instance(BaseModel):
             mode = rec.status.accel.value
         else:
             mode = default_accel if rec.spec.accel.value == "auto" else rec.spec.accel.value
-        return cls(name=rec.name, spec=rec.spec, status=rec.status, desired=rec.desired, mode=mode)
+        waiting = pending(rec.status.applied, rec.spec.normalized())
+        return cls(
+            name=rec.name,
+            spec=rec.spec,
+            status=rec.status,
+            desired=rec.desired,
+            mode=mode,
+            pending=waiting,
+        )
 
 
 def check_action(action: Action, power: str, force: bool = False) -> None:
@@ -124,6 +135,7 @@ class InstanceService:
         # Power state each instance will have once its queued operations are done: the
         # synchronous guards check against it so that queued requests do not fail.
         self._projected: dict[str, tuple[str, str]] = {}  # name -> (operation id, power)
+        self.capacity: CapacityService | None = None  # admission control, when wired
 
     async def list(self) -> builtins.list[Instance]:
         return [Instance.of(rec, self._facts.default_accel) for rec in await self._repo.list()]
@@ -146,6 +158,8 @@ class InstanceService:
         """
         spec = spec.normalized()
         await self._validate_new(spec)
+        if start and self.capacity is not None:
+            await self.capacity.admit(spec.name, spec.memory_mib, spec.vcpus)
         power = DesiredPower.RUNNING if start else DesiredPower.STOPPED
         await self._repo.create(spec, DesiredState(power=power, generation=1))
         await self._emit("instance.created", spec.name, f"instance {spec.name} created")
@@ -185,6 +199,8 @@ class InstanceService:
         """
         rec = await self._repo.get(validate_name(name, "instance name"))
         check_action(action, self._expected_power(rec), force)
+        if action == "start" and self.capacity is not None:
+            await self.capacity.admit(name, rec.spec.memory_mib, rec.spec.vcpus)
         await claim(self._store, rec, if_match)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
@@ -237,6 +253,26 @@ class InstanceService:
             raise CapacityError(f"instance {spec.name!r} does not fit: " + "; ".join(short))
         if await self._repo.find(spec.name) is not None:
             raise AlreadyExistsError(f"instance {spec.name!r} already exists")
+
+    # -- for sibling services that change an instance (service/resources.py) -------------
+
+    async def submit_change(
+        self, kind: str, name: str, fn: Callable[[OpContext], Awaitable[dict[str, Any]]]
+    ) -> Operation:
+        """Queue ``fn`` as an operation on the instance, behind its earlier operations."""
+        return await self._submit(kind, name, fn, None)
+
+    async def next_generation(self, name: str) -> int:
+        """Bump the desired generation (desired state otherwise unchanged): the agent
+        reconciles the instance's spec again. Returns the generation to await."""
+        return await self._bump(name, lambda d, g: d.model_copy(update={"generation": g}))
+
+    async def await_generation(self, name: str, generation: int) -> InstanceRecord:
+        """Wait until the agent observed ``generation``; raise the error it recorded."""
+        return await self._await_generation(name, generation, self.wait_timeout_s)
+
+    def expected_power(self, rec: InstanceRecord) -> str:
+        return self._expected_power(rec)
 
     def _expected_power(self, rec: InstanceRecord) -> str:
         entry = self._projected.get(rec.name)

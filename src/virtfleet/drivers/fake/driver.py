@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
+from virtfleet.drivers.fake.live import FakeLive
 from virtfleet.errors import InvalidInputError, InvalidStateError
 from virtfleet.model.instance import InstanceSpec, InstanceStatus, PowerState
 
 _pids = itertools.count(100000)
 
 
-class FakeDriver:
+class FakeDriver(FakeLive):
     name = "fake"
 
     def __init__(self, start_delay_s: float = 0.0) -> None:

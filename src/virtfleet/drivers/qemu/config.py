@@ -22,6 +22,10 @@ TCG_TB_SIZE_MIB = 32
 VGA_MEM_MIB = 4
 SANDBOX = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
 HOSTNAME_FW_CFG = "opt/virtfleet/hostname"
+# Empty pcie-root-ports a q35 VM boots with, so disks and NICs can be hot-added
+# (PCIe hot-plug needs a port per device); every non-boot disk and NIC sits on its
+# own port as well, so it can be hot-removed (pcie.0 endpoints cannot).
+SPARE_HOTPLUG_PORTS = 8
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ def build_argv(
         *_qmp(paths),
         *_serial(paths),
         *_display(paths),
+        *_hotplug_ports(spec),
         *_disks(spec, ctx),
         *_nics(spec),
         *_paravirt(spec),
@@ -113,7 +118,8 @@ def _cpu(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
 
 
 def _memory(spec: InstanceSpec) -> list[str]:
-    return ["-m", f"{spec.memory_mib}M"]
+    # The balloon starts the guest at its boot RAM; the agent then sets memory_mib.
+    return ["-m", f"{spec.boot_memory_mib}M"]
 
 
 def _sandbox(opts: QemuOptions) -> list[str]:
@@ -148,6 +154,26 @@ def _display(paths: RunPaths) -> list[str]:
     return ["-device", f"VGA,id=video0,vgamem_mb={VGA_MEM_MIB}", "-vnc", f"unix:{_opt(paths.vnc)}"]
 
 
+def port_of(spec: InstanceSpec) -> dict[str, str]:
+    """The root port each hot-removable device sits on ("disk:NAME"/"nic:NAME" -> "rpN")."""
+    if spec.device_model is not DeviceModel.VIRTIO:
+        return {}
+    keys = [f"disk:{d.name}" for d in spec.disks if not d.boot]
+    keys += [f"nic:{n}" for n in spec.nic_names]
+    return {key: f"rp{i}" for i, key in enumerate(keys)}
+
+
+def _hotplug_ports(spec: InstanceSpec) -> list[str]:
+    if spec.device_model is not DeviceModel.VIRTIO:
+        return []  # i440fx: ACPI hot-plug on pci.0 itself, no ports needed
+    args: list[str] = []
+    for i in range(len(port_of(spec)) + SPARE_HOTPLUG_PORTS):
+        # Eight functions per slot from 0x10 up, as multifunction root ports.
+        addr = f"{0x10 + i // 8:#x}.{i % 8}" + (",multifunction=on" if i % 8 == 0 else "")
+        args += ["-device", f"pcie-root-port,id=rp{i},bus=pcie.0,chassis={i + 1},addr={addr}"]
+    return args
+
+
 def _disks(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
     args: list[str] = []
     for index, disk in enumerate(spec.disks):
@@ -165,7 +191,9 @@ def _disks(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
 def _disk_device(spec: InstanceSpec, node: str, name: str, index: int, boot: bool) -> str:
     boot_opt = ",bootindex=1" if boot else ""
     if spec.device_model is DeviceModel.VIRTIO:
-        return f"virtio-blk-pci,drive={node},id=dev-{name}{boot_opt}"
+        port = port_of(spec).get(f"disk:{name}")
+        bus = f",bus={port}" if port else ""
+        return f"virtio-blk-pci,drive={node},id=dev-{name}{bus}{boot_opt}"
     # i440fx IDE: two channels with two units each.
     return f"ide-hd,drive={node},id=dev-{name},bus=ide.{index // 2},unit={index % 2}{boot_opt}"
 
@@ -173,11 +201,13 @@ def _disk_device(spec: InstanceSpec, node: str, name: str, index: int, boot: boo
 def _nics(spec: InstanceSpec) -> list[str]:
     args: list[str] = []
     model = "virtio-net-pci" if spec.device_model is DeviceModel.VIRTIO else "e1000"
-    for index, nic in enumerate(spec.nics):
+    ports = port_of(spec)
+    for index, (name, nic) in enumerate(zip(spec.nic_names, spec.nics, strict=True)):
         restrict = "on" if nic.restrict else "off"
         args += ["-netdev", f"user,id=net{index},restrict={restrict}"]
         mac = f",mac={nic.mac}" if nic.mac else ""
-        args += ["-device", f"{model},netdev=net{index},id=nic{index}{mac}"]
+        bus = f",bus={ports[f'nic:{name}']}" if f"nic:{name}" in ports else ""
+        args += ["-device", f"{model},netdev=net{index},id={name}{bus}{mac}"]
     return args
 
 
