@@ -170,7 +170,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         audit=AuditService(AuditLog(store)),
         console=agent,
         idempotency=IdempotencyService(store),
-        resources=ResourceService(store, instances, capacity, agent.live_stats),
+        resources=ResourceService(store, instances, capacity, agent.live_stats, images),
         capacity=capacity,
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI())

@@ -157,7 +157,10 @@ def _nics(applied: InstanceSpec, wanted: InstanceSpec) -> list[Change]:
     mode: Mode = "next-boot" if why else "live"
     out = [Change(kind="nic-remove", target=n, mode=mode, reason=why) for n in old if n not in new]
     out += [Change(kind="nic-add", target=n, mode=mode, reason=why) for n in new if n not in old]
-    for name in (n for n in new if n in old and old[n] != new[n]):
+    unnamed = {"name": None}  # the name is the key; None and "nic<i>" are the same NIC
+    for name in (n for n in new if n in old):
+        if old[name].model_copy(update=unnamed) == new[name].model_copy(update=unnamed):
+            continue
         out.append(Change(kind="other", target=f"nic {name}", mode="next-boot"))
     return out
 

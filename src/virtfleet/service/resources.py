@@ -34,6 +34,7 @@ from virtfleet.service.operations import OpContext
 from virtfleet.service.preconditions import IfMatch, claim
 from virtfleet.state.repos import InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore
+from virtfleet.storage.images import ImageStore
 
 LiveStats = Callable[[str], Awaitable[dict[str, Any]]]
 # Live changes a paused guest cannot take part in (it must answer the hot-plug).
@@ -47,12 +48,14 @@ class ResourceService:
         instances: InstanceService,
         capacity: CapacityService | None = None,
         live_stats: LiveStats | None = None,
+        images: ImageStore | None = None,
     ) -> None:
         self._store = store
         self._repo = InstanceRepo(store)
         self._instances = instances
         self._capacity = capacity
         self._live_stats = live_stats
+        self._images = images
 
     async def update(self, name: str, patch: ResourcePatch, if_match: IfMatch = None) -> Operation:
         """Validate ``patch`` now (nothing is written on an error), then queue an
@@ -85,7 +88,7 @@ class ResourceService:
     ) -> tuple[InstanceSpec, list[Change]]:
         """The new spec and its changes, each marked live or next-boot; raises on bad input."""
         old = rec.spec.normalized()
-        spec = _patched(old, patch)
+        spec = _patched(old, patch, await self._sizes(old))
         power = self._instances.expected_power(rec)
         running = power in ("running", "paused")
         planned = changes(rec.status.applied or old, spec) if running else changes(old, spec)
@@ -101,6 +104,18 @@ class ResourceService:
             if grows:
                 await self._capacity.admit(rec.name, spec.memory_mib, spec.vcpus)
         return spec, planned
+
+    async def _sizes(self, spec: InstanceSpec) -> dict[str, float]:
+        """Each disk's size in GiB: its ``size_gib``, else its image's virtual size."""
+        sizes: dict[str, float] = {}
+        for disk in spec.disks:
+            if disk.size_gib is not None:
+                sizes[disk.name] = disk.size_gib
+            elif disk.image is not None and self._images is not None:
+                with contextlib.suppress(NotFoundError):
+                    record = await self._images.get(disk.image)
+                    sizes[disk.name] = record.virtual_size_bytes / 2**30
+        return sizes
 
     async def _apply(self, rec: InstanceRecord, spec: InstanceSpec) -> dict[str, Any]:
         """Write ``spec``, let the agent apply it; on its error restore the old spec."""
@@ -130,7 +145,7 @@ def _pending(rec: InstanceRecord) -> list[Change]:
     return [] if rec.status.applied is None else changes(rec.status.applied, rec.spec.normalized())
 
 
-def _patched(old: InstanceSpec, patch: ResourcePatch) -> InstanceSpec:
+def _patched(old: InstanceSpec, patch: ResourcePatch, sizes: dict[str, float]) -> InstanceSpec:
     """``old`` with ``patch`` applied; ``InvalidInputError`` / ``NotFoundError`` naming
     the field for anything the VM cannot be given."""
     given = patch.model_fields_set
@@ -142,7 +157,7 @@ def _patched(old: InstanceSpec, patch: ResourcePatch) -> InstanceSpec:
         if field in given:
             update[field] = getattr(patch, field)  # explicit null removes the limit
     _check_bounds(old.model_copy(update=update))
-    update["disks"] = _disks(old, patch)
+    update["disks"] = _disks(old, patch, sizes)
     update["nics"] = _nics(old, patch)
     try:
         return InstanceSpec.model_validate(old.model_copy(update=update).model_dump())
@@ -167,7 +182,7 @@ def _check_bounds(spec: InstanceSpec) -> None:
         )
 
 
-def _disks(old: InstanceSpec, patch: ResourcePatch) -> list[DiskSpec]:
+def _disks(old: InstanceSpec, patch: ResourcePatch, sizes: dict[str, float]) -> list[DiskSpec]:
     disks = {d.name: d for d in old.disks}
     for name in patch.disks_remove:
         disk = _known(disks, name, "disk")
@@ -185,10 +200,10 @@ def _disks(old: InstanceSpec, patch: ResourcePatch) -> list[DiskSpec]:
         disks[disk.name] = disk
     for name, size in patch.disk_sizes_gib.items():
         disk = _known(disks, name, "disk")
-        if disk.size_gib is not None and size < disk.size_gib:
+        current = sizes.get(name, disk.size_gib)
+        if current is not None and size < current:
             raise InvalidInputError(
-                f"disk {name!r} is {disk.size_gib:g} GiB; shrinking to {size:g} GiB would "
-                "destroy data"
+                f"disk {name!r} is {current:g} GiB; shrinking to {size:g} GiB would destroy data"
             )
         disks[name] = disk.model_copy(update={"size_gib": size})
     for name, limits in patch.disk_limits.items():

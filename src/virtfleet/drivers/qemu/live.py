@@ -10,6 +10,7 @@ model's rules and the service do) nor track state beyond its arguments.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from pathlib import Path
@@ -89,7 +90,21 @@ async def set_vcpus(qmp: QMPSession, count: int) -> None:
     for slot in reversed(present[count:]):
         if slot is present[0]:
             raise InvalidInputError("the boot vCPU cannot be removed")
-        await unplug(qmp, str(slot["qom-path"]))
+        await _unplug_cpu(qmp, str(slot["qom-path"]))
+
+
+async def _unplug_cpu(qmp: QMPSession, path: str) -> None:
+    """``device_del`` a vCPU and wait until its slot is free: QEMU 10 reports only the
+    CPU's lapic child in DEVICE_DELETED, so the slot list is the evidence."""
+    await qmp.execute("device_del", {"id": path})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + UNPLUG_TIMEOUT_S
+    while loop.time() < deadline:
+        slots = await hotpluggable_cpus(qmp)
+        if all(s.get("qom-path") != path for s in slots):
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError_(f"the guest did not release vCPU {path} within {UNPLUG_TIMEOUT_S:g} s")
 
 
 async def unplug(qmp: QMPSession, device: str) -> None:

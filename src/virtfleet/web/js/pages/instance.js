@@ -7,6 +7,7 @@ import { ACTIONS, actionButton, allowed, run } from "../components/actions.js";
 import { tabView } from "../components/tabs.js";
 import { serialConsole } from "../components/serial.js";
 import { graphicalConsole } from "../components/vnc.js";
+import { hardwarePanel } from "../components/resources.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"], ["networks", "Networks"]];
@@ -23,7 +24,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
   const status = h("p.notice.notice-error", { role: "alert", hidden: true });
   const tabs = tabView([
     { id: "summary", label: "Summary", render: (p) => summary(p, () => instance) },
-    { id: "hardware", label: "Hardware", render: (p) => hardware(p, instance) },
+    { id: "hardware", label: "Hardware", render: (p) => drawHardware(p) },
     { id: "console", label: "Console", render: (p) => consoles(p, () => instance) },
     ...LATER.map(([id, label]) => ({
       id, label, render: (p) => { p.append(h("h2", {}, label), h("p.muted", {}, `${label}: not available yet.`)); },
@@ -64,6 +65,11 @@ export async function renderInstance(main, name, initialTab = "summary") {
     drawHead();
     const current = main.querySelector("[role=tab][aria-selected=true]");
     if (current && current.dataset.tab === "summary") summaryRefresh();
+  }
+
+  function drawHardware(panel) {
+    panel.replaceChildren();
+    hardwarePanel(panel, instance, async () => { await reload(); drawHardware(panel); });
   }
 
   let summaryRefresh = () => {};
@@ -130,20 +136,6 @@ function screenshot(i) {
     figure.replaceChildren(h("div.screenshot-off", {}, "Screenshot not available."));
   }, { once: true });
   return figure;
-}
-
-function hardware(panel, i) {
-  const spec = i.spec;
-  panel.append(h("dl.facts", {},
-    fact("Kind", spec.kind === "container" ? "container (OS-level)" : "virtual machine"),
-    fact("vCPUs", String(spec.vcpus), spec.max_vcpus ? ` (max ${spec.max_vcpus})` : ""),
-    fact("Memory", mib(spec.memory_mib)),
-    fact("Acceleration (requested)", spec.accel),
-    fact("Acceleration (in use)", modeBadge(modeOf(i))),
-    fact("Device model", devicesLabel(spec.device_model)),
-    fact("Disks", spec.disks.length ? spec.disks.map((d) => `${d.name}${d.size_gib ? ` ${d.size_gib} GiB` : ""}${d.image ? ` from ${d.image}` : ""}`).join(", ") : `root from ${spec.image || DASH}`),
-    fact("Network", spec.nics.length ? spec.nics.map((n) => `${n.mode}${n.mac ? ` ${n.mac}` : ""}`).join(", ") : "none"),
-    fact("Restart policy", spec.restart_policy)));
 }
 
 function consoles(panel, getInstance) {
