@@ -8,6 +8,7 @@ Usage: .venv/bin/python bench/live_resources.py [ROUNDS]
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import statistics
@@ -21,20 +22,24 @@ from _daemon import BenchDaemon, has_marker, wait_for
 from virtfleet.client import resources as calls
 
 VM = "bench"
+# Shell builtins only (read, set, echo): forking under TCG would slow the guest down.
 WATCH = (
-    "o=; while :; do n=\"M=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2) "
-    "C=$(cat /sys/devices/system/cpu/online) B=$(ls /sys/block | tr '\\n' ,) "
-    'S=$(cat /sys/block/vdb/size 2>/dev/null)"; [ "$n" != "$o" ] && echo "ST $n"; '
-    "o=$n; sleep 0.02; done &"
+    "o=; while :; do read x m y < /proc/meminfo; read c < /sys/devices/system/cpu/online; "
+    "set -- /sys/block/*; s=; [ -e /sys/block/vdb/size ] && read s < /sys/block/vdb/size; "
+    'n="M=$m C=$c B=$* S=$s"; [ "$n" != "$o" ] && echo "ST $n"; o=$n; sleep 0.05; done &'
 )
-_STATE = re.compile(r"^ST M=(\d+) C=(\S+) B=(\S*) S=(\d*)", re.MULTILINE)
+_STATE = re.compile(r"^ST M=(\d+) C=(\S+) B=(.*?) S=(\d*)\r?$", re.MULTILINE)
 
 
 def type_line(d: BenchDaemon, line: str) -> None:
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(d.data_dir / "run" / VM / "serial.sock"))
         s.sendall(line.encode() + b"\n")
-        time.sleep(0.3)
+        s.settimeout(0.05)  # keep reading while attached: an unread console stalls the guest
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                s.recv(65536)
 
 
 def states(d: BenchDaemon) -> list[tuple[int, str, str, str]]:
@@ -61,6 +66,7 @@ def main(rounds: int) -> None:
         op = d.client.create_instance({**spec, "vcpus": 1, "max_vcpus": 2}, start=True)
         d.client.wait_operation(op.id, timeout_s=120)
         wait_for(lambda: has_marker(d.serial_log(VM)), 120)
+        time.sleep(2)  # the shell prompt comes after the marker
         type_line(d, WATCH)
         wait_for(lambda: bool(states(d)), 30)
         results: dict[str, list[tuple[float, float]]] = {}

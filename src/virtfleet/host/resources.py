@@ -16,7 +16,7 @@ from typing import Any
 from virtfleet.drivers.base import SupportsLiveResources
 from virtfleet.errors import HostError, VirtfleetError
 from virtfleet.host.disks import DiskManager
-from virtfleet.model.instance import InstanceSpec
+from virtfleet.model.instance import DeviceModel, InstanceSpec
 from virtfleet.model.resources import Change, changes, with_change
 
 MEMORY_HEADROOM_MIB = 256  # QEMU's own needs above guest RAM, so it is never OOM-killed
@@ -42,6 +42,8 @@ def cgroup_limits(spec: InstanceSpec) -> dict[str, Any]:
 def launched(spec: InstanceSpec) -> InstanceSpec:
     """What a fresh QEMU for ``spec`` has before any live change: its boot RAM, no throttling."""
     disks = [d.model_copy(update={"limits": None}) for d in spec.disks]
+    if spec.device_model is not DeviceModel.VIRTIO:
+        return spec.model_copy(update={"disks": disks})  # no balloon: booted with memory_mib
     return spec.model_copy(update={"memory_mib": spec.boot_memory_mib, "disks": disks})
 
 

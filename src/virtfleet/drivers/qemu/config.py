@@ -119,7 +119,9 @@ def _cpu(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
 
 def _memory(spec: InstanceSpec) -> list[str]:
     # The balloon starts the guest at its boot RAM; the agent then sets memory_mib.
-    return ["-m", f"{spec.boot_memory_mib}M"]
+    # Emulated devices have no balloon: the guest gets memory_mib itself.
+    virtio = spec.device_model is DeviceModel.VIRTIO
+    return ["-m", f"{spec.boot_memory_mib if virtio else spec.memory_mib}M"]
 
 
 def _sandbox(opts: QemuOptions) -> list[str]:

@@ -10,7 +10,8 @@ import { failureText, track } from "./tasks.js";
 const patchInstance = (name, body) => api.request("PATCH", `/1.0/instances/${api.enc(name)}`, body);
 const LIMITS = [["iops_read", "IOPS read"], ["iops_write", "IOPS write"], ["bps_read", "MiB/s read"], ["bps_write", "MiB/s write"]];
 
-export function hardwarePanel(panel, instance, onChanged) {
+// ``onChanged(message)`` reloads the instance and draws the panel again with ``message``.
+export function hardwarePanel(panel, instance, onChanged, message = "") {
   const spec = instance.spec;
   const applied = instance.status.applied;
   const pending = instance.pending || [];
@@ -30,7 +31,7 @@ export function hardwarePanel(panel, instance, onChanged) {
       ? h("div.pending", {}, h("h3", {}, "Pending changes"),
         h("ul", { id: "pending-changes" }, pending.map((c) => h("li", {}, `${c.target}: ${c.kind} — ${c.mode === "live" ? "being applied" : `at next boot${c.reason ? ` (${c.reason})` : ""}`}`))))
       : null);
-  if (canOperate()) panel.append(editForm(instance, onChanged));
+  if (canOperate()) panel.append(editForm(instance, onChanged, message));
 }
 
 function fact(label, ...value) {
@@ -46,9 +47,10 @@ function field(id, label, value, attrs = {}) {
   return h("label.field", { for: id }, label, h("input", { id, name: id, type: "number", value: value ?? "", ...attrs }));
 }
 
-function editForm(instance, onChanged) {
+function editForm(instance, onChanged, message) {
   const spec = instance.spec;
   const status = h("p.notice", { role: "status", hidden: true, id: "resources-status" });
+  if (message) show(status, message, "info");
   const disks = spec.disks.map((d) => h("fieldset.disk", { dataset: { disk: d.name } },
     h("legend", {}, `Disk ${d.name}`),
     field(`grow-${d.name}`, "Size (GiB, grow only)", d.size_gib, { min: 0, step: "any" }),
@@ -80,9 +82,8 @@ function editForm(instance, onChanged) {
     form.querySelector("#resources-apply").disabled = true;
     try {
       const op = await track(await patchInstance(instance.name, body));
-      if (op.status !== "success") show(status, failureText(op), "error");
-      else show(status, resultText(op.result), "info");
-      if (op.status === "success") await onChanged();
+      if (op.status === "success") await onChanged(resultText(op.result));
+      else show(status, failureText(op), "error");
     } catch (err) {
       show(status, errorText(err), "error");
     } finally {

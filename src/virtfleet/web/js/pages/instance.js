@@ -67,9 +67,9 @@ export async function renderInstance(main, name, initialTab = "summary") {
     if (current && current.dataset.tab === "summary") summaryRefresh();
   }
 
-  function drawHardware(panel) {
+  function drawHardware(panel, message = "") {
     panel.replaceChildren();
-    hardwarePanel(panel, instance, async () => { await reload(); drawHardware(panel); });
+    hardwarePanel(panel, instance, async (done) => { await reload(); drawHardware(panel, done); }, message);
   }
 
   let summaryRefresh = () => {};
