@@ -28,7 +28,7 @@ WATCH = (
     "set -- /sys/block/*; s=; [ -e /sys/block/vdb/size ] && read s < /sys/block/vdb/size; "
     'n="M=$m C=$c B=$* S=$s"; [ "$n" != "$o" ] && echo "ST $n"; o=$n; sleep 0.05; done &'
 )
-_STATE = re.compile(r"^ST M=(\d+) C=(\S+) B=(.*?) S=(\d*)\r?$", re.MULTILINE)
+_STATE = re.compile(r"ST M=(\d+) C=(\S+) B=(.*?) S=(\d*)\r?$", re.MULTILINE)
 
 
 def type_line(d: BenchDaemon, line: str) -> None:
@@ -54,7 +54,12 @@ def measure(
     before = len(states(d))
     t0 = time.perf_counter()
     op = d.client.call(calls.patch_instance(VM, body))
-    t_op = wait_for(lambda: d.client.get_operation(op.id).status == "success", 120)
+    t_op = wait_for(lambda: d.client.get_operation(op.id).status.done, 120)
+    final = d.client.get_operation(op.id)
+    if final.status != "success":
+        qemu_log = d.data_dir / "run" / VM / "qemu.log"
+        tail = qemu_log.read_text(errors="replace")[-600:] if qemu_log.exists() else ""
+        raise RuntimeError(f"{body}: {final.error_message} {tail}")
     t_guest = wait_for(lambda: any(seen(s) for s in states(d)[before:]), 120, poll_s=0.01)
     return t_op - t0, t_guest - t0
 
@@ -63,12 +68,17 @@ def main(rounds: int) -> None:
     d = BenchDaemon()
     try:
         spec = {"name": VM, "image": "tiny", "memory_mib": 512, "max_memory_mib": 512}
-        op = d.client.create_instance({**spec, "vcpus": 1, "max_vcpus": 2}, start=True)
+        # Under TCG a QEMU process creates at most maxcpus vCPUs in its life: one per round.
+        op = d.client.create_instance({**spec, "vcpus": 1, "max_vcpus": rounds + 1}, start=True)
         d.client.wait_operation(op.id, timeout_s=120)
         wait_for(lambda: has_marker(d.serial_log(VM)), 120)
         time.sleep(2)  # the shell prompt comes after the marker
         type_line(d, WATCH)
-        wait_for(lambda: bool(states(d)), 30)
+        try:
+            wait_for(lambda: bool(states(d)), 30)
+        except TimeoutError:
+            print(repr(d.serial_log(VM).read_text(errors="replace")[-1500:]))
+            raise
         results: dict[str, list[tuple[float, float]]] = {}
         full = states(d)[-1][0]
         for i in range(rounds):

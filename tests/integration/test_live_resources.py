@@ -80,10 +80,19 @@ def test_balloon_moves_guest_memory(d: Daemon) -> None:
 
 
 def test_vcpus_hot_add_and_remove(d: Daemon) -> None:
-    """Hot-added vCPUs come online in the guest; hot-removed ones leave."""
+    """Hot-added vCPUs come online in the guest and hot-removed ones leave; under TCG a
+    vCPU beyond what the process may still create is refused, the VM unharmed."""
     resize(d, vcpus=3)
     wait_for(lambda: guest(d, "cat /sys/devices/system/cpu/online").strip() == "0-2", 60, "0-2")
     resize(d, vcpus=1)
+    assert guest(d, "cat /sys/devices/system/cpu/online").strip() == "0"
+    # TCG never frees a vCPU's translation context: QEMU aborts when more vCPUs than
+    # maxcpus were ever created. Re-plugging is refused instead, and the VM runs on.
+    op = d.client.call(calls.patch_instance(VM, {"vcpus": 2}))
+    done = d.client.wait_operation(op.id, timeout_s=120)
+    assert done.status == "failure" and done.error_code == "conflict", done
+    assert "after a restart" in (done.error_message or "")
+    assert d.client.get_instance(VM).spec.vcpus == 1
     assert guest(d, "cat /sys/devices/system/cpu/online").strip() == "0"
     applied = d.client.get_instance(VM).status.applied
     assert applied is not None and applied.vcpus == 1

@@ -107,7 +107,11 @@ def _base(spec: InstanceSpec, paths: RunPaths, opts: QemuOptions) -> list[str]:
 def _machine(spec: InstanceSpec, ctx: LaunchContext, opts: QemuOptions) -> list[str]:
     if ctx.accel is Accel.KVM:
         return ["-machine", spec.machine, "-accel", "kvm"]
-    tcg = f"tcg,tb-size={opts.tb_size_mib}" if opts.tb_size_mib else "tcg"
+    # A hot-added vCPU needs a free TCG code region; with a bounded cache the boot vCPUs
+    # may hold them all and QEMU 10 aborts (tcg/region.c assertion, measured on a
+    # re-plug): VMs that can hot-plug vCPUs keep QEMU's default cache.
+    hotplug = (spec.max_vcpus or spec.vcpus) > spec.vcpus
+    tcg = f"tcg,tb-size={opts.tb_size_mib}" if opts.tb_size_mib and not hotplug else "tcg"
     return ["-machine", spec.machine, "-accel", tcg]
 
 

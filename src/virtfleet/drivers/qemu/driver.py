@@ -21,7 +21,7 @@ from pathlib import Path
 from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
 from virtfleet.drivers.qemu import process
 from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
-from virtfleet.drivers.qemu.hotplug import LiveResources, hotplug_ports, require
+from virtfleet.drivers.qemu.hotplug import LiveResources, hotplug_ports, require, smp_of
 from virtfleet.drivers.qemu.live import enable_balloon_stats
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.drivers.qemu.runtime import RuntimeRecord, load, save
@@ -229,6 +229,19 @@ class QemuDriver(LiveResources):
             raise InvalidStateError("stopped", "running")
         require(vm.power.value, running)
         return vm.qmp, hotplug_ports(vm.record.argv)
+
+    def _vcpu_budget(self, name: str) -> int | None:
+        vm = self._vms.get(name)
+        if vm is None or vm.record.accel != Accel.TCG.value:
+            return None
+        boot, top = smp_of(vm.record.argv)
+        return max(0, top - boot - vm.record.vcpus_hotplugged)
+
+    def _vcpus_created(self, name: str, count: int) -> None:
+        vm = self._vms.get(name)
+        if vm is not None and count:
+            vm.record.vcpus_hotplugged += count
+            save(vm.record, vm.paths.record)
 
     def _require(self, name: str, state: PowerState) -> _VM:
         vm = self._vms.get(name)

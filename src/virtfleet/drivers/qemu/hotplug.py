@@ -37,9 +37,17 @@ class LiveResources:
         qmp, _ = self._monitor(name)
         await live.set_balloon(qmp, target_mib)
 
+    def _vcpu_budget(self, name: str) -> int | None:
+        """How many more vCPUs this process may create (None: unlimited, i.e. KVM)."""
+        raise NotImplementedError
+
+    def _vcpus_created(self, name: str, count: int) -> None:
+        raise NotImplementedError
+
     async def set_vcpus(self, name: str, count: int) -> None:
         qmp, _ = self._monitor(name)
-        await live.set_vcpus(qmp, count)
+        added = await live.set_vcpus(qmp, count, self._vcpu_budget(name))
+        self._vcpus_created(name, added)
 
     async def add_disk(self, name: str, disk: DiskSpec, path: Path) -> None:
         qmp, ports = self._monitor(name)
@@ -76,6 +84,12 @@ class LiveResources:
         stats["vcpus_present"] = sum(1 for c in cpus if "qom-path" in c)
         stats["vcpus_max"] = len(cpus)
         return stats
+
+
+def smp_of(argv: list[str]) -> tuple[int, int]:
+    """(boot vCPUs, maxcpus) from the launched ``-smp cpus=N,maxcpus=M``."""
+    opts = dict(kv.split("=", 1) for kv in argv[argv.index("-smp") + 1].split(","))
+    return int(opts["cpus"]), int(opts.get("maxcpus", opts["cpus"]))
 
 
 def require(power: str, running: bool) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from virtfleet.drivers.qemu.qmp import QMPSession
-from virtfleet.errors import InvalidInputError, QMPError, TimeoutError_
+from virtfleet.errors import ConflictError, InvalidInputError, QMPError, TimeoutError_
 from virtfleet.model.instance import DiskLimits, NicSpec
 
 MIB = 1024 * 1024
@@ -78,12 +78,19 @@ async def hotpluggable_cpus(qmp: QMPSession) -> list[dict[str, Any]]:
     return sorted(slots, key=lambda s: tuple(int(s["props"].get(k, 0)) for k in order))
 
 
-async def set_vcpus(qmp: QMPSession, count: int) -> None:
-    """Plug the lowest free slots or unplug the highest present ones until ``count`` exist."""
+async def set_vcpus(qmp: QMPSession, count: int, budget: int | None = None) -> int:
+    """Plug the lowest free slots or unplug the highest present ones until ``count`` exist;
+    at most ``budget`` plugs (None: no limit). Returns how many vCPUs were plugged."""
     slots = await hotpluggable_cpus(qmp)
     present = [s for s in slots if "qom-path" in s]
-    if count > len(present):
-        for slot in [s for s in slots if "qom-path" not in s][: count - len(present)]:
+    wanted = max(0, count - len(present))
+    if budget is not None and wanted > budget:
+        raise ConflictError(
+            f"this QEMU process can create only {budget} more vCPU(s) under TCG (it never "
+            "frees a removed vCPU's translation context); the change applies after a restart"
+        )
+    if wanted:
+        for slot in [s for s in slots if "qom-path" not in s][:wanted]:
             props = slot["props"]
             ident = CPU_ID_PREFIX + "-".join(str(props[k]) for k in sorted(props))
             await qmp.execute("device_add", {"driver": slot["type"], "id": ident, **props})
@@ -91,6 +98,7 @@ async def set_vcpus(qmp: QMPSession, count: int) -> None:
         if slot is present[0]:
             raise InvalidInputError("the boot vCPU cannot be removed")
         await _unplug_cpu(qmp, str(slot["qom-path"]))
+    return wanted
 
 
 async def _unplug_cpu(qmp: QMPSession, path: str) -> None:
