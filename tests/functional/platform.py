@@ -99,6 +99,9 @@ def make_platform(tmp: Path, separate_audit: bool = True) -> tuple[Platform, Tes
     """
     (tmp / "console").mkdir(exist_ok=True)
     settings = Settings(data_dir=tmp, cache_dir=tmp / "cache", store="memory", driver="fake")
+    # Generous overcommit (64 vCPUs, 16 GiB on the 4-CPU, 4 GiB fake host): tests that start
+    # many instances are not about admission; tests/functional/test_resources.py sets its own.
+    settings.cpu_overcommit, settings.memory_overcommit = 16.0, 4.0
     platform = build_platform(settings, facts=FACTS)
     driver = TestDriver(tmp / "console")
     platform.driver = platform.agent.driver = driver

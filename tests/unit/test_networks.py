@@ -151,7 +151,8 @@ def test_network_nics_use_the_agents_taps() -> None:
     ]
     argv = _argv(InstanceSpec(name="a", image="t", nics=nics), {0: "vt1-0", 1: "vt1-1"})
     assert "-netdev tap,id=net0,ifname=vt1-0,script=no,downscript=no" in argv
-    assert "virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:00:00:01" in argv
-    assert "vmxnet3,netdev=net1,id=nic1" in argv
+    # q35: each NIC on its own hot-plug root port (rpN), so it can be removed live
+    assert "virtio-net-pci,netdev=net0,id=nic0,bus=rp0,mac=52:54:00:00:00:01" in argv
+    assert "vmxnet3,netdev=net1,id=nic1,bus=rp1" in argv
     legacy = InstanceSpec(name="a", image="t", nics=nics[:1], device_model=DeviceModel.EMULATED)
     assert "e1000,netdev=net0" in _argv(legacy, {0: "vt1-0"})

@@ -31,6 +31,7 @@ from virtfleet.api.routes import (
     metrics,
     networks,
     operations,
+    resources,
     session,
     tokens,
     users,
@@ -59,8 +60,8 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     # Outside everything else: refused requests (401, 403, 413...) are audited too.
     app.add_middleware(AuthMiddleware, services=services)
     app.add_middleware(AuditMiddleware, audit=services.audit)
-    modules = (instances, console, vnc, containers, images, host, operations, events, networks)
-    for module in modules:
+    modules = (instances, resources, console, vnc, containers, images, host, operations, events)
+    for module in (*modules, networks):
         app.include_router(module.router)
     for module in (session, users, tokens, audit_routes):
         app.include_router(module.router)

@@ -43,6 +43,8 @@ from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.collector import MetricsCollector
 from virtfleet.host.containers import ContainerHost, container_checks
 from virtfleet.host.facts import host_check, probe_host
+from virtfleet.host.usage import sample_usage
+from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.network.base import NetworkHost
 from virtfleet.network.fake import FakeNetworkManager
@@ -51,6 +53,7 @@ from virtfleet.service import Services
 from virtfleet.service.alerts import AlertService
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
+from virtfleet.service.capacity import CapacityService
 from virtfleet.service.containers import ContainerService, NoContainers
 from virtfleet.service.events import EventService
 from virtfleet.service.host import HostCheck, HostService
@@ -61,6 +64,7 @@ from virtfleet.service.metrics import MetricsService
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.notify import WebhookNotifier
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.resources import ResourceService
 from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
 from virtfleet.state.history import History, HistoryBackend, MemoryHistoryBackend
@@ -210,6 +214,9 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     tokens = TokenService(store)
     instances = InstanceService(store, images, facts, runner, events)
     instances.networks = NetworkService(store, networks, events)
+    ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
+    capacity = CapacityService(store, facts, ratios, sample_usage)
+    instances.capacity = capacity
     services = Services(
         instances=instances,
         images=ImageService(images, store, runner, events),
@@ -225,6 +232,8 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         alerts=alerts,
         containers=_containers(store, driver, facts, events),
         networks=instances.networks,
+        resources=ResourceService(store, instances, capacity, agent.live_stats, images),
+        capacity=capacity,
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 

@@ -49,6 +49,13 @@ class Settings:
     metrics_interval_s: float = 10.0  # how often the collector samples host and instances
     metrics_scrape_from_loopback: bool = False  # /metrics without a token from loopback
     alert_webhooks: list[str] = field(default_factory=list)  # URLs alerts are POSTed to
+    # Admission control: allocations may reach host CPUs x cpu ratio, memory x memory ratio.
+    cpu_overcommit: float = field(
+        default_factory=lambda: float(os.environ.get("VIRTFLEET_CPU_OVERCOMMIT", "4"))
+    )
+    memory_overcommit: float = field(
+        default_factory=lambda: float(os.environ.get("VIRTFLEET_MEMORY_OVERCOMMIT", "1"))
+    )
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()

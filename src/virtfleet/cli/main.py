@@ -18,7 +18,18 @@ import typer
 # Typer >= 0.20 vendors click; its usage errors are only exported from here.
 from typer._click.exceptions import UsageError
 
-from virtfleet.cli import auth, containers, context, images, metrics, misc, networks, remote, vm
+from virtfleet.cli import (
+    auth,
+    containers,
+    context,
+    images,
+    metrics,
+    misc,
+    networks,
+    remote,
+    vm,
+    vmset,
+)
 from virtfleet.client import ApiError
 from virtfleet.client.paths import DATA_DIR_ENV, default_data_dir
 from virtfleet.client.remotes import REMOTE_ENV
@@ -32,6 +43,7 @@ app = typer.Typer(
 app.add_typer(vm.app, name="vm")
 app.add_typer(containers.app, name="container")
 context.command(app, "exec")(containers.exec_cmd)
+vmset.install(vm.app, misc.host_app)
 app.add_typer(images.app, name="image")
 app.add_typer(networks.app, name="network")
 app.add_typer(misc.host_app, name="host")

@@ -16,6 +16,13 @@ import typer
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
 from virtfleet.cli.sizes import format_mib, parse_size_mib
+from virtfleet.cli.vmset import (
+    MaxMemoryOpt,
+    MaxVcpusOpt,
+    MinMemoryOpt,
+    create_bounds,
+    resource_rows,
+)
 from virtfleet.client import Instance
 from virtfleet.client.calls import Action
 from virtfleet.model.instance import Accel, DeviceModel, NicSpec, RestartPolicy
@@ -37,6 +44,9 @@ def create(
     image: Annotated[str, typer.Option("--image", help="Base image.", show_default=False)],
     vcpus: Annotated[int, typer.Option("--vcpus", help="Virtual CPUs.")] = 1,
     memory: Annotated[str, typer.Option("--memory", help="e.g. 512M, 2G; plain = MiB.")] = "256M",
+    max_memory: MaxMemoryOpt = None,
+    min_memory: MinMemoryOpt = None,
+    max_vcpus: MaxVcpusOpt = None,
     accel: Annotated[Accel, typer.Option("--accel")] = Accel.AUTO,
     device_model: Annotated[DeviceModel, typer.Option("--device-model")] = DeviceModel.VIRTIO,
     restart_policy: Annotated[RestartPolicy, typer.Option("--restart-policy")] = RestartPolicy.NO,
@@ -68,7 +78,9 @@ def create(
         memory_mib = parse_size_mib(memory)
     except ValueError as err:
         raise invalid(f"--memory: {err}") from err
+    bounds = create_bounds(max_memory, min_memory, max_vcpus)
     spec: dict[str, Any] = {
+        **bounds,
         "name": name,
         "image": image,
         "vcpus": vcpus,
@@ -137,8 +149,7 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("state", _state(i)),
             ("mode", i.mode),
             ("accel reason", st.accel_reason),
-            ("vcpus", s.vcpus),
-            ("memory", format_mib(s.memory_mib)),
+            *resource_rows(i, {}),
             ("devices", f"{s.device_model.value} (machine {s.machine})"),
             ("image", s.image),
             ("nics", ", ".join(_nic_text(n) for n in s.nics) or "none"),

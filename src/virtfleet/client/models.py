@@ -6,6 +6,7 @@ so an older client keeps working against a newer daemon.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,6 +23,7 @@ class Instance(BaseModel):
     desired: DesiredState
     mode: str
     addresses: list[NicAddress] = []
+    pending: list[dict[str, Any]] = []  # spec changes the running VM does not have yet
 
 
 class Image(BaseModel):

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from virtfleet.model.instance import Accel, InstanceSpec, InstanceStatus
+from virtfleet.model.instance import (
+    Accel,
+    DiskLimits,
+    DiskSpec,
+    InstanceSpec,
+    InstanceStatus,
+    NicSpec,
+)
 
 EventKind = Literal["running", "paused", "stopped", "crashed", "reset", "powerdown", "panicked"]
 
@@ -103,4 +110,38 @@ class SupportsGraphics(Protocol):
 
     async def screenshot(self, name: str) -> bytes:
         """The screen as PNG; ``InvalidStateError`` unless running or paused."""
+        ...
+
+
+@runtime_checkable
+class SupportsLiveResources(Protocol):
+    """A driver that changes a running instance's resources without a reboot.
+
+    Each call either takes effect or raises leaving the instance as it was (a
+    half-added device is removed again); none of them waits for the guest to
+    use what it got, except removals, which wait until the guest let go.
+    """
+
+    async def set_memory(self, name: str, target_mib: int) -> None:
+        """Move the balloon so the guest has ``target_mib`` (at most its boot RAM)."""
+        ...
+
+    async def set_vcpus(self, name: str, count: int) -> None:
+        """Hot-add or hot-remove vCPUs until ``count`` are present (up to maxcpus)."""
+        ...
+
+    async def add_disk(self, name: str, disk: DiskSpec, path: Path) -> None: ...
+
+    async def remove_disk(self, name: str, disk: str) -> None: ...
+
+    async def grow_disk(self, name: str, disk: str, size_bytes: int) -> None: ...
+
+    async def set_disk_limits(self, name: str, disk: str, limits: DiskLimits | None) -> None: ...
+
+    async def add_nic(self, name: str, nic_name: str, nic: NicSpec) -> None: ...
+
+    async def remove_nic(self, name: str, nic_name: str) -> None: ...
+
+    async def live_stats(self, name: str) -> dict[str, Any]:
+        """What the hypervisor sees now: balloon actual, guest memory statistics, vCPUs."""
         ...

@@ -15,9 +15,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from virtfleet.drivers.base import Driver, DriverEvent, DriverInfo, LaunchContext, SupportsGraphics
+from virtfleet.drivers.base import (
+    Driver,
+    DriverEvent,
+    DriverInfo,
+    LaunchContext,
+    SupportsGraphics,
+    SupportsLiveResources,
+)
+from virtfleet.drivers.stats import DriverStats, SupportsStats
 from virtfleet.errors import ConflictError
-from virtfleet.model.instance import InstanceSpec, InstanceStatus
+from virtfleet.model.instance import DiskLimits, DiskSpec, InstanceSpec, InstanceStatus, NicSpec
 
 
 class ContainerDriver(Driver, Protocol):
@@ -125,3 +133,43 @@ class RoutingDriver:
 
     def containers(self) -> ContainerDriver:
         return self.container
+
+    # -- VM-only capabilities: metrics counters and live resources ---------------------
+
+    async def stats(self, name: str) -> DriverStats:
+        driver = self.container if self.container.owns(name) else self.vm
+        if not isinstance(driver, SupportsStats):
+            return DriverStats(unavailable={"driver": f"{driver.name} keeps no counters"})
+        return await driver.stats(name)
+
+    def _live(self, name: str) -> SupportsLiveResources:
+        if self.container.owns(name) or not isinstance(self.vm, SupportsLiveResources):
+            raise ConflictError(f"instance {name!r} cannot change resources this way")
+        return self.vm
+
+    async def set_memory(self, name: str, target_mib: int) -> None:
+        await self._live(name).set_memory(name, target_mib)
+
+    async def set_vcpus(self, name: str, count: int) -> None:
+        await self._live(name).set_vcpus(name, count)
+
+    async def add_disk(self, name: str, disk: DiskSpec, path: Path) -> None:
+        await self._live(name).add_disk(name, disk, path)
+
+    async def remove_disk(self, name: str, disk: str) -> None:
+        await self._live(name).remove_disk(name, disk)
+
+    async def grow_disk(self, name: str, disk: str, size_bytes: int) -> None:
+        await self._live(name).grow_disk(name, disk, size_bytes)
+
+    async def set_disk_limits(self, name: str, disk: str, limits: DiskLimits | None) -> None:
+        await self._live(name).set_disk_limits(name, disk, limits)
+
+    async def add_nic(self, name: str, nic_name: str, nic: NicSpec) -> None:
+        await self._live(name).add_nic(name, nic_name, nic)
+
+    async def remove_nic(self, name: str, nic_name: str) -> None:
+        await self._live(name).remove_nic(name, nic_name)
+
+    async def live_stats(self, name: str) -> dict[str, Any]:
+        return await self._live(name).live_stats(name)

@@ -20,10 +20,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from virtfleet.drivers.base import Driver, DriverEvent, LaunchContext, SupportsGraphics
+from virtfleet.drivers.base import (
+    Driver,
+    DriverEvent,
+    LaunchContext,
+    SupportsGraphics,
+    SupportsLiveResources,
+)
 from virtfleet.errors import ConflictError, HostError, InvalidStateError, VirtfleetError
 from virtfleet.host.disks import DiskManager
 from virtfleet.host.nics import NicPlumber
+from virtfleet.host.resources import LiveApplier, cgroup_limits, launched
 from virtfleet.model.event import Event
 from virtfleet.model.host import HostFacts
 from virtfleet.model.instance import (
@@ -39,7 +46,6 @@ from virtfleet.state.repos import EventLog, InstanceRecord, InstanceRepo, instan
 from virtfleet.state.store import StateStore
 
 log = logging.getLogger(__name__)
-MEMORY_HEADROOM_MIB = 256  # QEMU's own needs above guest RAM, so it is never OOM-killed
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -117,7 +123,7 @@ class Agent:
             }
         )
         if found.power in (PowerState.RUNNING, PowerState.PAUSED) and self._vm_cgroups(rec.spec):
-            self._cgroups[rec.name] = self.cgroups.create(rec.name, **_limits(rec.spec))
+            self._cgroups[rec.name] = self.cgroups.create(rec.name, **cgroup_limits(rec.spec))
         await self._write_status(rec.name, status)
         if found.power is PowerState.CRASHED:
             await self._emit("instance.crashed", rec.name, found.reason)
@@ -165,6 +171,7 @@ class Agent:
         error: VirtfleetError | None = None
         try:
             await self._apply(rec)
+            await self._apply_live(rec.name)
         except VirtfleetError as err:
             error = err
             log.warning("%s: %s failed: %s", rec.name, desired.power.value, err.message)
@@ -224,9 +231,9 @@ class Agent:
         async with contextlib.AsyncExitStack() as undo:
             paths, created = await self.disks.ensure(spec)
             undo.callback(self.disks.discard, created)
-            cgroup = (
-                self.cgroups.create(rec.name, **_limits(spec)) if self._vm_cgroups(spec) else None
-            )
+            await self.disks.grow(spec, paths)
+            limits = cgroup_limits(spec)
+            cgroup = self.cgroups.create(rec.name, **limits) if self._vm_cgroups(spec) else None
             if cgroup is not None:
                 undo.callback(cgroup.remove)
             procs = tuple(cgroup.procs_files) if cgroup is not None else ()
@@ -253,11 +260,38 @@ class Agent:
                     "qemu_version": found.qemu_version,
                     "started_at": found.started_at,
                     "reason": "started",
+                    "applied": launched(spec),
                 }
             ),
         )
         mode = "container" if spec.kind == "container" else accel.value
         await self._emit("instance.started", rec.name, f"started ({mode})")
+        try:
+            await self._apply_live(rec.name)  # balloon target, disk throttling
+        except VirtfleetError as err:
+            await self._emit("instance.resize_failed", rec.name, err.message)
+
+    async def _apply_live(self, name: str) -> None:
+        """Bring a running VM's live resources to its spec; record what is live now."""
+        rec = await self.repo.find(name)
+        live = (PowerState.RUNNING, PowerState.PAUSED)
+        if rec is None or rec.status.applied is None or rec.status.power not in live:
+            return
+        if rec.spec.kind != "vm":
+            return  # containers change their limits through ContainerService (runtime update)
+        if not isinstance(self.driver, SupportsLiveResources):
+            return
+        was = rec.status.applied
+        applier = LiveApplier(self.driver, self.disks)
+        applied, error = await applier.apply(
+            name, was, rec.spec.normalized(), self._cgroups.get(name)
+        )
+        if applied != was:
+            status = (await self.repo.get(name)).status
+            await self._write_status(name, status.model_copy(update={"applied": applied}))
+            await self._emit("instance.resized", name, "resources changed live")
+        if error is not None:
+            raise error
 
     def _vm_cgroups(self, spec: InstanceSpec) -> bool:
         """The agent makes cgroups for VMs; a container's runtime makes its own (cgroupsPath)."""
@@ -357,6 +391,7 @@ class Agent:
         update: dict[str, Any] = {"power": power, "reason": reason}
         if power in (PowerState.STOPPED, PowerState.CRASHED):
             update["pid"] = None
+            update["applied"] = None
         await self._write_status(name, rec.status.model_copy(update=update))
 
     async def _write_status(self, name: str, status: InstanceStatus) -> None:
@@ -378,18 +413,16 @@ class Agent:
         graphics = self.driver if isinstance(self.driver, SupportsGraphics) else None
         return graphics.vnc_socket(name) if graphics else None
 
+    async def live_stats(self, name: str) -> dict[str, Any]:
+        """What the driver sees of a running VM's resources now (empty if it cannot say)."""
+        if not isinstance(self.driver, SupportsLiveResources):
+            return {}
+        try:
+            return await self.driver.live_stats(name)
+        except InvalidStateError:
+            return {}
+
     async def screenshot(self, name: str) -> bytes:
         if not isinstance(self.driver, SupportsGraphics):
             raise ConflictError(f"the {self.driver.name} driver gives instances no screen")
         return await self.driver.screenshot(name)
-
-
-def _limits(spec: InstanceSpec) -> dict[str, Any]:
-    """cgroup limits derived from the spec: its vCPUs plus one core for QEMU's own threads."""
-    memory_mib = spec.memory_mib + spec.memory_mib // 10 + MEMORY_HEADROOM_MIB
-    return {
-        "cpu_quota_pct": 100.0 * (spec.vcpus + 1),  # + one core for QEMU I/O and RCU threads
-        "cpu_weight": None,
-        "memory_max_bytes": memory_mib * 1024 * 1024,
-        "pids_max": None,
-    }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -77,6 +78,32 @@ class DiskManager:
             await _run([self.qemu_img, "check", "-q", "-f", "qcow2", str(path)])
         except ProcessError as err:
             raise ImageError(f"image {image!r} is corrupt: {err.message}") from err
+
+    async def grow(self, spec: InstanceSpec, paths: dict[str, Path]) -> None:
+        """Grow disk files smaller than their ``size_gib`` (resized while the VM was off).
+
+        Never shrinks: the service refused a smaller size, and a file larger than its
+        spec (an image bigger than asked) is left as it is.
+        """
+        for disk in spec.disks:
+            path = paths.get(disk.name)
+            if disk.size_gib is None or path is None:
+                continue
+            want = int(disk.size_gib * 1024) * 1024 * 1024
+            if want > await self.virtual_size(path):
+                await _run([self.qemu_img, "resize", "-q", "-f", "qcow2", str(path), str(want)])
+
+    async def virtual_size(self, path: Path) -> int:
+        proc = await asyncio.create_subprocess_exec(
+            *[self.qemu_img, "info", "-U", "--output=json", "-f", "qcow2", str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise ProcessError(f"qemu-img info {path.name} failed: {err.decode().strip()}")
+        return int(json.loads(out)["virtual-size"])
 
     def remove(self, instance: str) -> None:
         shutil.rmtree(self.dir(instance), ignore_errors=True)

@@ -58,11 +58,37 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+PerSecond = Annotated[int, Field(gt=0, le=2**53)]
+
+
+class DiskLimits(Strict):
+    """I/O throttling of one disk (QEMU throttle group named after the disk); None = unlimited.
+
+    A total limit and a read/write limit of the same kind exclude each other (QEMU's rule).
+    """
+
+    iops_total: PerSecond | None = None
+    iops_read: PerSecond | None = None
+    iops_write: PerSecond | None = None
+    bps_total: PerSecond | None = None
+    bps_read: PerSecond | None = None
+    bps_write: PerSecond | None = None
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> DiskLimits:
+        for kind in ("iops", "bps"):
+            split = getattr(self, f"{kind}_read") or getattr(self, f"{kind}_write")
+            if getattr(self, f"{kind}_total") and split:
+                raise ValueError(f"{kind}_total excludes {kind}_read/{kind}_write")
+        return self
+
+
 class DiskSpec(Strict):
     name: NameStr = "root"
     size_gib: Annotated[float, Field(gt=0, le=65536)] | None = None
     image: str | None = None
     boot: bool = False
+    limits: DiskLimits | None = None
 
     @field_validator("name")
     @classmethod
@@ -81,6 +107,7 @@ class NicSpec(Strict):
     # NIC too (fully emulated by QEMU; guests need its driver, as Debian's cloud kernel has).
     model: Literal["virtio", "e1000", "vmxnet3", "rtl8139"] | None = None
     restrict: bool = True
+    name: NameStr | None = None  # the device id; None = "nic<index>"
     mac: Annotated[str, Field(pattern=r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")] | None = None
 
     @model_validator(mode="after")
@@ -92,6 +119,11 @@ class NicSpec(Strict):
         if self.mac is not None and int(self.mac[:2], 16) & 1:
             raise ValueError(f"MAC {self.mac} is a multicast address")
         return self
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return None if v is None else validate_name(v, "NIC name")
 
 
 class BootSpec(Strict):
@@ -111,6 +143,11 @@ class InstanceSpec(Strict):
     vcpus: Annotated[int, Field(ge=1, le=MAX_VCPUS)] = 1
     max_vcpus: Annotated[int, Field(ge=1, le=MAX_VCPUS)] | None = None
     memory_mib: Annotated[int, Field(ge=MIN_MEMORY_MIB, le=16 * 1024 * 1024)] = 256
+    # RAM the VM boots with (QEMU -m; the balloon range's top); None = memory_mib.
+    max_memory_mib: Annotated[int, Field(ge=MIN_MEMORY_MIB, le=16 * 1024 * 1024)] | None = None
+    min_memory_mib: Annotated[int, Field(ge=MIN_MEMORY_MIB, le=16 * 1024 * 1024)] | None = None
+    cpu_limit_pct: Annotated[float, Field(gt=0, le=100 * MAX_VCPUS)] | None = None  # 100 = 1 core
+    cpu_weight: Annotated[int, Field(ge=1, le=10000)] | None = None  # cgroup v2 cpu.weight
     disks: list[DiskSpec] = Field(default_factory=list, max_length=16)
     nics: list[NicSpec] = Field(default_factory=list, max_length=8)
     boot: BootSpec = Field(default_factory=BootSpec)
@@ -128,13 +165,29 @@ class InstanceSpec(Strict):
     def _consistent(self) -> InstanceSpec:
         if self.max_vcpus is not None and self.max_vcpus < self.vcpus:
             raise ValueError(f"max_vcpus {self.max_vcpus} is below vcpus {self.vcpus}")
+        if self.memory_mib > self.boot_memory_mib:
+            raise ValueError(f"memory_mib {self.memory_mib} is above max_memory_mib")
+        if self.min_memory_mib is not None and self.min_memory_mib > self.memory_mib:
+            raise ValueError(f"memory_mib {self.memory_mib} is below min_memory_mib")
         names = [d.name for d in self.disks]
         if len(names) != len(set(names)):
             raise ValueError("disk names must be unique")
         wrong = _container_only(self) if self.kind == "vm" else _vm_only(self)
         if wrong:
             raise ValueError(f"{', '.join(wrong)} not valid for kind {self.kind!r}")
+        nics = self.nic_names
+        if len(nics) != len(set(nics)):
+            raise ValueError("NIC names must be unique")
         return self
+
+    @property
+    def boot_memory_mib(self) -> int:
+        """The RAM QEMU is started with; the balloon moves between the minimum and this."""
+        return self.max_memory_mib or self.memory_mib
+
+    @property
+    def nic_names(self) -> list[str]:
+        return [nic.name or f"nic{i}" for i, nic in enumerate(self.nics)]
 
     def normalized(self) -> InstanceSpec:
         """The spec with defaults made explicit: a root disk from ``image``, one boot disk."""
@@ -184,6 +237,9 @@ class InstanceStatus(BaseModel):
     observed_generation: int = 0
     error_code: str | None = None
     error_message: str | None = None
+    # The spec as it is live in the running process (None while stopped): the agent
+    # diffs the wanted spec against it and applies what can change without a reboot.
+    applied: InstanceSpec | None = None
 
 
 class DesiredState(BaseModel):

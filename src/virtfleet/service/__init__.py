@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from virtfleet.service.alerts import AlertService
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
+from virtfleet.service.capacity import CapacityService
 from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
 from virtfleet.service.containers import ContainerService
 from virtfleet.service.events import EventService
@@ -23,12 +24,14 @@ from virtfleet.service.instances import InstanceService
 from virtfleet.service.metrics import MetricsService
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.resources import ResourceService
 from virtfleet.service.tokens import TokenService
 
 __all__ = [
     "AlertService",
     "AuditService",
     "AuthService",
+    "CapacityService",
     "ConsoleAccess",
     "ConsoleTickets",
     "ContainerService",
@@ -40,6 +43,7 @@ __all__ = [
     "MetricsService",
     "NetworkService",
     "OperationRunner",
+    "ResourceService",
     "Services",
     "TokenService",
 ]
@@ -62,3 +66,5 @@ class Services:
     alerts: AlertService | None = None
     containers: ContainerService | None = None  # exec, live limits, rootfs snapshots
     networks: NetworkService | None = None  # None: no virtual networks (answers 503)
+    resources: ResourceService | None = None  # None: resources cannot be changed (PATCH 404s)
+    capacity: CapacityService | None = None

@@ -38,6 +38,8 @@ from virtfleet.model.instance import (
 from virtfleet.model.names import validate_name
 from virtfleet.model.network import NicAddress
 from virtfleet.model.operation import Operation
+from virtfleet.model.resources import Change, pending
+from virtfleet.service.capacity import CapacityService
 from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OpContext, OperationRunner
@@ -79,6 +81,7 @@ class Instance(BaseModel):
     desired: DesiredState
     mode: str  # "kvm"/"tcg" in use; when not running, what the next start would use
     addresses: list[NicAddress] = Field(default_factory=list)  # leased IPs of network NICs
+    pending: list[Change] = []  # spec changes the running VM does not have (yet)
 
     @classmethod
     def of(cls, rec: InstanceRecord, default_accel: str = "tcg") -> Instance:
@@ -89,7 +92,15 @@ class Instance(BaseModel):
             mode = rec.status.accel.value
         else:
             mode = default_accel if rec.spec.accel.value == "auto" else rec.spec.accel.value
-        return cls(name=rec.name, spec=rec.spec, status=rec.status, desired=rec.desired, mode=mode)
+        waiting = pending(rec.status.applied, rec.spec.normalized())
+        return cls(
+            name=rec.name,
+            spec=rec.spec,
+            status=rec.status,
+            desired=rec.desired,
+            mode=mode,
+            pending=waiting,
+        )
 
 
 def check_action(action: Action, power: str, force: bool = False) -> None:
@@ -131,6 +142,7 @@ class InstanceService:
         # Power state each instance will have once its queued operations are done: the
         # synchronous guards check against it so that queued requests do not fail.
         self._projected: dict[str, tuple[str, str]] = {}  # name -> (operation id, power)
+        self.capacity: CapacityService | None = None  # admission control, when wired
 
     async def list(self) -> builtins.list[Instance]:
         return [self._view(rec) for rec in await self._repo.list()]
@@ -161,6 +173,8 @@ class InstanceService:
         await self._validate_new(spec)
         if self.networks is not None:
             spec = await self.networks.prepare_nics(spec)  # networks exist; unique MACs
+        if start and self.capacity is not None:
+            await self.capacity.admit(spec.name, spec.memory_mib, spec.vcpus)
         power = DesiredPower.RUNNING if start else DesiredPower.STOPPED
         await self._repo.create(spec, DesiredState(power=power, generation=1))
         await self._emit("instance.created", spec.name, f"instance {spec.name} created")
@@ -200,6 +214,8 @@ class InstanceService:
         """
         rec = await self._repo.get(validate_name(name, "instance name"))
         check_action(action, self._expected_power(rec), force)
+        if action == "start" and self.capacity is not None:
+            await self.capacity.admit(name, rec.spec.memory_mib, rec.spec.vcpus)
         await claim(self._store, rec, if_match)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
@@ -256,6 +272,26 @@ class InstanceService:
             raise CapacityError(f"instance {spec.name!r} does not fit: " + "; ".join(short))
         if await self._repo.find(spec.name) is not None:
             raise AlreadyExistsError(f"instance {spec.name!r} already exists")
+
+    # -- for sibling services that change an instance (service/resources.py) -------------
+
+    async def submit_change(
+        self, kind: str, name: str, fn: Callable[[OpContext], Awaitable[dict[str, Any]]]
+    ) -> Operation:
+        """Queue ``fn`` as an operation on the instance, behind its earlier operations."""
+        return await self._submit(kind, name, fn, None)
+
+    async def next_generation(self, name: str) -> int:
+        """Bump the desired generation (desired state otherwise unchanged): the agent
+        reconciles the instance's spec again. Returns the generation to await."""
+        return await self._bump(name, lambda d, g: d.model_copy(update={"generation": g}))
+
+    async def await_generation(self, name: str, generation: int) -> InstanceRecord:
+        """Wait until the agent observed ``generation``; raise the error it recorded."""
+        return await self._await_generation(name, generation, self.wait_timeout_s)
+
+    def expected_power(self, rec: InstanceRecord) -> str:
+        return self._expected_power(rec)
 
     def _expected_power(self, rec: InstanceRecord) -> str:
         entry = self._projected.get(rec.name)

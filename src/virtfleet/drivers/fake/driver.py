@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
+from virtfleet.drivers.fake.live import FakeLive
 from virtfleet.drivers.stats import DriverStats
 from virtfleet.errors import InvalidInputError, InvalidStateError
 from virtfleet.model.instance import InstanceSpec, InstanceStatus, PowerState
@@ -24,7 +25,7 @@ from virtfleet.model.metrics import DiskIO
 _pids = itertools.count(100000)
 
 
-class FakeDriver:
+class FakeDriver(FakeLive):
     name = "fake"
 
     def __init__(self, start_delay_s: float = 0.0) -> None:

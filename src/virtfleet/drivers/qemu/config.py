@@ -22,6 +22,10 @@ TCG_TB_SIZE_MIB = 32
 VGA_MEM_MIB = 4
 SANDBOX = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
 HOSTNAME_FW_CFG = "opt/virtfleet/hostname"
+# Empty pcie-root-ports a q35 VM boots with, so disks and NICs can be hot-added
+# (PCIe hot-plug needs a port per device); every non-boot disk and NIC sits on its
+# own port as well, so it can be hot-removed (pcie.0 endpoints cannot).
+SPARE_HOTPLUG_PORTS = 8
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ def build_argv(
         *_qmp(paths),
         *_serial(paths),
         *_display(paths),
+        *_hotplug_ports(spec),
         *_disks(spec, ctx),
         *_nics(spec, ctx),
         *_paravirt(spec),
@@ -102,7 +107,11 @@ def _base(spec: InstanceSpec, paths: RunPaths, opts: QemuOptions) -> list[str]:
 def _machine(spec: InstanceSpec, ctx: LaunchContext, opts: QemuOptions) -> list[str]:
     if ctx.accel is Accel.KVM:
         return ["-machine", spec.machine, "-accel", "kvm"]
-    tcg = f"tcg,tb-size={opts.tb_size_mib}" if opts.tb_size_mib else "tcg"
+    # A hot-added vCPU needs a free TCG code region; with a bounded cache the boot vCPUs
+    # may hold them all and QEMU 10 aborts (tcg/region.c assertion, measured on a
+    # re-plug): VMs that can hot-plug vCPUs keep QEMU's default cache.
+    hotplug = (spec.max_vcpus or spec.vcpus) > spec.vcpus
+    tcg = f"tcg,tb-size={opts.tb_size_mib}" if opts.tb_size_mib and not hotplug else "tcg"
     return ["-machine", spec.machine, "-accel", tcg]
 
 
@@ -113,7 +122,10 @@ def _cpu(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
 
 
 def _memory(spec: InstanceSpec) -> list[str]:
-    return ["-m", f"{spec.memory_mib}M"]
+    # The balloon starts the guest at its boot RAM; the agent then sets memory_mib.
+    # Emulated devices have no balloon: the guest gets memory_mib itself.
+    virtio = spec.device_model is DeviceModel.VIRTIO
+    return ["-m", f"{spec.boot_memory_mib if virtio else spec.memory_mib}M"]
 
 
 def _sandbox(opts: QemuOptions) -> list[str]:
@@ -148,6 +160,26 @@ def _display(paths: RunPaths) -> list[str]:
     return ["-device", f"VGA,id=video0,vgamem_mb={VGA_MEM_MIB}", "-vnc", f"unix:{_opt(paths.vnc)}"]
 
 
+def port_of(spec: InstanceSpec) -> dict[str, str]:
+    """The root port each hot-removable device sits on ("disk:NAME"/"nic:NAME" -> "rpN")."""
+    if spec.device_model is not DeviceModel.VIRTIO:
+        return {}
+    keys = [f"disk:{d.name}" for d in spec.disks if not d.boot]
+    keys += [f"nic:{n}" for n in spec.nic_names]
+    return {key: f"rp{i}" for i, key in enumerate(keys)}
+
+
+def _hotplug_ports(spec: InstanceSpec) -> list[str]:
+    if spec.device_model is not DeviceModel.VIRTIO:
+        return []  # i440fx: ACPI hot-plug on pci.0 itself, no ports needed
+    args: list[str] = []
+    for i in range(len(port_of(spec)) + SPARE_HOTPLUG_PORTS):
+        # Eight functions per slot from 0x10 up, as multifunction root ports.
+        addr = f"{0x10 + i // 8:#x}.{i % 8}" + (",multifunction=on" if i % 8 == 0 else "")
+        args += ["-device", f"pcie-root-port,id=rp{i},bus=pcie.0,chassis={i + 1},addr={addr}"]
+    return args
+
+
 def _disks(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
     args: list[str] = []
     for index, disk in enumerate(spec.disks):
@@ -165,7 +197,9 @@ def _disks(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
 def _disk_device(spec: InstanceSpec, node: str, name: str, index: int, boot: bool) -> str:
     boot_opt = ",bootindex=1" if boot else ""
     if spec.device_model is DeviceModel.VIRTIO:
-        return f"virtio-blk-pci,drive={node},id=dev-{name}{boot_opt}"
+        port = port_of(spec).get(f"disk:{name}")
+        bus = f",bus={port}" if port else ""
+        return f"virtio-blk-pci,drive={node},id=dev-{name}{bus}{boot_opt}"
     # i440fx IDE: two channels with two units each.
     return f"ide-hd,drive={node},id=dev-{name},bus=ide.{index // 2},unit={index % 2}{boot_opt}"
 
@@ -181,7 +215,8 @@ _NIC_DEVICES = {
 def _nics(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
     args: list[str] = []
     default = "virtio" if spec.device_model is DeviceModel.VIRTIO else "e1000"
-    for index, nic in enumerate(spec.nics):
+    ports = port_of(spec)
+    for index, (name, nic) in enumerate(zip(spec.nic_names, spec.nics, strict=True)):
         if nic.mode == "network":
             # The agent made the tap (root) before launch; QEMU only opens it, no scripts.
             netdev = f"tap,id=net{index},ifname={ctx.taps[index]},script=no,downscript=no"
@@ -189,8 +224,9 @@ def _nics(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
             netdev = f"user,id=net{index},restrict={'on' if nic.restrict else 'off'}"
         args += ["-netdev", netdev]
         mac = f",mac={nic.mac}" if nic.mac else ""
+        bus = f",bus={ports[f'nic:{name}']}" if f"nic:{name}" in ports else ""
         device = _NIC_DEVICES[nic.model or default]
-        args += ["-device", f"{device},netdev=net{index},id=nic{index}{mac}"]
+        args += ["-device", f"{device},netdev=net{index},id={name}{bus}{mac}"]
     return args
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
 from virtfleet.drivers.qemu import process
 from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
+from virtfleet.drivers.qemu.hotplug import LiveResources, hotplug_ports, require, smp_of
+from virtfleet.drivers.qemu.live import enable_balloon_stats
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.drivers.qemu.runtime import RuntimeRecord, load, save
 from virtfleet.drivers.qemu.stats import collect
@@ -58,7 +60,7 @@ class _VM:
     gone: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class QemuDriver:
+class QemuDriver(LiveResources):
     name = "qemu"
 
     def __init__(self, run_root: Path, qemu_version: str, opts: QemuOptions | None = None) -> None:
@@ -110,7 +112,8 @@ class QemuDriver:
                 disks={k: str(v) for k, v in ctx.disks.items()},
             )
             save(record, paths.record)
-            await self._attach(record, paths, fresh=True)
+            vm = await self._attach(record, paths, fresh=True)
+            await enable_balloon_stats(vm.qmp)
         except BaseException:
             process.kill(pid)
             paths.record.unlink(missing_ok=True)
@@ -222,6 +225,26 @@ class QemuDriver:
         if vm is None:
             raise InvalidStateError("stopped", ["running", "paused"])
         await vm.qmp.system_reset()
+
+    def _monitor(self, name: str, *, running: bool = True) -> tuple[QMPSession, list[str]]:
+        vm = self._vms.get(name)
+        if vm is None:
+            raise InvalidStateError("stopped", "running")
+        require(vm.power.value, running)
+        return vm.qmp, hotplug_ports(vm.record.argv)
+
+    def _vcpu_budget(self, name: str) -> int | None:
+        vm = self._vms.get(name)
+        if vm is None or vm.record.accel != Accel.TCG.value:
+            return None
+        boot, top = smp_of(vm.record.argv)
+        return max(0, top - boot - vm.record.vcpus_hotplugged)
+
+    def _vcpus_created(self, name: str, count: int) -> None:
+        vm = self._vms.get(name)
+        if vm is not None and count:
+            vm.record.vcpus_hotplugged += count
+            save(vm.record, vm.paths.record)
 
     def _require(self, name: str, state: PowerState) -> _VM:
         vm = self._vms.get(name)

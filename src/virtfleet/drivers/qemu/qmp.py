@@ -300,17 +300,25 @@ class QMPSession:
     async def screendump_fd(self, fd: int, fmt: str = "png") -> None:
         """Screendump into ``fd`` (opened write-only by us): QEMU running as another user cannot
         open our run directory. The fd goes by SCM_RIGHTS into an fdset (QMP ``add-fd``)."""
+        fdset = await self.add_fd(fd)
+        try:
+            await self._execute("screendump", {"filename": f"/dev/fdset/{fdset}", "format": fmt})
+        finally:
+            await self._execute("remove-fd", {"fdset-id": fdset})
+
+    async def add_fd(self, fd: int) -> int:
+        """Pass ``fd`` into a new fdset (QMP ``add-fd``); QEMU opens it as ``/dev/fdset/<id>``."""
         async with self._fd_lock:
             try:
                 self._client.send_fd_scm(fd)
             except (OSError, _LibQMPError) as err:
                 raise self._translate("add-fd", None, err) from err
             reply = _as_dict("add-fd", await self._execute("add-fd"))
-        fdset = reply.get("fdset-id")
-        try:
-            await self._execute("screendump", {"filename": f"/dev/fdset/{fdset}", "format": fmt})
-        finally:
-            await self._execute("remove-fd", {"fdset-id": fdset})
+        return int(reply.get("fdset-id", -1))
+
+    async def execute(self, cmd: str, args: Mapping[str, object] | None = None) -> object:
+        """Any command, for the typed wrappers in sibling modules (drivers/qemu/live.py)."""
+        return await self._execute(cmd, args)
 
     async def query_cpus_fast(self) -> list[dict[str, Any]]:
         reply = await self._execute("query-cpus-fast")

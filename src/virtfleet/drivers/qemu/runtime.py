@@ -36,6 +36,7 @@ class RuntimeRecord(BaseModel):
     machine: str
     device_model: str
     disks: dict[str, str] = Field(default_factory=dict)
+    vcpus_hotplugged: int = 0  # vCPU creations since launch (TCG never frees their contexts)
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def process_alive(self) -> bool:

@@ -11,6 +11,7 @@ import { metricsPanel } from "../components/metrics.js";
 import { containerPanel } from "./container.js";
 
 import { addressText, instanceNetworks } from "./networks.js";
+import { hardwarePanel } from "../components/resources.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"]];
@@ -28,7 +29,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
   const status = h("p.notice.notice-error", { role: "alert", hidden: true });
   const tabs = tabView([
     { id: "summary", label: "Summary", render: (p) => summary(p, () => instance) },
-    { id: "hardware", label: "Hardware", render: (p) => hardware(p, instance) },
+    { id: "hardware", label: "Hardware", render: (p) => drawHardware(p) },
     { id: "console", label: "Console", render: (p) => consoles(p, () => instance) },
     ...(instance.spec.kind === "container"
       ? [{ id: "container", label: "Container", render: (p) => containerPanel(p, () => instance, reload) }] : []),
@@ -76,6 +77,11 @@ export async function renderInstance(main, name, initialTab = "summary") {
     drawHead();
     const current = main.querySelector("[role=tab][aria-selected=true]");
     if (current && current.dataset.tab === "summary") summaryRefresh();
+  }
+
+  function drawHardware(panel, message = "") {
+    panel.replaceChildren();
+    hardwarePanel(panel, instance, async (done) => { await reload(); drawHardware(panel, done); }, message);
   }
 
   let summaryRefresh = () => {};
@@ -143,20 +149,6 @@ function screenshot(i) {
     figure.replaceChildren(h("div.screenshot-off", {}, "Screenshot not available."));
   }, { once: true });
   return figure;
-}
-
-function hardware(panel, i) {
-  const spec = i.spec;
-  panel.append(h("dl.facts", {},
-    fact("Kind", spec.kind === "container" ? "container (OS-level)" : "virtual machine"),
-    fact("vCPUs", String(spec.vcpus), spec.max_vcpus ? ` (max ${spec.max_vcpus})` : ""),
-    fact("Memory", mib(spec.memory_mib)),
-    fact("Acceleration (requested)", spec.accel),
-    fact("Acceleration (in use)", modeBadge(modeOf(i))),
-    fact("Device model", devicesLabel(spec.device_model)),
-    fact("Disks", spec.disks.length ? spec.disks.map((d) => `${d.name}${d.size_gib ? ` ${d.size_gib} GiB` : ""}${d.image ? ` from ${d.image}` : ""}`).join(", ") : `root from ${spec.image || DASH}`),
-    fact("Network", spec.nics.length ? spec.nics.map((n) => `${n.mode}${n.mac ? ` ${n.mac}` : ""}`).join(", ") : "none"),
-    fact("Restart policy", spec.restart_policy)));
 }
 
 function consoles(panel, getInstance) {
