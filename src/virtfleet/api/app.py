@@ -24,11 +24,13 @@ from virtfleet.api.routes import audit as audit_routes
 from virtfleet.api.routes import (
     console,
     events,
+    guest,
     host,
     images,
     instances,
     operations,
     session,
+    templates,
     tokens,
     users,
     vnc,
@@ -57,6 +59,8 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     app.add_middleware(AuthMiddleware, services=services)
     app.add_middleware(AuditMiddleware, audit=services.audit)
     for module in (instances, console, vnc, images, host, operations, events):
+        app.include_router(module.router)
+    for module in (templates, guest):
         app.include_router(module.router)
     for module in (session, users, tokens, audit_routes):
         app.include_router(module.router)

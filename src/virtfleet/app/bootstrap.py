@@ -39,16 +39,19 @@ from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.driver import QemuDriver
 from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.facts import host_check, probe_host
+from virtfleet.host.guest import GuestAgents
 from virtfleet.model.host import HostFacts
 from virtfleet.service import Services
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
 from virtfleet.service.events import EventService
+from virtfleet.service.guest import GuestService
 from virtfleet.service.host import HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
 from virtfleet.state.memory import MemoryStore
@@ -151,8 +154,9 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     )
     runner = OperationRunner(store, events)
     tokens = TokenService(store)
+    instances = InstanceService(store, images, facts, runner, events)
     services = Services(
-        instances=InstanceService(store, images, facts, runner, events),
+        instances=instances,
         images=ImageService(images, store, runner, events),
         operations=runner,
         host=HostService(facts, host_check),
@@ -162,6 +166,8 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         audit=AuditService(AuditLog(store)),
         console=agent,
         idempotency=IdempotencyService(store),
+        templates=TemplateService(images, store, instances, runner, events, settings.disks_dir),
+        guests=GuestService(store, GuestAgents(settings.run_dir)),
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI())
 

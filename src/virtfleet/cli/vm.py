@@ -16,8 +16,9 @@ import typer
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
 from virtfleet.cli.sizes import format_mib, parse_size_mib
-from virtfleet.client import Instance
+from virtfleet.client import Instance, imaging
 from virtfleet.client.calls import Action
+from virtfleet.model.guest import GuestInfo
 from virtfleet.model.instance import Accel, DeviceModel, RestartPolicy
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
@@ -33,8 +34,20 @@ class Nic(StrEnum):
 
 @command(app, "create")
 def create(
-    name: NameArg,
-    image: Annotated[str, typer.Option("--image", help="Base image.", show_default=False)],
+    names: Annotated[
+        list[str], typer.Argument(help="Name(s); web-{1..10} expands.", show_default=False)
+    ],
+    image: Annotated[str | None, typer.Option("--image", help="Base image.")] = None,
+    template: Annotated[str | None, typer.Option("--from", help="Clone from a template.")] = None,
+    full: Annotated[
+        bool, typer.Option("--full/--linked", help="Full copy or linked clone.")
+    ] = False,
+    count: Annotated[int | None, typer.Option("--count", help="NAME-1 .. NAME-N.")] = None,
+    hostname: Annotated[str | None, typer.Option("--hostname", help="cloud-init hostname.")] = None,
+    user_data: Annotated[
+        Path | None, typer.Option("--user-data", help="cloud-init user-data.")
+    ] = None,
+    agent: Annotated[bool, typer.Option("--agent", help="Guest agent channel.")] = False,
     vcpus: Annotated[int, typer.Option("--vcpus", help="Virtual CPUs.")] = 1,
     memory: Annotated[str, typer.Option("--memory", help="e.g. 512M, 2G; plain = MiB.")] = "256M",
     accel: Annotated[Accel, typer.Option("--accel")] = Accel.AUTO,
@@ -45,12 +58,21 @@ def create(
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a VM from an image."""
+    """Create a VM from an image, or VMs from a template (--from; all or nothing)."""
+    cloud = _cloud_init(hostname, user_data)
+    if template is not None:
+        _clone(template, names, count, full, start, cloud, no_wait=no_wait, json_out=json_out)
+        return
+    if image is None or len(names) != 1 or count is not None:
+        raise invalid("give one NAME and --image, or --from TEMPLATE for several")
+    name = names[0]
     try:
         memory_mib = parse_size_mib(memory)
     except ValueError as err:
         raise invalid(f"--memory: {err}") from err
     spec: dict[str, Any] = {
+        "cloud_init": cloud,
+        "guest_agent": agent,
         "name": name,
         "image": image,
         "vcpus": vcpus,
@@ -65,6 +87,35 @@ def create(
     label = f"creating {name}" + (" and starting it" if start else "")
     if output.run_operation(client, op, label, as_json=json_out, no_wait=no_wait):
         output.done(f"{name} created" + (" and started" if start else ""), json_out)
+
+
+def _cloud_init(hostname: str | None, user_data: Path | None) -> dict[str, Any] | None:
+    cloud: dict[str, Any] = {}
+    if hostname:
+        cloud["hostname"] = hostname
+    if user_data is not None:
+        try:
+            cloud["user_data"] = user_data.read_text()
+        except OSError as err:
+            raise invalid(f"--user-data: {err}") from err
+    return cloud or None
+
+
+def _clone(
+    template: str, names: list[str], count: int | None, full: bool, start: bool,
+    cloud: dict[str, Any] | None, *, no_wait: bool, json_out: bool,
+) -> None:  # fmt: skip
+    client = get_client()
+    mode = "full" if full else "linked"
+    call = imaging.clone_template(
+        template, names, count=count, clone=mode, start=start, cloud_init=cloud
+    )
+    op = client.call(call)
+    label = f"creating {mode} clones of {template}"
+    done = output.run_operation(client, op, label, as_json=json_out, no_wait=no_wait)
+    if done is not None:
+        made = ", ".join(done.result.get("instances", []))
+        output.done(f"created {made}" + (" and started them" if start else ""), json_out)
 
 
 @command(app, "list")
@@ -99,9 +150,11 @@ def _state(i: Instance) -> str:
 @command(app, "show")
 def show(name: NameArg, json_out: JsonOpt = False) -> None:
     """Show one VM in detail."""
-    i = get_client().get_instance(name)
+    client = get_client()
+    i = client.get_instance(name)
+    guest = client.call(imaging.guest_info(name)) if i.spec.guest_agent else None
     if json_out:
-        output.print_json(i)
+        output.print_json({**i.model_dump(mode="json"), "guest": guest} if guest else i)
         return
     s, st = i.spec, i.status
     error = f"{st.error_message} [{st.error_code}]" if st.error_code else None
@@ -128,8 +181,23 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
                 f"{i.desired.power.value} (generation {i.desired.generation}, "
                 f"observed {st.observed_generation})",
             ),
+            *_guest_fields(guest),
         ]
     )
+
+
+def _guest_fields(guest: GuestInfo | None) -> list[tuple[str, Any]]:
+    if guest is None:
+        return []
+    if not guest.agent:
+        return [("guest agent", f"no answer ({guest.error})")]
+    nics = "; ".join(f"{n.name} {' '.join(n.addresses)}".strip() for n in guest.interfaces)
+    return [
+        ("guest agent", "ping ok"),
+        ("guest os", f"{guest.os_name} (kernel {guest.kernel})"),
+        ("guest hostname", guest.hostname),
+        ("guest interfaces", nics),
+    ]
 
 
 def _power(

@@ -6,6 +6,7 @@ so an older client keeps working against a newer daemon.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -33,3 +34,6 @@ class Image(BaseModel):
     sha256: str
     builder: str
     created_at: datetime
+    kind: str = "image"
+    source: str = ""
+    defaults: dict[str, Any] | None = None

@@ -41,6 +41,7 @@ class LaunchContext:
     disks: dict[str, Path]
     cgroup_procs: tuple[Path, ...] = ()
     hostname: str = ""
+    cidata: Path | None = None  # a NoCloud seed ISO to attach as a read-only CD-ROM
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,8 @@ class Agent:
             if cgroup is not None:
                 undo.callback(cgroup.remove)
             procs = tuple(cgroup.procs_files) if cgroup is not None else ()
-            ctx = LaunchContext(accel, reason, paths, procs, hostname=spec.name)
+            seed = await self.disks.seed(spec)
+            ctx = LaunchContext(accel, reason, paths, procs, hostname=spec.name, cidata=seed)
             try:
                 found = await self.driver.start(spec, ctx)
             except BaseException:

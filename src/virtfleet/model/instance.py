@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from virtfleet.model.cloudinit import CloudInit
 from virtfleet.model.names import NameStr, validate_name
 
 MIN_MEMORY_MIB = 64
@@ -101,6 +102,9 @@ class InstanceSpec(Strict):
     accel: Accel = Accel.AUTO
     device_model: DeviceModel = DeviceModel.VIRTIO
     restart_policy: RestartPolicy = RestartPolicy.NO
+    # A NoCloud seed CD-ROM (CIDATA) is attached when set (model.cloudinit.CloudInit).
+    cloud_init: CloudInit | None = None
+    guest_agent: bool = False  # a virtio-serial channel for qemu-guest-agent
 
     @field_validator("name")
     @classmethod

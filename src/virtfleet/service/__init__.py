@@ -14,11 +14,13 @@ from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
 from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
 from virtfleet.service.events import EventService
+from virtfleet.service.guest import GuestService
 from virtfleet.service.host import HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
 
 __all__ = [
@@ -27,12 +29,14 @@ __all__ = [
     "ConsoleAccess",
     "ConsoleTickets",
     "EventService",
+    "GuestService",
     "HostService",
     "IdempotencyService",
     "ImageService",
     "InstanceService",
     "OperationRunner",
     "Services",
+    "TemplateService",
     "TokenService",
 ]
 
@@ -50,3 +54,5 @@ class Services:
     console: ConsoleAccess = field(default_factory=NoConsole)
     console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
     idempotency: IdempotencyService | None = None  # None: Idempotency-Key is ignored
+    templates: TemplateService | None = None  # None: no templates/clones (fakes)
+    guests: GuestService | None = None  # None: no guest agents
