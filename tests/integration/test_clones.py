@@ -9,11 +9,14 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from virtfleet.client import ApiError
 from virtfleet.client import imaging as calls
+from virtfleet.client.calls import Call
+from virtfleet.model.operation import Operation
 
 from .conftest import Daemon, module_daemon
 
@@ -25,8 +28,8 @@ def d(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Daemon]:
     yield from module_daemon(request)
 
 
-def _run_op(d: Daemon, call: object) -> dict[str, object]:
-    op = d.client.call(call)  # type: ignore[arg-type]
+def _run_op(d: Daemon, call: Call[Operation]) -> dict[str, Any]:
+    op = d.client.call(call)
     done = d.client.wait_operation(op.id, timeout_s=300)
     assert done.status == "success", done
     return done.result
