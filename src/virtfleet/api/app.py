@@ -29,6 +29,7 @@ from virtfleet.api.routes import (
     images,
     instances,
     operations,
+    ova,
     session,
     templates,
     tokens,
@@ -60,7 +61,7 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     app.add_middleware(AuditMiddleware, audit=services.audit)
     for module in (instances, console, vnc, images, host, operations, events):
         app.include_router(module.router)
-    for module in (templates, guest):
+    for module in (templates, guest, ova):
         app.include_router(module.router)
     for module in (session, users, tokens, audit_routes):
         app.include_router(module.router)

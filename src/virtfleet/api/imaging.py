@@ -64,3 +64,13 @@ class CloneTemplate(Strict):
     def overrides(self) -> dict[str, Any]:
         fields = {"vcpus": self.vcpus, "memory_mib": self.memory_mib}
         return {k: v for k, v in fields.items() if v is not None}
+
+
+class ImportOva(Strict):
+    path: HostPath
+    name: str | None = None  # default: from the OVF's system name
+    start: bool = False
+
+
+class ExportOva(Strict):
+    path: HostPath

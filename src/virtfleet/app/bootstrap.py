@@ -51,6 +51,7 @@ from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.ova import OvaService
 from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
@@ -168,6 +169,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         idempotency=IdempotencyService(store),
         templates=TemplateService(images, store, instances, runner, events, settings.disks_dir),
         guests=GuestService(store, GuestAgents(settings.run_dir)),
+        ova=OvaService(images, store, instances, runner, settings.disks_dir),
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI())
 

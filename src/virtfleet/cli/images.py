@@ -55,6 +55,27 @@ def import_(
         output.done(f"image {name} imported", json_out)
 
 
+@command(app, "import-ova")
+def import_ova(
+    path: Annotated[str, typer.Argument(help="OVA file on the daemon's host.", show_default=False)],
+    name: Annotated[
+        str | None, typer.Option("--name", help="VM name (default: from the OVF).")
+    ] = None,
+    start: Annotated[bool, typer.Option("--start", help="Start the VM once imported.")] = False,
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import an OVA/OVF package (VMware, VirtualBox...) as images plus a ready VM."""
+    client = get_client()
+    op = client.call(imaging.import_ova(str(Path(path).absolute()), name, start))
+    done = output.run_operation(client, op, f"importing {path}", as_json=json_out, no_wait=no_wait)
+    if done is not None:
+        note = done.result.get("note") or ""
+        output.done(
+            f"VM {done.result.get('instance')} imported" + (f" ({note})" if note else ""), json_out
+        )
+
+
 @command(app, "export")
 def export(
     name: NameArg,

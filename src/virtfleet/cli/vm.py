@@ -118,6 +118,22 @@ def _clone(
         output.done(f"created {made}" + (" and started them" if start else ""), json_out)
 
 
+@command(app, "export")
+def export(
+    name: NameArg,
+    path: Annotated[
+        str, typer.Argument(help="New .ova file on the daemon's host.", show_default=False)
+    ],
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export a stopped VM as an OVA package (OVF + streamOptimized VMDK disks)."""
+    client = get_client()
+    op = client.call(imaging.export_ova(name, str(Path(path).absolute())))
+    if output.run_operation(client, op, f"exporting {name}", as_json=json_out, no_wait=no_wait):
+        output.done(f"{name} exported to {path}", json_out)
+
+
 @command(app, "list")
 def list_(json_out: JsonOpt = False) -> None:
     """List VMs: state, virtualization mode (kvm/tcg), size, device model, image."""

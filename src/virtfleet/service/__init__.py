@@ -20,6 +20,7 @@ from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.ova import OvaService
 from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
 
@@ -35,6 +36,7 @@ __all__ = [
     "ImageService",
     "InstanceService",
     "OperationRunner",
+    "OvaService",
     "Services",
     "TemplateService",
     "TokenService",
@@ -56,3 +58,4 @@ class Services:
     idempotency: IdempotencyService | None = None  # None: Idempotency-Key is ignored
     templates: TemplateService | None = None  # None: no templates/clones (fakes)
     guests: GuestService | None = None  # None: no guest agents
+    ova: OvaService | None = None  # None: no OVA import/export

@@ -62,9 +62,14 @@ def _tiny_builder() -> Builder:
     return cast(Builder, module.build_tiny)
 
 
+def _debian12_builder() -> Builder:
+    module = importlib.import_module("virtfleet.storage.debian")
+    return cast(Builder, module.build_debian12)
+
+
 def default_builders() -> dict[str, Callable[[], Builder]]:
     """Builder name -> loader of the builder function."""
-    return {"tiny": _tiny_builder}
+    return {"tiny": _tiny_builder, "debian-12": _debian12_builder}
 
 
 class ImageStore:
