@@ -146,7 +146,17 @@ def _assemble(raw: Path, kernel: Path, initrd: Path, root: Path, work: Path) -> 
         f"  LINUX /vmlinuz\n  INITRD /initrd.img\n  APPEND {CMDLINE}\n"
     )
     _run(
-        ["mkfs.fat", "-n", "DEBBOOT", "--offset", str(BOOT_START_SECTOR), raw, str(BOOT_MIB * 1024)]
+        [
+            "mkfs.fat",
+            "-F",
+            "16",
+            "-n",
+            "DEBBOOT",
+            "--offset",
+            str(BOOT_START_SECTOR),
+            raw,
+            str(BOOT_MIB * 1024),
+        ]
     )
     for source, name in ((kernel, "vmlinuz"), (initrd, "initrd.img"), (config, "syslinux.cfg")):
         _run(["mcopy", "-i", f"{raw}@@{offset}", source, f"::/{name}"])
