@@ -85,9 +85,17 @@ class GuestAgent:
     async def interfaces(self) -> list[dict[str, Any]]:
         return list(await self.execute("guest-network-get-interfaces"))
 
-    async def shutdown(self, mode: str = "powerdown") -> None:
-        """Ask the guest OS to shut down (the agent sends no reply on success)."""
-        await self.execute("guest-shutdown", {"mode": mode}, reply=False)
+    async def shutdown(self, mode: str = "powerdown", grace_s: float = 3.0) -> None:
+        """Ask the guest OS to shut down.
+
+        The agent sends no reply on success, only an error (e.g. its shutdown command
+        failed): silence for ``grace_s`` (or the channel closing) counts as success.
+        """
+        try:
+            await self.execute("guest-shutdown", {"mode": mode}, timeout_s=grace_s)
+        except GuestAgentError as err:
+            if err.details.get("refused"):  # an answer: the guest did not shut down
+                raise
 
     async def fsfreeze(self) -> int:
         """Freeze every guest filesystem; the number frozen."""
@@ -120,5 +128,5 @@ def _result(command: str, data: dict[str, Any]) -> Any:
     if "error" in data:
         err = data["error"]
         desc = err.get("desc", err) if isinstance(err, dict) else err
-        raise GuestAgentError(f"guest agent refused {command}: {desc}")
+        raise GuestAgentError(f"guest agent refused {command}: {desc}", refused=True)
     return data.get("return")
