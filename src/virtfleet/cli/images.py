@@ -17,18 +17,24 @@ from virtfleet.client import imaging
 
 app = typer.Typer(help="Base images.", no_args_is_help=True)
 NameArg = Annotated[str, typer.Argument(help="Image name.", show_default=False)]
+NAMED_BUILDERS = ("tiny", "debian-12")  # `image build debian-12` needs no --builder
 
 
 @command(app, "build")
 def build(
     name: NameArg,
-    builder: Annotated[str, typer.Option("--builder", help="Image builder.")] = "tiny",
+    builder: Annotated[
+        str | None,
+        typer.Option("--builder", help="Image builder (default: NAME if one, else tiny)."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild an existing image.")] = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Build an image with a builder (default: tiny, a minimal Linux guest)."""
+    """Build an image: tiny (a minimal busybox guest) or debian-12 (debootstrap, cloud-init,
+    qemu-guest-agent; a few minutes cold, cached)."""
     client = get_client()
+    builder = builder or (name if name in NAMED_BUILDERS else "tiny")
     op = client.build_image(name, builder=builder, force=force)
     if output.run_operation(client, op, f"building {name}", as_json=json_out, no_wait=no_wait):
         output.done(f"image {name} built", json_out)
