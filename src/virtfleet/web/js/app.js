@@ -7,6 +7,7 @@ import { renderLogin } from "./pages/login.js";
 import { renderDashboard } from "./pages/dashboard.js";
 import { renderInstances } from "./pages/instances.js";
 import { renderInstance } from "./pages/instance.js";
+import { renderImages } from "./pages/images.js";
 
 const main = document.getElementById("main");
 let leave = null; // the current page's clean-up (closes websockets, timers)
@@ -15,6 +16,7 @@ const ROUTES = [
   [/^#?\/?$/, "dashboard", () => renderDashboard(main)],
   [/^#\/instances$/, "instances", () => renderInstances(main)],
   [/^#\/instances\/([a-z0-9-]+)(?:\/([a-z]+))?$/, "instances", (m) => renderInstance(main, m[1], m[2])],
+  [/^#\/images$/, "images", () => renderImages(main)],
 ];
 
 async function route() {
