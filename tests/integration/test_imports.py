@@ -122,3 +122,13 @@ def test_export_round_trip(d: Daemon, source: Path, tmp_path: Path) -> None:
     with pytest.raises(ApiError) as err:
         d.client.call(calls.export_image("exp-src", str(tmp_path / "out.raw"), "raw"))
     assert err.value.code == "already_exists"
+
+
+def test_forced_reimport_is_refused_while_in_use(d: Daemon, source: Path) -> None:
+    """``force`` replaces an image, but not one a VM's disk is layered on (409 in_use)."""
+    op = d.client.call(calls.import_image("used", str(source)))
+    assert d.client.wait_operation(op.id, timeout_s=120).status == "success"
+    d.create("user-vm", start=False, image="used")
+    with pytest.raises(ApiError) as err:
+        d.client.call(calls.import_image("used", str(source), force=True))
+    assert err.value.code == "in_use" and "user-vm" in err.value.message

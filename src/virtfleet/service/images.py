@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from virtfleet.errors import AlreadyExistsError, InvalidInputError
+from virtfleet.errors import AlreadyExistsError, InUseError, InvalidInputError
 from virtfleet.model.event import Event
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.model.names import validate_name
@@ -86,6 +86,9 @@ class ImageService:
         converts in an ``image.import`` operation. A failure leaves no file and no record.
         """
         dest = await self.store.check_new(validate_name(name, "image name"), force)
+        users = image_users([r.spec for r in await self._instances.list()], name)
+        if users:  # replacing the file would pull it from under their overlays
+            raise InUseError(f"image {name!r} is used by: {', '.join(users)}")
         src = _absolute(path)
         head = await imports.probe(src, self.store.root, fmt)
 
