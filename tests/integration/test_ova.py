@@ -144,3 +144,16 @@ def test_export_ova_round_trip(d: Daemon, tiny_cache: Path, tmp_path: Path) -> N
     copy = d.client.get_image("plain-copy-disk0").path
     same = subprocess.run(["qemu-img", "compare", str(tiny_cache), copy], capture_output=True)
     assert same.returncode == 0, same.stdout
+
+
+def test_export_one_vm_disk(d: Daemon, tiny_cache: Path, tmp_path: Path) -> None:
+    """One disk of a stopped VM exported as raw and vmdk has the image's content."""
+    d.create("diskful", start=False)
+    for fmt in ("raw", "vmdk"):
+        out = tmp_path / f"root.{fmt}"
+        _wait(d, d.client.call(calls.export_disk("diskful", "root", str(out), fmt)).id)
+        same = subprocess.run(["qemu-img", "compare", str(tiny_cache), str(out)])
+        assert same.returncode == 0
+    with pytest.raises(ApiError) as err:
+        d.client.call(calls.export_disk("diskful", "nope", str(tmp_path / "x.raw"), "raw"))
+    assert err.value.code == "not_found"

@@ -121,15 +121,19 @@ def _clone(
 @command(app, "export")
 def export(
     name: NameArg,
-    path: Annotated[
-        str, typer.Argument(help="New .ova file on the daemon's host.", show_default=False)
-    ],
+    path: Annotated[str, typer.Argument(help="New file on the daemon's host.", show_default=False)],
+    disk: Annotated[str | None, typer.Option("--disk", help="Export this disk only.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="With --disk: qcow2, raw, vmdk.")] = "qcow2",
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Export a stopped VM as an OVA package (OVF + streamOptimized VMDK disks)."""
+    """Export a stopped VM as an OVA package, or with --disk one disk as qcow2/raw/vmdk."""
     client = get_client()
-    op = client.call(imaging.export_ova(name, str(Path(path).absolute())))
+    target = str(Path(path).absolute())
+    call = (
+        imaging.export_disk(name, disk, target, fmt) if disk else imaging.export_ova(name, target)
+    )
+    op = client.call(call)
     if output.run_operation(client, op, f"exporting {name}", as_json=json_out, no_wait=no_wait):
         output.done(f"{name} exported to {path}", json_out)
 

@@ -68,3 +68,8 @@ def import_ova(path: str, name: str | None = None, start: bool = False) -> Call[
 
 def export_ova(instance: str, path: str) -> Call[Operation]:
     return Call("POST", f"{inst(instance)}/export-ova", one(Operation), json={"path": path})
+
+
+def export_disk(instance: str, disk: str, path: str, fmt: str = "qcow2") -> Call[Operation]:
+    target = f"{inst(instance)}/disks/{segment(disk, 'disk name')}/export"
+    return Call("POST", target, one(Operation), json={"path": path, "format": fmt})

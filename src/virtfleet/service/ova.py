@@ -16,12 +16,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from virtfleet.errors import AlreadyExistsError, InvalidInputError, InvalidStateError
+from virtfleet.errors import (
+    AlreadyExistsError,
+    InvalidInputError,
+    InvalidStateError,
+    NotFoundError,
+)
 from virtfleet.host.disks import DiskManager
 from virtfleet.model.instance import DeviceModel, DiskSpec, InstanceSpec, NicSpec, PowerState
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
-from virtfleet.service.images import _absolute, _new_file
+from virtfleet.service.images import EXPORT_FORMATS, _absolute, _new_file, export_disk
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.state.repos import InstanceRepo
@@ -123,6 +128,27 @@ class OvaService:
             return {"instance": instance, "path": str(dest)}
 
         return await self._runner.submit("ova.export", f"ova/{instance}", run)
+
+    async def export_disk(
+        self, instance: str, disk: str, path: str, fmt: str = "qcow2"
+    ) -> Operation:
+        """Write one disk of stopped VM ``instance`` (flattened) to a new host file."""
+        if fmt not in EXPORT_FORMATS:
+            raise InvalidInputError(f"cannot export as {fmt!r}; use {', '.join(EXPORT_FORMATS)}")
+        rec = await self._repo.get(validate_name(instance, "instance name"))
+        if rec.status.power not in (PowerState.STOPPED, PowerState.CRASHED):
+            raise InvalidStateError(rec.status.power.value, "stopped")
+        spec = rec.spec.normalized()
+        found = next((d for d in spec.disks if d.name == disk), None)
+        if found is None:
+            raise NotFoundError(f"instance {instance!r} has no disk {disk!r}")
+        src, dest = self._disk_source(spec, found), _new_file(path)
+
+        async def run(ctx: OpContext) -> dict[str, Any]:
+            await export_disk(src, dest, fmt, ctx.progress)
+            return {"instance": instance, "disk": disk, "path": str(dest), "format": fmt}
+
+        return await self._runner.submit("disk.export", f"ova/{instance}", run)
 
     def _disk_source(self, spec: InstanceSpec, disk: DiskSpec) -> Path:
         path = self._disks.path(spec.name, disk.name)
