@@ -95,3 +95,11 @@ def test_bad_clone_requests_leave_nothing_behind(d: Daemon) -> None:
     with pytest.raises(ApiError) as err:
         d.client.call(calls.clone_template("badtpl", ["x"], count=200))
     assert err.value.code == "invalid_input"
+
+
+def test_emulated_vm_reads_its_seed_from_an_ide_cdrom(d: Daemon) -> None:
+    """The legacy device model gets the CIDATA seed as ide-cd; the tiny guest reads it."""
+    d.create("oldie", device_model="emulated", cloud_init={"hostname": "legacy-{name}"})
+    assert "VIRTFLEET-READY hostname=legacy-oldie " in d.wait_marker("oldie")
+    info = d.client.call(calls.guest_info("oldie"))
+    assert not info.agent and "guest_agent is off" in info.error
