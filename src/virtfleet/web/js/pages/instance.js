@@ -7,6 +7,7 @@ import { ACTIONS, actionButton, allowed, run } from "../components/actions.js";
 import { tabView } from "../components/tabs.js";
 import { serialConsole } from "../components/serial.js";
 import { graphicalConsole } from "../components/vnc.js";
+import { guestFacts } from "../components/guest.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"], ["networks", "Networks"]];
@@ -71,6 +72,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
     const draw = () => {
       const i = getInstance();
       const s = i.status;
+      const guest = guestFacts(i);
       clear(panel,
         h("div.summary", {},
           h("dl.facts", {},
@@ -80,7 +82,8 @@ export async function renderInstance(main, name, initialTab = "summary") {
             fact("Image", i.spec.image || DASH),
             fact("vCPUs", String(i.spec.vcpus)),
             fact("Memory", mib(i.spec.memory_mib)),
-            fact("IP addresses", DASH),
+            fact("IP addresses", guest.ips),
+            fact("Guest agent", guest.os),
             fact("Started", LIVE.includes(s.power) ? when(s.started_at) : DASH),
             fact("QEMU", s.qemu_version || DASH),
             fact("Restarts", String(s.restarts)),
