@@ -15,7 +15,7 @@ from typing import Any
 
 from virtfleet.drivers.qemu.config import RunPaths
 from virtfleet.drivers.qemu.qga import GuestAgent
-from virtfleet.errors import GuestAgentError, InvalidStateError, VirtfleetError
+from virtfleet.errors import InvalidStateError, VirtfleetError
 from virtfleet.model.guest import GuestInfo, GuestInterface
 
 
@@ -63,13 +63,15 @@ class GuestAgents:
 
     @contextlib.asynccontextmanager
     async def frozen(self, name: str) -> AsyncIterator[int]:
-        """Filesystems frozen for the body (yields how many); always thawed after it."""
+        """Filesystems frozen for the body (yields how many); always thawed after it.
+
+        A failed thaw raises ``GuestAgentError`` (a guest left frozen must not go unnoticed).
+        """
         count = await self.freeze(name)
         try:
             yield count
         finally:
-            with contextlib.suppress(GuestAgentError):
-                await self.thaw(name)
+            await self.thaw(name)
 
 
 def _interface(data: dict[str, Any]) -> GuestInterface:

@@ -108,7 +108,10 @@ class OvaService:
                 await ctx.progress(10 + 80 * (i + 1) // len(names), f"imported {disk.file}")
 
     async def export_ova(self, instance: str, path: str) -> Operation:
-        """Write stopped VM ``instance`` as an OVA (OVF + streamOptimized VMDKs + manifest)."""
+        """Write stopped VM ``instance`` as an OVA (OVF + streamOptimized VMDKs + manifest).
+
+        Runs on the instance's operation queue: a start asked for meanwhile waits for it.
+        """
         rec = await self._repo.get(validate_name(instance, "instance name"))
         if rec.status.power not in (PowerState.STOPPED, PowerState.CRASHED):
             raise InvalidStateError(rec.status.power.value, "stopped")
@@ -127,7 +130,7 @@ class OvaService:
                 shutil.rmtree(tmp, ignore_errors=True)
             return {"instance": instance, "path": str(dest)}
 
-        return await self._runner.submit("ova.export", f"ova/{instance}", run)
+        return await self._runner.submit("ova.export", f"instance/{instance}", run)
 
     async def export_disk(
         self, instance: str, disk: str, path: str, fmt: str = "qcow2"
@@ -148,7 +151,7 @@ class OvaService:
             await export_disk(src, dest, fmt, ctx.progress)
             return {"instance": instance, "disk": disk, "path": str(dest), "format": fmt}
 
-        return await self._runner.submit("disk.export", f"ova/{instance}", run)
+        return await self._runner.submit("disk.export", f"instance/{instance}", run)
 
     def _disk_source(self, spec: InstanceSpec, disk: DiskSpec) -> Path:
         path = self._disks.path(spec.name, disk.name)

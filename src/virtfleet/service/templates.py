@@ -88,7 +88,9 @@ class TemplateService:
             await self._emit("template.created", name, f"template {name} created")
             return {"template": record.model_dump(mode="json")}
 
-        return await self._runner.submit("template.create", f"image/{name}", run)
+        # On the VM's own queue: a start asked for meanwhile waits until the copy is done.
+        target = f"instance/{instance}" if instance else f"image/{name}"
+        return await self._runner.submit("template.create", target, run)
 
     async def _source(
         self, instance: str | None, image: str | None, defaults: TemplateDefaults | None
