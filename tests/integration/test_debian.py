@@ -1,6 +1,7 @@
 """The general-purpose guest: ``image build debian-12`` (debootstrap, cached under the cache
 dir), booted under TCG with a cloud-init seed that sets the hostname and writes a file,
-both verified through qemu-guest-agent; ``vm stop`` then shuts it down through the agent."""
+both verified through qemu-guest-agent, plus fs-freeze/thaw; ``vm stop`` then shuts it
+down through the agent."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from virtfleet.client import imaging as calls
 from virtfleet.drivers.qemu.qga import GuestAgent
 from virtfleet.errors import GuestAgentError
+from virtfleet.host.guest import GuestAgents
 
 from .conftest import Daemon, module_daemon, wait_for
 
@@ -45,6 +47,15 @@ def _read_file(socket: Path, path: str) -> str | None:
     return asyncio.run(read())
 
 
+async def _freeze_thaw(run_root: Path, name: str) -> tuple[str, str]:
+    """fs-freeze/thaw through the interface snapshots and backups use (host.guest)."""
+    agents = GuestAgents(run_root, timeout_s=30)
+    async with agents.frozen(name) as count:
+        assert count >= 1
+        inside = await agents.agent(name).fsfreeze_status()
+    return inside, await agents.agent(name).fsfreeze_status()
+
+
 def test_debian_boots_with_cloud_init_verified_by_guest_agent(d: Daemon) -> None:
     """hostname and a file from the NoCloud seed, OS and IPs from the agent, agent shutdown."""
     op = d.client.build_image("debian-12", builder="debian-12")
@@ -72,7 +83,11 @@ def test_debian_boots_with_cloud_init_verified_by_guest_agent(d: Daemon) -> None
         300,
         "a DHCP address reported by the agent",
     )
+    assert asyncio.run(_freeze_thaw(d.data_dir / "run", "cloudy")) == ("frozen", "thawed")
     d.action("cloudy", "stop", timeout_s=180)
     assert d.client.get_instance("cloudy").status.power == "stopped"
     log = (d.data_dir / "daemon.log").read_text(errors="replace")
     assert "cloudy: shutdown requested through the guest agent" in log
+    qmp_log = (d.run_dir("cloudy") / "qmp.log").read_text(errors="replace")
+    assert "guest-shutdown" in qmp_log  # the guest powered itself off
+    assert "system_powerdown" not in qmp_log and '"quit"' not in qmp_log
