@@ -20,7 +20,7 @@ SRC
   apt_updated=0
 fi
 
-for p in qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio zstd iproute2 \
+for p in qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio zstd iproute2 debootstrap \
          procps util-linux kmod ovmf syslinux syslinux-common mtools dosfstools fdisk \
          chromium prometheus crun runc debootstrap dnsmasq-base nftables; do
   have "$p" || need_apt+=("$p")

@@ -28,6 +28,7 @@ calls them (``raise ... from err``); nothing else here does I/O.
     ├── ImageError (image_error, 422)
     ├── HostError (host_unsupported, 503)
     └── DriverError (driver_error, 502)
+        ├── GuestAgentError (guest_agent_error, 502)
         ├── QMPError (qmp_error, 502)
         │   └── QMPConnectionError (qmp_disconnected, 502)
         └── ProcessError (process_failed, 502)
@@ -193,3 +194,9 @@ class ProcessError(DriverError):
     """A helper process (QEMU, qemu-img, ...) failed; keeps its stderr tail."""
 
     code = "process_failed"
+
+
+class GuestAgentError(DriverError):
+    """qemu-guest-agent did not answer (not installed, not started yet) or answered an error."""
+
+    code = "guest_agent_error"

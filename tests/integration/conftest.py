@@ -200,6 +200,11 @@ def tls_daemon(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Dae
         yield d
 
 
+def module_daemon(request: pytest.FixtureRequest) -> Iterator[Daemon]:
+    """A daemon for a whole test module (share booted guests between its cases)."""
+    yield from _running_daemon(request, ("--listen", "none"))
+
+
 def _running_daemon(request: pytest.FixtureRequest, serve_args: Sequence[str]) -> Iterator[Daemon]:
     data_dir = Path(tempfile.mkdtemp(prefix="vf", dir="/tmp"))
     d = Daemon(data_dir, serve_args)

@@ -25,14 +25,17 @@ from virtfleet.api.routes import (
     console,
     containers,
     events,
+    guest,
     host,
     images,
     instances,
     metrics,
     networks,
     operations,
+    ova,
     resources,
     session,
+    templates,
     tokens,
     users,
     vnc,
@@ -62,6 +65,8 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     app.add_middleware(AuditMiddleware, audit=services.audit)
     modules = (instances, resources, console, vnc, containers, images, host, operations, events)
     for module in (*modules, networks):
+        app.include_router(module.router)
+    for module in (templates, guest, ova):
         app.include_router(module.router)
     for module in (session, users, tokens, audit_routes):
         app.include_router(module.router)

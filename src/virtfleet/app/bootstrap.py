@@ -43,6 +43,7 @@ from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.collector import MetricsCollector
 from virtfleet.host.containers import ContainerHost, container_checks
 from virtfleet.host.facts import host_check, probe_host
+from virtfleet.host.guest import GuestAgents
 from virtfleet.host.usage import sample_usage
 from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.host import Check, HostFacts
@@ -56,6 +57,7 @@ from virtfleet.service.auth import AuthService
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.containers import ContainerService, NoContainers
 from virtfleet.service.events import EventService
+from virtfleet.service.guest import GuestService
 from virtfleet.service.host import HostCheck, HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
@@ -64,7 +66,9 @@ from virtfleet.service.metrics import MetricsService
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.notify import WebhookNotifier
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.ova import OvaService
 from virtfleet.service.resources import ResourceService
+from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
 from virtfleet.state.history import History, HistoryBackend, MemoryHistoryBackend
@@ -234,6 +238,9 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         networks=instances.networks,
         resources=ResourceService(store, instances, capacity, agent.live_stats, images),
         capacity=capacity,
+        templates=TemplateService(images, store, instances, runner, events, settings.disks_dir),
+        guests=GuestService(store, GuestAgents(settings.run_dir)),
+        ova=OvaService(images, store, instances, runner, settings.disks_dir),
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 

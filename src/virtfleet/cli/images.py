@@ -5,6 +5,7 @@ Owns arguments -> client calls -> tables/JSON for images. Must not build images 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,24 +13,88 @@ import typer
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client
 from virtfleet.cli.sizes import format_bytes
+from virtfleet.client import imaging
 
 app = typer.Typer(help="Base images.", no_args_is_help=True)
 NameArg = Annotated[str, typer.Argument(help="Image name.", show_default=False)]
+NAMED_BUILDERS = ("tiny", "debian-12")  # `image build debian-12` needs no --builder
 
 
 @command(app, "build")
 def build(
     name: NameArg,
-    builder: Annotated[str, typer.Option("--builder", help="Image builder.")] = "tiny",
+    builder: Annotated[
+        str | None,
+        typer.Option("--builder", help="Image builder (default: NAME if one, else tiny)."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild an existing image.")] = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Build an image with a builder (default: tiny, a minimal Linux guest)."""
+    """Build an image: tiny (a minimal busybox guest) or debian-12 (debootstrap, cloud-init,
+    qemu-guest-agent; a few minutes cold, cached)."""
     client = get_client()
+    builder = builder or (name if name in NAMED_BUILDERS else "tiny")
     op = client.build_image(name, builder=builder, force=force)
     if output.run_operation(client, op, f"building {name}", as_json=json_out, no_wait=no_wait):
         output.done(f"image {name} built", json_out)
+
+
+@command(app, "import")
+def import_(
+    name: NameArg,
+    path: Annotated[
+        str, typer.Argument(help="Disk file on the daemon's host.", show_default=False)
+    ],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="raw, qcow2, vmdk, vhdx, vpc/vhd, vdi (default: detect)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing image.")] = False,
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import a disk image from another hypervisor, converting it to qcow2."""
+    client = get_client()
+    op = client.call(imaging.import_image(name, str(Path(path).absolute()), fmt, force))
+    if output.run_operation(client, op, f"importing {name}", as_json=json_out, no_wait=no_wait):
+        output.done(f"image {name} imported", json_out)
+
+
+@command(app, "import-ova")
+def import_ova(
+    path: Annotated[str, typer.Argument(help="OVA file on the daemon's host.", show_default=False)],
+    name: Annotated[
+        str | None, typer.Option("--name", help="VM name (default: from the OVF).")
+    ] = None,
+    start: Annotated[bool, typer.Option("--start", help="Start the VM once imported.")] = False,
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import an OVA/OVF package (VMware, VirtualBox...) as images plus a ready VM."""
+    client = get_client()
+    op = client.call(imaging.import_ova(str(Path(path).absolute()), name, start))
+    done = output.run_operation(client, op, f"importing {path}", as_json=json_out, no_wait=no_wait)
+    if done is not None:
+        note = done.result.get("note") or ""
+        output.done(
+            f"VM {done.result.get('instance')} imported" + (f" ({note})" if note else ""), json_out
+        )
+
+
+@command(app, "export")
+def export(
+    name: NameArg,
+    path: Annotated[str, typer.Argument(help="New file on the daemon's host.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="qcow2, raw or vmdk.")] = "qcow2",
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export an image to a new file as qcow2, raw or vmdk."""
+    client = get_client()
+    op = client.call(imaging.export_image(name, str(Path(path).absolute()), fmt))
+    if output.run_operation(client, op, f"exporting {name}", as_json=json_out, no_wait=no_wait):
+        output.done(f"image {name} exported to {path}", json_out)
 
 
 @command(app, "list")
@@ -40,10 +105,11 @@ def list_(json_out: JsonOpt = False) -> None:
         output.print_json(images)
         return
     output.table(
-        ["NAME", "FORMAT", "VIRTUAL SIZE", "ON DISK", "BUILDER", "CREATED"],
+        ["NAME", "KIND", "FORMAT", "VIRTUAL SIZE", "ON DISK", "BUILDER", "CREATED"],
         [
             [
                 i.name,
+                i.kind,
                 i.format,
                 format_bytes(i.virtual_size_bytes),
                 format_bytes(i.actual_size_bytes),
@@ -70,6 +136,8 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("virtual size", format_bytes(i.virtual_size_bytes)),
             ("on disk", format_bytes(i.actual_size_bytes)),
             ("sha256", i.sha256),
+            ("kind", i.kind),
+            ("source", i.source),
             ("builder", i.builder),
             ("created", i.created_at.isoformat(timespec="seconds")),
         ]

@@ -27,6 +27,7 @@ from virtfleet.cli import (
     misc,
     networks,
     remote,
+    templates,
     vm,
     vmset,
 )
@@ -46,6 +47,7 @@ context.command(app, "exec")(containers.exec_cmd)
 vmset.install(vm.app, misc.host_app)
 app.add_typer(images.app, name="image")
 app.add_typer(networks.app, name="network")
+app.add_typer(templates.app, name="template")
 app.add_typer(misc.host_app, name="host")
 app.add_typer(misc.op_app, name="operation")
 app.add_typer(remote.app, name="remote")

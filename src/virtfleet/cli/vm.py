@@ -23,8 +23,9 @@ from virtfleet.cli.vmset import (
     create_bounds,
     resource_rows,
 )
-from virtfleet.client import Instance
+from virtfleet.client import Instance, imaging
 from virtfleet.client.calls import Action
+from virtfleet.model.guest import GuestInfo
 from virtfleet.model.instance import Accel, DeviceModel, NicSpec, RestartPolicy
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
@@ -40,8 +41,20 @@ class Nic(StrEnum):
 
 @command(app, "create")
 def create(
-    name: NameArg,
-    image: Annotated[str, typer.Option("--image", help="Base image.", show_default=False)],
+    names: Annotated[
+        list[str], typer.Argument(help="Name(s); web-{1..10} expands.", show_default=False)
+    ],
+    image: Annotated[str | None, typer.Option("--image", help="Base image.")] = None,
+    template: Annotated[str | None, typer.Option("--from", help="Clone from a template.")] = None,
+    full: Annotated[
+        bool, typer.Option("--full/--linked", help="Full copy or linked clone.")
+    ] = False,
+    count: Annotated[int | None, typer.Option("--count", help="NAME-1 .. NAME-N.")] = None,
+    hostname: Annotated[str | None, typer.Option("--hostname", help="cloud-init hostname.")] = None,
+    user_data: Annotated[
+        Path | None, typer.Option("--user-data", help="cloud-init user-data.")
+    ] = None,
+    agent: Annotated[bool, typer.Option("--agent", help="Guest agent channel.")] = False,
     vcpus: Annotated[int, typer.Option("--vcpus", help="Virtual CPUs.")] = 1,
     memory: Annotated[str, typer.Option("--memory", help="e.g. 512M, 2G; plain = MiB.")] = "256M",
     max_memory: MaxMemoryOpt = None,
@@ -73,7 +86,14 @@ def create(
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a VM from an image."""
+    """Create a VM from an image, or VMs from a template (--from; all or nothing)."""
+    cloud = _cloud_init(hostname, user_data)
+    if template is not None:
+        _clone(template, names, count, full, start, cloud, no_wait=no_wait, json_out=json_out)
+        return
+    if image is None or len(names) != 1 or count is not None:
+        raise invalid("give one NAME and --image, or --from TEMPLATE for several")
+    name = names[0]
     try:
         memory_mib = parse_size_mib(memory)
     except ValueError as err:
@@ -81,6 +101,8 @@ def create(
     bounds = create_bounds(max_memory, min_memory, max_vcpus)
     spec: dict[str, Any] = {
         **bounds,
+        "cloud_init": cloud,
+        "guest_agent": agent,
         "name": name,
         "image": image,
         "vcpus": vcpus,
@@ -103,6 +125,55 @@ def _nics(nic: Nic | None, networks: list[str], model: str | None) -> list[Any]:
     if nic is Nic.USER or (nic is None and not networks):
         nics.insert(0, {"mode": "user", **extra})
     return nics
+
+
+def _cloud_init(hostname: str | None, user_data: Path | None) -> dict[str, Any] | None:
+    cloud: dict[str, Any] = {}
+    if hostname:
+        cloud["hostname"] = hostname
+    if user_data is not None:
+        try:
+            cloud["user_data"] = user_data.read_text()
+        except OSError as err:
+            raise invalid(f"--user-data: {err}") from err
+    return cloud or None
+
+
+def _clone(
+    template: str, names: list[str], count: int | None, full: bool, start: bool,
+    cloud: dict[str, Any] | None, *, no_wait: bool, json_out: bool,
+) -> None:  # fmt: skip
+    client = get_client()
+    mode = "full" if full else "linked"
+    call = imaging.clone_template(
+        template, names, count=count, clone=mode, start=start, cloud_init=cloud
+    )
+    op = client.call(call)
+    label = f"creating {mode} clones of {template}"
+    done = output.run_operation(client, op, label, as_json=json_out, no_wait=no_wait)
+    if done is not None:
+        made = ", ".join(done.result.get("instances", []))
+        output.done(f"created {made}" + (" and started them" if start else ""), json_out)
+
+
+@command(app, "export")
+def export(
+    name: NameArg,
+    path: Annotated[str, typer.Argument(help="New file on the daemon's host.", show_default=False)],
+    disk: Annotated[str | None, typer.Option("--disk", help="Export this disk only.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="With --disk: qcow2, raw, vmdk.")] = "qcow2",
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export a stopped VM as an OVA package, or with --disk one disk as qcow2/raw/vmdk."""
+    client = get_client()
+    target = str(Path(path).absolute())
+    call = (
+        imaging.export_disk(name, disk, target, fmt) if disk else imaging.export_ova(name, target)
+    )
+    op = client.call(call)
+    if output.run_operation(client, op, f"exporting {name}", as_json=json_out, no_wait=no_wait):
+        output.done(f"{name} exported to {path}", json_out)
 
 
 @command(app, "list")
@@ -137,9 +208,11 @@ def _state(i: Instance) -> str:
 @command(app, "show")
 def show(name: NameArg, json_out: JsonOpt = False) -> None:
     """Show one VM in detail."""
-    i = get_client().get_instance(name)
+    client = get_client()
+    i = client.get_instance(name)
+    guest = client.call(imaging.guest_info(name)) if i.spec.guest_agent else None
     if json_out:
-        output.print_json(i)
+        output.print_json({**i.model_dump(mode="json"), "guest": guest} if guest else i)
         return
     s, st = i.spec, i.status
     error = f"{st.error_message} [{st.error_code}]" if st.error_code else None
@@ -166,8 +239,23 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
                 f"{i.desired.power.value} (generation {i.desired.generation}, "
                 f"observed {st.observed_generation})",
             ),
+            *_guest_fields(guest),
         ]
     )
+
+
+def _guest_fields(guest: GuestInfo | None) -> list[tuple[str, Any]]:
+    if guest is None:
+        return []
+    if not guest.agent:
+        return [("guest agent", f"no answer ({guest.error})")]
+    nics = "; ".join(f"{n.name} {' '.join(n.addresses)}".strip() for n in guest.interfaces)
+    return [
+        ("guest agent", "ping ok"),
+        ("guest os", f"{guest.os_name} (kernel {guest.kernel})"),
+        ("guest hostname", guest.hostname),
+        ("guest interfaces", nics),
+    ]
 
 
 def _power(

@@ -37,3 +37,6 @@ class Image(BaseModel):
     sha256: str
     builder: str
     created_at: datetime
+    kind: str = "image"
+    source: str = ""
+    defaults: dict[str, Any] | None = None

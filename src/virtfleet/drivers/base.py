@@ -49,6 +49,7 @@ class LaunchContext:
     cgroup_procs: tuple[Path, ...] = ()
     hostname: str = ""
     taps: dict[int, str] = field(default_factory=dict)  # NIC index -> tap made by the agent
+    cidata: Path | None = None  # a NoCloud seed ISO to attach as a read-only CD-ROM
 
 
 @dataclass(frozen=True)

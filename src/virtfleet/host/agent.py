@@ -239,7 +239,10 @@ class Agent:
             procs = tuple(cgroup.procs_files) if cgroup is not None else ()
             taps = await self.nics.plug(spec)
             undo.push_async_callback(self.nics.unplug, spec.name)
-            ctx = LaunchContext(accel, reason, paths, procs, hostname=spec.name, taps=taps)
+            seed = await self.disks.seed(spec)
+            ctx = LaunchContext(
+                accel, reason, paths, procs, hostname=spec.name, taps=taps, cidata=seed
+            )
             try:
                 found = await self.driver.start(spec, ctx)
             except BaseException:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from virtfleet.errors import ImageError, InvalidInputError, ProcessError
 from virtfleet.model.instance import DiskSpec, InstanceSpec
+from virtfleet.storage.cloudinit import write_seed
 
 
 class DiskManager:
@@ -47,6 +48,15 @@ class DiskManager:
             self.discard(created)
             raise
         return paths, created
+
+    async def seed(self, spec: InstanceSpec) -> Path | None:
+        """(Re)write the instance's NoCloud seed ISO from its spec; None without cloud-init."""
+        path = self.dir(spec.name) / "cidata.iso"
+        if spec.cloud_init is None:
+            path.unlink(missing_ok=True)
+            return None
+        self.dir(spec.name).mkdir(parents=True, exist_ok=True, mode=0o750)
+        return await asyncio.to_thread(write_seed, path, spec.name, spec.cloud_init)
 
     def discard(self, created: list[Path]) -> None:
         """Remove disk files made by a failed start, and their directory if now empty."""

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from virtfleet.model.cloudinit import CloudInit
 from virtfleet.model.names import NameStr, validate_name
 
 MIN_MEMORY_MIB = 64
@@ -155,6 +156,9 @@ class InstanceSpec(Strict):
     device_model: DeviceModel = DeviceModel.VIRTIO
     restart_policy: RestartPolicy = RestartPolicy.NO
     pids_max: Annotated[int, Field(ge=8, le=4_194_304)] | None = None  # containers only
+    # A NoCloud seed CD-ROM (CIDATA) is attached when set (model.cloudinit.CloudInit).
+    cloud_init: CloudInit | None = None
+    guest_agent: bool = False  # a virtio-serial channel for qemu-guest-agent
 
     @field_validator("name")
     @classmethod

@@ -17,6 +17,7 @@ from virtfleet.service.capacity import CapacityService
 from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
 from virtfleet.service.containers import ContainerService
 from virtfleet.service.events import EventService
+from virtfleet.service.guest import GuestService
 from virtfleet.service.host import HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
@@ -24,7 +25,9 @@ from virtfleet.service.instances import InstanceService
 from virtfleet.service.metrics import MetricsService
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.ova import OvaService
 from virtfleet.service.resources import ResourceService
+from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "ConsoleTickets",
     "ContainerService",
     "EventService",
+    "GuestService",
     "HostService",
     "IdempotencyService",
     "ImageService",
@@ -43,8 +47,10 @@ __all__ = [
     "MetricsService",
     "NetworkService",
     "OperationRunner",
+    "OvaService",
     "ResourceService",
     "Services",
+    "TemplateService",
     "TokenService",
 ]
 
@@ -68,3 +74,6 @@ class Services:
     networks: NetworkService | None = None  # None: no virtual networks (answers 503)
     resources: ResourceService | None = None  # None: resources cannot be changed (PATCH 404s)
     capacity: CapacityService | None = None
+    templates: TemplateService | None = None  # None: no templates/clones (fakes)
+    guests: GuestService | None = None  # None: no guest agents
+    ova: OvaService | None = None  # None: no OVA import/export

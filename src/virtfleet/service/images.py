@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
+import os
+from pathlib import Path
 from typing import Any
 
+from virtfleet.errors import AlreadyExistsError, InUseError, InvalidInputError
 from virtfleet.model.event import Event
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.model.names import validate_name
@@ -18,6 +22,7 @@ from virtfleet.model.operation import Operation
 from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.state.repos import EventLog, InstanceRepo
 from virtfleet.state.store import StateStore
+from virtfleet.storage import imports, qemuimg
 from virtfleet.storage.images import ImageRecord, ImageStore, Progress
 
 __all__ = ["ImageRecord", "ImageService", "image_users"]
@@ -72,6 +77,49 @@ class ImageService:
 
         return await self._runner.submit("image.build", f"image/{name}", run)
 
+    async def import_file(
+        self, name: str, path: str, fmt: str | None = None, force: bool = False
+    ) -> Operation:
+        """Import the host file ``path`` (raw/qcow2/vmdk/vhdx/vpc/vdi) as qcow2 image ``name``.
+
+        Validates now (name free, file readable, format, backing chain, corruption);
+        converts in an ``image.import`` operation. A failure leaves no file and no record.
+        """
+        dest = await self.store.check_new(validate_name(name, "image name"), force)
+        users = image_users([r.spec for r in await self._instances.list()], name)
+        if users:  # replacing the file would pull it from under their overlays
+            raise InUseError(f"image {name!r} is used by: {', '.join(users)}")
+        src = _absolute(path)
+        head = await imports.probe(src, self.store.root, fmt)
+
+        async def run(ctx: OpContext) -> dict[str, Any]:
+            await imports.convert_into(src, str(head["format"]), dest, ctx.progress)
+            record = await self.store.inspect(name, dest)
+            record = record.model_copy(update={"source": f"import:{src} ({head['format']})"})
+            await self.store.record(record)
+            await self._emit("image.imported", name, f"image {name} imported from {src.name}")
+            return {"image": record.model_dump(mode="json")}
+
+        return await self._runner.submit("image.import", f"image/{name}", run)
+
+    async def export(self, name: str, path: str, fmt: str = "qcow2") -> Operation:
+        """Write image ``name`` to the new host file ``path`` as qcow2, raw or vmdk."""
+        if fmt not in EXPORT_FORMATS:
+            raise InvalidInputError(
+                f"cannot export as {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}"
+            )
+        record = await self.store.get(name)
+        dest = _new_file(path)
+
+        async def run(ctx: OpContext) -> dict[str, Any]:
+            await export_disk(Path(record.path), dest, fmt, ctx.progress)
+            return {"image": name, "path": str(dest), "format": fmt}
+
+        return await self._runner.submit("image.export", f"image/{name}", run)
+
+    async def _emit(self, kind: str, name: str, message: str) -> None:
+        await self._events.append(Event(kind=kind, target=f"image/{name}", message=message))
+
     async def delete(self, name: str) -> bool:
         """Delete the image unless an instance uses it (``InUseError``); missing is success."""
         validate_name(name, "image name")
@@ -82,6 +130,37 @@ class ImageService:
                 Event(kind="image.deleted", target=f"image/{name}", message=f"image {name} deleted")
             )
         return existed
+
+
+EXPORT_FORMATS = ("qcow2", "raw", "vmdk")
+
+
+def _absolute(path: str) -> Path:
+    if not path or not os.path.isabs(path) or "\0" in path:
+        raise InvalidInputError(f"give an absolute host path, not {path[:200]!r}")
+    return Path(os.path.normpath(path))
+
+
+def _new_file(path: str) -> Path:
+    """An absolute path to create; ``AlreadyExistsError`` rather than overwrite a file."""
+    dest = _absolute(path)
+    if dest.exists() or dest.is_symlink():
+        raise AlreadyExistsError(f"{dest} already exists; exports never overwrite")
+    if not dest.parent.is_dir():
+        raise InvalidInputError(f"directory {dest.parent} does not exist")
+    return dest
+
+
+async def export_disk(src: Path, dest: Path, fmt: str, progress: qemuimg.Progress) -> None:
+    """Convert ``src`` (through its backing chain) to ``dest``; no partial file on failure."""
+    tmp = dest.with_name(f".{dest.name}.exporting")
+    options = "subformat=streamOptimized" if fmt == "vmdk" else ""
+    try:
+        await qemuimg.convert(src, "qcow2", tmp, fmt, progress, options)
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _threadsafe(ctx: OpContext) -> Progress:

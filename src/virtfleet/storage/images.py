@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,7 @@ from virtfleet.errors import (
 )
 from virtfleet.model.event import utcnow
 from virtfleet.model.names import validate_name
+from virtfleet.model.template import TemplateDefaults
 from virtfleet.state.repos import IMAGES, ModelRepo
 from virtfleet.state.store import StateStore
 
@@ -50,6 +51,9 @@ class ImageRecord(BaseModel):
     sha256: str = ""
     builder: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+    kind: Literal["image", "template"] = "image"
+    source: str = ""  # where it came from: an imported file, a VM made into a template
+    defaults: TemplateDefaults | None = None  # templates: what their clones get
 
 
 def _tiny_builder() -> Builder:
@@ -73,9 +77,14 @@ ROOTFS_BUILDERS = {
 }
 
 
+def _debian12_builder() -> Builder:
+    module = importlib.import_module("virtfleet.storage.debian")
+    return cast(Builder, module.build_debian12)
+
+
 def default_builders() -> dict[str, Callable[[], Builder]]:
     """Builder name -> loader of the builder function."""
-    return {"tiny": _tiny_builder, **ROOTFS_BUILDERS}
+    return {"tiny": _tiny_builder, "debian-12": _debian12_builder, **ROOTFS_BUILDERS}
 
 
 class ImageStore:
@@ -191,6 +200,16 @@ class ImageStore:
             sha256=digest,
             builder=builder,
         )
+
+    async def record(self, record: ImageRecord) -> None:
+        """Store ``record`` (its file is already in place)."""
+        await self._repo.put(record.name, record)
+
+    async def check_new(self, name: str, force: bool = False) -> Path:
+        """The file a new image ``name`` would get; ``AlreadyExistsError`` if taken."""
+        if not force and await self.find(name) is not None:
+            raise AlreadyExistsError(f"image {name!r} already exists")
+        return self.file_for(name)
 
     async def delete(self, name: str, users: builtins.list[str]) -> bool:
         """Remove image ``name`` (file and record); return whether it existed.

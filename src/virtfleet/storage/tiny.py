@@ -70,6 +70,8 @@ GUEST_MODULES = (
     "virtio_console",
     "ata_piix",
     "sd_mod",
+    "sr_mod",
+    "isofs",
     "ext4",
     "qemu_fw_cfg",
     "button",

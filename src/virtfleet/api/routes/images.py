@@ -9,8 +9,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from virtfleet.api.auth import ANY_USER, OPERATOR
+from virtfleet.api.auth import ADMIN, ANY_USER, OPERATOR
 from virtfleet.api.deps import ImageName, ServicesDep
+from virtfleet.api.imaging import ExportImage, ImportImage
 from virtfleet.api.schemas import BuildImage
 from virtfleet.model.operation import Operation
 from virtfleet.service.images import ImageRecord
@@ -26,6 +27,18 @@ async def list_images(services: ServicesDep) -> list[ImageRecord]:
 @router.post("", status_code=202, dependencies=[OPERATOR])
 async def build_image(body: BuildImage, services: ServicesDep) -> Operation:
     return await services.images.build(body.name, builder=body.builder, force=body.force)
+
+
+@router.post("/import", status_code=202, dependencies=[ADMIN])
+async def import_image(body: ImportImage, services: ServicesDep) -> Operation:
+    """Convert a disk file on the host (raw, qcow2, vmdk, vhdx, vpc, vdi) into the store."""
+    return await services.images.import_file(body.name, body.path, body.format, body.force)
+
+
+@router.post("/{name}/export", status_code=202, dependencies=[ADMIN])
+async def export_image(name: ImageName, body: ExportImage, services: ServicesDep) -> Operation:
+    """Write the image to a new file on the host as qcow2, raw or vmdk."""
+    return await services.images.export(name, body.path, body.format)
 
 
 @router.get("/{name}")

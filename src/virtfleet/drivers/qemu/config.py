@@ -51,6 +51,10 @@ class RunPaths:
         return self.root / "vnc.sock"
 
     @property
+    def qga(self) -> Path:
+        return self.root / "qga.sock"
+
+    @property
     def pidfile(self) -> Path:
         return self.root / "qemu.pid"
 
@@ -96,6 +100,8 @@ def build_argv(
         *_nics(spec, ctx),
         *_paravirt(spec),
         *_identity(ctx),
+        *_cidata(spec, ctx),
+        *_guest_agent(spec, paths),
     ]
 
 
@@ -247,6 +253,37 @@ def _identity(ctx: LaunchContext) -> list[str]:
     if not ctx.hostname:
         return []
     return ["-fw_cfg", f"name={HOSTNAME_FW_CFG},string={_opt(ctx.hostname)}"]
+
+
+def _cidata(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
+    """The NoCloud seed as a read-only CD-ROM.
+
+    virtio: scsi-cd on virtio-scsi (q35's AHCI has no driver in cloud kernels);
+    emulated: ide-cd on the i440fx's second channel, which legacy guests all read.
+    """
+    if ctx.cidata is None:
+        return []
+    file = {"driver": "file", "filename": str(ctx.cidata), "read-only": True}
+    node = {"driver": "raw", "node-name": "cidata", "read-only": True, "file": file}
+    args = ["-blockdev", json.dumps(node, separators=(",", ":"))]
+    if spec.device_model is DeviceModel.VIRTIO:
+        args += ["-device", "virtio-scsi-pci,id=scsi0"]
+        return [*args, "-device", "scsi-cd,bus=scsi0.0,drive=cidata,id=cidata-cd"]
+    return [*args, "-device", "ide-cd,bus=ide.1,unit=1,drive=cidata,id=cidata-cd"]
+
+
+def _guest_agent(spec: InstanceSpec, paths: RunPaths) -> list[str]:
+    """A virtio-serial port named as qemu-guest-agent expects, on a Unix socket here."""
+    if not spec.guest_agent:
+        return []
+    return [
+        "-chardev",
+        f"socket,id=qga0,path={_opt(paths.qga)},server=on,wait=off",
+        "-device",
+        "virtio-serial-pci,id=vser0",
+        "-device",
+        "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
+    ]
 
 
 def _opt(value: object) -> str:

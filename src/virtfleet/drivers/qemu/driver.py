@@ -23,11 +23,13 @@ from virtfleet.drivers.qemu import process
 from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
 from virtfleet.drivers.qemu.hotplug import LiveResources, hotplug_ports, require, smp_of
 from virtfleet.drivers.qemu.live import enable_balloon_stats
+from virtfleet.drivers.qemu.qga import GuestAgent
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.drivers.qemu.runtime import RuntimeRecord, load, save
 from virtfleet.drivers.qemu.stats import collect
 from virtfleet.drivers.stats import DriverStats
 from virtfleet.errors import (
+    GuestAgentError,
     InvalidInputError,
     InvalidStateError,
     ProcessError,
@@ -37,6 +39,7 @@ from virtfleet.errors import (
 from virtfleet.model.instance import Accel, InstanceSpec, InstanceStatus, PowerState
 
 log = logging.getLogger(__name__)
+QGA_PING_S = 2.0
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
 _QMP_TO_EVENT: dict[str, EventKind] = {
     "STOP": "paused",
@@ -199,8 +202,7 @@ class QemuDriver(LiveResources):
             return
         vm.stopping = True
         if not force:
-            with contextlib.suppress(QMPError):
-                await vm.qmp.system_powerdown()
+            await self._request_shutdown(vm)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(vm.gone.wait(), timeout_s)
                 return
@@ -209,6 +211,20 @@ class QemuDriver(LiveResources):
         if not await process.wait_gone(vm.record.pid, 3.0):
             process.kill(vm.record.pid)
         await vm.gone.wait()
+
+    async def _request_shutdown(self, vm: _VM) -> None:
+        """Through the guest agent when it answers a ping, else the ACPI power button."""
+        if vm.paths.qga.exists():
+            qga = GuestAgent(vm.paths.qga, timeout_s=QGA_PING_S)
+            try:
+                await qga.ping()
+                await qga.shutdown()
+                log.info("%s: shutdown requested through the guest agent", vm.record.name)
+                return
+            except GuestAgentError as err:
+                log.info("%s: guest agent unavailable (%s); using ACPI", vm.record.name, err)
+        with contextlib.suppress(QMPError):
+            await vm.qmp.system_powerdown()
 
     async def pause(self, name: str) -> None:
         vm = self._require(name, PowerState.RUNNING)

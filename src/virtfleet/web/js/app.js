@@ -8,6 +8,7 @@ import { renderDashboard } from "./pages/dashboard.js";
 import { renderInstances } from "./pages/instances.js";
 import { renderInstance } from "./pages/instance.js";
 import { renderNetworks } from "./pages/networks.js";
+import { renderImages } from "./pages/images.js";
 
 const main = document.getElementById("main");
 let leave = null; // the current page's clean-up (closes websockets, timers)
@@ -17,6 +18,7 @@ const ROUTES = [
   [/^#\/instances$/, "instances", () => renderInstances(main)],
   [/^#\/instances\/([a-z0-9-]+)(?:\/([a-z]+))?$/, "instances", (m) => renderInstance(main, m[1], m[2])],
   [/^#\/networks$/, "networks", () => renderNetworks(main)],
+  [/^#\/images$/, "images", () => renderImages(main)],
 ];
 
 async function route() {

@@ -12,6 +12,7 @@ import { containerPanel } from "./container.js";
 
 import { addressText, instanceNetworks } from "./networks.js";
 import { hardwarePanel } from "../components/resources.js";
+import { guestFacts } from "../components/guest.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"]];
@@ -89,6 +90,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
     const draw = () => {
       const i = getInstance();
       const s = i.status;
+      const guest = guestFacts(i);
       clear(panel,
         h("div.summary", {},
           h("dl.facts", {},
@@ -99,6 +101,8 @@ export async function renderInstance(main, name, initialTab = "summary") {
             fact("vCPUs", String(i.spec.vcpus)),
             fact("Memory", mib(i.spec.memory_mib)),
             fact("IP addresses", addressText(i)),
+            fact("Guest agent IPs", guest.ips),
+            fact("Guest agent", guest.os),
             fact("Started", LIVE.includes(s.power) ? when(s.started_at) : DASH),
             fact("QEMU", s.qemu_version || DASH),
             fact("Restarts", String(s.restarts)),

@@ -1,0 +1,112 @@
+// Images and templates: sizes, checksums, sources; make a template from an image; deploy
+// N linked or full clones from a template (one all-or-nothing operation); delete.
+import * as api from "../api.js";
+import { bytes, clear, errorText, h, when } from "../dom.js";
+import { canOperate } from "../state.js";
+import { confirmDialog } from "../components/confirm.js";
+import { failureText, track } from "../components/tasks.js";
+
+export async function renderImages(main) {
+  const status = h("p.notice.notice-error", { role: "alert", hidden: true });
+  const body = h("tbody");
+  const deploy = h("section.card", { hidden: true, "aria-labelledby": "deploy-title" });
+  clear(main,
+    h("div.page-head", {}, h("h1", {}, "Images and templates")),
+    status,
+    h("div.table-wrap", {},
+      h("table.images", {},
+        h("caption.sr-only", {}, "Images and templates in the store"),
+        h("thead", {}, h("tr", {},
+          ["Name", "Kind", "Virtual size", "On disk", "Source", "Created", ""].map((c) => h("th", { scope: "col" }, c)))),
+        body)),
+    deploy);
+
+  async function refresh() {
+    const images = await api.listImages();
+    clear(body, ...images.map((img) => row(img)));
+  }
+
+  function report(err) {
+    status.textContent = err ? errorText(err) : "";
+    status.hidden = !err;
+  }
+
+  async function runOp(promise) {
+    report(null);
+    try {
+      const op = await track(await promise);
+      if (op.status !== "success") report({ message: failureText(op) });
+      await refresh();
+      return op;
+    } catch (err) {
+      report(err);
+      return null;
+    }
+  }
+
+  function row(img) {
+    const actions = [];
+    if (canOperate()) {
+      if (img.kind === "template") {
+        actions.push(h("button.primary", { type: "button", dataset: { deploy: img.name }, onclick: () => showDeploy(img) }, "Deploy"));
+      } else {
+        actions.push(h("button", { type: "button", dataset: { templatize: img.name }, onclick: () => makeTemplate(img) }, "Make template"));
+      }
+      actions.push(h("button.danger", { type: "button", dataset: { delete: img.name }, onclick: () => remove(img) }, "Delete"));
+    }
+    return h("tr", { dataset: { image: img.name } },
+      h("th", { scope: "row" }, img.name),
+      h("td", {}, img.kind),
+      h("td", {}, bytes(img.virtual_size_bytes)),
+      h("td", {}, bytes(img.actual_size_bytes)),
+      h("td", {}, img.source || img.builder || ""),
+      h("td", {}, when(img.created_at)),
+      h("td", {}, actions));
+  }
+
+  async function makeTemplate(img) {
+    const name = `${img.name}-tpl`;
+    await runOp(api.post("/1.0/templates", { name, image: img.name }));
+  }
+
+  async function remove(img) {
+    const ok = await confirmDialog({
+      title: `Delete ${img.kind}?`,
+      body: `Delete ${img.kind} ${img.name}? Refused while VMs use it.`,
+      confirm: "Delete",
+    });
+    if (!ok) return;
+    report(null);
+    try {
+      await api.del(img.kind === "template" ? `/1.0/templates/${api.enc(img.name)}` : `/1.0/images/${api.enc(img.name)}`);
+      await refresh();
+    } catch (err) {
+      report(err);
+    }
+  }
+
+  function showDeploy(img) {
+    const names = h("input", { id: "deploy-names", required: true, value: "web-{1..3}" });
+    const mode = h("select", { id: "deploy-mode" }, h("option", { value: "linked" }, "Linked clones (qcow2 overlays)"),
+      h("option", { value: "full" }, "Full clones (independent copies)"));
+    const start = h("input", { id: "deploy-start", type: "checkbox", checked: true });
+    const result = h("p.muted", { role: "status" });
+    const form = h("form", {
+      onsubmit: async (e) => {
+        e.preventDefault();
+        const op = await runOp(api.post(`/1.0/templates/${api.enc(img.name)}/instances`,
+          { names: names.value.split(/\s+/).filter(Boolean), clone: mode.value, start: start.checked }));
+        if (op && op.status === "success") result.textContent = `Created ${op.result.instances.join(", ")}`;
+      },
+    },
+    h("label", { for: "deploy-names" }, "Names (web-{1..10} expands)"), names,
+    h("label", { for: "deploy-mode" }, "Clone type"), mode,
+    h("label", {}, start, " Start them"),
+    h("button.primary", { type: "submit" }, "Deploy"));
+    clear(deploy, h("h2", { id: "deploy-title" }, `Deploy from ${img.name}`), form, result);
+    deploy.hidden = false;
+    names.focus();
+  }
+
+  await refresh();
+}

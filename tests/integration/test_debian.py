@@ -1,0 +1,93 @@
+"""The general-purpose guest: ``image build debian-12`` (debootstrap, cached under the cache
+dir), booted under TCG with a cloud-init seed that sets the hostname and writes a file,
+both verified through qemu-guest-agent, plus fs-freeze/thaw; ``vm stop`` then shuts it
+down through the agent."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from virtfleet.client import imaging as calls
+from virtfleet.drivers.qemu.qga import GuestAgent
+from virtfleet.errors import GuestAgentError
+from virtfleet.host.guest import GuestAgents
+
+from .conftest import Daemon, module_daemon, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
+PROOF = "/var/lib/virtfleet-proof.txt"
+
+
+@pytest.fixture(scope="module")
+def d(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Daemon]:
+    yield from module_daemon(request)
+
+
+def _read_file(socket: Path, path: str) -> str | None:
+    """The guest file's text through guest-file-open/read/close, None if it is not there."""
+
+    async def read() -> str | None:
+        qga = GuestAgent(socket, timeout_s=10)
+        try:
+            handle = await qga.execute("guest-file-open", {"path": path, "mode": "r"})
+        except GuestAgentError:
+            return None
+        try:
+            data = await qga.execute("guest-file-read", {"handle": handle, "count": 4096})
+        finally:
+            await qga.execute("guest-file-close", {"handle": handle})
+        return base64.b64decode(data["buf-b64"]).decode()
+
+    return asyncio.run(read())
+
+
+async def _freeze_thaw(run_root: Path, name: str) -> tuple[str, str]:
+    """fs-freeze/thaw through the interface snapshots and backups use (host.guest)."""
+    agents = GuestAgents(run_root, timeout_s=30)
+    async with agents.frozen(name) as count:
+        assert count >= 1
+        inside = await agents.agent(name).fsfreeze_status()
+    return inside, await agents.agent(name).fsfreeze_status()
+
+
+def test_debian_boots_with_cloud_init_verified_by_guest_agent(d: Daemon) -> None:
+    """hostname and a file from the NoCloud seed, OS and IPs from the agent, agent shutdown."""
+    op = d.client.build_image("debian-12", builder="debian-12")
+    assert d.client.wait_operation(op.id, timeout_s=1200).status == "success"
+    cloud = {
+        "hostname": "deb-{name}",
+        "write_files": [{"path": PROOF, "content": "written by cloud-init\n"}],
+    }
+    d.create("cloudy", image="debian-12", vcpus=2, memory_mib=768, guest_agent=True,
+             nics=[{"mode": "user"}], cloud_init=cloud)  # fmt: skip
+    started = time.monotonic()
+    socket = d.run_dir("cloudy") / "qga.sock"
+    wait_for(lambda: _read_file(socket, PROOF) is not None, 900, "cloud-init's file")
+    print(f"debian-12: cloud-init file visible after {time.monotonic() - started:.0f} s")
+    assert _read_file(socket, PROOF) == "written by cloud-init\n"
+    info = d.client.call(calls.guest_info("cloudy"))
+    assert info.agent and info.hostname == "deb-cloudy", info
+    assert "Debian" in info.os_name and "cloud" in info.kernel
+    wait_for(
+        lambda: any(
+            a.startswith("10.0.2.")
+            for n in d.client.call(calls.guest_info("cloudy")).interfaces
+            for a in n.addresses
+        ),
+        300,
+        "a DHCP address reported by the agent",
+    )
+    assert asyncio.run(_freeze_thaw(d.data_dir / "run", "cloudy")) == ("frozen", "thawed")
+    d.action("cloudy", "stop", timeout_s=180)
+    assert d.client.get_instance("cloudy").status.power == "stopped"
+    log = (d.data_dir / "daemon.log").read_text(errors="replace")
+    assert "cloudy: shutdown requested through the guest agent" in log
+    qmp_log = (d.run_dir("cloudy") / "qmp.log").read_text(errors="replace")
+    assert "guest-shutdown" in qmp_log  # the guest powered itself off
+    assert "system_powerdown" not in qmp_log and '"quit"' not in qmp_log
