@@ -22,6 +22,7 @@ from virtfleet.api.idempotency import IdempotencyMiddleware
 from virtfleet.api.limits import BodyLimitMiddleware
 from virtfleet.api.routes import audit as audit_routes
 from virtfleet.api.routes import (
+    backups,
     console,
     events,
     host,
@@ -29,6 +30,7 @@ from virtfleet.api.routes import (
     instances,
     operations,
     session,
+    snapshots,
     tokens,
     users,
     vnc,
@@ -57,6 +59,8 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     app.add_middleware(AuthMiddleware, services=services)
     app.add_middleware(AuditMiddleware, audit=services.audit)
     for module in (instances, console, vnc, images, host, operations, events):
+        app.include_router(module.router)
+    for module in (snapshots, backups):
         app.include_router(module.router)
     for module in (session, users, tokens, audit_routes):
         app.include_router(module.router)

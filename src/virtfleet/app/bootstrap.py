@@ -38,23 +38,29 @@ from virtfleet.drivers.fake.driver import FakeDriver
 from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.driver import QemuDriver
 from virtfleet.host.agent import Agent, AgentConfig
+from virtfleet.host.backups import BackupManager
 from virtfleet.host.facts import host_check, probe_host
+from virtfleet.host.snapshots import SnapshotManager
 from virtfleet.model.host import HostFacts
 from virtfleet.service import Services
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
+from virtfleet.service.backups import BackupService
 from virtfleet.service.events import EventService
 from virtfleet.service.host import HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.schedules import ScheduleService
+from virtfleet.service.snapshots import SnapshotService
 from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.repos import EventLog
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.state.store import StateStore
+from virtfleet.storage.backup import Repository
 from virtfleet.storage.images import ImageStore
 from virtfleet.util.cgroups import CgroupManager
 
@@ -74,8 +80,12 @@ class Platform:
         await ensure_admin(self.services.auth, self.settings.data_dir)
         await self.services.operations.recover()
         await self.agent.start()
+        if self.services.schedules is not None:
+            self.services.schedules.start()
 
     async def stop(self) -> None:
+        if self.services.schedules is not None:
+            await self.services.schedules.stop()
         await self.services.operations.close()
         await self.agent.stop()
         await self.store.close()
@@ -151,8 +161,17 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     )
     runner = OperationRunner(store, events)
     tokens = TokenService(store)
+    instances = InstanceService(store, images, facts, runner, events)
+    snapshots = SnapshotManager(agent)
+    backups = BackupService(
+        store,
+        runner,
+        events,
+        BackupManager(agent, snapshots, Repository(settings.backup_repo_dir)),
+        instances,
+    )
     services = Services(
-        instances=InstanceService(store, images, facts, runner, events),
+        instances=instances,
         images=ImageService(images, store, runner, events),
         operations=runner,
         host=HostService(facts, host_check),
@@ -162,6 +181,9 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         audit=AuditService(AuditLog(store)),
         console=agent,
         idempotency=IdempotencyService(store),
+        snapshots=SnapshotService(store, runner, events, snapshots),
+        backups=backups,
+        schedules=ScheduleService(store, backups),
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI())
 

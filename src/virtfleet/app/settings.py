@@ -46,6 +46,10 @@ class Settings:
     tls: bool = False
     tls_cert: Path | None = None  # with tls_key: the operator's certificate, else self-signed
     tls_key: Path | None = None
+    # The backup repository (default <data-dir>/backups); e.g. another filesystem.
+    backup_repo: Path | None = field(
+        default_factory=lambda: Path(p) if (p := os.environ.get("VIRTFLEET_BACKUP_REPO")) else None
+    )
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()
@@ -65,6 +69,10 @@ class Settings:
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def backup_repo_dir(self) -> Path:
+        return self.backup_repo or self.data_dir / "backups"
 
     @property
     def disks_dir(self) -> Path:

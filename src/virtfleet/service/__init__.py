@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
+from virtfleet.service.backups import BackupService
 from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
 from virtfleet.service.events import EventService
 from virtfleet.service.host import HostService
@@ -19,6 +20,8 @@ from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.schedules import ScheduleService
+from virtfleet.service.snapshots import SnapshotService
 from virtfleet.service.tokens import TokenService
 
 __all__ = [
@@ -50,3 +53,6 @@ class Services:
     console: ConsoleAccess = field(default_factory=NoConsole)
     console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
     idempotency: IdempotencyService | None = None  # None: Idempotency-Key is ignored
+    snapshots: SnapshotService | None = None  # None: the driver has no disks to snapshot
+    backups: BackupService | None = None
+    schedules: ScheduleService | None = None

@@ -288,6 +288,11 @@ class QemuDriver:
         finally:
             os.close(fd)
 
+    def qmp_session(self, name: str) -> QMPSession | None:
+        """The QMP session of a running or paused VM (block jobs, snapshots), else None."""
+        vm = self._vms.get(name)
+        return vm.qmp if vm is not None else None
+
     def vnc_socket(self, name: str) -> Path | None:
         """The VNC server's Unix socket of a running or paused VM, else None."""
         vm = self._vms.get(name)

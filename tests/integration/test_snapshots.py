@@ -1,0 +1,92 @@
+"""Live disk snapshots of a real tiny guest: take, revert, tree rules, online delete, bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from virtfleet.client import ApiError
+from virtfleet.client import backups as calls
+
+from .conftest import Daemon, _running_daemon
+from .guestdata import guest_run, guest_sum, run_op, write_random
+
+pytestmark = pytest.mark.integration
+VM = "snapvm"
+DATA = "/root/data.bin"
+
+
+@pytest.fixture(scope="module")
+def snapd(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Daemon]:
+    """One daemon and one running guest shared by the tests of this module (in order)."""
+    for d in _running_daemon(request, ("--listen", "none")):
+        d.create(VM)
+        d.wait_marker(VM)
+        yield d
+
+
+def _ok(d: Daemon, call: calls.Call[calls.Operation]) -> dict[str, object]:
+    done = run_op(d, call)
+    assert done.status == "success", done
+    return done.result or {}
+
+
+def test_revert_disk_snapshot_restores_data(snapd: Daemon) -> None:
+    """Data written before a live snapshot comes back after change + revert (checksum in guest);
+    taking the snapshot does not stop the guest."""
+    write_random(snapd, VM, DATA, 1024)
+    before = guest_sum(snapd, VM, DATA)
+    pid = snapd.qemu_pid(VM)
+    _ok(snapd, calls.create_snapshot(VM, "s1"))
+    assert snapd.qemu_pid(VM) == pid and snapd.client.get_instance(VM).status.power == "running"
+    write_random(snapd, VM, DATA, 512)
+    assert guest_sum(snapd, VM, DATA) != before
+    _ok(snapd, calls.revert_snapshot(VM, "s1"))
+    snapd.wait_marker(VM, count=2)
+    assert guest_sum(snapd, VM, DATA) == before
+    [s1] = snapd.client.call(calls.list_snapshots(VM))
+    assert s1.name == "s1" and s1.current and s1.parent is None
+
+
+def test_tree_and_online_delete(snapd: Daemon) -> None:
+    """A child snapshot makes its parent undeletable (409, nothing changed); deleting the
+    current leaf online keeps the guest's data and leaves a consistent chain."""
+    _ok(snapd, calls.create_snapshot(VM, "s2"))
+    tree = {s.name: s for s in snapd.client.call(calls.list_snapshots(VM))}
+    assert tree["s2"].parent == "s1" and tree["s2"].current and tree["s1"].children == ["s2"]
+    with pytest.raises(ApiError) as err:
+        snapd.client.call(calls.delete_snapshot(VM, "s1"))
+    assert err.value.code == "in_use" and "s2" in err.value.message
+    write_random(snapd, VM, DATA, 256)
+    expected = guest_sum(snapd, VM, DATA)
+    _ok(snapd, calls.delete_snapshot(VM, "s2"))
+    assert [s.name for s in snapd.client.call(calls.list_snapshots(VM))] == ["s1"]
+    assert snapd.client.call(calls.list_snapshots(VM))[0].current
+    assert guest_sum(snapd, VM, DATA) == expected
+    assert not (snapd.data_dir / "disks" / VM / "snapshots" / "s2").exists()
+    _ok(snapd, calls.delete_snapshot(VM, "s1"))  # the root, online, streams from the image
+    guest_run(snapd, VM, "true")
+    assert guest_sum(snapd, VM, DATA) == expected
+    assert snapd.client.call(calls.list_snapshots(VM)) == []
+
+
+def test_bad_snapshot_requests(snapd: Daemon) -> None:
+    """Path characters, unknown and duplicate names are clear 4xx errors; nothing changes."""
+    http = httpx.Client(transport=httpx.HTTPTransport(uds=str(snapd.data_dir / "api.sock")))
+    for bad in ("../x", "a/b", "UPPER", ".."):
+        r = http.post(f"http://x/1.0/instances/{VM}/snapshots", json={"name": bad})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_name", bad
+    r = http.post(f"http://x/1.0/instances/{VM}/snapshots/..%2Fx/revert")
+    assert r.status_code in (400, 404)
+    with pytest.raises(ApiError) as err:
+        snapd.client.call(calls.revert_snapshot(VM, "nope"))
+    assert err.value.code == "not_found"
+    _ok(snapd, calls.create_snapshot(VM, "dup"))
+    with pytest.raises(ApiError) as err:
+        snapd.client.call(calls.create_snapshot(VM, "dup"))
+    assert err.value.code == "already_exists"
+    assert [s.name for s in snapd.client.call(calls.list_snapshots(VM))] == ["dup"]
+    assert snapd.client.get_instance(VM).status.power == "running"
