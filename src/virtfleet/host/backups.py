@@ -3,7 +3,7 @@
 Owns the backup procedure: decide full vs incremental (a persistent dirty
 bitmap ``vf-<last backup id>`` on each disk's active layer that QEMU reports
 consistent, else full with the reason), run QEMU's point-in-time backup job
-into a temporary qcow2 in the repository's ``tmp/``, chunk what it wrote, and
+into a temporary qcow2 next to the disk, chunk what it wrote, and
 publish the manifest. The previous bitmap is dropped only after the manifest
 is safely stored, so a failed or killed backup never loses changes. Leftovers
 of a killed daemon (jobs, nodes, bitmaps, temp files) are cleaned up by the
@@ -61,6 +61,11 @@ class BackupManager:
     def qemu_img(self) -> str:
         return self.agent.disks.qemu_img
 
+    def _scratch(self, manifest: BackupManifest, disk: str) -> Path:
+        """The backup job's temporary target: next to the VM's disk, never in the repository,
+        so a full repository fails our own writes, never QEMU's (no guest write is at risk)."""
+        return self.agent.disks.dir(manifest.instance) / f".backup-{manifest.id}-{disk}.qcow2"
+
     async def backup(
         self, spec: InstanceSpec, *, full: bool = False, report: Report = _quiet
     ) -> BackupManifest:
@@ -68,6 +73,8 @@ class BackupManager:
         async with self._lock:
             with self.repo.locked():
                 self.repo.clean_tmp()
+                for leftover in self.agent.disks.dir(spec.name).glob(".backup-*"):
+                    leftover.unlink()  # a killed daemon's temporary backup target
                 jobs = self.snapshots._blockjobs(spec.name)
                 parent = self.repo.latest(spec.name)
                 manifest = BackupManifest(
@@ -175,7 +182,7 @@ class BackupManager:
                 "virtual-size"
             ]
         )
-        target = self.repo.tmp / f"{manifest.id}-{disk}.qcow2"
+        target = self._scratch(manifest, disk)
         await imgtool.run([self.qemu_img, "create", "-q", "-f", "qcow2", str(target), str(size)])
         imgtool.give_to(target, self.snapshots._runas())
         tnode, job = NODE_PREFIX + secrets.token_hex(6), JOB_PREFIX + secrets.token_hex(6)
@@ -235,7 +242,7 @@ class BackupManager:
         for index, disk in enumerate(spec.disks):
             active = self.agent.disks.path(spec.name, disk.name)
             size = int((await imgtool.info(self.qemu_img, active))["virtual-size"])
-            target = self.repo.tmp / f"{manifest.id}-{disk.name}.qcow2"
+            target = self._scratch(manifest, disk.name)
             try:
                 await imgtool.run(
                     [self.qemu_img, "convert", "-O", "qcow2", str(active), str(target)]
