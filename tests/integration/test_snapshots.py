@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from virtfleet.client import ApiError
 from virtfleet.client import backups as calls
 
-from .conftest import Daemon, _running_daemon
+from .conftest import VIRTFLEET, Daemon, _running_daemon
 from .guestdata import guest_run, guest_sum, run_op, write_random
 
 pytestmark = pytest.mark.integration
@@ -90,3 +92,16 @@ def test_bad_snapshot_requests(snapd: Daemon) -> None:
     assert err.value.code == "already_exists"
     assert [s.name for s in snapd.client.call(calls.list_snapshots(VM))] == ["dup"]
     assert snapd.client.get_instance(VM).status.power == "running"
+
+
+def test_cli_snapshot_commands(snapd: Daemon) -> None:
+    """The CLI takes, lists (--json) and deletes a snapshot; a bad name exits non-zero."""
+    base = [VIRTFLEET, "--data-dir", str(snapd.data_dir), "vm", "snapshot"]
+    made = subprocess.run([*base, "create", VM, "clisnap", "--json"], capture_output=True)
+    assert made.returncode == 0, made.stderr
+    listed = subprocess.run([*base, "list", VM, "--json"], capture_output=True, check=True)
+    assert "clisnap" in [s["name"] for s in json.loads(listed.stdout)]
+    bad = subprocess.run([*base, "create", VM, "a/b"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "invalid_name" in bad.stderr + bad.stdout
+    gone = subprocess.run([*base, "delete", VM, "clisnap"], capture_output=True)
+    assert gone.returncode == 0, gone.stderr

@@ -18,7 +18,7 @@ import typer
 # Typer >= 0.20 vendors click; its usage errors are only exported from here.
 from typer._click.exceptions import UsageError
 
-from virtfleet.cli import auth, context, images, misc, remote, vm
+from virtfleet.cli import auth, backups, context, images, misc, remote, snapshots, vm
 from virtfleet.client import ApiError
 from virtfleet.client.paths import DATA_DIR_ENV, default_data_dir
 from virtfleet.client.remotes import REMOTE_ENV
@@ -29,7 +29,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+vm.app.add_typer(snapshots.app, name="snapshot")
 app.add_typer(vm.app, name="vm")
+app.add_typer(backups.app, name="backup")
 app.add_typer(images.app, name="image")
 app.add_typer(misc.host_app, name="host")
 app.add_typer(misc.op_app, name="operation")
