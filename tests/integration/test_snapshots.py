@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from virtfleet.client import ApiError
 from virtfleet.client import backups as calls
 
-from .conftest import VIRTFLEET, Daemon, _running_daemon
+from .conftest import VIRTFLEET, Daemon, _running_daemon, wait_for
 from .guestdata import guest_run, guest_sum, run_op, write_random
 
 pytestmark = pytest.mark.integration
@@ -105,3 +106,37 @@ def test_cli_snapshot_commands(snapd: Daemon) -> None:
     assert bad.returncode != 0 and "invalid_name" in bad.stderr + bad.stdout
     gone = subprocess.run([*base, "delete", VM, "clisnap"], capture_output=True)
     assert gone.returncode == 0, gone.stderr
+
+
+def _counts(d: Daemon, since: int = 0) -> list[int]:
+    return [int(n) for n in re.findall(r"^CTR(\d+)\r?$", d.serial_log(VM)[since:], re.MULTILINE)]
+
+
+def test_memory_snapshot_resumes_where_it_was(snapd: Daemon) -> None:
+    """With memory, revert resumes the guest without a reboot: a counter held in a shell
+    variable (guest RAM) continues from its value at the snapshot, not from where it got to."""
+    snapd.type_line(VM, "c=0; while :; do c=$((c+1)); echo CTR$c; sleep 0.3; done &")
+    wait_for(lambda: len(_counts(snapd)) >= 3, 60, "counter")
+    low = _counts(snapd)[-1]
+    done = run_op(snapd, calls.create_snapshot(VM, "mem", memory=True))
+    assert done.status == "success", done
+    assert done.result and done.result["memory"] and done.result["pause_ms"] is not None
+    high = _counts(snapd)[-1]
+    wait_for(lambda: _counts(snapd)[-1] >= high + 8, 60, "counter to move on")
+    moved = _counts(snapd)[-1]
+    boots = snapd.serial_log(VM).count("VIRTFLEET-READY")
+    mark = len(snapd.serial_log(VM))
+    assert run_op(snapd, calls.revert_snapshot(VM, "mem")).status == "success"
+    wait_for(lambda: len(_counts(snapd, mark)) >= 2, 60, "counter after revert")
+    after = _counts(snapd, mark)[0]
+    assert low < after <= high + 2 < moved, (low, high, after, moved)
+    assert snapd.serial_log(VM).count("VIRTFLEET-READY") == boots  # resumed, not rebooted
+    snapd.type_line(VM, "kill %1")
+
+
+def test_memory_snapshot_of_stopped_vm_refused(snapd: Daemon) -> None:
+    snapd.action(VM, "stop", force=True)
+    with pytest.raises(ApiError) as err:
+        snapd.client.call(calls.create_snapshot(VM, "memstopped", memory=True))
+    assert err.value.code == "invalid_state"
+    snapd.action(VM, "start")

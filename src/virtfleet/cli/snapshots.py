@@ -49,10 +49,17 @@ def _run(vm: str, call: Call[Operation], label: str, msg: str, **kw: bool) -> No
 
 
 @command(app, "create")
-def create(vm: VmArg, name: SnapArg, no_wait: NoWaitOpt = False, json_out: JsonOpt = False) -> None:
-    """Take a snapshot of every disk of a VM (running or stopped)."""
+def create(
+    vm: VmArg,
+    name: SnapArg,
+    memory: Annotated[bool, typer.Option("--memory", help="Also RAM (running VMs).")] = False,
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Take a snapshot of every disk of a VM (running or stopped), optionally with memory."""
     label, msg = f"snapshotting {vm}", f"snapshot {name} of {vm} taken"
-    _run(vm, calls.create_snapshot(vm, name), label, msg, no_wait=no_wait, json_out=json_out)
+    call = calls.create_snapshot(vm, name, memory)
+    _run(vm, call, label, msg, no_wait=no_wait, json_out=json_out)
 
 
 @command(app, "revert")

@@ -33,9 +33,10 @@ def list_snapshots(vm: str) -> Call[list[Snapshot]]:
     return Call("GET", f"{inst(vm)}/snapshots", many(Snapshot))
 
 
-def create_snapshot(vm: str, snap: str) -> Call[Operation]:
+def create_snapshot(vm: str, snap: str, memory: bool = False) -> Call[Operation]:
     segment(snap, "snapshot name")
-    return Call("POST", f"{inst(vm)}/snapshots", one(Operation), json={"name": snap})
+    body = {"name": snap, "memory": memory}
+    return Call("POST", f"{inst(vm)}/snapshots", one(Operation), json=body)
 
 
 def revert_snapshot(vm: str, snap: str) -> Call[Operation]:

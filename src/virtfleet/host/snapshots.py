@@ -19,15 +19,17 @@ import contextlib
 import os
 import secrets
 import shutil
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from virtfleet.drivers.qemu import vmstate
 from virtfleet.drivers.qemu.blockjobs import BlockJobs
 from virtfleet.drivers.qemu.driver import QemuDriver
-from virtfleet.errors import AlreadyExistsError, InUseError, NotFoundError
+from virtfleet.errors import AlreadyExistsError, InUseError, InvalidStateError, NotFoundError
 from virtfleet.host import imgtool
 from virtfleet.host.quiesce import NoQuiesce, Quiescer
 from virtfleet.model.backup import Snapshot
@@ -43,6 +45,7 @@ class _Entry(BaseModel):
     created_at: datetime
     memory: bool = False
     quiesced: bool = False
+    pause_ms: float | None = None
 
 
 class _Tree(BaseModel):
@@ -85,6 +88,7 @@ class SnapshotManager:
                 created_at=e.created_at,
                 memory=e.memory,
                 quiesced=e.quiesced,
+                pause_ms=e.pause_ms,
                 current=n == tree.current,
                 children=tree.children(n),
             )
@@ -105,8 +109,10 @@ class SnapshotManager:
 
     # -- create ------------------------------------------------------------------------
 
-    async def create(self, spec: InstanceSpec, snap: str) -> Snapshot:
-        """Snapshot every disk of ``spec`` at one instant (online without pausing the guest).
+    async def create(self, spec: InstanceSpec, snap: str, memory: bool = False) -> Snapshot:
+        """Snapshot every disk of ``spec`` at one instant (online without pausing the guest);
+        with ``memory`` (running VMs) also RAM and device state, pausing only for the last
+        round of a live save.
 
         ``AlreadyExistsError`` if the name is taken; on failure nothing is left changed.
         """
@@ -116,17 +122,25 @@ class SnapshotManager:
             if snap in tree.snapshots:
                 raise AlreadyExistsError(f"snapshot {snap!r} of {spec.name!r} already exists")
             jobs = self._blockjobs(spec.name)
-            quiesced = False
+            quiesced, pause_ms = False, None
+            if memory and jobs is None:
+                raise InvalidStateError("stopped", "running", what=f"instance {spec.name!r}")
             if jobs is not None:
-                quiesced = await self.quiescer.freeze(spec.name)
+                quiesced = not memory and await self.quiescer.freeze(spec.name)
                 try:
-                    await self._create_online(jobs, spec, snap)
+                    pause_ms = await self._create_online(jobs, spec, snap, memory)
                 finally:
                     if quiesced:
                         await self.quiescer.thaw(spec.name)
             else:
                 await self._create_offline(spec, snap)
-            entry = _Entry(parent=tree.current, created_at=datetime.now(UTC), quiesced=quiesced)
+            entry = _Entry(
+                parent=tree.current,
+                created_at=datetime.now(UTC),
+                quiesced=quiesced,
+                memory=memory,
+                pause_ms=pause_ms,
+            )
             tree.snapshots[snap], tree.current = entry, snap
             self._save(spec.name, tree)
         return next(s for s in self.snapshots(spec.name) if s.name == snap)
@@ -150,9 +164,40 @@ class SnapshotManager:
             shutil.rmtree(self._dir(spec.name) / "snapshots" / snap, ignore_errors=True)
             raise
 
-    async def _create_online(self, jobs: BlockJobs, spec: InstanceSpec, snap: str) -> None:
+    async def _create_online(
+        self, jobs: BlockJobs, spec: InstanceSpec, snap: str, memory: bool
+    ) -> float | None:
+        """Stage overlays, switch to them at one instant (with memory: at the end of the RAM
+        save, while the guest is paused), then give the files their names. The pause in ms."""
+        staged = await self._stage(jobs, spec, snap)
+        pause_ms: float | None = None
+        try:
+            switch = self._switcher(jobs, staged)
+            if memory:
+                pause_ms = await self._save_memory(jobs, spec.name, snap, switch)
+            else:
+                await switch()
+        except BaseException:
+            for _, node, new in staged:
+                with contextlib.suppress(Exception):
+                    await jobs.delete_node(node)
+                new.unlink(missing_ok=True)
+            shutil.rmtree(self._dir(spec.name) / "snapshots" / snap, ignore_errors=True)
+            raise
+        for disk_name, _, new in staged:  # QEMU holds both files open: renaming is invisible
+            active = self.agent.disks.path(spec.name, disk_name)
+            frozen = self.frozen(spec.name, snap, disk_name)
+            frozen.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(active, frozen)
+            os.rename(new, active)
+        return pause_ms
+
+    async def _stage(
+        self, jobs: BlockJobs, spec: InstanceSpec, snap: str
+    ) -> list[tuple[str, str, Path]]:
+        """(disk, overlay node, new file) per disk: overlays opened in QEMU, not yet in use."""
         qemu_img = self.agent.disks.qemu_img
-        staged: list[tuple[str, str, Path]] = []  # (disk, overlay node, new file)
+        staged: list[tuple[str, str, Path]] = []
         try:
             for disk in spec.disks:
                 active = self.agent.disks.path(spec.name, disk.name)
@@ -163,28 +208,46 @@ class SnapshotManager:
                 node = f"vf{secrets.token_hex(6)}"
                 await jobs.add_qcow2(node, new)
                 staged.append((disk.name, node, new))
-            pairs = [(await jobs.active_node(d), node) for d, node, _ in staged]
-            await jobs.snapshot(pairs)
         except BaseException:
             for _, node, new in staged:
                 with contextlib.suppress(Exception):
                     await jobs.delete_node(node)
                 new.unlink(missing_ok=True)
             raise
-        for disk_name, _, new in staged:  # QEMU holds both files open: renaming is invisible
-            active = self.agent.disks.path(spec.name, disk_name)
-            frozen = self.frozen(spec.name, snap, disk_name)
-            frozen.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(active, frozen)
-            os.rename(new, active)
+        return staged
+
+    def _switcher(
+        self, jobs: BlockJobs, staged: list[tuple[str, str, Path]]
+    ) -> Callable[[], Awaitable[None]]:
+        async def switch() -> None:
+            pairs = [(await jobs.active_node(d), node) for d, node, _ in staged]
+            await jobs.snapshot(pairs)
+
+        return switch
+
+    async def _save_memory(
+        self, jobs: BlockJobs, vm: str, snap: str, switch: Callable[[], Awaitable[None]]
+    ) -> float:
+        state = self.state_file(vm, snap)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            return await vmstate.save(jobs.qmp, fd, switch)
+        finally:
+            os.close(fd)
+
+    def state_file(self, vm: str, snap: str) -> Path:
+        return self._dir(vm) / "snapshots" / snap / "memory.state"
 
     # -- revert ------------------------------------------------------------------------
 
     async def revert(self, spec: InstanceSpec, snap: str) -> None:
-        """Put the disks back to ``snap`` (a running VM is powered off and started again)."""
+        """Put the disks back to ``snap`` (a running VM is powered off and started again).
+
+        A snapshot with memory resumes the guest exactly where it was (started if stopped)."""
         async with self._lock(spec.name):
             tree = self.load(spec.name)
-            self._require(spec.name, tree, snap)
+            entry = self._require(spec.name, tree, snap)
             rec = await self.agent.repo.get(spec.name)
             running = rec.status.power in (PowerState.RUNNING, PowerState.PAUSED)
             if running:
@@ -193,8 +256,27 @@ class SnapshotManager:
                 await self._fresh_overlay(spec.name, snap, disk.name)
             tree.current = snap
             self._save(spec.name, tree)
-            if running:
+            if entry.memory:
+                await self._start_from_memory(spec.name, snap)
+            elif running:
                 await self.agent._start(await self.agent.repo.get(spec.name))
+
+    async def _start_from_memory(self, vm: str, snap: str) -> None:
+        driver = self.agent.driver
+        if not isinstance(driver, QemuDriver):
+            raise InvalidStateError("not a QEMU VM", "a QEMU VM", what=f"instance {vm!r}")
+        driver.incoming_once.add(vm)
+        await self.agent._start(await self.agent.repo.get(vm))
+        qmp = driver.qmp_session(vm)
+        assert qmp is not None  # just started
+        fd = os.open(self.state_file(vm, snap), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            await vmstate.load(qmp, fd)
+        except BaseException:
+            await self.agent._stop(await self.agent.repo.get(vm), True, 0.0)
+            raise
+        finally:
+            os.close(fd)
 
     async def _fresh_overlay(self, vm: str, snap: str, disk: str) -> None:
         qemu_img = self.agent.disks.qemu_img

@@ -16,6 +16,7 @@ class Snapshot(BaseModel):
     current: bool = False  # the VM's disks sit on top of this snapshot
     children: list[str] = Field(default_factory=list)
     quiesced: bool = False
+    pause_ms: float | None = None  # how long the guest was paused (memory snapshots)
 
 
 class BackupInfo(BaseModel):

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from virtfleet.errors import AlreadyExistsError, InUseError, NotFoundError
+from virtfleet.errors import AlreadyExistsError, InUseError, InvalidStateError, NotFoundError
 from virtfleet.host.snapshots import SnapshotManager
 from virtfleet.model.backup import Snapshot
 from virtfleet.model.event import Event
+from virtfleet.model.instance import PowerState
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
 from virtfleet.service.operations import OpContext, OperationRunner
@@ -45,17 +46,21 @@ class SnapshotService:
                 return s
         raise NotFoundError(f"snapshot {snap!r} of {vm!r} not found")
 
-    async def create(self, vm: str, snap: str) -> Operation:
-        """Take snapshot ``snap`` of every disk (online: no guest pause). ``AlreadyExistsError``
-        or ``InvalidNameError`` before anything is done."""
+    async def create(self, vm: str, snap: str, memory: bool = False) -> Operation:
+        """Take snapshot ``snap`` of every disk (online: no guest pause; ``memory``: RAM too,
+        running VMs only). ``AlreadyExistsError``/``InvalidNameError``/``InvalidStateError``
+        before anything is done."""
         validate_name(snap, "snapshot name")
         if any(s.name == snap for s in await self.list(vm)):
             raise AlreadyExistsError(f"snapshot {snap!r} of {vm!r} already exists")
+        power = (await self._repo.get(vm)).status.power
+        if memory and power not in (PowerState.RUNNING, PowerState.PAUSED):
+            raise InvalidStateError(power.value, ["running", "paused"])
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             await ctx.progress(10, f"snapshotting {vm}")
             rec = await self._repo.get(vm)
-            made = await self.manager.create(rec.spec.normalized(), snap)
+            made = await self.manager.create(rec.spec.normalized(), snap, memory)
             await self._emit("snapshot.created", vm, f"snapshot {snap} taken")
             return made.model_dump(mode="json")
 

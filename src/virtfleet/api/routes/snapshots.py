@@ -24,6 +24,7 @@ router = APIRouter(
 
 class CreateSnapshot(Strict):
     name: NameStr  # checked by the service (invalid_name), as path characters must be refused
+    memory: bool = False  # also RAM and device state (running VMs): revert resumes the guest
 
 
 def _svc(services: Services) -> SnapshotService:
@@ -41,7 +42,7 @@ async def list_snapshots(name: InstanceName, services: ServicesDep) -> list[Snap
 async def create_snapshot(
     name: InstanceName, body: CreateSnapshot, services: ServicesDep
 ) -> Operation:
-    return await _svc(services).create(name, body.name)
+    return await _svc(services).create(name, body.name, body.memory)
 
 
 @router.post("/{snapshot}/revert", status_code=202, dependencies=[OPERATOR])

@@ -63,6 +63,7 @@ class QemuDriver:
         self.qemu_version = qemu_version
         self.opts = opts or QemuOptions()
         self._vms: dict[str, _VM] = {}
+        self.incoming_once: set[str] = set()  # next start waits for a VM state (-incoming)
         self._events: asyncio.Queue[DriverEvent] = asyncio.Queue()
 
     def info(self) -> DriverInfo:
@@ -88,6 +89,9 @@ class QemuDriver:
         paths = self.paths(spec.name)
         process.prepare_run_dir(paths)
         argv = build_argv(spec, ctx, paths, self.opts)
+        if spec.name in self.incoming_once:  # a memory snapshot is loaded into it (vmstate.py)
+            self.incoming_once.discard(spec.name)
+            argv += ["-incoming", "defer"]
         pid = await process.launch(argv, paths, ctx.cgroup_procs)
         try:
             record = RuntimeRecord(
