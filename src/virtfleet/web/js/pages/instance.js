@@ -7,9 +7,10 @@ import { ACTIONS, actionButton, allowed, run } from "../components/actions.js";
 import { tabView } from "../components/tabs.js";
 import { serialConsole } from "../components/serial.js";
 import { graphicalConsole } from "../components/vnc.js";
+import { backupsPanel, snapshotsPanel } from "../panels/protection.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
-const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"], ["networks", "Networks"]];
+const LATER = [["metrics", "Metrics"], ["networks", "Networks"]];
 
 export async function renderInstance(main, name, initialTab = "summary") {
   let instance;
@@ -25,6 +26,8 @@ export async function renderInstance(main, name, initialTab = "summary") {
     { id: "summary", label: "Summary", render: (p) => summary(p, () => instance) },
     { id: "hardware", label: "Hardware", render: (p) => hardware(p, instance) },
     { id: "console", label: "Console", render: (p) => consoles(p, () => instance) },
+    { id: "snapshots", label: "Snapshots", render: (p) => snapshotsPanel(p, name) },
+    { id: "backups", label: "Backups", render: (p) => backupsPanel(p, name) },
     ...LATER.map(([id, label]) => ({
       id, label, render: (p) => { p.append(h("h2", {}, label), h("p.muted", {}, `${label}: not available yet.`)); },
     })),
