@@ -160,6 +160,21 @@ def test_prune_keeps_policy(bkd: Daemon, points: list[Point]) -> None:
     check_restore(bkd, points[1], "pruned")
 
 
+def test_restore_over_the_stopped_original(bkd: Daemon, points: list[Point]) -> None:
+    """Restoring without a new name replaces the (stopped) VM's disks with the backup's."""
+    write_random(bkd, VM, DATA, 512)
+    assert guest_sum(bkd, VM, DATA) != points[2].digest
+    bkd.action(VM, "stop", force=True)
+    done = run_op(bkd, calls.restore_backup(points[2].info.id, None))
+    assert done.status == "success" and done.result and done.result["replaced"], done
+    cmp = subprocess.run(["qemu-img", "compare", str(points[2].ref), str(disk(bkd, VM))])
+    assert cmp.returncode == 0
+    boots = bkd.serial_log(VM).count("VIRTFLEET-READY")
+    bkd.action(VM, "start")
+    bkd.wait_marker(VM, count=boots + 1)
+    assert guest_sum(bkd, VM, DATA) == points[2].digest
+
+
 def test_bad_backup_requests(bkd: Daemon) -> None:
     """Unknown ids, bad ids, restoring onto an existing or running VM: clear 4xx errors."""
     with pytest.raises(ApiError) as err:

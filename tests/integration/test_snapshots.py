@@ -134,9 +134,29 @@ def test_memory_snapshot_resumes_where_it_was(snapd: Daemon) -> None:
     snapd.type_line(VM, "kill %1")
 
 
-def test_memory_snapshot_of_stopped_vm_refused(snapd: Daemon) -> None:
+def test_stopped_vm_snapshots(snapd: Daemon) -> None:
+    """On a stopped VM: a memory snapshot is refused (409); a disk snapshot, a revert and a
+    delete of the current snapshot work offline (qemu-img) and the data survives them."""
+    write_random(snapd, VM, DATA, 256)
+    expected = guest_sum(snapd, VM, DATA)
     snapd.action(VM, "stop", force=True)
     with pytest.raises(ApiError) as err:
         snapd.client.call(calls.create_snapshot(VM, "memstopped", memory=True))
     assert err.value.code == "invalid_state"
+    for call in (
+        calls.create_snapshot(VM, "off"),
+        calls.revert_snapshot(VM, "off"),
+        calls.delete_snapshot(VM, "off"),
+    ):
+        _ok(snapd, call)
+        assert snapd.client.get_instance(VM).status.power == "stopped"
+    assert "off" not in [s.name for s in snapd.client.call(calls.list_snapshots(VM))]
+    check = subprocess.run(
+        ["qemu-img", "check", str(snapd.data_dir / "disks" / VM / "root.qcow2")],
+        capture_output=True,
+    )
+    assert check.returncode == 0, check.stdout
+    boots = snapd.serial_log(VM).count("VIRTFLEET-READY")
     snapd.action(VM, "start")
+    snapd.wait_marker(VM, count=boots + 1)
+    assert guest_sum(snapd, VM, DATA) == expected

@@ -24,7 +24,6 @@ class FakeBackups:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.fail = False
-        self._runner = self
 
     async def create(self, vm: str, full: bool = False) -> Operation:
         self.calls.append(("backup", vm))

@@ -75,7 +75,7 @@ class BackupManager:
                 self.repo.clean_tmp()
                 for leftover in self.agent.disks.dir(spec.name).glob(".backup-*"):
                     leftover.unlink()  # a killed daemon's temporary backup target
-                jobs = self.snapshots._blockjobs(spec.name)
+                jobs = self.snapshots.blockjobs(spec.name)
                 parent = self.repo.latest(spec.name)
                 manifest = BackupManifest(
                     id=new_backup_id(),
@@ -184,7 +184,7 @@ class BackupManager:
         )
         target = self._scratch(manifest, disk)
         await imgtool.run([self.qemu_img, "create", "-q", "-f", "qcow2", str(target), str(size)])
-        imgtool.give_to(target, self.snapshots._runas())
+        imgtool.give_to(target, self.snapshots.runas())
         tnode, job = NODE_PREFIX + secrets.token_hex(6), JOB_PREFIX + secrets.token_hex(6)
         try:
             await jobs.add_qcow2(tnode, target)
@@ -196,8 +196,10 @@ class BackupManager:
             async def copied(frac: float) -> None:
                 await report(int(100 * (lo + (hi - lo) * frac * 0.5)), f"copying {disk}")
 
+            started = time.monotonic()
             await jobs.wait_job(job, copied)
             await jobs.delete_node(tnode)
+            manifest.stats.copy_seconds += round(time.monotonic() - started, 3)
             chunks = await self._ingest(target, size, base, manifest.stats, share, disk, report)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -229,9 +231,12 @@ class BackupManager:
                 last[0] = pct
                 asyncio.run_coroutine_threadsafe(report(pct, f"storing {disk}"), loop)
 
-        return await asyncio.to_thread(
+        started = time.monotonic()
+        chunks = await asyncio.to_thread(
             ingest, target, size, self.repo.chunks, base, stats, progress
         )
+        stats.store_seconds += round(time.monotonic() - started, 3)
+        return chunks
 
     # -- stopped VMs -------------------------------------------------------------------
 

@@ -95,12 +95,12 @@ class SnapshotManager:
             for n, e in sorted(tree.snapshots.items(), key=lambda kv: kv[1].created_at)
         ]
 
-    def _blockjobs(self, vm: str) -> BlockJobs | None:
+    def blockjobs(self, vm: str) -> BlockJobs | None:
         driver = self.agent.driver
         qmp = driver.qmp_session(vm) if isinstance(driver, QemuDriver) else None
         return BlockJobs(qmp) if qmp is not None else None
 
-    def _runas(self) -> str | None:
+    def runas(self) -> str | None:
         driver = self.agent.driver
         return driver.opts.runas if isinstance(driver, QemuDriver) else None
 
@@ -121,7 +121,7 @@ class SnapshotManager:
             tree = self.load(spec.name)
             if snap in tree.snapshots:
                 raise AlreadyExistsError(f"snapshot {snap!r} of {spec.name!r} already exists")
-            jobs = self._blockjobs(spec.name)
+            jobs = self.blockjobs(spec.name)
             quiesced, pause_ms = False, None
             if memory and jobs is None:
                 raise InvalidStateError("stopped", "running", what=f"instance {spec.name!r}")
@@ -172,7 +172,7 @@ class SnapshotManager:
         staged = await self._stage(jobs, spec, snap)
         pause_ms: float | None = None
         try:
-            switch = self._switcher(jobs, staged)
+            switch = await self._switcher(jobs, staged)
             if memory:
                 pause_ms = await self._save_memory(jobs, spec.name, snap, switch)
             else:
@@ -204,7 +204,7 @@ class SnapshotManager:
                 size = int((await imgtool.info(qemu_img, active))["virtual-size"])
                 new = active.with_name(f".new-{disk.name}.qcow2")
                 await imgtool.overlay(qemu_img, new, self.frozen(spec.name, snap, disk.name), size)
-                imgtool.give_to(new, self._runas())
+                imgtool.give_to(new, self.runas())
                 node = f"vf{secrets.token_hex(6)}"
                 await jobs.add_qcow2(node, new)
                 staged.append((disk.name, node, new))
@@ -216,11 +216,13 @@ class SnapshotManager:
             raise
         return staged
 
-    def _switcher(
+    async def _switcher(
         self, jobs: BlockJobs, staged: list[tuple[str, str, Path]]
     ) -> Callable[[], Awaitable[None]]:
+        """The switch to the staged overlays: one QMP command (it may run in the guest pause)."""
+        pairs = [(await jobs.active_node(d), node) for d, node, _ in staged]
+
         async def switch() -> None:
-            pairs = [(await jobs.active_node(d), node) for d, node, _ in staged]
             await jobs.snapshot(pairs)
 
         return switch
@@ -318,7 +320,7 @@ class SnapshotManager:
 
     async def _merge_current(self, spec: InstanceSpec, snap: str, parent: str | None) -> None:
         """Fold ``snap``'s files into the active layers, which then sit on ``parent``."""
-        jobs = self._blockjobs(spec.name)
+        jobs = self.blockjobs(spec.name)
         qemu_img = self.agent.disks.qemu_img
         for disk in spec.disks:
             frozen = self.frozen(spec.name, snap, disk.name)

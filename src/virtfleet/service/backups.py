@@ -85,6 +85,10 @@ class BackupService:
 
         return await self._runner.submit("backup.create", f"instance/{vm}", run)
 
+    async def wait(self, op_id: str, timeout_s: float) -> Operation:
+        """Wait for one of this service's operations (schedules run backups, then prunes)."""
+        return await self._runner.wait(op_id, timeout_s)
+
     async def verify(self) -> Operation:
         async def run(ctx: OpContext) -> dict[str, Any]:
             await ctx.progress(5, "re-reading every chunk")

@@ -100,7 +100,7 @@ class ScheduleService:
         await self._repo.put(s.name, s)  # claimed first: a slow backup is not started twice
         try:
             op = await self._backups.create(s.instance)
-            done = await self._backups._runner.wait(op.id, 24 * 3600)
+            done = await self._backups.wait(op.id, 24 * 3600)
             if done.status.value != "success":
                 raise VirtfleetError(done.message or "backup failed")
             policy = RetentionPolicy(
@@ -108,7 +108,7 @@ class ScheduleService:
             )
             if not policy.empty():
                 pruned = await self._backups.prune(s.instance, policy)
-                await self._backups._runner.wait(pruned.id, 3600)
+                await self._backups.wait(pruned.id, 3600)
             s.last_status = "success"
         except VirtfleetError as err:
             s.last_status = err.message

@@ -1,10 +1,10 @@
-"""Guest RAM and device state to a file and back, by migration over a passed file descriptor.
+"""Guest RAM and device state to a file and back, by migration to a ``file:`` URI on a passed fd.
 
 Owns ``save``: a live (pre-copy) migration into a file the caller opened, so the
 guest runs while its RAM is copied and pauses only for the final round; at that
 instant the caller's ``at_stop`` (e.g. a disk snapshot) runs, then the guest
 continues. And ``load``: feed such a file to a QEMU started with
-``-incoming defer``. QEMU runs unprivileged, so files go over as fds (``getfd``).
+``-incoming defer``. QEMU runs unprivileged, so files go over as fds (``add-fd``).
 Must not decide where state files live.
 """
 
@@ -20,7 +20,6 @@ from qemu.qmp import QMPError as QMPLibError
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.errors import DriverError, TimeoutError_
 
-FD_NAME = "vfstate"
 POLL_S = 0.002  # the guest stays paused between completion and our cont: poll finely
 UNLIMITED = 64 * 2**30  # bytes/s: a local file needs no throttle (default is 128 MiB/s)
 
@@ -29,13 +28,15 @@ async def _run(qmp: QMPSession, cmd: str, args: dict[str, Any] | None = None) ->
     return await qmp._execute(cmd, args)  # the session's translated executor
 
 
-async def _pass_fd(qmp: QMPSession, fd: int) -> None:
+async def _pass_fd(qmp: QMPSession, fd: int) -> int:
+    """Put ``fd`` in a new fdset (QMP ``add-fd``); the migration opens ``/dev/fdset/<id>``."""
     async with qmp._fd_lock:
         try:
             qmp._client.send_fd_scm(fd)
         except (OSError, QMPLibError) as err:
             raise DriverError(f"passing the state file to QEMU failed: {err}") from err
-        await _run(qmp, "getfd", {"fdname": FD_NAME})
+        reply = await _run(qmp, "add-fd")
+    return int(reply["fdset-id"])
 
 
 async def _until(qmp: QMPSession, timeout_s: float) -> dict[str, Any]:
@@ -59,8 +60,8 @@ async def save(
     end; resume the guest. Returns the guest's pause in milliseconds (downtime + our part)."""
     params = {"max-bandwidth": UNLIMITED, "downtime-limit": 20}
     await _run(qmp, "migrate-set-parameters", params)
-    await _pass_fd(qmp, fd)
-    await _run(qmp, "migrate", {"uri": f"fd:{FD_NAME}"})
+    fdset = await _pass_fd(qmp, fd)
+    await _run(qmp, "migrate", {"uri": f"file:/dev/fdset/{fdset}"})
     try:
         info = await _until(qmp, timeout_s)
     except BaseException:
@@ -73,6 +74,7 @@ async def save(
         await at_stop()
     finally:
         await _run(qmp, "cont")
+        await _run(qmp, "remove-fd", {"fdset-id": fdset})
     ours = (time.monotonic() - seen) * 1000 + POLL_S * 500  # half a poll, on average
     return float(info.get("downtime", 0)) + ours
 
@@ -83,10 +85,11 @@ async def _status(qmp: QMPSession) -> str:
 
 async def load(qmp: QMPSession, fd: int, timeout_s: float = 300) -> None:
     """Load state from ``fd`` into a QEMU waiting with ``-incoming defer``; it then runs."""
-    await _pass_fd(qmp, fd)
-    await _run(qmp, "migrate-incoming", {"uri": f"fd:{FD_NAME}"})
+    fdset = await _pass_fd(qmp, fd)
+    await _run(qmp, "migrate-incoming", {"uri": f"file:/dev/fdset/{fdset}"})
     deadline = time.monotonic() + timeout_s
     while (status := await _status(qmp)) != "running":
         if status in ("shutdown", "internal-error") or time.monotonic() > deadline:
             raise DriverError(f"loading VM state failed (VM is {status})")
         await asyncio.sleep(0.02)
+    await _run(qmp, "remove-fd", {"fdset-id": fdset})

@@ -31,6 +31,8 @@ class BackupStats(BaseModel):
     chunks_new: int = 0
     chunks_total: int = 0
     seconds: float = 0.0
+    copy_seconds: float = 0.0  # QEMU's backup job (reading the VM's disks)
+    store_seconds: float = 0.0  # hashing, compressing and writing chunks
 
 
 class BackupManifest(BaseModel):
