@@ -3,12 +3,15 @@ name is refused in the page), see the tree, delete it; back up now and see the b
 
 from __future__ import annotations
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.integration.conftest import Daemon
 
 from .conftest import ADMIN_PASSWORD, Shots
 from .test_ui import OP_MS, login
+
+pytestmark = pytest.mark.integration
 
 
 def test_snapshot_and_backup_tabs(ui_daemon: Daemon, page: Page, shots: Shots) -> None:

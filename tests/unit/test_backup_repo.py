@@ -3,7 +3,6 @@ ingest of a real qcow2 written by qemu-io, and the retention policy on a fake ca
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,7 +112,6 @@ def test_backup_ids_are_path_safe() -> None:
             check_backup_id(bad)
 
 
-@pytest.mark.skipif(shutil.which("qemu-io") is None, reason="needs qemu-io (qemu-utils)")
 def test_ingest_inherits_unwritten_ranges(repo: Repository, tmp_path: Path) -> None:
     """An incremental target holding one written cluster (and one zeroed) changes exactly
     those bytes of the parent's chunks; unwritten ranges keep the parent's hashes."""

@@ -8,15 +8,23 @@ inherited from the parent backup's manifest. Runs in a worker thread.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import subprocess
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from virtfleet.errors import ProcessError
 from virtfleet.storage.backup.chunks import CHUNK_SIZE, ZERO, ChunkStore
 from virtfleet.storage.backup.manifest import BackupStats, DiskManifest
+
+WORKERS = max(2, min(4, os.cpu_count() or 2))
+IN_FLIGHT = 2 * WORKERS
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,30 @@ def _by_chunk(extents: list[Extent], chunk_size: int) -> dict[int, list[Extent]]
     return grouped
 
 
+def _assemble(
+    fh: BinaryIO,
+    index: int,
+    parts: list[Extent],
+    length: int,
+    chunk_size: int,
+    old: Callable[[], bytes],
+) -> tuple[bytes, int]:
+    """The new bytes of chunk ``index``: written parts from the target, the rest from ``old``."""
+    if len(parts) == 1 and parts[0].length == length and parts[0].offset is not None:
+        fh.seek(parts[0].offset)  # the common case: the whole chunk was written
+        return fh.read(length), length
+    covered = sum(p.length for p in parts) == length
+    base = bytearray(bytes(length) if covered else old())
+    for part in parts:
+        rel = part.start - index * chunk_size
+        if part.offset is None:
+            base[rel : rel + part.length] = bytes(part.length)
+        else:
+            fh.seek(part.offset)
+            base[rel : rel + part.length] = fh.read(part.length)
+    return bytes(base), sum(p.length for p in parts)
+
+
 def ingest(
     target: Path,
     size: int,
@@ -71,28 +103,33 @@ def ingest(
     """Chunk hashes of the whole disk: written ranges from ``target``, the rest from ``parent``.
 
     Without a parent, unwritten ranges are zeros (a full backup's target only
-    leaves zero ranges unwritten).
+    leaves zero ranges unwritten). Reading is sequential; hashing, compressing and
+    writing run on a few threads (hashlib and zstd release the GIL).
     """
     count = (size + chunk_size - 1) // chunk_size
     inherited = parent.chunks if parent and parent.size == size else None
     chunks = list(inherited) if inherited else [ZERO] * count
-    grouped = _by_chunk(written_extents(target), chunk_size)
-    with open(target, "rb") as fh:
-        for done, (index, parts) in enumerate(sorted(grouped.items())):
-            length = min(chunk_size, size - index * chunk_size)
-            covered = sum(p.length for p in parts) == length
-            base = bytearray(bytes(length) if covered else store.get(chunks[index], length))
-            for part in parts:
-                rel = part.start - index * chunk_size
-                if part.offset is None:
-                    base[rel : rel + part.length] = bytes(part.length)
-                else:
-                    fh.seek(part.offset)
-                    base[rel : rel + part.length] = fh.read(part.length)
-                stats.bytes_read += part.length
-            chunks[index], written = store.put(bytes(base))
+    grouped = sorted(_by_chunk(written_extents(target), chunk_size).items())
+    pending: deque[tuple[int, Future[tuple[str, int]]]] = deque()
+    done = [0]
+
+    def settle(limit: int) -> None:
+        while len(pending) > limit:
+            index, future = pending.popleft()
+            chunks[index], written = future.result()
             stats.chunks_new += 1 if written else 0
             stats.bytes_written += written
-            progress((done + 1) / max(1, len(grouped)))
+            done[0] += 1
+            progress(done[0] / max(1, len(grouped)))
+
+    with open(target, "rb") as fh, ThreadPoolExecutor(WORKERS) as pool:
+        for index, parts in grouped:
+            length = min(chunk_size, size - index * chunk_size)
+            old = functools.partial(store.get, chunks[index], length)
+            data, read = _assemble(fh, index, parts, length, chunk_size, old)
+            stats.bytes_read += read
+            pending.append((index, pool.submit(store.put, data)))
+            settle(IN_FLIGHT)  # bounded memory: a few MiB in flight
+        settle(0)
     stats.chunks_total += count
     return chunks
