@@ -193,3 +193,23 @@ def test_bad_backup_requests(bkd: Daemon) -> None:
     with pytest.raises(ApiError) as err:
         bkd.client.call(calls.create_backup("nosuchvm"))
     assert err.value.code == "not_found"
+    bkd.create("fresh", start=False)  # never started: it has no disks to back up yet
+    done = run_op(bkd, calls.create_backup("fresh"))
+    assert done.status == "failure" and done.error_code == "conflict", done
+    assert "start it once" in (done.error_message or "")
+
+
+def test_schedules_api(bkd: Daemon) -> None:
+    """Schedules are stored and listed; a bad cron expression or VM is a clear 4xx."""
+    made = bkd.client.call(calls.put_schedule("nightly", VM, "0 3 * * *", daily=7))
+    assert made.instance == VM and made.keep_daily == 7
+    assert [s.name for s in bkd.client.call(calls.list_schedules())] == ["nightly"]
+    for vm, cron, code in (
+        (VM, "61 * * * *", "invalid_input"),
+        ("nosuch", "0 3 * * *", "not_found"),
+    ):
+        with pytest.raises(ApiError) as err:
+            bkd.client.call(calls.put_schedule("bad", vm, cron))
+        assert err.value.code == code
+    bkd.client.call(calls.delete_schedule("nightly"))
+    assert bkd.client.call(calls.list_schedules()) == []

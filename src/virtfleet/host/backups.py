@@ -242,6 +242,7 @@ class BackupManager:
 
     async def _offline(self, spec: InstanceSpec, manifest: BackupManifest, report: Report) -> None:
         """Read whole disks (no QEMU to track changes), then leave a bitmap for the next one."""
+        self.snapshots.require_disks(spec)
         manifest.full_reason = "the VM is stopped: whole disks are read"
         new_bitmap = BITMAP_PREFIX + manifest.id
         for index, disk in enumerate(spec.disks):

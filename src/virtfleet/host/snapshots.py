@@ -29,7 +29,13 @@ from pydantic import BaseModel
 from virtfleet.drivers.qemu import vmstate
 from virtfleet.drivers.qemu.blockjobs import BlockJobs
 from virtfleet.drivers.qemu.driver import QemuDriver
-from virtfleet.errors import AlreadyExistsError, InUseError, InvalidStateError, NotFoundError
+from virtfleet.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InUseError,
+    InvalidStateError,
+    NotFoundError,
+)
 from virtfleet.host import imgtool
 from virtfleet.host.quiesce import NoQuiesce, Quiescer
 from virtfleet.model.backup import Snapshot
@@ -145,7 +151,16 @@ class SnapshotManager:
             self._save(spec.name, tree)
         return next(s for s in self.snapshots(spec.name) if s.name == snap)
 
+    def require_disks(self, spec: InstanceSpec) -> None:
+        """``ConflictError`` if the VM's disks do not exist yet (created at its first start)."""
+        for disk in spec.disks:
+            if not self.agent.disks.path(spec.name, disk.name).exists():
+                raise ConflictError(
+                    f"instance {spec.name!r} has no disk {disk.name!r} yet: start it once first"
+                )
+
     async def _create_offline(self, spec: InstanceSpec, snap: str) -> None:
+        self.require_disks(spec)
         moved: list[tuple[Path, Path]] = []
         try:
             for disk in spec.disks:
