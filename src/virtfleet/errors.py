@@ -26,6 +26,8 @@ calls them (``raise ... from err``); nothing else here does I/O.
     ├── TimeoutError_ (timeout, 504)
     ├── CancelledError_ (cancelled, 499)
     ├── ImageError (image_error, 422)
+    ├── BackupDamagedError (backup_damaged, 422)
+    ├── RepositoryFullError (repository_full, 507)
     ├── HostError (host_unsupported, 503)
     └── DriverError (driver_error, 502)
         ├── GuestAgentError (guest_agent_error, 502)
@@ -166,6 +168,20 @@ class CancelledError_(VirtfleetError):
 class ImageError(VirtfleetError):
     code = "image_error"
     status = 422
+
+
+class BackupDamagedError(VirtfleetError):
+    """A backup's manifest or chunks are missing or corrupt; ``details["chunks"]`` lists them."""
+
+    code = "backup_damaged"
+    status = 422
+
+
+class RepositoryFullError(VirtfleetError):
+    """The backup repository's filesystem has no space left; nothing half-written remains."""
+
+    code = "repository_full"
+    status = 507
 
 
 class HostError(VirtfleetError):

@@ -22,6 +22,7 @@ from virtfleet.api.idempotency import IdempotencyMiddleware
 from virtfleet.api.limits import BodyLimitMiddleware
 from virtfleet.api.routes import audit as audit_routes
 from virtfleet.api.routes import (
+    backups,
     console,
     containers,
     events,
@@ -35,6 +36,7 @@ from virtfleet.api.routes import (
     ova,
     resources,
     session,
+    snapshots,
     templates,
     tokens,
     users,
@@ -67,6 +69,8 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     for module in (*modules, networks):
         app.include_router(module.router)
     for module in (templates, guest, ova):
+        app.include_router(module.router)
+    for module in (snapshots, backups):
         app.include_router(module.router)
     for module in (session, users, tokens, audit_routes):
         app.include_router(module.router)

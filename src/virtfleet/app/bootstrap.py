@@ -40,10 +40,13 @@ from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.driver import QemuDriver
 from virtfleet.drivers.routing import RoutingDriver
 from virtfleet.host.agent import Agent, AgentConfig
+from virtfleet.host.backups import BackupManager
 from virtfleet.host.collector import MetricsCollector
 from virtfleet.host.containers import ContainerHost, container_checks
 from virtfleet.host.facts import host_check, probe_host
 from virtfleet.host.guest import GuestAgents
+from virtfleet.host.quiesce import AgentQuiescer
+from virtfleet.host.snapshots import SnapshotManager
 from virtfleet.host.usage import sample_usage
 from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.host import Check, HostFacts
@@ -54,6 +57,7 @@ from virtfleet.service import Services
 from virtfleet.service.alerts import AlertService
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
+from virtfleet.service.backups import BackupService
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.containers import ContainerService, NoContainers
 from virtfleet.service.events import EventService
@@ -68,6 +72,8 @@ from virtfleet.service.notify import WebhookNotifier
 from virtfleet.service.operations import OperationRunner
 from virtfleet.service.ova import OvaService
 from virtfleet.service.resources import ResourceService
+from virtfleet.service.schedules import ScheduleService
+from virtfleet.service.snapshots import SnapshotService
 from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
@@ -77,6 +83,7 @@ from virtfleet.state.memory import MemoryStore
 from virtfleet.state.repos import EventLog
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.state.store import StateStore
+from virtfleet.storage.backup import Repository
 from virtfleet.storage.images import ImageStore
 from virtfleet.util.cgroups import CgroupManager
 
@@ -101,8 +108,12 @@ class Platform:
             await self.services.alerts.start()
         if self.collector is not None:
             await self.collector.start()
+        if self.services.schedules is not None:
+            self.services.schedules.start()
 
     async def stop(self) -> None:
+        if self.services.schedules is not None:
+            await self.services.schedules.stop()
         await self.services.operations.close()
         if self.collector is not None:
             await self.collector.stop()
@@ -221,6 +232,16 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
     capacity = CapacityService(store, facts, ratios, sample_usage)
     instances.capacity = capacity
+    guest_agents = GuestAgents(settings.run_dir)
+    quiescer = AgentQuiescer(guest_agents)  # application-consistent when a guest agent answers
+    snapshots = SnapshotManager(agent, quiescer)
+    backups = BackupService(
+        store,
+        runner,
+        events,
+        BackupManager(agent, snapshots, Repository(settings.backup_repo_dir), quiescer),
+        instances,
+    )
     services = Services(
         instances=instances,
         images=ImageService(images, store, runner, events),
@@ -239,8 +260,11 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         resources=ResourceService(store, instances, capacity, agent.live_stats, images),
         capacity=capacity,
         templates=TemplateService(images, store, instances, runner, events, settings.disks_dir),
-        guests=GuestService(store, GuestAgents(settings.run_dir)),
+        guests=GuestService(store, guest_agents),
         ova=OvaService(images, store, instances, runner, settings.disks_dir),
+        snapshots=SnapshotService(store, runner, events, snapshots),
+        backups=backups,
+        schedules=ScheduleService(store, backups),
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 

@@ -56,6 +56,10 @@ class Settings:
     memory_overcommit: float = field(
         default_factory=lambda: float(os.environ.get("VIRTFLEET_MEMORY_OVERCOMMIT", "1"))
     )
+    # The backup repository (default <data-dir>/backups); e.g. another filesystem.
+    backup_repo: Path | None = field(
+        default_factory=lambda: Path(p) if (p := os.environ.get("VIRTFLEET_BACKUP_REPO")) else None
+    )
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()
@@ -75,6 +79,10 @@ class Settings:
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def backup_repo_dir(self) -> Path:
+        return self.backup_repo or self.data_dir / "backups"
 
     @property
     def disks_dir(self) -> Path:

@@ -20,6 +20,7 @@ from typer._click.exceptions import UsageError
 
 from virtfleet.cli import (
     auth,
+    backups,
     containers,
     context,
     images,
@@ -27,6 +28,7 @@ from virtfleet.cli import (
     misc,
     networks,
     remote,
+    snapshots,
     templates,
     vm,
     vmset,
@@ -41,10 +43,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+vm.app.add_typer(snapshots.app, name="snapshot")
 app.add_typer(vm.app, name="vm")
 app.add_typer(containers.app, name="container")
 context.command(app, "exec")(containers.exec_cmd)
 vmset.install(vm.app, misc.host_app)
+app.add_typer(backups.app, name="backup")
 app.add_typer(images.app, name="image")
 app.add_typer(networks.app, name="network")
 app.add_typer(templates.app, name="template")

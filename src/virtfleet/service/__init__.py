@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from virtfleet.service.alerts import AlertService
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
+from virtfleet.service.backups import BackupService
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
 from virtfleet.service.containers import ContainerService
@@ -27,6 +28,8 @@ from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OperationRunner
 from virtfleet.service.ova import OvaService
 from virtfleet.service.resources import ResourceService
+from virtfleet.service.schedules import ScheduleService
+from virtfleet.service.snapshots import SnapshotService
 from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
 
@@ -77,3 +80,6 @@ class Services:
     templates: TemplateService | None = None  # None: no templates/clones (fakes)
     guests: GuestService | None = None  # None: no guest agents
     ova: OvaService | None = None  # None: no OVA import/export
+    snapshots: SnapshotService | None = None  # None: the driver has no disks to snapshot
+    backups: BackupService | None = None
+    schedules: ScheduleService | None = None

@@ -100,7 +100,7 @@ DEFAULT_RULES = (
         name="backup-failed",
         kind="event",
         event="backup.failed",
-        resolve_event="backup.succeeded",
+        resolve_event="backup.created",  # the next good backup of that VM resolves it
         for_s=86400.0,
         summary="a backup failed",
     ),

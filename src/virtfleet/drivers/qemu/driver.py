@@ -71,6 +71,7 @@ class QemuDriver(LiveResources):
         self.qemu_version = qemu_version
         self.opts = opts or QemuOptions()
         self._vms: dict[str, _VM] = {}
+        self.incoming_once: set[str] = set()  # next start waits for a VM state (-incoming)
         self._events: asyncio.Queue[DriverEvent] = asyncio.Queue()
 
     def info(self) -> DriverInfo:
@@ -96,6 +97,9 @@ class QemuDriver(LiveResources):
         paths = self.paths(spec.name)
         process.prepare_run_dir(paths)
         argv = build_argv(spec, ctx, paths, self.opts)
+        if spec.name in self.incoming_once:  # a memory snapshot is loaded into it (vmstate.py)
+            self.incoming_once.discard(spec.name)
+            argv += ["-incoming", "defer"]
         pid = await process.launch(argv, paths, ctx.cgroup_procs)
         try:
             record = RuntimeRecord(
@@ -329,6 +333,11 @@ class QemuDriver(LiveResources):
             await vm.qmp.screendump_fd(fd)
         finally:
             os.close(fd)
+
+    def qmp_session(self, name: str) -> QMPSession | None:
+        """The QMP session of a running or paused VM (block jobs, snapshots), else None."""
+        vm = self._vms.get(name)
+        return vm.qmp if vm is not None else None
 
     def vnc_socket(self, name: str) -> Path | None:
         """The VNC server's Unix socket of a running or paused VM, else None."""

@@ -14,9 +14,9 @@ import { addressText, instanceNetworks } from "./networks.js";
 import { hardwarePanel } from "../components/resources.js";
 import { guestFacts } from "../components/guest.js";
 
+import { backupsPanel, snapshotsPanel } from "../panels/protection.js";
+
 const LIVE = ["running", "paused", "starting", "stopping"];
-const LATER = [["snapshots", "Snapshots"], ["backups", "Backups"], ["metrics", "Metrics"]];
-const PANELS = { metrics: metricsPanel }; // tab id -> render(panel, name) of panels that exist
 
 export async function renderInstance(main, name, initialTab = "summary") {
   let instance;
@@ -34,10 +34,11 @@ export async function renderInstance(main, name, initialTab = "summary") {
     { id: "console", label: "Console", render: (p) => consoles(p, () => instance) },
     ...(instance.spec.kind === "container"
       ? [{ id: "container", label: "Container", render: (p) => containerPanel(p, () => instance, reload) }] : []),
-    ...LATER.map(([id, label]) => ({
-      id, label, render: (p) => (PANELS[id] ? PANELS[id](p, name)
-        : p.append(h("h2", {}, label), h("p.muted", {}, `${label}: not available yet.`))),
-    })),
+    ...(instance.spec.kind === "vm" ? [
+      { id: "snapshots", label: "Snapshots", render: (p) => snapshotsPanel(p, name) },
+      { id: "backups", label: "Backups", render: (p) => backupsPanel(p, name) },
+    ] : []),
+    { id: "metrics", label: "Metrics", render: (p) => metricsPanel(p, name) },
     { id: "networks", label: "Networks", render: (p) => instanceNetworks(p, instance) },
   ], initialTab, (id) => history.replaceState(null, "", `#/instances/${name}/${id}`));
 

@@ -1,0 +1,201 @@
+"""QMP block-layer vocabulary for snapshots and backups, over an open ``QMPSession``.
+
+Owns the QMP commands of the block layer the platform uses: finding a disk's
+active node and its backing chain, ``blockdev-add``/``-del``, external
+snapshots (``blockdev-snapshot`` in one ``transaction``), persistent dirty
+bitmaps, backup jobs (``blockdev-backup`` full or ``sync=bitmap``),
+``block-stream`` and waiting for jobs with progress. Errors come translated by
+the session. Must not decide what to snapshot or back up, nor touch files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPError as QMPLibError
+
+from virtfleet.drivers.qemu.qmp import QMPSession
+from virtfleet.errors import DriverError, NotFoundError, QMPError
+
+JOB_POLL_S = 0.1
+Progress = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Bitmap:
+    name: str
+    recording: bool
+    persistent: bool
+    inconsistent: bool
+    count: int  # dirty bytes
+
+
+class BlockJobs:
+    def __init__(self, qmp: QMPSession) -> None:
+        self.qmp = qmp
+
+    async def _run(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
+        return await self.qmp._execute(cmd, args)  # the session's translated executor
+
+    # -- nodes -------------------------------------------------------------------------
+
+    async def active_node(self, disk: str) -> str:
+        """The node a guest disk device (id ``dev-<disk>``) currently writes to."""
+        for dev in await self._run("query-block"):
+            parts = str(dev.get("qdev", "")).split("/")
+            if f"dev-{disk}" in parts and dev.get("inserted"):
+                return str(dev["inserted"]["node-name"])
+        raise NotFoundError(f"disk {disk!r} is not attached to the running VM")
+
+    async def backing_chain(self, node: str) -> list[str]:
+        """Format nodes from ``node`` down its backing chain (``node`` first)."""
+        graph = await self._run("x-debug-query-block-graph")
+        names = {n["id"]: n["name"] for n in graph["nodes"]}
+        ids = {v: k for k, v in names.items()}
+        backing = {e["parent"]: e["child"] for e in graph["edges"] if e["name"] == "backing"}
+        chain, cur = [node], ids.get(node)
+        while cur in backing:
+            cur = backing[cur]
+            chain.append(names[cur])
+        return chain
+
+    async def node_names(self) -> list[str]:
+        nodes = await self._run("query-named-block-nodes", {"flat": True})
+        return [str(n["node-name"]) for n in nodes]
+
+    async def add_qcow2(self, node: str, path: Path) -> None:
+        """Open ``path`` as a qcow2 node with no backing attached. QEMU runs unprivileged and
+        cannot open our files: the file goes over as a descriptor (QMP ``add-fd``)."""
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            async with self.qmp._fd_lock:  # QEMU hands a passed fd to the next fd-taking command
+                try:
+                    self.qmp._client.send_fd_scm(fd)
+                except (OSError, QMPLibError) as err:
+                    raise DriverError(f"passing {path.name} to QEMU failed: {err}") from err
+                fdset = (await self._run("add-fd"))["fdset-id"]
+        finally:
+            os.close(fd)
+        file = {"driver": "file", "filename": f"/dev/fdset/{fdset}"}
+        args = {"driver": "qcow2", "node-name": node, "file": file, "backing": None}
+        try:
+            await self._run("blockdev-add", args)
+        finally:  # the node holds its own duplicate; the set is no longer needed
+            await self._run("remove-fd", {"fdset-id": fdset})
+
+    async def delete_node(self, node: str) -> None:
+        await self._run("blockdev-del", {"node-name": node})
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    async def snapshot(self, pairs: list[tuple[str, str]]) -> None:
+        """Make each overlay node the new top of its node, all at one instant."""
+        actions = [
+            {"type": "blockdev-snapshot", "data": {"node": node, "overlay": overlay}}
+            for node, overlay in pairs
+        ]
+        await self._run("transaction", {"actions": actions})
+
+    async def stream(
+        self,
+        job_id: str,
+        top: str,
+        base: str | None,
+        progress: Progress,
+        backing_file: str | None = None,
+    ) -> None:
+        """Pull the data of the nodes between ``top`` and ``base`` into ``top`` and drop them;
+        ``backing_file`` is the path written into ``top`` (nodes may be open under old names)."""
+        args: dict[str, Any] = {"job-id": job_id, "device": top, "auto-dismiss": False}
+        if base is not None:
+            args["base-node"] = base
+        if backing_file is not None and base is not None:
+            args["backing-file"] = backing_file
+        await self._run("block-stream", args)
+        await self.wait_job(job_id, progress)
+
+    # -- bitmaps -----------------------------------------------------------------------
+
+    async def bitmaps(self, node: str) -> list[Bitmap]:
+        for n in await self._run("query-named-block-nodes", {"flat": True}):
+            if n.get("node-name") == node:
+                return [
+                    Bitmap(
+                        b["name"],
+                        bool(b.get("recording")),
+                        bool(b.get("persistent")),
+                        bool(b.get("inconsistent")),
+                        int(b.get("count", 0)),
+                    )
+                    for b in n.get("dirty-bitmaps", [])
+                ]
+        raise NotFoundError(f"block node {node!r} not found")
+
+    async def remove_bitmap(self, node: str, name: str) -> None:
+        await self._run("block-dirty-bitmap-remove", {"node": node, "name": name})
+
+    # -- backup ------------------------------------------------------------------------
+
+    async def start_backup(
+        self, job_id: str, node: str, target: str, new_bitmap: str, since: str | None
+    ) -> None:
+        """Atomically start a new persistent bitmap and a point-in-time backup job of ``node``:
+        everything (``since`` None) or the clusters ``since`` recorded. ``since`` is left intact
+        (mode never): it is dropped only once the backup is safely stored."""
+        backup: dict[str, Any] = {
+            "job-id": job_id,
+            "device": node,
+            "target": target,
+            "sync": "full",
+            "auto-dismiss": False,
+        }
+        if since is not None:
+            backup.update({"sync": "bitmap", "bitmap": since, "bitmap-mode": "never"})
+        add = {"node": node, "name": new_bitmap, "persistent": True}
+        actions = [
+            {"type": "block-dirty-bitmap-add", "data": add},
+            {"type": "blockdev-backup", "data": backup},
+        ]
+        await self._run("transaction", {"actions": actions})
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        return list(await self._run("query-jobs"))
+
+    async def cancel_job(self, job_id: str) -> None:
+        """Cancel (if running) and dismiss a job; a job already gone is fine."""
+        for job in await self.jobs():
+            if job["id"] != job_id:
+                continue
+            if job["status"] not in ("concluded", "null"):
+                await self._run("job-cancel", {"id": job_id})
+                await self._until_concluded(job_id)
+            await self._run("job-dismiss", {"id": job_id})
+
+    async def _until_concluded(self, job_id: str) -> dict[str, Any]:
+        while True:
+            job = next((j for j in await self.jobs() if j["id"] == job_id), None)
+            if job is None:
+                raise DriverError(f"block job {job_id} vanished")
+            if job["status"] == "concluded":
+                return job
+            await asyncio.sleep(JOB_POLL_S)
+
+    async def wait_job(self, job_id: str, progress: Progress) -> None:
+        """Report progress until the job concludes, dismiss it, raise its error if it failed."""
+        while True:
+            job = next((j for j in await self.jobs() if j["id"] == job_id), None)
+            if job is None:
+                raise DriverError(f"block job {job_id} vanished")
+            total = int(job.get("total-progress") or 0)
+            await progress(int(job.get("current-progress") or 0) / total if total else 0.0)
+            if job["status"] == "concluded":
+                break
+            await asyncio.sleep(JOB_POLL_S)
+        await self._run("job-dismiss", {"id": job_id})
+        if job.get("error"):
+            raise QMPError(f"block job {job_id} failed: {job['error']}", error_desc=job["error"])

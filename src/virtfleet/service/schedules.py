@@ -1,0 +1,115 @@
+"""Backup schedules: cron expressions run by the daemon, each followed by a retention prune.
+
+Owns schedule records (``/backup-schedules/<name>`` in the store), cron
+validation (``croniter``), and the loop that submits due backups. A failed
+scheduled backup is recorded on the schedule and is an event
+(``backup.failed``, from ``BackupService``). Must not know HTTP or QEMU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from croniter import croniter
+
+from virtfleet.errors import InvalidInputError, NotFoundError, VirtfleetError
+from virtfleet.model.backup import Schedule
+from virtfleet.model.names import validate_name
+from virtfleet.service.backups import BackupService
+from virtfleet.state.repos import InstanceRepo, ModelRepo
+from virtfleet.state.store import StateStore
+from virtfleet.storage.backup.prune import RetentionPolicy
+
+log = logging.getLogger(__name__)
+SCHEDULES = "/backup-schedules/"
+TICK_S = 20.0
+
+
+def next_run(schedule: Schedule) -> datetime:
+    base = schedule.last_run or schedule.created_at or datetime.now(UTC)
+    nxt: datetime = croniter(schedule.cron, base).get_next(datetime)
+    return nxt
+
+
+class ScheduleService:
+    def __init__(
+        self,
+        store: StateStore,
+        backups: BackupService,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._repo = ModelRepo(store, SCHEDULES, Schedule)
+        self._instances = InstanceRepo(store)
+        self._backups = backups
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    async def list(self) -> builtins.list[Schedule]:
+        found = [s for s in await self._repo.values() if isinstance(s, Schedule)]
+        return sorted(found, key=lambda s: s.name)
+
+    async def put(self, schedule: Schedule) -> Schedule:
+        """Create or replace a schedule; ``InvalidInputError`` for a bad cron expression."""
+        validate_name(schedule.name, "schedule name")
+        await self._instances.get(validate_name(schedule.instance, "instance name"))
+        if len(schedule.cron.split()) != 5 or not croniter.is_valid(schedule.cron):
+            raise InvalidInputError(
+                f"invalid cron expression {schedule.cron!r}: use five fields, e.g. '0 3 * * *'"
+            )
+        schedule = schedule.model_copy(update={"created_at": self._clock(), "last_run": None})
+        await self._repo.put(schedule.name, schedule)
+        return schedule
+
+    async def delete(self, name: str) -> None:
+        if not await self._repo.delete(validate_name(name, "schedule name")):
+            raise NotFoundError(f"schedule {name!r} not found")
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="backup-schedules")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("backup schedule tick failed")
+            await asyncio.sleep(TICK_S)
+
+    async def tick(self) -> builtins.list[str]:
+        """Run every due schedule once (a backup, then its prune); names of those run."""
+        ran = []
+        for schedule in await self.list():
+            if next_run(schedule) <= self._clock():
+                await self._run(schedule)
+                ran.append(schedule.name)
+        return ran
+
+    async def _run(self, s: Schedule) -> None:
+        s.last_run = self._clock()
+        await self._repo.put(s.name, s)  # claimed first: a slow backup is not started twice
+        try:
+            op = await self._backups.create(s.instance)
+            done = await self._backups.wait(op.id, 24 * 3600)
+            if done.status.value != "success":
+                raise VirtfleetError(done.message or "backup failed")
+            policy = RetentionPolicy(
+                last=s.keep_last, daily=s.keep_daily, weekly=s.keep_weekly, monthly=s.keep_monthly
+            )
+            if not policy.empty():
+                pruned = await self._backups.prune(s.instance, policy)
+                await self._backups.wait(pruned.id, 3600)
+            s.last_status = "success"
+        except VirtfleetError as err:
+            s.last_status = err.message
+        await self._repo.put(s.name, s)

@@ -1,0 +1,147 @@
+"""Backup faults on a real guest: daemon SIGKILLed mid-backup, repository disk full.
+
+The repository sits on a small tmpfs this module mounts (and resizes), so a
+full filesystem is real. Each recovery is proven by restoring the next backup
+and comparing it byte for byte with a copy of the disk taken at that instant.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from virtfleet.client import backups as calls
+from virtfleet.model.backup import BackupInfo
+
+from .conftest import Daemon, _running_daemon, wait_for
+from .guestdata import guest_run, guest_sum, run_op, write_random
+
+pytestmark = pytest.mark.integration
+VM = "faultvm"
+DATA = "/root/data.bin"
+
+
+def _mount_tmpfs(path: Path, mib: int) -> None:
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(path)], check=True)
+
+
+def _resize(path: Path, mib: int) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={mib}m", str(path)], check=True)
+
+
+@pytest.fixture(scope="module")
+def repo_mount() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="vfrepo", dir="/tmp"))
+    _mount_tmpfs(path, 512)
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=False)
+    path.rmdir()
+
+
+@pytest.fixture(scope="module")
+def fd(request: pytest.FixtureRequest, tiny_cache: Path, repo_mount: Path) -> Iterator[Daemon]:
+    os.environ["VIRTFLEET_BACKUP_REPO"] = str(repo_mount)
+    try:
+        for d in _running_daemon(request, ("--listen", "none")):
+            d.create(VM)
+            d.wait_marker(VM)
+            yield d
+    finally:
+        del os.environ["VIRTFLEET_BACKUP_REPO"]
+
+
+def _disk(d: Daemon, vm: str) -> Path:
+    return d.data_dir / "disks" / vm / "root.qcow2"
+
+
+def _backup_paused(d: Daemon, ref: Path | None = None, full: bool = False) -> calls.Operation:
+    d.action(VM, "pause")
+    if ref is not None:
+        cmd = ["qemu-img", "convert", "-U", "-O", "qcow2", str(_disk(d, VM)), str(ref)]
+        subprocess.run(cmd, check=True)
+    done = run_op(d, calls.create_backup(VM, full=full))
+    d.action(VM, "resume")
+    return done
+
+
+def _restore_matches(d: Daemon, backup_id: str, ref: Path, target: str) -> None:
+    done = run_op(d, calls.restore_backup(backup_id, target))
+    assert done.status == "success", done
+    cmp = subprocess.run(["qemu-img", "compare", str(ref), str(_disk(d, target))])
+    assert cmp.returncode == 0
+
+
+def _manifests(repo: Path) -> list[Path]:
+    return sorted((repo / "backups").glob("*/*.json"))
+
+
+def _verify_ok(d: Daemon) -> None:
+    done = run_op(d, calls.verify_backups())
+    assert done.status == "success" and done.result and done.result["ok"] is True, done
+
+
+def test_sigkill_mid_backup(fd: Daemon, repo_mount: Path) -> None:
+    """SIGKILL while a backup runs: no manifest appears, the VM keeps running, verify is clean,
+    and the next backup (incremental: the bitmap survived) restores identical to the disk."""
+    write_random(fd, VM, DATA, 4096)
+    first = _backup_paused(fd)
+    assert first.status == "success", first
+    guest_run(fd, VM, "dd if=/dev/urandom of=/root/big.bin bs=1M count=96 2>/dev/null")
+    before = _manifests(repo_mount)
+    pid = fd.qemu_pid(VM)
+    op = fd.client.call(calls.create_backup(VM, full=True))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        seen = fd.client.get_operation(op.id)
+        if seen.status == "running" and seen.progress >= 1:
+            break
+        time.sleep(0.01)
+    fd.kill9()
+    assert seen.progress < 100 and _manifests(repo_mount) == before, seen
+    assert psutil.pid_exists(pid)
+    fd.start()
+    wait_for(lambda: fd.client.get_instance(VM).status.power == "running", 30, "re-adoption")
+    _verify_ok(fd)
+    write_random(fd, VM, DATA, 1024, seek_kib=512)
+    ref = fd.data_dir / "ref-after-kill.qcow2"
+    done = _backup_paused(fd, ref)
+    assert done.status == "success", done
+    info = BackupInfo.model_validate(done.result)
+    assert info.kind == "incremental" and info.parent == BackupInfo.model_validate(first.result).id
+    _verify_ok(fd)
+    _restore_matches(fd, info.id, ref, "afterkill")
+
+
+def test_repository_full(fd: Daemon, repo_mount: Path) -> None:
+    """A full repository: clear repository_full error, guest unharmed, nothing published;
+    once there is space the next incremental (same bitmap) is correct."""
+    last = fd.client.call(calls.list_backups(VM))[-1]
+    used = os.statvfs(repo_mount)
+    used_mib = (used.f_blocks - used.f_bfree) * used.f_frsize // 2**20
+    _resize(repo_mount, used_mib + 4)
+    write_random(fd, VM, DATA, 16384)
+    before = _manifests(repo_mount)
+    failed = _backup_paused(fd)
+    assert failed.status == "failure" and failed.error_code == "repository_full", failed
+    assert "full" in (failed.error_message or "")
+    assert _manifests(repo_mount) == before
+    assert fd.client.get_instance(VM).status.power == "running"
+    digest = guest_sum(fd, VM, DATA)
+    _resize(repo_mount, 512)
+    ref = fd.data_dir / "ref-after-full.qcow2"
+    done = _backup_paused(fd, ref)
+    assert done.status == "success", done
+    info = BackupInfo.model_validate(done.result)
+    assert info.kind == "incremental" and info.parent == last.id
+    _verify_ok(fd)
+    _restore_matches(fd, info.id, ref, "afterfull")
+    fd.action("afterfull", "start")
+    fd.wait_marker("afterfull")
+    assert guest_sum(fd, "afterfull", DATA) == digest

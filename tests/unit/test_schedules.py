@@ -1,0 +1,88 @@
+"""Backup schedules on a fake clock: cron validation, due runs, the prune after each backup,
+and a failed backup recorded on the schedule. The backup service is a recording stand-in
+(the real one is covered by the integration tests)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+
+from virtfleet.errors import InvalidInputError, NotFoundError
+from virtfleet.model.backup import Schedule
+from virtfleet.model.instance import DesiredState, InstanceSpec
+from virtfleet.model.operation import Operation, OperationStatus
+from virtfleet.service.backups import BackupService
+from virtfleet.service.schedules import ScheduleService, next_run
+from virtfleet.state.memory import MemoryStore
+from virtfleet.state.repos import InstanceRepo
+from virtfleet.storage.backup.prune import RetentionPolicy
+
+
+class FakeBackups:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.fail = False
+
+    async def create(self, vm: str, full: bool = False) -> Operation:
+        self.calls.append(("backup", vm))
+        return Operation(id=f"b{len(self.calls)}", kind="backup.create", target=vm)
+
+    async def prune(self, vm: str | None, policy: RetentionPolicy) -> Operation:
+        self.calls.append(("prune", policy.last))
+        return Operation(id=f"p{len(self.calls)}", kind="backup.prune", target="backups")
+
+    async def wait(self, op_id: str, timeout_s: float) -> Operation:
+        status = OperationStatus.FAILURE if self.fail else OperationStatus.SUCCESS
+        return Operation(id=op_id, kind="x", target="x", status=status, message="disk on fire")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 5, 1, 2, 30, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def setup() -> tuple[ScheduleService, FakeBackups, Clock]:
+    store = MemoryStore()
+    await InstanceRepo(store).create(InstanceSpec(name="vm1", image="tiny"), DesiredState())
+    fake, clock = FakeBackups(), Clock()
+    return ScheduleService(store, cast(BackupService, fake), clock), fake, clock
+
+
+async def test_runs_when_due_then_prunes(setup: tuple[ScheduleService, FakeBackups, Clock]) -> None:
+    svc, fake, clock = setup
+    await svc.put(Schedule(name="nightly", instance="vm1", cron="0 3 * * *", keep_last=7))
+    assert await svc.tick() == [] and fake.calls == []
+    clock.now += timedelta(minutes=31)  # 03:01
+    assert await svc.tick() == ["nightly"]
+    assert fake.calls == [("backup", "vm1"), ("prune", 7)]
+    assert await svc.tick() == []  # not again until tomorrow
+    [s] = await svc.list()
+    assert s.last_status == "success" and next_run(s) == datetime(2026, 5, 2, 3, tzinfo=UTC)
+
+
+async def test_failed_backup_is_recorded(setup: tuple[ScheduleService, FakeBackups, Clock]) -> None:
+    svc, fake, clock = setup
+    fake.fail = True
+    await svc.put(Schedule(name="hourly", instance="vm1", cron="0 * * * *"))
+    clock.now += timedelta(hours=1)
+    await svc.tick()
+    [s] = await svc.list()
+    assert s.last_status == "disk on fire" and fake.calls == [("backup", "vm1")]
+
+
+async def test_bad_schedules(setup: tuple[ScheduleService, FakeBackups, Clock]) -> None:
+    svc, _, _ = setup
+    for cron in ("61 * * * *", "* * *", "daily", "* * * * * *"):
+        with pytest.raises(InvalidInputError):
+            await svc.put(Schedule(name="x", instance="vm1", cron=cron))
+    with pytest.raises(NotFoundError):
+        await svc.put(Schedule(name="x", instance="nope", cron="0 3 * * *"))
+    with pytest.raises(NotFoundError):
+        await svc.delete("x")
+    assert await svc.list() == []
