@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from virtfleet.client import ApiError
+from virtfleet.client import ApiError, resources
 from virtfleet.client import backups as calls
 
 from .conftest import VIRTFLEET, Daemon, _running_daemon, wait_for
@@ -132,6 +132,24 @@ def test_memory_snapshot_resumes_where_it_was(snapd: Daemon) -> None:
     assert low < after <= high + 2 < moved, (low, high, after, moved)
     assert snapd.serial_log(VM).count("VIRTFLEET-READY") == boots  # resumed, not rebooted
     snapd.type_line(VM, "kill %1")
+
+
+def test_memory_revert_refused_after_hot_add(snapd: Daemon) -> None:
+    """Saved machine state only loads into the hardware it came from: after a disk hot-add
+    a memory revert is a clear 409 and the running guest is left alone (and its disk)."""
+    patch = resources.patch_instance(VM, {"disks_add": [{"name": "hot", "size_gib": 0.0625}]})
+    added = snapd.client.wait_operation(snapd.client.call(patch).id, timeout_s=120)
+    assert added.status == "success", added
+    pid = snapd.client.get_instance(VM).status.pid
+    done = run_op(snapd, calls.revert_snapshot(VM, "mem"))
+    assert done.status == "failure", done
+    assert done.error_code == "conflict" and "devices" in (done.error_message or ""), done
+    now = snapd.client.get_instance(VM)
+    assert (now.status.power, now.status.pid) == ("running", pid)
+    assert "hot" in [disk.name for disk in now.spec.disks]
+    gone = resources.patch_instance(VM, {"disks_remove": ["hot"]})
+    removed = snapd.client.wait_operation(snapd.client.call(gone).id, timeout_s=120)
+    assert removed.status == "success", removed
 
 
 def test_stopped_vm_snapshots(snapd: Daemon) -> None:

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from virtfleet.drivers.qemu import vmstate
 from virtfleet.drivers.qemu.blockjobs import BlockJobs
 from virtfleet.drivers.qemu.driver import QemuDriver
+from virtfleet.drivers.routing import RoutingDriver
 from virtfleet.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -52,6 +53,7 @@ class _Entry(BaseModel):
     memory: bool = False
     quiesced: bool = False
     pause_ms: float | None = None
+    devices: str = ""  # with memory: the device set the saved state belongs to
 
 
 class _Tree(BaseModel):
@@ -101,14 +103,21 @@ class SnapshotManager:
             for n, e in sorted(tree.snapshots.items(), key=lambda kv: kv[1].created_at)
         ]
 
-    def blockjobs(self, vm: str) -> BlockJobs | None:
+    def qemu(self) -> QemuDriver | None:
+        """The agent's QEMU driver (behind the routing driver when containers exist too)."""
         driver = self.agent.driver
-        qmp = driver.qmp_session(vm) if isinstance(driver, QemuDriver) else None
+        if isinstance(driver, RoutingDriver):
+            driver = driver.vm
+        return driver if isinstance(driver, QemuDriver) else None
+
+    def blockjobs(self, vm: str) -> BlockJobs | None:
+        driver = self.qemu()
+        qmp = driver.qmp_session(vm) if driver is not None else None
         return BlockJobs(qmp) if qmp is not None else None
 
     def runas(self) -> str | None:
-        driver = self.agent.driver
-        return driver.opts.runas if isinstance(driver, QemuDriver) else None
+        driver = self.qemu()
+        return driver.opts.runas if driver is not None else None
 
     def _lock(self, vm: str) -> asyncio.Lock:
         return self.agent._locks.setdefault(vm, asyncio.Lock())  # the agent's per-VM lock
@@ -146,6 +155,7 @@ class SnapshotManager:
                 quiesced=quiesced,
                 memory=memory,
                 pause_ms=pause_ms,
+                devices=_devices(spec) if memory else "",
             )
             tree.snapshots[snap], tree.current = entry, snap
             self._save(spec.name, tree)
@@ -265,6 +275,11 @@ class SnapshotManager:
         async with self._lock(spec.name):
             tree = self.load(spec.name)
             entry = self._require(spec.name, tree, snap)
+            if entry.memory and entry.devices and entry.devices != _devices(spec):
+                raise ConflictError(
+                    f"snapshot {snap!r} of {spec.name!r} holds memory state for other devices "
+                    "(CPUs, memory or disks/NICs changed since); remove the added devices first"
+                )
             rec = await self.agent.repo.get(spec.name)
             running = rec.status.power in (PowerState.RUNNING, PowerState.PAUSED)
             if running:
@@ -279,8 +294,8 @@ class SnapshotManager:
                 await self.agent._start(await self.agent.repo.get(spec.name))
 
     async def _start_from_memory(self, vm: str, snap: str) -> None:
-        driver = self.agent.driver
-        if not isinstance(driver, QemuDriver):
+        driver = self.qemu()
+        if driver is None:
             raise InvalidStateError("not a QEMU VM", "a QEMU VM", what=f"instance {vm!r}")
         driver.incoming_once.add(vm)
         await self.agent._start(await self.agent.repo.get(vm))
@@ -357,3 +372,11 @@ class SnapshotManager:
 
 async def _no_progress(_: float) -> None:
     return None
+
+
+def _devices(spec: InstanceSpec) -> str:
+    """What a saved machine state depends on: QEMU refuses to load it into other hardware."""
+    disks = ",".join(sorted(d.name for d in spec.disks))
+    nics = ",".join(spec.nic_names)
+    memory = spec.boot_memory_mib
+    return f"vcpus={spec.vcpus}/{spec.max_vcpus};mem={memory};disks={disks};nics={nics}"
