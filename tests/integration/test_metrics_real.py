@@ -2,8 +2,7 @@
 vCPU threads, and a CPU-burning guest held to a 50 % cgroup cap showing about 50 %.
 
 One guest is shared by the module (boots once; the disk test runs before the burn).
-The cap is set on the guest's cgroup directly (util.cgroups, as the agent creates
-it): switch ``_cap`` to the instance's CPU-limit field once instances have one.
+The cap is the instance's own CPU limit (PATCH cpu_limit_pct), applied live by the agent.
 """
 
 from __future__ import annotations
@@ -18,9 +17,7 @@ from typing import Any
 
 import pytest
 
-from virtfleet.app.settings import Settings
-from virtfleet.client import metrics_calls
-from virtfleet.util.cgroups import CgroupManager
+from virtfleet.client import metrics_calls, resources
 
 from .conftest import Daemon, _kill_qemus, wait_for
 
@@ -66,11 +63,10 @@ def _fresh(d: Daemon, after: float) -> dict[str, Any]:
 
 
 def _cap(d: Daemon, pct: float | None) -> None:
-    """Cap the guest's CPU at ``pct`` % of one core (None lifts the cap)."""
-    manager = CgroupManager(f"virtfleet-{Settings(data_dir=d.data_dir).instance_id}")
-    cgroup = manager.get(NAME)
-    assert cgroup.enabled, cgroup.reason
-    cgroup.set_cpu_quota(pct)
+    """Cap the guest's CPU at ``pct`` % of one core (None lifts the cap) through the API."""
+    op = d.client.call(resources.patch_instance(NAME, {"cpu_limit_pct": pct}))
+    done = d.client.wait_operation(op.id, timeout_s=60)
+    assert done.status == "success", done
 
 
 def test_disk_writes_show_in_blockstats_bytes(guest: Daemon) -> None:
