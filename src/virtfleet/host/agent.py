@@ -240,9 +240,8 @@ class Agent:
             taps = await self.nics.plug(spec)
             undo.push_async_callback(self.nics.unplug, spec.name)
             seed = await self.disks.seed(spec)
-            ctx = LaunchContext(
-                accel, reason, paths, procs, hostname=spec.name, taps=taps, cidata=seed
-            )
+            join = await self.nics.joiner(spec)  # containers: veths once the init exists
+            ctx = LaunchContext(accel, reason, paths, procs, spec.name, taps, seed, join_netns=join)
             try:
                 found = await self.driver.start(spec, ctx)
             except BaseException:
