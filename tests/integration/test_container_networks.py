@@ -157,19 +157,23 @@ def test_container_on_another_network_cannot_reach_them(lab: Lab) -> None:
 
 
 def test_veth_survives_daemon_restart_and_goes_with_stop(lab: Lab) -> None:
-    """A daemon killed and restarted re-adopts ct and keeps its veth (traffic flows); stop
-    removes the veth; start makes a new one and DHCP gives the same MAC an address again."""
+    """A daemon killed and restarted re-adopts ct and keeps its veth (traffic flows); a hard
+    reset after adoption gives the new netns a new veth on lan (the same MAC leases again);
+    stop removes the veth."""
     host_end = tap_name("ct", 0)
     lab.d.kill9()
     lab.d.start()
     wait_for(lambda: lab.d.client.get_instance("ct").status.reason == "re-adopted", 30, "adopt")
     assert host_end in lab.links()
     assert lab.ping("ct", lab.ips["vm"])
-    lab.ct.action("ct", "stop", timeout_s=20)
-    assert host_end not in lab.links()
-    lab.ct.action("ct", "start")
+    pid = lab.d.client.get_instance("ct").status.pid
+    lab.ct.action("ct", "restart", force=True)
+    assert lab.d.client.get_instance("ct").status.pid != pid
     assert lab.links()[host_end]["master"] == "lan"
     wait_for(lambda: lab.ping("ct", lab.ips["vm"]), 90, "ct back on lan")
+    assert lab.leased("ct") == lab.ips["ct"]
+    lab.ct.action("ct", "stop", timeout_s=20)
+    assert host_end not in lab.links()
 
 
 def test_bad_container_nics_leave_nothing(lab: Lab) -> None:

@@ -22,13 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from virtfleet.drivers.base import (
-    DriverEvent,
-    DriverInfo,
-    EventKind,
-    JoinNetns,
-    LaunchContext,
-)
+from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
 from virtfleet.drivers.oci import console, layers
 from virtfleet.drivers.oci.bundle import BundleOptions, IdMap, build_config, resources
 from virtfleet.drivers.oci.record import ContainerRecord, load, save
@@ -109,7 +103,6 @@ class OciDriver:
         self.choice = choice
         self.runtime = Runtime(choice.binary or "runc", config.state_root)
         self._live: dict[str, _Container] = {}
-        self._joins: dict[str, JoinNetns] = {}  # the networks of the last start, for reset
         self._events: asyncio.Queue[DriverEvent] = asyncio.Queue()
 
     def info(self) -> DriverInfo:
@@ -161,7 +154,6 @@ class OciDriver:
             undo.callback(_close, master)
             if ctx.join_netns is not None:
                 await ctx.join_netns(pid)  # eth0... exist before the init runs
-                self._joins[spec.name] = ctx.join_netns
             await self.runtime.start(spec.name)
             record = ContainerRecord(
                 name=spec.name,
@@ -325,7 +317,7 @@ class OciDriver:
             raise InvalidStateError("stopped", ["running", "paused"])
         spec = c.record.spec
         await self.stop(name, force=True)
-        await self.start(spec, _reset_context(spec, self._joins.get(name)))
+        await self.start(spec, _reset_context(spec))
 
     def _require(self, name: str, state: PowerState) -> _Container:
         c = self._live.get(name)
@@ -336,7 +328,6 @@ class OciDriver:
 
     async def delete(self, name: str) -> None:
         await self.stop(name, force=True)
-        self._joins.pop(name, None)
         shutil.rmtree(self.paths(name).root, ignore_errors=True)
 
     async def status(self, name: str) -> InstanceStatus:
@@ -479,5 +470,5 @@ def _close(fd: int) -> None:
         os.close(fd)
 
 
-def _reset_context(spec: InstanceSpec, join: JoinNetns | None) -> LaunchContext:
-    return LaunchContext(Accel.AUTO, "container", {}, hostname=spec.name, join_netns=join)
+def _reset_context(spec: InstanceSpec) -> LaunchContext:
+    return LaunchContext(Accel.AUTO, "container", {}, hostname=spec.name)
