@@ -1,7 +1,8 @@
 """System containers on virtual networks, the daemon inside a test-made network namespace.
 
 One daemon and three guests serve every case: container ``ct`` and tiny VM ``vm`` on
-the NAT network ``lan``, container ``far`` on the isolated network ``iso``. A container
+the NAT network ``lan``, container ``far`` (made with ``container create --network``)
+on the isolated network ``iso``. A container
 NIC is a veth whose host end is on the network's bridge and whose peer is ``eth0`` in
 the container's netns (moved there between ``runc create`` and ``start``); the
 container's init brings it up and runs busybox ``udhcpc`` against the network's dnsmasq.
@@ -71,7 +72,7 @@ def _containers(lab: Lab) -> None:
         start=True,
     )
     lab.ct.create("ct", nics=[{"mode": "network", "network": "lan"}])
-    lab.ct.create("far", nics=[{"mode": "network", "network": "iso"}])
+    lab.ct.cli("container", "create", "far", "--image", IMAGE, "--network", "iso", "--start")
     assert c.wait_operation(vm.id, timeout_s=180).status == "success"
     lab.d.wait_marker("vm", timeout_s=120)
     lab.ips["vm"] = lab.d.console_has("vm", LEASE_RE, 90).group(1)
@@ -135,6 +136,7 @@ def test_container_lease_is_reported_like_a_vm(lab: Lab) -> None:
     eth0 = lab.ct.sh("ct", "ip addr show eth0")  # busybox ip: no JSON
     assert f"link/ether {mac}" in eth0 and f"inet {lab.ips['ct']}/24" in eth0
     assert "VIRTFLEET-LEASE iface=eth0" in lab.ct.cli("vm", "logs", "ct").stdout
+    assert f"{lab.ips['ct']} (lan)" in lab.ct.cli("vm", "show", "ct").stdout
     host_end = lab.links()[tap_name("ct", 0)]
     assert host_end["master"] == "lan" and "UP" in host_end["flags"]  # type: ignore[operator]
     assert lab.d.client.get_network("lan").state.users == ["ct", "vm"]
