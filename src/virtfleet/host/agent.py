@@ -241,7 +241,16 @@ class Agent:
             undo.push_async_callback(self.nics.unplug, spec.name)
             seed = await self.disks.seed(spec)
             join = await self.nics.joiner(spec)  # containers: veths once the init exists
-            ctx = LaunchContext(accel, reason, paths, procs, spec.name, taps, seed, join_netns=join)
+            ctx = LaunchContext(
+                accel,
+                reason,
+                paths,
+                procs,
+                hostname=spec.name,
+                taps=taps,
+                cidata=seed,
+                join_netns=join,
+            )
             try:
                 found = await self.driver.start(spec, ctx)
             except BaseException:
