@@ -20,10 +20,11 @@ async def test_container_from_a_vm_disk_image_is_refused(api: httpx.AsyncClient)
 
 
 async def test_vm_only_fields_are_refused_for_containers(api: httpx.AsyncClient) -> None:
-    """accel / disks / max_vcpus on a container, pids_max on a VM: 400 naming the field."""
+    """accel / disks / max_vcpus / a user-mode NIC on a container, pids_max on a VM: 400."""
     bodies = [
         {"name": "c", "kind": "container", "image": "tiny", "accel": "tcg"},
         {"name": "c", "kind": "container", "image": "tiny", "max_vcpus": 4},
+        {"name": "c", "kind": "container", "image": "tiny", "nics": [{"mode": "user"}]},
         {"name": "v", "image": "tiny", "pids_max": 100},
     ]
     for body in bodies:

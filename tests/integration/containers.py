@@ -90,7 +90,13 @@ def running_containers() -> Iterator[Containers]:
     """A daemon with the container-tiny image ``ctiny``; its containers are removed after."""
     if os.geteuid() != 0 or shutil.which("runc") is None:
         pytest.skip("container tests need root and runc")
-    data_dir = Path(tempfile.mkdtemp(prefix="vfc", dir="/tmp"))
+    # The module's containers (1 vCPU limit each) outnumber 2 CPUs x the default ratio 4;
+    # for every start of its daemon (the adoption test restarts it).
+    with _environ(VIRTFLEET_CPU_OVERCOMMIT="32"):
+        yield from _containers_daemon(Path(tempfile.mkdtemp(prefix="vfc", dir="/tmp")))
+
+
+def _containers_daemon(data_dir: Path) -> Iterator[Containers]:
     d = Daemon(data_dir)
     d.start()
     c = Containers(d)
@@ -108,6 +114,21 @@ def running_containers() -> Iterator[Containers]:
             with contextlib.suppress(OSError):
                 (mount / c.parent).rmdir()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """``values`` in the environment (of the daemon started meanwhile) only inside the block."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 def _safe_list(d: Daemon) -> list[Any]:

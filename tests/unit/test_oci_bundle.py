@@ -77,3 +77,28 @@ def test_crun_refused_in_hybrid_mode_with_v2_controllers() -> None:
     assert choice.binary == "/usr/bin/crun"  # /u/cgroup.controllers is unreadable: no blocker
     missing = choose_runtime(hybrid, which=lambda n: None)
     assert missing.binary == "" and "not installed" in missing.reasons["runc"]
+
+
+def test_container_nics_are_network_veths_only() -> None:
+    """A container takes ``mode: network`` NICs (veths); user mode or a NIC model is refused."""
+    net = {"mode": "network", "network": "lan"}
+    spec = InstanceSpec(name="c", kind="container", image="tiny", nics=[net, net])
+    assert [n.network for n in spec.nics] == ["lan", "lan"]
+    with pytest.raises(ValidationError, match="user-mode nics not valid for kind 'container'"):
+        InstanceSpec(name="c", kind="container", nics=[{"mode": "user"}])
+    with pytest.raises(ValidationError, match="nic model"):
+        InstanceSpec(name="c", kind="container", nics=[{**net, "model": "e1000"}])
+
+
+def test_network_capabilities_only_with_nics() -> None:
+    """NET_ADMIN and NET_RAW (to bring up eth0, run DHCP, ping) only for a container with NICs."""
+    opts = BundleOptions(Path("/r"), "/p/c", None)
+    nics = [{"mode": "network", "network": "lan"}]
+    with_nic = build_config(
+        SPEC.model_copy(update={"nics": InstanceSpec(name="c", kind="container", nics=nics).nics}),
+        opts,
+    )
+    caps = with_nic["process"]["capabilities"]["bounding"]  # type: ignore[index]
+    assert {"CAP_NET_ADMIN", "CAP_NET_RAW"} <= set(caps)
+    plain = build_config(SPEC, opts)["process"]["capabilities"]["bounding"]  # type: ignore[index]
+    assert "CAP_NET_ADMIN" not in plain and "CAP_NET_RAW" not in plain

@@ -42,6 +42,10 @@ def create(
     pids_max: Annotated[int | None, typer.Option("--pids-max", help="Max tasks.")] = None,
     restart_policy: Annotated[RestartPolicy, typer.Option("--restart-policy")] = RestartPolicy.NO,
     start: Annotated[bool, typer.Option("--start", help="Start it once created.")] = False,
+    network: Annotated[
+        list[str] | None,
+        typer.Option("--network", help="A NIC (eth0, eth1...) on this network (repeatable)."),
+    ] = None,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -54,6 +58,7 @@ def create(
         "memory_mib": _memory(memory),
         "pids_max": pids_max,
         "restart_policy": restart_policy.value,
+        "nics": [{"mode": "network", "network": n} for n in network or []],
     }
     client = get_client()
     op = client.create_instance(spec, start=start)

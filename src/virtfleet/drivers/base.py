@@ -14,7 +14,7 @@ tests/contract/test_driver.py runs the same suite against every driver.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -28,6 +28,8 @@ from virtfleet.model.instance import (
     NicSpec,
 )
 
+# Given a container init's PID, attach its network namespace to the instance's networks.
+JoinNetns = Callable[[int], Awaitable[None]]
 EventKind = Literal["running", "paused", "stopped", "crashed", "reset", "powerdown", "panicked"]
 
 
@@ -50,6 +52,7 @@ class LaunchContext:
     hostname: str = ""
     taps: dict[int, str] = field(default_factory=dict)  # NIC index -> tap made by the agent
     cidata: Path | None = None  # a NoCloud seed ISO to attach as a read-only CD-ROM
+    join_netns: JoinNetns | None = None  # containers: veths into the init's netns (its PID)
 
 
 @dataclass(frozen=True)

@@ -240,8 +240,16 @@ class Agent:
             taps = await self.nics.plug(spec)
             undo.push_async_callback(self.nics.unplug, spec.name)
             seed = await self.disks.seed(spec)
+            join = await self.nics.joiner(spec)  # containers: veths once the init exists
             ctx = LaunchContext(
-                accel, reason, paths, procs, hostname=spec.name, taps=taps, cidata=seed
+                accel,
+                reason,
+                paths,
+                procs,
+                hostname=spec.name,
+                taps=taps,
+                cidata=seed,
+                join_netns=join,
             )
             try:
                 found = await self.driver.start(spec, ctx)
@@ -310,11 +318,12 @@ class Agent:
     async def _restart(self, rec: InstanceRecord) -> None:
         if rec.status.power not in (PowerState.RUNNING, PowerState.PAUSED):
             raise InvalidStateError(rec.status.power.value, ["running", "paused"])
-        if rec.desired.force:
+        if rec.desired.force and rec.spec.kind == "vm":
             await self.driver.reset(rec.name)
             await self._emit("instance.reset", rec.name, "hard reset")
             return
-        await self._stop(rec, False, rec.desired.timeout_s)
+        # A container's hard reset is a kill and a start: its veths need the new netns.
+        await self._stop(rec, rec.desired.force, rec.desired.timeout_s)
         await self._start(await self.repo.get(rec.name))
 
     async def _delete(self, rec: InstanceRecord) -> None:

@@ -1,10 +1,13 @@
-"""The agent's side of virtual networks: taps around a VM's life, networks at agent start.
+"""The agent's side of virtual networks: taps and veths around an instance's life,
+networks at agent start.
 
 ``plug`` makes a VM's taps before QEMU starts (QEMU runs unprivileged and only
-opens them), ``unplug`` removes them once QEMU ended; ``reconcile`` makes the
-host's bridges, dnsmasq instances and rules match the stored networks at agent
-start, keeping the taps of VMs that still run (their traffic never stops), and
-``tasks`` supervises dnsmasq. Must not decide power states (the agent does).
+opens them); ``joiner`` gives a container's driver the step that moves one veth
+per NIC into the container's netns once its init exists; ``unplug`` removes
+either once the instance ended; ``reconcile`` makes the host's bridges, dnsmasq
+instances and rules match the stored networks at agent start, keeping the taps
+and veths of instances that still run (their traffic never stops), and ``tasks``
+supervises dnsmasq. Must not decide power states (the agent does).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from virtfleet.drivers.base import JoinNetns
 from virtfleet.errors import InvalidInputError
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.network.base import NetworkHost, TapRequest
@@ -27,12 +31,10 @@ class NicPlumber:
         self.repo = NetworkRepo(store)
         self.host = host
 
-    async def plug(self, spec: InstanceSpec) -> dict[int, str]:
-        """Taps for ``spec``'s network NICs (index -> tap name); none made on failure."""
+    async def _requests(self, spec: InstanceSpec) -> list[TapRequest]:
+        """``spec``'s network NICs with their networks; ``InvalidInputError`` for a missing one."""
         wanted = [(i, nic.network) for i, nic in enumerate(spec.nics) if nic.mode == "network"]
-        if not wanted:
-            return {}
-        if self.host is None:
+        if wanted and self.host is None:
             raise InvalidInputError("this daemon has no virtual networks for network NICs")
         requests = []
         for index, network in wanted:
@@ -40,10 +42,38 @@ class NicPlumber:
             if net is None:
                 raise InvalidInputError(f"NIC {index} of {spec.name}: no network {network!r}")
             requests.append(TapRequest(spec.name, index, net))
+        return requests
+
+    async def plug(self, spec: InstanceSpec) -> dict[int, str]:
+        """Taps for a VM's network NICs (index -> tap name); none made on failure."""
+        if spec.kind == "container":
+            return {}  # veths need the container's netns: see ``joiner``
+        requests = await self._requests(spec)
+        if not requests or self.host is None:
+            return {}
         taps = await self.host.create_taps(requests)
         return {req.nic: tap for req, tap in zip(requests, taps, strict=True)}
 
+    async def joiner(self, spec: InstanceSpec) -> JoinNetns | None:
+        """For a container with network NICs: the step its driver runs once the init exists,
+        giving the init's netns a veth per NIC (``eth0``, ``eth1``... with the NIC's MAC)."""
+        if spec.kind != "container":
+            return None
+        requests, host = await self._requests(spec), self.host
+        if not requests or host is None:
+            return None
+
+        async def join(pid: int) -> None:
+            for ifindex, req in enumerate(requests):
+                mac = spec.nics[req.nic].mac
+                await host.attach_netns(
+                    req.instance, req.nic, req.network, pid, f"eth{ifindex}", mac
+                )
+
+        return join
+
     async def unplug(self, name: str) -> None:
+        """Remove the taps or veths of ``name``; idempotent."""
         if self.host is not None:
             await self.host.remove_taps(name)
 

@@ -214,7 +214,10 @@ class InstanceSpec(Strict):
 
 def _vm_only(spec: InstanceSpec) -> list[str]:
     """Fields set to something only a VM can use (a container gets an OS, not hardware)."""
-    wrong = [f for f in ("disks", "nics") if getattr(spec, f)]
+    wrong = ["disks"] if spec.disks else []
+    # A container's NICs are veths on a virtual network: no user mode, no device model.
+    wrong += ["user-mode nics"] if any(n.mode != "network" for n in spec.nics) else []
+    wrong += ["nic model"] if any(n.model is not None for n in spec.nics) else []
     wrong += ["max_vcpus"] if spec.max_vcpus is not None else []
     wrong += ["boot"] if spec.boot != BootSpec() else []
     wrong += ["accel"] if spec.accel is not Accel.AUTO else []

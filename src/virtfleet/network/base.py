@@ -42,17 +42,25 @@ class NetworkHost(Protocol):
         """One tap per request, on its network's bridge; all or none."""
         ...
 
-    async def remove_taps(self, instance: str) -> None: ...
+    async def remove_taps(self, instance: str) -> None:
+        """Every tap and veth of ``instance``; idempotent."""
+        ...
 
     async def reconcile(self, networks: Iterable[NetworkSpec], running: set[str]) -> None: ...
 
     async def supervise(self, interval_s: float = 5.0) -> None: ...
 
     async def attach_netns(
-        self, instance: str, nic: int, network: NetworkSpec, netns_pid: int, ifname: str = "eth0"
+        self,
+        instance: str,
+        nic: int,
+        network: NetworkSpec,
+        netns_pid: int,
+        ifname: str = "eth0",
+        mac: str | None = None,
     ) -> str:
         """Join the network namespace of ``netns_pid`` (a container) to ``network`` with a
-        veth pair; the host end's name."""
+        veth pair (``ifname`` inside gets ``mac``); the host end's name."""
         ...
 
     async def detach_netns(self, instance: str, nic: int) -> None: ...

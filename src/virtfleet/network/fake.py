@@ -69,7 +69,13 @@ class FakeNetworkManager:
         return None
 
     async def attach_netns(
-        self, instance: str, nic: int, network: NetworkSpec, netns_pid: int, ifname: str = "eth0"
+        self,
+        instance: str,
+        nic: int,
+        network: NetworkSpec,
+        netns_pid: int,
+        ifname: str = "eth0",
+        mac: str | None = None,
     ) -> str:
         name = tap_name(instance, nic)
         self.taps[name] = (instance, network.name)

@@ -2,7 +2,7 @@
 
 Every link the platform creates carries an interface alias (``IFLA_IFALIAS``)
 saying so: ``virtfleet:<owner>:bridge:<network>`` or
-``virtfleet:<owner>:tap:<instance>:<nic>``. That alias, not the name, is how
+``virtfleet:<owner>:tap|veth:<instance>:<nic>:<network>``. That alias, not the name, is how
 reconciliation tells our links from the host's. Blocking calls: the manager
 runs them in a worker thread (pyroute2's sync API runs its own event loop).
 Must not decide policy (which links should exist): the manager does.
@@ -107,12 +107,17 @@ def attach(name: str, bridge: str) -> None:
         enslave(ipr, name, bridge)
 
 
-def create_veth(host_end: str, peer: str, alias: str, bridge: str, netns_pid: int) -> None:
-    """A veth pair: ``host_end`` on ``bridge``, ``peer`` moved into the netns of ``netns_pid``."""
+def create_veth(
+    host_end: str, peer: str, alias: str, bridge: str, netns_pid: int, mac: str | None = None
+) -> None:
+    """A veth pair: ``host_end`` on ``bridge``, ``peer`` (with ``mac``) moved into the netns
+    of ``netns_pid``."""
     with _netlink(f"creating veth {host_end}") as ipr:
         ipr.link("add", ifname=host_end, kind="veth", peer=peer)
         try:
             peer_index = ipr.link_lookup(ifname=peer)[0]
+            if mac:
+                ipr.link("set", index=peer_index, address=mac)
             ipr.link("set", index=peer_index, net_ns_pid=netns_pid)
             enslave(ipr, host_end, bridge, alias)
         except BaseException:

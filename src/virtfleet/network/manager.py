@@ -48,6 +48,10 @@ class NetworkManager:
     def _ours(self, link: links.Link, what: str) -> bool:
         return link.alias.startswith(f"{links.ALIAS_PREFIX}{self.owner}:{what}:")
 
+    def _port(self, link: links.Link) -> bool:
+        """A tap of a VM or the host end of a container's veth (an instance's bridge port)."""
+        return self._ours(link, "tap") or self._ours(link, "veth")
+
     def files(self, name: str) -> DnsmasqFiles:
         return DnsmasqFiles(self.root / name)
 
@@ -128,16 +132,14 @@ class NetworkManager:
     async def _vlan_ports(self) -> dict[str, builtins.list[str]]:
         ports: dict[str, builtins.list[str]] = {}
         for link in await asyncio.to_thread(links.list_links):
-            if self._ours(link, "tap") or self._ours(link, "veth"):
+            if self._port(link):
                 ports.setdefault(link.alias.rsplit(":", 1)[-1], []).append(link.name)
         return ports
 
     async def _users(self, network: str) -> builtins.list[str]:
         users = set()
         for link in await asyncio.to_thread(links.list_links):
-            if (self._ours(link, "tap") or self._ours(link, "veth")) and link.alias.endswith(
-                f":{network}"
-            ):
+            if self._port(link) and link.alias.endswith(f":{network}"):
                 users.add(link.alias.split(":")[3])
         return sorted(users)
 
@@ -179,11 +181,12 @@ class NetworkManager:
         return made
 
     async def remove_taps(self, instance: str) -> None:
-        """Delete every tap of ``instance`` (after its QEMU ended); idempotent."""
+        """Delete every tap and veth of ``instance`` (after it ended); idempotent."""
         async with self._lock:
             gone = False
             for link in await asyncio.to_thread(links.list_links):
-                if self._ours(link, "tap") and link.alias.split(":")[3] == instance:
+                port = self._port(link)
+                if port and link.alias.split(":")[3] == instance:
                     await asyncio.to_thread(links.delete, link.name)
                     gone = True
             if gone and any(n.vlan is not None for n in self._networks.values()):
@@ -193,20 +196,27 @@ class NetworkManager:
     # -- containers ----------------------------------------------------------------------
 
     async def attach_netns(
-        self, instance: str, nic: int, network: NetworkSpec, netns_pid: int, ifname: str = "eth0"
+        self,
+        instance: str,
+        nic: int,
+        network: NetworkSpec,
+        netns_pid: int,
+        ifname: str = "eth0",
+        mac: str | None = None,
     ) -> str:
         """Attach the network namespace of ``netns_pid`` (a container's init) to ``network``.
 
         Creates a veth pair: the host end (named like a tap) joins the network's bridge,
-        the peer moves into the namespace as ``ifname`` (down; the container brings it up
-        and runs DHCP). Returns the host end's name; ``remove_taps(instance)`` does not
-        remove it: call ``detach_netns`` (or let the namespace die, which deletes both ends).
+        the peer (with ``mac``) moves into the namespace as ``ifname`` (down; the container
+        brings it up and runs DHCP). Returns the host end's name; ``detach_netns`` or
+        ``remove_taps(instance)`` removes it (so does the namespace's end, later).
         """
         host_end = links.tap_name(instance, nic)
         alias = f"{links.ALIAS_PREFIX}{self.owner}:veth:{instance}:{nic}:{network.name}"
         async with self._lock:
+            await asyncio.to_thread(links.delete, host_end)  # a dying netns's old veth
             await asyncio.to_thread(
-                links.create_veth, host_end, ifname, alias, network.bridge, netns_pid
+                links.create_veth, host_end, ifname, alias, network.bridge, netns_pid, mac
             )
             if network.vlan is not None:
                 await self._apply_rules()
@@ -238,7 +248,7 @@ class NetworkManager:
 
     async def _reattach_taps(self) -> None:
         for link in await asyncio.to_thread(links.list_links):
-            if not self._ours(link, "tap"):
+            if not self._port(link):
                 continue
             spec = self._networks.get(link.alias.rsplit(":", 1)[-1])
             if spec is not None:
@@ -251,8 +261,8 @@ class NetworkManager:
             if self._ours(link, "bridge") and parts[3] not in self._networks:
                 log.warning("removing orphan bridge %s", link.name)
                 await asyncio.to_thread(links.delete, link.name)
-            elif self._ours(link, "tap") and parts[3] not in running:
-                log.warning("removing orphan tap %s of %s", link.name, parts[3])
+            elif self._port(link) and parts[3] not in running:
+                log.warning("removing orphan %s %s of %s", parts[2], link.name, parts[3])
                 await asyncio.to_thread(links.delete, link.name)
         if self.root.exists():
             for sub in self.root.iterdir():

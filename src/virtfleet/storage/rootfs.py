@@ -3,8 +3,10 @@
 Owns building them as tarballs (``<images>/<name>.rootfs.tar``) through the
 image store's builder interface, and the init every container image gets as
 ``/sbin/init``: a POSIX shell script that keeps a shell on the console, reaps
-orphans and ends every process on SIGTERM (the graceful stop). The busybox
-binary is the one the tiny VM builder caches (storage/tiny.py). Must not know
+orphans, ends every process on SIGTERM (the graceful stop) and runs DHCP
+(busybox ``udhcpc``) on each ``ethN`` the platform moved into its network
+namespace. The busybox binary is the one the tiny VM builder caches
+(storage/tiny.py). Must not know
 about instances or runtimes: extracting and mounting a rootfs is the driver's.
 """
 
@@ -17,6 +19,7 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 from virtfleet.errors import ImageError, ProcessError
@@ -37,11 +40,19 @@ stop() {
     exit 0
 }
 trap stop TERM INT
+DHCP_SCRIPT=/usr/share/udhcpc/default.script
+HOSTNAME=$(cat /proc/sys/kernel/hostname)
 console() {
     while :; do setsid -c /bin/sh -l </dev/console >/dev/console 2>&1; sleep 1; done
 }
+# Network NICs (veths the platform moved in as eth0, eth1...): up, DHCP in the background.
+for ifc in $(sed -n 's/^ *\\(eth[0-9]*\\):.*/\\1/p' /proc/net/dev); do
+    ip link set "$ifc" up 2>/dev/null
+    command -v udhcpc >/dev/null || continue
+    udhcpc -f -i "$ifc" -s "$DHCP_SCRIPT" -x "hostname:$HOSTNAME" >/dev/null 2>&1 &
+done
 [ -x /etc/rc.local ] && /etc/rc.local
-echo "virtfleet-init: $(cat /proc/sys/kernel/hostname) up"
+echo "virtfleet-init: $HOSTNAME up"
 if [ -t 0 ]; then console & fi
 while :; do sleep 2147483647 & wait; done
 """
@@ -63,6 +74,8 @@ TINY_DIRS = [
     "run",
     "tmp",
     "root",
+    "usr/share",
+    "usr/share/udhcpc",
 ]
 
 
@@ -93,6 +106,9 @@ def write_tiny_tar(out: Path, busybox: Path) -> None:
         for name, text in ETC_FILES.items():
             _tar_file(tar, name, text.encode(), 0o644)
         _tar_file(tar, "sbin/init", INIT_SCRIPT.encode(), 0o755)
+        # The tiny VM's lease script: sets the address and route, logs the lease on the console.
+        script = resources.files("virtfleet.storage").joinpath("guest", "udhcpc").read_bytes()
+        _tar_file(tar, "usr/share/udhcpc/default.script", script, 0o755)
 
 
 def build_tiny_rootfs(out: Path, cache_dir: Path, progress: Progress | None = None) -> None:

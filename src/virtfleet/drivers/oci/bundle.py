@@ -2,7 +2,8 @@
 
 Pure and golden-tested (tests/unit/test_oci_bundle.py): namespaces (pid, mount,
 uts, ipc, net, and user where the host allows), cgroup limits (CPU, memory,
-pids), a reduced capability set, the default seccomp profile, masked and
+pids), a reduced capability set (plus network administration
+for containers with NICs), the default seccomp profile, masked and
 read-only paths, the hostname. Must not touch files or processes: writing the
 bundle and running it is the runtime runner's job.
 """
@@ -35,6 +36,7 @@ CAPABILITIES = (
     "CAP_SETUID",
     "CAP_SYS_CHROOT",
 )
+NETWORK_CAPABILITIES = ("CAP_NET_ADMIN", "CAP_NET_RAW")
 MASKED_PATHS = (
     "/proc/acpi",
     "/proc/asound",
@@ -78,7 +80,7 @@ def build_config(spec: InstanceSpec, opts: BundleOptions) -> dict[str, Any]:
     """The complete config.json document for ``spec``."""
     return {
         "ociVersion": OCI_VERSION,
-        "process": _process(opts),
+        "process": _process(opts, network=bool(spec.nics)),
         "root": {"path": str(opts.rootfs), "readonly": False},
         "hostname": spec.name,
         "mounts": _mounts(opts),
@@ -86,8 +88,10 @@ def build_config(spec: InstanceSpec, opts: BundleOptions) -> dict[str, Any]:
     }
 
 
-def _process(opts: BundleOptions) -> dict[str, Any]:
-    caps = list(CAPABILITIES)
+def _process(opts: BundleOptions, network: bool = False) -> dict[str, Any]:
+    # With NICs the container configures its own netns (link up, DHCP, ping): raw sockets
+    # and netlink changes, confined to that namespace.
+    caps = sorted([*CAPABILITIES, *NETWORK_CAPABILITIES]) if network else list(CAPABILITIES)
     return {
         "terminal": opts.terminal,
         "user": {"uid": 0, "gid": 0},

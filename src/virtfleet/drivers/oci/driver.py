@@ -152,6 +152,8 @@ class OciDriver:
             master, holder, pid = await self._create(spec.name, paths)
             undo.callback(console.end_holder, holder)
             undo.callback(_close, master)
+            if ctx.join_netns is not None:
+                await ctx.join_netns(pid)  # eth0... exist before the init runs
             await self.runtime.start(spec.name)
             record = ContainerRecord(
                 name=spec.name,
