@@ -23,7 +23,8 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def cli(data_dir: Path, *args: str) -> Result:
-    return runner.invoke(app, ["--data-dir", str(data_dir), *args])
+    # A fixed width: Rich wraps table cells at the terminal's width (80 without one).
+    return runner.invoke(app, ["--data-dir", str(data_dir), *args], env={"COLUMNS": "200"})
 
 
 def cli_json(data_dir: Path, *args: str) -> object:

@@ -225,7 +225,7 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             *resource_rows(i, {}),
             ("devices", f"{s.device_model.value} (machine {s.machine})"),
             ("image", s.image),
-            ("nics", ", ".join(_nic_text(n) for n in s.nics) or "none"),
+            ("nics", ", ".join(map(_nic_text, s.nic_names, s.nics)) or "none"),
             ("addresses", ", ".join(f"{a.ip} ({a.network})" for a in i.addresses) or "-"),
             ("restart policy", s.restart_policy.value),
             ("pid", st.pid),
@@ -371,6 +371,6 @@ def console(name: NameArg, json_out: JsonOpt = False) -> None:
     attach(get_client(), name)
 
 
-def _nic_text(nic: NicSpec) -> str:
-    where = f"network {nic.network}" if nic.mode == "network" else nic.mode
+def _nic_text(name: str, nic: NicSpec) -> str:
+    where = f"{name}: network {nic.network}" if nic.mode == "network" else f"{name}: {nic.mode}"
     return f"{where} {nic.mac}" if nic.mac else where

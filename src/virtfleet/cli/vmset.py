@@ -281,7 +281,6 @@ def resource_rows(inst: Instance, live: dict[str, Any]) -> list[tuple[str, Any]]
         ("cpu limit", f"{s.cpu_limit_pct:g}%" if s.cpu_limit_pct else "none"),
         ("cpu weight", s.cpu_weight or "default"),
         ("disks", ", ".join(_disk(d) for d in s.disks) or "none"),
-        ("nics", ", ".join(s.nic_names) or "none"),
     ]  # fmt: skip
     stats = live.get("guest_stats") or {}
     if "stat-total-memory" in stats:
