@@ -2,9 +2,11 @@
 
 Owns the backup procedure: decide full vs incremental (a persistent dirty
 bitmap ``vf-<last backup id>`` on each disk's active layer that QEMU reports
-consistent, else full with the reason), run QEMU's point-in-time backup job
-into a temporary qcow2 next to the disk, chunk what it wrote, and
-publish the manifest. The previous bitmap is dropped only after the manifest
+consistent, else full with the reason), take the point in time by image
+fleecing (a temporary qcow2 overlay next to the disk receives old data before
+the guest overwrites it), read that view through QEMU's NBD server (only the
+chunks the bitmap marks dirty when incremental), chunk it and publish the
+manifest. The previous bitmap is dropped only after the manifest
 is safely stored, so a failed or killed backup never loses changes. Leftovers
 of a killed daemon (jobs, nodes, bitmaps, temp files) are cleaned up by the
 next backup. Must not touch the store: the service layer records results.
@@ -14,19 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from virtfleet.drivers.qemu.blockjobs import BlockJobs
+from virtfleet.drivers.qemu.blockjobs import BlockJobs, Fleece
+from virtfleet.drivers.qemu.nbd import NBDClient, export_ranges
 from virtfleet.errors import ConflictError, VirtfleetError
 from virtfleet.host import imgtool
 from virtfleet.host.quiesce import NoQuiesce, Quiescer
 from virtfleet.model.instance import InstanceSpec
-from virtfleet.storage.backup.ingest import ingest
+from virtfleet.storage.backup.chunks import ChunkStore
+from virtfleet.storage.backup.ingest import ingest, ingest_ranges
 from virtfleet.storage.backup.manifest import BackupManifest, BackupStats, DiskManifest
 from virtfleet.storage.backup.prune import RetentionPolicy, select_kept
 from virtfleet.storage.backup.repo import Repository, VerifyReport, new_backup_id
@@ -36,7 +42,7 @@ if TYPE_CHECKING:
     from virtfleet.host.snapshots import SnapshotManager
 
 Report = Callable[[int, str], Coroutine[Any, Any, None]]
-JOB_PREFIX, NODE_PREFIX, BITMAP_PREFIX = "vfbk-", "vfbt", "vf-"
+JOB_PREFIX, NODE_PREFIX, BITMAP_PREFIX, FROZEN_PREFIX = "vfbk-", "vfbt", "vf-", "vffz-"
 
 
 async def _quiet(_: int, __: str) -> None:
@@ -106,48 +112,37 @@ class BackupManager:
     ) -> None:
         await _clean_qemu(jobs)
         nodes = {d.name: await jobs.active_node(d.name) for d in spec.disks}
-        since, reason = await self._plan(jobs, nodes, parent, full)
+        sizes = {d.name: await self._size(spec.name, d.name) for d in spec.disks}
+        since, reason = await self._plan(jobs, nodes, sizes, parent, full)
         manifest.kind = "incremental" if since else "full"
         manifest.parent = parent.id if since and parent else None
         manifest.full_reason = reason
-        new_bitmap = BITMAP_PREFIX + manifest.id
-        quiesced = await self.quiescer.freeze(spec.name)
-        manifest.consistency = "application" if quiesced else "crash"
+        fleeces = [_fleece(nodes[d.name], manifest.id, since) for d in spec.disks]
         try:
-            for index, disk in enumerate(spec.disks):
-                share = (index / len(spec.disks), (index + 1) / len(spec.disks))
-                base = parent.disks.get(disk.name) if since and parent else None
-                manifest.disks[disk.name] = await self._disk_online(
-                    jobs,
-                    nodes[disk.name],
-                    disk.name,
-                    since,
-                    new_bitmap,
-                    base,
-                    manifest,
-                    share,
-                    report,
-                    quiesced and index == 0,
-                )
-                quiesced = False
+            await self._freeze_point(jobs, spec, manifest, fleeces, sizes)
+            await self._read_all(jobs, spec, manifest, fleeces, sizes, parent, report)
             await asyncio.to_thread(self.repo.save, manifest)
         except BaseException:
-            for node in nodes.values():
+            for f in fleeces:
                 with contextlib.suppress(Exception):
-                    await jobs.remove_bitmap(node, new_bitmap)
+                    await jobs.remove_bitmap(f.node, f.new_bitmap)
             raise
         finally:
-            if quiesced:
-                await self.quiescer.thaw(spec.name)
+            await self._unfleece(jobs, manifest, spec, fleeces)
         for node in nodes.values():  # safely stored: the old bitmap is no longer needed
             if since:
                 with contextlib.suppress(VirtfleetError):
                     await jobs.remove_bitmap(node, since)
 
+    async def _size(self, vm: str, disk: str) -> int:
+        info = await imgtool.info(self.qemu_img, self.agent.disks.path(vm, disk))
+        return int(info["virtual-size"])
+
     async def _plan(
         self,
         jobs: BlockJobs,
         nodes: dict[str, str],
+        sizes: dict[str, int],
         parent: BackupManifest | None,
         full: bool,
     ) -> tuple[str | None, str | None]:
@@ -157,84 +152,117 @@ class BackupManager:
         for disk, node in nodes.items():
             maps = {b.name: b for b in await jobs.bitmaps(node)}
             for name in maps:
-                if name.startswith(BITMAP_PREFIX) and name != want:
+                if name.startswith((BITMAP_PREFIX, FROZEN_PREFIX)) and name != want:
                     await jobs.remove_bitmap(node, name)  # left by an interrupted backup
-            reason = reason or _why_full(disk, maps.get(want or ""), parent, full)
+            why = _why_full(disk, sizes[disk], maps.get(want or ""), parent, full)
+            reason = reason or why
         if parent is None:
             return None, "first backup of this instance"
         return (None, reason) if reason else (want, None)
 
-    async def _disk_online(
+    async def _freeze_point(
         self,
         jobs: BlockJobs,
-        node: str,
-        disk: str,
-        since: str | None,
-        new_bitmap: str,
-        base: DiskManifest | None,
+        spec: InstanceSpec,
         manifest: BackupManifest,
-        share: tuple[float, float],
-        report: Report,
-        thaw_after_start: bool,
-    ) -> DiskManifest:
-        size = int(
-            (await imgtool.info(self.qemu_img, self.agent.disks.path(manifest.instance, disk)))[
-                "virtual-size"
-            ]
-        )
-        target = self._scratch(manifest, disk)
-        await imgtool.run([self.qemu_img, "create", "-q", "-f", "qcow2", str(target), str(size)])
-        imgtool.give_to(target, self.snapshots.runas())
-        tnode, job = NODE_PREFIX + secrets.token_hex(6), JOB_PREFIX + secrets.token_hex(6)
+        fleeces: list[Fleece],
+        sizes: dict[str, int],
+    ) -> None:
+        """Take the point in time of all disks at one instant (quiesced if the agent answers):
+        from then on QEMU copies old data into each fleecing overlay before the guest
+        overwrites it, so the overlay reads as the disk was at that instant."""
+        started = time.monotonic()
+        for disk, f in zip(spec.disks, fleeces, strict=True):
+            target = self._scratch(manifest, disk.name)
+            await imgtool.run(
+                [self.qemu_img, "create", "-q", "-f", "qcow2", str(target), str(sizes[disk.name])]
+            )
+            imgtool.give_to(target, self.snapshots.runas())
+            await jobs.add_qcow2(f.target, target, backing=f.node)
+        quiesced = await self.quiescer.freeze(spec.name)
+        manifest.consistency = "application" if quiesced else "crash"
         try:
-            await jobs.add_qcow2(tnode, target)
-            await jobs.start_backup(job, node, tnode, new_bitmap, since)
-            if thaw_after_start:  # the point in time is taken: the guest may write again
-                await self.quiescer.thaw(manifest.instance)
-            lo, hi = share
-
-            async def copied(frac: float) -> None:
-                await report(int(100 * (lo + (hi - lo) * frac * 0.5)), f"copying {disk}")
-
-            started = time.monotonic()
-            await jobs.wait_job(job, copied)
-            await jobs.delete_node(tnode)
-            manifest.stats.copy_seconds += round(time.monotonic() - started, 3)
-            chunks = await self._ingest(target, size, base, manifest.stats, share, disk, report)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await jobs.cancel_job(job)
-            with contextlib.suppress(Exception):
-                await jobs.delete_node(tnode)
-            raise
+            await jobs.start_fleecing(fleeces)
         finally:
-            target.unlink(missing_ok=True)
-        return DiskManifest(size=size, chunks=chunks, bitmap=new_bitmap)
+            if quiesced:  # the point in time is taken: the guest may write again
+                await self.quiescer.thaw(spec.name)
+        manifest.stats.copy_seconds += round(time.monotonic() - started, 3)
 
-    async def _ingest(
+    async def _read_all(
         self,
-        target: Path,
-        size: int,
-        base: DiskManifest | None,
+        jobs: BlockJobs,
+        spec: InstanceSpec,
+        manifest: BackupManifest,
+        fleeces: list[Fleece],
+        sizes: dict[str, int],
+        parent: BackupManifest | None,
+        report: Report,
+    ) -> None:
+        """Read each disk's point-in-time view over NBD (only dirty chunks when incremental)."""
+        sock = self._nbd_path(spec.name)
+        sock.unlink(missing_ok=True)
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(sock))
+            listener.listen(4)
+            await jobs.serve_nbd(listener)
+        for index, (disk, f) in enumerate(zip(spec.disks, fleeces, strict=True)):
+            await jobs.export(f.target, f.target, f.frozen if f.since else None)
+            base = parent.disks.get(disk.name) if f.since and parent else None
+            size = sizes[disk.name]
+            work = functools.partial(
+                _read_export, sock, f.target, f.frozen if f.since else None, self.qemu_img,
+                size, self.repo.chunks, base, manifest.stats,
+            )  # fmt: skip
+            share = (index / len(spec.disks), (index + 1) / len(spec.disks))
+            chunks = await self._store(work, manifest.stats, share, disk.name, report)
+            manifest.disks[disk.name] = DiskManifest(size=size, chunks=chunks, bitmap=f.new_bitmap)
+
+    async def _unfleece(
+        self, jobs: BlockJobs, manifest: BackupManifest, spec: InstanceSpec, fleeces: list[Fleece]
+    ) -> None:
+        """Drop the NBD exports, fleecing jobs, overlays and frozen bitmaps (each may be gone)."""
+        with contextlib.suppress(Exception):
+            await jobs.stop_nbd()
+        for f in fleeces:
+            with contextlib.suppress(Exception):
+                await jobs.cancel_job(f.job)
+            with contextlib.suppress(Exception):
+                await jobs.delete_node(f.target)
+            if f.since:
+                with contextlib.suppress(Exception):
+                    await jobs.remove_bitmap(f.node, f.frozen)
+        for disk in spec.disks:
+            self._scratch(manifest, disk.name).unlink(missing_ok=True)
+        self._nbd_path(spec.name).unlink(missing_ok=True)
+
+    def _nbd_path(self, vm: str) -> Path:
+        """The NBD socket in the VM's run directory (root-only: the socket reads its disks)."""
+        qemu = self.snapshots.qemu()
+        if qemu is None:
+            raise VirtfleetError("backups of running VMs need the QEMU driver")
+        return qemu.paths(vm).root / "nbd.sock"
+
+    async def _store(
+        self,
+        work: Callable[[Callable[[float], None]], list[str]],
         stats: BackupStats,
         share: tuple[float, float],
         disk: str,
         report: Report,
     ) -> list[str]:
+        """Run ``work(progress)`` (reading + chunking) in a thread, reporting its progress."""
         loop = asyncio.get_running_loop()
         lo, hi = share
         last = [-1]
 
         def progress(frac: float) -> None:
-            pct = int(100 * (lo + (hi - lo) * (0.5 + frac * 0.5)))
+            pct = int(100 * (lo + (hi - lo) * frac))
             if pct != last[0]:
                 last[0] = pct
                 asyncio.run_coroutine_threadsafe(report(pct, f"storing {disk}"), loop)
 
         started = time.monotonic()
-        chunks = await asyncio.to_thread(
-            ingest, target, size, self.repo.chunks, base, stats, progress
-        )
+        chunks = await asyncio.to_thread(work, progress)
         stats.store_seconds += round(time.monotonic() - started, 3)
         return chunks
 
@@ -254,9 +282,9 @@ class BackupManager:
                     [self.qemu_img, "convert", "-O", "qcow2", str(active), str(target)]
                 )
                 share = (index / len(spec.disks), (index + 1) / len(spec.disks))
-                chunks = await self._ingest(
-                    target, size, None, manifest.stats, share, disk.name, report
-                )
+                stats = manifest.stats
+                work = functools.partial(ingest, target, size, self.repo.chunks, None, stats)
+                chunks = await self._store(work, stats, share, disk.name, report)
             finally:
                 target.unlink(missing_ok=True)
             manifest.disks[disk.name] = DiskManifest(size=size, chunks=chunks, bitmap=new_bitmap)
@@ -316,8 +344,40 @@ class BackupManager:
         return [dest]
 
 
+def _read_export(
+    sock: Path,
+    export: str,
+    bitmap: str | None,
+    qemu_img: str,
+    size: int,
+    store: ChunkStore,
+    base: DiskManifest | None,
+    stats: BackupStats,
+    progress: Callable[[float], None],
+) -> list[str]:
+    """The disk's chunk list: chunks touching dirty (or, without a bitmap, data) ranges read
+    from the NBD export, the rest inherited from ``base``. Runs in a worker thread."""
+    ranges = export_ranges(sock, export, bitmap, qemu_img)
+    with NBDClient(sock, export) as client:
+        return ingest_ranges(client.read, ranges, size, store, base, stats, progress)
+
+
+def _fleece(node: str, backup_id: str, since: str | None) -> Fleece:
+    token = secrets.token_hex(6)
+    return Fleece(
+        node=node,
+        target=NODE_PREFIX + token,
+        job=JOB_PREFIX + token,
+        new_bitmap=BITMAP_PREFIX + backup_id,
+        since=since,
+        frozen=FROZEN_PREFIX + token,
+    )
+
+
 async def _clean_qemu(jobs: BlockJobs) -> None:
-    """Drop the job and target node a killed daemon left in QEMU."""
+    """Drop the NBD server, jobs and fleecing nodes a killed daemon left in QEMU (a backup
+    owns the VM's NBD server; leftover frozen bitmaps go in ``_plan``)."""
+    await jobs.stop_nbd()
     for job in await jobs.jobs():
         if str(job["id"]).startswith(JOB_PREFIX):
             await jobs.cancel_job(job["id"])
@@ -327,13 +387,17 @@ async def _clean_qemu(jobs: BlockJobs) -> None:
                 await jobs.delete_node(node)
 
 
-def _why_full(disk: str, bitmap: Any, parent: BackupManifest | None, full: bool) -> str | None:
+def _why_full(
+    disk: str, size: int, bitmap: Any, parent: BackupManifest | None, full: bool
+) -> str | None:
     if full:
         return "full backup requested"
     if parent is None:
         return "first backup of this instance"
     if disk not in parent.disks:
         return f"disk {disk} is new since the last backup"
+    if parent.disks[disk].size != size:
+        return f"disk {disk} was resized since the last backup"
     if bitmap is None:
         return (
             f"no dirty bitmap for the last backup on disk {disk} "

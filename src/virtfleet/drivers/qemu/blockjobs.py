@@ -3,7 +3,8 @@
 Owns the QMP commands of the block layer the platform uses: finding a disk's
 active node and its backing chain, ``blockdev-add``/``-del``, external
 snapshots (``blockdev-snapshot`` in one ``transaction``), persistent dirty
-bitmaps, backup jobs (``blockdev-backup`` full or ``sync=bitmap``),
+bitmaps, image fleecing (a ``sync=none`` backup job into an overlay of the
+running disk) exported by QEMU's NBD server,
 ``block-stream`` and waiting for jobs with progress. Errors come translated by
 the session. Must not decide what to snapshot or back up, nor touch files.
 """
@@ -11,7 +12,9 @@ the session. Must not decide what to snapshot or back up, nor touch files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.errors import DriverError, NotFoundError, QMPError
 
 JOB_POLL_S = 0.1
+NBD_FD = "vf-nbd"
 Progress = Callable[[float], Awaitable[None]]
 
 
@@ -33,6 +37,18 @@ class Bitmap:
     persistent: bool
     inconsistent: bool
     count: int  # dirty bytes
+
+
+@dataclass(frozen=True)
+class Fleece:
+    """One disk of a pull-mode backup: its active node, fleecing node, job and bitmaps."""
+
+    node: str
+    target: str
+    job: str
+    new_bitmap: str
+    since: str | None  # the previous backup's bitmap; None: full backup
+    frozen: str  # since's copy frozen at the point in time (exported over NBD)
 
 
 class BlockJobs:
@@ -68,9 +84,9 @@ class BlockJobs:
         nodes = await self._run("query-named-block-nodes", {"flat": True})
         return [str(n["node-name"]) for n in nodes]
 
-    async def add_qcow2(self, node: str, path: Path) -> None:
-        """Open ``path`` as a qcow2 node with no backing attached. QEMU runs unprivileged and
-        cannot open our files: the file goes over as a descriptor (QMP ``add-fd``)."""
+    async def add_qcow2(self, node: str, path: Path, backing: str | None = None) -> None:
+        """Open ``path`` as a qcow2 node over the node ``backing`` (None: no backing). QEMU runs
+        unprivileged and cannot open our files: the file goes over as a descriptor (``add-fd``)."""
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             async with self.qmp._fd_lock:  # QEMU hands a passed fd to the next fd-taking command
@@ -82,7 +98,7 @@ class BlockJobs:
         finally:
             os.close(fd)
         file = {"driver": "file", "filename": f"/dev/fdset/{fdset}"}
-        args = {"driver": "qcow2", "node-name": node, "file": file, "backing": None}
+        args = {"driver": "qcow2", "node-name": node, "file": file, "backing": backing}
         try:
             await self._run("blockdev-add", args)
         finally:  # the node holds its own duplicate; the set is no longer needed
@@ -139,29 +155,53 @@ class BlockJobs:
     async def remove_bitmap(self, node: str, name: str) -> None:
         await self._run("block-dirty-bitmap-remove", {"node": node, "name": name})
 
-    # -- backup ------------------------------------------------------------------------
+    # -- backup: fleecing + NBD export (pull mode) ---------------------------------------
 
-    async def start_backup(
-        self, job_id: str, node: str, target: str, new_bitmap: str, since: str | None
-    ) -> None:
-        """Atomically start a new persistent bitmap and a point-in-time backup job of ``node``:
-        everything (``since`` None) or the clusters ``since`` recorded. ``since`` is left intact
-        (mode never): it is dropped only once the backup is safely stored."""
-        backup: dict[str, Any] = {
-            "job-id": job_id,
-            "device": node,
-            "target": target,
-            "sync": "full",
-            "auto-dismiss": False,
-        }
-        if since is not None:
-            backup.update({"sync": "bitmap", "bitmap": since, "bitmap-mode": "never"})
-        add = {"node": node, "name": new_bitmap, "persistent": True}
-        actions = [
-            {"type": "block-dirty-bitmap-add", "data": add},
-            {"type": "blockdev-backup", "data": backup},
-        ]
+    async def start_fleecing(self, disks: list[Fleece]) -> None:
+        """One transaction, one instant for all disks: per disk a new persistent bitmap, a
+        frozen copy of ``since`` (NBD exports only disabled bitmaps) and a ``sync=none`` backup
+        job that copies old data into the fleecing node before the guest overwrites it."""
+        actions: list[dict[str, Any]] = []
+        for f in disks:
+            add = {"node": f.node, "name": f.new_bitmap, "persistent": True}
+            actions.append({"type": "block-dirty-bitmap-add", "data": add})
+            if f.since is not None:
+                frozen = {"node": f.node, "name": f.frozen, "persistent": False, "disabled": True}
+                merge = {"node": f.node, "target": f.frozen, "bitmaps": [f.since]}
+                actions.append({"type": "block-dirty-bitmap-add", "data": frozen})
+                actions.append({"type": "block-dirty-bitmap-merge", "data": merge})
+            job = {"job-id": f.job, "device": f.node, "target": f.target, "sync": "none"}
+            actions.append({"type": "blockdev-backup", "data": {**job, "auto-dismiss": False}})
         await self._run("transaction", {"actions": actions})
+
+    async def serve_nbd(self, listener: socket.socket) -> None:
+        """Start QEMU's NBD server on our listening socket (QEMU cannot open our paths)."""
+        async with self.qmp._fd_lock:
+            try:
+                self.qmp._client.send_fd_scm(listener.fileno())
+            except (OSError, QMPLibError) as err:
+                raise DriverError(f"passing the NBD socket to QEMU failed: {err}") from err
+            await self._run("getfd", {"fdname": NBD_FD})
+        await self._run("nbd-server-start", {"addr": {"type": "fd", "data": {"str": NBD_FD}}})
+
+    async def stop_nbd(self) -> None:
+        """Drop every export and stop the NBD server (both may be gone already)."""
+        for export in await self._run("query-block-exports"):
+            with contextlib.suppress(QMPError):
+                await self._run("block-export-del", {"id": export["id"], "mode": "hard"})
+        with contextlib.suppress(QMPError):
+            await self._run("nbd-server-stop")
+        for _ in range(1000):  # deletion finishes asynchronously (at once without clients)
+            if not await self._run("query-block-exports"):
+                return
+            await asyncio.sleep(0.01)
+        raise DriverError("QEMU did not drop its NBD exports within 10 s")
+
+    async def export(self, export_id: str, node: str, bitmap: str | None) -> None:
+        """Export ``node`` read-only under the name ``export_id``, with ``bitmap`` if given."""
+        args: dict[str, Any] = {"type": "nbd", "id": export_id, "node-name": node}
+        args.update(name=export_id, writable=False, bitmaps=[bitmap] if bitmap else [])
+        await self._run("block-export-add", args)
 
     async def jobs(self) -> list[dict[str, Any]]:
         return list(await self._run("query-jobs"))
@@ -183,7 +223,7 @@ class BlockJobs:
                 raise DriverError(f"block job {job_id} vanished")
             if job["status"] == "concluded":
                 return job
-            await asyncio.sleep(JOB_POLL_S)
+            await asyncio.sleep(0.01)  # a cancelled job concludes within milliseconds
 
     async def wait_job(self, job_id: str, progress: Progress) -> None:
         """Report progress until the job concludes, dismiss it, raise its error if it failed."""

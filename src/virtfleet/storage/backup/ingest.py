@@ -1,9 +1,11 @@
-"""Turn a backup job's target image into chunks and a ``DiskManifest``.
+"""Turn a disk's data into chunks: the chunk list of a ``DiskManifest``.
 
-QEMU's backup job writes what it copied (the whole disk, or only dirty
-clusters) into a fresh standalone qcow2; ``qemu-img map`` tells which ranges it
-wrote and where their bytes sit in that file. Ranges it did not write are
-inherited from the parent backup's manifest. Runs in a worker thread.
+Two sources. A running VM's disk is read through a point-in-time view
+(``ingest_ranges``: whole chunks around the given ranges, e.g. dirty ones). A
+stopped VM's disk is first copied into a standalone qcow2 (``ingest``:
+``qemu-img map`` tells which ranges hold data and where). Chunks not read are
+inherited from the parent backup's manifest. Runs in a worker thread; must not
+know QEMU's monitor.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import subprocess
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,25 +93,17 @@ def _assemble(
     return bytes(base), sum(p.length for p in parts)
 
 
-def ingest(
-    target: Path,
-    size: int,
+def _pipeline(
+    reads: Iterable[tuple[int, bytes, int]],
+    chunks: list[str],
     store: ChunkStore,
-    parent: DiskManifest | None,
     stats: BackupStats,
-    progress: Callable[[float], None] = lambda _: None,
-    chunk_size: int = CHUNK_SIZE,
-) -> list[str]:
-    """Chunk hashes of the whole disk: written ranges from ``target``, the rest from ``parent``.
-
-    Without a parent, unwritten ranges are zeros (a full backup's target only
-    leaves zero ranges unwritten). Reading is sequential; hashing, compressing and
-    writing run on a few threads (hashlib and zstd release the GIL).
-    """
-    count = (size + chunk_size - 1) // chunk_size
-    inherited = parent.chunks if parent and parent.size == size else None
-    chunks = list(inherited) if inherited else [ZERO] * count
-    grouped = sorted(_by_chunk(written_extents(target), chunk_size).items())
+    progress: Callable[[float], None],
+    total: int,
+) -> None:
+    """Store each (chunk index, bytes, bytes read) as ``reads`` yields it: reading stays in this
+    thread, hashing, compressing and writing run on a few threads (hashlib and zstd release
+    the GIL). ``chunks[index]`` gets each stored chunk's hash."""
     pending: deque[tuple[int, Future[tuple[str, int]]]] = deque()
     done = [0]
 
@@ -120,16 +114,80 @@ def ingest(
             stats.chunks_new += 1 if written else 0
             stats.bytes_written += written
             done[0] += 1
-            progress(done[0] / max(1, len(grouped)))
+            progress(done[0] / max(1, total))
 
-    with open(target, "rb") as fh, ThreadPoolExecutor(WORKERS) as pool:
-        for index, parts in grouped:
-            length = min(chunk_size, size - index * chunk_size)
-            old = functools.partial(store.get, chunks[index], length)
-            data, read = _assemble(fh, index, parts, length, chunk_size, old)
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for index, data, read in reads:
             stats.bytes_read += read
             pending.append((index, pool.submit(store.put, data)))
             settle(IN_FLIGHT)  # bounded memory: a few MiB in flight
         settle(0)
-    stats.chunks_total += count
+
+
+def _touched(ranges: list[tuple[int, int]], chunk_size: int) -> list[int]:
+    """Indices of the chunks that (start, length) ranges touch, in disk order."""
+    touched: set[int] = set()
+    for start, length in ranges:
+        touched.update(range(start // chunk_size, -(-(start + length) // chunk_size)))
+    return sorted(touched)
+
+
+def _start(parent: DiskManifest | None, size: int, chunk_size: int) -> list[str]:
+    """Chunk list to fill in: the parent's (same size) or all zeros."""
+    count = (size + chunk_size - 1) // chunk_size
+    inherited = parent.chunks if parent and parent.size == size else None
+    return list(inherited) if inherited else [ZERO] * count
+
+
+def ingest(
+    target: Path,
+    size: int,
+    store: ChunkStore,
+    parent: DiskManifest | None,
+    stats: BackupStats,
+    progress: Callable[[float], None] = lambda _: None,
+    chunk_size: int = CHUNK_SIZE,
+) -> list[str]:
+    """Chunk hashes of the whole disk: written ranges of the qcow2 ``target``, the rest from
+    ``parent`` (without a parent, unwritten ranges are zeros: a whole-disk copy leaves only
+    zero ranges unwritten)."""
+    chunks = _start(parent, size, chunk_size)
+    grouped = sorted(_by_chunk(written_extents(target), chunk_size).items())
+    with open(target, "rb") as fh:
+
+        def reads() -> Iterator[tuple[int, bytes, int]]:
+            for index, parts in grouped:
+                length = min(chunk_size, size - index * chunk_size)
+                old = functools.partial(store.get, chunks[index], length)
+                data, read = _assemble(fh, index, parts, length, chunk_size, old)
+                yield index, data, read
+
+        _pipeline(reads(), chunks, store, stats, progress, len(grouped))
+    stats.chunks_total += len(chunks)
+    return chunks
+
+
+def ingest_ranges(
+    read: Callable[[int, int], bytes],
+    ranges: list[tuple[int, int]],
+    size: int,
+    store: ChunkStore,
+    parent: DiskManifest | None,
+    stats: BackupStats,
+    progress: Callable[[float], None] = lambda _: None,
+    chunk_size: int = CHUNK_SIZE,
+) -> list[str]:
+    """Chunk hashes of the whole disk: every chunk touching one of ``ranges`` (start, length)
+    read whole through ``read(offset, length)`` from a point-in-time view of the disk, the
+    rest from ``parent`` (zeros without one)."""
+    chunks = _start(parent, size, chunk_size)
+    wanted = _touched(ranges, chunk_size)
+
+    def reads() -> Iterator[tuple[int, bytes, int]]:
+        for index in wanted:
+            length = min(chunk_size, size - index * chunk_size)
+            yield index, read(index * chunk_size, length), length
+
+    _pipeline(reads(), chunks, store, stats, progress, len(wanted))
+    stats.chunks_total += len(chunks)
     return chunks
