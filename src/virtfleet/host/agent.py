@@ -171,7 +171,7 @@ class Agent:
         error: VirtfleetError | None = None
         try:
             await self._apply(rec)
-            await self._apply_live(rec.name)
+            await self._apply_live(rec.name, rec.spec.kind)
         except VirtfleetError as err:
             error = err
             log.warning("%s: %s failed: %s", rec.name, desired.power.value, err.message)
@@ -278,19 +278,19 @@ class Agent:
         mode = "container" if spec.kind == "container" else accel.value
         await self._emit("instance.started", rec.name, f"started ({mode})")
         try:
-            await self._apply_live(rec.name)  # balloon target, disk throttling
+            await self._apply_live(rec.name, spec.kind)  # balloon target, disk throttling
         except VirtfleetError as err:
             await self._emit("instance.resize_failed", rec.name, err.message)
 
-    async def _apply_live(self, name: str) -> None:
+    async def _apply_live(self, name: str, kind: str) -> None:
         """Bring a running VM's live resources to its spec; record what is live now."""
+        if kind != "vm":
+            return  # containers change their limits through ContainerService (runtime update)
+        if not isinstance(self.driver, SupportsLiveResources):
+            return
         rec = await self.repo.find(name)
         live = (PowerState.RUNNING, PowerState.PAUSED)
         if rec is None or rec.status.applied is None or rec.status.power not in live:
-            return
-        if rec.spec.kind != "vm":
-            return  # containers change their limits through ContainerService (runtime update)
-        if not isinstance(self.driver, SupportsLiveResources):
             return
         was = rec.status.applied
         applier = LiveApplier(self.driver, self.disks)
