@@ -172,11 +172,14 @@ class AsyncClient:
         timeout_s: float | None = None,
         poll_s: float = 1.0,
     ) -> Operation:
-        """Wait until the operation is done (or ``timeout_s`` passed); the last state seen."""
+        """Wait until the operation is done (or ``timeout_s`` passed); the last state seen.
+        ``on_progress`` sees the operation every ``poll_s``; without it the server-side waits
+        are long ones that end as soon as the operation is done (see ``Client.wait_operation``)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            left = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
-            op = await self.wait_operation_once(op_id, max(0.0, left))
+            left = None if deadline is None else deadline - time.monotonic()
+            step = calls.wait_slice(poll_s, on_progress is not None, left)
+            op = await self.wait_operation_once(op_id, step)
             if on_progress is not None:
                 on_progress(op)
             if op.status.done or (deadline is not None and time.monotonic() >= deadline):

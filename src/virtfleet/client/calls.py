@@ -183,6 +183,17 @@ def cancel_operation(op_id: str) -> Call[Operation]:
     return Call("DELETE", op(op_id), one(Operation))
 
 
+LONG_POLL_S = 30.0  # one server-side wait when no progress is reported (the server's default)
+
+
+def wait_slice(poll_s: float, reporting: bool, left_s: float | None) -> float:
+    """How long the next server-side wait may last: ``poll_s`` while progress is reported,
+    else one long poll (the server answers the moment the operation is done, so waiting
+    longer costs no latency, only fewer requests); never more than ``left_s``."""
+    step = poll_s if reporting else max(poll_s, LONG_POLL_S)
+    return max(0.0, step if left_s is None else min(step, left_s))
+
+
 def wait_operation_once(op_id: str, timeout_s: float) -> Call[Operation]:
     return Call(
         "GET",

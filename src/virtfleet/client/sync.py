@@ -219,11 +219,15 @@ class Client:
         poll_s: float = 1.0,
     ) -> Operation:
         """Wait until the operation is done (or ``timeout_s`` passed), calling ``on_progress``
-        with each intermediate state; return the last state seen."""
+        with each intermediate state (every ``poll_s``); return the last state seen.
+
+        Without ``on_progress`` the server-side waits are long (``calls.LONG_POLL_S``): the
+        server answers as soon as the operation is done, so ``poll_s`` then changes nothing."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            left = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
-            op = self.wait_operation_once(op_id, max(0.0, left))
+            left = None if deadline is None else deadline - time.monotonic()
+            step = calls.wait_slice(poll_s, on_progress is not None, left)
+            op = self.wait_operation_once(op_id, step)
             if on_progress is not None:
                 on_progress(op)
             if op.status.done or (deadline is not None and time.monotonic() >= deadline):

@@ -171,13 +171,15 @@ class Agent:
         error: VirtfleetError | None = None
         try:
             await self._apply(rec)
-            await self._apply_live(rec.name)
+            await self._apply_live(rec.name, rec.spec.kind)
         except VirtfleetError as err:
             error = err
             log.warning("%s: %s failed: %s", rec.name, desired.power.value, err.message)
         if desired.power is DesiredPower.DELETED and error is None:
             return
         status = (await self.repo.get(rec.name)).status
+        if error is None and status.observed_generation == desired.generation:
+            return  # the start wrote it with the running status (error fields cleared)
         await self._write_status(
             rec.name,
             status.model_copy(
@@ -203,7 +205,10 @@ class Agent:
                 await self.driver.resume(rec.name)
                 await self._set_power(rec.name, PowerState.RUNNING, "resumed")
             elif power in (PowerState.STOPPED, PowerState.CRASHED):
-                await self._start(rec)
+                # Nothing follows the start but the record of this generation: write it
+                # with the running status (one write; the operation ends on it).
+                last = not self._live_resources(rec.spec.kind)
+                await self._start(rec, observed=desired.generation if last else None)
         elif desired.power is DesiredPower.PAUSED:
             if power is not PowerState.RUNNING and power is not PowerState.PAUSED:
                 raise InvalidStateError(power.value, "running")
@@ -223,7 +228,8 @@ class Agent:
             raise HostError(f"KVM was requested but is not usable here: {kvm.reason}")
         return Accel.TCG, f"KVM unusable ({kvm.reason}); using TCG binary translation"
 
-    async def _start(self, rec: InstanceRecord) -> None:
+    async def _start(self, rec: InstanceRecord, observed: int | None = None) -> None:
+        """Start the instance; ``observed``: also record that desired generation as done."""
         spec = rec.spec.normalized()
         self.driver.validate(spec)
         accel, reason = self._accel(spec)
@@ -260,37 +266,26 @@ class Agent:
         if cgroup is not None:
             self._cgroups[rec.name] = cgroup
         status = (await self.repo.get(rec.name)).status
-        await self._write_status(
-            rec.name,
-            status.model_copy(
-                update={
-                    "power": found.power,
-                    "pid": found.pid,
-                    "accel": found.accel,
-                    "accel_reason": found.accel_reason,
-                    "qemu_version": found.qemu_version,
-                    "started_at": found.started_at,
-                    "reason": "started",
-                    "applied": launched(spec),
-                }
-            ),
-        )
+        await self._write_status(rec.name, _started(status, found, spec, observed))
         mode = "container" if spec.kind == "container" else accel.value
         await self._emit("instance.started", rec.name, f"started ({mode})")
         try:
-            await self._apply_live(rec.name)  # balloon target, disk throttling
+            await self._apply_live(rec.name, spec.kind)  # balloon target, disk throttling
         except VirtfleetError as err:
             await self._emit("instance.resize_failed", rec.name, err.message)
 
-    async def _apply_live(self, name: str) -> None:
+    def _live_resources(self, kind: str) -> bool:
+        """Whether ``_apply_live`` has work for instances of ``kind``: VMs, if the driver can.
+        Containers change their limits through ContainerService (runtime update)."""
+        return kind == "vm" and isinstance(self.driver, SupportsLiveResources)
+
+    async def _apply_live(self, name: str, kind: str) -> None:
         """Bring a running VM's live resources to its spec; record what is live now."""
+        if not self._live_resources(kind) or not isinstance(self.driver, SupportsLiveResources):
+            return
         rec = await self.repo.find(name)
         live = (PowerState.RUNNING, PowerState.PAUSED)
         if rec is None or rec.status.applied is None or rec.status.power not in live:
-            return
-        if rec.spec.kind != "vm":
-            return  # containers change their limits through ContainerService (runtime update)
-        if not isinstance(self.driver, SupportsLiveResources):
             return
         was = rec.status.applied
         applier = LiveApplier(self.driver, self.disks)
@@ -438,3 +433,23 @@ class Agent:
         if not isinstance(self.driver, SupportsGraphics):
             raise ConflictError(f"the {self.driver.name} driver gives instances no screen")
         return await self.driver.screenshot(name)
+
+
+def _started(
+    status: InstanceStatus, found: InstanceStatus, spec: InstanceSpec, observed: int | None
+) -> InstanceStatus:
+    """``status`` after a start the driver reported as ``found``; with ``observed`` it also
+    records that desired generation as carried out (and clears any earlier error)."""
+    update: dict[str, Any] = {
+        "power": found.power,
+        "pid": found.pid,
+        "accel": found.accel,
+        "accel_reason": found.accel_reason,
+        "qemu_version": found.qemu_version,
+        "started_at": found.started_at,
+        "reason": "started",
+        "applied": launched(spec),
+    }
+    if observed is not None:
+        update.update(observed_generation=observed, error_code=None, error_message=None)
+    return status.model_copy(update=update)

@@ -41,8 +41,9 @@ class CapacityService:
         self.ratios = ratios or OvercommitRatios()
         self._usage = usage
 
-    async def report(self, exclude: str | None = None) -> Capacity:
-        """Totals, limits, allocation (without ``exclude``) and, if sampled, real usage."""
+    async def report(self, exclude: str | None = None, sample: bool = True) -> Capacity:
+        """Totals, limits, allocation (without ``exclude``) and, if ``sample`` and a
+        ``usage`` callable were given, real usage."""
         held = [r for r in await self._repo.list() if counts(r) and r.name != exclude]
         vcpus = sum(r.spec.vcpus for r in held)
         memory = sum(r.spec.memory_mib for r in held)
@@ -59,7 +60,7 @@ class CapacityService:
             available_vcpus=max(0, vcpus_limit - vcpus),
             available_memory_mib=max(0, memory_limit - memory),
             instances=len(held),
-            used=self._usage() if self._usage is not None else None,
+            used=self._usage() if self._usage is not None and sample else None,
         )
 
     async def admit(self, name: str, memory_mib: int, vcpus: int) -> None:
@@ -67,7 +68,7 @@ class CapacityService:
         next to everything else allocated (its own current allocation does not count)."""
         if not self._facts.memory_mib:
             return  # memory unknown (facts not probed): nothing honest to compare with
-        cap = await self.report(exclude=name)
+        cap = await self.report(exclude=name, sample=False)  # admission ignores real usage
         short = []
         if memory_mib > cap.available_memory_mib:
             short.append(

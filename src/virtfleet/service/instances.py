@@ -221,7 +221,9 @@ class InstanceService:
         async def run(ctx: OpContext) -> dict[str, Any]:
             current = await self._repo.get(name)
             check_action(action, _power_of(current), force)
-            gen = await self._bump(name, lambda d, g: _desired_for(action, d, g, force, timeout_s))
+            gen = await self._bump(
+                name, lambda d, g: _desired_for(action, d, g, force, timeout_s), current
+            )
             await ctx.progress(10, f"waiting for the agent to {action} {name}")
             return _result(await self._await_generation(name, gen, timeout_s + self.wait_timeout_s))
 
@@ -313,10 +315,16 @@ class InstanceService:
             self._projected[name] = (op.id, projected)
         return op
 
-    async def _bump(self, name: str, change: Callable[[DesiredState, int], DesiredState]) -> int:
-        """Write the next desired generation with compare-and-swap; return the generation."""
+    async def _bump(
+        self,
+        name: str,
+        change: Callable[[DesiredState, int], DesiredState],
+        read: InstanceRecord | None = None,
+    ) -> int:
+        """Write the next desired generation with compare-and-swap; return the generation.
+        ``read``: the record, read with no await since (the first try need not read it again)."""
         for _ in range(5):
-            rec = await self._repo.get(name)
+            rec, read = read or await self._repo.get(name), None
             gen = max(rec.desired.generation, rec.status.observed_generation) + 1
             try:
                 await self._repo.put_desired(name, change(rec.desired, gen), rec.desired_revision)

@@ -42,13 +42,35 @@ def listen(path: Path) -> socket.socket:
 async def receive_master(sock: socket.socket, timeout_s: float = 10.0) -> int:
     """Accept the runtime's connection and take the pty master fd it sends (SCM_RIGHTS)."""
     loop = asyncio.get_running_loop()
-    conn, _ = await asyncio.wait_for(loop.sock_accept(sock), timeout_s)
-    with conn:
-        conn.settimeout(timeout_s)  # blocking with a bound, in a thread: never stalls the loop
-        _, fds, _, _ = await asyncio.to_thread(socket.recv_fds, conn, 4096, 1)
+    async with asyncio.timeout(timeout_s):
+        conn, _ = await loop.sock_accept(sock)
+        with conn:
+            conn.setblocking(False)  # read when the loop says so: no thread, never stalls
+            fds = await _recv_fds(loop, conn)
     if not fds:
         raise ProcessError("the runtime sent no console fd")
     return fds[0]
+
+
+async def _recv_fds(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> list[int]:
+    """The fds of the first message on non-blocking ``conn`` (SCM_RIGHTS); [] at EOF."""
+    while True:
+        try:
+            _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+        except BlockingIOError:
+            readable: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(conn.fileno(), _resolve, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(conn.fileno())
+            continue
+        return fds
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def spawn_holder(master: int) -> int:

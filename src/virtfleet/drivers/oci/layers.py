@@ -29,11 +29,23 @@ def _key(tar: Path, shift: int) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+def _lower_dir(tar: Path, lower_root: Path, shift: int) -> Path:
+    return lower_root / f"{tar.name.split('.')[0]}-{_key(tar, shift)}"
+
+
+def extracted(tar: Path, lower_root: Path, shift: int = 0) -> Path | None:
+    """The tree ``ensure_lower`` made of ``tar`` if it exists already (a few stat calls)."""
+    if not tar.is_file():
+        return None
+    dest = _lower_dir(tar, lower_root, shift)
+    return dest if dest.is_dir() else None
+
+
 def ensure_lower(tar: Path, lower_root: Path, shift: int = 0) -> Path:
     """The extracted tree of image tarball ``tar`` (uids/gids + ``shift``), made once."""
     if not tar.is_file():
         raise ImageError(f"container rootfs {tar} is missing")
-    dest = lower_root / f"{tar.name.split('.')[0]}-{_key(tar, shift)}"
+    dest = _lower_dir(tar, lower_root, shift)
     if dest.is_dir():
         return dest
     lower_root.mkdir(parents=True, exist_ok=True, mode=0o711)

@@ -8,13 +8,18 @@ under our own ``--root`` so other users of crun/runc on the host are never
 touched. Must not know about instances, bundles or consoles beyond paths.
 
 The runtime's stdout/stderr always go to a file: ``create``/``exec`` hand them
-to the container's processes, and a pipe we read would never reach EOF.
+to the container's processes, and a pipe we read would never reach EOF. A command
+is waited for through its pidfd on the event loop (no waiter thread per process,
+as asyncio's subprocesses need on Python 3.11), and ``spawn`` lets a caller do
+other work while one runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -90,25 +95,21 @@ class Runtime:
     def name(self) -> str:
         return Path(self.binary).name
 
-    async def _run(self, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
-        """Run ``<runtime> --root ROOT args``; its output goes through a file, never a pipe."""
+    def spawn(self, *args: str) -> RuntimeCommand:
+        """Start ``<runtime> --root ROOT args`` now; ``result()`` waits for its output."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         argv = [self.binary, "--root", str(self.root), *args]
-        with tempfile.TemporaryFile(dir=self.root) as out:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
-            )
-            try:
-                code = await asyncio.wait_for(proc.wait(), timeout_s)
-            except TimeoutError as err:
-                proc.kill()
-                await proc.wait()
-                raise ProcessError(f"{self.name} {args[0]} timed out after {timeout_s:g}s") from err
-            out.seek(0)
-            text = out.read().decode(errors="replace")
-        if code != 0:
-            raise ProcessError(f"{self.name} {args[0]} failed: {_last_error(text)}", output=text)
-        return text
+        out = tempfile.TemporaryFile(dir=self.root)  # noqa: SIM115 - the command closes it
+        try:
+            proc = _popen(argv, out, out)
+        except BaseException:
+            out.close()
+            raise
+        return RuntimeCommand(f"{self.name} {args[0]}", proc, out)
+
+    async def _run(self, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
+        """Run ``<runtime> --root ROOT args``; its output goes through a file, never a pipe."""
+        return await self.spawn(*args).result(timeout_s)
 
     async def create(self, cid: str, bundle: Path, console_socket: Path | None) -> int:
         """Create the container (init waiting for ``start``); returns the init's host pid."""
@@ -166,16 +167,67 @@ class Runtime:
             tempfile.TemporaryFile(dir=self.root) as out,
             tempfile.TemporaryFile(dir=self.root) as err,
         ):
-            proc = await asyncio.create_subprocess_exec(
-                *cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
-            )
+            proc = _popen(cmd, out, err)
             try:
-                code = await asyncio.wait_for(proc.wait(), timeout_s)
+                code = await _exit_code(proc, timeout_s)
             except TimeoutError as exc:
-                proc.kill()
-                await proc.wait()
                 raise ProcessError(f"exec {argv[0]!r} timed out after {timeout_s:g}s") from exc
             return ExecResult(code, _capped(out), _capped(err))
+
+
+class RuntimeCommand:
+    """One running runtime command (``Runtime.spawn``); its output is read at the end."""
+
+    def __init__(self, what: str, proc: subprocess.Popen[bytes], out: IO[bytes]) -> None:
+        self.what = what
+        self._proc = proc
+        self._out = out
+
+    async def result(self, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
+        """Wait for the command; its output, or ``ProcessError`` if it failed or timed out."""
+        with self._out:
+            try:
+                code = await _exit_code(self._proc, timeout_s)
+            except TimeoutError as err:
+                raise ProcessError(f"{self.what} timed out after {timeout_s:g}s") from err
+            self._out.seek(0)
+            text = self._out.read().decode(errors="replace")
+        if code != 0:
+            raise ProcessError(f"{self.what} failed: {_last_error(text)}", output=text)
+        return text
+
+
+def _popen(argv: list[str], out: IO[bytes], err: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+    )
+
+
+async def _exit_code(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """Wait up to ``timeout_s`` for ``proc`` to exit (its pidfd turns readable) and reap it.
+    On timeout or cancellation the process is killed and reaped before the error goes on."""
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+    pidfd = os.pidfd_open(proc.pid)
+    loop.add_reader(pidfd, _resolve, exited)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await exited
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        if proc.returncode is None:
+            proc.wait()  # exited or killed: returns at once
+    return proc.returncode
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _capped(f: IO[bytes]) -> str:
