@@ -9,6 +9,7 @@ to artifacts/<test>/ before everything is torn down.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pty
 import select
@@ -217,6 +218,7 @@ def _running_daemon(request: pytest.FixtureRequest, serve_args: Sequence[str]) -
         _keep_artifacts(request.node.name, data_dir)
     d.stop()
     _kill_qemus(data_dir)
+    _remove_cgroups(data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -225,6 +227,21 @@ def _kill_qemus(data_dir: Path) -> None:
         cmdline = " ".join(proc.info["cmdline"] or [])
         if "qemu-system" in cmdline and str(data_dir) in cmdline:
             proc.kill()
+
+
+def _remove_cgroups(data_dir: Path) -> None:
+    """The daemon's cgroup parents (``virtfleet-<data dir id>``) outlive it: drop them once
+    the guests in them are gone, or a test run leaves thousands behind."""
+    parent = "virtfleet-" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:8]
+    for top in Path("/sys/fs/cgroup").glob(f"*/{parent}"):
+        for _ in range(50):  # killed guests leave their cgroups within moments
+            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True)
+            for path in [*dirs, top]:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            if not top.exists():
+                break
+            time.sleep(0.05)
 
 
 def _keep_artifacts(test: str, data_dir: Path) -> None:
