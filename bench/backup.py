@@ -226,7 +226,8 @@ def daemon_pauses(d: BenchDaemon, vms: int = 2, per_vm: int = 5) -> list[str]:
         )
         reported += mine
         real += theirs
-        d.client.wait_operation(d.client.delete_instance(vm, force=True, disks=True).id, 120)
+        gone = d.client.delete_instance(vm, force=True, disks=True)
+        d.client.wait_operation(gone.id, timeout_s=120)
     rows.append(
         f"daemon memory snapshots, {vms} fresh 256 MiB TCG VMs x {per_vm}: pause median "
         f"{statistics.median(real):.1f} ms, max {max(real):.1f} ms (first of each VM: "
