@@ -9,11 +9,15 @@
    ``savevm``, both on the same raw QEMU, measured from QEMU's STOP/RESUME event
    timestamps; plus the pause the daemon reports for API memory snapshots.
 
-Usage: ``cd bench && ../.venv/bin/python backup.py``
+Usage: ``cd bench && ../.venv/bin/python backup.py`` (all parts), or
+``../.venv/bin/python backup.py --pauses``: only the pauses, i.e. part 3 plus daemon memory
+snapshots on fresh VMs (the first snapshot of a VM included), each reported pause checked
+against the STOP/RESUME events in that VM's QMP log.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -192,9 +196,60 @@ def pause_vs_savevm(d: BenchDaemon) -> str:
     )
 
 
+def logged_pause_ms(qmp_log: Path) -> float:
+    """The last STOP -> RESUME in a daemon VM's QMP log, from QEMU's event timestamps."""
+    seen: list[tuple[str, float]] = []
+    for text in qmp_log.read_text().splitlines():
+        msg = json.loads(text)["msg"]
+        if isinstance(msg, dict) and msg.get("event") in ("STOP", "RESUME"):
+            stamp = msg["timestamp"]
+            seen.append((msg["event"], stamp["seconds"] + stamp["microseconds"] / 1e6))
+    stop = max(t for n, t in seen if n == "STOP")
+    return (min(t for n, t in seen if n == "RESUME" and t >= stop) - stop) * 1000
+
+
+def daemon_pauses(d: BenchDaemon, vms: int = 2, per_vm: int = 5) -> list[str]:
+    """Memory snapshots through the API on fresh 256 MiB VMs: reported vs real pause."""
+    rows, reported, real = [], [], []
+    for v in range(vms):
+        vm = f"mp{v}"
+        spec = {"name": vm, "image": "tiny", "memory_mib": 256}
+        d.client.wait_operation(d.client.create_instance(spec, start=True).id, timeout_s=120)
+        wait_for(lambda: has_marker(d.serial_log(vm)), 180, 0.2)  # noqa: B023 - used at once
+        mine, theirs = [], []
+        for i in range(per_vm):
+            mine.append(op(d, calls.create_snapshot(vm, f"s{i}", memory=True))["pause_ms"])
+            theirs.append(logged_pause_ms(d.data_dir / "run" / vm / "qmp.log"))
+        rows.append(
+            f"{vm}: reported pause_ms {[round(p, 1) for p in mine]}; "
+            f"STOP->RESUME {[round(p, 1) for p in theirs]}"
+        )
+        reported += mine
+        real += theirs
+        gone = d.client.delete_instance(vm, force=True, disks=True)
+        d.client.wait_operation(gone.id, timeout_s=120)
+    rows.append(
+        f"daemon memory snapshots, {vms} fresh 256 MiB TCG VMs x {per_vm}: pause median "
+        f"{statistics.median(real):.1f} ms, max {max(real):.1f} ms (first of each VM: "
+        f"{[round(real[i * per_vm], 1) for i in range(vms)]}); reported = QEMU's STOP->RESUME: "
+        f"{all(abs(a - b) < 0.05 for a, b in zip(reported, real, strict=True))}"
+    )
+    return rows
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--pauses", action="store_true", help="only the memory snapshot pause measurements"
+    )
+    only_pauses = parser.parse_args().pauses
     d = BenchDaemon()
     try:
+        if only_pauses:
+            print(pause_vs_savevm(d))
+            for row in daemon_pauses(d):
+                print(row)
+            return
         print("| backup | kind | time | QEMU copy | chunking | read | throughput | stored (zstd) |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for row in disk_backups(d):

@@ -254,7 +254,7 @@ class SnapshotManager:
 
     async def _save_memory(
         self, jobs: BlockJobs, vm: str, snap: str, switch: Callable[[], Awaitable[None]]
-    ) -> float:
+    ) -> float | None:
         state = self.state_file(vm, snap)
         state.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

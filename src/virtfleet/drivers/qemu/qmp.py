@@ -384,13 +384,20 @@ class QMPSession:
 
     # -- events ---------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[QMPEvent]:
-        """Every event since connection, in order; ends when the monitor disconnects.
+    @property
+    def event_seq(self) -> int:
+        """The sequence number the next event will get: ``events(since=s.event_seq)``
+        yields only events that arrive from now on."""
+        return self._events.next_seq
+
+    async def events(self, since: int = 0) -> AsyncIterator[QMPEvent]:
+        """Every event since connection (or number ``since``), in order; ends when the
+        monitor disconnects.
 
         Each call gets its own cursor over the (bounded) history, so several
         consumers may iterate independently.
         """
-        seq = 0
+        seq = since
         while (item := await self._events.get(seq)) is not None:
             seq, event = item
             seq += 1
