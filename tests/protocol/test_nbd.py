@@ -98,7 +98,7 @@ def test_ingest_reads_only_touched_chunks_and_inherits_the_rest(
     stats = BackupStats()
     ranges = export_ranges(served, "vd", "b0")
     with NBDClient(served, "vd") as client:
-        chunks = ingest_ranges(client.read, ranges, 8 * MIB, store, parent, stats)
+        chunks = ingest_ranges(client.read_ahead, ranges, 8 * MIB, store, parent, stats)
         assert store.get(chunks[3]) == client.read(3 * MIB, MIB)
     assert chunks[:3] == [old] * 3 and chunks[4:] == [old] * 4  # untouched: inherited
     assert stats.bytes_read == MIB and stats.chunks_total == 8

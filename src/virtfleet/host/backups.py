@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from virtfleet.host.snapshots import SnapshotManager
 
 Report = Callable[[int, str], Coroutine[Any, Any, None]]
+PROGRESS_EVERY_S = 0.25
 JOB_PREFIX, NODE_PREFIX, BITMAP_PREFIX, FROZEN_PREFIX = "vfbk-", "vfbt", "vf-", "vffz-"
 
 
@@ -253,12 +254,13 @@ class BackupManager:
         """Run ``work(progress)`` (reading + chunking) in a thread, reporting its progress."""
         loop = asyncio.get_running_loop()
         lo, hi = share
-        last = [-1]
+        last = [-1.0, 0.0]  # pct, when
 
         def progress(frac: float) -> None:
-            pct = int(100 * (lo + (hi - lo) * frac))
-            if pct != last[0]:
-                last[0] = pct
+            pct, now = int(100 * (lo + (hi - lo) * frac)), time.monotonic()
+            # a few updates a second: each is a store write the reading threads would wait on
+            if pct != last[0] and (now - last[1] >= PROGRESS_EVERY_S or frac >= 1):
+                last[:] = [pct, now]
                 asyncio.run_coroutine_threadsafe(report(pct, f"storing {disk}"), loop)
 
         started = time.monotonic()
@@ -359,7 +361,7 @@ def _read_export(
     from the NBD export, the rest inherited from ``base``. Runs in a worker thread."""
     ranges = export_ranges(sock, export, bitmap, qemu_img)
     with NBDClient(sock, export) as client:
-        return ingest_ranges(client.read, ranges, size, store, base, stats, progress)
+        return ingest_ranges(client.read_ahead, ranges, size, store, base, stats, progress)
 
 
 def _fleece(node: str, backup_id: str, since: str | None) -> Fleece:

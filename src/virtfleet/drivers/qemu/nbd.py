@@ -14,6 +14,8 @@ import json
 import socket
 import struct
 import subprocess
+from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from virtfleet.errors import DriverError
@@ -38,20 +40,28 @@ class NBDClient:
         self._cookie = 0
         try:
             self._sock.connect(str(path))
+            # blocking with kernel timeouts: MSG_WAITALL then takes a whole reply in one call
+            self._sock.settimeout(None)
+            limit = struct.pack("ll", int(timeout_s), int(timeout_s % 1 * 1e6))
+            for opt in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+                self._sock.setsockopt(socket.SOL_SOCKET, opt, limit)
             self.size = self._handshake(export)
         except (OSError, DriverError) as err:
             self._sock.close()
             raise DriverError(f"NBD export {export!r} at {path}: {err}") from err
 
     def _recv(self, n: int) -> bytes:
-        buf = bytearray(n)
-        view, got = memoryview(buf), 0
+        data = self._sock.recv(n, socket.MSG_WAITALL)  # one copy: all n unless interrupted
+        if len(data) == n:
+            return data
+        parts, got = [data], len(data)
         while got < n:
-            k = self._sock.recv_into(view[got:], n - got)
-            if k == 0:
+            more = self._sock.recv(n - got, socket.MSG_WAITALL)
+            if not more:
                 raise DriverError("NBD server closed the connection")
-            got += k
-        return bytes(buf)
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
 
     def _handshake(self, export: str) -> int:
         magic, opt, flags = struct.unpack(">QQH", self._recv(18))
@@ -78,27 +88,53 @@ class NBDClient:
         return size
 
     def read(self, offset: int, length: int) -> bytes:
-        """``length`` bytes at ``offset`` (split into requests QEMU accepts)."""
-        parts = []
-        while length > 0:
-            step = min(length, MAX_READ)
-            parts.append(self._read_one(offset, step))
-            offset, length = offset + step, length - step
-        return b"".join(parts) if len(parts) != 1 else parts[0]
+        """``length`` bytes at ``offset`` (up to 32 MiB, the most QEMU serves at once)."""
+        return next(self.read_ahead([(offset, length)]))
 
-    def _read_one(self, offset: int, length: int) -> bytes:
-        self._cookie += 1
-        req = struct.pack(">IHHQQI", REQUEST_MAGIC, 0, CMD_READ, self._cookie, offset, length)
+    def read_ahead(self, spans: Iterable[tuple[int, int]], depth: int = 4) -> Iterator[bytes]:
+        """The bytes of each (offset, length) span in order, keeping up to ``depth`` requests
+        in flight: QEMU serves them concurrently, so its reads overlap our work."""
+        todo, order = iter(spans), deque[int]()
+        lengths: dict[int, int] = {}
+        arrived: dict[int, bytes] = {}
         try:
-            self._sock.sendall(req)
-            magic, error, cookie = struct.unpack(">IIQ", self._recv(16))
-            if magic != SIMPLE_REPLY_MAGIC or cookie != self._cookie:
-                raise DriverError("bad NBD reply")
-            if error:
-                raise DriverError(f"NBD read at {offset} failed (error {error})")
-            return self._recv(length)
+            while len(order) < depth and self._request(todo, order, lengths):
+                pass
+            while order:
+                while order[0] not in arrived:
+                    cookie = self._reply(lengths)
+                    arrived[cookie] = self._recv(lengths.pop(cookie))
+                self._request(todo, order, lengths)
+                yield arrived.pop(order.popleft())
         except OSError as err:
-            raise DriverError(f"NBD read at {offset} failed: {err}") from err
+            raise DriverError(f"NBD read failed: {err}") from err
+
+    def _request(
+        self, todo: Iterator[tuple[int, int]], order: deque[int], lengths: dict[int, int]
+    ) -> bool:
+        """Send the next span's read request; False when there is none."""
+        span = next(todo, None)
+        if span is None:
+            return False
+        offset, length = span
+        if not 0 < length <= MAX_READ:
+            raise DriverError(f"NBD read of {length} bytes: 1 byte to 32 MiB per request")
+        self._cookie += 1
+        self._sock.sendall(
+            struct.pack(">IHHQQI", REQUEST_MAGIC, 0, CMD_READ, self._cookie, offset, length)
+        )
+        order.append(self._cookie)
+        lengths[self._cookie] = length
+        return True
+
+    def _reply(self, lengths: dict[int, int]) -> int:
+        """Read one simple reply header; the cookie of the request it answers."""
+        magic, error, cookie = struct.unpack(">IIQ", self._recv(16))
+        if magic != SIMPLE_REPLY_MAGIC or cookie not in lengths:
+            raise DriverError("bad NBD reply")
+        if error:
+            raise DriverError(f"NBD read failed (error {error})")
+        return int(cookie)
 
     def close(self) -> None:
         try:

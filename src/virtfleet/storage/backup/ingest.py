@@ -168,7 +168,7 @@ def ingest(
 
 
 def ingest_ranges(
-    read: Callable[[int, int], bytes],
+    read_ahead: Callable[[Iterable[tuple[int, int]]], Iterator[bytes]],
     ranges: list[tuple[int, int]],
     size: int,
     store: ChunkStore,
@@ -178,16 +178,12 @@ def ingest_ranges(
     chunk_size: int = CHUNK_SIZE,
 ) -> list[str]:
     """Chunk hashes of the whole disk: every chunk touching one of ``ranges`` (start, length)
-    read whole through ``read(offset, length)`` from a point-in-time view of the disk, the
-    rest from ``parent`` (zeros without one)."""
+    read whole from a point-in-time view of the disk (``read_ahead`` yields the bytes of each
+    (offset, length) span in order), the rest from ``parent`` (zeros without one)."""
     chunks = _start(parent, size, chunk_size)
     wanted = _touched(ranges, chunk_size)
-
-    def reads() -> Iterator[tuple[int, bytes, int]]:
-        for index in wanted:
-            length = min(chunk_size, size - index * chunk_size)
-            yield index, read(index * chunk_size, length), length
-
-    _pipeline(reads(), chunks, store, stats, progress, len(wanted))
+    spans = [(i * chunk_size, min(chunk_size, size - i * chunk_size)) for i in wanted]
+    reads = zip(wanted, read_ahead(spans), (n for _, n in spans), strict=True)
+    _pipeline(reads, chunks, store, stats, progress, len(wanted))
     stats.chunks_total += len(chunks)
     return chunks
