@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -19,6 +20,7 @@ from virtfleet.storage.backup import (
     RetentionPolicy,
     select_kept,
 )
+from virtfleet.storage.backup import chunks as chunks_module
 from virtfleet.storage.backup.ingest import ingest
 from virtfleet.storage.backup.manifest import BackupStats
 from virtfleet.storage.backup.repo import check_backup_id, new_backup_id
@@ -96,10 +98,10 @@ def test_restore_round_trip(repo: Repository, tmp_path: Path) -> None:
 def test_full_filesystem_is_repository_full(
     repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full(*_: object) -> None:
-        raise OSError(28, "No space left on device")
+    def full(*_: object, **__: object) -> IO[bytes]:
+        return open("/dev/full", "wb")  # writes to it fail with ENOSPC
 
-    monkeypatch.setattr(Path, "write_bytes", full)
+    monkeypatch.setattr(chunks_module, "open", full, raising=False)
     with pytest.raises(RepositoryFullError):
         repo.chunks.put(_block(5))
     assert list(repo.chunks.all()) == [] and list(repo.tmp.iterdir()) == []
