@@ -12,7 +12,8 @@
 Usage: ``cd bench && ../.venv/bin/python backup.py`` (all parts), or
 ``../.venv/bin/python backup.py --pauses``: only the pauses, i.e. part 3 plus daemon memory
 snapshots on fresh VMs (the first snapshot of a VM included), each reported pause checked
-against the STOP/RESUME events in that VM's QMP log.
+against the STOP/RESUME events in that VM's QMP log; or ``../.venv/bin/python backup.py
+--backup-vm``: only part 1 (the backup VM's backups, then its 3 memory snapshots).
 """
 
 from __future__ import annotations
@@ -242,9 +243,19 @@ def main() -> None:
     parser.add_argument(
         "--pauses", action="store_true", help="only the memory snapshot pause measurements"
     )
-    only_pauses = parser.parse_args().pauses
+    parser.add_argument(
+        "--backup-vm",
+        action="store_true",
+        help="only the backup VM: its backups, then 3 memory snapshots of it",
+    )
+    args = parser.parse_args()
+    only_pauses = args.pauses
     d = BenchDaemon()
     try:
+        if args.backup_vm:
+            for row in disk_backups(d):
+                print(row)
+            return
         if only_pauses:
             print(pause_vs_savevm(d))
             for row in daemon_pauses(d):

@@ -257,9 +257,10 @@ class SnapshotManager:
     ) -> float | None:
         state = self.state_file(vm, snap)
         state.parent.mkdir(parents=True, exist_ok=True)
+        pid = (await self.agent.repo.get(vm)).status.pid  # the VM runs: its QEMU's pid
         fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            return await vmstate.save(jobs.qmp, fd, switch)
+            return await vmstate.save(jobs.qmp, fd, switch, qemu_pid=pid)
         finally:
             os.close(fd)
 

@@ -8,19 +8,26 @@ continues. And ``load``: feed such a file to a QEMU started with
 Must not decide where state files live.
 
 The pause: QEMU ends every migration by inactivating the block nodes (flushing
-their caches and storing persistent dirty bitmaps, with ``fdatasync``s) and
-``cont`` reactivates them (reopening each qcow2 layer). On ext4 those syncs wait
-for whatever the host has left dirty in the page cache (a backup just written,
-other VMs), which made pauses of 50-120 ms; so the filesystem is flushed
-*before* the live save starts. The end is noticed from QEMU's ``MIGRATION``
-event (capability ``events``), not by polling, and the pause returned is the
-one QEMU stamped on its ``STOP`` and ``RESUME`` events.
+their caches, storing persistent dirty bitmaps) and ``cont`` reactivates them. On
+activation QEMU's file driver drops the host page cache of every image file
+(``posix_fadvise(DONTNEED)``, meant for migration over shared storage). Right after
+a backup (which read the whole disk through QEMU) that cache is large: dropping the
+1.3 GiB data image's pages took 46 ms of a 66 ms pause (traced, ``strace -T``), while
+every ``fdatasync`` in the pause took < 1 ms. So before the live save starts, while
+the guest still runs, the same pages are dropped here (``drop_page_cache`` on the
+files the QEMU process holds); QEMU finds the cache (nearly) empty in the pause. The
+filesystem is also flushed first (``syncfs``): syncs in the pause otherwise queue
+behind writeback of whatever the host left dirty. The end is noticed from QEMU's
+``MIGRATION`` event (capability ``events``), not by polling, and the pause returned
+is the one QEMU stamped on its ``STOP`` and ``RESUME`` events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import os
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -54,6 +61,39 @@ def _flush_filesystem(fd: int) -> None:
     """``syncfs(2)`` on the filesystem holding ``fd``; best effort (a failure only costs time)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syncfs(fd)
+
+
+def drop_page_cache(pid: int) -> int:
+    """``POSIX_FADV_DONTNEED`` on each regular file process ``pid`` holds open (only clean
+    pages go; dirty ones stay). Best effort: returns how many files it reached."""
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return 0
+    seen: set[tuple[int, int]] = set()
+    for name in names:
+        path = f"{fd_dir}/{name}"
+        try:
+            info = os.stat(path)  # follows the link: no open of sockets, pipes or devices
+            if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) in seen:
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # closed meanwhile, or not ours to open
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            seen.add((info.st_dev, info.st_ino))
+        finally:
+            os.close(fd)
+    return len(seen)
+
+
+def _prepare_host(fd: int, qemu_pid: int | None) -> None:
+    """Before the save: flush the filesystem, then drop what QEMU's ``cont`` would drop."""
+    _flush_filesystem(fd)
+    if qemu_pid is not None:
+        drop_page_cache(qemu_pid)
 
 
 class _Watch:
@@ -101,12 +141,17 @@ class _Watch:
 
 
 async def save(
-    qmp: QMPSession, fd: int, at_stop: Callable[[], Awaitable[None]], timeout_s: float = 300
+    qmp: QMPSession,
+    fd: int,
+    at_stop: Callable[[], Awaitable[None]],
+    timeout_s: float = 300,
+    qemu_pid: int | None = None,
 ) -> float | None:
     """Write RAM + device state into ``fd``; run ``at_stop`` while the guest is paused at the
     end; resume the guest. Returns the guest's pause in ms from QEMU's STOP and RESUME event
-    timestamps (None if the guest was not running, so there was no STOP)."""
-    await asyncio.to_thread(_flush_filesystem, fd)
+    timestamps (None if the guest was not running, so there was no STOP). ``qemu_pid``: the
+    QEMU process, whose files' page cache is dropped before the save (see the module doc)."""
+    await asyncio.to_thread(_prepare_host, fd, qemu_pid)
     await _run(qmp, "migrate-set-capabilities", {"capabilities": CAPABILITIES})
     params = {"max-bandwidth": UNLIMITED, "downtime-limit": 20}
     await _run(qmp, "migrate-set-parameters", params)
