@@ -213,3 +213,19 @@ def test_schedules_api(bkd: Daemon) -> None:
         assert err.value.code == code
     bkd.client.call(calls.delete_schedule("nightly"))
     assert bkd.client.call(calls.list_schedules()) == []
+
+
+def test_a_disk_snapshot_keeps_the_next_backup_incremental(bkd: Daemon) -> None:
+    """The dirty bitmap moves to the snapshot's new overlay: the backup after a snapshot
+    still reads only what changed, and restores exactly (bits from before the snapshot
+    and writes after it both count)."""
+    write_random(bkd, VM, DATA, 512, seek_kib=2048)
+    before = backup_point(bkd, "snap-before")
+    write_random(bkd, VM, DATA, 256, seek_kib=4096)  # recorded on the layer to be frozen
+    done = run_op(bkd, calls.create_snapshot(VM, "s1"))
+    assert done.status == "success", done
+    write_random(bkd, VM, DATA, 256, seek_kib=512)  # recorded on the new overlay
+    after = backup_point(bkd, "snap-after")
+    assert after.info.kind == "incremental" and after.info.parent == before.info.id, after.info
+    assert after.info.stats["bytes_read"] < 16 * 2**20
+    check_restore(bkd, after, "snapinc")

@@ -246,9 +246,14 @@ class SnapshotManager:
     ) -> Callable[[], Awaitable[None]]:
         """The switch to the staged overlays: one QMP command (it may run in the guest pause)."""
         pairs = [(await jobs.active_node(d), node) for d, node, _ in staged]
+        # the backups' persistent bitmaps follow the active layer: the next one stays incremental
+        carried = {
+            old: [b.name for b in await jobs.bitmaps(old) if b.persistent and not b.inconsistent]
+            for old, _ in pairs
+        }
 
         async def switch() -> None:
-            await jobs.snapshot(pairs)
+            await jobs.snapshot(pairs, carried)
 
         return switch
 

@@ -109,12 +109,22 @@ class BlockJobs:
 
     # -- snapshots ---------------------------------------------------------------------
 
-    async def snapshot(self, pairs: list[tuple[str, str]]) -> None:
-        """Make each overlay node the new top of its node, all at one instant."""
-        actions = [
-            {"type": "blockdev-snapshot", "data": {"node": node, "overlay": overlay}}
-            for node, overlay in pairs
-        ]
+    async def snapshot(
+        self, pairs: list[tuple[str, str]], bitmaps: dict[str, list[str]] | None = None
+    ) -> None:
+        """Make each overlay node the new top of its node, all at one instant; the dirty
+        bitmaps named in ``bitmaps[node]`` move up with it (a copy on the overlay carries
+        the bits so far and records the writes from now on)."""
+        actions: list[dict[str, Any]] = []
+        for node, overlay in pairs:
+            actions.append(
+                {"type": "blockdev-snapshot", "data": {"node": node, "overlay": overlay}}
+            )
+            for name in (bitmaps or {}).get(node, []):
+                add = {"node": overlay, "name": name, "persistent": True}
+                merge = {"node": overlay, "target": name, "bitmaps": [{"node": node, "name": name}]}
+                actions.append({"type": "block-dirty-bitmap-add", "data": add})
+                actions.append({"type": "block-dirty-bitmap-merge", "data": merge})
         await self._run("transaction", {"actions": actions})
 
     async def stream(
