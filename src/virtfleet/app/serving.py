@@ -141,6 +141,7 @@ def _config(listener: Listener) -> uvicorn.Config:
     config = uvicorn.Config(
         listener.app,
         log_level="warning",
+        http="httptools",  # the C parser (h11, uvicorn's fallback, is pure Python)
         ws="websockets-sansio",
         lifespan="off",  # the platform's lifespan runs once, in run_listeners
         proxy_headers=False,  # no proxy in front: never trust X-Forwarded-For
