@@ -170,7 +170,8 @@ class Agent:
             return
         error: VirtfleetError | None = None
         try:
-            await self._apply(rec)
+            if await self._apply(rec):
+                return  # the start wrote the generation with the running status
             await self._apply_live(rec.name, rec.spec.kind)
         except VirtfleetError as err:
             error = err
@@ -178,8 +179,6 @@ class Agent:
         if desired.power is DesiredPower.DELETED and error is None:
             return
         status = (await self.repo.get(rec.name)).status
-        if error is None and status.observed_generation == desired.generation:
-            return  # the start wrote it with the running status (error fields cleared)
         await self._write_status(
             rec.name,
             status.model_copy(
@@ -191,7 +190,9 @@ class Agent:
             ),
         )
 
-    async def _apply(self, rec: InstanceRecord) -> None:
+    async def _apply(self, rec: InstanceRecord) -> bool:
+        """Carry out ``rec.desired``; True if that also recorded the generation as observed
+        (a start with nothing after it: nothing is left to apply or write)."""
         desired, power = rec.desired, rec.status.power
         if desired.power is DesiredPower.DELETED:
             await self._delete(rec)
@@ -209,12 +210,14 @@ class Agent:
                 # with the running status (one write; the operation ends on it).
                 last = not self._live_resources(rec.spec.kind)
                 await self._start(rec, observed=desired.generation if last else None)
+                return last
         elif desired.power is DesiredPower.PAUSED:
             if power is not PowerState.RUNNING and power is not PowerState.PAUSED:
                 raise InvalidStateError(power.value, "running")
             if power is PowerState.RUNNING:
                 await self.driver.pause(rec.name)
                 await self._set_power(rec.name, PowerState.PAUSED, "paused")
+        return False
 
     # -- carrying out requests -----------------------------------------------------------
 

@@ -150,22 +150,17 @@ class OciDriver:
             await self._prepare_rootfs(spec, paths, shift)
             self._write_config(spec, paths)
             master, pid = await self._create(spec.name, paths)
-            undo.callback(_close, master)
+            try:
+                relay = console.ConsoleRelay(master, paths.console_log, paths.console)
+            except BaseException:
+                _close(master)
+                raise
+            undo.push_async_callback(relay.close)  # closes the master too
             if ctx.join_netns is not None:
                 await ctx.join_netns(pid)  # eth0... exist before the init runs
-            holder = await self._run_init(spec.name, master)
-            undo.callback(console.end_holder, holder)
-            record = ContainerRecord(
-                name=spec.name,
-                runtime=self.runtime.binary,
-                init_pid=pid,
-                holder_pid=holder,
-                master_fd=master,
-                userns_host_id=self.cfg.userns.host_id if self.cfg.userns else None,
-                spec=spec,
-            )
-            save(record, paths.record)
-            c = await self._attach(record, master)
+            record = await self._run_init(spec, pid, relay)
+            undo.callback(console.end_holder, record.holder_pid)
+            c = await self._attach(record, relay)
             undo.pop_all()
         return self._status(c)
 
@@ -211,13 +206,30 @@ class OciDriver:
             paths.runtime_console.unlink(missing_ok=True)
         return master, pid
 
-    async def _run_init(self, name: str, master: int) -> int:
-        """``runtime start`` (the init runs), spawning the console holder of ``master`` while
-        it works; returns the holder's pid. On failure no holder is left."""
-        starting = self.runtime.spawn("start", name)
+    async def _run_init(
+        self, spec: InstanceSpec, pid: int, relay: console.ConsoleRelay
+    ) -> ContainerRecord:
+        """``runtime start`` (the init runs). While it works: the console holder is spawned,
+        the record saved and the relay started (off the start's critical path; a record of
+        a container whose start failed is removed by the caller's cleanup, and one left by a
+        crash meanwhile is found not running by ``adopt``). On failure no holder is left."""
+        starting = self.runtime.spawn("start", spec.name)
+        holder = None
         try:
-            holder = console.spawn_holder(master)
+            holder = console.spawn_holder(relay.master)
+            record = ContainerRecord(
+                name=spec.name,
+                runtime=self.runtime.binary,
+                init_pid=pid,
+                holder_pid=holder,
+                master_fd=relay.master,
+                userns_host_id=self.cfg.userns.host_id if self.cfg.userns else None,
+                spec=spec,
+            )
+            save(record, self.paths(spec.name).record)
+            await relay.start()
         except BaseException:
+            console.end_holder(holder)
             with contextlib.suppress(Exception):
                 await starting.result()  # reap it; the caller's undo deletes the container
             raise
@@ -226,19 +238,17 @@ class OciDriver:
         except BaseException:
             console.end_holder(holder)
             raise
-        return holder
+        return record
 
-    async def _attach(self, record: ContainerRecord, master: int | None) -> _Container:
-        """Watch the init through a pidfd and relay the console; adds to the live set."""
+    async def _attach(
+        self, record: ContainerRecord, relay: console.ConsoleRelay | None
+    ) -> _Container:
+        """Watch the init through a pidfd (``relay``: its console, started); adds to the
+        live set."""
         try:
             pidfd = os.pidfd_open(record.init_pid)
         except OSError as err:
             raise ProcessError(f"container init {record.init_pid} is gone") from err
-        paths = self.paths(record.name)
-        relay = None
-        if master is not None:
-            relay = console.ConsoleRelay(master, paths.console_log, paths.console)
-            await relay.start()
         c = _Container(record, pidfd, relay)
         self._live[record.name] = c
         asyncio.get_running_loop().add_reader(pidfd, self._on_exit, c)
@@ -380,7 +390,12 @@ class OciDriver:
                 master = console.take_back(record.holder_pid, record.master_fd)
             except ProcessError as err:
                 log.warning("container %s: console not recovered: %s", name, err.message)
-        c = await self._attach(record, master)
+        relay = None
+        if master is not None:
+            paths = self.paths(name)
+            relay = console.ConsoleRelay(master, paths.console_log, paths.console)
+            await relay.start()
+        c = await self._attach(record, relay)
         c.power = PowerState.PAUSED if state["status"] == "paused" else PowerState.RUNNING
         return self._status(c)
 
