@@ -78,10 +78,12 @@ class OperationRunner:
         return count
 
     async def submit(self, kind: str, target: str, fn: OpFn) -> Operation:
-        """Persist a pending operation and queue ``fn`` behind earlier work on ``target``."""
-        op = Operation(id=uuid.uuid4().hex, kind=kind, target=target)
-        await self._save(op)
+        """Persist the operation and queue ``fn`` behind earlier work on ``target``: pending
+        if there is any, else running at once (one store write, not two)."""
         earlier = [t for t in self._by_target.get(target, []) if not t.done()]
+        status = OperationStatus.PENDING if earlier else OperationStatus.RUNNING
+        op = Operation(id=uuid.uuid4().hex, kind=kind, target=target, status=status)
+        await self._save(op)
         task = asyncio.create_task(self._run(op, fn, earlier), name=f"op-{kind}-{op.id[:8]}")
         self._tasks[op.id] = task
         self._by_target.setdefault(target, []).append(task)
@@ -159,8 +161,8 @@ class OperationRunner:
         try:
             if earlier:
                 await asyncio.wait(earlier)
-            op.status = OperationStatus.RUNNING
-            await self._save(op)
+                op.status = OperationStatus.RUNNING
+                await self._save(op)
             op.result = await fn(OpContext(self, op))
             op.status, op.progress = OperationStatus.SUCCESS, 100
         except asyncio.CancelledError:
