@@ -236,7 +236,7 @@ class Agent:
         spec = rec.spec.normalized()
         self.driver.validate(spec)
         accel, reason = self._accel(spec)
-        await self._set_power(rec.name, PowerState.STARTING, "starting")
+        await self._set_power(rec.name, PowerState.STARTING, "starting", rec.status)
         async with contextlib.AsyncExitStack() as undo:
             paths, created = await self.disks.ensure(spec)
             undo.callback(self.disks.discard, created)
@@ -394,15 +394,21 @@ class Agent:
 
     # -- store writes --------------------------------------------------------------------
 
-    async def _set_power(self, name: str, power: PowerState, reason: str) -> None:
-        rec = await self.repo.find(name)
-        if rec is None:
-            return
+    async def _set_power(
+        self, name: str, power: PowerState, reason: str, current: InstanceStatus | None = None
+    ) -> None:
+        """Record ``power``; ``current``: the status as read with no await since (the
+        agent alone writes it), saving a read of the whole record."""
+        if current is None:
+            rec = await self.repo.find(name)
+            if rec is None:
+                return
+            current = rec.status
         update: dict[str, Any] = {"power": power, "reason": reason}
         if power in (PowerState.STOPPED, PowerState.CRASHED):
             update["pid"] = None
             update["applied"] = None
-        await self._write_status(name, rec.status.model_copy(update=update))
+        await self._write_status(name, current.model_copy(update=update))
 
     async def _write_status(self, name: str, status: InstanceStatus) -> None:
         status = status.model_copy(update={"updated_at": datetime.now(UTC)})
