@@ -221,11 +221,12 @@ class InstanceService:
         async def run(ctx: OpContext) -> dict[str, Any]:
             current = await self._repo.get(name)
             check_action(action, _power_of(current), force)
-            gen = await self._bump(
+            gen, rev = await self._bump_at(
                 name, lambda d, g: _desired_for(action, d, g, force, timeout_s), current
             )
             await ctx.progress(10, f"waiting for the agent to {action} {name}")
-            return _result(await self._await_generation(name, gen, timeout_s + self.wait_timeout_s))
+            wait_s = timeout_s + self.wait_timeout_s
+            return _result(await self._await_generation(name, gen, wait_s, after_revision=rev))
 
         return await self._submit(f"instance.{action}", name, run, TARGET[action].value)
 
@@ -323,25 +324,39 @@ class InstanceService:
     ) -> int:
         """Write the next desired generation with compare-and-swap; return the generation.
         ``read``: the record, read with no await since (the first try need not read it again)."""
+        return (await self._bump_at(name, change, read))[0]
+
+    async def _bump_at(
+        self,
+        name: str,
+        change: Callable[[DesiredState, int], DesiredState],
+        read: InstanceRecord | None = None,
+    ) -> tuple[int, int]:
+        """``_bump``; also the store revision of the write (the agent cannot have observed
+        the generation at it, so a wait for it may start watching from there)."""
         for _ in range(5):
             rec, read = read or await self._repo.get(name), None
             gen = max(rec.desired.generation, rec.status.observed_generation) + 1
             try:
-                await self._repo.put_desired(name, change(rec.desired, gen), rec.desired_revision)
+                desired = change(rec.desired, gen)
+                return gen, await self._repo.put_desired(name, desired, rec.desired_revision)
             except RevisionConflictError:
                 continue
-            return gen
         raise RevisionConflictError(f"instance {name!r} desired state kept changing; try again")
 
     async def _await_generation(
-        self, name: str, generation: int, timeout_s: float
+        self, name: str, generation: int, timeout_s: float, after_revision: int | None = None
     ) -> InstanceRecord:
         """Wait until the agent observed ``generation``; raise the error it recorded.
+        ``after_revision``: the revision that wrote ``generation`` (watch from there on).
 
         ``NotFoundError`` if the instance vanished meanwhile, ``TimeoutError_`` on timeout.
         """
         rec = await self._await_agent(
-            name, lambda r: r is None or r.status.observed_generation >= generation, timeout_s
+            name,
+            lambda r: r is None or r.status.observed_generation >= generation,
+            timeout_s,
+            after_revision,
         )
         if rec is None:
             raise NotFoundError(f"instance {name!r} was deleted")
@@ -359,13 +374,18 @@ class InstanceService:
         )
 
     async def _await_agent(
-        self, name: str, ready: Callable[[InstanceRecord | None], bool], timeout_s: float
+        self,
+        name: str,
+        ready: Callable[[InstanceRecord | None], bool],
+        timeout_s: float,
+        after_revision: int | None = None,
     ) -> InstanceRecord | None:
         async def check() -> tuple[InstanceRecord | None] | None:
             rec = await self._repo.find(name)
             return (rec,) if ready(rec) else None
 
-        found = await wait_until(self._store, f"{INSTANCES}{name}/", check, timeout_s)
+        prefix = f"{INSTANCES}{name}/"
+        found = await wait_until(self._store, prefix, check, timeout_s, after_revision)
         if found is None:
             raise TimeoutError_(
                 f"instance {name!r}: the agent did not act within {timeout_s:g}s (is it running?)"

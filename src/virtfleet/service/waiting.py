@@ -16,17 +16,25 @@ T = TypeVar("T")
 
 
 async def wait_until(
-    store: StateStore, prefix: str, check: Callable[[], Awaitable[T | None]], timeout_s: float
+    store: StateStore,
+    prefix: str,
+    check: Callable[[], Awaitable[T | None]],
+    timeout_s: float,
+    after_revision: int | None = None,
 ) -> T | None:
     """Return ``check()``'s first non-None answer, re-asked after each change under ``prefix``.
 
     The revision is taken before the first check, so no change between the first
-    check and the start of the watch is missed. Returns None when ``timeout_s`` passes.
+    check and the start of the watch is missed. ``after_revision``: a revision at
+    which ``check`` is known to answer None (the caller's own write): no first check,
+    only the changes after it. Returns None when ``timeout_s`` passes.
     """
-    rev = await store.revision()
-    found = await check()
-    if found is not None:
-        return found
+    rev = after_revision
+    if rev is None:
+        rev = await store.revision()
+        found = await check()
+        if found is not None:
+            return found
     watch = store.watch(prefix, rev)
     try:
         async with asyncio.timeout(max(0.0, timeout_s)):
