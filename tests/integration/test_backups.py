@@ -215,10 +215,10 @@ def test_schedules_api(bkd: Daemon) -> None:
     assert bkd.client.call(calls.list_schedules()) == []
 
 
-def test_a_disk_snapshot_keeps_the_next_backup_incremental(bkd: Daemon) -> None:
-    """The dirty bitmap moves to the snapshot's new overlay: the backup after a snapshot
-    still reads only what changed, and restores exactly (bits from before the snapshot
-    and writes after it both count)."""
+def test_snapshots_keep_the_next_backup_incremental(bkd: Daemon) -> None:
+    """The dirty bitmap moves to the snapshot's new overlay (disk-only and with memory): the
+    backup after a snapshot still reads only what changed, and restores exactly (bits from
+    before the snapshot and writes after it both count)."""
     write_random(bkd, VM, DATA, 512, seek_kib=2048)
     before = backup_point(bkd, "snap-before")
     write_random(bkd, VM, DATA, 256, seek_kib=4096)  # recorded on the layer to be frozen
@@ -229,3 +229,10 @@ def test_a_disk_snapshot_keeps_the_next_backup_incremental(bkd: Daemon) -> None:
     assert after.info.kind == "incremental" and after.info.parent == before.info.id, after.info
     assert after.info.stats["bytes_read"] < 16 * 2**20
     check_restore(bkd, after, "snapinc")
+    # with memory the switch happens at the end of the RAM save (QEMU's bitmaps stored away)
+    done = run_op(bkd, calls.create_snapshot(VM, "s2", memory=True))
+    assert done.status == "success", done
+    write_random(bkd, VM, DATA, 128, seek_kib=3072)
+    last = backup_point(bkd, "snap-mem")
+    assert last.info.kind == "incremental" and last.info.parent == after.info.id, last.info
+    check_restore(bkd, last, "snapmem")

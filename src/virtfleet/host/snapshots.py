@@ -36,6 +36,7 @@ from virtfleet.errors import (
     InUseError,
     InvalidStateError,
     NotFoundError,
+    VirtfleetError,
 )
 from virtfleet.host import imgtool
 from virtfleet.host.quiesce import NoQuiesce, Quiescer
@@ -197,7 +198,7 @@ class SnapshotManager:
         staged = await self._stage(jobs, spec, snap)
         pause_ms: float | None = None
         try:
-            switch = await self._switcher(jobs, staged)
+            switch, carry = await self._switcher(jobs, staged)
             if memory:
                 pause_ms = await self._save_memory(jobs, spec.name, snap, switch)
             else:
@@ -209,6 +210,7 @@ class SnapshotManager:
                 new.unlink(missing_ok=True)
             shutil.rmtree(self._dir(spec.name) / "snapshots" / snap, ignore_errors=True)
             raise
+        await carry()  # after the switch the overlays are in use: never undone from here on
         for disk_name, _, new in staged:  # QEMU holds both files open: renaming is invisible
             active = self.agent.disks.path(spec.name, disk_name)
             frozen = self.frozen(spec.name, snap, disk_name)
@@ -243,19 +245,34 @@ class SnapshotManager:
 
     async def _switcher(
         self, jobs: BlockJobs, staged: list[tuple[str, str, Path]]
-    ) -> Callable[[], Awaitable[None]]:
-        """The switch to the staged overlays: one QMP command (it may run in the guest pause)."""
+    ) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+        """The switch to the staged overlays (one QMP command; it may run in the guest pause)
+        and what follows it: the persistent dirty bitmaps (the backups') move up to the
+        overlays, so the next backup stays incremental. Each overlay gets its empty copy
+        now, recording from the switch on; the old bits are merged in after the switch
+        (not in it: at the end of a memory save QEMU has the bitmaps stored away)."""
         pairs = [(await jobs.active_node(d), node) for d, node, _ in staged]
-        # the backups' persistent bitmaps follow the active layer: the next one stays incremental
         carried = {
             old: [b.name for b in await jobs.bitmaps(old) if b.persistent and not b.inconsistent]
             for old, _ in pairs
         }
+        for old, new in pairs:
+            for name in carried[old]:
+                await jobs.add_bitmap(new, name)
 
         async def switch() -> None:
-            await jobs.snapshot(pairs, carried)
+            await jobs.snapshot(pairs)
 
-        return switch
+        async def carry() -> None:
+            for old, new in pairs:
+                for name in carried[old]:
+                    try:
+                        await jobs.merge_bitmap(new, name, old)
+                    except VirtfleetError:  # without the old bits the bitmap would lie: drop it
+                        with contextlib.suppress(VirtfleetError):
+                            await jobs.remove_bitmap(new, name)
+
+        return switch, carry
 
     async def _save_memory(
         self, jobs: BlockJobs, vm: str, snap: str, switch: Callable[[], Awaitable[None]]

@@ -109,22 +109,12 @@ class BlockJobs:
 
     # -- snapshots ---------------------------------------------------------------------
 
-    async def snapshot(
-        self, pairs: list[tuple[str, str]], bitmaps: dict[str, list[str]] | None = None
-    ) -> None:
-        """Make each overlay node the new top of its node, all at one instant; the dirty
-        bitmaps named in ``bitmaps[node]`` move up with it (a copy on the overlay carries
-        the bits so far and records the writes from now on)."""
-        actions: list[dict[str, Any]] = []
-        for node, overlay in pairs:
-            actions.append(
-                {"type": "blockdev-snapshot", "data": {"node": node, "overlay": overlay}}
-            )
-            for name in (bitmaps or {}).get(node, []):
-                add = {"node": overlay, "name": name, "persistent": True}
-                merge = {"node": overlay, "target": name, "bitmaps": [{"node": node, "name": name}]}
-                actions.append({"type": "block-dirty-bitmap-add", "data": add})
-                actions.append({"type": "block-dirty-bitmap-merge", "data": merge})
+    async def snapshot(self, pairs: list[tuple[str, str]]) -> None:
+        """Make each overlay node the new top of its node, all at one instant."""
+        actions = [
+            {"type": "blockdev-snapshot", "data": {"node": node, "overlay": overlay}}
+            for node, overlay in pairs
+        ]
         await self._run("transaction", {"actions": actions})
 
     async def stream(
@@ -161,6 +151,15 @@ class BlockJobs:
                     for b in n.get("dirty-bitmaps", [])
                 ]
         raise NotFoundError(f"block node {node!r} not found")
+
+    async def add_bitmap(self, node: str, name: str) -> None:
+        """A new, empty, persistent bitmap recording ``node``'s writes from now on."""
+        await self._run("block-dirty-bitmap-add", {"node": node, "name": name, "persistent": True})
+
+    async def merge_bitmap(self, node: str, name: str, source_node: str) -> None:
+        """Add the bits of ``source_node``'s bitmap ``name`` to ``node``'s of the same name."""
+        args = {"node": node, "target": name, "bitmaps": [{"node": source_node, "name": name}]}
+        await self._run("block-dirty-bitmap-merge", args)
 
     async def remove_bitmap(self, node: str, name: str) -> None:
         await self._run("block-dirty-bitmap-remove", {"node": node, "name": name})
