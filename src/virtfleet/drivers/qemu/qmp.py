@@ -446,7 +446,7 @@ class QMPSession:
 async def _connect_with_retry(client: _Client, path: Path, timeout_s: float) -> None:
     """Retry while the socket is missing/refusing/hanging up; fail fast on non-QMP peers."""
     deadline = asyncio.get_running_loop().time() + timeout_s
-    attempts, last = 0, "no attempt made"
+    attempts, last, failed = 0, "no attempt made", False
     while True:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
@@ -457,9 +457,10 @@ async def _connect_with_retry(client: _Client, path: Path, timeout_s: float) -> 
                 await client.connect(str(path))
             return
         except TimeoutError:
-            last = "no QMP greeting (timed out)"
+            # a deadline cutting a retry short keeps the earlier, real reason
+            last = last if failed else "no QMP greeting (timed out)"
         except ConnectError as err:
-            last = _summary(err.exc)
+            last, failed = _summary(err.exc), True
             if not isinstance(err.exc, OSError | EOFError):
                 raise _connect_failed(path, last, attempts) from err
         except _LibQMPError as err:
