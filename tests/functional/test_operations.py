@@ -82,6 +82,26 @@ async def test_wait_returns_an_unfinished_op_after_the_timeout(
     gate.set()
 
 
+async def test_state_change_with_wait_s_answers_once_done(
+    api: httpx.AsyncClient, driver: TestDriver
+) -> None:
+    """``wait_s`` makes the request answer with the finished operation (one request, no
+    poll); one that takes longer answers as it is after ``wait_s``, and goes on."""
+    await create(api)
+    r = await api.put("/1.0/instances/demo/state", json={"action": "start", "wait_s": 10})
+    assert r.status_code == 202, r.text
+    assert (r.json()["status"], r.json()["result"]["power"]) == ("success", "running")
+    r = await api.put("/1.0/instances/demo/state", json={"action": "stop", "wait_s": 10})
+    assert r.json()["status"] == "success"
+    gate = driver.gates["demo"] = asyncio.Event()
+    r = await api.put("/1.0/instances/demo/state", json={"action": "start", "wait_s": 0.05})
+    assert r.json()["status"] == "running"
+    gate.set()
+    assert (await wait_op(api, r.json()))["status"] == "success"
+    bad = await api.put("/1.0/instances/demo/state", json={"action": "stop", "wait_s": 601})
+    assert_error(bad, 400, "invalid_input")
+
+
 async def test_cancel_a_running_operation(api: httpx.AsyncClient, driver: TestDriver) -> None:
     """DELETE on a running operation cancels it: status cancelled, code cancelled."""
     await create(api)

@@ -30,6 +30,8 @@ class StateChange(Strict):
     action: Literal["start", "stop", "restart", "pause", "resume"]
     force: bool = False
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Answer once the operation is done (or this many seconds passed): one request, no poll.
+    wait_s: Annotated[float, Field(ge=0, le=600)] = 0.0
 
 
 class BuildImage(Strict):

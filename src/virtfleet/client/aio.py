@@ -108,9 +108,16 @@ class AsyncClient:
         return await self.call(calls.delete_instance(name, force, disks))
 
     async def change_state(
-        self, name: str, action: Action, force: bool = False, timeout_s: float = 30.0
+        self,
+        name: str,
+        action: Action,
+        force: bool = False,
+        timeout_s: float = 30.0,
+        wait_s: float = 0.0,
     ) -> Operation:
-        return await self.call(calls.change_state(name, action, force, timeout_s))
+        """Ask for a power change; with ``wait_s`` the answer comes once it is done (or
+        ``wait_s`` passed): check ``status.done``."""
+        return await self.call(calls.change_state(name, action, force, timeout_s, wait_s))
 
     async def instance_log(self, name: str, tail_bytes: int | None = None) -> str:
         return await self.call(calls.instance_log(name, tail_bytes))

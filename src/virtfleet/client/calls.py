@@ -104,9 +104,15 @@ def delete_instance(name: str, force: bool, disks: bool) -> Call[Operation]:
     return Call("DELETE", inst(name), one(Operation), params=params)
 
 
-def change_state(name: str, action: Action, force: bool, timeout_s: float) -> Call[Operation]:
-    body = {"action": action, "force": force, "timeout_s": timeout_s}
-    return Call("PUT", f"{inst(name)}/state", one(Operation), json=body)
+def change_state(
+    name: str, action: Action, force: bool, timeout_s: float, wait_s: float = 0.0
+) -> Call[Operation]:
+    """``wait_s`` > 0: the server answers once the operation is done (or ``wait_s`` passed)."""
+    body: dict[str, Any] = {"action": action, "force": force, "timeout_s": timeout_s}
+    if not wait_s:  # only when asked: a daemon older than ``wait_s`` refuses the field
+        return Call("PUT", f"{inst(name)}/state", one(Operation), json=body)
+    body["wait_s"] = wait_s
+    return Call("PUT", f"{inst(name)}/state", one(Operation), json=body, timeout_s=wait_s + 15)
 
 
 def instance_log(name: str, tail_bytes: int | None) -> Call[str]:

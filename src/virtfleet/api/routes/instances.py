@@ -54,9 +54,10 @@ async def delete_instance(
 async def change_state(
     name: InstanceName, body: StateChange, services: ServicesDep, if_match: IfMatchDep
 ) -> Operation:
-    return await services.instances.change_state(
+    op = await services.instances.change_state(
         name, body.action, force=body.force, timeout_s=body.timeout_s, if_match=if_match
     )
+    return await services.operations.wait(op.id, body.wait_s) if body.wait_s else op
 
 
 @router.get("/{name}/log")
