@@ -111,17 +111,21 @@ class Runtime:
         """Run ``<runtime> --root ROOT args``; its output goes through a file, never a pipe."""
         return await self.spawn(*args).result(timeout_s)
 
-    async def create(self, cid: str, bundle: Path, console_socket: Path | None) -> int:
-        """Create the container (init waiting for ``start``); returns the init's host pid."""
+    async def create(
+        self, cid: str, bundle: Path, console_socket: Path | None, *, run: bool = False
+    ) -> int:
+        """Create the container (init waiting for ``start``; with ``run`` the init runs:
+        ``run --detach``); returns the init's host pid."""
         pid_file = bundle / "init.pid"
-        args = ["create", "--bundle", str(bundle), "--pid-file", str(pid_file)]
+        command = ["run", "--detach"] if run else ["create"]
+        args = [*command, "--bundle", str(bundle), "--pid-file", str(pid_file)]
         if console_socket is not None:
             args += ["--console-socket", str(console_socket)]
         await self._run(*args, cid)
         try:
             return int(pid_file.read_text().strip())
         except (OSError, ValueError) as err:
-            raise ProcessError(f"{self.name} create wrote no usable pid file: {err}") from err
+            raise ProcessError(f"{self.name} {command[0]} wrote no usable pid file: {err}") from err
 
     async def start(self, cid: str) -> None:
         await self._run("start", cid)
