@@ -83,3 +83,29 @@ async def test_unknown_network_is_refused_before_anything_is_made() -> None:
     with pytest.raises(InvalidInputError, match="no network 'nope'"):
         await plumber.joiner(_container("lan", "nope"))
     assert host.calls == [] and host.taps == {}
+
+
+class Counting(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.searches: list[str] = []
+
+    async def remove_taps(self, instance: str) -> None:
+        self.searches.append(instance)
+        await super().remove_taps(instance)
+
+
+async def test_unplug_searches_the_host_only_for_instances_that_may_have_links() -> None:
+    """An instance started here without network NICs has nothing to unplug (no host-wide
+    link search at its stop); one with NICs, or one this agent did not start, is searched."""
+    plumber, _ = await _plumber()
+    host = plumber.host = Counting()
+    bare, wired = _container(), _container("lan").model_copy(update={"name": "wired"})
+    assert await plumber.joiner(bare) is None
+    assert (join := await plumber.joiner(wired)) is not None
+    await join(4242)
+    for name in ("ct", "wired", "adopted"):
+        await plumber.unplug(name)
+    assert host.searches == ["wired", "adopted"] and host.taps == {}
+    await plumber.unplug("ct")  # a second stop: no longer known as bare, searched again
+    assert host.searches[-1] == "ct"

@@ -30,6 +30,9 @@ class NicPlumber:
     def __init__(self, store: StateStore, host: NetworkHost | None) -> None:
         self.repo = NetworkRepo(store)
         self.host = host
+        # Instances this agent started with no network NICs: nothing to unplug at their end
+        # (listing the host's links is the costly part of a stop).
+        self._bare: set[str] = set()
 
     async def _requests(self, spec: InstanceSpec) -> list[TapRequest]:
         """``spec``'s network NICs with their networks; ``InvalidInputError`` for a missing one."""
@@ -49,6 +52,7 @@ class NicPlumber:
         if spec.kind == "container":
             return {}  # veths need the container's netns: see ``joiner``
         requests = await self._requests(spec)
+        self._note(spec.name, requests)
         if not requests or self.host is None:
             return {}
         taps = await self.host.create_taps(requests)
@@ -60,6 +64,7 @@ class NicPlumber:
         if spec.kind != "container":
             return None
         requests, host = await self._requests(spec), self.host
+        self._note(spec.name, requests)
         if not requests or host is None:
             return None
 
@@ -72,8 +77,18 @@ class NicPlumber:
 
         return join
 
+    def _note(self, name: str, requests: list[TapRequest]) -> None:
+        if requests:
+            self._bare.discard(name)
+        else:
+            self._bare.add(name)
+
     async def unplug(self, name: str) -> None:
-        """Remove the taps or veths of ``name``; idempotent."""
+        """Remove the taps or veths of ``name``; idempotent. Skips the host-wide search for
+        an instance this agent started without network NICs."""
+        if name in self._bare:
+            self._bare.discard(name)
+            return
         if self.host is not None:
             await self.host.remove_taps(name)
 
