@@ -1,10 +1,11 @@
 """Container start: virtfleet vs the bare OCI runtime on the same bundle; density of idle ones.
 
-1. start: a stopped container started through the API (operation done = init
-   running, console attached) vs ``<runtime> create --console-socket`` + ``start``
-   of a copy of the very bundle virtfleet wrote (same config.json, same overlay
-   rootfs), and vs the OciDriver alone in this process (no API/agent/store);
-   interleaved, alternating the order. Stops are not timed.
+1. start: a stopped container started through the API (one request answered once
+   the operation is done = init running, console attached) vs bare
+   ``<runtime> run --detach --console-socket`` of a copy of the very bundle
+   virtfleet wrote (same config.json, same overlay rootfs), and vs the OciDriver
+   alone in this process (no API/agent/store); interleaved, alternating the
+   order. Stops are not timed.
 2. density: N idle tiny containers started through the API; host memory used per
    container (MemAvailable drop), and the platform's RSS per container (daemon RSS
    growth plus the console holder processes, PSS).
@@ -36,9 +37,10 @@ from virtfleet.model.instance import Accel, InstanceSpec
 
 
 def api_start(c: Client, name: str) -> float:
+    """One request that answers once the container runs (``wait_s``)."""
     t0 = time.perf_counter()
-    op = c.change_state(name, "start", force=False, timeout_s=30)
-    assert c.wait_operation(op.id, timeout_s=60, poll_s=0.005).status == "success"
+    op = c.change_state(name, "start", force=False, timeout_s=30, wait_s=60)
+    assert op.status == "success", op
     return time.perf_counter() - t0
 
 
@@ -48,23 +50,22 @@ def api_stop(c: Client, name: str) -> None:
 
 
 def bare_start(runtime: str, root: Path, bundle: Path, cid: str) -> float:
-    """create (console socket answered, as virtfleet does) + start; returns seconds."""
+    """``run --detach`` with the console socket answered (as virtfleet does); seconds."""
     sock_path = bundle / "pty.sock"
     sock_path.unlink(missing_ok=True)
     with socket.socket(socket.AF_UNIX) as srv:
         srv.bind(str(sock_path))
         srv.listen(1)
         t0 = time.perf_counter()
-        create = subprocess.Popen(
-            [runtime, "--root", str(root), "create", "--bundle", str(bundle),
+        run = subprocess.Popen(
+            [runtime, "--root", str(root), "run", "--detach", "--bundle", str(bundle),
              "--console-socket", str(sock_path), cid],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         conn, _ = srv.accept()
         _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
         conn.close()
-        assert create.wait(30) == 0
-        subprocess.run([runtime, "--root", str(root), "start", cid], check=True)
+        assert run.wait(30) == 0
         elapsed = time.perf_counter() - t0
     for fd in fds:
         os.close(fd)

@@ -55,6 +55,8 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
         title="virtfleet",
         version=virtfleet.__version__,
         lifespan=lifespan or _no_lifespan,
+        # No OpenTelemetry here: skip FastAPI's per-request check for configured providers.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
     app.state.console_sessions = set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -99,6 +100,7 @@ class Platform:
     services: Services
     app: FastAPI
     collector: MetricsCollector | None = None
+    freeze_heap: bool = False  # the daemon process; not in-process test platforms
 
     async def start(self) -> None:
         await ensure_admin(self.services.auth, self.settings.data_dir)
@@ -110,6 +112,11 @@ class Platform:
             await self.collector.start()
         if self.services.schedules is not None:
             self.services.schedules.start()
+        if self.freeze_heap:
+            # What start-up built lives as long as the daemon: out of the cyclic GC's
+            # sight, a collection during a request no longer walks it (one took 140 ms).
+            gc.collect()
+            gc.freeze()
 
     async def stop(self) -> None:
         if self.services.schedules is not None:
@@ -313,6 +320,7 @@ def serve(settings: Settings) -> None:
     )
     endpoints = parse_listen(settings.listen, settings.tls)
     platform = build_platform(settings)
+    platform.freeze_heap = True
     cert = _certificate(settings, endpoints)
     listeners = _listeners(platform, endpoints, cert)
     try:

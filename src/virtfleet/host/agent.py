@@ -236,7 +236,7 @@ class Agent:
         spec = rec.spec.normalized()
         self.driver.validate(spec)
         accel, reason = self._accel(spec)
-        await self._set_power(rec.name, PowerState.STARTING, "starting", rec.status)
+        starting = await self._set_power(rec.name, PowerState.STARTING, "starting", rec.status)
         async with contextlib.AsyncExitStack() as undo:
             paths, created = await self.disks.ensure(spec)
             undo.callback(self.disks.discard, created)
@@ -268,8 +268,8 @@ class Agent:
             undo.pop_all()
         if cgroup is not None:
             self._cgroups[rec.name] = cgroup
-        status = (await self.repo.get(rec.name)).status
-        await self._write_status(rec.name, _started(status, found, spec, observed))
+        # No read back: the agent alone writes the status, and holds the instance's lock.
+        await self._write_status(rec.name, _started(starting or rec.status, found, spec, observed))
         mode = "container" if spec.kind == "container" else accel.value
         await self._emit("instance.started", rec.name, f"started ({mode})")
         try:
@@ -396,23 +396,25 @@ class Agent:
 
     async def _set_power(
         self, name: str, power: PowerState, reason: str, current: InstanceStatus | None = None
-    ) -> None:
-        """Record ``power``; ``current``: the status as read with no await since (the
-        agent alone writes it), saving a read of the whole record."""
+    ) -> InstanceStatus | None:
+        """Record ``power`` and return the status written (None: no such instance);
+        ``current``: the status as read with no await since (the agent alone writes it),
+        saving a read of the whole record."""
         if current is None:
             rec = await self.repo.find(name)
             if rec is None:
-                return
+                return None
             current = rec.status
         update: dict[str, Any] = {"power": power, "reason": reason}
         if power in (PowerState.STOPPED, PowerState.CRASHED):
             update["pid"] = None
             update["applied"] = None
-        await self._write_status(name, current.model_copy(update=update))
+        return await self._write_status(name, current.model_copy(update=update))
 
-    async def _write_status(self, name: str, status: InstanceStatus) -> None:
+    async def _write_status(self, name: str, status: InstanceStatus) -> InstanceStatus:
         status = status.model_copy(update={"updated_at": datetime.now(UTC)})
         await self.repo.put_status(name, status)
+        return status
 
     async def _emit(self, kind: str, target: str, message: str) -> None:
         await self.events.append(Event(kind=kind, target=f"instance/{target}", message=message))

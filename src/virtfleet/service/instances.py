@@ -224,11 +224,13 @@ class InstanceService:
             gen, rev = await self._bump_at(
                 name, lambda d, g: _desired_for(action, d, g, force, timeout_s), current
             )
-            await ctx.progress(10, f"waiting for the agent to {action} {name}")
             wait_s = timeout_s + self.wait_timeout_s
             return _result(await self._await_generation(name, gen, wait_s, after_revision=rev))
 
-        return await self._submit(f"instance.{action}", name, run, TARGET[action].value)
+        # The message is stored with the operation: no progress write between the desired
+        # state and the agent acting on it (a container starts in tens of milliseconds).
+        message = f"waiting for the agent to {action} {name}"
+        return await self._submit(f"instance.{action}", name, run, TARGET[action].value, message)
 
     async def delete(
         self, name: str, force: bool = False, delete_disks: bool = False, if_match: IfMatch = None
@@ -310,8 +312,9 @@ class InstanceService:
         name: str,
         fn: Callable[[OpContext], Awaitable[dict[str, Any]]],
         projected: str | None,
+        message: str = "",
     ) -> Operation:
-        op = await self._runner.submit(kind, f"instance/{name}", fn)
+        op = await self._runner.submit(kind, f"instance/{name}", fn, message)
         if projected is not None:
             self._projected[name] = (op.id, projected)
         return op

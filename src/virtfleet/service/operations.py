@@ -63,6 +63,7 @@ class OperationRunner:
         self._repo = operation_repo(store)
         self._events = events
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._ops: dict[str, Operation] = {}  # the records of ``_tasks``, as last saved
         self._by_target: dict[str, builtins.list[asyncio.Task[None]]] = {}
         self._closing = False
         self._submitted = 0
@@ -77,15 +78,19 @@ class OperationRunner:
                 count += 1
         return count
 
-    async def submit(self, kind: str, target: str, fn: OpFn) -> Operation:
+    async def submit(self, kind: str, target: str, fn: OpFn, message: str = "") -> Operation:
         """Persist the operation and queue ``fn`` behind earlier work on ``target``: pending
-        if there is any, else running at once (one store write, not two)."""
+        if there is any, else running at once (one store write, not two). ``message``: what
+        it does, shown until its first progress report."""
         earlier = [t for t in self._by_target.get(target, []) if not t.done()]
         status = OperationStatus.PENDING if earlier else OperationStatus.RUNNING
-        op = Operation(id=uuid.uuid4().hex, kind=kind, target=target, status=status)
+        op = Operation(
+            id=uuid.uuid4().hex, kind=kind, target=target, status=status, message=message
+        )
         await self._save(op)
         task = asyncio.create_task(self._run(op, fn, earlier), name=f"op-{kind}-{op.id[:8]}")
         self._tasks[op.id] = task
+        self._ops[op.id] = op
         self._by_target.setdefault(target, []).append(task)
         task.add_done_callback(lambda t: self._forget(op, t))
         self._submitted += 1
@@ -113,10 +118,11 @@ class OperationRunner:
 
     async def wait(self, op_id: str, timeout_s: float) -> Operation:
         """Wait up to ``timeout_s`` for the operation to finish; return it, done or not."""
-        task = self._tasks.get(op_id)
-        if task is not None:
+        task, op = self._tasks.get(op_id), self._ops.get(op_id)
+        if task is not None and op is not None:
             await asyncio.wait([task], timeout=max(0.0, timeout_s))
-            return await self.get(op_id)
+            # Finished here: the record it saved last, without reading it back.
+            return op.model_copy() if op.status.done else await self.get(op_id)
         return await self._wait_stored(op_id, timeout_s)
 
     async def cancel(self, op_id: str) -> Operation:
@@ -212,6 +218,7 @@ class OperationRunner:
 
     def _forget(self, op: Operation, task: asyncio.Task[None]) -> None:
         self._tasks.pop(op.id, None)
+        self._ops.pop(op.id, None)
         queue = self._by_target.get(op.target, [])
         with contextlib.suppress(ValueError):
             queue.remove(task)
