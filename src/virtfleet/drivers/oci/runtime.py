@@ -197,7 +197,9 @@ class RuntimeCommand:
             self._out.seek(0)
             text = self._out.read().decode(errors="replace")
         if code != 0:
-            raise ProcessError(f"{self.what} failed: {_last_error(text)}", output=text)
+            # runc prefixes its own "runc run failed: ": said once.
+            reason = _last_error(text).removeprefix(f"{self.what} failed: ")
+            raise ProcessError(f"{self.what} failed: {reason}", output=text)
         return text
 
 
