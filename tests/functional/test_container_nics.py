@@ -102,7 +102,8 @@ async def test_unplug_searches_the_host_only_for_instances_that_may_have_links()
     host = plumber.host = Counting()
     bare, wired = _container(), _container("lan").model_copy(update={"name": "wired"})
     assert await plumber.joiner(bare) is None
-    assert (join := await plumber.joiner(wired)) is not None
+    join = await plumber.joiner(wired)
+    assert join is not None
     await join(4242)
     for name in ("ct", "wired", "adopted"):
         await plumber.unplug(name)
