@@ -505,8 +505,11 @@ async def _abandon(receiving: asyncio.Task[int], creating: asyncio.Task[int], ta
     for task in (receiving, creating):
         task.cancel()
     await asyncio.wait({receiving, creating})
-    errors = [t.exception() for t in (receiving, creating) if not t.cancelled()]  # retrieved
-    if not taken and not receiving.cancelled() and errors[0] is None:
+    for task in (receiving, creating):
+        if not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" at exit
+    received = not receiving.cancelled() and receiving.exception() is None
+    if received and not taken:
         _close(receiving.result())
 
 
