@@ -27,7 +27,7 @@ from virtfleet.errors import AlreadyExistsError, NotFoundError
 from virtfleet.model.event import Event
 from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus
 from virtfleet.model.operation import Operation
-from virtfleet.state.store import Compare, Put, StateStore, WatchEvent
+from virtfleet.state.store import Compare, Delete, Put, StateStore, WatchEvent
 
 M = TypeVar("M", bound=BaseModel)
 INSTANCES = "/instances/"
@@ -196,8 +196,9 @@ class EventLog:
 
     async def _prune(self) -> None:
         kvs = await self.store.list(EVENTS)
-        for kv in kvs[: max(0, len(kvs) - MAX_EVENTS)]:
-            await self.store.delete(kv.key)
+        extra = kvs[: max(0, len(kvs) - MAX_EVENTS)]
+        if extra:  # one commit, not one per event (they were ~100 every 100 appends)
+            await self.store.txn([], [Delete(kv.key) for kv in extra])
 
     async def recent(self, limit: int = 100) -> builtins.list[Event]:
         kvs = (await self.store.list(EVENTS))[-limit:]
