@@ -5,7 +5,8 @@
    ``<runtime> run --detach --console-socket`` of a copy of the very bundle
    virtfleet wrote (same config.json, same overlay rootfs), and vs the OciDriver
    alone in this process (no API/agent/store); interleaved, alternating the
-   order. Stops are not timed.
+   order, with BENCH_SETTLE_S (default 0.2 s) of quiet before each timed start.
+   Stops are not timed.
 2. density: N idle tiny containers started through the API; host memory used per
    container (MemAvailable drop), and the platform's RSS per container (daemon RSS
    growth plus the console holder processes, PSS).
@@ -34,6 +35,10 @@ from virtfleet.drivers.base import LaunchContext
 from virtfleet.drivers.oci.driver import cgroup_mounts
 from virtfleet.drivers.oci.factory import build_oci_driver
 from virtfleet.model.instance import Accel, InstanceSpec
+
+# Quiet before each timed start: the kernel tears a stopped container down (netns,
+# cgroups) after the runtime returns, and that work would land in the next arm's start.
+SETTLE_S = float(os.environ.get("BENCH_SETTLE_S", "0.2"))
 
 
 def api_start(c: Client, name: str) -> float:
@@ -143,6 +148,7 @@ def bench_start(d: BenchDaemon, runs: int) -> None:
         api_stop(d.client, "tmpl")
         for i in range(runs):
             for which in (0, 1, 2) if i % 2 == 0 else (2, 1, 0):
+                time.sleep(SETTLE_S)
                 if which == 0:
                     ours.append(api_start(d.client, "st"))
                     api_stop(d.client, "st")
