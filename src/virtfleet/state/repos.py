@@ -27,7 +27,7 @@ from virtfleet.errors import AlreadyExistsError, NotFoundError
 from virtfleet.model.event import Event
 from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus
 from virtfleet.model.operation import Operation
-from virtfleet.state.store import Compare, Delete, Put, StateStore, WatchEvent
+from virtfleet.state.store import Compare, Delete, KeyValue, Put, StateStore, WatchEvent
 
 M = TypeVar("M", bound=BaseModel)
 INSTANCES = "/instances/"
@@ -71,9 +71,15 @@ def instance_name_of(key: str) -> str | None:
     return key[len(INSTANCES) :].split("/", 1)[0] or None
 
 
+MAX_PARSED = 20_000  # parsed instance parts kept per repository (cleared beyond)
+
+
 class InstanceRepo:
     def __init__(self, store: StateStore) -> None:
         self.store = store
+        # key -> (mod revision, model parsed from it): listing 200 instances parsed 600
+        # documents (~9 ms) on every start's admission check; now only changed ones.
+        self._parsed: dict[str, tuple[int, BaseModel]] = {}
 
     async def create(self, spec: InstanceSpec, desired: DesiredState) -> None:
         """Write spec, desired and a stopped status in one transaction; fail if the name exists."""
@@ -108,25 +114,35 @@ class InstanceRepo:
         return [r for r in records if r is not None]
 
     def _record(self, name: str, kvs: Mapping[str, object]) -> InstanceRecord | None:
-        from virtfleet.state.store import KeyValue
-
         spec = kvs.get(instance_key(name, "spec"))
         if not isinstance(spec, KeyValue):
             return None
         desired = kvs.get(instance_key(name, "desired"))
         status = kvs.get(instance_key(name, "status"))
         return InstanceRecord(
-            spec=InstanceSpec.model_validate_json(spec.value),
-            desired=DesiredState.model_validate_json(desired.value)
+            spec=self._parse(spec, InstanceSpec),
+            desired=self._parse(desired, DesiredState)
             if isinstance(desired, KeyValue)
             else DesiredState(),
-            status=InstanceStatus.model_validate_json(status.value)
+            status=self._parse(status, InstanceStatus)
             if isinstance(status, KeyValue)
             else InstanceStatus(),
             spec_revision=spec.mod_revision,
             desired_revision=desired.mod_revision if isinstance(desired, KeyValue) else 0,
             status_revision=status.mod_revision if isinstance(status, KeyValue) else 0,
         )
+
+    def _parse(self, kv: KeyValue, model: type[M]) -> M:
+        """``kv``'s model: a copy of the one parsed at this revision, else parsed now."""
+        hit = self._parsed.get(kv.key)
+        if hit is None or hit[0] != kv.mod_revision:
+            if len(self._parsed) >= MAX_PARSED:
+                self._parsed.clear()  # keys of deleted instances pile up otherwise
+            hit = (kv.mod_revision, model.model_validate_json(kv.value))
+            self._parsed[kv.key] = hit
+        parsed = hit[1]
+        assert isinstance(parsed, model)
+        return parsed.model_copy()  # callers may change their record, never the cache
 
     async def put_spec(self, spec: InstanceSpec, expect_revision: int | None = None) -> int:
         return await self.store.put(
