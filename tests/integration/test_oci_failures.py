@@ -1,6 +1,7 @@
 """The OCI driver when the runtime fails after handing the console over (the init cannot
 be executed): the start raises the runtime's error and leaves nothing behind, neither
-the console holder that was already spawned nor mount, cgroups or runtime state."""
+the console holder that was already spawned nor mount, cgroups or runtime state. And
+when it works: the pty master it keeps is not inherited by the daemon's other children."""
 
 from __future__ import annotations
 
@@ -81,3 +82,14 @@ async def test_runtime_failing_after_the_console_handover_leaves_nothing(
     assert not (driver.cfg.state_root / "broken").exists()
     assert [m for m in cgroup_mounts() if (m / driver.cfg.cgroup_parent / "broken").exists()] == []
     assert await driver.list() == [] and "broken" not in driver._live
+
+
+@pytest.mark.integration
+async def test_console_master_is_not_inheritable(driver: OciDriver) -> None:
+    spec = InstanceSpec(name="ok", kind="container", image="tiny")
+    await driver.start(spec, LaunchContext(Accel.AUTO, "container", {}))
+    try:
+        record = driver._live["ok"].record
+        assert record.master_fd is not None and not os.get_inheritable(record.master_fd)
+    finally:
+        await driver.delete("ok")

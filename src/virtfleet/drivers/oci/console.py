@@ -49,6 +49,9 @@ async def receive_master(sock: socket.socket, timeout_s: float = 10.0) -> int:
             fds = await _recv_fds(loop, conn)
     if not fds:
         raise ProcessError("the runtime sent no console fd")
+    for extra in fds[1:]:
+        os.close(extra)
+    os.set_inheritable(fds[0], False)  # SCM_RIGHTS fds come inheritable: no other child gets it
     return fds[0]
 
 
