@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
 
-from .helpers import act, create
-from .platform import Platform, TestDriver
+from virtfleet.api.auth import local_admin
+from virtfleet.app.bootstrap import Platform
+
+from .helpers import act, create, wait_op
+from .platform import TestDriver, make_platform, running
 
 
 async def _power(api: httpx.AsyncClient, name: str) -> dict[str, object]:
@@ -77,3 +81,22 @@ async def test_requested_stop_is_never_restarted(
     await asyncio.sleep(0.7)
     status = await _power(api, "s")
     assert status["power"] == "stopped" and status["restarts"] == 0
+
+
+async def test_agent_stop_leaves_no_empty_cgroups(tmp_path: Path) -> None:
+    """At agent stop the cgroups of running instances with no process in them (here: the
+    fake driver's) and then the empty parent are removed (a restarted agent makes the
+    cgroup of an instance it adopts again)."""
+    platform, _ = make_platform(tmp_path)
+    manager = platform.agent.cgroups
+    if manager is None or not manager.available:
+        pytest.skip("needs root and cgroups")
+    parents = set(manager._parent_dirs().values())
+    async with running(platform):
+        transport = httpx.ASGITransport(app=local_admin(platform.app))
+        async with httpx.AsyncClient(transport=transport, base_url="http://vf") as api:
+            built = await wait_op(api, await api.post("/1.0/images", json={"name": "tiny"}))
+            assert built["status"] == "success"
+            await create(api, "cg", start=True)
+            assert all((parent / "cg").is_dir() for parent in parents)
+    assert not any(parent.exists() for parent in parents)

@@ -105,6 +105,18 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.driver.close()
+        await asyncio.to_thread(self._tidy_cgroups)
+
+    def _tidy_cgroups(self) -> None:
+        """rmdir the instance cgroups no process is in any more, and then the parent if
+        nothing is left in it: a running VM keeps its own (a restarted agent takes it up
+        again), and nothing of a stopped daemon stays behind in the hierarchy."""
+        if not self.cgroups:
+            return
+        for name, cgroup in list(self._cgroups.items()):
+            if not cgroup.pids() and cgroup.remove(timeout_s=0):
+                del self._cgroups[name]
+        self.cgroups.remove_parent_if_empty()
 
     async def _adopt(self, rec: InstanceRecord) -> None:
         try:

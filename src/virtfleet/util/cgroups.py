@@ -409,6 +409,23 @@ class CgroupManager:
             raise
         return cgroup
 
+    def remove_parent_if_empty(self) -> bool:
+        """rmdir the parent directories that hold no cgroup any more (quietly: one with a
+        running instance's or container's cgroup in it stays). True if all are gone."""
+        gone = True
+        for path in dict.fromkeys(self._parent_dirs().values()):
+            try:
+                if any(child.is_dir() for child in path.iterdir()):
+                    gone = False
+                    continue
+                path.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError:
+                gone = False
+        self._v2_ready = False
+        return gone
+
     def remove_parent(self, timeout_s: float = 0.0) -> bool:
         """rmdir the parent directories if no instance cgroups remain in them."""
         paths = tuple(dict.fromkeys(self._parent_dirs().values()))
