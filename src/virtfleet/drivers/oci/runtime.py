@@ -10,8 +10,7 @@ touched. Must not know about instances, bundles or consoles beyond paths.
 The runtime's stdout/stderr always go to a file: ``create``/``exec`` hand them
 to the container's processes, and a pipe we read would never reach EOF. A command
 is waited for through its pidfd on the event loop (no waiter thread per process,
-as asyncio's subprocesses need on Python 3.11), and ``spawn`` lets a caller do
-other work while one runs.
+as asyncio's subprocesses need on Python 3.11).
 """
 
 from __future__ import annotations
@@ -95,21 +94,24 @@ class Runtime:
     def name(self) -> str:
         return Path(self.binary).name
 
-    def spawn(self, *args: str) -> RuntimeCommand:
-        """Start ``<runtime> --root ROOT args`` now; ``result()`` waits for its output."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        argv = [self.binary, "--root", str(self.root), *args]
-        out = tempfile.TemporaryFile(dir=self.root)  # noqa: SIM115 - the command closes it
-        try:
-            proc = _popen(argv, out, out)
-        except BaseException:
-            out.close()
-            raise
-        return RuntimeCommand(f"{self.name} {args[0]}", proc, out)
-
     async def _run(self, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
-        """Run ``<runtime> --root ROOT args``; its output goes through a file, never a pipe."""
-        return await self.spawn(*args).result(timeout_s)
+        """Run ``<runtime> --root ROOT args``: its output (through a file, never a pipe),
+        or ``ProcessError`` if it failed or timed out."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        what = f"{self.name} {args[0]}"
+        with tempfile.TemporaryFile(dir=self.root) as out:
+            proc = _popen([self.binary, "--root", str(self.root), *args], out, out)
+            try:
+                code = await _exit_code(proc, timeout_s)
+            except TimeoutError as err:
+                raise ProcessError(f"{what} timed out after {timeout_s:g}s") from err
+            out.seek(0)
+            text = out.read().decode(errors="replace")
+        if code != 0:
+            # runc prefixes its own "runc run failed: ": said once.
+            reason = _last_error(text).removeprefix(f"{what} failed: ")
+            raise ProcessError(f"{what} failed: {reason}", output=text)
+        return text
 
     async def create(
         self, cid: str, bundle: Path, console_socket: Path | None, *, run: bool = False
@@ -177,30 +179,6 @@ class Runtime:
             except TimeoutError as exc:
                 raise ProcessError(f"exec {argv[0]!r} timed out after {timeout_s:g}s") from exc
             return ExecResult(code, _capped(out), _capped(err))
-
-
-class RuntimeCommand:
-    """One running runtime command (``Runtime.spawn``); its output is read at the end."""
-
-    def __init__(self, what: str, proc: subprocess.Popen[bytes], out: IO[bytes]) -> None:
-        self.what = what
-        self._proc = proc
-        self._out = out
-
-    async def result(self, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
-        """Wait for the command; its output, or ``ProcessError`` if it failed or timed out."""
-        with self._out:
-            try:
-                code = await _exit_code(self._proc, timeout_s)
-            except TimeoutError as err:
-                raise ProcessError(f"{self.what} timed out after {timeout_s:g}s") from err
-            self._out.seek(0)
-            text = self._out.read().decode(errors="replace")
-        if code != 0:
-            # runc prefixes its own "runc run failed: ": said once.
-            reason = _last_error(text).removeprefix(f"{self.what} failed: ")
-            raise ProcessError(f"{self.what} failed: {reason}", output=text)
-        return text
 
 
 def _popen(argv: list[str], out: IO[bytes], err: IO[bytes]) -> subprocess.Popen[bytes]:
