@@ -9,7 +9,7 @@
    Stops are not timed.
 2. density: N idle tiny containers started through the API; host memory used per
    container (MemAvailable drop), and the platform's RSS per container (daemon RSS
-   growth plus the console holder processes, PSS).
+   growth plus the console keeper process, PSS).
 Usage: .venv/bin/python bench/container.py [START_RUNS] [DENSITY_N]
 """
 
@@ -174,13 +174,12 @@ def mem_available_mib() -> float:
     raise RuntimeError("no MemAvailable")
 
 
-def holders_pss_mib(d: BenchDaemon) -> float:
-    total = 0
-    for rec in (d.data_dir / "oci" / "run").glob("*/record.json"):
-        pid = json.loads(rec.read_text()).get("holder_pid")
-        if pid:
-            total += psutil.Process(pid).memory_full_info().pss
-    return total / 2**20
+def keeper_pss_mib(d: BenchDaemon) -> float:
+    """The console keeper's PSS: the one process keeping every container's pty master."""
+    kids = psutil.Process(d.proc.pid).children()
+    keepers = [p for p in kids if "keeper.py" in " ".join(p.cmdline())]
+    assert len(keepers) == 1, keepers
+    return float(keepers[0].memory_full_info().pss) / 2**20
 
 
 def charged_mib(d: BenchDaemon, n: int) -> float:
@@ -205,14 +204,14 @@ def bench_density(d: BenchDaemon, n: int) -> None:
     took = time.perf_counter() - t0
     time.sleep(5)  # let page cache and slabs settle
     avail1, rss1 = mem_available_mib(), daemon.memory_info().rss / 2**20
-    holders = holders_pss_mib(d)
+    keeper = keeper_pss_mib(d)
     print(f"density: {n} idle tiny containers started in {took:.1f} s")
     print(f"  charged to the containers' memory cgroups: {charged_mib(d, n) / n:.2f} MiB each")
     print(f"  host MemAvailable drop per container: {(avail0 - avail1) / n:.2f} MiB (noisy)")
     print(f"  daemon RSS {rss0:.1f} -> {rss1:.1f} MiB: {(rss1 - rss0) / n:.3f} MiB per container")
-    print(f"  console holders: {holders / n:.3f} MiB PSS per container")
-    print(f"  platform per container (daemon growth + holder): "
-          f"{(rss1 - rss0 + holders) / n:.3f} MiB")  # fmt: skip
+    print(f"  console keeper: {keeper:.1f} MiB PSS in all, {keeper / n:.3f} MiB per container")
+    print(f"  platform per container (daemon growth + keeper): "
+          f"{(rss1 - rss0 + keeper) / n:.3f} MiB")  # fmt: skip
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """The OCI driver when the runtime fails after handing the console over (the init cannot
 be executed): the start raises the runtime's error and leaves nothing behind, neither
-the console holder that was already spawned nor mount, cgroups or runtime state. And
+the console master the keeper was already given nor mount, cgroups or runtime state. And
 when it works: the pty master it keeps is not inherited by the daemon's other children."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from virtfleet.drivers.base import LaunchContext
-from virtfleet.drivers.oci import console
 from virtfleet.drivers.oci.driver import OciDriver, cgroup_mounts
 from virtfleet.errors import ProcessError
 from virtfleet.model.instance import Accel, InstanceSpec
@@ -50,32 +49,24 @@ def _hide_init(drv: OciDriver, name: str) -> None:
     os.mknod(sbin / "init", stat.S_IFCHR | 0o600, os.makedev(0, 0))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.integration
 async def test_runtime_failing_after_the_console_handover_leaves_nothing(
     driver: OciDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    holders: list[int] = []
-    spawn = console.spawn_holder
+    kept: list[str] = []
+    keep = driver.keeper.keep
 
-    def spawn_and_note(master: int) -> int:
-        holders.append(spawn(master))
-        return holders[-1]
+    def keep_and_note(name: str, master: int) -> None:
+        kept.append(name)
+        keep(name, master)
 
-    monkeypatch.setattr(console, "spawn_holder", spawn_and_note)
+    monkeypatch.setattr(driver.keeper, "keep", keep_and_note)
     _hide_init(driver, "broken")
     spec = InstanceSpec(name="broken", kind="container", image="tiny")
     with pytest.raises(ProcessError, match=r"^runc run failed: .*/sbin/init") as err:
         await driver.start(spec, LaunchContext(Accel.AUTO, "container", {}))
     assert err.value.message.count("failed:") == 1  # runc's own prefix is not repeated
-    assert len(holders) == 1 and not _alive(holders[0])  # spawned, then ended
+    assert kept == ["broken"] and driver.keeper.take("broken") is None  # kept, then dropped
     paths = driver.paths("broken")
     assert not paths.record.exists() and not paths.console.exists()
     assert not os.path.ismount(paths.rootfs)
@@ -89,7 +80,7 @@ async def test_console_master_is_not_inheritable(driver: OciDriver) -> None:
     spec = InstanceSpec(name="ok", kind="container", image="tiny")
     await driver.start(spec, LaunchContext(Accel.AUTO, "container", {}))
     try:
-        record = driver._live["ok"].record
-        assert record.master_fd is not None and not os.get_inheritable(record.master_fd)
+        relay = driver._live["ok"].relay
+        assert relay is not None and not os.get_inheritable(relay.master)
     finally:
         await driver.delete("ok")

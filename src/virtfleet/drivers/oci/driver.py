@@ -6,7 +6,7 @@ point, console sockets and log, runtime record), its overlay layer
 container's init through a pidfd and turns its exit into ``stopped`` (asked
 for) or ``crashed`` events. Never reads or writes the store and never decides
 policy (restarts): that is the agent's job. Everything a failed start created
-(mount, runtime state, cgroups, console holder) is undone before it raises.
+(mount, runtime state, cgroups, the kept console) is undone before it raises.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from virtfleet.util.cgroups import parse_mountinfo
 
 log = logging.getLogger(__name__)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
+KEEPER_SOCKET = ".console-keeper.sock"  # a dot: never a container's name
 EXEC_TIMEOUT_S = 60.0
 _NOT_FOUND = ("executable file not found", "no such file or directory", "not found in $path")
 
@@ -105,6 +106,7 @@ class OciDriver:
         self._live: dict[str, _Container] = {}
         self._events: asyncio.Queue[DriverEvent] = asyncio.Queue()
         self._written: dict[str, InstanceSpec] = {}  # the spec each config.json was made of
+        self.keeper = console.ConsoleKeeper(config.run_root / KEEPER_SOCKET, self._masters)
 
     def info(self) -> DriverInfo:
         details = {"runtime": self.runtime.name if self.choice.binary else None}
@@ -153,7 +155,7 @@ class OciDriver:
             # Nothing to do between create and start (no veths to move in): one runtime
             # process, ``run --detach``, instead of two (about 6 ms less with runc).
             join = ctx.join_netns
-            relay, holder, pid = await self._create(spec.name, paths, undo, run=join is None)
+            relay, pid = await self._create(spec.name, paths, undo, run=join is None)
             if join is not None:
                 await join(pid)  # eth0... exist before the init runs
                 await self.runtime.start(spec.name)
@@ -161,8 +163,6 @@ class OciDriver:
                 name=spec.name,
                 runtime=self.runtime.binary,
                 init_pid=pid,
-                holder_pid=holder,
-                master_fd=relay.master,
                 userns_host_id=self.cfg.userns.host_id if self.cfg.userns else None,
                 spec=spec,
             )
@@ -203,9 +203,9 @@ class OciDriver:
 
     async def _create(
         self, name: str, paths: OciPaths, undo: contextlib.AsyncExitStack, run: bool
-    ) -> tuple[console.ConsoleRelay, int, int]:
+    ) -> tuple[console.ConsoleRelay, int]:
         """``runtime create`` (``run``: ``run --detach``, the init running) with a console
-        socket: (console relay, holder pid, init pid). The console is set up the moment the
+        socket: (console relay, init pid). The console is set up the moment the
         runtime hands the pty master over, while the runtime still works (off the start's
         critical path); ``undo`` gets its teardown."""
         sock = console.listen(paths.runtime_console)
@@ -221,16 +221,20 @@ class OciDriver:
             master = await receiving
             relay = _relay(master, paths)
             undo.push_async_callback(relay.close)  # closes the master too
-            holder = console.spawn_holder(relay.master)
-            undo.callback(console.end_holder, holder)
+            self.keeper.keep(name, relay.master)
+            undo.callback(self.keeper.drop, name)
             await relay.start()
-            return relay, holder, await creating
+            return relay, await creating
         except BaseException:
             await _abandon(receiving, creating, taken=master is not None)
             raise
         finally:
             sock.close()
             paths.runtime_console.unlink(missing_ok=True)
+
+    def _masters(self) -> list[tuple[str, int]]:
+        """Each live container's console master (for a new console keeper)."""
+        return [(name, c.relay.master) for name, c in self._live.items() if c.relay]
 
     async def _attach(
         self, record: ContainerRecord, relay: console.ConsoleRelay | None
@@ -273,7 +277,7 @@ class OciDriver:
         """Remove what a (failed or ended) container leaves: runtime state, cgroups, mount."""
         paths = self.paths(name)
         record = load(paths.record)
-        console.end_holder(record.holder_pid if record else None)
+        self.keeper.drop(name)
         runtime = Runtime(record.runtime, self.cfg.state_root) if record else self.runtime
         try:
             await runtime.delete(name, force=True)
@@ -378,11 +382,12 @@ class OciDriver:
                 power=PowerState.CRASHED, reason="container init exited while the agent was down"
             )
         master = None
-        if record.holder_pid and record.master_fd is not None:
-            try:
-                master = console.take_back(record.holder_pid, record.master_fd)
-            except ProcessError as err:
-                log.warning("container %s: console not recovered: %s", name, err.message)
+        try:
+            master = self.keeper.take(name)
+        except ProcessError as err:
+            log.warning("container %s: console not recovered: %s", name, err.message)
+        if master is None:
+            log.warning("container %s: its console was not kept; none after re-adoption", name)
         relay = None
         if master is not None:
             paths = self.paths(name)
@@ -412,6 +417,7 @@ class OciDriver:
     async def close(self) -> None:
         """Detach from every container, leaving them running (they outlive the agent)."""
         loop = asyncio.get_running_loop()
+        self.keeper.close()  # it keeps the masters: the consoles stay up without us
         for c in list(self._live.values()):
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(c.pidfd)

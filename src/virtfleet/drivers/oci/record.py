@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from virtfleet.model.instance import InstanceSpec
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: the console keeper holds the pty master (1: a holder per container)
 
 
 class ContainerRecord(BaseModel):
@@ -22,8 +22,6 @@ class ContainerRecord(BaseModel):
     name: str
     runtime: str  # the runtime binary that created it (it must also delete it)
     init_pid: int
-    holder_pid: int | None = None  # keeps the console pty master open
-    master_fd: int | None = None  # the master's fd number inside the holder
     userns_host_id: int | None = None
     spec: InstanceSpec
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
