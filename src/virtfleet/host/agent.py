@@ -44,6 +44,7 @@ from virtfleet.model.instance import (
 from virtfleet.network.base import NetworkHost
 from virtfleet.state.repos import EventLog, InstanceRecord, InstanceRepo, instance_name_of
 from virtfleet.state.store import StateStore
+from virtfleet.util.cgroups import InstanceCgroup
 
 log = logging.getLogger(__name__)
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -248,13 +249,40 @@ class Agent:
         spec = rec.spec.normalized()
         self.driver.validate(spec)
         accel, reason = self._accel(spec)
-        starting = await self._set_power(rec.name, PowerState.STARTING, "starting", rec.status)
+        # STARTING is written while the launch goes on: by the time the loop gets to it a
+        # container's runtime already runs (the write, and the waiters it wakes, are off
+        # the start's critical path). Every later status write comes after it.
+        marking = asyncio.create_task(
+            self._set_power(rec.name, PowerState.STARTING, "starting", rec.status)
+        )
+        try:
+            found, cgroup = await self._launch(spec, accel, reason)
+        except BaseException:
+            starting = await marking
+            await self._set_power(rec.name, PowerState.STOPPED, "start failed", starting)
+            raise
+        starting = await marking
+        if cgroup is not None:
+            self._cgroups[rec.name] = cgroup
+        # No read back: the agent alone writes the status, and holds the instance's lock.
+        await self._write_status(rec.name, _started(starting or rec.status, found, spec, observed))
+        mode = "container" if spec.kind == "container" else accel.value
+        await self._emit("instance.started", rec.name, f"started ({mode})")
+        try:
+            await self._apply_live(rec.name, spec.kind)  # balloon target, disk throttling
+        except VirtfleetError as err:
+            await self._emit("instance.resize_failed", rec.name, err.message)
+
+    async def _launch(
+        self, spec: InstanceSpec, accel: Accel, reason: str
+    ) -> tuple[InstanceStatus, InstanceCgroup | None]:
+        """Disks, cgroup, NICs, then the driver's start; all of it undone if one fails."""
         async with contextlib.AsyncExitStack() as undo:
             paths, created = await self.disks.ensure(spec)
             undo.callback(self.disks.discard, created)
             await self.disks.grow(spec, paths)
             limits = cgroup_limits(spec)
-            cgroup = self.cgroups.create(rec.name, **limits) if self._vm_cgroups(spec) else None
+            cgroup = self.cgroups.create(spec.name, **limits) if self._vm_cgroups(spec) else None
             if cgroup is not None:
                 undo.callback(cgroup.remove)
             procs = tuple(cgroup.procs_files) if cgroup is not None else ()
@@ -272,22 +300,9 @@ class Agent:
                 cidata=seed,
                 join_netns=join,
             )
-            try:
-                found = await self.driver.start(spec, ctx)
-            except BaseException:
-                await self._set_power(rec.name, PowerState.STOPPED, "start failed")
-                raise
+            found = await self.driver.start(spec, ctx)
             undo.pop_all()
-        if cgroup is not None:
-            self._cgroups[rec.name] = cgroup
-        # No read back: the agent alone writes the status, and holds the instance's lock.
-        await self._write_status(rec.name, _started(starting or rec.status, found, spec, observed))
-        mode = "container" if spec.kind == "container" else accel.value
-        await self._emit("instance.started", rec.name, f"started ({mode})")
-        try:
-            await self._apply_live(rec.name, spec.kind)  # balloon target, disk throttling
-        except VirtfleetError as err:
-            await self._emit("instance.resize_failed", rec.name, err.message)
+        return found, cgroup
 
     def _live_resources(self, kind: str) -> bool:
         """Whether ``_apply_live`` has work for instances of ``kind``: VMs, if the driver can.

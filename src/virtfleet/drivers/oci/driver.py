@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchCon
 from virtfleet.drivers.oci import console, layers
 from virtfleet.drivers.oci.bundle import BundleOptions, IdMap, build_config, resources
 from virtfleet.drivers.oci.record import ContainerRecord, load, save
-from virtfleet.drivers.oci.runtime import ExecResult, Runtime, RuntimeChoice
+from virtfleet.drivers.oci.runtime import Command, ExecResult, Runtime, RuntimeChoice
 from virtfleet.errors import (
     ImageError,
     InvalidInputError,
@@ -205,13 +206,28 @@ class OciDriver:
         self, name: str, paths: OciPaths, undo: contextlib.AsyncExitStack, run: bool
     ) -> tuple[console.ConsoleRelay, int]:
         """``runtime create`` (``run``: ``run --detach``, the init running) with a console
-        socket: (console relay, init pid). The console is set up the moment the
-        runtime hands the pty master over, while the runtime still works (off the start's
-        critical path); ``undo`` gets its teardown."""
+        socket: (console relay, init pid). ``undo`` gets the console's teardown."""
         sock = console.listen(paths.runtime_console)
-        creating = asyncio.create_task(
-            self.runtime.create(name, paths.bundle, paths.runtime_console, run=run)
-        )
+        try:
+            # Spawned here, not when a task gets to it: what the loop has queued (the
+            # agent's STARTING write and its waiters) runs while the runtime works.
+            command = self.runtime.create(name, paths.bundle, paths.runtime_console, run=run)
+            return await self._console_and_pid(name, paths, command, sock, undo)
+        finally:
+            sock.close()
+            paths.runtime_console.unlink(missing_ok=True)
+
+    async def _console_and_pid(
+        self,
+        name: str,
+        paths: OciPaths,
+        command: Command,
+        sock: socket.socket,
+        undo: contextlib.AsyncExitStack,
+    ) -> tuple[console.ConsoleRelay, int]:
+        """The console is set up the moment the runtime hands the pty master over, while
+        the runtime still works (off the start's critical path); then its init pid."""
+        creating = asyncio.create_task(self.runtime.init_pid(command, paths.bundle))
         receiving = asyncio.create_task(console.receive_master(sock))
         master: int | None = None
         try:
@@ -227,10 +243,8 @@ class OciDriver:
             return relay, await creating
         except BaseException:
             await _abandon(receiving, creating, taken=master is not None)
+            command.abandon()  # killed and reaped even if its task never ran
             raise
-        finally:
-            sock.close()
-            paths.runtime_console.unlink(missing_ok=True)
 
     def _masters(self) -> list[tuple[str, int]]:
         """Each live container's console master (for a new console keeper)."""

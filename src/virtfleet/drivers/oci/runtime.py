@@ -30,6 +30,7 @@ from virtfleet.errors import ProcessError
 from virtfleet.util.cgroups import CgroupLayout
 
 COMMAND_TIMEOUT_S = 30.0
+PID_FILE = "init.pid"  # in the bundle
 MAX_EXEC_OUTPUT = 1024 * 1024
 _MISSING = ("does not exist", "No such file or directory")  # runc, crun: unknown container
 
@@ -76,6 +77,40 @@ def choose_runtime(layout: CgroupLayout, which: Any = shutil.which) -> RuntimeCh
     return RuntimeChoice(chosen, reasons)
 
 
+@dataclass
+class Command:
+    """A runtime command running in the background, its output going to ``out``."""
+
+    what: str  # e.g. "runc run": the prefix of its errors
+    proc: subprocess.Popen[bytes]
+    out: IO[bytes]
+
+    async def output(self, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
+        """Wait for the exit (killed on timeout or cancellation); the output, or
+        ``ProcessError`` if it failed."""
+        try:
+            code = await _exit_code(self.proc, timeout_s)
+        except TimeoutError as err:
+            raise ProcessError(f"{self.what} timed out after {timeout_s:g}s") from err
+        finally:
+            self.out.seek(0)
+            text = self.out.read().decode(errors="replace")
+            self.out.close()
+        if code != 0:
+            # runc prefixes its own "runc run failed: ": said once.
+            reason = _last_error(text).removeprefix(f"{self.what} failed: ")
+            raise ProcessError(f"{self.what} failed: {reason}", output=text)
+        return text
+
+    def abandon(self) -> None:
+        """Kill and reap it if it still runs (for one ``output`` was never awaited on)."""
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            self.proc.wait()
+        self.out.close()
+
+
 @dataclass(frozen=True)
 class ExecResult:
     exit_code: int
@@ -97,37 +132,36 @@ class Runtime:
     async def _run(self, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
         """Run ``<runtime> --root ROOT args``: its output (through a file, never a pipe),
         or ``ProcessError`` if it failed or timed out."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        what = f"{self.name} {args[0]}"
-        with tempfile.TemporaryFile(dir=self.root) as out:
-            proc = _popen([self.binary, "--root", str(self.root), *args], out, out)
-            try:
-                code = await _exit_code(proc, timeout_s)
-            except TimeoutError as err:
-                raise ProcessError(f"{what} timed out after {timeout_s:g}s") from err
-            out.seek(0)
-            text = out.read().decode(errors="replace")
-        if code != 0:
-            # runc prefixes its own "runc run failed: ": said once.
-            reason = _last_error(text).removeprefix(f"{what} failed: ")
-            raise ProcessError(f"{what} failed: {reason}", output=text)
-        return text
+        return await self._spawn(*args).output(timeout_s)
 
-    async def create(
+    def _spawn(self, *args: str) -> Command:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        out = tempfile.TemporaryFile(dir=self.root)  # noqa: SIM115 - the Command closes it
+        try:
+            proc = _popen([self.binary, "--root", str(self.root), *args], out, out)
+        except BaseException:
+            out.close()
+            raise
+        return Command(f"{self.name} {args[0]}", proc, out)
+
+    def create(
         self, cid: str, bundle: Path, console_socket: Path | None, *, run: bool = False
-    ) -> int:
-        """Create the container (init waiting for ``start``; with ``run`` the init runs:
-        ``run --detach``); returns the init's host pid."""
-        pid_file = bundle / "init.pid"
+    ) -> Command:
+        """Spawn ``create`` (init waiting for ``start``; with ``run`` the init runs: ``run
+        --detach``) now, not when a task gets to it; ``init_pid(command)`` waits for it."""
         command = ["run", "--detach"] if run else ["create"]
-        args = [*command, "--bundle", str(bundle), "--pid-file", str(pid_file)]
+        args = [*command, "--bundle", str(bundle), "--pid-file", str(bundle / PID_FILE)]
         if console_socket is not None:
             args += ["--console-socket", str(console_socket)]
-        await self._run(*args, cid)
+        return self._spawn(*args, cid)
+
+    async def init_pid(self, command: Command, bundle: Path) -> int:
+        """Wait for a ``create`` command; the init's host pid it wrote."""
+        await command.output()
         try:
-            return int(pid_file.read_text().strip())
+            return int((bundle / PID_FILE).read_text().strip())
         except (OSError, ValueError) as err:
-            raise ProcessError(f"{self.name} {command[0]} wrote no usable pid file: {err}") from err
+            raise ProcessError(f"{command.what} wrote no usable pid file: {err}") from err
 
     async def start(self, cid: str) -> None:
         await self._run("start", cid)
