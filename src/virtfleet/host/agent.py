@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +43,7 @@ from virtfleet.model.instance import (
 )
 from virtfleet.network.base import NetworkHost
 from virtfleet.state.repos import EventLog, InstanceRecord, InstanceRepo, instance_name_of
-from virtfleet.state.store import StateStore
+from virtfleet.state.store import Put, StateStore
 from virtfleet.util.cgroups import InstanceCgroup
 
 log = logging.getLogger(__name__)
@@ -264,10 +264,12 @@ class Agent:
         starting = await marking
         if cgroup is not None:
             self._cgroups[rec.name] = cgroup
-        # No read back: the agent alone writes the status, and holds the instance's lock.
-        await self._write_status(rec.name, _started(starting or rec.status, found, spec, observed))
         mode = "container" if spec.kind == "container" else accel.value
-        await self._emit("instance.started", rec.name, f"started ({mode})")
+        started = await self.events.entry(_event("instance.started", rec.name, f"started ({mode})"))
+        # No read back: the agent alone writes the status, and holds the instance's lock.
+        # The event goes in the same commit.
+        status = _started(starting or rec.status, found, spec, observed)
+        await self._write_status(rec.name, status, also=(started,))
         try:
             await self._apply_live(rec.name, spec.kind)  # balloon target, disk throttling
         except VirtfleetError as err:
@@ -438,13 +440,15 @@ class Agent:
             update["applied"] = None
         return await self._write_status(name, current.model_copy(update=update))
 
-    async def _write_status(self, name: str, status: InstanceStatus) -> InstanceStatus:
+    async def _write_status(
+        self, name: str, status: InstanceStatus, also: Sequence[Put] = ()
+    ) -> InstanceStatus:
         status = status.model_copy(update={"updated_at": datetime.now(UTC)})
-        await self.repo.put_status(name, status)
+        await self.repo.put_status(name, status, also)
         return status
 
     async def _emit(self, kind: str, target: str, message: str) -> None:
-        await self.events.append(Event(kind=kind, target=f"instance/{target}", message=message))
+        await self.events.append(_event(kind, target, message))
 
     # -- access for the service layer (consoles) -----------------------------------------
 
@@ -491,3 +495,7 @@ def _started(
     if observed is not None:
         update.update(observed_generation=observed, error_code=None, error_message=None)
     return status.model_copy(update=update)
+
+
+def _event(kind: str, name: str, message: str) -> Event:
+    return Event(kind=kind, target=f"instance/{name}", message=message)

@@ -17,7 +17,7 @@ Keys:
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -156,8 +156,13 @@ class InstanceRepo:
             instance_key(name, "desired"), _dump(desired), expect_revision=expect_revision
         )
 
-    async def put_status(self, name: str, status: InstanceStatus) -> int:
-        return await self.store.put(instance_key(name, "status"), _dump(status))
+    async def put_status(self, name: str, status: InstanceStatus, also: Sequence[Put] = ()) -> int:
+        """Write ``status``; ``also``: further writes in the same commit (an event)."""
+        put = Put(instance_key(name, "status"), _dump(status))
+        if not also:
+            return await self.store.put(put.key, put.value)
+        await self.store.txn([], [put, *also])
+        return await self.store.revision()
 
     async def remove(self, name: str) -> None:
         await self.store.delete_prefix(f"{INSTANCES}{name}/")
@@ -202,17 +207,22 @@ class EventLog:
         self._count = 0
 
     async def append(self, event: Event) -> Event:
-        rev = await self.store.revision()
-        key = f"{EVENTS}{rev + 1:020d}"
-        rev = await self.store.put(key, _dump(event))
+        entry = await self.entry(event)
+        rev = await self.store.put(entry.key, entry.value)
+        return event.model_copy(update={"revision": rev})
+
+    async def entry(self, event: Event) -> Put:
+        """``event`` as the ``Put`` appending it, for the very next commit (which may
+        carry other writes: one commit instead of two)."""
         self._count += 1
         if self._count % 100 == 0:
             await self._prune()
-        return event.model_copy(update={"revision": rev})
+        rev = await self.store.revision()
+        return Put(f"{EVENTS}{rev + 1:020d}", _dump(event))
 
     async def _prune(self) -> None:
         kvs = await self.store.list(EVENTS)
-        extra = kvs[: max(0, len(kvs) - MAX_EVENTS)]
+        extra = kvs[: max(0, len(kvs) - (MAX_EVENTS - 1))]  # room for the one being added
         if extra:  # one commit, not one per event (they were ~100 every 100 appends)
             await self.store.txn([], [Delete(kv.key) for kv in extra])
 

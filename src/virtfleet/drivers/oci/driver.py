@@ -78,6 +78,7 @@ class OciPaths:
 @dataclass
 class _Container:
     record: ContainerRecord
+    pid: int  # the init's, on the host
     pidfd: int
     relay: console.ConsoleRelay | None
     power: PowerState = PowerState.RUNNING
@@ -156,19 +157,17 @@ class OciDriver:
             # Nothing to do between create and start (no veths to move in): one runtime
             # process, ``run --detach``, instead of two (about 6 ms less with runc).
             join = ctx.join_netns
-            relay, pid = await self._create(spec.name, paths, undo, run=join is None)
-            if join is not None:
-                await join(pid)  # eth0... exist before the init runs
-                await self.runtime.start(spec.name)
             record = ContainerRecord(
                 name=spec.name,
                 runtime=self.runtime.binary,
-                init_pid=pid,
                 userns_host_id=self.cfg.userns.host_id if self.cfg.userns else None,
                 spec=spec,
             )
-            save(record, paths.record)  # the undo's cleanup removes it if what follows fails
-            c = await self._attach(record, relay)
+            relay, pid = await self._create(record, paths, undo, run=join is None)
+            if join is not None:
+                await join(pid)  # eth0... exist before the init runs
+                await self.runtime.start(spec.name)
+            c = await self._attach(record, relay, pid)
             undo.pop_all()
         return self._status(c)
 
@@ -203,30 +202,37 @@ class OciDriver:
         self._written[spec.name] = spec
 
     async def _create(
-        self, name: str, paths: OciPaths, undo: contextlib.AsyncExitStack, run: bool
+        self,
+        record: ContainerRecord,
+        paths: OciPaths,
+        undo: contextlib.AsyncExitStack,
+        run: bool,
     ) -> tuple[console.ConsoleRelay, int]:
         """``runtime create`` (``run``: ``run --detach``, the init running) with a console
-        socket: (console relay, init pid). ``undo`` gets the console's teardown."""
+        socket: (console relay, init pid). ``undo`` gets the console's teardown (and
+        ``start``'s cleanup removes the record saved meanwhile)."""
         sock = console.listen(paths.runtime_console)
         try:
             # Spawned here, not when a task gets to it: what the loop has queued (the
             # agent's STARTING write and its waiters) runs while the runtime works.
-            command = self.runtime.create(name, paths.bundle, paths.runtime_console, run=run)
-            return await self._console_and_pid(name, paths, command, sock, undo)
+            command = self.runtime.create(record.name, paths.bundle, paths.runtime_console, run=run)
+            return await self._console_and_pid(record, paths, command, sock, undo)
         finally:
             sock.close()
             paths.runtime_console.unlink(missing_ok=True)
 
     async def _console_and_pid(
         self,
-        name: str,
+        record: ContainerRecord,
         paths: OciPaths,
         command: Command,
         sock: socket.socket,
         undo: contextlib.AsyncExitStack,
     ) -> tuple[console.ConsoleRelay, int]:
-        """The console is set up the moment the runtime hands the pty master over, while
-        the runtime still works (off the start's critical path); then its init pid."""
+        """The console is set up, and the record saved, the moment the runtime hands the
+        pty master over, while the runtime still works (off the start's critical path);
+        then the init's pid."""
+        name = record.name
         creating = asyncio.create_task(self.runtime.init_pid(command, paths.bundle))
         receiving = asyncio.create_task(console.receive_master(sock))
         master: int | None = None
@@ -240,6 +246,7 @@ class OciDriver:
             self.keeper.keep(name, relay.master)
             undo.callback(self.keeper.drop, name)
             await relay.start()
+            save(record, paths.record)
             return relay, await creating
         except BaseException:
             await _abandon(receiving, creating, taken=master is not None)
@@ -251,15 +258,15 @@ class OciDriver:
         return [(name, c.relay.master) for name, c in self._live.items() if c.relay]
 
     async def _attach(
-        self, record: ContainerRecord, relay: console.ConsoleRelay | None
+        self, record: ContainerRecord, relay: console.ConsoleRelay | None, pid: int
     ) -> _Container:
-        """Watch the init through a pidfd (``relay``: its console, started); adds to the
-        live set."""
+        """Watch the init ``pid`` through a pidfd (``relay``: its console, started); adds
+        to the live set."""
         try:
-            pidfd = os.pidfd_open(record.init_pid)
+            pidfd = os.pidfd_open(pid)
         except OSError as err:
-            raise ProcessError(f"container init {record.init_pid} is gone") from err
-        c = _Container(record, pidfd, relay)
+            raise ProcessError(f"container init {pid} is gone") from err
+        c = _Container(record, pid, pidfd, relay)
         self._live[record.name] = c
         asyncio.get_running_loop().add_reader(pidfd, self._on_exit, c)
         return c
@@ -285,7 +292,7 @@ class OciDriver:
         if c.stopping:
             self._emit(name, "stopped", "stopped by request", True)
         else:
-            self._emit(name, "crashed", f"container init (pid {c.record.init_pid}) exited")
+            self._emit(name, "crashed", f"container init (pid {c.pid}) exited")
 
     async def _cleanup(self, name: str) -> None:
         """Remove what a (failed or ended) container leaves: runtime state, cgroups, mount."""
@@ -376,7 +383,7 @@ class OciDriver:
     def _status(self, c: _Container) -> InstanceStatus:
         return InstanceStatus(
             power=c.power,
-            pid=c.record.init_pid,
+            pid=c.pid,
             accel_reason=f"OS-level container ({Path(c.record.runtime).name})",
             started_at=c.record.started_at,
         )
@@ -407,7 +414,7 @@ class OciDriver:
             paths = self.paths(name)
             relay = console.ConsoleRelay(master, paths.console_log, paths.console)
             await relay.start()
-        c = await self._attach(record, relay)
+        c = await self._attach(record, relay, int(state["pid"]))
         c.power = PowerState.PAUSED if state["status"] == "paused" else PowerState.RUNNING
         return self._status(c)
 

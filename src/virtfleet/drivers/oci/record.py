@@ -14,14 +14,15 @@ from pydantic import BaseModel, Field, ValidationError
 
 from virtfleet.model.instance import InstanceSpec
 
-RECORD_VERSION = 2  # 2: the console keeper holds the pty master (1: a holder per container)
+# 2: the console keeper holds the pty master (1: a holder per container), and the init's
+# pid is the runtime's to tell (``state``): the record is saved before the runtime exits.
+RECORD_VERSION = 2
 
 
 class ContainerRecord(BaseModel):
     version: int = RECORD_VERSION
     name: str
     runtime: str  # the runtime binary that created it (it must also delete it)
-    init_pid: int
     userns_host_id: int | None = None
     spec: InstanceSpec
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
