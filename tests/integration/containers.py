@@ -21,6 +21,7 @@ from virtfleet.model.container import ExecOutput
 from virtfleet.util.cgroups import detect_layout
 
 from .conftest import VIRTFLEET, Daemon
+from .oci import unmount_under
 
 IMAGE = "ctiny"
 
@@ -139,8 +140,10 @@ def _safe_list(d: Daemon) -> list[Any]:
 
 
 def _end_runtime_leftovers(data_dir: Path) -> None:
-    """Last resort after a failed test: end runc containers of this data dir."""
+    """Last resort after a failed test: end runc containers of this data dir, and unmount
+    the rootfs overlays left (a stopped container keeps its own) before any rmtree."""
     state = data_dir / "oci" / "state"
     for entry in state.glob("*/state.json") if state.exists() else []:
         argv = ["runc", "--root", str(state), "delete", "-f", entry.parent.name]
         subprocess.run(argv, check=False)
+    unmount_under(data_dir)

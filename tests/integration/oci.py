@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from pathlib import Path
 
 from virtfleet.drivers.oci.driver import OciDriver
@@ -23,3 +24,12 @@ async def make_oci_driver(work: Path, cache: Path) -> OciDriver:
         lambda name: images / f"{name}{ROOTFS_SUFFIX}",
         f"virtfleet-test-{os.getpid()}",
     )
+
+
+def unmount_under(root: Path) -> None:
+    """Unmount every mount below ``root`` (a test's data dir), deepest first: what a failed
+    test left must not be removed through its mount."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    targets = [Path(line.split()[4]) for line in lines]
+    for target in sorted((t for t in targets if t.is_relative_to(root)), reverse=True):
+        subprocess.run(["umount", "-l", str(target)], check=False)

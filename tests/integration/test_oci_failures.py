@@ -1,12 +1,15 @@
 """The OCI driver when the runtime fails after handing the console over (the init cannot
 be executed): the start raises the runtime's error and leaves nothing behind, neither
 the console master the keeper was already given nor mount, cgroups or runtime state. And
-when it works: the pty master it keeps is not inherited by the daemon's other children."""
+when it works: the pty master it keeps is not inherited by the daemon's other children,
+and the rootfs stays mounted after a requested stop only."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import signal
 import stat
 import tempfile
 from collections.abc import AsyncIterator
@@ -15,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from virtfleet.drivers.base import LaunchContext
+from virtfleet.drivers.oci import layers
 from virtfleet.drivers.oci.driver import OciDriver, cgroup_mounts
 from virtfleet.errors import ProcessError
 from virtfleet.model.instance import Accel, InstanceSpec
 
-from .oci import make_oci_driver
+from .oci import make_oci_driver, unmount_under
 
 CACHE = Path(os.environ.get("VIRTFLEET_CACHE_DIR", "/var/cache/virtfleet"))
 
@@ -35,6 +39,7 @@ async def driver() -> AsyncIterator[OciDriver]:
     finally:
         await drv.close()
         drv.remove_cgroup_parent()
+        unmount_under(work)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -84,3 +89,51 @@ async def test_console_master_is_not_inheritable(driver: OciDriver) -> None:
         assert relay is not None and not os.get_inheritable(relay.master)
     finally:
         await driver.delete("ok")
+
+
+def _mounted(target: Path) -> bool:
+    return any(line.split()[4] == str(target) for line in _mountinfo())
+
+
+def _mountinfo() -> list[str]:
+    return Path("/proc/self/mountinfo").read_text().splitlines()
+
+
+@pytest.mark.integration
+async def test_the_rootfs_stays_mounted_only_after_a_requested_stop(
+    driver: OciDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop on request keeps the overlay for the next start (not mounted again, the
+    files written before); a restore, a crash and delete unmount it."""
+    mounts: list[Path] = []
+    mount = layers.mount_overlay
+
+    def mount_and_count(lower: Path, upper: Path, work: Path, target: Path) -> None:
+        mounts.append(target)
+        mount(lower, upper, work, target)
+
+    monkeypatch.setattr(layers, "mount_overlay", mount_and_count)
+    spec = InstanceSpec(name="kept", kind="container", image="tiny")
+    ctx = LaunchContext(Accel.AUTO, "container", {})
+    rootfs = driver.paths("kept").rootfs
+    await driver.start(spec, ctx)
+    assert (await driver.exec("kept", ["sh", "-c", "echo one > /mark"])).exit_code == 0
+    await driver.stop("kept", force=True)
+    assert _mounted(rootfs) and (rootfs / "mark").read_text() == "one\n"
+    await driver.start(spec, ctx)
+    assert mounts == [rootfs]  # not mounted again
+    assert (await driver.exec("kept", ["cat", "/mark"])).stdout == "one\n"
+    await driver.stop("kept")
+    await driver.snapshot("kept", "s1")
+    assert _mounted(rootfs)  # a snapshot only reads the layer
+    await driver.restore("kept", "s1")
+    assert not _mounted(rootfs)
+    status = await driver.start(spec, ctx)
+    assert _mounted(rootfs) and len(mounts) == 2 and status.pid is not None
+    os.kill(status.pid, signal.SIGKILL)  # a crash: the next start gets a fresh mount
+    while "kept" in driver._live:
+        await asyncio.sleep(0.05)
+    assert not _mounted(rootfs)
+    await driver.start(spec, ctx)
+    await driver.delete("kept")
+    assert not _mounted(rootfs) and not driver.paths("kept").root.exists()
