@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
@@ -100,3 +101,41 @@ async def test_agent_stop_leaves_no_empty_cgroups(tmp_path: Path) -> None:
             await create(api, "cg", start=True)
             assert all((parent / "cg").is_dir() for parent in parents)
     assert not any(parent.exists() for parent in parents)
+
+
+async def _powers_written(platform: Platform, name: str, after: int) -> list[str]:
+    """The powers ``name``'s status went through after store revision ``after``."""
+    key = f"/instances/{name}/status"
+    seen: list[str] = []
+    watch = platform.store.watch(key, after)
+    try:
+        async with asyncio.timeout(0.2):
+            async for change in watch:
+                power = json.loads(change.value or b"{}").get("power")
+                if change.key == key and power and seen[-1:] != [power]:
+                    seen.append(power)  # a power once per change of it
+    except TimeoutError:
+        pass
+    return seen
+
+
+async def test_starting_is_shown_only_for_a_start_still_going(
+    api: httpx.AsyncClient, platform: Platform
+) -> None:
+    """A start over within STARTING_AFTER_S goes stopped -> running with no STARTING write
+    (one store write less on a container's ~30 ms start); a slower one shows STARTING
+    while it goes on."""
+    await create(api, "quick")
+    await create(api, "slow")
+    before = await platform.store.revision()
+    await act(api, "quick", "start")
+    assert await _powers_written(platform, "quick", before) == ["running"]
+    gate = _driver(platform).gates["slow"] = asyncio.Event()
+    before = await platform.store.revision()
+    r = await api.put("/1.0/instances/slow/state", json={"action": "start"})
+    async with asyncio.timeout(5):
+        while (await _power(api, "slow"))["power"] != "starting":
+            await asyncio.sleep(0.01)
+    gate.set()
+    await wait_op(api, r)
+    assert await _powers_written(platform, "slow", before) == ["starting", "running"]
