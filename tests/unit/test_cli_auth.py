@@ -89,6 +89,18 @@ def test_user_commands(data_dir: Path) -> None:
     assert short.exit_code == 2 and "[invalid_input]" in short.stderr
 
 
+def test_a_login_on_the_clients_own_socket_keeps_its_session(data_dir: Path) -> None:
+    """Calls go straight to the socket's transport while no cookie is held; the session
+    cookie a login sets is kept, and later calls send it (and the CSRF header)."""
+    made = cli(data_dir, "user", "create", "carol", "--password-stdin", stdin="carol's secret\n")
+    assert made.exit_code == 0, made.output
+    with Client(uds_path=api_socket(data_dir)) as carol:
+        assert carol.whoami().username == "root@local"  # no cookie: the local peer
+        assert carol.login("carol", "carol's secret").role.value == "viewer"
+        assert carol.whoami().username == "carol"  # the session cookie went along
+        assert carol.logout()["logged_out"] is True
+
+
 def _remote(data_dir: Path) -> httpx.Client:
     transport = httpx.HTTPTransport(uds=str(api_socket(data_dir)))
     return httpx.Client(transport=transport, base_url="http://virtfleet")

@@ -92,8 +92,11 @@ class Client:
         self._where = self.uds_path or self.base_url
         self.headers = auth_headers(token)
         self.ssl = pinned_context(fingerprint) if fingerprint else None
+        self._timeout = httpx.Timeout(timeout_s)
+        self._uds: httpx.HTTPTransport | None = None  # the daemon's socket, if ours
         if http is None:
             transport = httpx.HTTPTransport(uds=self.uds_path) if self.uds_path else None
+            self._uds = transport
             http = httpx.Client(
                 base_url=self.base_url,
                 transport=transport,
@@ -114,21 +117,44 @@ class Client:
 
     def call(self, call: Call[T]) -> T:
         """Send one ``Call``; its parsed answer, or ``ApiError``."""
-        timeout = call.timeout_s if call.timeout_s is not None else httpx.USE_CLIENT_DEFAULT
         try:
-            response = self._http.request(
-                call.method,
-                call.path,
-                params=call.params,
-                json=call.json,
-                timeout=timeout,
-                headers=calls.csrf_headers(self._http.cookies, call.method),
-            )
+            if self._uds is not None and not self._http.cookies:
+                response = self._send_uds(self._uds, call)
+            else:
+                response = self._http.request(
+                    call.method,
+                    call.path,
+                    params=call.params,
+                    json=call.json,
+                    timeout=call.timeout_s if call.timeout_s is not None else self._timeout,
+                    headers=calls.csrf_headers(self._http.cookies, call.method),
+                )
         except httpx.TransportError as err:
             raise transport_error(self._where, err) from err
         if response.is_error:
             raise error_from_response(response)
         return call.parse(calls.body_of(call, response.content, response.json))
+
+    def _send_uds(self, transport: httpx.HTTPTransport, call: Call[Any]) -> httpx.Response:
+        """``call`` straight to the daemon's socket: httpx.Client's layers (URL merging,
+        auth and redirect flows, the cookie jar) cost ~0.4 ms a call, and a session
+        without cookies needs none of them (one that gets a cookie, e.g. a login, has
+        it kept, and its later calls go through the client)."""
+        timeout = self._timeout if call.timeout_s is None else httpx.Timeout(call.timeout_s)
+        request = httpx.Request(
+            call.method,
+            self.base_url + call.path,
+            params=call.params,
+            json=call.json,
+            headers=self.headers,
+            extensions={"timeout": timeout.as_dict()},
+        )
+        response = transport.handle_request(request)
+        response.request = request
+        response.read()  # the whole body; the connection goes back to the pool
+        if "set-cookie" in response.headers:
+            self._http.cookies.extract_cookies(response)
+        return response
 
     def websocket(self, path: str) -> WsTarget:
         """The target of a websocket endpoint, e.g. ``/1.0/events``."""
