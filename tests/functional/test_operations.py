@@ -102,6 +102,27 @@ async def test_state_change_with_wait_s_answers_once_done(
     assert_error(bad, 400, "invalid_input")
 
 
+async def test_the_answer_comes_first_and_the_record_right_after(platform: Platform) -> None:
+    """A waiter gets the outcome before the final record is written; the record is written
+    in the same pass of the loop, and the runner serves the outcome meanwhile."""
+    runner = platform.services.operations
+    repo = operation_repo(platform.store)
+
+    async def work(ctx: OpContext) -> dict[str, object]:
+        return {"done": True}
+
+    op = await runner.submit("test.work", "t/1", work)
+    answered = await runner.wait(op.id, 5)
+    stored = await repo.get_raw(op.id)
+    assert answered.status is OperationStatus.SUCCESS and answered.result == {"done": True}
+    assert stored is not None and stored[0].status is OperationStatus.RUNNING  # not yet
+    assert (await runner.get(op.id)).status is OperationStatus.SUCCESS
+    assert [o.status for o in await runner.list() if o.id == op.id] == [OperationStatus.SUCCESS]
+    await asyncio.sleep(0)
+    stored = await repo.get_raw(op.id)
+    assert stored is not None and stored[0].status is OperationStatus.SUCCESS
+
+
 async def test_cancel_a_running_operation(api: httpx.AsyncClient, driver: TestDriver) -> None:
     """DELETE on a running operation cancels it: status cancelled, code cancelled."""
     await create(api)

@@ -64,6 +64,7 @@ class OperationRunner:
         self._events = events
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._ops: dict[str, Operation] = {}  # the records of ``_tasks``, as last saved
+        self._ended: dict[str, asyncio.Event] = {}  # set once an operation's outcome is known
         self._by_target: dict[str, builtins.list[asyncio.Task[None]]] = {}
         self._closing = False
         self._submitted = 0
@@ -91,6 +92,7 @@ class OperationRunner:
         task = asyncio.create_task(self._run(op, fn, earlier), name=f"op-{kind}-{op.id[:8]}")
         self._tasks[op.id] = task
         self._ops[op.id] = op
+        self._ended[op.id] = asyncio.Event()
         self._by_target.setdefault(target, []).append(task)
         task.add_done_callback(lambda t: self._forget(op, t))
         self._submitted += 1
@@ -103,7 +105,9 @@ class OperationRunner:
         return op_id in self._tasks
 
     async def get(self, op_id: str) -> Operation:
-        """The operation as stored; ``NotFoundError`` if unknown."""
+        """The operation (as run here, else as stored); ``NotFoundError`` if unknown."""
+        if (mine := self._ops.get(op_id)) is not None:
+            return mine.model_copy()  # never older than its record (saved just after)
         found = await self._repo.get_raw(op_id)
         if found is None:
             raise NotFoundError(f"operation {op_id!r} not found")
@@ -113,15 +117,18 @@ class OperationRunner:
 
     async def list(self) -> builtins.list[Operation]:
         """Every stored operation, oldest first."""
-        ops = [op for op in await self._repo.values() if isinstance(op, Operation)]
-        return sorted(ops, key=lambda op: op.created_at)
+        ops = {op.id: op for op in await self._repo.values() if isinstance(op, Operation)}
+        ops.update({op_id: op.model_copy() for op_id, op in self._ops.items()})
+        return sorted(ops.values(), key=lambda op: op.created_at)
 
     async def wait(self, op_id: str, timeout_s: float) -> Operation:
         """Wait up to ``timeout_s`` for the operation to finish; return it, done or not."""
-        task, op = self._tasks.get(op_id), self._ops.get(op_id)
-        if task is not None and op is not None:
-            await asyncio.wait([task], timeout=max(0.0, timeout_s))
-            # Finished here: the record it saved last, without reading it back.
+        op, ended = self._ops.get(op_id), self._ended.get(op_id)
+        if op is not None and ended is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, timeout_s)):
+                    await ended.wait()
+            # Ended here: its final record, not read back (saved right after this answer).
             return op.model_copy() if op.status.done else await self.get(op_id)
         return await self._wait_stored(op_id, timeout_s)
 
@@ -186,7 +193,13 @@ class OperationRunner:
                 VirtfleetError(f"{type(err).__name__}: {line}".rstrip(": ")),
                 OperationStatus.FAILURE,
             )
-        await self._save(op)
+        self._ended[op.id].set()
+        # Waiters answer first; the record is saved right after, in the same pass of the
+        # loop (before it reads any new request, so nobody can see it unsaved).
+        try:
+            await asyncio.sleep(0)
+        finally:
+            await self._save(op)  # also when shutdown cancels us just now
 
     async def _prune(self) -> None:
         finished = [op for op in await self.list() if op.status.done]
@@ -219,6 +232,7 @@ class OperationRunner:
     def _forget(self, op: Operation, task: asyncio.Task[None]) -> None:
         self._tasks.pop(op.id, None)
         self._ops.pop(op.id, None)
+        self._ended.pop(op.id, None)
         queue = self._by_target.get(op.target, [])
         with contextlib.suppress(ValueError):
             queue.remove(task)

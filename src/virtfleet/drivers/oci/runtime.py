@@ -7,8 +7,9 @@ with errors translated once into ``ProcessError``. Every runtime's state lives
 under our own ``--root`` so other users of crun/runc on the host are never
 touched. Must not know about instances, bundles or consoles beyond paths.
 
-The runtime's stdout/stderr always go to a file: ``create``/``exec`` hand them
-to the container's processes, and a pipe we read would never reach EOF. A command
+The runtime's stdout/stderr always go to a file (a memfd; ``exec``'s on disk):
+``create``/``exec`` hand them to the container's processes, and a pipe we read would
+never reach EOF. A command
 is waited for through its pidfd on the event loop (no waiter thread per process,
 as asyncio's subprocesses need on Python 3.11).
 """
@@ -136,7 +137,7 @@ class Runtime:
 
     def _spawn(self, *args: str) -> Command:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        out = tempfile.TemporaryFile(dir=self.root)  # noqa: SIM115 - the Command closes it
+        out = _capture(args[0])
         try:
             proc = _popen([self.binary, "--root", str(self.root), *args], out, out)
         except BaseException:
@@ -203,7 +204,7 @@ class Runtime:
         """Run ``argv`` in the container and wait; output captured through files."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         cmd = [self.binary, "--root", str(self.root), "exec", cid, *argv]
-        with (
+        with (  # on disk: what runs in the container may write without end
             tempfile.TemporaryFile(dir=self.root) as out,
             tempfile.TemporaryFile(dir=self.root) as err,
         ):
@@ -213,6 +214,13 @@ class Runtime:
             except TimeoutError as exc:
                 raise ProcessError(f"exec {argv[0]!r} timed out after {timeout_s:g}s") from exc
             return ExecResult(code, _capped(out), _capped(err))
+
+
+def _capture(name: str) -> IO[bytes]:
+    """An anonymous in-memory file for a runtime command's own output (a file, never a
+    pipe; no disk write: an O_TMPFILE on the data disk cost ~0.13 ms per start). Only the
+    runtime writes there: a container's init runs on its pty (``terminal``)."""
+    return os.fdopen(os.memfd_create(name, os.MFD_CLOEXEC), "w+b")
 
 
 def _popen(argv: list[str], out: IO[bytes], err: IO[bytes]) -> subprocess.Popen[bytes]:
