@@ -48,9 +48,10 @@ from virtfleet.util.cgroups import InstanceCgroup
 
 log = logging.getLogger(__name__)
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-# A start over sooner never shows STARTING (a VM's takes seconds; a container's ~30 ms).
-# Written while runc ran, that write and the waiters it woke made runc ~1 ms slower here.
-STARTING_AFTER_S = 0.05
+# A start over sooner never shows STARTING (a VM's takes seconds; a container's ~30 ms,
+# up to ~100 ms on a busy host). Written while runc ran, that write and the waiters it
+# woke made runc ~1 ms slower here.
+STARTING_AFTER_S = 0.25
 
 
 @dataclass
