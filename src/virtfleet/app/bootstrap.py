@@ -87,6 +87,7 @@ from virtfleet.state.store import StateStore
 from virtfleet.storage.backup import Repository
 from virtfleet.storage.images import ImageStore
 from virtfleet.util.cgroups import CgroupManager
+from virtfleet.util.limits import raise_open_files_limit
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +320,7 @@ def serve(settings: Settings) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     endpoints = parse_listen(settings.listen, settings.tls)
+    raise_open_files_limit()
     platform = build_platform(settings)
     platform.freeze_heap = True
     cert = _certificate(settings, endpoints)
