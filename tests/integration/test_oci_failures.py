@@ -37,6 +37,8 @@ async def driver() -> AsyncIterator[OciDriver]:
     try:
         yield drv
     finally:
+        for name in await drv.list():  # what a failed test left running
+            await drv.delete(name)
         await drv.close()
         drv.remove_cgroup_parent()
         unmount_under(work)
