@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from virtfleet.drivers.base import LaunchContext
-from virtfleet.drivers.oci import layers
+from virtfleet.drivers.oci import layers, runtime
 from virtfleet.drivers.oci.driver import OciDriver, cgroup_mounts
+from virtfleet.drivers.oci.runtime import Command
 from virtfleet.errors import ProcessError
 from virtfleet.model.instance import Accel, InstanceSpec
 
@@ -139,3 +140,40 @@ async def test_the_rootfs_stays_mounted_only_after_a_requested_stop(
     await driver.start(spec, ctx)
     await driver.delete("kept")
     assert not _mounted(rootfs) and not driver.paths("kept").root.exists()
+
+
+@pytest.mark.integration
+async def test_the_inits_pid_comes_with_its_console(
+    driver: OciDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runc gets no --pid-file (it writes one with O_SYNC): the pid is the console's
+    sender, checked to be a namespace's init; if it is not, the runtime's state says."""
+    spawned: list[tuple[str, ...]] = []
+    spawn = driver.runtime._spawn
+
+    def spawn_and_note(*args: str) -> Command:
+        spawned.append(args)
+        return spawn(*args)
+
+    monkeypatch.setattr(driver.runtime, "_spawn", spawn_and_note)
+    spec = InstanceSpec(name="pid", kind="container", image="tiny")
+    ctx = LaunchContext(Accel.AUTO, "container", {})
+    for sender_is_init in (True, False):
+        if not sender_is_init:  # e.g. a runc that sends the console from elsewhere
+            monkeypatch.setattr(runtime, "is_namespace_init", lambda pid: False)
+        spawned.clear()
+        status = await driver.start(spec, ctx)
+        assert [a[0] for a in spawned] == (["run"] if sender_is_init else ["run", "state"])
+        assert "--pid-file" not in spawned[0]
+        state = await driver.runtime.state("pid")
+        assert state is not None and status.pid == state["pid"]
+        assert _ns_pids(status.pid)[-1] == "1"
+        await driver.stop("pid", force=True)
+    assert not (driver.paths("pid").bundle / runtime.PID_FILE).exists()
+
+
+def _ns_pids(pid: int) -> list[str]:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return line.split()[1:]
+    return []

@@ -13,14 +13,17 @@ Must not know about runtimes or instances beyond the paths it is given.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import logging
 import os
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from virtfleet.errors import ProcessError
@@ -32,36 +35,49 @@ MAX_LOG_BYTES = 8 * 1024 * 1024  # the log restarts empty beyond this (a console
 
 
 def listen(path: Path) -> socket.socket:
-    """A listening Unix socket for the runtime's ``--console-socket``."""
+    """A listening Unix socket for the runtime's ``--console-socket``; the kernel tags
+    what arrives on it with the sending process (``SO_PASSCRED``)."""
     path.unlink(missing_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     sock.bind(str(path))
     sock.listen(1)
     sock.setblocking(False)
     return sock
 
 
-async def receive_master(sock: socket.socket, timeout_s: float = 10.0) -> int:
+@dataclass(frozen=True)
+class Master:
+    """A pty master the runtime sent, and the pid of the process that sent it."""
+
+    fd: int
+    sender: int | None
+
+
+async def receive_master(sock: socket.socket, timeout_s: float = 10.0) -> Master:
     """Accept the runtime's connection and take the pty master fd it sends (SCM_RIGHTS)."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout_s):
         conn, _ = await loop.sock_accept(sock)
         with conn:
             conn.setblocking(False)  # read when the loop says so: no thread, never stalls
-            fds = await _recv_fds(loop, conn)
+            fds, sender = await _recv_fds(loop, conn)
     if not fds:
         raise ProcessError("the runtime sent no console fd")
     for extra in fds[1:]:
         os.close(extra)
     os.set_inheritable(fds[0], False)  # SCM_RIGHTS fds come inheritable: no other child gets it
-    return fds[0]
+    return Master(fds[0], sender)
 
 
-async def _recv_fds(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> list[int]:
-    """The fds of the first message on non-blocking ``conn`` (SCM_RIGHTS); [] at EOF."""
+async def _recv_fds(
+    loop: asyncio.AbstractEventLoop, conn: socket.socket
+) -> tuple[list[int], int | None]:
+    """The fds (SCM_RIGHTS) of the first message on non-blocking ``conn`` and the pid of
+    its sender (SCM_CREDENTIALS, if ``SO_PASSCRED``); [] at EOF."""
     while True:
         try:
-            _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+            return _recvmsg_fds(conn)
         except BlockingIOError:
             readable: asyncio.Future[None] = loop.create_future()
             loop.add_reader(conn.fileno(), _resolve, readable)
@@ -69,8 +85,25 @@ async def _recv_fds(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> lis
                 await readable
             finally:
                 loop.remove_reader(conn.fileno())
+
+
+_INT = array.array("i").itemsize
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_ANCILLARY = socket.CMSG_SPACE(4 * _INT) + socket.CMSG_SPACE(_UCRED.size)
+
+
+def _recvmsg_fds(conn: socket.socket) -> tuple[list[int], int | None]:
+    _, ancillary, _, _ = conn.recvmsg(4096, _ANCILLARY)
+    fds: list[int] = []
+    sender = None
+    for level, kind, data in ancillary:
+        if level != socket.SOL_SOCKET:
             continue
-        return fds
+        if kind == socket.SCM_RIGHTS:
+            fds += array.array("i", data[: len(data) - len(data) % _INT])
+        elif kind == socket.SCM_CREDENTIALS and len(data) >= _UCRED.size:
+            sender = _UCRED.unpack_from(data)[0]
+    return fds, sender
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -241,21 +241,22 @@ class OciDriver:
         pty master over, while the runtime still works (off the start's critical path);
         then the init's pid."""
         name = record.name
-        creating = asyncio.create_task(self.runtime.init_pid(command, paths.bundle))
+        creating = asyncio.create_task(command.output())
         receiving = asyncio.create_task(console.receive_master(sock))
-        master: int | None = None
+        master: console.Master | None = None
         try:
             await asyncio.wait({receiving, creating}, return_when=asyncio.FIRST_COMPLETED)
             if not receiving.done():
                 creating.result()  # ended before handing the console over: raises its error
             master = await receiving
-            relay = _relay(master, paths)
+            relay = _relay(master.fd, paths)
             undo.push_async_callback(relay.close)  # closes the master too
             self.keeper.keep(name, relay.master)
             undo.callback(self.keeper.drop, name)
             await relay.start()
             save(record, paths.record)
-            return relay, await creating
+            await creating
+            return relay, await self.runtime.init_pid(name, paths.bundle, master.sender)
         except BaseException:
             await _abandon(receiving, creating, taken=master is not None)
             command.abandon()  # killed and reaped even if its task never ran
@@ -542,7 +543,9 @@ def _relay(master: int, paths: OciPaths) -> console.ConsoleRelay:
         raise
 
 
-async def _abandon(receiving: asyncio.Task[int], creating: asyncio.Task[int], taken: bool) -> None:
+async def _abandon(
+    receiving: asyncio.Task[console.Master], creating: asyncio.Task[str], taken: bool
+) -> None:
     """Stop a failed create: the runtime killed and reaped; a master received but not
     ``taken`` (nothing owns it yet) closed."""
     for task in (receiving, creating):
@@ -553,7 +556,7 @@ async def _abandon(receiving: asyncio.Task[int], creating: asyncio.Task[int], ta
             task.exception()  # retrieved: no "exception was never retrieved" at exit
     received = not receiving.cancelled() and receiving.exception() is None
     if received and not taken:
-        _close(receiving.result())
+        _close(receiving.result().fd)
 
 
 def _close(fd: int) -> None:
