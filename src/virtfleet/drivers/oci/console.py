@@ -1,10 +1,9 @@
 """Container consoles: the init's pty master, kept alive across agent restarts, and its relay.
 
-The runtime creates the pty (``terminal: true``) and hands its master to us over
-``--console-socket`` (OCI runtime spec, runtime.md "console socket"). So that the
-pty outlives the agent (a closed master would hang up the container's console),
-the keeper process (keeper.py, one for all containers of a run directory) keeps
-a copy of each master; a restarted agent takes the copies back from it. While
+The runtime hands us each container's pty master (handover.py). So that the pty
+outlives the agent (a closed master would hang up the container's console), the
+keeper process (keeper.py, one for all containers of a run directory) keeps a
+copy of each master; a restarted agent takes the copies back from it. While
 the agent runs, ``ConsoleRelay`` appends everything the container prints to
 ``console.log`` and serves the console on a Unix socket for the existing console
 plumbing (service/console.py, api/routes/console.py).
@@ -13,102 +12,23 @@ Must not know about runtimes or instances beyond the paths it is given.
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import logging
 import os
 import socket
-import struct
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
+from virtfleet.drivers.oci.handover import bind
 from virtfleet.errors import ProcessError
 
 log = logging.getLogger(__name__)
 
 KEEPER_SCRIPT = Path(__file__).with_name("keeper.py")
 MAX_LOG_BYTES = 8 * 1024 * 1024  # the log restarts empty beyond this (a console is not a journal)
-
-
-def listen(path: Path) -> socket.socket:
-    """A listening Unix socket for the runtime's ``--console-socket``; the kernel tags
-    what arrives on it with the sending process (``SO_PASSCRED``)."""
-    path.unlink(missing_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    sock.bind(str(path))
-    sock.listen(1)
-    sock.setblocking(False)
-    return sock
-
-
-@dataclass(frozen=True)
-class Master:
-    """A pty master the runtime sent, and the pid of the process that sent it."""
-
-    fd: int
-    sender: int | None
-
-
-async def receive_master(sock: socket.socket, timeout_s: float = 10.0) -> Master:
-    """Accept the runtime's connection and take the pty master fd it sends (SCM_RIGHTS)."""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(timeout_s):
-        conn, _ = await loop.sock_accept(sock)
-        with conn:
-            conn.setblocking(False)  # read when the loop says so: no thread, never stalls
-            fds, sender = await _recv_fds(loop, conn)
-    if not fds:
-        raise ProcessError("the runtime sent no console fd")
-    for extra in fds[1:]:
-        os.close(extra)
-    os.set_inheritable(fds[0], False)  # SCM_RIGHTS fds come inheritable: no other child gets it
-    return Master(fds[0], sender)
-
-
-async def _recv_fds(
-    loop: asyncio.AbstractEventLoop, conn: socket.socket
-) -> tuple[list[int], int | None]:
-    """The fds (SCM_RIGHTS) of the first message on non-blocking ``conn`` and the pid of
-    its sender (SCM_CREDENTIALS, if ``SO_PASSCRED``); [] at EOF."""
-    while True:
-        try:
-            return _recvmsg_fds(conn)
-        except BlockingIOError:
-            readable: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(conn.fileno(), _resolve, readable)
-            try:
-                await readable
-            finally:
-                loop.remove_reader(conn.fileno())
-
-
-_INT = array.array("i").itemsize
-_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-_ANCILLARY = socket.CMSG_SPACE(4 * _INT) + socket.CMSG_SPACE(_UCRED.size)
-
-
-def _recvmsg_fds(conn: socket.socket) -> tuple[list[int], int | None]:
-    _, ancillary, _, _ = conn.recvmsg(4096, _ANCILLARY)
-    fds: list[int] = []
-    sender = None
-    for level, kind, data in ancillary:
-        if level != socket.SOL_SOCKET:
-            continue
-        if kind == socket.SCM_RIGHTS:
-            fds += array.array("i", data[: len(data) - len(data) % _INT])
-        elif kind == socket.SCM_CREDENTIALS and len(data) >= _UCRED.size:
-            sender = _UCRED.unpack_from(data)[0]
-    return fds, sender
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class ConsoleKeeper:
@@ -191,11 +111,7 @@ class ConsoleKeeper:
         return self._conn
 
     def _spawn(self) -> None:
-        self.sock_path.unlink(missing_ok=True)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
-            listener.bind(str(self.sock_path))
-            self.sock_path.chmod(0o600)
-            listener.listen(64)
+        with bind(self.sock_path, socket.SOCK_SEQPACKET, 64) as listener:
             fd = listener.fileno()
             subprocess.Popen(
                 [sys.executable, "-I", "-S", str(KEEPER_SCRIPT), str(fd)],

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,9 @@ from pathlib import Path
 from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
 from virtfleet.drivers.oci import console, layers
 from virtfleet.drivers.oci.bundle import BundleOptions, IdMap, build_config, resources
+from virtfleet.drivers.oci.handover import ConsoleSocket, Master
 from virtfleet.drivers.oci.record import ContainerRecord, load, save
-from virtfleet.drivers.oci.runtime import Command, ExecResult, Runtime, RuntimeChoice
+from virtfleet.drivers.oci.runtime import ExecResult, Runtime, RuntimeChoice
 from virtfleet.errors import (
     ImageError,
     InvalidInputError,
@@ -45,6 +45,7 @@ from virtfleet.util.cgroups import parse_mountinfo
 log = logging.getLogger(__name__)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
 KEEPER_SOCKET = ".console-keeper.sock"  # a dot: never a container's name
+CONSOLE_SOCKET = ".console.sock"  # the runtimes' --console-socket
 EXEC_TIMEOUT_S = 60.0
 _NOT_FOUND = ("executable file not found", "no such file or directory", "not found in $path")
 
@@ -68,10 +69,6 @@ class OciPaths:
     @property
     def console(self) -> Path:
         return self.root / "console.sock"
-
-    @property
-    def runtime_console(self) -> Path:
-        return self.root / "pty.sock"
 
     @property
     def console_log(self) -> Path:
@@ -113,6 +110,7 @@ class OciDriver:
         self._written: dict[str, InstanceSpec] = {}  # the spec each config.json was made of
         self._mounted: dict[str, Path] = {}  # rootfs overlays this driver mounted: their lower
         self.keeper = console.ConsoleKeeper(config.run_root / KEEPER_SOCKET, self._masters)
+        self.consoles = ConsoleSocket(config.run_root / CONSOLE_SOCKET)
 
     def info(self) -> DriverInfo:
         details = {"runtime": self.runtime.name if self.choice.binary else None}
@@ -216,34 +214,17 @@ class OciDriver:
         undo: contextlib.AsyncExitStack,
         run: bool,
     ) -> tuple[console.ConsoleRelay, int]:
-        """``runtime create`` (``run``: ``run --detach``, the init running) with a console
-        socket: (console relay, init pid). ``undo`` gets the console's teardown (and
-        ``start``'s cleanup removes the record saved meanwhile)."""
-        sock = console.listen(paths.runtime_console)
-        try:
-            # Spawned here, not when a task gets to it: what the loop has queued (the
-            # agent's STARTING write and its waiters) runs while the runtime works.
-            command = self.runtime.create(record.name, paths.bundle, paths.runtime_console, run=run)
-            return await self._console_and_pid(record, paths, command, sock, undo)
-        finally:
-            sock.close()
-            paths.runtime_console.unlink(missing_ok=True)
-
-    async def _console_and_pid(
-        self,
-        record: ContainerRecord,
-        paths: OciPaths,
-        command: Command,
-        sock: socket.socket,
-        undo: contextlib.AsyncExitStack,
-    ) -> tuple[console.ConsoleRelay, int]:
-        """The console is set up, and the record saved, the moment the runtime hands the
-        pty master over, while the runtime still works (off the start's critical path);
-        then the init's pid."""
+        """``runtime create`` (``run``: ``run --detach``, the init running): (console relay,
+        init pid). The console is set up, and the record saved, the moment the runtime
+        hands the pty master over, while it still works (off the start's critical path).
+        ``undo`` gets the console's teardown (``start``'s cleanup removes the record)."""
         name = record.name
+        # Spawned here, not when a task gets to it: what the loop has queued (the
+        # agent's STARTING write and its waiters) runs while the runtime works.
+        command = self.runtime.create(name, paths.bundle, self.consoles.listening(), run=run)
         creating = asyncio.create_task(command.output())
-        receiving = asyncio.create_task(console.receive_master(sock))
-        master: console.Master | None = None
+        receiving = asyncio.create_task(self.consoles.receive(command.proc.pid))
+        master: Master | None = None
         try:
             await asyncio.wait({receiving, creating}, return_when=asyncio.FIRST_COMPLETED)
             if not receiving.done():
@@ -455,6 +436,7 @@ class OciDriver:
         """Detach from every container, leaving them running (they outlive the agent)."""
         loop = asyncio.get_running_loop()
         self.keeper.close()  # it keeps the masters: the consoles stay up without us
+        self.consoles.close()
         for c in list(self._live.values()):
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(c.pidfd)
@@ -544,7 +526,7 @@ def _relay(master: int, paths: OciPaths) -> console.ConsoleRelay:
 
 
 async def _abandon(
-    receiving: asyncio.Task[console.Master], creating: asyncio.Task[str], taken: bool
+    receiving: asyncio.Task[Master], creating: asyncio.Task[str], taken: bool
 ) -> None:
     """Stop a failed create: the runtime killed and reaped; a master received but not
     ``taken`` (nothing owns it yet) closed."""
