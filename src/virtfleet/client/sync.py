@@ -1,8 +1,9 @@
 """The synchronous client: one method per API endpoint, over TCP or the daemon's Unix socket.
 
-Owns sending ``Call``s with httpx (with a bearer ``token`` and a pinned
-certificate ``fingerprint`` for remotes) and turning failures into
-``ApiError``. Must not hold rendering or argument parsing (that is the CLI's).
+Owns sending ``Call``s (with httpx, with a bearer ``token`` and a pinned
+certificate ``fingerprint`` for remotes; on the daemon's own socket through
+local.py) and turning failures into ``ApiError``. Must not hold rendering or
+argument parsing (that is the CLI's).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import httpx
 from virtfleet.client import calls
 from virtfleet.client.calls import Action, Call
 from virtfleet.client.errors import ApiError, error_from_response, transport_error
+from virtfleet.client.local import Answer, LocalTransport, TransportFailure
 from virtfleet.client.models import Image, Instance
 from virtfleet.client.tls import pinned_context
 from virtfleet.model.audit import AuditEntry
@@ -92,11 +94,11 @@ class Client:
         self._where = self.uds_path or self.base_url
         self.headers = auth_headers(token)
         self.ssl = pinned_context(fingerprint) if fingerprint else None
-        self._timeout = httpx.Timeout(timeout_s)
-        self._uds: httpx.HTTPTransport | None = None  # the daemon's socket, if ours
+        self._timeout_s = timeout_s
+        self._local: LocalTransport | None = None  # the daemon's socket, if ours
         if http is None:
             transport = httpx.HTTPTransport(uds=self.uds_path) if self.uds_path else None
-            self._uds = transport
+            self._local = LocalTransport(self.uds_path) if self.uds_path else None
             http = httpx.Client(
                 base_url=self.base_url,
                 transport=transport,
@@ -114,47 +116,51 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+        if self._local is not None:
+            self._local.close()
 
     def call(self, call: Call[T]) -> T:
         """Send one ``Call``; its parsed answer, or ``ApiError``."""
-        try:
-            if self._uds is not None and not self._http.cookies:
-                response = self._send_uds(self._uds, call)
-            else:
-                response = self._http.request(
-                    call.method,
-                    call.path,
-                    params=call.params,
-                    json=call.json,
-                    timeout=call.timeout_s if call.timeout_s is not None else self._timeout,
-                    headers=calls.csrf_headers(self._http.cookies, call.method),
-                )
-        except httpx.TransportError as err:
-            raise transport_error(self._where, err) from err
+        if self._local is not None and not self._http.cookies:
+            answer = self._send_local(self._local, call)
+            if answer.status < 400:
+                return call.parse(calls.body_of(call, answer.content, answer.json))
+            response = answer.response()
+        else:
+            response = self._send_http(call)
         if response.is_error:
             raise error_from_response(response)
         return call.parse(calls.body_of(call, response.content, response.json))
 
-    def _send_uds(self, transport: httpx.HTTPTransport, call: Call[Any]) -> httpx.Response:
-        """``call`` straight to the daemon's socket: httpx.Client's layers (URL merging,
-        auth and redirect flows, the cookie jar) cost ~0.4 ms a call, and a session
-        without cookies needs none of them (one that gets a cookie, e.g. a login, has
-        it kept, and its later calls go through the client)."""
-        timeout = self._timeout if call.timeout_s is None else httpx.Timeout(call.timeout_s)
-        request = httpx.Request(
-            call.method,
-            self.base_url + call.path,
-            params=call.params,
-            json=call.json,
-            headers=self.headers,
-            extensions={"timeout": timeout.as_dict()},
-        )
-        response = transport.handle_request(request)
-        response.request = request
-        response.read()  # the whole body; the connection goes back to the pool
-        if "set-cookie" in response.headers:
+    def _send_http(self, call: Call[Any]) -> httpx.Response:
+        try:
+            return self._http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                timeout=call.timeout_s if call.timeout_s is not None else self._timeout_s,
+                headers=calls.csrf_headers(self._http.cookies, call.method),
+            )
+        except httpx.TransportError as err:
+            raise transport_error(self._where, err) from err
+
+    def _send_local(self, local: LocalTransport, call: Call[Any]) -> Answer:
+        """``call`` on the daemon's own socket (local.py) while the session holds no
+        cookie; one that gets a cookie (a login) keeps it, and later calls go through
+        httpx with it."""
+        timeout_s = self._timeout_s if call.timeout_s is None else call.timeout_s
+        try:
+            answer = local.send(
+                call.method, call.path, call.params, call.json, self.headers, timeout_s
+            )
+        except TransportFailure as err:
+            raise transport_error(self._where, err) from err
+        if any(name.lower() == "set-cookie" for name, _ in answer.headers):
+            response = answer.response()
+            response.request = httpx.Request(call.method, self.base_url + call.path)
             self._http.cookies.extract_cookies(response)
-        return response
+        return answer
 
     def websocket(self, path: str) -> WsTarget:
         """The target of a websocket endpoint, e.g. ``/1.0/events``."""
