@@ -44,7 +44,7 @@ class CapacityService:
     async def report(self, exclude: str | None = None, sample: bool = True) -> Capacity:
         """Totals, limits, allocation (without ``exclude``) and, if ``sample`` and a
         ``usage`` callable were given, real usage."""
-        held = [r for r in await self._repo.list() if counts(r) and r.name != exclude]
+        held = [r for r in await self._repo.list(shared=True) if counts(r) and r.name != exclude]
         vcpus = sum(r.spec.vcpus for r in held)
         memory = sum(r.spec.memory_mib for r in held)
         vcpus_limit = int(self._facts.cpus * self.ratios.cpu)
