@@ -3,7 +3,7 @@
 Runs ``virtfleet serve --driver fake`` (SQLite store, a fresh data dir) as a
 subprocess, creates the instances through the API (``start: false``), then
 times sequential requests on one keep-alive connection over the daemon's Unix
-socket with the sync httpx client the CLI uses (p50/p99 and requests/s), the
+socket with a sync httpx client (p50/p99 and requests/s), the
 same GET one with a bare HTTP/1.1 client (what the server itself costs), and GET
 one from several connections at once (throughput). Targets for GET one:
 p50 <= 5 ms, p99 <= 25 ms.

@@ -42,12 +42,16 @@ async def consoles(tmp_path: Path) -> AsyncIterator[ConsoleSocket]:
     assert not sock.path.exists()
 
 
+def _argv(path: Path, what: str = "fd") -> list[str]:
+    return [sys.executable, "-c", SENDER, str(path), what]
+
+
 def _sender(path: Path, what: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-c", SENDER, str(path), what],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
+    return _spawn(_argv(path, what))
+
+
+def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 
 async def _closed(proc: subprocess.Popen[bytes]) -> bool:
@@ -77,6 +81,18 @@ async def test_a_process_nobody_waits_for_is_hung_up_on(consoles: ConsoleSocket)
     assert master.sender == expected.pid
     os.close(master.fd)
     assert await _closed(expected)
+
+
+async def test_a_child_of_the_spawned_process_may_send(consoles: ConsoleSocket) -> None:
+    """As a runtime that forks before it connects: the start that spawned the parent."""
+    wrapper = f"import subprocess, sys; sys.exit(subprocess.call({_argv(consoles.listening())}))"
+    proc = _spawn([sys.executable, "-c", wrapper])
+    master = await consoles.receive(proc.pid)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert master.sender is not None and [str(master.sender)] == children
+    os.close(master.fd)
+    proc.kill()
+    proc.wait()
 
 
 async def test_no_fd_and_no_connection_are_errors(consoles: ConsoleSocket) -> None:

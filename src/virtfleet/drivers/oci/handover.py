@@ -3,7 +3,7 @@
 The runtime creates the pty (``terminal: true``) and sends its master over a Unix
 socket we listen on (OCI runtime spec, runtime.md "console socket"). One socket
 serves every start of a driver: a connection belongs to the start that spawned
-the connecting process (``SO_PEERCRED``: the runtime command), so a start binds
+the connecting process or an ancestor of it (``SO_PEERCRED``), so a start binds
 no socket of its own (~0.4 ms). The kernel also names the process that sent the
 master (``SO_PASSCRED``): with runc that is the container's init. Connections
 nobody waits for are closed. Must not know about runtimes, bundles or instances.
@@ -27,6 +27,7 @@ from virtfleet.errors import ProcessError
 _INT = array.array("i").itemsize
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _ANCILLARY = socket.CMSG_SPACE(4 * _INT) + socket.CMSG_SPACE(_UCRED.size)
+MAX_GENERATIONS = 4  # how far up from the connecting process a spawned runtime is looked for
 
 
 def bind(path: Path, kind: socket.SocketKind, backlog: int) -> socket.socket:
@@ -104,12 +105,23 @@ class ConsoleSocket:
         except OSError:  # gone before we got to it (or a spurious wake-up)
             return
         peer = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
-        connected = self._waiting.get(peer[0])
+        connected = self._waiter_for(peer[0])
         if connected is None or connected.done():
             conn.close()  # nobody (any more) waits for this process's console
             return
         conn.setblocking(False)
         connected.set_result(conn)
+
+    def _waiter_for(self, pid: int) -> asyncio.Future[socket.socket] | None:
+        """The start waiting for ``pid`` or for one of its ancestors: a runtime may
+        connect from a child of the process we spawned (runc connects itself)."""
+        for _ in range(MAX_GENERATIONS):
+            if (connected := self._waiting.get(pid)) is not None:
+                return connected
+            pid = _parent(pid)
+            if pid <= 1:
+                break
+        return None
 
     def close(self) -> None:
         if self._sock is None:
@@ -150,6 +162,15 @@ def _recvmsg_fds(conn: socket.socket) -> tuple[list[int], int | None]:
         elif kind == socket.SCM_CREDENTIALS and len(data) >= _UCRED.size:
             sender = _UCRED.unpack_from(data)[0]
     return fds, sender
+
+
+def _parent(pid: int) -> int:
+    """``pid``'s parent (0 if it is gone): field 4 of /proc/PID/stat, after the name."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return 0
+    return int(stat.rsplit(b")", 1)[1].split()[1])
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
