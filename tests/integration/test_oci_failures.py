@@ -177,3 +177,19 @@ def _ns_pids(pid: int) -> list[str]:
         if line.startswith("NSpid:"):
             return line.split()[1:]
     return []
+
+
+@pytest.mark.integration
+async def test_close_leaves_no_empty_cgroup_parent(driver: OciDriver) -> None:
+    """runc makes the parent in every hierarchy and never removes it: closing does,
+    where no container is left; a running container keeps its parent."""
+    spec = InstanceSpec(name="cg", kind="container", image="tiny")
+    ctx = LaunchContext(Accel.AUTO, "container", {})
+    await driver.start(spec, ctx)
+    parent = driver.cfg.cgroup_parent
+    await driver.close()
+    assert [m for m in cgroup_mounts() if (m / parent / "cg").is_dir()] != []  # still runs
+    await driver.delete("cg")
+    assert [m for m in cgroup_mounts() if (m / parent).exists()] != []  # runc left them
+    await driver.close()
+    assert [m for m in cgroup_mounts() if (m / parent).exists()] == []

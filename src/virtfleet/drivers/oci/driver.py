@@ -310,7 +310,7 @@ class OciDriver:
                 (mount / self.cfg.cgroup_parent / name).rmdir()
 
     def remove_cgroup_parent(self) -> None:
-        """rmdir the (empty) parent cgroups; for tests and teardown of a whole data dir."""
+        """rmdir the parent cgroups that are empty (on close: runc leaves them)."""
         for mount in cgroup_mounts():
             with contextlib.suppress(OSError):
                 (mount / self.cfg.cgroup_parent).rmdir()
@@ -444,6 +444,7 @@ class OciDriver:
             if c.relay is not None:
                 await c.relay.close()
         self._live.clear()
+        self.remove_cgroup_parent()  # where no container is left (rmdir fails on the others)
 
     # -- exec and live limits ----------------------------------------------------------
 
