@@ -237,7 +237,7 @@ class OciDriver:
             await relay.start()
             save(record, paths.record)
             await creating
-            return relay, await self.runtime.init_pid(name, paths.bundle, master.sender)
+            return relay, await self.runtime.init_pid(name, command, master.sender)
         except BaseException:
             await _abandon(receiving, creating, taken=master is not None)
             command.abandon()  # killed and reaped even if its task never ran

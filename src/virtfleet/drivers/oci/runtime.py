@@ -85,6 +85,7 @@ class Command:
     what: str  # e.g. "runc run": the prefix of its errors
     proc: subprocess.Popen[bytes]
     out: IO[bytes]
+    pid_file: Path | None = None  # where a create was asked to write the init's pid
 
     async def output(self, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
         """Wait for the exit (killed on timeout or cancellation); the output, or
@@ -161,21 +162,26 @@ class Runtime:
         with O_SYNC, a journal commit (~1.5 ms of a start here) for a pid we get anyway."""
         command = ["run", "--detach"] if run else ["create"]
         args = [*command, "--bundle", str(bundle)]
+        pid_file = None
         if console_socket is None or not self.console_from_init:
-            args += ["--pid-file", str(bundle / PID_FILE)]
+            pid_file = bundle / PID_FILE
+            args += ["--pid-file", str(pid_file)]
         if console_socket is not None:
             args += ["--console-socket", str(console_socket)]
-        return self._spawn(*args, cid)
+        spawned = self._spawn(*args, cid)
+        spawned.pid_file = pid_file
+        return spawned
 
-    async def init_pid(self, cid: str, bundle: Path, console_sender: int | None) -> int:
-        """The init's host pid once ``create`` ended: the console's sender if that is a
-        pid namespace's init (checked, not assumed), else the pid file, else the state."""
+    async def init_pid(self, cid: str, created: Command, console_sender: int | None) -> int:
+        """The init's host pid once ``created`` ended: the console's sender if that is a
+        pid namespace's init (checked, not assumed), else the pid file it was asked to
+        write (never one an earlier start left), else the runtime's state."""
         if console_sender is not None and self.console_from_init:
             if is_namespace_init(console_sender):
                 return console_sender
-        else:
+        elif created.pid_file is not None:
             with contextlib.suppress(OSError, ValueError):
-                return int((bundle / PID_FILE).read_text().strip())
+                return int(created.pid_file.read_text().strip())
         state = await self.state(cid)
         pid = state.get("pid") if state else None
         if not isinstance(pid, int) or pid <= 0:
