@@ -23,7 +23,8 @@ class CreateInstance(InstanceSpec):
     start: bool = False
 
     def spec(self) -> InstanceSpec:
-        return InstanceSpec.model_validate(self.model_dump(exclude={"start"}))
+        # Only what the request set: the rest comes from model.defaults.complete.
+        return InstanceSpec.model_validate(self.model_dump(exclude={"start"}, exclude_unset=True))
 
 
 class StateChange(Strict):

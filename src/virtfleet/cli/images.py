@@ -68,12 +68,15 @@ def import_ova(
         str | None, typer.Option("--name", help="VM name (default: from the OVF).")
     ] = None,
     start: Annotated[bool, typer.Option("--start", help="Start the VM once imported.")] = False,
+    keep_macs: Annotated[
+        bool, typer.Option("--keep-macs", help="Keep the OVF's MACs (default: new ones).")
+    ] = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Import an OVA/OVF package (VMware, VirtualBox...) as images plus a ready VM."""
     client = get_client()
-    op = client.call(imaging.import_ova(str(Path(path).absolute()), name, start))
+    op = client.call(imaging.import_ova(str(Path(path).absolute()), name, start, keep_macs))
     done = output.run_operation(client, op, f"importing {path}", as_json=json_out, no_wait=no_wait)
     if done is not None:
         note = done.result.get("note") or ""

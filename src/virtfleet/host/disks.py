@@ -56,7 +56,7 @@ class DiskManager:
             path.unlink(missing_ok=True)
             return None
         self.dir(spec.name).mkdir(parents=True, exist_ok=True, mode=0o750)
-        return await asyncio.to_thread(write_seed, path, spec.name, spec.cloud_init)
+        return await asyncio.to_thread(write_seed, path, spec.name, spec.cloud_init, spec.uuid)
 
     def discard(self, created: list[Path]) -> None:
         """Remove disk files made by a failed start, and their directory if now empty."""

@@ -15,6 +15,7 @@ from typing import Any
 from virtfleet.errors import AlreadyExistsError, InvalidStateError, VirtfleetError
 from virtfleet.host.backups import BackupManager, RepositoryAccess
 from virtfleet.model.backup import BackupInfo, PruneResult, VerifyResult
+from virtfleet.model.defaults import fresh_copy
 from virtfleet.model.event import Event
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.model.names import validate_name
@@ -141,14 +142,19 @@ class BackupService:
             replace = target is None and await self._repo.find(vm) is not None
             await self.manager.restore_disks(manifest, vm, replace=replace)
             if not replace:
-                await self._create(manifest, vm, start, ctx)
+                await self._create(manifest, vm, start, ctx, keep_identity=target is None)
             await self._emit("backup.restored", vm, f"restored from backup {backup_id}")
             return {"id": backup_id, "instance": vm, "replaced": replace}
 
         return await self._runner.submit("backup.restore", f"restore/{vm}", run)
 
-    async def _create(self, m: BackupManifest, vm: str, start: bool, ctx: OpContext) -> None:
-        spec = InstanceSpec.model_validate({**m.spec, "name": vm})
+    async def _create(
+        self, m: BackupManifest, vm: str, start: bool, ctx: OpContext, keep_identity: bool
+    ) -> None:
+        # The original brought back keeps its MACs and UUID; a new VM (--to) gets its own,
+        # so it can run beside the original.
+        spec = InstanceSpec.model_validate(m.spec)
+        spec = spec if keep_identity else fresh_copy(spec, vm)
         try:
             op = await self._instances.create(spec, start=start)
         except BaseException:

@@ -26,6 +26,7 @@ from virtfleet.errors import (
     TimeoutError_,
     VirtfleetError,
 )
+from virtfleet.model.defaults import complete
 from virtfleet.model.event import Event
 from virtfleet.model.host import HostFacts
 from virtfleet.model.instance import (
@@ -169,7 +170,7 @@ class InstanceService:
         Raises before writing anything: ``NotFoundError`` (image), ``CapacityError``,
         ``AlreadyExistsError``. With ``start`` the operation waits for the agent to run it.
         """
-        spec = spec.normalized()
+        spec = complete(spec).normalized()  # unset fields: the one place defaults come from
         await self._validate_new(spec)
         if self.networks is not None:
             spec = await self.networks.prepare_nics(spec)  # networks exist; unique MACs

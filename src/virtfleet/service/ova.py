@@ -55,7 +55,7 @@ class OvaService:
         self._disks = DiskManager(disks_root, images.file_for)
 
     async def import_ova(
-        self, path: str, name: str | None = None, start: bool = False
+        self, path: str, name: str | None = None, start: bool = False, keep_macs: bool = False
     ) -> Operation:
         """Import the OVA at host ``path`` as images ``NAME-diskN`` and a VM ``NAME``.
 
@@ -71,7 +71,7 @@ class OvaService:
         disk_images = [f"{name}-disk{i}" for i in range(len(system.disks))]
         for image in disk_images:
             await self._images.check_new(image)
-        spec = _spec(name, system, disk_images)
+        spec = _spec(name, system, disk_images, keep_macs)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             made: list[str] = []
@@ -178,18 +178,24 @@ async def _write_ova(
         memory_mib=spec.memory_mib,
         disks=[ova.OvfDisk(f"disk{i}", size) for i, size in enumerate(sizes)],
         nics=[nic] * len(spec.nics),
+        macs=[n.mac for n in spec.nics],
     )
     await asyncio.to_thread(ova.write_package, dest, system, vmdks)
 
 
-def _spec(name: str, system: ova.OvfSystem, images: list[str]) -> InstanceSpec:
+def _spec(
+    name: str, system: ova.OvfSystem, images: list[str], keep_macs: bool = False
+) -> InstanceSpec:
     virtio = bool(system.nics) and all("virtio" in n.lower() for n in system.nics)
+    # A new machine gets new MACs (prepare_nics); the OVF's only when asked (a move, not a copy).
+    macs = system.macs if keep_macs else []
+    macs = macs + [None] * (len(system.nics) - len(macs))
     return InstanceSpec(
         name=name,
         vcpus=system.vcpus,
         memory_mib=max(system.memory_mib, 64),
         disks=[DiskSpec(name=f"disk{i}", image=img, boot=i == 0) for i, img in enumerate(images)],
-        nics=[NicSpec() for _ in system.nics],
+        nics=[NicSpec(mac=mac) for mac in macs],
         # Legacy guests from other hypervisors get IDE + e1000 unless the OVF says virtio.
         device_model=DeviceModel.VIRTIO if virtio else DeviceModel.EMULATED,
     )

@@ -28,6 +28,7 @@ NS = {
 MAX_OVF_BYTES = 1 << 20
 RT_CPU, RT_MEMORY, RT_NIC = "3", "4", "10"
 _UNITS = re.compile(r"^byte\s*\*\s*2\^(\d+)$")
+_MAC = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 
 
 @dataclass
@@ -45,6 +46,7 @@ class OvfSystem:
     memory_mib: int = 256
     disks: list[OvfDisk] = field(default_factory=list)
     nics: list[str] = field(default_factory=list)  # NIC models (ResourceSubType), e.g. E1000
+    macs: list[str | None] = field(default_factory=list)  # each NIC's MAC (rasd:Address)
     firmware: str = "bios"
 
 
@@ -182,9 +184,17 @@ def _hardware(vs: ET.Element, system: OvfSystem) -> None:
             system.memory_mib = max(1, (int(quantity) << shift) >> 20)
         elif kind == RT_NIC:
             system.nics.append(item.findtext("rasd:ResourceSubType", default="", namespaces=NS))
+            system.macs.append(_mac(item.findtext("rasd:Address", default="", namespaces=NS)))
     for config in vs.iter(_q("vmw", "Config")):
         if config.get(_q("vmw", "key")) == "firmware":
             system.firmware = config.get(_q("vmw", "value"), "bios") or "bios"
+
+
+def _mac(text: str) -> str | None:
+    """A unicast MAC in QEMU's form, or None for anything else (an untrusted field)."""
+    mac = text.strip().lower().replace("-", ":")
+    ok = _MAC.fullmatch(mac) is not None and not int(mac[:2], 16) & 1
+    return mac if ok else None
 
 
 def write_package(dest: Path, system: OvfSystem, disk_files: list[Path]) -> None:
@@ -250,7 +260,11 @@ def _envelope(system: OvfSystem, names: list[str], disks: list[Path]) -> str:
         (RT_CPU, str(system.vcpus), {}),
         (RT_MEMORY, str(system.memory_mib), {"AllocationUnits": "byte * 2^20"}),
     ]
-    items += [(RT_NIC, "", {"ResourceSubType": model}) for model in system.nics]
+    macs = system.macs + [None] * (len(system.nics) - len(system.macs))
+    items += [
+        (RT_NIC, "", {"ResourceSubType": model, **({"Address": mac} if mac else {})})
+        for model, mac in zip(system.nics, macs, strict=True)
+    ]
     items += [("17", "", {"HostResource": f"ovf:/disk/vmdisk{i}"}) for i in range(len(disks))]
     for n, (kind, quantity, extra) in enumerate(items, start=1):
         item = ET.SubElement(hw, _q("ovf", "Item"))

@@ -28,7 +28,7 @@ def _ova(services: Services) -> OvaService:
 @router.post("/ova/import", status_code=202)
 async def import_ova(body: ImportOva, services: ServicesDep) -> Operation:
     """Import an OVA (OVF + disks) as images plus a ready VM definition."""
-    return await _ova(services).import_ova(body.path, body.name, body.start)
+    return await _ova(services).import_ova(body.path, body.name, body.start, body.keep_macs)
 
 
 @router.post("/instances/{name}/export-ova", status_code=202)

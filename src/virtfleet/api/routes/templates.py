@@ -15,7 +15,7 @@ from virtfleet.api.imaging import CloneTemplate, CreateTemplate
 from virtfleet.errors import HostError
 from virtfleet.model.operation import Operation
 from virtfleet.service import Services, TemplateService
-from virtfleet.service.images import ImageRecord
+from virtfleet.service.templates import TemplateView
 
 router = APIRouter(prefix="/1.0/templates", tags=["templates"], dependencies=[ANY_USER])
 
@@ -27,7 +27,7 @@ def _templates(services: Services) -> TemplateService:
 
 
 @router.get("")
-async def list_templates(services: ServicesDep) -> list[ImageRecord]:
+async def list_templates(services: ServicesDep) -> list[TemplateView]:
     return await _templates(services).list()
 
 
@@ -37,7 +37,7 @@ async def create_template(body: CreateTemplate, services: ServicesDep) -> Operat
 
 
 @router.get("/{name}")
-async def get_template(name: ImageName, services: ServicesDep) -> ImageRecord:
+async def get_template(name: ImageName, services: ServicesDep) -> TemplateView:
     return await _templates(services).get(name)
 
 
