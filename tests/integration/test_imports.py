@@ -83,8 +83,8 @@ def _bad_files(tmp: Path, source: Path) -> dict[str, tuple[Path, str]]:
         "truncated": (truncated, "image_error"),
         "corrupt": (corrupt, "image_error"),
         "unsupported": (qed, "invalid_input"),
-        "outside": (outside, "image_error"),
-        "loop": (loop1, "image_error"),
+        "outside": (outside, "unsafe_image"),
+        "loop": (loop1, "unsafe_image"),
         "missing": (tmp / "nothing-here.raw", "not_found"),
     }
 
