@@ -48,7 +48,8 @@ class Jail:
 
     def argv(self, args: Sequence[str], cpu_s: int | None = None) -> list[str]:
         """``qemu-img ARGS`` wrapped in setpriv (user) and prlimit (limits)."""
-        limits = ["prlimit", f"--as={self.memory_bytes}", f"--cpu={cpu_s or self.cpu_s}"]
+        cpu = cpu_s or self.cpu_s  # soft limit: SIGXCPU (reported as such); hard: SIGKILL
+        limits = ["prlimit", f"--as={self.memory_bytes}", f"--cpu={cpu}:{cpu + 5}"]
         argv = [*limits, "--core=0", "--", QEMU_IMG, *args]
         if self.user is None or os.geteuid() != 0:
             return argv
