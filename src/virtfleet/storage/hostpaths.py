@@ -93,6 +93,9 @@ class HostPaths:
             os.stat(name, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
             return Target(parent, name, shown)
+        except OSError as err:
+            os.close(parent)
+            raise _path_error(err, shown) from err
         os.close(parent)
         raise AlreadyExistsError(f"{shown} already exists; exports never overwrite")
 
