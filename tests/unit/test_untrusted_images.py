@@ -252,3 +252,29 @@ def test_clean_work_removes_leftovers_and_stops_their_writers(tmp_path: Path) ->
     assert sorted(removed) == sorted([left.name, subdir.name, ".old.qcow2.importing"])
     assert list(paths.work_dir.iterdir()) == []
     assert [p.name for p in legacy.iterdir()] == ["kept.qcow2"]
+
+
+def test_import_and_export_dirs_come_from_settings_or_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defaults under the data directory; VIRTFLEET_IMPORT_DIR/EXPORT_DIR or the serve
+    flags move them; the daemon creates them and a private (0700) work directory."""
+    from virtfleet.app.bootstrap import _host_paths
+    from virtfleet.app.settings import Settings
+
+    plain = Settings(data_dir=tmp_path / "data")
+    assert (plain.import_path, plain.export_path) == (
+        tmp_path / "data/import",
+        tmp_path / "data/export",
+    )
+    monkeypatch.setenv("VIRTFLEET_IMPORT_DIR", str(tmp_path / "in"))
+    monkeypatch.setenv("VIRTFLEET_EXPORT_DIR", str(tmp_path / "out"))
+    moved = Settings(data_dir=tmp_path / "data")
+    assert (moved.import_path, moved.export_path) == (tmp_path / "in", tmp_path / "out")
+    moved.export_dir = tmp_path / "flag"  # what `serve --export-dir` sets
+    paths = _host_paths(moved)
+    assert (paths.import_dir, paths.export_dir) == (tmp_path / "in", tmp_path / "flag")
+    assert paths.import_dir.is_dir() and paths.export_dir.is_dir()
+    assert paths.work_dir.stat().st_mode & 0o777 == 0o700
+    if os.geteuid() == 0:
+        assert paths.jail.user in ("virtfleet-img", "virtfleet-qemu")
