@@ -171,3 +171,15 @@ async def test_images_naming_host_files_are_refused(
     for file in (p for p in data_dir.rglob("*") if p.is_file()):
         assert SECRET not in file.read_bytes(), file
     assert (await api.get("/1.0/images")).json() == []
+
+
+async def test_a_fifo_or_device_is_refused_without_hanging(
+    admin: httpx.AsyncClient, api: httpx.AsyncClient, dirs: tuple[Path, Path]
+) -> None:
+    """A FIFO planted in the import directory (opening it would block) and a device named
+    by the local root are refused as not regular files (400)."""
+    os.mkfifo(dirs[0] / "pipe.raw")
+    r = await admin.post("/1.0/images/import", json={"name": "f", "path": "pipe.raw"})
+    assert r.status_code == 400 and "not a regular file" in r.json()["error"]["message"], r.text
+    r = await api.post("/1.0/images/import", json={"name": "d", "path": "/dev/zero"})
+    assert r.status_code == 400 and "not a regular file" in r.json()["error"]["message"], r.text

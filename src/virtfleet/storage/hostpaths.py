@@ -76,7 +76,9 @@ class HostPaths:
         through a symbolic link; ``NotFoundError`` if missing."""
         parent, name, shown = self._parent(path, self.import_dir, "import", trusted)
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            # O_NONBLOCK: a FIFO planted there must not hang the daemon (refused below)
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            fd = os.open(name, flags, dir_fd=parent)
         except OSError as err:
             raise _path_error(err, shown) from err
         finally:
@@ -111,7 +113,10 @@ class HostPaths:
             except OSError as err:
                 raise _path_error(err, str(full.parent)) from err
         shown = str(root.joinpath(*parts))
-        fd = os.open(root, _DIR_FLAGS)
+        try:
+            fd = os.open(root, _DIR_FLAGS)
+        except OSError as err:
+            raise _path_error(err, str(root)) from err
         try:
             for part in parts[:-1]:
                 below = _descend(fd, part, shown)
