@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from virtfleet.errors import AlreadyExistsError, ImageError, UnsafeImageError
-from virtfleet.storage import imagemeta, qemuimg
+from virtfleet.storage import imagemeta, imports, qemuimg
 from virtfleet.storage.hostpaths import HostPaths, copy_sparse
 from virtfleet.storage.qemuimg import Jail, fd_path
 
@@ -278,3 +278,28 @@ def test_import_and_export_dirs_come_from_settings_or_environment(
     assert paths.work_dir.stat().st_mode & 0o777 == 0o700
     if os.geteuid() == 0:
         assert paths.jail.user in ("virtfleet-img", "virtfleet-qemu")
+
+
+def test_sources_others_could_change_or_the_jail_cannot_read_are_copied(tmp_path: Path) -> None:
+    """A root-owned 0644 file is used as it is; a root-only file, a group-writable one
+    and one owned by another user are first copied privately (same bytes, jail-readable)."""
+    paths = HostPaths(tmp_path / "i", tmp_path / "e", tmp_path / "w", Jail(user=_jail_user()))
+    paths.prepare()
+    cases = {"plain": (0o644, None), "root-only": (0o600, None), "group-writable": (0o664, None),
+             "users": (0o644, 65534)}  # fmt: skip
+    for name, (mode, owner) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(name.encode() * 1000)
+        path.chmod(mode)
+        if owner is not None:
+            os.chown(path, owner, -1)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            got, copy = imports.readable(fd, paths)
+            assert (copy is None) == (name == "plain"), name
+            if copy is not None:
+                assert copy.read_bytes() == path.read_bytes() and paths.jail.can_read(got)
+                os.close(got)
+                copy.unlink()
+        finally:
+            os.close(fd)

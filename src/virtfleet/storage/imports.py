@@ -56,9 +56,12 @@ async def probe(fd: int, name: str, jail: qemuimg.Jail, fmt: str | None = None) 
 
 
 def readable(fd: int, paths: HostPaths) -> tuple[int, Path | None]:
-    """``fd`` if the jailed user can reopen it, else a private sparse copy it can (and the
-    copy's path, for the caller to remove)."""
-    if paths.jail.can_read(fd):
+    """``fd`` if the jailed user can reopen it and only the daemon's user can change it,
+    else a private sparse copy (and its path, for the caller to remove): what was checked
+    is then what gets converted, even if the owner rewrites the file meanwhile."""
+    st = os.fstat(fd)
+    fixed = st.st_uid == os.geteuid() and not st.st_mode & 0o022
+    if fixed and paths.jail.can_read(fd):
         return fd, None
     copy, path = paths.work_file(".source")
     try:
