@@ -9,9 +9,11 @@ import os
 import signal
 import struct
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from virtfleet.errors import AlreadyExistsError, ImageError, UnsafeImageError
@@ -183,6 +185,13 @@ def test_the_jail_limits_cpu_time(tmp_path: Path) -> None:
     assert "CPU time limit" in qemuimg._killed(proc.returncode)
 
 
+def _wait_until(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
 def _paths(tmp: Path) -> HostPaths:
     paths = HostPaths(tmp / "import", tmp / "export", tmp / "work")
     paths.prepare()
@@ -247,9 +256,15 @@ def test_clean_work_removes_leftovers_and_stops_their_writers(tmp_path: Path) ->
     )  # fmt: skip
     os.close(held)
     assert writer.stdout is not None and writer.stdout.readline() == b"started\n"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    fd, export = paths.work_file(".exporting")  # an export's qemu-img runs as the daemon
+    exporter = subprocess.Popen(["qemu-img", "info", str(fifo)], pass_fds=[fd])  # blocks
+    os.close(fd)
+    _wait_until(lambda: psutil.Process(exporter.pid).name() == "qemu-img")
     removed = paths.clean_work(legacy)
-    assert writer.wait(10) < 0  # killed
-    assert sorted(removed) == sorted([left.name, subdir.name, ".old.qcow2.importing"])
+    assert writer.wait(10) < 0 and exporter.wait(10) < 0  # both killed
+    assert sorted(removed) == sorted([left.name, export.name, subdir.name, ".old.qcow2.importing"])
     assert list(paths.work_dir.iterdir()) == []
     assert [p.name for p in legacy.iterdir()] == ["kept.qcow2"]
 

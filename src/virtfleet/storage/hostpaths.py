@@ -245,17 +245,15 @@ def _copy_into(tmp: Path, target: Target) -> None:
 
 
 def _kill_holders(work_dir: Path, uid: int | None) -> None:
-    """Kill processes of ``uid`` (jailed qemu-img) that a killed daemon left writing here."""
-    if uid is None:
-        return
+    """Kill qemu-img processes (jailed, or exports run as the daemon) that a killed daemon
+    left writing files here: they would go on filling deleted files."""
     prefix = f"{work_dir}/"
-    for proc in psutil.process_iter(["uids"]):
+    for proc in psutil.process_iter(["name", "uids"]):
         with contextlib.suppress(psutil.Error):
             uids = proc.info["uids"]
-            if (
-                uids
-                and uids.real == uid
-                and any(f.path.startswith(prefix) for f in proc.open_files())
+            jailed = uid is not None and uids is not None and uids.real == uid
+            if (jailed or proc.info["name"] == "qemu-img") and any(
+                f.path.startswith(prefix) for f in proc.open_files()
             ):
                 proc.kill()
 
