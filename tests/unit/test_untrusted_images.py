@@ -6,9 +6,11 @@ what a killed import left."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import struct
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -318,3 +320,36 @@ def test_sources_others_could_change_or_the_jail_cannot_read_are_copied(tmp_path
                 copy.unlink()
         finally:
             os.close(fd)
+
+
+def test_publish_across_file_systems_copies_into_an_exclusive_new_file(tmp_path: Path) -> None:
+    """With the export directory on another file system (link() gives EXDEV), the export
+    is copied into a file created O_EXCL|O_NOFOLLOW: same bytes, a planted link refused."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another file system than the test's tmp directory")
+    export = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        paths = HostPaths(tmp_path / "import", export, tmp_path / "work")
+        paths.prepare()
+        data = os.urandom(1 << 16)
+        for name in ("out.raw", "planted.raw"):
+            target = paths.target(name, trusted=False)
+            if name == "planted.raw":
+                (export / name).symlink_to(tmp_path / "victim")
+            fd, tmp = paths.work_file(".exporting")
+            os.write(fd, data)
+            os.close(fd)
+            try:
+                if name == "planted.raw":
+                    with pytest.raises(AlreadyExistsError):
+                        paths.publish(tmp, target)
+                else:
+                    paths.publish(tmp, target)
+            finally:
+                target.close()
+            assert not tmp.exists()
+        assert (export / "out.raw").read_bytes() == data
+        assert not (tmp_path / "victim").exists() and (export / "planted.raw").is_symlink()
+    finally:
+        shutil.rmtree(export)

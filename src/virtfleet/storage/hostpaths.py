@@ -219,17 +219,34 @@ def copy_sparse(src: int, dst: int) -> None:
                 raise
             break
         end = os.lseek(src, data, os.SEEK_HOLE)
-        while data < end:
-            done = os.copy_file_range(src, dst, end - data, data, data)
-            if done == 0:
-                break
-            data += done
+        _copy_range(src, dst, data, end)
         offset = end
     os.ftruncate(dst, size)
 
 
+def _copy_range(src: int, dst: int, start: int, end: int) -> None:
+    """Bytes ``start..end`` at the same offsets; in the kernel where it can (same file system)."""
+    while start < end:
+        try:
+            done = os.copy_file_range(src, dst, end - start, start, start)
+        except OSError as err:
+            if err.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            done = os.pwrite(dst, os.pread(src, min(end - start, 1 << 20), start), start)
+        if done == 0:
+            return
+        start += done
+
+
 def _copy_into(tmp: Path, target: Target) -> None:
-    out = os.open(target.name, _NEW_FILE & ~os.O_RDWR | os.O_WRONLY, 0o644, dir_fd=target.dir_fd)
+    try:
+        out = os.open(
+            target.name, _NEW_FILE & ~os.O_RDWR | os.O_WRONLY, 0o644, dir_fd=target.dir_fd
+        )
+    except FileExistsError as err:  # also a symbolic link planted there: O_EXCL never follows
+        raise AlreadyExistsError(f"{target.shown} already exists; exports never overwrite") from (
+            err
+        )
     try:
         src = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
         try:
