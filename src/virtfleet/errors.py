@@ -10,7 +10,8 @@ calls them (``raise ... from err``); nothing else here does I/O.
     │   └── InvalidNameError (invalid_name, 400)
     ├── AuthError (unauthenticated, 401)
     ├── ForbiddenError (forbidden, 403)
-    │   └── CsrfError (csrf_failed, 403)
+    │   ├── CsrfError (csrf_failed, 403)
+    │   └── PathNotAllowedError (path_not_allowed, 403)
     ├── NotFoundError (not_found, 404)
     ├── ConflictError (conflict, 409)
     │   ├── AlreadyExistsError (already_exists, 409)
@@ -26,6 +27,7 @@ calls them (``raise ... from err``); nothing else here does I/O.
     ├── TimeoutError_ (timeout, 504)
     ├── CancelledError_ (cancelled, 499)
     ├── ImageError (image_error, 422)
+    │   └── UnsafeImageError (unsafe_image, 422)
     ├── BackupDamagedError (backup_damaged, 422)
     ├── RepositoryFullError (repository_full, 507)
     ├── HostError (host_unsupported, 503)
@@ -79,6 +81,12 @@ class CsrfError(ForbiddenError):
     """A cookie-authenticated change came without the matching ``X-CSRF-Token`` header."""
 
     code = "csrf_failed"
+
+
+class PathNotAllowedError(ForbiddenError):
+    """A host path outside the directories imports and exports are confined to."""
+
+    code = "path_not_allowed"
 
 
 class NotFoundError(VirtfleetError):
@@ -168,6 +176,12 @@ class CancelledError_(VirtfleetError):
 class ImageError(VirtfleetError):
     code = "image_error"
     status = 422
+
+
+class UnsafeImageError(ImageError):
+    """An untrusted image whose metadata names another file (backing, data file, extent)."""
+
+    code = "unsafe_image"
 
 
 class BackupDamagedError(VirtfleetError):

@@ -22,12 +22,20 @@ from virtfleet.model.instance import (
 from virtfleet.model.names import NameStr, validate_name
 from virtfleet.model.template import MAX_BULK, CloneMode, TemplateDefaults
 
-HostPath = Annotated[str, Field(min_length=1, max_length=4096)]
+HostPath = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=4096,
+        description="A file in the daemon's import (or export) directory, relative to it or "
+        "absolute; only the local root over the Unix socket may name any host path.",
+    ),
+]
 
 
 class ImportImage(Strict):
     name: NameStr
-    path: HostPath  # an absolute path on the daemon's host
+    path: HostPath
     format: str | None = None  # raw, qcow2, vmdk, vhdx, vpc (vhd), vdi; None = detect
     force: bool = False
 

@@ -85,7 +85,9 @@ from virtfleet.state.repos import EventLog
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.state.store import StateStore
 from virtfleet.storage.backup import Repository
+from virtfleet.storage.hostpaths import HostPaths
 from virtfleet.storage.images import ImageStore
+from virtfleet.storage.qemuimg import Jail
 from virtfleet.util.cgroups import CgroupManager
 from virtfleet.util.limits import raise_open_files_limit
 
@@ -105,6 +107,9 @@ class Platform:
 
     async def start(self) -> None:
         await ensure_admin(self.services.auth, self.settings.data_dir)
+        # Before recovering operations: an import/export killed mid-way left work files.
+        paths = self.services.images.paths
+        await asyncio.to_thread(paths.clean_work, self.settings.images_dir)
         await self.services.operations.recover()
         await self.agent.start()
         if self.services.alerts is not None:
@@ -207,6 +212,26 @@ def _user_exists(name: str) -> bool:
     return True
 
 
+def _host_paths(settings: Settings) -> HostPaths:
+    """Import/export confinement and the jail untrusted images are read in: its own user
+    (``virtfleet-img``), else QEMU's, else (not root) the daemon's."""
+    import pwd
+
+    user = None
+    for name in (settings.image_user, settings.runas):
+        with contextlib.suppress(KeyError):
+            if name and os.geteuid() == 0 and pwd.getpwnam(name):
+                user = name
+                break
+    if user is None and os.geteuid() == 0:
+        log.warning("no user %s: qemu-img reads untrusted images as root", settings.image_user)
+    paths = HostPaths(
+        settings.import_path, settings.export_path, settings.work_dir, Jail(user=user)
+    )
+    paths.prepare()
+    return paths
+
+
 def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platform:
     """Wire every component for ``settings`` (nothing is started yet)."""
     for path in (settings.data_dir, settings.images_dir, settings.disks_dir, settings.run_dir):
@@ -217,6 +242,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     )
     events = EventLog(store)
     images = ImageStore(settings.images_dir, store, settings.cache_dir)
+    host_paths = _host_paths(settings)
     cgroups = CgroupManager(f"virtfleet-{settings.instance_id}") if os.geteuid() == 0 else None
     driver = _driver(settings, facts, images)
     networks = _networks(settings)
@@ -252,7 +278,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     )
     services = Services(
         instances=instances,
-        images=ImageService(images, store, runner, events),
+        images=ImageService(images, store, runner, events, host_paths),
         operations=runner,
         host=HostService(facts, _with_container_checks(driver)),
         events=EventService(events),
@@ -269,7 +295,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         capacity=capacity,
         templates=TemplateService(images, store, instances, runner, events, settings.disks_dir),
         guests=GuestService(store, guest_agents),
-        ova=OvaService(images, store, instances, runner, settings.disks_dir),
+        ova=OvaService(images, store, instances, runner, settings.disks_dir, host_paths),
         snapshots=SnapshotService(store, runner, events, snapshots),
         backups=backups,
         schedules=ScheduleService(store, backups),

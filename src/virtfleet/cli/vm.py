@@ -15,6 +15,7 @@ import typer
 
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
+from virtfleet.cli.images import host_path
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.cli.vmset import (
     MaxMemoryOpt,
@@ -173,7 +174,13 @@ def _clone(
 @command(app, "export")
 def export(
     name: NameArg,
-    path: Annotated[str, typer.Argument(help="New file on the daemon's host.", show_default=False)],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="New file: any path locally; for a remote, in its export directory.",
+            show_default=False,
+        ),
+    ],
     disk: Annotated[str | None, typer.Option("--disk", help="Export this disk only.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="With --disk: qcow2, raw, vmdk.")] = "qcow2",
     no_wait: NoWaitOpt = False,
@@ -181,7 +188,7 @@ def export(
 ) -> None:
     """Export a stopped VM as an OVA package, or with --disk one disk as qcow2/raw/vmdk."""
     client = get_client()
-    target = str(Path(path).absolute())
+    target = host_path(path)
     call = (
         imaging.export_disk(name, disk, target, fmt) if disk else imaging.export_ova(name, target)
     )

@@ -10,12 +10,14 @@ images or instances: ``service.ova`` does, from the ``OvfSystem`` returned here.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import tarfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from virtfleet.errors import ImageError, InvalidInputError
 
@@ -65,13 +67,17 @@ def check_member(member: tarfile.TarInfo) -> str:
     return name
 
 
-def read_package(path: Path, extract_to: Path | None = None) -> OvfSystem:
-    """Check the OVA at ``path`` and parse its OVF; extract its disks into ``extract_to``.
+def read_package(
+    source: Path | BinaryIO, extract_to: Path | None = None, name: str = ""
+) -> OvfSystem:
+    """Check the OVA at ``source`` (a path or an open file, shown as ``name``) and parse its
+    OVF; extract its disks into ``extract_to`` as new files ``disk0``, ``disk1``...
 
     ``InvalidInputError`` for unsafe members, ``ImageError`` for everything else wrong.
     """
+    name = name or (source.name if isinstance(source, Path) else "the OVA")
     try:
-        with tarfile.open(path, "r:") as tar:
+        with _open_tar(source) as tar:
             members = {check_member(m): m for m in tar.getmembers()}
             ovf_name = _the_ovf(members)
             system = parse_ovf(_read(tar, members[ovf_name], MAX_OVF_BYTES))
@@ -81,8 +87,14 @@ def read_package(path: Path, extract_to: Path | None = None) -> OvfSystem:
                 if extract_to is not None:  # as disk0, disk1...: member names may collide
                     _extract(tar, members[disk.file], extract_to / f"disk{i}", digests)
     except tarfile.TarError as err:
-        raise ImageError(f"{path.name} is not a readable OVA (tar) package: {err}") from err
+        raise ImageError(f"{name} is not a readable OVA (tar) package: {err}") from err
     return system
+
+
+def _open_tar(source: Path | BinaryIO) -> tarfile.TarFile:
+    if isinstance(source, Path):
+        return tarfile.open(source, "r:")
+    return tarfile.open(fileobj=source, mode="r:")
 
 
 def _the_ovf(members: dict[str, tarfile.TarInfo]) -> str:
@@ -132,7 +144,9 @@ def _extract(
     digest = hashlib.new(algo)
     src = tar.extractfile(member)
     assert src is not None
-    with src, dest.open("wb") as out:
+    # A new file only (the directory is the daemon's private work directory anyway).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with src, os.fdopen(os.open(dest, flags, 0o600), "wb") as out:
         while chunk := src.read(1 << 20):
             digest.update(chunk)
             out.write(chunk)
