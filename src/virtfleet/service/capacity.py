@@ -1,16 +1,24 @@
 """Capacity accounting and admission control for this host.
 
-Owns what counts as allocated (the spec of every instance that runs or is asked
-to run: vCPUs and its memory target), the limits the overcommit ratios give,
-and refusing a create, start or resize beyond them with an error that names
-the shortfall. Must not sample the host itself (it gets a ``usage`` callable)
-nor write anything. Two admissions racing may both pass: the check is advisory
-per request, not a reservation.
+Owns what counts as allocated (the spec of every instance that runs, or whose
+start is asked for and has not failed: vCPUs and its memory target), the limits
+the overcommit ratios give, and refusing a create, start or resize beyond them
+with an error that names the shortfall.
+
+Admission is a reservation: ``reserving`` checks and holds the one admission
+lock while the caller writes what makes the allocation (a desired ``running``
+or a bigger spec), so two admissions never both pass on the same room. The
+written request is the reservation: it counts while the start is in flight,
+stops counting when the agent records the start as failed, and is the running
+instance's allocation once it runs. Must not sample the host itself (it gets a
+``usage`` callable) nor write anything itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from virtfleet.errors import CapacityError
 from virtfleet.model.capacity import Capacity, HostUsage, OvercommitRatios
@@ -24,8 +32,14 @@ _WANTED = (DesiredPower.RUNNING, DesiredPower.PAUSED)
 
 
 def counts(rec: InstanceRecord) -> bool:
-    """An instance holds capacity while it runs or is asked to run."""
-    return rec.status.power in _LIVE or rec.desired.power in _WANTED
+    """An instance holds capacity while it runs or is asked to run, unless the agent
+    carried that request out and recorded an error (its start failed: nothing runs)."""
+    if rec.status.power in _LIVE:
+        return True
+    if rec.desired.power not in _WANTED:
+        return False
+    failed = rec.status.observed_generation >= rec.desired.generation and rec.status.error_code
+    return not failed
 
 
 class CapacityService:
@@ -40,6 +54,7 @@ class CapacityService:
         self._facts = facts
         self.ratios = ratios or OvercommitRatios()
         self._usage = usage
+        self._lock = asyncio.Lock()  # one admission at a time: check and write together
 
     async def report(self, exclude: str | None = None, sample: bool = True) -> Capacity:
         """Totals, limits, allocation (without ``exclude``) and, if ``sample`` and a
@@ -62,6 +77,15 @@ class CapacityService:
             instances=len(held),
             used=self._usage() if self._usage is not None and sample else None,
         )
+
+    @asynccontextmanager
+    async def reserving(self, name: str, memory_mib: int, vcpus: int) -> AsyncIterator[None]:
+        """Admit ``name`` at this size and hold the admission lock for the block, which
+        must write the request that makes the allocation (it counts from then on).
+        ``CapacityError`` (nothing is run) if it does not fit."""
+        async with self._lock:
+            await self.admit(name, memory_mib, vcpus)
+            yield
 
     async def admit(self, name: str, memory_mib: int, vcpus: int) -> None:
         """Raise ``CapacityError`` naming the shortfall unless ``name`` fits with this size
