@@ -17,7 +17,7 @@ from virtfleet.app.bootstrap import Platform
 from virtfleet.service.capacity import CapacityService
 
 from .helpers import act, assert_error, create, wait_op
-from .platform import TestDriver
+from .platform import FACTS, TestDriver
 
 pytestmark = pytest.mark.usefixtures("image", "yielding_store")
 GIB4 = 4096  # the fake host's whole memory (tests/functional/platform.py FACTS)
@@ -111,9 +111,10 @@ async def test_parallel_creates_with_start_at_the_capacity_edge(
     responses = await asyncio.gather(*(api.post("/1.0/instances", json=b) for b in bodies))
     codes = sorted(r.status_code for r in responses)
     assert codes == [202, 409, 409], [r.text for r in responses]
-    for r in responses:
-        if r.status_code == 409:
-            assert "needs 4096 MiB, 0 MiB available" in assert_error(r, 409, "insufficient_capacity")
+    refused = [
+        assert_error(r, 409, "insufficient_capacity") for r in responses if r.status_code == 409
+    ]
+    assert all("needs 4096 MiB, 0 MiB available" in m for m in refused), refused
     for gate in driver.gates.values():
         gate.set()
     made = next(r for r in responses if r.status_code == 202)
@@ -144,8 +145,10 @@ async def test_parallel_resizes_at_the_capacity_edge(
     capacity(platform).ratios.memory = 1.0  # 4096 MiB: 1024 + 1024 now, 3072 + 1024 fits
     for name in ("left", "right"):
         await create(api, name, start=True, memory_mib=1024, max_memory_mib=3072)
-    patches = [api.patch(f"/1.0/instances/{n}", json={"memory_mib": 3072}) for n in ("left", "right")]
-    responses = await asyncio.gather(*patches)
+    grow = {"memory_mib": 3072}
+    responses = await asyncio.gather(
+        *(api.patch(f"/1.0/instances/{n}", json=grow) for n in ("left", "right"))
+    )
     ops = [await wait_op(api, r) if r.status_code == 202 else None for r in responses]
     errors = [refusal(r, op) for r, op in zip(responses, ops, strict=True)]
     refused = [e for e in errors if e is not None]
@@ -155,3 +158,52 @@ async def test_parallel_resizes_at_the_capacity_edge(
     assert sorted(specs) == [1024, 3072]
     cap = (await api.get("/1.0/host/capacity")).json()
     assert cap["allocated_memory_mib"] == 4096
+
+
+async def test_the_tally_agrees_with_a_listing(
+    api: httpx.AsyncClient, platform: Platform, driver: TestDriver
+) -> None:
+    """Through creates, starts, a failed start, a resize, stops and deletes, the totals the
+    watch keeps equal those of a listing of every instance."""
+    kept = capacity(platform)
+    listing = CapacityService(platform.store, FACTS, kept.ratios)  # never started
+
+    async def agree() -> None:
+        assert kept.tally.following
+        assert await kept.report(sample=False) == await listing.report(sample=False)
+
+    await create(api, "a", start=True, memory_mib=512, max_memory_mib=1024)
+    await create(api, "b", start=True, vcpus=2)
+    await create(api, "c")
+    await agree()
+    driver.fail_next_start = "injected start failure"
+    assert (await act(api, "c", "start"))["status"] == "failure"
+    await agree()
+    op = await wait_op(api, await api.patch("/1.0/instances/a", json={"memory_mib": 1024}))
+    assert op["status"] == "success", op
+    await agree()
+    assert (await act(api, "b", "stop"))["status"] == "success"
+    await agree()
+    assert (await wait_op(api, await api.delete("/1.0/instances/a?force=true")))["status"] == (
+        "success"
+    )
+    await agree()
+    cap = await kept.report(sample=False)
+    assert (cap.allocated_memory_mib, cap.instances) == (0, 0)
+
+
+async def test_admission_lists_no_instances(
+    api: httpx.AsyncClient, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start is admitted from the tally: nothing lists /instances/ (O(1) per start)."""
+    await create(api, "demo")
+    listed: list[str] = []
+    original = platform.store.list
+
+    async def list_(prefix: str) -> Any:
+        listed.append(prefix)
+        return await original(prefix)
+
+    monkeypatch.setattr(platform.store, "list", list_)
+    assert (await act(api, "demo", "start"))["status"] == "success"
+    assert "/instances/" not in listed, listed  # one instance's own keys are read, no more

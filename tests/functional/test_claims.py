@@ -123,7 +123,8 @@ async def test_build_force_is_refused_while_instances_use_the_image(
     message = assert_error(r, 409, "in_use")
     assert "web" in message and "db" in message
     for name in ("web", "db"):
-        assert (await wait_op(api, await api.delete(f"/1.0/instances/{name}")))["status"] == "success"
+        deleted = await wait_op(api, await api.delete(f"/1.0/instances/{name}"))
+        assert deleted["status"] == "success", deleted
     rebuilt = await wait_op(api, await api.post("/1.0/images", json={"name": image, "force": True}))
     assert rebuilt["status"] == "success", rebuilt
 

@@ -106,6 +106,8 @@ class Platform:
     async def start(self) -> None:
         await ensure_admin(self.services.auth, self.settings.data_dir)
         await self.services.operations.recover()
+        if self.services.capacity is not None:
+            await self.services.capacity.start()  # its tally follows the store from here
         await self.agent.start()
         if self.services.alerts is not None:
             await self.services.alerts.start()
@@ -128,6 +130,8 @@ class Platform:
         if self.services.alerts is not None:
             await self.services.alerts.stop()
         await self.agent.stop()
+        if self.services.capacity is not None:
+            await self.services.capacity.close()
         await self.store.close()
 
 

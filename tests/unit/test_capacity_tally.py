@@ -1,0 +1,85 @@
+"""The capacity tally under a store whose watch lags (as etcd's does over the network):
+an admission still counts the reservation the one before it wrote, and the tally
+follows deletes and re-creations."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from virtfleet.errors import CapacityError
+from virtfleet.model.capacity import OvercommitRatios
+from virtfleet.model.host import HostFacts, KvmProbe
+from virtfleet.model.instance import DesiredPower, DesiredState, InstanceSpec
+from virtfleet.service.capacity import CapacityService
+from virtfleet.state.memory import MemoryStore
+from virtfleet.state.repos import InstanceRepo
+from virtfleet.state.store import WatchEvent
+
+FACTS = HostFacts(
+    hostname="h",
+    cpus=4,
+    memory_mib=4096,
+    qemu_version="9.2.0",
+    kvm=KvmProbe(device_present=False, usable=False, reason="none"),
+)
+
+
+class LaggingStore(MemoryStore):
+    """Watch events arrive some turns of the event loop after their commit."""
+
+    def watch(  # type: ignore[override]
+        self, prefix: str, after_revision: int | None = None
+    ) -> AsyncIterator[WatchEvent]:
+        inner = super().watch(prefix, after_revision)
+
+        async def lagging() -> AsyncIterator[WatchEvent]:
+            async for event in inner:
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                yield event
+
+        return lagging()
+
+
+async def test_admissions_wait_for_the_reservation_before_them() -> None:
+    """Two starts of 4 GiB VMs on a 4 GiB host at once: the second is refused."""
+    store = LaggingStore()
+    repo = InstanceRepo(store)
+    for name in ("a", "b"):
+        await repo.create(InstanceSpec(name=name, image="tiny", memory_mib=4096), DesiredState())
+    capacity = CapacityService(store, FACTS, OvercommitRatios(memory=1.0))
+    await capacity.start()
+
+    async def start(name: str) -> None:
+        async with capacity.reserving(name, 4096, 1):
+            rec = await repo.get(name)
+            running = DesiredState(power=DesiredPower.RUNNING, generation=2)
+            await repo.put_desired(name, running, rec.desired_revision)
+
+    results = await asyncio.gather(start("a"), start("b"), return_exceptions=True)
+    refused = [r for r in results if isinstance(r, CapacityError)]
+    assert len(refused) == 1 and results.count(None) == 1, results
+    assert "needs 4096 MiB, 0 MiB available" in refused[0].message
+    await capacity.close()
+
+
+async def test_the_tally_follows_deletes_and_recreations() -> None:
+    """A deleted instance holds nothing; one re-created under its name holds its new size."""
+    store = MemoryStore()
+    repo = InstanceRepo(store)
+    capacity = CapacityService(store, FACTS)
+    await capacity.start()
+    running = DesiredState(power=DesiredPower.RUNNING, generation=1)
+    await repo.create(InstanceSpec(name="a", image="tiny", memory_mib=1024), running)
+    await capacity.tally.reached(await store.revision())
+    assert (capacity.tally.memory_mib, capacity.tally.instances) == (1024, 1)
+    await repo.remove("a")
+    await repo.create(InstanceSpec(name="a", image="tiny", memory_mib=2048, vcpus=2), running)
+    await capacity.tally.reached(await store.revision())
+    assert (capacity.tally.memory_mib, capacity.tally.vcpus) == (2048, 2)
+    await repo.remove("a")
+    await capacity.tally.reached(await store.revision())
+    assert (capacity.tally.memory_mib, capacity.tally.instances) == (0, 0)
+    await capacity.close()
+    assert not capacity.tally.following
