@@ -1,6 +1,6 @@
 """The capacity tally under a store whose watch lags (as etcd's does over the network):
 an admission still counts the reservation the one before it wrote, and the tally
-follows deletes and re-creations."""
+follows deletes and re-creations. Growing running containers' limits is admitted too."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from virtfleet.errors import CapacityError
 from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.host import HostFacts, KvmProbe
-from virtfleet.model.instance import DesiredPower, DesiredState, InstanceSpec
+from virtfleet.model.instance import DesiredPower, DesiredState, InstanceSpec, PowerState
 from virtfleet.service.capacity import CapacityService
+from virtfleet.service.containers import ContainerService, NoContainers
 from virtfleet.state.memory import MemoryStore
-from virtfleet.state.repos import InstanceRepo
+from virtfleet.state.repos import EventLog, InstanceRepo
 from virtfleet.state.store import WatchEvent
 
 FACTS = HostFacts(
@@ -83,3 +84,36 @@ async def test_the_tally_follows_deletes_and_recreations() -> None:
     assert (capacity.tally.memory_mib, capacity.tally.instances) == (0, 0)
     await capacity.close()
     assert not capacity.tally.following
+
+
+class SlowLimits(NoContainers):
+    """A runtime whose limit update takes some turns of the event loop (as runc's does)."""
+
+    async def update_limits(self, name: str, spec: InstanceSpec) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+
+async def test_parallel_container_limit_growth_admits_one() -> None:
+    """Two running containers grown at once where one growth fits: one grows."""
+    store = MemoryStore()
+    repo = InstanceRepo(store)
+    running = DesiredState(power=DesiredPower.RUNNING, generation=1)
+    for name in ("a", "b"):
+        spec = InstanceSpec(name=name, kind="container", image="ctiny", memory_mib=1024)
+        await repo.create(spec, running)
+        status = (await repo.get(name)).status
+        await repo.put_status(name, status.model_copy(update={"power": PowerState.RUNNING}))
+    service = ContainerService(store, SlowLimits(), FACTS, EventLog(store))
+    service.capacity = CapacityService(store, FACTS, OvercommitRatios(memory=1.0))
+    await service.capacity.start()
+    grow = {"memory_mib": 3072}
+    results = await asyncio.gather(
+        service.set_limits("a", grow), service.set_limits("b", grow), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, CapacityError)]
+    assert len(refused) == 1, results
+    assert "needs 3072 MiB, 1024 MiB available" in refused[0].message
+    sizes = sorted([(await repo.get(n)).spec.memory_mib for n in ("a", "b")])
+    assert sizes == [1024, 3072]
+    await service.capacity.close()

@@ -177,10 +177,16 @@ def _driver(settings: Settings, facts: HostFacts, images: ImageStore) -> Driver:
 
 
 def _containers(
-    store: StateStore, driver: Driver, facts: HostFacts, events: EventLog
+    store: StateStore,
+    driver: Driver,
+    facts: HostFacts,
+    events: EventLog,
+    capacity: CapacityService,
 ) -> ContainerService:
     ops = ContainerHost(driver.containers()) if isinstance(driver, RoutingDriver) else None
-    return ContainerService(store, ops or NoContainers(), facts, events)
+    service = ContainerService(store, ops or NoContainers(), facts, events)
+    service.capacity = capacity
+    return service
 
 
 def _with_container_checks(driver: Driver) -> HostCheck:
@@ -267,7 +273,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         idempotency=IdempotencyService(store),
         metrics=metrics,
         alerts=alerts,
-        containers=_containers(store, driver, facts, events),
+        containers=_containers(store, driver, facts, events, capacity),
         networks=instances.networks,
         resources=ResourceService(store, instances, capacity, agent.live_stats, images),
         capacity=capacity,
