@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from virtfleet.errors import CapacityError
+from virtfleet.errors import CapacityError, ConflictError
 from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.host import HostFacts, KvmProbe
 from virtfleet.model.instance import DesiredPower, DesiredState, InstanceSpec, PowerState
@@ -117,3 +117,42 @@ async def test_parallel_container_limit_growth_admits_one() -> None:
     sizes = sorted([(await repo.get(n)).spec.memory_mib for n in ("a", "b")])
     assert sizes == [1024, 3072]
     await service.capacity.close()
+
+
+class CutOffStore(MemoryStore):
+    """The first watch is cut off (as a consumer that fell behind is) after one event."""
+
+    cut = False
+
+    def watch(  # type: ignore[override]
+        self, prefix: str, after_revision: int | None = None
+    ) -> AsyncIterator[WatchEvent]:
+        inner = super().watch(prefix, after_revision)
+        if self.cut:
+            return inner
+        self.cut = True
+
+        async def cut_off() -> AsyncIterator[WatchEvent]:
+            async for event in inner:
+                yield event
+                raise ConflictError(f"watcher fell behind; re-watch after {event.revision}")
+
+        return cut_off()
+
+
+async def test_a_cut_off_tally_counts_again() -> None:
+    """When its watch is cut off the tally re-reads every instance and follows on."""
+    store = CutOffStore()
+    repo = InstanceRepo(store)
+    capacity = CapacityService(store, FACTS)
+    await capacity.start()
+    running = DesiredState(power=DesiredPower.RUNNING, generation=1)
+    await repo.create(InstanceSpec(name="a", image="tiny", memory_mib=1024), running)
+    await repo.create(InstanceSpec(name="b", image="tiny", memory_mib=512), running)
+    await capacity.tally.reached(await store.revision())
+    assert capacity.tally.following and store.cut
+    assert (capacity.tally.memory_mib, capacity.tally.instances) == (1536, 2)
+    await repo.remove("a")
+    await capacity.tally.reached(await store.revision())
+    assert (capacity.tally.memory_mib, capacity.tally.instances) == (512, 1)
+    await capacity.close()

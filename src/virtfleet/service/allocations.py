@@ -70,7 +70,7 @@ class Allocations:
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
-        after = await self._load()
+        after = self._seen = await self._load()
         self._task = asyncio.create_task(self._follow(after), name="capacity-tally")
 
     async def close(self) -> None:
@@ -112,17 +112,21 @@ class Allocations:
                     async for event in self._store.watch(INSTANCES, after):
                         self._take(event)
                         after = event.revision
-                        async with self._advanced:
-                            self._seen = after
-                            self._advanced.notify_all()
+                        await self._advance(after)
                     return  # the store closed
                 except ConflictError as err:  # fell behind, or history compacted: recount
                     log.warning("capacity tally re-reads every instance: %s", err.message)
                     after = await self._load()
+                    await self._advance(after)
         finally:
             self._task = None  # waiters stop waiting; admissions list the store again
             async with self._advanced:
                 self._advanced.notify_all()
+
+    async def _advance(self, revision: int) -> None:
+        async with self._advanced:
+            self._seen = max(self._seen, revision)
+            self._advanced.notify_all()
 
     def _take(self, event: WatchEvent) -> None:
         name = instance_name_of(event.key)
