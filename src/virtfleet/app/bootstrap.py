@@ -111,6 +111,8 @@ class Platform:
         paths = self.services.images.paths
         await asyncio.to_thread(paths.clean_work, self.settings.images_dir)
         await self.services.operations.recover()
+        if self.services.capacity is not None:
+            await self.services.capacity.start()  # its tally follows the store from here
         await self.agent.start()
         if self.services.alerts is not None:
             await self.services.alerts.start()
@@ -133,6 +135,8 @@ class Platform:
         if self.services.alerts is not None:
             await self.services.alerts.stop()
         await self.agent.stop()
+        if self.services.capacity is not None:
+            await self.services.capacity.close()
         await self.store.close()
 
 
@@ -178,10 +182,16 @@ def _driver(settings: Settings, facts: HostFacts, images: ImageStore) -> Driver:
 
 
 def _containers(
-    store: StateStore, driver: Driver, facts: HostFacts, events: EventLog
+    store: StateStore,
+    driver: Driver,
+    facts: HostFacts,
+    events: EventLog,
+    capacity: CapacityService,
 ) -> ContainerService:
     ops = ContainerHost(driver.containers()) if isinstance(driver, RoutingDriver) else None
-    return ContainerService(store, ops or NoContainers(), facts, events)
+    service = ContainerService(store, ops or NoContainers(), facts, events)
+    service.capacity = capacity
+    return service
 
 
 def _with_container_checks(driver: Driver) -> HostCheck:
@@ -289,7 +299,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         idempotency=IdempotencyService(store),
         metrics=metrics,
         alerts=alerts,
-        containers=_containers(store, driver, facts, events),
+        containers=_containers(store, driver, facts, events, capacity),
         networks=instances.networks,
         resources=ResourceService(store, instances, capacity, agent.live_stats, images),
         capacity=capacity,

@@ -33,7 +33,10 @@ def build(
         str | None,
         typer.Option("--builder", help="Image builder (default: NAME if one, else tiny)."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Rebuild an existing image.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Rebuild an existing image (refused while instances use it)."),
+    ] = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:

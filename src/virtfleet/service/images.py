@@ -65,10 +65,15 @@ class ImageService:
 
         Cancelling the operation stops waiting, not the builder thread: it finishes its
         atomic write in the background, and the image is then not recorded.
+        ``InUseError`` (naming them) if ``force`` would rebuild an image instances use.
         """
         await self.store.check_build(name, builder, force)
+        if force:
+            await self._refuse_if_used(name)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
+            if force:
+                await self._refuse_if_used(name)  # again: a create may have come meanwhile
             record = await self.store.build(name, _threadsafe(ctx), builder, force)
             await self._events.append(
                 Event(
@@ -93,9 +98,7 @@ class ImageService:
         converts in an ``image.import`` operation. A failure leaves no file and no record.
         """
         dest = await self.store.check_new(validate_name(name, "image name"), force)
-        users = image_users([r.spec for r in await self._instances.list()], name)
-        if users:  # replacing the file would pull it from under their overlays
-            raise InUseError(f"image {name!r} is used by: {', '.join(users)}")
+        await self._refuse_if_used(name)
         fd, shown = await asyncio.to_thread(self.paths.open_source, path, trusted)
         try:
             src, copy = await asyncio.to_thread(imports.readable, fd, self.paths)
@@ -148,6 +151,13 @@ class ImageService:
             return {"image": name, "path": target.shown, "format": fmt}
 
         return await self._runner.submit("image.export", f"image/{name}", run)
+
+    async def _refuse_if_used(self, name: str) -> None:
+        """``InUseError`` naming the instances using ``name``: replacing its file would
+        pull it from under their overlays."""
+        users = image_users([r.spec for r in await self._instances.list(shared=True)], name)
+        if users:
+            raise InUseError(f"image {name!r} is used by: {', '.join(users)}")
 
     async def _emit(self, kind: str, name: str, message: str) -> None:
         await self._events.append(Event(kind=kind, target=f"image/{name}", message=message))

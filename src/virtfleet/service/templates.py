@@ -204,15 +204,19 @@ class TemplateService:
         for i, spec in enumerate(specs):
             await self._check_free(spec.name)
             disk = self._disks.path(spec.name, "root")
-            try:
-                if mode == "linked":
-                    await clones.linked(base, disk, record.virtual_size_bytes)
-                else:
-                    await clones.full(base, disk, None)
-                op = await self._instances.create(spec, start=False)
-            except BaseException:
-                self._disks.remove(spec.name)
-                raise
+
+            async def make(disk: Path = disk, name: str = spec.name) -> None:
+                """The clone's disk, once the name is ours (never before: see _undo)."""
+                try:
+                    if mode == "linked":
+                        await clones.linked(base, disk, record.virtual_size_bytes)
+                    else:
+                        await clones.full(base, disk, None)
+                except BaseException:
+                    self._disks.remove(name)  # checked absent, then claimed: ours alone
+                    raise
+
+            op = await self._instances.create(spec, prepare=make)
             made.append(spec.name)
             await self._await_op(op)
             await ctx.progress(int(80 * (i + 1) / len(specs)), f"created {spec.name}")
@@ -227,12 +231,13 @@ class TemplateService:
             raise _op_error(done)
 
     async def _undo(self, made: builtins.list[str]) -> None:
-        """Delete every instance this operation made, with its disks; never raise."""
+        """Delete every instance this operation made, with its disks (the agent removes
+        them with the instance; a name already gone may be someone else's now, so its
+        files are never touched here); never raise."""
         for name in reversed(made):
             with contextlib.suppress(Exception):
                 op = await self._instances.delete(name, force=True, delete_disks=True)
                 await self._runner.wait(op.id, CLONE_WAIT_S)
-            self._disks.remove(name)
 
     async def _emit(self, kind: str, name: str, message: str) -> None:
         await self._events.append(Event(kind=kind, target=f"image/{name}", message=message))
