@@ -43,7 +43,7 @@ from virtfleet.drivers.routing import RoutingDriver
 from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.backups import BackupManager
 from virtfleet.host.collector import MetricsCollector
-from virtfleet.host.containers import ContainerHost, container_checks
+from virtfleet.host.containers import ContainerHost, container_checks, data_dir_checks
 from virtfleet.host.facts import host_check, probe_host
 from virtfleet.host.guest import GuestAgents
 from virtfleet.host.quiesce import AgentQuiescer
@@ -323,6 +323,8 @@ def serve(settings: Settings) -> None:
     raise_open_files_limit()
     platform = build_platform(settings)
     platform.freeze_heap = True
+    for row in data_dir_checks(platform.driver.info()):  # containers could not start
+        log.warning("%s: %s", row.name, row.detail)
     cert = _certificate(settings, endpoints)
     listeners = _listeners(platform, endpoints, cert)
     try:
