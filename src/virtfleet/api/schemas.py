@@ -18,12 +18,14 @@ from virtfleet.model.names import NameStr, validate_name
 
 
 class CreateInstance(InstanceSpec):
-    """``InstanceSpec`` fields plus ``start``: run it once created."""
+    """``InstanceSpec`` fields plus ``start``: run it once created, and ``reuse_disks``:
+    attach the disks kept from a deleted instance of this name (else such disks refuse it)."""
 
     start: bool = False
+    reuse_disks: bool = False
 
     def spec(self) -> InstanceSpec:
-        return InstanceSpec.model_validate(self.model_dump(exclude={"start"}))
+        return InstanceSpec.model_validate(self.model_dump(exclude={"start", "reuse_disks"}))
 
 
 class StateChange(Strict):

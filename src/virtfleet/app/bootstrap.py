@@ -61,6 +61,7 @@ from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.containers import ContainerService, NoContainers
+from virtfleet.service.disks import DiskService
 from virtfleet.service.events import EventService
 from virtfleet.service.guest import GuestService
 from virtfleet.service.host import HostCheck, HostService
@@ -240,6 +241,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
     capacity = CapacityService(store, facts, ratios, sample_usage)
     instances.capacity = capacity
+    instances.disks = DiskService(store, agent.disks, events)
     guest_agents = GuestAgents(settings.run_dir)
     quiescer = AgentQuiescer(guest_agents)  # application-consistent when a guest agent answers
     snapshots = SnapshotManager(agent, quiescer)
@@ -273,6 +275,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         snapshots=SnapshotService(store, runner, events, snapshots),
         backups=backups,
         schedules=ScheduleService(store, backups),
+        disks=instances.disks,
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 

@@ -19,6 +19,7 @@ from virtfleet.model.event import Event
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
+from virtfleet.service.disks import refuse_kept
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.state.repos import EventLog, InstanceRepo
@@ -132,6 +133,8 @@ class BackupService:
         existing = await self._repo.find(vm)
         if target is not None and existing is not None:
             raise AlreadyExistsError(f"instance {vm!r} already exists")
+        if existing is None:  # a new instance: never over disks kept from a deleted one
+            refuse_kept(self.manager.agent.disks, vm)
         stopped = (PowerState.STOPPED, PowerState.CRASHED)
         if target is None and existing is not None and existing.status.power not in stopped:
             raise InvalidStateError(existing.status.power.value, "stopped")
@@ -150,13 +153,15 @@ class BackupService:
     async def _create(self, m: BackupManifest, vm: str, start: bool, ctx: OpContext) -> None:
         spec = InstanceSpec.model_validate({**m.spec, "name": vm})
         try:
-            op = await self._instances.create(spec, start=start)
+            op = await self._instances.create(spec, start=start, reuse_disks=True)  # restored
         except BaseException:
             self.manager.agent.disks.remove(vm)
             raise
         await ctx.progress(60, f"creating {vm}")
         done = await self._runner.wait(op.id, 600)
         if done.status.value != "success":
+            if await self._repo.find(vm) is None:  # its failed start removed it: not the disks
+                self.manager.agent.disks.remove(vm)
             raise VirtfleetError(f"restored disks, but creating {vm} failed: {done.message}")
 
     async def _emit(self, kind: str, vm: str, message: str) -> None:

@@ -40,6 +40,7 @@ from virtfleet.model.network import NicAddress
 from virtfleet.model.operation import Operation
 from virtfleet.model.resources import Change, pending
 from virtfleet.service.capacity import CapacityService
+from virtfleet.service.disks import DiskService
 from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OpContext, OperationRunner
@@ -143,6 +144,7 @@ class InstanceService:
         # synchronous guards check against it so that queued requests do not fail.
         self._projected: dict[str, tuple[str, str]] = {}  # name -> (operation id, power)
         self.capacity: CapacityService | None = None  # admission control, when wired
+        self.disks: DiskService | None = None  # kept disks refuse a new instance, when wired
 
     async def list(self) -> builtins.list[Instance]:
         return [self._view(rec) for rec in await self._repo.list()]
@@ -163,14 +165,21 @@ class InstanceService:
         rec = await self._repo.get(validate_name(name, "instance name"))
         return self._view(rec), version_of(rec)
 
-    async def create(self, spec: InstanceSpec, start: bool = False) -> Operation:
+    async def create(
+        self, spec: InstanceSpec, start: bool = False, reuse_disks: bool = False
+    ) -> Operation:
         """Validate now, write spec + desired state, and return an ``instance.create`` operation.
 
         Raises before writing anything: ``NotFoundError`` (image), ``CapacityError``,
-        ``AlreadyExistsError``. With ``start`` the operation waits for the agent to run it.
+        ``AlreadyExistsError``, ``KeptDisksError`` (the name has disks kept from a deleted
+        instance, unless ``reuse_disks``: then they are its disks). With ``start`` the
+        operation waits for the agent to run it; a failed start removes the instance (and
+        its disks, unless reused).
         """
         spec = spec.normalized()
         await self._validate_new(spec)
+        if self.disks is not None and not reuse_disks:
+            self.disks.refuse_kept(spec.name, reusable=True)
         if self.networks is not None:
             spec = await self.networks.prepare_nics(spec)  # networks exist; unique MACs
         if start and self.capacity is not None:
@@ -187,14 +196,14 @@ class InstanceService:
                 rec = await self._await_generation(spec.name, 1, self.wait_timeout_s)
             except (VirtfleetError, asyncio.CancelledError):
                 # create+start is one request: a failed or cancelled start leaves no VM behind.
-                await asyncio.shield(self._undo_create(spec.name))
+                await asyncio.shield(self._undo_create(spec.name, delete_disks=not reuse_disks))
                 raise
             return _result(rec)
 
         return await self._submit("instance.create", spec.name, run, "running" if start else None)
 
-    async def _undo_create(self, name: str) -> None:
-        gen = await self._bump(name, lambda d, g: _desired_deleted(d, g, True, True))
+    async def _undo_create(self, name: str, delete_disks: bool = True) -> None:
+        gen = await self._bump(name, lambda d, g: _desired_deleted(d, g, True, delete_disks))
         await self._await_gone(name, gen, self.wait_timeout_s)
 
     async def change_state(

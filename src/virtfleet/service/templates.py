@@ -25,6 +25,7 @@ from virtfleet.model.instance import DiskSpec, InstanceSpec, PowerState
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
 from virtfleet.model.template import CloneMode, TemplateDefaults, expand_names
+from virtfleet.service.disks import refuse_kept
 from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
@@ -181,8 +182,7 @@ class TemplateService:
     async def _check_free(self, name: str) -> None:
         if await self._repo.find(name) is not None:
             raise AlreadyExistsError(f"instance {name!r} already exists")
-        if self._disks.dir(name).exists():
-            raise AlreadyExistsError(f"disk directory of {name!r} already exists (a leftover?)")
+        refuse_kept(self._disks, name)  # a clone makes its own disk: never boots kept ones
 
     async def _make_all(
         self, record: ImageRecord, specs: builtins.list[InstanceSpec], mode: CloneMode,
@@ -197,7 +197,7 @@ class TemplateService:
                     await clones.linked(base, disk, record.virtual_size_bytes)
                 else:
                     await clones.full(base, disk, None)
-                op = await self._instances.create(spec, start=False)
+                op = await self._instances.create(spec, start=False, reuse_disks=True)  # just made
             except BaseException:
                 self._disks.remove(spec.name)
                 raise
