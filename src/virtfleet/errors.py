@@ -17,6 +17,7 @@ calls them (``raise ... from err``); nothing else here does I/O.
     │   ├── AlreadyExistsError (already_exists, 409)
     │   ├── InvalidStateError (invalid_state, 409)
     │   ├── InUseError (in_use, 409)
+    │   ├── KeptDisksError (kept_disks, 409)
     │   ├── IdempotencyInProgressError (idempotency_in_progress, 409)
     │   └── RevisionConflictError (revision_conflict, 409)
     ├── PreconditionFailedError (precondition_failed, 412)
@@ -117,6 +118,12 @@ class InvalidStateError(ConflictError):
 
 class InUseError(ConflictError):
     code = "in_use"
+
+
+class KeptDisksError(ConflictError):
+    """A new instance's name has disks kept from a deleted instance of that name."""
+
+    code = "kept_disks"
 
 
 class RevisionConflictError(ConflictError):

@@ -43,7 +43,7 @@ from virtfleet.drivers.routing import RoutingDriver
 from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.backups import BackupManager
 from virtfleet.host.collector import MetricsCollector
-from virtfleet.host.containers import ContainerHost, container_checks
+from virtfleet.host.containers import ContainerHost, container_checks, data_dir_checks
 from virtfleet.host.facts import host_check, probe_host
 from virtfleet.host.guest import GuestAgents
 from virtfleet.host.quiesce import AgentQuiescer
@@ -61,6 +61,7 @@ from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.containers import ContainerService, NoContainers
+from virtfleet.service.disks import DiskService
 from virtfleet.service.events import EventService
 from virtfleet.service.guest import GuestService
 from virtfleet.service.host import HostCheck, HostService
@@ -276,6 +277,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
     capacity = CapacityService(store, facts, ratios, sample_usage)
     instances.capacity = capacity
+    instances.disks = DiskService(store, agent.disks, events)
     guest_agents = GuestAgents(settings.run_dir)
     quiescer = AgentQuiescer(guest_agents)  # application-consistent when a guest agent answers
     snapshots = SnapshotManager(agent, quiescer)
@@ -309,6 +311,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         snapshots=SnapshotService(store, runner, events, snapshots),
         backups=backups,
         schedules=ScheduleService(store, backups),
+        disks=instances.disks,
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 
@@ -359,6 +362,8 @@ def serve(settings: Settings) -> None:
     raise_open_files_limit()
     platform = build_platform(settings)
     platform.freeze_heap = True
+    for row in data_dir_checks(platform.driver.info()):  # containers could not start
+        log.warning("%s: %s", row.name, row.detail)
     cert = _certificate(settings, endpoints)
     listeners = _listeners(platform, endpoints, cert)
     try:

@@ -23,6 +23,7 @@ from virtfleet.cli import (
     backups,
     containers,
     context,
+    disks,
     images,
     metrics,
     misc,
@@ -52,6 +53,7 @@ app.add_typer(backups.app, name="backup")
 app.add_typer(images.app, name="image")
 app.add_typer(networks.app, name="network")
 app.add_typer(templates.app, name="template")
+app.add_typer(disks.app, name="disk")
 app.add_typer(misc.host_app, name="host")
 app.add_typer(misc.op_app, name="operation")
 app.add_typer(remote.app, name="remote")

@@ -15,6 +15,7 @@ import typer
 
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
+from virtfleet.cli.disks import ReuseDisksOpt
 from virtfleet.cli.images import host_path
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.cli.vmset import (
@@ -92,6 +93,7 @@ def create(
         str | None, typer.Option("--nic-model", help="virtio, e1000, vmxnet3 or rtl8139.")
     ] = None,
     start: Annotated[bool, typer.Option("--start", help="Start it once created.")] = False,
+    reuse_disks: ReuseDisksOpt = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -113,13 +115,16 @@ def create(
     settings = {k: v.value if isinstance(v, StrEnum) else v for k, v in settings.items()}
     settings = {k: v for k, v in settings.items() if v is not None}
     if template is not None:
+        if reuse_disks:
+            raise invalid("--reuse-disks is for --image: a clone makes its own disk")
         _clone(template, names, count, full, start, settings, no_wait=no_wait, json_out=json_out)
         return
     if image is None or len(names) != 1 or count is not None:
         raise invalid("give one NAME and --image, or --from TEMPLATE for several")
     name = names[0]
     client = get_client()
-    op = client.create_instance({"name": name, "image": image, **settings}, start=start)
+    body = {"name": name, "image": image, **settings}
+    op = client.create_instance(body, start=start, reuse_disks=reuse_disks)
     label = f"creating {name}" + (" and starting it" if start else "")
     if output.run_operation(client, op, label, as_json=json_out, no_wait=no_wait):
         output.done(f"{name} created" + (" and started" if start else ""), json_out)

@@ -25,6 +25,7 @@ from virtfleet.model.event import Event
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
+from virtfleet.service.disks import refuse_kept
 from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
@@ -144,7 +145,9 @@ class BackupService:
         existing = await self._repo.find(vm)
         if target is not None and existing is not None:
             raise AlreadyExistsError(f"instance {vm!r} already exists")
-        if existing is None:  # the original brought back keeps its MACs and UUID
+        if existing is None:  # a new instance: never over disks kept from a deleted one
+            refuse_kept(self.manager.agent.disks, vm)
+            # The original brought back keeps its MACs and UUID; a new VM (--to) its own.
             return await self._restore_new(manifest, vm, start, keep_identity=target is None)
         _check_stopped(self._instances.expected_power(existing))
 

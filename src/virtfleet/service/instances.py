@@ -43,6 +43,7 @@ from virtfleet.model.network import NicAddress
 from virtfleet.model.operation import Operation
 from virtfleet.model.resources import Change, pending
 from virtfleet.service.capacity import CapacityService
+from virtfleet.service.disks import DiskService
 from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OpContext, OperationRunner
@@ -147,6 +148,7 @@ class InstanceService:
         # synchronous guards check against it so that queued requests do not fail.
         self._projected: dict[str, tuple[str, str]] = {}  # name -> (operation id, power)
         self.capacity: CapacityService | None = None  # admission control, when wired
+        self.disks: DiskService | None = None  # kept disks refuse a new instance, when wired
 
     async def list(self) -> builtins.list[Instance]:
         return [self._view(rec) for rec in await self._repo.list()]
@@ -168,20 +170,29 @@ class InstanceService:
         return self._view(rec), version_of(rec)
 
     async def create(
-        self, spec: InstanceSpec, start: bool = False, prepare: Prepare | None = None
+        self,
+        spec: InstanceSpec,
+        start: bool = False,
+        prepare: Prepare | None = None,
+        reuse_disks: bool = False,
     ) -> Operation:
         """Validate now, write spec + desired state, and return an ``instance.create`` operation.
 
         Raises before writing anything: ``NotFoundError`` (image), ``CapacityError``,
-        ``AlreadyExistsError``. With ``start`` the operation waits for the agent to run it.
-        ``prepare`` (not with ``start``): makes the instance's disk files once its name is
-        claimed, first on its queue (a start asked for meanwhile waits for it); if it
-        fails the instance is removed again and its error raised.
+        ``AlreadyExistsError``, ``KeptDisksError`` (the name has disks kept from a deleted
+        instance, unless ``reuse_disks``: then they are its disks). With ``start`` the
+        operation waits for the agent to run it; a failed start removes the instance (and
+        its disks, unless reused). ``prepare`` (not with ``start``): makes the instance's
+        disk files once its name is claimed, first on its queue (a start asked for
+        meanwhile waits for it); if it fails the instance is removed again and its error
+        raised.
         """
         if start and prepare is not None:
             raise InvalidInputError("an instance whose disks are prepared is started after")
         spec = complete(spec).normalized()  # unset fields: the one place defaults come from
         await self._validate_new(spec)
+        if self.disks is not None and not reuse_disks:
+            self.disks.refuse_kept(spec.name, reusable=True)
         if self.networks is not None:
             spec = await self.networks.prepare_nics(spec)  # networks exist; unique MACs
         power = DesiredPower.RUNNING if start else DesiredPower.STOPPED
@@ -199,7 +210,7 @@ class InstanceService:
                 rec = await self._await_generation(spec.name, 1, self.wait_timeout_s)
             except (VirtfleetError, asyncio.CancelledError):
                 # create+start is one request: a failed or cancelled start leaves no VM behind.
-                await asyncio.shield(self._undo_create(spec.name))
+                await asyncio.shield(self._undo_create(spec.name, delete_disks=not reuse_disks))
                 raise
             return _result(rec)
 

@@ -26,6 +26,7 @@ from virtfleet.host.disks import DiskManager
 from virtfleet.model.instance import DeviceModel, DiskSpec, InstanceSpec, NicSpec, PowerState
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
+from virtfleet.service.disks import refuse_kept
 from virtfleet.service.images import EXPORT_FORMATS, export_disk
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
@@ -76,6 +77,7 @@ class OvaService:
             name = validate_name(name or vm_name(system.name), "instance name")
             if await self._repo.find(name) is not None:
                 raise AlreadyExistsError(f"instance {name!r} already exists")
+            refuse_kept(self._disks, name)  # its disks come from the package, never kept ones
             disk_images = [f"{name}-disk{i}" for i in range(len(system.disks))]
             for image in disk_images:
                 await self._images.check_new(image)

@@ -28,6 +28,7 @@ from virtfleet.model.instance import DiskSpec, InstanceSpec, PowerState
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
 from virtfleet.model.template import CloneMode, TemplateDefaults, expand_names
+from virtfleet.service.disks import refuse_kept
 from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
@@ -193,8 +194,7 @@ class TemplateService:
     async def _check_free(self, name: str) -> None:
         if await self._repo.find(name) is not None:
             raise AlreadyExistsError(f"instance {name!r} already exists")
-        if self._disks.dir(name).exists():
-            raise AlreadyExistsError(f"disk directory of {name!r} already exists (a leftover?)")
+        refuse_kept(self._disks, name)  # a clone makes its own disk: never boots kept ones
 
     async def _make_all(
         self, record: ImageRecord, specs: builtins.list[InstanceSpec], mode: CloneMode,

@@ -29,7 +29,9 @@ async def list_instances(services: ServicesDep) -> list[Instance]:
 
 @router.post("", status_code=202, dependencies=[OPERATOR])
 async def create_instance(body: CreateInstance, services: ServicesDep) -> Operation:
-    return await services.instances.create(body.spec(), start=body.start)
+    return await services.instances.create(
+        body.spec(), start=body.start, reuse_disks=body.reuse_disks
+    )
 
 
 @router.get("/{name}", responses={200: {"headers": _ETAG_DOC}})
