@@ -1,4 +1,4 @@
-"""nftables rules of every network, in the platform's own tables (one atomic transaction).
+"""nftables rules of one daemon's networks, in that daemon's own tables (one transaction).
 
 ``ruleset`` is a pure function of the networks (and the taps of VLAN networks)
 and is golden-tested; ``apply`` loads it with ``nft -f`` so the old and the new
@@ -6,29 +6,58 @@ rules swap in one kernel transaction (no gap: guest traffic and conntrack state
 survive an agent restart). The rules:
 
 - input: guests reach the host only for DHCP, DNS, ICMP echo and the TCP ports
-  the network allows (answers to the host's own connections pass too);
+  the network allows (answers to the host's own connections pass too); never a
+  link-local (169.254.0.0/16) address of the host;
 - forward: traffic stays inside its network, except that NAT networks may go
-  out to non-virtfleet interfaces (and the answers come back); isolated
-  networks go nowhere;
+  out to non-virtfleet interfaces (and the answers come back), never to a
+  link-local address (cloud metadata services live at 169.254.169.254);
+  isolated networks go nowhere;
 - postrouting: NAT networks are masqueraded;
 - bridge forward: VLAN networks on a shared host bridge pass frames only among
   their own ports, and their ports never accept 802.1Q-tagged frames (no tag
   hopping). This kernel has neither bridge VLAN filtering nor 8021q, so VLAN
   membership is enforced here rather than by the bridge.
 
+Several daemons on one host: each owns the table pair ``inet virtfleet-<owner>``
+and ``bridge virtfleet-<owner>`` (``table_for``) and rewrites only that pair.
+Every rule matches only the owner's own bridges and ports, so one daemon's rules
+never touch another's guests. nftables runs every base chain on a hook: a drop in
+any table is final, an accept only ends its own chain. So each daemon's drops
+hold against every other daemon's accepts (a NAT network's "may go out" accept
+cannot carry a packet into another daemon's bridge: that daemon drops what is
+not an answer), and VLAN networks of different daemons never share frames, even
+with the same tag on the same parent bridge.
+
+Before per-daemon tables every daemon rewrote one shared pair (``LEGACY_TABLE``),
+so it always held the rules of whichever daemon wrote last. ``legacy_ifnames``
+lists the interfaces it names; the manager removes it when none of them belongs
+to another daemon (then it can only hold its own old rules).
+
 Must not create links or processes.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from virtfleet.errors import DriverError
 from virtfleet.model.network import NetworkMode, NetworkSpec
 
 NFT = "/usr/sbin/nft"
-DEFAULT_TABLE = "virtfleet"
+LEGACY_TABLE = "virtfleet"  # the pair every daemon shared before tables were per daemon
+LINK_LOCAL = "169.254.0.0/16"  # metadata services (169.254.169.254) and other hosts' APIs
+_OWNER = re.compile(r"[A-Za-z0-9_]{1,32}")
+
+
+def table_for(owner: str) -> str:
+    """The name of ``owner``'s tables (``virtfleet-<owner>``, in both families)."""
+    if not _OWNER.fullmatch(owner):
+        raise ValueError(f"owner {owner!r} is not 1-32 letters, digits or underscores")
+    return f"{LEGACY_TABLE}-{owner}"
 
 
 def _names(items: Sequence[str]) -> str:
@@ -38,18 +67,24 @@ def _names(items: Sequence[str]) -> str:
 def ruleset(
     networks: Sequence[NetworkSpec],
     vlan_ports: Mapping[str, Sequence[str]],
-    table: str = DEFAULT_TABLE,
+    table: str,
 ) -> str:
-    """The full nft script: replaces both tables (``inet`` and ``bridge``) atomically."""
+    """The full nft script: replaces both tables ``table`` (``inet`` and ``bridge``) atomically."""
     routed = sorted((n for n in networks if n.mode is not NetworkMode.BRIDGED), key=_by_name)
     vlans = sorted((n for n in networks if n.vlan is not None), key=_by_name)
-    script = [f"table inet {table}", f"delete table inet {table}"]
-    script += [f"table bridge {table}", f"delete table bridge {table}"]
+    script = removal(table).splitlines()
     if routed:
         script += _inet(routed, table)
     if vlans:
         script += _bridge(vlans, vlan_ports, table)
     return "\n".join(script) + "\n"
+
+
+def removal(table: str) -> str:
+    """The nft script that deletes both tables ``table`` (whether or not they exist)."""
+    lines = [f"table inet {table}", f"delete table inet {table}"]
+    lines += [f"table bridge {table}", f"delete table bridge {table}"]
+    return "\n".join(lines) + "\n"
 
 
 def _by_name(spec: NetworkSpec) -> str:
@@ -61,6 +96,7 @@ def _inet(routed: list[NetworkSpec], table: str) -> list[str]:
     lines = [f"table inet {table} {{"]
     lines += ["  chain input {", "    type filter hook input priority filter; policy accept;"]
     lines.append(f"    iifname {ours} ct state established,related accept")
+    lines.append(f"    iifname {ours} ip daddr {LINK_LOCAL} drop")
     lines.append(f"    iifname {ours} udp dport {{ 67, 547 }} accept")
     lines.append(f"    iifname {ours} meta l4proto {{ tcp, udp }} th dport 53 accept")
     lines.append(f"    iifname {ours} icmp type echo-request accept")
@@ -71,6 +107,7 @@ def _inet(routed: list[NetworkSpec], table: str) -> list[str]:
             lines.append(f'    iifname "{net.name}" tcp dport {{ {ports} }} accept')
     lines += [f"    iifname {ours} drop", "  }"]
     lines += ["  chain forward {", "    type filter hook forward priority filter; policy accept;"]
+    lines.append(f"    iifname {ours} ip daddr {LINK_LOCAL} drop")
     for net in routed:
         lines.append(f'    iifname "{net.name}" oifname "{net.name}" accept')
     lines.append(f"    iifname {ours} oifname {ours} drop")
@@ -108,8 +145,8 @@ def _bridge(vlans: list[NetworkSpec], ports: Mapping[str, Sequence[str]], table:
     return lines
 
 
-def present(table: str = DEFAULT_TABLE) -> bool:
-    """Whether either of the platform's tables exists (a read-only listing)."""
+def present(table: str) -> bool:
+    """Whether either of the tables ``table`` exists (a read-only listing)."""
     try:
         proc = subprocess.run(
             [NFT, "list", "tables"], capture_output=True, text=True, timeout=30, check=False
@@ -118,6 +155,43 @@ def present(table: str = DEFAULT_TABLE) -> bool:
         return False
     wanted = {f"table inet {table}", f"table bridge {table}"}
     return any(line.strip() in wanted for line in proc.stdout.splitlines())
+
+
+def legacy_ifnames() -> set[str] | None:
+    """The interface names the old shared tables match on; ``None`` if neither exists."""
+    if not present(LEGACY_TABLE):
+        return None
+    names: set[str] = set()
+    for family in ("inet", "bridge"):
+        proc = subprocess.run(
+            [NFT, "-j", "list", "table", family, LEGACY_TABLE],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if proc.returncode == 0:
+            names |= ifnames(json.loads(proc.stdout))
+    return names
+
+
+def ifnames(listing: Any) -> set[str]:
+    """Every interface name in an ``nft -j list`` document: ``iifname``/``oifname`` match
+    values and the elements of ``ifname`` sets."""
+    names: set[str] = set()
+    for item in listing.get("nftables", []):
+        if "set" in item and item["set"].get("type") == "ifname":
+            names |= {e for e in item["set"].get("elem", []) if isinstance(e, str)}
+        for expr in item.get("rule", {}).get("expr", []):
+            match = expr.get("match", {})
+            if match.get("left", {}).get("meta", {}).get("key") in ("iifname", "oifname"):
+                names |= _values(match.get("right"))
+    return names
+
+
+def _values(right: Any) -> set[str]:
+    items = right.get("set", []) if isinstance(right, dict) else [right]
+    return {v for v in items if isinstance(v, str) and not v.startswith("@")}
 
 
 def apply(script: str) -> None:
