@@ -240,12 +240,13 @@ def test_old_shared_tables_are_removed_only_by_their_owner(lab: Lab) -> None:
 
 def test_nat_guest_cannot_reach_link_local_metadata(lab: Lab) -> None:
     """The outside namespace serves the same page at 10.250.1.2 and 169.254.169.254 (the
-    host reaches both); a NAT guest gets it from the first, never from the link-local one."""
+    host reaches both); NAT guests get it from the first, never from the link-local one."""
     url = f"http://{METADATA}:8080/token.txt"
     fetch = f"import urllib.request as u; print(u.urlopen('{url}', timeout=5).read())"
     assert lab.token in lab.host.run("python3", "-c", fetch)
-    assert lab.token in lab.http("a", OUTSIDE)
-    assert lab.token not in lab.http("a", METADATA)
+    for key in ("b", "a"):
+        assert lab.token in lab.http(key, OUTSIDE)
+        assert lab.token not in lab.http(key, METADATA)
 
 
 def test_guests_cannot_reach_a_daemons_api_port(lab: Lab) -> None:
@@ -256,3 +257,47 @@ def test_guests_cannot_reach_a_daemons_api_port(lab: Lab) -> None:
     for key, gateway in (("a", "10.86.0.1"), ("b", "10.87.0.1")):
         assert not lab.connects(key, gateway, API_PORT)
         assert not lab.connects(key, UPLINK, API_PORT)
+
+
+def test_a_daemon_cannot_take_the_others_bridge_or_subnet(lab: Lab) -> None:
+    """b asking for a network named like a's bridge, or in a's subnet, is a conflict (the
+    first one says whose interface it is), and the namespace's links and rules are as
+    before."""
+    before = lab.host.snapshot()
+    with pytest.raises(ApiError) as err:
+        lab.d["b"].client.create_network({"name": "lana", "subnet": "10.88.0.0/24"})
+    assert err.value.code == "conflict" and "another virtfleet daemon" in str(err.value)
+    with pytest.raises(ApiError) as err:
+        lab.d["b"].client.create_network({"name": "lanc", "subnet": "10.86.0.0/24"})
+    assert err.value.code == "conflict"
+    assert lab.host.snapshot() == before
+
+
+def test_a_daemon_never_takes_over_the_others_bridge(lab: Lab) -> None:
+    """b's network lanx lost its bridge while b was down, and a made its own lanx: b's
+    restart leaves a's bridge alone (no alias, address, dnsmasq or rules of b's on it) and
+    b's delete of lanx does not remove it; a's delete does."""
+    b, a = lab.d["b"].client, lab.d["a"].client
+    b.create_network({"name": "lanx", "mode": "nat", "subnet": "10.89.0.0/24"})
+    lab.d["b"].stop()
+    pidfile = lab.d["b"].data_dir / "networks/lanx/dnsmasq.pid"
+    subprocess.run(["kill", pidfile.read_text().strip()], check=True)
+    lab.host.run("ip", "link", "del", "lanx")
+    a.create_network({"name": "lanx", "mode": "nat", "subnet": "10.90.0.0/24"})
+    alias = _link(lab, "lanx")["ifalias"]
+    lab.d["b"].start()
+    wait_for(lambda: b.get_instance("ct").status.pid is not None, 30, "b's ct")
+    link = _link(lab, "lanx")
+    assert link["ifalias"] == alias and f":{lab.owner('a')}:" in str(alias)
+    assert [x["local"] for x in link["addr_info"] if x["family"] == "inet"] == ["10.90.0.1"]
+    assert b.get_network("lanx").state.dnsmasq_pid is None
+    assert '"lanx"' not in lab.host.run("nft", "list", "table", "inet", lab.table("b"))
+    b.delete_network("lanx")
+    assert _link(lab, "lanx")["ifalias"] == alias
+    a.delete_network("lanx")
+    assert "lanx" not in lab.host.run("ip", "-br", "link")
+
+
+def _link(lab: Lab, name: str) -> dict[str, object]:
+    [link] = json.loads(lab.host.run("ip", "-j", "-d", "addr", "show", "dev", name))
+    return link  # type: ignore[no-any-return]

@@ -163,15 +163,13 @@ def legacy_ifnames() -> set[str] | None:
         return None
     names: set[str] = set()
     for family in ("inet", "bridge"):
-        proc = subprocess.run(
-            [NFT, "-j", "list", "table", family, LEGACY_TABLE],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        if proc.returncode == 0:
-            names |= ifnames(json.loads(proc.stdout))
+        argv = [NFT, "-j", "list", "table", family, LEGACY_TABLE]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+            if proc.returncode == 0:
+                names |= ifnames(json.loads(proc.stdout))
+        except (OSError, subprocess.TimeoutExpired, ValueError, AttributeError) as err:
+            raise DriverError(f"cannot read the old table {family} {LEGACY_TABLE}: {err}") from err
     return names
 
 

@@ -4,8 +4,9 @@ Every link the platform creates carries an interface alias (``IFLA_IFALIAS``)
 saying so: ``virtfleet:<owner>:bridge:<network>`` or
 ``virtfleet:<owner>:tap|veth:<instance>:<nic>:<network>``. That alias, not the name, is how
 reconciliation tells our links from the host's and from another daemon's: a link
-that carries another alias is never taken over (``ConflictError``). Blocking calls: the manager
-runs them in a worker thread (pyroute2's sync API runs its own event loop).
+of another kind or with another alias is never taken over (``ConflictError``).
+Blocking calls: the manager runs them in a worker thread (pyroute2's sync API runs
+its own event loop).
 Must not decide policy (which links should exist): the manager does.
 """
 
@@ -45,14 +46,15 @@ def tap_name(instance: str, nic: int, owner: str = "") -> str:
     return f"vt{digest}-{nic}"
 
 
-def _claim(ipr: IPRoute, name: str, alias: str) -> None:
-    """Refuse an existing link ``name`` that carries an alias other than ``alias``."""
+def _claim(ipr: IPRoute, name: str, alias: str, kind: str) -> None:
+    """Refuse an existing link ``name`` that is not a ``kind`` or carries another alias."""
     found = ipr.link_lookup(ifname=name)
     if not found:
         return
-    theirs = _link(ipr.get_links(found[0])[0]).alias
-    if theirs and theirs != alias:
-        raise ConflictError(f"interface {name} exists and is not ours ({theirs})")
+    link = _link(ipr.get_links(found[0])[0])
+    if link.kind != kind or (link.alias and link.alias != alias):
+        whose = f" ({link.alias})" if link.alias else ""
+        raise ConflictError(f"interface {name} exists and is not ours{whose}")
 
 
 @contextlib.contextmanager
@@ -89,7 +91,7 @@ def create_bridge(name: str, alias: str, address: str | None, address6: str | No
     """Create an up bridge with ``alias`` and the host's addresses on it (idempotent; an
     existing bridge is reused only if it has no alias or this one)."""
     with _netlink(f"creating bridge {name}") as ipr:
-        _claim(ipr, name, alias)
+        _claim(ipr, name, alias, "bridge")
         if not ipr.link_lookup(ifname=name):
             ipr.link("add", ifname=name, kind="bridge")
         index = ipr.link_lookup(ifname=name)[0]
@@ -104,7 +106,7 @@ def create_bridge(name: str, alias: str, address: str | None, address6: str | No
 def create_tap(name: str, alias: str, bridge: str) -> None:
     """Create (or reuse one of ours) a persistent tap owned by root, on ``bridge`` and up."""
     with _netlink(f"creating tap {name}") as ipr:
-        _claim(ipr, name, alias)
+        _claim(ipr, name, alias, "tun")
         if not ipr.link_lookup(ifname=name):
             ipr.link("add", ifname=name, kind="tuntap", mode="tap")
         enslave(ipr, name, bridge, alias)

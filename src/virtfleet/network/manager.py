@@ -77,8 +77,14 @@ class NetworkManager:
             if spec.name in by_name:
                 raise ConflictError(f"network name {spec.name!r} is a host interface")
             return
-        if spec.name in by_name and not self._ours(by_name[spec.name], "bridge"):
-            raise ConflictError(f"network name {spec.name!r} is already a host interface")
+        found = by_name.get(spec.name)
+        if found is not None and not self._ours(found, "bridge"):
+            whose = (
+                "another virtfleet daemon's"
+                if found.alias.startswith(links.ALIAS_PREFIX)
+                else "a host"
+            )
+            raise ConflictError(f"network name {spec.name!r} is already {whose} interface")
         mine = ipaddress.ip_network(spec.subnet or "")
         for cidr in await asyncio.to_thread(links.addresses):
             net = ipaddress.ip_interface(cidr).network
@@ -134,16 +140,23 @@ class NetworkManager:
     async def _apply_rules(self) -> None:
         if not self._networks and not await asyncio.to_thread(firewall.present, self.table):
             return  # nothing of ours to write or remove: leave the host's rules alone
-        ports = await self._vlan_ports()
-        script = firewall.ruleset(list(self._networks.values()), ports, self.table)
-        await asyncio.to_thread(firewall.apply, script)
-
-    async def _vlan_ports(self) -> dict[str, builtins.list[str]]:
+        host_links = await asyncio.to_thread(links.list_links)
         ports: dict[str, builtins.list[str]] = {}
-        for link in await asyncio.to_thread(links.list_links):
+        for link in host_links:
             if self._port(link):
                 ports.setdefault(link.alias.rsplit(":", 1)[-1], []).append(link.name)
-        return ports
+        script = firewall.ruleset(self._ruled(host_links), ports, self.table)
+        await asyncio.to_thread(firewall.apply, script)
+
+    def _ruled(self, host_links: builtins.list[links.Link]) -> builtins.list[NetworkSpec]:
+        """The networks to write rules for: not one whose name is now someone else's
+        interface (our rules would drop that interface's traffic)."""
+        theirs = {x.name for x in host_links if not self._ours(x, "bridge")}
+        return [
+            n
+            for n in self._networks.values()
+            if n.mode is NetworkMode.BRIDGED or n.name not in theirs
+        ]
 
     async def _users(self, network: str) -> builtins.list[str]:
         users = set()
@@ -160,7 +173,8 @@ class NetworkManager:
         pid = await asyncio.to_thread(dnsmasq.running_pid, files)
         return NetworkState(
             bridge=spec.bridge,
-            present=link is not None,
+            present=link is not None
+            and (spec.mode is NetworkMode.BRIDGED or self._ours(link, "bridge")),
             dnsmasq_pid=pid,
             leases=await asyncio.to_thread(dnsmasq.leases, files),
             users=await self._users(spec.name),
@@ -291,20 +305,20 @@ class NetworkManager:
     async def _retire_legacy_tables(self) -> None:
         """Delete the shared tables of older versions unless another daemon's links are in
         them (then they hold that daemon's rules: it retires them when it is upgraded)."""
-        names = await asyncio.to_thread(firewall.legacy_ifnames)
-        if names is None:
-            return
-        others = foreign_owners(names, await asyncio.to_thread(links.list_links), self.owner)
-        if others:
-            log.warning(
-                "old shared nftables tables %r hold rules of daemon(s) %s: left in place",
-                firewall.LEGACY_TABLE,
-                ", ".join(sorted(others)),
-            )
-            return
-        with contextlib.suppress(VirtfleetError):
-            await asyncio.to_thread(firewall.apply, firewall.removal(firewall.LEGACY_TABLE))
-            log.info("removed the old shared nftables tables %r", firewall.LEGACY_TABLE)
+        table = firewall.LEGACY_TABLE
+        try:
+            names = await asyncio.to_thread(firewall.legacy_ifnames)
+            if names is None:
+                return
+            others = foreign_owners(names, await asyncio.to_thread(links.list_links), self.owner)
+            if others:
+                who = ", ".join(sorted(others))
+                log.warning("old nftables tables %r hold rules of daemon(s) %s: kept", table, who)
+                return
+            await asyncio.to_thread(firewall.apply, firewall.removal(table))
+            log.info("removed the old shared nftables tables %r", table)
+        except VirtfleetError as err:
+            log.warning("old nftables tables %r left in place: %s", table, err.message)
 
     # -- supervision ---------------------------------------------------------------------
 
@@ -319,6 +333,9 @@ class NetworkManager:
     async def _revive(self, spec: NetworkSpec) -> None:
         if spec.mode is NetworkMode.BRIDGED:
             return
+        bridge = await asyncio.to_thread(links.find, spec.name)
+        if bridge is None or not self._ours(bridge, "bridge"):
+            return  # never serve DHCP on a bridge that is not (or no longer) ours
         files = self.files(spec.name)
         if await asyncio.to_thread(dnsmasq.running_pid, files) is None:
             log.warning("dnsmasq of network %s is gone; restarting it", spec.name)
