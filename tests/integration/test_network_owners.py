@@ -202,6 +202,17 @@ def test_a_restart_keeps_the_other_daemons_rules_and_guests(lab: Lab) -> None:
     assert not lab.ping("b", lab.ips["a"])
 
 
+def test_guests_ask_only_their_own_networks_dns(lab: Lab) -> None:
+    """Each ``ct`` resolves its own name at its own gateway, but asking the other daemon's
+    dnsmasq (through the host) gets no answer naming the other ``ct``."""
+    gateway = {"a": "10.86.0.1", "b": "10.87.0.1"}
+    for key, other in (("b", "a"), ("a", "b")):
+        own, theirs = NETS[key]["name"], NETS[other]["name"]
+        assert lab.ips[key] in lab.sh(key, f"nslookup ct.{own}.vf {gateway[key]}")[1]
+        out = lab.sh(key, f"nslookup ct.{theirs}.vf {gateway[other]}")[1]
+        assert lab.ips[other] not in out
+
+
 def _legacy(lab: Lab, ifname: str, port: str = "") -> None:
     """An old-version shared table pair naming ``ifname`` (harmless rules: discard port)."""
     elements = f' elements = {{ "{port}" }};' if port else ""

@@ -82,7 +82,9 @@ def test_nic_specs() -> None:
 
 def _nets() -> list[NetworkSpec]:
     return [
-        NetworkSpec(name="lan", subnet="10.1.0.0/24", allow_host_tcp=[22]).with_defaults(),
+        NetworkSpec(
+            name="lan", subnet="10.1.0.0/24", ipv6_subnet="fd01::/64", allow_host_tcp=[22]
+        ).with_defaults(),
         NetworkSpec(name="iso", mode="isolated", subnet="10.2.0.0/24").with_defaults(),
         NetworkSpec(name="v10", mode="bridged", parent="trunk", vlan=10),
         NetworkSpec(name="v20", mode="bridged", parent="trunk", vlan=20),
@@ -126,6 +128,20 @@ def test_link_local_is_dropped_before_any_accept() -> None:
         body = text.split(f"chain {chain} {{")[1].split("}\n")[0].splitlines()[2:]
         rules = [r.strip() for r in body if "established" not in r]
         assert rules[0] == 'iifname { "iso", "lan" } ip daddr 169.254.0.0/16 drop', chain
+
+
+def test_dns_only_to_the_networks_own_server() -> None:
+    """A guest's DNS is accepted only to its own network's gateway (IPv4, its IPv6 ::1 or
+    on-link), so it cannot ask another network's (or daemon's) dnsmasq for guest names."""
+    text = firewall.ruleset(_nets(), {}, TABLE)
+    tail = " meta l4proto { tcp, udp } th dport 53 accept"
+    dns = [line.strip().removesuffix(tail) for line in text.splitlines() if "dport 53" in line]
+    assert dns == [
+        'iifname "iso" ip daddr 10.2.0.1',
+        'iifname "iso" ip6 daddr { fe80::/10 }',
+        'iifname "lan" ip daddr 10.1.0.1',
+        'iifname "lan" ip6 daddr { fd01::1, fe80::/10 }',
+    ]
 
 
 def test_ifnames_of_an_nft_listing() -> None:

@@ -5,9 +5,9 @@ and is golden-tested; ``apply`` loads it with ``nft -f`` so the old and the new
 rules swap in one kernel transaction (no gap: guest traffic and conntrack state
 survive an agent restart). The rules:
 
-- input: guests reach the host only for DHCP, DNS, ICMP echo and the TCP ports
-  the network allows (answers to the host's own connections pass too); never a
-  link-local (169.254.0.0/16) address of the host;
+- input: guests reach the host only for DHCP, DNS (their own network's server),
+  ICMP echo and the TCP ports the network allows (answers to the host's own
+  connections pass too); never a link-local (169.254.0.0/16) address of the host;
 - forward: traffic stays inside its network, except that NAT networks may go
   out to non-virtfleet interfaces (and the answers come back), never to a
   link-local address (cloud metadata services live at 169.254.169.254);
@@ -38,6 +38,7 @@ Must not create links or processes.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import subprocess
@@ -98,7 +99,8 @@ def _inet(routed: list[NetworkSpec], table: str) -> list[str]:
     lines.append(f"    iifname {ours} ct state established,related accept")
     lines.append(f"    iifname {ours} ip daddr {LINK_LOCAL} drop")
     lines.append(f"    iifname {ours} udp dport {{ 67, 547 }} accept")
-    lines.append(f"    iifname {ours} meta l4proto {{ tcp, udp }} th dport 53 accept")
+    for net in routed:
+        lines += _dns(net)
     lines.append(f"    iifname {ours} icmp type echo-request accept")
     lines.append(f"    iifname {ours} meta l4proto ipv6-icmp accept")
     for net in routed:
@@ -127,6 +129,17 @@ def _inet(routed: list[NetworkSpec], table: str) -> list[str]:
         lines.append("  }")
     lines.append("}")
     return lines
+
+
+def _dns(net: NetworkSpec) -> list[str]:
+    """A network's DNS: only to its own gateway (IPv4; IPv6 on-link or the subnet's ::1),
+    never to another network's dnsmasq, which would tell the names of its guests."""
+    v6 = [str(ipaddress.IPv6Network(net.ipv6_subnet)[1])] if net.ipv6_subnet else []
+    dests = [f"ip6 daddr {{ {', '.join([*v6, 'fe80::/10'])} }}"]
+    if net.gateway is not None:
+        dests.insert(0, f"ip daddr {net.gateway.ip}")
+    dport = "meta l4proto { tcp, udp } th dport 53 accept"
+    return [f'    iifname "{net.name}" {dest} {dport}' for dest in dests]
 
 
 def _bridge(vlans: list[NetworkSpec], ports: Mapping[str, Sequence[str]], table: str) -> list[str]:
