@@ -64,6 +64,12 @@ class Lab:
         found = [x for x in json.loads(self.host.run("ip", "-j", "link")) if x["ifname"] == name]
         return found[0] if found else None
 
+    def kept(self, key: str) -> tuple[int | None, list[Path]]:
+        """``key``'s dnsmasq pid and the cgroup directories of its ``ct``."""
+        pid = self.d[key].client.get_network(NETS[key]["name"]).state.dnsmasq_pid
+        parent = self.ct[key].parent
+        return pid, [m / parent / "ct" for m in cgroup_mounts() if (m / parent / "ct").is_dir()]
+
     def restart(self, key: str) -> None:
         self.d[key].stop()
         self.d[key].start()
@@ -189,13 +195,16 @@ def test_each_daemon_writes_only_its_own_tables(lab: Lab) -> None:
 
 
 def test_a_restart_keeps_the_other_daemons_rules_and_guests(lab: Lab) -> None:
-    """Restarting b (its start-up reconcile) leaves a's table, veth and traffic as they
-    were, and the other way round; a's and b's guests cannot reach each other."""
+    """Restarting b (its start-up reconcile) leaves a's table, veth, dnsmasq, container
+    cgroups and traffic as they were, and the other way round; a's and b's guests cannot
+    reach each other."""
     for key, other in (("b", "a"), ("a", "b")):
-        before, veth = lab.rules(other), lab.veth(other)
+        before, veth, kept = lab.rules(other), lab.veth(other), lab.kept(other)
+        assert kept[1], f"no cgroup of {other}'s ct found"
         lab.restart(key)
         assert lab.rules(other) == before
         assert lab.veth(other) == veth
+        assert lab.kept(other) == kept
         assert lab.token in lab.http(other, OUTSIDE)
     assert lab.ping("a", "10.86.0.1") and lab.ping("b", "10.87.0.1")
     assert not lab.ping("a", lab.ips["b"])
