@@ -94,30 +94,7 @@ def _by_name(spec: NetworkSpec) -> str:
 
 def _inet(routed: list[NetworkSpec], table: str) -> list[str]:
     ours = _names([n.name for n in routed])
-    lines = [f"table inet {table} {{"]
-    lines += ["  chain input {", "    type filter hook input priority filter; policy accept;"]
-    lines.append(f"    iifname {ours} ct state established,related accept")
-    lines.append(f"    iifname {ours} ip daddr {LINK_LOCAL} drop")
-    lines.append(f"    iifname {ours} udp dport {{ 67, 547 }} accept")
-    for net in routed:
-        lines += _dns(net)
-    lines.append(f"    iifname {ours} icmp type echo-request accept")
-    lines.append(f"    iifname {ours} meta l4proto ipv6-icmp accept")
-    for net in routed:
-        if net.allow_host_tcp:
-            ports = ", ".join(str(p) for p in sorted(set(net.allow_host_tcp)))
-            lines.append(f'    iifname "{net.name}" tcp dport {{ {ports} }} accept')
-    lines += [f"    iifname {ours} drop", "  }"]
-    lines += ["  chain forward {", "    type filter hook forward priority filter; policy accept;"]
-    lines.append(f"    iifname {ours} ip daddr {LINK_LOCAL} drop")
-    for net in routed:
-        lines.append(f'    iifname "{net.name}" oifname "{net.name}" accept')
-    lines.append(f"    iifname {ours} oifname {ours} drop")
-    for net in routed:
-        if net.mode is NetworkMode.NAT:
-            lines.append(f'    iifname "{net.name}" ip saddr {net.subnet} accept')
-            lines.append(f'    oifname "{net.name}" ct state established,related accept')
-    lines += [f"    iifname {ours} drop", f"    oifname {ours} drop", "  }"]
+    lines = [f"table inet {table} {{", *_input(routed, ours), *_forward(routed, ours)]
     nat = [n for n in routed if n.mode is NetworkMode.NAT]
     if nat:
         lines += ["  chain postrouting {", "    type nat hook postrouting priority srcnat;"]
@@ -129,6 +106,35 @@ def _inet(routed: list[NetworkSpec], table: str) -> list[str]:
         lines.append("  }")
     lines.append("}")
     return lines
+
+
+def _input(routed: list[NetworkSpec], ours: str) -> list[str]:
+    lines = ["  chain input {", "    type filter hook input priority filter; policy accept;"]
+    lines.append(f"    iifname {ours} ct state established,related accept")
+    lines.append(f"    iifname {ours} ip daddr {LINK_LOCAL} drop")
+    lines.append(f"    iifname {ours} udp dport {{ 67, 547 }} accept")
+    for net in routed:
+        lines += _dns(net)
+    lines.append(f"    iifname {ours} icmp type echo-request accept")
+    lines.append(f"    iifname {ours} meta l4proto ipv6-icmp accept")
+    for net in routed:
+        if net.allow_host_tcp:
+            ports = ", ".join(str(p) for p in sorted(set(net.allow_host_tcp)))
+            lines.append(f'    iifname "{net.name}" tcp dport {{ {ports} }} accept')
+    return [*lines, f"    iifname {ours} drop", "  }"]
+
+
+def _forward(routed: list[NetworkSpec], ours: str) -> list[str]:
+    lines = ["  chain forward {", "    type filter hook forward priority filter; policy accept;"]
+    lines.append(f"    iifname {ours} ip daddr {LINK_LOCAL} drop")
+    for net in routed:
+        lines.append(f'    iifname "{net.name}" oifname "{net.name}" accept')
+    lines.append(f"    iifname {ours} oifname {ours} drop")
+    for net in routed:
+        if net.mode is NetworkMode.NAT:
+            lines.append(f'    iifname "{net.name}" ip saddr {net.subnet} accept')
+            lines.append(f'    oifname "{net.name}" ct state established,related accept')
+    return [*lines, f"    iifname {ours} drop", f"    oifname {ours} drop", "  }"]
 
 
 def _dns(net: NetworkSpec) -> list[str]:
