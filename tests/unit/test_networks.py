@@ -14,9 +14,9 @@ from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
 from virtfleet.errors import InvalidNameError
 from virtfleet.model.instance import Accel, DeviceModel, InstanceSpec, NicSpec
 from virtfleet.model.network import NetworkSpec, overlapping
-from virtfleet.network import dnsmasq, firewall
+from virtfleet.network import dnsmasq, firewall, links
 from virtfleet.network.links import Link, tap_name
-from virtfleet.network.manager import foreign_owners
+from virtfleet.network.manager import NetworkManager, foreign_owners
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -221,6 +221,25 @@ def test_leases_are_parsed(tmp_path: Path) -> None:
         ("52:54:00:ca:ac:cc", "10.1.0.213", ""),
         ("52:54:00:be:03:bb", "10.1.0.221", "b"),
     ]
+
+
+async def test_detach_removes_only_this_daemons_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Detaching NIC 0 of ``ct`` deletes this daemon's veth for it, found by its alias (also
+    one named before tap names carried the owner), never another daemon's ``ct``'s veth or
+    another NIC's."""
+    host = [
+        _link("vtold-0", "virtfleet:me:veth:ct:0:lan"),
+        _link(tap_name("ct", 0, "other"), "virtfleet:other:veth:ct:0:lan"),
+        _link(tap_name("ct", 0), ""),  # the old shared name, now someone else's interface
+        _link("vtme-1", "virtfleet:me:veth:ct:1:lan"),
+    ]
+    deleted: list[str] = []
+    monkeypatch.setattr(links, "list_links", lambda: host)
+    monkeypatch.setattr(links, "delete", deleted.append)
+    await NetworkManager(tmp_path, "me").detach_netns("ct", 0)
+    assert deleted == ["vtold-0"]
 
 
 def test_tap_names_fit_ifnamsiz() -> None:
