@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from virtfleet.app.settings import Settings
 from virtfleet.client import ApiError
 from virtfleet.drivers.oci.driver import cgroup_mounts
 from virtfleet.network.links import tap_name
@@ -38,6 +39,10 @@ class Lab:
     def __init__(self, d: NsDaemon, ns: Namespace) -> None:
         self.d, self.ns, self.ct = d, ns, Containers(d)
         self.ips: dict[str, str] = {}
+
+    def host_end(self, name: str) -> str:
+        """The host end of ``name``'s NIC 0 (tap names carry the daemon's id)."""
+        return tap_name(name, 0, Settings(data_dir=self.d.data_dir).instance_id)
 
     def links(self) -> dict[str, dict[str, object]]:
         return {link["ifname"]: link for link in json.loads(self.ns.run("ip", "-j", "link"))}
@@ -137,7 +142,7 @@ def test_container_lease_is_reported_like_a_vm(lab: Lab) -> None:
     assert f"link/ether {mac}" in eth0 and f"inet {lab.ips['ct']}/24" in eth0
     assert "VIRTFLEET-LEASE iface=eth0" in lab.ct.cli("vm", "logs", "ct").stdout
     assert f"{lab.ips['ct']} (lan)" in lab.ct.cli("vm", "show", "ct").stdout
-    host_end = lab.links()[tap_name("ct", 0)]
+    host_end = lab.links()[lab.host_end("ct")]
     assert host_end["master"] == "lan" and "UP" in host_end["flags"]  # type: ignore[operator]
     assert lab.d.client.get_network("lan").state.users == ["ct", "vm"]
     vm_mac = lab.d.client.get_instance("vm").spec.nics[0].mac
@@ -162,7 +167,7 @@ def test_veth_survives_daemon_restart_and_goes_with_stop(lab: Lab) -> None:
     """A daemon killed and restarted re-adopts ct and keeps its veth (traffic flows); a hard
     reset after adoption gives the new netns a new veth on lan (the same MAC leases again);
     stop removes the veth."""
-    host_end = tap_name("ct", 0)
+    host_end = lab.host_end("ct")
     lab.d.kill9()
     lab.d.start()
     wait_for(lambda: lab.d.client.get_instance("ct").status.reason == "re-adopted", 30, "adopt")

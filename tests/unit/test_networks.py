@@ -14,8 +14,9 @@ from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
 from virtfleet.errors import InvalidNameError
 from virtfleet.model.instance import Accel, DeviceModel, InstanceSpec, NicSpec
 from virtfleet.model.network import NetworkSpec, overlapping
-from virtfleet.network import dnsmasq, firewall
-from virtfleet.network.links import tap_name
+from virtfleet.network import dnsmasq, firewall, links
+from virtfleet.network.links import Link, tap_name
+from virtfleet.network.manager import NetworkManager, foreign_owners
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -81,28 +82,120 @@ def test_nic_specs() -> None:
 
 def _nets() -> list[NetworkSpec]:
     return [
-        NetworkSpec(name="lan", subnet="10.1.0.0/24", allow_host_tcp=[22]).with_defaults(),
+        NetworkSpec(
+            name="lan", subnet="10.1.0.0/24", ipv6_subnet="fd01::/64", allow_host_tcp=[22]
+        ).with_defaults(),
         NetworkSpec(name="iso", mode="isolated", subnet="10.2.0.0/24").with_defaults(),
         NetworkSpec(name="v10", mode="bridged", parent="trunk", vlan=10),
         NetworkSpec(name="v20", mode="bridged", parent="trunk", vlan=20),
     ]
 
 
+TABLE = firewall.table_for("1a2b3c4d")
+
+
 def test_ruleset_matches_golden() -> None:
-    """The whole nftables script for NAT, isolated and VLAN networks equals its golden file."""
-    text = firewall.ruleset(_nets(), {"v10": ["vtaaa-1", "vtbbb-1"]})
+    """The whole nftables script for NAT, isolated and VLAN networks, in the daemon's own
+    tables ``virtfleet-<owner>``, equals its golden file."""
+    text = firewall.ruleset(_nets(), {"v10": ["vtaaa-1", "vtbbb-1"]}, TABLE)
     golden = GOLDEN / "nft-networks.txt"
     if os.environ.get("VIRTFLEET_UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text()
 
 
-def test_no_networks_removes_the_tables() -> None:
-    """With no networks the script only deletes the platform's tables (no empty chains)."""
-    assert firewall.ruleset([], {}) == (
-        "table inet virtfleet\ndelete table inet virtfleet\n"
-        "table bridge virtfleet\ndelete table bridge virtfleet\n"
+def test_no_networks_removes_only_the_daemons_tables() -> None:
+    """With no networks the script only deletes this daemon's tables (no empty chains),
+    never the old shared ``virtfleet`` pair or another daemon's."""
+    assert firewall.ruleset([], {}, TABLE) == (
+        "table inet virtfleet-1a2b3c4d\ndelete table inet virtfleet-1a2b3c4d\n"
+        "table bridge virtfleet-1a2b3c4d\ndelete table bridge virtfleet-1a2b3c4d\n"
     )
+
+
+@pytest.mark.parametrize("owner", ["", "a-b", "x y", "a" * 33, 'a"; flush ruleset'])
+def test_table_owner_must_be_an_identifier(owner: str) -> None:
+    """An owner that is not a short identifier cannot name (or inject into) an nft table."""
+    with pytest.raises(ValueError, match="owner"):
+        firewall.table_for(owner)
+
+
+def test_link_local_is_dropped_before_any_accept() -> None:
+    """Guests' packets to 169.254.0.0/16 are dropped first in input and forward, so neither
+    the NAT "may go out" accept nor an allowed host port lets them reach a metadata address."""
+    text = firewall.ruleset(_nets(), {}, TABLE)
+    for chain in ("input", "forward"):
+        body = text.split(f"chain {chain} {{")[1].split("}\n")[0].splitlines()[2:]
+        rules = [r.strip() for r in body if "established" not in r]
+        assert rules[0] == 'iifname { "iso", "lan" } ip daddr 169.254.0.0/16 drop', chain
+
+
+def test_dns_only_to_the_networks_own_server() -> None:
+    """A guest's DNS is accepted only to its own network's gateway (IPv4, its IPv6 ::1 or
+    on-link), so it cannot ask another network's (or daemon's) dnsmasq for guest names."""
+    text = firewall.ruleset(_nets(), {}, TABLE)
+    tail = " meta l4proto { tcp, udp } th dport 53 accept"
+    dns = [line.strip().removesuffix(tail) for line in text.splitlines() if "dport 53" in line]
+    assert dns == [
+        'iifname "iso" ip daddr 10.2.0.1',
+        'iifname "iso" ip6 daddr { fe80::/10 }',
+        'iifname "lan" ip daddr 10.1.0.1',
+        'iifname "lan" ip6 daddr { fd01::1, fe80::/10 }',
+    ]
+
+
+def test_ifnames_of_an_nft_listing() -> None:
+    """The interface names an old table matches on: single names, anonymous sets and the
+    elements of named ``ifname`` sets; set references are not names."""
+    listing = {
+        "nftables": [
+            {"metainfo": {"version": "1.0.6"}},
+            {"table": {"family": "bridge", "name": "virtfleet"}},
+            {"set": {"name": "vlan_v10", "type": "ifname", "elem": ["vtaaa-1", "vtbbb-1"]}},
+            {"set": {"name": "other", "type": "ipv4_addr", "elem": ["10.0.0.1"]}},
+            {
+                "rule": {
+                    "expr": [
+                        {"match": {"left": {"meta": {"key": "iifname"}}, "right": "@vlan_v10"}},
+                        {"match": {"left": {"meta": {"key": "oifname"}}, "right": "lan"}},
+                        {"drop": None},
+                    ]
+                }
+            },
+            {
+                "rule": {
+                    "expr": [
+                        {
+                            "match": {
+                                "left": {"meta": {"key": "iifname"}},
+                                "right": {"set": ["iso", "lan2"]},
+                            }
+                        },
+                        {"match": {"left": {"payload": {"field": "dport"}}, "right": 22}},
+                    ]
+                }
+            },
+        ]
+    }
+    assert firewall.ifnames(listing) == {"vtaaa-1", "vtbbb-1", "lan", "iso", "lan2"}
+
+
+def _link(name: str, alias: str) -> Link:
+    return Link(name=name, index=1, kind="bridge", alias=alias, master=None, up=True)
+
+
+def test_foreign_owners_of_old_tables() -> None:
+    """Old shared tables naming only this daemon's links, absent links or host links have
+    no other owner (they may go); a link with another daemon's alias names that daemon."""
+    host = [
+        _link("lan", "virtfleet:me:bridge:lan"),
+        _link("eth0", ""),
+        _link("vtx-0", "virtfleet:other:tap:web:0:lanb"),
+        _link("lanb", "virtfleet:other:bridge:lanb"),
+    ]
+    assert foreign_owners({"lan", "eth0", "gone"}, host, "me") == set()
+    assert foreign_owners({"lan", "vtx-0"}, host, "me") == {"other"}
+    assert foreign_owners({"lanb"}, host, "other") == set()
 
 
 def test_dnsmasq_config(tmp_path: Path) -> None:
@@ -130,11 +223,33 @@ def test_leases_are_parsed(tmp_path: Path) -> None:
     ]
 
 
+async def test_detach_removes_only_this_daemons_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Detaching NIC 0 of ``ct`` deletes this daemon's veth for it, found by its alias (also
+    one named before tap names carried the owner), never another daemon's ``ct``'s veth or
+    another NIC's."""
+    host = [
+        _link("vtold-0", "virtfleet:me:veth:ct:0:lan"),
+        _link(tap_name("ct", 0, "other"), "virtfleet:other:veth:ct:0:lan"),
+        _link(tap_name("ct", 0), ""),  # the old shared name, now someone else's interface
+        _link("vtme-1", "virtfleet:me:veth:ct:1:lan"),
+    ]
+    deleted: list[str] = []
+    monkeypatch.setattr(links, "list_links", lambda: host)
+    monkeypatch.setattr(links, "delete", deleted.append)
+    await NetworkManager(tmp_path, "me").detach_netns("ct", 0)
+    assert deleted == ["vtold-0"]
+
+
 def test_tap_names_fit_ifnamsiz() -> None:
     """Tap names are stable, distinct per instance and NIC, and at most 15 characters."""
     name = tap_name("a" * 63, 7)
     assert len(name) <= 15 and name == tap_name("a" * 63, 7)
     assert tap_name("x", 0) != tap_name("y", 0) != tap_name("x", 1)
+    # two daemons' instances of one name get different taps (neither takes the other's)
+    assert tap_name("web", 0, "1a2b3c4d") != tap_name("web", 0, "5e6f7a8b") != tap_name("web", 0)
+    assert len(tap_name("a" * 63, 7, "1a2b3c4d")) <= 15
 
 
 def _argv(spec: InstanceSpec, taps: dict[int, str]) -> str:

@@ -3,8 +3,10 @@
 Every link the platform creates carries an interface alias (``IFLA_IFALIAS``)
 saying so: ``virtfleet:<owner>:bridge:<network>`` or
 ``virtfleet:<owner>:tap|veth:<instance>:<nic>:<network>``. That alias, not the name, is how
-reconciliation tells our links from the host's. Blocking calls: the manager
-runs them in a worker thread (pyroute2's sync API runs its own event loop).
+reconciliation tells our links from the host's and from another daemon's: a link
+of another kind or with another alias is never taken over (``ConflictError``).
+Blocking calls: the manager runs them in a worker thread (pyroute2's sync API runs
+its own event loop).
 Must not decide policy (which links should exist): the manager does.
 """
 
@@ -19,7 +21,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from virtfleet.errors import DriverError
+from virtfleet.errors import ConflictError, DriverError
 
 ALIAS_PREFIX = "virtfleet:"
 
@@ -34,10 +36,25 @@ class Link:
     up: bool
 
 
-def tap_name(instance: str, nic: int) -> str:
-    """A stable tap name within IFNAMSIZ: ``vt`` + 9 hex digits of the name + NIC index."""
-    digest = hashlib.sha256(instance.encode()).hexdigest()[:9]
+def tap_name(instance: str, nic: int, owner: str = "") -> str:
+    """A stable tap name within IFNAMSIZ: ``vt`` + 9 hex digits of the name + NIC index.
+
+    With ``owner`` (the daemon) the digest covers it too, so two daemons' instances of
+    one name never want the same tap."""
+    key = f"{owner}:{instance}" if owner else instance
+    digest = hashlib.sha256(key.encode()).hexdigest()[:9]
     return f"vt{digest}-{nic}"
+
+
+def _claim(ipr: IPRoute, name: str, alias: str, kind: str) -> None:
+    """Refuse an existing link ``name`` that is not a ``kind`` or carries another alias."""
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        return
+    link = _link(ipr.get_links(found[0])[0])
+    if link.kind != kind or (link.alias and link.alias != alias):
+        whose = f" ({link.alias})" if link.alias else ""
+        raise ConflictError(f"interface {name} exists and is not ours{whose}")
 
 
 @contextlib.contextmanager
@@ -71,8 +88,10 @@ def find(name: str) -> Link | None:
 
 
 def create_bridge(name: str, alias: str, address: str | None, address6: str | None) -> None:
-    """Create an up bridge with ``alias`` and the host's addresses on it (idempotent)."""
+    """Create an up bridge with ``alias`` and the host's addresses on it (idempotent; an
+    existing bridge is reused only if it has no alias or this one)."""
     with _netlink(f"creating bridge {name}") as ipr:
+        _claim(ipr, name, alias, "bridge")
         if not ipr.link_lookup(ifname=name):
             ipr.link("add", ifname=name, kind="bridge")
         index = ipr.link_lookup(ifname=name)[0]
@@ -85,8 +104,9 @@ def create_bridge(name: str, alias: str, address: str | None, address6: str | No
 
 
 def create_tap(name: str, alias: str, bridge: str) -> None:
-    """Create (or reuse) a persistent tap owned by root, enslaved to ``bridge`` and up."""
+    """Create (or reuse one of ours) a persistent tap owned by root, on ``bridge`` and up."""
     with _netlink(f"creating tap {name}") as ipr:
+        _claim(ipr, name, alias, "tun")
         if not ipr.link_lookup(ifname=name):
             ipr.link("add", ifname=name, kind="tuntap", mode="tap")
         enslave(ipr, name, bridge, alias)

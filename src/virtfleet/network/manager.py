@@ -6,6 +6,9 @@ made); the agent asks it for taps before QEMU starts and to drop them after
 QEMU ended, and to reconcile everything at its own start. Container runtimes
 attach a network namespace with ``attach_netns``. Links are found by their
 alias (``links.ALIAS_PREFIX``), so the host's own interfaces are never touched.
+Several daemons may share a host: ``owner`` (the daemon's id) is in every alias,
+tap name and nftables table name, and reconciliation removes only what carries
+this owner (the old shared tables only when no other daemon's links are in them).
 Must not read or write the store: callers pass the networks in.
 """
 
@@ -30,10 +33,10 @@ log = logging.getLogger(__name__)
 
 
 class NetworkManager:
-    def __init__(self, root: Path, owner: str, table: str = firewall.DEFAULT_TABLE) -> None:
+    def __init__(self, root: Path, owner: str) -> None:
         self.root = root  # per-network dnsmasq files live in root/<network>/
-        self.owner = owner  # tells this daemon's links from another daemon's
-        self.table = table
+        self.owner = owner  # tells this daemon's links and tables from another daemon's
+        self.table = firewall.table_for(owner)
         self._lock = asyncio.Lock()
         self._networks: dict[str, NetworkSpec] = {}
 
@@ -52,6 +55,12 @@ class NetworkManager:
         """A tap of a VM or the host end of a container's veth (an instance's bridge port)."""
         return self._ours(link, "tap") or self._ours(link, "veth")
 
+    def _port_of(self, link: links.Link, instance: str, nic: int) -> bool:
+        return self._port(link) and link.alias.split(":")[3:5] == [instance, str(nic)]
+
+    def _tap_name(self, instance: str, nic: int) -> str:
+        return links.tap_name(instance, nic, self.owner)
+
     def files(self, name: str) -> DnsmasqFiles:
         return DnsmasqFiles(self.root / name)
 
@@ -68,8 +77,14 @@ class NetworkManager:
             if spec.name in by_name:
                 raise ConflictError(f"network name {spec.name!r} is a host interface")
             return
-        if spec.name in by_name and not self._ours(by_name[spec.name], "bridge"):
-            raise ConflictError(f"network name {spec.name!r} is already a host interface")
+        found = by_name.get(spec.name)
+        if found is not None and not self._ours(found, "bridge"):
+            whose = (
+                "another virtfleet daemon's"
+                if found.alias.startswith(links.ALIAS_PREFIX)
+                else "a host"
+            )
+            raise ConflictError(f"network name {spec.name!r} is already {whose} interface")
         mine = ipaddress.ip_network(spec.subnet or "")
         for cidr in await asyncio.to_thread(links.addresses):
             net = ipaddress.ip_interface(cidr).network
@@ -125,16 +140,23 @@ class NetworkManager:
     async def _apply_rules(self) -> None:
         if not self._networks and not await asyncio.to_thread(firewall.present, self.table):
             return  # nothing of ours to write or remove: leave the host's rules alone
-        ports = await self._vlan_ports()
-        script = firewall.ruleset(list(self._networks.values()), ports, self.table)
-        await asyncio.to_thread(firewall.apply, script)
-
-    async def _vlan_ports(self) -> dict[str, builtins.list[str]]:
+        host_links = await asyncio.to_thread(links.list_links)
         ports: dict[str, builtins.list[str]] = {}
-        for link in await asyncio.to_thread(links.list_links):
+        for link in host_links:
             if self._port(link):
                 ports.setdefault(link.alias.rsplit(":", 1)[-1], []).append(link.name)
-        return ports
+        script = firewall.ruleset(self._ruled(host_links), ports, self.table)
+        await asyncio.to_thread(firewall.apply, script)
+
+    def _ruled(self, host_links: builtins.list[links.Link]) -> builtins.list[NetworkSpec]:
+        """The networks to write rules for: not one whose name is now someone else's
+        interface (our rules would drop that interface's traffic)."""
+        theirs = {x.name for x in host_links if not self._ours(x, "bridge")}
+        return [
+            n
+            for n in self._networks.values()
+            if n.mode is NetworkMode.BRIDGED or n.name not in theirs
+        ]
 
     async def _users(self, network: str) -> builtins.list[str]:
         users = set()
@@ -151,7 +173,8 @@ class NetworkManager:
         pid = await asyncio.to_thread(dnsmasq.running_pid, files)
         return NetworkState(
             bridge=spec.bridge,
-            present=link is not None,
+            present=link is not None
+            and (spec.mode is NetworkMode.BRIDGED or self._ours(link, "bridge")),
             dnsmasq_pid=pid,
             leases=await asyncio.to_thread(dnsmasq.leases, files),
             users=await self._users(spec.name),
@@ -168,7 +191,7 @@ class NetworkManager:
         async with self._lock:
             try:
                 for req in requests:
-                    name = links.tap_name(req.instance, req.nic)
+                    name = self._tap_name(req.instance, req.nic)
                     alias = self._tap_alias(req.instance, req.nic, req.network.name)
                     await asyncio.to_thread(links.create_tap, name, alias, req.network.bridge)
                     made.append(name)
@@ -211,10 +234,10 @@ class NetworkManager:
         brings it up and runs DHCP). Returns the host end's name; ``detach_netns`` or
         ``remove_taps(instance)`` removes it (so does the namespace's end, later).
         """
-        host_end = links.tap_name(instance, nic)
+        host_end = self._tap_name(instance, nic)
         alias = f"{links.ALIAS_PREFIX}{self.owner}:veth:{instance}:{nic}:{network.name}"
         async with self._lock:
-            await asyncio.to_thread(links.delete, host_end)  # a dying netns's old veth
+            await self._delete_ports(instance, nic)  # a dying netns's old veth (ours only)
             await asyncio.to_thread(
                 links.create_veth, host_end, ifname, alias, network.bridge, netns_pid, mac
             )
@@ -223,7 +246,15 @@ class NetworkManager:
         return host_end
 
     async def detach_netns(self, instance: str, nic: int) -> None:
-        await asyncio.to_thread(links.delete, links.tap_name(instance, nic))
+        async with self._lock:
+            await self._delete_ports(instance, nic)
+
+    async def _delete_ports(self, instance: str, nic: int) -> None:
+        """Delete this daemon's links for NIC ``nic`` of ``instance``, found by alias (also
+        those named before tap names carried the owner)."""
+        for link in await asyncio.to_thread(links.list_links):
+            if self._port_of(link, instance, nic):
+                await asyncio.to_thread(links.delete, link.name)
 
     # -- reconciliation ------------------------------------------------------------------
 
@@ -245,6 +276,7 @@ class NetworkManager:
             await self._reattach_taps()
             await self._remove_orphans(running)
             await self._apply_rules()
+            await self._retire_legacy_tables()
 
     async def _reattach_taps(self) -> None:
         for link in await asyncio.to_thread(links.list_links):
@@ -270,6 +302,24 @@ class NetworkManager:
                     await asyncio.to_thread(dnsmasq.stop, self.files(sub.name))
                     shutil.rmtree(sub, ignore_errors=True)
 
+    async def _retire_legacy_tables(self) -> None:
+        """Delete the shared tables of older versions unless another daemon's links are in
+        them (then they hold that daemon's rules: it retires them when it is upgraded)."""
+        table = firewall.LEGACY_TABLE
+        try:
+            names = await asyncio.to_thread(firewall.legacy_ifnames)
+            if names is None:
+                return
+            others = foreign_owners(names, await asyncio.to_thread(links.list_links), self.owner)
+            if others:
+                who = ", ".join(sorted(others))
+                log.warning("old nftables tables %r hold rules of daemon(s) %s: kept", table, who)
+                return
+            await asyncio.to_thread(firewall.apply, firewall.removal(table))
+            log.info("removed the old shared nftables tables %r", table)
+        except VirtfleetError as err:
+            log.warning("old nftables tables %r left in place: %s", table, err.message)
+
     # -- supervision ---------------------------------------------------------------------
 
     async def supervise(self, interval_s: float = 5.0) -> None:
@@ -283,8 +333,23 @@ class NetworkManager:
     async def _revive(self, spec: NetworkSpec) -> None:
         if spec.mode is NetworkMode.BRIDGED:
             return
+        bridge = await asyncio.to_thread(links.find, spec.name)
+        if bridge is None or not self._ours(bridge, "bridge"):
+            return  # never serve DHCP on a bridge that is not (or no longer) ours
         files = self.files(spec.name)
         if await asyncio.to_thread(dnsmasq.running_pid, files) is None:
             log.warning("dnsmasq of network %s is gone; restarting it", spec.name)
             with contextlib.suppress(VirtfleetError):
                 await asyncio.to_thread(dnsmasq.start, spec, files)
+
+
+def foreign_owners(names: Iterable[str], host_links: Iterable[links.Link], me: str) -> set[str]:
+    """The other daemons whose links are among ``names`` (by their aliases)."""
+    wanted = set(names)
+    owners = set()
+    for link in host_links:
+        if link.name in wanted and link.alias.startswith(links.ALIAS_PREFIX):
+            owner = link.alias.split(":")[1]
+            if owner != me:
+                owners.add(owner)
+    return owners
