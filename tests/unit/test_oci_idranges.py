@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,31 @@ def test_a_container_keeps_its_range_and_a_removed_layer_frees_it(tmp_path: Path
     assert ranges.acquire(tmp_path / "layers/c/id-range") == first
     ranges.release(tmp_path / "layers/b/id-range")
     assert ranges.acquire(tmp_path / "layers/d/id-range") == other
+
+
+def test_a_layer_from_the_shared_range_keeps_it_or_moves(tmp_path: Path) -> None:
+    """Layers made when all containers shared range 100000: the first keeps it, the next
+    one's files move to its own range (ids outside the range and setuid bits stay)."""
+    ranges = _ranges(tmp_path)
+    layers = []
+    for name in ("a", "b"):
+        layer = tmp_path / name / "rootfs-layer"
+        (layer / "upper" / "bin").mkdir(parents=True)
+        tool = layer / "upper" / "bin" / "tool"
+        tool.write_text("x")
+        for path in (layer, layer / "upper", layer / "upper" / "bin", tool):
+            os.chown(path, 100_000, 100_000)
+        os.chown(tool, 100_000 + 1000, 5)  # a user inside, group outside the range
+        tool.chmod(0o4755)
+        (layer / "upper" / "link").symlink_to("bin/tool")
+        os.lchown(layer / "upper" / "link", 100_000 + 7, 100_000 + 7)
+        layers.append(layer)
+    first = ranges.acquire(tmp_path / "a" / "id-range", layers[0])
+    second = ranges.acquire(tmp_path / "b" / "id-range", layers[1])
+    assert first.host_id == 100_000 and second.host_id == 165_536
+    tool = layers[1] / "upper" / "bin" / "tool"
+    assert (tool.stat().st_uid, tool.stat().st_gid) == (165_536 + 1000, 5)
+    assert tool.stat().st_mode & 0o7777 == 0o4755
+    assert (layers[1] / "upper").stat().st_uid == 165_536
+    assert os.lstat(layers[1] / "upper" / "link").st_uid == 165_536 + 7
+    assert (layers[0] / "upper" / "bin" / "tool").stat().st_uid == 100_000 + 1000

@@ -181,7 +181,8 @@ class OciDriver:
         it), None without user namespaces."""
         if self.cfg.userns is None:
             return None
-        return self.cfg.userns.acquire(self.cfg.layer_root / name / ID_RANGE_FILE)
+        owner = self.cfg.layer_root / name / ID_RANGE_FILE
+        return self.cfg.userns.acquire(owner, self.layer_dir(name))
 
     async def _prepare_rootfs(self, spec: InstanceSpec, paths: OciPaths, shift: int) -> None:
         """Mount the overlay. An image's first use extracts it, in a thread; after that it

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,23 +36,46 @@ class IdRanges:
     count: int = MAX_RANGES
     lease_dir: Path = DEFAULT_LEASE_DIR
 
-    def acquire(self, owner: Path) -> IdMap:
+    def acquire(self, owner: Path, layer: Path | None = None) -> IdMap:
         """The range recorded in ``owner`` (leased again if needed), else a free one, which
-        is then recorded there. ``HostError`` if every range is taken."""
+        is then recorded there. ``layer``: the container's layer; one made before ranges
+        were per container keeps its range if free, else its files move to the new one.
+        ``HostError`` if every range is taken."""
         owner = owner.absolute()
         with self._locked():
-            recorded = _recorded(owner)
-            if recorded is not None and self._holder(recorded) in (None, owner):
-                self._lease(recorded, owner)
-                return IdMap(recorded, self.size)
-            for slot in range(self.count):
-                host_id = self.first + slot * self.size
-                if self._holder(host_id) is None:
-                    owner.parent.mkdir(parents=True, exist_ok=True)
-                    _write(owner, str(host_id))
-                    self._lease(host_id, owner)
-                    return IdMap(host_id, self.size)
+            current = _recorded(owner)
+            if current is None and layer is not None:
+                current = self._base_of(layer)
+            if current is not None and self._holder(current) in (None, owner):
+                self._record(current, owner)
+                return IdMap(current, self.size)
+            host_id = self._free()
+            self._record(host_id, owner)
+        if current is not None and layer is not None:
+            shift_tree(layer, current, host_id, self.size)
+        return IdMap(host_id, self.size)
+
+    def _free(self) -> int:
+        for slot in range(self.count):
+            host_id = self.first + slot * self.size
+            if self._holder(host_id) is None:
+                return host_id
         raise HostError(f"all {self.count} container id ranges of this host are taken")
+
+    def _record(self, host_id: int, owner: Path) -> None:
+        owner.parent.mkdir(parents=True, exist_ok=True)
+        _write(owner, str(host_id))
+        self._lease(host_id, owner)
+
+    def _base_of(self, layer: Path) -> int | None:
+        """The range a layer's files are owned by (its ``upper`` belongs to the range's
+        root), None if there is no layer or its owner starts no range."""
+        try:
+            uid = (layer / "upper").stat().st_uid
+        except OSError:
+            return None
+        slot, rest = divmod(uid - self.first, self.size)
+        return uid if rest == 0 and 0 <= slot < self.count else None
 
     def release(self, owner: Path) -> None:
         """Free the range ``owner`` holds and forget it (its layer is being removed)."""
@@ -95,3 +119,19 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def shift_tree(root: Path, old: int, new: int, size: int) -> None:
+    """Move the owners of everything under ``root`` from range ``old`` to range ``new``
+    (ids outside ``old``'s range stay), keeping setuid/setgid bits chown clears."""
+    for parent, _, files in os.walk(root):
+        for name in [*files, ""]:  # "": the directory itself
+            path = os.path.join(parent, name) if name else parent
+            st = os.lstat(path)
+            uid = st.st_uid - old + new if old <= st.st_uid < old + size else st.st_uid
+            gid = st.st_gid - old + new if old <= st.st_gid < old + size else st.st_gid
+            if (uid, gid) == (st.st_uid, st.st_gid):
+                continue
+            os.lchown(path, uid, gid)
+            if not stat.S_ISLNK(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode))
