@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from virtfleet.drivers.qemu.backing import chain as backing_chain
+from virtfleet.drivers.qemu.blockjobs import BlockJobs
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.errors import ConflictError, InvalidInputError, QMPError, TimeoutError_
 from virtfleet.model.instance import DiskLimits, NicSpec
@@ -167,8 +168,17 @@ async def _pass_file(
 
 
 async def remove_disk(qmp: QMPSession, disk: str) -> None:
+    """Unplug the disk, then drop its nodes top down: after a live snapshot its device sits
+    on an overlay node, with ``disk-<name>`` below it as a backing node."""
+    jobs = BlockJobs(qmp)
+    chain = await jobs.backing_chain(await jobs.active_node(disk))
     await unplug(qmp, f"dev-{disk}")
-    await qmp.execute("blockdev-del", {"node-name": f"disk-{disk}"})
+    for node in chain:
+        if node == f"disk-{disk}":
+            await qmp.execute("blockdev-del", {"node-name": node})
+            return
+        # Only nodes we added can go; QEMU's implicit ones go with their parent.
+        await _quietly(qmp, "blockdev-del", {"node-name": node})
 
 
 async def disk_size(qmp: QMPSession, disk: str) -> int:
