@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from virtfleet.drivers.qemu.uids import UidPool
-from virtfleet.errors import HostError
+from virtfleet.drivers.qemu.uids import UidPool, parse_pool
+from virtfleet.errors import HostError, InvalidInputError
 
 FIRST = 3_900_000_000  # far from any account or running process
 
@@ -63,3 +63,14 @@ def test_release_frees_at_once(pools: tuple[UidPool, UidPool]) -> None:
     uid = one.reserve("a")
     one.release(uid, os.getpid())
     assert one.holder(uid) is None and one.reserve("b") == uid
+
+
+def test_pool_setting_parsed_or_refused() -> None:
+    """VIRTFLEET_QEMU_UIDS: "" the default, "off" none, FIRST:COUNT; bad values are
+    invalid input with one clear message (uid 0 is never a VM's)."""
+    assert parse_pool("") == UidPool()
+    assert parse_pool("off") is None
+    assert parse_pool("95000:10") == UidPool(95_000, 10)
+    for bad in ("x", "0:5", "90000:0", "90000:-1"):
+        with pytest.raises(InvalidInputError, match="FIRST:COUNT"):
+            parse_pool(bad)

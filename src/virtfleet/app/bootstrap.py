@@ -39,9 +39,8 @@ from virtfleet.drivers.fake.driver import FakeDriver
 from virtfleet.drivers.oci.factory import build_oci_driver
 from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.driver import QemuDriver
-from virtfleet.drivers.qemu.uids import DEFAULT_COUNT, UidPool
+from virtfleet.drivers.qemu.uids import UidPool, parse_pool
 from virtfleet.drivers.routing import RoutingDriver
-from virtfleet.errors import InvalidInputError
 from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.backups import BackupManager
 from virtfleet.host.collector import MetricsCollector
@@ -201,17 +200,8 @@ def _networks(settings: Settings) -> NetworkHost:
 
 
 def _uid_pool(setting: str) -> UidPool | None:
-    """The per-VM uid pool: "FIRST:COUNT", "" for the default, "off" for none (or not root)."""
-    if setting == "off" or os.geteuid() != 0:
-        return None
-    if not setting:
-        return UidPool()
-    first, _, count = setting.partition(":")
-    try:
-        return UidPool(int(first), int(count or DEFAULT_COUNT))
-    except ValueError as err:
-        why = f"VIRTFLEET_QEMU_UIDS must be FIRST:COUNT or off, not {setting!r}"
-        raise InvalidInputError(why) from err
+    """The per-VM uid pool (only root can drop QEMU to other uids)."""
+    return parse_pool(setting) if os.geteuid() == 0 else None
 
 
 def _user_exists(name: str) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from virtfleet.errors import HostError
+from virtfleet.errors import HostError, InvalidInputError
 
 DEFAULT_LEASE_DIR = Path("/run/virtfleet/qemu-uids")
 DEFAULT_FIRST_UID = 90_000  # above distributions' UID_MAX (60000), below subuid ranges (100000)
@@ -103,6 +103,24 @@ class UidPool:
         tmp = self._path(uid).with_suffix(".tmp")
         tmp.write_text(json.dumps(lease))
         os.replace(tmp, self._path(uid))
+
+
+def parse_pool(setting: str) -> UidPool | None:
+    """A pool from "FIRST:COUNT" (":COUNT" may go), the default for "", None for "off";
+    anything else is an ``InvalidInputError``."""
+    if setting == "off":
+        return None
+    if not setting:
+        return UidPool()
+    first, _, count = setting.partition(":")
+    why = f"the QEMU uid pool must be FIRST:COUNT (both > 0) or off, not {setting!r}"
+    try:
+        pool = UidPool(int(first), int(count or DEFAULT_COUNT))
+    except ValueError as err:
+        raise InvalidInputError(why) from err
+    if pool.first < 1 or pool.count < 1:  # uid 0 is root: never a VM's
+        raise InvalidInputError(why)
+    return pool
 
 
 def _alive(pid: int, ctime: float) -> bool:
