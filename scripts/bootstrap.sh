@@ -41,7 +41,10 @@ if [ ${#need_apt[@]} -gt 0 ] || ! qemu_ok; then
 fi
 qemu_ok || { echo "bootstrap: QEMU >= 9.0 is required" >&2; exit 1; }
 
-# QEMU drops to this unprivileged user after start-up (-run-with user=...).
+# Each VM's QEMU drops to its own uid from 90000-99999 (no account needed); this shared
+# user is only the fallback with VIRTFLEET_QEMU_UIDS=off. Containers map their own
+# 65536-id ranges from 100000 up: they are registered to it in /etc/subuid and
+# /etc/subgid, so useradd never hands them to a new user's rootless containers.
 if ! id virtfleet-qemu >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin virtfleet-qemu
 fi
@@ -50,6 +53,9 @@ getent group kvm >/dev/null && usermod -a -G kvm virtfleet-qemu
 if ! id virtfleet-img >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin virtfleet-img
 fi
+id_ranges=100000-1073841823  # 16384 ranges of 65536 (drivers/oci/idranges.py)
+grep -q "^virtfleet-qemu:100000:" /etc/subuid 2>/dev/null ||
+  usermod --add-subuids "$id_ranges" --add-subgids "$id_ranges" virtfleet-qemu
 
 py=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

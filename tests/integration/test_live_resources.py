@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
+from virtfleet.client import backups
 from virtfleet.client import resources as calls
 from virtfleet.client.errors import ApiError
 
@@ -170,6 +171,25 @@ def test_bad_input_leaves_the_vm_running(d: Daemon) -> None:
     inst = d.client.get_instance(VM)
     assert inst.status.power == "running" and inst.pending == []
     assert guest(d, "echo alive").strip() == "alive"
+
+
+def test_readded_volume_brings_its_snapshot_chain(d: Daemon) -> None:
+    """A volume re-added after a snapshot is an overlay over a frozen file: QEMU, chrooted
+    under its own uid, gets the whole chain as descriptors and the guest reads the data
+    that lives only in the frozen file. (Last here: the VM keeps the snapshot.)"""
+    resize(d, disks_add=[{"name": "keep", "size_gib": 0.0625}])
+    wait_for(lambda: "vdb" in guest(d, "ls /sys/block"), 30, "vdb in the guest")
+    guest(d, "dd if=/dev/urandom of=/dev/vdb bs=64k count=1 2>/dev/null; sync")
+    read = "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vdb bs=64k count=1 2>/dev/null | md5sum"
+    before = guest(d, read).split()[0]
+    snap = d.client.wait_operation(
+        d.client.call(backups.create_snapshot(VM, "s")).id, timeout_s=120
+    )
+    assert snap.status == "success", snap
+    resize(d, disks_remove=["keep"])
+    resize(d, disks_add=[{"name": "keep"}])
+    wait_for(lambda: "vdb" in guest(d, "ls /sys/block"), 30, "vdb back in the guest")
+    assert guest(d, read).split()[0] == before
 
 
 def _cpu_pct(proc: psutil.Process, seconds: float) -> float:

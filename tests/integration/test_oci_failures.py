@@ -48,7 +48,8 @@ async def driver() -> AsyncIterator[OciDriver]:
 
 def _hide_init(drv: OciDriver, name: str) -> None:
     """An overlay whiteout over /sbin/init in the container's upper layer."""
-    shift = drv.cfg.userns.host_id if drv.cfg.userns else 0
+    userns = drv.id_range(name)
+    shift = userns.host_id if userns else 0
     layer = drv.layer_dir(name)
     sbin = layer / "upper" / "sbin"
     sbin.mkdir(parents=True)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import psutil
 import pytest
+
+from virtfleet.drivers.qemu.uids import DEFAULT_COUNT, DEFAULT_FIRST_UID
 
 from .conftest import Daemon, wait_for
 
@@ -171,12 +174,56 @@ def test_vm_that_died_while_agent_was_down_follows_policy(daemon: Daemon) -> Non
 
 
 def test_qemu_is_confined(daemon: Daemon) -> None:
-    """QEMU runs as the unprivileged user, in its own cgroup, with seccomp on."""
+    """QEMU runs as its own pool uid, chrooted into an empty jail, in its own cgroup, with
+    seccomp on."""
     daemon.create("c", memory_mib=128)
     proc = psutil.Process(daemon.qemu_pid("c"))
-    assert proc.username() == "virtfleet-qemu"
+    uid = proc.uids().real
+    assert DEFAULT_FIRST_UID <= uid < DEFAULT_FIRST_UID + DEFAULT_COUNT
+    assert (proc.uids().effective, proc.gids().real, proc.gids().effective) == (uid, uid, uid)
+    jail = daemon.run_dir("c") / "jail"
+    assert os.readlink(f"/proc/{proc.pid}/root") == str(jail)
+    assert os.listdir(jail) == []
     assert "-sandbox" in proc.cmdline()
     cgroups = Path(f"/proc/{proc.pid}/cgroup").read_text()
     assert re.search(r"^\d+:memory:/virtfleet-[0-9a-f]{8}/c$", cgroups, re.MULTILINE), cgroups
     status = Path(f"/proc/{proc.pid}/status").read_text()
     assert re.search(r"^Seccomp:\s+2", status, re.MULTILINE)
+
+
+# Run with another uid: the system interpreter (our venv may sit under root's home).
+SYSTEM_PYTHON = "/usr/bin/python3"
+_PROBE = """
+import os, sys
+pid, disk, run = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+attempts = {
+    "signal": lambda: os.kill(pid, 0),
+    "disk": lambda: open(disk, "rb"),
+    "run dir": lambda: os.listdir(run),
+    "memory": lambda: open(f"/proc/{pid}/mem", "rb"),
+}
+for what, attempt in attempts.items():
+    try:
+        attempt()
+        print(what, "allowed")
+    except PermissionError:
+        print(what, "denied")
+"""
+
+
+def test_two_vms_cannot_reach_each_other(daemon: Daemon) -> None:
+    """Each VM's QEMU runs under its own uid: a process with VM a's ids can neither signal
+    VM b's QEMU, nor read its memory, its disk or its run directory (all of them denied)."""
+    daemon.create("a", memory_mib=128)
+    daemon.create("b", memory_mib=128)
+    qemu_a, qemu_b = psutil.Process(daemon.qemu_pid("a")), psutil.Process(daemon.qemu_pid("b"))
+    uid_a = qemu_a.uids().real
+    assert uid_a != qemu_b.uids().real
+    disk_b = next((daemon.data_dir / "disks" / "b").glob("*.qcow2"))
+    if not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip(f"{SYSTEM_PYTHON} is needed to probe as another uid")
+    args = [SYSTEM_PYTHON, "-c", _PROBE, str(qemu_b.pid), str(disk_b), str(daemon.run_dir("b"))]
+    out = subprocess.run(
+        args, user=uid_a, group=uid_a, extra_groups=[], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[:4] == ["signal denied", "disk denied", "run dir denied", "memory denied"]

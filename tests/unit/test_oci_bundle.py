@@ -102,3 +102,19 @@ def test_network_capabilities_only_with_nics() -> None:
     assert {"CAP_NET_ADMIN", "CAP_NET_RAW"} <= set(caps)
     plain = build_config(SPEC, opts)["process"]["capabilities"]["bounding"]  # type: ignore[index]
     assert "CAP_NET_ADMIN" not in plain and "CAP_NET_RAW" not in plain
+
+
+def test_seccomp_denies_user_namespaces_and_io_uring() -> None:
+    """io_uring is denied outright; clone/unshare only with CLONE_NEWUSER set (a masked
+    argument test); clone3, whose flags a filter cannot see, answers ENOSYS."""
+    rules = _config("plain")["linux"]["seccomp"]["syscalls"]  # type: ignore[index]
+    by_name = {name: rule for rule in rules for name in rule["names"]}
+    for call in ("io_uring_setup", "io_uring_enter", "io_uring_register"):
+        assert by_name[call]["action"] == "SCMP_ACT_ERRNO" and "args" not in by_name[call]
+    for call in ("clone", "unshare"):
+        rule = by_name[call]
+        assert rule["action"] == "SCMP_ACT_ERRNO" and rule["errnoRet"] == 1
+        assert rule["args"] == [
+            {"index": 0, "op": "SCMP_CMP_MASKED_EQ", "value": 0x10000000, "valueTwo": 0x10000000}
+        ]
+    assert by_name["clone3"]["errnoRet"] == 38

@@ -78,3 +78,16 @@ def test_commas_in_paths_are_escaped() -> None:
     argv = build_argv(spec, ctx, RunPaths(Path("/x,server=off")), QemuOptions())
     qmp = argv[argv.index("-mon") - 1]
     assert "path=/x,,server=off/qmp.sock," in qmp
+
+
+def test_own_uid_drops_to_it_and_chroots_into_the_jail() -> None:
+    """With a pool uid QEMU drops to uid:gid (no shared user) and chroots into the VM's
+    empty jail directory; without one it keeps the shared user."""
+    spec = InstanceSpec(name="web-1", image="tiny").normalized()
+    ctx = LaunchContext(accel=Accel.TCG, accel_reason="test", disks={"root": Path("/d/r.qcow2")})
+    paths = RunPaths(Path("/data/run/web-1"))
+    argv = build_argv(spec, ctx, paths, QemuOptions(runas="virtfleet-qemu"), uid=90_007)
+    assert argv[argv.index("-run-with") + 1] == "user=90007:90007,chroot=/data/run/web-1/jail"
+    assert argv.count("-run-with") == 1
+    shared = build_argv(spec, ctx, paths, QemuOptions(runas="virtfleet-qemu"))
+    assert shared[shared.index("-run-with") + 1] == "user=virtfleet-qemu"

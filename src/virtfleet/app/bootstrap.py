@@ -39,6 +39,7 @@ from virtfleet.drivers.fake.driver import FakeDriver
 from virtfleet.drivers.oci.factory import build_oci_driver
 from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.driver import QemuDriver
+from virtfleet.drivers.qemu.uids import UidPool, parse_pool
 from virtfleet.drivers.routing import RoutingDriver
 from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.backups import BackupManager
@@ -168,9 +169,11 @@ def _boot_id() -> str:
 def _driver(settings: Settings, facts: HostFacts, images: ImageStore) -> Driver:
     if settings.driver == "fake":
         return FakeDriver()
-    runas = settings.runas if settings.runas and _user_exists(settings.runas) else None
+    uids = _uid_pool(settings.qemu_uids)
+    want_runas = settings.runas if uids is None else None
+    runas = want_runas if want_runas and _user_exists(want_runas) else None
     opts = QemuOptions(
-        binary=settings.qemu_binary, runas=runas, tb_size_mib=settings.tcg_tb_size_mib
+        binary=settings.qemu_binary, runas=runas, uids=uids, tb_size_mib=settings.tcg_tb_size_mib
     )
     vm = QemuDriver(settings.run_dir, facts.qemu_version or "unknown", opts)
     containers = build_oci_driver(
@@ -210,6 +213,11 @@ def _networks(settings: Settings) -> NetworkHost:
     if settings.driver == "fake":
         return FakeNetworkManager()
     return NetworkManager(settings.data_dir / "networks", owner=settings.instance_id)
+
+
+def _uid_pool(setting: str) -> UidPool | None:
+    """The per-VM uid pool (only root can drop QEMU to other uids)."""
+    return parse_pool(setting) if os.geteuid() == 0 else None
 
 
 def _user_exists(name: str) -> bool:

@@ -40,7 +40,9 @@ class Settings:
     store: str = "sqlite"  # "sqlite" (embedded default) or "memory"
     driver: str = "qemu"  # "qemu" or "fake"
     qemu_binary: str = "qemu-system-x86_64"
-    runas: str | None = "virtfleet-qemu"
+    runas: str | None = "virtfleet-qemu"  # only without a uid pool (qemu_uids "off")
+    # Each VM's QEMU gets its own uid from FIRST:COUNT (host-wide leases); "off": runas.
+    qemu_uids: str = field(default_factory=lambda: os.environ.get("VIRTFLEET_QEMU_UIDS", ""))
     kvm_probe_timeout_s: float = 3.0
     tcg_tb_size_mib: int = field(
         default_factory=lambda: int(os.environ.get("VIRTFLEET_TCG_TB_SIZE_MIB", "32"))

@@ -178,7 +178,7 @@ class BackupManager:
             await imgtool.run(
                 [self.qemu_img, "create", "-q", "-f", "qcow2", str(target), str(sizes[disk.name])]
             )
-            imgtool.give_to(target, self.snapshots.runas())
+            imgtool.private(target)
             await jobs.add_qcow2(f.target, target, backing=f.node)
         quiesced = await self.quiescer.freeze(spec.name)
         manifest.consistency = "application" if quiesced else "crash"

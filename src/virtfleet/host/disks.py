@@ -60,8 +60,10 @@ class DiskManager:
         if spec.cloud_init is None:
             path.unlink(missing_ok=True)
             return None
-        self.dir(spec.name).mkdir(parents=True, exist_ok=True, mode=0o750)
-        return await asyncio.to_thread(write_seed, path, spec.name, spec.cloud_init, spec.uuid)
+        self._private_dir(spec.name)
+        seed = await asyncio.to_thread(write_seed, path, spec.name, spec.cloud_init, spec.uuid)
+        seed.chmod(0o600)  # user data may hold secrets; QEMU opens it before dropping to its uid
+        return seed
 
     def discard(self, created: list[Path]) -> None:
         """Remove disk files made by a failed start, and their directory if now empty."""
@@ -70,8 +72,13 @@ class DiskManager:
             with contextlib.suppress(OSError):
                 path.parent.rmdir()
 
+    def _private_dir(self, instance: str) -> None:
+        """The VM's directory, root's alone: no VM's QEMU (each its own uid) can enter it."""
+        self.dir(instance).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dir(instance).chmod(0o700)  # also one made by an older version (0750)
+
     async def _create(self, path: Path, disk: DiskSpec) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self._private_dir(path.parent.name)
         args = [self.qemu_img, "create", "-q", "-f", "qcow2"]
         if disk.image:
             base = self._image_path(disk.image)
@@ -86,6 +93,7 @@ class DiskManager:
         if disk.size_gib is not None:
             args.append(f"{int(disk.size_gib * 1024)}M")
         await _run(args)
+        path.chmod(0o600)
 
     async def _check(self, image: str, path: Path) -> None:
         """Refuse a corrupt or truncated image before a VM is layered on it (~4 ms)."""

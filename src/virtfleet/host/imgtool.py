@@ -1,8 +1,8 @@
-"""Small async wrappers around ``qemu-img`` and file ownership for QEMU's unprivileged user.
+"""Small async wrappers around ``qemu-img`` and the modes of new image files.
 
 Owns running ``qemu-img`` (create overlays, info, rebase, convert, compare) with
-errors translated to ``ProcessError``, and handing new image files to the user
-QEMU runs as (it cannot open root-only files after dropping privileges).
+errors translated to ``ProcessError``, and keeping new image files root's alone:
+QEMU (its own uid per VM, chrooted) never opens them by path, it gets descriptors.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pwd
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -42,9 +41,6 @@ async def overlay(qemu_img: str, path: Path, backing: Path, size: int) -> None:
     await run([*args, str(path), str(size)])
 
 
-def give_to(path: Path, user: str | None) -> None:
-    """Let QEMU's (unprivileged) user open ``path`` read-write, nobody else."""
+def private(path: Path) -> None:
+    """Only root may open ``path``; a running QEMU gets it as a descriptor (``add-fd``)."""
     os.chmod(path, 0o600)
-    if user:
-        entry = pwd.getpwnam(user)
-        os.chown(path, entry.pw_uid, entry.pw_gid)

@@ -116,10 +116,6 @@ class SnapshotManager:
         qmp = driver.qmp_session(vm) if driver is not None else None
         return BlockJobs(qmp) if qmp is not None else None
 
-    def runas(self) -> str | None:
-        driver = self.qemu()
-        return driver.opts.runas if driver is not None else None
-
     def _lock(self, vm: str) -> asyncio.Lock:
         return self.agent._locks.setdefault(vm, asyncio.Lock())  # the agent's per-VM lock
 
@@ -231,7 +227,7 @@ class SnapshotManager:
                 size = int((await imgtool.info(qemu_img, active))["virtual-size"])
                 new = active.with_name(f".new-{disk.name}.qcow2")
                 await imgtool.overlay(qemu_img, new, self.frozen(spec.name, snap, disk.name), size)
-                imgtool.give_to(new, self.runas())
+                imgtool.private(new)
                 node = f"vf{secrets.token_hex(6)}"
                 await jobs.add_qcow2(node, new)
                 staged.append((disk.name, node, new))

@@ -29,6 +29,7 @@ from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchCon
 from virtfleet.drivers.oci import access, console, layers
 from virtfleet.drivers.oci.bundle import BundleOptions, IdMap, build_config, resources
 from virtfleet.drivers.oci.handover import ConsoleSocket, Master
+from virtfleet.drivers.oci.idranges import IdRanges
 from virtfleet.drivers.oci.record import ContainerRecord, load, save
 from virtfleet.drivers.oci.runtime import ExecResult, Runtime, RuntimeChoice
 from virtfleet.errors import (
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
 KEEPER_SOCKET = ".console-keeper.sock"  # a dot: never a container's name
 CONSOLE_SOCKET = ".console.sock"  # the runtimes' --console-socket
+ID_RANGE_FILE = "id-range"  # beside the container's layer: the user-namespace range it owns
 EXEC_TIMEOUT_S = 60.0
 RUNTIME_ERROR_WAIT_S = 5.0  # a runtime that dropped the console socket exits at once
 _NOT_FOUND = ("executable file not found", "no such file or directory", "not found in $path")
@@ -96,7 +98,7 @@ class OciConfig:
     state_root: Path  # the runtime's --root
     rootfs_for: Callable[[str], Path]  # image name -> rootfs tarball
     cgroup_parent: str  # e.g. "virtfleet-1a2b3c4d": cgroups go to /<parent>/<name>
-    userns: IdMap | None = None
+    userns: IdRanges | None = None  # each container its own range; None: no user namespace
 
 
 class OciDriver:
@@ -118,7 +120,7 @@ class OciDriver:
         details.update({f"runtime_{k}": v for k, v in self.choice.reasons.items()})
         details["user_namespaces"] = "on" if self.cfg.userns else "off"
         if self.cfg.userns is not None:
-            uid = self.cfg.userns.host_id
+            uid = self.cfg.userns.first  # every container's mapped root is an "other" user here
             blocked = access.blocking_dir(self.cfg.run_root, uid, uid)
             details["unreachable_dir"] = str(blocked) if blocked is not None else None
         if not self.choice.binary:
@@ -155,19 +157,20 @@ class OciDriver:
         if c := self._live.get(spec.name):
             raise InvalidStateError(c.power.value, "stopped")
         self.validate(spec)
-        paths, shift = self.paths(spec.name), self._shift()
+        paths, userns = self.paths(spec.name), self.id_range(spec.name)
+        shift = userns.host_id if userns else 0
         async with contextlib.AsyncExitStack() as undo:
             paths.root.mkdir(parents=True, exist_ok=True, mode=0o711)
             undo.push_async_callback(self._cleanup, spec.name)
             await self._prepare_rootfs(spec, paths, shift)
-            self._write_config(spec, paths)
+            self._write_config(spec, paths, userns)
             # Nothing to do between create and start (no veths to move in): one runtime
             # process, ``run --detach``, instead of two (about 6 ms less with runc).
             join = ctx.join_netns
             record = ContainerRecord(
                 name=spec.name,
                 runtime=self.runtime.binary,
-                userns_host_id=self.cfg.userns.host_id if self.cfg.userns else None,
+                userns_host_id=shift if userns else None,
                 spec=spec,
             )
             relay, pid = await self._create(record, paths, undo, run=join is None)
@@ -178,8 +181,13 @@ class OciDriver:
             undo.pop_all()
         return self._status(c)
 
-    def _shift(self) -> int:
-        return self.cfg.userns.host_id if self.cfg.userns else 0
+    def id_range(self, name: str) -> IdMap | None:
+        """The container's own id range (kept with its layer: the layer's files are owned by
+        it), None without user namespaces."""
+        if self.cfg.userns is None:
+            return None
+        owner = self.cfg.layer_root / name / ID_RANGE_FILE
+        return self.cfg.userns.acquire(owner, self.layer_dir(name))
 
     async def _prepare_rootfs(self, spec: InstanceSpec, paths: OciPaths, shift: int) -> None:
         """Mount the overlay. An image's first use extracts it, in a thread; after that it
@@ -196,7 +204,7 @@ class OciDriver:
         layers.mount_overlay(lower, upper, work, paths.rootfs)
         self._mounted[spec.name] = lower
 
-    def _write_config(self, spec: InstanceSpec, paths: OciPaths) -> None:
+    def _write_config(self, spec: InstanceSpec, paths: OciPaths, userns: IdMap | None) -> None:
         """Write the bundle's config.json, unless this driver wrote it for ``spec`` already
         (a container started again: the file is still there, building it is ~0.5 ms)."""
         config_path = paths.bundle / "config.json"
@@ -205,7 +213,7 @@ class OciDriver:
         opts = BundleOptions(
             rootfs=paths.rootfs,
             cgroups_path=f"/{self.cfg.cgroup_parent}/{spec.name}",
-            userns=self.cfg.userns,
+            userns=userns,
         )
         config = build_config(spec, opts)
         # Compact: json's C encoder only runs without indent (~1 ms less per start).

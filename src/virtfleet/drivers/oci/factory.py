@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from virtfleet.drivers.oci.bundle import IdMap
 from virtfleet.drivers.oci.driver import OciConfig, OciDriver
+from virtfleet.drivers.oci.idranges import IdRanges
 from virtfleet.drivers.oci.runtime import choose_runtime
 from virtfleet.util.cgroups import detect_layout
 
-USERNS_BASE = 100_000  # container root = this host uid; 65536 ids mapped (shared range)
 USERNS_SYSCTL = Path("/proc/sys/user/max_user_namespaces")
 
 
@@ -42,7 +41,7 @@ def build_oci_driver(
         state_root=data_root / "oci" / "state",
         rootfs_for=rootfs_for,
         cgroup_parent=cgroup_parent,
-        userns=IdMap(USERNS_BASE) if userns_allowed() else None,
+        userns=IdRanges() if userns_allowed() else None,
     )
     for path in (data_root, data_root / "oci", config.run_root):
         path.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,11 @@
 A deny list over an allow-by-default action: system containers run ordinary
 distributions, so everything is allowed except the calls that reach outside the
 container (kernel modules, kexec, clocks, swap, keyrings, BPF, handle-based
-opens, ...). They fail with EPERM. Pure data; no I/O.
+opens, ...). They fail with EPERM. Two large kernel attack surfaces go too:
+io_uring, and new user namespaces (``unshare``/``clone`` with ``CLONE_NEWUSER``;
+``clone3`` hides its flags in memory a filter cannot read, so it answers ENOSYS
+and the C library falls back to ``clone``, as with Docker's profile). Pure
+data; no I/O.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 EPERM = 1
+ENOSYS = 38
+CLONE_NEWUSER = 0x10000000
 DENIED_SYSCALLS = (
     "acct",
     "add_key",
@@ -22,6 +28,9 @@ DENIED_SYSCALLS = (
     "finit_module",
     "get_kernel_syms",
     "init_module",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
     "ioperm",
     "iopl",
     "kexec_file_load",
@@ -47,11 +56,22 @@ DENIED_SYSCALLS = (
 
 
 def default_profile() -> dict[str, Any]:
-    """Allow everything but ``DENIED_SYSCALLS`` (EPERM) on x86-64 and its 32-bit ABIs."""
+    """Allow everything but ``DENIED_SYSCALLS`` and new user namespaces (EPERM), and
+    ``clone3`` (ENOSYS), on x86-64 and its 32-bit ABIs."""
+    # x86's clone and unshare both take the flags as their first argument.
+    newuser: dict[str, Any] = {"index": 0, "value": CLONE_NEWUSER, "valueTwo": CLONE_NEWUSER}
+    newuser["op"] = "SCMP_CMP_MASKED_EQ"
     return {
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
         "syscalls": [
-            {"names": list(DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM}
+            {"names": list(DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM},
+            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
+            {
+                "names": ["clone", "unshare"],
+                "action": "SCMP_ACT_ERRNO",
+                "errnoRet": EPERM,
+                "args": [newuser],
+            },
         ],
     }

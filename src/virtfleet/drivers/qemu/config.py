@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virtfleet.drivers.base import LaunchContext
+from virtfleet.drivers.qemu.uids import UidPool
 from virtfleet.model.instance import Accel, DeviceModel, InstanceSpec
 
 # Bounds the TCG translation cache: QEMU's default (~60 MiB resident for a small
@@ -70,28 +71,39 @@ class RunPaths:
     def record(self) -> Path:
         return self.root / "runtime.json"
 
+    @property
+    def jail(self) -> Path:
+        """The empty directory QEMU chroots into once it has opened everything."""
+        return self.root / "jail"
+
 
 @dataclass(frozen=True)
 class QemuOptions:
     """Host-level choices that are not part of the instance spec."""
 
     binary: str = "qemu-system-x86_64"
-    runas: str | None = None
+    runas: str | None = None  # one shared user, when there is no uid pool
+    uids: UidPool | None = None  # each VM its own uid from this pool (and a chroot)
     sandbox: bool = True
     tb_size_mib: int = TCG_TB_SIZE_MIB  # 0 = QEMU's own default
 
 
 def build_argv(
-    spec: InstanceSpec, ctx: LaunchContext, paths: RunPaths, opts: QemuOptions
+    spec: InstanceSpec,
+    ctx: LaunchContext,
+    paths: RunPaths,
+    opts: QemuOptions,
+    uid: int | None = None,
 ) -> list[str]:
-    """The full QEMU command line for ``spec``; same inputs, same output."""
+    """The full QEMU command line for ``spec``; same inputs, same output. ``uid``: the VM's
+    own unprivileged uid (then QEMU also chroots into ``paths.jail``); else ``opts.runas``."""
     return [
         opts.binary,
         *_base(spec, paths, opts),
         *_machine(spec, ctx, opts),
         *_cpu(spec, ctx),
         *_memory(spec),
-        *_sandbox(opts),
+        *_sandbox(opts, paths, uid),
         *_qmp(paths),
         *_serial(paths),
         *_display(paths),
@@ -135,11 +147,15 @@ def _memory(spec: InstanceSpec) -> list[str]:
     return ["-m", f"{spec.boot_memory_mib if virtio else spec.memory_mib}M"]
 
 
-def _sandbox(opts: QemuOptions) -> list[str]:
+def _sandbox(opts: QemuOptions, paths: RunPaths, uid: int | None) -> list[str]:
     # Dropping privileges with elevateprivileges=deny kills QEMU silently; once QEMU
     # runs unprivileged, spawn=deny already blocks every way back to root.
     # (-runas was removed in QEMU 9.x; -run-with user= replaces it.)
     args = ["-sandbox", SANDBOX] if opts.sandbox else []
+    if uid is not None:
+        # QEMU opens every file of argv as root, then chroots and drops to uid:gid (no
+        # supplementary groups); later files come as descriptors, so it needs no path.
+        return [*args, "-run-with", f"user={uid}:{uid},chroot={_opt(paths.jail)}"]
     return [*args, "-run-with", f"user={opts.runas}"] if opts.runas else args
 
 

@@ -96,12 +96,18 @@ class QemuDriver(LiveResources):
         self.validate(spec)
         paths = self.paths(spec.name)
         process.prepare_run_dir(paths)
-        argv = build_argv(spec, ctx, paths, self.opts)
+        uid = await self._reserve_uid(spec.name)
+        argv = build_argv(spec, ctx, paths, self.opts, uid)
         if spec.name in self.incoming_once:  # a memory snapshot is loaded into it (vmstate.py)
             self.incoming_once.discard(spec.name)
             argv += ["-incoming", "defer"]
-        pid = await process.launch(argv, paths, ctx.cgroup_procs)
         try:
+            pid = await process.launch(argv, paths, ctx.cgroup_procs)
+        except BaseException:
+            await self._free_uid(uid, os.getpid())
+            raise
+        try:
+            await self._hold_uid(uid, spec.name, pid)  # the lease goes to QEMU: it outlives us
             record = RuntimeRecord(
                 name=spec.name,
                 pid=pid,
@@ -117,6 +123,7 @@ class QemuDriver(LiveResources):
                 machine=spec.machine,
                 device_model=spec.device_model.value,
                 disks={k: str(v) for k, v in ctx.disks.items()},
+                uid=uid,
             )
             save(record, paths.record)
             vm = await self._attach(record, paths, fresh=True)
@@ -124,8 +131,21 @@ class QemuDriver(LiveResources):
         except BaseException:
             process.kill(pid)
             paths.record.unlink(missing_ok=True)
+            await self._free_uid(uid, pid)
             raise
         return self._status(self._vms[spec.name])
+
+    async def _reserve_uid(self, name: str) -> int | None:
+        pool = self.opts.uids
+        return await asyncio.to_thread(pool.reserve, name) if pool is not None else None
+
+    async def _hold_uid(self, uid: int | None, name: str, pid: int) -> None:
+        if self.opts.uids is not None and uid is not None:
+            await asyncio.to_thread(self.opts.uids.hold, uid, pid, name)
+
+    async def _free_uid(self, uid: int | None, pid: int) -> None:
+        if self.opts.uids is not None and uid is not None:
+            await asyncio.to_thread(self.opts.uids.release, uid, pid)
 
     async def _attach(self, record: RuntimeRecord, paths: RunPaths, fresh: bool = False) -> _VM:
         qmp = await (self._connect_fresh(record.pid, paths) if fresh else self._connect(paths))
@@ -187,6 +207,8 @@ class QemuDriver(LiveResources):
         if self._vms.get(name) is vm:
             del self._vms[name]
         vm.paths.record.unlink(missing_ok=True)
+        if self.opts.uids is not None and vm.record.uid is not None:
+            self.opts.uids.release(vm.record.uid, vm.record.pid)  # one small locked unlink
         vm.gone.set()
         if vm.stopping:
             self._emit(name, "stopped", vm.shutdown_reason or "stopped by request", True)
@@ -305,6 +327,8 @@ class QemuDriver(LiveResources):
             return InstanceStatus(
                 power=PowerState.CRASHED, reason="QEMU exited while the agent was down"
             )
+        if record.uid is not None:  # the lease may be gone (e.g. its directory cleared)
+            await self._hold_uid(record.uid, name, record.pid)
         return self._status(await self._attach(record, paths))
 
     async def list(self) -> list[str]:

@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from virtfleet.drivers.qemu.backing import chain as backing_chain
+from virtfleet.drivers.qemu.blockjobs import BlockJobs
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.errors import ConflictError, InvalidInputError, QMPError, TimeoutError_
 from virtfleet.model.instance import DiskLimits, NicSpec
@@ -133,26 +135,50 @@ async def unplug(qmp: QMPSession, device: str) -> None:
 
 
 async def add_disk(qmp: QMPSession, disk: str, path: Path, bus: str) -> None:
-    """Open the qcow2 here (QEMU runs unprivileged), pass the fd, add node and device."""
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fdset = await qmp.add_fd(fd)
-    finally:
-        os.close(fd)
+    """Open the qcow2 and its backing files here (QEMU runs chrooted under its own uid and
+    opens no path), pass them as fds, add the node and the device."""
     node = f"disk-{disk}"
     async with contextlib.AsyncExitStack() as undo:
-        undo.push_async_callback(_quietly, qmp, "remove-fd", {"fdset-id": fdset})
-        file = {"driver": "file", "filename": f"/dev/fdset/{fdset}"}
-        await qmp.execute("blockdev-add", {"driver": "qcow2", "node-name": node, "file": file})
+        file = await _pass_file(qmp, path, os.O_RDWR, undo)
+        backing: dict[str, object] | None = None
+        for below, fmt in reversed(await asyncio.to_thread(backing_chain, path)):
+            below_file = await _pass_file(qmp, below, os.O_RDONLY, undo)
+            backing = {"driver": fmt, "file": below_file, "read-only": True, "backing": backing}
+        args = {"driver": "qcow2", "node-name": node, "file": file, "backing": backing}
+        if backing is None:
+            del args["backing"]  # a qcow2 without one: nothing to say
+        await qmp.execute("blockdev-add", args)
         undo.push_async_callback(_quietly, qmp, "blockdev-del", {"node-name": node})
         device = {"driver": "virtio-blk-pci", "drive": node, "id": f"dev-{disk}", "bus": bus}
         await qmp.execute("device_add", device)
         undo.pop_all()
 
 
+async def _pass_file(
+    qmp: QMPSession, path: Path, mode: int, undo: contextlib.AsyncExitStack
+) -> dict[str, object]:
+    """``path`` opened here and put in an fdset (removed by ``undo``): its ``file`` node."""
+    fd = os.open(path, mode | os.O_CLOEXEC)
+    try:
+        fdset = await qmp.add_fd(fd)
+    finally:
+        os.close(fd)
+    undo.push_async_callback(_quietly, qmp, "remove-fd", {"fdset-id": fdset})
+    return {"driver": "file", "filename": f"/dev/fdset/{fdset}"}
+
+
 async def remove_disk(qmp: QMPSession, disk: str) -> None:
+    """Unplug the disk, then drop its nodes top down: after a live snapshot its device sits
+    on an overlay node, with ``disk-<name>`` below it as a backing node."""
+    jobs = BlockJobs(qmp)
+    chain = await jobs.backing_chain(await jobs.active_node(disk))
     await unplug(qmp, f"dev-{disk}")
-    await qmp.execute("blockdev-del", {"node-name": f"disk-{disk}"})
+    for node in chain:
+        if node == f"disk-{disk}":
+            await qmp.execute("blockdev-del", {"node-name": node})
+            return
+        # Only nodes we added can go; QEMU's implicit ones go with their parent.
+        await _quietly(qmp, "blockdev-del", {"node-name": node})
 
 
 async def disk_size(qmp: QMPSession, disk: str) -> int:
@@ -192,6 +218,7 @@ async def add_nic(qmp: QMPSession, nic_name: str, nic: NicSpec, bus: str) -> Non
     netdev = f"net-{nic_name}"
     await qmp.execute("netdev_add", {"type": "user", "id": netdev, "restrict": nic.restrict})
     device: dict[str, object] = {"driver": "virtio-net-pci", "netdev": netdev, "id": nic_name}
+    device["romfile"] = ""  # QEMU is chrooted: no option ROM to read (a hot-added NIC never boots)
     device["bus"] = bus
     if nic.mac:
         device["mac"] = nic.mac

@@ -41,10 +41,14 @@ def tail(path: Path, lines: int = 8) -> str:
 
 
 def prepare_run_dir(paths: RunPaths) -> None:
-    """Create the run directory and clear leftovers of a previous run (not the serial log)."""
-    paths.root.mkdir(parents=True, exist_ok=True, mode=0o750)
-    for stale in (paths.qmp, paths.serial, paths.pidfile, paths.stderr, paths.qmp_log):
-        stale.unlink(missing_ok=True)
+    """Create the run directory (root's alone) and its empty jail; clear leftovers of a
+    previous run (not the serial log): a chrooted QEMU cannot remove its sockets."""
+    paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.root.chmod(0o700)  # also a directory made by an older version (0750)
+    paths.jail.mkdir(exist_ok=True, mode=0o500)
+    stale = (paths.qmp, paths.serial, paths.vnc, paths.qga, paths.pidfile, paths.stderr)
+    for path in (*stale, paths.qmp_log):
+        path.unlink(missing_ok=True)
 
 
 async def launch(argv: Sequence[str], paths: RunPaths, cgroup_procs: Sequence[Path]) -> int:
