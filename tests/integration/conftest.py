@@ -64,12 +64,13 @@ class Daemon:
         self.url = ""  # the TCP listener's URL, when it has one
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = Client(uds_path=data_dir / "api.sock")
+        self.env: dict[str, str] = {}  # extra environment for the daemon (settings)
 
     def start(self) -> None:
         sock = self.data_dir / "api.sock"
         sock.unlink(missing_ok=True)
         log = open(self.data_dir / "daemon.log", "ab")  # noqa: SIM115 - owned by the child
-        env = {**os.environ, "VIRTFLEET_CACHE_DIR": str(CACHE)}
+        env = {**os.environ, "VIRTFLEET_CACHE_DIR": str(CACHE), **self.env}
         self.proc = subprocess.Popen(
             [VIRTFLEET, "--data-dir", str(self.data_dir), "serve", *self.serve_args],
             stdin=subprocess.DEVNULL,
@@ -201,14 +202,19 @@ def tls_daemon(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Dae
         yield d
 
 
-def module_daemon(request: pytest.FixtureRequest) -> Iterator[Daemon]:
+def module_daemon(
+    request: pytest.FixtureRequest, env: dict[str, str] | None = None
+) -> Iterator[Daemon]:
     """A daemon for a whole test module (share booted guests between its cases)."""
-    yield from _running_daemon(request, ("--listen", "none"))
+    yield from _running_daemon(request, ("--listen", "none"), env)
 
 
-def _running_daemon(request: pytest.FixtureRequest, serve_args: Sequence[str]) -> Iterator[Daemon]:
+def _running_daemon(
+    request: pytest.FixtureRequest, serve_args: Sequence[str], env: dict[str, str] | None = None
+) -> Iterator[Daemon]:
     data_dir = Path(tempfile.mkdtemp(prefix="vf", dir="/tmp"))
     d = Daemon(data_dir, serve_args)
+    d.env = env or {}
     d.start()
     op = d.client.build_image("tiny")
     assert d.client.wait_operation(op.id, timeout_s=300).status == "success"

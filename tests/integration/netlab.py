@@ -69,7 +69,7 @@ class NsDaemon(Daemon):
     def start(self) -> None:
         sock = self.data_dir / "api.sock"
         sock.unlink(missing_ok=True)
-        env = {**os.environ, "VIRTFLEET_CACHE_DIR": str(CACHE)}
+        env = {**os.environ, "VIRTFLEET_CACHE_DIR": str(CACHE), **self.env}
         args = [VIRTFLEET, "--data-dir", str(self.data_dir), "serve", *self.serve_args]
         self.proc = self.ns.popen(args, self.data_dir / "daemon.log", env)
         wait_for(lambda: _listening(sock), 30, "daemon socket")

@@ -30,6 +30,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 LEASE_RE = r"VIRTFLEET-LEASE iface=eth0 ip=([0-9.]+)"
 READY_RE = r"VIRTFLEET-READY hostname=(\S+) .* uuid=(\S+) iid=(\S+) mac=(\S+)"
 NIC = [{"mode": "network", "network": "lab"}]
+# Eleven 1-vCPU guests on a 2-core machine: beyond the default CPU overcommit of 4.
+TEN_VMS = {"VIRTFLEET_CPU_OVERCOMMIT": "8"}
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,7 @@ def d(tiny_cache: Path) -> Iterator[NsDaemon]:
     root = Path(tempfile.mkdtemp(prefix="vfid", dir="/tmp"))
     ns = Namespace("id")
     daemon = NsDaemon(root / "data", ns)
+    daemon.env = TEN_VMS
     try:
         daemon.data_dir.mkdir()
         daemon.start()
