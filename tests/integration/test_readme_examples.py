@@ -59,14 +59,14 @@ def _cli(d: Daemon, line: str, **subst: str) -> str:
 
 
 def _json(d: Daemon, line: str) -> Any:
-    return json.loads(_cli(d, f"{line} --json"))
+    return json.loads(_cli(d, f"virtfleet {line} --json"))
 
 
 def test_template_example_as_written(d: Daemon) -> None:
     """gold -> web-tpl -> web-1..web-10 (linked, started) and db (full), then db exported:
     every clone boots with its own hostname, MAC and UUID."""
     out = d.data_dir / "export"
-    out.mkdir()
+    out.mkdir(exist_ok=True)  # the daemon makes its export directory itself
     lines = _block(TEMPLATES, FIRST_TEMPLATE_LINE)
     assert [line.split()[1:3] for line in lines] == [
         ["vm", "create"], ["template", "create"], ["vm", "create"], ["vm", "create"],
