@@ -3,7 +3,6 @@ the first admin of an empty store, and password rules (hashed, changed by whom).
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable
 from datetime import timedelta
@@ -192,7 +191,7 @@ async def test_user_rules(api: httpx.AsyncClient) -> None:
 
 
 async def test_first_start_with_a_random_password(platform: Platform, tmp_path: Path) -> None:
-    """No users and no env var: ``admin`` gets a random password, in a 0600 file and on stderr."""
+    """No users and no env var: ``admin`` gets a random password, in a 0600 file."""
     path = tmp_path / PASSWORD_FILE
     password = path.read_text().strip()
     assert len(password) >= 16 and os.stat(path).st_mode & 0o777 == 0o600
@@ -201,17 +200,6 @@ async def test_first_start_with_a_random_password(platform: Platform, tmp_path: 
         assert (await login(client, "admin", password)).status_code == 200
     for kv in await platform.store.list("/"):
         assert password.encode() not in kv.value
-
-
-async def test_first_start_announces_the_password(tmp_path: Path) -> None:
-    """The one-time password is printed, clearly, with where the file is."""
-    platform, _ = make_platform(tmp_path)
-    out = io.StringIO()
-    created = await ensure_admin(platform.services.auth, tmp_path, environ={}, out=out)
-    assert created is not None and created.generated
-    text = out.getvalue()
-    assert created.password in text and str(tmp_path / PASSWORD_FILE) in text
-    assert await ensure_admin(platform.services.auth, tmp_path, environ={}, out=out) is None
 
 
 async def test_first_start_with_the_env_password(

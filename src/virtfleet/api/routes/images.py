@@ -9,9 +9,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from virtfleet.api.auth import ADMIN, ANY_USER, OPERATOR
+from virtfleet.api.auth import ADMIN, ANY_USER, OPERATOR, Viewer
 from virtfleet.api.deps import ImageName, ServicesDep
 from virtfleet.api.imaging import ExportImage, ImportImage
+from virtfleet.api.redaction import all_for_principal, for_principal
 from virtfleet.api.schemas import BuildImage
 from virtfleet.model.operation import Operation
 from virtfleet.service.images import ImageRecord
@@ -20,8 +21,8 @@ router = APIRouter(prefix="/1.0/images", tags=["images"], dependencies=[ANY_USER
 
 
 @router.get("")
-async def list_images(services: ServicesDep) -> list[ImageRecord]:
-    return await services.images.list()
+async def list_images(principal: Viewer, services: ServicesDep) -> list[ImageRecord]:
+    return all_for_principal(principal, await services.images.list())
 
 
 @router.post("", status_code=202, dependencies=[OPERATOR])
@@ -42,8 +43,8 @@ async def export_image(name: ImageName, body: ExportImage, services: ServicesDep
 
 
 @router.get("/{name}")
-async def get_image(name: ImageName, services: ServicesDep) -> ImageRecord:
-    return await services.images.get(name)
+async def get_image(name: ImageName, principal: Viewer, services: ServicesDep) -> ImageRecord:
+    return for_principal(principal, await services.images.get(name))
 
 
 @router.delete("/{name}", dependencies=[OPERATOR])

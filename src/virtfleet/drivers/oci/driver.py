@@ -153,6 +153,7 @@ class OciDriver:
         paths, shift = self.paths(spec.name), self._shift()
         async with contextlib.AsyncExitStack() as undo:
             paths.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+            paths.root.chmod(0o711)  # the daemon's umask is 077: the mapped root traverses
             undo.push_async_callback(self._cleanup, spec.name)
             await self._prepare_rootfs(spec, paths, shift)
             self._write_config(spec, paths)
