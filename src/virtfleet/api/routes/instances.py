@@ -25,7 +25,8 @@ _ETAG_DOC = {"ETag": {"description": "Version for If-Match", "schema": {"type": 
 
 @router.get("")
 async def list_instances(principal: Viewer, services: ServicesDep) -> list[Instance]:
-    """Every instance; a viewer sees cloud-init secrets masked (``api.redaction``)."""
+    """Every instance; for viewers cloud-init secrets (user_data, network_config, runcmd,
+    write_files contents) read ``***``."""
     return all_for_principal(principal, await services.instances.list())
 
 

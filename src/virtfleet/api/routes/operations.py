@@ -20,7 +20,7 @@ MAX_WAIT_S = 600.0
 
 @router.get("")
 async def list_operations(principal: Viewer, services: ServicesDep) -> list[Operation]:
-    """Results (a template's cloud-init, say) are masked for viewers (``api.redaction``)."""
+    """Every operation; for viewers cloud-init secrets in results read ``***``."""
     return all_for_principal(principal, await services.operations.list())
 
 
