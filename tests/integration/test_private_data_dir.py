@@ -16,11 +16,14 @@ HARNESS_LOG = "daemon.log"  # opened by the test fixture before the daemon start
 
 
 def test_a_booted_vm_leaves_nothing_readable_by_others(daemon: Daemon) -> None:
-    """After a VM booted (so QEMU could use its files), every path under the data directory
-    has no group or other read/write bit; only directories may keep others' execute."""
-    daemon.create("priv")
+    """After a VM with a cloud-init seed booted (so QEMU could use its files), every path
+    under the data directory has no group or other read/write bit; only directories may
+    keep others' execute (user-namespaced containers traverse to their rootfs)."""
+    daemon.create("priv", cloud_init={"user_data": "#cloud-config\npassword: s3cret\n"})
     daemon.wait_marker("priv")
     data = daemon.data_dir
+    seed = data / "disks" / "priv" / "cidata.iso"
+    assert b"s3cret" in seed.read_bytes()  # the secret-bearing file QEMU booted with
     assert stat.S_IMODE(os.lstat(data).st_mode) in (0o700, 0o701)
     open_to_others = {}
     for path in data.rglob("*"):
