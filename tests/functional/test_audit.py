@@ -221,3 +221,26 @@ async def test_prune_and_query_read_bounded_pages() -> None:
     assert store.most <= audit_state.PAGE
     newest = await log.query(AuditQuery(limit=2))
     assert [e.actor for e in newest] == ["u3099", "u3098"]
+
+
+async def test_one_anonymous_source_gets_sixty_entries_a_minute(
+    accounts: Accounts, api: httpx.AsyncClient, platform: Platform
+) -> None:
+    """Past 60 entries a minute a source without credentials is counted, not recorded (the
+    61st entry says so); its next entry after the minute says how many were left out.
+    Other sources are recorded as before."""
+    flood, other = accounts.anonymous(peer="203.0.113.7"), accounts.anonymous(peer="192.0.2.8")
+    for n in range(100):
+        await flood.post("/1.0/instances", json={"name": f"x{n}", "image": "tiny"})
+    for _ in range(3):
+        await other.post("/1.0/login", json={"username": "ada", "password": "guess"})
+    recorded = await entries(api, actor="anonymous", limit=1000)
+    from_flood = [e for e in recorded if e["source"] == "203.0.113.7"]
+    assert len(from_flood) == 61 and from_flood[0]["summary"]["throttled"] is True
+    assert len([e for e in recorded if e["source"] == "192.0.2.8"]) == 3
+    throttle = platform.services.audit.throttle
+    clock = throttle.clock
+    throttle.clock = lambda: clock() + 61
+    await flood.post("/1.0/instances", json={"name": "late", "image": "tiny"})
+    [latest] = await entries(api, actor="anonymous", limit=1)
+    assert latest["summary"]["suppressed"] == 39
