@@ -37,25 +37,30 @@ def all_for_principal(principal: Principal, values: list[M]) -> list[M]:
 
 
 def mask_cloud_init(data: Any) -> Any:
-    """``data`` (JSON-like) with every ``cloud_init`` mapping's secrets masked."""
+    """``data`` (JSON-like) with the secrets masked anywhere below a ``cloud_init`` key
+    (the settings themselves, or wrapped, as in a template's ``{"value": ..., "set_by": ...}``)."""
     if isinstance(data, list):
         return [mask_cloud_init(v) for v in data]
     if not isinstance(data, dict):
         return data
-    return {
-        k: _masked(v) if k == CLOUD_INIT and isinstance(v, dict) else mask_cloud_init(v)
-        for k, v in data.items()
-    }
+    return {k: _masked(v) if k == CLOUD_INIT else mask_cloud_init(v) for k, v in data.items()}
 
 
-def _masked(cloud_init: dict[str, Any]) -> dict[str, Any]:
-    out = dict(cloud_init)
+def _masked(tree: Any) -> Any:
+    """``tree`` (a cloud-init subtree) with every secret-bearing field masked, at any depth."""
+    if isinstance(tree, list):
+        return [_masked(v) for v in tree]
+    if not isinstance(tree, dict):
+        return tree
+    out = {k: _masked(v) for k, v in tree.items()}
     for name in _MASKED_TEXT:
-        if out.get(name) is not None:
+        if isinstance(out.get(name), str):
             out[name] = MASK
     for name in _MASKED_LINES:
-        if out.get(name):
+        if isinstance(out.get(name), list) and out[name]:
             out[name] = [MASK]
-    if out.get("write_files"):
-        out["write_files"] = [{**f, "content": MASK} for f in out["write_files"]]
+    if isinstance(out.get("write_files"), list):
+        out["write_files"] = [
+            {**f, "content": MASK} if isinstance(f, dict) else f for f in out["write_files"]
+        ]
     return out
