@@ -4,7 +4,7 @@ VENV := .venv
 VF := $(VENV)/bin/virtfleet
 DATA_DIR ?= $(or $(VIRTFLEET_DATA_DIR),/var/lib/virtfleet)
 
-.PHONY: bootstrap run test lint bench stop
+.PHONY: bootstrap run test lint bench stop flake-check
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -17,6 +17,12 @@ stop:
 
 test: bootstrap
 	@bash scripts/test.sh
+
+# Repeat the tests under P (a path, default the fast layers) N times; stops at the first failure.
+P ?= tests/unit tests/protocol tests/functional
+N ?= 20
+flake-check: bootstrap
+	@bash scripts/flake-check.sh -n $(N) $(P)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check src tests bench

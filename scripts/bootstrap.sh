@@ -46,6 +46,10 @@ if ! id virtfleet-qemu >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin virtfleet-qemu
 fi
 getent group kvm >/dev/null && usermod -a -G kvm virtfleet-qemu
+# qemu-img reads untrusted images (imports, OVA disks) as this user: no groups, no VMs.
+if ! id virtfleet-img >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin virtfleet-img
+fi
 
 py=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -10,12 +10,14 @@ calls them (``raise ... from err``); nothing else here does I/O.
     │   └── InvalidNameError (invalid_name, 400)
     ├── AuthError (unauthenticated, 401)
     ├── ForbiddenError (forbidden, 403)
-    │   └── CsrfError (csrf_failed, 403)
+    │   ├── CsrfError (csrf_failed, 403)
+    │   └── PathNotAllowedError (path_not_allowed, 403)
     ├── NotFoundError (not_found, 404)
     ├── ConflictError (conflict, 409)
     │   ├── AlreadyExistsError (already_exists, 409)
     │   ├── InvalidStateError (invalid_state, 409)
     │   ├── InUseError (in_use, 409)
+    │   ├── KeptDisksError (kept_disks, 409)
     │   ├── IdempotencyInProgressError (idempotency_in_progress, 409)
     │   └── RevisionConflictError (revision_conflict, 409)
     ├── PreconditionFailedError (precondition_failed, 412)
@@ -26,6 +28,7 @@ calls them (``raise ... from err``); nothing else here does I/O.
     ├── TimeoutError_ (timeout, 504)
     ├── CancelledError_ (cancelled, 499)
     ├── ImageError (image_error, 422)
+    │   └── UnsafeImageError (unsafe_image, 422)
     ├── BackupDamagedError (backup_damaged, 422)
     ├── RepositoryFullError (repository_full, 507)
     ├── HostError (host_unsupported, 503)
@@ -81,6 +84,12 @@ class CsrfError(ForbiddenError):
     code = "csrf_failed"
 
 
+class PathNotAllowedError(ForbiddenError):
+    """A host path outside the directories imports and exports are confined to."""
+
+    code = "path_not_allowed"
+
+
 class NotFoundError(VirtfleetError):
     code = "not_found"
     status = 404
@@ -109,6 +118,12 @@ class InvalidStateError(ConflictError):
 
 class InUseError(ConflictError):
     code = "in_use"
+
+
+class KeptDisksError(ConflictError):
+    """A new instance's name has disks kept from a deleted instance of that name."""
+
+    code = "kept_disks"
 
 
 class RevisionConflictError(ConflictError):
@@ -168,6 +183,12 @@ class CancelledError_(VirtfleetError):
 class ImageError(VirtfleetError):
     code = "image_error"
     status = 422
+
+
+class UnsafeImageError(ImageError):
+    """An untrusted image whose metadata names another file (backing, data file, extent)."""
+
+    code = "unsafe_image"
 
 
 class BackupDamagedError(VirtfleetError):

@@ -88,7 +88,7 @@ async def test_disks_and_nics_hot_plug(
     api: httpx.AsyncClient, driver: TestDriver, platform: Platform
 ) -> None:
     """A disk and a NIC are added, the disk grown and throttled, then both removed again."""
-    await create(api, start=True, **BIG)
+    await create(api, start=True, nics=[], **BIG)  # no default NIC: nic0 is the hot-added one
     await resize(api, {"disks_add": [{"name": "data", "size_gib": 0.0625}], "nics_add": [{}]})
     state = driver.live_state("demo")
     assert "data" in state.disks and state.nics == ["nic0"]

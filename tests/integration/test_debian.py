@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,15 +23,34 @@ from virtfleet.drivers.qemu.qga import GuestAgent
 from virtfleet.errors import GuestAgentError
 from virtfleet.host.guest import GuestAgents
 
-from .conftest import Daemon, module_daemon, wait_for
+from .conftest import Daemon, _kill_qemus, _remove_cgroups, wait_for
+from .netlab import Namespace, NsDaemon
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 PROOF = "/var/lib/virtfleet-proof.txt"
+SSH_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
 
 
 @pytest.fixture(scope="module")
-def d(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Daemon]:
-    yield from module_daemon(request)
+def d(tiny_cache: Path) -> Iterator[NsDaemon]:
+    """A daemon in a test network namespace (its clones get leases on an isolated network)."""
+    root = Path(tempfile.mkdtemp(prefix="vfdeb", dir="/tmp"))
+    ns = Namespace("deb")
+    daemon = NsDaemon(root / "data", ns)
+    try:
+        daemon.data_dir.mkdir()
+        daemon.start()
+        daemon.client.create_network({"name": "lab", "mode": "isolated", "subnet": "10.93.0.0/24"})
+        yield daemon
+    finally:
+        daemon.stop()
+        _kill_qemus(daemon.data_dir)
+        _remove_cgroups(daemon.data_dir)
+        for pidfile in daemon.data_dir.glob("networks/*/dnsmasq.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        ns.delete()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _read_file(socket: Path, path: str) -> str | None:
@@ -91,3 +115,30 @@ def test_debian_boots_with_cloud_init_verified_by_guest_agent(d: Daemon) -> None
     qmp_log = (d.run_dir("cloudy") / "qmp.log").read_text(errors="replace")
     assert "guest-shutdown" in qmp_log  # the guest powered itself off
     assert "system_powerdown" not in qmp_log and '"quit"' not in qmp_log
+
+
+def test_two_clones_of_a_debian_template_are_two_machines(d: NsDaemon) -> None:
+    """cloudy (booted, stopped) becomes a template; two linked clones on one network get
+    their own leases, hostnames, cloud-init instance-ids and SSH host keys."""
+    op = d.client.call(calls.create_template("deb-tpl", instance="cloudy"))
+    assert d.client.wait_operation(op.id, timeout_s=600).status == "success"
+    nics = [{"mode": "network", "network": "lab"}]
+    op = d.client.call(calls.clone_template("deb-tpl", ["dc-{1..2}"], start=True, nics=nics))
+    assert d.client.wait_operation(op.id, timeout_s=600).status == "success"
+    names = ["dc-1", "dc-2"]
+    for name in names:
+        wait_for(lambda n=name: bool(d.client.get_instance(n).addresses), 900, f"{name}'s lease")
+        wait_for(
+            lambda n=name: d.client.call(calls.guest_info(n)).hostname == f"deb-{n}",
+            600, f"{name}'s cloud-init hostname",
+        )  # fmt: skip
+    leases = {d.client.get_instance(n).addresses[0].ip for n in names}
+    assert len(leases) == 2 and all(ip.startswith("10.93.0.") for ip in leases), leases
+    # Not regenerated, both clones would still have cloudy's SSH host key and instance-id.
+    keys = [_read_file(d.run_dir(n) / "qga.sock", SSH_KEY) for n in names]
+    assert keys[0] and keys[1] and keys[0] != keys[1], keys
+    for name in names:
+        iid = _read_file(d.run_dir(name) / "qga.sock", "/run/cloud-init/.instance-id") or ""
+        assert iid.startswith(str(d.client.get_instance(name).spec.uuid)), (name, iid)
+    uuids = {d.client.get_instance(n).spec.uuid for n in [*names, "cloudy"]}
+    assert len(uuids) == 3

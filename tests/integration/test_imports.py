@@ -4,17 +4,19 @@ same guest-visible content (``qemu-img compare``); bad files fail cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from virtfleet.client import ApiError
 from virtfleet.client import imaging as calls
 
-from .conftest import Daemon, module_daemon
+from .conftest import Daemon, module_daemon, wait_for
 
 pytestmark = pytest.mark.integration
 SIZE = 32 << 20
@@ -83,8 +85,8 @@ def _bad_files(tmp: Path, source: Path) -> dict[str, tuple[Path, str]]:
         "truncated": (truncated, "image_error"),
         "corrupt": (corrupt, "image_error"),
         "unsupported": (qed, "invalid_input"),
-        "outside": (outside, "image_error"),
-        "loop": (loop1, "image_error"),
+        "outside": (outside, "unsafe_image"),
+        "loop": (loop1, "unsafe_image"),
         "missing": (tmp / "nothing-here.raw", "not_found"),
     }
 
@@ -103,9 +105,12 @@ def test_bad_images_are_refused_and_leave_nothing(d: Daemon, source: Path, tmp_p
     with pytest.raises(ApiError) as err:
         d.client.call(calls.import_image("bad-fmt", str(source), fmt="iso"))
     assert err.value.code == "invalid_input"
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ApiError) as err:  # relative names are looked up in the import dir
         d.client.call(calls.import_image("bad-rel", "relative/path.raw"))
-    assert err.value.code == "invalid_input"
+    assert err.value.code == "not_found" and "import/relative/path.raw" in err.value.message
+    with pytest.raises(ApiError) as err:
+        d.client.call(calls.import_image("bad-dev", "/dev/zero"))
+    assert err.value.code == "invalid_input" and "not a regular file" in err.value.message
     assert _store_files(d) == before
     assert [i.name for i in d.client.list_images()] == images
 
@@ -132,3 +137,36 @@ def test_forced_reimport_is_refused_while_in_use(d: Daemon, source: Path) -> Non
     with pytest.raises(ApiError) as err:
         d.client.call(calls.import_image("used", str(source), force=True))
     assert err.value.code == "in_use" and "user-vm" in err.value.message
+
+
+def _jailed_convert(d: Daemon) -> psutil.Process | None:
+    """The daemon's qemu-img convert child (setpriv and prlimit exec into it), if any."""
+    assert d.proc is not None
+    for child in psutil.Process(d.proc.pid).children():
+        with contextlib.suppress(psutil.Error):
+            if "qemu-img" in child.cmdline() and "convert" in child.cmdline():
+                return child
+    return None
+
+
+def test_a_killed_import_leaves_nothing_after_restart(d: Daemon, tmp_path: Path) -> None:
+    """SIGKILL of the daemon mid-conversion (qemu-img held stopped so it is really mid-way):
+    at the next start the work file and the orphaned qemu-img are gone, no image is made.
+    (Last in this module: it restarts the module's daemon.)"""
+    big = tmp_path / "big.raw"
+    with big.open("wb") as f:
+        for _ in range(128):
+            f.write(os.urandom(1 << 20))
+    d.client.call(calls.import_image("killed", str(big)))
+    wait_for(lambda: _jailed_convert(d) is not None, 30, "qemu-img convert")
+    qemu_img = _jailed_convert(d)
+    assert qemu_img is not None
+    qemu_img.suspend()
+    work = d.data_dir / "work"
+    assert [p.suffix for p in work.iterdir()] == [".importing"]
+    d.kill9()
+    d.start()
+    assert list(work.iterdir()) == []
+    assert not qemu_img.is_running() or qemu_img.status() == psutil.STATUS_ZOMBIE
+    assert "killed" not in [i.name for i in d.client.list_images()]
+    assert not (d.data_dir / "images" / "killed.qcow2").exists()

@@ -18,6 +18,7 @@ from virtfleet.client import imaging as calls
 from .conftest import Daemon, module_daemon
 
 pytestmark = pytest.mark.integration
+SECRET = b"ROOT-ONLY-HOST-SECRET-" + b"y" * 42
 
 OVF = """<?xml version="1.0" encoding="UTF-8"?>
 <Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1"
@@ -102,19 +103,27 @@ def test_ova_imports_as_a_vm_that_boots(d: Daemon, vmdk: Path, tmp_path: Path) -
 @pytest.mark.parametrize(
     ("case", "code"),
     [("missing", "image_error"), ("extra", "image_error"), ("dotdot", "invalid_input"),
-     ("absolute", "invalid_input"), ("not-a-tar", "image_error")],
+     ("absolute", "invalid_input"), ("not-a-tar", "image_error"),
+     ("data-file", "unsafe_image"), ("extent", "unsafe_image")],
 )  # fmt: skip
 def test_bad_ova_leaves_nothing(
     d: Daemon, vmdk: Path, tmp_path: Path, case: str, code: str
 ) -> None:
-    """A disk missing or extra, a member named with '..' or an absolute path, or no tar at
-    all: refused with a stable code; no image, VM or scratch file is left."""
+    """A disk missing or extra, a member named with '..' or an absolute path, no tar at
+    all, a disk naming a root-only host file (qcow2 data-file, VMDK extent): refused with a
+    stable code; no image, VM or scratch file is left, and the host file was read nowhere."""
     ovf = OVF.format(disk="disk1.vmdk").encode()
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET * 4096)
+    secret.chmod(0o600)
+    hostile = _hostile_disk(tmp_path, case, secret) if case in ("data-file", "extent") else vmdk
     members: dict[str, list[tuple[str, bytes | Path]]] = {
         "missing": [("x.ovf", ovf)],
         "extra": [("x.ovf", ovf), ("disk1.vmdk", vmdk), ("disk2.vmdk", vmdk)],
         "dotdot": [("x.ovf", OVF.format(disk="../disk1.vmdk").encode()), ("../disk1.vmdk", vmdk)],
         "absolute": [("x.ovf", OVF.format(disk="/tmp/d.vmdk").encode()), ("/tmp/d.vmdk", vmdk)],
+        "data-file": [("x.ovf", ovf), ("disk1.vmdk", hostile)],
+        "extent": [("x.ovf", ovf), ("disk1.vmdk", hostile)],
     }
     path = tmp_path / f"{case}.ova"
     if case == "not-a-tar":
@@ -128,6 +137,22 @@ def test_bad_ova_leaves_nothing(
     assert d.client.list_images() == images
     assert sorted((d.data_dir / "images").iterdir()) == files
     assert f"bad-{case}" not in [i.name for i in d.client.list_instances()]
+    assert list((d.data_dir / "work").iterdir()) == []
+    for file in (p for p in d.data_dir.rglob("*") if p.is_file() and p.suffix != ".log"):
+        assert SECRET not in file.read_bytes(), file
+
+
+def _hostile_disk(tmp: Path, case: str, secret: Path) -> Path:
+    """A disk whose metadata names ``secret``: a qcow2 data file or a VMDK extent."""
+    path = tmp / f"{case}.disk"
+    if case == "data-file":
+        opts = f"data_file={secret},data_file_raw=on"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, str(path), "1M"],
+                       check=True)  # fmt: skip
+    else:
+        path.write_text(f'# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\n'
+                        f'RW 2048 FLAT "{secret}" 0\n')  # fmt: skip
+    return path
 
 
 def test_export_ova_round_trip(d: Daemon, tiny_cache: Path, tmp_path: Path) -> None:

@@ -21,3 +21,24 @@ def test_cli_vm_create_from_template(data_dir: Path) -> None:
     assert isinstance(listed, list) and {i["kind"] for i in listed} == {"image", "template"}
     wrong = cli(data_dir, "vm", "create", "a", "b", "--image", "tiny")
     assert wrong.exit_code != 0 and "--from" in wrong.output
+
+
+def test_cli_clone_gets_the_image_defaults_and_given_options(data_dir: Path) -> None:
+    """x1 --from t1 (from the image) gets the user-mode NIC x2 --image gets; options given
+    with --from reach the clones; template show marks template vs default settings."""
+    assert cli(data_dir, "image", "build", "tiny").exit_code == 0
+    assert cli(data_dir, "template", "create", "t1", "--from-image", "tiny").exit_code == 0
+    assert cli(data_dir, "vm", "create", "x2", "--image", "tiny").exit_code == 0
+    made = cli(data_dir, "vm", "create", "x1", "--from", "t1", "--vcpus", "2", "--agent")
+    assert made.exit_code == 0, made.output
+    x1, x2 = cli_json(data_dir, "vm", "show", "x1"), cli_json(data_dir, "vm", "show", "x2")
+    assert isinstance(x1, dict) and isinstance(x2, dict)
+    assert [n["mode"] for n in x1["spec"]["nics"]] == [n["mode"] for n in x2["spec"]["nics"]]
+    assert x1["spec"]["nics"] and x1["spec"]["nics"][0]["mac"] != x2["spec"]["nics"][0]["mac"]
+    assert (x1["spec"]["vcpus"], x1["spec"]["guest_agent"]) == (2, True)
+    none = cli_json(data_dir, "vm", "create", "x3", "--image", "tiny", "--nic", "none")
+    assert isinstance(none, dict)
+    x3 = cli_json(data_dir, "vm", "show", "x3")
+    assert isinstance(x3, dict) and x3["spec"]["nics"] == []
+    shown = cli(data_dir, "template", "show", "t1")
+    assert shown.exit_code == 0 and "default" in shown.stdout and "SETTING" in shown.stdout

@@ -50,8 +50,8 @@ def _sender(path: Path, what: str) -> subprocess.Popen[bytes]:
     return _spawn(_argv(path, what))
 
 
-def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+def _spawn(argv: list[str], stderr: int | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
 
 
 async def _closed(proc: subprocess.Popen[bytes]) -> bool:
@@ -85,14 +85,19 @@ async def test_a_process_nobody_waits_for_is_hung_up_on(consoles: ConsoleSocket)
 
 async def test_a_child_of_the_spawned_process_may_send(consoles: ConsoleSocket) -> None:
     """As a runtime that forks before it connects: the start that spawned the parent."""
-    wrapper = f"import subprocess, sys; sys.exit(subprocess.call({_argv(consoles.listening())}))"
-    proc = _spawn([sys.executable, "-c", wrapper])
+    # The parent names its child on stderr: the child may be gone (it exits once we hang
+    # up) by the time /proc could be read, so /proc cannot tell which process it was.
+    wrapper = (
+        f"import subprocess, sys; p = subprocess.Popen({_argv(consoles.listening())}); "
+        "print(p.pid, file=sys.stderr, flush=True); sys.exit(p.wait())"
+    )
+    proc = _spawn([sys.executable, "-c", wrapper], stderr=subprocess.PIPE)
     master = await consoles.receive(proc.pid)
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    assert master.sender is not None and [str(master.sender)] == children
+    assert proc.stderr is not None
+    child = int(await asyncio.to_thread(proc.stderr.readline))
+    assert master.sender == child and child != proc.pid
     os.close(master.fd)
-    proc.kill()
-    proc.wait()
+    assert await _closed(proc)
 
 
 async def test_no_fd_and_no_connection_are_errors(consoles: ConsoleSocket) -> None:

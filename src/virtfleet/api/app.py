@@ -27,6 +27,7 @@ from virtfleet.api.routes import (
     backups,
     console,
     containers,
+    disks,
     events,
     guest,
     host,
@@ -79,7 +80,7 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
         app.include_router(module.router)
     for module in (templates, guest, ova):
         app.include_router(module.router)
-    for module in (snapshots, backups):
+    for module in (snapshots, backups, disks):
         app.include_router(module.router)
     for module in (session, users, tokens, audit_routes):
         app.include_router(module.router)

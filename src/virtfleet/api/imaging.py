@@ -10,16 +10,32 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from virtfleet.model.cloudinit import CloudInit
-from virtfleet.model.instance import MAX_VCPUS, MIN_MEMORY_MIB, Strict
+from virtfleet.model.instance import (
+    MAX_VCPUS,
+    MIN_MEMORY_MIB,
+    Accel,
+    DeviceModel,
+    NicSpec,
+    RestartPolicy,
+    Strict,
+)
 from virtfleet.model.names import NameStr, validate_name
 from virtfleet.model.template import MAX_BULK, CloneMode, TemplateDefaults
 
-HostPath = Annotated[str, Field(min_length=1, max_length=4096)]
+HostPath = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=4096,
+        description="A file in the daemon's import (or export) directory, relative to it or "
+        "absolute; only the local root over the Unix socket may name any host path.",
+    ),
+]
 
 
 class ImportImage(Strict):
     name: NameStr
-    path: HostPath  # an absolute path on the daemon's host
+    path: HostPath
     format: str | None = None  # raw, qcow2, vmdk, vhdx, vpc (vhd), vdi; None = detect
     force: bool = False
 
@@ -49,7 +65,10 @@ class CreateTemplate(Strict):
 
 
 class CloneTemplate(Strict):
-    """VMs from a template: ``names`` (``web-{1..10}`` ranges expand) or one name + ``count``."""
+    """VMs from a template: ``names`` (``web-{1..10}`` ranges expand) or one name + ``count``.
+
+    The settings fields override the template's for every VM made (unset: the template's,
+    else the defaults of ``vm create --image``)."""
 
     names: Annotated[
         list[Annotated[str, Field(max_length=80)]], Field(min_length=1, max_length=MAX_BULK)
@@ -59,17 +78,33 @@ class CloneTemplate(Strict):
     start: bool = False
     cloud_init: CloudInit | None = None
     vcpus: Annotated[int, Field(ge=1, le=MAX_VCPUS)] | None = None
+    max_vcpus: Annotated[int, Field(ge=1, le=MAX_VCPUS)] | None = None
     memory_mib: Annotated[int, Field(ge=MIN_MEMORY_MIB)] | None = None
+    max_memory_mib: Annotated[int, Field(ge=MIN_MEMORY_MIB)] | None = None
+    min_memory_mib: Annotated[int, Field(ge=MIN_MEMORY_MIB)] | None = None
+    nics: Annotated[list[NicSpec], Field(max_length=8)] | None = None
+    guest_agent: bool | None = None
+    accel: Accel | None = None
+    device_model: DeviceModel | None = None
+    restart_policy: RestartPolicy | None = None
+
+    @field_validator("nics")
+    @classmethod
+    def _no_macs(cls, v: list[NicSpec] | None) -> list[NicSpec] | None:
+        if any(n.mac for n in v or []):
+            raise ValueError("clones get their own MACs: a clone request cannot name one")
+        return v
 
     def overrides(self) -> dict[str, Any]:
-        fields = {"vcpus": self.vcpus, "memory_mib": self.memory_mib}
-        return {k: v for k, v in fields.items() if v is not None}
+        skip = {"names", "count", "clone", "start", "cloud_init"}
+        return self.model_dump(mode="json", exclude=skip, exclude_none=True)
 
 
 class ImportOva(Strict):
     path: HostPath
     name: str | None = None  # default: from the OVF's system name
     start: bool = False
+    keep_macs: bool = False  # the OVF's MACs (a move); default: new ones (a copy)
 
 
 class ExportOva(Strict):

@@ -18,12 +18,16 @@ from virtfleet.model.names import NameStr, validate_name
 
 
 class CreateInstance(InstanceSpec):
-    """``InstanceSpec`` fields plus ``start``: run it once created."""
+    """``InstanceSpec`` fields plus ``start``: run it once created, and ``reuse_disks``:
+    attach the disks kept from a deleted instance of this name (else such disks refuse it)."""
 
     start: bool = False
+    reuse_disks: bool = False
 
     def spec(self) -> InstanceSpec:
-        return InstanceSpec.model_validate(self.model_dump(exclude={"start"}))
+        # Only what the request set: the rest comes from model.defaults.complete.
+        fields = self.model_dump(exclude={"start", "reuse_disks"}, exclude_unset=True)
+        return InstanceSpec.model_validate(fields)
 
 
 class StateChange(Strict):

@@ -44,7 +44,7 @@ from virtfleet.drivers.routing import RoutingDriver
 from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.backups import BackupManager
 from virtfleet.host.collector import MetricsCollector
-from virtfleet.host.containers import ContainerHost, container_checks
+from virtfleet.host.containers import ContainerHost, container_checks, data_dir_checks
 from virtfleet.host.facts import host_check, probe_host
 from virtfleet.host.guest import GuestAgents
 from virtfleet.host.quiesce import AgentQuiescer
@@ -62,6 +62,7 @@ from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.containers import ContainerService, NoContainers
+from virtfleet.service.disks import DiskService
 from virtfleet.service.events import EventService
 from virtfleet.service.guest import GuestService
 from virtfleet.service.host import HostCheck, HostService
@@ -86,7 +87,9 @@ from virtfleet.state.repos import EventLog
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.state.store import StateStore
 from virtfleet.storage.backup import Repository
+from virtfleet.storage.hostpaths import HostPaths
 from virtfleet.storage.images import ImageStore
+from virtfleet.storage.qemuimg import Jail
 from virtfleet.util.cgroups import CgroupManager
 from virtfleet.util.limits import raise_open_files_limit
 
@@ -106,7 +109,12 @@ class Platform:
 
     async def start(self) -> None:
         await ensure_admin(self.services.auth, self.settings.data_dir)
+        # Before recovering operations: an import/export killed mid-way left work files.
+        paths = self.services.images.paths
+        await asyncio.to_thread(paths.clean_work, self.settings.images_dir)
         await self.services.operations.recover()
+        if self.services.capacity is not None:
+            await self.services.capacity.start()  # its tally follows the store from here
         await self.agent.start()
         if self.services.alerts is not None:
             await self.services.alerts.start()
@@ -129,6 +137,8 @@ class Platform:
         if self.services.alerts is not None:
             await self.services.alerts.stop()
         await self.agent.stop()
+        if self.services.capacity is not None:
+            await self.services.capacity.close()
         await self.store.close()
 
 
@@ -174,10 +184,16 @@ def _driver(settings: Settings, facts: HostFacts, images: ImageStore) -> Driver:
 
 
 def _containers(
-    store: StateStore, driver: Driver, facts: HostFacts, events: EventLog
+    store: StateStore,
+    driver: Driver,
+    facts: HostFacts,
+    events: EventLog,
+    capacity: CapacityService,
 ) -> ContainerService:
     ops = ContainerHost(driver.containers()) if isinstance(driver, RoutingDriver) else None
-    return ContainerService(store, ops or NoContainers(), facts, events)
+    service = ContainerService(store, ops or NoContainers(), facts, events)
+    service.capacity = capacity
+    return service
 
 
 def _with_container_checks(driver: Driver) -> HostCheck:
@@ -213,6 +229,26 @@ def _user_exists(name: str) -> bool:
     return True
 
 
+def _host_paths(settings: Settings) -> HostPaths:
+    """Import/export confinement and the jail untrusted images are read in: its own user
+    (``virtfleet-img``), else QEMU's, else (not root) the daemon's."""
+    import pwd
+
+    user = None
+    for name in (settings.image_user, settings.runas):
+        with contextlib.suppress(KeyError):
+            if name and os.geteuid() == 0 and pwd.getpwnam(name):
+                user = name
+                break
+    if user is None and os.geteuid() == 0:
+        log.warning("no user %s: qemu-img reads untrusted images as root", settings.image_user)
+    paths = HostPaths(
+        settings.import_path, settings.export_path, settings.work_dir, Jail(user=user)
+    )
+    paths.prepare()
+    return paths
+
+
 def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platform:
     """Wire every component for ``settings`` (nothing is started yet)."""
     secure_data_dir(settings.data_dir, _containers_traverse(settings))
@@ -224,6 +260,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     )
     events = EventLog(store)
     images = ImageStore(settings.images_dir, store, settings.cache_dir)
+    host_paths = _host_paths(settings)
     cgroups = CgroupManager(f"virtfleet-{settings.instance_id}") if os.geteuid() == 0 else None
     driver = _driver(settings, facts, images)
     networks = _networks(settings)
@@ -247,6 +284,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
     capacity = CapacityService(store, facts, ratios, sample_usage)
     instances.capacity = capacity
+    instances.disks = DiskService(store, agent.disks, events)
     guest_agents = GuestAgents(settings.run_dir)
     quiescer = AgentQuiescer(guest_agents)  # application-consistent when a guest agent answers
     snapshots = SnapshotManager(agent, quiescer)
@@ -259,7 +297,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     )
     services = Services(
         instances=instances,
-        images=ImageService(images, store, runner, events),
+        images=ImageService(images, store, runner, events, host_paths),
         operations=runner,
         host=HostService(facts, _with_container_checks(driver)),
         events=EventService(events),
@@ -270,16 +308,17 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         idempotency=IdempotencyService(store),
         metrics=metrics,
         alerts=alerts,
-        containers=_containers(store, driver, facts, events),
+        containers=_containers(store, driver, facts, events, capacity),
         networks=instances.networks,
         resources=ResourceService(store, instances, capacity, agent.live_stats, images),
         capacity=capacity,
         templates=TemplateService(images, store, instances, runner, events, settings.disks_dir),
         guests=GuestService(store, guest_agents),
-        ova=OvaService(images, store, instances, runner, settings.disks_dir),
+        ova=OvaService(images, store, instances, runner, settings.disks_dir, host_paths),
         snapshots=SnapshotService(store, runner, events, snapshots),
         backups=backups,
         schedules=ScheduleService(store, backups),
+        disks=instances.disks,
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 
@@ -331,6 +370,8 @@ def serve(settings: Settings) -> None:
     raise_open_files_limit()
     platform = build_platform(settings)
     platform.freeze_heap = True
+    for row in data_dir_checks(platform.driver.info()):  # containers could not start
+        log.warning("%s: %s", row.name, row.detail)
     cert = _certificate(settings, endpoints)
     listeners = _listeners(platform, endpoints, cert)
     try:

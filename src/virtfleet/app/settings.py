@@ -28,6 +28,11 @@ def default_cache_dir() -> Path:
     return Path("/var/cache/virtfleet") if os.geteuid() == 0 else Path.home() / ".cache/virtfleet"
 
 
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 @dataclass
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
@@ -61,8 +66,28 @@ class Settings:
         default_factory=lambda: Path(p) if (p := os.environ.get("VIRTFLEET_BACKUP_REPO")) else None
     )
 
+    # Where imports may read and exports may write (TCP callers; the local root may name
+    # any path): default <data-dir>/import and <data-dir>/export.
+    import_dir: Path | None = field(default_factory=lambda: _env_path("VIRTFLEET_IMPORT_DIR"))
+    export_dir: Path | None = field(default_factory=lambda: _env_path("VIRTFLEET_EXPORT_DIR"))
+    # The user qemu-img runs as on untrusted images (falls back to ``runas``).
+    image_user: str = "virtfleet-img"
+
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()
+
+    @property
+    def import_path(self) -> Path:
+        return Path(self.import_dir or self.data_dir / "import").absolute()
+
+    @property
+    def export_path(self) -> Path:
+        return Path(self.export_dir or self.data_dir / "export").absolute()
+
+    @property
+    def work_dir(self) -> Path:
+        """The daemon's private scratch space for imports and exports (0700)."""
+        return self.data_dir / "work"
 
     @property
     def api_socket(self) -> Path:

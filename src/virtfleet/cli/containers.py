@@ -14,6 +14,7 @@ import typer
 
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
+from virtfleet.cli.disks import ReuseDisksOpt
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.client import container_calls as calls
 from virtfleet.model.instance import RestartPolicy
@@ -46,6 +47,7 @@ def create(
         list[str] | None,
         typer.Option("--network", help="A NIC (eth0, eth1...) on this network (repeatable)."),
     ] = None,
+    reuse_disks: ReuseDisksOpt = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -61,7 +63,7 @@ def create(
         "nics": [{"mode": "network", "network": n} for n in network or []],
     }
     client = get_client()
-    op = client.create_instance(spec, start=start)
+    op = client.create_instance(spec, start=start, reuse_disks=reuse_disks)
     label = f"creating container {name}" + (" and starting it" if start else "")
     if output.run_operation(client, op, label, as_json=json_out, no_wait=no_wait):
         output.done(f"{name} created" + (" and started" if start else ""), json_out)

@@ -11,13 +11,19 @@ from typing import Annotated
 import typer
 
 from virtfleet.cli import output
-from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client
+from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, selected_remote
 from virtfleet.cli.sizes import format_bytes
 from virtfleet.client import imaging
 
 app = typer.Typer(help="Base images.", no_args_is_help=True)
 NameArg = Annotated[str, typer.Argument(help="Image name.", show_default=False)]
 NAMED_BUILDERS = ("tiny", "debian-12")  # `image build debian-12` needs no --builder
+
+
+def host_path(path: str) -> str:
+    """What to send as a host path: for the local daemon (Unix socket, trusted) the path
+    made absolute; for a remote, as given: relative to its import/export directory."""
+    return str(Path(path).absolute()) if selected_remote() is None else path
 
 
 @command(app, "build")
@@ -27,7 +33,10 @@ def build(
         str | None,
         typer.Option("--builder", help="Image builder (default: NAME if one, else tiny)."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Rebuild an existing image.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Rebuild an existing image (refused while instances use it)."),
+    ] = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -44,7 +53,12 @@ def build(
 def import_(
     name: NameArg,
     path: Annotated[
-        str, typer.Argument(help="Disk file on the daemon's host.", show_default=False)
+        str,
+        typer.Argument(
+            help="Disk file: any path for the local daemon; for a remote, a file in its "
+            "import directory (relative to it).",
+            show_default=False,
+        ),
     ],
     fmt: Annotated[
         str | None,
@@ -56,24 +70,33 @@ def import_(
 ) -> None:
     """Import a disk image from another hypervisor, converting it to qcow2."""
     client = get_client()
-    op = client.call(imaging.import_image(name, str(Path(path).absolute()), fmt, force))
+    op = client.call(imaging.import_image(name, host_path(path), fmt, force))
     if output.run_operation(client, op, f"importing {name}", as_json=json_out, no_wait=no_wait):
         output.done(f"image {name} imported", json_out)
 
 
 @command(app, "import-ova")
 def import_ova(
-    path: Annotated[str, typer.Argument(help="OVA file on the daemon's host.", show_default=False)],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="OVA file: any path locally; for a remote, in its import directory.",
+            show_default=False,
+        ),
+    ],
     name: Annotated[
         str | None, typer.Option("--name", help="VM name (default: from the OVF).")
     ] = None,
     start: Annotated[bool, typer.Option("--start", help="Start the VM once imported.")] = False,
+    keep_macs: Annotated[
+        bool, typer.Option("--keep-macs", help="Keep the OVF's MACs (default: new ones).")
+    ] = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Import an OVA/OVF package (VMware, VirtualBox...) as images plus a ready VM."""
     client = get_client()
-    op = client.call(imaging.import_ova(str(Path(path).absolute()), name, start))
+    op = client.call(imaging.import_ova(host_path(path), name, start, keep_macs))
     done = output.run_operation(client, op, f"importing {path}", as_json=json_out, no_wait=no_wait)
     if done is not None:
         note = done.result.get("note") or ""
@@ -85,14 +108,20 @@ def import_ova(
 @command(app, "export")
 def export(
     name: NameArg,
-    path: Annotated[str, typer.Argument(help="New file on the daemon's host.", show_default=False)],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="New file: any path locally; for a remote, in its export directory.",
+            show_default=False,
+        ),
+    ],
     fmt: Annotated[str, typer.Option("--format", help="qcow2, raw or vmdk.")] = "qcow2",
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Export an image to a new file as qcow2, raw or vmdk."""
     client = get_client()
-    op = client.call(imaging.export_image(name, str(Path(path).absolute()), fmt))
+    op = client.call(imaging.export_image(name, host_path(path), fmt))
     if output.run_operation(client, op, f"exporting {name}", as_json=json_out, no_wait=no_wait):
         output.done(f"image {name} exported to {path}", json_out)
 

@@ -23,6 +23,7 @@ from virtfleet.cli import (
     backups,
     containers,
     context,
+    disks,
     images,
     metrics,
     misc,
@@ -52,6 +53,7 @@ app.add_typer(backups.app, name="backup")
 app.add_typer(images.app, name="image")
 app.add_typer(networks.app, name="network")
 app.add_typer(templates.app, name="template")
+app.add_typer(disks.app, name="disk")
 app.add_typer(misc.host_app, name="host")
 app.add_typer(misc.op_app, name="operation")
 app.add_typer(remote.app, name="remote")
@@ -126,6 +128,24 @@ def serve(
         list[str] | None,
         typer.Option("--alert-webhook", metavar="URL", help="POST alerts here (repeatable)."),
     ] = None,
+    import_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--import-dir",
+            help="Image/OVA imports over TCP read only here (default <data-dir>/import; "
+            "env VIRTFLEET_IMPORT_DIR).",
+            show_default=False,
+        ),
+    ] = None,
+    export_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--export-dir",
+            help="Exports over TCP write only here (default <data-dir>/export; "
+            "env VIRTFLEET_EXPORT_DIR).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the daemon (API + agent) in the foreground; VMs keep running when it exits."""
     # Imported here: client commands must not pay for (or depend on) the whole platform.
@@ -139,6 +159,8 @@ def serve(
     settings.metrics_interval_s = metrics_interval
     settings.metrics_scrape_from_loopback = metrics_loopback
     settings.alert_webhooks = alert_webhook or []
+    settings.import_dir = import_dir or settings.import_dir
+    settings.export_dir = export_dir or settings.export_dir
     try:
         run_daemon(settings)
     except VirtfleetError as err:

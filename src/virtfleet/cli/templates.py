@@ -6,6 +6,7 @@ Owns arguments -> client calls -> tables/JSON for templates (clones are
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -36,10 +37,13 @@ def create(
     defaults = {"guest_agent": True} if agent and image else None
     client = get_client()
     op = client.call(imaging.create_template(name, instance, image, defaults))
-    if output.run_operation(
+    done = output.run_operation(
         client, op, f"creating template {name}", as_json=json_out, no_wait=no_wait
-    ):
-        output.done(f"template {name} created", json_out)
+    )
+    if done is not None:
+        dropped = done.result.get("generalised") or []
+        note = f" (generalised: {'; '.join(dropped)})" if dropped else ""
+        output.done(f"template {name} created{note}", json_out)
 
 
 @command(app, "list")
@@ -73,8 +77,23 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("virtual size", format_bytes(t.virtual_size_bytes)),
             ("sha256", t.sha256),
             ("source", t.source),
-            ("defaults", t.defaults),
+            ("generalised", "; ".join(t.generalised) or "-"),
         ]
+    )
+    # What each clone gets, and whether the template or the platform's default decides it.
+    output.table(
+        ["SETTING", "VALUE", "FROM"],
+        [[k, _short(v["value"]), v["set_by"]] for k, v in t.effective.items()],
+    )
+
+
+def _short(value: object) -> str:
+    return (
+        "-"
+        if value is None
+        else json.dumps(value)
+        if isinstance(value, list | dict)
+        else str(value)
     )
 
 

@@ -15,6 +15,8 @@ import typer
 
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
+from virtfleet.cli.disks import ReuseDisksOpt
+from virtfleet.cli.images import host_path
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.cli.vmset import (
     MaxMemoryOpt,
@@ -54,15 +56,23 @@ def create(
     user_data: Annotated[
         Path | None, typer.Option("--user-data", help="cloud-init user-data.")
     ] = None,
-    agent: Annotated[bool, typer.Option("--agent", help="Guest agent channel.")] = False,
-    vcpus: Annotated[int, typer.Option("--vcpus", help="Virtual CPUs.")] = 1,
-    memory: Annotated[str, typer.Option("--memory", help="e.g. 512M, 2G; plain = MiB.")] = "256M",
+    agent: Annotated[
+        bool | None, typer.Option("--agent/--no-agent", help="Guest agent channel.")
+    ] = None,
+    vcpus: Annotated[int | None, typer.Option("--vcpus", help="Virtual CPUs [1].")] = None,
+    memory: Annotated[
+        str | None, typer.Option("--memory", help="e.g. 512M, 2G; plain = MiB [256M].")
+    ] = None,
     max_memory: MaxMemoryOpt = None,
     min_memory: MinMemoryOpt = None,
     max_vcpus: MaxVcpusOpt = None,
-    accel: Annotated[Accel, typer.Option("--accel")] = Accel.AUTO,
-    device_model: Annotated[DeviceModel, typer.Option("--device-model")] = DeviceModel.VIRTIO,
-    restart_policy: Annotated[RestartPolicy, typer.Option("--restart-policy")] = RestartPolicy.NO,
+    accel: Annotated[Accel | None, typer.Option("--accel", help="[auto]")] = None,
+    device_model: Annotated[
+        DeviceModel | None, typer.Option("--device-model", help="[virtio]")
+    ] = None,
+    restart_policy: Annotated[
+        RestartPolicy | None, typer.Option("--restart-policy", help="[no]")
+    ] = None,
     nic: Annotated[
         Nic | None,
         typer.Option(
@@ -83,48 +93,60 @@ def create(
         str | None, typer.Option("--nic-model", help="virtio, e1000, vmxnet3 or rtl8139.")
     ] = None,
     start: Annotated[bool, typer.Option("--start", help="Start it once created.")] = False,
+    reuse_disks: ReuseDisksOpt = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a VM from an image, or VMs from a template (--from; all or nothing)."""
-    cloud = _cloud_init(hostname, user_data)
+    """Create a VM from an image, or VMs from a template (--from; all or nothing).
+
+    Options left out get the daemon's defaults (shown in brackets), or the template's.
+    """
+    settings: dict[str, Any] = {
+        **create_bounds(max_memory, min_memory, max_vcpus),
+        "cloud_init": _cloud_init(hostname, user_data),
+        "guest_agent": agent,
+        "vcpus": vcpus,
+        "memory_mib": _memory_mib(memory),
+        "accel": accel,
+        "device_model": device_model,
+        "restart_policy": restart_policy,
+        **_nics(nic, network or [], nic_model),
+    }
+    settings = {k: v.value if isinstance(v, StrEnum) else v for k, v in settings.items()}
+    settings = {k: v for k, v in settings.items() if v is not None}
     if template is not None:
-        _clone(template, names, count, full, start, cloud, no_wait=no_wait, json_out=json_out)
+        if reuse_disks:
+            raise invalid("--reuse-disks is for --image: a clone makes its own disk")
+        _clone(template, names, count, full, start, settings, no_wait=no_wait, json_out=json_out)
         return
     if image is None or len(names) != 1 or count is not None:
         raise invalid("give one NAME and --image, or --from TEMPLATE for several")
     name = names[0]
-    try:
-        memory_mib = parse_size_mib(memory)
-    except ValueError as err:
-        raise invalid(f"--memory: {err}") from err
-    bounds = create_bounds(max_memory, min_memory, max_vcpus)
-    spec: dict[str, Any] = {
-        **bounds,
-        "cloud_init": cloud,
-        "guest_agent": agent,
-        "name": name,
-        "image": image,
-        "vcpus": vcpus,
-        "memory_mib": memory_mib,
-        "accel": accel.value,
-        "device_model": device_model.value,
-        "restart_policy": restart_policy.value,
-        "nics": _nics(nic, network or [], nic_model),
-    }
     client = get_client()
-    op = client.create_instance(spec, start=start)
+    body = {"name": name, "image": image, **settings}
+    op = client.create_instance(body, start=start, reuse_disks=reuse_disks)
     label = f"creating {name}" + (" and starting it" if start else "")
     if output.run_operation(client, op, label, as_json=json_out, no_wait=no_wait):
         output.done(f"{name} created" + (" and started" if start else ""), json_out)
 
 
-def _nics(nic: Nic | None, networks: list[str], model: str | None) -> list[Any]:
+def _memory_mib(memory: str | None) -> int | None:
+    try:
+        return None if memory is None else parse_size_mib(memory)
+    except ValueError as err:
+        raise invalid(f"--memory: {err}") from err
+
+
+def _nics(nic: Nic | None, networks: list[str], model: str | None) -> dict[str, Any]:
+    """The ``nics`` field, or nothing when no NIC option was given: the daemon's default
+    (one restricted user-mode NIC, model.defaults) applies then."""
+    if nic is None and not networks and not model:
+        return {}
     extra = {"model": model} if model else {}
     nics: list[Any] = [{"mode": "network", "network": n, **extra} for n in networks]
     if nic is Nic.USER or (nic is None and not networks):
         nics.insert(0, {"mode": "user", **extra})
-    return nics
+    return {"nics": nics}
 
 
 def _cloud_init(hostname: str | None, user_data: Path | None) -> dict[str, Any] | None:
@@ -141,13 +163,11 @@ def _cloud_init(hostname: str | None, user_data: Path | None) -> dict[str, Any] 
 
 def _clone(
     template: str, names: list[str], count: int | None, full: bool, start: bool,
-    cloud: dict[str, Any] | None, *, no_wait: bool, json_out: bool,
+    settings: dict[str, Any], *, no_wait: bool, json_out: bool,
 ) -> None:  # fmt: skip
     client = get_client()
     mode = "full" if full else "linked"
-    call = imaging.clone_template(
-        template, names, count=count, clone=mode, start=start, cloud_init=cloud
-    )
+    call = imaging.clone_template(template, names, count=count, clone=mode, start=start, **settings)
     op = client.call(call)
     label = f"creating {mode} clones of {template}"
     done = output.run_operation(client, op, label, as_json=json_out, no_wait=no_wait)
@@ -159,7 +179,13 @@ def _clone(
 @command(app, "export")
 def export(
     name: NameArg,
-    path: Annotated[str, typer.Argument(help="New file on the daemon's host.", show_default=False)],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="New file: any path locally; for a remote, in its export directory.",
+            show_default=False,
+        ),
+    ],
     disk: Annotated[str | None, typer.Option("--disk", help="Export this disk only.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="With --disk: qcow2, raw, vmdk.")] = "qcow2",
     no_wait: NoWaitOpt = False,
@@ -167,7 +193,7 @@ def export(
 ) -> None:
     """Export a stopped VM as an OVA package, or with --disk one disk as qcow2/raw/vmdk."""
     client = get_client()
-    target = str(Path(path).absolute())
+    target = host_path(path)
     call = (
         imaging.export_disk(name, disk, target, fmt) if disk else imaging.export_ova(name, target)
     )

@@ -95,9 +95,9 @@ class AsyncClient:
         return await self.call(calls.list_instances())
 
     async def create_instance(
-        self, spec: InstanceSpec | Mapping[str, Any], start: bool = False
+        self, spec: InstanceSpec | Mapping[str, Any], start: bool = False, reuse_disks: bool = False
     ) -> Operation:
-        return await self.call(calls.create_instance(spec, start))
+        return await self.call(calls.create_instance(spec, start, reuse_disks))
 
     async def get_instance(self, name: str) -> Instance:
         return await self.call(calls.get_instance(name))

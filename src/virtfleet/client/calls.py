@@ -90,9 +90,12 @@ def list_instances() -> Call[list[Instance]]:
     return Call("GET", "/1.0/instances", many(Instance))
 
 
-def create_instance(spec: InstanceSpec | Mapping[str, Any], start: bool) -> Call[Operation]:
+def create_instance(
+    spec: InstanceSpec | Mapping[str, Any], start: bool, reuse_disks: bool = False
+) -> Call[Operation]:
     body = spec.model_dump(mode="json") if isinstance(spec, InstanceSpec) else dict(spec)
-    return Call("POST", "/1.0/instances", one(Operation), json={**body, "start": start})
+    body = {**body, "start": start, **({"reuse_disks": True} if reuse_disks else {})}
+    return Call("POST", "/1.0/instances", one(Operation), json=body)
 
 
 def get_instance(name: str) -> Call[Instance]:

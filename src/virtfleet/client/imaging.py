@@ -61,8 +61,10 @@ def guest_info(name: str) -> Call[GuestInfo]:
     return Call("GET", f"{inst(name)}/guest", one(GuestInfo))
 
 
-def import_ova(path: str, name: str | None = None, start: bool = False) -> Call[Operation]:
-    body = {"path": path, "name": name, "start": start}
+def import_ova(
+    path: str, name: str | None = None, start: bool = False, keep_macs: bool = False
+) -> Call[Operation]:
+    body = {"path": path, "name": name, "start": start, "keep_macs": keep_macs}
     return Call("POST", "/1.0/ova/import", one(Operation), json=body)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus
 from virtfleet.model.network import NicAddress
@@ -40,3 +40,5 @@ class Image(BaseModel):
     kind: str = "image"
     source: str = ""
     defaults: dict[str, Any] | None = None
+    generalised: list[str] = Field(default_factory=list)  # templates from a VM
+    effective: dict[str, Any] = Field(default_factory=dict)  # templates: field -> value, set_by

@@ -174,9 +174,9 @@ class Client:
         return self.call(calls.list_instances())
 
     def create_instance(
-        self, spec: InstanceSpec | Mapping[str, Any], start: bool = False
+        self, spec: InstanceSpec | Mapping[str, Any], start: bool = False, reuse_disks: bool = False
     ) -> Operation:
-        return self.call(calls.create_instance(spec, start))
+        return self.call(calls.create_instance(spec, start, reuse_disks))
 
     def get_instance(self, name: str) -> Instance:
         return self.call(calls.get_instance(name))

@@ -1,4 +1,5 @@
-"""The host side of container use cases: exec, live limits, rootfs snapshots, host check.
+"""The host side of container use cases: exec, live limits, rootfs snapshots, host check
+(runtime, user namespaces, a data directory the mapped root cannot reach).
 
 Implements ``service.containers.ContainerOps`` over the container driver (the
 ``RoutingDriver``'s OCI half), translating results into service types. Must not
@@ -8,8 +9,10 @@ apply rules (the service does) or touch the store.
 from __future__ import annotations
 
 import builtins
+from pathlib import Path
 
 from virtfleet.drivers.base import DriverInfo
+from virtfleet.drivers.oci.access import fix_hint
 from virtfleet.drivers.routing import ContainerDriver
 from virtfleet.model.container import ExecOutput
 from virtfleet.model.host import Check
@@ -53,4 +56,18 @@ def container_checks(info: DriverInfo) -> list[Check]:
         row = Check(name="container runtime", ok=False, level="warn", detail=f"none: {why}")
     userns = str(info.details.get("user_namespaces", "off"))
     detail = "containers run in a user namespace" if userns == "on" else "host forbids them"
-    return [row, Check(name="user namespaces", ok=True, level="ok", detail=f"{userns}: {detail}")]
+    rows = [row, Check(name="user namespaces", ok=True, level="ok", detail=f"{userns}: {detail}")]
+    return [*rows, *data_dir_checks(info)]
+
+
+def data_dir_checks(info: DriverInfo) -> list[Check]:
+    """A warning row when the containers' mapped root cannot reach the data directory
+    (every container start would fail with ``permission denied``), with the fix."""
+    blocked = info.details.get("unreachable_dir")
+    if not blocked:
+        return []
+    detail = (
+        f"the containers' mapped root cannot traverse {blocked}: every container start "
+        f"fails (permission denied); fix: {fix_hint(Path(blocked))}"
+    )
+    return [Check(name="container data path", ok=False, level="warn", detail=detail)]

@@ -1,7 +1,9 @@
 """Instance disk files on this host: ``<disks_root>/<instance>/<disk>.qcow2``.
 
 Creates a VM's disks on first start (a qcow2 overlay over its image, or an
-empty volume) and removes them on request. Knows nothing of QEMU processes.
+empty volume), lists what a directory keeps (``kept``, ``names``, ``usage``: disks
+outlive an instance deleted without ``--disks``) and removes them on request.
+Knows nothing of QEMU processes.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -17,6 +20,8 @@ from pathlib import Path
 from virtfleet.errors import ImageError, InvalidInputError, ProcessError
 from virtfleet.model.instance import DiskSpec, InstanceSpec
 from virtfleet.storage.cloudinit import write_seed
+
+SEED = "cidata.iso"  # rewritten from the spec at every start: never a kept disk
 
 
 class DiskManager:
@@ -51,12 +56,12 @@ class DiskManager:
 
     async def seed(self, spec: InstanceSpec) -> Path | None:
         """(Re)write the instance's NoCloud seed ISO from its spec; None without cloud-init."""
-        path = self.dir(spec.name) / "cidata.iso"
+        path = self.dir(spec.name) / SEED
         if spec.cloud_init is None:
             path.unlink(missing_ok=True)
             return None
         self.dir(spec.name).mkdir(parents=True, exist_ok=True, mode=0o750)
-        return await asyncio.to_thread(write_seed, path, spec.name, spec.cloud_init)
+        return await asyncio.to_thread(write_seed, path, spec.name, spec.cloud_init, spec.uuid)
 
     def discard(self, created: list[Path]) -> None:
         """Remove disk files made by a failed start, and their directory if now empty."""
@@ -117,6 +122,29 @@ class DiskManager:
 
     def remove(self, instance: str) -> None:
         shutil.rmtree(self.dir(instance), ignore_errors=True)
+
+    def kept(self, instance: str) -> list[str]:
+        """The files in ``instance``'s disk directory (disks, a container's rootfs layer,
+        snapshots), sorted; the cloud-init seed left out. [] if there is none."""
+        try:
+            return sorted(e.name for e in os.scandir(self.dir(instance)) if e.name != SEED)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def names(self) -> list[str]:
+        """Every name with a disk directory, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(e.name for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False))
+
+    def usage(self, instance: str) -> int:
+        """Bytes allocated by everything in ``instance``'s disk directory (a tree walk)."""
+        total = 0
+        for top, dirs, files in os.walk(self.dir(instance)):
+            for name in (*dirs, *files):
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(top, name)).st_blocks * 512
+        return total
 
 
 async def _run(args: list[str]) -> None:

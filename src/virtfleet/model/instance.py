@@ -16,6 +16,7 @@ from virtfleet.model.names import NameStr, validate_name
 
 MIN_MEMORY_MIB = 64
 MAX_VCPUS = 255
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 class Accel(StrEnum):
@@ -159,6 +160,9 @@ class InstanceSpec(Strict):
     # A NoCloud seed CD-ROM (CIDATA) is attached when set (model.cloudinit.CloudInit).
     cloud_init: CloudInit | None = None
     guest_agent: bool = False  # a virtio-serial channel for qemu-guest-agent
+    # Per-machine identity: the SMBIOS system UUID (QEMU -uuid) and the root of the cloud-init
+    # instance-id. A new instance gets a fresh one (model.defaults); None = none (older records).
+    uuid: Annotated[str, Field(pattern=UUID_PATTERN)] | None = None
 
     @field_validator("name")
     @classmethod

@@ -6,27 +6,54 @@ Also the bulk-name rule: ``web-{1..10}`` expands to ``web-1`` ... ``web-10``.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from virtfleet.errors import InvalidInputError
 from virtfleet.model.cloudinit import CloudInit
-from virtfleet.model.instance import MAX_VCPUS, MIN_MEMORY_MIB, DeviceModel, NicSpec, Strict
+from virtfleet.model.instance import (
+    MAX_VCPUS,
+    MIN_MEMORY_MIB,
+    Accel,
+    BootSpec,
+    DeviceModel,
+    NicSpec,
+    RestartPolicy,
+    Strict,
+)
 
 MAX_BULK = 100
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 
 class TemplateDefaults(Strict):
-    """What a clone gets unless the request says otherwise."""
+    """What a clone gets unless the request says otherwise; None = not set by the template
+    (the clone then gets what ``vm create --image`` gives: ``model.defaults``).
 
-    vcpus: Annotated[int, Field(ge=1, le=MAX_VCPUS)] = 1
-    memory_mib: Annotated[int, Field(ge=MIN_MEMORY_MIB)] = 256
-    device_model: DeviceModel = DeviceModel.VIRTIO
-    nics: list[NicSpec] = Field(default_factory=list, max_length=8)
-    guest_agent: bool = False
+    Never per-machine identity (MACs, UUID): ``model.defaults.generalise`` strips it.
+    """
+
+    vcpus: Annotated[int, Field(ge=1, le=MAX_VCPUS)] | None = None
+    max_vcpus: Annotated[int, Field(ge=1, le=MAX_VCPUS)] | None = None
+    memory_mib: Annotated[int, Field(ge=MIN_MEMORY_MIB)] | None = None
+    max_memory_mib: Annotated[int, Field(ge=MIN_MEMORY_MIB)] | None = None
+    min_memory_mib: Annotated[int, Field(ge=MIN_MEMORY_MIB)] | None = None
+    cpu_limit_pct: Annotated[float, Field(gt=0, le=100 * MAX_VCPUS)] | None = None
+    cpu_weight: Annotated[int, Field(ge=1, le=10000)] | None = None
+    nics: list[NicSpec] | None = Field(default=None, max_length=8)
+    boot: BootSpec | None = None
+    accel: Accel | None = None
+    device_model: DeviceModel | None = None
+    restart_policy: RestartPolicy | None = None
+    guest_agent: bool | None = None
     cloud_init: CloudInit | None = None
+
+    def set_fields(self) -> dict[str, Any]:
+        """The fields this template sets, as ``InstanceSpec`` input."""
+        return {
+            k: v for k, v in self.model_dump(mode="json").items() if getattr(self, k) is not None
+        }
 
 
 CloneMode = Literal["linked", "full"]

@@ -17,6 +17,7 @@ from virtfleet.service.backups import BackupService
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
 from virtfleet.service.containers import ContainerService
+from virtfleet.service.disks import DiskService
 from virtfleet.service.events import EventService
 from virtfleet.service.guest import GuestService
 from virtfleet.service.host import HostService
@@ -41,6 +42,7 @@ __all__ = [
     "ConsoleAccess",
     "ConsoleTickets",
     "ContainerService",
+    "DiskService",
     "EventService",
     "GuestService",
     "HostService",
@@ -83,3 +85,4 @@ class Services:
     snapshots: SnapshotService | None = None  # None: the driver has no disks to snapshot
     backups: BackupService | None = None
     schedules: ScheduleService | None = None
+    disks: DiskService | None = None  # None: kept disks are not managed (answers 503)

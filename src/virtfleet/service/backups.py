@@ -12,13 +12,21 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from virtfleet.errors import AlreadyExistsError, InvalidStateError, VirtfleetError
+from virtfleet.errors import (
+    AlreadyExistsError,
+    InvalidInputError,
+    InvalidStateError,
+    VirtfleetError,
+)
 from virtfleet.host.backups import BackupManager, RepositoryAccess
 from virtfleet.model.backup import BackupInfo, PruneResult, VerifyResult
+from virtfleet.model.defaults import fresh_copy
 from virtfleet.model.event import Event
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
+from virtfleet.service.disks import refuse_kept
+from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.state.repos import EventLog, InstanceRepo
@@ -126,42 +134,75 @@ class BackupService:
     async def restore(
         self, backup_id: str, target: str | None = None, start: bool = False
     ) -> Operation:
-        """Restore to a new instance ``target`` or, without one, over the original (stopped)."""
+        """Restore to a new instance ``target`` or, without one, over the original (stopped).
+
+        Over an existing VM the restore runs on that instance's queue: a start asked for
+        before it runs first (and the restore then refuses), one asked for after waits.
+        A new instance's name is claimed before any disk file is written.
+        """
         manifest = self.manager.repo.get(check_backup_id(backup_id))
         vm = validate_name(target or manifest.instance, "instance name")
         existing = await self._repo.find(vm)
         if target is not None and existing is not None:
             raise AlreadyExistsError(f"instance {vm!r} already exists")
-        stopped = (PowerState.STOPPED, PowerState.CRASHED)
-        if target is None and existing is not None and existing.status.power not in stopped:
-            raise InvalidStateError(existing.status.power.value, "stopped")
+        if existing is None:  # a new instance: never over disks kept from a deleted one
+            refuse_kept(self.manager.agent.disks, vm)
+            # The original brought back keeps its MACs and UUID; a new VM (--to) its own.
+            return await self._restore_new(manifest, vm, start, keep_identity=target is None)
+        _check_stopped(self._instances.expected_power(existing))
 
         async def run(ctx: OpContext) -> dict[str, Any]:
+            current = await self._repo.get(vm)  # NotFoundError if deleted meanwhile
+            _check_stopped(current.status.power.value)
             await ctx.progress(10, f"writing the disks of {vm}")
-            replace = target is None and await self._repo.find(vm) is not None
-            await self.manager.restore_disks(manifest, vm, replace=replace)
-            if not replace:
-                await self._create(manifest, vm, start, ctx)
+            await self.manager.restore_disks(manifest, vm, replace=True)
             await self._emit("backup.restored", vm, f"restored from backup {backup_id}")
-            return {"id": backup_id, "instance": vm, "replaced": replace}
+            return {"id": backup_id, "instance": vm, "replaced": True}
 
+        return await self._instances.submit_change("backup.restore", vm, run)
+
+    async def _restore_new(
+        self, m: BackupManifest, vm: str, start: bool, keep_identity: bool
+    ) -> Operation:
+        """Create ``vm`` from the backup: the create claims the name, then writes the disks.
+        A new VM (not the original brought back) gets its own MACs and UUID, so it can run
+        beside the original."""
+        try:
+            spec = InstanceSpec.model_validate(m.spec)
+        except ValueError as err:
+            raise InvalidInputError(f"backup {m.id} holds no valid instance spec: {err}") from err
+        spec = spec if keep_identity else fresh_copy(spec, vm)
+
+        async def disks() -> None:
+            await self.manager.restore_disks(m, vm, replace=False)
+
+        create = await self._instances.create(spec, prepare=disks)
+
+        async def run(ctx: OpContext) -> dict[str, Any]:
+            await ctx.progress(10, f"creating {vm} and writing its disks")
+            await self._finish(create, f"restoring {vm}")
+            if start:
+                await ctx.progress(80, f"starting {vm}")
+                await self._finish(await self._instances.change_state(vm, "start"), "starting")
+            await self._emit("backup.restored", vm, f"restored from backup {m.id}")
+            return {"id": m.id, "instance": vm, "replaced": False}
+
+        # Not "instance/VM": the create it waits for runs there.
         return await self._runner.submit("backup.restore", f"restore/{vm}", run)
 
-    async def _create(self, m: BackupManifest, vm: str, start: bool, ctx: OpContext) -> None:
-        spec = InstanceSpec.model_validate({**m.spec, "name": vm})
-        try:
-            op = await self._instances.create(spec, start=start)
-        except BaseException:
-            self.manager.agent.disks.remove(vm)
-            raise
-        await ctx.progress(60, f"creating {vm}")
+    async def _finish(self, op: Operation, what: str) -> None:
         done = await self._runner.wait(op.id, 600)
         if done.status.value != "success":
-            raise VirtfleetError(f"restored disks, but creating {vm} failed: {done.message}")
+            raise error_from_code(done.error_code or "internal", f"{what}: {done.message}")
 
     async def _emit(self, kind: str, vm: str, message: str) -> None:
         target = f"instance/{vm}" if vm else "backups"
         await self._events.append(Event(kind=kind, target=target, message=message))
+
+
+def _check_stopped(power: str) -> None:
+    if power not in (PowerState.STOPPED.value, PowerState.CRASHED.value):
+        raise InvalidStateError(power, "stopped")
 
 
 def _fields(r: Any) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Container use cases beyond the shared power verbs: exec, live limits, rootfs snapshots.
 
 Owns the rules (the instance must be a container; exec needs it running; snapshots
-need it stopped; new limits must form a valid spec and fit the host) and keeping the
-spec in the store in step with live limit changes. The work itself is done through
+need it stopped; new limits must form a valid spec and fit the host, growth of a
+container that holds capacity is admitted as a reservation) and keeping the spec in
+the store in step with live limit changes. The work itself is done through
 ``ContainerOps``, which the host agent's side implements (host/containers.py). Must
 not touch processes or files.
 """
@@ -10,6 +11,8 @@ not touch processes or files.
 from __future__ import annotations
 
 import builtins
+import contextlib
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -20,6 +23,7 @@ from virtfleet.model.event import Event
 from virtfleet.model.host import HostFacts
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.model.names import validate_name
+from virtfleet.service.capacity import CapacityService, counts
 from virtfleet.state.repos import EventLog, InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore
 
@@ -73,6 +77,7 @@ class ContainerService:
         self._ops = ops
         self._facts = facts
         self._events = events
+        self.capacity: CapacityService | None = None  # admission of growth, when wired
 
     async def _container(self, name: str) -> InstanceRecord:
         rec = await self._repo.get(validate_name(name, "instance name"))
@@ -102,11 +107,21 @@ class ContainerService:
             raise InvalidInputError(f"{where}: {first['msg']}") from err
         if spec.vcpus > self._facts.cpus:
             raise CapacityError(f"{spec.vcpus} CPUs asked, {self._facts.cpus} on this host")
-        if rec.status.power in (PowerState.RUNNING, PowerState.PAUSED):
-            await self._ops.update_limits(name, spec)
-        await self._repo.put_spec(spec)
+        async with self._admission(rec, spec):  # the written spec is the reservation
+            if rec.status.power in (PowerState.RUNNING, PowerState.PAUSED):
+                await self._ops.update_limits(name, spec)
+            await self._repo.put_spec(spec)
         await self._emit("instance.limits_changed", name, _describe(changes))
         return spec
+
+    def _admission(
+        self, rec: InstanceRecord, spec: InstanceSpec
+    ) -> AbstractAsyncContextManager[None]:
+        """Capacity reserved for more memory or vCPUs while the block applies and writes it."""
+        grows = spec.memory_mib > rec.spec.memory_mib or spec.vcpus > rec.spec.vcpus
+        if self.capacity is None or not grows or not counts(rec):
+            return contextlib.nullcontext()
+        return self.capacity.reserving(rec.name, spec.memory_mib, spec.vcpus)
 
     async def snapshot(self, name: str, snap: str) -> builtins.list[str]:
         await self._stopped(name)

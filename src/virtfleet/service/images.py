@@ -1,8 +1,10 @@
 """Image use cases: list, show, build (an operation with progress) and delete base images.
 
 Owns the rules that span images and instances (an image in use by an instance
-spec cannot be deleted) and the image events. Must not touch image files or
-builders itself: that is ``virtfleet.storage.images.ImageStore``'s job.
+spec cannot be deleted), which host paths a caller may import from or export to
+(``trusted``: the local root over the Unix socket may name any path; everyone
+else only files in the import/export directories) and the image events. Must
+not touch image files or builders itself: that is ``virtfleet.storage``'s job.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from virtfleet.errors import AlreadyExistsError, InUseError, InvalidInputError
+from virtfleet.errors import InUseError, InvalidInputError
 from virtfleet.model.event import Event
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.model.names import validate_name
@@ -23,6 +25,7 @@ from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.state.repos import EventLog, InstanceRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage import imports, qemuimg
+from virtfleet.storage.hostpaths import HostPaths, Target
 from virtfleet.storage.images import ImageRecord, ImageStore, Progress
 
 __all__ = ["ImageRecord", "ImageService", "image_users"]
@@ -37,9 +40,11 @@ def image_users(specs: builtins.list[InstanceSpec], image: str) -> builtins.list
 
 class ImageService:
     def __init__(
-        self, images: ImageStore, store: StateStore, runner: OperationRunner, events: EventLog
-    ) -> None:
+        self, images: ImageStore, store: StateStore, runner: OperationRunner, events: EventLog,
+        paths: HostPaths,
+    ) -> None:  # fmt: skip
         self.store = images
+        self.paths = paths
         self._instances = InstanceRepo(store)
         self._runner = runner
         self._events = events
@@ -60,10 +65,15 @@ class ImageService:
 
         Cancelling the operation stops waiting, not the builder thread: it finishes its
         atomic write in the background, and the image is then not recorded.
+        ``InUseError`` (naming them) if ``force`` would rebuild an image instances use.
         """
         await self.store.check_build(name, builder, force)
+        if force:
+            await self._refuse_if_used(name)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
+            if force:
+                await self._refuse_if_used(name)  # again: a create may have come meanwhile
             record = await self.store.build(name, _threadsafe(ctx), builder, force)
             await self._events.append(
                 Event(
@@ -78,44 +88,76 @@ class ImageService:
         return await self._runner.submit("image.build", f"image/{name}", run)
 
     async def import_file(
-        self, name: str, path: str, fmt: str | None = None, force: bool = False
-    ) -> Operation:
+        self, name: str, path: str, fmt: str | None = None, force: bool = False,
+        trusted: bool = False,
+    ) -> Operation:  # fmt: skip
         """Import the host file ``path`` (raw/qcow2/vmdk/vhdx/vpc/vdi) as qcow2 image ``name``.
 
-        Validates now (name free, file readable, format, backing chain, corruption);
+        ``path``: in (or relative to) the import directory, anywhere if ``trusted``.
+        Validates now (name free, path allowed, format, self-contained, not corrupt);
         converts in an ``image.import`` operation. A failure leaves no file and no record.
         """
         dest = await self.store.check_new(validate_name(name, "image name"), force)
-        users = image_users([r.spec for r in await self._instances.list()], name)
-        if users:  # replacing the file would pull it from under their overlays
-            raise InUseError(f"image {name!r} is used by: {', '.join(users)}")
-        src = _absolute(path)
-        head = await imports.probe(src, self.store.root, fmt)
+        await self._refuse_if_used(name)
+        fd, shown = await asyncio.to_thread(self.paths.open_source, path, trusted)
+        try:
+            src, copy = await asyncio.to_thread(imports.readable, fd, self.paths)
+        except BaseException:
+            os.close(fd)
+            raise
+        if src != fd:  # the jail reads a private copy
+            os.close(fd)
+        try:
+            head = await imports.probe(src, Path(shown).name, self.paths.jail, fmt)
+        except BaseException:
+            _close(src, copy)
+            raise
 
         async def run(ctx: OpContext) -> dict[str, Any]:
-            await imports.convert_into(src, str(head["format"]), dest, ctx.progress)
+            try:
+                fmt = str(head["format"])
+                await imports.convert_into(
+                    src, Path(shown).name, fmt, dest, self.paths, ctx.progress
+                )
+            finally:
+                _close(src, copy)
             record = await self.store.inspect(name, dest)
-            record = record.model_copy(update={"source": f"import:{src} ({head['format']})"})
+            record = record.model_copy(update={"source": f"import:{shown} ({head['format']})"})
             await self.store.record(record)
-            await self._emit("image.imported", name, f"image {name} imported from {src.name}")
+            await self._emit(
+                "image.imported", name, f"image {name} imported from {Path(shown).name}"
+            )
             return {"image": record.model_dump(mode="json")}
 
         return await self._runner.submit("image.import", f"image/{name}", run)
 
-    async def export(self, name: str, path: str, fmt: str = "qcow2") -> Operation:
-        """Write image ``name`` to the new host file ``path`` as qcow2, raw or vmdk."""
+    async def export(
+        self, name: str, path: str, fmt: str = "qcow2", trusted: bool = False
+    ) -> Operation:
+        """Write image ``name`` to the new host file ``path`` as qcow2, raw or vmdk
+        (in the export directory, anywhere if ``trusted``); never overwrites."""
         if fmt not in EXPORT_FORMATS:
             raise InvalidInputError(
                 f"cannot export as {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}"
             )
         record = await self.store.get(name)
-        dest = _new_file(path)
+        target = await asyncio.to_thread(self.paths.target, path, trusted)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
-            await export_disk(Path(record.path), dest, fmt, ctx.progress)
-            return {"image": name, "path": str(dest), "format": fmt}
+            try:
+                await export_disk(Path(record.path), target, fmt, ctx.progress, self.paths)
+            finally:
+                target.close()
+            return {"image": name, "path": target.shown, "format": fmt}
 
         return await self._runner.submit("image.export", f"image/{name}", run)
+
+    async def _refuse_if_used(self, name: str) -> None:
+        """``InUseError`` naming the instances using ``name``: replacing its file would
+        pull it from under their overlays."""
+        users = image_users([r.spec for r in await self._instances.list(shared=True)], name)
+        if users:
+            raise InUseError(f"image {name!r} is used by: {', '.join(users)}")
 
     async def _emit(self, kind: str, name: str, message: str) -> None:
         await self._events.append(Event(kind=kind, target=f"image/{name}", message=message))
@@ -135,32 +177,32 @@ class ImageService:
 EXPORT_FORMATS = ("qcow2", "raw", "vmdk")
 
 
-def _absolute(path: str) -> Path:
-    if not path or not os.path.isabs(path) or "\0" in path:
-        raise InvalidInputError(f"give an absolute host path, not {path[:200]!r}")
-    return Path(os.path.normpath(path))
+def _close(fd: int, copy: Path | None) -> None:
+    """Close an import's source and remove its private copy, if one was made."""
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    if copy is not None:
+        copy.unlink(missing_ok=True)
 
 
-def _new_file(path: str) -> Path:
-    """An absolute path to create; ``AlreadyExistsError`` rather than overwrite a file."""
-    dest = _absolute(path)
-    if dest.exists() or dest.is_symlink():
-        raise AlreadyExistsError(f"{dest} already exists; exports never overwrite")
-    if not dest.parent.is_dir():
-        raise InvalidInputError(f"directory {dest.parent} does not exist")
-    return dest
-
-
-async def export_disk(src: Path, dest: Path, fmt: str, progress: qemuimg.Progress) -> None:
-    """Convert ``src`` (through its backing chain) to ``dest``; no partial file on failure."""
-    tmp = dest.with_name(f".{dest.name}.exporting")
+async def export_disk(
+    src: Path, target: Target, fmt: str, progress: qemuimg.Progress, paths: HostPaths
+) -> None:
+    """Convert the daemon's own ``src`` (through its backing chain) into a work file, then
+    publish it as ``target``; no partial file on failure. qemu-img runs with the jail's
+    limits but as the daemon (the chain is the daemon's own) and writes only through
+    the descriptor of the work file."""
     options = "subformat=streamOptimized" if fmt == "vmdk" else ""
+    out, tmp = paths.work_file(".exporting", mode=0o644)
     try:
-        await qemuimg.convert(src, "qcow2", tmp, fmt, progress, options)
-        os.replace(tmp, dest)
+        await qemuimg.convert(
+            src, "qcow2", qemuimg.fd_path(out), fmt, progress, options,
+            jail=paths.jail.trusted(), fds=[out],
+        )  # fmt: skip
+        await asyncio.to_thread(paths.publish, tmp, target)
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        os.close(out)
+        tmp.unlink(missing_ok=True)
 
 
 def _threadsafe(ctx: OpContext) -> Progress:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -26,6 +28,7 @@ from virtfleet.errors import (
     TimeoutError_,
     VirtfleetError,
 )
+from virtfleet.model.defaults import complete
 from virtfleet.model.event import Event
 from virtfleet.model.host import HostFacts
 from virtfleet.model.instance import (
@@ -40,6 +43,7 @@ from virtfleet.model.network import NicAddress
 from virtfleet.model.operation import Operation
 from virtfleet.model.resources import Change, pending
 from virtfleet.service.capacity import CapacityService
+from virtfleet.service.disks import DiskService
 from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OpContext, OperationRunner
@@ -49,6 +53,7 @@ from virtfleet.state.repos import INSTANCES, EventLog, InstanceRecord, InstanceR
 from virtfleet.state.store import StateStore
 from virtfleet.storage.images import ROOTFS_FORMAT, ImageStore
 
+Prepare = Callable[[], Awaitable[None]]  # makes a new instance's disk files
 Action = Literal["start", "stop", "restart", "pause", "resume"]
 ACTIONS: tuple[Action, ...] = ("start", "stop", "restart", "pause", "resume")
 DELETING = "deleting"
@@ -143,6 +148,7 @@ class InstanceService:
         # synchronous guards check against it so that queued requests do not fail.
         self._projected: dict[str, tuple[str, str]] = {}  # name -> (operation id, power)
         self.capacity: CapacityService | None = None  # admission control, when wired
+        self.disks: DiskService | None = None  # kept disks refuse a new instance, when wired
 
     async def list(self) -> builtins.list[Instance]:
         return [self._view(rec) for rec in await self._repo.list()]
@@ -163,23 +169,40 @@ class InstanceService:
         rec = await self._repo.get(validate_name(name, "instance name"))
         return self._view(rec), version_of(rec)
 
-    async def create(self, spec: InstanceSpec, start: bool = False) -> Operation:
+    async def create(
+        self,
+        spec: InstanceSpec,
+        start: bool = False,
+        prepare: Prepare | None = None,
+        reuse_disks: bool = False,
+    ) -> Operation:
         """Validate now, write spec + desired state, and return an ``instance.create`` operation.
 
         Raises before writing anything: ``NotFoundError`` (image), ``CapacityError``,
-        ``AlreadyExistsError``. With ``start`` the operation waits for the agent to run it.
+        ``AlreadyExistsError``, ``KeptDisksError`` (the name has disks kept from a deleted
+        instance, unless ``reuse_disks``: then they are its disks). With ``start`` the
+        operation waits for the agent to run it; a failed start removes the instance (and
+        its disks, unless reused). ``prepare`` (not with ``start``): makes the instance's
+        disk files once its name is claimed, first on its queue (a start asked for
+        meanwhile waits for it); if it fails the instance is removed again and its error
+        raised.
         """
-        spec = spec.normalized()
+        if start and prepare is not None:
+            raise InvalidInputError("an instance whose disks are prepared is started after")
+        spec = complete(spec).normalized()  # unset fields: the one place defaults come from
         await self._validate_new(spec)
+        if self.disks is not None and not reuse_disks:
+            self.disks.refuse_kept(spec.name, reusable=True)
         if self.networks is not None:
             spec = await self.networks.prepare_nics(spec)  # networks exist; unique MACs
-        if start and self.capacity is not None:
-            await self.capacity.admit(spec.name, spec.memory_mib, spec.vcpus)
         power = DesiredPower.RUNNING if start else DesiredPower.STOPPED
-        await self._repo.create(spec, DesiredState(power=power, generation=1))
+        async with self._admission(spec, start):  # the name claim is the reservation
+            await self._repo.create(spec, DesiredState(power=power, generation=1))
         await self._emit("instance.created", spec.name, f"instance {spec.name} created")
 
         async def run(ctx: OpContext) -> dict[str, Any]:
+            if prepare is not None:
+                await self._prepare(spec.name, prepare)
             if not start:
                 return {"name": spec.name, "power": _P.STOPPED.value}
             await ctx.progress(10, f"waiting for the agent to start {spec.name}")
@@ -187,14 +210,29 @@ class InstanceService:
                 rec = await self._await_generation(spec.name, 1, self.wait_timeout_s)
             except (VirtfleetError, asyncio.CancelledError):
                 # create+start is one request: a failed or cancelled start leaves no VM behind.
-                await asyncio.shield(self._undo_create(spec.name))
+                await asyncio.shield(self._undo_create(spec.name, delete_disks=not reuse_disks))
                 raise
             return _result(rec)
 
         return await self._submit("instance.create", spec.name, run, "running" if start else None)
 
-    async def _undo_create(self, name: str) -> None:
-        gen = await self._bump(name, lambda d, g: _desired_deleted(d, g, True, True))
+    def _admission(self, spec: InstanceSpec, start: bool) -> AbstractAsyncContextManager[None]:
+        """Capacity reserved for ``spec`` while the block writes its start (when wired)."""
+        if not start or self.capacity is None:
+            return contextlib.nullcontext()
+        return self.capacity.reserving(spec.name, spec.memory_mib, spec.vcpus)
+
+    async def _prepare(self, name: str, prepare: Prepare) -> None:
+        """Run ``prepare`` for the claimed ``name``; on failure remove the instance again
+        (its files are ``prepare``'s to clean up: the directory may hold kept disks)."""
+        try:
+            await prepare()
+        except BaseException:
+            await asyncio.shield(self._undo_create(name, delete_disks=False))
+            raise
+
+    async def _undo_create(self, name: str, delete_disks: bool = True) -> None:
+        gen = await self._bump(name, lambda d, g: _desired_deleted(d, g, True, delete_disks))
         await self._await_gone(name, gen, self.wait_timeout_s)
 
     async def change_state(
@@ -215,15 +253,17 @@ class InstanceService:
         rec = await self._repo.get(validate_name(name, "instance name"))
         check_action(action, self._expected_power(rec), force)
         if action == "start" and self.capacity is not None:
+            # Early answer only: the operation admits again, as a reservation, when it runs.
             await self.capacity.admit(name, rec.spec.memory_mib, rec.spec.vcpus)
         await claim(self._store, rec, if_match)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             current = await self._repo.get(name)
             check_action(action, _power_of(current), force)
-            gen, rev = await self._bump_at(
-                name, lambda d, g: _desired_for(action, d, g, force, timeout_s), current
-            )
+            async with self._admission(current.spec, action == "start"):
+                gen, rev = await self._bump_at(
+                    name, lambda d, g: _desired_for(action, d, g, force, timeout_s), current
+                )
             wait_s = timeout_s + self.wait_timeout_s
             return _result(await self._await_generation(name, gen, wait_s, after_revision=rev))
 

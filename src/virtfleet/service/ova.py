@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,14 @@ from virtfleet.host.disks import DiskManager
 from virtfleet.model.instance import DeviceModel, DiskSpec, InstanceSpec, NicSpec, PowerState
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
-from virtfleet.service.images import EXPORT_FORMATS, _absolute, _new_file, export_disk
+from virtfleet.service.disks import refuse_kept
+from virtfleet.service.images import EXPORT_FORMATS, export_disk
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.state.repos import InstanceRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage import imports, ova, qemuimg
+from virtfleet.storage.hostpaths import HostPaths, Target
 from virtfleet.storage.images import ImageStore
 
 WAIT_S = 300.0
@@ -46,37 +48,48 @@ def vm_name(ovf_name: str) -> str:
 class OvaService:
     def __init__(
         self, images: ImageStore, store: StateStore, instances: InstanceService,
-        runner: OperationRunner, disks_root: Path,
+        runner: OperationRunner, disks_root: Path, paths: HostPaths,
     ) -> None:  # fmt: skip
         self._images = images
+        self._paths = paths
         self._repo = InstanceRepo(store)
         self._instances = instances
         self._runner = runner
         self._disks = DiskManager(disks_root, images.file_for)
 
     async def import_ova(
-        self, path: str, name: str | None = None, start: bool = False
+        self,
+        path: str,
+        name: str | None = None,
+        start: bool = False,
+        keep_macs: bool = False,
+        trusted: bool = False,
     ) -> Operation:
         """Import the OVA at host ``path`` as images ``NAME-diskN`` and a VM ``NAME``.
 
-        Checks the package and names now; converts, records and creates in an operation.
+        ``path``: in the import directory, anywhere if ``trusted``. Checks the package
+        and names now; unpacks, checks each disk, converts, records and creates in an
+        operation.
         """
-        src = _absolute(path)
-        if not src.is_file():
-            raise InvalidInputError(f"no OVA file at {src}")
-        system = await asyncio.to_thread(ova.read_package, src)
-        name = validate_name(name or vm_name(system.name), "instance name")
-        if await self._repo.find(name) is not None:
-            raise AlreadyExistsError(f"instance {name!r} already exists")
-        disk_images = [f"{name}-disk{i}" for i in range(len(system.disks))]
-        for image in disk_images:
-            await self._images.check_new(image)
-        spec = _spec(name, system, disk_images)
+        fd, shown = await asyncio.to_thread(self._paths.open_source, path, trusted)
+        try:
+            system = await asyncio.to_thread(_read, fd, shown, None)
+            name = validate_name(name or vm_name(system.name), "instance name")
+            if await self._repo.find(name) is not None:
+                raise AlreadyExistsError(f"instance {name!r} already exists")
+            refuse_kept(self._disks, name)  # its disks come from the package, never kept ones
+            disk_images = [f"{name}-disk{i}" for i in range(len(system.disks))]
+            for image in disk_images:
+                await self._images.check_new(image)
+        except BaseException:
+            os.close(fd)
+            raise
+        spec = _spec(name, system, disk_images, keep_macs)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             made: list[str] = []
             try:
-                await self._import_disks(src, system, disk_images, made, ctx)
+                await self._import_disks((fd, shown), system, disk_images, made, ctx)
                 op = await self._instances.create(spec, start=start)
                 done = await self._runner.wait(op.id, WAIT_S)
                 if done.status != "success":
@@ -93,49 +106,65 @@ class OvaService:
         return await self._runner.submit("ova.import", f"ova/{name}", run)
 
     async def _import_disks(
-        self, src: Path, system: ova.OvfSystem, names: list[str], made: list[str], ctx: OpContext
-    ) -> None:
-        with tempfile.TemporaryDirectory(prefix=".ova-", dir=self._images.root) as tmp:
+        self, src: tuple[int, str], system: ova.OvfSystem, names: list[str], made: list[str],
+        ctx: OpContext,
+    ) -> None:  # fmt: skip
+        """Unpack into a private work directory, then check and convert each disk in the jail."""
+        fd, shown = src
+        tmp = self._paths.work_subdir(".ova-")
+        try:
             await ctx.progress(5, "unpacking the OVA")
-            await asyncio.to_thread(ova.read_package, src, Path(tmp))
+            await asyncio.to_thread(_read, fd, shown, tmp)
             for i, (disk, image) in enumerate(zip(system.disks, names, strict=True)):
-                file = Path(tmp) / f"disk{i}"
-                head = await imports.probe(file, self._images.root)
-                await imports.convert_into(file, str(head["format"]), self._images.file_for(image))
+                await self._import_disk(tmp / f"disk{i}", disk.file, image, shown)
                 made.append(image)
-                record = await self._images.inspect(image, self._images.file_for(image))
-                await self._images.record(record.model_copy(update={"source": f"ova:{src}"}))
                 await ctx.progress(10 + 80 * (i + 1) // len(names), f"imported {disk.file}")
+        finally:
+            os.close(fd)
+            shutil.rmtree(tmp, ignore_errors=True)
 
-    async def export_ova(self, instance: str, path: str) -> Operation:
-        """Write stopped VM ``instance`` as an OVA (OVF + streamOptimized VMDKs + manifest).
+    async def _import_disk(self, file: Path, member: str, image: str, shown: str) -> None:
+        disk = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(disk, 0o644)  # the jail may read it (by descriptor only), not change it
+            head = await imports.probe(disk, member, self._paths.jail)
+            dest = self._images.file_for(image)
+            await imports.convert_into(disk, member, str(head["format"]), dest, self._paths)
+        finally:
+            os.close(disk)
+        record = await self._images.inspect(image, self._images.file_for(image))
+        await self._images.record(record.model_copy(update={"source": f"ova:{shown}"}))
+
+    async def export_ova(self, instance: str, path: str, trusted: bool = False) -> Operation:
+        """Write stopped VM ``instance`` as an OVA (OVF + streamOptimized VMDKs + manifest)
+        at the new file ``path`` (in the export directory, anywhere if ``trusted``).
 
         Runs on the instance's operation queue: a start asked for meanwhile waits for it.
         """
         rec = await self._repo.get(validate_name(instance, "instance name"))
         if rec.status.power not in (PowerState.STOPPED, PowerState.CRASHED):
             raise InvalidStateError(rec.status.power.value, "stopped")
-        dest = _new_file(path)
         spec = rec.spec.normalized()
         sources = [self._disk_source(spec, d) for d in spec.disks]
+        target = await asyncio.to_thread(self._paths.target, path, trusted)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+            tmp = self._paths.work_subdir(".ova-export-")
             try:
-                await _write_ova(spec, sources, tmp, dest, ctx)
-            except BaseException:
-                dest.unlink(missing_ok=True)
-                raise
+                package = await _write_ova(spec, sources, tmp, ctx, self._paths)
+                await asyncio.to_thread(self._paths.publish, package, target)
             finally:
+                target.close()
                 shutil.rmtree(tmp, ignore_errors=True)
-            return {"instance": instance, "path": str(dest)}
+            return {"instance": instance, "path": target.shown}
 
         return await self._runner.submit("ova.export", f"instance/{instance}", run)
 
     async def export_disk(
-        self, instance: str, disk: str, path: str, fmt: str = "qcow2"
+        self, instance: str, disk: str, path: str, fmt: str = "qcow2", trusted: bool = False
     ) -> Operation:
-        """Write one disk of stopped VM ``instance`` (flattened) to a new host file."""
+        """Write one disk of stopped VM ``instance`` (flattened) to a new host file
+        (in the export directory, anywhere if ``trusted``)."""
         if fmt not in EXPORT_FORMATS:
             raise InvalidInputError(f"cannot export as {fmt!r}; use {', '.join(EXPORT_FORMATS)}")
         rec = await self._repo.get(validate_name(instance, "instance name"))
@@ -145,11 +174,15 @@ class OvaService:
         found = next((d for d in spec.disks if d.name == disk), None)
         if found is None:
             raise NotFoundError(f"instance {instance!r} has no disk {disk!r}")
-        src, dest = self._disk_source(spec, found), _new_file(path)
+        src = self._disk_source(spec, found)
+        target: Target = await asyncio.to_thread(self._paths.target, path, trusted)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
-            await export_disk(src, dest, fmt, ctx.progress)
-            return {"instance": instance, "disk": disk, "path": str(dest), "format": fmt}
+            try:
+                await export_disk(src, target, fmt, ctx.progress, self._paths)
+            finally:
+                target.close()
+            return {"instance": instance, "disk": disk, "path": target.shown, "format": fmt}
 
         return await self._runner.submit("disk.export", f"instance/{instance}", run)
 
@@ -163,14 +196,17 @@ class OvaService:
 
 
 async def _write_ova(
-    spec: InstanceSpec, sources: list[Path], tmp: Path, dest: Path, ctx: OpContext
-) -> None:
+    spec: InstanceSpec, sources: list[Path], tmp: Path, ctx: OpContext, paths: HostPaths
+) -> Path:
+    """Build the package in the private directory ``tmp``; return its path there."""
+    jail = paths.jail.trusted()  # the daemon's own disks, with the jail's limits
     vmdks = []
     for i, src in enumerate(sources):
         vmdks.append(tmp / f"disk{i}.vmdk")
-        await qemuimg.convert(src, "qcow2", vmdks[-1], "vmdk", None, "subformat=streamOptimized")
+        options = "subformat=streamOptimized"
+        await qemuimg.convert(src, "qcow2", vmdks[-1], "vmdk", None, options, jail=jail)
         await ctx.progress(90 * (i + 1) // len(sources), f"converted disk {i}")
-    sizes = [int((await qemuimg.info(s, "qcow2"))[0]["virtual-size"]) for s in sources]
+    sizes = [int((await qemuimg.info(s, "qcow2", jail=jail))[0]["virtual-size"]) for s in sources]
     nic = "VirtIO" if spec.device_model is DeviceModel.VIRTIO else "E1000"
     system = ova.OvfSystem(
         name=spec.name,
@@ -178,18 +214,33 @@ async def _write_ova(
         memory_mib=spec.memory_mib,
         disks=[ova.OvfDisk(f"disk{i}", size) for i, size in enumerate(sizes)],
         nics=[nic] * len(spec.nics),
+        macs=[n.mac for n in spec.nics],
     )
-    await asyncio.to_thread(ova.write_package, dest, system, vmdks)
+    package = tmp / "package.ova"
+    await asyncio.to_thread(ova.write_package, package, system, vmdks)
+    return package
 
 
-def _spec(name: str, system: ova.OvfSystem, images: list[str]) -> InstanceSpec:
+def _read(fd: int, shown: str, extract_to: Path | None) -> ova.OvfSystem:
+    """Parse (and with ``extract_to`` unpack) the OVA open at ``fd`` from its start."""
+    with os.fdopen(os.dup(fd), "rb") as f:
+        f.seek(0)
+        return ova.read_package(f, extract_to, Path(shown).name)
+
+
+def _spec(
+    name: str, system: ova.OvfSystem, images: list[str], keep_macs: bool = False
+) -> InstanceSpec:
     virtio = bool(system.nics) and all("virtio" in n.lower() for n in system.nics)
+    # A new machine gets new MACs (prepare_nics); the OVF's only when asked (a move, not a copy).
+    macs = system.macs if keep_macs else []
+    macs = macs + [None] * (len(system.nics) - len(macs))
     return InstanceSpec(
         name=name,
         vcpus=system.vcpus,
         memory_mib=max(system.memory_mib, 64),
         disks=[DiskSpec(name=f"disk{i}", image=img, boot=i == 0) for i, img in enumerate(images)],
-        nics=[NicSpec() for _ in system.nics],
+        nics=[NicSpec(mac=mac) for mac in macs],
         # Legacy guests from other hypervisors get IDE + e1000 unless the OVF says virtio.
         device_model=DeviceModel.VIRTIO if virtio else DeviceModel.EMULATED,
     )

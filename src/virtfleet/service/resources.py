@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from virtfleet.errors import (
@@ -63,7 +64,10 @@ class ResourceService:
         rec = await self._repo.get(validate_name(name, "instance name"))
         if patch.is_empty():
             raise InvalidInputError("nothing to change: give at least one resource field")
-        await self._plan(rec, patch)
+        spec, _ = await self._plan(rec, patch)
+        if self._capacity is not None and _grows(rec, spec):
+            # Early answer only: the operation admits again, as a reservation, as it writes.
+            await self._capacity.admit(rec.name, spec.memory_mib, spec.vcpus)
         await claim(self._store, rec, if_match)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
@@ -99,11 +103,15 @@ class ResourceService:
             raise InvalidStateError(power, ["running", "paused", "stopped", "crashed"])
         if power == "paused" and any(c.mode == "live" and c.kind in _NEED_GUEST for c in planned):
             raise InvalidStateError("paused", "running: resume it first (the guest takes part)")
-        if self._capacity is not None and counts(rec):
-            grows = spec.memory_mib > old.memory_mib or spec.vcpus > old.vcpus
-            if grows:
-                await self._capacity.admit(rec.name, spec.memory_mib, spec.vcpus)
         return spec, planned
+
+    def _admission(
+        self, rec: InstanceRecord, spec: InstanceSpec
+    ) -> AbstractAsyncContextManager[None]:
+        """Capacity reserved for the grown ``spec`` while the block writes it."""
+        if self._capacity is None or not _grows(rec, spec):
+            return contextlib.nullcontext()
+        return self._capacity.reserving(rec.name, spec.memory_mib, spec.vcpus)
 
     async def _sizes(self, spec: InstanceSpec) -> dict[str, float]:
         """Each disk's size in GiB: its ``size_gib``, else its image's virtual size."""
@@ -118,9 +126,10 @@ class ResourceService:
         return sizes
 
     async def _apply(self, rec: InstanceRecord, spec: InstanceSpec) -> dict[str, Any]:
-        """Write ``spec``, let the agent apply it; on its error restore the old spec."""
+        """Admit and write ``spec``, let the agent apply it; on its error restore the old spec."""
         try:
-            await self._repo.put_spec(spec, expect_revision=rec.spec_revision)
+            async with self._admission(rec, spec):  # the written spec is the reservation
+                await self._repo.put_spec(spec, expect_revision=rec.spec_revision)
         except RevisionConflictError as err:
             raise RevisionConflictError(f"instance {rec.name!r} changed meanwhile; retry") from err
         gen = await self._instances.next_generation(rec.name)
@@ -139,6 +148,13 @@ class ResourceService:
         gen = await self._instances.next_generation(name)
         with contextlib.suppress(VirtfleetError):  # the original error is the one to report
             await self._instances.await_generation(name, gen)
+
+
+def _grows(rec: InstanceRecord, spec: InstanceSpec) -> bool:
+    """Whether ``spec`` needs admission: more vCPUs or memory for an instance that holds
+    capacity (a stopped one is admitted when it starts)."""
+    old = rec.spec.normalized()
+    return (spec.memory_mib > old.memory_mib or spec.vcpus > old.vcpus) and counts(rec)
 
 
 def _pending(rec: InstanceRecord) -> list[Change]:

@@ -17,14 +17,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from virtfleet.errors import AlreadyExistsError, InvalidInputError, InvalidStateError
 from virtfleet.host.disks import DiskManager
 from virtfleet.model.cloudinit import CloudInit
+from virtfleet.model.defaults import compose, effective, template_defaults
 from virtfleet.model.event import Event
 from virtfleet.model.instance import DiskSpec, InstanceSpec, PowerState
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
 from virtfleet.model.template import CloneMode, TemplateDefaults, expand_names
+from virtfleet.service.disks import refuse_kept
 from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
@@ -34,6 +38,17 @@ from virtfleet.storage import clones, qemuimg
 from virtfleet.storage.images import ImageRecord, ImageStore
 
 CLONE_WAIT_S = 300.0
+
+
+class TemplateView(ImageRecord):
+    """A template with what each of its clones' settings will be and who sets it."""
+
+    effective: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+def _view(record: ImageRecord) -> TemplateView:
+    d = record.defaults or TemplateDefaults()
+    return TemplateView(**dict(record), effective=effective(d))
 
 
 class TemplateService:
@@ -53,14 +68,14 @@ class TemplateService:
         self._events = events
         self._disks = DiskManager(disks_root, images.file_for)
 
-    async def list(self) -> builtins.list[ImageRecord]:
-        return [r for r in await self._images.list() if r.kind == "template"]
+    async def list(self) -> builtins.list[TemplateView]:
+        return [_view(r) for r in await self._images.list() if r.kind == "template"]
 
-    async def get(self, name: str) -> ImageRecord:
+    async def get(self, name: str) -> TemplateView:
         record = await self._images.get(name)
         if record.kind != "template":
             raise InvalidInputError(f"image {name!r} is not a template")
-        return record
+        return _view(record)
 
     async def create(
         self,
@@ -75,18 +90,19 @@ class TemplateService:
         ``InvalidStateError`` now if the VM is not stopped.
         """
         dest = await self._images.check_new(validate_name(name, "template name"))
-        source, fmt, defaults = await self._source(instance, image, defaults)
+        source, fmt, defaults, generalised = await self._source(instance, image, defaults)
+        compose({"name": "check"}, defaults)  # a template whose clones would be invalid: 400 now
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             await _flatten(source, fmt, dest, ctx)
             record = await self._images.inspect(name, dest)
             record = record.model_copy(
-                update={"kind": "template", "defaults": defaults,
+                update={"kind": "template", "defaults": defaults, "generalised": generalised,
                         "source": f"instance/{instance}" if instance else f"image/{image}"}
             )  # fmt: skip
             await self._images.record(record)
             await self._emit("template.created", name, f"template {name} created")
-            return {"template": record.model_dump(mode="json")}
+            return {"template": record.model_dump(mode="json"), "generalised": generalised}
 
         # On the VM's own queue: a start asked for meanwhile waits until the copy is done.
         target = f"instance/{instance}" if instance else f"image/{name}"
@@ -94,12 +110,14 @@ class TemplateService:
 
     async def _source(
         self, instance: str | None, image: str | None, defaults: TemplateDefaults | None
-    ) -> tuple[Path, str, TemplateDefaults]:
+    ) -> tuple[Path, str, TemplateDefaults, builtins.list[str]]:
         if (instance is None) == (image is None):
             raise InvalidInputError("give exactly one of instance or image")
+        if defaults is not None and any(n.mac for n in defaults.nics or []):
+            raise InvalidInputError("a template never carries MACs: each clone gets its own")
         if image is not None:
             img = await self._images.get(image)
-            return Path(img.path), img.format, defaults or TemplateDefaults()
+            return Path(img.path), img.format, defaults or TemplateDefaults(), []
         assert instance is not None
         rec = await self._repo.get(validate_name(instance, "instance name"))
         if rec.status.power not in (PowerState.STOPPED, PowerState.CRASHED):
@@ -108,7 +126,8 @@ class TemplateService:
                 "stop it or clone from a snapshot)",
             )  # fmt: skip
         spec = rec.spec.normalized()
-        return self._boot_disk(spec), "qcow2", defaults or _defaults_of(spec)
+        made, generalised = template_defaults(spec)
+        return self._boot_disk(spec), "qcow2", defaults or made, generalised
 
     def _boot_disk(self, spec: InstanceSpec) -> Path:
         disk = next((d for d in spec.disks if d.boot), None)
@@ -159,30 +178,23 @@ class TemplateService:
         self, record: ImageRecord, name: str, mode: CloneMode,
         cloud_init: CloudInit | None, overrides: dict[str, Any],
     ) -> InstanceSpec:  # fmt: skip
-        d = record.defaults or TemplateDefaults()
-        merged = None
-        if d.cloud_init or cloud_init:
-            merged = (d.cloud_init or CloudInit()).merged(cloud_init)
         disk = (
             DiskSpec(name="root", image=record.name, boot=True)
             if mode == "linked"
             else DiskSpec(name="root", size_gib=_gib(record.virtual_size_bytes), boot=True)
         )
-        fields: dict[str, Any] = {
-            "name": validate_name(name, "instance name"),
-            "vcpus": d.vcpus, "memory_mib": d.memory_mib, "device_model": d.device_model,
-            "nics": [n.model_dump() for n in d.nics], "guest_agent": d.guest_agent,
-            "disks": [disk.model_dump()],
-            "cloud_init": merged.for_instance(name).model_dump() if merged else None,
+        request: dict[str, Any] = {
+            "name": validate_name(name, "instance name"), "disks": [disk.model_dump()],
             **overrides,
         }  # fmt: skip
-        return InstanceSpec.model_validate(fields)
+        if cloud_init is not None:
+            request["cloud_init"] = cloud_init.model_dump(exclude_unset=True)
+        return compose(request, record.defaults)
 
     async def _check_free(self, name: str) -> None:
         if await self._repo.find(name) is not None:
             raise AlreadyExistsError(f"instance {name!r} already exists")
-        if self._disks.dir(name).exists():
-            raise AlreadyExistsError(f"disk directory of {name!r} already exists (a leftover?)")
+        refuse_kept(self._disks, name)  # a clone makes its own disk: never boots kept ones
 
     async def _make_all(
         self, record: ImageRecord, specs: builtins.list[InstanceSpec], mode: CloneMode,
@@ -192,15 +204,19 @@ class TemplateService:
         for i, spec in enumerate(specs):
             await self._check_free(spec.name)
             disk = self._disks.path(spec.name, "root")
-            try:
-                if mode == "linked":
-                    await clones.linked(base, disk, record.virtual_size_bytes)
-                else:
-                    await clones.full(base, disk, None)
-                op = await self._instances.create(spec, start=False)
-            except BaseException:
-                self._disks.remove(spec.name)
-                raise
+
+            async def make(disk: Path = disk, name: str = spec.name) -> None:
+                """The clone's disk, once the name is ours (never before: see _undo)."""
+                try:
+                    if mode == "linked":
+                        await clones.linked(base, disk, record.virtual_size_bytes)
+                    else:
+                        await clones.full(base, disk, None)
+                except BaseException:
+                    self._disks.remove(name)  # checked absent, then claimed: ours alone
+                    raise
+
+            op = await self._instances.create(spec, prepare=make)
             made.append(spec.name)
             await self._await_op(op)
             await ctx.progress(int(80 * (i + 1) / len(specs)), f"created {spec.name}")
@@ -215,22 +231,16 @@ class TemplateService:
             raise _op_error(done)
 
     async def _undo(self, made: builtins.list[str]) -> None:
-        """Delete every instance this operation made, with its disks; never raise."""
+        """Delete every instance this operation made, with its disks (the agent removes
+        them with the instance; a name already gone may be someone else's now, so its
+        files are never touched here); never raise."""
         for name in reversed(made):
             with contextlib.suppress(Exception):
                 op = await self._instances.delete(name, force=True, delete_disks=True)
                 await self._runner.wait(op.id, CLONE_WAIT_S)
-            self._disks.remove(name)
 
     async def _emit(self, kind: str, name: str, message: str) -> None:
         await self._events.append(Event(kind=kind, target=f"image/{name}", message=message))
-
-
-def _defaults_of(spec: InstanceSpec) -> TemplateDefaults:
-    return TemplateDefaults(
-        vcpus=spec.vcpus, memory_mib=spec.memory_mib, device_model=spec.device_model,
-        nics=spec.nics, guest_agent=spec.guest_agent, cloud_init=spec.cloud_init,
-    )  # fmt: skip
 
 
 def _gib(size_bytes: int) -> float:

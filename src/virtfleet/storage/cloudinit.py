@@ -23,13 +23,15 @@ from virtfleet.model.cloudinit import CloudInit
 VOLUME_LABEL = "CIDATA"  # NoCloud looks for a filesystem with this label
 
 
-def render(name: str, cloud: CloudInit) -> dict[str, bytes]:
-    """The seed's files for instance ``name``: ``user-data``, ``meta-data``, ``network-config``."""
+def render(name: str, cloud: CloudInit, uuid: str | None = None) -> dict[str, bytes]:
+    """The seed's files for instance ``name`` (whose SMBIOS UUID is ``uuid``, when it has
+    one): ``user-data``, ``meta-data``, ``network-config``."""
     cloud = cloud.for_instance(name)
     hostname = cloud.hostname or name
-    # instance-id changes with the settings, so cloud-init re-runs when they change.
+    # instance-id is the machine's own (its UUID: a clone or copy never shares it) and
+    # changes with the settings, so cloud-init re-runs when they change.
     iid = hashlib.sha256(cloud.model_dump_json().encode()).hexdigest()[:12]
-    meta = f"instance-id: {name}-{iid}\nlocal-hostname: {hostname}\n"
+    meta = f"instance-id: {uuid or name}-{iid}\nlocal-hostname: {hostname}\n"
     files = {"meta-data": meta.encode(), "user-data": _user_data(cloud, hostname).encode()}
     if cloud.network_config:
         files["network-config"] = cloud.network_config.encode()
@@ -57,11 +59,11 @@ def _user_data(cloud: CloudInit, hostname: str) -> str:
     return "#cloud-config\n" + json.dumps(config, indent=1) + "\n"
 
 
-def write_seed(path: Path, name: str, cloud: CloudInit) -> Path:
+def write_seed(path: Path, name: str, cloud: CloudInit, uuid: str | None = None) -> Path:
     """Write the CIDATA ISO for instance ``name`` to ``path`` (atomically); return ``path``."""
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=VOLUME_LABEL)
-    for index, (fname, data) in enumerate(sorted(render(name, cloud).items())):
+    for index, (fname, data) in enumerate(sorted(render(name, cloud, uuid).items())):
         iso.add_fp(
             io.BytesIO(data),
             len(data),

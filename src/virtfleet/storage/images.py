@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from virtfleet.errors import (
     AlreadyExistsError,
@@ -54,6 +54,23 @@ class ImageRecord(BaseModel):
     kind: Literal["image", "template"] = "image"
     source: str = ""  # where it came from: an imported file, a VM made into a template
     defaults: TemplateDefaults | None = None  # templates: what their clones get
+    generalised: list[str] = Field(default_factory=list)  # per-machine identity it dropped
+
+    @field_validator("defaults", mode="before")
+    @classmethod
+    def _unset_legacy(cls, v: Any, info: ValidationInfo) -> Any:
+        # Records written before template fields could be unset stored all six at their
+        # defaults; from an image, those defaults meant "not set" (no NIC was the bug).
+        legacy = isinstance(v, dict) and "max_vcpus" not in v
+        if legacy and str(info.data.get("source", "")).startswith("image/"):
+            return {k: x for k, x in v.items() if _LEGACY_DEFAULTS.get(k, ...) != x}
+        return v
+
+
+_LEGACY_DEFAULTS: dict[str, Any] = {
+    "vcpus": 1, "memory_mib": 256, "device_model": "virtio", "nics": [], "guest_agent": False,
+    "cloud_init": None,
+}  # fmt: skip
 
 
 def _tiny_builder() -> Builder:

@@ -1,10 +1,11 @@
-"""Importing foreign disk images (raw, qcow2, vmdk, vhdx, vpc, vdi) into the store as qcow2.
+"""Importing untrusted foreign disk images (raw, qcow2, vmdk, vhdx, vpc, vdi) as qcow2.
 
 Owns the checks a foreign file must pass before conversion (a format qemu-img
-reads and we accept, no backing chain loop, no backing file outside the store,
-no corruption) and the conversion itself into a temporary file that only an
-intact result replaces. Must not write store metadata: ``ImageStore`` records
-the result.
+reads and we accept, self-contained: no backing file, data file or extent
+naming another file, no corruption) and the conversion itself into a work file
+that only an intact result replaces. qemu-img only ever sees the file through
+an inherited descriptor, in the ``Jail``. Must not write store metadata:
+``ImageStore`` records the result.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from virtfleet.errors import ImageError, InvalidInputError, NotFoundError
-from virtfleet.storage import qemuimg
-from virtfleet.storage.qemuimg import Progress
+from virtfleet.errors import InvalidInputError
+from virtfleet.storage import imagemeta, qemuimg
+from virtfleet.storage.hostpaths import HostPaths, copy_sparse
+from virtfleet.storage.qemuimg import Progress, fd_path
 
 #: qemu-img format names we import ("vhd" is qemu's "vpc").
 FORMATS = ("raw", "qcow2", "vmdk", "vhdx", "vpc", "vdi")
@@ -34,52 +36,71 @@ def normalize_format(fmt: str | None) -> str | None:
     return fmt
 
 
-async def probe(src: Path, store_root: Path, fmt: str | None = None) -> dict[str, Any]:
-    """Validate ``src`` for import and return its ``qemu-img info``; raise on bad input.
+async def probe(fd: int, name: str, jail: qemuimg.Jail, fmt: str | None = None) -> dict[str, Any]:
+    """Validate the image open at ``fd`` (shown as ``name``); return its ``qemu-img info``.
 
-    ``NotFoundError`` (no such file), ``InvalidInputError`` (unsupported format),
-    ``ImageError`` (unreadable, corrupt, backing loop, backing file outside the store).
+    ``InvalidInputError`` (unsupported format), ``UnsafeImageError`` (names another
+    file), ``ImageError`` (unreadable, corrupt). ``fd`` must be readable by the jail.
     """
     fmt = normalize_format(fmt)
-    if not src.is_file():
-        raise NotFoundError(f"no image file at {src}")
-    try:
-        chain = await qemuimg.info(src, fmt, chain=True)
-    except ImageError as err:
-        if "loop" in err.message or "infinite" in err.message:
-            raise ImageError(f"backing chain of {src.name} loops back on itself") from err
-        raise
-    head = chain[0]
+    imagemeta.check_header(fd, name, fmt)
+    opened = fd_path(fd)
+    head = (await qemuimg.info(opened, fmt, jail=jail, fds=[fd], label=name))[0]
     found = str(head.get("format", ""))
     if found not in FORMATS:
-        raise InvalidInputError(f"unsupported image format {found!r} in {src.name}")
-    for layer in chain:
-        _check_backing(layer, store_root)
+        raise InvalidInputError(f"unsupported image format {found!r} in {name}")
+    imagemeta.check_info(head, opened, name)
     if found in _CHECKABLE:
-        await qemuimg.check(src, found)
+        await qemuimg.check(opened, found, jail, [fd], name)
     return head
 
 
-def _check_backing(layer: dict[str, Any], store_root: Path) -> None:
-    backing = layer.get("full-backing-filename") or layer.get("backing-filename")
-    if not backing:
-        return
-    resolved = Path(os.path.realpath(backing))
-    if not resolved.is_relative_to(os.path.realpath(store_root)):
-        raise ImageError(
-            f"{Path(str(layer.get('filename', '?'))).name} has a backing file outside the "
-            f"image store ({backing}); flatten it first (qemu-img convert)"
-        )
-
-
-async def convert_into(src: Path, fmt: str, dest: Path, progress: Progress | None = None) -> None:
-    """Convert ``src`` to a qcow2 at ``dest``; the file appears only when complete."""
-    tmp = dest.with_name(f".{dest.name}.importing")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+def readable(fd: int, paths: HostPaths) -> tuple[int, Path | None]:
+    """``fd`` if the jailed user can reopen it and only the daemon's user can change it,
+    else a private sparse copy (and its path, for the caller to remove): what was checked
+    is then what gets converted, even if the owner rewrites the file meanwhile."""
+    st = os.fstat(fd)
+    fixed = st.st_uid == os.geteuid() and not st.st_mode & 0o022
+    if fixed and paths.jail.can_read(fd):
+        return fd, None
+    copy, path = paths.work_file(".source")
     try:
-        await qemuimg.convert(src, fmt, tmp, "qcow2", progress)
-        await qemuimg.check(tmp, "qcow2")
+        copy_sparse(fd, copy)
+        os.fchmod(copy, 0o644)  # readable, not writable, by the jail; no path reaches it
+    except BaseException:
+        os.close(copy)
+        path.unlink(missing_ok=True)
+        raise
+    return copy, path
+
+
+async def convert_into(
+    fd: int, name: str, fmt: str, dest: Path, paths: HostPaths, progress: Progress | None = None
+) -> None:
+    """Convert the image at ``fd`` to a qcow2 at ``dest``; the file appears only when complete."""
+    out, tmp = paths.work_file(".importing", mode=_image_mode())
+    try:
+        paths.jail.lend(out)
+        await qemuimg.convert(
+            fd_path(fd), fmt, fd_path(out), "qcow2", progress,
+            jail=paths.jail, fds=[fd, out], label=name,
+        )  # fmt: skip
+        await qemuimg.check(fd_path(out), "qcow2", paths.jail, [out], name)
+        paths.jail.reclaim(out)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
     finally:
+        os.close(out)
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def _image_mode() -> int:
+    """0644 under the process umask, as qemu-img itself used to create image files."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o644 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o600

@@ -10,12 +10,14 @@ images or instances: ``service.ova`` does, from the ``OvfSystem`` returned here.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import tarfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from virtfleet.errors import ImageError, InvalidInputError
 
@@ -28,6 +30,7 @@ NS = {
 MAX_OVF_BYTES = 1 << 20
 RT_CPU, RT_MEMORY, RT_NIC = "3", "4", "10"
 _UNITS = re.compile(r"^byte\s*\*\s*2\^(\d+)$")
+_MAC = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 
 
 @dataclass
@@ -45,6 +48,7 @@ class OvfSystem:
     memory_mib: int = 256
     disks: list[OvfDisk] = field(default_factory=list)
     nics: list[str] = field(default_factory=list)  # NIC models (ResourceSubType), e.g. E1000
+    macs: list[str | None] = field(default_factory=list)  # each NIC's MAC (rasd:Address)
     firmware: str = "bios"
 
 
@@ -63,13 +67,17 @@ def check_member(member: tarfile.TarInfo) -> str:
     return name
 
 
-def read_package(path: Path, extract_to: Path | None = None) -> OvfSystem:
-    """Check the OVA at ``path`` and parse its OVF; extract its disks into ``extract_to``.
+def read_package(
+    source: Path | BinaryIO, extract_to: Path | None = None, name: str = ""
+) -> OvfSystem:
+    """Check the OVA at ``source`` (a path or an open file, shown as ``name``) and parse its
+    OVF; extract its disks into ``extract_to`` as new files ``disk0``, ``disk1``...
 
     ``InvalidInputError`` for unsafe members, ``ImageError`` for everything else wrong.
     """
+    name = name or (source.name if isinstance(source, Path) else "the OVA")
     try:
-        with tarfile.open(path, "r:") as tar:
+        with _open_tar(source) as tar:
             members = {check_member(m): m for m in tar.getmembers()}
             ovf_name = _the_ovf(members)
             system = parse_ovf(_read(tar, members[ovf_name], MAX_OVF_BYTES))
@@ -79,8 +87,14 @@ def read_package(path: Path, extract_to: Path | None = None) -> OvfSystem:
                 if extract_to is not None:  # as disk0, disk1...: member names may collide
                     _extract(tar, members[disk.file], extract_to / f"disk{i}", digests)
     except tarfile.TarError as err:
-        raise ImageError(f"{path.name} is not a readable OVA (tar) package: {err}") from err
+        raise ImageError(f"{name} is not a readable OVA (tar) package: {err}") from err
     return system
+
+
+def _open_tar(source: Path | BinaryIO) -> tarfile.TarFile:
+    if isinstance(source, Path):
+        return tarfile.open(source, "r:")
+    return tarfile.open(fileobj=source, mode="r:")
 
 
 def _the_ovf(members: dict[str, tarfile.TarInfo]) -> str:
@@ -130,7 +144,9 @@ def _extract(
     digest = hashlib.new(algo)
     src = tar.extractfile(member)
     assert src is not None
-    with src, dest.open("wb") as out:
+    # A new file only (the directory is the daemon's private work directory anyway).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with src, os.fdopen(os.open(dest, flags, 0o600), "wb") as out:
         while chunk := src.read(1 << 20):
             digest.update(chunk)
             out.write(chunk)
@@ -182,9 +198,17 @@ def _hardware(vs: ET.Element, system: OvfSystem) -> None:
             system.memory_mib = max(1, (int(quantity) << shift) >> 20)
         elif kind == RT_NIC:
             system.nics.append(item.findtext("rasd:ResourceSubType", default="", namespaces=NS))
+            system.macs.append(_mac(item.findtext("rasd:Address", default="", namespaces=NS)))
     for config in vs.iter(_q("vmw", "Config")):
         if config.get(_q("vmw", "key")) == "firmware":
             system.firmware = config.get(_q("vmw", "value"), "bios") or "bios"
+
+
+def _mac(text: str) -> str | None:
+    """A unicast MAC in QEMU's form, or None for anything else (an untrusted field)."""
+    mac = text.strip().lower().replace("-", ":")
+    ok = _MAC.fullmatch(mac) is not None and not int(mac[:2], 16) & 1
+    return mac if ok else None
 
 
 def write_package(dest: Path, system: OvfSystem, disk_files: list[Path]) -> None:
@@ -250,7 +274,11 @@ def _envelope(system: OvfSystem, names: list[str], disks: list[Path]) -> str:
         (RT_CPU, str(system.vcpus), {}),
         (RT_MEMORY, str(system.memory_mib), {"AllocationUnits": "byte * 2^20"}),
     ]
-    items += [(RT_NIC, "", {"ResourceSubType": model}) for model in system.nics]
+    macs = system.macs + [None] * (len(system.nics) - len(system.macs))
+    items += [
+        (RT_NIC, "", {"ResourceSubType": model, **({"Address": mac} if mac else {})})
+        for model, mac in zip(system.nics, macs, strict=True)
+    ]
     items += [("17", "", {"HostResource": f"ovf:/disk/vmdisk{i}"}) for i in range(len(disks))]
     for n, (kind, quantity, extra) in enumerate(items, start=1):
         item = ET.SubElement(hw, _q("ovf", "Item"))

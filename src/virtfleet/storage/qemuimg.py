@@ -1,8 +1,11 @@
 """Async wrappers around ``qemu-img``: info, check, convert (with progress), compare.
 
 Owns running qemu-img and translating its failures into the error tree
-(``ImageError`` with qemu-img's own last line). Must not decide policy (which
-formats are allowed, where files go): imports.py and clones.py do.
+(``ImageError`` with qemu-img's own last line), and the ``Jail`` untrusted files
+are handled in: an unprivileged user, no supplementary groups, no new privileges,
+``prlimit`` bounds on address space and CPU time, files passed as inherited
+descriptors (``/dev/fd/N``). Must not decide policy (which formats are allowed,
+where files go): imports.py and clones.py do.
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import pwd
 import re
+import signal
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,15 +33,102 @@ _PERCENT = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 CHECK_OK = (0, 3, 63)
 
 
-async def run(args: list[str], timeout_s: float = INFO_TIMEOUT_S) -> tuple[int, bytes, str]:
-    """Run ``qemu-img ARGS``; (exit code, stdout, last stderr line)."""
+@dataclass(frozen=True)
+class Jail:
+    """How qemu-img runs on untrusted files: as ``user`` (None: as the daemon itself)
+    with at most ``memory_bytes`` of address space and ``cpu_s`` seconds of CPU."""
+
+    user: str | None = None
+    memory_bytes: int = 1 << 30  # 128 MiB converts a disk; headroom for big qcow2 caches
+    cpu_s: int = 3600
+
+    def trusted(self) -> Jail:
+        """The same limits, run as the daemon (for the daemon's own images)."""
+        return Jail(None, self.memory_bytes, self.cpu_s)
+
+    def argv(self, args: Sequence[str], cpu_s: int | None = None) -> list[str]:
+        """``qemu-img ARGS`` wrapped in setpriv (user) and prlimit (limits)."""
+        cpu = cpu_s or self.cpu_s  # soft limit: SIGXCPU (reported as such); hard: SIGKILL
+        limits = ["prlimit", f"--as={self.memory_bytes}", f"--cpu={cpu}:{cpu + 5}"]
+        argv = [*limits, "--core=0", "--", QEMU_IMG, *args]
+        if self.user is None or os.geteuid() != 0:
+            return argv
+        entry = pwd.getpwnam(self.user)
+        ids = [f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups"]
+        return ["setpriv", *ids, "--no-new-privs", "--", *argv]
+
+    @property
+    def ids(self) -> tuple[int, int] | None:
+        """(uid, gid) the jailed qemu-img runs as; None: the daemon's own."""
+        if self.user is None or os.geteuid() != 0:
+            return None
+        entry = pwd.getpwnam(self.user)
+        return entry.pw_uid, entry.pw_gid
+
+    @property
+    def uid(self) -> int | None:
+        return None if self.ids is None else self.ids[0]
+
+    def lend(self, fd: int) -> None:
+        """Let the jailed user open (through /dev/fd) the daemon's work file ``fd``."""
+        if self.ids is not None:
+            os.fchown(fd, *self.ids)
+
+    def reclaim(self, fd: int) -> None:
+        """Take a lent work file back (the jailed user can no longer reach it)."""
+        if self.ids is not None:
+            os.fchown(fd, os.geteuid(), os.getegid())
+
+    def can_read(self, fd: int) -> bool:
+        """Whether the jailed user may reopen the file at ``fd`` (inode permissions)."""
+        if self.ids is None:
+            return True
+        st = os.fstat(fd)
+        uid, gid = self.ids
+        if st.st_uid == uid:
+            return bool(st.st_mode & 0o400)
+        return bool(st.st_mode & (0o040 if st.st_gid == gid else 0o004))
+
+
+#: Few malloc arenas: qemu-img's threads would otherwise reserve 64 MiB each.
+JAIL_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "MALLOC_ARENA_MAX": "2"}
+
+
+def fd_path(fd: int) -> str:
+    """The name qemu-img opens an inherited descriptor by."""
+    return f"/dev/fd/{fd}"
+
+
+async def _spawn(
+    args: Sequence[str], jail: Jail | None, fds: Sequence[int], cpu_s: int | None = None
+) -> asyncio.subprocess.Process:
+    argv = jail.argv(args, cpu_s) if jail is not None else [QEMU_IMG, *args]
     try:
-        proc = await asyncio.create_subprocess_exec(
-            QEMU_IMG, *args, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        return await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            pass_fds=tuple(fds), cwd="/",
+            env=JAIL_ENV if jail is not None else None,
         )  # fmt: skip
     except OSError as exc:
-        raise ProcessError(f"cannot run {QEMU_IMG}: {exc}") from exc
+        raise ProcessError(f"cannot run {argv[0]}: {exc}") from exc
+
+
+def _killed(code: int) -> str:
+    """Why a jailed qemu-img died of a signal (its limits), else ''."""
+    if code >= 0:
+        return ""
+    if -code == signal.SIGXCPU:
+        return "qemu-img exceeded its CPU time limit"
+    return f"qemu-img was killed by signal {-code} (memory limit or a hostile image)"
+
+
+async def run(
+    args: list[str], timeout_s: float = INFO_TIMEOUT_S, jail: Jail | None = None,
+    fds: Sequence[int] = (),
+) -> tuple[int, bytes, str]:  # fmt: skip
+    """Run ``qemu-img ARGS`` (in ``jail``, with ``fds`` inherited); (exit code, stdout,
+    last stderr line)."""
+    proc = await _spawn(args, jail, fds, cpu_s=int(timeout_s) if jail is not None else None)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     except (TimeoutError, asyncio.CancelledError):
@@ -42,7 +136,8 @@ async def run(args: list[str], timeout_s: float = INFO_TIMEOUT_S) -> tuple[int, 
             proc.kill()
         await proc.wait()
         raise
-    return proc.returncode or 0, out, _last_line(err)
+    code = proc.returncode or 0
+    return code, out, _killed(code) or _last_line(err)
 
 
 def _last_line(err: bytes) -> str:
@@ -50,50 +145,56 @@ def _last_line(err: bytes) -> str:
     return lines[-1] if lines else ""
 
 
-async def info(path: Path, fmt: str | None = None, chain: bool = False) -> list[dict[str, Any]]:
+async def info(
+    path: Path | str, fmt: str | None = None, chain: bool = False,
+    jail: Jail | None = None, fds: Sequence[int] = (), label: str = "",
+) -> list[dict[str, Any]]:  # fmt: skip
     """``qemu-img info`` of ``path`` (and its backing chain with ``chain``), one dict per layer."""
     args = ["info", "--output=json", *(["-f", fmt] if fmt else [])]
     args += ["--backing-chain"] if chain else []
-    code, out, err = await run([*args, str(path)])
+    code, out, err = await run([*args, str(path)], jail=jail, fds=fds)
     if code != 0:
-        raise ImageError(f"cannot read image {path.name}: {_strip(err)}", stderr=err)
+        name = label or Path(path).name
+        raise ImageError(f"cannot read image {name}: {_strip(err)}", stderr=err)
     data = json.loads(out)
     return cast(list[dict[str, Any]], data if isinstance(data, list) else [data])
 
 
-async def check(path: Path, fmt: str) -> None:
+async def check(
+    path: Path | str, fmt: str, jail: Jail | None = None, fds: Sequence[int] = (), label: str = ""
+) -> None:
     """Raise ``ImageError`` if ``qemu-img check`` finds corruption in ``path``."""
-    code, _, err = await run(["check", "-q", "-f", fmt, str(path)], timeout_s=600.0)
+    code, _, err = await run(["check", "-q", "-f", fmt, str(path)], 600.0, jail, fds)
     if code not in CHECK_OK:
-        raise ImageError(f"image {path.name} is corrupt: {_strip(err) or f'check exit {code}'}")
+        name = label or Path(path).name
+        raise ImageError(f"image {name} is corrupt: {_strip(err) or f'check exit {code}'}")
 
 
 async def convert(
-    src: Path, src_fmt: str, dest: Path, dest_fmt: str, progress: Progress | None = None,
-    options: str = "",
+    src: Path | str, src_fmt: str, dest: Path | str, dest_fmt: str,
+    progress: Progress | None = None, options: str = "",
+    jail: Jail | None = None, fds: Sequence[int] = (), label: str = "",
 ) -> None:  # fmt: skip
     """``qemu-img convert -p`` reporting percent done to ``progress``; ``ImageError`` on failure.
 
     ``dest`` is left for the caller to remove on failure (it may be partly written).
     """
-    args = [QEMU_IMG, "convert", "-p", "-f", src_fmt, "-O", dest_fmt]
+    args = ["convert", "-p", "-f", src_fmt, "-O", dest_fmt]
     args += ["-o", options] if options else []
-    proc = await asyncio.create_subprocess_exec(
-        *args, str(src), str(dest), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    proc = await _spawn([*args, str(src), str(dest)], jail, fds)
     try:
         err_task = asyncio.create_task(proc.stderr.read())  # type: ignore[union-attr]
         await _follow_progress(proc.stdout, progress)  # type: ignore[arg-type]
         code = await proc.wait()
-        err = _last_line(await err_task)
+        err = _killed(code) or _last_line(await err_task)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
         raise
     if code != 0:
-        raise ImageError(f"converting {src.name} failed: {_strip(err)}", stderr=err)
+        name = label or Path(src).name
+        raise ImageError(f"converting {name} failed: {_strip(err)}", stderr=err)
 
 
 async def _follow_progress(stream: asyncio.StreamReader, progress: Progress | None) -> None:

@@ -9,15 +9,22 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from virtfleet.api.auth import ADMIN, ANY_USER, OPERATOR, Viewer
+from virtfleet.api.auth import ANY_USER, OPERATOR, Admin, Viewer
 from virtfleet.api.deps import ImageName, ServicesDep
 from virtfleet.api.imaging import ExportImage, ImportImage
 from virtfleet.api.redaction import all_for_principal, for_principal
 from virtfleet.api.schemas import BuildImage
+from virtfleet.model.auth import Principal
 from virtfleet.model.operation import Operation
 from virtfleet.service.images import ImageRecord
 
 router = APIRouter(prefix="/1.0/images", tags=["images"], dependencies=[ANY_USER])
+
+
+def is_local_root(principal: Principal) -> bool:
+    """Whether the caller is the local root (Unix socket, no credentials): it may name any
+    host path, being root on this host anyway; TCP admins (and tokens) are confined."""
+    return principal.via == "local"
 
 
 @router.get("")
@@ -30,16 +37,22 @@ async def build_image(body: BuildImage, services: ServicesDep) -> Operation:
     return await services.images.build(body.name, builder=body.builder, force=body.force)
 
 
-@router.post("/import", status_code=202, dependencies=[ADMIN])
-async def import_image(body: ImportImage, services: ServicesDep) -> Operation:
-    """Convert a disk file on the host (raw, qcow2, vmdk, vhdx, vpc, vdi) into the store."""
-    return await services.images.import_file(body.name, body.path, body.format, body.force)
+@router.post("/import", status_code=202)
+async def import_image(body: ImportImage, admin: Admin, services: ServicesDep) -> Operation:
+    """Convert a disk file in the daemon's import directory (raw, qcow2, vmdk, vhdx, vpc,
+    vdi) into the store; only the local root (Unix socket) may name any host path."""
+    return await services.images.import_file(
+        body.name, body.path, body.format, body.force, trusted=is_local_root(admin)
+    )
 
 
-@router.post("/{name}/export", status_code=202, dependencies=[ADMIN])
-async def export_image(name: ImageName, body: ExportImage, services: ServicesDep) -> Operation:
-    """Write the image to a new file on the host as qcow2, raw or vmdk."""
-    return await services.images.export(name, body.path, body.format)
+@router.post("/{name}/export", status_code=202)
+async def export_image(
+    name: ImageName, body: ExportImage, admin: Admin, services: ServicesDep
+) -> Operation:
+    """Write the image as qcow2, raw or vmdk to a new file in the daemon's export
+    directory; only the local root (Unix socket) may name any host path."""
+    return await services.images.export(name, body.path, body.format, trusted=is_local_root(admin))
 
 
 @router.get("/{name}")

@@ -32,7 +32,9 @@ async def list_instances(principal: Viewer, services: ServicesDep) -> list[Insta
 
 @router.post("", status_code=202, dependencies=[OPERATOR])
 async def create_instance(body: CreateInstance, services: ServicesDep) -> Operation:
-    return await services.instances.create(body.spec(), start=body.start)
+    return await services.instances.create(
+        body.spec(), start=body.start, reuse_disks=body.reuse_disks
+    )
 
 
 @router.get("/{name}", responses={200: {"headers": _ETAG_DOC}})

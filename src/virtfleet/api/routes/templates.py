@@ -16,7 +16,7 @@ from virtfleet.api.redaction import all_for_principal, for_principal
 from virtfleet.errors import HostError
 from virtfleet.model.operation import Operation
 from virtfleet.service import Services, TemplateService
-from virtfleet.service.images import ImageRecord
+from virtfleet.service.templates import TemplateView
 
 router = APIRouter(prefix="/1.0/templates", tags=["templates"], dependencies=[ANY_USER])
 
@@ -28,7 +28,7 @@ def _templates(services: Services) -> TemplateService:
 
 
 @router.get("")
-async def list_templates(principal: Viewer, services: ServicesDep) -> list[ImageRecord]:
+async def list_templates(principal: Viewer, services: ServicesDep) -> list[TemplateView]:
     return all_for_principal(principal, await _templates(services).list())
 
 
@@ -38,7 +38,7 @@ async def create_template(body: CreateTemplate, services: ServicesDep) -> Operat
 
 
 @router.get("/{name}")
-async def get_template(name: ImageName, principal: Viewer, services: ServicesDep) -> ImageRecord:
+async def get_template(name: ImageName, principal: Viewer, services: ServicesDep) -> TemplateView:
     return for_principal(principal, await _templates(services).get(name))
 
 

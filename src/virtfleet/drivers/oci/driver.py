@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
-from virtfleet.drivers.oci import console, layers
+from virtfleet.drivers.oci import access, console, layers
 from virtfleet.drivers.oci.bundle import BundleOptions, IdMap, build_config, resources
 from virtfleet.drivers.oci.handover import ConsoleSocket, Master
 from virtfleet.drivers.oci.record import ContainerRecord, load, save
@@ -47,6 +47,7 @@ MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
 KEEPER_SOCKET = ".console-keeper.sock"  # a dot: never a container's name
 CONSOLE_SOCKET = ".console.sock"  # the runtimes' --console-socket
 EXEC_TIMEOUT_S = 60.0
+RUNTIME_ERROR_WAIT_S = 5.0  # a runtime that dropped the console socket exits at once
 _NOT_FOUND = ("executable file not found", "no such file or directory", "not found in $path")
 
 
@@ -116,6 +117,10 @@ class OciDriver:
         details = {"runtime": self.runtime.name if self.choice.binary else None}
         details.update({f"runtime_{k}": v for k, v in self.choice.reasons.items()})
         details["user_namespaces"] = "on" if self.cfg.userns else "off"
+        if self.cfg.userns is not None:
+            uid = self.cfg.userns.host_id
+            blocked = access.blocking_dir(self.cfg.run_root, uid, uid)
+            details["unreachable_dir"] = str(blocked) if blocked is not None else None
         if not self.choice.binary:
             reasons = "; ".join(f"{k}: {v}" for k, v in self.choice.reasons.items())
             return DriverInfo(self.name, False, f"no usable OCI runtime ({reasons})", details)
@@ -230,6 +235,8 @@ class OciDriver:
             await asyncio.wait({receiving, creating}, return_when=asyncio.FIRST_COMPLETED)
             if not receiving.done():
                 creating.result()  # ended before handing the console over: raises its error
+            elif receiving.exception() is not None:
+                await _runtime_error(creating)  # its own words, not "no console fd"
             master = await receiving
             relay = _relay(master.fd, paths)
             undo.push_async_callback(relay.close)  # closes the master too
@@ -525,6 +532,14 @@ def _relay(master: int, paths: OciPaths) -> console.ConsoleRelay:
     except BaseException:
         _close(master)
         raise
+
+
+async def _runtime_error(creating: asyncio.Task[str]) -> None:
+    """Raise the runtime's own error if it failed: a runtime that fails while setting up
+    the container (e.g. ``error preparing rootfs``) closes the console socket first."""
+    done, _ = await asyncio.wait({creating}, timeout=RUNTIME_ERROR_WAIT_S)
+    if done and not creating.cancelled() and creating.exception() is not None:
+        creating.result()
 
 
 async def _abandon(

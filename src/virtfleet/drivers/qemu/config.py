@@ -107,6 +107,7 @@ def build_argv(
 
 def _base(spec: InstanceSpec, paths: RunPaths, opts: QemuOptions) -> list[str]:
     args = ["-name", f"guest={spec.name},debug-threads=on", "-nodefaults", "-no-user-config"]
+    args += ["-uuid", spec.uuid] if spec.uuid else []  # the SMBIOS system UUID
     return [*args, "-display", "none", "-msg", "timestamp=on", "-pidfile", str(paths.pidfile)]
 
 

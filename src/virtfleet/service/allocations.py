@@ -1,0 +1,163 @@
+"""What the instances hold of this host: a tally kept current from the store's watch.
+
+Owns the rule of what counts as allocated (``counts``) and, per instance, the
+parts that decide it (the spec's size, the desired power and generation, the
+observed power, generation and error) with running totals, so an admission
+costs O(1) instead of a listing of every instance. ``reached`` lets a caller
+wait until the tally has taken in a write it made. Must not write anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from virtfleet.errors import ConflictError
+from virtfleet.model.instance import (
+    DesiredPower,
+    DesiredState,
+    InstanceSpec,
+    InstanceStatus,
+    PowerState,
+)
+from virtfleet.state.repos import INSTANCES, InstanceRecord, InstanceRepo, instance_name_of
+from virtfleet.state.store import StateStore, WatchEvent
+
+log = logging.getLogger(__name__)
+_LIVE = (PowerState.STARTING, PowerState.RUNNING, PowerState.PAUSED, PowerState.STOPPING)
+_WANTED = (DesiredPower.RUNNING, DesiredPower.PAUSED)
+
+
+def counts(rec: InstanceRecord) -> bool:
+    """An instance holds capacity while it runs or is asked to run, unless the agent
+    carried that request out and recorded an error (its start failed: nothing runs)."""
+    if rec.status.power in _LIVE:
+        return True
+    if rec.desired.power not in _WANTED:
+        return False
+    failed = rec.status.observed_generation >= rec.desired.generation and rec.status.error_code
+    return not failed
+
+
+@dataclass
+class _Parts:
+    """One instance's records as last seen, the revision of each, and what it holds."""
+
+    spec: InstanceSpec | None = None  # None until its spec is seen (or once deleted)
+    desired: DesiredState = field(default_factory=DesiredState)
+    status: InstanceStatus = field(default_factory=InstanceStatus)
+    revisions: dict[str, int] = field(default_factory=dict)  # part -> revision taken in
+    held: tuple[int, int] | None = None  # (memory MiB, vCPUs) counted for it
+
+
+class Allocations:
+    """Totals of what counting instances hold; ``start`` loads and follows the store."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._repo = InstanceRepo(store)
+        self._parts: dict[str, _Parts] = {}
+        self.memory_mib = self.vcpus = self.instances = 0
+        self._seen = 0  # the last revision taken in
+        self._advanced = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def following(self) -> bool:
+        """Whether the totals are being kept current (else callers list the store)."""
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        after = self._seen = await self._load()
+        self._task = asyncio.create_task(self._follow(after), name="capacity-tally")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def held(self, name: str) -> tuple[int, int] | None:
+        """(memory MiB, vCPUs) that ``name`` holds now; None if it holds nothing."""
+        parts = self._parts.get(name)
+        return parts.held if parts is not None else None
+
+    async def reached(self, revision: int) -> None:
+        """Return once every change under /instances/ up to ``revision`` is counted."""
+        async with self._advanced:
+            await self._advanced.wait_for(lambda: self._seen >= revision or not self.following)
+
+    async def _load(self) -> int:
+        """Count every instance afresh; the revision the watch goes on from."""
+        revision = await self._store.revision()
+        self._parts.clear()
+        self.memory_mib = self.vcpus = self.instances = 0
+        for rec in await self._repo.list():
+            revisions = {
+                "spec": rec.spec_revision,
+                "desired": rec.desired_revision,
+                "status": rec.status_revision,
+            }
+            parts = _Parts(rec.spec, rec.desired, rec.status, revisions)
+            self._parts[rec.name] = parts
+            self._recount(parts)
+        return revision
+
+    async def _follow(self, after: int) -> None:
+        try:
+            while True:
+                try:
+                    async for event in self._store.watch(INSTANCES, after):
+                        self._take(event)
+                        after = event.revision
+                        await self._advance(after)
+                    return  # the store closed
+                except ConflictError as err:  # fell behind, or history compacted: recount
+                    log.warning("capacity tally re-reads every instance: %s", err.message)
+                    after = await self._load()
+                    await self._advance(after)
+        finally:
+            self._task = None  # waiters stop waiting; admissions list the store again
+            async with self._advanced:
+                self._advanced.notify_all()
+
+    async def _advance(self, revision: int) -> None:
+        async with self._advanced:
+            self._seen = max(self._seen, revision)
+            self._advanced.notify_all()
+
+    def _take(self, event: WatchEvent) -> None:
+        name = instance_name_of(event.key)
+        if name is None:
+            return
+        part = event.key.rsplit("/", 1)[1]
+        parts = self._parts.setdefault(name, _Parts())
+        if event.revision <= parts.revisions.get(part, 0):
+            return  # older than what the listing read
+        parts.revisions[part] = event.revision
+        value = event.value if event.type == "put" else None
+        if part == "spec":
+            parts.spec = InstanceSpec.model_validate_json(value) if value else None
+        elif part == "desired":
+            parts.desired = DesiredState.model_validate_json(value) if value else DesiredState()
+        elif part == "status":
+            parts.status = InstanceStatus.model_validate_json(value) if value else InstanceStatus()
+        self._recount(parts)
+        if parts.spec is None and value is None:
+            del self._parts[name]  # deleted (its remaining keys go the same way)
+
+    def _recount(self, parts: _Parts) -> None:
+        """Replace what ``parts`` held in the totals with what it holds now."""
+        if parts.held is not None:
+            self.memory_mib -= parts.held[0]
+            self.vcpus -= parts.held[1]
+            self.instances -= 1
+            parts.held = None
+        spec = parts.spec
+        if spec is not None and counts(InstanceRecord(spec, parts.desired, parts.status)):
+            parts.held = (spec.memory_mib, spec.vcpus)
+            self.memory_mib += spec.memory_mib
+            self.vcpus += spec.vcpus
+            self.instances += 1
