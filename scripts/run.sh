@@ -17,7 +17,10 @@ if [ "${2:-}" = "--stop" ]; then
   exit 0
 fi
 
+# The log and everything else here is the daemon user's alone (the daemon checks too).
+umask 077
 mkdir -p "$data_dir"
+[ ! -f "$data_dir/virtfleet.log" ] || chmod 600 "$data_dir/virtfleet.log"
 if ! vf vm list >/dev/null 2>&1; then
   echo "Starting the virtfleet daemon on $data_dir (log: $data_dir/virtfleet.log)"
   setsid nohup .venv/bin/virtfleet --data-dir "$data_dir" serve --listen "$listen" \
@@ -49,8 +52,10 @@ started() { awk -v want="$1" '/^virtfleet: API on unix:/ {n = 0} $0 ~ want {v[n+
   END {for (i = 0; i < n; i++) print v[i]}' "$data_dir/virtfleet.log"; }
 urls=$(started '^virtfleet: API on https?://')
 fingerprint=$(started '^virtfleet: TLS certificate SHA-256 fingerprint')
-if [ -f "$data_dir/initial-admin-password" ]; then
+if [ -f "$data_dir/initial-admin-password" ] && [ -t 1 ]; then
   login="user admin, password $(cat "$data_dir/initial-admin-password") (from $data_dir/initial-admin-password; change it after logging in)"
+elif [ -f "$data_dir/initial-admin-password" ]; then  # not a terminal: never into a log
+  login="user admin, with the one-time password in $data_dir/initial-admin-password (mode 0600)"
 elif [ -n "${VIRTFLEET_ADMIN_PASSWORD:-}" ]; then
   login="user admin, with the password set through VIRTFLEET_ADMIN_PASSWORD"
 else

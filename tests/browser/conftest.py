@@ -82,11 +82,19 @@ def page(request: pytest.FixtureRequest) -> Iterator[Page]:
             viewport={"width": 1280, "height": 800},
         )
         context.set_default_timeout(15_000)
+        blocked: list[str] = []  # what the Content-Security-Policy refused (Chromium logs it)
+        context.on("console", lambda m: _note_csp(blocked, m.text))
         try:
             yield context.pages[0] if context.pages else context.new_page()
         finally:
             context.close()
             shutil.rmtree(profile, ignore_errors=True)
+        assert blocked == [], "the UI violates its Content-Security-Policy"
+
+
+def _note_csp(blocked: list[str], text: str) -> None:
+    if "Content Security Policy" in text:
+        blocked.append(text)
 
 
 @pytest.fixture

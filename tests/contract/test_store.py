@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,6 +160,29 @@ async def test_list_sorted_and_prefix_isolated(store: StateStore) -> None:
     everything = [kv.key for kv in await store.list("")]
     assert everything == sorted(everything) and len(everything) == 6
     assert [kv.value for kv in await store.list("/a/1")] == [b"/a/1", b"/a/10"]
+
+
+async def test_list_pages_and_count(store: StateStore) -> None:
+    """A bounded page of a prefix: below ``end``, ``limit`` keys, either order; ``count``."""
+    for key in ["/a/1", "/a/2", "/a/3", "/a/4", "/ab/1", "/b/1"]:
+        await store.put(key, key.encode())
+
+    async def keys(**page: Any) -> list[str]:
+        return [kv.key for kv in await store.list("/a/", **page)]
+
+    assert await keys(limit=2) == ["/a/1", "/a/2"]
+    assert await keys(descending=True, limit=3) == ["/a/4", "/a/3", "/a/2"]
+    assert await keys(end="/a/3") == ["/a/1", "/a/2"]
+    assert await keys(end="/a/3", descending=True, limit=1) == ["/a/2"]
+    assert await keys(end="/a/1", descending=True) == []
+    assert await keys(end="/z", descending=True) == ["/a/4", "/a/3", "/a/2", "/a/1"]
+    assert (await store.count("/a/"), await store.count("/a"), await store.count("/c/")) == (
+        4,
+        5,
+        0,
+    )
+    with pytest.raises(InvalidInputError):
+        await store.list("/a/", limit=0)
 
 
 async def test_delete_prefix_in_one_revision(store: StateStore) -> None:

@@ -11,14 +11,16 @@ from typing import Any
 import httpx
 import pytest
 
+from virtfleet.api.auth import local_admin
 from virtfleet.app.bootstrap import Platform
 from virtfleet.model.audit import AuditEntry, AuditQuery
 from virtfleet.model.auth import Role
 from virtfleet.model.event import utcnow
+from virtfleet.state import audit as audit_state
 from virtfleet.state.audit import AuditLog
 from virtfleet.state.memory import MemoryStore
 
-from .accounts import PASSWORD, Accounts
+from .accounts import BASE_URL, PASSWORD, Accounts
 from .helpers import assert_error, wait_op
 from .platform import make_platform, running
 
@@ -143,14 +145,22 @@ async def test_a_failing_audit_write_never_breaks_the_request(
 
 
 async def test_the_daemon_keeps_the_log_in_its_store(tmp_path: Path) -> None:
-    """Wired as the daemon is, entries live under /audit/ of the one store."""
+    """Wired as the daemon is, entries live in the one store: an anonymous request's under
+    /audit-anonymous/, a user's under /audit/."""
     platform, _ = make_platform(tmp_path, separate_audit=False)
     async with running(platform):
         transport = httpx.ASGITransport(app=platform.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://virtfleet") as c:
             await c.post("/1.0/login", json={"username": "admin", "password": "wrong"})
+            await c.post("/1.0/login", json={"username": "admin", "password": "wrong"})
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=local_admin(platform.app)), base_url=BASE_URL
+        ) as local:
+            await local.post("/1.0/logout")
+        [anonymous, _] = await platform.store.list("/audit-anonymous/")
+        assert json.loads(anonymous.value)["path"] == "/1.0/login"
         [kv] = await platform.store.list("/audit/")
-        assert json.loads(kv.value)["path"] == "/1.0/login"
+        assert json.loads(kv.value)["actor"] == "root@local"
 
 
 async def test_retention_keeps_the_newest() -> None:
@@ -162,3 +172,75 @@ async def test_retention_keeps_the_newest() -> None:
         )
     assert await log.prune() == 2
     assert [e.actor for e in await log.query(AuditQuery(limit=10))] == ["u4", "u3", "u2"]
+
+
+async def test_an_anonymous_flood_cannot_push_out_real_entries(
+    accounts: Accounts, api: httpx.AsyncClient, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hundreds of unauthenticated requests fill only their own bounded bucket: every
+    entry of a real actor stays, and the anonymous bucket keeps to its bound."""
+    monkeypatch.setattr(audit_state, "PRUNE_EVERY", 10)
+    log = AuditLog(MemoryStore(), max_entries=50, max_anonymous=20)
+    platform.services.audit.log = log
+    for n in range(5):
+        r = await api.post("/1.0/users", json={"username": f"real{n}", "password": PASSWORD})
+        assert r.status_code == 201, r.text
+    flood = accounts.anonymous(peer="203.0.113.9")
+    for n in range(200):
+        await flood.post("/1.0/instances", json={"name": f"x{n}", "image": "tiny"})
+    listed = await entries(api, limit=1000)
+    real = [e for e in listed if e["actor"] == "root@local"]
+    assert len(real) == 5
+    assert len([e for e in listed if e["actor"] == "anonymous"]) <= 20 + 10
+    assert await log.store.count("/audit-anonymous/") <= 30
+    times = [e["time"] for e in listed]
+    assert times == sorted(times, reverse=True)  # the two buckets merged, newest first
+
+
+class PageCounter(MemoryStore):
+    """A store that remembers the most keys one ``list`` call returned."""
+
+    most = 0
+
+    async def list(self, prefix: str, **page: Any) -> list[Any]:
+        found = await super().list(prefix, **page)
+        self.most = max(self.most, len(found))
+        return found
+
+
+async def test_prune_and_query_read_bounded_pages() -> None:
+    """With thousands of entries, pruning and a query that matches nothing never read
+    more than a page (or a prune batch) at a time."""
+    store = PageCounter()
+    log = AuditLog(store, max_entries=3000)
+    for n in range(3100):
+        entry = AuditEntry(actor=f"u{n}", source="unix", method="POST", path="/", status=200)
+        await log._put_new("/audit/", entry)
+    assert await log.prune() == 100
+    assert await log.query(AuditQuery(actor="nobody", limit=10)) == []
+    assert store.most <= audit_state.PAGE
+    newest = await log.query(AuditQuery(limit=2))
+    assert [e.actor for e in newest] == ["u3099", "u3098"]
+
+
+async def test_one_anonymous_source_gets_sixty_entries_a_minute(
+    accounts: Accounts, api: httpx.AsyncClient, platform: Platform
+) -> None:
+    """Past 60 entries a minute a source without credentials is counted, not recorded (the
+    61st entry says so); its next entry after the minute says how many were left out.
+    Other sources are recorded as before."""
+    flood, other = accounts.anonymous(peer="203.0.113.7"), accounts.anonymous(peer="192.0.2.8")
+    for n in range(100):
+        await flood.post("/1.0/instances", json={"name": f"x{n}", "image": "tiny"})
+    for _ in range(3):
+        await other.post("/1.0/login", json={"username": "ada", "password": "guess"})
+    recorded = await entries(api, actor="anonymous", limit=1000)
+    from_flood = [e for e in recorded if e["source"] == "203.0.113.7"]
+    assert len(from_flood) == 61 and from_flood[0]["summary"]["throttled"] is True
+    assert len([e for e in recorded if e["source"] == "192.0.2.8"]) == 3
+    throttle = platform.services.audit.throttle
+    clock = throttle.clock
+    throttle.clock = lambda: clock() + 61
+    await flood.post("/1.0/instances", json={"name": "late", "image": "tiny"})
+    [latest] = await entries(api, actor="anonymous", limit=1)
+    assert latest["summary"]["suppressed"] == 39

@@ -9,7 +9,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +203,48 @@ async def test_tokens_of_a_deleted_user_die_with_it(
     assert_error(await client.get("/1.0/instances"), 401, "unauthenticated")
     await accounts.user(ADMIN, "temp")
     assert_error(await client.get("/1.0/instances"), 401, "unauthenticated")
+
+
+async def test_tokens_expire_in_90_days_unless_asked(
+    accounts: Accounts, platform: Platform
+) -> None:
+    """No lifetime asked: 90 days, then 401; ``never_expires`` only when asked, not with one."""
+    default = await accounts.mint(OPER)
+    lifetime = datetime.fromisoformat(default["expires_at"]) - utcnow()
+    assert timedelta(days=89, hours=23) < lifetime <= timedelta(days=90)
+    forever = await accounts.mint(OPER, never_expires=True)
+    assert forever["expires_at"] is None
+    owner = await accounts.cookie(OPER)
+    body = {"role": "viewer", "never_expires": True, "expires_in_s": 60}
+    assert_error(await owner.post("/1.0/tokens", json=body), 400, "invalid_input")
+    platform.services.tokens.clock = lambda: utcnow() + timedelta(days=91)
+    assert_error(await accounts.bearer(default["token"]).get("/1.0/whoami"), 401, "unauthenticated")
+    assert (await accounts.bearer(forever["token"]).get("/1.0/whoami")).status_code == 200
+
+
+@pytest.mark.parametrize("by", ["self", "admin"])
+async def test_a_password_change_revokes_the_users_tokens(
+    accounts: Accounts, api: httpx.AsyncClient, by: str
+) -> None:
+    """Changing a password (the user's own change or an admin's reset) revokes every
+    token the user minted with the old one; other users' tokens live on."""
+    mine = await accounts.mint(OPER)
+    other = await accounts.mint(VIEW)
+    url = "/1.0/users/otto/password"
+    if by == "self":
+        session = await accounts.cookie(OPER)
+        body = {"password": "a new password", "current_password": PASSWORD}
+        r = await session.put(url, json=body)
+    else:
+        r = await api.put(url, json={"password": "a new password"})
+    assert r.status_code == 200, r.text
+    message = assert_error(
+        await accounts.bearer(mine["token"]).get("/1.0/whoami"), 401, "unauthenticated"
+    )
+    assert "revoked" in message
+    assert (await accounts.bearer(other["token"]).get("/1.0/whoami")).status_code == 200
+    listed = {t["id"]: t for t in (await api.get("/1.0/tokens")).json()}
+    assert listed[mine["id"]]["revoked_at"] is not None
 
 
 @pytest.mark.parametrize(("role", "asked"), [(OPER, ADMIN), (VIEW, OPER), (VIEW, ADMIN)])

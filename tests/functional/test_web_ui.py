@@ -10,6 +10,9 @@ import pytest
 
 from virtfleet.api.webui import vendor_dir
 from virtfleet.app.bootstrap import Platform
+from virtfleet.model.auth import Role
+
+from .accounts import Accounts
 
 
 @pytest.fixture
@@ -55,3 +58,34 @@ async def test_no_file_outside_the_ui_folders(anonymous: httpx.AsyncClient) -> N
     r = await anonymous.get("/1.0/instances")
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "unauthenticated"
+
+
+async def test_every_answer_carries_a_csp_and_frame_protection(
+    anonymous: httpx.AsyncClient,
+) -> None:
+    """The UI, its modules, API answers and errors all carry the Content-Security-Policy
+    (scripts from this server only, no framing) and X-Frame-Options."""
+    for path in ("/", "/ui/js/app.js", "/1.0/instances", "/nowhere"):
+        r = await anonymous.get(path)
+        csp = r.headers.get("content-security-policy", "")
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp, path
+        assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0], path
+        assert r.headers["x-frame-options"] == "DENY", path
+        assert r.headers["x-content-type-options"] == "nosniff", path
+
+
+async def test_api_docs_need_a_login(anonymous: httpx.AsyncClient, accounts: Accounts) -> None:
+    """/docs and /openapi.json answer 401 without credentials (and /redoc is gone); a
+    logged-in viewer gets them, the page under a CSP that allows its one inline script
+    by hash only."""
+    for path in ("/docs", "/openapi.json"):
+        r = await anonymous.get(path)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated", path
+    assert (await anonymous.get("/redoc")).status_code == 404
+    viewer = await accounts.cookie(Role.VIEWER)
+    doc = await viewer.get("/openapi.json")
+    assert doc.status_code == 200 and "/1.0/instances" in doc.json()["paths"]
+    page = await viewer.get("/docs")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    script_src = page.headers["content-security-policy"].split("script-src")[1].split(";")[0]
+    assert "'sha256-" in script_src and "unsafe-inline" not in script_src

@@ -11,7 +11,12 @@ from virtfleet.model.audit import AuditEntry, AuditQuery
 from virtfleet.model.auth import Role
 from virtfleet.service.audit import MASK, redact, summarize
 from virtfleet.service.auth import validate_username
-from virtfleet.service.credentials import LoginLimiter, check_password, split_secret
+from virtfleet.service.credentials import (
+    LoginLimiter,
+    check_password,
+    source_net,
+    split_secret,
+)
 
 
 def test_roles_are_ordered() -> None:
@@ -73,6 +78,32 @@ def test_limiter_success_clears_only_that_key() -> None:
     limiter.check("user:a")
     with pytest.raises(RateLimitedError):
         limiter.check("addr:x")
+
+
+def test_limiter_counts_an_attempt_before_it_is_evaluated() -> None:
+    """``attempt`` checks and counts in one step; ``forgive`` takes a success back."""
+    limiter = LoginLimiter(max_failures=2, clock=lambda: 5.0)
+    stamp = limiter.attempt("pair", "addr:x")
+    limiter.attempt("pair", "addr:x")
+    with pytest.raises(RateLimitedError):
+        limiter.attempt("pair")
+    limiter.forgive(stamp, "addr:x")
+    limiter.attempt("addr:x")
+    with pytest.raises(RateLimitedError):
+        limiter.check("addr:x")
+
+
+@pytest.mark.parametrize(
+    ("source", "net"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("unix", "unix"),
+    ],
+)
+def test_login_sources_are_limited_by_network(source: str, net: str) -> None:
+    assert source_net(source) == net
 
 
 def test_limiter_stays_bounded() -> None:

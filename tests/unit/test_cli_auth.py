@@ -54,6 +54,15 @@ def test_token_create_list_revoke(data_dir: Path) -> None:
     assert "active" not in cli(data_dir, "token", "list").stdout
 
 
+def test_token_lifetime_defaults_to_90_days_and_never_is_explicit(data_dir: Path) -> None:
+    """Without --expires a token lives 90 days; ``--expires never`` makes one without end."""
+    made = json.loads(cli(data_dir, "token", "create", "--json").stdout)
+    expires = datetime.fromisoformat(made["expires_at"])
+    assert timedelta(days=89) < expires - datetime.now(UTC) <= timedelta(days=90)
+    endless = json.loads(cli(data_dir, "token", "create", "--expires", "never", "--json").stdout)
+    assert endless["expires_at"] is None
+
+
 def test_token_create_rejects_bad_input(data_dir: Path) -> None:
     bad = cli(data_dir, "token", "create", "--role", "god")
     assert bad.exit_code == 2 and "[invalid_input]" in bad.stderr

@@ -17,7 +17,9 @@ import virtfleet
 from virtfleet.api.apidoc import install_openapi
 from virtfleet.api.audit import AuditMiddleware
 from virtfleet.api.auth import ANY_USER, AuthMiddleware
+from virtfleet.api.docpages import install_doc_pages
 from virtfleet.api.errors import install_error_handlers
+from virtfleet.api.headers import SecurityHeadersMiddleware
 from virtfleet.api.idempotency import IdempotencyMiddleware
 from virtfleet.api.limits import BodyLimitMiddleware
 from virtfleet.api.routes import audit as audit_routes
@@ -56,6 +58,10 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
         title="virtfleet",
         version=virtfleet.__version__,
         lifespan=lifespan or _no_lifespan,
+        # Served by api.docpages behind login instead (FastAPI's own are open to anyone).
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
         # No OpenTelemetry here: skip FastAPI's per-request check for configured providers.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
@@ -68,6 +74,7 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     # Outside everything else: refused requests (401, 403, 413...) are audited too.
     app.add_middleware(AuthMiddleware, services=services)
     app.add_middleware(AuditMiddleware, audit=services.audit)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer, errors too
     modules = (instances, resources, console, vnc, containers, images, host, operations, events)
     for module in (*modules, networks):
         app.include_router(module.router)
@@ -81,6 +88,7 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     app.include_router(metrics.scrape)
     app.add_api_route("/1.0", _info, methods=["GET"], tags=["meta"], dependencies=[ANY_USER])
     install_openapi(app)
+    install_doc_pages(app)
     install_web_ui(app)  # after the API: /1.0 wins over /ui and /
     return app
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from virtfleet.model.auth import Role
 from virtfleet.model.instance import InstanceSpec, Strict
@@ -68,6 +68,15 @@ class ChangePassword(Strict):
 
 
 class CreateToken(Strict):
+    """Without ``expires_in_s`` a token lives 90 days; ``never_expires`` asks for no end."""
+
     role: Role
     expires_in_s: Annotated[float | None, Field(gt=0, le=10 * 365 * 86400)] = None
+    never_expires: bool = False
     description: Annotated[str, Field(max_length=200)] = ""
+
+    @model_validator(mode="after")
+    def _one_lifetime(self) -> CreateToken:
+        if self.never_expires and self.expires_in_s is not None:
+            raise ValueError("give expires_in_s or never_expires, not both")
+        return self

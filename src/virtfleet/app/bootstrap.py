@@ -22,6 +22,7 @@ from fastapi import FastAPI
 
 from virtfleet.api.app import create_app
 from virtfleet.api.auth import local_admin
+from virtfleet.app.datadir import private_umask, secure_data_dir
 from virtfleet.app.firstrun import ensure_admin
 from virtfleet.app.serving import (
     Endpoint,
@@ -36,7 +37,7 @@ from virtfleet.app.settings import Settings
 from virtfleet.app.tls import Certificate, server_certificate
 from virtfleet.drivers.base import Driver
 from virtfleet.drivers.fake.driver import FakeDriver
-from virtfleet.drivers.oci.factory import build_oci_driver
+from virtfleet.drivers.oci.factory import build_oci_driver, userns_allowed
 from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.driver import QemuDriver
 from virtfleet.drivers.qemu.uids import UidPool, parse_pool
@@ -220,6 +221,11 @@ def _uid_pool(setting: str) -> UidPool | None:
     return parse_pool(setting) if os.geteuid() == 0 else None
 
 
+def _containers_traverse(settings: Settings) -> bool:
+    """Whether user-namespaced containers need others-execute on the data directory."""
+    return settings.driver != "fake" and userns_allowed()
+
+
 def _user_exists(name: str) -> bool:
     import pwd
 
@@ -253,8 +259,9 @@ def _host_paths(settings: Settings) -> HostPaths:
 
 def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platform:
     """Wire every component for ``settings`` (nothing is started yet)."""
-    for path in (settings.data_dir, settings.images_dir, settings.disks_dir, settings.run_dir):
-        path.mkdir(parents=True, exist_ok=True, mode=0o750)
+    secure_data_dir(settings.data_dir, _containers_traverse(settings))
+    for path in (settings.images_dir, settings.disks_dir, settings.run_dir):
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
     facts = facts or host_facts(settings)
     store: StateStore = (
         MemoryStore() if settings.store == "memory" else SQLiteStore(settings.store_path)
@@ -366,6 +373,7 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    private_umask()  # the store, its WAL, logs and run files: 0600 from birth
     endpoints = parse_listen(settings.listen, settings.tls)
     raise_open_files_limit()
     platform = build_platform(settings)

@@ -1,9 +1,11 @@
 """First start: an empty user table gets an ``admin`` user, never with a default password.
 
 Owns where the first password comes from (``$VIRTFLEET_ADMIN_PASSWORD``, else a
-random one-time password) and where a random one goes: a clearly marked block
-on stderr and ``<data-dir>/initial-admin-password`` (mode 0600) so ``make run``
-can show it. Must not decide account rules (``AuthService.ensure_admin`` does).
+random one-time password) and where a random one goes: ``<data-dir>/initial-admin-password``
+(mode 0600) always, and a clearly marked block on stderr only when stderr is a
+terminal. Never a log: ``make run`` appends the daemon's stderr to a file, and a
+redirected stderr gets only the file's path. Must not decide account rules
+(``AuthService.ensure_admin`` does).
 """
 
 from __future__ import annotations
@@ -41,7 +43,11 @@ async def ensure_admin(
         return None
     if created.generated:
         path = write_password_file(data_dir, created.password)
-        announce(created, path, out or sys.stderr)
+        stream = out or sys.stderr
+        if _is_terminal(stream):
+            announce(created, path, stream)
+        else:  # a log file or a pipe: other readers, kept for long
+            log.warning("created user %r; its one-time password is in %s", created.username, path)
     else:
         log.info("created user %r with the password from %s", created.username, PASSWORD_ENV)
     return created
@@ -55,6 +61,13 @@ def write_password_file(data_dir: Path, password: str) -> Path:
     with os.fdopen(fd, "w") as f:
         f.write(password + "\n")
     return path
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed or not a real file
+        return False
 
 
 def announce(created: FirstAdmin, path: Path, out: TextIO) -> None:

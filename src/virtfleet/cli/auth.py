@@ -57,17 +57,23 @@ def _state(t: TokenInfo) -> str:
 def token_create(
     role: RoleOpt = "viewer",
     expires: Annotated[
-        str | None, typer.Option("--expires", help="Lifetime, e.g. 12h, 30d (default: none).")
+        str | None,
+        typer.Option(
+            "--expires",
+            help="Lifetime, e.g. 12h, 30d, or 'never' (default: 90 days).",
+            show_default=False,
+        ),
     ] = None,
     description: Annotated[str, typer.Option("--description", help="What it is for.")] = "",
     json_out: JsonOpt = False,
 ) -> None:
     """Create a token (at most your own role) and print it: it is shown this once."""
+    never = expires is not None and expires.strip().lower() == "never"
     try:
-        expires_in_s = parse_duration_s(expires) if expires else None
+        expires_in_s = parse_duration_s(expires) if expires and not never else None
     except ValueError as err:
         raise invalid(str(err)) from None
-    new = get_client().create_token(_role(role), expires_in_s, description)
+    new = get_client().create_token(_role(role), expires_in_s, description, never)
     if json_out:
         output.print_json(new)
         return

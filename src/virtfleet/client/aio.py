@@ -227,10 +227,15 @@ class AsyncClient:
         return await self.call(calls.list_tokens())
 
     async def create_token(
-        self, role: str, expires_in_s: float | None = None, description: str = ""
+        self,
+        role: str,
+        expires_in_s: float | None = None,
+        description: str = "",
+        never_expires: bool = False,
     ) -> NewToken:
-        """Mint an API token; its secret (``.token``) is in this answer only."""
-        return await self.call(calls.create_token(role, expires_in_s, description))
+        """Mint an API token; its secret (``.token``) is in this answer only. Without
+        ``expires_in_s`` it lives the server's default (90 days) unless ``never_expires``."""
+        return await self.call(calls.create_token(role, expires_in_s, description, never_expires))
 
     async def revoke_token(self, token_id: str) -> TokenInfo:
         return await self.call(calls.revoke_token(token_id))

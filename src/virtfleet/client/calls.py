@@ -276,8 +276,11 @@ def list_tokens() -> Call[list[TokenInfo]]:
     return Call("GET", "/1.0/tokens", many(TokenInfo))
 
 
-def create_token(role: str, expires_in_s: float | None, description: str) -> Call[NewToken]:
-    body = {"role": role, "expires_in_s": expires_in_s, "description": description}
+def create_token(
+    role: str, expires_in_s: float | None, description: str, never_expires: bool = False
+) -> Call[NewToken]:
+    body: dict[str, Any] = {"role": role, "expires_in_s": expires_in_s}
+    body |= {"description": description, "never_expires": never_expires}
     return Call("POST", "/1.0/tokens", one(NewToken), json=body)
 
 

@@ -3,9 +3,13 @@
 Owns the account rules: user names, the password policy and argon2 hashing
 (the clear password is never stored), who may change whose password (admins
 anyone's; a user their own, proving the current one), that the last admin
-cannot be deleted, logins throttled per user and per source address whose
-failures never tell whether the user exists, sessions that end by themselves
-(a store lease of their TTL) and the first admin of an empty store. Must not
+cannot be deleted, throttled logins whose failures never tell whether the
+user exists, sessions that end by themselves
+(a store lease of their TTL) and the first admin of an empty store.
+Logins are limited per (user, source network) and per source network, never per
+user alone (a guesser elsewhere cannot lock the admin out); an attempt is counted
+before its argon2 verify, and verifies are bounded (``credentials.Passwords``). A
+password change revokes the user's API tokens and ends its other sessions. Must not
 know HTTP: cookies and headers are the API's; this module only checks the
 CSRF token it is handed against the one bound to the session.
 """
@@ -39,6 +43,7 @@ from virtfleet.service.credentials import (
     random_password,
     same_hash,
     sha256_hex,
+    source_net,
     split_secret,
 )
 from virtfleet.service.tokens import TokenService
@@ -152,7 +157,8 @@ class AuthService:
     ) -> UserInfo:
         """Set ``username``'s password: admins any user's, others their own given ``current``.
 
-        Ends the user's other sessions.
+        Ends the user's other sessions and revokes every API token the user owns
+        (a token minted with the old password must not outlive it).
         """
         if actor.username != username and not actor.is_admin:
             raise ForbiddenError("only an admin may change another user's password")
@@ -168,29 +174,32 @@ class AuthService:
         )
         await self.users.put(changed, expect_revision=revision)
         await self.sessions.delete_for(username, keep=actor.session_id)
+        await self.tokens.revoke_owned(username)
         return changed.info()
 
     async def _check_current(self, user: UserRecord, current: str | None) -> None:
         if not current:
             raise InvalidInputError("current_password: needed to change your own password")
-        key = f"user:{user.username}"
-        self.limiter.check(key)
+        key = f"current:{user.username}"
+        stamp = self.limiter.attempt(key)
         if not await self.passwords.verify(user.password_hash, current):
-            self.limiter.failed(key)
             raise ForbiddenError("the current password is wrong")
+        self.limiter.forgive(stamp, key)
 
     async def login(self, username: str, password: str, source: str) -> NewSession:
         """Open a session; ``AuthError`` (the same for unknown users and wrong passwords) or
-        ``RateLimitedError`` after too many failures for this user or from this source."""
-        keys = (f"user:{username}", f"addr:{source}")
-        self.limiter.check(*keys)
+        ``RateLimitedError`` after too many attempts for this user from this source
+        network, or from this source network at all (counted before the verify)."""
+        net = source_net(source)
+        keys = (f"user:{username[:64]}@{net}", f"addr:{net}")
+        stamp = self.limiter.attempt(*keys)
         found = await self.users.find(username) if _USERNAME.fullmatch(username) else None
         user = found[0] if found else None
         ok = await self.passwords.verify(user.password_hash if user else None, password)
         if user is None or not ok:
-            self.limiter.failed(*keys)
             raise AuthError(BAD_LOGIN)
         self.limiter.succeeded(keys[0])
+        self.limiter.forgive(stamp, keys[1])
         await self._rehash_if_stale(user, password)
         return await self._open_session(user)
 

@@ -3,7 +3,10 @@
 Owns the password policy, the argon2 parameters (off the event loop: hashing
 costs tens of milliseconds by design), the ``<id>.<secret>`` shape of session
 cookies and API tokens (``vf_<id>.<secret>``) and the sliding-window
-``LoginLimiter``. Must not store anything: the services that use these do.
+``LoginLimiter`` (an attempt counts *before* its password is checked, so parallel
+guesses cannot all be evaluated), and the bound on concurrent argon2 verifies (each
+costs tens of MiB and milliseconds: a flood queues, then is refused, instead of
+exhausting the host). Must not store anything: the services that use these do.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from collections import deque
@@ -21,6 +25,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from virtfleet.errors import InvalidInputError, RateLimitedError
 
+MAX_VERIFYING = 2  # argon2 verifies at once (each ~64 MiB, tens of ms); more wait
+MAX_WAITING = 32  # verifies queued behind those; beyond, a login is refused (429)
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # argon2 hashes any length; a bound keeps a request from costing more
 TOKEN_PREFIX = "vf_"
@@ -63,18 +69,48 @@ def split_secret(presented: str, prefix: str = "") -> tuple[str, str] | None:
     return ident, secret
 
 
+def source_net(source: str) -> str:
+    """The network a login source is limited as: an IPv4 address, an IPv6 /64 (one
+    host owns a whole /64), anything else (``unix``) as is."""
+    try:
+        ip = ipaddress.ip_address(source)
+    except ValueError:
+        return source
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
+
+
 class Passwords:
-    """argon2id hashing and verification, run in a worker thread."""
+    """argon2id hashing and verification, run in a worker thread; at most
+    ``MAX_VERIFYING`` verifies at once and ``MAX_WAITING`` queued."""
 
     def __init__(self, hasher: PasswordHasher | None = None) -> None:
         self.hasher = hasher or PasswordHasher()
         self._dummy: str | None = None
+        self._slots = asyncio.Semaphore(MAX_VERIFYING)
+        self._waiting = 0
 
     async def hash(self, password: str) -> str:
         return await asyncio.to_thread(self.hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
-        """Whether ``password`` matches; with no hash, spend the same time and say no."""
+        """Whether ``password`` matches; with no hash, spend the same time and say no.
+
+        ``RateLimitedError`` when ``MAX_WAITING`` verifies are queued already."""
+        if self._waiting >= MAX_WAITING:
+            raise RateLimitedError("too many logins in progress; try again in 1 s")
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            return await self._verify(password_hash, password)
+        finally:
+            self._slots.release()
+
+    async def _verify(self, password_hash: str | None, password: str) -> bool:
         if password_hash is None:
             self._dummy = self._dummy or await self.hash(random_password())
             password_hash = self._dummy
@@ -89,7 +125,8 @@ class Passwords:
 
 
 class LoginLimiter:
-    """At most ``max_failures`` failed attempts per key (user, address) per ``window_s``."""
+    """At most ``max_failures`` failed attempts per key per ``window_s``; the keys are the
+    caller's (``AuthService``: the user at a source network, and the source network)."""
 
     def __init__(
         self,
@@ -103,6 +140,24 @@ class LoginLimiter:
         self.clock = clock
         self.max_keys = max_keys
         self._failures: dict[str, deque[float]] = {}
+
+    def attempt(self, *keys: str) -> float:
+        """Count an attempt on every key *before* it is evaluated; its time stamp (for
+        ``forgive``). ``RateLimitedError`` if any key used up its attempts in the window.
+        Checking and counting are one step: parallel guesses cannot all slip through."""
+        self.check(*keys)
+        now = self.clock()
+        for key in keys:
+            self._recent(key, now).append(now)
+        self._bound()
+        return now
+
+    def forgive(self, stamp: float, *keys: str) -> None:
+        """Take back the attempt counted at ``stamp`` on ``keys`` (it succeeded)."""
+        for key in keys:
+            recent = self._failures.get(key)
+            if recent is not None and stamp in recent:
+                recent.remove(stamp)
 
     def check(self, *keys: str) -> None:
         """``RateLimitedError`` if any of ``keys`` used up its failures in the window."""

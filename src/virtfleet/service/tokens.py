@@ -2,8 +2,10 @@
 
 Owns the token rules: a token is ``vf_<id>.<secret>`` and only the SHA-256 of
 its secret is stored; nobody mints a token above their own role; a token
-minted with a token expires no later than it; a token acts with the lesser of
-its role and its owner's current role and dies with its owner; revoked and
+expires after ``DEFAULT_TTL_S`` (90 days) unless asked otherwise, ``never``
+only explicitly; a token minted with a token expires no later than it; a
+token acts with the lesser of its role and its owner's current role and dies
+with its owner (and with its owner's password: ``AuthService``); revoked and
 expired tokens are refused with a message saying so. Users see and revoke
 their own tokens, admins everyone's. Must not know HTTP (the API reads the
 ``Authorization`` header).
@@ -36,6 +38,7 @@ from virtfleet.state.accounts import TokenRepo, UserRepo
 from virtfleet.state.store import StateStore
 
 MAX_DESCRIPTION = 200
+DEFAULT_TTL_S = 90 * 86400.0  # a forgotten token dies by itself; never only when asked
 
 
 class TokenService:
@@ -50,11 +53,16 @@ class TokenService:
         role: Role,
         expires_in_s: float | None = None,
         description: str = "",
+        never_expires: bool = False,
     ) -> NewToken:
-        """Mint a token owned by ``actor``; ``ForbiddenError`` above the actor's own role."""
+        """Mint a token owned by ``actor``; ``ForbiddenError`` above the actor's own role.
+
+        It lives ``expires_in_s`` (default ``DEFAULT_TTL_S``), or forever with ``never_expires``.
+        """
         if not actor.role.allows(role):
             raise ForbiddenError(f"a {actor.role} cannot mint a token with role {role}")
-        expires_at = self._expiry(actor, expires_in_s)
+        lifetime = None if never_expires else (expires_in_s or DEFAULT_TTL_S)
+        expires_at = self._expiry(actor, lifetime)
         token_id, secret = new_secret()
         record = TokenRecord(
             id=token_id,
@@ -96,7 +104,8 @@ class TokenService:
         return record.info()
 
     async def revoke_owned(self, owner: str) -> int:
-        """Revoke every live token of ``owner`` (when the user is deleted); how many."""
+        """Revoke every live token of ``owner`` (the user was deleted or its password
+        changed); how many."""
         count = 0
         for record in await self.tokens.list():
             if record.owner == owner and record.revoked_at is None:

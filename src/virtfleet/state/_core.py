@@ -46,6 +46,14 @@ class Lease:
     expiry: float  # in the store's clock (``CoreStore._now``)
 
 
+class Page(NamedTuple):
+    """A bounded slice of a prefix scan: keys below ``end``, ``limit`` of them, in order."""
+
+    end: str | None
+    limit: int | None
+    descending: bool
+
+
 class Change(NamedTuple):
     event: WatchEvent
     kv: KeyValue | None  # the key's new state for puts, None for deletes
@@ -83,8 +91,12 @@ class CoreStore(ABC):
     def _read(self, key: str) -> KeyValue | None: ...
 
     @abstractmethod
-    def _scan(self, prefix: str) -> builtins.list[KeyValue]:
-        """Live keys starting with ``prefix``, sorted by key."""
+    def _scan(self, prefix: str, page: Page | None = None) -> builtins.list[KeyValue]:
+        """Live keys starting with ``prefix``, sorted by key; only ``page`` of them if given."""
+
+    @abstractmethod
+    def _count(self, prefix: str) -> int:
+        """How many live keys start with ``prefix``."""
 
     @abstractmethod
     def _lease_keys(self, lease: int) -> builtins.list[str]:
@@ -119,10 +131,29 @@ class CoreStore(ABC):
         async with self._op():
             return self._read(key)
 
-    async def list(self, prefix: str) -> builtins.list[KeyValue]:
+    async def list(
+        self,
+        prefix: str,
+        *,
+        end: str | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+    ) -> builtins.list[KeyValue]:
+        _check_prefix(prefix)
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise InvalidInputError("limit must be a positive number of keys")
+        page = (
+            None
+            if end is None and limit is None and not descending
+            else Page(end, limit, descending)
+        )
+        async with self._op():
+            return self._scan(prefix, page)
+
+    async def count(self, prefix: str) -> int:
         _check_prefix(prefix)
         async with self._op():
-            return self._scan(prefix)
+            return self._count(prefix)
 
     async def revision(self) -> int:
         async with self._op():

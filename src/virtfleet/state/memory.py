@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 from collections import deque
 
-from virtfleet.state._core import DEFAULT_HISTORY, Batch, CoreStore, Lease
+from virtfleet.state._core import DEFAULT_HISTORY, Batch, CoreStore, Lease, Page
 from virtfleet.state.store import KeyValue, WatchEvent
 
 
@@ -28,8 +28,15 @@ class MemoryStore(CoreStore):
     def _read(self, key: str) -> KeyValue | None:
         return self._kvs.get(key)
 
-    def _scan(self, prefix: str) -> builtins.list[KeyValue]:
-        return [self._kvs[key] for key in sorted(k for k in self._kvs if k.startswith(prefix))]
+    def _scan(self, prefix: str, page: Page | None = None) -> builtins.list[KeyValue]:
+        keys = sorted(k for k in self._kvs if k.startswith(prefix))
+        if page is not None:
+            keys = [k for k in keys if page.end is None or k < page.end]
+            keys = (keys[::-1] if page.descending else keys)[: page.limit]
+        return [self._kvs[key] for key in keys]
+
+    def _count(self, prefix: str) -> int:
+        return sum(1 for k in self._kvs if k.startswith(prefix))
 
     def _lease_keys(self, lease: int) -> builtins.list[str]:
         return sorted(key for key, kv in self._kvs.items() if kv.lease == lease)

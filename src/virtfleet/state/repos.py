@@ -38,6 +38,7 @@ USERS = "/users/"
 TOKENS = "/tokens/"
 SESSIONS = "/sessions/"
 AUDIT = "/audit/"
+ANONYMOUS_AUDIT = "/audit-anonymous/"  # requests without valid credentials (bounded apart)
 IDEMPOTENCY = "/idempotency/"
 MAX_EVENTS = 2000
 

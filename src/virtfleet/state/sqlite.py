@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from virtfleet.errors import InUseError, VirtfleetError
-from virtfleet.state._core import DEFAULT_HISTORY, Batch, CoreStore, Lease
+from virtfleet.state._core import DEFAULT_HISTORY, Batch, CoreStore, Lease, Page
 from virtfleet.state.store import KeyValue, WatchEvent
 
 SCHEMA_VERSION = 1
@@ -77,10 +77,20 @@ class SQLiteStore(CoreStore):
         rows = self._query(f"SELECT {_KV_COLUMNS} FROM kv WHERE key = ?", (key.encode(),))
         return _kv(rows[0]) if rows else None
 
-    def _scan(self, prefix: str) -> builtins.list[KeyValue]:
+    def _scan(self, prefix: str, page: Page | None = None) -> builtins.list[KeyValue]:
         where, params = _prefix_clause(prefix)
-        rows = self._query(f"SELECT {_KV_COLUMNS} FROM kv WHERE {where} ORDER BY key", params)
-        return [_kv(row) for row in rows]
+        order, limit = "", ""
+        if page is not None:
+            if page.end is not None:
+                where, params = f"({where}) AND key < ?", (*params, page.end.encode())
+            order = " DESC" if page.descending else ""
+            limit = f" LIMIT {int(page.limit)}" if page.limit is not None else ""
+        sql = f"SELECT {_KV_COLUMNS} FROM kv WHERE {where} ORDER BY key{order}{limit}"
+        return [_kv(row) for row in self._query(sql, params)]
+
+    def _count(self, prefix: str) -> int:
+        where, params = _prefix_clause(prefix)
+        return int(self._query(f"SELECT COUNT(*) FROM kv WHERE {where}", params)[0][0])
 
     def _lease_keys(self, lease: int) -> builtins.list[str]:
         rows = self._query("SELECT key FROM kv WHERE lease = ? ORDER BY key", (lease,))

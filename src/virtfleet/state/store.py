@@ -86,8 +86,21 @@ class StateStore(Protocol):
         """Delete every key under ``prefix`` in one revision; return how many."""
         ...
 
-    async def list(self, prefix: str) -> list[KeyValue]:
-        """Every live key starting with ``prefix``, sorted by key."""
+    async def list(
+        self,
+        prefix: str,
+        *,
+        end: str | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+    ) -> list[KeyValue]:
+        """Live keys starting with ``prefix`` (and below ``end``, if given), sorted by key
+        (``descending``: newest key first), at most ``limit`` of them (etcd's range with
+        ``range_end``, ``limit`` and ``sort_order``): a bounded page of a big prefix."""
+        ...
+
+    async def count(self, prefix: str) -> int:
+        """How many live keys start with ``prefix`` (etcd's ``count_only``)."""
         ...
 
     async def txn(

@@ -54,7 +54,7 @@ def _copy(src: Path, dest: Path, progress: Progress | None) -> None:
     total = src.stat().st_size
     done = 0
     with src.open("rb") as fin, dest.open("wb") as fout:
-        os.fchmod(fout.fileno(), 0o640)
+        os.fchmod(fout.fileno(), 0o600)  # the daemon user's alone, like every disk
         while done < total:
             n = os.copy_file_range(fin.fileno(), fout.fileno(), min(COPY_CHUNK, total - done))
             if n == 0:

@@ -76,7 +76,7 @@ def write_seed(path: Path, name: str, cloud: CloudInit, uuid: str | None = None)
     os.close(fd)
     try:
         iso.write(tmp)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)  # user-data carries secrets; QEMU opens it before dropping root
         os.replace(tmp, path)
     finally:
         iso.close()

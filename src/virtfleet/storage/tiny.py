@@ -525,6 +525,7 @@ def _copy_atomic(src: Path, dest: Path) -> None:
     tmp = _tmp_sibling(dest)
     try:
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o600)  # the copy lives in the private data directory
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -9,9 +9,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from virtfleet.api.auth import ANY_USER, OPERATOR, Admin
+from virtfleet.api.auth import ANY_USER, OPERATOR, Admin, Viewer
 from virtfleet.api.deps import ImageName, ServicesDep
 from virtfleet.api.imaging import ExportImage, ImportImage
+from virtfleet.api.redaction import all_for_principal, for_principal
 from virtfleet.api.schemas import BuildImage
 from virtfleet.model.auth import Principal
 from virtfleet.model.operation import Operation
@@ -27,8 +28,8 @@ def is_local_root(principal: Principal) -> bool:
 
 
 @router.get("")
-async def list_images(services: ServicesDep) -> list[ImageRecord]:
-    return await services.images.list()
+async def list_images(principal: Viewer, services: ServicesDep) -> list[ImageRecord]:
+    return all_for_principal(principal, await services.images.list())
 
 
 @router.post("", status_code=202, dependencies=[OPERATOR])
@@ -55,8 +56,8 @@ async def export_image(
 
 
 @router.get("/{name}")
-async def get_image(name: ImageName, services: ServicesDep) -> ImageRecord:
-    return await services.images.get(name)
+async def get_image(name: ImageName, principal: Viewer, services: ServicesDep) -> ImageRecord:
+    return for_principal(principal, await services.images.get(name))
 
 
 @router.delete("/{name}", dependencies=[OPERATOR])

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from virtfleet.api.auth import ANY_USER, OPERATOR
+from virtfleet.api.auth import ANY_USER, OPERATOR, Viewer
 from virtfleet.api.conditional import IfMatchDep, etag_of
 from virtfleet.api.deps import InstanceName, ServicesDep
+from virtfleet.api.redaction import all_for_principal, for_principal
 from virtfleet.api.schemas import CreateInstance, StateChange
 from virtfleet.model.operation import Operation
 from virtfleet.service.console import MAX_TAIL_BYTES, read_log_tail
@@ -23,8 +24,10 @@ _ETAG_DOC = {"ETag": {"description": "Version for If-Match", "schema": {"type": 
 
 
 @router.get("")
-async def list_instances(services: ServicesDep) -> list[Instance]:
-    return await services.instances.list()
+async def list_instances(principal: Viewer, services: ServicesDep) -> list[Instance]:
+    """Every instance; for viewers cloud-init secrets (user_data, network_config, runcmd,
+    write_files contents) read ``***``."""
+    return all_for_principal(principal, await services.instances.list())
 
 
 @router.post("", status_code=202, dependencies=[OPERATOR])
@@ -35,10 +38,12 @@ async def create_instance(body: CreateInstance, services: ServicesDep) -> Operat
 
 
 @router.get("/{name}", responses={200: {"headers": _ETAG_DOC}})
-async def get_instance(name: InstanceName, services: ServicesDep, response: Response) -> Instance:
+async def get_instance(
+    name: InstanceName, principal: Viewer, services: ServicesDep, response: Response
+) -> Instance:
     instance, version = await services.instances.get_versioned(name)
     response.headers["ETag"] = etag_of(version)
-    return instance
+    return for_principal(principal, instance)
 
 
 @router.delete("/{name}", status_code=202, dependencies=[OPERATOR])

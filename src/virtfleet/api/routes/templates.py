@@ -9,9 +9,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from virtfleet.api.auth import ANY_USER, OPERATOR
+from virtfleet.api.auth import ANY_USER, OPERATOR, Viewer
 from virtfleet.api.deps import ImageName, ServicesDep
 from virtfleet.api.imaging import CloneTemplate, CreateTemplate
+from virtfleet.api.redaction import all_for_principal, for_principal
 from virtfleet.errors import HostError
 from virtfleet.model.operation import Operation
 from virtfleet.service import Services, TemplateService
@@ -27,8 +28,8 @@ def _templates(services: Services) -> TemplateService:
 
 
 @router.get("")
-async def list_templates(services: ServicesDep) -> list[TemplateView]:
-    return await _templates(services).list()
+async def list_templates(principal: Viewer, services: ServicesDep) -> list[TemplateView]:
+    return all_for_principal(principal, await _templates(services).list())
 
 
 @router.post("", status_code=202, dependencies=[OPERATOR])
@@ -37,8 +38,8 @@ async def create_template(body: CreateTemplate, services: ServicesDep) -> Operat
 
 
 @router.get("/{name}")
-async def get_template(name: ImageName, services: ServicesDep) -> TemplateView:
-    return await _templates(services).get(name)
+async def get_template(name: ImageName, principal: Viewer, services: ServicesDep) -> TemplateView:
+    return for_principal(principal, await _templates(services).get(name))
 
 
 @router.delete("/{name}", dependencies=[OPERATOR])

@@ -24,8 +24,11 @@ async def list_tokens(principal: Viewer, services: ServicesDep) -> list[TokenInf
 
 @router.post("", status_code=201)
 async def create_token(body: CreateToken, principal: Viewer, services: ServicesDep) -> NewToken:
-    """Mint a token of at most the caller's role; ``token`` is in this answer only."""
-    return await services.tokens.create(principal, body.role, body.expires_in_s, body.description)
+    """Mint a token of at most the caller's role; ``token`` is in this answer only.
+    It expires after 90 days unless ``expires_in_s`` or ``never_expires`` says otherwise."""
+    return await services.tokens.create(
+        principal, body.role, body.expires_in_s, body.description, body.never_expires
+    )
 
 
 @router.delete("/{token_id}")

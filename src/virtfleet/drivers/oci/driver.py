@@ -161,6 +161,7 @@ class OciDriver:
         shift = userns.host_id if userns else 0
         async with contextlib.AsyncExitStack() as undo:
             paths.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+            paths.root.chmod(0o711)  # the daemon's umask is 077: the mapped root traverses
             undo.push_async_callback(self._cleanup, spec.name)
             await self._prepare_rootfs(spec, paths, shift)
             self._write_config(spec, paths, userns)

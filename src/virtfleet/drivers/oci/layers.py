@@ -49,9 +49,11 @@ def ensure_lower(tar: Path, lower_root: Path, shift: int = 0) -> Path:
     if dest.is_dir():
         return dest
     lower_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    lower_root.chmod(0o711)  # explicit: the daemon's umask (077) would drop others' bits
     staging = lower_root / f".{dest.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o755)
+    staging.chmod(0o755)
     try:
         _extract(tar, staging, shift)
         os.chown(staging, shift, shift)
@@ -80,6 +82,7 @@ def prepare_layer(layer: Path, shift: int) -> tuple[Path, Path]:
     upper, work = layer / "upper", layer / "work"
     for path in (layer, upper, work):
         path.mkdir(parents=True, exist_ok=True, mode=0o755)
+        path.chmod(0o755)  # the container's "/" (the daemon's umask is 077)
         os.chown(path, shift, shift)
     return upper, work
 
