@@ -7,17 +7,21 @@ and comparing it byte for byte with a copy of the disk taken at that instant.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from virtfleet.client import backups as calls
+from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.model.backup import BackupInfo
 
 from .conftest import Daemon, _running_daemon, wait_for
@@ -82,29 +86,88 @@ def _manifests(repo: Path) -> list[Path]:
     return sorted((repo / "backups").glob("*/*.json"))
 
 
+def _id(done: calls.Operation) -> str:
+    return BackupInfo.model_validate(done.result).id
+
+
 def _verify_ok(d: Daemon) -> None:
     done = run_op(d, calls.verify_backups())
     assert done.status == "success" and done.result and done.result["ok"] is True, done
 
 
+def _qemu_state(d: Daemon) -> dict[str, Any]:
+    """What the backup leaves in the VM's QEMU, asked over its QMP socket (the daemon is
+    down: QEMU serves one monitor client at a time)."""
+
+    async def ask() -> dict[str, Any]:
+        session = await QMPSession.connect(d.run_dir(VM) / "qmp.sock", timeout_s=10)
+        try:
+            nodes = await session.execute("query-named-block-nodes", {"flat": True})
+            return {
+                "status": await session.query_status(),
+                "nodes": sorted(n["node-name"] for n in nodes if n["node-name"].startswith("vf")),
+                "bitmaps": sorted(
+                    b.get("name", "") for n in nodes for b in n.get("dirty-bitmaps", [])
+                ),
+                "jobs": [j["id"] for j in await session.execute("query-jobs")],
+                "exports": [e["id"] for e in await session.execute("query-block-exports")],
+            }
+        finally:
+            await session.close()
+
+    return asyncio.run(ask())
+
+
+def _qmp_log(d: Daemon) -> list[dict[str, Any]]:
+    entries = []
+    for line in (d.run_dir(VM) / "qmp.log").read_text().splitlines():
+        with contextlib.suppress(ValueError):  # the last line may be half written
+            entries.append(json.loads(line))
+    return entries
+
+
+def _answered(log: list[dict[str, Any]], command: str) -> bool:
+    """Whether QEMU has returned success for ``command`` in this stretch of its QMP log."""
+    sent = {e["msg"].get("id") for e in log if e["msg"].get("execute") == command}
+    return any(e["dir"] == "recv" and "return" in e["msg"] and e["msg"].get("id") in sent
+               for e in log)  # fmt: skip
+
+
+def _work_files(d: Daemon, repo: Path) -> list[Path]:
+    """Temporary files of a backup: fleecing targets, the NBD socket, repository tmp/."""
+    found = list((d.data_dir / "disks" / VM).glob(".backup-*")) + list((repo / "tmp").iterdir())
+    return found + [p for p in [d.run_dir(VM) / "nbd.sock"] if p.exists()]
+
+
 def test_sigkill_mid_backup(fd: Daemon, repo_mount: Path) -> None:
-    """SIGKILL while a backup runs: no manifest appears, the VM keeps running, verify is clean,
-    and the next backup (incremental: the bitmap survived) restores identical to the disk."""
+    """SIGKILL while a backup runs: no manifest appears, the VM keeps running; the restarted
+    daemon removes the fleecing job, node, NBD export, frozen bitmap and work files from the
+    running QEMU and the disk (the guest never notices), verify is clean, and the next backup
+    (incremental: the last backup's bitmap survived) restores identical to the disk."""
     write_random(fd, VM, DATA, 4096)
     first = _backup_paused(fd)
     assert first.status == "success", first
     guest_run(fd, VM, "dd if=/dev/urandom of=/root/big.bin bs=1M count=96 2>/dev/null")
     before = _manifests(repo_mount)
     pid = fd.qemu_pid(VM)
+    seen = _qmp_log(fd)
     fd.client.call(calls.create_backup(VM, full=True))
-    reading = fd.run_dir(VM) / "nbd.sock"  # exists only while the backup reads the disks
-    deadline = time.monotonic() + 120
-    while not reading.exists() and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert reading.exists(), "the backup never started reading"
+    # Fleecing job, node and NBD export all exist once QEMU has answered the export.
+    wait_for(lambda: _answered(_qmp_log(fd)[len(seen) :], "block-export-add"), 120, "the export")
     fd.kill9()
     assert list((fd.data_dir / "disks" / VM).glob(".backup-*")), "killed after the backup"
     assert _manifests(repo_mount) == before
+    assert psutil.pid_exists(pid)
+    left = _qemu_state(fd)  # the killed backup's fleecing is still in QEMU
+    assert left["nodes"] and left["jobs"] and left["exports"], left
+    assert any(b.startswith("vf-") and b != f"vf-{_id(first)}" for b in left["bitmaps"]), left
+    fd.start()
+    wait_for(lambda: fd.client.get_instance(VM).status.power == "running", 30, "re-adoption")
+    fd.stop()  # the VM runs on; QEMU's monitor is free for a look
+    after = _qemu_state(fd)
+    assert after == {"status": "running", "nodes": [], "bitmaps": [f"vf-{_id(first)}"],
+                     "jobs": [], "exports": []}  # fmt: skip
+    assert _work_files(fd, repo_mount) == []
     assert psutil.pid_exists(pid)
     fd.start()
     wait_for(lambda: fd.client.get_instance(VM).status.power == "running", 30, "re-adoption")
@@ -114,7 +177,7 @@ def test_sigkill_mid_backup(fd: Daemon, repo_mount: Path) -> None:
     done = _backup_paused(fd, ref)
     assert done.status == "success", done
     info = BackupInfo.model_validate(done.result)
-    assert info.kind == "incremental" and info.parent == BackupInfo.model_validate(first.result).id
+    assert info.kind == "incremental" and info.parent == _id(first)
     _verify_ok(fd)
     _restore_matches(fd, info.id, ref, "afterkill")
 

@@ -99,10 +99,27 @@ def test_vcpus_hot_add_and_remove(d: Daemon) -> None:
     assert applied is not None and applied.vcpus == 1
 
 
+def _open_copies(pid: int, path: Path) -> int:
+    """How many descriptors process ``pid`` holds on ``path``."""
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if _readlink(fd) == str(path))
+
+
+def _readlink(fd: Path) -> str:
+    try:
+        return str(fd.readlink())
+    except OSError:  # closed meanwhile
+        return ""
+
+
 def test_disk_hot_add_grow_and_remove(d: Daemon) -> None:
-    """A new 64 MiB disk appears as vdb, grows to 128 MiB online, then goes away."""
+    """A new 64 MiB disk appears as vdb, grows to 128 MiB online, then goes away; QEMU keeps
+    only its node's own descriptor of the file (the fd set that carried it in is gone)."""
     resize(d, disks_add=[{"name": "data", "size_gib": 0.0625}])
     wait_for(lambda: "vdb" in guest(d, "ls /sys/block"), 30, "vdb in the guest")
+    pid = d.client.get_instance(VM).status.pid
+    assert pid is not None
+    assert _open_copies(pid, d.data_dir / "disks" / VM / "data.qcow2") == 1
     assert guest(d, "cat /sys/block/vdb/size").strip() == str(64 * 2048)
     resize(d, disk_sizes_gib={"data": 0.125})
     wait_for(lambda: guest(d, "cat /sys/block/vdb/size").strip() == str(128 * 2048), 30, "grow")

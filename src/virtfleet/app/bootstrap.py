@@ -117,6 +117,10 @@ class Platform:
         if self.services.capacity is not None:
             await self.services.capacity.start()  # its tally follows the store from here
         await self.agent.start()
+        # Running VMs are re-adopted: a backup or restore killed mid-way left work behind.
+        if self.services.backups is not None:
+            specs = [rec.spec for rec in await self.agent.repo.list()]
+            await self.services.backups.manager.recover(specs)
         if self.services.alerts is not None:
             await self.services.alerts.start()
         if self.collector is not None:

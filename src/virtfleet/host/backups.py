@@ -8,8 +8,9 @@ the guest overwrites it), read that view through QEMU's NBD server (only the
 chunks the bitmap marks dirty when incremental), chunk it and publish the
 manifest. The previous bitmap is dropped only after the manifest
 is safely stored, so a failed or killed backup never loses changes. Leftovers
-of a killed daemon (jobs, nodes, bitmaps, temp files) are cleaned up by the
-next backup. Must not touch the store: the service layer records results.
+of a killed daemon (jobs, nodes, exports, bitmaps, temp files of backups and
+restores) are removed at the next start (``recover``) and again by the next
+backup. Must not touch the store: the service layer records results.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import secrets
 import socket
 import time
@@ -25,9 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from virtfleet.drivers.qemu.blockjobs import BlockJobs, Fleece
+from virtfleet.drivers.qemu.blockjobs import Bitmap, BlockJobs, Fleece
 from virtfleet.drivers.qemu.nbd import NBDClient, export_ranges
-from virtfleet.errors import ConflictError, VirtfleetError
+from virtfleet.errors import ConflictError, NotFoundError, VirtfleetError
 from virtfleet.host import imgtool
 from virtfleet.host.quiesce import NoQuiesce, Quiescer
 from virtfleet.model.instance import InstanceSpec
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from virtfleet.host.agent import Agent
     from virtfleet.host.snapshots import SnapshotManager
 
+log = logging.getLogger(__name__)
 Report = Callable[[int, str], Coroutine[Any, Any, None]]
 PROGRESS_EVERY_S = 0.25
 JOB_PREFIX, NODE_PREFIX, BITMAP_PREFIX, FROZEN_PREFIX = "vfbk-", "vfbt", "vf-", "vffz-"
@@ -100,6 +103,47 @@ class BackupManager:
                 manifest.stats.seconds = round(time.monotonic() - started, 3)
                 return manifest
 
+    # -- recovery ----------------------------------------------------------------------
+
+    async def recover(self, instances: list[InstanceSpec]) -> None:
+        """After a daemon restart (running VMs re-adopted): remove what a killed backup or
+        restore left behind: fleecing jobs, nodes, NBD exports and stale bitmaps in each
+        running VM's QEMU (the guest runs on), then temporary files next to the disks and in
+        the repository. Finished backups and their chunks are never touched."""
+        async with self._lock:
+            for spec in instances:
+                jobs = self.snapshots.blockjobs(spec.name)
+                if jobs is None:
+                    continue
+                try:
+                    await self._recover_qemu(jobs, spec)
+                except VirtfleetError as err:  # the next backup of this VM tries again
+                    log.warning("cleaning backup leftovers in %s failed: %s", spec.name, err)
+            await asyncio.to_thread(self._recover_files)
+
+    async def _recover_qemu(self, jobs: BlockJobs, spec: InstanceSpec) -> None:
+        await _clean_qemu(jobs)
+        parent = await asyncio.to_thread(self.repo.latest, spec.name)
+        keep = BITMAP_PREFIX + parent.id if parent else None  # the next incremental's base
+        for disk in spec.disks:
+            with contextlib.suppress(NotFoundError):  # a disk not attached has no bitmaps
+                await _drop_stale_bitmaps(jobs, await jobs.active_node(disk.name), keep)
+        self._nbd_path(spec.name).unlink(missing_ok=True)
+
+    def _recover_files(self) -> None:
+        # Every disk directory: a restore into a new instance may have lost its record too.
+        for pattern in ("*/.backup-*", "*/.restore-*"):
+            for leftover in self.agent.disks.root.glob(pattern):
+                log.info("removing %s, left by an interrupted backup or restore", leftover)
+                leftover.unlink(missing_ok=True)
+        if not self.repo.tmp.is_dir():
+            return  # no repository yet (never made here: it may be a mount not there yet)
+        try:
+            with self.repo.locked():
+                self.repo.clean_tmp()
+        except ConflictError:  # another process writes to the repository: its files
+            log.warning("backup repository %s is busy: its tmp/ is left alone", self.repo.root)
+
     # -- running VMs -------------------------------------------------------------------
 
     async def _online(
@@ -151,10 +195,7 @@ class BackupManager:
         want = BITMAP_PREFIX + parent.id if parent else None
         reason: str | None = None
         for disk, node in nodes.items():
-            maps = {b.name: b for b in await jobs.bitmaps(node)}
-            for name in maps:
-                if name.startswith((BITMAP_PREFIX, FROZEN_PREFIX)) and name != want:
-                    await jobs.remove_bitmap(node, name)  # left by an interrupted backup
+            maps = {b.name: b for b in await _drop_stale_bitmaps(jobs, node, want)}
             why = _why_full(disk, sizes[disk], maps.get(want or ""), parent, full)
             reason = reason or why
         if parent is None:
@@ -387,6 +428,17 @@ async def _clean_qemu(jobs: BlockJobs) -> None:
         if node.startswith(NODE_PREFIX):
             with contextlib.suppress(VirtfleetError):
                 await jobs.delete_node(node)
+
+
+async def _drop_stale_bitmaps(jobs: BlockJobs, node: str, keep: str | None) -> list[Bitmap]:
+    """Remove our bitmaps on ``node`` but ``keep`` (left by an interrupted backup); the rest."""
+    kept = []
+    for bitmap in await jobs.bitmaps(node):
+        if bitmap.name.startswith((BITMAP_PREFIX, FROZEN_PREFIX)) and bitmap.name != keep:
+            await jobs.remove_bitmap(node, bitmap.name)
+        else:
+            kept.append(bitmap)
+    return kept
 
 
 def _why_full(

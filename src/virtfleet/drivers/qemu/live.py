@@ -139,15 +139,18 @@ async def add_disk(qmp: QMPSession, disk: str, path: Path, bus: str) -> None:
     opens no path), pass them as fds, add the node and the device."""
     node = f"disk-{disk}"
     async with contextlib.AsyncExitStack() as undo:
-        file = await _pass_file(qmp, path, os.O_RDWR, undo)
-        backing: dict[str, object] | None = None
-        for below, fmt in reversed(await asyncio.to_thread(backing_chain, path)):
-            below_file = await _pass_file(qmp, below, os.O_RDONLY, undo)
-            backing = {"driver": fmt, "file": below_file, "read-only": True, "backing": backing}
-        args = {"driver": "qcow2", "node-name": node, "file": file, "backing": backing}
-        if backing is None:
-            del args["backing"]  # a qcow2 without one: nothing to say
-        await qmp.execute("blockdev-add", args)
+        # The fd sets go once the node is open (it holds its own duplicates), added or not:
+        # left in QEMU they would pile up with every hot-add.
+        async with contextlib.AsyncExitStack() as fdsets:
+            file = await _pass_file(qmp, path, os.O_RDWR, fdsets)
+            backing: dict[str, object] | None = None
+            for below, fmt in reversed(await asyncio.to_thread(backing_chain, path)):
+                below_file = await _pass_file(qmp, below, os.O_RDONLY, fdsets)
+                backing = {"driver": fmt, "file": below_file, "read-only": True, "backing": backing}
+            args = {"driver": "qcow2", "node-name": node, "file": file, "backing": backing}
+            if backing is None:
+                del args["backing"]  # a qcow2 without one: nothing to say
+            await qmp.execute("blockdev-add", args)
         undo.push_async_callback(_quietly, qmp, "blockdev-del", {"node-name": node})
         device = {"driver": "virtio-blk-pci", "drive": node, "id": f"dev-{disk}", "bus": bus}
         await qmp.execute("device_add", device)
@@ -155,15 +158,15 @@ async def add_disk(qmp: QMPSession, disk: str, path: Path, bus: str) -> None:
 
 
 async def _pass_file(
-    qmp: QMPSession, path: Path, mode: int, undo: contextlib.AsyncExitStack
+    qmp: QMPSession, path: Path, mode: int, fdsets: contextlib.AsyncExitStack
 ) -> dict[str, object]:
-    """``path`` opened here and put in an fdset (removed by ``undo``): its ``file`` node."""
+    """``path`` opened here and put in an fdset (removed by ``fdsets``): its ``file`` node."""
     fd = os.open(path, mode | os.O_CLOEXEC)
     try:
         fdset = await qmp.add_fd(fd)
     finally:
         os.close(fd)
-    undo.push_async_callback(_quietly, qmp, "remove-fd", {"fdset-id": fdset})
+    fdsets.push_async_callback(_quietly, qmp, "remove-fd", {"fdset-id": fdset})
     return {"driver": "file", "filename": f"/dev/fdset/{fdset}"}
 
 
