@@ -19,6 +19,7 @@ from virtfleet.model.operation import Operation
 app = typer.Typer(help="Snapshots of a VM (a tree; live, no guest pause).", no_args_is_help=True)
 VmArg = Annotated[str, typer.Argument(help="VM name.", show_default=False)]
 SnapArg = Annotated[str, typer.Argument(help="Snapshot name.", show_default=False)]
+MemoryOpt = Annotated[bool, typer.Option("--memory", help="Also RAM (running VMs).")]
 
 
 @command(app, "list")
@@ -52,7 +53,7 @@ def _run(vm: str, call: Call[Operation], label: str, msg: str, **kw: bool) -> No
 def create(
     vm: VmArg,
     name: SnapArg,
-    memory: Annotated[bool, typer.Option("--memory", help="Also RAM (running VMs).")] = False,
+    memory: MemoryOpt = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
