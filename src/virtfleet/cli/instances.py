@@ -9,30 +9,22 @@ re-implement a command: each verb is the function the kind-specific group runs.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import typer
 
 from virtfleet.cli import containers, snapshots, vm
-from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
-from virtfleet.cli.snapshots import MemoryOpt, SnapArg
-from virtfleet.cli.vm import NameArg
+from virtfleet.cli.context import command, get_client, invalid
 
-# Registered in this order, so ``virtfleet --help`` lists them as the life of an instance.
-VERBS: tuple[tuple[str, Callable[..., Any]], ...] = (
-    ("list", vm.list_),
-    ("show", vm.show),
-    ("start", vm.start),
-    ("stop", vm.stop),
-    ("restart", vm.reboot),
-    ("pause", vm.pause),
-    ("resume", vm.resume),
-    ("delete", vm.delete),
-    ("console", vm.console),
-    ("logs", vm.logs),
-    ("exec", containers.exec_cmd),
-)
+# In this order in ``virtfleet --help``: the life of an instance.
+VERBS: dict[str, Callable[..., Any]] = dict(
+    list=vm.list_, show=vm.show, start=vm.start, stop=vm.stop, restart=vm.reboot,
+    pause=vm.pause, resume=vm.resume, delete=vm.delete, console=vm.console, logs=vm.logs,
+    exec=containers.exec_cmd,
+)  # fmt: skip
 
 snapshot_app = typer.Typer(
     help="Snapshots of any instance: a VM's disk tree (live) or a stopped container's rootfs.",
@@ -42,58 +34,48 @@ snapshot_app = typer.Typer(
 
 def install(app: typer.Typer) -> None:
     """Add the instance verbs and the ``snapshot`` group to the top-level ``app``."""
-    for name, fn in VERBS:
+    for name, fn in VERBS.items():
         command(app, name)(fn)
     app.add_typer(snapshot_app, name="snapshot")
 
 
-def _is_container(name: str) -> bool:
-    return get_client().get_instance(name).spec.kind == "container"
+def by_kind(
+    for_vm: Callable[..., None],
+    for_container: Callable[..., None],
+    doc: str,
+    vm_only: tuple[str, ...] = (),
+) -> Callable[..., None]:
+    """A command with ``for_vm``'s arguments that runs ``for_container`` on a container.
+
+    ``for_container`` gets as many leading arguments as it takes, and ``json_out``
+    (``--no-wait`` is moot: its calls are quick); a ``vm_only`` option set for a
+    container is invalid input.
+    """
+    params = list(inspect.signature(for_vm).parameters)
+    leading = len(inspect.signature(for_container).parameters) - 1  # all but json_out
+
+    @functools.wraps(for_vm)
+    def run(**args: Any) -> None:
+        name = args[params[0]]  # the instance: the first argument of every snapshot verb
+        if get_client().get_instance(name).spec.kind != "container":
+            return for_vm(**args)
+        for option in vm_only:
+            if args[option]:
+                raise invalid(f"--{option} is for VMs: a container snapshot is its rootfs")
+        return for_container(*(args[p] for p in params[:leading]), json_out=args["json_out"])
+
+    run.__doc__ = doc
+    return run
 
 
-@command(snapshot_app, "list")
-def snapshot_list(name: NameArg, json_out: JsonOpt = False) -> None:
-    """List an instance's snapshots (a VM's with parent, children and memory)."""
-    if _is_container(name):
-        containers.snapshots(name, json_out=json_out)
-    else:
-        snapshots.list_(name, json_out=json_out)
-
-
-@command(snapshot_app, "create")
-def snapshot_create(
-    name: NameArg,
-    snap: SnapArg,
-    memory: MemoryOpt = False,
-    no_wait: NoWaitOpt = False,
-    json_out: JsonOpt = False,
-) -> None:
-    """Take a snapshot: every disk of a VM (running or not), or a stopped container's rootfs."""
-    if not _is_container(name):
-        snapshots.create(name, snap, memory=memory, no_wait=no_wait, json_out=json_out)
-    elif memory:
-        raise invalid("--memory is for VMs: a container snapshot is its stopped root file system")
-    else:
-        containers.snapshot(name, snap, json_out=json_out)  # quick: no operation to wait for
-
-
-@command(snapshot_app, "revert")
-def snapshot_revert(
-    name: NameArg, snap: SnapArg, no_wait: NoWaitOpt = False, json_out: JsonOpt = False
-) -> None:
-    """Go back to a snapshot (a running VM restarts on it; a container must be stopped)."""
-    if _is_container(name):
-        containers.restore(name, snap, json_out=json_out)
-    else:
-        snapshots.revert(name, snap, no_wait=no_wait, json_out=json_out)
-
-
-@command(snapshot_app, "delete")
-def snapshot_delete(
-    name: NameArg, snap: SnapArg, no_wait: NoWaitOpt = False, json_out: JsonOpt = False
-) -> None:
-    """Delete a snapshot (a VM's must have no children; its data is merged)."""
-    if _is_container(name):
-        containers.delete_snapshot(name, snap, json_out=json_out)
-    else:
-        snapshots.delete(name, snap, no_wait=no_wait, json_out=json_out)
+for _verb, _vm_fn, _ct_fn, _vm_only, _doc in (
+    ("list", snapshots.list_, containers.snapshots, (),
+     "List an instance's snapshots (a VM's with parent, children and memory)."),
+    ("create", snapshots.create, containers.snapshot, ("memory",),
+     "Take a snapshot: every disk of a VM (running or not), or a stopped container's rootfs."),
+    ("revert", snapshots.revert, containers.restore, (),
+     "Go back to a snapshot (a running VM restarts on it; a container must be stopped)."),
+    ("delete", snapshots.delete, containers.delete_snapshot, (),
+     "Delete a snapshot (a VM's must have no children; its data is merged)."),
+):  # fmt: skip
+    command(snapshot_app, _verb)(by_kind(_vm_fn, _ct_fn, _doc, _vm_only))

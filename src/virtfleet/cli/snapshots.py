@@ -17,9 +17,8 @@ from virtfleet.client.calls import Call
 from virtfleet.model.operation import Operation
 
 app = typer.Typer(help="Snapshots of a VM (a tree; live, no guest pause).", no_args_is_help=True)
-VmArg = Annotated[str, typer.Argument(help="VM name.", show_default=False)]
+VmArg = Annotated[str, typer.Argument(help="Instance name (VM or container).", show_default=False)]
 SnapArg = Annotated[str, typer.Argument(help="Snapshot name.", show_default=False)]
-MemoryOpt = Annotated[bool, typer.Option("--memory", help="Also RAM (running VMs).")]
 
 
 @command(app, "list")
@@ -53,7 +52,7 @@ def _run(vm: str, call: Call[Operation], label: str, msg: str, **kw: bool) -> No
 def create(
     vm: VmArg,
     name: SnapArg,
-    memory: MemoryOpt = False,
+    memory: Annotated[bool, typer.Option("--memory", help="Also RAM (running VMs).")] = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
