@@ -209,8 +209,13 @@ def test_console_of_a_container(
     assert "detached from c1" in capsys.readouterr().err
 
 
-def test_console_refuses_json(fleet: Fleet) -> None:
-    """The console is interactive: ``--json`` is invalid input, as JSON."""
+def test_console_refuses_json_and_a_stdin_without_a_descriptor(fleet: Fleet) -> None:
+    """The console is interactive: ``--json`` is invalid input (as JSON), and so is a
+    stdin with no file descriptor to read keys from."""
     result = fleet.cli("console", "c1", "--json")
     assert result.exit_code == 2
     assert json.loads(result.stdout)["error"]["code"] == "invalid_input"
+    fleet.ok("start", "c1")
+    result = fleet.cli("console", "c1")  # CliRunner's stdin is an in-memory buffer
+    assert result.exit_code == 2
+    assert result.stderr == "error: console needs a terminal (or a pipe) on stdin [invalid_input]\n"

@@ -333,7 +333,10 @@ def stop(
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Stop: ACPI shutdown (a container: SIGTERM), hard stop after --timeout (now: --force)."""
+    """Stop an instance cleanly, then hard after --timeout (at once with --force).
+
+    A VM gets the ACPI button (or its guest agent's shutdown), a container's init SIGTERM.
+    """
     _power(
         name, "stop", "stopping", force=force, timeout_s=timeout, no_wait=no_wait, json_out=json_out
     )
