@@ -69,12 +69,12 @@ echo "Log in: $login"
 cat <<TXT
 
 virtfleet is running (data directory: $data_dir).
-  virtfleet --data-dir $data_dir vm list           # instances, state and virtualization mode
-  virtfleet --data-dir $data_dir vm console demo   # serial console (detach: Ctrl-])
+  virtfleet --data-dir $data_dir list              # instances, kind, state and virtualization mode
+  virtfleet --data-dir $data_dir console demo      # serial console (detach: Ctrl-])
   virtfleet --data-dir $data_dir host check        # what this host can do
   make stop                                         # stop the daemon (VMs keep running)
 From another machine (start with VIRTFLEET_LISTEN=0.0.0.0:8006 for HTTPS beyond loopback):
   virtfleet remote add NAME https://HOST:8006 --token TOKEN   # pins the certificate, like SSH
-  virtfleet --remote NAME vm list
+  virtfleet --remote NAME list
 (the virtfleet command is .venv/bin/virtfleet; VIRTFLEET_DATA_DIR works too)
 TXT

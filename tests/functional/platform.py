@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -125,12 +125,17 @@ async def running(platform: Platform) -> AsyncIterator[Platform]:
 
 
 @contextlib.contextmanager
-def serve_uds(tmp: Path, local: bool = True) -> Iterator[Path]:
+def serve_uds(
+    tmp: Path, local: bool = True, setup: Callable[[Platform], object] | None = None
+) -> Iterator[Path]:
     """Serve the daemon's app with uvicorn on ``<tmp>/api.sock`` (the daemon's socket
     convention) in a thread of its own; the platform starts through the app's lifespan.
     Yields the data dir, for the CLI's ``--data-dir`` and ``websockets.unix_connect``.
-    Without ``local`` the socket is served like a TCP listener: credentials needed."""
+    Without ``local`` the socket is served like a TCP listener: credentials needed.
+    ``setup`` may change the platform before it serves."""
     platform, _ = make_platform(tmp)
+    if setup is not None:
+        setup(platform)
     config = uvicorn.Config(
         local_admin(platform.app) if local else platform.app,
         uds=str(platform.settings.api_socket),

@@ -79,7 +79,7 @@ def test_list_table_shows_mode_and_devices(data_dir: Path, image: str) -> None:
     for header in ("NAME", "STATE", "MODE", "VCPUS", "MEMORY", "DEVICES", "IMAGE"):
         assert header in out
     row = next(line for line in out.splitlines() if line.startswith("demo"))
-    assert row.split() == ["demo", "running", "tcg", "1", "512", "MiB", "emulated", "tiny"]
+    assert row.split() == ["demo", "vm", "running", "tcg", "1", "512", "MiB", "emulated", "tiny"]
 
 
 def test_power_commands(data_dir: Path, image: str) -> None:

@@ -32,7 +32,7 @@ def attach(client: Client, name: str) -> None:
         sys.stdin.fileno()
     except (OSError, ValueError) as err:
         raise ApiError(
-            "invalid_input", "vm console needs a terminal (or a pipe) on stdin", 400
+            "invalid_input", "console needs a terminal (or a pipe) on stdin", 400
         ) from err
     target = client.websocket(inst(name) + "/console")
     try:

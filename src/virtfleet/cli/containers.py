@@ -1,8 +1,9 @@
 """``virtfleet container ...`` and ``virtfleet exec``: create containers, exec, limits, snapshots.
 
-Power verbs, logs and the console are the instance verbs of ``virtfleet vm``
-(containers are instances too). Owns turning arguments into client calls and
-results into text or JSON; decides nothing the API decides.
+Power verbs, logs, the console, list and show are the instance verbs at the top
+level (``virtfleet start c1``, cli/instances.py; ``virtfleet vm start c1`` too).
+Owns turning arguments into client calls and results into text or JSON; decides
+nothing the API decides.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from virtfleet.client import container_calls as calls
 from virtfleet.model.instance import RestartPolicy
 
 app = typer.Typer(
-    help="OS-level system containers (power, logs, console: the `vm` verbs).",
+    help="OS-level system containers (power, logs, console: the top-level verbs).",
     no_args_is_help=True,
 )
 NameArg = Annotated[str, typer.Argument(help="Container name.", show_default=False)]
@@ -119,6 +120,16 @@ def restore(name: NameArg, snap: SnapArg, json_out: JsonOpt = False) -> None:
         output.print_json(result)
     else:
         output.done(f"{name}: rootfs restored from {snap}", False)
+
+
+@command(app, "delete-snapshot")
+def delete_snapshot(name: NameArg, snap: SnapArg, json_out: JsonOpt = False) -> None:
+    """Delete one of a container's rootfs snapshots."""
+    get_client().call(calls.delete_snapshot(name, snap))
+    if json_out:
+        output.print_json({"name": name, "deleted": snap})
+    else:
+        output.done(f"{name}: snapshot {snap} deleted", False)
 
 
 def exec_cmd(

@@ -25,6 +25,7 @@ from virtfleet.cli import (
     context,
     disks,
     images,
+    instances,
     metrics,
     misc,
     networks,
@@ -40,14 +41,14 @@ from virtfleet.client.remotes import REMOTE_ENV
 
 app = typer.Typer(
     name="virtfleet",
-    help="QEMU virtual machines managed through the virtfleet daemon.",
+    help="QEMU virtual machines and system containers managed through the virtfleet daemon.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 vm.app.add_typer(snapshots.app, name="snapshot")
 app.add_typer(vm.app, name="vm")
 app.add_typer(containers.app, name="container")
-context.command(app, "exec")(containers.exec_cmd)
+instances.install(app)  # start|stop|...|snapshot NAME for VMs and containers alike
 vmset.install(vm.app, misc.host_app)
 app.add_typer(backups.app, name="backup")
 app.add_typer(images.app, name="image")

@@ -17,7 +17,7 @@ from virtfleet.client.calls import Call
 from virtfleet.model.operation import Operation
 
 app = typer.Typer(help="Snapshots of a VM (a tree; live, no guest pause).", no_args_is_help=True)
-VmArg = Annotated[str, typer.Argument(help="VM name.", show_default=False)]
+VmArg = Annotated[str, typer.Argument(help="Instance name.", show_default=False)]
 SnapArg = Annotated[str, typer.Argument(help="Snapshot name.", show_default=False)]
 
 

@@ -1,7 +1,10 @@
 """``virtfleet vm ...``: create, list, show, power actions, delete, logs, console, screenshot.
 
-Owns turning arguments into client calls and results into tables or JSON. Must
-not decide anything the API decides (state rules, validation beyond sizes).
+The kind-neutral commands here (list, show, power, delete, logs, console) serve
+VMs and containers alike; ``cli/instances.py`` also puts them at the top level
+(``virtfleet start NAME``). Owns turning arguments into client calls and results
+into tables or JSON. Must not decide anything the API decides (state rules,
+validation beyond sizes).
 """
 
 from __future__ import annotations
@@ -31,9 +34,16 @@ from virtfleet.model.guest import GuestInfo
 from virtfleet.model.instance import Accel, DeviceModel, NicSpec, RestartPolicy
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
-NameArg = Annotated[str, typer.Argument(help="Instance name.", show_default=False)]
+NameArg = Annotated[
+    str, typer.Argument(help="Instance name (VM or container).", show_default=False)
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Hard stop / hard reset.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for a clean stop.")]
+
+
+class Kind(StrEnum):
+    VM = "vm"
+    CONTAINER = "container"
 
 
 class Nic(StrEnum):
@@ -203,26 +213,33 @@ def export(
 
 
 @command(app, "list")
-def list_(json_out: JsonOpt = False) -> None:
-    """List VMs: state, virtualization mode (kvm/tcg), size, device model, image."""
-    instances = get_client().list_instances()
+def list_(
+    kind: Annotated[
+        Kind | None, typer.Option("--kind", help="Only VMs or only containers.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List instances (VMs and containers): kind, state, mode (kvm/tcg), size, devices, image."""
+    instances = [i for i in get_client().list_instances() if kind in (None, i.spec.kind)]
     if json_out:
         output.print_json(instances)
         return
     output.table(
-        ["NAME", "STATE", "MODE", "VCPUS", "MEMORY", "DEVICES", "IMAGE"],
+        ["NAME", "KIND", "STATE", "MODE", "VCPUS", "MEMORY", "DEVICES", "IMAGE"],
         [_row(i) for i in instances],
     )
 
 
 def _row(i: Instance) -> list[Any]:
+    vm = i.spec.kind == "vm"
     return [
         i.name,
+        i.spec.kind,
         _state(i),
-        i.mode,
+        i.mode if vm else "-",
         i.spec.vcpus,
         format_mib(i.spec.memory_mib),
-        i.spec.device_model.value,
+        i.spec.device_model.value if vm else "-",
         i.spec.image or "-",
     ]
 
@@ -233,23 +250,24 @@ def _state(i: Instance) -> str:
 
 @command(app, "show")
 def show(name: NameArg, json_out: JsonOpt = False) -> None:
-    """Show one VM in detail."""
+    """Show one instance (VM or container) in detail."""
     client = get_client()
     i = client.get_instance(name)
     guest = client.call(imaging.guest_info(name)) if i.spec.guest_agent else None
     if json_out:
         output.print_json({**i.model_dump(mode="json"), "guest": guest} if guest else i)
         return
-    s, st = i.spec, i.status
+    s, st, vm = i.spec, i.status, i.spec.kind == "vm"
     error = f"{st.error_message} [{st.error_code}]" if st.error_code else None
     output.fields(
         [
             ("name", i.name),
+            ("kind", s.kind),
             ("state", _state(i)),
-            ("mode", i.mode),
+            ("mode", i.mode if vm else None),
             ("accel reason", st.accel_reason),
             *resource_rows(i, {}),
-            ("devices", f"{s.device_model.value} (machine {s.machine})"),
+            ("devices", f"{s.device_model.value} (machine {s.machine})" if vm else None),
             ("image", s.image),
             ("nics", ", ".join(map(_nic_text, s.nic_names, s.nics)) or "none"),
             ("addresses", ", ".join(f"{a.ip} ({a.network})" for a in i.addresses) or "-"),
@@ -257,7 +275,7 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("pid", st.pid),
             ("started", st.started_at),
             ("restarts", st.restarts),
-            ("qemu", st.qemu_version),
+            ("qemu", st.qemu_version if vm else None),
             ("reason", st.reason),
             ("error", error),
             (
@@ -303,7 +321,7 @@ def _power(
 
 @command(app, "start")
 def start(name: NameArg, no_wait: NoWaitOpt = False, json_out: JsonOpt = False) -> None:
-    """Start a stopped VM."""
+    """Start a stopped instance."""
     _power(name, "start", "starting", no_wait=no_wait, json_out=json_out)
 
 
@@ -315,7 +333,10 @@ def stop(
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Stop a VM: ACPI shutdown, then a hard stop after --timeout (at once with --force)."""
+    """Stop an instance cleanly, then hard after --timeout (at once with --force).
+
+    A VM gets the ACPI button (or its guest agent's shutdown), a container's init SIGTERM.
+    """
     _power(
         name, "stop", "stopping", force=force, timeout_s=timeout, no_wait=no_wait, json_out=json_out
     )
@@ -325,19 +346,19 @@ def stop(
 def reboot(
     name: NameArg, force: ForceOpt = False, no_wait: NoWaitOpt = False, json_out: JsonOpt = False
 ) -> None:
-    """Restart a VM (stop + start; --force = hard reset)."""
+    """Restart an instance (stop + start; --force = hard reset)."""
     _power(name, "restart", "rebooting", force=force, no_wait=no_wait, json_out=json_out)
 
 
 @command(app, "pause")
 def pause(name: NameArg, no_wait: NoWaitOpt = False, json_out: JsonOpt = False) -> None:
-    """Pause a running VM (its vCPUs stop; memory is kept)."""
+    """Pause a running instance (its CPUs stop, a container is frozen; memory is kept)."""
     _power(name, "pause", "pausing", no_wait=no_wait, json_out=json_out)
 
 
 @command(app, "resume")
 def resume(name: NameArg, no_wait: NoWaitOpt = False, json_out: JsonOpt = False) -> None:
-    """Resume a paused VM."""
+    """Resume a paused instance."""
     _power(name, "resume", "resuming", no_wait=no_wait, json_out=json_out)
 
 
@@ -349,7 +370,7 @@ def delete(
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Delete a VM (a missing VM is not an error)."""
+    """Delete an instance (a missing one is not an error)."""
     client = get_client()
     op = client.delete_instance(name, force=force, disks=disks)
     final = output.run_operation(client, op, f"deleting {name}", as_json=json_out, no_wait=no_wait)
@@ -364,7 +385,7 @@ def logs(
     tail: Annotated[int, typer.Option("--tail", help="Bytes from the end.")] = 64 * 1024,
     json_out: JsonOpt = False,
 ) -> None:
-    """Print the VM's serial console log."""
+    """Print the instance's console log (a VM's serial console, a container init's output)."""
     text = get_client().instance_log(name, tail)
     if json_out:
         output.print_json({"name": name, "log": text})
@@ -389,11 +410,11 @@ def screenshot(
 
 @command(app, "console")
 def console(name: NameArg, json_out: JsonOpt = False) -> None:
-    """Attach to the VM's serial console (detach with Ctrl-])."""
+    """Attach to the instance's console (a VM's serial console; detach with Ctrl-])."""
     from virtfleet.cli.console import attach
 
     if json_out:
-        raise invalid("vm console is interactive; --json is not supported")
+        raise invalid("console is interactive; --json is not supported")
     attach(get_client(), name)
 
 
