@@ -5,15 +5,28 @@ machine's own interfaces; every namespace is named ``vf8-<random>`` and deleted 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
+import shutil
+import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .conftest import CACHE, VIRTFLEET, Daemon, _listening, wait_for
+from .conftest import (
+    CACHE,
+    VIRTFLEET,
+    Daemon,
+    _kill_qemus,
+    _listening,
+    _remove_cgroups,
+    wait_for,
+)
 
 UPLINK_HOST = "10.250.0.1/24"  # the daemon's namespace end of the veth to "outside"
 OUTSIDE_IP = "10.250.0.2"
@@ -101,3 +114,31 @@ class NsDaemon(Daemon):
 def ping_ok(d: NsDaemon, guest: str, ip: str) -> bool:
     out = d.run_in_guest(guest, f"ping -c 2 -W 2 {ip} >/dev/null && echo PING=$((6*7))")
     return "PING=42" in out
+
+
+def daemon_on_a_lab_network(
+    tag: str, subnet: str, env: dict[str, str] | None = None, tiny: bool = True
+) -> Iterator[NsDaemon]:
+    """A daemon alone in a new namespace with one isolated network ``lab`` on ``subnet``
+    (and the ``tiny`` image); everything it started is gone after."""
+    root = Path(tempfile.mkdtemp(prefix=f"vf{tag}", dir="/tmp"))
+    ns = Namespace(tag)
+    daemon = NsDaemon(root / "data", ns)
+    daemon.env = env or {}
+    try:
+        daemon.data_dir.mkdir()
+        daemon.start()
+        if tiny:
+            op = daemon.client.build_image("tiny")
+            assert daemon.client.wait_operation(op.id, timeout_s=300).status == "success"
+        daemon.client.create_network({"name": "lab", "mode": "isolated", "subnet": subnet})
+        yield daemon
+    finally:
+        daemon.stop()
+        _kill_qemus(daemon.data_dir)
+        _remove_cgroups(daemon.data_dir)
+        for pidfile in daemon.data_dir.glob("networks/*/dnsmasq.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        ns.delete()
+        shutil.rmtree(root, ignore_errors=True)

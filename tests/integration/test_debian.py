@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import os
-import shutil
-import signal
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +18,8 @@ from virtfleet.drivers.qemu.qga import GuestAgent
 from virtfleet.errors import GuestAgentError
 from virtfleet.host.guest import GuestAgents
 
-from .conftest import Daemon, _kill_qemus, _remove_cgroups, wait_for
-from .netlab import Namespace, NsDaemon
+from .conftest import Daemon, wait_for
+from .netlab import NsDaemon, daemon_on_a_lab_network
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 PROOF = "/var/lib/virtfleet-proof.txt"
@@ -34,23 +29,7 @@ SSH_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
 @pytest.fixture(scope="module")
 def d(tiny_cache: Path) -> Iterator[NsDaemon]:
     """A daemon in a test network namespace (its clones get leases on an isolated network)."""
-    root = Path(tempfile.mkdtemp(prefix="vfdeb", dir="/tmp"))
-    ns = Namespace("deb")
-    daemon = NsDaemon(root / "data", ns)
-    try:
-        daemon.data_dir.mkdir()
-        daemon.start()
-        daemon.client.create_network({"name": "lab", "mode": "isolated", "subnet": "10.93.0.0/24"})
-        yield daemon
-    finally:
-        daemon.stop()
-        _kill_qemus(daemon.data_dir)
-        _remove_cgroups(daemon.data_dir)
-        for pidfile in daemon.data_dir.glob("networks/*/dnsmasq.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pidfile.read_text()), signal.SIGTERM)
-        ns.delete()
-        shutil.rmtree(root, ignore_errors=True)
+    yield from daemon_on_a_lab_network("deb", "10.93.0.0/24", None, tiny=False)
 
 
 def _read_file(socket: Path, path: str) -> str | None:

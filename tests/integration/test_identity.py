@@ -5,12 +5,7 @@ imported twice gives two machines. The daemon runs in a test network namespace."
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import shutil
-import signal
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +18,7 @@ from virtfleet.client import imaging as calls
 from virtfleet.client.calls import Call
 from virtfleet.model.operation import Operation
 
-from .conftest import _kill_qemus, _remove_cgroups
-from .netlab import Namespace, NsDaemon
+from .netlab import NsDaemon, daemon_on_a_lab_network
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 LEASE_RE = r"VIRTFLEET-LEASE iface=eth0 ip=([0-9.]+)"
@@ -36,26 +30,7 @@ TEN_VMS = {"VIRTFLEET_CPU_OVERCOMMIT": "8"}
 
 @pytest.fixture(scope="module")
 def d(tiny_cache: Path) -> Iterator[NsDaemon]:
-    root = Path(tempfile.mkdtemp(prefix="vfid", dir="/tmp"))
-    ns = Namespace("id")
-    daemon = NsDaemon(root / "data", ns)
-    daemon.env = TEN_VMS
-    try:
-        daemon.data_dir.mkdir()
-        daemon.start()
-        op = daemon.client.build_image("tiny")
-        assert daemon.client.wait_operation(op.id, timeout_s=300).status == "success"
-        daemon.client.create_network({"name": "lab", "mode": "isolated", "subnet": "10.91.0.0/24"})
-        yield daemon
-    finally:
-        daemon.stop()
-        _kill_qemus(daemon.data_dir)
-        _remove_cgroups(daemon.data_dir)
-        for pidfile in daemon.data_dir.glob("networks/*/dnsmasq.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pidfile.read_text()), signal.SIGTERM)
-        ns.delete()
-        shutil.rmtree(root, ignore_errors=True)
+    yield from daemon_on_a_lab_network("id", "10.91.0.0/24", TEN_VMS)
 
 
 def _run(d: NsDaemon, call: Call[Operation], timeout_s: float = 300) -> dict[str, Any]:

@@ -13,15 +13,14 @@ file is gone (or records another range) is free. Owns only these files.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from virtfleet.drivers.oci.bundle import IdMap
 from virtfleet.errors import HostError
+from virtfleet.util.locks import dir_lock
 
 DEFAULT_LEASE_DIR = Path("/var/lib/virtfleet-id-ranges")  # persistent: layers outlive boots
 FIRST_ID = 100_000  # above every login user; the QEMU uid pool sits below it
@@ -97,15 +96,8 @@ class IdRanges:
     def _lease(self, host_id: int, owner: Path) -> None:
         _write(self.lease_dir / str(host_id), str(owner))
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.lease_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.lease_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # one allocator at a time, across daemons
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return dir_lock(self.lease_dir)
 
 
 def _recorded(owner: Path) -> int | None:

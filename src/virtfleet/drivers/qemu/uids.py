@@ -12,17 +12,16 @@ Owns only the lease files; never starts or ends a process.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import pwd
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from virtfleet.errors import HostError, InvalidInputError
+from virtfleet.util.locks import dir_lock
 
 DEFAULT_LEASE_DIR = Path("/run/virtfleet/qemu-uids")
 DEFAULT_FIRST_UID = 90_000  # above distributions' UID_MAX (60000), below subuid ranges (100000)
@@ -72,15 +71,8 @@ class UidPool:
     def _path(self, uid: int) -> Path:
         return self.lease_dir / str(uid)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.lease_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.lease_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # one allocator at a time, across daemons
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return dir_lock(self.lease_dir)
 
     def _held(self, uid: int) -> bool:
         return self.holder(uid) is not None
