@@ -72,9 +72,25 @@ def _extract(tar: Path, dest: Path, shift: int) -> None:
                     continue  # the runtime mounts a fresh /dev
                 member.uid += shift
                 member.gid += shift
+                _parents(dest, member.name, shift)
                 archive.extract(member, dest, numeric_owner=True, filter="fully_trusted")
     except (tarfile.TarError, OSError) as err:
         raise ImageError(f"cannot extract container rootfs {tar}: {err}") from err
+
+
+def _parents(dest: Path, name: str, shift: int) -> None:
+    """Directories a member needs that the tarball did not list first: made 0755 and owned
+    by the container's root (tarfile would make them 0700 by the daemon's umask, as host
+    root, and the container could not enter them)."""
+    missing = []
+    for parent in Path(name.removeprefix("./") or ".").parents:
+        if parent == Path(".") or (dest / parent).exists():
+            break
+        missing.append(dest / parent)
+    for path in reversed(missing):
+        path.mkdir(mode=0o755)
+        path.chmod(0o755)
+        os.chown(path, shift, shift)
 
 
 def prepare_layer(layer: Path, shift: int) -> tuple[Path, Path]:
