@@ -157,8 +157,11 @@ def test_a_killed_import_leaves_nothing_after_restart(d: Daemon, tmp_path: Path)
     with big.open("wb") as f:
         for _ in range(128):
             f.write(os.urandom(1 << 20))
-    d.client.call(calls.import_image("killed", str(big)))
-    wait_for(lambda: _jailed_convert(d) is not None, 30, "qemu-img convert")
+    op = d.client.call(calls.import_image("killed", str(big)))
+    try:
+        wait_for(lambda: _jailed_convert(d) is not None, 30, "qemu-img convert")
+    except AssertionError:
+        raise AssertionError(f"no qemu-img convert seen; {d.client.get_operation(op.id)}")
     qemu_img = _jailed_convert(d)
     assert qemu_img is not None
     qemu_img.suspend()
