@@ -160,8 +160,8 @@ def test_a_killed_import_leaves_nothing_after_restart(d: Daemon, tmp_path: Path)
     op = d.client.call(calls.import_image("killed", str(big)))
     try:
         wait_for(lambda: _jailed_convert(d) is not None, 30, "qemu-img convert")
-    except AssertionError:
-        raise AssertionError(f"no qemu-img convert seen; {d.client.get_operation(op.id)}")
+    except AssertionError as err:
+        raise AssertionError(f"no qemu-img convert seen; {d.client.get_operation(op.id)}") from err
     qemu_img = _jailed_convert(d)
     assert qemu_img is not None
     qemu_img.suspend()
