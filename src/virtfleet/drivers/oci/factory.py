@@ -25,13 +25,26 @@ def userns_allowed(sysctl: Path = USERNS_SYSCTL) -> bool:
         return False
 
 
+def make_traversable(path: Path) -> None:
+    """Create ``path`` and its missing parents 0711 (the daemon's umask would make them
+    0700); ``path`` itself is made 0711. Existing parents are the operator's: untouched."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        directory.chmod(0o711)
+    path.chmod(0o711)
+
+
 def build_oci_driver(
     data_root: Path,
     layer_root: Path,
     rootfs_for: Callable[[str], Path],
     cgroup_parent: str,
+    mount_root: Path,
 ) -> OciDriver:
-    """An ``OciDriver`` keeping its state under ``data_root/oci`` and ``layer_root/<name>``."""
+    """An ``OciDriver`` keeping its state under ``data_root/oci`` and ``layer_root/<name>``,
+    mounting each rootfs at ``mount_root/<name>`` (outside the private data directory:
+    the containers' mapped root must traverse every directory down to it)."""
     # Under <data>/oci, never <data>/run: that holds one directory per VM name (a VM
     # named "oci" must not share, or on delete remove, the containers' directories).
     config = OciConfig(
@@ -41,9 +54,9 @@ def build_oci_driver(
         state_root=data_root / "oci" / "state",
         rootfs_for=rootfs_for,
         cgroup_parent=cgroup_parent,
+        mount_root=mount_root,
         userns=IdRanges() if userns_allowed() else None,
     )
-    for path in (data_root, data_root / "oci", config.run_root):
-        path.mkdir(parents=True, exist_ok=True)
-        path.chmod(path.stat().st_mode | 0o001)  # the mapped root must traverse to its rootfs
+    config.run_root.mkdir(parents=True, exist_ok=True)
+    make_traversable(mount_root)
     return OciDriver(config, choose_runtime(detect_layout()))
