@@ -191,8 +191,10 @@ async def test_close_leaves_no_empty_cgroup_parent(driver: OciDriver) -> None:
     assert [m for m in cgroup_mounts() if (m / parent / "cg").is_dir()] != []  # still runs
     await driver.delete("cg")
     assert [m for m in cgroup_mounts() if (m / parent).exists()] != []  # runc left them
+    assert driver.cfg.mount_root.is_dir()  # "cg" was mounted there until its delete
     await driver.close()
     assert [m for m in cgroup_mounts() if (m / parent).exists()] == []
+    assert not driver.cfg.mount_root.parent.exists()  # nothing of this driver left in /run
 
 
 @pytest.mark.integration

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from virtfleet.app.settings import Settings
-from virtfleet.drivers.oci.factory import make_traversable
+from virtfleet.drivers.oci.layers import make_traversable
 
 
 def test_each_data_directory_gets_its_own_runtime_directory(

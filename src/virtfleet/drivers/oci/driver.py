@@ -472,6 +472,9 @@ class OciDriver:
                 await c.relay.close()
         self._live.clear()
         self.remove_cgroup_parent()  # where no container is left (rmdir fails on the others)
+        for directory in (self.cfg.mount_root, self.cfg.mount_root.parent):
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # empty: no container mounted (nothing left in /run)
 
     # -- exec and live limits ----------------------------------------------------------
 

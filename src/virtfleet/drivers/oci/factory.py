@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from virtfleet.drivers.oci import layers
 from virtfleet.drivers.oci.driver import OciConfig, OciDriver
 from virtfleet.drivers.oci.idranges import IdRanges
 from virtfleet.drivers.oci.runtime import choose_runtime
@@ -23,16 +24,6 @@ def userns_allowed(sysctl: Path = USERNS_SYSCTL) -> bool:
         return int(sysctl.read_text().strip()) > 0
     except (OSError, ValueError):
         return False
-
-
-def make_traversable(path: Path) -> None:
-    """Create ``path`` and its missing parents 0711 (the daemon's umask would make them
-    0700); ``path`` itself is made 0711. Existing parents are the operator's: untouched."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for directory in reversed(missing):
-        directory.mkdir(exist_ok=True)
-        directory.chmod(0o711)
-    path.chmod(0o711)
 
 
 def build_oci_driver(
@@ -58,5 +49,5 @@ def build_oci_driver(
         userns=IdRanges() if userns_allowed() else None,
     )
     config.run_root.mkdir(parents=True, exist_ok=True)
-    make_traversable(mount_root)
+    layers.make_traversable(mount_root)
     return OciDriver(config, choose_runtime(detect_layout()))
