@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from virtfleet.app.settings import Settings
+from virtfleet.drivers.oci.factory import build_oci_driver
 from virtfleet.drivers.oci.layers import make_traversable
 
 
@@ -41,3 +42,17 @@ def test_make_traversable_opens_what_it_creates_only(tmp_path: Path) -> None:
     target.chmod(0o700)
     make_traversable(target)
     assert stat.S_IMODE(target.stat().st_mode) == 0o711
+
+
+def test_an_unusable_runtime_directory_does_not_stop_the_daemon(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A daemon that cannot make its runtime directory (not root: /run is not its own)
+    still starts (VMs need no rootfs mounts); the log says why containers cannot run."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    driver = build_oci_driver(
+        tmp_path / "data", tmp_path / "layers", lambda n: tmp_path / n, "t", blocker / "rootfs"
+    )
+    assert driver.cfg.mount_root == blocker / "rootfs"
+    assert "containers cannot be mounted" in caplog.text and str(blocker) in caplog.text

@@ -6,6 +6,7 @@ Must not start anything.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from virtfleet.drivers.oci.driver import OciConfig, OciDriver
 from virtfleet.drivers.oci.idranges import IdRanges
 from virtfleet.drivers.oci.runtime import choose_runtime
 from virtfleet.util.cgroups import detect_layout
+
+log = logging.getLogger(__name__)
 
 USERNS_SYSCTL = Path("/proc/sys/user/max_user_namespaces")
 
@@ -49,5 +52,8 @@ def build_oci_driver(
         userns=IdRanges() if userns_allowed() else None,
     )
     config.run_root.mkdir(parents=True, exist_ok=True)
-    layers.make_traversable(mount_root)
+    try:
+        layers.make_traversable(mount_root)
+    except OSError as err:  # e.g. a daemon not run as root: /run/virtfleet is not ours
+        log.warning("containers cannot be mounted: rootfs mount root %s: %s", mount_root, err)
     return OciDriver(config, choose_runtime(detect_layout()))
