@@ -115,7 +115,11 @@ class DriverArm:
         tar = d.data_dir / "images" / "ctiny.rootfs.tar"
         self.loop = asyncio.new_event_loop()
         self.driver = build_oci_driver(
-            work / "drv", work / "drv-layers", lambda _: tar, f"vfbench-{os.getpid()}"
+            work / "drv",
+            work / "drv-layers",
+            lambda _: tar,
+            f"vfbench-{os.getpid()}",
+            work / "drv-mnt",  # its rootfs mount points (work is 0711)
         )
         self.spec = InstanceSpec(name="drv", kind="container", image="ctiny")
 

@@ -84,7 +84,7 @@ async def _qemu() -> AsyncIterator[Harness]:
 async def _oci() -> AsyncIterator[Harness]:
     if os.geteuid() != 0:
         pytest.skip("the OCI driver needs root")
-    from tests.integration.oci import make_oci_driver, unmount_under
+    from tests.integration.oci import make_oci_driver, release
 
     work = Path(tempfile.mkdtemp(prefix="vfo", dir="/tmp"))
     driver = await make_oci_driver(work, CACHE)
@@ -95,8 +95,7 @@ async def _oci() -> AsyncIterator[Harness]:
             await driver.delete(name)
         await driver.close()
         driver.remove_cgroup_parent()
-        unmount_under(work)  # stopped containers keep their rootfs mounted
-        shutil.rmtree(work, ignore_errors=True)
+        release(work)  # stopped containers keep their rootfs mounted
 
 
 _HARNESSES = {"fake": _fake, "qemu": _qemu, "oci": _oci}

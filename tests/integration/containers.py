@@ -30,7 +30,9 @@ class Containers:
     def __init__(self, d: Daemon) -> None:
         self.d = d
         self.client = d.client
-        self.parent = f"virtfleet-{Settings(data_dir=d.data_dir).instance_id}"
+        settings = Settings(data_dir=d.data_dir)
+        self.parent = f"virtfleet-{settings.instance_id}"
+        self.mounts = settings.runtime_path / "rootfs"  # the containers' rootfs mount points
 
     def create(self, name: str, start: bool = True, **fields: Any) -> None:
         spec = {"name": name, "kind": "container", "image": IMAGE, **fields}
@@ -70,9 +72,10 @@ class Containers:
         state = self.d.data_dir / "oci" / "state" / name
         if state.exists():
             found.append(f"runtime state {state}")
-        rootfs = str(self.d.data_dir / "oci" / "run" / name / "rootfs")
-        if any(rootfs in line for line in Path("/proc/self/mountinfo").read_text().splitlines()):
-            found.append(f"mount {rootfs}")
+        mountinfo = Path("/proc/self/mountinfo").read_text().splitlines()
+        for rootfs in (str(self.mounts / name), str(self.d.data_dir / "oci" / "run" / name)):
+            if any(rootfs in line for line in mountinfo):
+                found.append(f"mount {rootfs}")
         for mount in cgroup_mounts():
             if (mount / self.parent / name).exists():
                 found.append(f"cgroup {mount / self.parent / name}")
@@ -111,6 +114,8 @@ def _containers_daemon(data_dir: Path) -> Iterator[Containers]:
                 c.delete(inst.name)
         d.stop()
         _end_runtime_leftovers(data_dir)
+        unmount_under(c.mounts)
+        shutil.rmtree(c.mounts.parent, ignore_errors=True)  # the daemon's runtime directory
         for mount in cgroup_mounts():  # the (empty) parent the runtime made for this data dir
             with contextlib.suppress(OSError):
                 (mount / c.parent).rmdir()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,6 @@ from virtfleet.storage.rootfs import ROOTFS_SUFFIX, build_tiny_rootfs
 
 async def make_oci_driver(work: Path, cache: Path) -> OciDriver:
     """An OciDriver whose image ``tiny`` is the busybox rootfs, all state under ``work``."""
-    work.chmod(0o711)  # the container root (a mapped uid) must reach its rootfs
     images = work / "images"
     images.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(build_tiny_rootfs, images / f"tiny{ROOTFS_SUFFIX}", cache)
@@ -23,7 +23,13 @@ async def make_oci_driver(work: Path, cache: Path) -> OciDriver:
         work / "layers",
         lambda name: images / f"{name}{ROOTFS_SUFFIX}",
         f"virtfleet-test-{os.getpid()}",
+        mount_root(work),
     )
+
+
+def mount_root(work: Path) -> Path:
+    """The driver's rootfs mount points for a test under ``work`` (which stays 0700)."""
+    return Path("/run/virtfleet-test") / work.name / "rootfs"
 
 
 def unmount_under(root: Path) -> None:
@@ -33,3 +39,12 @@ def unmount_under(root: Path) -> None:
     targets = [Path(line.split()[4]) for line in lines]
     for target in sorted((t for t in targets if t.is_relative_to(root)), reverse=True):
         subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def release(work: Path) -> None:
+    """Unmount what a test driver under ``work`` left (its data and its mount points),
+    then remove both trees."""
+    for root in (work, mount_root(work)):
+        unmount_under(root)
+    shutil.rmtree(mount_root(work).parent, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)

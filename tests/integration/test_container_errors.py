@@ -1,5 +1,5 @@
-"""A data directory under a 0700 parent: the containers' mapped root cannot reach its
-rootfs, so runc fails while preparing it. The user sees runc's own words (not "the
+"""A runtime directory under a 0700 parent: the containers' mapped root cannot reach its
+rootfs mount point, so runc fails while preparing it. The user sees runc's own words (not "the
 runtime sent no console fd"), ``host check`` names the directory and the fix, and
 ``serve`` warns at start."""
 
@@ -17,18 +17,21 @@ import pytest
 
 from virtfleet.client import ApiError
 
-from .containers import Containers, _containers_daemon
+from .containers import Containers, _containers_daemon, _environ
 
 
 @pytest.fixture
 def hidden() -> Iterator[Containers]:
-    """A container daemon whose data directory lies under a 0700 parent."""
+    """A container daemon whose runtime directory lies under a 0700 parent."""
     if os.geteuid() != 0 or shutil.which("runc") is None:
         pytest.skip("container tests need root and runc")
     parent = Path(tempfile.mkdtemp(prefix="vfh", dir="/tmp"))  # mkdtemp: mode 0700
-    (parent / "data").mkdir()
+    data = Path(tempfile.mkdtemp(prefix="vfd", dir="/tmp"))
     try:
-        with contextlib.closing(_containers_daemon(parent / "data")) as daemons:
+        with (
+            _environ(VIRTFLEET_RUNTIME_DIR=str(parent / "run")),
+            contextlib.closing(_containers_daemon(data)) as daemons,
+        ):
             yield next(daemons)
     finally:
         shutil.rmtree(parent, ignore_errors=True)
@@ -36,7 +39,7 @@ def hidden() -> Iterator[Containers]:
 
 @pytest.mark.integration
 def test_unreachable_data_dir_says_why(hidden: Containers) -> None:
-    parent = hidden.d.data_dir.parent
+    parent = hidden.mounts.parent.parent
     assert parent.stat().st_mode & 0o777 == 0o700
     spec = {"name": "c1", "kind": "container", "image": "ctiny"}
     op = hidden.client.create_instance(spec, start=True)
@@ -61,7 +64,7 @@ def test_unreachable_data_dir_says_why(hidden: Containers) -> None:
 @pytest.mark.integration
 def test_reachable_data_dir_has_no_warning(hidden: Containers) -> None:
     """With the parent opened as the check advises, containers start and the row is gone."""
-    parent = hidden.d.data_dir.parent
+    parent = hidden.mounts.parent.parent
     parent.chmod(0o711)
     hidden.create("c2")
     assert hidden.sh("c2", "echo up").strip() == "up"

@@ -40,7 +40,7 @@ def _syscall_probe(nr: int) -> bytes:
 
 def _install(ct: Containers, name: str, path: str, data: bytes) -> None:
     """Put an executable into the running container's root (through its overlay)."""
-    target = ct.d.data_dir / "oci" / "run" / name / "rootfs" / path.lstrip("/")
+    target = ct.mounts / name / path.lstrip("/")
     target.write_bytes(data)
     target.chmod(0o755)
 

@@ -28,6 +28,7 @@ from virtfleet.network.links import tap_name
 from .conftest import VIRTFLEET, _keep_artifacts, _kill_qemus, wait_for
 from .containers import IMAGE, Containers, _end_runtime_leftovers, _safe_list
 from .netlab import Namespace, NsDaemon, ping_ok
+from .oci import unmount_under
 
 pytestmark = pytest.mark.integration
 LAN = {"name": "lan", "mode": "nat", "subnet": "10.84.0.0/24"}
@@ -92,8 +93,7 @@ def lab(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Lab]:
     if shutil.which("runc") is None or shutil.which("busybox") is None:
         pytest.skip("container network tests need runc and busybox (scripts/bootstrap.sh)")
     failed_before = request.session.testsfailed
-    root = Path(tempfile.mkdtemp(prefix="vfcn", dir="/tmp"))
-    root.chmod(0o711)  # the containers' (user namespace) root must reach their rootfs
+    root = Path(tempfile.mkdtemp(prefix="vfcn", dir="/tmp"))  # 0700: rootfs mounts are in /run
     ns = Namespace("cn")
     d = NsDaemon(root / "data", ns)
     lab = Lab(d, ns)
@@ -120,6 +120,8 @@ def _teardown(lab: Lab, root: Path) -> None:
     d.stop()
     _kill_qemus(d.data_dir)
     _end_runtime_leftovers(d.data_dir)
+    unmount_under(lab.ct.mounts)
+    shutil.rmtree(lab.ct.mounts.parent, ignore_errors=True)  # the daemon's runtime directory
     for mount in cgroup_mounts():
         with contextlib.suppress(OSError):
             (mount / lab.ct.parent).rmdir()

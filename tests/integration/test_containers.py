@@ -3,11 +3,14 @@ logs, adoption after SIGKILL, crash and restart policy, snapshots, bad input."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -176,6 +179,27 @@ def test_exec_console_and_logs(ct: Containers) -> None:
     assert ct.sh("con", "cat /tmp/mark") == "console-42\n"
     log = ct.cli("vm", "logs", "con").stdout
     assert "virtfleet-init: con up" in log and "console-42" in log
+
+
+def test_data_dir_stays_0700_while_user_namespaced_containers_run(ct: Containers) -> None:
+    """The containers' mapped root (an unprivileged host uid) reaches its rootfs in the
+    runtime directory: the data directory and everything directly in it stay 0700."""
+    checks = json.loads(ct.cli("host", "check", "--json").stdout)["checks"]
+    assert [c["detail"][:3] for c in checks if c["name"] == "user namespaces"] == ["on:"]
+    ct.create("priv")
+    assert ct.sh("priv", "echo up") == "up\n"
+    pid = ct.client.get_instance("priv").status.pid
+    host_root = int(Path(f"/proc/{pid}/uid_map").read_text().split()[1])
+    assert host_root >= 100000  # a mapped root: "others" to the data directory
+    data = ct.d.data_dir
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert [p.name for p in data.iterdir() if p.is_dir() and p.stat().st_mode & 0o077] == []
+    mountinfo = Path("/proc/self/mountinfo").read_text().splitlines()
+    targets = {Path(line.split()[4]) for line in mountinfo}
+    assert ct.mounts / "priv" in targets
+    assert [t for t in targets if t.is_relative_to(data)] == []
+    ct.delete("priv")
+    assert ct.leftovers("priv") == [] and not (ct.mounts / "priv").exists()
 
 
 def test_adoption_after_daemon_sigkill(ct: Containers) -> None:

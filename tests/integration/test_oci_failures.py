@@ -24,7 +24,7 @@ from virtfleet.drivers.oci.runtime import Command
 from virtfleet.errors import ProcessError
 from virtfleet.model.instance import Accel, InstanceSpec
 
-from .oci import make_oci_driver, unmount_under
+from .oci import make_oci_driver, release
 
 CACHE = Path(os.environ.get("VIRTFLEET_CACHE_DIR", "/var/cache/virtfleet"))
 
@@ -42,8 +42,7 @@ async def driver() -> AsyncIterator[OciDriver]:
             await drv.delete(name)
         await drv.close()
         drv.remove_cgroup_parent()
-        unmount_under(work)
-        shutil.rmtree(work, ignore_errors=True)
+        release(work)
 
 
 def _hide_init(drv: OciDriver, name: str) -> None:
@@ -192,5 +191,48 @@ async def test_close_leaves_no_empty_cgroup_parent(driver: OciDriver) -> None:
     assert [m for m in cgroup_mounts() if (m / parent / "cg").is_dir()] != []  # still runs
     await driver.delete("cg")
     assert [m for m in cgroup_mounts() if (m / parent).exists()] != []  # runc left them
+    assert driver.cfg.mount_root.is_dir()  # "cg" was mounted there until its delete
     await driver.close()
     assert [m for m in cgroup_mounts() if (m / parent).exists()] == []
+    assert not driver.cfg.mount_root.parent.exists()  # nothing of this driver left in /run
+
+
+@pytest.mark.integration
+async def test_a_rootfs_an_older_version_kept_in_the_data_dir_moves_out(
+    driver: OciDriver,
+) -> None:
+    """Upgrade: a container stopped by a version that mounted its rootfs at
+    ``<run>/<name>/rootfs`` (inside the data directory) and kept it mounted starts from
+    the new mount point with its files, the old mount gone; delete unmounts an old mount
+    before removing the run directory (never through the overlay)."""
+    spec = InstanceSpec(name="old", kind="container", image="tiny")
+    ctx = LaunchContext(Accel.AUTO, "container", {})
+    paths = driver.paths("old")
+    assert not paths.rootfs.is_relative_to(paths.root)
+    await driver.start(spec, ctx)
+    assert (await driver.exec("old", ["sh", "-c", "echo one > /mark"])).exit_code == 0
+    await driver.stop("old", force=True)
+    _mount_as_before(driver, "old")
+    await driver.start(spec, ctx)
+    assert not _mounted(paths.legacy_rootfs) and _mounted(paths.rootfs)
+    assert (await driver.exec("old", ["cat", "/mark"])).stdout == "one\n"
+    await driver.stop("old", force=True)
+    _mount_as_before(driver, "old")
+    await driver.delete("old")
+    assert not _mounted(paths.legacy_rootfs) and not paths.root.exists()
+    assert (driver.layer_dir("old") / "upper" / "mark").read_text() == "one\n"
+    assert not paths.rootfs.exists()
+
+
+def _mount_as_before(drv: OciDriver, name: str) -> None:
+    """The container's overlay where an older version kept it: in its run directory."""
+    paths = drv.paths(name)
+    layers.unmount(paths.rootfs)
+    drv._mounted.pop(name, None)  # as a new daemon would start
+    userns = drv.id_range(name)
+    shift = userns.host_id if userns else 0
+    lower = layers.extracted(drv.cfg.rootfs_for("tiny"), drv.cfg.lower_root, shift)
+    assert lower is not None
+    upper, work = layers.prepare_layer(drv.layer_dir(name), shift)
+    layers.mount_overlay(lower, upper, work, paths.legacy_rootfs)
+    assert _mounted(paths.legacy_rootfs) and not _mounted(paths.rootfs)

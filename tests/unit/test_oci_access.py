@@ -1,4 +1,4 @@
-"""Whether the containers' mapped root can reach the data directory, and the host check
+"""Whether the containers' mapped root can reach its rootfs mount root, and the host check
 row that says so (mode bits only; the uid is never this process's)."""
 
 from __future__ import annotations

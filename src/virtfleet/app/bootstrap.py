@@ -37,7 +37,7 @@ from virtfleet.app.settings import Settings
 from virtfleet.app.tls import Certificate, server_certificate
 from virtfleet.drivers.base import Driver
 from virtfleet.drivers.fake.driver import FakeDriver
-from virtfleet.drivers.oci.factory import build_oci_driver, userns_allowed
+from virtfleet.drivers.oci.factory import build_oci_driver
 from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.driver import QemuDriver
 from virtfleet.drivers.qemu.uids import UidPool, parse_pool
@@ -186,6 +186,7 @@ def _driver(settings: Settings, facts: HostFacts, images: ImageStore) -> Driver:
         settings.disks_dir,
         images.rootfs_for,
         f"virtfleet-{settings.instance_id}",
+        settings.runtime_path / "rootfs",
     )
     return RoutingDriver(vm, containers)  # one driver for the agent, chosen by spec.kind
 
@@ -225,11 +226,6 @@ def _uid_pool(setting: str) -> UidPool | None:
     return parse_pool(setting) if os.geteuid() == 0 else None
 
 
-def _containers_traverse(settings: Settings) -> bool:
-    """Whether user-namespaced containers need others-execute on the data directory."""
-    return settings.driver != "fake" and userns_allowed()
-
-
 def _user_exists(name: str) -> bool:
     import pwd
 
@@ -263,7 +259,7 @@ def _host_paths(settings: Settings) -> HostPaths:
 
 def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platform:
     """Wire every component for ``settings`` (nothing is started yet)."""
-    secure_data_dir(settings.data_dir, _containers_traverse(settings))
+    secure_data_dir(settings.data_dir)
     for path in (settings.images_dir, settings.disks_dir, settings.run_dir):
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     facts = facts or host_facts(settings)

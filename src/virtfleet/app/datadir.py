@@ -31,13 +31,12 @@ def private_umask() -> int:
     return os.umask(PRIVATE_UMASK)
 
 
-def secure_data_dir(path: Path, others_may_traverse: bool = False) -> list[Path]:
+def secure_data_dir(path: Path) -> list[Path]:
     """Create ``path`` (mode 0700) or make an existing one private; the paths it fixed.
 
     Direct children that group or others could use lose those bits too (files from an
-    older version, a log a shell created 0644). With ``others_may_traverse`` the
-    directories keep an others-execute bit (0701: user-namespaced containers' mapped
-    root must reach its rootfs mount under ``oci/``; nothing can be listed or read).
+    older version, a log a shell created 0644, the 0701 of versions that mounted
+    container rootfs overlays inside it).
     ``ConflictError`` for a symlink, a non-directory or a directory owned by another user.
     """
     path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
@@ -49,24 +48,22 @@ def secure_data_dir(path: Path, others_may_traverse: bool = False) -> list[Path]
             f"data directory {path} is owned by uid {st.st_uid}, not by this daemon's uid "
             f"{os.geteuid()}: refusing to use it"
         )
-    allowed = 0o001 if others_may_traverse else 0
-    fixed = [path] if _make_private(path, st, allowed) else []
+    fixed = [path] if _make_private(path, st) else []
     with os.scandir(path) as entries:
         for entry in entries:
             child = entry.stat(follow_symlinks=False)
-            keep = allowed if stat.S_ISDIR(child.st_mode) else 0
-            if not stat.S_ISLNK(child.st_mode) and _make_private(Path(entry.path), child, keep):
+            if not stat.S_ISLNK(child.st_mode) and _make_private(Path(entry.path), child):
                 fixed.append(Path(entry.path))
     for each in fixed:
         log.warning("%s was readable by other users: now %o", each, _mode(each))
     return fixed
 
 
-def _make_private(path: Path, st: os.stat_result, allowed: int = 0) -> bool:
-    """Drop the group/other bits of ``path`` but ``allowed``; whether there were any."""
-    if not st.st_mode & _OTHERS & ~allowed:
+def _make_private(path: Path, st: os.stat_result) -> bool:
+    """Drop the group/other bits of ``path``; whether there were any."""
+    if not st.st_mode & _OTHERS:
         return False
-    os.chmod(path, stat.S_IMODE(st.st_mode) & ~(_OTHERS & ~allowed), follow_symlinks=False)
+    os.chmod(path, stat.S_IMODE(st.st_mode) & ~_OTHERS, follow_symlinks=False)
     return True
 
 

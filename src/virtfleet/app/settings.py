@@ -1,7 +1,9 @@
 """Daemon settings: where the data directory is and what lives in it.
 
-Everything the platform writes (store, images, disks, sockets, logs) is under
-one data directory, so independent instances can run side by side.
+Everything the platform keeps (store, images, disks, sockets, logs) is under
+one data directory, so independent instances can run side by side; what only
+lives while the host is up and others must traverse (container rootfs mount
+points) is under the daemon's own runtime directory.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+RUNTIME_ROOT = Path("/run/virtfleet")
 
 
 def default_data_dir() -> Path:
@@ -74,6 +78,9 @@ class Settings:
     export_dir: Path | None = field(default_factory=lambda: _env_path("VIRTFLEET_EXPORT_DIR"))
     # The user qemu-img runs as on untrusted images (falls back to ``runas``).
     image_user: str = "virtfleet-img"
+    # Root-owned, traversable runtime state (container rootfs mount points), so the data
+    # directory stays 0700: default /run/virtfleet/<instance_id> (gone at reboot).
+    runtime_dir: Path | None = field(default_factory=lambda: _env_path("VIRTFLEET_RUNTIME_DIR"))
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()
@@ -118,6 +125,11 @@ class Settings:
     @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
+
+    @property
+    def runtime_path(self) -> Path:
+        """This daemon's runtime directory (one per data directory)."""
+        return Path(self.runtime_dir or RUNTIME_ROOT / self.instance_id).absolute()
 
     @property
     def log_file(self) -> Path:

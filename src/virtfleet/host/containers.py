@@ -61,8 +61,9 @@ def container_checks(info: DriverInfo) -> list[Check]:
 
 
 def data_dir_checks(info: DriverInfo) -> list[Check]:
-    """A warning row when the containers' mapped root cannot reach the data directory
-    (every container start would fail with ``permission denied``), with the fix."""
+    """A warning row when the containers' mapped root cannot reach the runtime directory
+    their rootfs is mounted in (every container start would fail with ``permission
+    denied``), with the fix."""
     blocked = info.details.get("unreachable_dir")
     if not blocked:
         return []

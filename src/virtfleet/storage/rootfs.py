@@ -62,9 +62,10 @@ ETC_FILES = {
     "etc/group": "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n",
     "etc/profile": 'export PS1="\\h:\\w# "\n',
 }
-TINY_DIRS = [
+TINY_DIRS = [  # every directory explicit: an implicit one is extracted 0700 under umask 077
     "bin",
     "sbin",
+    "usr",
     "usr/bin",
     "usr/sbin",
     "etc",

@@ -1,9 +1,10 @@
 """Whether a container's mapped root can reach its rootfs: search permission on every
-directory from ``/`` down to the driver's run directory.
+directory from ``/`` down to the driver's rootfs mount root (the runtime directory,
+``/run/virtfleet/<id>/rootfs`` by default; never the private data directory).
 
 With a user namespace the runtime sets the container up as the mapped root (host uid
 ``IdMap.host_id``), an unprivileged user on the host: one directory on the way
-without search permission for it (a data directory under a 0700 parent) makes every
+without search permission for it (a runtime directory under a 0700 parent) makes every
 container start fail with ``error preparing rootfs: ... permission denied``. Pure
 ``stat`` reads; must not change permissions (the operator decides).
 """

@@ -1,7 +1,8 @@
 """``OciDriver``: OS-level system containers on this host through an OCI runtime.
 
-Owns each container's run directory ``run_root/<name>/`` (bundle, overlay mount
-point, console sockets and log, runtime record), its overlay layer
+Owns each container's run directory ``run_root/<name>/`` (bundle, console sockets
+and log, runtime record), its overlay mount point ``mount_root/<name>`` (outside
+the data directory, which stays 0700), its overlay layer
 ``layer_root/<name>/`` and the runtime's state under ``state_root``. Watches each
 container's init through a pidfd and turns its exit into ``stopped`` (asked
 for) or ``crashed`` events. Never reads or writes the store and never decides
@@ -56,13 +57,15 @@ _NOT_FOUND = ("executable file not found", "no such file or directory", "not fou
 @dataclass(frozen=True)
 class OciPaths:
     root: Path
+    rootfs: Path  # the overlay's mount point: the container's mapped root must reach it
 
     @property
     def bundle(self) -> Path:
         return self.root
 
     @property
-    def rootfs(self) -> Path:
+    def legacy_rootfs(self) -> Path:
+        """Where older versions mounted it (inside the data directory)."""
         return self.root / "rootfs"
 
     @property
@@ -98,6 +101,7 @@ class OciConfig:
     state_root: Path  # the runtime's --root
     rootfs_for: Callable[[str], Path]  # image name -> rootfs tarball
     cgroup_parent: str  # e.g. "virtfleet-1a2b3c4d": cgroups go to /<parent>/<name>
+    mount_root: Path  # per-container rootfs mount points, traversable by mapped roots
     userns: IdRanges | None = None  # each container its own range; None: no user namespace
 
 
@@ -121,7 +125,7 @@ class OciDriver:
         details["user_namespaces"] = "on" if self.cfg.userns else "off"
         if self.cfg.userns is not None:
             uid = self.cfg.userns.first  # every container's mapped root is an "other" user here
-            blocked = access.blocking_dir(self.cfg.run_root, uid, uid)
+            blocked = access.blocking_dir(self.cfg.mount_root, uid, uid)
             details["unreachable_dir"] = str(blocked) if blocked is not None else None
         if not self.choice.binary:
             reasons = "; ".join(f"{k}: {v}" for k, v in self.choice.reasons.items())
@@ -129,7 +133,7 @@ class OciDriver:
         return DriverInfo(self.name, True, "", details)
 
     def paths(self, name: str) -> OciPaths:
-        return OciPaths(self.cfg.run_root / name)
+        return OciPaths(self.cfg.run_root / name, self.cfg.mount_root / name)
 
     def layer_dir(self, name: str) -> Path:
         return self.cfg.layer_root / name / "rootfs-layer"
@@ -201,6 +205,7 @@ class OciDriver:
         if self._mounted.get(spec.name) == lower and layers.is_mounted(paths.rootfs):
             return  # kept since a requested stop: same image, nothing wrote the layer since
         layers.unmount(paths.rootfs)  # not one this driver made (e.g. before a restart)
+        layers.unmount(paths.legacy_rootfs)  # kept by an older version, in the data dir
         upper, work = layers.prepare_layer(self.layer_dir(spec.name), shift)
         layers.mount_overlay(lower, upper, work, paths.rootfs)
         self._mounted[spec.name] = lower
@@ -316,8 +321,11 @@ class OciDriver:
             paths.record.unlink(missing_ok=True)
 
     async def _unmount(self, name: str) -> None:
+        """Unmount the rootfs (and one an older version mounted in the data directory)."""
         self._mounted.pop(name, None)
-        await asyncio.to_thread(layers.unmount, self.paths(name).rootfs)
+        paths = self.paths(name)
+        await asyncio.to_thread(layers.unmount, paths.rootfs)
+        await asyncio.to_thread(layers.unmount, paths.legacy_rootfs)
 
     def _remove_cgroups(self, name: str) -> None:
         """rmdir ``<hierarchy>/<parent>/<name>`` wherever the runtime left one."""
@@ -387,7 +395,10 @@ class OciDriver:
         await self.stop(name, force=True)
         await self._unmount(name)  # before the rmtree: never delete through the overlay
         self._written.pop(name, None)
-        shutil.rmtree(self.paths(name).root, ignore_errors=True)
+        paths = self.paths(name)
+        shutil.rmtree(paths.root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            paths.rootfs.rmdir()  # the empty mount point
 
     async def status(self, name: str) -> InstanceStatus:
         c = self._live.get(name)
@@ -461,6 +472,9 @@ class OciDriver:
                 await c.relay.close()
         self._live.clear()
         self.remove_cgroup_parent()  # where no container is left (rmdir fails on the others)
+        for directory in (self.cfg.mount_root, self.cfg.mount_root.parent):
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # empty: no container mounted (nothing left in /run)
 
     # -- exec and live limits ----------------------------------------------------------
 

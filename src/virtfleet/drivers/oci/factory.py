@@ -6,13 +6,17 @@ Must not start anything.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from virtfleet.drivers.oci import layers
 from virtfleet.drivers.oci.driver import OciConfig, OciDriver
 from virtfleet.drivers.oci.idranges import IdRanges
 from virtfleet.drivers.oci.runtime import choose_runtime
 from virtfleet.util.cgroups import detect_layout
+
+log = logging.getLogger(__name__)
 
 USERNS_SYSCTL = Path("/proc/sys/user/max_user_namespaces")
 
@@ -30,8 +34,11 @@ def build_oci_driver(
     layer_root: Path,
     rootfs_for: Callable[[str], Path],
     cgroup_parent: str,
+    mount_root: Path,
 ) -> OciDriver:
-    """An ``OciDriver`` keeping its state under ``data_root/oci`` and ``layer_root/<name>``."""
+    """An ``OciDriver`` keeping its state under ``data_root/oci`` and ``layer_root/<name>``,
+    mounting each rootfs at ``mount_root/<name>`` (outside the private data directory:
+    the containers' mapped root must traverse every directory down to it)."""
     # Under <data>/oci, never <data>/run: that holds one directory per VM name (a VM
     # named "oci" must not share, or on delete remove, the containers' directories).
     config = OciConfig(
@@ -41,9 +48,12 @@ def build_oci_driver(
         state_root=data_root / "oci" / "state",
         rootfs_for=rootfs_for,
         cgroup_parent=cgroup_parent,
+        mount_root=mount_root,
         userns=IdRanges() if userns_allowed() else None,
     )
-    for path in (data_root, data_root / "oci", config.run_root):
-        path.mkdir(parents=True, exist_ok=True)
-        path.chmod(path.stat().st_mode | 0o001)  # the mapped root must traverse to its rootfs
+    config.run_root.mkdir(parents=True, exist_ok=True)
+    try:
+        layers.make_traversable(mount_root)
+    except OSError as err:  # e.g. a daemon not run as root: /run/virtfleet is not ours
+        log.warning("containers cannot be mounted: rootfs mount root %s: %s", mount_root, err)
     return OciDriver(config, choose_runtime(detect_layout()))

@@ -2,9 +2,10 @@
 
 Owns extracting an image tarball once into ``<lower_root>/<key>/`` (ownership
 shifted into the user-namespace range when one is used), the per-container
-``upper``/``work`` directories, mounting the overlay at the bundle's ``rootfs``
-and unmounting it, and snapshots of a stopped container's upper layer
-(tarballs) with restore. Must not run containers.
+``upper``/``work`` directories, mounting the overlay at the container's mount
+point (under a mount root its mapped root can traverse) and unmounting it, and
+snapshots of a stopped container's upper layer (tarballs) with restore. Must not
+run containers.
 """
 
 from __future__ import annotations
@@ -101,6 +102,16 @@ def prepare_layer(layer: Path, shift: int) -> tuple[Path, Path]:
         path.chmod(0o755)  # the container's "/" (the daemon's umask is 077)
         os.chown(path, shift, shift)
     return upper, work
+
+
+def make_traversable(path: Path) -> None:
+    """Create ``path`` and its missing parents 0711 (the daemon's umask would make them
+    0700); ``path`` itself is made 0711. Existing parents are the operator's: untouched."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        directory.chmod(0o711)
+    path.chmod(0o711)
 
 
 def is_mounted(target: Path) -> bool:
