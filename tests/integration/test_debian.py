@@ -17,8 +17,9 @@ from virtfleet.client import imaging as calls
 from virtfleet.drivers.qemu.qga import GuestAgent
 from virtfleet.errors import GuestAgentError
 from virtfleet.host.guest import GuestAgents
+from virtfleet.storage.debian import build_debian12
 
-from .conftest import Daemon, wait_for
+from .conftest import CACHE, Daemon, wait_for
 from .netlab import NsDaemon, daemon_on_a_lab_network
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -27,7 +28,15 @@ SSH_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
 
 
 @pytest.fixture(scope="module")
-def d(tiny_cache: Path) -> Iterator[NsDaemon]:
+def debian_cache(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The debian-12 build warmed in the shared cache by the test itself: debootstrap needs
+    the Debian mirror, which the daemon's test namespace cannot reach."""
+    build_debian12(tmp_path_factory.mktemp("debian") / "debian-12.qcow2", CACHE)
+    return CACHE / "debian-12"
+
+
+@pytest.fixture(scope="module")
+def d(debian_cache: Path) -> Iterator[NsDaemon]:
     """A daemon in a test network namespace (its clones get leases on an isolated network)."""
     yield from daemon_on_a_lab_network("deb", "10.93.0.0/24", None, tiny=False)
 
