@@ -25,6 +25,8 @@ from .netlab import NsDaemon, daemon_on_a_lab_network
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 PROOF = "/var/lib/virtfleet-proof.txt"
 SSH_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
+# bookworm's cloud-init 22.4 has no /run/cloud-init/.instance-id yet
+IID = "/var/lib/cloud/data/instance-id"
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +128,7 @@ def test_two_clones_of_a_debian_template_are_two_machines(d: NsDaemon) -> None:
     keys = [_read_file(d.run_dir(n) / "qga.sock", SSH_KEY) for n in names]
     assert keys[0] and keys[1] and keys[0] != keys[1], keys
     for name in names:
-        iid = _read_file(d.run_dir(name) / "qga.sock", "/run/cloud-init/.instance-id") or ""
+        iid = _read_file(d.run_dir(name) / "qga.sock", IID) or ""
         assert iid.startswith(str(d.client.get_instance(name).spec.uuid)), (name, iid)
     uuids = {d.client.get_instance(n).spec.uuid for n in [*names, "cloudy"]}
     assert len(uuids) == 3
