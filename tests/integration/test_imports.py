@@ -154,9 +154,10 @@ def test_a_killed_import_leaves_nothing_after_restart(d: Daemon, tmp_path: Path)
     at the next start the work file and the orphaned qemu-img are gone, no image is made.
     (Last in this module: it restarts the module's daemon.)"""
     big = tmp_path / "big.raw"
-    with big.open("wb") as f:
-        for _ in range(128):
-            f.write(os.urandom(1 << 20))
+    block = os.urandom(1 << 20)
+    with big.open("wb") as f:  # 1 GiB of data: a conversion of seconds, not a fraction of one
+        for _ in range(1024):
+            f.write(block)
     op = d.client.call(calls.import_image("killed", str(big)))
     try:
         wait_for(lambda: _jailed_convert(d) is not None, 30, "qemu-img convert")
