@@ -9,7 +9,6 @@ to artifacts/<test>/ before everything is torn down.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pty
 import select
@@ -23,11 +22,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import psutil
 import pytest
 
 from virtfleet.client import Client
 from virtfleet.storage.tiny import build_tiny
+
+from .reaping import reap
 
 ROOT = Path(__file__).resolve().parents[2]
 VIRTFLEET = str(Path(sys.executable).parent / "virtfleet")
@@ -223,31 +223,8 @@ def _running_daemon(
     if failed is not None and failed.failed:
         _keep_artifacts(request.node.name, data_dir)
     d.stop()
-    _kill_qemus(data_dir)
-    _remove_cgroups(data_dir)
+    reap(data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _kill_qemus(data_dir: Path) -> None:
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if "qemu-system" in cmdline and str(data_dir) in cmdline:
-            proc.kill()
-
-
-def _remove_cgroups(data_dir: Path) -> None:
-    """The daemon's cgroup parents (``virtfleet-<data dir id>``) outlive it: drop them once
-    the guests in them are gone, or a test run leaves thousands behind."""
-    parent = "virtfleet-" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:8]
-    for top in Path("/sys/fs/cgroup").glob(f"*/{parent}"):
-        for _ in range(50):  # killed guests leave their cgroups within moments
-            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True)
-            for path in [*dirs, top]:
-                with contextlib.suppress(OSError):
-                    path.rmdir()
-            if not top.exists():
-                break
-            time.sleep(0.05)
 
 
 def _keep_artifacts(test: str, data_dir: Path) -> None:

@@ -21,7 +21,7 @@ from virtfleet.model.container import ExecOutput
 from virtfleet.util.cgroups import detect_layout
 
 from .conftest import VIRTFLEET, Daemon
-from .oci import unmount_under
+from .reaping import reap
 
 IMAGE = "ctiny"
 
@@ -113,12 +113,7 @@ def _containers_daemon(data_dir: Path) -> Iterator[Containers]:
             with contextlib.suppress(ApiError, AssertionError):
                 c.delete(inst.name)
         d.stop()
-        _end_runtime_leftovers(data_dir)
-        unmount_under(c.mounts)
-        shutil.rmtree(c.mounts.parent, ignore_errors=True)  # the daemon's runtime directory
-        for mount in cgroup_mounts():  # the (empty) parent the runtime made for this data dir
-            with contextlib.suppress(OSError):
-                (mount / c.parent).rmdir()
+        reap(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -142,13 +137,3 @@ def _safe_list(d: Daemon) -> list[Any]:
         return list(d.client.list_instances())
     except ApiError:
         return []
-
-
-def _end_runtime_leftovers(data_dir: Path) -> None:
-    """Last resort after a failed test: end runc containers of this data dir, and unmount
-    the rootfs overlays left (a stopped container keeps its own) before any rmtree."""
-    state = data_dir / "oci" / "state"
-    for entry in state.glob("*/state.json") if state.exists() else []:
-        argv = ["runc", "--root", str(state), "delete", "-f", entry.parent.name]
-        subprocess.run(argv, check=False)
-    unmount_under(data_dir)

@@ -5,28 +5,19 @@ machine's own interfaces; every namespace is named ``vf8-<random>`` and deleted 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .conftest import (
-    CACHE,
-    VIRTFLEET,
-    Daemon,
-    _kill_qemus,
-    _listening,
-    _remove_cgroups,
-    wait_for,
-)
+from .conftest import CACHE, VIRTFLEET, Daemon, _listening, wait_for
+from .reaping import reap
 
 UPLINK_HOST = "10.250.0.1/24"  # the daemon's namespace end of the veth to "outside"
 OUTSIDE_IP = "10.250.0.2"
@@ -135,10 +126,6 @@ def daemon_on_a_lab_network(
         yield daemon
     finally:
         daemon.stop()
-        _kill_qemus(daemon.data_dir)
-        _remove_cgroups(daemon.data_dir)
-        for pidfile in daemon.data_dir.glob("networks/*/dnsmasq.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        reap(daemon.data_dir)
         ns.delete()
         shutil.rmtree(root, ignore_errors=True)

@@ -22,13 +22,12 @@ import pytest
 
 from virtfleet.app.settings import Settings
 from virtfleet.client import ApiError
-from virtfleet.drivers.oci.driver import cgroup_mounts
 from virtfleet.network.links import tap_name
 
-from .conftest import VIRTFLEET, _keep_artifacts, _kill_qemus, wait_for
-from .containers import IMAGE, Containers, _end_runtime_leftovers, _safe_list
+from .conftest import VIRTFLEET, _keep_artifacts, wait_for
+from .containers import IMAGE, Containers, _safe_list
 from .netlab import Namespace, NsDaemon, ping_ok
-from .oci import unmount_under
+from .reaping import reap
 
 pytestmark = pytest.mark.integration
 LAN = {"name": "lan", "mode": "nat", "subnet": "10.84.0.0/24"}
@@ -118,17 +117,7 @@ def _teardown(lab: Lab, root: Path) -> None:
         with contextlib.suppress(ApiError, AssertionError):
             lab.ct.delete(inst.name)
     d.stop()
-    _kill_qemus(d.data_dir)
-    _end_runtime_leftovers(d.data_dir)
-    unmount_under(lab.ct.mounts)
-    shutil.rmtree(lab.ct.mounts.parent, ignore_errors=True)  # the daemon's runtime directory
-    for mount in cgroup_mounts():
-        with contextlib.suppress(OSError):
-            (mount / lab.ct.parent).rmdir()
-    subprocess.run(
-        ["sh", "-c", f"kill $(cat {d.data_dir}/networks/*/dnsmasq.pid) 2>/dev/null"],
-        check=False,
-    )
+    reap(d.data_dir)
     lab.ns.delete()
     shutil.rmtree(root, ignore_errors=True)
 

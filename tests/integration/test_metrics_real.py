@@ -19,7 +19,8 @@ import pytest
 
 from virtfleet.client import metrics_calls, resources
 
-from .conftest import Daemon, _kill_qemus, wait_for
+from .conftest import Daemon, wait_for
+from .reaping import reap
 
 pytestmark = pytest.mark.integration
 NAME = "mx"
@@ -40,7 +41,7 @@ def guest(tiny_cache: Path) -> Iterator[Daemon]:
         yield d
     finally:
         d.stop()
-        _kill_qemus(data_dir)
+        reap(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -23,8 +23,9 @@ from virtfleet.drivers.oci.driver import cgroup_mounts
 from virtfleet.network.links import tap_name
 
 from .conftest import _keep_artifacts, wait_for
-from .containers import IMAGE, Containers, _end_runtime_leftovers, _safe_list
+from .containers import IMAGE, Containers, _safe_list
 from .netlab import Namespace, NsDaemon
+from .reaping import reap
 
 pytestmark = pytest.mark.integration
 NETS = {
@@ -167,14 +168,7 @@ def _teardown(lab: Lab, root: Path) -> None:
             with contextlib.suppress(ApiError, AssertionError):
                 lab.ct[key].delete(inst.name)
         d.stop()
-        _end_runtime_leftovers(d.data_dir)
-        for mount in cgroup_mounts():
-            with contextlib.suppress(OSError):
-                (mount / lab.ct[key].parent).rmdir()
-        subprocess.run(
-            ["sh", "-c", f"kill $(cat {d.data_dir}/networks/*/dnsmasq.pid) 2>/dev/null"],
-            check=False,
-        )
+        reap(d.data_dir)
     lab.host.delete()
     lab.outside.delete()
     shutil.rmtree(root, ignore_errors=True)

@@ -22,8 +22,9 @@ import pytest
 
 from virtfleet.client import ApiError
 
-from .conftest import _keep_artifacts, _kill_qemus
+from .conftest import _keep_artifacts
 from .netlab import OUTSIDE_IP, UPLINK_HOST, Namespace, NsDaemon, ping_ok
+from .reaping import reap
 
 pytestmark = pytest.mark.integration
 LAN = {"name": "lan", "mode": "nat", "subnet": "10.81.0.0/24", "ipv6_subnet": "fd81::/64"}
@@ -80,13 +81,9 @@ def lab(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Lab]:
         if request.session.testsfailed > failed_before and d.data_dir.exists():
             _keep_artifacts("test_networks", d.data_dir)
         d.stop()
-        _kill_qemus(d.data_dir)
+        reap(d.data_dir)
         if server is not None:
             server.kill()
-        subprocess.run(
-            ["sh", "-c", f"kill $(cat {d.data_dir}/networks/*/dnsmasq.pid) 2>/dev/null"],
-            check=False,
-        )
         host.delete()
         outside.delete()
         shutil.rmtree(root, ignore_errors=True)
