@@ -20,3 +20,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         names = "\n  ".join(_skipped_integration)
         print(f"\nintegration tests skipped in CI (not allowed):\n  {names}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+#: Run first: the longest modules, so two workers do not end on one of them alone.
+LONGEST_FIRST = ("tests/integration/test_debian.py", "tests/integration/test_identity.py")
+#: Then layer by layer, slow to fast: the fast tests fill in at the end.
+LAYERS = ("integration", "browser", "functional", "unit")
+
+
+def _rank(item: pytest.Item) -> tuple[int, int]:
+    path = item.nodeid.split("::", 1)[0]
+    if path in LONGEST_FIRST:
+        return (0, LONGEST_FIRST.index(path))
+    layer = path.split("/")[1] if path.count("/") >= 2 else ""
+    return (1 + (LAYERS.index(layer) if layer in LAYERS else len(LAYERS)), 0)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Under `-n N --dist loadgroup` a module's tests stay on one worker, so a module's
+    # daemon and booted guests are made once; a module may name a shared group instead.
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    items.sort(key=_rank)  # stable: a module's tests keep their order
