@@ -16,13 +16,18 @@ def token(run: Run) -> None:
 
 
 def old_disks(run: Run) -> None:
-    """``/srv/old/disk.vmdk`` and ``/srv/old/disk.qcow2``: disks from another platform."""
+    """In ``/srv/old``: ``disk.vmdk`` from another platform, ``backed.qcow2`` that names
+    it as its backing file, and a cloud-init ``user-data.yaml``."""
     old = run.tmp / "srv" / "old"
     old.mkdir(parents=True, exist_ok=True)
-    for fmt in ("vmdk", "qcow2"):
-        subprocess.run(
-            ["qemu-img", "create", "-q", "-f", fmt, str(old / f"disk.{fmt}"), "64M"], check=True
-        )
+    disk = old / "disk.vmdk"
+    _qemu_img("create", "-q", "-f", "vmdk", str(disk), "64M")
+    _qemu_img("create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "vmdk", str(old / "backed.qcow2"))
+    (old / "user-data.yaml").write_text("#cloud-config\nruncmd: [echo hello]\n")
+
+
+def _qemu_img(*args: str) -> None:
+    subprocess.run(["qemu-img", *args], check=True)
 
 
 def srv_out(run: Run) -> None:

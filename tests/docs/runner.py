@@ -33,6 +33,7 @@ from virtfleet.client.backups import list_backups
 from virtfleet.client.errors import DaemonUnavailableError
 
 from .blocks import Command
+from .usage import cli_command
 
 VIRTFLEET = str(Path(sys.executable).parent / "virtfleet")
 CACHE = os.environ.get("VIRTFLEET_CACHE_DIR", "/var/cache/virtfleet")
@@ -157,7 +158,7 @@ class Run:
             "VIRTFLEET_DATA_DIR": str(daemon.data_dir),
             "VIRTFLEET_CONFIG_DIR": str(tmp / "config"),
             "VIRTFLEET_REMOTE": "",
-            "COLUMNS": "100",
+            "COLUMNS": "200",  # long tmp paths: no wrapping in the middle of a shown line
             "PATH": f"{Path(VIRTFLEET).parent}:{os.environ['PATH']}",
         }
 
@@ -190,9 +191,16 @@ class Run:
         return proc.returncode, proc.stdout + proc.stderr
 
     def _in_process(self, text: str) -> tuple[int, str]:
-        from virtfleet.cli.main import app
-
+        """As ``CliRunner.invoke`` does, but on the command tree built once."""
         expanded = re.sub(r"\$\{?(\w+)\}?", lambda m: self.env.get(m.group(1), m.group(0)), text)
         args = shlex.split(expanded)[1:]
-        result = CliRunner().invoke(app, args, env=self.env, catch_exceptions=False)
-        return result.exit_code, result.output
+        with CliRunner().isolation(env=self.env) as (_, _, output):
+            try:
+                cli_command().main(args=args, prog_name="virtfleet")
+                code = 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            return code, output.getvalue().decode(errors="replace")

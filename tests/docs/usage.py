@@ -11,7 +11,8 @@ from typer._click.exceptions import ClickException  # Typer >= 0.20 vendors clic
 
 
 @cache
-def _root() -> Any:
+def cli_command() -> Any:
+    """The CLI's click command tree, built once (Typer builds it anew on every run)."""
     from virtfleet.cli.main import app
 
     return typer.main.get_command(app)
@@ -19,7 +20,7 @@ def _root() -> Any:
 
 def usage_error(argv: list[str]) -> str | None:
     """None when ``virtfleet ARGV...`` parses; else the CLI's own usage message."""
-    command: Any = _root()
+    command: Any = cli_command()
     name, args, parent = "virtfleet", argv, None
     try:
         while True:
