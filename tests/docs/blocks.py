@@ -5,7 +5,8 @@ A fenced block whose info string is ``sh`` or ``console`` is a command block:
 - ``sh``: one command a line (``a ; b`` is two), ``  # ...`` comments dropped.
 - ``console``: ``$ command`` lines, each followed by the output it shows. Shown output is a
   checked transcript: every shown line must appear, in order, in what the command really
-  prints (whitespace folded; ``...`` in a shown line stands for any text). A command whose
+  prints (whitespace folded; ``...`` in a shown line stands for any text; a line of only
+  ``...`` marks lines left out). A command whose
   shown output has a line starting ``error:`` must fail; every other command must succeed.
 
 An HTML comment on the line just before the fence marks the block:
@@ -138,6 +139,8 @@ def transcript_mismatch(shown: list[str], actual: str) -> str | None:
     lines = [fold(line) for line in actual.splitlines()]
     at = 0
     for want in shown:
+        if fold(want) == "...":
+            continue  # a line of its own: "more here", which in-order matching allows anyway
         pattern = re.compile(".*".join(re.escape(p) for p in fold(want).split("...")))
         while at < len(lines) and not pattern.fullmatch(lines[at]):
             at += 1
