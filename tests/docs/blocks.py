@@ -6,8 +6,9 @@ A fenced block whose info string is ``sh`` or ``console`` is a command block:
 - ``console``: ``$ command`` lines, each followed by the output it shows. Shown output is a
   checked transcript: every shown line must appear, in order, in what the command really
   prints (whitespace folded; ``...`` in a shown line stands for any text; a line of only
-  ``...`` marks lines left out). A command whose
-  shown output has a line starting ``error:`` must fail; every other command must succeed.
+  ``...`` marks lines left out). A command whose shown output has a line starting
+  ``error:`` (a ``virtfleet`` one: or ``{"error"``) must fail with an error code; every
+  other command must succeed.
 
 An HTML comment on the line just before the fence marks the block:
 
@@ -46,8 +47,18 @@ class Command:
         return self.argv[0] in PROGRAMS
 
     @property
+    def virtfleet_argvs(self) -> list[list[str]]:
+        """Every ``virtfleet`` call in the line, pipelines included (for the usage check)."""
+        parts = re.split(r"\|\||&&|[|;]", re.sub(r"\$\([^)]*\)", "X", self.text))
+        argvs = [shlex.split(p) for p in parts if p.strip()]
+        return [a[1:] for a in argvs if a[0] in PROGRAMS]
+
+    @property
     def must_fail(self) -> bool:
-        return any(line.startswith("error:") for line in self.shown)
+        """The document shows an error: ``error: ... [code]`` (or under ``--json``,
+        ``{"error": ...}``; curl's exit status says nothing of HTTP errors)."""
+        marks = ("error:", '{"error"') if self.is_virtfleet else ("error:",)
+        return any(line.startswith(marks) for line in self.shown)
 
 
 @dataclass

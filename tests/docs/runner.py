@@ -38,6 +38,7 @@ from .usage import cli_command
 VIRTFLEET = str(Path(sys.executable).parent / "virtfleet")
 CACHE = os.environ.get("VIRTFLEET_CACHE_DIR", "/var/cache/virtfleet")
 SHELL_SYNTAX = re.compile(r"[|&><`]|\$\(")
+ECHO_PIPE = re.compile(r"echo ([^|&><`$]+) \| (virtfleet .*)")
 # Host paths and addresses the documents use -> the test's own ({tmp}, {data}, {port}).
 SUBSTITUTIONS = {
     "/var/lib/virtfleet": "{data}",
@@ -184,17 +185,20 @@ class Run:
         text = self.substitute(command.text)
         if command.is_virtfleet and not SHELL_SYNTAX.search(text):
             return self._in_process(text)
+        fed = ECHO_PIPE.fullmatch(text)  # `echo WORDS | virtfleet ...`: stdin for the CLI
+        if fed and not SHELL_SYNTAX.search(fed.group(2)):
+            return self._in_process(fed.group(2), " ".join(shlex.split(fed.group(1))) + "\n")
         proc = subprocess.run(
             ["bash", "-c", text], capture_output=True, text=True, timeout=60, cwd=self.tmp,
             env={**os.environ, **self.env}, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         return proc.returncode, proc.stdout + proc.stderr
 
-    def _in_process(self, text: str) -> tuple[int, str]:
+    def _in_process(self, text: str, stdin: str = "") -> tuple[int, str]:
         """As ``CliRunner.invoke`` does, but on the command tree built once."""
         expanded = re.sub(r"\$\{?(\w+)\}?", lambda m: self.env.get(m.group(1), m.group(0)), text)
         args = shlex.split(expanded)[1:]
-        with CliRunner().isolation(env=self.env) as (_, _, output):
+        with CliRunner().isolation(input=stdin, env=self.env) as (_, _, output):
             try:
                 cli_command().main(args=args, prog_name="virtfleet")
                 code = 0

@@ -46,6 +46,16 @@ def test_blocks_commands_marks_and_shown_output(tmp_path: Path) -> None:
     assert listing.shown == ["NAME ... STATE"]
 
 
+def test_every_virtfleet_call_of_a_pipeline_is_seen(tmp_path: Path) -> None:
+    from .blocks import Command
+
+    line = "echo pw | virtfleet user create u --password-stdin && virtfleet list --json | jq ."
+    assert Command(line, 1).virtfleet_argvs == [
+        ["user", "create", "u", "--password-stdin"], ["list", "--json"],
+    ]  # fmt: skip
+    assert Command("curl -s http://x | jq .", 1).virtfleet_argvs == []
+
+
 def test_a_transcript_must_match_in_order() -> None:
     out = "NAME   KIND  STATE\nweb-1  vm    running\n"
     assert transcript_mismatch(["NAME KIND STATE", "web-1 ... running"], out) is None
