@@ -32,13 +32,11 @@ from virtfleet.client import Client
 from virtfleet.client.backups import list_backups
 from virtfleet.client.errors import DaemonUnavailableError
 
-from .blocks import Command
+from .blocks import PROGRAMS, Command
 from .usage import cli_command
 
 VIRTFLEET = str(Path(sys.executable).parent / "virtfleet")
 CACHE = os.environ.get("VIRTFLEET_CACHE_DIR", "/var/cache/virtfleet")
-SHELL_SYNTAX = re.compile(r"[|&><`]|\$\(")
-ECHO_PIPE = re.compile(r"echo ([^|&><`$]+) \| (virtfleet .*)")
 # Host paths and addresses the documents use -> the test's own ({tmp}, {data}, {port}).
 SUBSTITUTIONS = {
     "/var/lib/virtfleet": "{data}",
@@ -46,6 +44,28 @@ SUBSTITUTIONS = {
     "10.0.0.5:8006": "127.0.0.1:{port}",
     "127.0.0.1:8006": "127.0.0.1:{port}",
 }
+
+
+def plain_pipeline(text: str) -> list[str] | None:
+    """The segments of ``a | b | c`` when a single ``|`` is the only shell syntax outside
+    quotes; None for anything else (redirections, ``;``, ``&&``, ``$(...)``...)."""
+    segments, current, quote = [], "", ""
+    for i, ch in enumerate(text):
+        substitution = ch == "`" or text[i : i + 2] == "$("
+        if quote:
+            if quote == '"' and substitution:
+                return None  # expanded inside double quotes too
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "|" and "|" not in (text[i - 1 : i], text[i + 1 : i + 2]):
+            segments.append(current.strip())
+            current = ""
+            continue
+        elif ch in ";&<>()|" or substitution:
+            return None
+        current += ch
+    return [*segments, current.strip()]
 
 
 def free_port() -> int:
@@ -113,7 +133,8 @@ class Reset:
         ("/1.0/tokens", "id", "/1.0/tokens/{}"),
     ]
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, keep_images: set[str]) -> None:
+        self.keep_images = keep_images  # built once, kept for the next documents
         transport = httpx.HTTPTransport(uds=str(data_dir / "api.sock"))
         self.http = httpx.Client(transport=transport, base_url="http://virtfleet", timeout=60)
 
@@ -128,7 +149,8 @@ class Reset:
             if not rule.get("builtin", True):
                 self._delete(f"/1.0/alerts/rules/{rule['name']}")
         for listing, key, path in self.KINDS:
-            items = [i for i in self._get(listing) if i.get(key) != "admin"]  # the first one
+            keep = {"admin", *self.keep_images}  # the first admin; images built once
+            items = [i for i in self._get(listing) if i.get(key) not in keep]
             self._wait([self._delete(path.format(i[key])) for i in items])
 
     def _get(self, path: str) -> list[dict[str, Any]]:
@@ -181,16 +203,26 @@ class Run:
         return found
 
     def run(self, command: Command) -> tuple[int, str]:
-        """Exit status and output (stdout and stderr) of one documented command."""
+        """Exit status and output (stdout and stderr) of one documented command. A
+        ``virtfleet`` call runs in process, also at the head of a pipeline (the rest runs in
+        bash on its output) or fed by ``echo WORDS |``; anything else runs in bash."""
         text = self.substitute(command.text)
-        if command.is_virtfleet and not SHELL_SYNTAX.search(text):
-            return self._in_process(text)
-        fed = ECHO_PIPE.fullmatch(text)  # `echo WORDS | virtfleet ...`: stdin for the CLI
-        if fed and not SHELL_SYNTAX.search(fed.group(2)):
-            return self._in_process(fed.group(2), " ".join(shlex.split(fed.group(1))) + "\n")
+        segments = plain_pipeline(text)
+        stdin = ""
+        if segments and len(segments) > 1 and segments[0].startswith("echo "):
+            stdin = " ".join(shlex.split(segments[0])[1:]) + "\n"
+            segments = segments[1:]
+        if not segments or shlex.split(segments[0])[0] not in PROGRAMS:
+            return self._bash(text)
+        code, out = self._in_process(segments[0], stdin)
+        if code != 0 or len(segments) == 1:
+            return code, out
+        return self._bash(" | ".join(segments[1:]), out)
+
+    def _bash(self, text: str, stdin: str | None = None) -> tuple[int, str]:
         proc = subprocess.run(
             ["bash", "-c", text], capture_output=True, text=True, timeout=60, cwd=self.tmp,
-            env={**os.environ, **self.env}, stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env}, input=stdin,
         )  # fmt: skip
         return proc.returncode, proc.stdout + proc.stderr
 
