@@ -31,7 +31,9 @@ def old_disks(run: Run) -> None:
     old.mkdir(parents=True, exist_ok=True)
     disk = old / "disk.vmdk"
     _qemu_img("create", "-q", "-f", "vmdk", str(disk), "64M")
-    _qemu_img("create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "vmdk", str(old / "backed.qcow2"))
+    _qemu_img(
+        "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "vmdk", str(old / "backed.qcow2")
+    )
     (old / "user-data.yaml").write_text("#cloud-config\nruncmd: [echo hello]\n")
 
 

@@ -29,7 +29,10 @@ def usage_error(argv: list[str]) -> str | None:
             ctx = command.make_context(name, list(args), parent=parent, resilient_parsing=False)
             if not hasattr(command, "resolve_command"):
                 return None  # a leaf: options, values and arguments all parsed
-            rest = [*getattr(ctx, "_protected_args", []), *ctx.args]  # click 8.2 keeps the name here
+            rest = [
+                *getattr(ctx, "_protected_args", []),
+                *ctx.args,
+            ]  # click 8.2 keeps the name here
             if not rest:
                 return f"{name}: a subcommand is missing"
             name, command, args = command.resolve_command(ctx, rest)
