@@ -21,13 +21,12 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import typer.main
-
 from typer.testing import CliRunner
 
 from virtfleet.cli.main import app as cli_app
