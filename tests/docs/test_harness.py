@@ -71,3 +71,5 @@ def test_usage_errors_name_what_the_cli_does_not_know() -> None:
     assert "frobnicate" in str(usage_error(["vm", "frobnicate", "a"]))
     assert "Missing argument" in str(usage_error(["backup", "restore"]))
     assert usage_error(["backup"]) is not None  # a group alone prints help: not a command
+    assert usage_error(["backup", "schedule", "--help"]) is None
+    assert "backupp" in str(usage_error(["backupp", "--help"]))

@@ -20,6 +20,8 @@ def cli_command() -> Any:
 
 def usage_error(argv: list[str]) -> str | None:
     """None when ``virtfleet ARGV...`` parses; else the CLI's own usage message."""
+    if "--help" in argv:
+        return _path_error([a for a in argv if a != "--help"])
     command: Any = cli_command()
     name, args, parent = "virtfleet", argv, None
     try:
@@ -39,3 +41,16 @@ def usage_error(argv: list[str]) -> str | None:
             parent = ctx
     except ClickException as err:  # no such command or option, a bad value, a missing argument
         return f"{name}: {err.format_message()}"
+
+
+def _path_error(argv: list[str]) -> str | None:
+    """``virtfleet A B --help``: only that the subcommands A B exist."""
+    command: Any = cli_command()
+    for word in argv:
+        if word.startswith("-") or not hasattr(command, "get_command"):
+            return None
+        found = command.get_command(None, word)
+        if found is None:
+            return f"no such command {word!r}"
+        command = found
+    return None
