@@ -172,7 +172,7 @@ class ImageStore:
             image = await asyncio.to_thread(self.layers.import_image, src)
             meta = self.oci_for(name)
             try:
-                await asyncio.to_thread(_write_oci, meta, image, self.layers)
+                await asyncio.to_thread(write_oci_meta, meta, image, self.layers)
                 size = sum(layer.size_bytes for layer in image.layers)
                 record = ImageRecord(
                     name=name, path=str(meta), format=OCI_FORMAT, virtual_size_bytes=size,
@@ -300,7 +300,7 @@ class ImageStore:
         return cast(dict[str, Any], json.loads(out))
 
 
-def _write_oci(meta: Path, image: OciImage, layers: LayerStore) -> None:
+def write_oci_meta(meta: Path, image: OciImage, layers: LayerStore) -> None:
     """The image's description for the container driver: config and lower dirs."""
     meta.parent.mkdir(parents=True, exist_ok=True)
     doc = {"image": image.model_dump(mode="json"),
