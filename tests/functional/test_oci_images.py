@@ -105,3 +105,49 @@ async def test_a_tarball_that_is_no_image_is_refused(
     done = await _import(api, "junk", tmp_path / "junk.tar")
     assert done["status"] == "failure" and done["error_code"] == "image_error"
     assert "neither an OCI layout" in done["error_message"]
+
+
+async def test_containers_of_an_oci_image_are_checked_at_create(
+    api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """An OCI image makes containers (app by default); app mode needs an OCI image and a
+    command; env and cmd are for containers only."""
+    layers = _layers()
+    write_layout(tmp_path / "app", layers, image_config(layers, RUN, arch=host_arch()))
+    write_layout(tmp_path / "bare", layers, image_config(layers, arch=host_arch()))
+    for name in ("app", "bare"):
+        assert (await _import(api, name, tmp_path / name))["status"] == "success"
+    ok = {"name": "c1", "kind": "container", "image": "app", "env": ["A=1"], "cmd": ["x"]}
+    assert (await wait_op(api, await api.post("/1.0/instances", json=ok)))["status"] == "success"
+    bare = {"name": "c2", "kind": "container", "image": "bare"}
+    message = assert_error(await api.post("/1.0/instances", json=bare), 400, "invalid_input")
+    assert "no entrypoint or cmd" in message
+    bare["cmd"] = ["/bin/app"]
+    assert (await wait_op(api, await api.post("/1.0/instances", json=bare)))["status"] == "success"
+    vm = {"name": "v1", "kind": "vm", "image": "app"}
+    assert "not a disk image" in assert_error(
+        await api.post("/1.0/instances", json=vm), 400, "invalid_input"
+    )
+    vm_env = {"name": "v2", "kind": "vm", "env": ["A=1"], "cmd": ["x"]}
+    message = assert_error(await api.post("/1.0/instances", json=vm_env), 400, "invalid_input")
+    assert "env, cmd not valid for kind 'vm'" in message
+    bad_env = {**ok, "name": "c3", "env": ["no equals"]}
+    assert_error(await api.post("/1.0/instances", json=bad_env), 400, "invalid_input")
+
+
+async def test_app_mode_needs_an_oci_image(api: httpx.AsyncClient, platform: Platform) -> None:
+    platform.services.images.store.add_builder("container-tiny", lambda: _fake_rootfs)
+    r = await api.post("/1.0/images", json={"name": "ct", "builder": "container-tiny"})
+    assert (await wait_op(api, r))["status"] == "success"
+    app = {"name": "c1", "kind": "container", "image": "ct", "container_mode": "app"}
+    message = assert_error(await api.post("/1.0/instances", json=app), 400, "invalid_input")
+    assert "no OCI image" in message
+    system = {**app, "container_mode": "system"}
+    assert (await wait_op(api, await api.post("/1.0/instances", json=system)))["status"] == (
+        "success"
+    )
+
+
+def _fake_rootfs(out: Path, cache_dir: Path, progress: object) -> None:
+    with tarfile.open(out, "w") as tar:
+        tar.add(__file__, arcname="sbin/init")
