@@ -136,9 +136,9 @@ async def test_the_rootfs_stays_mounted_only_after_a_requested_stop(
     assert not _mounted(rootfs)
     status = await driver.start(spec, ctx)
     assert _mounted(rootfs) and len(mounts) == 2 and status.pid is not None
+    live = driver._live["kept"]
     os.kill(status.pid, signal.SIGKILL)  # a crash: the next start gets a fresh mount
-    while "kept" in driver._live:
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(live.gone.wait(), 30)  # set once its cleanup is done
     assert not _mounted(rootfs)
     await driver.start(spec, ctx)
     await driver.delete("kept")
