@@ -225,3 +225,20 @@ def test_a_config_without_layers_is_refused(tmp_path: Path) -> None:
     write_layout(tmp_path / "img", layers, config)
     with pytest.raises(ImageError, match="no valid 'rootfs'"):
         LayerStore(tmp_path / "store").import_image(tmp_path / "img")
+
+
+def test_directories_a_layer_does_not_list_are_0755_under_the_daemons_umask(
+    tmp_path: Path,
+) -> None:
+    """The daemon runs with umask 077: a parent made for ``usr/local/bin/x`` and the
+    layer's root must still be 0755, or the container's other users cannot enter them."""
+    layers = [layer_tar([Entry("usr/local/bin/x", b"x", mode=0o755)])]
+    write_layout(tmp_path / "img", layers, image_config(layers, arch=host_arch()))
+    old = os.umask(0o077)
+    try:
+        image = LayerStore(tmp_path / "store").import_image(tmp_path / "img")
+    finally:
+        os.umask(old)
+    root = LayerStore(tmp_path / "store").path(image.layers[0].diff_id)
+    for path in (root, root / "usr", root / "usr/local", root / "usr/local/bin"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o755, path

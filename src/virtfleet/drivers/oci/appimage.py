@@ -85,6 +85,7 @@ def mount_rootfs(image: OciImageRun, layer: Path, target: Path, userns: IdMap | 
         layers.mount_overlay_lowers(lowers, upper, work, target)
     finally:
         idmap.detach(view)  # the overlay keeps its own clones of the layers
+        view.rmdir()  # fails if still mounted: nothing may ever remove files through it
 
 
 def app_args(spec: InstanceSpec, config: dict[str, Any]) -> list[str]:
@@ -161,7 +162,9 @@ def prepare_app_dir(app_dir: Path, owner: tuple[int, int]) -> tuple[tuple[str, s
         raise HostError("application containers need Debian's busybox-static package")
     app_dir.mkdir(mode=0o755, exist_ok=True)
     (app_dir / EXIT_FILE).unlink(missing_ok=True)
-    (app_dir / "init").write_text(INIT_SCRIPT)
+    init = app_dir / "init"
+    init.write_text(INIT_SCRIPT)
+    init.chmod(0o644)  # read by the container's (mapped) root: the daemon's umask is 077
     (app_dir / "busybox").touch()
     os.chown(app_dir, *owner)
     os.chmod(app_dir, 0o755)

@@ -13,6 +13,7 @@ not know about images or containers.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import subprocess
 from pathlib import Path
@@ -86,6 +87,9 @@ def mount_idmapped(source: Path, target: Path, host_id: int, size: int) -> None:
 
 
 def detach(target: Path) -> None:
-    """Lazily unmount ``target`` if it is a mount point."""
-    if os.path.ismount(target):
-        _libc.umount2(bytes(target), MNT_DETACH)
+    """Lazily unmount ``target`` if it is a mount point (``os.path.ismount`` cannot tell a
+    bind mount of the same file system: umount2 is asked and "not a mount" accepted)."""
+    if _libc.umount2(bytes(target), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):
+            raise HostError(f"unmounting {target} failed: {os.strerror(err)}")

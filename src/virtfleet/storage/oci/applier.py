@@ -126,14 +126,21 @@ def _parent_dir(dest: Path, rel: PurePosixPath) -> Path:
         try:
             mode = os.lstat(current).st_mode
         except FileNotFoundError:
-            os.mkdir(current, 0o755)
+            _mkdir(current)
             continue
         if stat.S_ISLNK(mode):
             raise refuse("symlink_escape", f"entry {str(rel)!r} is written through a symlink")
         if not stat.S_ISDIR(mode):
             os.unlink(current)  # a later entry's directory replaces a file
-            os.mkdir(current, 0o755)
+            _mkdir(current)
     return current
+
+
+def _mkdir(path: Path) -> None:
+    """A directory the layer did not list: 0755 whatever the daemon's umask (077 would
+    hide what the overlay shows from the container's other users)."""
+    os.mkdir(path, 0o755)
+    os.chmod(path, 0o755)
 
 
 def _apply(
@@ -162,7 +169,7 @@ def _apply(
     if member.isdir():
         if not os.path.isdir(path) or os.path.islink(path):
             _clear(path)
-            os.mkdir(path, 0o755)
+            _mkdir(path)
         dirs.append((path, member))
         _owner_mode(path, member, counts, str(rel))
         return

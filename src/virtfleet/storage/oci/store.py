@@ -133,6 +133,7 @@ class LayerStore:
         staging = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o755)
+        staging.chmod(0o755)  # the layer's "/" (the daemon's umask is 077)
         try:
             before = (applied.entries, applied.bytes)
             with source.layer_stream(files, layer) as stream:
