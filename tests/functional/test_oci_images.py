@@ -151,3 +151,43 @@ async def test_app_mode_needs_an_oci_image(api: httpx.AsyncClient, platform: Pla
 def _fake_rootfs(out: Path, cache_dir: Path, progress: object) -> None:
     with tarfile.open(out, "w") as tar:
         tar.add(__file__, arcname="sbin/init")
+
+
+def _fake_skopeo(bin_dir: Path, layout: Path, fail: str = "") -> None:
+    """A ``skopeo`` that "copies" ``layout`` to the ``oci:DIR:latest`` it is given (or
+    fails saying ``fail``), logging its arguments beside itself."""
+    bin_dir.mkdir()
+    script = bin_dir / "skopeo"
+    body = f'echo "$@" > {bin_dir}/args\n'
+    if fail:
+        body += f"echo 'time=x level=fatal msg={fail}' >&2\nexit 1\n"
+    else:
+        body += f'dest=${{4#oci:}}; dest=${{dest%:latest}}; cp -a {layout} "$dest"\n'
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+
+
+async def test_from_a_registry_through_skopeo(
+    api: httpx.AsyncClient, platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``from_ref`` runs ``skopeo copy docker://REF oci:WORKDIR:latest`` and imports that
+    layout; its work directory is removed; skopeo's error is the operation's."""
+    layers = _layers()
+    write_layout(tmp_path / "layout", layers, image_config(layers, RUN, arch=host_arch()))
+    _fake_skopeo(tmp_path / "bin", tmp_path / "layout")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    body = {"name": "reg", "from_ref": "docker://example.org/app:1"}
+    done = await wait_op(api, await api.post("/1.0/images/import-oci", json=body))
+    assert done["status"] == "success", done
+    args = (tmp_path / "bin/args").read_text().split()
+    assert args[:3] == ["copy", "--quiet", "docker://example.org/app:1"]
+    assert args[3].startswith("oci:") and args[3].endswith("/layout:latest")
+    record = (await api.get("/1.0/images/reg")).json()
+    assert record["source"] == "oci:docker://example.org/app:1 (oci)"
+    assert not Path(args[3].removeprefix("oci:").removesuffix(":latest")).parent.exists()
+    _fake_skopeo(tmp_path / "bin2", tmp_path / "layout", fail="manifest unknown")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin2'}:{os.environ['PATH']}")
+    body = {"name": "reg2", "from_ref": "docker://example.org/nothing"}
+    done = await wait_op(api, await api.post("/1.0/images/import-oci", json=body))
+    assert done["status"] == "failure" and done["error_code"] == "process_failed"
+    assert "manifest unknown" in done["error_message"]
