@@ -462,7 +462,7 @@ def _check_container_mode(spec: InstanceSpec, record: ImageRecord) -> None:
 
 
 def _image_mismatch(kind: str, image: str, fmt: str) -> str:
-    container = "a container image (builder container-*, import-oci)"
+    container = "a container rootfs (builder container-*) or OCI image (import-oci)"
     want = container if kind == "container" else "a disk image"
     return f"image {image!r} ({fmt}) is not {want}: a {kind} cannot use it"
 
