@@ -242,3 +242,26 @@ def test_directories_a_layer_does_not_list_are_0755_under_the_daemons_umask(
     root = LayerStore(tmp_path / "store").path(image.layers[0].diff_id)
     for path in (root, root / "usr", root / "usr/local", root / "usr/local/bin"):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o755, path
+
+
+def test_a_symlink_in_one_layer_is_not_written_through_by_the_next(tmp_path: Path) -> None:
+    """Layer 1: ``etc -> OUTSIDE``; layer 2: ``etc/passwd``. Each layer is applied in its
+    own directory, so layer 2 makes a real ``etc``: nothing reaches OUTSIDE, and the
+    stacked view shows layer 2's directory over layer 1's link."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    layers = [
+        layer_tar([Entry("etc", kind=S, link=str(outside))]),
+        layer_tar([Entry("etc/passwd", b"root:x:0:0::/:/bin/sh\n")]),
+    ]
+    write_layout(tmp_path / "img", layers, image_config(layers, arch=host_arch()))
+    store = LayerStore(tmp_path / "store")
+    image = store.import_image(tmp_path / "img")
+    assert list(outside.iterdir()) == []
+    merged = tmp_path / "merged"
+    _mount_ro([store.path(x.diff_id) for x in image.layers], merged)
+    try:
+        assert (merged / "etc").is_dir() and not (merged / "etc").is_symlink()
+        assert (merged / "etc/passwd").read_text().startswith("root:")
+    finally:
+        LIBC.umount2(bytes(merged), 2)
