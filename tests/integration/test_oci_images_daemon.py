@@ -73,3 +73,26 @@ def test_an_imported_image_runs_as_an_app_container_with_a_restart_policy(
     assert len([p for p in store.iterdir() if p.is_dir()]) == 2
     c.cli("image", "delete", "app")
     assert [p for p in store.iterdir()] == []
+
+
+@pytest.mark.integration
+def test_a_debian_image_runs_as_a_system_container(containers: Containers, tmp_path: Path) -> None:
+    """The debian-12 rootfs (debootstrap, cached) as one big OCI layer plus a small one:
+    imported, then run in system mode, its own /sbin/init as PID 1; a graceful stop."""
+    c = containers
+    op = c.client.build_image("debian12", builder="container-debian-12")
+    assert c.client.wait_operation(op.id, timeout_s=1500).status == "success"
+    rootfs = Settings(data_dir=c.d.data_dir).images_dir / "debian12.rootfs.tar"
+    layers = [rootfs.read_bytes(), layer_tar([Entry("etc/motd", b"from an OCI layer\n")])]
+    config = image_config(layers, {"Cmd": ["bash"]}, arch=host_arch())
+    write_layout(tmp_path / "deb", layers, config, compression=["none", "gzip"])
+    del layers
+    imported = c.cli("image", "import-oci", "deboci", str(tmp_path / "deb"), check=False)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    c.cli("container", "create", "deb", "--image", "deboci", "--mode", "system", "--start")
+    assert c.sh("deb", "cat /etc/debian_version").startswith("12.")
+    assert c.sh("deb", "cat /etc/motd") == "from an OCI layer\n"
+    assert c.sh("deb", "tr '\\0' ' ' < /proc/1/cmdline").startswith("/bin/sh /sbin/init")
+    c.action("deb", "stop")  # the init's SIGTERM handler: a graceful stop
+    c.delete("deb")
+    assert c.leftovers("deb") == []

@@ -178,7 +178,7 @@ HOSTILE = {
         "symlink_escape",
     ),
     "hardlink_out": ([Entry("h", kind=L, link="../../etc/passwd")], "path_escape"),
-    "device": ([Entry("dev/sda", kind=tarfile.BLKTYPE)], "device_node"),
+    "device": ([Entry("tmp/sda", kind=tarfile.BLKTYPE)], "device_node"),
     "many_entries": ([Entry(f"f{i}", b"") for i in range(20)], "too_many_entries"),
     "too_large": ([Entry("big", b"x" * 5000)], "too_large"),
 }
@@ -265,3 +265,15 @@ def test_a_symlink_in_one_layer_is_not_written_through_by_the_next(tmp_path: Pat
         assert (merged / "etc/passwd").read_text().startswith("root:")
     finally:
         LIBC.umount2(bytes(merged), 2)
+
+
+def test_device_nodes_under_dev_are_left_out(tmp_path: Path) -> None:
+    """A root file system tarball's /dev nodes (debootstrap makes them) are skipped, not
+    refused: the runtime mounts a fresh /dev there."""
+    console = Entry("dev/console", kind=tarfile.CHRTYPE)
+    layers = [layer_tar([Entry("dev", kind=D, mode=0o755), console, Entry("etc/x", b"x")])]
+    write_layout(tmp_path / "img", layers, image_config(layers, arch=host_arch()))
+    store = LayerStore(tmp_path / "store")
+    root = store.path(store.import_image(tmp_path / "img").layers[0].diff_id)
+    assert (root / "dev").is_dir() and list((root / "dev").iterdir()) == []
+    assert (root / "etc/x").read_bytes() == b"x"

@@ -4,10 +4,12 @@ Owns the translation of OCI whiteouts into overlayfs' own form (``.wh.NAME`` →
 character device ``NAME``; ``.wh..wh..opq`` → the ``trusted.overlay.opaque`` xattr
 on its directory), so extracted layers stack as overlay lower dirs unchanged, and
 every refusal of a hostile layer: names that are absolute or hold ``..``, writes
-through a symlink, hard links out of the layer, device nodes, more entries or bytes
-than the limits. Setuid/setgid bits outside ``SETID_ALLOWED`` are stripped (and
-reported). Owners are kept as numeric ids, unshifted. Must not decompress or verify
-digests (the caller hands a verified stream) and must not know where layers live.
+through a symlink, hard links out of the layer, device nodes (those under ``dev/``,
+as tarballs of a root file system hold, are left out: the runtime mounts a fresh
+``/dev``), more entries or bytes than the limits. Setuid/setgid bits outside
+``SETID_ALLOWED`` are stripped (and reported). Owners are kept as numeric ids,
+unshifted. Must not decompress or verify digests (the caller hands a verified
+stream) and must not know where layers live.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Applied:
     entries: int = 0
     bytes: int = 0
     stripped: list[str] = field(default_factory=list)  # setuid/setgid bits removed
+    skipped_dev: list[str] = field(default_factory=list)  # device nodes under /dev, left out
 
 
 def refuse(reason: str, message: str) -> UnsafeImageError:
@@ -154,6 +157,9 @@ def _apply(
     if rel is None:
         if member.isdir():
             _owner_mode(dest, member, counts, rel="")
+        return
+    if member.isdev() and rel.parts[0] == "dev":
+        counts.skipped_dev.append(str(rel))  # the runtime mounts a fresh /dev over it
         return
     parent = _parent_dir(dest, rel)
     base = rel.name

@@ -112,6 +112,10 @@ class LayerStore:
             raise
         for rel in applied.stripped:
             log.warning("image %s: setuid/setgid bits stripped from %s", path, rel)
+        if applied.skipped_dev:
+            log.info(
+                "image %s: %d device nodes under /dev left out", path, len(applied.skipped_dev)
+            )
         return OciImage(
             format=image.format,
             config_digest=image.config_digest,
