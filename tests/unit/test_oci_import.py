@@ -109,6 +109,7 @@ def test_a_docker_archive_of_the_same_image_shares_its_layers(tmp_path: Path) ->
     assert [x.diff_id for x in second.layers] == [x.diff_id for x in first.layers]
     assert [store.path(x.diff_id).stat().st_ino for x in second.layers] == inodes  # reused
     assert second.config == first.config and len(store.layers()) == 3
+    assert second.stripped_setid == first.stripped_setid == ["bin/evil"]  # kept per layer
 
 
 def test_a_tarball_of_a_layout_imports(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ class LayerInfo(BaseModel):
     digest: str = ""  # the compressed blob's, where the format has one
     size_bytes: int = 0
     entries: int = 0
+    stripped_setid: list[str] = Field(default_factory=list)  # setuid/setgid bits removed
 
 
 class OciConfig(BaseModel):
@@ -121,7 +122,7 @@ class LayerStore:
             config_digest=image.config_digest,
             config=config,
             layers=infos,
-            stripped_setid=sorted(set(applied.stripped)),
+            stripped_setid=sorted({rel for x in infos for rel in x.stripped_setid}),
         )
 
     def _ensure(
@@ -139,7 +140,7 @@ class LayerStore:
         staging.mkdir(mode=0o755)
         staging.chmod(0o755)  # the layer's "/" (the daemon's umask is 077)
         try:
-            before = (applied.entries, applied.bytes)
+            before = (applied.entries, applied.bytes, len(applied.stripped))
             with source.layer_stream(files, layer) as stream:
                 apply_layer(stream, staging, self.limits, applied)  # type: ignore[arg-type]
                 source.finish(stream, layer)
@@ -148,6 +149,7 @@ class LayerStore:
                 digest=layer.digest,
                 size_bytes=applied.bytes - before[1],
                 entries=applied.entries - before[0],
+                stripped_setid=applied.stripped[before[2] :],
             )
             self._meta(layer.diff_id).write_text(info.model_dump_json())
             os.rename(staging, dest)
