@@ -24,6 +24,7 @@ async def make_oci_driver(work: Path, cache: Path) -> OciDriver:
         lambda name: images / f"{name}{ROOTFS_SUFFIX}",
         f"virtfleet-test-{os.getpid()}",
         mount_root(work),
+        lambda name: images / f"{name}.oci.json",
     )
 
 

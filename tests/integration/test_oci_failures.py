@@ -14,11 +14,14 @@ import stat
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from virtfleet.drivers.base import LaunchContext
+from virtfleet.drivers.oci import driver as oci_driver
 from virtfleet.drivers.oci import layers, runtime
+from virtfleet.drivers.oci.bundle import BundleOptions
 from virtfleet.drivers.oci.driver import OciDriver, cgroup_mounts
 from virtfleet.drivers.oci.runtime import Command
 from virtfleet.errors import ProcessError
@@ -133,9 +136,9 @@ async def test_the_rootfs_stays_mounted_only_after_a_requested_stop(
     assert not _mounted(rootfs)
     status = await driver.start(spec, ctx)
     assert _mounted(rootfs) and len(mounts) == 2 and status.pid is not None
+    live = driver._live["kept"]
     os.kill(status.pid, signal.SIGKILL)  # a crash: the next start gets a fresh mount
-    while "kept" in driver._live:
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(live.gone.wait(), 30)  # set once its cleanup is done
     assert not _mounted(rootfs)
     await driver.start(spec, ctx)
     await driver.delete("kept")
@@ -236,3 +239,46 @@ def _mount_as_before(drv: OciDriver, name: str) -> None:
     upper, work = layers.prepare_layer(drv.layer_dir(name), shift)
     layers.mount_overlay(lower, upper, work, paths.legacy_rootfs)
     assert _mounted(paths.legacy_rootfs) and not _mounted(paths.rootfs)
+
+
+@pytest.mark.integration
+async def test_a_start_killed_mid_create_leaves_nothing_and_the_next_start_works(
+    driver: OciDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start cancelled while runc is inside ``run`` (held in a createRuntime hook) kills
+    runc before it saved its state: runc's state directory must go with the rest, or runc
+    refuses every later start ("container with given ID already exists")."""
+    work = Path(tempfile.mkdtemp(prefix="vfh", dir="/tmp"))
+    mark = work / "hook.pid"
+    build = oci_driver.build_config
+
+    def held_in_a_hook(spec: InstanceSpec, opts: BundleOptions) -> dict[str, Any]:
+        config = build(spec, opts)
+        hold = f"echo $$ > {mark}.tmp && mv {mark}.tmp {mark} && exec sleep 120"
+        config["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", hold]}]}
+        return config
+
+    monkeypatch.setattr(oci_driver, "build_config", held_in_a_hook)
+    spec = InstanceSpec(name="held", kind="container", image="tiny")
+    ctx = LaunchContext(Accel.AUTO, "container", {})
+    starting = asyncio.create_task(driver.start(spec, ctx))
+    try:
+        while not mark.exists() and not starting.done():
+            await asyncio.sleep(0.05)
+        assert (driver.cfg.state_root / "held").is_dir()  # runc is inside its create
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+    finally:
+        if mark.exists():
+            os.kill(int(mark.read_text()), signal.SIGKILL)
+        shutil.rmtree(work)
+    assert not (driver.cfg.state_root / "held").exists()
+    assert not _mounted(driver.paths("held").rootfs)
+    assert [m for m in cgroup_mounts() if (m / driver.cfg.cgroup_parent / "held").exists()] == []
+    monkeypatch.setattr(oci_driver, "build_config", build)
+    driver._written.clear()  # the held config.json is rewritten
+    status = await driver.start(spec, ctx)
+    assert status.pid is not None
+    assert (await driver.exec("held", ["echo", "up"])).stdout == "up\n"
+    await driver.delete("held")

@@ -45,6 +45,21 @@ class ImportImage(Strict):
         return validate_name(v, "image name")
 
 
+class ImportOciImage(Strict):
+    """An OCI image layout (directory or tarball) or ``docker save`` archive at ``path``,
+    or a registry image skopeo fetches (``from_ref``: ``docker://…``): one of the two."""
+
+    name: NameStr
+    path: Annotated[str, Field(max_length=4096)] = ""
+    from_ref: Annotated[str, Field(max_length=1024, pattern=r"^(docker://.+)?$")] = ""
+    force: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return validate_name(v, "image name")
+
+
 class ExportImage(Strict):
     path: HostPath
     format: Literal["qcow2", "raw", "vmdk"] = "qcow2"

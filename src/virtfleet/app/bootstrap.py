@@ -187,6 +187,7 @@ def _driver(settings: Settings, facts: HostFacts, images: ImageStore) -> Driver:
         images.rootfs_for,
         f"virtfleet-{settings.instance_id}",
         settings.runtime_path / "rootfs",
+        images.oci_for,
     )
     return RoutingDriver(vm, containers)  # one driver for the agent, chosen by spec.kind
 

@@ -8,6 +8,7 @@ nothing the API decides.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Annotated, Any
 
@@ -48,11 +49,28 @@ def create(
         list[str] | None,
         typer.Option("--network", help="A NIC (eth0, eth1...) on this network (repeatable)."),
     ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode",
+            help="app (the image's command) or system (its init); "
+            "default: app for imported OCI images, system otherwise.",
+        ),
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", help="KEY=VALUE for an app container's command (repeatable)."),
+    ] = None,
+    cmd: Annotated[
+        str | None,
+        typer.Option("--cmd", help="Replaces the image's cmd (shell-quoted words)."),
+    ] = None,
     reuse_disks: ReuseDisksOpt = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a system container from a rootfs image (see `image build --builder`)."""
+    """Create a container from a rootfs image (`image build --builder container-*`) or an
+    imported Docker/OCI image (`image import-oci`)."""
     spec: dict[str, Any] = {
         "name": name,
         "kind": "container",
@@ -63,6 +81,15 @@ def create(
         "restart_policy": restart_policy.value,
         "nics": [{"mode": "network", "network": n} for n in network or []],
     }
+    if mode is not None:
+        spec["container_mode"] = mode
+    if env:
+        spec["env"] = env
+    if cmd is not None:
+        try:
+            spec["cmd"] = shlex.split(cmd)
+        except ValueError as err:
+            raise invalid(f"--cmd: {err}") from err
     client = get_client()
     op = client.create_instance(spec, start=start, reuse_disks=reuse_disks)
     label = f"creating container {name}" + (" and starting it" if start else "")

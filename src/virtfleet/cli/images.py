@@ -5,8 +5,9 @@ Owns arguments -> client calls -> tables/JSON for images. Must not build images 
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -71,6 +72,33 @@ def import_(
     """Import a disk image from another hypervisor, converting it to qcow2."""
     client = get_client()
     op = client.call(imaging.import_image(name, host_path(path), fmt, force))
+    if output.run_operation(client, op, f"importing {name}", as_json=json_out, no_wait=no_wait):
+        output.done(f"image {name} imported", json_out)
+
+
+@command(app, "import-oci")
+def import_oci(
+    name: NameArg,
+    path: Annotated[
+        str | None,
+        typer.Argument(
+            help="OCI image layout (directory or tarball) or `docker save` archive: any path "
+            "for the local daemon; for a remote, in its import directory.",
+            show_default=False,
+        ),
+    ] = None,
+    from_ref: Annotated[
+        str | None,
+        typer.Option("--from", help="docker://REFERENCE: fetched through skopeo instead."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing image.")] = False,
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import a Docker or OCI image as a container image (layers shared by digest)."""
+    client = get_client()
+    call = imaging.import_oci(name, host_path(path) if path else "", from_ref or "", force)
+    op = client.call(call)
     if output.run_operation(client, op, f"importing {name}", as_json=json_out, no_wait=no_wait):
         output.done(f"image {name} imported", json_out)
 
@@ -169,8 +197,34 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("source", i.source),
             ("builder", i.builder),
             ("created", i.created_at.isoformat(timespec="seconds")),
+            *_oci_fields(i.oci),
         ]
     )
+    if i.oci:
+        layers = [
+            [str(n), x["diff_id"], format_bytes(x["size_bytes"]), str(x["entries"])]
+            for n, x in enumerate(i.oci["layers"], 1)
+        ]
+        output.table(["LAYER", "DIFF ID", "SIZE", "ENTRIES"], layers)
+
+
+def _oci_fields(oci: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """An imported image's run config, as ``image show`` prints it."""
+    if not oci:
+        return []
+    c = oci["config"]
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(c["labels"].items()))
+    return [
+        ("entrypoint", shlex.join(c["entrypoint"])),
+        ("cmd", shlex.join(c["cmd"])),
+        ("env", " ".join(c["env"])),
+        ("working dir", c["working_dir"]),
+        ("user", c["user"]),
+        ("exposed ports", " ".join(c["exposed_ports"])),
+        ("labels", labels),
+        ("architecture", c["architecture"]),
+        ("setuid stripped", " ".join(oci["stripped_setid"])),
+    ]
 
 
 @command(app, "delete")

@@ -26,6 +26,14 @@ def import_image(
     return Call("POST", "/1.0/images/import", one(Operation), json=body)
 
 
+def import_oci(
+    name: str, path: str = "", from_ref: str = "", force: bool = False
+) -> Call[Operation]:
+    segment(name, "image name")
+    body = {"name": name, "path": path, "from_ref": from_ref, "force": force}
+    return Call("POST", "/1.0/images/import-oci", one(Operation), json=body)
+
+
 def export_image(name: str, path: str, fmt: str = "qcow2") -> Call[Operation]:
     return Call("POST", f"{img(name)}/export", one(Operation), json={"path": path, "format": fmt})
 

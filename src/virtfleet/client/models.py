@@ -42,3 +42,4 @@ class Image(BaseModel):
     defaults: dict[str, Any] | None = None
     generalised: list[str] = Field(default_factory=list)  # templates from a VM
     effective: dict[str, Any] = Field(default_factory=dict)  # templates: field -> value, set_by
+    oci: dict[str, Any] | None = None  # imported OCI images: format, config, layers

@@ -136,6 +136,9 @@ class BootSpec(Strict):
     cmdline: Annotated[str, Field(max_length=4096)] | None = None
 
 
+EnvStr = Annotated[str, Field(max_length=8192, pattern=r"^[A-Za-z_][A-Za-z0-9_]*=")]
+
+
 class InstanceSpec(Strict):
     """Desired configuration of one instance."""
 
@@ -157,6 +160,11 @@ class InstanceSpec(Strict):
     device_model: DeviceModel = DeviceModel.VIRTIO
     restart_policy: RestartPolicy = RestartPolicy.NO
     pids_max: Annotated[int, Field(ge=8, le=4_194_304)] | None = None  # containers only
+    # Containers: "app" runs an imported OCI image's entrypoint/cmd under a small init,
+    # "system" the image's /sbin/init; None: app for OCI images, system for the others.
+    container_mode: Literal["app", "system"] | None = None
+    env: list[EnvStr] = Field(default_factory=list, max_length=256)  # app: added/overridden
+    cmd: list[Annotated[str, Field(max_length=4096)]] | None = Field(None, max_length=256)
     # A NoCloud seed CD-ROM (CIDATA) is attached when set (model.cloudinit.CloudInit).
     cloud_init: CloudInit | None = None
     guest_agent: bool = False  # a virtio-serial channel for qemu-guest-agent
@@ -230,7 +238,9 @@ def _vm_only(spec: InstanceSpec) -> list[str]:
 
 
 def _container_only(spec: InstanceSpec) -> list[str]:
-    return ["pids_max"] if spec.pids_max is not None else []
+    wrong = ["pids_max"] if spec.pids_max is not None else []
+    wrong += ["container_mode"] if spec.container_mode is not None else []
+    return wrong + (["env"] if spec.env else []) + (["cmd"] if spec.cmd is not None else [])
 
 
 class InstanceStatus(BaseModel):

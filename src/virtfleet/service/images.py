@@ -13,6 +13,7 @@ import asyncio
 import builtins
 import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from virtfleet.state.store import StateStore
 from virtfleet.storage import imports, qemuimg
 from virtfleet.storage.hostpaths import HostPaths, Target
 from virtfleet.storage.images import ImageRecord, ImageStore, Progress
+from virtfleet.storage.oci import skopeo
 
 __all__ = ["ImageRecord", "ImageService", "image_users"]
 
@@ -127,6 +129,41 @@ class ImageService:
             await self._emit(
                 "image.imported", name, f"image {name} imported from {Path(shown).name}"
             )
+            return {"image": record.model_dump(mode="json")}
+
+        return await self._runner.submit("image.import", f"image/{name}", run)
+
+    async def import_oci(
+        self, name: str, path: str = "", from_ref: str = "", force: bool = False,
+        trusted: bool = False,
+    ) -> Operation:  # fmt: skip
+        """Import an OCI image layout (directory or tarball) or ``docker save`` archive at
+        host ``path``, or (``from_ref``, ``docker://…``) one skopeo fetches, as container
+        image ``name``. ``path``: as for ``import_file``. A failure leaves no layer and
+        no record."""
+        await self.store.check_new(validate_name(name, "image name"), force)
+        await self._refuse_if_used(name)
+        if bool(path) == bool(from_ref):
+            raise InvalidInputError("give either a path or --from docker://REFERENCE")
+        fd, shown = -1, from_ref
+        if path:
+            fd, shown = await asyncio.to_thread(self.paths.open_source, path, trusted, True)
+
+        async def run(ctx: OpContext) -> dict[str, Any]:
+            fetched = self.paths.work_subdir("oci-") if from_ref else None
+            try:
+                if fetched is not None:
+                    await ctx.progress(5, f"fetching {from_ref}")
+                    await asyncio.to_thread(skopeo.fetch, from_ref, fetched / "layout")
+                src = fetched / "layout" if fetched else Path(f"/proc/self/fd/{fd}")
+                await ctx.progress(30, "verifying and applying layers")
+                record = await self.store.import_oci(name, src, shown)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+                if fetched is not None:
+                    await asyncio.to_thread(shutil.rmtree, fetched, True)
+            await self._emit("image.imported", name, f"image {name} imported from {shown}")
             return {"image": record.model_dump(mode="json")}
 
         return await self._runner.submit("image.import", f"image/{name}", run)

@@ -51,7 +51,7 @@ from virtfleet.service.preconditions import IfMatch, Version, claim, stale, vers
 from virtfleet.service.waiting import wait_until
 from virtfleet.state.repos import INSTANCES, EventLog, InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore
-from virtfleet.storage.images import ROOTFS_FORMAT, ImageStore
+from virtfleet.storage.images import OCI_FORMAT, ROOTFS_FORMAT, ImageRecord, ImageStore
 
 Prepare = Callable[[], Awaitable[None]]  # makes a new instance's disk files
 Action = Literal["start", "stop", "restart", "pause", "resume"]
@@ -304,8 +304,10 @@ class InstanceService:
         images = {spec.image, *(d.image for d in spec.disks)}
         for image in sorted(i for i in images if i is not None):
             record = await self._images.get(image)
-            if (record.format == ROOTFS_FORMAT) != (spec.kind == "container"):
+            if (record.format in CONTAINER_FORMATS) != (spec.kind == "container"):
                 raise InvalidInputError(_image_mismatch(spec.kind, image, record.format))
+            if image == spec.image:
+                _check_container_mode(spec, record)
         if spec.kind == "container" and not spec.image:
             raise InvalidInputError(f"container {spec.name!r} needs an image (its rootfs)")
         short = []
@@ -442,8 +444,26 @@ class InstanceService:
         await self._events.append(Event(kind=kind, target=f"instance/{name}", message=message))
 
 
+CONTAINER_FORMATS = (ROOTFS_FORMAT, OCI_FORMAT)
+
+
+def _check_container_mode(spec: InstanceSpec, record: ImageRecord) -> None:
+    """An application container needs an imported OCI image with a command to run."""
+    app = spec.container_mode == "app" or (spec.container_mode is None and record.oci)
+    if spec.kind != "container" or not app:
+        return
+    if record.oci is None:
+        raise InvalidInputError(
+            f"image {record.name!r} is no OCI image: its containers run as system containers"
+        )
+    config = record.oci.config
+    if not config.entrypoint and not config.cmd and spec.cmd is None:
+        raise InvalidInputError(f"image {record.name!r} has no entrypoint or cmd: give a cmd")
+
+
 def _image_mismatch(kind: str, image: str, fmt: str) -> str:
-    want = "a container rootfs (builder container-*)" if kind == "container" else "a disk image"
+    container = "a container rootfs (builder container-*) or OCI image (import-oci)"
+    want = container if kind == "container" else "a disk image"
     return f"image {image!r} ({fmt}) is not {want}: a {kind} cannot use it"
 
 

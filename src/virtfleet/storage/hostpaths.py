@@ -69,8 +69,9 @@ class HostPaths:
             raise InvalidInputError(f"work directory {self.work_dir} is not the daemon's own")
         os.chmod(self.work_dir, 0o700)
 
-    def open_source(self, path: str, trusted: bool) -> tuple[int, str]:
-        """A read-only descriptor of the regular file ``path`` names, and how to show it.
+    def open_source(self, path: str, trusted: bool, allow_dir: bool = False) -> tuple[int, str]:
+        """A read-only descriptor of the regular file (``allow_dir``: or directory)
+        ``path`` names, and how to show it.
 
         ``PathNotAllowedError`` outside the import directory (unless ``trusted``) or
         through a symbolic link; ``NotFoundError`` if missing."""
@@ -83,7 +84,8 @@ class HostPaths:
             raise _path_error(err, shown) from err
         finally:
             os.close(parent)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode) and not (allow_dir and stat.S_ISDIR(mode)):
             os.close(fd)
             raise InvalidInputError(f"{shown} is not a regular file")
         return fd, shown

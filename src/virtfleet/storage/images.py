@@ -14,6 +14,7 @@ import builtins
 import hashlib
 import importlib
 import json
+import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from virtfleet.model.names import validate_name
 from virtfleet.model.template import TemplateDefaults
 from virtfleet.state.repos import IMAGES, ModelRepo
 from virtfleet.state.store import StateStore
+from virtfleet.storage.oci.store import LayerStore, OciImage
 
 Progress = Callable[[int, str], None]
 Builder = Callable[[Path, Path, Progress | None], None]
@@ -55,6 +57,7 @@ class ImageRecord(BaseModel):
     source: str = ""  # where it came from: an imported file, a VM made into a template
     defaults: TemplateDefaults | None = None  # templates: what their clones get
     generalised: list[str] = Field(default_factory=list)  # per-machine identity it dropped
+    oci: OciImage | None = None  # imported OCI/Docker images: config and layers
 
     @field_validator("defaults", mode="before")
     @classmethod
@@ -88,6 +91,7 @@ def _rootfs_builder(function: str) -> Callable[[], Builder]:
 
 
 ROOTFS_FORMAT = "rootfs-tar"  # container images: a root file system tarball, not a disk
+OCI_FORMAT = "oci"  # imported OCI/Docker images: shared layers (``oci_for`` has them)
 ROOTFS_BUILDERS = {
     "container-tiny": _rootfs_builder("build_tiny_rootfs"),
     "container-debian-12": _rootfs_builder("build_debian_rootfs"),
@@ -120,6 +124,8 @@ class ImageStore:
         self._repo = ModelRepo(store, IMAGES, ImageRecord)
         self._builders = dict(builders) if builders is not None else default_builders()
         self._qemu_img = qemu_img
+        self.layers = LayerStore(root / "layers")
+        self._layers_lock = asyncio.Lock()  # an import never reuses a layer a delete removes
 
     @property
     def builders(self) -> builtins.list[str]:
@@ -154,6 +160,35 @@ class ImageStore:
     def rootfs_for(self, name: str) -> Path:
         """Where container image ``name`` keeps its root file system tarball."""
         return self.root / f"{validate_name(name, 'image name')}.rootfs.tar"
+
+    def oci_for(self, name: str) -> Path:
+        """Where imported OCI image ``name`` keeps its description (config, layer dirs)."""
+        return self.root / f"{validate_name(name, 'image name')}.oci.json"
+
+    async def import_oci(self, name: str, src: Path, shown: str) -> ImageRecord:
+        """Import the OCI layout or docker archive at ``src`` as image ``name`` (replacing
+        it: the caller checked); a failure leaves no layer no other image uses."""
+        async with self._layers_lock:
+            image = await asyncio.to_thread(self.layers.import_image, src)
+            meta = self.oci_for(name)
+            try:
+                await asyncio.to_thread(write_oci_meta, meta, image, self.layers)
+                size = sum(layer.size_bytes for layer in image.layers)
+                record = ImageRecord(
+                    name=name, path=str(meta), format=OCI_FORMAT, virtual_size_bytes=size,
+                    actual_size_bytes=size, sha256=image.config_digest.removeprefix("sha256:"),
+                    source=f"oci:{shown} ({image.format})", oci=image,
+                )  # fmt: skip
+                await self._repo.put(name, record)
+            except BaseException:
+                await self._collect_layers()
+                raise
+            await self._collect_layers()  # those an image it replaced used alone
+        return record
+
+    async def _collect_layers(self) -> None:
+        keep = {x.diff_id for r in await self.list() if r.oci for x in r.oci.layers}
+        await asyncio.to_thread(self.layers.collect, keep)
 
     async def check_build(self, name: str, builder: str, force: bool = False) -> None:
         """Raise what ``build`` would raise before doing any work (fail fast)."""
@@ -240,6 +275,9 @@ class ImageStore:
             raise InUseError(f"image {name!r} is used by: {', '.join(sorted(users))}")
         await asyncio.to_thread(Path(record.path).unlink, missing_ok=True)
         await self._repo.delete(name)
+        if record.oci is not None:
+            async with self._layers_lock:
+                await self._collect_layers()  # keeps the layers other images use
         return True
 
     async def _qemu_img_info(self, path: Path) -> dict[str, Any]:
@@ -260,6 +298,16 @@ class ImageStore:
             tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
             raise ImageError(f"qemu-img info {path} failed: {tail[0]}", stderr=tail[0])
         return cast(dict[str, Any], json.loads(out))
+
+
+def write_oci_meta(meta: Path, image: OciImage, layers: LayerStore) -> None:
+    """The image's description for the container driver: config and lower dirs."""
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"image": image.model_dump(mode="json"),
+           "lowers": [str(layers.path(x.diff_id)) for x in image.layers]}  # fmt: skip
+    tmp = meta.with_name(f".{meta.name}.tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, meta)
 
 
 def _sha256(path: Path) -> str:

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 
 from virtfleet.api.auth import ANY_USER, OPERATOR, Admin, Viewer
 from virtfleet.api.deps import ImageName, ServicesDep
-from virtfleet.api.imaging import ExportImage, ImportImage
+from virtfleet.api.imaging import ExportImage, ImportImage, ImportOciImage
 from virtfleet.api.redaction import all_for_principal, for_principal
 from virtfleet.api.schemas import BuildImage
 from virtfleet.model.auth import Principal
@@ -43,6 +43,16 @@ async def import_image(body: ImportImage, admin: Admin, services: ServicesDep) -
     vdi) into the store; only the local root (Unix socket) may name any host path."""
     return await services.images.import_file(
         body.name, body.path, body.format, body.force, trusted=is_local_root(admin)
+    )
+
+
+@router.post("/import-oci", status_code=202)
+async def import_oci_image(body: ImportOciImage, admin: Admin, services: ServicesDep) -> Operation:
+    """Import an OCI image layout (directory or tarball) or a ``docker save`` archive from
+    the daemon's import directory (or a ``docker://`` image through skopeo) as a
+    container image; every digest verified, hostile layers refused."""
+    return await services.images.import_oci(
+        body.name, body.path, body.from_ref, body.force, trusted=is_local_root(admin)
     )
 
 

@@ -74,6 +74,10 @@ class BundleOptions:
     userns: IdMap | None = None
     terminal: bool = True  # init on a pty (the console); False: stdio as passed to the runtime
     args: tuple[str, ...] = (INIT,)
+    env: tuple[str, ...] = ()  # empty: the system container's default environment
+    cwd: str = "/"
+    user: tuple[int, int] = (0, 0)  # uid, gid inside the container
+    binds: tuple[tuple[str, str, bool], ...] = ()  # (destination, host source, read-only)
 
 
 def build_config(spec: InstanceSpec, opts: BundleOptions) -> dict[str, Any]:
@@ -94,10 +98,10 @@ def _process(opts: BundleOptions, network: bool = False) -> dict[str, Any]:
     caps = sorted([*CAPABILITIES, *NETWORK_CAPABILITIES]) if network else list(CAPABILITIES)
     return {
         "terminal": opts.terminal,
-        "user": {"uid": 0, "gid": 0},
+        "user": {"uid": opts.user[0], "gid": opts.user[1]},
         "args": list(opts.args),
-        "env": [PATH_ENV, "TERM=xterm", "container=virtfleet"],
-        "cwd": "/",
+        "env": list(opts.env) or [PATH_ENV, "TERM=xterm", "container=virtfleet"],
+        "cwd": opts.cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 1024}],
         "noNewPrivileges": True,
@@ -113,6 +117,10 @@ def _mounts(opts: BundleOptions) -> list[dict[str, Any]]:
     devpts = ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
     if opts.userns is None:
         devpts.append("gid=5")  # tty group; inside a user namespace gid 5 may be unmapped
+    binds = [
+        _mount(dest, "bind", source, ["rbind", "nosuid", "nodev", "ro" if ro else "rw"])
+        for dest, source, ro in opts.binds
+    ]
     return [
         _mount("/proc", "proc", "proc", []),
         _mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
@@ -121,6 +129,7 @@ def _mounts(opts: BundleOptions) -> list[dict[str, Any]]:
         _mount("/dev/mqueue", "mqueue", "mqueue", nosuid),
         _mount("/sys", "sysfs", "sysfs", [*nosuid, "ro"]),
         _mount("/run", "tmpfs", "tmpfs", ["nosuid", "nodev", "mode=755", "size=16384k"]),
+        *binds,
     ]
 
 

@@ -23,11 +23,11 @@ import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
-from virtfleet.drivers.oci import access, console, layers
+from virtfleet.drivers.oci import access, appimage, console, layers
 from virtfleet.drivers.oci.bundle import BundleOptions, IdMap, build_config, resources
 from virtfleet.drivers.oci.handover import ConsoleSocket, Master
 from virtfleet.drivers.oci.idranges import IdRanges
@@ -103,6 +103,7 @@ class OciConfig:
     cgroup_parent: str  # e.g. "virtfleet-1a2b3c4d": cgroups go to /<parent>/<name>
     mount_root: Path  # per-container rootfs mount points, traversable by mapped roots
     userns: IdRanges | None = None  # each container its own range; None: no user namespace
+    oci_for: Callable[[str], Path] | None = None  # imported image name -> its description
 
 
 class OciDriver:
@@ -150,9 +151,21 @@ class OciDriver:
             raise InvalidInputError(f"run directory path too long for unix sockets: {spec.name}")
         if not spec.image:
             raise InvalidInputError(f"container {spec.name!r} needs an image (its rootfs)")
+        if self._oci_meta(spec.image) is not None:
+            return
         tar = self.cfg.rootfs_for(spec.image)
         if not tar.is_file():
             raise ImageError(f"image {spec.image!r} has no container rootfs (looked for {tar})")
+        if spec.container_mode == "app":
+            raise InvalidInputError(f"image {spec.image!r} is no OCI image: it runs as a system")
+
+    def _oci_meta(self, image: str) -> Path | None:
+        """The description of imported OCI image ``image``, None if it is none."""
+        meta = self.cfg.oci_for(image) if self.cfg.oci_for else None
+        return meta if meta is not None and meta.is_file() else None
+
+    def app_dir(self, name: str) -> Path:
+        return self.paths(name).root / "app"
 
     # -- start -----------------------------------------------------------------------
 
@@ -167,8 +180,8 @@ class OciDriver:
             paths.root.mkdir(parents=True, exist_ok=True, mode=0o711)
             paths.root.chmod(0o711)  # the daemon's umask is 077: the mapped root traverses
             undo.push_async_callback(self._cleanup, spec.name)
-            await self._prepare_rootfs(spec, paths, shift)
-            self._write_config(spec, paths, userns)
+            image = await self._prepare_rootfs(spec, paths, userns)
+            self._write_config(spec, paths, userns, image)
             # Nothing to do between create and start (no veths to move in): one runtime
             # process, ``run --detach``, instead of two (about 6 ms less with runc).
             join = ctx.join_netns
@@ -194,33 +207,61 @@ class OciDriver:
         owner = self.cfg.layer_root / name / ID_RANGE_FILE
         return self.cfg.userns.acquire(owner, self.layer_dir(name))
 
-    async def _prepare_rootfs(self, spec: InstanceSpec, paths: OciPaths, shift: int) -> None:
-        """Mount the overlay. An image's first use extracts it, in a thread; after that it
-        is a few mkdir/chown and one mount(2), done here (a thread hop costs more)."""
+    async def _prepare_rootfs(
+        self, spec: InstanceSpec, paths: OciPaths, userns: IdMap | None
+    ) -> appimage.OciImageRun | None:
+        """Mount the overlay (an imported OCI image's: returned). A tarball image's first
+        use extracts it, in a thread; after that it is a few mkdir/chown and one mount(2),
+        done here (a thread hop costs more)."""
         assert spec.image is not None
+        meta = self._oci_meta(spec.image)
+        if meta is not None:
+            return await asyncio.to_thread(self._mount_oci, spec.name, meta, paths, userns)
+        shift = userns.host_id if userns else 0
         tar, root = self.cfg.rootfs_for(spec.image), self.cfg.lower_root
         lower = layers.extracted(tar, root, shift)
         if lower is None:
             lower = await asyncio.to_thread(layers.ensure_lower, tar, root, shift)
         if self._mounted.get(spec.name) == lower and layers.is_mounted(paths.rootfs):
-            return  # kept since a requested stop: same image, nothing wrote the layer since
+            return None  # kept since a requested stop: same image, nothing wrote the layer
         layers.unmount(paths.rootfs)  # not one this driver made (e.g. before a restart)
         layers.unmount(paths.legacy_rootfs)  # kept by an older version, in the data dir
         upper, work = layers.prepare_layer(self.layer_dir(spec.name), shift)
         layers.mount_overlay(lower, upper, work, paths.rootfs)
         self._mounted[spec.name] = lower
+        return None
 
-    def _write_config(self, spec: InstanceSpec, paths: OciPaths, userns: IdMap | None) -> None:
+    def _mount_oci(
+        self, name: str, meta: Path, paths: OciPaths, userns: IdMap | None
+    ) -> appimage.OciImageRun:
+        """The imported image's layers, shared with every container of it, mounted."""
+        image = appimage.load(meta)
+        if self._mounted.get(name) == meta and layers.is_mounted(paths.rootfs):
+            return image
+        layers.unmount(paths.rootfs)
+        appimage.mount_rootfs(image, self.layer_dir(name), paths.rootfs, userns)
+        self._mounted[name] = meta
+        return image
+
+    def _write_config(
+        self,
+        spec: InstanceSpec,
+        paths: OciPaths,
+        userns: IdMap | None,
+        image: appimage.OciImageRun | None,
+    ) -> None:
         """Write the bundle's config.json, unless this driver wrote it for ``spec`` already
         (a container started again: the file is still there, building it is ~0.5 ms)."""
         config_path = paths.bundle / "config.json"
-        if self._written.get(spec.name) == spec and config_path.is_file():
+        if image is None and self._written.get(spec.name) == spec and config_path.is_file():
             return
         opts = BundleOptions(
             rootfs=paths.rootfs,
             cgroups_path=f"/{self.cfg.cgroup_parent}/{spec.name}",
             userns=userns,
         )
+        if image is not None and appimage.mode(spec, True) == "app":
+            opts = self._app_options(spec, opts, image, userns)
         config = build_config(spec, opts)
         # Compact: json's C encoder only runs without indent (~1 ms less per start).
         config_path.write_text(json.dumps(config, separators=(",", ":")))
@@ -282,6 +323,29 @@ class OciDriver:
         asyncio.get_running_loop().add_reader(pidfd, self._on_exit, c)
         return c
 
+    def _app_options(
+        self,
+        spec: InstanceSpec,
+        opts: BundleOptions,
+        image: appimage.OciImageRun,
+        userns: IdMap | None,
+    ) -> BundleOptions:
+        """An application container's process: the image's command under the small init."""
+        config = image.config
+        argv = appimage.app_args(spec, config)
+        uid, gid = appimage.app_user(config.get("user", ""), opts.rootfs)
+        shift = userns.host_id if userns else 0
+        binds = appimage.prepare_app_dir(self.app_dir(spec.name), (shift + uid, shift + gid))
+        init = (f"{appimage.APP_DIR}/busybox", "sh", f"{appimage.APP_DIR}/init")
+        return replace(
+            opts,
+            args=(*init, *argv),
+            env=tuple(appimage.app_env(spec, config)),
+            cwd=config.get("working_dir") or "/",
+            user=(uid, gid),
+            binds=binds,
+        )
+
     # -- exits and teardown ------------------------------------------------------------
 
     def _on_exit(self, c: _Container) -> None:
@@ -300,8 +364,13 @@ class OciDriver:
         except VirtfleetError as err:
             log.warning("cleaning up container %s failed: %s", name, err.message)
         c.gone.set()
+        code = appimage.exit_code(self.app_dir(name))
         if c.stopping:
             self._emit(name, "stopped", "stopped by request", True)
+        elif code == 0:
+            self._emit(name, "stopped", "application exited with code 0")
+        elif code is not None:
+            self._emit(name, "crashed", f"application exited with code {code}")
         else:
             self._emit(name, "crashed", f"container init (pid {c.pid}) exited")
 

@@ -35,6 +35,7 @@ def build_oci_driver(
     rootfs_for: Callable[[str], Path],
     cgroup_parent: str,
     mount_root: Path,
+    oci_for: Callable[[str], Path] | None = None,
 ) -> OciDriver:
     """An ``OciDriver`` keeping its state under ``data_root/oci`` and ``layer_root/<name>``,
     mounting each rootfs at ``mount_root/<name>`` (outside the private data directory:
@@ -50,6 +51,7 @@ def build_oci_driver(
         cgroup_parent=cgroup_parent,
         mount_root=mount_root,
         userns=IdRanges() if userns_allowed() else None,
+        oci_for=oci_for,
     )
     config.run_root.mkdir(parents=True, exist_ok=True)
     try:

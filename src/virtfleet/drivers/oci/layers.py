@@ -128,6 +128,11 @@ def mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
         raise HostError(f"mounting the rootfs overlay at {target} failed: {_errno()}")
 
 
+def mount_overlay_lowers(lowers: list[Path], upper: Path, work: Path, target: Path) -> None:
+    """``mount_overlay`` with several lower dirs, ``lowers`` lowest first."""
+    mount_overlay(Path(":".join(str(p) for p in reversed(lowers))), upper, work, target)
+
+
 def unmount(target: Path) -> None:
     """Unmount ``target`` if mounted (lazily if busy: the container's last files close)."""
     if not is_mounted(target):

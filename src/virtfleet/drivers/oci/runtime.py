@@ -196,9 +196,17 @@ class Runtime:
 
     async def delete(self, cid: str, force: bool = False) -> None:
         """Remove the container's runtime state (and cgroup); a missing one is success."""
-        if await self.state(cid) is None:
-            return
-        await self._run("delete", *(["--force"] if force else []), cid)
+        if await self.state(cid) is not None:
+            await self._run("delete", *(["--force"] if force else []), cid)
+        self._forget(cid)
+
+    def _forget(self, cid: str) -> None:
+        """Remove a state directory the runtime no longer knows: a create killed before it
+        saved its state leaves one, and the runtime then refuses the id for good
+        ("container with given ID already exists")."""
+        path = self.root / cid
+        if path.parent == self.root and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
 
     async def state(self, cid: str) -> dict[str, Any] | None:
         """The runtime's state document, or None if it does not know ``cid``."""

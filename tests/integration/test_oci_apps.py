@@ -1,0 +1,154 @@
+"""Containers of an imported OCI image (busybox layer + a whiteout layer + an app
+layer), with runc: an application container runs the image's entrypoint under the
+small init (its env, working dir, user; spec env/cmd overrides), exits with its code,
+gets SIGTERM forwarded and its orphans reaped; the layers are extracted once and
+shared by containers of different id ranges; a system container boots the image's
+own init."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.ocilayouts import Entry, image_config, layer_tar, write_layout
+from virtfleet.drivers.base import DriverEvent, LaunchContext
+from virtfleet.drivers.oci.driver import OciDriver
+from virtfleet.model.instance import Accel, InstanceSpec
+from virtfleet.storage.images import write_oci_meta
+from virtfleet.storage.oci.source import host_arch
+from virtfleet.storage.oci.store import LayerStore
+
+from .oci import make_oci_driver, release
+
+CACHE = Path(os.environ.get("VIRTFLEET_CACHE_DIR", "/var/cache/virtfleet"))
+CTX = LaunchContext(Accel.AUTO, "container", {})
+RUN_SH = b"""#!/bin/sh
+echo "args:$*"
+echo "mode:$MODE"
+echo "cwd:$(pwd)"
+echo "uid:$(id -u)"
+[ -e /etc/profile ] && echo "profile:present" || echo "profile:gone"
+exit "${EXIT:-3}"
+"""
+RUN = {"Entrypoint": ["/app/run.sh"], "Cmd": ["x"], "Env": ["MODE=image", "EXIT=3"],
+       "WorkingDir": "/app", "User": "nobody"}  # fmt: skip
+
+
+@pytest.fixture
+async def driver() -> AsyncIterator[OciDriver]:
+    if os.geteuid() != 0 or shutil.which("runc") is None:
+        pytest.skip("container tests need root and runc")
+    work = Path(tempfile.mkdtemp(prefix="vfa", dir="/tmp"))
+    drv = await make_oci_driver(work, CACHE)
+    try:
+        _import_app_image(work)
+        yield drv
+    finally:
+        for name in await drv.list():
+            await drv.delete(name)
+        await drv.close()
+        drv.remove_cgroup_parent()
+        release(work)
+
+
+def _import_app_image(work: Path) -> None:
+    """Image ``app``: the tiny busybox rootfs, a layer whiting out /etc/profile, a layer
+    with /app/run.sh; imported into a layer store under ``work``."""
+    images = work / "images"
+    busybox = (images / "tiny.rootfs.tar").read_bytes()
+    app = [Entry("app", kind=b"5", mode=0o755), Entry("app/run.sh", RUN_SH, mode=0o755)]
+    layers = [busybox, layer_tar([Entry("etc/.wh.profile")]), layer_tar(app)]
+    write_layout(work / "layout", layers, image_config(layers, RUN, arch=host_arch()))
+    store = LayerStore(work / "layers-store")
+    image = store.import_image(work / "layout")
+    write_oci_meta(images / "app.oci.json", image, store)
+    shell = image.model_copy(deep=True)  # image ``shell``: the same layers, no entrypoint
+    shell.config.entrypoint = []
+    write_oci_meta(images / "shell.oci.json", shell, store)
+
+
+async def _exit_of(drv: OciDriver, name: str) -> DriverEvent:
+    async def first() -> DriverEvent:
+        async for event in drv.events():
+            if event.name == name and event.kind in ("stopped", "crashed"):
+                return event
+        raise AssertionError("events ended")
+
+    return await asyncio.wait_for(first(), 60)
+
+
+def _log(drv: OciDriver, name: str) -> str:
+    path = drv.console_log(name)
+    return path.read_text(errors="replace") if path else ""
+
+
+@pytest.mark.integration
+async def test_an_app_container_runs_its_entrypoint_and_exits_with_its_code(
+    driver: OciDriver,
+) -> None:
+    spec = InstanceSpec(name="app1", kind="container", image="app")
+    await driver.start(spec, CTX)
+    event = await _exit_of(driver, "app1")
+    assert (event.kind, event.reason) == ("crashed", "application exited with code 3")
+    log = _log(driver, "app1")
+    for line in ("args:x", "mode:image", "cwd:/app", "uid:65534", "profile:gone"):
+        assert line in log, log
+    override = spec.model_copy(update={"env": ["MODE=spec", "EXIT=0"], "cmd": ["y", "z"]})
+    await driver.start(override, CTX)
+    event = await _exit_of(driver, "app1")
+    assert (event.kind, event.reason) == ("stopped", "application exited with code 0")
+    assert "args:y z" in _log(driver, "app1") and "mode:spec" in _log(driver, "app1")
+    assert not (driver.cfg.state_root / "app1").exists()
+
+
+@pytest.mark.integration
+async def test_layers_are_shared_and_the_init_forwards_sigterm_and_reaps(
+    driver: OciDriver,
+) -> None:
+    """Two containers (two id ranges) of an image sharing ``app``'s layers read the same
+    extracted layers, each as its own root; SIGTERM reaches the command, an orphan is
+    reaped by the init."""
+    body = "trap 'echo got-term; exit 7' TERM; (sleep 0.3 &); while :; do sleep 1; done"
+    names = ["a1", "a2"]
+    for name in names:
+        spec = InstanceSpec(name=name, kind="container", image="shell", cmd=["sh", "-c", body])
+        await driver.start(spec, CTX)
+    ranges = {driver.id_range(n).host_id for n in names}  # type: ignore[union-attr]
+    assert len(ranges) == 2
+    for name in names:
+        owner = await driver.exec(name, ["stat", "-c", "%u", "/bin/busybox"])
+        assert owner.stdout.strip() == "0"  # the image's root is each container's root
+    assert not driver.cfg.lower_root.exists() or list(driver.cfg.lower_root.iterdir()) == []
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    assert not [p for p in points if "lower-view" in p]  # the idmapped views are gone
+    assert not (driver.layer_dir("a1") / "lower-view").exists()
+    rows: list[list[str]] = []
+    for _ in range(100):  # until the orphaned sleep has ended (and been reaped)
+        ps = (await driver.exec("a1", ["ps", "-o", "stat,args"])).stdout
+        rows = [line.split(None, 1) for line in ps.splitlines()[1:]]
+        if not [r for r in rows if r[1].startswith("sleep 0.3")]:
+            break
+        await asyncio.sleep(0.1)
+    assert rows and not [r for r in rows if r[1].startswith("sleep 0.3") or "Z" in r[0]], rows
+    await driver.stop("a1", timeout_s=30)
+    assert "got-term" in _log(driver, "a1")
+    assert (driver.app_dir("a1") / "exit").read_text().strip() == "7"
+
+
+@pytest.mark.integration
+async def test_a_system_container_boots_the_images_init(driver: OciDriver) -> None:
+    spec = InstanceSpec(name="sys1", kind="container", image="app", container_mode="system")
+    await driver.start(spec, CTX)
+    assert (await driver.exec("sys1", ["cat", "/app/run.sh"])).stdout.startswith("#!/bin/sh")
+    for _ in range(100):
+        if "virtfleet-init: sys1 up" in _log(driver, "sys1"):
+            break
+        await asyncio.sleep(0.1)
+    assert "virtfleet-init: sys1 up" in _log(driver, "sys1")
+    assert (await driver.exec("sys1", ["cat", "/proc/1/cmdline"])).stdout.startswith("/bin/sh")
