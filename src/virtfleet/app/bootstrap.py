@@ -61,6 +61,7 @@ from virtfleet.service.alerts import AlertService
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
+from virtfleet.service.boot import BootService
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.containers import ContainerService, NoContainers
 from virtfleet.service.disks import DiskService
@@ -116,7 +117,9 @@ class Platform:
         await self.services.operations.recover()
         if self.services.capacity is not None:
             await self.services.capacity.start()  # its tally follows the store from here
-        await self.agent.start()
+        boot = self.services.boot
+        host_booted = await boot.detect() if boot is not None else False
+        await self.agent.start(host_booted=host_booted)
         # Running VMs are re-adopted: a backup or restore killed mid-way left work behind.
         if self.services.backups is not None:
             specs = [rec.spec for rec in await self.agent.repo.list()]
@@ -127,6 +130,8 @@ class Platform:
             await self.collector.start()
         if self.services.schedules is not None:
             self.services.schedules.start()
+        if boot is not None:
+            boot.begin()  # after a new host boot: autostart instances, in order
         if self.freeze_heap:
             # What start-up built lives as long as the daemon: out of the cyclic GC's
             # sight, a collection during a request no longer walks it (one took 140 ms).
@@ -134,6 +139,8 @@ class Platform:
             gc.freeze()
 
     async def stop(self) -> None:
+        if self.services.boot is not None:
+            await self.services.boot.close()
         if self.services.schedules is not None:
             await self.services.schedules.stop()
         await self.services.operations.close()
@@ -150,7 +157,7 @@ class Platform:
 def host_facts(settings: Settings) -> HostFacts:
     """Probe the host, reusing this boot's result: the KVM verdict costs a timeout."""
     cache = settings.data_dir / "host-facts.json"
-    boot_id = _boot_id()
+    boot_id = boot_id_of(settings)
     try:
         cached = HostFacts.model_validate_json(cache.read_text())
         if cached.boot_id == boot_id and cached.qemu_path:
@@ -164,7 +171,10 @@ def host_facts(settings: Settings) -> HostFacts:
     return facts
 
 
-def _boot_id() -> str:
+def boot_id_of(settings: Settings) -> str:
+    """This host's kernel boot id (``settings.boot_id`` overrides it, for tests)."""
+    if settings.boot_id:
+        return settings.boot_id
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
@@ -327,6 +337,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         backups=backups,
         schedules=ScheduleService(store, backups),
         disks=instances.disks,
+        boot=BootService(store, instances, runner, boot_id_of(settings)),
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 

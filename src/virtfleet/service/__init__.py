@@ -14,6 +14,7 @@ from virtfleet.service.alerts import AlertService
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
+from virtfleet.service.boot import BootService
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
 from virtfleet.service.containers import ContainerService
@@ -86,3 +87,4 @@ class Services:
     backups: BackupService | None = None
     schedules: ScheduleService | None = None
     disks: DiskService | None = None  # None: kept disks are not managed (answers 503)
+    boot: BootService | None = None  # None: no start at boot (nothing recorded)

@@ -1,0 +1,151 @@
+"""Start at boot (service/boot.py) on the fake driver: a new kernel boot id starts exactly
+the autostart instances, in start_order groups with their delays (a fake clock), and
+the boot report says so; a plain daemon restart starts nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.functional.helpers import create
+from tests.functional.platform import FACTS, TestDriver, fake_build, running
+from virtfleet.api.auth import local_admin
+from virtfleet.app.bootstrap import Platform, build_platform
+from virtfleet.app.settings import Settings
+from virtfleet.drivers.base import LaunchContext
+from virtfleet.errors import ProcessError
+from virtfleet.model.instance import InstanceSpec, InstanceStatus
+from virtfleet.service.boot import Clock
+
+
+class FailingDriver(TestDriver):
+    """Instance ``c`` cannot start (its QEMU would exit at once)."""
+
+    __test__ = False
+
+    async def start(self, spec: InstanceSpec, ctx: LaunchContext) -> InstanceStatus:
+        if spec.name == "c":
+            raise ProcessError("qemu exited with status 1")
+        return await super().start(spec, ctx)
+
+
+class FakeClock:
+    """Monotonic time that moves only when the boot sequence sleeps."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+        await asyncio.sleep(0)
+
+
+def boot_platform(
+    tmp: Path, boot_id: str, driver: TestDriver | None = None, clock: FakeClock | None = None
+) -> tuple[Platform, TestDriver]:
+    """The daemon on the SQLite store in ``tmp`` as if the kernel's boot id were ``boot_id``;
+    ``driver``: the previous one (its instances still run: no reboot), else a new one."""
+    (tmp / "console").mkdir(exist_ok=True)
+    settings = Settings(data_dir=tmp, cache_dir=tmp / "cache", store="sqlite", driver="fake")
+    settings.boot_id = boot_id
+    settings.cpu_overcommit, settings.memory_overcommit = 16.0, 4.0
+    platform = build_platform(settings, facts=FACTS)
+    driver = driver or TestDriver(tmp / "console")
+    platform.driver = platform.agent.driver = driver
+    platform.services.images.store.add_builder("tiny", lambda: fake_build)
+    platform.services.instances.wait_timeout_s = 10.0
+    assert platform.services.boot is not None
+    if clock is not None:
+        platform.services.boot.clock = Clock(now=clock.now, sleep=clock.sleep)
+    return platform, driver
+
+
+def client(platform: Platform) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=local_admin(platform.app))
+    return httpx.AsyncClient(transport=transport, base_url="http://virtfleet")
+
+
+async def _setup(tmp: Path) -> TestDriver:
+    """Boot 1: six instances; a to e run (e with restart policy always but no autostart)."""
+    platform, driver = boot_platform(tmp, "boot-1")
+    policies: dict[str, dict[str, Any]] = {
+        "a": {"autostart": True, "start_order": 1, "start_delay_s": 5},
+        "b": {"autostart": True, "start_order": 1, "start_delay_s": 2},
+        "c": {"autostart": True, "start_order": 2, "start_delay_s": 3},
+        "d": {"autostart": True, "start_order": 3, "start_delay_s": 7},
+        "e": {"restart_policy": "always"},
+        "f": {"autostart": False},
+    }
+    async with running(platform), client(platform) as api:
+        r = await api.post("/1.0/images", json={"name": "tiny"})
+        await api.get(f"/1.0/operations/{r.json()['id']}/wait", params={"timeout_s": 10})
+        for name, policy in policies.items():
+            await create(api, name, start=name != "f", **policy)
+    return driver
+
+
+async def test_new_boot_starts_autostart_instances_in_order(tmp_path: Path) -> None:
+    """After a host reboot (new boot id, nothing running) groups start in start_order, the
+    sequence waits each group's largest delay, e (running before, no autostart) stays
+    stopped with desired stopped, and the boot report lists it all."""
+    await _setup(tmp_path)
+    clock = FakeClock()
+    platform, driver = boot_platform(tmp_path, "boot-2", clock=clock)
+    assert platform.services.boot is not None
+    async with running(platform), client(platform) as api:
+        report = await platform.services.boot.finished()
+        starts = [name for call, name in driver.calls if call == "start"]
+        assert sorted(starts[:2]) == ["a", "b"] and starts[2:] == ["c", "d"]
+        assert clock.slept == [5, 3]  # after group 1 (max of 5 and 2), group 2; not the last
+        body = (await api.get("/1.0/host/boot-report")).json()
+        states = {i["name"]: i["status"]["power"] for i in (await api.get("/1.0/instances")).json()}
+        e = (await api.get("/1.0/instances/e")).json()
+    assert body["new_boot"] is True and body["boot_id"] == "boot-2" and body["finished_at"]
+    assert [(x["name"], x["order"], x["at_s"], x["outcome"]) for x in body["entries"]] == [
+        ("a", 1, 0.0, "started"),
+        ("b", 1, 0.0, "started"),
+        ("c", 2, 5.0, "started"),
+        ("d", 3, 8.0, "started"),
+    ]
+    assert body["left_stopped"] == ["e"] and report.left_stopped == ["e"]
+    assert states == dict(
+        a="running", b="running", c="running", d="running", e="stopped", f="stopped"
+    )
+    assert e["desired"]["power"] == "stopped" and e["status"]["reason"] == "host rebooted"
+
+
+async def test_daemon_restart_starts_nothing(tmp_path: Path) -> None:
+    """A daemon restart in the same boot (same id, instances still running) starts and
+    stops nothing, and the boot report of the boot stands."""
+    driver = await _setup(tmp_path)
+    platform, driver = boot_platform(tmp_path, "boot-1", driver=driver, clock=FakeClock())
+    driver.calls.clear()
+    assert platform.services.boot is not None
+    async with running(platform), client(platform) as api:
+        report = await platform.services.boot.finished()
+        states = {i["name"]: i["status"]["power"] for i in (await api.get("/1.0/instances")).json()}
+    assert driver.calls == []
+    assert report.new_boot is False and report.entries == []
+    assert states == dict(
+        a="running", b="running", c="running", d="running", e="running", f="stopped"
+    )
+
+
+async def test_failed_start_is_reported_and_the_sequence_goes_on(tmp_path: Path) -> None:
+    """An autostart instance that cannot start is reported failed; later groups still start."""
+    await _setup(tmp_path)
+    driver = FailingDriver(tmp_path / "console")
+    platform, driver = boot_platform(tmp_path, "boot-2", driver=driver, clock=FakeClock())
+    assert platform.services.boot is not None
+    async with running(platform):
+        report = await platform.services.boot.finished()
+    outcome = {e.name: (e.outcome, bool(e.error)) for e in report.entries}
+    assert outcome["c"] == ("failed", True) and outcome["d"] == ("started", False)
