@@ -149,3 +149,31 @@ async def test_failed_start_is_reported_and_the_sequence_goes_on(tmp_path: Path)
         report = await platform.services.boot.finished()
     outcome = {e.name: (e.outcome, bool(e.error)) for e in report.entries}
     assert outcome["c"] == ("failed", True) and outcome["d"] == ("started", False)
+
+
+async def test_shutdown_guests_stops_in_reverse_order(tmp_path: Path) -> None:
+    """host shutdown-guests stops the running guests highest start_order first (d, c, then
+    a and b together, e last of all at order 0), f untouched; the next boot starts the
+    autostart ones again and not e."""
+    driver = await _setup(tmp_path)
+    platform, driver = boot_platform(tmp_path, "boot-1", driver=driver, clock=FakeClock())
+    driver.calls.clear()
+    async with running(platform), client(platform) as api:
+        r = await api.post("/1.0/host/shutdown-guests", json={"timeout_s": 5})
+        assert r.status_code == 202, r.text
+        op = (
+            await api.get(f"/1.0/operations/{r.json()['id']}/wait", params={"timeout_s": 10})
+        ).json()
+        states = {i["name"]: i["status"]["power"] for i in (await api.get("/1.0/instances")).json()}
+        bad = await api.post("/1.0/host/shutdown-guests", json={"timeout_s": 0})
+    assert op["status"] == "success", op
+    stops = [name for call, name in driver.calls if call == "stop"]
+    assert stops[:2] == ["d", "c"] and sorted(stops[2:4]) == ["a", "b"] and stops[4:] == ["e"]
+    assert [g["name"] for g in op["result"]["guests"]][:2] == ["d", "c"]
+    assert set(states.values()) == {"stopped"}
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_input"
+    platform, driver = boot_platform(tmp_path, "boot-2", clock=FakeClock())
+    assert platform.services.boot is not None
+    async with running(platform):
+        report = await platform.services.boot.finished()
+    assert [e.name for e in report.entries] == ["a", "b", "c", "d"] and report.left_stopped == []

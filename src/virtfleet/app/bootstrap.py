@@ -78,6 +78,7 @@ from virtfleet.service.operations import OperationRunner
 from virtfleet.service.ova import OvaService
 from virtfleet.service.resources import ResourceService
 from virtfleet.service.schedules import ScheduleService
+from virtfleet.service.shutdown import ShutdownService
 from virtfleet.service.snapshots import SnapshotService
 from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
@@ -338,6 +339,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         schedules=ScheduleService(store, backups),
         disks=instances.disks,
         boot=BootService(store, instances, runner, boot_id_of(settings)),
+        shutdown=ShutdownService(store, instances, runner),
     )
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 

@@ -16,6 +16,7 @@ import typer
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
 from virtfleet.cli.disks import ReuseDisksOpt
+from virtfleet.cli.hostpower import AutostartOpt, StartDelayOpt, StartOrderOpt, policy_fields
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.client import container_calls as calls
 from virtfleet.model.instance import RestartPolicy
@@ -48,6 +49,9 @@ def create(
         list[str] | None,
         typer.Option("--network", help="A NIC (eth0, eth1...) on this network (repeatable)."),
     ] = None,
+    autostart: AutostartOpt = None,
+    start_order: StartOrderOpt = None,
+    start_delay: StartDelayOpt = None,
     reuse_disks: ReuseDisksOpt = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
@@ -62,6 +66,7 @@ def create(
         "pids_max": pids_max,
         "restart_policy": restart_policy.value,
         "nics": [{"mode": "network", "network": n} for n in network or []],
+        **policy_fields(autostart, start_order, start_delay),
     }
     client = get_client()
     op = client.create_instance(spec, start=start, reuse_disks=reuse_disks)

@@ -24,6 +24,7 @@ from virtfleet.cli import (
     containers,
     context,
     disks,
+    hostpower,
     images,
     instances,
     metrics,
@@ -50,6 +51,7 @@ app.add_typer(vm.app, name="vm")
 app.add_typer(containers.app, name="container")
 instances.install(app)  # start|stop|...|snapshot NAME for VMs and containers alike
 vmset.install(vm.app, misc.host_app)
+hostpower.install(misc.host_app)
 app.add_typer(backups.app, name="backup")
 app.add_typer(images.app, name="image")
 app.add_typer(networks.app, name="network")

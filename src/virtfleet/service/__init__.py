@@ -31,6 +31,7 @@ from virtfleet.service.operations import OperationRunner
 from virtfleet.service.ova import OvaService
 from virtfleet.service.resources import ResourceService
 from virtfleet.service.schedules import ScheduleService
+from virtfleet.service.shutdown import ShutdownService
 from virtfleet.service.snapshots import SnapshotService
 from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
@@ -88,3 +89,4 @@ class Services:
     schedules: ScheduleService | None = None
     disks: DiskService | None = None  # None: kept disks are not managed (answers 503)
     boot: BootService | None = None  # None: no start at boot (nothing recorded)
+    shutdown: ShutdownService | None = None  # None: no host shutdown-guests (answers 503)
