@@ -338,9 +338,10 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         backups=backups,
         schedules=ScheduleService(store, backups),
         disks=instances.disks,
-        boot=BootService(store, instances, runner, boot_id_of(settings)),
-        shutdown=ShutdownService(store, instances, runner),
+        boot=(boot := BootService(store, instances, runner, boot_id_of(settings))),
+        shutdown=(shutdown := ShutdownService(store, instances, runner)),
     )
+    boot.snapshots = shutdown.snapshots = services.snapshots  # suspend and resume
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 
     @contextlib.asynccontextmanager

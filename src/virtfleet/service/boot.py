@@ -6,7 +6,9 @@ boot sequence: instances with ``autostart`` start in ascending ``start_order``
 groups (a group's members together), each group waited for until its members run
 and then for the group's largest ``start_delay_s``; instances without it stay
 stopped, and their desired state is set to stopped, so a VM never comes back only
-because it was running when the power went out. What was started, when and how
+because it was running when the power went out. VMs that ``host shutdown-guests``
+suspended (snapshot ``host-suspend``) resume from their saved memory in their
+group, autostart or not, and the snapshot is dropped. What was started, when and how
 long it took is kept as the boot report (``/host/boot``). A plain daemon restart
 (same boot id) starts nothing. Power changes go through ``InstanceService``
 operations like any user's; nothing here touches processes.
@@ -23,11 +25,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from virtfleet.errors import VirtfleetError
+from virtfleet.errors import DriverError, VirtfleetError
 from virtfleet.model.boot import BootEntry, BootReport
 from virtfleet.model.instance import DesiredPower
+from virtfleet.model.operation import Operation
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OperationRunner
+from virtfleet.service.shutdown import SUSPEND_SNAPSHOT
+from virtfleet.service.snapshots import SnapshotService
 from virtfleet.state.boot import BootRepo
 from virtfleet.state.repos import InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore
@@ -61,6 +66,7 @@ class BootService:
         self._runner = runner
         self._report: BootReport | None = None
         self._task: asyncio.Task[None] | None = None
+        self.snapshots: SnapshotService | None = None  # None: nothing is ever resumed
 
     async def detect(self) -> bool:
         """Record this daemon start; True if it is the first since a new host boot. A store
@@ -99,17 +105,22 @@ class BootService:
         assert self._report is not None
         report = self._report
         records = await self._instances_repo.list()
+        suspended = {r.name for r in records if await self._suspended(r)}
         for rec in records:
-            if not rec.spec.autostart and rec.desired.power in _RUNNING:
+            wanted_before = rec.desired.power in _RUNNING and rec.name not in suspended
+            if wanted_before and not rec.spec.autostart:
                 await self._settle_stopped(rec)
                 report.left_stopped.append(rec.name)
         await self._repo.put(report)
-        wanted = sorted((r for r in records if r.spec.autostart), key=_order)
+        wanted = [r for r in records if r.spec.autostart or r.name in suspended]
+        wanted.sort(key=_order)
         groups = [list(g) for _, g in itertools.groupby(wanted, key=lambda r: r.spec.start_order)]
         began = self.clock.now()
         for index, group in enumerate(groups):
             delay = max(r.spec.start_delay_s for r in group)
-            entries = await asyncio.gather(*(self._start(r, began, delay) for r in group))
+            entries = await asyncio.gather(
+                *(self._start(r, began, delay, r.name in suspended) for r in group)
+            )
             report.entries.extend(entries)
             await self._repo.put(report)
             if delay and index < len(groups) - 1:
@@ -118,26 +129,49 @@ class BootService:
         await self._repo.put(report)
         log.info("boot sequence: started %d instance(s)", len(report.entries))
 
-    async def _start(self, rec: InstanceRecord, began: float, delay: float) -> BootEntry:
+    async def _start(
+        self, rec: InstanceRecord, began: float, delay: float, resume: bool
+    ) -> BootEntry:
         at = self.clock.now()
         entry = BootEntry(
             name=rec.name,
             kind=rec.spec.kind,
             order=rec.spec.start_order,
+            action="resume" if resume else "start",
             at_s=round(at - began, 3),
             delay_s=delay,
         )
         try:
-            op = await self._instances.change_state(rec.name, "start")
-            op = await self._runner.wait(op.id, START_TIMEOUT_S)
-            if op.status.value != "success":
-                entry.outcome, entry.error = "failed", op.error_message or op.status.value
+            if resume:
+                await self._resume(rec)
+            else:
+                await self._wait(self._instances.change_state(rec.name, "start"))
         except VirtfleetError as err:
             entry.outcome, entry.error = "failed", err.message
         entry.took_s = round(self.clock.now() - at, 3)
         if entry.error:
             log.warning("boot sequence: %s did not start: %s", rec.name, entry.error)
         return entry
+
+    async def _suspended(self, rec: InstanceRecord) -> bool:
+        if self.snapshots is None or rec.spec.kind != "vm":
+            return False
+        return any(s.name == SUSPEND_SNAPSHOT for s in await self.snapshots.list(rec.name))
+
+    async def _resume(self, rec: InstanceRecord) -> None:
+        """Start from the saved memory, drop the snapshot, and want it running from now."""
+        assert self.snapshots is not None
+        await self._wait(self.snapshots.revert(rec.name, SUSPEND_SNAPSHOT))
+        await self._wait(self.snapshots.delete(rec.name, SUSPEND_SNAPSHOT))
+        rec = await self._instances_repo.get(rec.name)
+        gen = max(rec.desired.generation, rec.status.observed_generation) + 1
+        desired = rec.desired.model_copy(update={"power": DesiredPower.RUNNING, "generation": gen})
+        await self._instances_repo.put_desired(rec.name, desired, rec.desired_revision)
+
+    async def _wait(self, submitted: Awaitable[Operation]) -> None:
+        op = await self._runner.wait((await submitted).id, START_TIMEOUT_S)
+        if op.status.value != "success":
+            raise DriverError(op.error_message or f"{op.kind} ended {op.status.value}")
 
     async def _settle_stopped(self, rec: InstanceRecord) -> None:
         """Desired stopped (a new generation the agent observes at once: it is stopped)."""

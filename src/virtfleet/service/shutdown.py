@@ -3,8 +3,11 @@
 Owns ``shutdown_guests``: the instances that run (or are paused) stop in descending
 ``start_order`` groups (a group's members together; the last to start stops
 first), each through an ordinary stop operation (ACPI power button or the
-container's SIGTERM, forced after ``timeout_s``). Their desired state becomes
-stopped, so the next boot starts exactly the autostart ones. A daemon restart
+container's SIGTERM, forced after ``timeout_s``), or, for VMs whose
+``host_shutdown`` is ``suspend``, paused, saved with their memory state as the
+snapshot ``host-suspend`` and powered off: the boot sequence resumes them from it.
+Their desired state becomes stopped, so the next boot starts exactly the autostart
+(and suspended) ones. A daemon restart
 never calls this; the service unit runs it only when the system goes down.
 """
 
@@ -13,17 +16,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Awaitable
 from typing import Any
 
-from virtfleet.errors import InvalidInputError, VirtfleetError
+from virtfleet.errors import DriverError, InvalidInputError, VirtfleetError
 from virtfleet.model.instance import PowerState
 from virtfleet.model.operation import Operation
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
+from virtfleet.service.snapshots import SnapshotService
 from virtfleet.state.repos import InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore
 
 MAX_TIMEOUT_S = 3600.0
+SUSPEND_SNAPSHOT = "host-suspend"  # the memory snapshot a suspended VM resumes from
 _LIVE = (PowerState.RUNNING, PowerState.PAUSED, PowerState.STARTING)
 
 
@@ -34,6 +40,7 @@ class ShutdownService:
         self._repo = InstanceRepo(store)
         self._instances = instances
         self._runner = runner
+        self.snapshots: SnapshotService | None = None  # None: no suspend (a plain stop)
 
     async def shutdown_guests(self, timeout_s: float = 60.0) -> Operation:
         """Queue a ``host.shutdown-guests`` operation; its result lists each guest stopped,
@@ -59,15 +66,37 @@ class ShutdownService:
     async def _stop(self, rec: InstanceRecord, timeout_s: float) -> dict[str, Any]:
         began = time.monotonic()
         entry: dict[str, Any] = {"name": rec.name, "order": rec.spec.start_order}
+        if rec.spec.host_shutdown == "suspend" and self.snapshots is not None:
+            try:
+                await self._suspend(rec, timeout_s)
+                entry.update(outcome="suspended", took_s=round(time.monotonic() - began, 3))
+                return entry
+            except VirtfleetError as err:
+                entry["suspend_error"] = err.message  # then stopped like the others
         try:
-            op = await self._instances.change_state(rec.name, "stop", timeout_s=timeout_s)
-            op = await self._runner.wait(op.id, timeout_s + 60)
-            entry["outcome"] = "stopped" if op.status.value == "success" else "failed"
-            entry["error"] = op.error_message
+            await self._wait(
+                self._instances.change_state(rec.name, "stop", timeout_s=timeout_s), timeout_s
+            )
+            entry.update(outcome="stopped", error=None)
         except VirtfleetError as err:
             entry.update(outcome="failed", error=err.message)
         entry["took_s"] = round(time.monotonic() - began, 3)
         return entry
+
+    async def _suspend(self, rec: InstanceRecord, timeout_s: float) -> None:
+        """Pause (nothing changes after the save), save memory and disks, power off."""
+        assert self.snapshots is not None
+        if rec.status.power is PowerState.RUNNING:
+            await self._wait(self._instances.change_state(rec.name, "pause"), timeout_s)
+        await self._wait(self.snapshots.create(rec.name, SUSPEND_SNAPSHOT, memory=True), 600)
+        await self._wait(self._instances.change_state(rec.name, "stop", force=True), timeout_s)
+
+    async def _wait(self, submitted: Awaitable[Operation], timeout_s: float) -> Operation:
+        """Submit, wait, and raise the operation's error if it did not succeed."""
+        op = await self._runner.wait((await submitted).id, timeout_s + 60)
+        if op.status.value != "success":
+            raise DriverError(op.error_message or f"{op.kind} ended {op.status.value}")
+        return op
 
 
 def _order(rec: InstanceRecord) -> int:
