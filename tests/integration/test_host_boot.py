@@ -18,7 +18,8 @@ from pathlib import Path
 import psutil
 
 from tests.integration.conftest import Daemon, wait_for
-from virtfleet.client.calls import boot_report
+from virtfleet.client.backups import list_snapshots
+from virtfleet.client.calls import boot_report, shutdown_guests
 from virtfleet.model.resources import POLICY
 
 
@@ -86,3 +87,28 @@ def test_simulated_reboot_starts_autostart_vms_in_order(daemon: Daemon) -> None:
     assert states == {"a": "running", "b": "running", "c": "stopped"}
     assert report.left_stopped == ["c"]
     daemon.wait_marker("b", booted + 1)  # b's guest really booted again
+
+
+def test_shutdown_suspends_and_next_boot_resumes(daemon: Daemon) -> None:
+    """host shutdown-guests saves a host_shutdown=suspend VM's memory and powers it off;
+    after a reboot it resumes from that memory (a shell variable kept, not booted again)
+    although it has no autostart, and the snapshot is gone."""
+    daemon.create("s", host_shutdown="suspend")
+    daemon.wait_marker("s")
+    daemon.type_line("s", "kept=SUSPEND-$((6*7))")
+    op = daemon.client.call(shutdown_guests(10))
+    done = daemon.client.wait_operation(op.id, timeout_s=300)
+    assert done.status == "success", done
+    assert done.result["guests"][0]["outcome"] == "suspended", done.result
+    assert daemon.client.get_instance("s").status.power.value == "stopped"
+    _kill_daemon_and_guests(daemon)
+    daemon.env["VIRTFLEET_BOOT_ID"] = "simulated-new-boot"
+    daemon.start()
+    wait_for(lambda: daemon.client.call(boot_report()).finished_at is not None, 180, "resume")
+    (entry,) = daemon.client.call(boot_report()).entries
+    assert (entry.name, entry.action, entry.outcome) == ("s", "resume", "started"), entry
+    assert daemon.client.get_instance("s").status.power.value == "running"
+    daemon.type_line("s", "echo got-$kept")
+    wait_for(lambda: "got-SUSPEND-42" in daemon.serial_log("s"), 60, "the shell variable")
+    assert daemon.serial_log("s").count("VIRTFLEET-READY") == 1  # resumed, not rebooted
+    assert daemon.client.call(list_snapshots("s")) == []

@@ -8,6 +8,7 @@ not decide what is valid: the API does.
 
 from __future__ import annotations
 
+import subprocess
 from typing import Annotated, Any
 
 import typer
@@ -100,11 +101,23 @@ def shutdown_guests(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds per guest before it is forced off.")
     ] = 60.0,
+    only_at_system_shutdown: Annotated[
+        bool,
+        typer.Option(
+            "--only-at-system-shutdown",
+            help="Do nothing unless systemd is taking the system down (the unit's ExecStop).",
+        ),
+    ] = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Stop every running guest in the reverse of the boot order (ACPI or guest agent,
     forced after --timeout). The service unit runs this only when the system goes down."""
+    if only_at_system_shutdown and not system_stopping():
+        if json_out:
+            output.print_json({"skipped": "the system is not shutting down"})
+        output.done("the system is not shutting down: guests left running", json_out)
+        return
     client = get_client()
     op = client.call(calls.shutdown_guests(timeout))
     final = output.run_operation(client, op, "stopping guests", as_json=json_out, no_wait=no_wait)
@@ -114,3 +127,22 @@ def shutdown_guests(
             for g in final.result.get("guests", [])
         ]
         output.table(["ORDER", "NAME", "OUTCOME", "TOOK", "ERROR"], rows)
+
+
+SHUTDOWN_TARGETS = ("shutdown.target", "reboot.target", "poweroff.target", "halt.target")
+
+
+def system_stopping() -> bool:
+    """True while systemd has a shutdown, reboot, poweroff or halt queued (a plain
+    ``systemctl restart virtfleet`` has none); False without systemctl."""
+    try:
+        jobs = subprocess.run(
+            ["systemctl", "list-jobs", "--no-legend", "--no-pager"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(word in SHUTDOWN_TARGETS for line in jobs.splitlines() for word in line.split())

@@ -36,6 +36,9 @@ from virtfleet.cli import (
     vm,
     vmset,
 )
+from virtfleet.cli import (
+    install as installer,
+)
 from virtfleet.client import ApiError
 from virtfleet.client.paths import DATA_DIR_ENV, default_data_dir
 from virtfleet.client.remotes import REMOTE_ENV
@@ -64,6 +67,8 @@ context.command(app, "events")(misc.events)
 app.add_typer(auth.token_app, name="token")
 app.add_typer(auth.user_app, name="user")
 context.command(app, "whoami")(auth.whoami)
+context.command(app, "install")(installer.install)
+context.command(app, "uninstall")(installer.uninstall)
 context.command(app, "audit")(auth.audit)
 app.add_typer(metrics.alert_app, name="alert")
 for _name, _fn in metrics.top_level:
