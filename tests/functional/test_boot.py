@@ -177,3 +177,46 @@ async def test_shutdown_guests_stops_in_reverse_order(tmp_path: Path) -> None:
     async with running(platform):
         report = await platform.services.boot.finished()
     assert [e.name for e in report.entries] == ["a", "b", "c", "d"] and report.left_stopped == []
+
+
+async def test_template_carries_the_boot_policy(tmp_path: Path) -> None:
+    """A template's defaults set autostart, start order and delay for its clones; the clone
+    request still wins field by field."""
+    platform, _ = boot_platform(tmp_path, "boot-1")
+    async with running(platform), client(platform) as api:
+        r = await api.post("/1.0/images", json={"name": "tiny"})
+        await api.get(f"/1.0/operations/{r.json()['id']}/wait", params={"timeout_s": 10})
+        defaults = {"autostart": True, "start_order": 4, "start_delay_s": 9}
+        body = {"name": "tpl", "image": "tiny", "defaults": defaults}
+        r = await api.post("/1.0/templates", json=body)
+        op = (
+            await api.get(f"/1.0/operations/{r.json()['id']}/wait", params={"timeout_s": 10})
+        ).json()
+        assert op["status"] == "success", op
+        r = await api.post("/1.0/templates/tpl/instances", json={"names": ["k-1"]})
+        await api.get(f"/1.0/operations/{r.json()['id']}/wait", params={"timeout_s": 10})
+        spec = (await api.get("/1.0/instances/k-1")).json()["spec"]
+    assert (spec["autostart"], spec["start_order"], spec["start_delay_s"]) == (True, 4, 9)
+
+
+async def test_policy_is_patched_and_validated(tmp_path: Path) -> None:
+    """PATCH sets the policy (no pending change on a running VM); a container cannot be
+    suspended at host shutdown (one-line invalid_input, nothing changed)."""
+    platform, _ = boot_platform(tmp_path, "boot-1")
+    async with running(platform), client(platform) as api:
+        r = await api.post("/1.0/images", json={"name": "tiny"})
+        await api.get(f"/1.0/operations/{r.json()['id']}/wait", params={"timeout_s": 10})
+        await create(api, "v", start=True)
+        r = await api.patch("/1.0/instances/v", json={"autostart": True, "start_order": 2})
+        op = (
+            await api.get(f"/1.0/operations/{r.json()['id']}/wait", params={"timeout_s": 10})
+        ).json()
+        v = (await api.get("/1.0/instances/v")).json()
+        bad = await api.post(
+            "/1.0/instances",
+            json={"name": "c", "kind": "container", "image": "tiny", "host_shutdown": "suspend"},
+        )
+        names = [i["name"] for i in (await api.get("/1.0/instances")).json()]
+    assert op["status"] == "success" and op["result"]["changes"] == []
+    assert (v["spec"]["autostart"], v["spec"]["start_order"], v["pending"]) == (True, 2, [])
+    assert bad.status_code in (400, 422) and "host_shutdown" in bad.text and names == ["v"]

@@ -3,7 +3,10 @@ and ``host shutdown-guests`` against the in-process daemon."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from .test_cli_vm import cli, cli_json, data_dir, image  # noqa: F401 - fixtures
 
@@ -49,3 +52,31 @@ def test_boot_report_and_shutdown_guests(data_dir: Path, image: str) -> None:  #
     ]
     states = {i["name"]: i["status"]["power"] for i in cli_json(data_dir, "list")}  # type: ignore[union-attr, index]
     assert states == {"a": "stopped", "b": "stopped"}
+
+
+def _fake_systemctl(bin_dir: Path, jobs: str) -> None:
+    """A ``systemctl`` whose ``list-jobs`` prints ``jobs``."""
+    bin_dir.mkdir(exist_ok=True)
+    tool = bin_dir / "systemctl"
+    tool.write_text(f"#!/bin/sh\nprintf '{jobs}'\n")
+    tool.chmod(0o755)
+
+
+def test_unit_stop_shuts_guests_down_only_at_system_shutdown(
+    data_dir: Path,  # noqa: F811
+    image: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--only-at-system-shutdown (the unit's ExecStop) leaves guests running on a plain
+    service stop or restart, and stops them when a reboot job is queued."""
+    assert cli(data_dir, "vm", "create", "a", "--image", "tiny", "--start").exit_code == 0
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    _fake_systemctl(tmp_path / "bin", "")
+    out = cli_json(data_dir, "host", "shutdown-guests", "--only-at-system-shutdown")
+    assert out == {"skipped": "the system is not shutting down"}
+    assert cli_json(data_dir, "show", "a")["status"]["power"] == "running"  # type: ignore[index]
+    _fake_systemctl(tmp_path / "bin", "1 reboot.target start waiting\\n")
+    op = cli_json(data_dir, "host", "shutdown-guests", "--only-at-system-shutdown")
+    assert isinstance(op, dict) and op["result"]["guests"][0]["outcome"] == "stopped"
+    assert cli_json(data_dir, "show", "a")["status"]["power"] == "stopped"  # type: ignore[index]

@@ -48,10 +48,10 @@ def test_install_and_uninstall_into_a_root(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "/etc/systemd/system/virtfleet.service" in json.loads(result.stdout)["installed"]
     venv = root / "opt/virtfleet/venv"
+    ask = "import importlib.metadata as m; print(m.version('virtfleet'))"
     version = subprocess.run(
-        [str(venv / "bin/python"), "-c", "import importlib.metadata as m; print(m.version('virtfleet'))"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [str(venv / "bin/python"), "-c", ask], capture_output=True, text=True, check=True
+    ).stdout
     assert version.strip() == "0.1.0"
     assert (root / "usr/local/bin/virtfleet").readlink() == Path(
         "/opt/virtfleet/venv/bin/virtfleet"
