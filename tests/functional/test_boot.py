@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.functional.helpers import create
+from tests.functional.helpers import act, create
 from tests.functional.platform import FACTS, TestDriver, fake_build, running
 from virtfleet.api.auth import local_admin
 from virtfleet.app.bootstrap import Platform, build_platform
@@ -220,3 +220,22 @@ async def test_policy_is_patched_and_validated(tmp_path: Path) -> None:
     assert op["status"] == "success" and op["result"]["changes"] == []
     assert (v["spec"]["autostart"], v["spec"]["start_order"], v["pending"]) == (True, 2, [])
     assert bad.status_code in (400, 422) and "host_shutdown" in bad.text and names == ["v"]
+
+
+async def test_interrupted_sequence_goes_on_after_a_daemon_restart(tmp_path: Path) -> None:
+    """The daemon died during boot-2's sequence (a and b started, nothing else): the next
+    daemon start in the same boot starts the rest (c, d) and touches nothing running."""
+    await _setup(tmp_path)
+    platform, driver = boot_platform(tmp_path, "boot-2", clock=FakeClock())
+    assert platform.services.boot is not None
+    platform.services.boot.begin = lambda: None  # type: ignore[method-assign]  # "dies" first
+    async with running(platform) as p, client(p) as api:
+        for name in ("a", "b"):
+            await act(api, name, "start")
+    platform, driver = boot_platform(tmp_path, "boot-2", driver=driver, clock=FakeClock())
+    driver.calls.clear()
+    assert platform.services.boot is not None
+    async with running(platform):
+        report = await platform.services.boot.finished()
+    assert [name for call, name in driver.calls if call == "start"] == ["c", "d"]
+    assert [e.name for e in report.entries] == ["c", "d"] and report.left_stopped == ["e"]

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 from virtfleet.errors import DriverError, VirtfleetError
 from virtfleet.model.boot import BootEntry, BootReport
-from virtfleet.model.instance import DesiredPower
+from virtfleet.model.instance import DesiredPower, PowerState
 from virtfleet.model.operation import Operation
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OperationRunner
@@ -82,7 +82,8 @@ class BootService:
         return new
 
     def begin(self) -> None:
-        """Run the boot sequence in the background if ``detect`` saw a new boot."""
+        """Run the boot sequence in the background if ``detect`` saw a new boot, or this
+        boot's sequence never finished (the daemon died during it: it goes on)."""
         if self._report is not None and self._report.new_boot and self._report.finished_at is None:
             self._task = asyncio.create_task(self._sequence(), name="boot-sequence")
 
@@ -104,7 +105,8 @@ class BootService:
     async def _sequence(self) -> None:
         assert self._report is not None
         report = self._report
-        records = await self._instances_repo.list()
+        # What runs already was started by an interrupted run of this sequence: left alone.
+        records = [r for r in await self._instances_repo.list() if r.status.power not in _LIVE]
         suspended = {r.name for r in records if await self._suspended(r)}
         for rec in records:
             wanted_before = rec.desired.power in _RUNNING and rec.name not in suspended
@@ -181,6 +183,7 @@ class BootService:
 
 
 _RUNNING = (DesiredPower.RUNNING, DesiredPower.PAUSED)
+_LIVE = (PowerState.RUNNING, PowerState.PAUSED, PowerState.STARTING)
 
 
 def _order(rec: InstanceRecord) -> tuple[int, str]:

@@ -4,8 +4,8 @@ Owns ``shutdown_guests``: the instances that run (or are paused) stop in descend
 ``start_order`` groups (a group's members together; the last to start stops
 first), each through an ordinary stop operation (ACPI power button or the
 container's SIGTERM, forced after ``timeout_s``), or, for VMs whose
-``host_shutdown`` is ``suspend``, paused, saved with their memory state as the
-snapshot ``host-suspend`` and powered off: the boot sequence resumes them from it.
+``host_shutdown`` is ``suspend`` (and that run), saved with their memory state as
+the snapshot ``host-suspend`` and powered off: the boot sequence resumes them from it.
 Their desired state becomes stopped, so the next boot starts exactly the autostart
 (and suspended) ones. A daemon restart
 never calls this; the service unit runs it only when the system goes down.
@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from virtfleet.errors import DriverError, InvalidInputError, VirtfleetError
+from virtfleet.errors import DriverError, InvalidInputError, InvalidStateError, VirtfleetError
 from virtfleet.model.instance import PowerState
 from virtfleet.model.operation import Operation
 from virtfleet.service.instances import InstanceService
@@ -84,10 +84,12 @@ class ShutdownService:
         return entry
 
     async def _suspend(self, rec: InstanceRecord, timeout_s: float) -> None:
-        """Pause (nothing changes after the save), save memory and disks, power off."""
+        """Save memory and disks (live: the guest pauses only for the last round), then
+        power off; what the guest does after the save is undone by the resume's revert."""
         assert self.snapshots is not None
-        if rec.status.power is PowerState.RUNNING:
-            await self._wait(self._instances.change_state(rec.name, "pause"), timeout_s)
+        if rec.status.power is not PowerState.RUNNING:
+            # A paused guest's saved state loads paused, and the resume waits for it to run.
+            raise InvalidStateError(rec.status.power.value, "running")
         await self._wait(self.snapshots.create(rec.name, SUSPEND_SNAPSHOT, memory=True), 600)
         await self._wait(self._instances.change_state(rec.name, "stop", force=True), timeout_s)
 
