@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from .test_cli_instances import Fleet, fleet  # noqa: F401 - fixtures
 from .test_cli_vm import cli, cli_json, data_dir, image  # noqa: F401 - fixtures
 
 
@@ -80,3 +81,13 @@ def test_unit_stop_shuts_guests_down_only_at_system_shutdown(
     op = cli_json(data_dir, "host", "shutdown-guests", "--only-at-system-shutdown")
     assert isinstance(op, dict) and op["result"]["guests"][0]["outcome"] == "stopped"
     assert cli_json(data_dir, "show", "a")["status"]["power"] == "stopped"  # type: ignore[index]
+
+
+def test_container_boot_policy(fleet: Fleet) -> None:  # noqa: F811
+    """container create takes the start-at-boot flags; vm set changes a container's too."""
+    fleet.ok("container", "create", "c2", "--image", "ctiny", "--autostart", "--start-order", "2")
+    spec = fleet.json("show", "c2")["spec"]  # type: ignore[index]
+    assert (spec["autostart"], spec["start_order"]) == (True, 2)
+    fleet.ok("vm", "set", "c1", "--autostart", "--start-delay", "4")
+    spec = fleet.json("show", "c1")["spec"]  # type: ignore[index]
+    assert (spec["autostart"], spec["start_delay_s"]) == (True, 4.0)
