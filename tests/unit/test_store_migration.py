@@ -9,7 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from tests.functional.platform import FACTS
+from virtfleet.app.bootstrap import boot_id_of
+from virtfleet.app.settings import Settings
+from virtfleet.cli.main import app
 from virtfleet.errors import SchemaTooNewError, VirtfleetError
 from virtfleet.model.auth import UserRecord
 from virtfleet.model.event import Event
@@ -130,3 +135,18 @@ def test_failed_migration_leaves_the_old_file(
     with pytest.raises(VirtfleetError, match="step failed"):
         SQLiteStore(old_db)
     assert _version(old_db) == 1 and _rows(old_db) == rows
+
+
+def test_daemon_refuses_to_start_on_a_newer_store(old_db: Path) -> None:
+    """``virtfleet serve`` on a store from a newer virtfleet exits non-zero with the one-line
+    schema_too_new error, before serving anything."""
+    data_dir = old_db.parent
+    db = sqlite3.connect(old_db)
+    db.execute(f"PRAGMA user_version = {migrations.SCHEMA_VERSION + 1}")
+    db.close()
+    facts = FACTS.model_copy(update={"boot_id": boot_id_of(Settings()), "qemu_path": "/bin/true"})
+    (data_dir / "host-facts.json").write_text(facts.model_dump_json())  # no probe
+    result = CliRunner().invoke(app, ["--data-dir", str(data_dir), "serve", "--driver", "fake"])
+    assert result.exit_code != 0
+    assert "schema_too_new" in result.output and "newer virtfleet" in result.output
+    assert not (data_dir / "api.sock").exists()
