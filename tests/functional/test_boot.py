@@ -239,3 +239,33 @@ async def test_interrupted_sequence_goes_on_after_a_daemon_restart(tmp_path: Pat
         report = await platform.services.boot.finished()
     assert [name for call, name in driver.calls if call == "start"] == ["c", "d"]
     assert [e.name for e in report.entries] == ["c", "d"] and report.left_stopped == ["e"]
+
+
+async def test_group_with_guest_agents_goes_on_when_they_answer(tmp_path: Path) -> None:
+    """A group whose members all have a guest agent channel waits only until the agents
+    answer (3 s of its 10 s delay here); a group without one waits its whole delay."""
+    platform, _ = boot_platform(tmp_path, "boot-1")
+    async with running(platform), client(platform) as api:
+        r = await api.post("/1.0/images", json={"name": "tiny"})
+        await api.get(f"/1.0/operations/{r.json()['id']}/wait", params={"timeout_s": 10})
+        await create(api, "g1", autostart=True, start_order=1, start_delay_s=10, guest_agent=True)
+        await create(api, "g2", autostart=True, start_order=2, start_delay_s=6)
+        await create(api, "g3", autostart=True, start_order=3)
+    clock = FakeClock()
+    platform, _ = boot_platform(tmp_path, "boot-2", clock=clock)
+    asked: list[str] = []
+
+    async def ready(name: str) -> bool:
+        asked.append(name)
+        return clock.t >= 103.0  # the guest's agent answers 3 s after the sequence began
+
+    assert platform.services.boot is not None
+    platform.services.boot.guest_ready = ready
+    async with running(platform):
+        report = await platform.services.boot.finished()
+    assert [(e.name, e.at_s, e.agent_ready_s) for e in report.entries] == [
+        ("g1", 0.0, 3.0),
+        ("g2", 3.0, None),
+        ("g3", 9.0, None),
+    ]
+    assert clock.slept == [1.0, 1.0, 1.0, 6] and set(asked) == {"g1"}

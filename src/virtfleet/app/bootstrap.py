@@ -14,7 +14,7 @@ import dataclasses
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +153,13 @@ class Platform:
         if self.services.capacity is not None:
             await self.services.capacity.close()
         await self.store.close()
+
+
+def _agent_answers(guests: GuestService) -> Callable[[str], Awaitable[bool]]:
+    async def ready(name: str) -> bool:
+        return (await guests.info(name)).agent
+
+    return ready
 
 
 def host_facts(settings: Settings) -> HostFacts:
@@ -342,6 +349,8 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         shutdown=(shutdown := ShutdownService(store, instances, runner)),
     )
     boot.snapshots = shutdown.snapshots = services.snapshots  # suspend and resume
+    if services.guests is not None:  # a group with guest agents goes on once they answer
+        boot.guest_ready = _agent_answers(services.guests)
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 
     @contextlib.asynccontextmanager

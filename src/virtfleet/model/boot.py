@@ -22,7 +22,9 @@ class BootEntry(BaseModel):
     at_s: float = 0.0  # when its start was asked for, seconds after the sequence began
     took_s: float = 0.0  # until it ran (or failed)
     delay_s: float = 0.0  # the wait after its group, before the next group
+    agent_ready_s: float | None = None  # when its guest agent answered (if it was asked)
     error: str | None = None
+    began: float = Field(default=0.0, exclude=True)  # the sequence's clock at its start
 
 
 class BootReport(BaseModel):

@@ -4,7 +4,8 @@ Owns the decision "is this daemon start the first since the host booted?" (the
 kernel's boot id differs from the one recorded in the store) and, when it is, the
 boot sequence: instances with ``autostart`` start in ascending ``start_order``
 groups (a group's members together), each group waited for until its members run
-and then for the group's largest ``start_delay_s``; instances without it stay
+and then for the group's largest ``start_delay_s`` (or, when every member has a guest
+agent channel, until all their agents answer, the delay at most); instances without it stay
 stopped, and their desired state is set to stopped, so a VM never comes back only
 because it was running when the power went out. VMs that ``host shutdown-guests``
 suspended (snapshot ``host-suspend``) resume from their saved memory in their
@@ -39,6 +40,7 @@ from virtfleet.state.store import StateStore
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 300.0  # one instance's start, before the sequence moves on without it
+AGENT_POLL_S = 1.0  # how often a group's guest agents are asked whether they are up
 
 
 @dataclass
@@ -67,6 +69,8 @@ class BootService:
         self._report: BootReport | None = None
         self._task: asyncio.Task[None] | None = None
         self.snapshots: SnapshotService | None = None  # None: nothing is ever resumed
+        # Whether a VM's guest agent answers; None: never asked (fixed delays only).
+        self.guest_ready: Callable[[str], Awaitable[bool]] | None = None
 
     async def detect(self) -> bool:
         """Record this daemon start; True if it is the first since a new host boot. A store
@@ -123,10 +127,10 @@ class BootService:
             entries = await asyncio.gather(
                 *(self._start(r, began, delay, r.name in suspended) for r in group)
             )
+            if delay and index < len(groups) - 1:
+                await self._between_groups(group, entries, delay)
             report.entries.extend(entries)
             await self._repo.put(report)
-            if delay and index < len(groups) - 1:
-                await self.clock.sleep(delay)
         report.finished_at = _now()
         await self._repo.put(report)
         log.info("boot sequence: started %d instance(s)", len(report.entries))
@@ -142,6 +146,7 @@ class BootService:
             action="resume" if resume else "start",
             at_s=round(at - began, 3),
             delay_s=delay,
+            began=at,
         )
         try:
             if resume:
@@ -154,6 +159,26 @@ class BootService:
         if entry.error:
             log.warning("boot sequence: %s did not start: %s", rec.name, entry.error)
         return entry
+
+    async def _between_groups(
+        self, group: list[InstanceRecord], entries: list[BootEntry], delay: float
+    ) -> None:
+        """Wait ``delay``; when every member started with a guest agent channel, only until
+        all their agents answer (the guests are up), ``delay`` at most."""
+        agents = [e for r, e in zip(group, entries, strict=True) if r.spec.guest_agent]
+        if self.guest_ready is None or len(agents) != len(group):
+            await self.clock.sleep(delay)
+            return
+        pending = [e for e in agents if e.outcome == "started"]
+        deadline = self.clock.now() + delay
+        while self.clock.now() < deadline:
+            for entry in list(pending):
+                if await self.guest_ready(entry.name):
+                    entry.agent_ready_s = round(self.clock.now() - entry.began, 3)
+                    pending.remove(entry)
+            if not pending:
+                return
+            await self.clock.sleep(min(AGENT_POLL_S, deadline - self.clock.now()))
 
     async def _suspended(self, rec: InstanceRecord) -> bool:
         if self.snapshots is None or rec.spec.kind != "vm":
