@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from virtfleet.errors import DriverError, VirtfleetError
+from virtfleet.errors import DriverError, RevisionConflictError, VirtfleetError
 from virtfleet.model.boot import BootEntry, BootReport
 from virtfleet.model.instance import DesiredPower, PowerState
 from virtfleet.model.operation import Operation
@@ -127,10 +127,11 @@ class BootService:
             entries = await asyncio.gather(
                 *(self._start(r, began, delay, r.name in suspended) for r in group)
             )
-            if delay and index < len(groups) - 1:
-                await self._between_groups(group, entries, delay)
             report.entries.extend(entries)
             await self._repo.put(report)
+            if delay and index < len(groups) - 1:
+                await self._between_groups(group, entries, delay)
+                await self._repo.put(report)  # when the guest agents answered
         report.finished_at = _now()
         await self._repo.put(report)
         log.info("boot sequence: started %d instance(s)", len(report.entries))
@@ -204,7 +205,8 @@ class BootService:
         """Desired stopped (a new generation the agent observes at once: it is stopped)."""
         gen = max(rec.desired.generation, rec.status.observed_generation) + 1
         desired = rec.desired.model_copy(update={"power": DesiredPower.STOPPED, "generation": gen})
-        await self._instances_repo.put_desired(rec.name, desired, rec.desired_revision)
+        with contextlib.suppress(RevisionConflictError):  # someone asked for something: theirs
+            await self._instances_repo.put_desired(rec.name, desired, rec.desired_revision)
 
 
 _RUNNING = (DesiredPower.RUNNING, DesiredPower.PAUSED)
