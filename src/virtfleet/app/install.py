@@ -93,8 +93,8 @@ TasksMax=infinity
 LimitNOFILE=1048576
 UMask=0077
 # Hardening that QEMU (TCG needs W+X memory, /dev/kvm, taps) and runc (namespaces,
-# mounts, cgroups) survive: no MemoryDenyWriteExecute, PrivateDevices or ProtectSystem.
-ProtectClock=yes
+# mounts, cgroups) survive: no MemoryDenyWriteExecute, PrivateDevices or ProtectSystem,
+# and no ProtectClock (it implies a DeviceAllow= list, which shuts /dev/kvm and tun out).
 ProtectKernelLogs=yes
 ProtectHome=read-only
 RestrictRealtime=yes
