@@ -172,8 +172,15 @@ def uninstall(layout: Layout, purge: bool = False) -> list[Path]:
 
 
 def _build_wheel(source: Path, out: Path) -> Path:
+    """The wheel, built from a clean copy of the package (a checkout's stale ``build/``
+    would put modules deleted since into the wheel)."""
+    tree = out / "src-copy"
+    tree.mkdir()
+    shutil.copy2(source / "pyproject.toml", tree)
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
+    shutil.copytree(source / "src", tree / "src", ignore=skip)
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-          "-w", str(out), str(source)])  # fmt: skip
+          "-w", str(out), str(tree)])  # fmt: skip
     wheels = sorted(out.glob("virtfleet-*.whl"))
     if not wheels:
         raise VirtfleetError(f"building the wheel from {source} produced none")
