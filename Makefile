@@ -4,7 +4,7 @@ VENV := .venv
 VF := $(VENV)/bin/virtfleet
 DATA_DIR ?= $(or $(VIRTFLEET_DATA_DIR),/var/lib/virtfleet)
 
-.PHONY: bootstrap run test lint bench stop flake-check
+.PHONY: bootstrap run test lint bench stop flake-check install uninstall
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -14,6 +14,13 @@ run: bootstrap
 
 stop:
 	@bash scripts/run.sh "$(DATA_DIR)" --stop
+
+# virtfleet as a systemd service: its own venv under /opt/virtfleet (docs/host-service.md).
+install: bootstrap
+	$(VF) install --source "$(CURDIR)"
+
+uninstall:
+	$(VF) uninstall
 
 test: bootstrap
 	@bash scripts/test.sh

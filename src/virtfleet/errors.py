@@ -32,6 +32,7 @@ calls them (``raise ... from err``); nothing else here does I/O.
     ├── BackupDamagedError (backup_damaged, 422)
     ├── RepositoryFullError (repository_full, 507)
     ├── HostError (host_unsupported, 503)
+    ├── SchemaTooNewError (schema_too_new, 503)
     └── DriverError (driver_error, 502)
         ├── GuestAgentError (guest_agent_error, 502)
         ├── QMPError (qmp_error, 502)
@@ -207,6 +208,13 @@ class RepositoryFullError(VirtfleetError):
 
 class HostError(VirtfleetError):
     code = "host_unsupported"
+    status = 503
+
+
+class SchemaTooNewError(VirtfleetError):
+    """The state file was written by a newer virtfleet: refusing beats misreading it."""
+
+    code = "schema_too_new"
     status = 503
 
 

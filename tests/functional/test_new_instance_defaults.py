@@ -23,6 +23,7 @@ SET_ALL: dict[str, Any] = {
     "boot": {"kernel": None, "initrd": None, "cmdline": "console=ttyS0"},
     "accel": "tcg", "device_model": "emulated", "restart_policy": "on-failure",
     "guest_agent": True, "cloud_init": {"hostname": "tpl-{name}"},
+    "autostart": True, "start_order": 3, "start_delay_s": 5.0, "host_shutdown": "suspend",
 }  # fmt: skip
 
 

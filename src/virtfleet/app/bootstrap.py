@@ -14,7 +14,7 @@ import dataclasses
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +61,7 @@ from virtfleet.service.alerts import AlertService
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
+from virtfleet.service.boot import BootService
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.containers import ContainerService, NoContainers
 from virtfleet.service.disks import DiskService
@@ -77,6 +78,7 @@ from virtfleet.service.operations import OperationRunner
 from virtfleet.service.ova import OvaService
 from virtfleet.service.resources import ResourceService
 from virtfleet.service.schedules import ScheduleService
+from virtfleet.service.shutdown import ShutdownService
 from virtfleet.service.snapshots import SnapshotService
 from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
@@ -116,7 +118,9 @@ class Platform:
         await self.services.operations.recover()
         if self.services.capacity is not None:
             await self.services.capacity.start()  # its tally follows the store from here
-        await self.agent.start()
+        boot = self.services.boot
+        host_booted = await boot.detect() if boot is not None else False
+        await self.agent.start(host_booted=host_booted)
         # Running VMs are re-adopted: a backup or restore killed mid-way left work behind.
         if self.services.backups is not None:
             specs = [rec.spec for rec in await self.agent.repo.list()]
@@ -127,6 +131,8 @@ class Platform:
             await self.collector.start()
         if self.services.schedules is not None:
             self.services.schedules.start()
+        if boot is not None:
+            boot.begin()  # after a new host boot: autostart instances, in order
         if self.freeze_heap:
             # What start-up built lives as long as the daemon: out of the cyclic GC's
             # sight, a collection during a request no longer walks it (one took 140 ms).
@@ -134,6 +140,8 @@ class Platform:
             gc.freeze()
 
     async def stop(self) -> None:
+        if self.services.boot is not None:
+            await self.services.boot.close()
         if self.services.schedules is not None:
             await self.services.schedules.stop()
         await self.services.operations.close()
@@ -147,10 +155,17 @@ class Platform:
         await self.store.close()
 
 
+def _agent_answers(guests: GuestService) -> Callable[[str], Awaitable[bool]]:
+    async def ready(name: str) -> bool:
+        return (await guests.info(name)).agent
+
+    return ready
+
+
 def host_facts(settings: Settings) -> HostFacts:
     """Probe the host, reusing this boot's result: the KVM verdict costs a timeout."""
     cache = settings.data_dir / "host-facts.json"
-    boot_id = _boot_id()
+    boot_id = boot_id_of(settings)
     try:
         cached = HostFacts.model_validate_json(cache.read_text())
         if cached.boot_id == boot_id and cached.qemu_path:
@@ -164,7 +179,10 @@ def host_facts(settings: Settings) -> HostFacts:
     return facts
 
 
-def _boot_id() -> str:
+def boot_id_of(settings: Settings) -> str:
+    """This host's kernel boot id (``settings.boot_id`` overrides it, for tests)."""
+    if settings.boot_id:
+        return settings.boot_id
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
@@ -328,7 +346,12 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         backups=backups,
         schedules=ScheduleService(store, backups),
         disks=instances.disks,
+        boot=(boot := BootService(store, instances, runner, boot_id_of(settings))),
+        shutdown=(shutdown := ShutdownService(store, instances, runner)),
     )
+    boot.snapshots = shutdown.snapshots = services.snapshots  # suspend and resume
+    if services.guests is not None:  # a group with guest agents goes on once they answer
+        boot.guest_ready = _agent_answers(services.guests)
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
 
     @contextlib.asynccontextmanager

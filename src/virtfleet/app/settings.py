@@ -82,6 +82,10 @@ class Settings:
     # directory stays 0700: default /run/virtfleet/<instance_id> (gone at reboot).
     runtime_dir: Path | None = field(default_factory=lambda: _env_path("VIRTFLEET_RUNTIME_DIR"))
 
+    # The kernel boot id the daemon compares with the stored one (a new id: the host
+    # booted, so autostart instances start); "" = /proc/sys/kernel/random/boot_id.
+    boot_id: str = field(default_factory=lambda: os.environ.get("VIRTFLEET_BOOT_ID", ""))
+
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()
 

@@ -17,6 +17,7 @@ import typer
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
 from virtfleet.cli.disks import ReuseDisksOpt
+from virtfleet.cli.hostpower import AutostartOpt, StartDelayOpt, StartOrderOpt, policy_fields
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.client import container_calls as calls
 from virtfleet.model.instance import RestartPolicy
@@ -65,6 +66,9 @@ def create(
         str | None,
         typer.Option("--cmd", help="Replaces the image's cmd (shell-quoted words)."),
     ] = None,
+    autostart: AutostartOpt = None,
+    start_order: StartOrderOpt = None,
+    start_delay: StartDelayOpt = None,
     reuse_disks: ReuseDisksOpt = False,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
@@ -80,6 +84,7 @@ def create(
         "pids_max": pids_max,
         "restart_policy": restart_policy.value,
         "nics": [{"mode": "network", "network": n} for n in network or []],
+        **policy_fields(autostart, start_order, start_delay),
     }
     if mode is not None:
         spec["container_mode"] = mode

@@ -24,6 +24,7 @@ from virtfleet.cli import (
     containers,
     context,
     disks,
+    hostpower,
     images,
     instances,
     metrics,
@@ -34,6 +35,9 @@ from virtfleet.cli import (
     templates,
     vm,
     vmset,
+)
+from virtfleet.cli import (
+    install as installer,
 )
 from virtfleet.client import ApiError
 from virtfleet.client.paths import DATA_DIR_ENV, default_data_dir
@@ -50,6 +54,7 @@ app.add_typer(vm.app, name="vm")
 app.add_typer(containers.app, name="container")
 instances.install(app)  # start|stop|...|snapshot NAME for VMs and containers alike
 vmset.install(vm.app, misc.host_app)
+hostpower.install(misc.host_app)
 app.add_typer(backups.app, name="backup")
 app.add_typer(images.app, name="image")
 app.add_typer(networks.app, name="network")
@@ -62,6 +67,8 @@ context.command(app, "events")(misc.events)
 app.add_typer(auth.token_app, name="token")
 app.add_typer(auth.user_app, name="user")
 context.command(app, "whoami")(auth.whoami)
+context.command(app, "install")(installer.install)
+context.command(app, "uninstall")(installer.uninstall)
 context.command(app, "audit")(auth.audit)
 app.add_typer(metrics.alert_app, name="alert")
 for _name, _fn in metrics.top_level:

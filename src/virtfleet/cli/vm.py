@@ -19,6 +19,13 @@ import typer
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
 from virtfleet.cli.disks import ReuseDisksOpt
+from virtfleet.cli.hostpower import (
+    AutostartOpt,
+    HostShutdownOpt,
+    StartDelayOpt,
+    StartOrderOpt,
+    policy_fields,
+)
 from virtfleet.cli.images import host_path
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.cli.vmset import (
@@ -102,6 +109,10 @@ def create(
     nic_model: Annotated[
         str | None, typer.Option("--nic-model", help="virtio, e1000, vmxnet3 or rtl8139.")
     ] = None,
+    autostart: AutostartOpt = None,
+    start_order: StartOrderOpt = None,
+    start_delay: StartDelayOpt = None,
+    host_shutdown: HostShutdownOpt = None,
     start: Annotated[bool, typer.Option("--start", help="Start it once created.")] = False,
     reuse_disks: ReuseDisksOpt = False,
     no_wait: NoWaitOpt = False,
@@ -121,6 +132,7 @@ def create(
         "device_model": device_model,
         "restart_policy": restart_policy,
         **_nics(nic, network or [], nic_model),
+        **policy_fields(autostart, start_order, start_delay, host_shutdown),
     }
     settings = {k: v.value if isinstance(v, StrEnum) else v for k, v in settings.items()}
     settings = {k: v for k, v in settings.items() if v is not None}

@@ -14,6 +14,13 @@ import typer
 
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
+from virtfleet.cli.hostpower import (
+    AutostartOpt,
+    HostShutdownOpt,
+    StartDelayOpt,
+    StartOrderOpt,
+    policy_fields,
+)
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.client import Instance
 from virtfleet.client import resources as calls
@@ -106,10 +113,15 @@ def set_(
     bps: BpsOpt = None,
     nic_add: NicAddOpt = None,
     nic_remove: NicRemoveOpt = None,
+    autostart: AutostartOpt = None,
+    start_order: StartOrderOpt = None,
+    start_delay: StartDelayOpt = None,
+    host_shutdown: HostShutdownOpt = None,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Change memory, vCPUs, CPU/IO limits, disks and NICs; live where the VM allows."""
+    """Change memory, vCPUs, CPU/IO limits, disks and NICs (live where the VM allows),
+    and the start-at-boot and host-shutdown policy."""
     body: dict[str, Any] = {}
     _sizes(body, memory=memory, min_memory=min_memory, max_memory=max_memory)
     _put(body, "vcpus", vcpus)
@@ -126,6 +138,7 @@ def set_(
         body["nics_add"] = [{"name": n} for n in nic_add]
     if nic_remove:
         body["nics_remove"] = list(nic_remove)
+    body.update(policy_fields(autostart, start_order, start_delay, host_shutdown))
     if not body:
         raise invalid("nothing to change: give at least one option (see --help)")
     op = client.call(calls.patch_instance(name, body))

@@ -21,6 +21,7 @@ from virtfleet.client.models import Image, Instance
 from virtfleet.errors import InvalidNameError
 from virtfleet.model.audit import AuditEntry
 from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
+from virtfleet.model.boot import BootReport
 from virtfleet.model.console import ConsoleTicket
 from virtfleet.model.event import Event
 from virtfleet.model.host import Check, HostFacts
@@ -178,6 +179,14 @@ def host() -> Call[HostFacts]:
 
 def host_check() -> Call[list[Check]]:
     return Call("GET", "/1.0/host/check", many(Check))
+
+
+def boot_report() -> Call[BootReport]:
+    return Call("GET", "/1.0/host/boot-report", one(BootReport))
+
+
+def shutdown_guests(timeout_s: float) -> Call[Operation]:
+    return Call("POST", "/1.0/host/shutdown-guests", one(Operation), json={"timeout_s": timeout_s})
 
 
 def list_operations() -> Call[list[Operation]]:

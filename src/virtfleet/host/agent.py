@@ -87,11 +87,13 @@ class Agent:
 
     # -- lifecycle of the agent itself ---------------------------------------------------
 
-    async def start(self) -> None:
-        """Re-adopt what runs, then follow the store and the driver."""
+    async def start(self, host_booted: bool = False) -> None:
+        """Re-adopt what runs, then follow the store and the driver. ``host_booted``: the
+        host rebooted since the last start, so nothing that ran then runs now, and no
+        restart policy applies (the boot sequence, ``service.boot``, decides what starts)."""
         revision = await self.store.revision()
         for rec in await self.repo.list():
-            await self._adopt(rec)
+            await self._adopt(rec, host_booted)
         await self._remove_orphans()
         await self.nics.reconcile(await self.repo.list())
         self._tasks = [
@@ -123,11 +125,14 @@ class Agent:
                 del self._cgroups[name]
         self.cgroups.remove_parent_if_empty()
 
-    async def _adopt(self, rec: InstanceRecord) -> None:
+    async def _adopt(self, rec: InstanceRecord, host_booted: bool = False) -> None:
         try:
             found = await self.driver.adopt(rec.name)
         except VirtfleetError as err:
             found = InstanceStatus(power=PowerState.CRASHED, reason=f"re-adoption failed: {err}")
+        if host_booted and found.power in (PowerState.CRASHED, PowerState.STOPPED):
+            # The host went down, not the guest: stopped, and no crash for a policy to answer.
+            found = InstanceStatus(power=PowerState.STOPPED, reason="host rebooted")
         wanted = rec.desired.power in (DesiredPower.RUNNING, DesiredPower.PAUSED)
         if found.power is PowerState.CRASHED and not wanted:
             found = found.model_copy(update={"power": PowerState.STOPPED})

@@ -16,6 +16,7 @@ from virtfleet.model.names import NameStr, validate_name
 
 MIN_MEMORY_MIB = 64
 MAX_VCPUS = 255
+START_ORDER_MAX = 10_000
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
@@ -171,6 +172,14 @@ class InstanceSpec(Strict):
     # Per-machine identity: the SMBIOS system UUID (QEMU -uuid) and the root of the cloud-init
     # instance-id. A new instance gets a fresh one (model.defaults); None = none (older records).
     uuid: Annotated[str, Field(pattern=UUID_PATTERN)] | None = None
+    # Start at boot (service/boot.py): after a host boot, autostart instances start in
+    # ascending start_order; the next group waits start_delay_s after this one started.
+    autostart: bool = False
+    start_order: Annotated[int, Field(ge=0, le=START_ORDER_MAX)] = 0
+    start_delay_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
+    # What `host shutdown-guests` does: stop (ACPI, then forced) or save memory and resume
+    # at the next boot (VMs only).
+    host_shutdown: Literal["stop", "suspend"] = "stop"
 
     @field_validator("name")
     @classmethod
@@ -234,6 +243,7 @@ def _vm_only(spec: InstanceSpec) -> list[str]:
     wrong += ["boot"] if spec.boot != BootSpec() else []
     wrong += ["accel"] if spec.accel is not Accel.AUTO else []
     wrong += ["device_model"] if spec.device_model is not DeviceModel.VIRTIO else []
+    wrong += ["host_shutdown suspend"] if spec.host_shutdown == "suspend" else []
     return wrong
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from virtfleet.model.instance import (
     MAX_VCPUS,
     MIN_MEMORY_MIB,
+    START_ORDER_MAX,
     DeviceModel,
     DiskLimits,
     DiskSpec,
@@ -29,6 +30,8 @@ KindAll = Kind | Literal["nic-add", "nic-remove", "other"]
 # Fields whose difference is handled by a rule below; any other difference waits for a boot.
 _HANDLED = {"memory_mib", "max_memory_mib", "min_memory_mib", "vcpus", "max_vcpus"}
 _HANDLED |= {"cpu_limit_pct", "cpu_weight", "disks", "nics"}
+# Start-at-boot and host-shutdown policy: read by the daemon, never applied to a process.
+POLICY = {"autostart", "start_order", "start_delay_s", "host_shutdown"}
 MemoryMib = Annotated[int, Field(ge=MIN_MEMORY_MIB, le=16 * 1024 * 1024)]
 
 
@@ -62,6 +65,10 @@ class ResourcePatch(Strict):
     disk_limits: dict[str, DiskLimits | None] = Field(default_factory=dict)
     nics_add: list[NicSpec] = Field(default_factory=list, max_length=8)
     nics_remove: list[str] = Field(default_factory=list, max_length=8)
+    autostart: bool | None = None
+    start_order: Annotated[int, Field(ge=0, le=START_ORDER_MAX)] | None = None
+    start_delay_s: Annotated[float, Field(ge=0, le=3600)] | None = None
+    host_shutdown: Literal["stop", "suspend"] | None = None
 
     def is_empty(self) -> bool:
         return not self.model_fields_set
@@ -74,7 +81,7 @@ def changes(applied: InstanceSpec, wanted: InstanceSpec) -> list[Change]:
     out += _cpus(applied, wanted)
     out += _disks(applied, wanted)
     out += _nics(applied, wanted)
-    rest = set(InstanceSpec.model_fields) - _HANDLED
+    rest = set(InstanceSpec.model_fields) - _HANDLED - POLICY
     old, new = applied.model_dump(include=rest), wanted.model_dump(include=rest)
     for name in sorted(k for k in rest if old[k] != new[k]):
         out.append(Change(kind="other", target=name, mode="next-boot", old=old[name],

@@ -15,6 +15,7 @@ from virtfleet.model.cloudinit import CloudInit
 from virtfleet.model.instance import (
     MAX_VCPUS,
     MIN_MEMORY_MIB,
+    START_ORDER_MAX,
     Accel,
     BootSpec,
     DeviceModel,
@@ -48,6 +49,10 @@ class TemplateDefaults(Strict):
     restart_policy: RestartPolicy | None = None
     guest_agent: bool | None = None
     cloud_init: CloudInit | None = None
+    autostart: bool | None = None
+    start_order: Annotated[int, Field(ge=0, le=START_ORDER_MAX)] | None = None
+    start_delay_s: Annotated[float, Field(ge=0, le=3600)] | None = None
+    host_shutdown: Literal["stop", "suspend"] | None = None
 
     def set_fields(self) -> dict[str, Any]:
         """The fields this template sets, as ``InstanceSpec`` input."""

@@ -14,6 +14,7 @@ from virtfleet.service.alerts import AlertService
 from virtfleet.service.audit import AuditService
 from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
+from virtfleet.service.boot import BootService
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
 from virtfleet.service.containers import ContainerService
@@ -30,6 +31,7 @@ from virtfleet.service.operations import OperationRunner
 from virtfleet.service.ova import OvaService
 from virtfleet.service.resources import ResourceService
 from virtfleet.service.schedules import ScheduleService
+from virtfleet.service.shutdown import ShutdownService
 from virtfleet.service.snapshots import SnapshotService
 from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
@@ -86,3 +88,5 @@ class Services:
     backups: BackupService | None = None
     schedules: ScheduleService | None = None
     disks: DiskService | None = None  # None: kept disks are not managed (answers 503)
+    boot: BootService | None = None  # None: no start at boot (nothing recorded)
+    shutdown: ShutdownService | None = None  # None: no host shutdown-guests (answers 503)

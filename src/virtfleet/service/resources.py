@@ -28,7 +28,7 @@ from virtfleet.errors import (
 from virtfleet.model.instance import DiskSpec, InstanceSpec, NicSpec
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
-from virtfleet.model.resources import Change, ResourcePatch, changes
+from virtfleet.model.resources import POLICY, Change, ResourcePatch, changes
 from virtfleet.service.capacity import CapacityService, counts
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext
@@ -172,6 +172,9 @@ def _patched(old: InstanceSpec, patch: ResourcePatch, sizes: dict[str, float]) -
     for field in ("cpu_limit_pct", "cpu_weight", "min_memory_mib"):
         if field in given:
             update[field] = getattr(patch, field)  # explicit null removes the limit
+    for field in POLICY:
+        if field in given and getattr(patch, field) is not None:
+            update[field] = getattr(patch, field)
     _check_bounds(old.model_copy(update=update))
     update["disks"] = _disks(old, patch, sizes)
     update["nics"] = _nics(old, patch)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -22,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from virtfleet.errors import InUseError, VirtfleetError
+from virtfleet.state import migrations
 from virtfleet.state._core import DEFAULT_HISTORY, Batch, CoreStore, Lease, Page
 from virtfleet.state.store import KeyValue, WatchEvent
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = migrations.SCHEMA_VERSION
 LOCK_TIMEOUT_S = 2.0
 _KV_COLUMNS = "key, value, create_revision, mod_revision, version, lease"
 _SCHEMA = f"""
@@ -192,9 +195,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA locking_mode = EXCLUSIVE")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise VirtfleetError(f"state file {path} has schema {version}, newer than this version")
+        migrated = migrations.migrate(db, path)  # backup first; one transaction
+        if migrated is not None:
+            log.warning("state file %s migrated from schema %d", path, migrated)
         db.executescript(_SCHEMA)
     except sqlite3.Error as err:
         db.close()

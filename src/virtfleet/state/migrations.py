@@ -1,0 +1,129 @@
+"""The store's schema version and the steps that carry an older SQLite file forward.
+
+Owns ``SCHEMA_VERSION`` (``PRAGMA user_version`` of the state file) and
+``MIGRATIONS``: step ``n`` turns a version ``n - 1`` file into version ``n``.
+``migrate`` copies the file aside first (``<file>.v<old>-<time>.bak``), then runs
+every missing step and the version bump in one transaction: a failed upgrade
+leaves the file exactly as the old release wrote it. A file newer than this code
+is refused (``SchemaTooNewError``): an older daemon would misread what it does not
+know. Steps rewrite stored documents as new revisions (with their ``changes``
+rows), so watchers and caches see them as ordinary writes. Only SQL and JSON here;
+nothing of ``CoreStore``'s semantics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from virtfleet.errors import SchemaTooNewError
+
+SCHEMA_VERSION = 2
+Step = Callable[["Rewriter"], None]
+
+
+class Rewriter:
+    """Rewrites stored documents inside the migration's transaction, all under one new
+    revision (one ``changes`` row per key, as a ``txn`` would write)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        row = db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
+        self.revision = (int(row[0]) if row else 0) + 1
+        self.changed = 0
+
+    def documents(self, prefix: str, suffix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        """Every JSON document under ``prefix`` whose key ends with ``suffix``."""
+        rows = self.db.execute(
+            "SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+            (prefix.encode(), prefix.encode() + b"\xff"),
+        ).fetchall()
+        found = []
+        for key, value in rows:
+            name = bytes(key).decode()
+            if name.endswith(suffix):
+                found.append((name, json.loads(bytes(value))))
+        return found
+
+    def put(self, key: str, document: dict[str, Any]) -> None:
+        value = json.dumps(document, separators=(",", ":")).encode()
+        self.db.execute(
+            "UPDATE kv SET value = ?, mod_revision = ?, version = version + 1 WHERE key = ?",
+            (value, self.revision, key.encode()),
+        )
+        self.db.execute(
+            "INSERT INTO changes (revision, seq, type, key, value) VALUES (?, ?, 'put', ?, ?)",
+            (self.revision, self.changed, key.encode(), value),
+        )
+        self.changed += 1
+
+    def finish(self) -> None:
+        if self.changed:
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta (name, value) VALUES ('revision', ?)",
+                (self.revision,),
+            )
+
+
+def _v2_boot_policy(rw: Rewriter) -> None:
+    """Version 2: every instance gets an explicit start-at-boot policy. Version 1 brought
+    back, after a host reboot, the instances that were running with a restart policy
+    (their dead process counted as a crash); they become ``autostart`` so an upgrade does
+    not change what comes back at boot. Everything else stays stopped at boot."""
+    for key, spec in rw.documents("/instances/", "/spec"):
+        name = key.split("/")[2]
+        desired = dict(rw.documents(f"/instances/{name}/", "/desired")).get(
+            f"/instances/{name}/desired", {}
+        )
+        was_running = desired.get("power", "stopped") in ("running", "paused")
+        policy = spec.get("restart_policy", "no")
+        spec.setdefault("autostart", was_running and policy != "no")
+        spec.setdefault("start_order", 0)
+        spec.setdefault("start_delay_s", 0.0)
+        spec.setdefault("host_shutdown", "stop")
+        rw.put(key, spec)
+
+
+MIGRATIONS: dict[int, Step] = {2: _v2_boot_policy}
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> int | None:
+    """Bring the open file at ``path`` to ``SCHEMA_VERSION``; the version it had if it
+    was migrated, None if it was new or current. ``SchemaTooNewError`` if newer."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"state file {path} has schema version {version}; this virtfleet knows up to"
+            f" {SCHEMA_VERSION}: run a newer virtfleet, or restore the .bak file the"
+            " upgrade left beside it"
+        )
+    if version == 0 or version == SCHEMA_VERSION:
+        return None  # a new file gets the current schema; nothing to carry forward
+    backup(db, path, version)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        rw = Rewriter(db)
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[step](rw)
+        rw.finish()
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # transactional: file header
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return version
+
+
+def backup(db: sqlite3.Connection, path: Path, version: int) -> Path:
+    """A consistent copy of the whole file (SQLite's online backup: WAL included)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.v{version}-{stamp}.bak")
+    with contextlib.closing(sqlite3.connect(target)) as copy:
+        db.backup(copy)
+    target.chmod(0o600)
+    return target
