@@ -6,11 +6,8 @@ block's own error, and the callers (vmstate, block jobs) get these guarantees to
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
 import socket
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,19 +15,13 @@ from typing import Any
 import pytest
 
 from tests.protocol.fake_qmp import FakeQMPServer, Reply, ScriptEntry, error, ok
+from tests.protocol.sessions import session_with_file
 from virtfleet.drivers.qemu import vmstate
 from virtfleet.drivers.qemu.blockjobs import NBD_FD, BlockJobs
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.errors import QMPConnectionError, QMPError
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def work() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vfq-", dir="/tmp"))  # unix socket path limit
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class Fds:
@@ -69,21 +60,15 @@ class Fds:
 
 @asynccontextmanager
 async def connected(
-    work: Path, fds: Fds, extra: dict[str, ScriptEntry] | None = None
+    sock_dir: Path, fds: Fds, extra: dict[str, ScriptEntry] | None = None
 ) -> AsyncIterator[tuple[FakeQMPServer, QMPSession, int]]:
-    async with FakeQMPServer(work / "q.sock", {**fds.script(), **(extra or {})}) as fake:
-        session = await QMPSession.connect(fake.path, timeout_s=2.0)
-        fd = os.open(work / "file", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            yield fake, session, fd
-        finally:
-            os.close(fd)
-            await session.close()
+    async with session_with_file(sock_dir, {**fds.script(), **(extra or {})}) as connection:
+        yield connection
 
 
-async def test_an_fdset_is_named_to_the_block_and_removed_after_it(work: Path) -> None:
+async def test_an_fdset_is_named_to_the_block_and_removed_after_it(sock_dir: Path) -> None:
     fds = Fds()
-    async with connected(work, fds) as (fake, session, fd):
+    async with connected(sock_dir, fds) as (fake, session, fd):
         async with session.passed_fd(fd) as filename:
             assert fds.sets == {3}
             await session.execute("screendump", {"filename": filename})
@@ -93,23 +78,23 @@ async def test_an_fdset_is_named_to_the_block_and_removed_after_it(work: Path) -
     assert fds.sets == set()
 
 
-async def test_an_fdset_is_removed_when_the_block_fails(work: Path) -> None:
+async def test_an_fdset_is_removed_when_the_block_fails(sock_dir: Path) -> None:
     fds = Fds()
     extra: dict[str, ScriptEntry] = {"blockdev-add": error("Could not open '/dev/fdset/3'")}
-    async with connected(work, fds, extra) as (_fake, session, fd):
+    async with connected(sock_dir, fds, extra) as (_fake, session, fd):
         with pytest.raises(QMPError, match="Could not open"):
             async with session.passed_fd(fd) as filename:
                 await session.execute("blockdev-add", {"filename": filename})
     assert fds.sets == set()
 
 
-async def test_a_failing_removal_does_not_hide_the_blocks_error(work: Path) -> None:
+async def test_a_failing_removal_does_not_hide_the_blocks_error(sock_dir: Path) -> None:
     fds = Fds()
     extra: dict[str, ScriptEntry] = {
         "remove-fd": error("remove failed"),
         "blockdev-add": error("Could not open '/dev/fdset/3'"),
     }
-    async with connected(work, fds, extra) as (fake, session, fd):
+    async with connected(sock_dir, fds, extra) as (fake, session, fd):
         with pytest.raises(QMPError, match="Could not open"):
             async with session.passed_fd(fd) as filename:
                 await session.execute("blockdev-add", {"filename": filename})
@@ -117,9 +102,9 @@ async def test_a_failing_removal_does_not_hide_the_blocks_error(work: Path) -> N
         assert await session.query_status() == "running"  # the session is still usable
 
 
-async def test_a_named_fd_is_closed_only_when_the_block_fails(work: Path) -> None:
+async def test_a_named_fd_is_closed_only_when_the_block_fails(sock_dir: Path) -> None:
     fds = Fds()
-    async with connected(work, fds) as (fake, session, fd):
+    async with connected(sock_dir, fds) as (fake, session, fd):
         with pytest.raises(RuntimeError):
             async with session.passed_fd(fd, "vf-x") as name:
                 assert fds.named == {"vf-x"}
@@ -131,18 +116,18 @@ async def test_a_named_fd_is_closed_only_when_the_block_fails(work: Path) -> Non
         assert fake.commands().count("closefd") == 1
 
 
-async def test_a_refused_fd_leaves_nothing_to_clean(work: Path) -> None:
+async def test_a_refused_fd_leaves_nothing_to_clean(sock_dir: Path) -> None:
     fds = Fds()
-    async with connected(work, fds, {"add-fd": error("fdset 3 is in use")}) as (fake, s, fd):
+    async with connected(sock_dir, fds, {"add-fd": error("fdset 3 is in use")}) as (fake, s, fd):
         with pytest.raises(QMPError, match="fdset 3 is in use"):
             async with s.passed_fd(fd):
                 raise AssertionError("the block must not run")
         assert "remove-fd" not in fake.commands()
 
 
-async def test_passing_on_a_closed_session_raises_a_connection_error(work: Path) -> None:
+async def test_passing_on_a_closed_session_raises_a_connection_error(sock_dir: Path) -> None:
     fds = Fds()
-    async with connected(work, fds) as (fake, session, fd):
+    async with connected(sock_dir, fds) as (fake, session, fd):
         await session.close()
         with pytest.raises(QMPConnectionError):
             async with session.passed_fd(fd):
@@ -150,21 +135,21 @@ async def test_passing_on_a_closed_session_raises_a_connection_error(work: Path)
         assert "add-fd" not in fake.commands()
 
 
-async def test_a_failed_state_load_removes_its_fdset(work: Path) -> None:
+async def test_a_failed_state_load_removes_its_fdset(sock_dir: Path) -> None:
     fds = Fds()
     extra: dict[str, ScriptEntry] = {"migrate-incoming": error("Device needs migration")}
-    async with connected(work, fds, extra) as (_fake, session, fd):
+    async with connected(sock_dir, fds, extra) as (_fake, session, fd):
         with pytest.raises(QMPError, match="Device needs migration"):
             await vmstate.load(session, fd)
     assert fds.sets == set()
 
 
-async def test_a_failed_nbd_start_closes_the_passed_socket(work: Path) -> None:
+async def test_a_failed_nbd_start_closes_the_passed_socket(sock_dir: Path) -> None:
     fds = Fds()
     extra: dict[str, ScriptEntry] = {"nbd-server-start": error("NBD server already running")}
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        async with connected(work, fds, extra) as (fake, session, _fd):
+        async with connected(sock_dir, fds, extra) as (fake, session, _fd):
             with pytest.raises(QMPError, match="already running"):
                 await BlockJobs(session).serve_nbd(listener)
             closed = next(m for m in fake.received if m.get("execute") == "closefd")
