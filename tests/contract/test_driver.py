@@ -35,9 +35,11 @@ class Harness:
         self.kind = kind
         self._events = driver.events()
 
+    def spec(self, name: str) -> InstanceSpec:
+        return InstanceSpec(name=name, kind=self.kind, image="tiny", memory_mib=128).normalized()
+
     async def start(self, name: str) -> None:
-        spec = InstanceSpec(name=name, kind=self.kind, image="tiny", memory_mib=128).normalized()
-        status = await self.driver.start(spec, self.make_ctx(name))
+        status = await self.driver.start(self.spec(name), self.make_ctx(name))
         assert status.power is PowerState.RUNNING
 
     async def next_event(self, name: str, kind: str) -> DriverEvent:
@@ -49,7 +51,20 @@ class Harness:
 
 
 async def _fake() -> AsyncIterator[Harness]:
-    yield Harness(FakeDriver(), lambda name: LaunchContext(Accel.TCG, "test", {}))
+    """The fake's disks are real files too (the agent makes them): empty qcow2s here."""
+    work = Path(tempfile.mkdtemp(prefix="vff", dir="/tmp"))
+
+    def ctx(name: str) -> LaunchContext:
+        disk = work / f"{name}.qcow2"
+        if not disk.exists():
+            cmd = ["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"]
+            subprocess.run(cmd, check=True)
+        return LaunchContext(Accel.TCG, "test", {"root": disk})
+
+    try:
+        yield Harness(FakeDriver(), ctx)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 async def _qemu() -> AsyncIterator[Harness]:

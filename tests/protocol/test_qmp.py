@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +18,6 @@ from virtfleet.drivers.qemu.qmp import QMPEvent, QMPSession
 from virtfleet.errors import QMPConnectionError, QMPError, TimeoutError_
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    # pytest's tmp_path can push unix socket paths past the ~108-byte limit.
-    path = Path(tempfile.mkdtemp(prefix="vfq-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager

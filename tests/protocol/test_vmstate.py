@@ -6,28 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.protocol.fake_qmp import FakeQMPServer, Reply, ok
+from tests.protocol.sessions import session_with_file
 from virtfleet.drivers.qemu import vmstate
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.errors import DriverError
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vfq-", dir="/tmp"))  # unix socket path limit
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class Migration:
@@ -80,15 +71,9 @@ class Migration:
 async def serve(
     sock_dir: Path, migration: Migration
 ) -> AsyncIterator[tuple[FakeQMPServer, QMPSession, int]]:
-    async with FakeQMPServer(sock_dir / "q.sock", migration.script()) as fake:
+    async with session_with_file(sock_dir, migration.script()) as (fake, session, fd):
         migration.fake = fake
-        session = await QMPSession.connect(fake.path, timeout_s=2.0)
-        fd = os.open(sock_dir / "state", os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            yield fake, session, fd
-        finally:
-            os.close(fd)
-            await session.close()
+        yield fake, session, fd
 
 
 async def test_save_switches_in_the_pause_and_reports_qemus_pause(sock_dir: Path) -> None:

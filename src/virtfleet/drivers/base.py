@@ -14,10 +14,10 @@ tests/contract/test_driver.py runs the same suite against every driver.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from virtfleet.model.instance import (
     Accel,
@@ -27,6 +27,9 @@ from virtfleet.model.instance import (
     InstanceStatus,
     NicSpec,
 )
+
+if TYPE_CHECKING:
+    from virtfleet.drivers.qemu.blockjobs import BlockJobs
 
 # Given a container init's PID, attach its network namespace to the instance's networks.
 JoinNetns = Callable[[int], Awaitable[None]]
@@ -114,6 +117,56 @@ class SupportsGraphics(Protocol):
 
     async def screenshot(self, name: str) -> bytes:
         """The screen as PNG; ``InvalidStateError`` unless running or paused."""
+        ...
+
+
+@runtime_checkable
+class SupportsVmSnapshots(Protocol):
+    """A driver that snapshots a running (or paused) VM's disks, and its RAM, without a stop.
+
+    The host owns the files and their names (host/snapshots.py): it creates each new
+    overlay (an empty qcow2 over the disk's current file, under the name that file is about
+    to get) and renames files afterwards; the driver only moves the running VM. A stopped
+    VM's snapshots are file operations and never reach the driver. Every call on a VM that
+    is not running or paused raises ``InvalidStateError``; a disk the VM does not have,
+    ``NotFoundError``.
+    """
+
+    async def snapshot_disks(
+        self, name: str, overlays: Mapping[str, Path], state: Path | None = None
+    ) -> float | None:
+        """Make each ``overlays[disk]`` that disk's active layer, all at one instant, without
+        pausing the guest; with ``state``, also write RAM and device state into that file and
+        switch in the save's final pause, whose length (ms) is returned (else None). On
+        failure the VM runs on its old layers."""
+        ...
+
+    async def merge_disk(self, name: str, disk: str, backing: str) -> None:
+        """Copy the data of the layer below ``disk``'s active layer up into it; the active
+        layer then sits on ``backing`` (a qcow2 path; "": on nothing)."""
+        ...
+
+    def defer_start(self, name: str) -> None:
+        """The next ``start`` of ``name`` waits for ``load_state`` instead of booting."""
+        ...
+
+    async def load_state(self, name: str, state: Path) -> None:
+        """Load a ``state`` written by ``snapshot_disks`` into ``name``, started after
+        ``defer_start`` with the same devices; the guest then runs on from that moment."""
+        ...
+
+
+@runtime_checkable
+class SupportsBlockJobs(Protocol):
+    """A driver whose running VMs' block layer the host drives itself (pull-mode backups:
+    fleecing, dirty bitmaps, an NBD export)."""
+
+    def block_jobs(self, name: str) -> BlockJobs | None:
+        """The block layer of a running or paused VM, else None."""
+        ...
+
+    def nbd_socket(self, name: str) -> Path:
+        """Where the VM may serve NBD: a root-only path (the socket reads its disks)."""
         ...
 
 

@@ -3,7 +3,7 @@
 The agent holds one driver; this one sends a spec to the driver of its kind and a
 name to the driver that owns it (the container driver's ``owns``; everything else
 is the VM driver's). Events of both are merged. Capability protocols (graphics,
-exec, live limits, rootfs snapshots) go to the driver that has them. Must not hold
+exec, live limits, rootfs and VM snapshots) go to the driver that has them. Must not hold
 state of its own beyond the two drivers.
 """
 
@@ -11,21 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from virtfleet.drivers.base import (
     Driver,
     DriverEvent,
     DriverInfo,
     LaunchContext,
+    SupportsBlockJobs,
     SupportsGraphics,
     SupportsLiveResources,
+    SupportsVmSnapshots,
 )
 from virtfleet.drivers.stats import DriverStats, SupportsStats
 from virtfleet.errors import ConflictError
 from virtfleet.model.instance import DiskLimits, DiskSpec, InstanceSpec, InstanceStatus, NicSpec
+
+if TYPE_CHECKING:
+    from virtfleet.drivers.qemu.blockjobs import BlockJobs
 
 
 class ContainerDriver(Driver, Protocol):
@@ -134,13 +139,42 @@ class RoutingDriver:
     def containers(self) -> ContainerDriver:
         return self.container
 
-    # -- VM-only capabilities: metrics counters and live resources ---------------------
+    # -- VM-only capabilities: metrics counters, VM snapshots and live resources ---------
 
     async def stats(self, name: str) -> DriverStats:
         driver = self.container if self.container.owns(name) else self.vm
         if not isinstance(driver, SupportsStats):
             return DriverStats(unavailable={"driver": f"{driver.name} keeps no counters"})
         return await driver.stats(name)
+
+    def _vm_snapshots(self, name: str) -> SupportsVmSnapshots:
+        if self.container.owns(name) or not isinstance(self.vm, SupportsVmSnapshots):
+            raise ConflictError(f"instance {name!r} has no VM snapshots (containers: rootfs)")
+        return self.vm
+
+    async def snapshot_disks(
+        self, name: str, overlays: Mapping[str, Path], state: Path | None = None
+    ) -> float | None:
+        return await self._vm_snapshots(name).snapshot_disks(name, overlays, state)
+
+    async def merge_disk(self, name: str, disk: str, backing: str) -> None:
+        await self._vm_snapshots(name).merge_disk(name, disk, backing)
+
+    def defer_start(self, name: str) -> None:
+        self._vm_snapshots(name).defer_start(name)
+
+    async def load_state(self, name: str, state: Path) -> None:
+        await self._vm_snapshots(name).load_state(name, state)
+
+    def block_jobs(self, name: str) -> BlockJobs | None:
+        if self.container.owns(name) or not isinstance(self.vm, SupportsBlockJobs):
+            return None
+        return self.vm.block_jobs(name)
+
+    def nbd_socket(self, name: str) -> Path:
+        if self.container.owns(name) or not isinstance(self.vm, SupportsBlockJobs):
+            raise ConflictError(f"instance {name!r} has no block layer to back up live")
+        return self.vm.nbd_socket(name)
 
     def _live(self, name: str) -> SupportsLiveResources:
         if self.container.owns(name) or not isinstance(self.vm, SupportsLiveResources):

@@ -58,7 +58,6 @@ STARTING_AFTER_S = 0.25
 class AgentConfig:
     disks_root: Path
     image_path: Callable[[str], Path]
-    qemu_img: str = "qemu-img"
     cgroups: Any = None  # util.cgroups.CgroupManager, or None to run without cgroups
     networks: NetworkHost | None = None  # virtual networks (taps, reconciliation); None: none
 
@@ -77,7 +76,7 @@ class Agent:
         self.driver = driver
         self.facts = facts
         self.events = events
-        self.disks = DiskManager(config.disks_root, config.image_path, config.qemu_img)
+        self.disks = DiskManager(config.disks_root, config.image_path)
         self.cgroups = config.cgroups
         self.nics = NicPlumber(store, config.networks)
         self._locks: dict[str, asyncio.Lock] = {}

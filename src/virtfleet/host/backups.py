@@ -27,12 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from virtfleet.drivers.base import SupportsBlockJobs
 from virtfleet.drivers.qemu.blockjobs import Bitmap, BlockJobs, Fleece
 from virtfleet.drivers.qemu.nbd import NBDClient, export_ranges
 from virtfleet.errors import ConflictError, NotFoundError, VirtfleetError
-from virtfleet.host import imgtool
 from virtfleet.host.quiesce import NoQuiesce, Quiescer
 from virtfleet.model.instance import InstanceSpec
+from virtfleet.storage import qemuimg
 from virtfleet.storage.backup.chunks import ChunkStore
 from virtfleet.storage.backup.ingest import ingest, ingest_ranges
 from virtfleet.storage.backup.manifest import BackupManifest, BackupStats, DiskManifest
@@ -67,10 +68,6 @@ class BackupManager:
         self.quiescer: Quiescer = quiescer or NoQuiesce()
         self._lock = asyncio.Lock()
 
-    @property
-    def qemu_img(self) -> str:
-        return self.agent.disks.qemu_img
-
     def _scratch(self, manifest: BackupManifest, disk: str) -> Path:
         """The backup job's temporary target: next to the VM's disk, never in the repository,
         so a full repository fails our own writes, never QEMU's (no guest write is at risk)."""
@@ -85,7 +82,7 @@ class BackupManager:
                 self.repo.clean_tmp()
                 for leftover in self.agent.disks.dir(spec.name).glob(".backup-*"):
                     leftover.unlink()  # a killed daemon's temporary backup target
-                jobs = self.snapshots.blockjobs(spec.name)
+                jobs = self._jobs(spec.name)
                 parent = self.repo.latest(spec.name)
                 manifest = BackupManifest(
                     id=new_backup_id(),
@@ -112,7 +109,7 @@ class BackupManager:
         the repository. Finished backups and their chunks are never touched."""
         async with self._lock:
             for spec in instances:
-                jobs = self.snapshots.blockjobs(spec.name)
+                jobs = self._jobs(spec.name)
                 if jobs is None:
                     continue
                 try:
@@ -180,8 +177,7 @@ class BackupManager:
                     await jobs.remove_bitmap(node, since)
 
     async def _size(self, vm: str, disk: str) -> int:
-        info = await imgtool.info(self.qemu_img, self.agent.disks.path(vm, disk))
-        return int(info["virtual-size"])
+        return await qemuimg.virtual_size(self.agent.disks.path(vm, disk))
 
     async def _plan(
         self,
@@ -216,10 +212,8 @@ class BackupManager:
         started = time.monotonic()
         for disk, f in zip(spec.disks, fleeces, strict=True):
             target = self._scratch(manifest, disk.name)
-            await imgtool.run(
-                [self.qemu_img, "create", "-q", "-f", "qcow2", str(target), str(sizes[disk.name])]
-            )
-            imgtool.private(target)
+            await qemuimg.create(target, sizes[disk.name])
+            qemuimg.private(target)
             await jobs.add_qcow2(f.target, target, backing=f.node)
         quiesced = await self.quiescer.freeze(spec.name)
         manifest.consistency = "application" if quiesced else "crash"
@@ -252,7 +246,7 @@ class BackupManager:
             base = parent.disks.get(disk.name) if f.since and parent else None
             size = sizes[disk.name]
             work = functools.partial(
-                _read_export, sock, f.target, f.frozen if f.since else None, self.qemu_img,
+                _read_export, sock, f.target, f.frozen if f.since else None,
                 size, self.repo.chunks, base, manifest.stats,
             )  # fmt: skip
             share = (index / len(spec.disks), (index + 1) / len(spec.disks))
@@ -279,10 +273,15 @@ class BackupManager:
 
     def _nbd_path(self, vm: str) -> Path:
         """The NBD socket in the VM's run directory (root-only: the socket reads its disks)."""
-        qemu = self.snapshots.qemu()
-        if qemu is None:
+        driver = self.agent.driver
+        if not isinstance(driver, SupportsBlockJobs):
             raise VirtfleetError("backups of running VMs need the QEMU driver")
-        return qemu.paths(vm).root / "nbd.sock"
+        return driver.nbd_socket(vm)
+
+    def _jobs(self, vm: str) -> BlockJobs | None:
+        """The running VM's block layer (None: stopped, or a driver without one)."""
+        driver = self.agent.driver
+        return driver.block_jobs(vm) if isinstance(driver, SupportsBlockJobs) else None
 
     async def _store(
         self,
@@ -318,12 +317,10 @@ class BackupManager:
         new_bitmap = BITMAP_PREFIX + manifest.id
         for index, disk in enumerate(spec.disks):
             active = self.agent.disks.path(spec.name, disk.name)
-            size = int((await imgtool.info(self.qemu_img, active))["virtual-size"])
+            size = await qemuimg.virtual_size(active)
             target = self._scratch(manifest, disk.name)
             try:
-                await imgtool.run(
-                    [self.qemu_img, "convert", "-O", "qcow2", str(active), str(target)]
-                )
+                await qemuimg.convert(active, "qcow2", target, "qcow2")
                 share = (index / len(spec.disks), (index + 1) / len(spec.disks))
                 stats = manifest.stats
                 work = functools.partial(ingest, target, size, self.repo.chunks, None, stats)
@@ -338,11 +335,11 @@ class BackupManager:
             )
 
     async def _reset_offline_bitmaps(self, image: Path, keep: str) -> None:
-        data = (await imgtool.info(self.qemu_img, image)).get("format-specific", {}).get("data", {})
-        for bitmap in data.get("bitmaps", []):
+        head = (await qemuimg.info(image, "qcow2", shared=True))[0]
+        for bitmap in head.get("format-specific", {}).get("data", {}).get("bitmaps", []):
             if bitmap["name"].startswith(BITMAP_PREFIX):
-                await imgtool.run([self.qemu_img, "bitmap", "--remove", str(image), bitmap["name"]])
-        await imgtool.run([self.qemu_img, "bitmap", "--add", str(image), keep])
+                await qemuimg.bitmap(image, "remove", bitmap["name"])
+        await qemuimg.bitmap(image, "add", keep)
 
     # -- restore -----------------------------------------------------------------------
 
@@ -375,9 +372,7 @@ class BackupManager:
         new = dest.with_name(f".restore-{disk}.qcow2")
         try:
             await asyncio.to_thread(self.repo.write_raw, manifest, disk, raw)
-            await imgtool.run(
-                [self.qemu_img, "convert", "-f", "raw", "-O", "qcow2", str(raw), str(new)]
-            )
+            await qemuimg.convert(raw, "raw", new, "qcow2")
         except BaseException:
             new.unlink(missing_ok=True)
             raise
@@ -391,7 +386,6 @@ def _read_export(
     sock: Path,
     export: str,
     bitmap: str | None,
-    qemu_img: str,
     size: int,
     store: ChunkStore,
     base: DiskManifest | None,
@@ -400,7 +394,7 @@ def _read_export(
 ) -> list[str]:
     """The disk's chunk list: chunks touching dirty (or, without a bitmap, data) ranges read
     from the NBD export, the rest inherited from ``base``. Runs in a worker thread."""
-    ranges = export_ranges(sock, export, bitmap, qemu_img)
+    ranges = export_ranges(sock, export, bitmap)
     with NBDClient(sock, export) as client:
         return ingest_ranges(client.read_ahead, ranges, size, store, base, stats, progress)
 

@@ -10,27 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from virtfleet.errors import ImageError, InvalidInputError, ProcessError
+from virtfleet.errors import ImageError, InvalidInputError
 from virtfleet.model.instance import DiskSpec, InstanceSpec
+from virtfleet.storage import qemuimg
 from virtfleet.storage.cloudinit import write_seed
 
 SEED = "cidata.iso"  # rewritten from the spec at every start: never a kept disk
 
 
 class DiskManager:
-    def __init__(
-        self, root: Path, image_path: Callable[[str], Path], qemu_img: str = "qemu-img"
-    ) -> None:
+    def __init__(self, root: Path, image_path: Callable[[str], Path]) -> None:
         self.root = root
         self._image_path = image_path  # image name -> file; NotFoundError if unknown
-        self.qemu_img = qemu_img
 
     def dir(self, instance: str) -> Path:
         return self.root / instance
@@ -79,28 +75,18 @@ class DiskManager:
 
     async def _create(self, path: Path, disk: DiskSpec) -> None:
         self._private_dir(path.parent.name)
-        args = [self.qemu_img, "create", "-q", "-f", "qcow2"]
+        base: Path | None = None
         if disk.image:
             base = self._image_path(disk.image)
             if not base.is_file():
                 raise ImageError(f"image file for {disk.image!r} is missing: {base}")
-            await self._check(disk.image, base)
-            # Absolute backing path and explicit format: never probe (a raw image could lie).
-            args += ["-b", str(base), "-F", "qcow2"]
+            # Refuse a corrupt or truncated image before a VM is layered on it (~4 ms).
+            await qemuimg.check(base, "qcow2", label=repr(disk.image))
         elif disk.size_gib is None:
             raise InvalidInputError(f"disk {disk.name!r} needs an image or a size")
-        args.append(str(path))
-        if disk.size_gib is not None:
-            args.append(f"{int(disk.size_gib * 1024)}M")
-        await _run(args)
+        size = None if disk.size_gib is None else int(disk.size_gib * 1024) * 1024 * 1024
+        await qemuimg.create(path, size, base)
         path.chmod(0o600)
-
-    async def _check(self, image: str, path: Path) -> None:
-        """Refuse a corrupt or truncated image before a VM is layered on it (~4 ms)."""
-        try:
-            await _run([self.qemu_img, "check", "-q", "-f", "qcow2", str(path)])
-        except ProcessError as err:
-            raise ImageError(f"image {image!r} is corrupt: {err.message}") from err
 
     async def grow(self, spec: InstanceSpec, paths: dict[str, Path]) -> None:
         """Grow disk files smaller than their ``size_gib`` (resized while the VM was off).
@@ -113,20 +99,8 @@ class DiskManager:
             if disk.size_gib is None or path is None:
                 continue
             want = int(disk.size_gib * 1024) * 1024 * 1024
-            if want > await self.virtual_size(path):
-                await _run([self.qemu_img, "resize", "-q", "-f", "qcow2", str(path), str(want)])
-
-    async def virtual_size(self, path: Path) -> int:
-        proc = await asyncio.create_subprocess_exec(
-            *[self.qemu_img, "info", "-U", "--output=json", "-f", "qcow2", str(path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise ProcessError(f"qemu-img info {path.name} failed: {err.decode().strip()}")
-        return int(json.loads(out)["virtual-size"])
+            if want > await qemuimg.virtual_size(path, "qcow2"):
+                await qemuimg.resize(path, want)
 
     def remove(self, instance: str) -> None:
         shutil.rmtree(self.dir(instance), ignore_errors=True)
@@ -153,13 +127,3 @@ class DiskManager:
                 with contextlib.suppress(OSError):
                     total += os.lstat(os.path.join(top, name)).st_blocks * 512
         return total
-
-
-async def _run(args: list[str]) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        detail = err.decode(errors="replace").strip().splitlines()
-        raise ProcessError(f"{args[0]} {args[1]} failed: {' | '.join(detail[-3:])}")

@@ -15,34 +15,27 @@ Must not write instance status except through the agent it serves.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import secrets
 import shutil
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from virtfleet.drivers.qemu import vmstate
-from virtfleet.drivers.qemu.blockjobs import BlockJobs
-from virtfleet.drivers.qemu.driver import QemuDriver
-from virtfleet.drivers.routing import RoutingDriver
+from virtfleet.drivers.base import SupportsVmSnapshots
 from virtfleet.errors import (
     AlreadyExistsError,
     ConflictError,
     InUseError,
     InvalidStateError,
     NotFoundError,
-    VirtfleetError,
 )
-from virtfleet.host import imgtool
 from virtfleet.host.quiesce import NoQuiesce, Quiescer
 from virtfleet.model.backup import Snapshot
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.model.names import validate_name
+from virtfleet.storage import qemuimg
 
 if TYPE_CHECKING:
     from virtfleet.host.agent import Agent
@@ -104,17 +97,13 @@ class SnapshotManager:
             for n, e in sorted(tree.snapshots.items(), key=lambda kv: kv[1].created_at)
         ]
 
-    def qemu(self) -> QemuDriver | None:
-        """The agent's QEMU driver (behind the routing driver when containers exist too)."""
+    async def online(self, vm: str) -> SupportsVmSnapshots | None:
+        """The driver, if it snapshots running VMs and ``vm`` runs (or is paused) in it."""
         driver = self.agent.driver
-        if isinstance(driver, RoutingDriver):
-            driver = driver.vm
-        return driver if isinstance(driver, QemuDriver) else None
-
-    def blockjobs(self, vm: str) -> BlockJobs | None:
-        driver = self.qemu()
-        qmp = driver.qmp_session(vm) if driver is not None else None
-        return BlockJobs(qmp) if qmp is not None else None
+        if not isinstance(driver, SupportsVmSnapshots):
+            return None
+        power = (await self.agent.driver.status(vm)).power
+        return driver if power in (PowerState.RUNNING, PowerState.PAUSED) else None
 
     def _lock(self, vm: str) -> asyncio.Lock:
         return self.agent._locks.setdefault(vm, asyncio.Lock())  # the agent's per-VM lock
@@ -133,14 +122,14 @@ class SnapshotManager:
             tree = self.load(spec.name)
             if snap in tree.snapshots:
                 raise AlreadyExistsError(f"snapshot {snap!r} of {spec.name!r} already exists")
-            jobs = self.blockjobs(spec.name)
+            driver = await self.online(spec.name)
             quiesced, pause_ms = False, None
-            if memory and jobs is None:
+            if memory and driver is None:
                 raise InvalidStateError("stopped", "running", what=f"instance {spec.name!r}")
-            if jobs is not None:
+            if driver is not None:
                 quiesced = not memory and await self.quiescer.freeze(spec.name)
                 try:
-                    pause_ms = await self._create_online(jobs, spec, snap, memory)
+                    pause_ms = await self._create_online(driver, spec, snap, memory)
                 finally:
                     if quiesced:
                         await self.quiescer.thaw(spec.name)
@@ -175,11 +164,11 @@ class SnapshotManager:
                     self.agent.disks.path(spec.name, disk.name),
                     self.frozen(spec.name, snap, disk.name),
                 )
-                size = int((await imgtool.info(self.agent.disks.qemu_img, active))["virtual-size"])
+                size = await qemuimg.virtual_size(active)
                 frozen.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(active, frozen)
                 moved.append((frozen, active))
-                await imgtool.overlay(self.agent.disks.qemu_img, active, frozen, size)
+                await qemuimg.overlay(active, frozen, size)
         except BaseException:
             for frozen, active in moved:
                 os.replace(frozen, active)
@@ -187,27 +176,23 @@ class SnapshotManager:
             raise
 
     async def _create_online(
-        self, jobs: BlockJobs, spec: InstanceSpec, snap: str, memory: bool
+        self, driver: SupportsVmSnapshots, spec: InstanceSpec, snap: str, memory: bool
     ) -> float | None:
-        """Stage overlays, switch to them at one instant (with memory: at the end of the RAM
-        save, while the guest is paused), then give the files their names. The pause in ms."""
-        staged = await self._stage(jobs, spec, snap)
-        pause_ms: float | None = None
+        """Stage overlays, have the driver switch the VM to them at one instant (with memory:
+        at the end of the RAM save, while the guest is paused), then give the files their
+        names. The pause in ms."""
+        staged = await self._stage(spec, snap)
+        state = self.state_file(spec.name, snap) if memory else None
         try:
-            switch, carry = await self._switcher(jobs, staged)
-            if memory:
-                pause_ms = await self._save_memory(jobs, spec.name, snap, switch)
-            else:
-                await switch()
+            if state is not None:
+                state.parent.mkdir(parents=True, exist_ok=True)
+            pause_ms = await driver.snapshot_disks(spec.name, staged, state)
         except BaseException:
-            for _, node, new in staged:
-                with contextlib.suppress(Exception):
-                    await jobs.delete_node(node)
+            for new in staged.values():
                 new.unlink(missing_ok=True)
             shutil.rmtree(self._dir(spec.name) / "snapshots" / snap, ignore_errors=True)
             raise
-        await carry()  # after the switch the overlays are in use: never undone from here on
-        for disk_name, _, new in staged:  # QEMU holds both files open: renaming is invisible
+        for disk_name, new in staged.items():  # QEMU holds both files open: renaming is invisible
             active = self.agent.disks.path(spec.name, disk_name)
             frozen = self.frozen(spec.name, snap, disk_name)
             frozen.parent.mkdir(parents=True, exist_ok=True)
@@ -215,72 +200,22 @@ class SnapshotManager:
             os.rename(new, active)
         return pause_ms
 
-    async def _stage(
-        self, jobs: BlockJobs, spec: InstanceSpec, snap: str
-    ) -> list[tuple[str, str, Path]]:
-        """(disk, overlay node, new file) per disk: overlays opened in QEMU, not yet in use."""
-        qemu_img = self.agent.disks.qemu_img
-        staged: list[tuple[str, str, Path]] = []
+    async def _stage(self, spec: InstanceSpec, snap: str) -> dict[str, Path]:
+        """Per disk a new overlay file over the name its active file is about to get."""
+        staged: dict[str, Path] = {}
         try:
             for disk in spec.disks:
                 active = self.agent.disks.path(spec.name, disk.name)
-                size = int((await imgtool.info(qemu_img, active))["virtual-size"])
+                size = await qemuimg.virtual_size(active)
                 new = active.with_name(f".new-{disk.name}.qcow2")
-                await imgtool.overlay(qemu_img, new, self.frozen(spec.name, snap, disk.name), size)
-                imgtool.private(new)
-                node = f"vf{secrets.token_hex(6)}"
-                await jobs.add_qcow2(node, new)
-                staged.append((disk.name, node, new))
+                staged[disk.name] = new
+                await qemuimg.overlay(new, self.frozen(spec.name, snap, disk.name), size)
+                qemuimg.private(new)
         except BaseException:
-            for _, node, new in staged:
-                with contextlib.suppress(Exception):
-                    await jobs.delete_node(node)
+            for new in staged.values():
                 new.unlink(missing_ok=True)
             raise
         return staged
-
-    async def _switcher(
-        self, jobs: BlockJobs, staged: list[tuple[str, str, Path]]
-    ) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
-        """The switch to the staged overlays (one QMP command; it may run in the guest pause)
-        and what follows it: the persistent dirty bitmaps (the backups') move up to the
-        overlays, so the next backup stays incremental. Each overlay gets its empty copy
-        now, recording from the switch on; the old bits are merged in after the switch
-        (not in it: at the end of a memory save QEMU has the bitmaps stored away)."""
-        pairs = [(await jobs.active_node(d), node) for d, node, _ in staged]
-        carried = {
-            old: [b.name for b in await jobs.bitmaps(old) if b.persistent and not b.inconsistent]
-            for old, _ in pairs
-        }
-        for old, new in pairs:
-            for name in carried[old]:
-                await jobs.add_bitmap(new, name)
-
-        async def switch() -> None:
-            await jobs.snapshot(pairs)
-
-        async def carry() -> None:
-            for old, new in pairs:
-                for name in carried[old]:
-                    try:
-                        await jobs.merge_bitmap(new, name, old)
-                    except VirtfleetError:  # without the old bits the bitmap would lie: drop it
-                        with contextlib.suppress(VirtfleetError):
-                            await jobs.remove_bitmap(new, name)
-
-        return switch, carry
-
-    async def _save_memory(
-        self, jobs: BlockJobs, vm: str, snap: str, switch: Callable[[], Awaitable[None]]
-    ) -> float | None:
-        state = self.state_file(vm, snap)
-        state.parent.mkdir(parents=True, exist_ok=True)
-        pid = (await self.agent.repo.get(vm)).status.pid  # the VM runs: its QEMU's pid
-        fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            return await vmstate.save(jobs.qmp, fd, switch, qemu_pid=pid)
-        finally:
-            os.close(fd)
 
     def state_file(self, vm: str, snap: str) -> Path:
         return self._dir(vm) / "snapshots" / snap / "memory.state"
@@ -313,28 +248,22 @@ class SnapshotManager:
                 await self.agent._start(await self.agent.repo.get(spec.name))
 
     async def _start_from_memory(self, vm: str, snap: str) -> None:
-        driver = self.qemu()
-        if driver is None:
-            raise InvalidStateError("not a QEMU VM", "a QEMU VM", what=f"instance {vm!r}")
-        driver.incoming_once.add(vm)
+        driver = self.agent.driver
+        if not isinstance(driver, SupportsVmSnapshots):
+            raise InvalidStateError("without VM snapshots", "a VM", what=f"instance {vm!r}")
+        driver.defer_start(vm)
         await self.agent._start(await self.agent.repo.get(vm))
-        qmp = driver.qmp_session(vm)
-        assert qmp is not None  # just started
-        fd = os.open(self.state_file(vm, snap), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            await vmstate.load(qmp, fd)
+            await driver.load_state(vm, self.state_file(vm, snap))
         except BaseException:
             await self.agent._stop(await self.agent.repo.get(vm), True, 0.0)
             raise
-        finally:
-            os.close(fd)
 
     async def _fresh_overlay(self, vm: str, snap: str, disk: str) -> None:
-        qemu_img = self.agent.disks.qemu_img
         frozen, active = self.frozen(vm, snap, disk), self.agent.disks.path(vm, disk)
-        size = int((await imgtool.info(qemu_img, frozen))["virtual-size"])
+        size = await qemuimg.virtual_size(frozen)
         new = active.with_name(f".new-{disk}.qcow2")
-        await imgtool.overlay(qemu_img, new, frozen, size)
+        await qemuimg.overlay(new, frozen, size)
         os.replace(new, active)
 
     def _require(self, vm: str, tree: _Tree, snap: str) -> _Entry:
@@ -369,28 +298,18 @@ class SnapshotManager:
 
     async def _merge_current(self, spec: InstanceSpec, snap: str, parent: str | None) -> None:
         """Fold ``snap``'s files into the active layers, which then sit on ``parent``."""
-        jobs = self.blockjobs(spec.name)
-        qemu_img = self.agent.disks.qemu_img
+        driver = await self.online(spec.name)
         for disk in spec.disks:
             frozen = self.frozen(spec.name, snap, disk.name)
             if parent is not None:
                 base: str = str(self.frozen(spec.name, parent, disk.name))
             else:
-                base = str((await imgtool.info(qemu_img, frozen)).get("full-backing-filename", ""))
-            if jobs is None:
-                active = self.agent.disks.path(spec.name, disk.name)
-                args = [qemu_img, "rebase", "-q", "-f", "qcow2", "-b", base]
-                await imgtool.run([*args, *(["-F", "qcow2"] if base else []), str(active)])
-                continue
-            top = await jobs.active_node(disk.name)
-            chain = await jobs.backing_chain(top)
-            base_node = chain[2] if len(chain) > 2 else None
-            job = f"stream-{secrets.token_hex(4)}"
-            await jobs.stream(job, top, base_node, _no_progress, backing_file=base or None)
-
-
-async def _no_progress(_: float) -> None:
-    return None
+                head = (await qemuimg.info(frozen, "qcow2", shared=True))[0]
+                base = str(head.get("full-backing-filename", ""))
+            if driver is None:
+                await qemuimg.rebase(self.agent.disks.path(spec.name, disk.name), base)
+            else:
+                await driver.merge_disk(spec.name, disk.name, base)
 
 
 def _devices(spec: InstanceSpec) -> str:

@@ -28,18 +28,17 @@ from virtfleet.errors import (
     InUseError,
     InvalidInputError,
     NotFoundError,
-    ProcessError,
 )
 from virtfleet.model.event import utcnow
 from virtfleet.model.names import validate_name
 from virtfleet.model.template import TemplateDefaults
 from virtfleet.state.repos import IMAGES, ModelRepo
 from virtfleet.state.store import StateStore
+from virtfleet.storage import qemuimg
 from virtfleet.storage.oci.store import LayerStore, OciImage
 
 Progress = Callable[[int, str], None]
 Builder = Callable[[Path, Path, Progress | None], None]
-QEMU_IMG_TIMEOUT_S = 60.0
 
 
 class ImageRecord(BaseModel):
@@ -117,13 +116,11 @@ class ImageStore:
         store: StateStore,
         cache_dir: Path,
         builders: Mapping[str, Callable[[], Builder]] | None = None,
-        qemu_img: str = "qemu-img",
     ) -> None:
         self.root = root
         self.cache_dir = cache_dir
         self._repo = ModelRepo(store, IMAGES, ImageRecord)
         self._builders = dict(builders) if builders is not None else default_builders()
-        self._qemu_img = qemu_img
         self.layers = LayerStore(root / "layers")
         self._layers_lock = asyncio.Lock()  # an import never reuses a layer a delete removes
 
@@ -228,7 +225,7 @@ class ImageStore:
 
     async def inspect(self, name: str, path: Path, builder: str = "") -> ImageRecord:
         """A fresh record for the image file at ``path`` (format, sizes, sha256)."""
-        info = await self._qemu_img_info(path)
+        info = (await qemuimg.info(path))[0]
         digest = await asyncio.to_thread(_sha256, path)
         return ImageRecord(
             name=name,
@@ -279,25 +276,6 @@ class ImageStore:
             async with self._layers_lock:
                 await self._collect_layers()  # keeps the layers other images use
         return True
-
-    async def _qemu_img_info(self, path: Path) -> dict[str, Any]:
-        argv = [self._qemu_img, "info", "--output=json", str(path)]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-            )
-        except OSError as exc:
-            raise ProcessError(f"cannot run {self._qemu_img}: {exc}") from exc
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), QEMU_IMG_TIMEOUT_S)
-        except TimeoutError as exc:
-            proc.kill()
-            await proc.wait()
-            raise ProcessError(f"qemu-img info {path} timed out") from exc
-        if proc.returncode != 0:
-            tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
-            raise ImageError(f"qemu-img info {path} failed: {tail[0]}", stderr=tail[0])
-        return cast(dict[str, Any], json.loads(out))
 
 
 def write_oci_meta(meta: Path, image: OciImage, layers: LayerStore) -> None:

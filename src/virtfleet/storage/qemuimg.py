@@ -1,11 +1,13 @@
-"""Async wrappers around ``qemu-img``: info, check, convert (with progress), compare.
+"""The one place ``qemu-img`` runs: info, check, convert (with progress), compare, create,
+rebase, resize, bitmaps and map, on untrusted files (jailed) and the daemon's own.
 
-Owns running qemu-img and translating its failures into the error tree
-(``ImageError`` with qemu-img's own last line), and the ``Jail`` untrusted files
-are handled in: an unprivileged user, no supplementary groups, no new privileges,
-``prlimit`` bounds on address space and CPU time, files passed as inherited
-descriptors (``/dev/fd/N``). Must not decide policy (which formats are allowed,
-where files go): imports.py and clones.py do.
+Owns running qemu-img and translating its failures into the error tree (``ImageError``
+with qemu-img's own last line for images read; ``ProcessError`` for what the daemon
+does to its own files), the mode of new image files (``private``), and the ``Jail``
+untrusted files are handled in: an unprivileged user, no supplementary groups, no new
+privileges, ``prlimit`` bounds on address space and CPU time, files passed as inherited
+descriptors (``/dev/fd/N``). Must not decide policy (which formats are allowed, where
+files go): imports.py, clones.py and the host's disk, snapshot and backup code do.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from virtfleet.errors import ImageError, ProcessError
 
@@ -128,16 +130,36 @@ async def run(
 ) -> tuple[int, bytes, str]:  # fmt: skip
     """Run ``qemu-img ARGS`` (in ``jail``, with ``fds`` inherited); (exit code, stdout,
     last stderr line)."""
-    proc = await _spawn(args, jail, fds, cpu_s=int(timeout_s) if jail is not None else None)
+    code, out, err = await _communicate(args, timeout_s, jail, fds)
+    return code, out, _killed(code) or _last_line(err)
+
+
+async def _communicate(
+    args: Sequence[str], timeout_s: float | None, jail: Jail | None = None, fds: Sequence[int] = ()
+) -> tuple[int, bytes, bytes]:
+    """(exit code, stdout, stderr); the process is killed if cancelled or out of time."""
+    cpu_s = int(timeout_s) if jail is not None and timeout_s is not None else None
+    proc = await _spawn(args, jail, fds, cpu_s=cpu_s)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except (TimeoutError, asyncio.CancelledError):
+    except (TimeoutError, asyncio.CancelledError) as exc:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
+        if isinstance(exc, TimeoutError):
+            raise ProcessError(f"qemu-img {args[0]} did not finish within {timeout_s:g}s") from exc
         raise
-    code = proc.returncode or 0
-    return code, out, _killed(code) or _last_line(err)
+    return proc.returncode or 0, out, err
+
+
+async def tool(args: Sequence[str]) -> bytes:
+    """``qemu-img ARGS`` on the daemon's own files (no jail, no time limit: a rebase of a big
+    disk takes what it takes); its stdout, or ``ProcessError`` with stderr's last lines."""
+    code, out, err = await _communicate(args, None)
+    if code != 0:
+        detail = err.decode(errors="replace").strip().splitlines()
+        raise ProcessError(f"qemu-img {args[0]} failed: {' | '.join(detail[-3:])}")
+    return out
 
 
 def _last_line(err: bytes) -> str:
@@ -147,11 +169,13 @@ def _last_line(err: bytes) -> str:
 
 async def info(
     path: Path | str, fmt: str | None = None, chain: bool = False,
-    jail: Jail | None = None, fds: Sequence[int] = (), label: str = "",
+    jail: Jail | None = None, fds: Sequence[int] = (), label: str = "", shared: bool = False,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """``qemu-img info`` of ``path`` (and its backing chain with ``chain``), one dict per layer."""
+    """``qemu-img info`` of ``path`` (and its backing chain with ``chain``), one dict per layer;
+    ``shared``: without taking the image lock (a running QEMU may hold the file)."""
     args = ["info", "--output=json", *(["-f", fmt] if fmt else [])]
     args += ["--backing-chain"] if chain else []
+    args += ["-U"] if shared else []
     code, out, err = await run([*args, str(path)], jail=jail, fds=fds)
     if code != 0:
         name = label or Path(path).name
@@ -214,6 +238,57 @@ async def compare(a: Path, b: Path) -> bool:
     if code > 1:
         raise ImageError(f"cannot compare {a.name} and {b.name}: {_strip(err)}")
     return code == 0
+
+
+async def virtual_size(path: Path, fmt: str | None = None) -> int:
+    """The guest-visible size of one of the daemon's images (it may be in use)."""
+    return int((await info(path, fmt, shared=True))[0]["virtual-size"])
+
+
+async def create(
+    path: Path, size: int | None = None, backing: Path | None = None, unsafe: bool = False
+) -> None:
+    """A new qcow2 (``size`` bytes; None: the backing file's size) over the qcow2 ``backing``,
+    named by absolute path with its format given: never probed (a raw image could lie).
+    ``unsafe``: ``backing`` is not opened (it may not exist under that name yet)."""
+    args = ["create", "-q", "-f", "qcow2", *(["-u"] if unsafe else [])]
+    args += ["-b", str(backing), "-F", "qcow2"] if backing is not None else []
+    await tool([*args, str(path), *([str(size)] if size is not None else [])])
+
+
+async def overlay(path: Path, backing: Path, size: int) -> None:
+    """A new qcow2 over ``backing`` (not opened: it may not exist under that name yet)."""
+    await create(path, size, backing, unsafe=True)
+
+
+async def rebase(path: Path, backing: str) -> None:
+    """Make ``backing`` (a qcow2; "": none) the backing file of ``path``, copying what differs."""
+    fmt = ["-F", "qcow2"] if backing else []
+    await tool(["rebase", "-q", "-f", "qcow2", "-b", backing, *fmt, str(path)])
+
+
+async def resize(path: Path, size: int) -> None:
+    await tool(["resize", "-q", "-f", "qcow2", str(path), str(size)])
+
+
+async def bitmap(path: Path, action: Literal["add", "remove"], name: str) -> None:
+    """Add or remove the persistent dirty bitmap ``name`` of the qcow2 ``path`` (offline)."""
+    await tool(["bitmap", f"--{action}", str(path), name])
+
+
+def map_extents(source: Sequence[str], what: str) -> list[dict[str, Any]]:
+    """``qemu-img map --output=json SOURCE`` (blocking: for worker threads); ``what`` names
+    the source in the ``ProcessError`` on failure."""
+    argv = [QEMU_IMG, "map", "--output=json", *source]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ProcessError(f"qemu-img map of {what} failed: {proc.stderr.strip()[-300:]}")
+    return cast(list[dict[str, Any]], json.loads(proc.stdout))
+
+
+def private(path: Path) -> None:
+    """Only root may open ``path``; a running QEMU gets it as a descriptor (``add-fd``)."""
+    os.chmod(path, 0o600)
 
 
 def _strip(err: str) -> str:

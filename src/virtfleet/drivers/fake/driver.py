@@ -17,6 +17,7 @@ from pathlib import Path
 
 from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
 from virtfleet.drivers.fake.live import FakeLive
+from virtfleet.drivers.fake.vmsnap import FakeVmSnapshots
 from virtfleet.drivers.stats import DriverStats
 from virtfleet.errors import InvalidInputError, InvalidStateError
 from virtfleet.model.instance import InstanceSpec, InstanceStatus, PowerState
@@ -25,7 +26,7 @@ from virtfleet.model.metrics import DiskIO
 _pids = itertools.count(100000)
 
 
-class FakeDriver(FakeLive):
+class FakeDriver(FakeLive, FakeVmSnapshots):
     name = "fake"
 
     def __init__(self, start_delay_s: float = 0.0) -> None:
@@ -61,6 +62,7 @@ class FakeDriver(FakeLive):
             started_at=datetime.now(UTC),
         )
         self._vms[spec.name] = status
+        self._launched(spec.name, ctx.disks)
         return status
 
     async def stop(self, name: str, *, force: bool = False, timeout_s: float = 30.0) -> None:

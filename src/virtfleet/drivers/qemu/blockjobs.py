@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import QMPError as QMPLibError
-
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.errors import DriverError, NotFoundError, QMPError
 
@@ -56,7 +54,7 @@ class BlockJobs:
         self.qmp = qmp
 
     async def _run(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
-        return await self.qmp._execute(cmd, args)  # the session's translated executor
+        return await self.qmp.execute(cmd, args)
 
     # -- nodes -------------------------------------------------------------------------
 
@@ -89,20 +87,12 @@ class BlockJobs:
         unprivileged and cannot open our files: the file goes over as a descriptor (``add-fd``)."""
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
-            async with self.qmp._fd_lock:  # QEMU hands a passed fd to the next fd-taking command
-                try:
-                    self.qmp._client.send_fd_scm(fd)
-                except (OSError, QMPLibError) as err:
-                    raise DriverError(f"passing {path.name} to QEMU failed: {err}") from err
-                fdset = (await self._run("add-fd"))["fdset-id"]
+            async with self.qmp.passed_fd(fd) as filename:  # the node keeps its own duplicate
+                file = {"driver": "file", "filename": filename}
+                args = {"driver": "qcow2", "node-name": node, "file": file, "backing": backing}
+                await self._run("blockdev-add", args)
         finally:
             os.close(fd)
-        file = {"driver": "file", "filename": f"/dev/fdset/{fdset}"}
-        args = {"driver": "qcow2", "node-name": node, "file": file, "backing": backing}
-        try:
-            await self._run("blockdev-add", args)
-        finally:  # the node holds its own duplicate; the set is no longer needed
-            await self._run("remove-fd", {"fdset-id": fdset})
 
     async def delete_node(self, node: str) -> None:
         await self._run("blockdev-del", {"node-name": node})
@@ -185,13 +175,8 @@ class BlockJobs:
 
     async def serve_nbd(self, listener: socket.socket) -> None:
         """Start QEMU's NBD server on our listening socket (QEMU cannot open our paths)."""
-        async with self.qmp._fd_lock:
-            try:
-                self.qmp._client.send_fd_scm(listener.fileno())
-            except (OSError, QMPLibError) as err:
-                raise DriverError(f"passing the NBD socket to QEMU failed: {err}") from err
-            await self._run("getfd", {"fdname": NBD_FD})
-        await self._run("nbd-server-start", {"addr": {"type": "fd", "data": {"str": NBD_FD}}})
+        async with self.qmp.passed_fd(listener.fileno(), NBD_FD) as name:
+            await self._run("nbd-server-start", {"addr": {"type": "fd", "data": {"str": name}}})
 
     async def stop_nbd(self) -> None:
         """Drop every export and stop the NBD server (both may be gone already)."""

@@ -27,6 +27,7 @@ from virtfleet.drivers.qemu.qga import GuestAgent
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.drivers.qemu.runtime import RuntimeRecord, load, save
 from virtfleet.drivers.qemu.stats import collect
+from virtfleet.drivers.qemu.vmsnap import VmSnapshots
 from virtfleet.drivers.stats import DriverStats
 from virtfleet.errors import (
     GuestAgentError,
@@ -63,7 +64,7 @@ class _VM:
     gone: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class QemuDriver(LiveResources):
+class QemuDriver(LiveResources, VmSnapshots):
     name = "qemu"
 
     def __init__(self, run_root: Path, qemu_version: str, opts: QemuOptions | None = None) -> None:
@@ -98,7 +99,7 @@ class QemuDriver(LiveResources):
         process.prepare_run_dir(paths)
         uid = await self._reserve_uid(spec.name)
         argv = build_argv(spec, ctx, paths, self.opts, uid)
-        if spec.name in self.incoming_once:  # a memory snapshot is loaded into it (vmstate.py)
+        if spec.name in self.incoming_once:  # a memory snapshot is loaded into it (vmsnap.py)
             self.incoming_once.discard(spec.name)
             argv += ["-incoming", "defer"]
         try:
@@ -357,11 +358,6 @@ class QemuDriver(LiveResources):
             await vm.qmp.screendump_fd(fd)
         finally:
             os.close(fd)
-
-    def qmp_session(self, name: str) -> QMPSession | None:
-        """The QMP session of a running or paused VM (block jobs, snapshots), else None."""
-        vm = self._vms.get(name)
-        return vm.qmp if vm is not None else None
 
     def vnc_socket(self, name: str) -> Path | None:
         """The VNC server's Unix socket of a running or paused VM, else None."""

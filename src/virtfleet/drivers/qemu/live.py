@@ -163,11 +163,10 @@ async def _pass_file(
     """``path`` opened here and put in an fdset (removed by ``fdsets``): its ``file`` node."""
     fd = os.open(path, mode | os.O_CLOEXEC)
     try:
-        fdset = await qmp.add_fd(fd)
+        filename = await fdsets.enter_async_context(qmp.passed_fd(fd))
     finally:
         os.close(fd)
-    fdsets.push_async_callback(_quietly, qmp, "remove-fd", {"fdset-id": fdset})
-    return {"driver": "file", "filename": f"/dev/fdset/{fdset}"}
+    return {"driver": "file", "filename": filename}
 
 
 async def remove_disk(qmp: QMPSession, disk: str) -> None:

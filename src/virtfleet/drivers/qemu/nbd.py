@@ -10,15 +10,14 @@ with simple replies), no TLS (the socket is local). Must not know about QMP.
 
 from __future__ import annotations
 
-import json
 import socket
 import struct
-import subprocess
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from virtfleet.errors import DriverError
+from virtfleet.storage import qemuimg
 
 NBDMAGIC = 0x4E42444D41474943  # "NBDMAGIC"
 IHAVEOPT = 0x49484156454F5054  # "IHAVEOPT"
@@ -152,25 +151,15 @@ class NBDClient:
         self.close()
 
 
-def export_ranges(
-    path: Path, export: str, bitmap: str | None, qemu_img: str = "qemu-img"
-) -> list[tuple[int, int]]:
+def export_ranges(path: Path, export: str, bitmap: str | None) -> list[tuple[int, int]]:
     """(start, length) of the export's ranges worth reading: those ``bitmap`` marks dirty, or
     without a bitmap those holding data (not zeros). Asks ``qemu-img map`` over NBD."""
     opts = f"driver=nbd,server.type=unix,server.path={str(path).replace(',', ',,')},export={export}"
     if bitmap:  # qemu-img's documented way to read a bitmap: dirty ranges come as "data": false
         opts += f",x-dirty-bitmap=qemu:dirty-bitmap:{bitmap}"
-    proc = subprocess.run(
-        [qemu_img, "map", "--output=json", "--image-opts", opts],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise DriverError(f"qemu-img map of NBD export {export!r}: {proc.stderr.strip()[-300:]}")
     want_data = bitmap is None
     return [
         (int(e["start"]), int(e["length"]))
-        for e in json.loads(proc.stdout)
+        for e in qemuimg.map_extents(["--image-opts", opts], f"NBD export {export!r}")
         if bool(e.get("data")) == want_data
     ]

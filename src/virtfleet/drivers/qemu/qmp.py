@@ -14,6 +14,7 @@ kill QEMU processes, decide instance state, or touch the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -299,25 +300,58 @@ class QMPSession:
 
     async def screendump_fd(self, fd: int, fmt: str = "png") -> None:
         """Screendump into ``fd`` (opened write-only by us): QEMU running as another user cannot
-        open our run directory. The fd goes by SCM_RIGHTS into an fdset (QMP ``add-fd``)."""
-        fdset = await self.add_fd(fd)
-        try:
-            await self._execute("screendump", {"filename": f"/dev/fdset/{fdset}", "format": fmt})
-        finally:
-            await self._execute("remove-fd", {"fdset-id": fdset})
+        open our run directory. The fd goes by SCM_RIGHTS into an fdset (``passed_fd``)."""
+        async with self.passed_fd(fd) as filename:
+            await self._execute("screendump", {"filename": filename, "format": fmt})
 
-    async def add_fd(self, fd: int) -> int:
-        """Pass ``fd`` into a new fdset (QMP ``add-fd``); QEMU opens it as ``/dev/fdset/<id>``."""
+    @contextlib.asynccontextmanager
+    async def passed_fd(self, fd: int, name: str | None = None) -> AsyncIterator[str]:
+        """Lend QEMU a duplicate of our ``fd`` (SCM_RIGHTS) for the commands run in the block.
+
+        Without ``name`` the duplicate goes into a new fdset (``add-fd``) and the block gets
+        ``/dev/fdset/N`` to open; the set is removed on leaving, however the block ends (what
+        opened it keeps a duplicate of its own). With ``name`` it is registered by name
+        (``getfd``) and the block gets the name: the command that uses it takes it over, so
+        it is closed (``closefd``) only if the block fails. ``fd`` stays the caller's.
+        """
+        if name is not None:
+            await self._execute_with_fd("getfd", {"fdname": name}, fd)
+            try:
+                yield name
+            except BaseException:
+                await self._cleanup("closefd", {"fdname": name})
+                raise
+            return
+        reply = _as_dict("add-fd", await self._execute_with_fd("add-fd", None, fd))
+        fdset = int(reply.get("fdset-id", -1))
+        try:
+            yield f"/dev/fdset/{fdset}"
+        finally:
+            await self._cleanup("remove-fd", {"fdset-id": fdset})
+
+    async def _execute_with_fd(
+        self, cmd: str, args: Mapping[str, object] | None, fd: int
+    ) -> object:
+        """``cmd`` with ``fd`` sent just before it: QEMU hands a passed fd to the next
+        fd-taking command, so one passing at a time."""
         async with self._fd_lock:
             try:
                 self._client.send_fd_scm(fd)
             except (OSError, _LibQMPError) as err:
-                raise self._translate("add-fd", None, err) from err
-            reply = _as_dict("add-fd", await self._execute("add-fd"))
-        return int(reply.get("fdset-id", -1))
+                raise self._translate(cmd, args, err) from err
+            return await self._execute(cmd, args)
+
+    async def _cleanup(self, cmd: str, args: Mapping[str, object]) -> None:
+        """Best effort: a leftover fd costs QEMU one descriptor, never the caller's result
+        or the error it is already raising (QEMU may be gone)."""
+        try:
+            await self._execute(cmd, args)
+        except (QMPError, TimeoutError_) as err:
+            self._log.write("note", f"{cmd} {dict(args)} failed: {err.message}")
 
     async def execute(self, cmd: str, args: Mapping[str, object] | None = None) -> object:
-        """Any command, for the typed wrappers in sibling modules (drivers/qemu/live.py)."""
+        """Any command, for the typed wrappers in sibling modules (live, blockjobs, stats,
+        vmstate); errors come out translated like every typed method's."""
         return await self._execute(cmd, args)
 
     async def query_cpus_fast(self) -> list[dict[str, Any]]:

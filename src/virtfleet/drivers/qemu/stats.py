@@ -50,7 +50,7 @@ async def collect(qmp: QMPSession, argv: Sequence[str], polling: bool) -> Driver
 
 async def block_stats(qmp: QMPSession) -> dict[str, DiskIO]:
     """Per attached disk (named as in the spec: device id ``dev-NAME``) its I/O counters."""
-    reply = await qmp._execute("query-blockstats")  # the session's one execution path
+    reply = await qmp.execute("query-blockstats")
     disks: dict[str, DiskIO] = {}
     for entry in reply if isinstance(reply, list) else []:
         name = _disk_name(entry)
@@ -77,14 +77,14 @@ def _disk_name(entry: dict[str, Any]) -> str:
 
 async def _balloon(qmp: QMPSession, out: DriverStats, polling: bool) -> None:
     try:
-        reply = await qmp._execute("query-balloon")
+        reply = await qmp.execute("query-balloon")
         out.balloon_actual_bytes = int(reply["actual"]) if isinstance(reply, dict) else None
     except QMPError as err:
         out.unavailable["balloon"] = f"no balloon: {err.message}"
         return
     if not polling:
         with contextlib.suppress(QMPError):
-            await qmp._execute(
+            await qmp.execute(
                 "qom-set",
                 {
                     "path": BALLOON_PATH,
@@ -93,7 +93,7 @@ async def _balloon(qmp: QMPSession, out: DriverStats, polling: bool) -> None:
                 },
             )
     try:
-        reply = await qmp._execute("qom-get", {"path": BALLOON_PATH, "property": "guest-stats"})
+        reply = await qmp.execute("qom-get", {"path": BALLOON_PATH, "property": "guest-stats"})
     except QMPError as err:
         out.unavailable["guest_memory"] = f"guest-stats: {err.message}"
         return

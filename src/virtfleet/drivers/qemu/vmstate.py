@@ -32,8 +32,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from qemu.qmp import QMPError as QMPLibError
-
 from virtfleet.drivers.qemu.qmp import QMPEvent, QMPSession
 from virtfleet.errors import DriverError, TimeoutError_
 
@@ -43,18 +41,7 @@ EVENT_WAIT_S = 5.0  # QEMU sends STOP/RESUME before the reply of the command tha
 
 
 async def _run(qmp: QMPSession, cmd: str, args: dict[str, Any] | None = None) -> Any:
-    return await qmp._execute(cmd, args)  # the session's translated executor
-
-
-async def _pass_fd(qmp: QMPSession, fd: int) -> int:
-    """Put ``fd`` in a new fdset (QMP ``add-fd``); the migration opens ``/dev/fdset/<id>``."""
-    async with qmp._fd_lock:
-        try:
-            qmp._client.send_fd_scm(fd)
-        except (OSError, QMPLibError) as err:
-            raise DriverError(f"passing the state file to QEMU failed: {err}") from err
-        reply = await _run(qmp, "add-fd")
-    return int(reply["fdset-id"])
+    return await qmp.execute(cmd, args)
 
 
 def _flush_filesystem(fd: int) -> None:
@@ -155,15 +142,14 @@ async def save(
     await _run(qmp, "migrate-set-capabilities", {"capabilities": CAPABILITIES})
     params = {"max-bandwidth": UNLIMITED, "downtime-limit": 20}
     await _run(qmp, "migrate-set-parameters", params)
-    fdset = await _pass_fd(qmp, fd)
-    watch = _Watch(qmp)
-    try:
-        await _run(qmp, "migrate", {"uri": f"file:/dev/fdset/{fdset}"})
-        await _finish(qmp, watch, at_stop, timeout_s)
-        return await _pause_ms(watch)
-    finally:
-        watch.close()
-        await _run(qmp, "remove-fd", {"fdset-id": fdset})
+    async with qmp.passed_fd(fd) as filename:
+        watch = _Watch(qmp)
+        try:
+            await _run(qmp, "migrate", {"uri": f"file:{filename}"})
+            await _finish(qmp, watch, at_stop, timeout_s)
+            return await _pause_ms(watch)
+        finally:
+            watch.close()
 
 
 async def _finish(
@@ -219,11 +205,10 @@ async def _status(qmp: QMPSession) -> str:
 
 async def load(qmp: QMPSession, fd: int, timeout_s: float = 300) -> None:
     """Load state from ``fd`` into a QEMU waiting with ``-incoming defer``; it then runs."""
-    fdset = await _pass_fd(qmp, fd)
-    await _run(qmp, "migrate-incoming", {"uri": f"file:/dev/fdset/{fdset}"})
-    deadline = time.monotonic() + timeout_s
-    while (status := await _status(qmp)) != "running":
-        if status in ("shutdown", "internal-error") or time.monotonic() > deadline:
-            raise DriverError(f"loading VM state failed (VM is {status})")
-        await asyncio.sleep(0.02)
-    await _run(qmp, "remove-fd", {"fdset-id": fdset})
+    async with qmp.passed_fd(fd) as filename:
+        await _run(qmp, "migrate-incoming", {"uri": f"file:{filename}"})
+        deadline = time.monotonic() + timeout_s
+        while (status := await _status(qmp)) != "running":
+            if status in ("shutdown", "internal-error") or time.monotonic() > deadline:
+                raise DriverError(f"loading VM state failed (VM is {status})")
+            await asyncio.sleep(0.02)

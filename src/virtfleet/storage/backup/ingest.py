@@ -11,9 +11,7 @@ know QEMU's monitor.
 from __future__ import annotations
 
 import functools
-import json
 import os
-import subprocess
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from virtfleet.errors import ProcessError
+from virtfleet.storage import qemuimg
 from virtfleet.storage.backup.chunks import CHUNK_SIZE, ZERO, ChunkStore
 from virtfleet.storage.backup.manifest import BackupStats, DiskManifest
 
@@ -36,18 +34,10 @@ class Extent:
     offset: int | None  # where the bytes sit in the target file; None: zeros
 
 
-def written_extents(target: Path, qemu_img: str = "qemu-img") -> list[Extent]:
+def written_extents(target: Path) -> list[Extent]:
     """Ranges the backup job wrote into ``target`` (data or explicit zeros)."""
-    proc = subprocess.run(
-        [qemu_img, "map", "--output=json", "-f", "qcow2", str(target)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise ProcessError(f"qemu-img map failed: {proc.stderr.strip()[-300:]}")
     extents = []
-    for item in json.loads(proc.stdout):
+    for item in qemuimg.map_extents(["-f", "qcow2", str(target)], target.name):
         if not item.get("present"):
             continue
         offset = item.get("offset") if item.get("data") else None
