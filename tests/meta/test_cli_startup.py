@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.functional.fake_containers import with_containers
 from tests.functional.platform import serve_uds
 from virtfleet.client import Client, api_socket
 
@@ -101,16 +102,18 @@ def test_shell_completion_reads_only_the_listed_help(tmp_path: Path) -> None:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Path]:
-    with serve_uds(tmp_path) as data_dir:
+    """A daemon (fake driver, in-process container ops) with a stopped container c1."""
+    with serve_uds(tmp_path, setup=with_containers) as data_dir:
         with Client(uds_path=api_socket(data_dir)) as client:
-            client.wait_operation(client.build_image("tiny").id)
-            made = client.create_instance({"name": "c1", "image": "tiny"}, start=False)
+            client.wait_operation(client.build_image("ctiny", builder="container-tiny").id)
+            spec = {"name": "c1", "kind": "container", "image": "ctiny"}
+            made = client.create_instance(spec, start=False)
             assert client.wait_operation(made.id).status.value == "success"
         yield data_dir
 
 
 def test_a_power_verb_is_one_request_without_models(tmp_path: Path, daemon: Path) -> None:
-    """`virtfleet start c1` sends one PUT that answers once the instance runs, and prints
+    """`virtfleet start c1` sends one PUT that answers once the container runs, and prints
     the state it reached; no model is parsed, so pydantic is not even imported."""
     proc, seen = _probe(tmp_path, "--data-dir", str(daemon), "start", "c1")
     assert (proc.returncode, proc.stdout) == (0, "c1 is running\n"), proc.stderr
@@ -119,6 +122,18 @@ def test_a_power_verb_is_one_request_without_models(tmp_path: Path, daemon: Path
     proc, seen = _probe(tmp_path, "--data-dir", str(daemon), "vm", "stop", "c1", "--json")
     assert json.loads(proc.stdout)["status"] == "success"
     assert seen["requests"] == ["PUT /1.0/instances/c1/state"]
+
+
+def test_exec_is_one_request_without_models(tmp_path: Path, daemon: Path) -> None:
+    """`virtfleet exec c1 -- cmd` is one POST whose answer carries the output and exit code."""
+    with Client(uds_path=api_socket(daemon)) as client:
+        client.change_state("c1", "start", wait_s=10)
+    proc, seen = _probe(tmp_path, "--data-dir", str(daemon), "exec", "c1", "--", "echo", "hi")
+    assert (proc.returncode, proc.stdout) == (0, "c1: echo hi\n"), proc.stderr
+    assert seen["requests"] == ["POST /1.0/instances/c1/exec"]
+    assert _unwanted(seen["modules"]) == []
+    proc, _ = _probe(tmp_path, "--data-dir", str(daemon), "exec", "c1", "--", "false")
+    assert proc.returncode == 3
 
 
 def _cpu_ms(argv: list[str], env: dict[str, str]) -> float:

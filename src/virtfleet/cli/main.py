@@ -12,6 +12,7 @@ state, drivers or host.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from pathlib import Path
@@ -139,7 +140,7 @@ class TopLevel(LazyGroup):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         for name, (_, _, text) in TOP_LEVEL.items():
-            self.lazy.add(name, Entry(text, lambda name=name: load(name)))  # type: ignore[misc]
+            self.lazy.add(name, Entry(text, functools.partial(load, name)))
 
 
 app = typer.Typer(
