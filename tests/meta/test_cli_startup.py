@@ -48,10 +48,10 @@ main()
 
 
 def _probe(
-    tmp_path: Path, *args: str
+    tmp_path: Path, *args: str, **env_vars: str
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, list[str]]]:
     out = tmp_path / "probe.json"
-    env = {**os.environ, "PROBE_OUT": str(out), "COLUMNS": "100"}
+    env = {**os.environ, "PROBE_OUT": str(out), "COLUMNS": "100", **env_vars}
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env, timeout=60
     )

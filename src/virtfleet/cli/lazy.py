@@ -6,9 +6,9 @@ annotations, option types), and the top level would import every command module.
 completion show and a ``load`` that builds it; ``virtfleet vm start c1`` imports
 ``cli/vm.py`` and builds ``vm`` and ``start`` only. Help is click's plain layout
 (``rich_markup_mode=None``): Rich is not imported for ``--help``.
-Owns ``LazyGroup``, ``lazy_group`` (a Typer app as a lazy group) and ``command_of``
-(one function as a top-level command). Must not know the commands themselves
-(main.py lists the top level).
+Owns ``LazyGroup``, ``lazy_group`` (a Typer app as a lazy group), ``command_of``
+(one function as a top-level command) and ``plain_completion_help``. Must not know
+the commands themselves (main.py lists the top level).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, NamedTuple
 
 import typer
+import typer._completion_classes
 from typer._click import Command, Context, HelpFormatter
 from typer._click.shell_completion import CompletionItem
 from typer._click.utils import make_default_short_help
@@ -147,3 +148,14 @@ def _group_help(info: TyperInfo) -> str:
     from typer.main import solve_typer_info_help
 
     return solve_typer_info_help(info)
+
+
+def plain_completion_help() -> None:
+    """Completions carry the help as written: Typer renders it through Rich to strip Rich
+    markup (zsh, fish, PowerShell), which imports Rich on every TAB; with
+    ``rich_markup_mode=None`` there is no markup to strip (idempotent)."""
+    typer._completion_classes._sanitize_help_text = _as_written
+
+
+def _as_written(text: str) -> str:
+    return text

@@ -25,7 +25,14 @@ from typer._click import Command
 from typer._click.exceptions import UsageError
 
 from virtfleet.cli import coercion, context
-from virtfleet.cli.lazy import MARKUP, Entry, LazyGroup, command_of, lazy_group
+from virtfleet.cli.lazy import (
+    MARKUP,
+    Entry,
+    LazyGroup,
+    command_of,
+    lazy_group,
+    plain_completion_help,
+)
 from virtfleet.client.paths import DATA_DIR_ENV, REMOTE_ENV, default_data_dir
 
 # name: (module under virtfleet.cli, attribute, first paragraph of its help); a Typer
@@ -123,6 +130,7 @@ TOP_LEVEL: dict[str, tuple[str, str, str]] = {
 
 
 coercion.install()  # Typer's parameters without pydantic for plain values
+plain_completion_help()  # and completions without Rich
 
 
 def load(name: str) -> Command:
