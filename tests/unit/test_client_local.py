@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import socketserver
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from virtfleet.client import ApiError, Client
+from virtfleet.client import calls as calls_module
 from virtfleet.client.calls import Call, raw
 from virtfleet.client.local import LocalTransport
 
@@ -129,3 +131,17 @@ def test_errors_through_the_client(server: _Server, tmp_path: Path) -> None:
     with Client(uds_path=tmp_path / "nothing.sock") as client, pytest.raises(ApiError) as err:
         client.list_instances()
     assert err.value.code == "daemon_unavailable"
+
+
+def test_every_model_a_call_names_exists() -> None:
+    """Calls name their answer's model by reference (imported at the first answer): each
+    reference in the client resolves to a pydantic model."""
+    from pydantic import BaseModel
+
+    from virtfleet.client.calls import model
+
+    source = "".join(p.read_text() for p in Path(calls_module.__file__).parent.glob("*.py"))
+    refs = set(re.findall(r'(?:one|many)\("([\w.]+:\w+)"\)', source))
+    assert len(refs) > 20
+    for ref in refs:
+        assert issubclass(model(ref), BaseModel), ref

@@ -20,7 +20,8 @@ from virtfleet.cli.disks import ReuseDisksOpt
 from virtfleet.cli.hostpower import AutostartOpt, StartDelayOpt, StartOrderOpt, policy_fields
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.client import container_calls as calls
-from virtfleet.model.instance import RestartPolicy
+from virtfleet.client.calls import as_raw
+from virtfleet.model.enums import RestartPolicy
 
 app = typer.Typer(
     help="OS-level system containers (power, logs, console: the top-level verbs).",
@@ -171,10 +172,12 @@ def exec_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Run a command in a running container: `virtfleet exec NAME -- cmd args...`."""
-    result = get_client().call(calls.exec_in(name, argv, timeout))
+    # One request; the answer is read as sent (no model to import for three fields).
+    call = as_raw(calls.exec_in(name, argv, timeout))
+    result: dict[str, Any] = get_client().call(call)
     if json_out:
         output.print_json(result)
     else:
-        sys.stdout.write(result.stdout)
-        sys.stderr.write(result.stderr)
-    raise typer.Exit(result.exit_code)
+        sys.stdout.write(result["stdout"])
+        sys.stderr.write(result["stderr"])
+    raise typer.Exit(int(result["exit_code"]))

@@ -17,11 +17,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from virtfleet.client import ApiError, Client, api_socket, default_data_dir, remotes
+from virtfleet.client import ApiError, api_socket, default_data_dir
+from virtfleet.client.paths import remotes_file
+
+if TYPE_CHECKING:
+    from virtfleet.client import Client, remotes
 
 F = TypeVar("F", bound=Callable[..., Any])
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -43,11 +47,19 @@ state = CliState()
 
 
 def default_client(data_dir: Path) -> Client:
+    from virtfleet.client.sync import Client
+
     return Client(uds_path=api_socket(data_dir))
 
 
+def default_remote_client(remote: remotes.Remote) -> Client:
+    from virtfleet.client import remotes
+
+    return remotes.client_for(remote)
+
+
 client_factory: Callable[[Path], Client] = default_client
-remote_factory: Callable[[remotes.Remote], Client] = remotes.client_for
+remote_factory: Callable[[remotes.Remote], Client] = default_remote_client
 
 
 def data_dir() -> Path:
@@ -64,6 +76,10 @@ def get_client() -> Client:
 def selected_remote() -> remotes.Remote | None:
     if state.local_forced and not state.remote:
         return None  # the remotes file is not even read
+    if not state.remote and not remotes_file().exists():
+        return None  # no remotes, so no default one: the local daemon
+    from virtfleet.client import remotes
+
     config = remotes.load()
     name = remotes.selected(state.remote, state.local_forced, config)
     return None if name is None else config.remotes[name]

@@ -1,10 +1,11 @@
-"""The one verb set for every instance: ``virtfleet start|stop|...|show NAME``, VM or container.
+"""``virtfleet snapshot ...``: snapshots of any instance, VM or container.
 
-Owns putting the kind-neutral commands of ``cli/vm.py`` (and ``exec``) at the top
-level, and the ``virtfleet snapshot ...`` group, which asks the daemon for the
-instance's kind and hands over to VM snapshots (``cli/snapshots.py``, a disk tree)
-or container snapshots (``cli/containers.py``, the stopped rootfs). Must not
-re-implement a command: each verb is the function the kind-specific group runs.
+The group asks the daemon for the instance's kind and hands over to VM snapshots
+(``cli/snapshots.py``, a disk tree) or container snapshots (``cli/containers.py``,
+the stopped rootfs). The other instance verbs (``virtfleet start|stop|...|show NAME``)
+are the kind-neutral commands of ``cli/vm.py`` (and ``exec``), listed at the top level
+by main.py. Must not re-implement a command: each verb is the function the
+kind-specific group runs.
 """
 
 from __future__ import annotations
@@ -16,27 +17,13 @@ from typing import Any
 
 import typer
 
-from virtfleet.cli import containers, snapshots, vm
+from virtfleet.cli import containers, snapshots
 from virtfleet.cli.context import command, get_client, invalid
-
-# In this order in ``virtfleet --help``: the life of an instance.
-VERBS: dict[str, Callable[..., Any]] = dict(
-    list=vm.list_, show=vm.show, start=vm.start, stop=vm.stop, restart=vm.reboot,
-    pause=vm.pause, resume=vm.resume, delete=vm.delete, console=vm.console, logs=vm.logs,
-    exec=containers.exec_cmd,
-)  # fmt: skip
 
 snapshot_app = typer.Typer(
     help="Snapshots of any instance: a VM's disk tree (live) or a stopped container's rootfs.",
     no_args_is_help=True,
 )
-
-
-def install(app: typer.Typer) -> None:
-    """Add the instance verbs and the ``snapshot`` group to the top-level ``app``."""
-    for name, fn in VERBS.items():
-        command(app, name)(fn)
-    app.add_typer(snapshot_app, name="snapshot")
 
 
 def by_kind(

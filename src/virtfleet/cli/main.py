@@ -1,78 +1,175 @@
 """The ``virtfleet`` command line: a thin layer of arguments -> client calls -> rendering.
 
-Owns the Typer app, its global ``--data-dir`` and ``--remote`` options and
-``main()`` (the ``virtfleet`` console script). The daemon is found at
-``<data-dir>/api.sock`` (``virtfleet.client.paths.api_socket``), a remote one
-through ``virtfleet.client.remotes``. Must talk to the daemon through the
-HTTP client only: never import api, service, state, drivers or host.
+Owns the Typer app, its global ``--data-dir`` and ``--remote`` options, the list of
+top-level commands and ``main()`` (the ``virtfleet`` console script). Each top-level
+command is imported and built only when it runs (cli/lazy.py): ``virtfleet --help``
+and completion read the one-line help listed here (tests/unit/test_cli_lazy.py checks
+it against the commands'). The daemon is found at ``<data-dir>/api.sock``
+(``virtfleet.client.paths.api_socket``), a remote one through ``virtfleet.client.remotes``.
+Must talk to the daemon through the HTTP client only: never import api, service,
+state, drivers or host.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 # Typer >= 0.20 vendors click; its usage errors are only exported from here.
+from typer._click import Command
 from typer._click.exceptions import UsageError
 
-from virtfleet.cli import (
-    auth,
-    backups,
-    containers,
-    context,
-    disks,
-    hostpower,
-    images,
-    instances,
-    metrics,
-    misc,
-    networks,
-    remote,
-    snapshots,
-    templates,
-    vm,
-    vmset,
+from virtfleet.cli import coercion, context
+from virtfleet.cli.lazy import (
+    MARKUP,
+    Entry,
+    LazyGroup,
+    command_of,
+    lazy_group,
+    plain_completion_help,
 )
-from virtfleet.cli import (
-    install as installer,
-)
-from virtfleet.client import ApiError
-from virtfleet.client.paths import DATA_DIR_ENV, default_data_dir
-from virtfleet.client.remotes import REMOTE_ENV
+from virtfleet.client.paths import DATA_DIR_ENV, REMOTE_ENV, default_data_dir
+
+# name: (module under virtfleet.cli, attribute, first paragraph of its help); a Typer
+# app becomes a group, a function a command. In this order in ``virtfleet --help``.
+TOP_LEVEL: dict[str, tuple[str, str, str]] = {
+    "list": (
+        "vm",
+        "list_",
+        "List instances (VMs and containers): kind, state, mode (kvm/tcg), size, devices, image.",
+    ),
+    "show": ("vm", "show", "Show one instance (VM or container) in detail."),
+    "start": ("vm", "start", "Start a stopped instance."),
+    "stop": (
+        "vm",
+        "stop",
+        "Stop an instance cleanly, then hard after --timeout (at once with --force).",
+    ),
+    "restart": ("vm", "reboot", "Restart an instance (stop + start; --force = hard reset)."),
+    "pause": (
+        "vm",
+        "pause",
+        "Pause a running instance (its CPUs stop, a container is frozen; memory is kept).",
+    ),
+    "resume": ("vm", "resume", "Resume a paused instance."),
+    "delete": ("vm", "delete", "Delete an instance (a missing one is not an error)."),
+    "console": (
+        "vm",
+        "console",
+        "Attach to the instance's console (a VM's serial console; detach with Ctrl-]).",
+    ),
+    "logs": (
+        "vm",
+        "logs",
+        "Print the instance's console log (a VM's serial console, a container init's output).",
+    ),
+    "exec": (
+        "containers",
+        "exec_cmd",
+        "Run a command in a running container: `virtfleet exec NAME -- cmd args...`.",
+    ),
+    "events": (
+        "misc",
+        "events",
+        "Show recent events; with --follow keep streaming new ones (Ctrl-C stops).",
+    ),
+    "whoami": (
+        "auth",
+        "whoami",
+        "Show who the daemon takes you for (the local socket: root@local, admin).",
+    ),
+    "audit": ("auth", "audit", "Show the audit log of changes, newest first (admins only)."),
+    "top": ("metrics", "top", "Live table of the host and every running instance (Ctrl-C quits)."),
+    "metrics": (
+        "metrics",
+        "metrics",
+        "An instance's latest sample and its history (last, average, peak, sparkline).",
+    ),
+    "report": (
+        "metrics",
+        "report",
+        "Utilization and consolidation: allocated vs used, idle/oversized VMs, bottlenecks.",
+    ),
+    "serve": (
+        "serve",
+        "serve",
+        "Run the daemon (API + agent) in the foreground; VMs keep running when it exits.",
+    ),
+    "vm": ("vm", "app", "Virtual machines."),
+    "container": (
+        "containers",
+        "app",
+        "OS-level system containers (power, logs, console: the top-level verbs).",
+    ),
+    "snapshot": (
+        "instances",
+        "snapshot_app",
+        "Snapshots of any instance: a VM's disk tree (live) or a stopped container's rootfs.",
+    ),
+    "backup": ("backups", "app", "Backups into the deduplicating repository."),
+    "image": ("images", "app", "Base images."),
+    "network": ("networks", "app", "Virtual networks (bridges with DHCP/DNS, NAT, VLANs)."),
+    "template": ("templates", "app", "Templates (golden images) for clones."),
+    "disk": ("disks", "app", "Instance disk directories, kept ones included."),
+    "host": ("misc", "host_app", "This host's virtualization facts."),
+    "operation": ("misc", "op_app", "Operations (slow work: start, stop, builds...)."),
+    "remote": (
+        "remote",
+        "app",
+        "Remote daemons reached over HTTPS with a token (use with --remote NAME).",
+    ),
+    "install": (
+        "install",
+        "install",
+        "Install virtfleet as a service: its own venv under /opt/virtfleet, a systemd unit, "
+        "log rotation and the data directory (0700).",
+    ),
+    "uninstall": (
+        "install",
+        "uninstall",
+        "Remove the service and the program; the data directory stays unless --purge.",
+    ),
+    "token": ("auth", "token_app", "API tokens for automation."),
+    "user": ("auth", "user_app", "Local users (admins only, but `passwd` for oneself)."),
+    "alert": ("metrics", "alert_app", "Alert rules, firing alerts and silences."),
+}
+
+
+coercion.install()  # Typer's parameters without pydantic for plain values
+plain_completion_help()  # and completions without Rich
+
+
+def load(name: str) -> Command:
+    """The top-level command ``name``, its module imported now."""
+    module, attr, _ = TOP_LEVEL[name]
+    target: Any = getattr(importlib.import_module(f"virtfleet.cli.{module}"), attr)
+    if isinstance(target, typer.Typer):
+        return lazy_group(target, name)
+    return command_of(target, name)
+
+
+class TopLevel(LazyGroup):
+    """The ``virtfleet`` group: the commands of ``TOP_LEVEL``, each loaded when it runs."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name, (_, _, text) in TOP_LEVEL.items():
+            self.lazy.add(name, Entry(text, functools.partial(load, name)))
+
 
 app = typer.Typer(
     name="virtfleet",
     help="QEMU virtual machines and system containers managed through the virtfleet daemon.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=MARKUP,
+    cls=TopLevel,
 )
-vm.app.add_typer(snapshots.app, name="snapshot")
-app.add_typer(vm.app, name="vm")
-app.add_typer(containers.app, name="container")
-instances.install(app)  # start|stop|...|snapshot NAME for VMs and containers alike
-vmset.install(vm.app, misc.host_app)
-hostpower.install(misc.host_app)
-app.add_typer(backups.app, name="backup")
-app.add_typer(images.app, name="image")
-app.add_typer(networks.app, name="network")
-app.add_typer(templates.app, name="template")
-app.add_typer(disks.app, name="disk")
-app.add_typer(misc.host_app, name="host")
-app.add_typer(misc.op_app, name="operation")
-app.add_typer(remote.app, name="remote")
-context.command(app, "events")(misc.events)
-app.add_typer(auth.token_app, name="token")
-app.add_typer(auth.user_app, name="user")
-context.command(app, "whoami")(auth.whoami)
-context.command(app, "install")(installer.install)
-context.command(app, "uninstall")(installer.uninstall)
-context.command(app, "audit")(auth.audit)
-app.add_typer(metrics.alert_app, name="alert")
-for _name, _fn in metrics.top_level:
-    context.command(app, _name)(_fn)
 
 
 @app.callback()
@@ -101,78 +198,6 @@ def _global(
     context.state.data_dir = data_dir or default_data_dir()
     context.state.remote = remote
     context.state.local_forced = data_dir is not None
-
-
-@app.command()
-def serve(
-    store: Annotated[
-        str, typer.Option(help="State store: sqlite (embedded) or memory.")
-    ] = "sqlite",
-    driver: Annotated[str, typer.Option(help="Instance driver: qemu or fake.")] = "qemu",
-    listen: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--listen",
-            metavar="HOST:PORT",
-            help="TCP address of the API besides <data-dir>/api.sock (repeatable or "
-            "comma-separated; [V6]:PORT; none: Unix socket only). Anything but loopback "
-            "is HTTPS. Default: 127.0.0.1:8006.",
-            show_default=False,
-        ),
-    ] = None,
-    tls: Annotated[bool, typer.Option("--tls", help="HTTPS on loopback too.")] = False,
-    tls_cert: Annotated[
-        Path | None, typer.Option("--tls-cert", help="PEM certificate (default: self-signed).")
-    ] = None,
-    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its PEM key.")] = None,
-    metrics_interval: Annotated[
-        float, typer.Option("--metrics-interval", min=0.2, help="Seconds between metrics samples.")
-    ] = 10.0,
-    metrics_loopback: Annotated[
-        bool,
-        typer.Option("--metrics-loopback", help="Serve /metrics to loopback without a token."),
-    ] = False,
-    alert_webhook: Annotated[
-        list[str] | None,
-        typer.Option("--alert-webhook", metavar="URL", help="POST alerts here (repeatable)."),
-    ] = None,
-    import_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--import-dir",
-            help="Image/OVA imports over TCP read only here (default <data-dir>/import; "
-            "env VIRTFLEET_IMPORT_DIR).",
-            show_default=False,
-        ),
-    ] = None,
-    export_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--export-dir",
-            help="Exports over TCP write only here (default <data-dir>/export; "
-            "env VIRTFLEET_EXPORT_DIR).",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
-    """Run the daemon (API + agent) in the foreground; VMs keep running when it exits."""
-    # Imported here: client commands must not pay for (or depend on) the whole platform.
-    from virtfleet.app.bootstrap import serve as run_daemon
-    from virtfleet.app.settings import Settings
-    from virtfleet.errors import VirtfleetError
-
-    settings = Settings(data_dir=context.state.data_dir, store=store, driver=driver)
-    settings.listen = listen or settings.listen
-    settings.tls, settings.tls_cert, settings.tls_key = tls, tls_cert, tls_key
-    settings.metrics_interval_s = metrics_interval
-    settings.metrics_scrape_from_loopback = metrics_loopback
-    settings.alert_webhooks = alert_webhook or []
-    settings.import_dir = import_dir or settings.import_dir
-    settings.export_dir = export_dir or settings.export_dir
-    try:
-        run_daemon(settings)
-    except VirtfleetError as err:
-        context.fail(ApiError(err.code, err.message, err.status), False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,8 +8,7 @@ or JSON. ``top`` refreshes a live table until Ctrl-C (``--json`` prints one roun
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.live import Live
@@ -21,18 +20,6 @@ from virtfleet.client import metrics_calls
 from virtfleet.model.metrics import AlertRule, Series
 
 alert_app = typer.Typer(help="Alert rules, firing alerts and silences.", no_args_is_help=True)
-top_level: list[tuple[str, Any]] = []  # (name, function): registered on the main app
-
-
-F = TypeVar("F", bound=Callable[..., None])
-
-
-def _register(name: str) -> Callable[[F], F]:
-    def keep(fn: F) -> F:
-        top_level.append((name, fn))
-        return fn
-
-    return keep
 
 
 NameArg = Annotated[str, typer.Argument(help="Instance name.", show_default=False)]
@@ -94,7 +81,6 @@ def _top_table(data: dict[str, Any]) -> Table:
     return table
 
 
-@_register("top")
 def top(
     interval: Annotated[float, typer.Option("--interval", min=0.5, help="Refresh seconds.")] = 2.0,
     once: Annotated[bool, typer.Option("--once", help="Print one table and exit.")] = False,
@@ -138,7 +124,6 @@ def _series_rows(series: Series) -> list[list[Any]]:
     return rows
 
 
-@_register("metrics")
 def metrics(
     name: NameArg,
     range_: Annotated[str, typer.Option("--range", help="How far back: 15m, 1h, 7d.")] = "1h",
@@ -161,7 +146,6 @@ def metrics(
             output.stdout().print(f"not measured: {what}: {why}")
 
 
-@_register("report")
 def report(
     window: Annotated[str, typer.Option("--window", help="Window: 1h, 1d, 30d.")] = "1h",
     json_out: JsonOpt = False,

@@ -13,9 +13,10 @@ from typing import Annotated, Any
 
 import typer
 
-from virtfleet.cli import output
+from virtfleet.cli import hostpower, output
 from virtfleet.cli.context import JsonOpt, command, get_client
 from virtfleet.cli.sizes import format_mib
+from virtfleet.cli.vmset import host_capacity
 from virtfleet.client import WsTarget, raise_for_operation
 from virtfleet.model.event import Event
 from virtfleet.model.operation import Operation
@@ -152,3 +153,7 @@ async def _follow(target: WsTarget, after: int | None, json_out: bool) -> None:
                 print(event.model_dump_json() if json_out else _event_line(event), flush=True)
     except (OSError, InvalidHandshake) as err:
         raise target.error(err) from err
+
+
+command(host_app, "capacity")(host_capacity)  # after host's own commands in its --help
+hostpower.install(host_app)

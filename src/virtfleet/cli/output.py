@@ -1,7 +1,8 @@
 """Rendering for the CLI: JSON, Rich tables, and waiting on operations with a progress bar.
 
-Owns how results look. Must not parse arguments or know endpoints beyond the
-client's ``wait_operation``.
+Owns how results look. Rich and the models are imported when something is drawn or
+parsed, not with the module: a command that prints one line pays for neither. Must
+not parse arguments or know endpoints beyond the client's ``wait_operation``.
 """
 
 from __future__ import annotations
@@ -9,20 +10,21 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import BaseModel
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
-from rich.table import Table
 
-from virtfleet.client import Client, raise_for_operation
-from virtfleet.model.operation import Operation
+from virtfleet.client.calls import Call, as_raw
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from virtfleet.client import Client
+    from virtfleet.model.operation import Operation
 
 
 def jsonable(data: Any) -> Any:
-    if isinstance(data, BaseModel):
+    if hasattr(data, "model_dump"):  # a pydantic model
         return data.model_dump(mode="json")
     if isinstance(data, list | tuple):
         return [jsonable(item) for item in data]
@@ -36,15 +38,21 @@ def print_json(data: Any) -> None:
 
 
 def stdout() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False)
 
 
 def stderr() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Print a plain table with ``columns`` (upper-case headers)."""
+    from rich.table import Table
+
     t = Table(box=None, header_style="bold", pad_edge=False)
     for col in columns:
         t.add_column(col)
@@ -55,6 +63,8 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 
 def fields(pairs: Iterable[tuple[str, Any]]) -> None:
     """Print ``name: value`` pairs aligned, skipping empty values."""
+    from rich.table import Table
+
     t = Table(box=None, show_header=False, pad_edge=False)
     t.add_column(style="bold")
     t.add_column()
@@ -86,13 +96,48 @@ def run_operation(
             file=sys.stderr,
         )
         raise typer.Exit(130) from None
-    raise_for_operation(final)
+    _raise_for(final)
     if as_json:
         print_json(final)
     return final
 
 
+def finish(
+    client: Client, call: Call[Operation], label: str, *, as_json: bool, no_wait: bool
+) -> dict[str, Any] | None:
+    """Send ``call`` (it answers an operation, once done if it asks the server to wait)
+    and see the operation through as ``run_operation`` does; the operation as JSON.
+
+    An operation that succeeded within the call is printed as the daemon sent it: no
+    second request, and no models parsed. Otherwise ``run_operation`` takes over.
+    """
+    try:
+        op: dict[str, Any] = client.call(as_raw(call))
+    except KeyboardInterrupt:
+        print(f"interrupted; {label} may go on (virtfleet operation list)", file=sys.stderr)
+        raise typer.Exit(130) from None
+    if op.get("status") == "success" and not no_wait:
+        if as_json:
+            print_json(op)
+        return op
+    from virtfleet.model.operation import Operation
+
+    parsed = Operation.model_validate(op)
+    if parsed.status.done and not no_wait:
+        _raise_for(parsed)
+    final = run_operation(client, parsed, label, as_json=as_json, no_wait=no_wait)
+    return None if final is None else jsonable(final)
+
+
+def _raise_for(op: Operation) -> None:
+    from virtfleet.client import raise_for_operation
+
+    raise_for_operation(op)
+
+
 def _wait_with_bar(client: Client, op: Operation, label: str) -> Operation:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -110,6 +155,6 @@ def _wait_with_bar(client: Client, op: Operation, label: str) -> Operation:
 
 
 def done(message: str, as_json: bool) -> None:
-    """Say what happened (nothing with ``--json``: the JSON says it)."""
+    """Say what happened (nothing with ``--json``: the JSON says it), as plain text."""
     if not as_json:
-        stdout().print(message)
+        print(message)

@@ -6,7 +6,7 @@ anything the API decides (names, tree rules).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,7 +14,9 @@ from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client
 from virtfleet.client import backups as calls
 from virtfleet.client.calls import Call
-from virtfleet.model.operation import Operation
+
+if TYPE_CHECKING:
+    from virtfleet.model.operation import Operation
 
 app = typer.Typer(help="Snapshots of a VM (a tree; live, no guest pause).", no_args_is_help=True)
 VmArg = Annotated[str, typer.Argument(help="Instance name.", show_default=False)]

@@ -12,11 +12,11 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from virtfleet.cli import output
+from virtfleet.cli import output, snapshots, vmset
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
 from virtfleet.cli.disks import ReuseDisksOpt
 from virtfleet.cli.hostpower import (
@@ -35,10 +35,14 @@ from virtfleet.cli.vmset import (
     create_bounds,
     resource_rows,
 )
-from virtfleet.client import Instance, imaging
+from virtfleet.client import calls, imaging
 from virtfleet.client.calls import Action
-from virtfleet.model.guest import GuestInfo
-from virtfleet.model.instance import Accel, DeviceModel, NicSpec, RestartPolicy
+from virtfleet.model.enums import Accel, DeviceModel, RestartPolicy
+
+if TYPE_CHECKING:
+    from virtfleet.client import Instance
+    from virtfleet.model.guest import GuestInfo
+    from virtfleet.model.instance import NicSpec
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
 NameArg = Annotated[
@@ -46,6 +50,7 @@ NameArg = Annotated[
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Hard stop / hard reset.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for a clean stop.")]
+QUICK_WAIT_S = 2.0  # a power change that takes longer gets a progress bar
 
 
 class Kind(StrEnum):
@@ -325,10 +330,13 @@ def _power(
     json_out: bool,
 ) -> None:
     client = get_client()
-    op = client.change_state(name, action, force=force, timeout_s=timeout_s)
-    if output.run_operation(client, op, f"{label} {name}", as_json=json_out, no_wait=no_wait):
-        result = client.get_instance(name).status.power.value
-        output.done(f"{name} is {result}", json_out)
+    # One request: the daemon answers when the change is done (a bar after QUICK_WAIT_S).
+    wait_s = 0.0 if no_wait else QUICK_WAIT_S
+    call = calls.change_state(name, action, force, timeout_s, wait_s)
+    op = output.finish(client, call, f"{label} {name}", as_json=json_out, no_wait=no_wait)
+    if op is not None and not json_out:
+        power = (op.get("result") or {}).get("power") or client.get_instance(name).status.power
+        output.done(f"{name} is {power}", json_out)
 
 
 @command(app, "start")
@@ -433,3 +441,7 @@ def console(name: NameArg, json_out: JsonOpt = False) -> None:
 def _nic_text(name: str, nic: NicSpec) -> str:
     where = f"{name}: network {nic.network}" if nic.mode == "network" else f"{name}: {nic.mode}"
     return f"{where} {nic.mac}" if nic.mac else where
+
+
+app.add_typer(snapshots.app, name="snapshot")
+vmset.install(app)

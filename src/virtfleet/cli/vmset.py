@@ -8,7 +8,7 @@ boot. Must not decide what is allowed: the API does.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,9 +22,11 @@ from virtfleet.cli.hostpower import (
     policy_fields,
 )
 from virtfleet.cli.sizes import format_mib, parse_size_mib
-from virtfleet.client import Instance
 from virtfleet.client import resources as calls
-from virtfleet.model.capacity import Capacity
+
+if TYPE_CHECKING:
+    from virtfleet.client import Instance
+    from virtfleet.model.capacity import Capacity
 
 NameArg = Annotated[str, typer.Argument(help="Instance name.", show_default=False)]
 NONE = "none"
@@ -90,11 +92,10 @@ NicRemoveOpt = Annotated[
 ]
 
 
-def install(vm_app: typer.Typer, host_app: typer.Typer) -> None:
-    """Register ``vm set``, ``vm resources`` and ``host capacity``."""
+def install(vm_app: typer.Typer) -> None:
+    """Register ``vm set`` and ``vm resources`` (``host capacity``: cli/misc.py)."""
     command(vm_app, "set")(set_)
     command(vm_app, "resources")(resources)
-    command(host_app, "capacity")(host_capacity)
 
 
 def set_(

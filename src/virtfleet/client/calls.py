@@ -3,35 +3,41 @@
 Owns the wire contract as the client sees it; shared by the sync ``Client`` and
 the ``AsyncClient`` so each endpoint is described once. Names are checked here
 (``invalid_name``) so a bad name never becomes a different URL (``..``, ``a/b``).
-Must not do I/O.
+Answers are parsed into pydantic models named by reference (``one("model.operation:
+Operation")``), imported at the first answer that needs them: building a call, or
+sending one whose answer is read ``raw``, costs no pydantic import. Must not do I/O.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
-from pydantic import BaseModel
-
 from virtfleet.client.errors import ApiError
-from virtfleet.client.models import Image, Instance
 from virtfleet.errors import InvalidNameError
-from virtfleet.model.audit import AuditEntry
-from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
-from virtfleet.model.boot import BootReport
-from virtfleet.model.console import ConsoleTicket
-from virtfleet.model.event import Event
-from virtfleet.model.host import Check, HostFacts
-from virtfleet.model.instance import InstanceSpec
-from virtfleet.model.names import validate_name
-from virtfleet.model.network import Network, validate_network_name
-from virtfleet.model.operation import Operation
+from virtfleet.model.namecheck import validate_name
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from pydantic import BaseModel
+
+    from virtfleet.client.models import Image, Instance
+    from virtfleet.model.audit import AuditEntry
+    from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
+    from virtfleet.model.boot import BootReport
+    from virtfleet.model.console import ConsoleTicket
+    from virtfleet.model.event import Event
+    from virtfleet.model.host import Check, HostFacts
+    from virtfleet.model.instance import InstanceSpec
+    from virtfleet.model.network import Network
+    from virtfleet.model.operation import Operation
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 Action = Literal["start", "stop", "restart", "pause", "resume"]
 
 
@@ -51,16 +57,30 @@ def body_of(call: Call[Any], content: bytes, as_json: Callable[[], Any]) -> Any:
     return content if call.binary else as_json()
 
 
-def one(model: type[M]) -> Callable[[Any], M]:
-    return model.model_validate
+def model(ref: str) -> type[BaseModel]:
+    """The pydantic model ``ref`` names: ``"<module under virtfleet>:<class>"``."""
+    module, _, name = ref.partition(":")
+    found: type[BaseModel] = getattr(importlib.import_module(f"virtfleet.{module}"), name)
+    return found
 
 
-def many(model: type[M]) -> Callable[[Any], list[M]]:
-    return lambda data: [model.model_validate(item) for item in data]
+def one(ref: str) -> Callable[[Any], Any]:
+    """Parse an answer into the model ``ref`` names (see ``model``)."""
+    return lambda data: model(ref).model_validate(data)
+
+
+def many(ref: str) -> Callable[[Any], list[Any]]:
+    """Parse a list answer into models ``ref`` names (see ``model``)."""
+    return lambda data: [model(ref).model_validate(item) for item in data]
 
 
 def raw(data: Any) -> Any:
     return data
+
+
+def as_raw(call: Call[Any]) -> Call[Any]:
+    """``call`` with its answer read as plain JSON (no model imported or validated)."""
+    return dataclasses.replace(call, parse=raw)
 
 
 def segment(name: str, what: str) -> str:
@@ -88,24 +108,24 @@ def info() -> Call[dict[str, Any]]:
 
 
 def list_instances() -> Call[list[Instance]]:
-    return Call("GET", "/1.0/instances", many(Instance))
+    return Call("GET", "/1.0/instances", many("client.models:Instance"))
 
 
 def create_instance(
     spec: InstanceSpec | Mapping[str, Any], start: bool, reuse_disks: bool = False
 ) -> Call[Operation]:
-    body = spec.model_dump(mode="json") if isinstance(spec, InstanceSpec) else dict(spec)
+    body = dict(spec) if isinstance(spec, Mapping) else spec.model_dump(mode="json")
     body = {**body, "start": start, **({"reuse_disks": True} if reuse_disks else {})}
-    return Call("POST", "/1.0/instances", one(Operation), json=body)
+    return Call("POST", "/1.0/instances", one("model.operation:Operation"), json=body)
 
 
 def get_instance(name: str) -> Call[Instance]:
-    return Call("GET", inst(name), one(Instance))
+    return Call("GET", inst(name), one("client.models:Instance"))
 
 
 def delete_instance(name: str, force: bool, disks: bool) -> Call[Operation]:
     params = {"force": str(force).lower(), "disks": str(disks).lower()}
-    return Call("DELETE", inst(name), one(Operation), params=params)
+    return Call("DELETE", inst(name), one("model.operation:Operation"), params=params)
 
 
 def change_state(
@@ -114,9 +134,15 @@ def change_state(
     """``wait_s`` > 0: the server answers once the operation is done (or ``wait_s`` passed)."""
     body: dict[str, Any] = {"action": action, "force": force, "timeout_s": timeout_s}
     if not wait_s:  # only when asked: a daemon older than ``wait_s`` refuses the field
-        return Call("PUT", f"{inst(name)}/state", one(Operation), json=body)
+        return Call("PUT", f"{inst(name)}/state", one("model.operation:Operation"), json=body)
     body["wait_s"] = wait_s
-    return Call("PUT", f"{inst(name)}/state", one(Operation), json=body, timeout_s=wait_s + 15)
+    return Call(
+        "PUT",
+        f"{inst(name)}/state",
+        one("model.operation:Operation"),
+        json=body,
+        timeout_s=wait_s + 15,
+    )
 
 
 def instance_log(name: str, tail_bytes: int | None) -> Call[str]:
@@ -125,7 +151,7 @@ def instance_log(name: str, tail_bytes: int | None) -> Call[str]:
 
 
 def vnc_ticket(name: str) -> Call[ConsoleTicket]:
-    return Call("POST", f"{inst(name)}/console/vnc-ticket", one(ConsoleTicket))
+    return Call("POST", f"{inst(name)}/console/vnc-ticket", one("model.console:ConsoleTicket"))
 
 
 def screenshot(name: str) -> Call[bytes]:
@@ -133,17 +159,17 @@ def screenshot(name: str) -> Call[bytes]:
 
 
 def list_images() -> Call[list[Image]]:
-    return Call("GET", "/1.0/images", many(Image))
+    return Call("GET", "/1.0/images", many("client.models:Image"))
 
 
 def get_image(name: str) -> Call[Image]:
-    return Call("GET", img(name), one(Image))
+    return Call("GET", img(name), one("client.models:Image"))
 
 
 def build_image(name: str, builder: str, force: bool) -> Call[Operation]:
     segment(name, "image name")
     body = {"name": name, "builder": builder, "force": force}
-    return Call("POST", "/1.0/images", one(Operation), json=body)
+    return Call("POST", "/1.0/images", one("model.operation:Operation"), json=body)
 
 
 def delete_image(name: str) -> Call[bool]:
@@ -151,6 +177,8 @@ def delete_image(name: str) -> Call[bool]:
 
 
 def net(name: str) -> str:
+    from virtfleet.model.network import validate_network_name
+
     try:
         return f"/1.0/networks/{quote(validate_network_name(name), safe='')}"
     except InvalidNameError as err:
@@ -158,15 +186,15 @@ def net(name: str) -> str:
 
 
 def list_networks() -> Call[list[Network]]:
-    return Call("GET", "/1.0/networks", many(Network))
+    return Call("GET", "/1.0/networks", many("model.network:Network"))
 
 
 def get_network(name: str) -> Call[Network]:
-    return Call("GET", net(name), one(Network))
+    return Call("GET", net(name), one("model.network:Network"))
 
 
 def create_network(spec: Mapping[str, Any]) -> Call[Network]:
-    return Call("POST", "/1.0/networks", one(Network), json=dict(spec))
+    return Call("POST", "/1.0/networks", one("model.network:Network"), json=dict(spec))
 
 
 def delete_network(name: str) -> Call[bool]:
@@ -174,31 +202,34 @@ def delete_network(name: str) -> Call[bool]:
 
 
 def host() -> Call[HostFacts]:
-    return Call("GET", "/1.0/host", one(HostFacts))
+    return Call("GET", "/1.0/host", one("model.host:HostFacts"))
 
 
 def host_check() -> Call[list[Check]]:
-    return Call("GET", "/1.0/host/check", many(Check))
+    return Call("GET", "/1.0/host/check", many("model.host:Check"))
 
 
 def boot_report() -> Call[BootReport]:
-    return Call("GET", "/1.0/host/boot-report", one(BootReport))
+    return Call("GET", "/1.0/host/boot-report", one("model.boot:BootReport"))
 
 
 def shutdown_guests(timeout_s: float) -> Call[Operation]:
-    return Call("POST", "/1.0/host/shutdown-guests", one(Operation), json={"timeout_s": timeout_s})
+    return Call(
+        "POST", "/1.0/host/shutdown-guests", one("model.operation:Operation"),
+        json={"timeout_s": timeout_s},
+    )  # fmt: skip
 
 
 def list_operations() -> Call[list[Operation]]:
-    return Call("GET", "/1.0/operations", many(Operation))
+    return Call("GET", "/1.0/operations", many("model.operation:Operation"))
 
 
 def get_operation(op_id: str) -> Call[Operation]:
-    return Call("GET", op(op_id), one(Operation))
+    return Call("GET", op(op_id), one("model.operation:Operation"))
 
 
 def cancel_operation(op_id: str) -> Call[Operation]:
-    return Call("DELETE", op(op_id), one(Operation))
+    return Call("DELETE", op(op_id), one("model.operation:Operation"))
 
 
 LONG_POLL_S = 30.0  # one server-side wait when no progress is reported (the server's default)
@@ -216,7 +247,7 @@ def wait_operation_once(op_id: str, timeout_s: float) -> Call[Operation]:
     return Call(
         "GET",
         f"{op(op_id)}/wait",
-        one(Operation),
+        one("model.operation:Operation"),
         params={"timeout_s": timeout_s},
         timeout_s=timeout_s + 15.0,
     )
@@ -226,7 +257,7 @@ def list_events(after: int | None, limit: int) -> Call[list[Event]]:
     params: dict[str, Any] = {"limit": limit}
     if after is not None:
         params["after"] = after
-    return Call("GET", "/1.0/events", many(Event), params=params)
+    return Call("GET", "/1.0/events", many("model.event:Event"), params=params)
 
 
 CSRF_COOKIE = "vf_csrf"
@@ -248,7 +279,7 @@ def user(name: str) -> str:
 
 def login(username: str, password: str) -> Call[LoginResult]:
     body = {"username": username, "password": password}
-    return Call("POST", "/1.0/login", one(LoginResult), json=body)
+    return Call("POST", "/1.0/login", one("model.auth:LoginResult"), json=body)
 
 
 def logout() -> Call[dict[str, Any]]:
@@ -256,20 +287,20 @@ def logout() -> Call[dict[str, Any]]:
 
 
 def whoami() -> Call[Principal]:
-    return Call("GET", "/1.0/whoami", one(Principal))
+    return Call("GET", "/1.0/whoami", one("model.auth:Principal"))
 
 
 def list_users() -> Call[list[UserInfo]]:
-    return Call("GET", "/1.0/users", many(UserInfo))
+    return Call("GET", "/1.0/users", many("model.auth:UserInfo"))
 
 
 def get_user(name: str) -> Call[UserInfo]:
-    return Call("GET", user(name), one(UserInfo))
+    return Call("GET", user(name), one("model.auth:UserInfo"))
 
 
 def create_user(username: str, password: str, role: str) -> Call[UserInfo]:
     body = {"username": username, "password": password, "role": role}
-    return Call("POST", "/1.0/users", one(UserInfo), json=body)
+    return Call("POST", "/1.0/users", one("model.auth:UserInfo"), json=body)
 
 
 def delete_user(name: str) -> Call[bool]:
@@ -278,11 +309,11 @@ def delete_user(name: str) -> Call[bool]:
 
 def change_password(name: str, password: str, current: str | None) -> Call[UserInfo]:
     body = {"password": password, "current_password": current}
-    return Call("PUT", f"{user(name)}/password", one(UserInfo), json=body)
+    return Call("PUT", f"{user(name)}/password", one("model.auth:UserInfo"), json=body)
 
 
 def list_tokens() -> Call[list[TokenInfo]]:
-    return Call("GET", "/1.0/tokens", many(TokenInfo))
+    return Call("GET", "/1.0/tokens", many("model.auth:TokenInfo"))
 
 
 def create_token(
@@ -290,11 +321,11 @@ def create_token(
 ) -> Call[NewToken]:
     body: dict[str, Any] = {"role": role, "expires_in_s": expires_in_s}
     body |= {"description": description, "never_expires": never_expires}
-    return Call("POST", "/1.0/tokens", one(NewToken), json=body)
+    return Call("POST", "/1.0/tokens", one("model.auth:NewToken"), json=body)
 
 
 def revoke_token(token_id: str) -> Call[TokenInfo]:
-    return Call("DELETE", f"/1.0/tokens/{quote(token_id, safe='')}", one(TokenInfo))
+    return Call("DELETE", f"/1.0/tokens/{quote(token_id, safe='')}", one("model.auth:TokenInfo"))
 
 
 def list_audit(
@@ -310,4 +341,4 @@ def list_audit(
     given = {"actor": actor, "method": method, "path": path, "status": status, "limit": limit}
     params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     params.update({k: v.isoformat() for k, v in (("since", since), ("until", until)) if v})
-    return Call("GET", "/1.0/audit", many(AuditEntry), params=params)
+    return Call("GET", "/1.0/audit", many("model.audit:AuditEntry"), params=params)

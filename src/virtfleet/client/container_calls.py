@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virtfleet.client.calls import Call, inst, one, raw, segment
-from virtfleet.model.container import ExecOutput
-from virtfleet.model.instance import InstanceSpec
+
+if TYPE_CHECKING:
+    from virtfleet.model.container import ExecOutput
+    from virtfleet.model.instance import InstanceSpec
 
 
 def exec_in(name: str, command: list[str], timeout_s: float) -> Call[ExecOutput]:
     body = {"command": command, "timeout_s": timeout_s}
-    return Call("POST", f"{inst(name)}/exec", one(ExecOutput), json=body, timeout_s=timeout_s + 30)
+    return Call(
+        "POST",
+        f"{inst(name)}/exec",
+        one("model.container:ExecOutput"),
+        json=body,
+        timeout_s=timeout_s + 30,
+    )
 
 
 def set_limits(name: str, changes: dict[str, Any]) -> Call[InstanceSpec]:
-    return Call("PATCH", f"{inst(name)}/limits", one(InstanceSpec), json=changes)
+    return Call("PATCH", f"{inst(name)}/limits", one("model.instance:InstanceSpec"), json=changes)
 
 
 def list_snapshots(name: str) -> Call[list[str]]:

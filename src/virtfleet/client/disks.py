@@ -5,14 +5,18 @@ Must not do I/O; names are checked here so a bad one never becomes a different U
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virtfleet.client.calls import Call, many, raw, segment
-from virtfleet.model.disks import DiskDir
+
+if TYPE_CHECKING:
+    from virtfleet.model.disks import DiskDir
 
 
 def list_disks(orphaned: bool = False) -> Call[list[DiskDir]]:
-    return Call("GET", "/1.0/disks", many(DiskDir), params={"orphaned": str(orphaned).lower()})
+    return Call(
+        "GET", "/1.0/disks", many("model.disks:DiskDir"), params={"orphaned": str(orphaned).lower()}
+    )
 
 
 def delete_disks(name: str) -> Call[dict[str, Any]]:

@@ -7,11 +7,8 @@ import the server's error classes: the wire ``code`` is the contract.
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
-
-from virtfleet.client.tls import find_mismatch
+import json
+from typing import Any, Protocol
 
 INVALID_INPUT_CODES = frozenset({"invalid_input", "invalid_name"})
 
@@ -59,19 +56,33 @@ class CertificateMismatchError(ApiError):
         )
 
 
+class _Response(Protocol):
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def content(self) -> bytes: ...
+
+
 def transport_error(where: str, err: BaseException) -> ApiError:
     """The ``ApiError`` for a failure to talk to ``where`` at all (a pin mismatch or not)."""
+    from virtfleet.client.tls import find_mismatch  # ssl: only once something failed
+
     mismatch = find_mismatch(err)
     if mismatch is not None:
         return CertificateMismatchError(where, mismatch.pinned, mismatch.seen)
     return DaemonUnavailableError(where, str(err) or type(err).__name__)
 
 
-def error_from_response(response: httpx.Response) -> ApiError:
+def error_from_response(response: _Response) -> ApiError:
     """The ``ApiError`` a non-2xx response carries (its error shape, else its status line)."""
+    return error_from_answer(response.status_code, response.content)
+
+
+def error_from_answer(status: int, content: bytes) -> ApiError:
+    """The ``ApiError`` of an answer with HTTP ``status`` and body ``content``."""
     try:
-        err = response.json()["error"]
+        err = json.loads(content)["error"]
         return ApiError(str(err["code"]), str(err["message"]), int(err["status"]))
     except (ValueError, KeyError, TypeError):
-        text = " ".join(response.text.split())[:200]
-        return ApiError("http_error", f"HTTP {response.status_code}: {text}", response.status_code)
+        text = " ".join(content.decode(errors="replace").split())[:200]
+        return ApiError("http_error", f"HTTP {status}: {text}", status)

@@ -6,12 +6,14 @@ with ``client.call``). Must not do I/O.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virtfleet.client.calls import Call, img, inst, many, one, segment
-from virtfleet.client.models import Image
-from virtfleet.model.guest import GuestInfo
-from virtfleet.model.operation import Operation
+
+if TYPE_CHECKING:
+    from virtfleet.client.models import Image
+    from virtfleet.model.guest import GuestInfo
+    from virtfleet.model.operation import Operation
 
 
 def tpl(name: str) -> str:
@@ -23,7 +25,7 @@ def import_image(
 ) -> Call[Operation]:
     segment(name, "image name")
     body = {"name": name, "path": path, "format": fmt, "force": force}
-    return Call("POST", "/1.0/images/import", one(Operation), json=body)
+    return Call("POST", "/1.0/images/import", one("model.operation:Operation"), json=body)
 
 
 def import_oci(
@@ -31,19 +33,24 @@ def import_oci(
 ) -> Call[Operation]:
     segment(name, "image name")
     body = {"name": name, "path": path, "from_ref": from_ref, "force": force}
-    return Call("POST", "/1.0/images/import-oci", one(Operation), json=body)
+    return Call("POST", "/1.0/images/import-oci", one("model.operation:Operation"), json=body)
 
 
 def export_image(name: str, path: str, fmt: str = "qcow2") -> Call[Operation]:
-    return Call("POST", f"{img(name)}/export", one(Operation), json={"path": path, "format": fmt})
+    return Call(
+        "POST",
+        f"{img(name)}/export",
+        one("model.operation:Operation"),
+        json={"path": path, "format": fmt},
+    )
 
 
 def list_templates() -> Call[list[Image]]:
-    return Call("GET", "/1.0/templates", many(Image))
+    return Call("GET", "/1.0/templates", many("client.models:Image"))
 
 
 def get_template(name: str) -> Call[Image]:
-    return Call("GET", tpl(name), one(Image))
+    return Call("GET", tpl(name), one("client.models:Image"))
 
 
 def create_template(
@@ -52,7 +59,7 @@ def create_template(
 ) -> Call[Operation]:  # fmt: skip
     segment(name, "template name")
     body = {"name": name, "instance": instance, "image": image, "defaults": defaults}
-    return Call("POST", "/1.0/templates", one(Operation), json=body)
+    return Call("POST", "/1.0/templates", one("model.operation:Operation"), json=body)
 
 
 def delete_template(name: str) -> Call[bool]:
@@ -62,24 +69,31 @@ def delete_template(name: str) -> Call[bool]:
 def clone_template(template: str, names: list[str], **fields: Any) -> Call[Operation]:
     """``fields``: count, clone ("linked"/"full"), start, cloud_init, vcpus, memory_mib."""
     body = {"names": names, **{k: v for k, v in fields.items() if v is not None}}
-    return Call("POST", f"{tpl(template)}/instances", one(Operation), json=body)
+    return Call("POST", f"{tpl(template)}/instances", one("model.operation:Operation"), json=body)
 
 
 def guest_info(name: str) -> Call[GuestInfo]:
-    return Call("GET", f"{inst(name)}/guest", one(GuestInfo))
+    return Call("GET", f"{inst(name)}/guest", one("model.guest:GuestInfo"))
 
 
 def import_ova(
     path: str, name: str | None = None, start: bool = False, keep_macs: bool = False
 ) -> Call[Operation]:
     body = {"path": path, "name": name, "start": start, "keep_macs": keep_macs}
-    return Call("POST", "/1.0/ova/import", one(Operation), json=body)
+    return Call("POST", "/1.0/ova/import", one("model.operation:Operation"), json=body)
 
 
 def export_ova(instance: str, path: str) -> Call[Operation]:
-    return Call("POST", f"{inst(instance)}/export-ova", one(Operation), json={"path": path})
+    return Call(
+        "POST",
+        f"{inst(instance)}/export-ova",
+        one("model.operation:Operation"),
+        json={"path": path},
+    )
 
 
 def export_disk(instance: str, disk: str, path: str, fmt: str = "qcow2") -> Call[Operation]:
     target = f"{inst(instance)}/disks/{segment(disk, 'disk name')}/export"
-    return Call("POST", target, one(Operation), json={"path": path, "format": fmt})
+    return Call(
+        "POST", target, one("model.operation:Operation"), json={"path": path, "format": fmt}
+    )

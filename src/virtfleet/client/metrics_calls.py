@@ -7,17 +7,19 @@ Must not do I/O.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virtfleet.client.calls import Call, inst, many, one, raw, segment
-from virtfleet.model.metrics import (
-    Alert,
-    AlertRule,
-    HostMetrics,
-    InstanceMetrics,
-    Silence,
-    UtilizationReport,
-)
+
+if TYPE_CHECKING:
+    from virtfleet.model.metrics import (
+        Alert,
+        AlertRule,
+        HostMetrics,
+        InstanceMetrics,
+        Silence,
+        UtilizationReport,
+    )
 
 
 def _window(range_: str, step: str | None) -> dict[str, Any]:
@@ -30,11 +32,18 @@ def _window(range_: str, step: str | None) -> dict[str, Any]:
 def instance_metrics(
     name: str, range_: str = "1h", step: str | None = None
 ) -> Call[InstanceMetrics]:
-    return Call("GET", f"{inst(name)}/metrics", one(InstanceMetrics), params=_window(range_, step))
+    return Call(
+        "GET",
+        f"{inst(name)}/metrics",
+        one("model.metrics:InstanceMetrics"),
+        params=_window(range_, step),
+    )
 
 
 def host_metrics(range_: str = "1h", step: str | None = None) -> Call[HostMetrics]:
-    return Call("GET", "/1.0/host/metrics", one(HostMetrics), params=_window(range_, step))
+    return Call(
+        "GET", "/1.0/host/metrics", one("model.metrics:HostMetrics"), params=_window(range_, step)
+    )
 
 
 def latest() -> Call[dict[str, Any]]:
@@ -47,16 +56,21 @@ def prometheus() -> Call[str]:
 
 
 def alerts(include_resolved: bool = False) -> Call[list[Alert]]:
-    return Call("GET", "/1.0/alerts", many(Alert), params={"all": include_resolved})
+    return Call("GET", "/1.0/alerts", many("model.metrics:Alert"), params={"all": include_resolved})
 
 
 def alert_rules() -> Call[list[AlertRule]]:
-    return Call("GET", "/1.0/alerts/rules", many(AlertRule))
+    return Call("GET", "/1.0/alerts/rules", many("model.metrics:AlertRule"))
 
 
 def put_alert_rule(rule: AlertRule) -> Call[AlertRule]:
     path = f"/1.0/alerts/rules/{segment(rule.name, 'rule name')}"
-    return Call("PUT", path, one(AlertRule), json=rule.model_dump(mode="json", exclude={"builtin"}))
+    return Call(
+        "PUT",
+        path,
+        one("model.metrics:AlertRule"),
+        json=rule.model_dump(mode="json", exclude={"builtin"}),
+    )
 
 
 def delete_alert_rule(name: str) -> Call[dict[str, Any]]:
@@ -64,15 +78,18 @@ def delete_alert_rule(name: str) -> Call[dict[str, Any]]:
 
 
 def silences() -> Call[list[Silence]]:
-    return Call("GET", "/1.0/alerts/silences", many(Silence))
+    return Call("GET", "/1.0/alerts/silences", many("model.metrics:Silence"))
 
 
 def silence(rule: str, target: str, duration_s: float, comment: str = "") -> Call[Silence]:
     body = {"rule": rule, "target": target, "duration_s": duration_s, "comment": comment}
-    return Call("POST", "/1.0/alerts/silences", one(Silence), json=body)
+    return Call("POST", "/1.0/alerts/silences", one("model.metrics:Silence"), json=body)
 
 
 def utilization(window: str = "1h") -> Call[UtilizationReport]:
     return Call(
-        "GET", "/1.0/reports/utilization", one(UtilizationReport), params={"window": window}
+        "GET",
+        "/1.0/reports/utilization",
+        one("model.metrics:UtilizationReport"),
+        params={"window": window},
     )

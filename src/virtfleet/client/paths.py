@@ -2,7 +2,8 @@
 
 The daemon listens on ``<data-dir>/api.sock`` (a Unix socket); the data dir is
 ``$VIRTFLEET_DATA_DIR``, else ``/var/lib/virtfleet`` for root, else
-``$XDG_DATA_HOME/virtfleet`` (``~/.local/share/virtfleet``). The daemon computes
+``$XDG_DATA_HOME/virtfleet`` (``~/.local/share/virtfleet``); the remotes file is in
+``$VIRTFLEET_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/virtfleet``. The daemon computes
 the same paths from its settings (app/); this module is the CLI's side and must
 stay free of I/O beyond reading the environment.
 """
@@ -14,6 +15,8 @@ from pathlib import Path
 
 DATA_DIR_ENV = "VIRTFLEET_DATA_DIR"
 SOCKET_NAME = "api.sock"
+CONFIG_DIR_ENV = "VIRTFLEET_CONFIG_DIR"
+REMOTE_ENV = "VIRTFLEET_REMOTE"
 
 
 def default_data_dir() -> Path:
@@ -29,3 +32,16 @@ def default_data_dir() -> Path:
 def api_socket(data_dir: Path) -> Path:
     """The daemon's API Unix socket inside ``data_dir``."""
     return data_dir / SOCKET_NAME
+
+
+def config_dir() -> Path:
+    """The CLI's configuration dir: the environment, else ``$XDG_CONFIG_HOME/virtfleet``."""
+    if env := os.environ.get(CONFIG_DIR_ENV):
+        return Path(env)
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(xdg) / "virtfleet"
+
+
+def remotes_file() -> Path:
+    """The remotes file (``client.remotes`` owns its contents)."""
+    return config_dir() / "remotes.json"

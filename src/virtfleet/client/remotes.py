@@ -24,14 +24,16 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from virtfleet.client.errors import ApiError
+from virtfleet.client.paths import CONFIG_DIR_ENV as CONFIG_DIR_ENV
+from virtfleet.client.paths import REMOTE_ENV as REMOTE_ENV
+from virtfleet.client.paths import config_dir as config_dir
+from virtfleet.client.paths import remotes_file
 from virtfleet.client.sync import DEFAULT_TIMEOUT_S, Client
 from virtfleet.errors import InvalidNameError
 from virtfleet.model.names import validate_name
 from virtfleet.util.fingerprint import normalize_fingerprint
 from virtfleet.util.net import is_loopback
 
-CONFIG_DIR_ENV = "VIRTFLEET_CONFIG_DIR"
-REMOTE_ENV = "VIRTFLEET_REMOTE"
 LOCAL = "local"
 DEFAULT_PORT = 8006
 CONFIG_VERSION = 1
@@ -55,15 +57,8 @@ class RemoteConfig(BaseModel):
     remotes: dict[str, Remote] = Field(default_factory=dict)
 
 
-def config_dir() -> Path:
-    if env := os.environ.get(CONFIG_DIR_ENV):
-        return Path(env)
-    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(xdg) / "virtfleet"
-
-
 def config_path() -> Path:
-    return config_dir() / "remotes.json"
+    return remotes_file()
 
 
 def load(path: Path | None = None) -> RemoteConfig:

@@ -7,16 +7,18 @@ endpoint list there stays untouched. Must not do I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virtfleet.client.calls import Call, inst, one, raw
-from virtfleet.model.capacity import Capacity
-from virtfleet.model.operation import Operation
+
+if TYPE_CHECKING:
+    from virtfleet.model.capacity import Capacity
+    from virtfleet.model.operation import Operation
 
 
 def patch_instance(name: str, body: Mapping[str, Any]) -> Call[Operation]:
     """PATCH /1.0/instances/{name}: a ``ResourcePatch`` body; 202 with the operation."""
-    return Call("PATCH", inst(name), one(Operation), json=dict(body))
+    return Call("PATCH", inst(name), one("model.operation:Operation"), json=dict(body))
 
 
 def instance_resources(name: str) -> Call[dict[str, Any]]:
@@ -24,4 +26,4 @@ def instance_resources(name: str) -> Call[dict[str, Any]]:
 
 
 def host_capacity() -> Call[Capacity]:
-    return Call("GET", "/1.0/host/capacity", one(Capacity))
+    return Call("GET", "/1.0/host/capacity", one("model.capacity:Capacity"))

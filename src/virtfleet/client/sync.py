@@ -1,9 +1,10 @@
 """The synchronous client: one method per API endpoint, over TCP or the daemon's Unix socket.
 
-Owns sending ``Call``s (with httpx, with a bearer ``token`` and a pinned
-certificate ``fingerprint`` for remotes; on the daemon's own socket through
-local.py) and turning failures into ``ApiError``. Must not hold rendering or
-argument parsing (that is the CLI's).
+Owns sending ``Call``s through a ``Transport`` (transport.py: httpx with a bearer
+``token`` and a pinned certificate ``fingerprint`` for remotes; local.py on the
+daemon's own socket) and turning failures into ``ApiError``. Imports nothing heavy
+until it is used: a CLI command pays for httpx only over TCP and for pydantic only
+when it parses a model. Must not hold rendering or argument parsing (that is the CLI's).
 """
 
 from __future__ import annotations
@@ -11,28 +12,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from ssl import SSLContext
 from typing import TYPE_CHECKING, Any, TypeVar
-
-import httpx
 
 from virtfleet.client import calls
 from virtfleet.client.calls import Action, Call
-from virtfleet.client.errors import ApiError, error_from_response, transport_error
-from virtfleet.client.local import Answer, LocalTransport, TransportFailure
-from virtfleet.client.models import Image, Instance
-from virtfleet.client.tls import pinned_context
-from virtfleet.model.audit import AuditEntry
-from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
-from virtfleet.model.console import ConsoleTicket
-from virtfleet.model.event import Event
-from virtfleet.model.host import Check, HostFacts
-from virtfleet.model.instance import InstanceSpec
-from virtfleet.model.network import Network
-from virtfleet.model.operation import Operation
+from virtfleet.client.errors import ApiError, error_from_answer, transport_error
+from virtfleet.client.local import LocalTransport
+from virtfleet.client.transport import Answer, HttpxTransport, Transport
 
 if TYPE_CHECKING:
+    from ssl import SSLContext
+
+    import httpx
     import websockets.asyncio.client as ws_client
+
+    from virtfleet.client.models import Image, Instance
+    from virtfleet.model.audit import AuditEntry
+    from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
+    from virtfleet.model.console import ConsoleTicket
+    from virtfleet.model.event import Event
+    from virtfleet.model.host import Check, HostFacts
+    from virtfleet.model.instance import InstanceSpec
+    from virtfleet.model.network import Network
+    from virtfleet.model.operation import Operation
 
 T = TypeVar("T")
 UDS_BASE_URL = "http://virtfleet"
@@ -93,20 +95,25 @@ class Client:
         self.base_url = base_url or UDS_BASE_URL
         self._where = self.uds_path or self.base_url
         self.headers = auth_headers(token)
-        self.ssl = pinned_context(fingerprint) if fingerprint else None
+        self.ssl: SSLContext | None = None
+        if fingerprint:
+            from virtfleet.client.tls import pinned_context
+
+            self.ssl = pinned_context(fingerprint)
         self._timeout_s = timeout_s
-        self._local: LocalTransport | None = None  # the daemon's socket, if ours
-        if http is None:
-            transport = httpx.HTTPTransport(uds=self.uds_path) if self.uds_path else None
-            self._local = LocalTransport(self.uds_path) if self.uds_path else None
-            http = httpx.Client(
-                base_url=self.base_url,
-                transport=transport,
-                timeout=timeout_s,
-                headers=self.headers,
-                verify=self.ssl or True,
-            )
-        self._http = http
+        self.transport: Transport
+        if http is not None:
+            self.transport = HttpxTransport(http)
+        elif self.uds_path is not None:
+            self.transport = LocalTransport(self.uds_path)
+        else:
+            self.transport = HttpxTransport(self._tcp_client(timeout_s))
+
+    def _tcp_client(self, timeout_s: float) -> httpx.Client:
+        import httpx
+
+        verify = self.ssl or True
+        return httpx.Client(base_url=self.base_url, timeout=timeout_s, verify=verify)
 
     def __enter__(self) -> Client:
         return self
@@ -115,52 +122,27 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
-        if self._local is not None:
-            self._local.close()
+        self.transport.close()
 
     def call(self, call: Call[T]) -> T:
         """Send one ``Call``; its parsed answer, or ``ApiError``."""
-        if self._local is not None and not self._http.cookies:
-            answer = self._send_local(self._local, call)
-            if answer.status < 400:
-                return call.parse(calls.body_of(call, answer.content, answer.json))
-            response = answer.response()
-        else:
-            response = self._send_http(call)
-        if response.is_error:
-            raise error_from_response(response)
-        return call.parse(calls.body_of(call, response.content, response.json))
+        answer = self.send(call)
+        if answer.status >= 400:
+            raise error_from_answer(answer.status, answer.content)
+        return call.parse(calls.body_of(call, answer.content, answer.json))
 
-    def _send_http(self, call: Call[Any]) -> httpx.Response:
-        try:
-            return self._http.request(
-                call.method,
-                call.path,
-                params=call.params,
-                json=call.json,
-                timeout=call.timeout_s if call.timeout_s is not None else self._timeout_s,
-                headers=calls.csrf_headers(self._http.cookies, call.method),
-            )
-        except httpx.TransportError as err:
-            raise transport_error(self._where, err) from err
-
-    def _send_local(self, local: LocalTransport, call: Call[Any]) -> Answer:
-        """``call`` on the daemon's own socket (local.py) while the session holds no
-        cookie; one that gets a cookie (a login) keeps it, and later calls go through
-        httpx with it."""
+    def send(self, call: Call[Any]) -> Answer:
+        """``call`` sent as it is (with the token, and the CSRF header in a session); its
+        answer whatever its status. ``ApiError`` only if the daemon could not be reached."""
         timeout_s = self._timeout_s if call.timeout_s is None else call.timeout_s
+        csrf = calls.csrf_headers(self.transport.cookies, call.method)
+        headers = {**self.headers, **csrf}
         try:
-            answer = local.send(
-                call.method, call.path, call.params, call.json, self.headers, timeout_s
+            return self.transport.send(
+                call.method, call.path, call.params, call.json, headers, timeout_s
             )
-        except TransportFailure as err:
+        except self.transport.failures as err:
             raise transport_error(self._where, err) from err
-        if any(name.lower() == "set-cookie" for name, _ in answer.headers):
-            response = answer.response()
-            response.request = httpx.Request(call.method, self.base_url + call.path)
-            self._http.cookies.extract_cookies(response)
-        return answer
 
     def websocket(self, path: str) -> WsTarget:
         """The target of a websocket endpoint, e.g. ``/1.0/events``."""

@@ -6,53 +6,22 @@ Pure data with validation; no I/O. Units are in field names.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from virtfleet.model.cloudinit import CloudInit
+from virtfleet.model.enums import Accel as Accel
+from virtfleet.model.enums import DesiredPower as DesiredPower
+from virtfleet.model.enums import DeviceModel as DeviceModel
+from virtfleet.model.enums import PowerState as PowerState
+from virtfleet.model.enums import RestartPolicy as RestartPolicy
 from virtfleet.model.names import NameStr, validate_name
 
 MIN_MEMORY_MIB = 64
 MAX_VCPUS = 255
 START_ORDER_MAX = 10_000
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-
-
-class Accel(StrEnum):
-    AUTO = "auto"
-    KVM = "kvm"
-    TCG = "tcg"
-
-
-class DeviceModel(StrEnum):
-    """virtio = paravirtualized devices; emulated = e1000 + IDE/AHCI for legacy guests."""
-
-    VIRTIO = "virtio"
-    EMULATED = "emulated"
-
-
-class RestartPolicy(StrEnum):
-    NO = "no"
-    ON_FAILURE = "on-failure"
-    ALWAYS = "always"
-
-
-class PowerState(StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPING = "stopping"
-    CRASHED = "crashed"
-
-
-class DesiredPower(StrEnum):
-    RUNNING = "running"
-    STOPPED = "stopped"
-    PAUSED = "paused"
-    DELETED = "deleted"
 
 
 class Strict(BaseModel):

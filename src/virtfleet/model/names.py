@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import Field
 
-from virtfleet.errors import InvalidNameError
+from virtfleet.model.namecheck import NAME_PATTERN as NAME_PATTERN
+from virtfleet.model.namecheck import validate_name as validate_name
 
-# A DNS label in ASCII: safe as a hostname, a file name and a URL segment.
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-NAME_PATTERN = _NAME_RE.pattern
 # A name field: the rule is documented in the JSON schema (OpenAPI) and enforced by
 # ``validate_name`` in the model's validator, which answers ``invalid_name``.
 NameStr = Annotated[str, Field(json_schema_extra={"pattern": NAME_PATTERN, "maxLength": 63})]
-
-
-def validate_name(name: str, what: str = "name") -> str:
-    """Return ``name`` if it is a valid object name, else raise ``InvalidNameError``."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        shown = repr(name)[:80]
-        raise InvalidNameError(
-            f"invalid {what} {shown}: use 1-63 lowercase ASCII letters, digits or '-', "
-            "starting and ending with a letter or digit"
-        )
-    return name

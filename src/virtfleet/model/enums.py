@@ -1,0 +1,44 @@
+"""The instance enums (accelerator, device model, restart policy, power states).
+
+Pure and free of pydantic, so the CLI can offer them as option choices without
+importing the models; ``model.instance`` re-exports them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Accel(StrEnum):
+    AUTO = "auto"
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+class DeviceModel(StrEnum):
+    """virtio = paravirtualized devices; emulated = e1000 + IDE/AHCI for legacy guests."""
+
+    VIRTIO = "virtio"
+    EMULATED = "emulated"
+
+
+class RestartPolicy(StrEnum):
+    NO = "no"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+
+
+class PowerState(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    CRASHED = "crashed"
+
+
+class DesiredPower(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    DELETED = "deleted"
