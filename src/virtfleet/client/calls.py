@@ -8,13 +8,13 @@ Must not do I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from virtfleet.client.errors import ApiError
 from virtfleet.client.models import Image, Instance
@@ -58,6 +58,22 @@ def many(model: type[M]) -> Callable[[Any], list[M]]:
     return lambda data: [model.model_validate(item) for item in data]
 
 
+def partial(model: type[M], fields: Sequence[str]) -> Callable[[Any], list[M]]:
+    """Parse a list answered with only ``fields`` of each ``model``: each field is
+    validated, the rest is left unset (reading it raises ``AttributeError``)."""
+    adapters: dict[str, TypeAdapter[Any]] = {
+        f: TypeAdapter(model.model_fields[f].annotation) for f in fields
+    }
+
+    def parse(data: Any) -> list[M]:
+        return [
+            model.model_construct(**{f: a.validate_python(item[f]) for f, a in adapters.items()})
+            for item in data
+        ]
+
+    return parse
+
+
 def raw(data: Any) -> Any:
     return data
 
@@ -86,8 +102,12 @@ def info() -> Call[dict[str, Any]]:
     return Call("GET", "/1.0", raw)
 
 
-def list_instances() -> Call[list[Instance]]:
-    return Call("GET", "/1.0/instances", many(Instance))
+def list_instances(fields: Sequence[str] | None = None) -> Call[list[Instance]]:
+    """Every instance; with ``fields``, only those fields of each are asked for and set."""
+    if fields is None:
+        return Call("GET", "/1.0/instances", many(Instance))
+    params = {"fields": ",".join(fields)}
+    return Call("GET", "/1.0/instances", partial(Instance, fields), params=params)
 
 
 def create_instance(
