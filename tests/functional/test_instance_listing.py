@@ -27,18 +27,20 @@ async def _list(api: httpx.AsyncClient, **params: Any) -> httpx.Response:
 async def test_list_is_every_view_as_get_one_shows_it(api: httpx.AsyncClient) -> None:
     """The listing (served from cached JSON) equals GET one of each, also after a change."""
     for name in ("b", "a", "c"):
-        await create(api, name=name)
-    await act(api, "b", "start")  # cached views of "b" must not outlive its revision
+        await create(api, name=name, start=True)  # observed by the agent: nothing else writes
+    assert {i["status"]["power"] for i in (await _list(api)).json()} == {"running"}
+    await act(api, "b", "stop")  # the cached view of "b" must not outlive its revision
     listed = (await _list(api)).json()
     assert [i["name"] for i in listed] == ["a", "b", "c"]
     for item in listed:
         assert item == (await api.get(f"/1.0/instances/{item['name']}")).json()
-    assert listed[1]["status"]["power"] == "running"
+    assert listed[1]["status"]["power"] == "stopped"
 
 
 async def test_fields_select_top_level_keys(api: httpx.AsyncClient) -> None:
     """``fields=name,status`` answers only those keys, with the values a full listing has."""
     await create(api, name="a")
+    await act(api, "a", "start")  # the agent has observed it: its status stays as it is
     full = (await _list(api)).json()
     picked = (await _list(api, fields="name,status")).json()
     assert picked == [{"name": "a", "status": full[0]["status"]}]
