@@ -280,6 +280,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         AgentConfig(
             disks_root=settings.disks_dir,
             image_path=images.file_for,
+            image_verified=images.verified,
             cgroups=cgroups if cgroups is not None and cgroups.available else None,
             networks=networks,
         ),

@@ -28,7 +28,7 @@ from virtfleet.drivers.base import (
     SupportsLiveResources,
 )
 from virtfleet.errors import ConflictError, HostError, InvalidStateError, VirtfleetError
-from virtfleet.host.disks import DiskManager
+from virtfleet.host.disks import DiskManager, Verified
 from virtfleet.host.nics import NicPlumber
 from virtfleet.host.resources import LiveApplier, cgroup_limits, launched
 from virtfleet.model.event import Event
@@ -61,6 +61,7 @@ class AgentConfig:
     qemu_img: str = "qemu-img"
     cgroups: Any = None  # util.cgroups.CgroupManager, or None to run without cgroups
     networks: NetworkHost | None = None  # virtual networks (taps, reconciliation); None: none
+    image_verified: Verified | None = None  # image files need no check before use (hashed)
 
 
 class Agent:
@@ -77,7 +78,9 @@ class Agent:
         self.driver = driver
         self.facts = facts
         self.events = events
-        self.disks = DiskManager(config.disks_root, config.image_path, config.qemu_img)
+        self.disks = DiskManager(
+            config.disks_root, config.image_path, config.qemu_img, config.image_verified
+        )
         self.cgroups = config.cgroups
         self.nics = NicPlumber(store, config.networks)
         self._locks: dict[str, asyncio.Lock] = {}

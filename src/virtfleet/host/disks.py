@@ -10,27 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from virtfleet.errors import ImageError, InvalidInputError, ProcessError
 from virtfleet.model.instance import DiskSpec, InstanceSpec
+from virtfleet.storage import qcow2
 from virtfleet.storage.cloudinit import write_seed
 
+Verified = Callable[[str, Path], Awaitable[bool]]
 SEED = "cidata.iso"  # rewritten from the spec at every start: never a kept disk
 
 
 class DiskManager:
     def __init__(
-        self, root: Path, image_path: Callable[[str], Path], qemu_img: str = "qemu-img"
+        self,
+        root: Path,
+        image_path: Callable[[str], Path],
+        qemu_img: str = "qemu-img",
+        verified: Verified | None = None,
     ) -> None:
         self.root = root
         self._image_path = image_path  # image name -> file; NotFoundError if unknown
         self.qemu_img = qemu_img
+        self._verified = verified  # (image, file) -> unchanged since its sha256 was taken
 
     def dir(self, instance: str) -> Path:
         return self.root / instance
@@ -79,21 +85,29 @@ class DiskManager:
 
     async def _create(self, path: Path, disk: DiskSpec) -> None:
         self._private_dir(path.parent.name)
-        args = [self.qemu_img, "create", "-q", "-f", "qcow2"]
         if disk.image:
-            base = self._image_path(disk.image)
-            if not base.is_file():
-                raise ImageError(f"image file for {disk.image!r} is missing: {base}")
-            await self._check(disk.image, base)
-            # Absolute backing path and explicit format: never probe (a raw image could lie).
-            args += ["-b", str(base), "-F", "qcow2"]
+            await self._overlay(path, disk.image, disk.size_gib)
         elif disk.size_gib is None:
             raise InvalidInputError(f"disk {disk.name!r} needs an image or a size")
-        args.append(str(path))
-        if disk.size_gib is not None:
-            args.append(f"{int(disk.size_gib * 1024)}M")
-        await _run(args)
+        else:
+            size = f"{int(disk.size_gib * 1024)}M"
+            await _run([self.qemu_img, "create", "-q", "-f", "qcow2", str(path), size])
         path.chmod(0o600)
+
+    async def _overlay(self, path: Path, image: str, size_gib: float | None) -> None:
+        """An empty qcow2 overlay over ``image``, written in-process (~0.1 ms, the layout
+        ``qemu-img create -b -F qcow2`` makes, ~8 ms): absolute backing path and explicit
+        format, never probed. The image is checked first unless verified since hashed."""
+        base = self._image_path(image)
+        if not base.is_file():
+            raise ImageError(f"image file for {image!r} is missing: {base}")
+        if self._verified is None or not await self._verified(image, base):
+            await self._check(image, base)
+        if size_gib is not None:
+            size = int(size_gib * 1024) * 1024 * 1024
+        else:
+            size = qcow2.virtual_size(base)
+        qcow2.write_overlay(path, base, size)
 
     async def _check(self, image: str, path: Path) -> None:
         """Refuse a corrupt or truncated image before a VM is layered on it (~4 ms)."""
@@ -117,16 +131,8 @@ class DiskManager:
                 await _run([self.qemu_img, "resize", "-q", "-f", "qcow2", str(path), str(want)])
 
     async def virtual_size(self, path: Path) -> int:
-        proc = await asyncio.create_subprocess_exec(
-            *[self.qemu_img, "info", "-U", "--output=json", "-f", "qcow2", str(path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise ProcessError(f"qemu-img info {path.name} failed: {err.decode().strip()}")
-        return int(json.loads(out)["virtual-size"])
+        """From the qcow2 header, read in-process (``qemu-img info`` cost a fork per start)."""
+        return qcow2.virtual_size(path)
 
     def remove(self, instance: str) -> None:
         shutil.rmtree(self.dir(instance), ignore_errors=True)
