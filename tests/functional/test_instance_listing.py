@@ -120,3 +120,25 @@ async def test_create_without_start_is_one_commit(
     events = [kv for kv in await store.list("/events/") if b'"instance.created"' in kv.value]
     assert [kv.mod_revision for kv in events] == [spec.mod_revision]
     assert op["result"] == {"name": "a", "power": "stopped"}
+
+
+async def test_creates_and_listings_read_no_listing_of_every_instance(
+    api: httpx.AsyncClient, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create with a NIC (its MAC checked against every other) and a listing work from
+    the store-following tally: nothing lists /instances/ (O(1) in the instance count)."""
+    await create(api, name="a", nics=[{"mode": "user"}])
+    listed: list[str] = []
+    original = platform.store.list
+
+    async def list_(prefix: str, **kwargs: Any) -> Any:
+        listed.append(prefix)
+        return await original(prefix, **kwargs)
+
+    monkeypatch.setattr(platform.store, "list", list_)
+    await create(api, name="b", nics=[{"mode": "user"}], start=True)
+    names = [i["name"] for i in (await _list(api, fields="name")).json()]
+    assert names == ["a", "b"]
+    assert "/instances/" not in listed, listed
+    macs = [(await api.get(f"/1.0/instances/{n}")).json()["spec"]["nics"][0]["mac"] for n in names]
+    assert macs[0] != macs[1] and all(macs)
