@@ -1,11 +1,13 @@
 """API read latency with 1,000 instances: GET one and GET list over a real HTTP connection.
 
 Runs ``virtfleet serve --driver fake`` (SQLite store, a fresh data dir) as a
-subprocess, creates the instances through the API (``start: false``), then
+subprocess, creates the instances through the API (``start: false``; half one
+after the other from one client, half from 8 clients: creates/s of each), then
 times sequential requests on one keep-alive connection over the daemon's Unix
-socket with a sync httpx client (p50/p99 and requests/s), the
-same GET one with a bare HTTP/1.1 client (what the server itself costs), and GET
-one from several connections at once (throughput). Targets for GET one:
+socket with a sync httpx client (p50/p99 and requests/s), the list with
+``?fields=name,status``, the same GET one with a bare HTTP/1.1 client (what
+the server itself costs), and GET one from several connections at once
+(throughput). Targets for GET one:
 p50 <= 5 ms, p99 <= 25 ms.
 Usage: .venv/bin/python bench/api.py [INSTANCES] [GET_ONE] [GET_LIST]
 """
@@ -31,7 +33,7 @@ import httpx
 VIRTFLEET = str(Path(sys.executable).parent / "virtfleet")
 BASE = "http://virtfleet"
 TARGET_P50_MS, TARGET_P99_MS = 5.0, 25.0
-CREATE_CONCURRENCY = 16
+CREATE_CONCURRENCY = 8
 PARALLEL_CLIENTS = 8
 
 
@@ -80,20 +82,40 @@ class Daemon:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-async def create_instances(api: httpx.AsyncClient, names: list[str]) -> float:
-    """Create every instance (stopped) through the API; return the seconds it took."""
-    gate = asyncio.Semaphore(CREATE_CONCURRENCY)
+async def create_one(api: httpx.AsyncClient, name: str) -> None:
+    """POST one stopped instance and wait for its operation to succeed."""
+    r = await api.post("/1.0/instances", json={"name": name, "start": False})
+    r.raise_for_status()
+    op = await api.get(f"/1.0/operations/{r.json()['id']}/wait", params={"timeout_s": 60})
+    if op.json()["status"] != "success":
+        raise RuntimeError(f"create {name}: {op.text}")
 
-    async def one(name: str) -> None:
-        async with gate:
-            r = await api.post("/1.0/instances", json={"name": name, "start": False})
-            r.raise_for_status()
-            op = await api.get(f"/1.0/operations/{r.json()['id']}/wait", params={"timeout_s": 60})
-            if op.json()["status"] != "success":
-                raise RuntimeError(f"create {name}: {op.text}")
+
+async def create_instances(daemon: Daemon, names: list[str]) -> float:
+    """Create every instance (stopped) from ``CREATE_CONCURRENCY`` connections at once;
+    return the seconds it took."""
+    clients = [daemon.client() for _ in range(CREATE_CONCURRENCY)]
+
+    async def worker(api: httpx.AsyncClient, mine: list[str]) -> None:
+        for name in mine:
+            await create_one(api, name)
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(n) for n in names))
+    try:
+        await asyncio.gather(
+            *(worker(c, names[i::CREATE_CONCURRENCY]) for i, c in enumerate(clients))
+        )
+    finally:
+        for c in clients:
+            await c.aclose()
+    return time.perf_counter() - started
+
+
+async def create_sequential(api: httpx.AsyncClient, names: list[str]) -> float:
+    """Create the instances one after the other from one client; the seconds it took."""
+    started = time.perf_counter()
+    for name in names:
+        await create_one(api, name)
     return time.perf_counter() - started
 
 
@@ -179,11 +201,20 @@ async def parallel_get_one(daemon: Daemon, names: list[str], count: int) -> floa
     return (count // PARALLEL_CLIENTS * PARALLEL_CLIENTS) / (time.perf_counter() - started)
 
 
-async def populate(daemon: Daemon, names: list[str]) -> None:
+async def populate(daemon: Daemon, names: list[str]) -> dict[str, float]:
+    """Half the instances created sequentially from one client, half from
+    ``CREATE_CONCURRENCY`` clients; creates/s of each."""
     await daemon.ready()
+    half = len(names) // 2
     async with daemon.client() as api:
-        created_s = await create_instances(api, names)
-    print(f"created {len(names)} instances through the API in {created_s:.1f} s")
+        seq_s = await create_sequential(api, names[:half])
+    par_s = await create_instances(daemon, names[half:])
+    rates = {"create_seq_per_s": half / seq_s, "create_par_per_s": (len(names) - half) / par_s}
+    print(
+        f"created {half} instances sequentially from one client: {rates['create_seq_per_s']:.0f}/s;"
+        f" {len(names) - half} from {CREATE_CONCURRENCY} clients: {rates['create_par_per_s']:.0f}/s"
+    )
+    return rates
 
 
 def measure(daemon: Daemon, names: list[str], get_one: int, get_list: int) -> dict[str, object]:
@@ -201,6 +232,11 @@ def measure(daemon: Daemon, names: list[str], get_one: int, get_list: int) -> di
         bare = summary("GET one (bare HTTP/1.1)", timed_bare(daemon, one_path, get_one))
         list_latencies = timed(lambda: api.get("/1.0/instances"), get_list)
         many = summary(f"GET list of {len(names)} (httpx)", list_latencies)
+        some = {"fields": "name,status"}
+        picked = summary(
+            "GET list ?fields=name,status",
+            timed(lambda: api.get("/1.0/instances", params=some), get_list),
+        )
     rps = asyncio.run(parallel_get_one(daemon, names, get_one))
     print(f"GET one (httpx) from {PARALLEL_CLIENTS} connections at once: {rps:.1f} req/s")
     return {
@@ -208,6 +244,7 @@ def measure(daemon: Daemon, names: list[str], get_one: int, get_list: int) -> di
         "get_one": one,
         "get_one_bare": bare,
         "get_list": many,
+        "get_list_fields": picked,
         "parallel_rps": rps,
     }
 
@@ -229,8 +266,8 @@ def main() -> None:
     names = [f"vm-{i:04d}" for i in range(instances)]
     daemon = Daemon()
     try:
-        asyncio.run(populate(daemon, names))
-        result = measure(daemon, names, get_one, get_list)
+        rates = asyncio.run(populate(daemon, names))
+        result = {**measure(daemon, names, get_one, get_list), **rates}
     finally:
         daemon.close()
     ok = verdict(result)

@@ -7,7 +7,9 @@ calls them (``raise ... from err``); nothing else here does I/O.
 
     VirtfleetError (internal, 500)
     ├── InvalidInputError (invalid_input, 400)
-    │   └── InvalidNameError (invalid_name, 400)
+    │   ├── InvalidNameError (invalid_name, 400)
+    │   ├── UnknownFieldError (unknown_field, 400)
+    │   └── InvalidContinueError (invalid_continue, 400)
     ├── AuthError (unauthenticated, 401)
     ├── ForbiddenError (forbidden, 403)
     │   ├── CsrfError (csrf_failed, 403)
@@ -67,6 +69,18 @@ class InvalidInputError(VirtfleetError):
 
 class InvalidNameError(InvalidInputError):
     code = "invalid_name"
+
+
+class UnknownFieldError(InvalidInputError):
+    """A listing asked for a field its items do not have."""
+
+    code = "unknown_field"
+
+
+class InvalidContinueError(InvalidInputError):
+    """A continue token this daemon did not make (edited, or from before a restart)."""
+
+    code = "invalid_continue"
 
 
 class AuthError(VirtfleetError):

@@ -126,10 +126,10 @@ async def test_unexpected_error_is_500_without_details(
 ) -> None:
     """A bug becomes ``internal`` 500 with a generic message (the traceback goes to the log)."""
 
-    async def broken() -> None:
+    async def broken(*args: object) -> None:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(platform.services.instances, "list", broken)
+    monkeypatch.setattr(platform.services.instances, "list_json", broken)
     message = assert_error(await api.get("/1.0/instances"), 500, "internal")
     assert "secret" not in message
 

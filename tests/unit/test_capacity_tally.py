@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from virtfleet.errors import CapacityError, ConflictError
 from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.host import HostFacts, KvmProbe
-from virtfleet.model.instance import DesiredPower, DesiredState, InstanceSpec, PowerState
+from virtfleet.model.instance import DesiredPower, DesiredState, InstanceSpec, NicSpec, PowerState
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.containers import ContainerService, NoContainers
 from virtfleet.state.memory import MemoryStore
@@ -155,4 +155,27 @@ async def test_a_cut_off_tally_counts_again() -> None:
     await repo.remove("a")
     await capacity.tally.reached(await store.revision())
     assert (capacity.tally.memory_mib, capacity.tally.instances) == (512, 1)
+    await capacity.close()
+
+
+async def test_the_tally_knows_every_nics_mac() -> None:
+    """MACs come and go with the specs that hold them (a changed spec, a deleted instance)."""
+    store = MemoryStore()
+    repo = InstanceRepo(store)
+    capacity = CapacityService(store, FACTS)
+    await capacity.start()
+
+    def spec(name: str, *macs: str) -> InstanceSpec:
+        nics = [NicSpec(mac=m) for m in macs]
+        return InstanceSpec(name=name, image="tiny", nics=nics)
+
+    await repo.create(spec("a", "52:54:00:00:00:01", "52:54:00:00:00:02"), DesiredState())
+    await repo.create(spec("b", "52:54:00:00:00:03"), DesiredState())
+    await capacity.tally.reached(await store.revision())
+    assert capacity.tally.macs() == {f"52:54:00:00:00:0{i}" for i in (1, 2, 3)}
+    await repo.put_spec(spec("a", "52:54:00:00:00:04"))
+    await repo.remove("b")
+    await capacity.tally.reached(await store.revision())
+    assert capacity.tally.macs() == {"52:54:00:00:00:04"}
+    assert [r.name for r in capacity.tally.records()] == ["a"]
     await capacity.close()

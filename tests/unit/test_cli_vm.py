@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,8 @@ from typer.testing import CliRunner, Result
 
 from tests.functional.platform import serve_uds
 from virtfleet.cli.main import app
+from virtfleet.client import Client
+from virtfleet.client.models import Instance
 
 runner = CliRunner()
 
@@ -80,6 +82,25 @@ def test_list_table_shows_mode_and_devices(data_dir: Path, image: str) -> None:
         assert header in out
     row = next(line for line in out.splitlines() if line.startswith("demo"))
     assert row.split() == ["demo", "vm", "running", "tcg", "1", "512", "MiB", "emulated", "tiny"]
+
+
+def test_list_table_asks_only_for_the_fields_it_shows(
+    data_dir: Path, image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table's request names its fields (the answer is smaller and faster); --json
+    asks for whole instances."""
+    cli(data_dir, "vm", "create", "demo", "--image", image)
+    asked: list[object] = []
+    listing = Client.list_instances
+
+    def spy(self: Client, fields: Sequence[str] | None = None) -> list[Instance]:
+        asked.append(fields)
+        return listing(self, fields)
+
+    monkeypatch.setattr(Client, "list_instances", spy)
+    assert "demo" in cli(data_dir, "vm", "list").stdout
+    assert cli_json(data_dir, "vm", "list")[0]["desired"]["generation"] == 1  # type: ignore[index]
+    assert asked == [("name", "spec", "status", "mode"), None]
 
 
 def test_power_commands(data_dir: Path, image: str) -> None:

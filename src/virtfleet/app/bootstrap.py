@@ -299,6 +299,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         AgentConfig(
             disks_root=settings.disks_dir,
             image_path=images.file_for,
+            image_verified=images.verified,
             cgroups=cgroups if cgroups is not None and cgroups.available else None,
             networks=networks,
         ),
@@ -311,6 +312,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
     capacity = CapacityService(store, facts, ratios, sample_usage)
     instances.capacity = capacity
+    instances.networks.tally = capacity.tally  # MAC checks without a listing
     instances.disks = DiskService(store, agent.disks, events)
     guest_agents = GuestAgents(settings.run_dir)
     quiescer = AgentQuiescer(guest_agents)  # application-consistent when a guest agent answers

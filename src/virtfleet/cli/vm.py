@@ -237,7 +237,9 @@ def list_(
     json_out: JsonOpt = False,
 ) -> None:
     """List instances (VMs and containers): kind, state, mode (kvm/tcg), size, devices, image."""
-    instances = [i for i in get_client().list_instances() if kind in (None, i.spec.kind)]
+    # The table asks only for what it shows (--json: whole instances).
+    fields = None if json_out else ("name", "spec", "status", "mode")
+    instances = [i for i in get_client().list_instances(fields) if kind in (None, i.spec.kind)]
     if json_out:
         output.print_json(instances)
         return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,8 +91,9 @@ class AsyncClient:
     async def info(self) -> dict[str, Any]:
         return await self.call(calls.info())
 
-    async def list_instances(self) -> list[Instance]:
-        return await self.call(calls.list_instances())
+    async def list_instances(self, fields: Sequence[str] | None = None) -> list[Instance]:
+        """Every instance; with ``fields``, only those fields of each (the rest unset)."""
+        return await self.call(calls.list_instances(fields))
 
     async def create_instance(
         self, spec: InstanceSpec | Mapping[str, Any], start: bool = False, reuse_disks: bool = False

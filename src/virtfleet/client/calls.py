@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import quote
@@ -74,6 +74,23 @@ def many(ref: str) -> Callable[[Any], list[Any]]:
     return lambda data: [model(ref).model_validate(item) for item in data]
 
 
+def partial(ref: str, fields: Sequence[str]) -> Callable[[Any], list[Any]]:
+    """Parse a list answered with only ``fields`` of each model ``ref`` names: each field
+    is validated, the rest is left unset (reading it raises ``AttributeError``)."""
+
+    def parse(data: Any) -> list[Any]:
+        from pydantic import TypeAdapter  # at the first answer, as ``model``
+
+        cls = model(ref)
+        adapters: dict[str, Any] = {f: TypeAdapter(cls.model_fields[f].annotation) for f in fields}
+        return [
+            cls.model_construct(**{f: a.validate_python(item[f]) for f, a in adapters.items()})
+            for item in data
+        ]
+
+    return parse
+
+
 def raw(data: Any) -> Any:
     return data
 
@@ -107,8 +124,12 @@ def info() -> Call[dict[str, Any]]:
     return Call("GET", "/1.0", raw)
 
 
-def list_instances() -> Call[list[Instance]]:
-    return Call("GET", "/1.0/instances", many("client.models:Instance"))
+def list_instances(fields: Sequence[str] | None = None) -> Call[list[Instance]]:
+    """Every instance; with ``fields``, only those fields of each are asked for and set."""
+    if fields is None:
+        return Call("GET", "/1.0/instances", many("client.models:Instance"))
+    params = {"fields": ",".join(fields)}
+    return Call("GET", "/1.0/instances", partial("client.models:Instance", fields), params=params)
 
 
 def create_instance(

@@ -10,7 +10,7 @@ when it parses a model. Must not hold rendering or argument parsing (that is the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -152,8 +152,9 @@ class Client:
     def info(self) -> dict[str, Any]:
         return self.call(calls.info())
 
-    def list_instances(self) -> list[Instance]:
-        return self.call(calls.list_instances())
+    def list_instances(self, fields: Sequence[str] | None = None) -> list[Instance]:
+        """Every instance; with ``fields``, only those fields of each (the rest unset)."""
+        return self.call(calls.list_instances(fields))
 
     def create_instance(
         self, spec: InstanceSpec | Mapping[str, Any], start: bool = False, reuse_disks: bool = False

@@ -28,7 +28,7 @@ from virtfleet.drivers.base import (
     SupportsLiveResources,
 )
 from virtfleet.errors import ConflictError, HostError, InvalidStateError, VirtfleetError
-from virtfleet.host.disks import DiskManager
+from virtfleet.host.disks import DiskManager, Verified
 from virtfleet.host.nics import NicPlumber
 from virtfleet.host.resources import LiveApplier, cgroup_limits, launched
 from virtfleet.model.event import Event
@@ -60,6 +60,7 @@ class AgentConfig:
     image_path: Callable[[str], Path]
     cgroups: Any = None  # util.cgroups.CgroupManager, or None to run without cgroups
     networks: NetworkHost | None = None  # virtual networks (taps, reconciliation); None: none
+    image_verified: Verified | None = None  # image files need no check before use (hashed)
 
 
 class Agent:
@@ -76,7 +77,9 @@ class Agent:
         self.driver = driver
         self.facts = facts
         self.events = events
-        self.disks = DiskManager(config.disks_root, config.image_path)
+        self.disks = DiskManager(
+            config.disks_root, config.image_path, verified=config.image_verified
+        )
         self.cgroups = config.cgroups
         self.nics = NicPlumber(store, config.networks)
         self._locks: dict[str, asyncio.Lock] = {}

@@ -12,21 +12,25 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from virtfleet.errors import ImageError, InvalidInputError
 from virtfleet.model.instance import DiskSpec, InstanceSpec
-from virtfleet.storage import qemuimg
+from virtfleet.storage import qcow2, qemuimg
 from virtfleet.storage.cloudinit import write_seed
 
+Verified = Callable[[str, Path], Awaitable[bool]]
 SEED = "cidata.iso"  # rewritten from the spec at every start: never a kept disk
 
 
 class DiskManager:
-    def __init__(self, root: Path, image_path: Callable[[str], Path]) -> None:
+    def __init__(
+        self, root: Path, image_path: Callable[[str], Path], verified: Verified | None = None
+    ) -> None:
         self.root = root
         self._image_path = image_path  # image name -> file; NotFoundError if unknown
+        self._verified = verified  # (image, file) -> unchanged since its sha256 was taken
 
     def dir(self, instance: str) -> Path:
         return self.root / instance
@@ -75,18 +79,29 @@ class DiskManager:
 
     async def _create(self, path: Path, disk: DiskSpec) -> None:
         self._private_dir(path.parent.name)
-        base: Path | None = None
         if disk.image:
-            base = self._image_path(disk.image)
-            if not base.is_file():
-                raise ImageError(f"image file for {disk.image!r} is missing: {base}")
-            # Refuse a corrupt or truncated image before a VM is layered on it (~4 ms).
-            await qemuimg.check(base, "qcow2", label=repr(disk.image))
+            await self._overlay(path, disk.image, disk.size_gib)
         elif disk.size_gib is None:
             raise InvalidInputError(f"disk {disk.name!r} needs an image or a size")
-        size = None if disk.size_gib is None else int(disk.size_gib * 1024) * 1024 * 1024
-        await qemuimg.create(path, size, base)
+        else:
+            await qemuimg.create(path, int(disk.size_gib * 1024) * 1024 * 1024, None)
         path.chmod(0o600)
+
+    async def _overlay(self, path: Path, image: str, size_gib: float | None) -> None:
+        """An empty qcow2 overlay over ``image``, written in-process (~0.1 ms, the layout
+        ``qemu-img create -b -F qcow2`` makes, ~8 ms): absolute backing path and explicit
+        format, never probed. The image is checked first unless verified since hashed."""
+        base = self._image_path(image)
+        if not base.is_file():
+            raise ImageError(f"image file for {image!r} is missing: {base}")
+        if self._verified is None or not await self._verified(image, base):
+            # Refuse a corrupt or truncated image before a VM is layered on it (~4 ms).
+            await qemuimg.check(base, "qcow2", label=repr(image))
+        if size_gib is not None:
+            size = int(size_gib * 1024) * 1024 * 1024
+        else:
+            size = qcow2.virtual_size(base)
+        qcow2.write_overlay(path, base, size)
 
     async def grow(self, spec: InstanceSpec, paths: dict[str, Path]) -> None:
         """Grow disk files smaller than their ``size_gib`` (resized while the VM was off).
@@ -99,7 +114,7 @@ class DiskManager:
             if disk.size_gib is None or path is None:
                 continue
             want = int(disk.size_gib * 1024) * 1024 * 1024
-            if want > await qemuimg.virtual_size(path, "qcow2"):
+            if want > qcow2.virtual_size(path):  # the header, read in-process: no fork
                 await qemuimg.resize(path, want)
 
     def remove(self, instance: str) -> None:

@@ -3,7 +3,10 @@
 Owns the rule of what counts as allocated (``counts``) and, per instance, the
 parts that decide it (the spec's size, the desired power and generation, the
 observed power, generation and error) with running totals, so an admission
-costs O(1) instead of a listing of every instance. ``reached`` lets a caller
+costs O(1) instead of a listing of every instance; and the MAC addresses the
+specs' NICs hold, so a create's MAC check needs no listing either. It follows
+every key (not only /instances/), so ``current`` can tell when it has taken in
+every commit so far and listings can be served from its records. ``reached`` lets a caller
 wait until the tally has taken in a write it made. Must not write anything.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 from virtfleet.errors import ConflictError
@@ -22,12 +26,14 @@ from virtfleet.model.instance import (
     InstanceStatus,
     PowerState,
 )
-from virtfleet.state.repos import INSTANCES, InstanceRecord, InstanceRepo, instance_name_of
+from virtfleet.state.repos import InstanceRecord, InstanceRepo, instance_name_of
 from virtfleet.state.store import StateStore, WatchEvent
 
 log = logging.getLogger(__name__)
 _LIVE = (PowerState.STARTING, PowerState.RUNNING, PowerState.PAUSED, PowerState.STOPPING)
 _WANTED = (DesiredPower.RUNNING, DesiredPower.PAUSED)
+EVERY_KEY = "/"
+CATCH_UP_S = 2.0  # how long a reader waits for the watch before it lists the store itself
 
 
 def counts(rec: InstanceRecord) -> bool:
@@ -59,6 +65,8 @@ class Allocations:
         self._store = store
         self._repo = InstanceRepo(store)
         self._parts: dict[str, _Parts] = {}
+        self._macs: Counter[str] = Counter()  # MAC -> NICs holding it (in every spec)
+        self._records: list[InstanceRecord] | None = None  # ``records``, until a change
         self.memory_mib = self.vcpus = self.instances = 0
         self._seen = 0  # the last revision taken in
         self._advanced = asyncio.Condition()
@@ -84,8 +92,43 @@ class Allocations:
         parts = self._parts.get(name)
         return parts.held if parts is not None else None
 
+    def macs(self) -> set[str]:
+        """Every MAC address an instance's spec gives one of its NICs."""
+        return set(self._macs)
+
+    def records(self) -> list[InstanceRecord]:
+        """Every instance's record as last taken in, in name order (shared models: read
+        only). Call ``current`` first to include every write made so far."""
+        if self._records is None:  # made again only after a change to an instance
+            self._records = [
+                InstanceRecord(
+                    p.spec,
+                    p.desired,
+                    p.status,
+                    p.revisions.get("spec", 0),
+                    p.revisions.get("desired", 0),
+                    p.revisions.get("status", 0),
+                )
+                for _, p in sorted(self._parts.items())
+                if p.spec is not None
+            ]
+        return list(self._records)
+
+    async def current(self) -> bool:
+        """Wait until every commit made so far is taken in; False if the tally does not
+        follow the store (or lags beyond ``CATCH_UP_S``): then read the store itself."""
+        if not self.following:
+            return False
+        revision = await self._store.revision()
+        try:
+            async with asyncio.timeout(CATCH_UP_S):
+                await self.reached(revision)
+        except TimeoutError:
+            return False
+        return self.following
+
     async def reached(self, revision: int) -> None:
-        """Return once every change under /instances/ up to ``revision`` is counted."""
+        """Return once every change up to ``revision`` is taken in."""
         async with self._advanced:
             await self._advanced.wait_for(lambda: self._seen >= revision or not self.following)
 
@@ -93,6 +136,8 @@ class Allocations:
         """Count every instance afresh; the revision the watch goes on from."""
         revision = await self._store.revision()
         self._parts.clear()
+        self._macs.clear()
+        self._records = None
         self.memory_mib = self.vcpus = self.instances = 0
         for rec in await self._repo.list():
             revisions = {
@@ -100,8 +145,9 @@ class Allocations:
                 "desired": rec.desired_revision,
                 "status": rec.status_revision,
             }
-            parts = _Parts(rec.spec, rec.desired, rec.status, revisions)
+            parts = _Parts(None, rec.desired, rec.status, revisions)
             self._parts[rec.name] = parts
+            self._set_spec(parts, rec.spec)
             self._recount(parts)
         return revision
 
@@ -109,7 +155,8 @@ class Allocations:
         try:
             while True:
                 try:
-                    async for event in self._store.watch(INSTANCES, after):
+                    # Every key: each revision is then seen, so ``current`` is exact.
+                    async for event in self._store.watch(EVERY_KEY, after):
                         self._take(event)
                         after = event.revision
                         await self._advance(after)
@@ -133,13 +180,14 @@ class Allocations:
         if name is None:
             return
         part = event.key.rsplit("/", 1)[1]
+        self._records = None
         parts = self._parts.setdefault(name, _Parts())
         if event.revision <= parts.revisions.get(part, 0):
             return  # older than what the listing read
         parts.revisions[part] = event.revision
         value = event.value if event.type == "put" else None
         if part == "spec":
-            parts.spec = InstanceSpec.model_validate_json(value) if value else None
+            self._set_spec(parts, InstanceSpec.model_validate_json(value) if value else None)
         elif part == "desired":
             parts.desired = DesiredState.model_validate_json(value) if value else DesiredState()
         elif part == "status":
@@ -147,6 +195,15 @@ class Allocations:
         self._recount(parts)
         if parts.spec is None and value is None:
             del self._parts[name]  # deleted (its remaining keys go the same way)
+
+    def _set_spec(self, parts: _Parts, spec: InstanceSpec | None) -> None:
+        """Replace ``parts``' spec, keeping the MAC index in step."""
+        for mac in _macs_of(parts.spec):
+            self._macs[mac] -= 1
+            if self._macs[mac] <= 0:
+                del self._macs[mac]
+        self._macs.update(_macs_of(spec))
+        parts.spec = spec
 
     def _recount(self, parts: _Parts) -> None:
         """Replace what ``parts`` held in the totals with what it holds now."""
@@ -161,3 +218,7 @@ class Allocations:
             self.memory_mib += spec.memory_mib
             self.vcpus += spec.vcpus
             self.instances += 1
+
+
+def _macs_of(spec: InstanceSpec | None) -> set[str]:
+    return {n.mac for n in spec.nics if n.mac} if spec is not None else set()

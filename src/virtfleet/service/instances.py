@@ -45,6 +45,7 @@ from virtfleet.model.resources import Change, pending
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.disks import DiskService
 from virtfleet.service.errcodes import error_from_code
+from virtfleet.service.listing import Mask, Page, Tokens, ViewCache, render
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.service.preconditions import IfMatch, Version, claim, stale, version_of
@@ -149,13 +150,55 @@ class InstanceService:
         self._projected: dict[str, tuple[str, str]] = {}  # name -> (operation id, power)
         self.capacity: CapacityService | None = None  # admission control, when wired
         self.disks: DiskService | None = None  # kept disks refuse a new instance, when wired
+        self._views = ViewCache(Instance.model_fields)  # serialised views, per revision
+        self._tokens = Tokens()  # continue tokens of paged listings
 
     async def list(self) -> builtins.list[Instance]:
         return [self._view(rec) for rec in await self._repo.list()]
 
-    def _view(self, rec: InstanceRecord) -> Instance:
+    async def list_json(
+        self,
+        fields: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+        mask: Mask | None = None,
+    ) -> Page:
+        """Instances (in name order) as a JSON array of views with only ``fields`` (comma
+        separated; all if None), at most ``limit`` of them, after the page that
+        ``continue_token`` ended; ``mask``: what a viewer may see of a view.
+
+        ``UnknownFieldError``/``InvalidContinueError`` for a bad field or token. Views come
+        from a cache kept per record revision (no model is validated or dumped again).
+        """
+        chosen = self._views.check_fields(fields)
+        after = self._tokens.after(continue_token) if continue_token is not None else None
+        records = [r for r in await self._records() if after is None or r.name > after]
+        more = limit is not None and len(records) > limit
+        records = records[:limit] if limit is not None else records
+        items = [self._json(rec, mask, chosen) for rec in records]
+        token = self._tokens.make(records[-1].name) if more else None
+        return Page(render(items), token)
+
+    async def _records(self) -> builtins.list[InstanceRecord]:
+        """Every record (shared: read only), from the capacity tally when it is current
+        (no store scan: 3,000 keys for 1,000 instances), else from the store."""
+        tally = self.capacity.tally if self.capacity is not None else None
+        if tally is not None and await tally.current():
+            return tally.records()
+        return await self._repo.list(shared=True)
+
+    def _json(self, rec: InstanceRecord, mask: Mask | None, fields: tuple[str, ...]) -> bytes:
+        addresses = self.networks.addresses(rec.spec) if self.networks is not None else []
+        key = (rec.spec_revision, rec.desired_revision, rec.status_revision, repr(addresses))
+        return self._views.json(rec.name, key, lambda: self._view(rec, addresses), mask, fields)
+
+    def _view(
+        self, rec: InstanceRecord, addresses: builtins.list[NicAddress] | None = None
+    ) -> Instance:
         view = Instance.of(rec, self._facts.default_accel)
-        if self.networks is not None:
+        if addresses is not None:
+            view.addresses = addresses
+        elif self.networks is not None:
             view.addresses = self.networks.addresses(rec.spec)
         return view
 
@@ -196,9 +239,22 @@ class InstanceService:
         if self.networks is not None:
             spec = await self.networks.prepare_nics(spec)  # networks exist; unique MACs
         power = DesiredPower.RUNNING if start else DesiredPower.STOPPED
+        target = f"instance/{spec.name}"
+        done = None
+        if not start and prepare is None and self._runner.idle(target):
+            # Nothing to wait for: the operation is recorded done in the create's commit.
+            done = self._runner.finished(
+                "instance.create", target, {"name": spec.name, "power": _P.STOPPED.value}
+            )
+        created = Event(
+            kind="instance.created", target=target, message=f"instance {spec.name} created"
+        )
         async with self._admission(spec, start):  # the name claim is the reservation
-            await self._repo.create(spec, DesiredState(power=power, generation=1))
-        await self._emit("instance.created", spec.name, f"instance {spec.name} created")
+            also = [await self._events.entry(created), *([done[1]] if done else [])]
+            await self._repo.create(spec, DesiredState(power=power, generation=1), also)
+        if done is not None:
+            await self._runner.counted()
+            return done[0]
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             if prepare is not None:

@@ -27,6 +27,7 @@ from virtfleet.model.network import (
     validate_network_name,
 )
 from virtfleet.network.base import NetworkHost
+from virtfleet.service.allocations import Allocations
 from virtfleet.state.networks import NetworkRepo
 from virtfleet.state.repos import EventLog, InstanceRepo
 from virtfleet.state.store import StateStore
@@ -46,6 +47,7 @@ class NetworkService:
         self._host = host
         self._events = events
         self._lock = asyncio.Lock()  # creates and deletes check-then-act: one at a time
+        self.tally: Allocations | None = None  # the store-following tally, when wired
 
     async def list(self) -> builtins.list[Network]:
         return [await self._view(spec) for spec in await self._repo.list()]
@@ -106,7 +108,9 @@ class NetworkService:
         Raises ``NotFoundError`` for an unknown network, ``ConflictError`` for a MAC
         another NIC already has.
         """
-        taken = {n.mac for r in await self._instances.list() for n in r.spec.nics if n.mac}
+        if not spec.nics:
+            return spec
+        taken = await self._taken_macs()
         nics: builtins.list[NicSpec] = []
         for nic in spec.nics:
             if nic.mode == "network":
@@ -118,6 +122,15 @@ class NetworkService:
             taken.add(nic.mac or "")
             nics.append(nic)
         return spec.model_copy(update={"nics": nics})
+
+    async def _taken_macs(self) -> set[str]:
+        """The MACs instances' NICs hold: from the tally when it follows the store (a
+        listing of every instance cost a create ~20 ms at 200 instances), else listed."""
+        if self.tally is not None and self.tally.following:
+            return self.tally.macs()
+        return {
+            n.mac for r in await self._instances.list(shared=True) for n in r.spec.nics if n.mac
+        }
 
     def addresses(self, spec: InstanceSpec) -> builtins.list[NicAddress]:
         """The leased addresses of ``spec``'s network NICs (from dnsmasq's lease files)."""

@@ -82,14 +82,18 @@ class InstanceRepo:
         # documents (~9 ms) on every start's admission check; now only changed ones.
         self._parsed: dict[str, tuple[int, BaseModel]] = {}
 
-    async def create(self, spec: InstanceSpec, desired: DesiredState) -> None:
-        """Write spec, desired and a stopped status in one transaction; fail if the name exists."""
+    async def create(
+        self, spec: InstanceSpec, desired: DesiredState, also: Sequence[Put] = ()
+    ) -> None:
+        """Write spec, desired and a stopped status in one transaction; fail if the name exists.
+        ``also``: further writes in the same commit (its event, its operation record)."""
         ok = await self.store.txn(
             [Compare(instance_key(spec.name, "spec"), 0)],
             [
                 Put(instance_key(spec.name, "spec"), _dump(spec)),
                 Put(instance_key(spec.name, "desired"), _dump(desired)),
                 Put(instance_key(spec.name, "status"), _dump(InstanceStatus())),
+                *also,
             ],
         )
         if not ok:
@@ -189,6 +193,10 @@ class ModelRepo:
         return await self.store.put(
             self.prefix + key, _dump(value), expect_revision=expect_revision
         )
+
+    def put_of(self, key: str, value: BaseModel) -> Put:
+        """The write of ``value`` at ``key``, for a caller's transaction."""
+        return Put(self.prefix + key, _dump(value))
 
     async def get_raw(self, key: str) -> tuple[BaseModel, int] | None:
         kv = await self.store.get(self.prefix + key)

@@ -50,6 +50,9 @@ class ImageRecord(BaseModel):
     virtual_size_bytes: int = 0
     actual_size_bytes: int = 0
     sha256: str = ""
+    # The file as its sha256 was taken (size:mtime_ns:inode): while the file still has it, a
+    # start layers a VM on it without ``qemu-img check`` (it is the file that was verified).
+    sha256_stamp: str = ""
     builder: str = ""
     created_at: datetime = Field(default_factory=utcnow)
     kind: Literal["image", "template"] = "image"
@@ -226,7 +229,7 @@ class ImageStore:
     async def inspect(self, name: str, path: Path, builder: str = "") -> ImageRecord:
         """A fresh record for the image file at ``path`` (format, sizes, sha256)."""
         info = (await qemuimg.info(path))[0]
-        digest = await asyncio.to_thread(_sha256, path)
+        digest, stamp = await asyncio.to_thread(_sha256, path)
         return ImageRecord(
             name=name,
             path=str(path),
@@ -234,12 +237,13 @@ class ImageStore:
             virtual_size_bytes=int(info.get("virtual-size", 0)),
             actual_size_bytes=int(info.get("actual-size", 0)),
             sha256=digest,
+            sha256_stamp=stamp,
             builder=builder,
         )
 
     async def _inspect_rootfs(self, name: str, path: Path, builder: str = "") -> ImageRecord:
         size = path.stat().st_size
-        digest = await asyncio.to_thread(_sha256, path)
+        digest, stamp = await asyncio.to_thread(_sha256, path)
         return ImageRecord(
             name=name,
             path=str(path),
@@ -247,8 +251,20 @@ class ImageStore:
             virtual_size_bytes=size,
             actual_size_bytes=size,
             sha256=digest,
+            sha256_stamp=stamp,
             builder=builder,
         )
+
+    async def verified(self, name: str, path: Path) -> bool:
+        """Whether ``path`` is image ``name``'s qcow2 file, unchanged since its sha256 was
+        taken (at import or build): then it need not be checked again before each use."""
+        record = await self.find(name)
+        if record is None or not record.sha256_stamp or record.format != "qcow2":
+            return False
+        try:
+            return record.path == str(path) and record.sha256_stamp == file_stamp(path.stat())
+        except OSError:
+            return False
 
     async def record(self, record: ImageRecord) -> None:
         """Store ``record`` (its file is already in place)."""
@@ -288,9 +304,16 @@ def write_oci_meta(meta: Path, image: OciImage, layers: LayerStore) -> None:
     os.replace(tmp, meta)
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path) -> tuple[str, str]:
+    """The file's sha256 and its ``file_stamp`` (taken on the open file, before reading)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
+        stamp = file_stamp(os.fstat(f.fileno()))
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()
+    return digest.hexdigest(), stamp
+
+
+def file_stamp(st: os.stat_result) -> str:
+    """Size, modification time and inode: any rewrite or replacement of a file changes it."""
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"

@@ -15,7 +15,7 @@ import os
 import struct
 from pathlib import Path
 
-from virtfleet.errors import InvalidInputError
+from virtfleet.errors import ImageError, InvalidInputError
 
 MAGIC = b"QFI\xfb"
 CLUSTER_BITS = 16
@@ -49,6 +49,15 @@ def write_overlay(dest: Path, backing: Path, virtual_size: int) -> None:
         dest.unlink(missing_ok=True)
         raise
     os.close(fd)
+
+
+def virtual_size(path: Path) -> int:
+    """The virtual size a qcow2 file's header gives (``ImageError`` if it is no qcow2)."""
+    with path.open("rb") as f:
+        head = f.read(32)
+    if len(head) < 32 or head[:4] != MAGIC:
+        raise ImageError(f"{path.name} is not a qcow2 image")
+    return int(struct.unpack_from(">Q", head, 24)[0])
 
 
 def _header(virtual_size: int, l1_entries: int, name_len: int) -> bytes:

@@ -13,21 +13,52 @@ from fastapi import APIRouter, Query, Response
 from virtfleet.api.auth import ANY_USER, OPERATOR, Viewer
 from virtfleet.api.conditional import IfMatchDep, etag_of
 from virtfleet.api.deps import InstanceName, ServicesDep
-from virtfleet.api.redaction import all_for_principal, for_principal
+from virtfleet.api.redaction import for_principal, mask_cloud_init
 from virtfleet.api.schemas import CreateInstance, StateChange
+from virtfleet.model.auth import Role
 from virtfleet.model.operation import Operation
 from virtfleet.service.console import MAX_TAIL_BYTES, read_log_tail
 from virtfleet.service.instances import Instance
 
 router = APIRouter(prefix="/1.0/instances", tags=["instances"], dependencies=[ANY_USER])
 _ETAG_DOC = {"ETag": {"description": "Version for If-Match", "schema": {"type": "string"}}}
+CONTINUE_HEADER = "Virtfleet-Continue"
+_CONTINUE_DOC = {
+    CONTINUE_HEADER: {
+        "description": "Token for the next page (``continue``); absent on the last page",
+        "schema": {"type": "string"},
+    }
+}
+MAX_PAGE = 1000
+_FIELDS_HELP = (
+    "Comma-separated top-level fields of each instance to answer with (e.g. name,status);"
+    " every field if absent"
+)
 
 
-@router.get("")
-async def list_instances(principal: Viewer, services: ServicesDep) -> list[Instance]:
-    """Every instance; for viewers cloud-init secrets (user_data, network_config, runcmd,
-    write_files contents) read ``***``."""
-    return all_for_principal(principal, await services.instances.list())
+@router.get(
+    "",
+    response_model=list[Instance],
+    responses={200: {"headers": _CONTINUE_DOC}},
+)
+async def list_instances(
+    principal: Viewer,
+    services: ServicesDep,
+    fields: Annotated[str | None, Query(description=_FIELDS_HELP)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
+    continue_token: Annotated[str | None, Query(alias="continue", max_length=512)] = None,
+) -> Response:
+    """Every instance in name order; for viewers cloud-init secrets (user_data,
+    network_config, runcmd, write_files contents) read ``***``. ``limit``: a page of at
+    most that many; the ``Virtfleet-Continue`` header then carries the token that asks
+    for the next page (``continue``), absent on the last page. An unknown field answers
+    400 ``unknown_field``, a token not made by this daemon 400 ``invalid_continue``."""
+    mask = None if principal.role.allows(Role.OPERATOR) else mask_cloud_init
+    page = await services.instances.list_json(fields, limit, continue_token, mask)
+    response = Response(page.body, media_type="application/json")
+    if page.next_token is not None:
+        response.headers[CONTINUE_HEADER] = page.next_token
+    return response
 
 
 @router.post("", status_code=202, dependencies=[OPERATOR])

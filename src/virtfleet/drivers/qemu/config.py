@@ -94,9 +94,11 @@ def build_argv(
     paths: RunPaths,
     opts: QemuOptions,
     uid: int | None = None,
+    qmp_fd: int | None = None,
 ) -> list[str]:
     """The full QEMU command line for ``spec``; same inputs, same output. ``uid``: the VM's
-    own unprivileged uid (then QEMU also chroots into ``paths.jail``); else ``opts.runas``."""
+    own unprivileged uid (then QEMU also chroots into ``paths.jail``); else ``opts.runas``.
+    ``qmp_fd``: a listening socket QEMU inherits for QMP (else it makes ``paths.qmp``)."""
     return [
         opts.binary,
         *_base(spec, paths, opts),
@@ -104,7 +106,7 @@ def build_argv(
         *_cpu(spec, ctx),
         *_memory(spec),
         *_sandbox(opts, paths, uid),
-        *_qmp(paths),
+        *_qmp(paths, qmp_fd),
         *_serial(paths),
         *_display(paths),
         *_hotplug_ports(spec),
@@ -159,10 +161,12 @@ def _sandbox(opts: QemuOptions, paths: RunPaths, uid: int | None) -> list[str]:
     return [*args, "-run-with", f"user={opts.runas}"] if opts.runas else args
 
 
-def _qmp(paths: RunPaths) -> list[str]:
+def _qmp(paths: RunPaths, fd: int | None = None) -> list[str]:
+    # An inherited listening socket (fd=) accepts from the moment of exec: no connect polling.
+    where = f"fd={fd}" if fd is not None else f"path={_opt(paths.qmp)}"
     return [
         "-chardev",
-        f"socket,id=qmp,path={_opt(paths.qmp)},server=on,wait=off",
+        f"socket,id=qmp,{where},server=on,wait=off",
         "-mon",
         "chardev=qmp,mode=control",
     ]

@@ -98,15 +98,21 @@ class QemuDriver(LiveResources, VmSnapshots):
         paths = self.paths(spec.name)
         process.prepare_run_dir(paths)
         uid = await self._reserve_uid(spec.name)
-        argv = build_argv(spec, ctx, paths, self.opts, uid)
-        if spec.name in self.incoming_once:  # a memory snapshot is loaded into it (vmsnap.py)
-            self.incoming_once.discard(spec.name)
-            argv += ["-incoming", "defer"]
         try:
-            pid = await process.launch(argv, paths, ctx.cgroup_procs)
+            listener = process.qmp_listener(paths)
         except BaseException:
             await self._free_uid(uid, os.getpid())
             raise
+        with listener:  # QEMU holds its own copy once launched
+            argv = build_argv(spec, ctx, paths, self.opts, uid, qmp_fd=listener.fileno())
+            if spec.name in self.incoming_once:  # a memory snapshot is loaded into it (vmsnap.py)
+                self.incoming_once.discard(spec.name)
+                argv += ["-incoming", "defer"]
+            try:
+                pid = await process.launch(argv, paths, ctx.cgroup_procs, (listener.fileno(),))
+            except BaseException:
+                await self._free_uid(uid, os.getpid())
+                raise
         try:
             await self._hold_uid(uid, spec.name, pid)  # the lease goes to QEMU: it outlives us
             record = RuntimeRecord(

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,15 +52,36 @@ def prepare_run_dir(paths: RunPaths) -> None:
         path.unlink(missing_ok=True)
 
 
-async def launch(argv: Sequence[str], paths: RunPaths, cgroup_procs: Sequence[Path]) -> int:
-    """Start QEMU detached from us; return its PID (it may still be initialising)."""
+def qmp_listener(paths: RunPaths) -> socket.socket:
+    """The QMP socket, bound and listening before QEMU runs (QEMU inherits it: ``fd=``), so
+    the daemon connects at once and QMP answers as soon as QEMU's main loop does."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(paths.qmp))
+        sock.listen(4)
+    except OSError as err:
+        sock.close()
+        raise ProcessError(f"cannot listen on {paths.qmp}: {err}") from err
+    return sock
+
+
+async def launch(
+    argv: Sequence[str], paths: RunPaths, cgroup_procs: Sequence[Path], pass_fds: Sequence[int] = ()
+) -> int:
+    """Start QEMU detached from us; return its PID (it may still be initialising).
+    ``pass_fds``: descriptors QEMU inherits under the same numbers."""
     launched = paths.root / "launch.pid"
     launched.unlink(missing_ok=True)
     wrapper = ["/bin/sh", "-c", _WRAPPER, "sh", str(launched), *map(str, cgroup_procs), "--"]
     wrapper += argv
     with open(paths.stderr, "ab") as out:
         proc = await asyncio.create_subprocess_exec(
-            *wrapper, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            *wrapper,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
     try:
         code = await asyncio.wait_for(proc.wait(), START_TIMEOUT_S)
