@@ -9,6 +9,7 @@ import { renderInstances } from "./pages/instances.js";
 import { renderInstance } from "./pages/instance.js";
 import { renderNetworks } from "./pages/networks.js";
 import { renderImages } from "./pages/images.js";
+import { renderTemplates } from "./pages/templates.js";
 
 const main = document.getElementById("main");
 let leave = null; // the current page's clean-up (closes websockets, timers)
@@ -19,6 +20,7 @@ const ROUTES = [
   [/^#\/instances\/([a-z0-9-]+)(?:\/([a-z]+))?$/, "instances", (m) => renderInstance(main, m[1], m[2])],
   [/^#\/networks$/, "networks", () => renderNetworks(main)],
   [/^#\/images$/, "images", () => renderImages(main)],
+  [/^#\/templates$/, "templates", () => renderTemplates(main)],
 ];
 
 async function route() {
