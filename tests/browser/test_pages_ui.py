@@ -45,3 +45,94 @@ def test_templates_page_makes_lists_and_guards_a_template(
     row.get_by_role("button", name="Deploy clones of base-tpl").click()
     expect(page.locator("dialog").get_by_label("Source")).to_have_value("base-tpl")
     expect(page.locator("dialog").get_by_label("Names or pattern")).to_be_visible()
+
+
+def test_backups_page_backs_up_verifies_prunes_and_restores_to_a_new_vm(
+    module_ui_daemon: Daemon, page: Page, shots: Shots
+) -> None:
+    """A running VM backed up twice from the page (full, then incremental); the repository
+    card counts them; verify says intact; prune's preview names the one that would go; the
+    kept backup restored as a new VM that boots."""
+    d = module_ui_daemon
+    d.create("bk", start=True)
+    d.wait_marker("bk")
+    login(page, d.url, "admin", ADMIN_PASSWORD)
+    page.get_by_role("link", name="Backups").click()
+    expect(page.locator("#repository [data-fact='Last verify']")).to_have_text("never")
+    page.get_by_label("Instance", exact=True).select_option("bk")
+    for kind in ("full", "incremental"):
+        page.get_by_role("button", name="Back up now").click()
+        expect(page.get_by_role("status").filter(has_text="made")).to_contain_text(
+            f"({kind})", timeout=OP_MS
+        )
+    rows = page.locator("tr[data-instance=bk]")
+    expect(rows).to_have_count(2)
+    expect(page.locator("#repository [data-fact='Backups']")).to_have_text("2 (1 instance)")
+    page.get_by_role("button", name="Verify every backup").click()
+    expect(page.locator("#repository [data-fact='Last verify']")).to_contain_text(
+        "OK", timeout=OP_MS
+    )
+    oldest, newest = (
+        rows.nth(1).get_attribute("data-backup"),
+        rows.nth(0).get_attribute("data-backup"),
+    )
+    d.action("bk", "stop")  # free the CPU for the restored VM
+
+    page.locator("#prune").get_by_label("Keep last").fill("1")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator(".prune-preview")).to_contain_text(f"Would remove 1: {oldest}")
+    shots.step("prune-preview")
+    page.get_by_role("button", name="Prune now").click()
+    expect(rows).to_have_count(1, timeout=OP_MS)
+    assert rows.first.get_attribute("data-backup") == newest
+    check_page(page, "backups")
+
+    page.get_by_role("button", name=f"Restore {newest}").click()
+    dialog = page.locator("dialog")
+    dialog.get_by_label("New VM name").fill("bk-copy")
+    dialog.get_by_label("Start after restore").check()
+    dialog.get_by_role("button", name="Restore").click()
+    expect(page.get_by_role("status").filter(has_text="Restored")).to_contain_text(
+        "as bk-copy", timeout=OP_MS
+    )
+    d.wait_marker("bk-copy")
+    for name in ("bk", "bk-copy"):
+        op = d.client.delete_instance(name, force=True, disks=True)
+        d.client.wait_operation(op.id, timeout_s=120)
+
+
+def test_schedule_made_with_the_cron_helper_shows_its_next_runs(
+    module_ui_daemon: Daemon, page: Page, shots: Shots
+) -> None:
+    """The cron helper shows next runs as one types and refuses a bad expression; the saved
+    schedule's row lists its next runs (03:00 each day)."""
+    d = module_ui_daemon
+    d.create("nightly-vm", start=False)
+    login(page, d.url, "admin", ADMIN_PASSWORD)
+    page.get_by_role("link", name="Backups").click()
+    page.get_by_label("Schedule name").fill("nightly")
+    page.get_by_label("Instance to back up").select_option("nightly-vm")
+    page.get_by_label("Cron (minute hour day month weekday)").fill("every night")
+    expect(page.locator("#sched-cron-next")).to_contain_text("invalid cron expression")
+    page.get_by_label("Preset").select_option("0 3 * * *")
+    expect(page.locator("#sched-cron-next")).to_contain_text("Next runs:")
+    page.get_by_role("button", name="Add schedule").click()
+    row = page.locator("tr[data-schedule=nightly]")
+    expect(row).to_contain_text("0 3 * * *")
+    expect(row).to_contain_text("last 7")
+    next_runs = row.locator(".next-runs")
+    expect(next_runs).not_to_have_text("…")
+    runs = next_runs.inner_text().split("; ")
+    assert len(runs) == 3, runs
+    with admin_http(d) as http:
+        r = http.get("/1.0/backup-schedules/next-runs", params={"cron": "0 3 * * *", "count": 3})
+    shown = page.evaluate(
+        "(ts) => ts.map((t) => new Date(t).toLocaleString())", r.json()["next_runs"]
+    )
+    assert runs == shown
+    with admin_http(d) as http:
+        saved = http.get("/1.0/backup-schedules").json()
+    assert [(s["name"], s["instance"], s["keep_last"]) for s in saved] == [
+        ("nightly", "nightly-vm", 7)
+    ]
+    check_page(page, "backup-schedules")

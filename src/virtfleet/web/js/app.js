@@ -10,6 +10,7 @@ import { renderInstance } from "./pages/instance.js";
 import { renderNetworks } from "./pages/networks.js";
 import { renderImages } from "./pages/images.js";
 import { renderTemplates } from "./pages/templates.js";
+import { renderBackups } from "./pages/backups.js";
 
 const main = document.getElementById("main");
 let leave = null; // the current page's clean-up (closes websockets, timers)
@@ -21,6 +22,7 @@ const ROUTES = [
   [/^#\/networks$/, "networks", () => renderNetworks(main)],
   [/^#\/images$/, "images", () => renderImages(main)],
   [/^#\/templates$/, "templates", () => renderTemplates(main)],
+  [/^#\/backups$/, "backups", () => renderBackups(main)],
 ];
 
 async function route() {
