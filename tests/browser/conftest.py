@@ -49,7 +49,8 @@ def module_ui_daemon(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterat
     """Like ``ui_daemon``, shared by a whole test module (fewer daemons on a slow machine)."""
     port = _free_port()
     env = {"VIRTFLEET_ADMIN_PASSWORD": ADMIN_PASSWORD}
-    for d in _running_daemon(request, ("--listen", f"127.0.0.1:{port}"), env):
+    args = ("--listen", f"127.0.0.1:{port}", "--metrics-interval", "2")  # alerts fire soon
+    for d in _running_daemon(request, args, env):
         d.url = f"http://127.0.0.1:{port}"
         yield d
 

@@ -36,7 +36,18 @@ def check_page(page: Page, name: str) -> None:
     page.set_viewport_size({"width": 420, "height": 800})
     try:
         width: int = page.evaluate("document.documentElement.scrollWidth")
-        assert width <= 420, f"{name} scrolls sideways at 420 px ({width} px)"
+        assert width <= 420, f"{name} scrolls sideways at 420 px ({width} px): {_wide(page)}"
     finally:
         if size:
             page.set_viewport_size(size)
+
+
+def _wide(page: Page) -> list[str]:
+    """The outermost elements reaching past 420 px (what to fix)."""
+    found: list[str] = page.evaluate(
+        """() => [...document.querySelectorAll('body *')]
+             .filter((e) => e.getBoundingClientRect().right > 421)
+             .filter((e) => (e.parentElement?.getBoundingClientRect().right ?? 0) <= 421)
+             .slice(0, 5).map((e) => `${e.tagName}.${e.className}#${e.id}`)"""
+    )
+    return found

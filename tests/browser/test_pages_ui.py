@@ -136,3 +136,39 @@ def test_schedule_made_with_the_cron_helper_shows_its_next_runs(
         ("nightly", "nightly-vm", 7)
     ]
     check_page(page, "backup-schedules")
+
+
+def test_alert_rule_fires_on_a_vms_cpu_shows_in_the_header_and_is_silenced(
+    module_ui_daemon: Daemon, page: Page, shots: Shots
+) -> None:
+    """A rule added on the Alerts page (cpu_pct > 0.1 on instance/hot, for 0 s) fires on a
+    booted VM: the header badge counts it; silencing it from the page hides the badge and
+    lists the silence with its expiry."""
+    d = module_ui_daemon
+    d.create("hot", start=True)
+    login(page, d.url, "admin", ADMIN_PASSWORD)
+    badge = page.locator("#alert-badge")
+    expect(badge).to_be_hidden()
+    page.get_by_role("link", name="Alerts", exact=True).click()
+    expect(page.locator("#webhooks")).to_contain_text("No webhook configured")
+    page.get_by_label("Rule name", exact=True).fill("hot-cpu")
+    page.get_by_label("Target (host, instance/*, instance/NAME)").fill("instance/hot")
+    page.get_by_label("Metric", exact=True).select_option("cpu_pct")
+    page.get_by_label("Operator").select_option(">")
+    page.get_by_label("Threshold", exact=True).fill("0.1")
+    page.get_by_label("For (seconds)").fill("0")
+    page.get_by_role("button", name="Save rule").click()
+    expect(page.locator("tr[data-rule=hot-cpu]")).to_contain_text("cpu_pct > 0.1")
+    expect(badge).to_have_text("1 alert firing", timeout=OP_MS)
+    firing = page.locator("tr[data-alert=hot-cpu]")
+    expect(firing).to_have_attribute("data-state", "firing")
+    expect(firing).to_contain_text("instance/hot")
+    check_page(page, "alerts")
+    firing.get_by_label("Silence hot-cpu for").select_option("14400")
+    firing.get_by_role("button", name="Silence").click()
+    expect(badge).to_be_hidden()
+    expect(firing).to_contain_text("silenced until")
+    expect(page.locator("tr[data-silence='hot-cpu:instance/hot']")).to_be_visible()
+    shots.step("alert-silenced")
+    op = d.client.delete_instance("hot", force=True, disks=True)
+    d.client.wait_operation(op.id, timeout_s=120)

@@ -11,6 +11,8 @@ import { renderNetworks } from "./pages/networks.js";
 import { renderImages } from "./pages/images.js";
 import { renderTemplates } from "./pages/templates.js";
 import { renderBackups } from "./pages/backups.js";
+import { renderAlerts } from "./pages/alerts.js";
+import { startAlertBadge, stopAlertBadge } from "./components/alertbadge.js";
 
 const main = document.getElementById("main");
 let leave = null; // the current page's clean-up (closes websockets, timers)
@@ -23,6 +25,7 @@ const ROUTES = [
   [/^#\/images$/, "images", () => renderImages(main)],
   [/^#\/templates$/, "templates", () => renderTemplates(main)],
   [/^#\/backups$/, "backups", () => renderBackups(main)],
+  [/^#\/alerts$/, "alerts", () => renderAlerts(main)],
 ];
 
 async function route() {
@@ -57,6 +60,7 @@ async function enter(principal) {
   document.getElementById("topbar").hidden = false;
   document.getElementById("who").textContent = `${principal.username} (${principal.role})`;
   startTasks(document.getElementById("tasks"));
+  startAlertBadge(document.getElementById("alert-badge"));
   await route();
 }
 
@@ -65,6 +69,7 @@ async function showLogin() {
   leave = null;
   setSession({ username: "", role: "viewer" });
   stopTasks();
+  stopAlertBadge();
   document.getElementById("topbar").hidden = true;
   renderLogin(main, enter);
 }
