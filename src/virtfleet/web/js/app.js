@@ -12,6 +12,8 @@ import { renderImages } from "./pages/images.js";
 import { renderTemplates } from "./pages/templates.js";
 import { renderBackups } from "./pages/backups.js";
 import { renderAlerts } from "./pages/alerts.js";
+import { renderUsers } from "./pages/admin.js";
+import { renderAudit, renderEvents } from "./pages/activity.js";
 import { startAlertBadge, stopAlertBadge } from "./components/alertbadge.js";
 
 const main = document.getElementById("main");
@@ -26,6 +28,9 @@ const ROUTES = [
   [/^#\/templates$/, "templates", () => renderTemplates(main)],
   [/^#\/backups$/, "backups", () => renderBackups(main)],
   [/^#\/alerts$/, "alerts", () => renderAlerts(main)],
+  [/^#\/admin(?:\/users)?$/, "admin", () => renderUsers(main)],
+  [/^#\/admin\/audit$/, "admin", () => renderAudit(main)],
+  [/^#\/admin\/events$/, "admin", () => renderEvents(main)],
 ];
 
 async function route() {
