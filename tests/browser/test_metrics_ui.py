@@ -54,6 +54,15 @@ def test_metrics_tab_charts_a_running_vm(metrics_daemon: Daemon, page: Page, sho
     expect(page.get_by_role("button", name="15 min")).to_have_attribute("aria-pressed", "true")
     expect(page.locator(".metrics")).to_contain_text("every 10 s")
 
+    page.get_by_role("link", name="Dashboard").click()
+    util = page.locator("#card-utilization-section")
+    page.get_by_label("Window").select_option("1h")
+    expect(util.locator("figure[data-chart=utilization] canvas")).to_have_count(1)
+    expect(util.locator("figure[data-chart=utilization]")).to_have_attribute(
+        "aria-label", re.compile(r"chart-1 \d+\.\d %")
+    )
+    expect(util).to_contain_text("1 allocated")
+
 
 def _hover_and_zoom(page: Page, figure: Locator) -> None:
     """uPlot's hover shows the value under the cursor in the legend; dragging zooms x."""

@@ -85,6 +85,8 @@ export async function renderBackups(main) {
       h("button.danger", { type: "button", "aria-label": `Delete ${b.id}`, onclick: () => remove(b) }, "Delete"),
     ] : [];
     const st = b.stats || {};
+    // The manifest is saved before "seconds" is set (host/backups.py): fall back to its parts.
+    const secs = Number(st.seconds) || (Number(st.copy_seconds) || 0) + (Number(st.store_seconds) || 0);
     return h("tr", { dataset: { backup: b.id, instance: b.instance } },
       h("th", { scope: "row" }, h("code", {}, b.id)),
       h("td", {}, b.instance),
@@ -92,12 +94,16 @@ export async function renderBackups(main) {
       h("td", {}, when(b.created_at)),
       h("td", {}, bytes(st.bytes_read)),
       h("td", {}, bytes(st.bytes_written)),
-      h("td", {}, st.seconds !== undefined ? `${Number(st.seconds).toFixed(1)} s` : DASH),
+      h("td", {}, secs ? `${secs.toFixed(1)} s` : DASH),
       h("td", {}, h("div.actions", {}, actions)));
   }
 
+  // Values typed or chosen in a form survive the re-render after each action.
+  const kept = (id, fallback) => main.querySelector(`#${id}`)?.value ?? fallback;
+
   function drawBackupNow(vms) {
-    const vm = h("select", { id: "backup-instance" }, vms.map((i) => h("option", { value: i.name }, i.name)));
+    const chosen = kept("backup-instance", "");
+    const vm = h("select", { id: "backup-instance" }, vms.map((i) => h("option", { value: i.name, selected: i.name === chosen }, i.name)));
     const full = h("input", { type: "checkbox", id: "backup-full" });
     clear(backupNow, h("form.inline-form.card", {
       "aria-label": "Back up now",
@@ -151,10 +157,11 @@ export async function renderBackups(main) {
   }
 
   function drawPrune(instances) {
+    const chosen = kept("prune-instance", "");
     const which = h("select", { id: "prune-instance" }, h("option", { value: "" }, "Every instance"),
-      instances.map((i) => h("option", { value: i.name }, i.name)));
+      instances.map((i) => h("option", { value: i.name, selected: i.name === chosen }, i.name)));
     const keeps = ["last", "daily", "weekly", "monthly"].map((k) =>
-      [k, h("input", { type: "number", min: 0, value: k === "last" ? "3" : "0", id: `prune-${k}` })]);
+      [k, h("input", { type: "number", min: 0, value: kept(`prune-${k}`, k === "last" ? "3" : "0"), id: `prune-${k}` })]);
     const preview = h("div.prune-preview", { role: "status", "aria-live": "polite" });
     const policy = (dry) => ({ instance: which.value || null, dry_run: dry,
       ...Object.fromEntries(keeps.map(([k, el]) => [`keep_${k}`, Number(el.value) || 0])) });

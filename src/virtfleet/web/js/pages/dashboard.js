@@ -3,6 +3,7 @@
 import * as api from "../api.js";
 import { bytes, clear, errorText, h, mib, modeBadge, modeOf, notice, when } from "../dom.js";
 import { hostMetrics } from "../components/metrics.js";
+import { utilizationCard } from "../components/utilization.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 
@@ -11,6 +12,7 @@ export async function renderDashboard(main) {
   clear(main, h("h1", {}, "Dashboard"), body);
   let timer = null;
   const metrics = hostMetrics(); // made once: it keeps its range, zoom and refresh timer
+  const utilization = utilizationCard();
 
   async function load() {
     const [host, instances, checks, events, operations, images] = await Promise.all([
@@ -21,6 +23,7 @@ export async function renderDashboard(main) {
       card("Instances", instanceCard(instances)),
       card("Host check", checkCard(checks)),
       card("Host metrics", metrics, "wide"),
+      card("Utilization", utilization, "wide"),
       card("Running tasks", taskCard(operations)),
       card("Recent events", eventCard(events), "wide"));
   }
