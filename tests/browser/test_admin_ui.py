@@ -9,6 +9,7 @@ import re
 import subprocess
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -58,7 +59,19 @@ def test_users_token_once_curl_revoke_and_the_audit_log(
     page.get_by_label("Initial password").fill("operator-pass-1")
     page.get_by_label("Role", exact=True).select_option("operator")
     page.get_by_role("button", name="Create user").click()
-    expect(page.locator("tr[data-user=olga]")).to_contain_text("operator")
+    olga = page.locator("tr[data-user=olga]")
+    expect(olga.get_by_label("Role of olga")).to_have_value("operator")
+    olga.get_by_label("Role of olga").select_option("viewer")
+    expect(page.get_by_role("status").filter(has_text="olga is now viewer")).to_be_visible()
+    olga.get_by_role("button", name="Disable olga").click()
+    expect(olga.locator(".user-state")).to_have_text("disabled")
+    with httpx.Client(base_url=d.url, timeout=30) as anon:
+        r = anon.post("/1.0/login", json={"username": "olga", "password": "operator-pass-1"})
+        assert r.status_code == 401, r.text
+    olga.get_by_role("button", name="Enable olga").click()
+    expect(olga.locator(".user-state")).to_have_text("active")
+    with admin_http(d, "olga", "operator-pass-1") as olga_http:
+        assert olga_http.get("/1.0/whoami").json()["role"] == "viewer"
 
     page.get_by_label("Token role").select_option("operator")
     page.get_by_label("Description").fill("ci pipeline")

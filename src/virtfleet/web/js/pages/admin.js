@@ -1,4 +1,5 @@
-// Administration: users (create with a role, reset password, delete; admins only), API
+// Administration: users (create, change role, reset password, disable/enable, delete;
+// admins only), API
 // tokens (create with role and expiry, the secret shown once; revoke), and links to the
 // audit log and the event history (pages/activity.js).
 import * as api from "../api.js";
@@ -55,14 +56,27 @@ export async function renderUsers(main) {
     }
     clear(users, h("h2", { id: "users-title" }, "Users"),
       h("div.table-wrap", {}, h("table", {}, h("caption.sr-only", {}, "Users"),
-        h("thead", {}, h("tr", {}, ["User", "Role", "Created", ""].map((c) => h("th", { scope: "col" }, c)))),
-        h("tbody", {}, list.map((u) => h("tr", { dataset: { user: u.username } },
-          h("th", { scope: "row" }, u.username), h("td", {}, u.role), h("td", {}, when(u.created_at)),
-          h("td", {}, h("div.actions", {},
-            h("button", { type: "button", "aria-label": `Reset password of ${u.username}`, onclick: () => resetPassword(u) }, "Reset password"),
-            u.username !== session.username ? h("button.danger", { type: "button", "aria-label": `Delete user ${u.username}`,
-              onclick: () => removeUser(u) }, "Delete") : null))))))),
+        h("thead", {}, h("tr", {}, ["User", "Role", "Created", "State", ""].map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, list.map(userRow)))),
       userForm());
+  }
+
+  function userRow(u) {
+    const self = u.username === session.username;
+    const role = h("select", { "aria-label": `Role of ${u.username}`, disabled: self, onchange: () =>
+      attempt(() => api.request("PATCH", `/1.0/users/${api.enc(u.username)}`, { role: role.value }),
+        `${u.username} is now ${role.value}.`) },
+    ROLES.map((r) => h("option", { value: r, selected: r === u.role }, r)));
+    return h("tr", { dataset: { user: u.username } },
+      h("th", { scope: "row" }, u.username), h("td", {}, role), h("td", {}, when(u.created_at)),
+      h("td.user-state", {}, u.disabled ? "disabled" : "active"),
+      h("td", {}, h("div.actions", {},
+        h("button", { type: "button", "aria-label": `Reset password of ${u.username}`, onclick: () => resetPassword(u) }, "Reset password"),
+        self ? null : h("button", { type: "button", "aria-label": `${u.disabled ? "Enable" : "Disable"} ${u.username}`,
+          onclick: () => attempt(() => api.request("PATCH", `/1.0/users/${api.enc(u.username)}`, { disabled: !u.disabled }),
+            `${u.username} ${u.disabled ? "enabled" : "disabled"}.`) }, u.disabled ? "Enable" : "Disable"),
+        self ? null : h("button.danger", { type: "button", "aria-label": `Delete user ${u.username}`,
+          onclick: () => removeUser(u) }, "Delete"))));
   }
 
   function userForm() {
