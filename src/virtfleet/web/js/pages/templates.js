@@ -2,7 +2,7 @@
 // or an image; deploy N clones (the create wizard, preset); delete (refused while clones
 // use it, the error names them).
 import * as api from "../api.js";
-import { bytes, clear, errorText, h, when } from "../dom.js";
+import { bytes, clear, DASH, errorText, h, when } from "../dom.js";
 import { canOperate } from "../state.js";
 import { confirmDialog } from "../components/confirm.js";
 import { failureText, track } from "../components/tasks.js";
@@ -59,7 +59,7 @@ export async function renderTemplates(main) {
     ] : [];
     return h("tr", { dataset: { template: t.name } },
       h("th", { scope: "row" }, t.name),
-      h("td", {}, t.source || DASH_IF_EMPTY),
+      h("td", {}, t.source || DASH),
       h("td", {}, bytes(t.actual_size_bytes)),
       h("td.defaults", {}, defaultsText(t.defaults)),
       h("td.clones", {}, clones.length ? clones.map((n, i) => [i ? ", " : "", h("a", { href: `#/instances/${n}` }, n)]) : "none"),
@@ -110,5 +110,3 @@ export async function renderTemplates(main) {
 
   await refresh();
 }
-
-const DASH_IF_EMPTY = "—";
