@@ -31,6 +31,7 @@ def check_page(page: Page, name: str) -> None:
     assert unnamed_controls(page) == [], f"{name}: unlabelled controls"
     if os.environ.get("VIRTFLEET_UI_DOCS") == "1":
         DOCS_UI.mkdir(exist_ok=True)
+        page.evaluate("window.scrollTo(0, 0)")  # the page's head, not where the test clicked
         page.screenshot(path=str(DOCS_UI / f"{name}.png"))
     size = page.viewport_size
     page.set_viewport_size({"width": 420, "height": 800})
