@@ -2,7 +2,7 @@
 // Data comes from /1.0/instances/{name}/metrics and /1.0/host/metrics (history with
 // [time, avg, max] points), drawn with uPlot (vendored from npm, web/package-lock.json):
 // average solid, maximum dashed; drag to zoom (double-click resets), hover for values.
-import uPlot from "/ui/vendor/uplot/dist/uPlot.esm.js";
+import { loadUPlot } from "./uplot.js";
 import { get, enc } from "../api.js";
 import { bytes, clear, errorText, h, notice } from "../dom.js";
 
@@ -60,8 +60,9 @@ function chart(title, metrics, format) {
   figure.append(empty, box);
   let plot = null;
   let zoomed = false;
-  function update(series) {
+  async function update(series) {
     const has = series.filter(([, p]) => p.length);
+    const uPlot = has.length ? await loadUPlot() : null; // awaited first: the rest runs at once
     empty.hidden = has.length > 0;
     if (!has.length) {
       if (plot) plot.destroy();
@@ -91,7 +92,7 @@ function chartGrid(specs) {
   const made = specs.map(([title, metrics, format]) => [metrics, chart(title, metrics, format)]);
   return {
     element: h("div.charts", {}, made.map(([, c]) => c.element)),
-    update: (history) => made.forEach(([metrics, c]) => c.update(metrics.map((m) => [m, history.points[m] || []]))),
+    update: (history) => Promise.all(made.map(([metrics, c]) => c.update(metrics.map((m) => [m, history.points[m] || []])))),
   };
 }
 
@@ -137,7 +138,7 @@ function liveCharts(panel, heading, path, specs, initial, perInstance) {
       clear(picker, rangePicker(range, pick));
       step.textContent = `every ${data.history.step_s} s (stored every ${data.history.tier_step_s} s)`;
       clear(status, perInstance && !data.latest ? notice("No current sample: the instance is not running.", "info") : null);
-      grid.update(data.history);
+      await grid.update(data.history);
       clear(extra, perInstance ? unavailable(data.latest) : null);
     } catch (err) {
       clear(status, notice(errorText(err)));

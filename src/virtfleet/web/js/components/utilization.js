@@ -1,14 +1,14 @@
 // The dashboard's utilisation report (GET /1.0/reports/utilization): allocation vs use for
 // the host, and a uPlot bar chart of each instance's CPU and memory use as a share of what
 // it was given, so idle and oversized VMs stand out; their findings listed under it.
-import uPlot from "/ui/vendor/uplot/dist/uPlot.esm.js";
+import { loadUPlot } from "./uplot.js";
 import { get } from "../api.js";
 import { clear, errorText, h, mib, notice } from "../dom.js";
 
 const WINDOWS = [["1h", "1 hour"], ["1d", "1 day"], ["7d", "7 days"], ["30d", "30 days"]];
 const pct = (v) => (v === null || v === undefined ? "—" : `${v.toFixed(1)} %`);
 
-function barOptions(names, width) {
+function barOptions(uPlot, names, width) {
   const bars = uPlot.paths.bars({ size: [0.35, 40], align: 0 });
   return {
     width, height: 170,
@@ -38,7 +38,7 @@ export function utilizationCard() {
   let plot = null;
   async function load() {
     try {
-      const r = await get(`/1.0/reports/utilization?window=${picker.value}`);
+      const [r, uPlot] = await Promise.all([get(`/1.0/reports/utilization?window=${picker.value}`), loadUPlot()]);
       const rows = r.instances.filter((i) => i.samples > 0);
       if (plot) plot.destroy();
       plot = null;
@@ -47,7 +47,7 @@ export function utilizationCard() {
         const names = rows.map((i) => i.name);
         const memPct = rows.map((i) => (i.memory_mib ? (100 * i.memory_used_avg_mib) / i.memory_mib : null));
         chartBox.setAttribute("aria-label", `CPU of allocation: ${rows.map((i) => `${i.name} ${pct(i.cpu_of_allocation_pct)}`).join(", ")}`);
-        plot = new uPlot(barOptions(names, Math.max(260, body.clientWidth || 600)),
+        plot = new uPlot(barOptions(uPlot, names, Math.max(260, body.clientWidth || 600)),
           [names.map((_, i) => i), rows.map((i) => Math.min(100, i.cpu_of_allocation_pct)), memPct.map((v) => (v === null ? null : Math.min(100, v)))], chartBox);
       } else {
         chartBox.append(h("p.muted", {}, "No instance ran in this window."));
