@@ -12,9 +12,12 @@ import contextlib
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
@@ -32,6 +35,24 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def module_ui_daemon(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Daemon]:
+    """Like ``ui_daemon``, shared by a whole test module (fewer daemons on a slow machine)."""
+    port = _free_port()
+    env = {"VIRTFLEET_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    args = ("--listen", f"127.0.0.1:{port}", "--metrics-interval", "2")  # alerts fire soon
+    for d in _running_daemon(request, args, env):
+        d.url = f"http://127.0.0.1:{port}"
+        yield d
 
 
 @pytest.fixture
@@ -123,3 +144,28 @@ def pytest_runtest_makereport(
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@contextlib.contextmanager
+def admin_http(
+    d: Daemon, user: str = "admin", password: str = ADMIN_PASSWORD
+) -> Iterator[httpx.Client]:
+    """An httpx client logged in on ``d.url``, sending the CSRF header on changes."""
+    with httpx.Client(base_url=d.url, timeout=60) as client:
+        r = client.post("/1.0/login", json={"username": user, "password": password})
+        assert r.status_code == 200, r.text
+        client.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+        yield client
+
+
+def wait_op(client: httpx.Client, response: httpx.Response, timeout_s: float = 300) -> Any:
+    """The finished operation a 202 ``response`` started (asserting it succeeded)."""
+    assert response.status_code == 202, response.text
+    op = response.json()
+    deadline = time.monotonic() + timeout_s
+    while op["status"] in ("pending", "running") and time.monotonic() < deadline:
+        r = client.get(f"/1.0/operations/{op['id']}/wait", params={"timeout_s": 30}, timeout=60)
+        assert r.status_code == 200, r.text
+        op = r.json()
+    assert op["status"] == "success", op
+    return op

@@ -7,6 +7,7 @@ sees no mutating controls and whose forged change is refused.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -72,17 +73,24 @@ def test_admin_creates_runs_uses_and_deletes_a_vm(
     page.get_by_role("link", name="Instances", exact=True).click()
     page.get_by_role("button", name="Create instance").click()
     dialog = page.locator("dialog")
-    expect(dialog.get_by_label("Image")).to_have_value("tiny")
-    dialog.get_by_label("Name").fill("web-1")
+    expect(dialog.get_by_label("Source")).to_have_value("tiny")
+    dialog.get_by_label("Name", exact=True).fill("web-1")
     dialog.get_by_role("button", name="Next").click()
     dialog.get_by_label("vCPUs").fill("1")
     dialog.get_by_label("Memory (MiB)").fill("256")
     dialog.get_by_label("virtio (paravirtualized)").check()
-    dialog.get_by_label("user-mode NIC (outbound only)").check()
     shots.step("wizard-hardware")
     dialog.get_by_role("button", name="Next").click()
-    expect(dialog.locator(".review")).to_contain_text("web-1")
+    dialog.get_by_label("Network", exact=True).select_option("user")
+    dialog.get_by_role("button", name="Next").click()
+    dialog.get_by_label("Hostname").fill("web-one")
+    dialog.get_by_role("button", name="Next").click()
     dialog.get_by_label("Start after create").uncheck()
+    sent = json.loads(dialog.locator("#wiz-request").inner_text().split("\n", 1)[1])
+    assert dialog.locator("#wiz-request").inner_text().startswith("POST /1.0/instances\n")
+    assert sent["name"] == "web-1" and sent["image"] == "tiny" and sent["start"] is False
+    assert sent["nics"] == [{"mode": "user"}]
+    assert sent["cloud_init"] == {"hostname": "web-one"}
     shots.step("wizard-review")
     dialog.get_by_role("button", name="Create").click()
 

@@ -98,6 +98,27 @@ def test_user_commands(data_dir: Path) -> None:
     assert short.exit_code == 2 and "[invalid_input]" in short.stderr
 
 
+def test_user_set_changes_role_and_disables(data_dir: Path) -> None:
+    """``user set``: a new role, then --disable (login refused) and --enable again."""
+    made = cli(data_dir, "user", "create", "carl", "--password-stdin", stdin="carl's password\n")
+    assert made.exit_code == 0, made.output
+    set_role = json.loads(
+        cli(data_dir, "user", "set", "carl", "--role", "operator", "--json").stdout
+    )
+    assert set_role["role"] == "operator" and set_role["disabled"] is False
+    assert "carl: operator, disabled" in cli(data_dir, "user", "set", "carl", "--disable").stdout
+    assert "disabled" in cli(data_dir, "user", "list").stdout
+    with Client(uds_path=api_socket(data_dir), http=_remote(data_dir)) as carl:
+        with pytest.raises(ApiError) as err:
+            carl.login("carl", "carl's password")
+        assert err.value.code == "unauthenticated" and "disabled" in err.value.message
+    assert "active" in cli(data_dir, "user", "set", "carl", "--enable").stdout
+    with Client(uds_path=api_socket(data_dir), http=_remote(data_dir)) as carl:
+        assert carl.login("carl", "carl's password").role.value == "operator"
+    nothing = cli(data_dir, "user", "set", "carl")
+    assert nothing.exit_code == 2 and "[invalid_input]" in nothing.stderr
+
+
 def test_a_login_on_the_clients_own_socket_keeps_its_session(data_dir: Path) -> None:
     """Calls go straight to the socket's transport while no cookie is held; the session
     cookie a login sets is kept, and later calls send it (and the CSRF header)."""

@@ -60,6 +60,13 @@ class CreateUser(Strict):
     role: Role = Role.VIEWER
 
 
+class UpdateUser(Strict):
+    """What an admin changes about a user; fields left out stay as they are."""
+
+    role: Role | None = None
+    disabled: bool | None = None
+
+
 class ChangePassword(Strict):
     """``current_password`` is needed when users change their own password (not admins)."""
 

@@ -120,8 +120,11 @@ def user_list(json_out: JsonOpt = False) -> None:
         output.print_json(users)
         return
     output.table(
-        ["USERNAME", "ROLE", "CREATED"],
-        [[u.username, u.role.value, _when(u.created_at)] for u in users],
+        ["USERNAME", "ROLE", "CREATED", "STATE"],
+        [
+            [u.username, u.role.value, _when(u.created_at), "disabled" if u.disabled else "active"]
+            for u in users
+        ],
     )
 
 
@@ -148,6 +151,27 @@ def user_delete(username: UserArg, json_out: JsonOpt = False) -> None:
         output.print_json({"username": username, "deleted": deleted})
         return
     output.done(f"user {username} deleted" if deleted else f"user {username} did not exist", False)
+
+
+@command(user_app, "set")
+def user_set(
+    username: UserArg,
+    role: Annotated[str | None, typer.Option("--role", help="admin, operator or viewer.")] = None,
+    enabled: Annotated[
+        bool | None,
+        typer.Option("--enable/--disable", help="A disabled user cannot log in or use tokens."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change a user's role, or disable/enable it."""
+    if role is None and enabled is None:
+        raise invalid("give --role, --enable or --disable")
+    disabled = None if enabled is None else not enabled
+    info = get_client().update_user(username, _role(role) if role else None, disabled)
+    if json_out:
+        output.print_json(info)
+    state = "disabled" if info.disabled else "active"
+    output.done(f"user {info.username}: {info.role.value}, {state}", json_out)
 
 
 @command(user_app, "passwd")

@@ -219,6 +219,11 @@ class AsyncClient:
     async def delete_user(self, name: str) -> bool:
         return await self.call(calls.delete_user(name))
 
+    async def update_user(
+        self, name: str, role: str | None = None, disabled: bool | None = None
+    ) -> UserInfo:
+        return await self.call(calls.update_user(name, role, disabled))
+
     async def change_password(
         self, name: str, password: str, current: str | None = None
     ) -> UserInfo:

@@ -328,6 +328,11 @@ def delete_user(name: str) -> Call[bool]:
     return Call("DELETE", user(name), lambda d: bool(d["deleted"]))
 
 
+def update_user(name: str, role: str | None, disabled: bool | None) -> Call[UserInfo]:
+    body = {k: v for k, v in (("role", role), ("disabled", disabled)) if v is not None}
+    return Call("PATCH", user(name), one(UserInfo), json=body)
+
+
 def change_password(name: str, password: str, current: str | None) -> Call[UserInfo]:
     body = {"password": password, "current_password": current}
     return Call("PUT", f"{user(name)}/password", one("model.auth:UserInfo"), json=body)

@@ -280,6 +280,11 @@ class Client:
     def delete_user(self, name: str) -> bool:
         return self.call(calls.delete_user(name))
 
+    def update_user(
+        self, name: str, role: str | None = None, disabled: bool | None = None
+    ) -> UserInfo:
+        return self.call(calls.update_user(name, role, disabled))
+
     def change_password(self, name: str, password: str, current: str | None = None) -> UserInfo:
         return self.call(calls.change_password(name, password, current))
 

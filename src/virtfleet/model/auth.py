@@ -67,15 +67,22 @@ class UserRecord(BaseModel):
     password_hash: str
     created_at: datetime = Field(default_factory=utcnow)
     password_changed_at: datetime = Field(default_factory=utcnow)
+    disabled: bool = False  # no login, sessions or tokens until enabled again
 
     def info(self) -> UserInfo:
-        return UserInfo(username=self.username, role=self.role, created_at=self.created_at)
+        return UserInfo(
+            username=self.username,
+            role=self.role,
+            created_at=self.created_at,
+            disabled=self.disabled,
+        )
 
 
 class UserInfo(BaseModel):
     username: str
     role: Role
     created_at: datetime
+    disabled: bool = False
 
 
 class TokenInfo(BaseModel):

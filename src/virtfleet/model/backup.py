@@ -40,6 +40,20 @@ class VerifyResult(BaseModel):
     unreadable_manifests: list[str]
 
 
+class LastVerify(VerifyResult):
+    at: datetime  # when the verify finished
+
+
+class RepositoryStats(BaseModel):
+    backups: int
+    instances: int
+    chunks: int  # distinct data chunks referenced (all-zero ranges are not stored)
+    logical_bytes: int  # data the backups hold, each counted whole
+    stored_bytes: int  # compressed chunk files on disk
+    dedup_ratio: float  # logical_bytes / stored_bytes (0 when empty)
+    last_verify: LastVerify | None = None
+
+
 class PruneResult(BaseModel):
     kept: list[str]
     removed: list[str]

@@ -152,6 +152,30 @@ class AuthService:
         await self.tokens.revoke_owned(username)
         return True
 
+    async def update_user(
+        self, actor: Principal, username: str, role: Role | None, disabled: bool | None
+    ) -> UserInfo:
+        """Change a user's role and/or disable (or enable) it. Disabling ends its sessions;
+        its tokens are refused while it stays disabled. ``ConflictError`` for changes that
+        would leave no enabled admin, or that disable the actor."""
+        user, revision = await self._user(username)
+        changed = user.model_copy(
+            update={
+                "role": user.role if role is None else role,
+                "disabled": user.disabled if disabled is None else disabled,
+            }
+        )
+        if changed.disabled and username == actor.username:
+            raise ConflictError("you cannot disable your own account")
+        was_admin = user.role is Role.ADMIN and not user.disabled
+        is_admin = changed.role is Role.ADMIN and not changed.disabled
+        if was_admin and not is_admin and await self._admin_count() <= 1:
+            raise ConflictError(f"{username!r} is the last enabled admin")
+        await self.users.put(changed, expect_revision=revision)
+        if changed.disabled:
+            await self.sessions.delete_for(username)
+        return changed.info()
+
     async def change_password(
         self, actor: Principal, username: str, new: str, current: str | None = None
     ) -> UserInfo:
@@ -198,6 +222,8 @@ class AuthService:
         ok = await self.passwords.verify(user.password_hash if user else None, password)
         if user is None or not ok:
             raise AuthError(BAD_LOGIN)
+        if user.disabled:  # said only to whoever knows the password
+            raise AuthError(f"the account {username!r} is disabled")
         self.limiter.succeeded(keys[0])
         self.limiter.forgive(stamp, keys[1])
         await self._rehash_if_stale(user, password)
@@ -238,6 +264,8 @@ class AuthService:
         found = await self.users.find(record.username)
         if found is None:
             raise AuthError("the user of this session no longer exists")
+        if found[0].disabled:
+            raise AuthError("this account is disabled")
         if csrf_token is not None and not same_hash(record.csrf_sha256, csrf_token):
             raise CsrfError("the CSRF token does not belong to this session")
         return Principal(
@@ -255,4 +283,4 @@ class AuthService:
         return found
 
     async def _admin_count(self) -> int:
-        return sum(1 for u in await self.users.list() if u.role is Role.ADMIN)
+        return sum(1 for u in await self.users.list() if u.role is Role.ADMIN and not u.disabled)

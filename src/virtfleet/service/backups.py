@@ -9,7 +9,9 @@ and running the work as operations with progress: backups on
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+from datetime import UTC, datetime
 from typing import Any
 
 from virtfleet.errors import (
@@ -19,7 +21,13 @@ from virtfleet.errors import (
     VirtfleetError,
 )
 from virtfleet.host.backups import BackupManager, RepositoryAccess
-from virtfleet.model.backup import BackupInfo, PruneResult, VerifyResult
+from virtfleet.model.backup import (
+    BackupInfo,
+    LastVerify,
+    PruneResult,
+    RepositoryStats,
+    VerifyResult,
+)
 from virtfleet.model.defaults import fresh_copy
 from virtfleet.model.event import Event
 from virtfleet.model.instance import InstanceSpec, PowerState
@@ -29,7 +37,7 @@ from virtfleet.service.disks import refuse_kept
 from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
-from virtfleet.state.repos import EventLog, InstanceRepo
+from virtfleet.state.repos import EventLog, InstanceRepo, ModelRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage.backup.manifest import BackupManifest
 from virtfleet.storage.backup.prune import RetentionPolicy
@@ -50,6 +58,9 @@ def info_of(m: BackupManifest) -> BackupInfo:
     )
 
 
+VERIFY_KEY = "/backup-verify/"  # the last verify's result, under .../last
+
+
 class BackupService:
     def __init__(
         self,
@@ -65,6 +76,7 @@ class BackupService:
         self.manager = manager
         self.access = RepositoryAccess(manager)
         self._instances = instances
+        self._verified = ModelRepo(store, VERIFY_KEY, LastVerify)
 
     async def list(self, instance: str | None = None) -> builtins.list[BackupInfo]:
         if instance is not None:
@@ -97,6 +109,17 @@ class BackupService:
         """Wait for one of this service's operations (schedules run backups, then prunes)."""
         return await self._runner.wait(op_id, timeout_s)
 
+    async def stats(self) -> RepositoryStats:
+        """The repository's counts, sizes, dedup ratio and the last verify's result."""
+        r = await asyncio.to_thread(self.manager.repo.stats)
+        found = await self._verified.get_raw("last")
+        last = found[0] if found and isinstance(found[0], LastVerify) else None
+        return RepositoryStats(
+            backups=r.backups, instances=r.instances, chunks=r.chunks,
+            logical_bytes=r.logical_bytes, stored_bytes=r.stored_bytes,
+            dedup_ratio=r.dedup_ratio, last_verify=last,
+        )  # fmt: skip
+
     async def verify(self) -> Operation:
         async def run(ctx: OpContext) -> dict[str, Any]:
             await ctx.progress(5, "re-reading every chunk")
@@ -104,7 +127,10 @@ class BackupService:
             if not r.ok:
                 bad = ", ".join(r.damaged_backups + r.unreadable_manifests)
                 await self._emit("backup.damaged", "", f"damaged backups: {bad}")
-            return VerifyResult(ok=r.ok, **_fields(r)).model_dump(mode="json")
+            result = VerifyResult(ok=r.ok, **_fields(r))
+            last = LastVerify(at=datetime.now(UTC), **result.model_dump())
+            await self._verified.put("last", last)
+            return result.model_dump(mode="json")
 
         return await self._runner.submit("backup.verify", "backups", run)
 

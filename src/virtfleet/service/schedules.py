@@ -36,6 +36,21 @@ def next_run(schedule: Schedule) -> datetime:
     return nxt
 
 
+def check_cron(cron: str) -> str:
+    """``cron`` if it is a valid five-field expression, else ``InvalidInputError``."""
+    if len(cron.split()) != 5 or not croniter.is_valid(cron):
+        raise InvalidInputError(
+            f"invalid cron expression {cron!r}: use five fields, e.g. '0 3 * * *'"
+        )
+    return cron
+
+
+def upcoming(cron: str, count: int, after: datetime) -> list[datetime]:
+    """The next ``count`` times ``cron`` fires after ``after`` (the UI's cron helper)."""
+    it = croniter(check_cron(cron), after)
+    return [it.get_next(datetime) for _ in range(count)]
+
+
 class ScheduleService:
     def __init__(
         self,
@@ -57,13 +72,13 @@ class ScheduleService:
         """Create or replace a schedule; ``InvalidInputError`` for a bad cron expression."""
         validate_name(schedule.name, "schedule name")
         await self._instances.get(validate_name(schedule.instance, "instance name"))
-        if len(schedule.cron.split()) != 5 or not croniter.is_valid(schedule.cron):
-            raise InvalidInputError(
-                f"invalid cron expression {schedule.cron!r}: use five fields, e.g. '0 3 * * *'"
-            )
+        check_cron(schedule.cron)
         schedule = schedule.model_copy(update={"created_at": self._clock(), "last_run": None})
         await self._repo.put(schedule.name, schedule)
         return schedule
+
+    def next_runs(self, cron: str, count: int) -> builtins.list[datetime]:
+        return upcoming(cron, count, self._clock())
 
     async def delete(self, name: str) -> None:
         if not await self._repo.delete(validate_name(name, "schedule name")):

@@ -140,4 +140,6 @@ class TokenService:
         found = await self.users.find(record.owner)
         if found is None:
             raise AuthError(f"the owner of API token {record.id} no longer exists")
+        if found[0].disabled:
+            raise AuthError(f"the owner of API token {record.id} is disabled")
         return found[0].role

@@ -6,15 +6,16 @@ Handlers only parse, call ``BackupService``/``ScheduleService`` and return.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import Field
 
 from virtfleet.api.auth import ANY_USER, OPERATOR
 from virtfleet.api.deps import ServicesDep
 from virtfleet.errors import HostError
-from virtfleet.model.backup import BackupInfo, Schedule
+from virtfleet.model.backup import BackupInfo, RepositoryStats, Schedule
 from virtfleet.model.instance import Strict
 from virtfleet.model.names import NameStr
 from virtfleet.model.operation import Operation
@@ -92,6 +93,11 @@ async def prune_backups(body: PruneRequest, services: ServicesDep) -> Operation:
     return await _svc(services).prune(body.instance, policy, dry_run=body.dry_run)
 
 
+@router.get("/backups/repository")
+async def repository_stats(services: ServicesDep) -> RepositoryStats:
+    return await _svc(services).stats()
+
+
 @router.get("/backups/{backup_id}")
 async def get_backup(backup_id: str, services: ServicesDep) -> BackupInfo:
     return await _svc(services).get(backup_id)
@@ -110,6 +116,21 @@ async def restore_backup(backup_id: str, body: RestoreRequest, services: Service
 @router.get("/backup-schedules")
 async def list_schedules(services: ServicesDep) -> list[Schedule]:
     return await _sched(services).list()
+
+
+class NextRuns(Strict):
+    cron: str
+    next_runs: list[datetime]
+
+
+@router.get("/backup-schedules/next-runs")
+async def next_runs(
+    services: ServicesDep,
+    cron: Annotated[str, Query(max_length=200)],
+    count: Annotated[int, Query(ge=1, le=20)] = 5,
+) -> NextRuns:
+    """When a cron expression fires next (the UI's cron helper); 400 for a bad one."""
+    return NextRuns(cron=cron, next_runs=_sched(services).next_runs(cron, count))
 
 
 @router.put("/backup-schedules/{schedule}", dependencies=[OPERATOR])

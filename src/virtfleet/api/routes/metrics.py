@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
 from starlette.requests import HTTPConnection
 
 from virtfleet.api.auth import ADMIN, ANY_USER, OPERATOR, principal_of, require
@@ -111,6 +112,19 @@ async def delete_rule(rule: str, services: ServicesDep) -> dict[str, Any]:
     validate_name(rule, "rule name")
     default = await _alerts(services).delete_rule(rule)
     return {"name": rule, "restored_default": default is not None}
+
+
+class WebhookStatus(BaseModel):
+    configured: int  # how many URLs (not shown: they may carry credentials)
+    delivered: int  # notifications a webhook accepted since the daemon started
+    failed: int  # notifications given up on after every retry
+
+
+@router.get("/1.0/alerts/webhooks")
+async def webhook_status(services: ServicesDep) -> WebhookStatus:
+    """How alert notifications reached the webhooks since the daemon started."""
+    n = _alerts(services).notifier
+    return WebhookStatus(configured=len(n.urls), delivered=n.delivered, failed=n.failed)
 
 
 @router.get("/1.0/alerts/silences")

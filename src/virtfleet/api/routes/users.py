@@ -11,7 +11,7 @@ from fastapi import APIRouter
 
 from virtfleet.api.auth import ADMIN, Viewer
 from virtfleet.api.deps import ServicesDep
-from virtfleet.api.schemas import ChangePassword, CreateUser
+from virtfleet.api.schemas import ChangePassword, CreateUser, UpdateUser
 from virtfleet.model.auth import UserInfo
 
 router = APIRouter(prefix="/1.0/users", tags=["users"])
@@ -36,6 +36,15 @@ async def get_user(name: str, services: ServicesDep) -> UserInfo:
 async def delete_user(name: str, services: ServicesDep) -> dict[str, Any]:
     """Delete a user, its sessions and its tokens (a missing user is not an error)."""
     return {"username": name, "deleted": await services.auth.delete_user(name)}
+
+
+@router.patch("/{name}", dependencies=[ADMIN])
+async def update_user(
+    name: str, body: UpdateUser, principal: Viewer, services: ServicesDep
+) -> UserInfo:
+    """Change a user's role, or disable/enable it (a disabled user cannot log in, its
+    sessions end and its tokens are refused until it is enabled again)."""
+    return await services.auth.update_user(principal, name, body.role, body.disabled)
 
 
 @router.put("/{name}/password")

@@ -60,6 +60,19 @@ class VerifyReport:
         return not (self.damaged_backups or self.unreadable_manifests)
 
 
+@dataclass
+class RepoStats:
+    backups: int = 0
+    instances: int = 0
+    chunks: int = 0  # distinct data chunks the backups reference (all-zero ranges excluded)
+    logical_bytes: int = 0  # data all backups hold, each counted whole: what no dedup would store
+    stored_bytes: int = 0  # compressed chunk files on disk
+
+    @property
+    def dedup_ratio(self) -> float:
+        return round(self.logical_bytes / self.stored_bytes, 2) if self.stored_bytes else 0.0
+
+
 class Repository:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -177,6 +190,24 @@ class Repository:
                 freed += self.chunks.remove(chunk)
                 removed += 1
         return removed, freed
+
+    def stats(self) -> RepoStats:
+        """Sizes and counts of the repository (reads every manifest, no chunk)."""
+        manifests = self.list()
+        live: set[str] = set()
+        logical = 0
+        for m in manifests:
+            for disk in m.disks.values():
+                data = [(i, c) for i, c in enumerate(disk.chunks) if c != ZERO]
+                logical += sum(disk.chunk_len(i) for i, _ in data)
+                live.update(c for _, c in data)
+        return RepoStats(
+            backups=len(manifests),
+            instances=len({m.instance for m in manifests}),
+            chunks=len(live),
+            logical_bytes=logical,
+            stored_bytes=self.stored_bytes(),
+        )
 
     def stored_bytes(self) -> int:
         return sum(p.stat().st_size for p in (self.root / "chunks").glob("*/*.zst"))

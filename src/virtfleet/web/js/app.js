@@ -9,6 +9,12 @@ import { renderInstances } from "./pages/instances.js";
 import { renderInstance } from "./pages/instance.js";
 import { renderNetworks } from "./pages/networks.js";
 import { renderImages } from "./pages/images.js";
+import { renderTemplates } from "./pages/templates.js";
+import { renderBackups } from "./pages/backups.js";
+import { renderAlerts } from "./pages/alerts.js";
+import { renderUsers } from "./pages/admin.js";
+import { renderAudit, renderEvents } from "./pages/activity.js";
+import { startAlertBadge, stopAlertBadge } from "./components/alertbadge.js";
 
 const main = document.getElementById("main");
 let leave = null; // the current page's clean-up (closes websockets, timers)
@@ -19,6 +25,12 @@ const ROUTES = [
   [/^#\/instances\/([a-z0-9-]+)(?:\/([a-z]+))?$/, "instances", (m) => renderInstance(main, m[1], m[2])],
   [/^#\/networks$/, "networks", () => renderNetworks(main)],
   [/^#\/images$/, "images", () => renderImages(main)],
+  [/^#\/templates$/, "templates", () => renderTemplates(main)],
+  [/^#\/backups$/, "backups", () => renderBackups(main)],
+  [/^#\/alerts$/, "alerts", () => renderAlerts(main)],
+  [/^#\/admin(?:\/users)?$/, "admin", () => renderUsers(main)],
+  [/^#\/admin\/audit$/, "admin", () => renderAudit(main)],
+  [/^#\/admin\/events$/, "admin", () => renderEvents(main)],
 ];
 
 async function route() {
@@ -53,6 +65,7 @@ async function enter(principal) {
   document.getElementById("topbar").hidden = false;
   document.getElementById("who").textContent = `${principal.username} (${principal.role})`;
   startTasks(document.getElementById("tasks"));
+  startAlertBadge(document.getElementById("alert-badge"));
   await route();
 }
 
@@ -61,6 +74,7 @@ async function showLogin() {
   leave = null;
   setSession({ username: "", role: "viewer" });
   stopTasks();
+  stopAlertBadge();
   document.getElementById("topbar").hidden = true;
   renderLogin(main, enter);
 }

@@ -13,3 +13,7 @@ export function setSession(principal) {
 export function canOperate() {
   return RANK[session.role] >= RANK.operator;
 }
+
+export function isAdmin() {
+  return session.role === "admin";
+}

@@ -16,7 +16,29 @@ export function confirmDialog({ title, body, confirm = "Confirm", danger = true 
       h("h2", { id: "dialog-title" }, title),
       h("p", {}, body),
       h("div.actions", {}, cancel, ok));
+    trapFocus(dialog);
     dialog.showModal();
     cancel.focus(); // the safe choice has the focus
   });
+}
+
+// Keep keyboard focus inside a modal dialog: Tab past the last control wraps to the first
+// (and Shift+Tab back), and focus returns to what opened the dialog when it closes.
+export function trapFocus(dialog) {
+  const opener = document.activeElement;
+  dialog.onkeydown = (event) => {
+    if (event.key !== "Tab") return;
+    const focusable = [...dialog.querySelectorAll("button, input, select, textarea, a[href], [tabindex='0']")]
+      .filter((el) => !el.disabled && !el.closest("[hidden]"));
+    if (!focusable.length) return;
+    const [first, last] = [focusable[0], focusable[focusable.length - 1]];
+    if (event.shiftKey && document.activeElement === first) {
+      last.focus();
+      event.preventDefault();
+    } else if (!event.shiftKey && document.activeElement === last) {
+      first.focus();
+      event.preventDefault();
+    }
+  };
+  dialog.addEventListener("close", () => { if (opener && opener.focus) opener.focus(); }, { once: true });
 }

@@ -1,13 +1,23 @@
-// The create wizard (a modal dialog in three steps): image and name, hardware, review.
+// The create wizard (a modal dialog in steps): what to make (VM from an image, N VMs from a
+// template as linked or full clones, a container from a container image), hardware,
+// network and guest agent, cloud-init, and a review showing the exact API request.
 import * as api from "../api.js";
-import { clear, devicesLabel, errorText, h } from "../dom.js";
+import { clear, errorText, h } from "../dom.js";
 import { failureText, track } from "../components/tasks.js";
+import { trapFocus } from "../components/confirm.js";
 
 const NAME_PATTERN = "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
+const ROOTFS = "rootfs-tar"; // container images are root file system tarballs
+const KINDS = [
+  ["image", "Virtual machine from an image"],
+  ["template", "Virtual machines from a template (bulk deploy)"],
+  ["container", "Container from a container image"],
+];
 
 function field(id, label, input, hint) {
   input.id = id;
-  return h("div.field", {},
+  if (hint) input.setAttribute("aria-describedby", `${id}-hint`);
+  return h("div.field", { id: `${id}-field` },
     h("label", { for: id }, label), input, hint ? h("small.hint", { id: `${id}-hint` }, hint) : null);
 }
 
@@ -17,50 +27,136 @@ function radios(name, legend, options, checked) {
       h("input", { type: "radio", name, value, checked: value === checked, id: `${name}-${value}` }), label)));
 }
 
-export async function openCreateWizard() {
+const words = (text) => text.split(/[\s,]+/).filter(Boolean);
+const lines = (text) => text.split("\n").map((l) => l.trim()).filter(Boolean);
+
+// The request the wizard sends for form values `v`: {method, path, body}.
+export function buildRequest(v) {
+  const nics = v.nic === "user" ? [{ mode: "user" }]
+    : v.nic.startsWith("net:") ? [{ mode: "network", network: v.nic.slice(4) }] : [];
+  const cloudInit = {};
+  if (v.kind !== "container") {
+    if (v.hostname) cloudInit.hostname = v.hostname;
+    if (words(v.users).length) cloudInit.users = words(v.users);
+    if (lines(v.sshKeys).length) cloudInit.ssh_authorized_keys = lines(v.sshKeys);
+    if (words(v.packages).length) cloudInit.packages = words(v.packages);
+    if (v.userData.trim()) cloudInit.user_data = v.userData;
+  }
+  const body = {};
+  if (v.kind === "template") {
+    body.names = words(v.name);
+    if (v.count > 1) body.count = v.count;
+    body.clone = v.clone;
+    if (v.vcpus) body.vcpus = v.vcpus;
+    if (v.memory) body.memory_mib = v.memory;
+  } else {
+    Object.assign(body, { name: v.name.trim(), kind: v.kind === "container" ? "container" : "vm", image: v.source });
+    body.vcpus = v.vcpus || 1;
+    body.memory_mib = v.memory || 256;
+  }
+  if (v.kind !== "container") {
+    body.device_model = v.deviceModel;
+    body.accel = v.accel;
+    body.guest_agent = v.guestAgent;
+  }
+  body.nics = nics;
+  if (Object.keys(cloudInit).length) body.cloud_init = cloudInit;
+  body.start = v.start;
+  const path = v.kind === "template" ? `/1.0/templates/${api.enc(v.source)}/instances` : "/1.0/instances";
+  return { method: "POST", path, body };
+}
+
+export async function openCreateWizard(preset = {}) {
   const dialog = document.getElementById("dialog");
   const error = h("p.notice.notice-error", { role: "alert", hidden: true });
-  const image = h("select", { name: "image", required: true });
-  const name = h("input", { name: "name", required: true, pattern: NAME_PATTERN, maxlength: 63, autocomplete: "off", "aria-describedby": "wiz-name-hint" });
-  const vcpus = h("input", { name: "vcpus", type: "number", min: 1, max: 255, value: "1", required: true });
-  const memory = h("input", { name: "memory_mib", type: "number", min: 64, step: 64, value: "256", required: true });
+  const source = h("select", { name: "source", required: true });
+  const name = h("input", { name: "name", required: true, autocomplete: "off" });
+  const count = h("input", { name: "count", type: "number", min: 1, max: 100, value: "1" });
+  const vcpus = h("input", { name: "vcpus", type: "number", min: 1, max: 255, value: "1" });
+  const memory = h("input", { name: "memory_mib", type: "number", min: 64, step: 64, value: "256" });
+  const nic = h("select", { name: "nic" }, h("option", { value: "none" }, "No network"),
+    h("option", { value: "user" }, "User-mode NIC (outbound only)"));
+  const agent = h("input", { type: "checkbox", name: "guest_agent", id: "wiz-agent" });
+  const hostname = h("input", { name: "hostname", autocomplete: "off" });
+  const users = h("input", { name: "users", autocomplete: "off" });
+  const sshKeys = h("textarea", { name: "ssh_keys", rows: 2 });
+  const packages = h("input", { name: "packages", autocomplete: "off" });
+  const userData = h("textarea", { name: "user_data", rows: 3 });
   const start = h("input", { type: "checkbox", name: "start", id: "wiz-start", checked: true });
-  const review = h("dl.review");
+  const request = h("pre.request", { id: "wiz-request", tabindex: "0", "aria-label": "API request" });
+  const vmOnly = [];
+  const vm = (el) => { vmOnly.push(el); return el; };
 
   const steps = [
-    h("fieldset.step", {}, h("legend", {}, "1. Image and name"),
-      field("wiz-image", "Image", image),
-      field("wiz-name", "Name", name, "Lower-case letters, digits and dashes, e.g. web-1.")),
+    h("fieldset.step", {}, h("legend", {}, "1. What to create"),
+      radios("kind", "Kind", KINDS, preset.kind || "image"),
+      field("wiz-source", "Source", source),
+      field("wiz-name", "Name", name, "Lower-case letters, digits and dashes, e.g. web-1."),
+      field("wiz-count", "Count", count, "With one base name, N clones are named base-1 … base-N."),
+      radios("clone", "Clone type", [["linked", "Linked clones (qcow2 overlays, fast)"], ["full", "Full clones (independent copies)"]], "linked")),
     h("fieldset.step", {}, h("legend", {}, "2. Hardware"),
       field("wiz-vcpus", "vCPUs", vcpus),
       field("wiz-memory", "Memory (MiB)", memory),
-      radios("device_model", "Device model", [["virtio", "virtio (paravirtualized)"], ["emulated", "emulated (e1000 NIC, IDE disk) for legacy guests"]], "virtio"),
-      radios("accel", "Acceleration", [["auto", "auto (KVM if usable, else TCG)"], ["kvm", "KVM (hardware-assisted)"], ["tcg", "TCG (binary translation)"]], "auto"),
-      radios("nic", "Network", [["none", "none"], ["user", "user-mode NIC (outbound only)"]], "none")),
-    h("fieldset.step", {}, h("legend", {}, "3. Review"), review,
+      vm(radios("device_model", "Device model", [["virtio", "virtio (paravirtualized)"], ["emulated", "emulated (e1000 NIC, IDE disk) for legacy guests"]], "virtio")),
+      vm(radios("accel", "Acceleration", [["auto", "auto (KVM if usable, else TCG)"], ["kvm", "KVM (hardware-assisted)"], ["tcg", "TCG (binary translation)"]], "auto"))),
+    h("fieldset.step", {}, h("legend", {}, "3. Network and guest agent"),
+      field("wiz-nic", "Network", nic),
+      vm(h("label.check", { for: "wiz-agent" }, agent, "QEMU guest agent channel"))),
+    h("fieldset.step", {}, h("legend", {}, "4. Cloud-init (optional)"),
+      h("p.hint", { id: "wiz-ci-container" }, "Containers take no cloud-init: nothing to set here."),
+      vm(field("wiz-hostname", "Hostname", hostname)),
+      vm(field("wiz-users", "Users", users, "Space-separated user names.")),
+      vm(field("wiz-ssh", "SSH authorized keys", sshKeys, "One key per line.")),
+      vm(field("wiz-packages", "Packages", packages, "Space-separated package names.")),
+      vm(field("wiz-userdata", "User-data", userData, "Extra #cloud-config merged in."))),
+    h("fieldset.step", {}, h("legend", {}, "5. Review"),
+      h("p", {}, "The wizard will send exactly this request:"), request,
       h("label.check", { for: "wiz-start" }, start, "Start after create")),
   ];
   const back = h("button", { type: "button", onclick: () => show(step - 1) }, "Back");
   const next = h("button.primary", { type: "submit", id: "wiz-next" }, "Next");
   const cancel = h("button", { type: "button", onclick: () => dialog.close() }, "Cancel");
-  const form = h("form.wizard", { novalidate: false, "aria-labelledby": "dialog-title" },
+  const form = h("form.wizard", { "aria-labelledby": "dialog-title" },
     h("h2", { id: "dialog-title" }, "Create instance"),
     h("p.muted", { role: "status", id: "wiz-progress" }),
     steps, error, h("div.actions", {}, cancel, back, next));
   let step = 0;
+  let images = [];
+  let templates = [];
 
-  function spec() {
+  const kind = () => new FormData(form).get("kind");
+
+  function values() {
     const data = new FormData(form);
     return {
-      name: name.value.trim(),
-      image: image.value,
-      vcpus: Number(vcpus.value),
-      memory_mib: Number(memory.value),
-      device_model: data.get("device_model"),
-      accel: data.get("accel"),
-      nics: data.get("nic") === "user" ? [{ mode: "user" }] : [],
-      start: start.checked,
+      kind: kind(), source: source.value, name: name.value, count: Number(count.value) || 1,
+      clone: data.get("clone"), vcpus: Number(vcpus.value) || 0, memory: Number(memory.value) || 0,
+      deviceModel: data.get("device_model"), accel: data.get("accel"), nic: nic.value,
+      guestAgent: agent.checked, hostname: hostname.value.trim(), users: users.value,
+      sshKeys: sshKeys.value, packages: packages.value, userData: userData.value, start: start.checked,
     };
+  }
+
+  function fitKind() {
+    const k = kind();
+    const options = k === "template" ? templates.map((t) => t.name)
+      : images.filter((i) => (i.format === ROOTFS) === (k === "container")).map((i) => i.name);
+    const keep = preset.source && options.includes(preset.source) ? preset.source : source.value;
+    clear(source, options.length ? options.map((n) => h("option", { value: n, selected: n === keep }, n))
+      : h("option", { value: "" }, k === "template" ? "No templates: make one on the Templates page" : "No matching images"));
+    const bulk = k === "template";
+    form.querySelector("#wiz-count-field").hidden = !bulk;
+    form.querySelector("#fieldset-clone").hidden = !bulk;
+    form.querySelector('label[for="wiz-name"]').textContent = bulk ? "Names or pattern" : "Name";
+    form.querySelector("#wiz-name-hint").textContent = bulk
+      ? "e.g. web-{1..3}, or one base name with a count." : "Lower-case letters, digits and dashes, e.g. web-1.";
+    name.pattern = bulk ? "[a-z0-9{}.\\- ]+" : NAME_PATTERN;
+    vcpus.required = memory.required = !bulk;
+    vcpus.placeholder = memory.placeholder = bulk ? "template default" : "";
+    if (bulk && vcpus.value === "1" && memory.value === "256") vcpus.value = memory.value = "";
+    if (!bulk && !vcpus.value) { vcpus.value = "1"; memory.value = "256"; }
+    for (const el of vmOnly) el.hidden = k === "container";
+    form.querySelector("#wiz-ci-container").hidden = k !== "container";
   }
 
   function show(n) {
@@ -69,51 +165,63 @@ export async function openCreateWizard() {
     back.disabled = step === 0;
     next.textContent = step === steps.length - 1 ? "Create" : "Next";
     form.querySelector("#wiz-progress").textContent = `Step ${step + 1} of ${steps.length}`;
-    if (step === steps.length - 1) {
-      const s = spec();
-      clear(review, [["Name", s.name], ["Image", s.image], ["vCPUs", s.vcpus], ["Memory", `${s.memory_mib} MiB`],
-        ["Devices", devicesLabel(s.device_model)], ["Acceleration", s.accel], ["Network", s.nics.length ? "user-mode NIC" : "none"]]
-        .map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]));
-    }
-    const first = steps[step].querySelector("input, select");
+    if (step === steps.length - 1) renderRequest();
+    const first = [...steps[step].querySelectorAll("input, select, textarea")].find((el) => !el.closest("[hidden]"));
     if (first) first.focus();
   }
 
+  function renderRequest() {
+    const r = buildRequest(values());
+    request.textContent = `${r.method} ${r.path}\n${JSON.stringify(r.body, null, 2)}`;
+  }
+
+  form.addEventListener("change", (event) => {
+    if (event.target.name === "kind") fitKind();
+    if (event.target === start) renderRequest();
+  });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const invalid = [...steps[step].querySelectorAll("input, select")].find((el) => !el.checkValidity());
+    const invalid = [...steps[step].querySelectorAll("input, select, textarea")]
+      .find((el) => !el.closest("[hidden]") && !el.checkValidity());
     if (invalid) {
       invalid.reportValidity();
       return;
     }
     if (step < steps.length - 1) return show(step + 1);
+    await submit(buildRequest(values()));
+  });
+
+  async function submit(r) {
     next.disabled = true;
     error.hidden = true;
     try {
-      const op = await api.createInstance(spec());
-      const created = spec().name;
+      const op = await api.request(r.method, r.path, r.body);
       dialog.close();
-      location.hash = `#/instances/${created}`;
+      location.hash = r.body.name ? `#/instances/${r.body.name}` : "#/instances";
       const done = await track(op);
-      if (done.status !== "success") console.warn(`creating ${created} failed: ${failureText(done)}`);
+      if (done.status !== "success") console.warn(`create failed: ${failureText(done)}`);
     } catch (err) {
       error.textContent = errorText(err);
       error.hidden = false;
     } finally {
       next.disabled = false;
     }
-  });
+  }
 
+  form.querySelector('input[name="clone"]').closest("fieldset").id = "fieldset-clone";
   clear(dialog, form);
   dialog.onclose = null;
+  trapFocus(dialog);
   dialog.showModal();
-  show(0);
   try {
-    const images = await api.listImages();
-    clear(image, images.length ? images.map((i) => h("option", { value: i.name }, i.name))
-      : h("option", { value: "" }, "No images: build one with `virtfleet image build tiny`"));
+    const [imgs, tpls, nets] = await Promise.all([api.listImages(), api.get("/1.0/templates"), api.listNetworks()]);
+    images = imgs.filter((i) => i.kind !== "template");
+    templates = tpls;
+    nic.append(...nets.map((n) => h("option", { value: `net:${n.name}` }, `Network ${n.name}`)));
   } catch (err) {
     error.textContent = errorText(err);
     error.hidden = false;
   }
+  fitKind();
+  show(0);
 }

@@ -3,6 +3,7 @@
 import * as api from "../api.js";
 import { bytes, clear, errorText, h, mib, modeBadge, modeOf, notice, when } from "../dom.js";
 import { hostMetrics } from "../components/metrics.js";
+import { utilizationCard } from "../components/utilization.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 
@@ -10,6 +11,8 @@ export async function renderDashboard(main) {
   const body = h("div.dashboard");
   clear(main, h("h1", {}, "Dashboard"), body);
   let timer = null;
+  const metrics = hostMetrics(); // made once: it keeps its range, zoom and refresh timer
+  const utilization = utilizationCard();
 
   async function load() {
     const [host, instances, checks, events, operations, images] = await Promise.all([
@@ -19,7 +22,8 @@ export async function renderDashboard(main) {
       card("Host", hostCard(host, instances, images)),
       card("Instances", instanceCard(instances)),
       card("Host check", checkCard(checks)),
-      card("Host metrics", hostMetrics(), "wide"),
+      card("Host metrics", metrics, "wide"),
+      card("Utilization", utilization, "wide"),
       card("Running tasks", taskCard(operations)),
       card("Recent events", eventCard(events), "wide"));
   }
@@ -31,6 +35,7 @@ export async function renderDashboard(main) {
   window.addEventListener("vf:event", onEvent);
   await load();
   return () => {
+    metrics.stop();
     window.removeEventListener("vf:event", onEvent);
     if (timer) clearTimeout(timer);
   };
