@@ -330,7 +330,7 @@ def delete_user(name: str) -> Call[bool]:
 
 def update_user(name: str, role: str | None, disabled: bool | None) -> Call[UserInfo]:
     body = {k: v for k, v in (("role", role), ("disabled", disabled)) if v is not None}
-    return Call("PATCH", user(name), one(UserInfo), json=body)
+    return Call("PATCH", user(name), one("model.auth:UserInfo"), json=body)
 
 
 def change_password(name: str, password: str, current: str | None) -> Call[UserInfo]:
