@@ -19,8 +19,9 @@ from virtfleet.model.template import TemplateDefaults
 
 # Fields that name or identify one machine: never copied into a template or a new VM.
 IDENTITY = frozenset({"name", "uuid"})
-# Fields a template does not carry: its own disk is the clone's disk, and it makes VMs.
-NOT_TEMPLATED = frozenset({"kind", "image", "disks", "pids_max"})
+# Fields a template does not carry: its own disk is the clone's disk, it makes VMs (an
+# application container's mode, env and command are its own).
+NOT_TEMPLATED = frozenset({"kind", "image", "disks", "pids_max", "container_mode", "env", "cmd"})
 
 
 def platform_defaults(kind: str) -> dict[str, Any]:
