@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from virtfleet.client import Client
-from virtfleet.storage.tiny import build_tiny
+from virtfleet.storage.builders.tiny import build_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 VIRTFLEET = str(Path(sys.executable).parent / "virtfleet")
