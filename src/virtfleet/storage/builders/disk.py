@@ -74,7 +74,7 @@ class Layout(Protocol):
         """The boot partition's FAT type (12, 16 or 32)."""
 
     def table(self, boot_sectors: int) -> str:
-        """The ``sfdisk`` script: partition 1 the boot FAT, 2 the root (to the end)."""
+        """The ``sfdisk`` script of two partitions: 1 the boot FAT, 2 the root (to the end)."""
 
     def install(self, raw: Path, boot: Partition, entry: BootEntry, cache: Path) -> None:
         """Put the loader and ``entry`` on the formatted boot partition (and the disk).
@@ -117,7 +117,7 @@ BIOS: Layout = MbrSyslinux()
 
 
 def copy_to_fat(raw: Path, part: Partition, files: dict[str, Path]) -> None:
-    """Copy host files into the FAT filesystem at ``part`` (``name`` may hold directories)."""
+    """Copy host files into the FAT filesystem at ``part``, under the given names."""
     for name, source in files.items():
         run(["mcopy", "-i", f"{raw}@@{part.offset}", source, f"::/{name}"])
 
@@ -125,7 +125,10 @@ def copy_to_fat(raw: Path, part: Partition, files: dict[str, Path]) -> None:
 def assemble(
     raw: Path, disk: DiskSpec, layout: Layout, entry: BootEntry, root: Path, cache: Path
 ) -> None:
-    """Write the raw disk: ``layout``'s table and loader, the boot FAT, the ext4 ``root``."""
+    """Write the raw disk: ``layout``'s table and loader, the boot FAT, the ext4 ``root``.
+
+    ``raw`` lies in a scratch directory the layout may write its files beside.
+    """
     with raw.open("wb") as out:
         out.truncate(disk.size_mib * MIB)
     table = layout.table(disk.boot_mib * MIB // SECTOR)

@@ -39,7 +39,7 @@ def copy_atomic(src: Path, dest: Path) -> None:
     write_atomic(dest, lambda tmp: shutil.copyfile(src, tmp), mode=0o600)
 
 
-def cached_file(cached: Path, build: Callable[[Path, Path], None], stale: str) -> Path:
+def cached_file(cached: Path, build: Callable[[Path, Path], object], stale: str) -> Path:
     """``cached``, first built if absent by ``build(tmp_out, work_dir)``.
 
     The work directory is temporary; after a build, other files in the cache
