@@ -18,6 +18,7 @@ from virtfleet.storage.builders import debian, disk, rootfs, tiny
 from virtfleet.storage.builders.debootstrap import MIRROR_ENV, Debootstrap, cached_root
 from virtfleet.storage.builders.files import cached_dir, cached_file, write_atomic
 from virtfleet.storage.builders.run import require_tools, run
+from virtfleet.storage.images import default_builders
 
 # --- runner ------------------------------------------------------------------------------
 
@@ -265,3 +266,13 @@ def test_a_gpt_layout_gets_its_partitions_filled_and_the_backup_header_kept(
     assert struct.unpack_from("<H", ext4, 56)[0] == 0xEF53
     assert ext4[120:136].rstrip(b"\0") == b"testroot"
     assert blocks * (1024 << log_size) <= part.size, "the root filesystem overruns its partition"
+
+
+def test_every_default_builder_loads_its_recipe() -> None:
+    loaded = {name: load() for name, load in default_builders().items()}
+    assert loaded == {
+        "tiny": tiny.build_tiny,
+        "debian-12": debian.build_debian12,
+        "container-tiny": rootfs.build_tiny_rootfs,
+        "container-debian-12": rootfs.build_debian_rootfs,
+    }
