@@ -70,7 +70,7 @@ async def _fake() -> AsyncIterator[Harness]:
 async def _qemu() -> AsyncIterator[Harness]:
     if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
         pytest.skip("the QEMU driver needs root and qemu-system-x86_64")
-    from virtfleet.storage.tiny import build_tiny
+    from virtfleet.storage.builders.tiny import build_tiny
 
     image = CACHE / "test-tiny.qcow2"
     await asyncio.to_thread(build_tiny, image, CACHE)

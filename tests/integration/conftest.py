@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from virtfleet.client import Client
-from virtfleet.storage.tiny import build_tiny
+from virtfleet.storage.builders.tiny import build_tiny
 
 from .reaping import reap
 

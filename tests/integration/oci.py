@@ -10,7 +10,7 @@ from pathlib import Path
 
 from virtfleet.drivers.oci.driver import OciDriver
 from virtfleet.drivers.oci.factory import build_oci_driver
-from virtfleet.storage.rootfs import ROOTFS_SUFFIX, build_tiny_rootfs
+from virtfleet.storage.builders.rootfs import ROOTFS_SUFFIX, build_tiny_rootfs
 
 
 async def make_oci_driver(work: Path, cache: Path) -> OciDriver:

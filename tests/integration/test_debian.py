@@ -17,7 +17,7 @@ from virtfleet.client import imaging as calls
 from virtfleet.drivers.qemu.qga import GuestAgent
 from virtfleet.errors import GuestAgentError
 from virtfleet.host.guest import GuestAgents
-from virtfleet.storage.debian import build_debian12
+from virtfleet.storage.builders.debian import build_debian12
 
 from .conftest import CACHE, Daemon, wait_for
 from .netlab import NsDaemon, daemon_on_a_lab_network

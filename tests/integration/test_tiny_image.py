@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from virtfleet.storage.tiny import build_tiny
+from virtfleet.storage.builders.tiny import build_tiny
 
 QEMU = "qemu-system-x86_64"
 BOOT_TIMEOUT = 60.0

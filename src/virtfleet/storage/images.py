@@ -2,7 +2,7 @@
 
 Owns the image files under ``root``, the ``ImageRecord`` metadata under
 ``/images/{name}`` in the state store and the registry of image builders
-(``tiny`` = ``virtfleet.storage.tiny.build_tiny``). Must not know about
+(``tiny`` = ``virtfleet.storage.builders.tiny.build_tiny``). Must not know about
 instances or operations: who uses an image is the caller's business
 (``delete`` is told the users), progress goes to a plain callback.
 """
@@ -80,13 +80,13 @@ _LEGACY_DEFAULTS: dict[str, Any] = {
 
 def _tiny_builder() -> Builder:
     # Imported lazily: the tiny builder pulls in guest tooling the API never needs.
-    module = importlib.import_module("virtfleet.storage.tiny")
+    module = importlib.import_module("virtfleet.storage.builders.tiny")
     return cast(Builder, module.build_tiny)
 
 
 def _rootfs_builder(function: str) -> Callable[[], Builder]:
     def load() -> Builder:
-        module = importlib.import_module("virtfleet.storage.rootfs")
+        module = importlib.import_module("virtfleet.storage.builders.rootfs")
         return cast(Builder, getattr(module, function))
 
     return load
@@ -101,7 +101,7 @@ ROOTFS_BUILDERS = {
 
 
 def _debian12_builder() -> Builder:
-    module = importlib.import_module("virtfleet.storage.debian")
+    module = importlib.import_module("virtfleet.storage.builders.debian")
     return cast(Builder, module.build_debian12)
 
 

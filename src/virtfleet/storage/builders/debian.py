@@ -1,0 +1,111 @@
+"""Recipe ``debian-12``: a general-purpose guest, Debian bookworm by debootstrap with
+systemd, cloud-init (NoCloud only), qemu-guest-agent, openssh-server and the cloud kernel.
+
+The shared cached debootstrap (``debootstrap``) gives the root tree; a working
+copy of it is configured for cloning (no machine-id, no SSH host keys, no apt
+lists) and put on a bootable disk (``disk``; BIOS by default), the kernel and
+initramfs Debian installed booted from the boot partition. The finished qcow2
+is cached under ``<cache_dir>/debian-12``, keyed by the recipe, the debootstrap
+(so the mirror, ``VIRTFLEET_DEBIAN_MIRROR``) and the layout: a warm build only
+copies it. Needs root and the network path to the Debian mirror.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from virtfleet.errors import ImageError
+from virtfleet.storage.builders import Progress, disk, no_progress
+from virtfleet.storage.builders.debootstrap import Debootstrap, cached_root, working_copy
+from virtfleet.storage.builders.files import cached_file, copy_atomic
+from virtfleet.storage.builders.run import require_tools
+
+__all__ = ["build_debian12"]
+
+SUITE = "bookworm"
+#: python3-cffi-backend provides the virtual packages python3-cryptography needs;
+#: debootstrap's resolver does not pick providers of virtual packages itself.
+PACKAGES = (
+    "systemd", "systemd-sysv", "udev", "dbus", "linux-image-cloud-amd64", "initramfs-tools",
+    "cloud-init", "python3-cffi-backend", "qemu-guest-agent", "openssh-server",
+    "ifupdown", "isc-dhcp-client", "netbase", "iproute2", "sudo",
+)  # fmt: skip
+ROOT_LABEL = "debianroot"
+CMDLINE = f"console=ttyS0 root=LABEL={ROOT_LABEL} rw quiet"
+DISK = disk.DiskSpec(size_mib=2048, boot_mib=96, boot_label="DEBBOOT", root_label=ROOT_LABEL)
+RECIPE_VERSION = "2"  # bump when the configuration below changes
+CLOUD_CFG = """\
+# virtfleet: only the NoCloud seed (CIDATA CD-ROM); no network metadata probing.
+datasource_list: [NoCloud, None]
+"""
+FSTAB = f"LABEL={ROOT_LABEL} / ext4 defaults,noatime 0 1\n"
+
+
+def build_debian12(
+    out: Path, cache_dir: Path, progress: Progress | None = None, layout: disk.Layout = disk.BIOS
+) -> None:
+    """Write the ``debian-12`` qcow2 to ``out``, building it into ``cache_dir`` if needed."""
+    report = progress or no_progress
+    spec = Debootstrap(SUITE, packages=PACKAGES)
+    cached = cache_dir / "debian-12" / f"debian-12-{recipe_digest(spec, layout)}.qcow2"
+    if not cached.is_file():
+        require_tools("building debian-12", ("cp", *disk.DISK_TOOLS, *layout.tools), layout.files)
+
+        def build(tmp: Path, work: Path) -> None:
+            _build(tmp, spec, cache_dir, work, layout, report)
+
+        cached_file(cached, build, "debian-12-*.qcow2")
+    report(95, "copying image")
+    copy_atomic(cached, out)
+    report(100, "debian-12 image ready")
+
+
+def recipe_digest(spec: Debootstrap, layout: disk.Layout) -> str:
+    """What decides the image: this recipe, its debootstrap (suite, mirror, packages), layout."""
+    recipe = (RECIPE_VERSION, spec.key, layout.name, CMDLINE, CLOUD_CFG, repr(DISK))
+    return hashlib.sha256("\0".join(recipe).encode()).hexdigest()[:12]
+
+
+def _build(
+    dest: Path, spec: Debootstrap, cache_dir: Path, work: Path, layout: disk.Layout,
+    report: Progress,
+) -> None:  # fmt: skip
+    report(5, f"debootstrap from {spec.mirror} (a minute or two; cached)")
+    root = working_copy(cached_root(spec, cache_dir), work / "root")
+    report(60, "configuring the root filesystem")
+    _configure(root)
+    entry = disk.BootEntry("debian", *_boot_files(root), CMDLINE)
+    report(70, "assembling disk")
+    raw = work / "disk.raw"
+    disk.assemble(raw, DISK, layout, entry, root, cache_dir / "debian-12")
+    report(85, "converting to qcow2")
+    disk.convert_to_qcow2(raw, dest)
+
+
+def _configure(root: Path) -> None:
+    (root / "etc/fstab").write_text(FSTAB)
+    (root / "etc/hostname").write_text("debian\n")
+    (root / "etc/cloud/cloud.cfg.d/90-virtfleet.cfg").write_text(CLOUD_CFG)
+    (root / "etc/network/interfaces").write_text(
+        "source /etc/network/interfaces.d/*\nauto lo\niface lo inet loopback\n"
+    )
+    # Every clone gets its own machine-id and SSH host keys at first boot.
+    (root / "etc/machine-id").write_text("")
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        shutil.rmtree(root / cache, ignore_errors=True)
+        (root / cache / "partial").mkdir(parents=True)
+
+
+def _boot_files(root: Path) -> tuple[Path, Path]:
+    kernels = sorted((root / "boot").glob("vmlinuz-*"))
+    if not kernels:
+        raise ImageError("debootstrap installed no kernel")
+    version = kernels[-1].name.removeprefix("vmlinuz-")
+    initrd = root / "boot" / f"initrd.img-{version}"
+    if not initrd.is_file():
+        raise ImageError(f"no initramfs for kernel {version}")
+    return kernels[-1], initrd
