@@ -33,7 +33,8 @@ PACKAGES = (
     "ifupdown", "isc-dhcp-client", "netbase", "iproute2", "sudo",
 )  # fmt: skip
 ROOT_LABEL = "debianroot"
-CMDLINE = f"console=ttyS0 root=LABEL={ROOT_LABEL} rw quiet"
+# no_timer_check, as tiny's: TCG on a loaded host can fail the kernel's IO-APIC timer check.
+CMDLINE = f"console=ttyS0 root=LABEL={ROOT_LABEL} rw quiet no_timer_check"
 DISK = disk.DiskSpec(size_mib=2048, boot_mib=96, boot_label="DEBBOOT", root_label=ROOT_LABEL)
 RECIPE_VERSION = "2"  # bump when the configuration below changes
 CLOUD_CFG = """\
