@@ -40,37 +40,40 @@ def print_json(data: Any) -> None:
 def stdout() -> Console:
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, emoji=False)
 
 
 def stderr() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, emoji=False)
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Print a plain table with ``columns`` (upper-case headers)."""
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(box=None, header_style="bold", pad_edge=False)
     for col in columns:
         t.add_column(col)
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        # Values as Text: never read as markup or emoji (a MAC's ":ab:", a name's "[/]").
+        t.add_row(*(Text("" if v is None else str(v)) for v in row))
     stdout().print(t)
 
 
 def fields(pairs: Iterable[tuple[str, Any]]) -> None:
     """Print ``name: value`` pairs aligned, skipping empty values."""
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(box=None, show_header=False, pad_edge=False)
     t.add_column(style="bold")
     t.add_column()
     for key, value in pairs:
         if value not in (None, "", []):
-            t.add_row(key, str(value))
+            t.add_row(key, Text(str(value)))
     stdout().print(t)
 
 
