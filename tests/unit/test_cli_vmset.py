@@ -46,6 +46,15 @@ def test_set_changes_live_and_says_so(running: Path) -> None:
     assert "pending max_memory_mib" in cli(running, "vm", "show", "demo").stdout
 
 
+def test_a_disk_added_and_throttled_in_one_command(running: Path) -> None:
+    op = cli_json(running, "vm", "set", "demo", "--disk-add", "fast:64M", "--iops", "fast:200")
+    assert isinstance(op, dict) and op["status"] == "success", op
+    shown = cli_json(running, "vm", "show", "demo")
+    assert isinstance(shown, dict)
+    fast = next(d for d in shown["spec"]["disks"] if d["name"] == "fast")
+    assert fast["limits"]["iops_total"] == 200
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

@@ -134,7 +134,8 @@ def set_(
     _disks(body, disk_add or [], disk_remove or [], disk_grow or [])
     client = get_client()
     if iops or bps:
-        body["disk_limits"] = _limits(client.get_instance(name), iops or [], bps or [])
+        added = [d["name"] for d in body.get("disks_add", [])]  # limits may name them too
+        body["disk_limits"] = _limits(client.get_instance(name), iops or [], bps or [], added)
     if nic_add:
         body["nics_add"] = [{"name": n} for n in nic_add]
     if nic_remove:
@@ -231,9 +232,11 @@ def _disks(body: dict[str, Any], add: list[str], remove: list[str], grow: list[s
         body["disk_sizes_gib"] = {n: _gib(s, "--disk-grow") for n, s in sizes.items()}
 
 
-def _limits(inst: Instance, iops: list[str], bps: list[str]) -> dict[str, Any]:
-    """Per disk, its current limits with the given kinds replaced (or lifted with none)."""
+def _limits(inst: Instance, iops: list[str], bps: list[str], added: list[str]) -> dict[str, Any]:
+    """Per disk (``added`` ones too), its current limits with the given kinds replaced (or
+    lifted with none)."""
     current = {d.name: d.limits.model_dump() if d.limits else {} for d in inst.spec.disks}
+    current.update({n: {} for n in added if n not in current})
     out: dict[str, dict[str, Any]] = {}
     for kind, items in (("iops", iops), ("bps", bps)):
         for item in items:
