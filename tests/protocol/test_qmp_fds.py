@@ -5,6 +5,7 @@ block's own error, and the callers (vmstate, block jobs) get these guarantees to
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import socket
 from collections.abc import AsyncIterator
@@ -141,6 +142,15 @@ async def test_a_failed_state_load_removes_its_fdset(sock_dir: Path) -> None:
     async with connected(sock_dir, fds, extra) as (_fake, session, fd):
         with pytest.raises(QMPError, match="Device needs migration"):
             await vmstate.load(session, fd)
+    assert fds.sets == set()
+
+
+async def test_a_state_saved_from_a_paused_vm_loads_paused(sock_dir: Path) -> None:
+    """QEMU leaves ``inmigrate`` for ``paused`` (not ``running``): the load is done then."""
+    fds = Fds()
+    async with connected(sock_dir, fds, {"migrate-incoming": ok()}) as (fake, session, fd):
+        fake.status = "paused"
+        await asyncio.wait_for(vmstate.load(session, fd), 10)
     assert fds.sets == set()
 
 

@@ -204,11 +204,14 @@ async def _status(qmp: QMPSession) -> str:
 
 
 async def load(qmp: QMPSession, fd: int, timeout_s: float = 300) -> None:
-    """Load state from ``fd`` into a QEMU waiting with ``-incoming defer``; it then runs."""
+    """Load state from ``fd`` into a QEMU waiting with ``-incoming defer``; it then runs,
+    or stays paused when the state was saved from a paused VM."""
     async with qmp.passed_fd(fd) as filename:
         await _run(qmp, "migrate-incoming", {"uri": f"file:{filename}"})
         deadline = time.monotonic() + timeout_s
-        while (status := await _status(qmp)) != "running":
-            if status in ("shutdown", "internal-error") or time.monotonic() > deadline:
-                raise DriverError(f"loading VM state failed (VM is {status})")
+        while (status := await _status(qmp)) == "inmigrate":
+            if time.monotonic() > deadline:
+                break
             await asyncio.sleep(0.02)
+        if status not in ("running", "paused"):
+            raise DriverError(f"loading VM state failed (VM is {status})")
