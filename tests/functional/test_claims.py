@@ -58,6 +58,8 @@ async def backed_up_vm(api: httpx.AsyncClient) -> str:
     assert (await act(api, "demo", "stop"))["status"] == "success"
     op = await wait_op(api, await api.post("/1.0/backups", json={"instance": "demo"}))
     assert op["status"] == "success", op
+    stored = (await api.get(f"/1.0/backups/{op['result']['id']}")).json()
+    assert stored["stats"]["seconds"] > 0, stored  # the stored manifest has its duration
     return str(op["result"]["id"])
 
 

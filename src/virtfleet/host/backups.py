@@ -92,13 +92,17 @@ class BackupManager:
                     spec=spec.model_dump(mode="json"),
                     disks={},
                 )
-                started = time.monotonic()
                 if jobs is None:
                     await self._offline(spec, manifest, report)
                 else:
                     await self._online(jobs, spec, manifest, parent, full, report)
-                manifest.stats.seconds = round(time.monotonic() - started, 3)
                 return manifest
+
+    async def _save(self, manifest: BackupManifest) -> None:
+        """Store the finished ``manifest``, its duration (since ``created_at``) included."""
+        elapsed = datetime.now(UTC) - manifest.created_at
+        manifest.stats.seconds = round(elapsed.total_seconds(), 3)
+        await asyncio.to_thread(self.repo.save, manifest)
 
     # -- recovery ----------------------------------------------------------------------
 
@@ -163,7 +167,7 @@ class BackupManager:
         try:
             await self._freeze_point(jobs, spec, manifest, fleeces, sizes)
             await self._read_all(jobs, spec, manifest, fleeces, sizes, parent, report)
-            await asyncio.to_thread(self.repo.save, manifest)
+            await self._save(manifest)
         except BaseException:
             for f in fleeces:
                 with contextlib.suppress(Exception):
@@ -328,7 +332,7 @@ class BackupManager:
             finally:
                 target.unlink(missing_ok=True)
             manifest.disks[disk.name] = DiskManifest(size=size, chunks=chunks, bitmap=new_bitmap)
-        await asyncio.to_thread(self.repo.save, manifest)
+        await self._save(manifest)
         for disk in spec.disks:
             await self._reset_offline_bitmaps(
                 self.agent.disks.path(spec.name, disk.name), new_bitmap
