@@ -64,6 +64,11 @@ def test_alert_commands(data_dir: Path) -> None:
     assert made.exit_code == 0 and "cpu_pct > 90" in made.stdout
     bad = cli(data_dir, "alert", "set", "hot", "--metric", "cpu_pct", "--op", "!=")
     assert bad.exit_code == 2 and "[invalid_input]" in bad.stderr
+    unknown = cli(data_dir, "alert", "set", "hot", "--metric", "cpu_percent", "--threshold", "9")
+    assert unknown.exit_code == 2 and "unknown metric 'cpu_percent'" in unknown.stderr
+    for host_metric in ("memory_available_pct", "pressure_cpu_some_avg10"):
+        on_host = ("--target", "host", "--metric", host_metric, "--threshold", "1")
+        assert cli(data_dir, "alert", "set", "h", *on_host).exit_code == 0
     override = cli(
         data_dir,
         "alert",

@@ -144,6 +144,13 @@ class HostSample(BaseModel):
         }
 
 
+def metric_names(host: bool) -> frozenset[str]:
+    """What a threshold rule on the host (else on instances) may watch; the host's
+    ``pressure_*`` metrics are the kernel's (PSI) and vary by host."""
+    sample = HostSample(time=0) if host else InstanceSample(name="x", time=0)
+    return frozenset(sample.history_values())
+
+
 class Series(BaseModel):
     """History of one target: per metric, ``[time, average, maximum]`` points, oldest first."""
 

@@ -24,7 +24,14 @@ from typing import Any
 
 from virtfleet.errors import InvalidInputError, NotFoundError
 from virtfleet.model.event import Event
-from virtfleet.model.metrics import Alert, AlertRule, HostSample, InstanceSample, Silence
+from virtfleet.model.metrics import (
+    Alert,
+    AlertRule,
+    HostSample,
+    InstanceSample,
+    Silence,
+    metric_names,
+)
 from virtfleet.service.notify import WebhookNotifier
 from virtfleet.state.repos import EVENTS, EventLog, ModelRepo
 from virtfleet.state.store import StateStore
@@ -159,6 +166,8 @@ class AlertService:
             raise InvalidInputError(
                 f"target must be 'host' or 'instance/<glob>', not {rule.target!r}"
             )
+        if rule.kind == "threshold":
+            _check_metric(rule)
         rule = rule.model_copy(update={"builtin": False})
         await self._rules_repo.put(rule.name, rule)
         self._rules[rule.name] = rule
@@ -330,3 +339,13 @@ class AlertService:
                 continue
             if rule.kind == "event" and rule.for_s and now - alert.since >= rule.for_s:
                 await self._resolve(key, now, f"expired after {rule.for_s:g} s")
+
+
+def _check_metric(rule: AlertRule) -> None:
+    """A threshold rule names a metric its targets have, or it could never fire."""
+    host = rule.target == "host"
+    known = metric_names(host)
+    metric = rule.metric or ""
+    if metric not in known and not (host and metric.startswith("pressure_")):
+        names = ", ".join(sorted(known))
+        raise InvalidInputError(f"unknown metric {metric!r} for {rule.target}: one of {names}")
