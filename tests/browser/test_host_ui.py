@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,16 @@ def oci_image(fake_daemon: Daemon) -> str:
             http, http.post("/1.0/images/import-oci", json={"name": "app", "path": "app-layout"})
         )
     return "app"
+
+
+@pytest.fixture(scope="module")
+def vm_image(fake_daemon: Daemon) -> str:
+    """A small empty qcow2 imported as the VM image ``small`` (the fake driver boots nothing)."""
+    disk = fake_daemon.data_dir / "import" / "small.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
+    with admin_http(fake_daemon) as http:
+        wait_op(http, http.post("/1.0/images/import", json={"name": "small", "path": disk.name}))
+    return "small"
 
 
 def _spec(http: httpx.Client, name: str) -> dict[str, Any]:
@@ -156,9 +167,39 @@ def test_app_container_through_the_wizard(fake_daemon: Daemon, oci_image: str, p
     assert (spec["autostart"], spec["start_order"], spec["start_delay_s"]) == (True, 2, 1.5)
 
 
-def test_boot_policy_on_the_settings_tab(fake_daemon: Daemon, oci_image: str, page: Page) -> None:
+def test_vm_boot_policy_in_the_wizard(fake_daemon: Daemon, vm_image: str, page: Page) -> None:
+    """A VM's review request carries the boot policy and no container fields; a bulk
+    deploy from a template offers no boot policy (clones take none)."""
+    login(page, fake_daemon.url, "admin", ADMIN_PASSWORD)
+    page.get_by_role("link", name="Instances", exact=True).click()
+    page.get_by_role("button", name="Create instance").click()
+    dialog = page.locator("dialog")
+    expect(dialog.get_by_label("Source")).to_have_value(vm_image)
+    dialog.get_by_label("Name", exact=True).fill("vm-boot")
+    dialog.get_by_role("button", name="Next").click()
+    dialog.get_by_role("button", name="Next").click()
+    dialog.get_by_label("Start when the host boots").check()
+    dialog.get_by_label("Start order").fill("1")
+    for _ in range(2):
+        dialog.get_by_role("button", name="Next").click()
+    sent = json.loads(dialog.locator("#wiz-request").inner_text().split("\n", 1)[1])
+    assert (sent["kind"], sent["autostart"], sent["start_order"]) == ("vm", True, 1)
+    assert not {"start_delay_s", "container_mode", "env", "cmd"} & set(sent)
+    for _ in range(4):
+        dialog.get_by_role("button", name="Back").click()
+    boot = dialog.locator("#wiz-boot")
+    dialog.get_by_label("Virtual machines from a template (bulk deploy)").check()
+    expect(boot).to_have_attribute("hidden", "")
+    dialog.get_by_label("Container from a container image").check()
+    expect(boot).not_to_have_attribute("hidden", "")
+
+
+def test_boot_policy_on_the_settings_tab(
+    fake_daemon: Daemon, oci_image: str, vm_image: str, page: Page
+) -> None:
     """Autostart and start order saved from the Settings tab reach the spec (PATCH with
-    only what changed); the tab shows the new values after the save."""
+    only what changed); the tab shows the new values after the save; a VM's tab also
+    sets what a host shutdown does to it (a container's has no such choice)."""
     d = fake_daemon
     with admin_http(d) as http:
         _container(http, "ct-policy", oci_image, start=False)
@@ -173,7 +214,20 @@ def test_boot_policy_on_the_settings_tab(fake_daemon: Daemon, oci_image: str, pa
     with admin_http(d) as http:
         spec = _spec(http, "ct-policy")
     assert (spec["autostart"], spec["start_order"], spec["start_delay_s"]) == (True, 5, 0.0)
+    expect(page.get_by_label("At host shutdown")).to_have_count(0)
     check_page(page, "instance-settings")
+    with admin_http(d) as http:
+        wait_op(http, http.post("/1.0/instances", json={"name": "vm-policy", "image": vm_image}))
+    page.goto(f"{d.url}/#/instances/vm-policy/settings")
+    page.get_by_label("Start delay (s)").fill("12.5")
+    page.get_by_label("At host shutdown").select_option("suspend")
+    page.get_by_role("button", name="Save boot policy").click()
+    expect(page.locator("#policy-status")).to_have_text("Boot policy saved.", timeout=15_000)
+    with admin_http(d) as http:
+        spec = _spec(http, "vm-policy")
+    assert (spec["autostart"], spec["start_delay_s"], spec["host_shutdown"]) == (
+        False, 12.5, "suspend"
+    )  # fmt: skip
 
 
 def test_boot_report_and_shutting_guests_down(
