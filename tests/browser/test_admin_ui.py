@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 VIEWER, VIEWER_PW = "vera", "viewer-pass-123"
 # What a viewer may press: navigation, filters, chart ranges, tabs; nothing that changes state.
 VIEWER_BUTTONS = re.compile(
-    r"^(Filter|Summary|Hardware|Console|Container|Snapshots|Backups|Metrics|Networks|"
+    r"^(Filter|Summary|Hardware|Console|Container|Snapshots|Backups|Metrics|Networks|Settings|Details|"
     r"\d+ (min|hour|day|days))$"
 )
 

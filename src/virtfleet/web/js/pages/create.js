@@ -1,13 +1,14 @@
 // The create wizard (a modal dialog in steps): what to make (VM from an image, N VMs from a
-// template as linked or full clones, a container from a container image), hardware,
-// network and guest agent, cloud-init, and a review showing the exact API request.
+// template as linked or full clones, a container from a container or OCI image), hardware,
+// network, guest agent and start at boot, cloud-init (VMs) or the container's mode, env and
+// command, and a review showing the exact API request.
 import * as api from "../api.js";
 import { clear, errorText, h } from "../dom.js";
 import { failureText, track } from "../components/tasks.js";
 import { trapFocus } from "../components/confirm.js";
 
 const NAME_PATTERN = "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
-const ROOTFS = "rootfs-tar"; // container images are root file system tarballs
+const CONTAINER_FORMATS = ["rootfs-tar", "oci"]; // rootfs tarballs and imported OCI images
 const KINDS = [
   ["image", "Virtual machine from an image"],
   ["template", "Virtual machines from a template (bulk deploy)"],
@@ -29,6 +30,25 @@ function radios(name, legend, options, checked) {
 
 const words = (text) => text.split(/[\s,]+/).filter(Boolean);
 const lines = (text) => text.split("\n").map((l) => l.trim()).filter(Boolean);
+const argv = (text) => text.trim().split(/\s+/).filter(Boolean);
+
+// Start-at-boot policy: sent only when it differs from the API's defaults (off, 0, 0 s).
+function bootPolicy(v) {
+  const body = {};
+  if (v.autostart) body.autostart = true;
+  if (v.startOrder) body.start_order = v.startOrder;
+  if (v.startDelay) body.start_delay_s = v.startDelay;
+  return body;
+}
+
+// A container's process: mode (empty = the image's default), added env, replaced command.
+function containerRun(v) {
+  const body = {};
+  if (v.containerMode) body.container_mode = v.containerMode;
+  if (lines(v.env).length) body.env = lines(v.env);
+  if (argv(v.cmd).length) body.cmd = argv(v.cmd);
+  return body;
+}
 
 // The request the wizard sends for form values `v`: {method, path, body}.
 export function buildRequest(v) {
@@ -58,7 +78,10 @@ export function buildRequest(v) {
     body.device_model = v.deviceModel;
     body.accel = v.accel;
     body.guest_agent = v.guestAgent;
+  } else {
+    Object.assign(body, containerRun(v));
   }
+  if (v.kind !== "template") Object.assign(body, bootPolicy(v)); // clones take no boot policy
   body.nics = nics;
   if (Object.keys(cloudInit).length) body.cloud_init = cloudInit;
   body.start = v.start;
@@ -82,10 +105,24 @@ export async function openCreateWizard(preset = {}) {
   const sshKeys = h("textarea", { name: "ssh_keys", rows: 2 });
   const packages = h("input", { name: "packages", autocomplete: "off" });
   const userData = h("textarea", { name: "user_data", rows: 3 });
+  const containerMode = h("select", { name: "container_mode" }, h("option", { value: "" }, "The image's default"),
+    h("option", { value: "app" }, "Application (the image's entrypoint and command)"),
+    h("option", { value: "system" }, "System (the image's own init)"));
+  const env = h("textarea", { name: "env", rows: 3, spellcheck: "false" });
+  const cmd = h("input", { name: "cmd", autocomplete: "off", spellcheck: "false" });
+  const autostart = h("input", { type: "checkbox", name: "autostart", id: "wiz-autostart" });
+  const startOrder = h("input", { name: "start_order", type: "number", min: 0, max: 10000, value: "0" });
+  const startDelay = h("input", { name: "start_delay_s", type: "number", min: 0, max: 3600, step: "any", value: "0" });
   const start = h("input", { type: "checkbox", name: "start", id: "wiz-start", checked: true });
   const request = h("pre.request", { id: "wiz-request", tabindex: "0", "aria-label": "API request" });
   const vmOnly = [];
   const vm = (el) => { vmOnly.push(el); return el; };
+  const containerOnly = [];
+  const ct = (el) => { containerOnly.push(el); return el; };
+  const boot = h("fieldset.radios", { id: "wiz-boot" }, h("legend", {}, "Start at boot"),
+    h("label.check", { for: "wiz-autostart" }, autostart, "Start when the host boots"),
+    field("wiz-start-order", "Start order", startOrder, "Lower groups start first."),
+    field("wiz-start-delay", "Start delay (s)", startDelay, "Wait after this group started."));
 
   const steps = [
     h("fieldset.step", {}, h("legend", {}, "1. What to create"),
@@ -101,9 +138,12 @@ export async function openCreateWizard(preset = {}) {
       vm(radios("accel", "Acceleration", [["auto", "auto (KVM if usable, else TCG)"], ["kvm", "KVM (hardware-assisted)"], ["tcg", "TCG (binary translation)"]], "auto"))),
     h("fieldset.step", {}, h("legend", {}, "3. Network and guest agent"),
       field("wiz-nic", "Network", nic),
-      vm(h("label.check", { for: "wiz-agent" }, agent, "QEMU guest agent channel"))),
-    h("fieldset.step", {}, h("legend", {}, "4. Cloud-init (optional)"),
-      h("p.hint", { id: "wiz-ci-container" }, "Containers take no cloud-init: nothing to set here."),
+      vm(h("label.check", { for: "wiz-agent" }, agent, "QEMU guest agent channel")),
+      boot),
+    h("fieldset.step", {}, h("legend", { id: "wiz-step4" }, "4. Cloud-init (optional)"),
+      ct(field("wiz-container-mode", "Container mode", containerMode, "Application runs one process under a small init; system boots the image's init.")),
+      ct(field("wiz-env", "Environment", env, "One KEY=VALUE per line, added to the image's.")),
+      ct(field("wiz-cmd", "Command", cmd, "Space-separated words replacing the image's command; empty keeps it.")),
       vm(field("wiz-hostname", "Hostname", hostname)),
       vm(field("wiz-users", "Users", users, "Space-separated user names.")),
       vm(field("wiz-ssh", "SSH authorized keys", sshKeys, "One key per line.")),
@@ -134,13 +174,15 @@ export async function openCreateWizard(preset = {}) {
       deviceModel: data.get("device_model"), accel: data.get("accel"), nic: nic.value,
       guestAgent: agent.checked, hostname: hostname.value.trim(), users: users.value,
       sshKeys: sshKeys.value, packages: packages.value, userData: userData.value, start: start.checked,
+      containerMode: containerMode.value, env: env.value, cmd: cmd.value, autostart: autostart.checked,
+      startOrder: Number(startOrder.value) || 0, startDelay: Number(startDelay.value) || 0,
     };
   }
 
   function fitKind() {
     const k = kind();
     const options = k === "template" ? templates.map((t) => t.name)
-      : images.filter((i) => (i.format === ROOTFS) === (k === "container")).map((i) => i.name);
+      : images.filter((i) => CONTAINER_FORMATS.includes(i.format) === (k === "container")).map((i) => i.name);
     const keep = preset.source && options.includes(preset.source) ? preset.source : source.value;
     clear(source, options.length ? options.map((n) => h("option", { value: n, selected: n === keep }, n))
       : h("option", { value: "" }, k === "template" ? "No templates: make one on the Templates page" : "No matching images"));
@@ -156,7 +198,9 @@ export async function openCreateWizard(preset = {}) {
     if (bulk && vcpus.value === "1" && memory.value === "256") vcpus.value = memory.value = "";
     if (!bulk && !vcpus.value) { vcpus.value = "1"; memory.value = "256"; }
     for (const el of vmOnly) el.hidden = k === "container";
-    form.querySelector("#wiz-ci-container").hidden = k !== "container";
+    for (const el of containerOnly) el.hidden = k !== "container";
+    boot.hidden = bulk;
+    form.querySelector("#wiz-step4").textContent = k === "container" ? "4. Container process (optional)" : "4. Cloud-init (optional)";
   }
 
   function show(n) {

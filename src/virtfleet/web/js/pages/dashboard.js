@@ -1,9 +1,11 @@
 // The dashboard: host capacity (allocated vs used), instances by state and by mode,
-// the host check summary, recent events and running tasks.
+// the host check summary, the last boot's start sequence (and, for admins, shutting every
+// guest down), recent events and running tasks.
 import * as api from "../api.js";
 import { bytes, clear, errorText, h, mib, modeBadge, modeOf, notice, when } from "../dom.js";
 import { hostMetrics } from "../components/metrics.js";
 import { utilizationCard } from "../components/utilization.js";
+import { bootCard } from "../components/bootreport.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 
@@ -13,6 +15,7 @@ export async function renderDashboard(main) {
   let timer = null;
   const metrics = hostMetrics(); // made once: it keeps its range, zoom and refresh timer
   const utilization = utilizationCard();
+  const boot = bootCard();
 
   async function load() {
     const [host, instances, checks, events, operations, images] = await Promise.all([
@@ -22,10 +25,12 @@ export async function renderDashboard(main) {
       card("Host", hostCard(host, instances, images)),
       card("Instances", instanceCard(instances)),
       card("Host check", checkCard(checks)),
+      card("Boot and shutdown", boot),
       card("Host metrics", metrics, "wide"),
       card("Utilization", utilization, "wide"),
       card("Running tasks", taskCard(operations)),
       card("Recent events", eventCard(events), "wide"));
+    await boot.refresh();
   }
 
   const onEvent = () => {

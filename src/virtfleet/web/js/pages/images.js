@@ -1,8 +1,10 @@
-// Images and templates: sizes, checksums, sources; make a template from an image; deploy
-// N linked or full clones from a template (one all-or-nothing operation); delete.
+// Images and templates: sizes, checksums, sources; an image's detail (OCI layers and config);
+// import an OCI layout or `docker save` archive (admins); make a template from an image;
+// deploy N linked or full clones from a template (one all-or-nothing operation); delete.
 import * as api from "../api.js";
 import { bytes, clear, errorText, h, when } from "../dom.js";
-import { canOperate } from "../state.js";
+import { canOperate, isAdmin } from "../state.js";
+import { imageDetail } from "../components/imagedetail.js";
 import { confirmDialog } from "../components/confirm.js";
 import { failureText, track } from "../components/tasks.js";
 
@@ -10,15 +12,18 @@ export async function renderImages(main) {
   const status = h("p.notice.notice-error", { role: "alert", hidden: true });
   const body = h("tbody");
   const deploy = h("section.card", { hidden: true, "aria-labelledby": "deploy-title" });
+  const detail = h("section.card", { hidden: true, "aria-labelledby": "image-detail-title", id: "image-detail" });
   clear(main,
     h("div.page-head", {}, h("h1", {}, "Images and templates")),
     status,
+    isAdmin() ? importForm() : null,
     h("div.table-wrap", {},
       h("table.images", {},
         h("caption.sr-only", {}, "Images and templates in the store"),
         h("thead", {}, h("tr", {},
           ["Name", "Kind", "Virtual size", "On disk", "Source", "Created", ""].map((c) => h("th", { scope: "col" }, c)))),
         body)),
+    detail,
     deploy);
 
   async function refresh() {
@@ -45,7 +50,7 @@ export async function renderImages(main) {
   }
 
   function row(img) {
-    const actions = [];
+    const actions = [h("button", { type: "button", dataset: { details: img.name }, onclick: () => showDetail(img.name) }, "Details")];
     if (canOperate()) {
       if (img.kind === "template") {
         actions.push(h("button.primary", { type: "button", dataset: { deploy: img.name }, onclick: () => showDeploy(img) }, "Deploy"));
@@ -62,6 +67,47 @@ export async function renderImages(main) {
       h("td", {}, img.source || img.builder || ""),
       h("td", {}, when(img.created_at)),
       h("td", {}, actions));
+  }
+
+  async function showDetail(name) {
+    report(null);
+    try {
+      clear(detail, imageDetail(await api.get(`/1.0/images/${api.enc(name)}`)));
+      detail.hidden = false;
+      detail.querySelector("h2").tabIndex = -1;
+      detail.querySelector("h2").focus();
+    } catch (err) {
+      report(err);
+    }
+  }
+
+  // The path is read by the daemon: a file or directory in its import directory (only the
+  // local root over the Unix socket may name any host path; the server enforces it).
+  function importForm() {
+    const name = h("input", { id: "oci-name", required: true, pattern: "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", autocomplete: "off" });
+    const path = h("input", { id: "oci-path", required: true, autocomplete: "off", spellcheck: "false", "aria-describedby": "oci-path-hint" });
+    const done = h("p.muted", { role: "status", id: "oci-status" });
+    const submit = h("button.primary", { type: "submit" }, "Import");
+    const form = h("form.inline-form", {
+      id: "oci-import", "aria-labelledby": "oci-import-title",
+      onsubmit: async (e) => {
+        e.preventDefault();
+        submit.disabled = true;
+        done.textContent = "";
+        const op = await runOp(api.post("/1.0/images/import-oci", { name: name.value.trim(), path: path.value.trim() }));
+        submit.disabled = false;
+        if (op && op.status === "success") {
+          done.textContent = `Imported ${name.value.trim()}.`;
+          await showDetail(name.value.trim());
+        }
+      },
+    },
+    h("div.field", {}, h("label", { for: "oci-name" }, "Image name"), name),
+    h("div.field", {}, h("label", { for: "oci-path" }, "Path on the host"), path,
+      h("small.hint", { id: "oci-path-hint" }, "An OCI image layout (directory or tarball) or a docker save archive in the daemon's import directory.")),
+    submit, done);
+    return h("section.card", { "aria-labelledby": "oci-import-title" },
+      h("h2", { id: "oci-import-title" }, "Import an OCI or Docker image"), form);
   }
 
   async function makeTemplate(img) {

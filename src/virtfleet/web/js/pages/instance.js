@@ -1,5 +1,5 @@
 // One instance: header with state, mode and actions; tabs Summary, Hardware, Console,
-// and the sections later issues fill (Snapshots, Backups, Metrics, Networks).
+// Container or Snapshots and Backups, Metrics, Networks, and Settings (start at boot).
 import * as api from "../api.js";
 import { clear, DASH, devicesLabel, errorText, h, mib, modeBadge, modeOf, notice, powerBadge, when } from "../dom.js";
 import { canOperate } from "../state.js";
@@ -13,6 +13,7 @@ import { containerPanel } from "./container.js";
 import { addressText, instanceNetworks } from "./networks.js";
 import { hardwarePanel } from "../components/resources.js";
 import { guestFacts } from "../components/guest.js";
+import { bootPolicyPanel } from "../components/bootpolicy.js";
 
 import { backupsPanel, snapshotsPanel } from "../panels/protection.js";
 
@@ -40,6 +41,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
     ] : []),
     { id: "metrics", label: "Metrics", render: (p) => metricsPanel(p, name) },
     { id: "networks", label: "Networks", render: (p) => instanceNetworks(p, instance) },
+    { id: "settings", label: "Settings", render: (p) => drawSettings(p) },
   ], initialTab, (id) => history.replaceState(null, "", `#/instances/${name}/${id}`));
 
   clear(main, h("nav.crumbs", { "aria-label": "Breadcrumb" }, h("a", { href: "#/instances" }, "Instances"), " / ", name),
@@ -84,6 +86,10 @@ export async function renderInstance(main, name, initialTab = "summary") {
   function drawHardware(panel, message = "") {
     panel.replaceChildren();
     hardwarePanel(panel, instance, async (done) => { await reload(); drawHardware(panel, done); }, message);
+  }
+
+  function drawSettings(panel, message = "") {
+    panel.replaceChildren(bootPolicyPanel(instance, async (done) => { await reload(); drawSettings(panel, done); }, message));
   }
 
   let summaryRefresh = () => {};

@@ -104,7 +104,7 @@ export async function renderTemplates(main) {
     h("div.field", {}, h("label", { for: "tpl-name" }, "Template name"), name),
     h("button.primary", { type: "submit" }, "Make template"));
     clear(create, h("h2", { id: "tpl-create-title" }, "New template"), form);
-    api.listImages().then((images) => from.append(...images.filter((i) => i.kind !== "template" && i.format !== "rootfs-tar")
+    api.listImages().then((images) => from.append(...images.filter((i) => i.kind !== "template" && !["rootfs-tar", "oci"].includes(i.format))
       .map((i) => h("option", { value: `image:${i.name}` }, `Image ${i.name}`)))).catch(report);
   }
 
