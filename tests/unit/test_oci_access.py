@@ -32,6 +32,8 @@ def test_a_0700_parent_blocks_and_is_named(tmp_path: Path) -> None:
     parent = tmp_path / "private"
     data = parent / "data" / "oci" / "run"
     data.mkdir(parents=True)
+    for made in (data, *data.relative_to(parent).parents):  # whatever this process's umask
+        (parent / made).chmod(0o755)
     parent.chmod(0o700)
     assert blocking_dir(data, UID, UID) == parent
     parent.chmod(0o711)
