@@ -63,7 +63,8 @@ async def test_a_kept_master_outlives_its_agent_and_comes_back(
 ) -> None:
     master, slave = pty_pair
     first = ConsoleKeeper(tmp_path / "k.sock", lambda: [])
-    first.keep("c1", master)
+    first.keep("c1", master)  # queued on the listener: the keeper may still be starting
+    await _until(lambda: _keeper_pid(tmp_path / "k.sock") is not None)
     pid = _keeper_pid(tmp_path / "k.sock")
     assert pid is not None
     first.close()  # the agent goes; the keeper keeps c1's master
@@ -90,7 +91,8 @@ async def test_a_killed_keeper_is_replaced_with_every_master(
 ) -> None:
     master, slave = pty_pair
     keeper = ConsoleKeeper(tmp_path / "k.sock", lambda: [("c1", master)])
-    keeper.keep("c1", master)
+    keeper.keep("c1", master)  # queued on the listener: the keeper may still be starting
+    await _until(lambda: _keeper_pid(tmp_path / "k.sock") is not None)
     pid = _keeper_pid(tmp_path / "k.sock")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -113,6 +115,7 @@ async def test_keep_after_an_unnoticed_death_starts_a_new_keeper(
     master, _ = pty_pair
     keeper = ConsoleKeeper(tmp_path / "k.sock", lambda: [])
     await asyncio.to_thread(keeper.keep, "c1", master)  # no loop in the thread: no watch
+    await _until(lambda: _keeper_pid(tmp_path / "k.sock") is not None)  # may still be starting
     pid = _keeper_pid(tmp_path / "k.sock")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
