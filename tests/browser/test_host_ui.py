@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.integration.conftest import Daemon
 from tests.ocilayouts import Entry, image_config, layer_tar, write_layout
@@ -219,6 +219,7 @@ def test_boot_policy_on_the_settings_tab(
     with admin_http(d) as http:
         wait_op(http, http.post("/1.0/instances", json={"name": "vm-policy", "image": vm_image}))
     page.goto(f"{d.url}/#/instances/vm-policy/settings")
+    expect(page.get_by_label("At host shutdown")).to_be_visible()  # vm-policy's form is drawn
     page.get_by_label("Start delay (s)").fill("12.5")
     page.get_by_label("At host shutdown").select_option("suspend")
     page.get_by_role("button", name="Save boot policy").click()
@@ -228,6 +229,31 @@ def test_boot_policy_on_the_settings_tab(
     assert (spec["autostart"], spec["start_delay_s"], spec["host_shutdown"]) == (
         False, 12.5, "suspend"
     )  # fmt: skip
+
+
+def test_a_page_still_loading_never_shows_the_last_one(
+    fake_daemon: Daemon, oci_image: str, page: Page
+) -> None:
+    """Moving from one instance to another whose record is slow to arrive shows
+    "Loading…", not the first instance's form (a fill there once saved the wrong VM's
+    policy); the late answer then draws the second instance."""
+    d = fake_daemon
+    with admin_http(d) as http:
+        _container(http, "ct-first", oci_image, start=False)
+        _container(http, "ct-second", oci_image, start=False)
+    login(page, d.url, "admin", ADMIN_PASSWORD)
+    page.goto(f"{d.url}/#/instances/ct-first/settings")
+    expect(page.get_by_label("Start order (lowest first)")).to_be_visible()
+    held: list[Route] = []
+    page.route("**/1.0/instances/ct-second", lambda route: held.append(route))
+    with page.expect_request("**/1.0/instances/ct-second"):
+        page.evaluate("location.hash = '#/instances/ct-second/settings'")
+    expect(page.get_by_role("status").filter(has_text="Loading…")).to_be_visible()
+    expect(page.get_by_label("Start order (lowest first)")).to_have_count(0)
+    assert len(held) == 1
+    held[0].continue_()
+    expect(page.locator(".crumbs")).to_contain_text("ct-second")
+    expect(page.get_by_label("Start order (lowest first)")).to_be_visible()
 
 
 def test_boot_report_and_shutting_guests_down(

@@ -19,34 +19,44 @@ import { startAlertBadge, stopAlertBadge } from "./components/alertbadge.js";
 const main = document.getElementById("main");
 let leave = null; // the current page's clean-up (closes websockets, timers)
 
+// Each render gets a fresh view: a page still loading when the user moves on draws into
+// a view that is no longer shown, never over the next page.
 const ROUTES = [
-  [/^#?\/?$/, "dashboard", () => renderDashboard(main)],
-  [/^#\/instances$/, "instances", () => renderInstances(main)],
-  [/^#\/instances\/([a-z0-9-]+)(?:\/([a-z]+))?$/, "instances", (m) => renderInstance(main, m[1], m[2])],
-  [/^#\/networks$/, "networks", () => renderNetworks(main)],
-  [/^#\/images$/, "images", () => renderImages(main)],
-  [/^#\/templates$/, "templates", () => renderTemplates(main)],
-  [/^#\/backups$/, "backups", () => renderBackups(main)],
-  [/^#\/alerts$/, "alerts", () => renderAlerts(main)],
-  [/^#\/admin(?:\/users)?$/, "admin", () => renderUsers(main)],
-  [/^#\/admin\/audit$/, "admin", () => renderAudit(main)],
-  [/^#\/admin\/events$/, "admin", () => renderEvents(main)],
+  [/^#?\/?$/, "dashboard", (v) => renderDashboard(v)],
+  [/^#\/instances$/, "instances", (v) => renderInstances(v)],
+  [/^#\/instances\/([a-z0-9-]+)(?:\/([a-z]+))?$/, "instances", (v, m) => renderInstance(v, m[1], m[2])],
+  [/^#\/networks$/, "networks", (v) => renderNetworks(v)],
+  [/^#\/images$/, "images", (v) => renderImages(v)],
+  [/^#\/templates$/, "templates", (v) => renderTemplates(v)],
+  [/^#\/backups$/, "backups", (v) => renderBackups(v)],
+  [/^#\/alerts$/, "alerts", (v) => renderAlerts(v)],
+  [/^#\/admin(?:\/users)?$/, "admin", (v) => renderUsers(v)],
+  [/^#\/admin\/audit$/, "admin", (v) => renderAudit(v)],
+  [/^#\/admin\/events$/, "admin", (v) => renderEvents(v)],
 ];
+
+let shown = 0; // counts routes, so a late page learns it was left while loading
 
 async function route() {
   if (leave) leave();
   leave = null;
+  const mine = ++shown;
   if (!session.username) return;
   const hash = location.hash || "#/";
   for (const [pattern, nav, render] of ROUTES) {
     const match = hash.match(pattern);
     if (!match) continue;
     markNav(nav);
+    const view = h("div.view", {}, h("p.muted", { role: "status" }, "Loading…"));
+    clear(main, view);
+    let done = null;
     try {
-      leave = (await render(match)) || null;
+      done = (await render(view, match)) || null;
     } catch (err) {
-      clear(main, notice(errorText(err)));
+      clear(view, notice(errorText(err)));
     }
+    if (mine === shown) leave = done;
+    else if (done) done();
     return;
   }
   clear(main, h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Back to the dashboard")));
@@ -72,6 +82,7 @@ async function enter(principal) {
 async function showLogin() {
   if (leave) leave();
   leave = null;
+  shown++;
   setSession({ username: "", role: "viewer" });
   stopTasks();
   stopAlertBadge();
