@@ -73,6 +73,25 @@ async def test_guest_poweroff_is_not_a_failure(api: httpx.AsyncClient, platform:
     await _until(api, "busy", "running", restarts=1)
 
 
+async def test_an_exit_code_is_recorded_and_drives_on_failure(
+    api: httpx.AsyncClient, platform: Platform
+) -> None:
+    """An application's exit code lands in the status; under on-failure a non-zero code
+    restarts it (the new run has no code yet), a zero code leaves it stopped."""
+    await create(api, "app", start=True, restart_policy="on-failure")
+    _driver(platform).app_exit("app", 3)
+    await _until(api, "app", "running", restarts=1)
+    assert (await _power(api, "app"))["exit_code"] is None
+    _driver(platform).app_exit("app", 0)
+    await _until(api, "app", "stopped", restarts=1)
+    status = await _power(api, "app")
+    assert (status["exit_code"], status["reason"]) == (0, "application exited with code 0")
+    await create(api, "once", start=True)
+    _driver(platform).app_exit("once", 3)
+    await _until(api, "once", "crashed")
+    assert (await _power(api, "once"))["exit_code"] == 3
+
+
 async def test_requested_stop_is_never_restarted(
     api: httpx.AsyncClient, platform: Platform
 ) -> None:

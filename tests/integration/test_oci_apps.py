@@ -96,6 +96,7 @@ async def test_an_app_container_runs_its_entrypoint_and_exits_with_its_code(
     await driver.start(spec, CTX)
     event = await _exit_of(driver, "app1")
     assert (event.kind, event.reason) == ("crashed", "application exited with code 3")
+    assert event.exit_code == 3 and not event.requested
     log = _log(driver, "app1")
     for line in ("args:x", "mode:image", "cwd:/app", "uid:65534", "profile:gone"):
         assert line in log, log

@@ -75,6 +75,59 @@ def test_an_imported_image_runs_as_an_app_container_with_a_restart_policy(
     assert [p for p in store.iterdir()] == []
 
 
+# Exits with $EXIT (3 unless told); EXIT=once: the first run exits 0, later ones wait for
+# SIGTERM and exit 7 (the run count lives in the container's own layer).
+EXIT_SH = b"""#!/bin/sh
+echo "out:$EXIT"; echo "err:$EXIT" >&2
+if [ "$EXIT" = once ]; then
+  [ -e /tmp/ran ] || { touch /tmp/ran; exit 0; }
+  trap 'exit 7' TERM
+  echo trapping
+  while :; do sleep 1; done
+fi
+exit "${EXIT:-3}"
+"""
+
+
+@pytest.mark.integration
+def test_an_app_containers_exit_code_is_in_its_status_and_drives_its_restart_policy(
+    containers: Containers, tmp_path: Path
+) -> None:
+    """Entrypoint exiting 3 under policy 'no': crashed, exit_code 3 in the API and in
+    ``show``, stdout and stderr in its log; exiting 0 under 'always': started again (the
+    new run has no code); a stop we asked for records the code the command exited with
+    (its SIGTERM trap's 7)."""
+    c = containers
+    rootfs = Settings(data_dir=c.d.data_dir).images_dir / "ctiny.rootfs.tar"
+    app = [Entry("app", kind=b"5", mode=0o755), Entry("app/exit.sh", EXIT_SH, mode=0o755)]
+    layers = [rootfs.read_bytes(), layer_tar(app)]
+    config = image_config(layers, {"Entrypoint": ["/app/exit.sh"]}, arch=host_arch())
+    write_layout(tmp_path / "layout", layers, config)
+    c.cli("image", "import-oci", "exits", str(tmp_path / "layout"))
+    c.cli("container", "create", "x3", "--image", "exits", "--start")
+    status = _wait_for(c, "x3", lambda s: s["power"] == "crashed")
+    assert (status["exit_code"], status["restarts"]) == (3, 0), status
+    shown = json.loads(c.cli("show", "x3", "--json").stdout)["status"]
+    assert shown["exit_code"] == 3
+    shown_text = c.cli("show", "x3").stdout.splitlines()
+    assert ["exit", "code", "3"] in [line.split() for line in shown_text], shown_text
+    log = c.cli("logs", "x3").stdout
+    assert "out:" in log and "err:" in log, log
+    c.cli("container", "create", "x0", "--image", "exits", "--env", "EXIT=once",
+          "--restart-policy", "always", "--start")  # fmt: skip
+    status = _wait_for(c, "x0", lambda s: s["power"] == "running" and s["restarts"] == 1)
+    assert (status["power"], status["restarts"], status["exit_code"]) == ("running", 1, None)
+    deadline = time.monotonic() + 30
+    while "trapping" not in c.cli("logs", "x0").stdout and time.monotonic() < deadline:
+        time.sleep(0.1)  # its SIGTERM trap is set
+    c.action("x0", "stop")
+    status = _wait_for(c, "x0", lambda s: s["exit_code"] is not None, timeout_s=30)
+    assert (status["power"], status["exit_code"]) == ("stopped", 7), status
+    for name in ("x3", "x0"):
+        c.delete(name)
+    c.cli("image", "delete", "exits")
+
+
 @pytest.mark.integration
 def test_a_debian_image_runs_as_a_system_container(containers: Containers, tmp_path: Path) -> None:
     """The debian-12 rootfs (debootstrap, cached) as one big OCI layer plus a small one:

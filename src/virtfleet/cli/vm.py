@@ -294,6 +294,7 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("pid", st.pid),
             ("started", st.started_at),
             ("restarts", st.restarts),
+            ("exit code", st.exit_code),
             ("qemu", st.qemu_version if vm else None),
             ("reason", st.reason),
             ("error", error),

@@ -64,6 +64,7 @@ class DriverEvent:
     kind: EventKind
     reason: str = ""
     requested: bool = False  # the exit was asked for through stop/delete, not a surprise
+    exit_code: int | None = None  # what an application container's command exited with
 
 
 class Driver(Protocol):

@@ -404,17 +404,34 @@ class Agent:
             power = PowerState.PAUSED if event.kind == "paused" else PowerState.RUNNING
             await self._set_power(rec.name, power, event.reason)
         elif event.kind in ("stopped", "crashed"):
-            if event.requested:
-                return  # our own stop or delete: _stop/_delete record it
+            if event.requested:  # our own stop or delete: _stop/_delete record the power
+                self._note_exit_code(rec.name, event.exit_code)
+                return
             await self._release_cgroup(rec.name)
             await self.nics.unplug(rec.name)
             crashed = event.kind == "crashed"
             power = PowerState.CRASHED if crashed else PowerState.STOPPED
-            await self._set_power(rec.name, power, event.reason)
+            await self._set_power(rec.name, power, event.reason, exit_code=event.exit_code)
             await self._emit(f"instance.{event.kind}", rec.name, event.reason)
             self._after_exit(rec, crashed)
         else:
             await self._emit(f"instance.{event.kind}", rec.name, event.reason)
+
+    def _note_exit_code(self, name: str, code: int | None) -> None:
+        """Record the exit code of a stop we asked for, once that stop is written (under
+        the instance's lock, in a task: the event loop of every instance must not wait)."""
+        if code is None:
+            return
+        task = asyncio.create_task(self._write_exit_code(name, code))
+        self._pending[f"{name}#exit-{id(task)}"] = task
+        task.add_done_callback(lambda t: self._pending.pop(f"{name}#exit-{id(t)}", None))
+
+    async def _write_exit_code(self, name: str, code: int) -> None:
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            rec = await self.repo.find(name)
+            if rec is None or rec.status.power not in (PowerState.STOPPED, PowerState.CRASHED):
+                return  # started again meanwhile: that run's code is not this one
+            await self._write_status(name, rec.status.model_copy(update={"exit_code": code}))
 
     def _after_exit(self, rec: InstanceRecord, crashed: bool) -> None:
         """Apply the restart policy to an exit nobody asked for."""
@@ -444,17 +461,24 @@ class Agent:
     # -- store writes --------------------------------------------------------------------
 
     async def _set_power(
-        self, name: str, power: PowerState, reason: str, current: InstanceStatus | None = None
+        self,
+        name: str,
+        power: PowerState,
+        reason: str,
+        current: InstanceStatus | None = None,
+        exit_code: int | None = None,
     ) -> InstanceStatus | None:
-        """Record ``power`` and return the status written (None: no such instance);
-        ``current``: the status as read with no await since (the agent alone writes it),
-        saving a read of the whole record."""
+        """Record ``power`` (and an exit's ``exit_code``) and return the status written
+        (None: no such instance); ``current``: the status as read with no await since (the
+        agent alone writes it), saving a read of the whole record."""
         if current is None:
             rec = await self.repo.find(name)
             if rec is None:
                 return None
             current = rec.status
         update: dict[str, Any] = {"power": power, "reason": reason}
+        if exit_code is not None:
+            update["exit_code"] = exit_code
         if power in (PowerState.STOPPED, PowerState.CRASHED):
             update["pid"] = None
             update["applied"] = None
@@ -510,6 +534,7 @@ def _started(
         "qemu_version": found.qemu_version,
         "started_at": found.started_at,
         "reason": "started",
+        "exit_code": None,  # running: the last run's code no longer describes it
         "applied": launched(spec),
     }
     if observed is not None:

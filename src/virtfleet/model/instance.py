@@ -234,6 +234,8 @@ class InstanceStatus(BaseModel):
     started_at: datetime | None = None
     updated_at: datetime | None = None
     restarts: int = 0
+    # An application container's last exit code (None: running, never exited, or a VM).
+    exit_code: int | None = None
     observed_generation: int = 0
     error_code: str | None = None
     error_message: str | None = None

@@ -2,7 +2,8 @@
 
 It keeps no processes, only per-instance power state, and must pass the same
 contract suite as the real drivers (tests/contract/test_driver.py). Tests can
-simulate a crash with ``crash(name)`` and a guest poweroff with ``guest_poweroff``.
+simulate a crash with ``crash(name)``, a guest poweroff with ``guest_poweroff`` and an
+application's exit with ``app_exit(name, code)``.
 """
 
 from __future__ import annotations
@@ -150,6 +151,13 @@ class FakeDriver(FakeLive, FakeVmSnapshots):
         """Test hook: the guest powered itself off."""
         if self._vms.pop(name, None) is not None:
             self._emit(name, "stopped", "guest-shutdown")
+
+    def app_exit(self, name: str, code: int) -> None:
+        """Test hook: an application container's command exited with ``code``."""
+        if self._vms.pop(name, None) is not None:
+            kind: EventKind = "stopped" if code == 0 else "crashed"
+            reason = f"application exited with code {code}"
+            self._events.put_nowait(DriverEvent(name, kind, reason, exit_code=code))
 
     def _emit(self, name: str, kind: EventKind, reason: str, requested: bool = False) -> None:
         self._events.put_nowait(DriverEvent(name, kind, reason, requested))

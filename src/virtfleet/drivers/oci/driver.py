@@ -87,6 +87,7 @@ class _Container:
     pid: int  # the init's, on the host
     pidfd: int
     relay: console.ConsoleRelay | None
+    app: bool = False  # an application container: its init records the command's exit code
     power: PowerState = PowerState.RUNNING
     stopping: bool = False
     gone: asyncio.Event = field(default_factory=asyncio.Event)
@@ -318,7 +319,9 @@ class OciDriver:
             pidfd = os.pidfd_open(pid)
         except OSError as err:
             raise ProcessError(f"container init {pid} is gone") from err
-        c = _Container(record, pid, pidfd, relay)
+        spec = record.spec
+        is_oci = spec.image is not None and self._oci_meta(spec.image) is not None
+        c = _Container(record, pid, pidfd, relay, app=appimage.mode(spec, is_oci) == "app")
         self._live[record.name] = c
         asyncio.get_running_loop().add_reader(pidfd, self._on_exit, c)
         return c
@@ -364,13 +367,13 @@ class OciDriver:
         except VirtfleetError as err:
             log.warning("cleaning up container %s failed: %s", name, err.message)
         c.gone.set()
-        code = appimage.exit_code(self.app_dir(name))
+        code = appimage.exit_code(self.app_dir(name)) if c.app else None
         if c.stopping:
-            self._emit(name, "stopped", "stopped by request", True)
+            self._emit(name, "stopped", "stopped by request", True, code)
         elif code == 0:
-            self._emit(name, "stopped", "application exited with code 0")
+            self._emit(name, "stopped", "application exited with code 0", code=0)
         elif code is not None:
-            self._emit(name, "crashed", f"application exited with code {code}")
+            self._emit(name, "crashed", f"application exited with code {code}", code=code)
         else:
             self._emit(name, "crashed", f"container init (pid {c.pid}) exited")
 
@@ -408,8 +411,15 @@ class OciDriver:
             with contextlib.suppress(OSError):
                 (mount / self.cfg.cgroup_parent).rmdir()
 
-    def _emit(self, name: str, kind: EventKind, reason: str, requested: bool = False) -> None:
-        self._events.put_nowait(DriverEvent(name, kind, reason, requested))
+    def _emit(
+        self,
+        name: str,
+        kind: EventKind,
+        reason: str,
+        requested: bool = False,
+        code: int | None = None,
+    ) -> None:
+        self._events.put_nowait(DriverEvent(name, kind, reason, requested, code))
 
     # -- power -----------------------------------------------------------------------
 

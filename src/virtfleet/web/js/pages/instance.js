@@ -113,6 +113,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
             fact("Started", LIVE.includes(s.power) ? when(s.started_at) : DASH),
             fact("QEMU", s.qemu_version || DASH),
             fact("Restarts", String(s.restarts)),
+            s.exit_code == null ? null : fact("Exit code", String(s.exit_code)),
             s.error_code ? fact("Last error", `${s.error_message} [${s.error_code}]`) : null,
             s.reason ? fact("Reason", s.reason) : null),
           i.spec.kind === "container" ? null : screenshot(i)));
