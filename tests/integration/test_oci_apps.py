@@ -153,3 +153,30 @@ async def test_a_system_container_boots_the_images_init(driver: OciDriver) -> No
         await asyncio.sleep(0.1)
     assert "virtfleet-init: sys1 up" in _log(driver, "sys1")
     assert (await driver.exec("sys1", ["cat", "/proc/1/cmdline"])).stdout.startswith("/bin/sh")
+
+
+async def _until_logged(drv: OciDriver, name: str, text: str) -> None:
+    for _ in range(300):
+        if text in _log(drv, name):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{text!r} never in the console log: {_log(drv, name)!r}")
+
+
+@pytest.mark.integration
+async def test_the_init_forwards_every_signal_to_the_app(driver: OciDriver) -> None:
+    """INT, QUIT, HUP, USR1 and USR2 sent to the container (its init) reach the command,
+    which may trap them (INT and QUIT too: a background job of a shell without job
+    control would have them ignored); TERM ends it with its trap's code."""
+    signals = ["INT", "QUIT", "HUP", "USR1", "USR2"]
+    traps = "; ".join(f"trap 'echo got-{s}' {s}" for s in signals)
+    body = f"{traps}; trap 'exit 9' TERM; echo ready; while :; do sleep 0.2; done"
+    spec = InstanceSpec(name="sig", kind="container", image="shell", cmd=["sh", "-c", body])
+    await driver.start(spec, CTX)
+    await _until_logged(driver, "sig", "ready")
+    for sig in signals:
+        await driver.runtime.kill("sig", sig)
+        await _until_logged(driver, "sig", f"got-{sig}")
+    await driver.runtime.kill("sig", "TERM")
+    event = await _exit_of(driver, "sig")
+    assert (event.kind, event.exit_code) == ("crashed", 9)

@@ -31,9 +31,13 @@ BUSYBOX = "/bin/busybox"  # Debian's busybox-static: runs in any image, no libc 
 SIGNALS = "TERM INT HUP QUIT USR1 USR2 WINCH"
 INIT_SCRIPT = f"""# virtfleet application init (PID 1): runs the image's command as its child,
 # forwards signals to it, reaps orphans (ash's wait reaps every child) and records
-# the command's exit code, then exits with it.
+# the command's exit code, then exits with it. Job control on (the console is our
+# controlling tty): without it a background job starts with SIGINT and SIGQUIT ignored,
+# and its command could never act on them. Its stdin stays /dev/null, as before: a
+# background process group reading the tty would be stopped.
 B={APP_DIR}/busybox
-"$@" &
+set -m 2>/dev/null
+"$@" </dev/null &
 child=$!
 for s in {SIGNALS}; do trap "$B kill -$s $child 2>/dev/null" "$s"; done
 code=0
