@@ -23,6 +23,7 @@ class Entry:
     link: str = ""
     uid: int = 0
     gid: int = 0
+    xattrs: dict[str, bytes] = field(default_factory=dict)  # as PAX SCHILY.xattr records
 
 
 def layer_tar(entries: list[Entry]) -> bytes:
@@ -33,6 +34,9 @@ def layer_tar(entries: list[Entry]) -> bytes:
             info = tarfile.TarInfo(e.name)
             info.type, info.mode, info.linkname = e.kind, e.mode, e.link
             info.uid, info.gid = e.uid, e.gid
+            info.pax_headers = {
+                f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape") for k, v in e.xattrs.items()
+            }
             if e.kind == tarfile.REGTYPE:
                 info.size = len(e.data)
                 tar.addfile(info, io.BytesIO(e.data))

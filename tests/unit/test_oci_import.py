@@ -22,7 +22,7 @@ from tests.ocilayouts import (
     write_layout,
 )
 from virtfleet.errors import ImageError, InvalidInputError, UnsafeImageError
-from virtfleet.storage.oci.applier import OPAQUE_XATTR, Limits
+from virtfleet.storage.oci.applier import CAP_XATTR, OPAQUE_XATTR, Limits
 from virtfleet.storage.oci.source import host_arch
 from virtfleet.storage.oci.store import LayerStore
 
@@ -110,6 +110,39 @@ def test_a_docker_archive_of_the_same_image_shares_its_layers(tmp_path: Path) ->
     assert [store.path(x.diff_id).stat().st_ino for x in second.layers] == inodes  # reused
     assert second.config == first.config and len(store.layers()) == 3
     assert second.stripped_setid == first.stripped_setid == ["bin/evil"]  # kept per layer
+
+
+def _caps(revision: int, permitted: int, rootid: int | None = None) -> bytes:
+    """A ``vfs_cap_data`` (linux/capability.h): effective flag set, ``permitted`` low word."""
+    words = [revision | 1, permitted, 0, 0, 0] + ([rootid] if rootid is not None else [])
+    return b"".join(w.to_bytes(4, "little") for w in words)
+
+
+def test_file_capabilities_apply_only_to_allowed_files_and_the_images_root(
+    tmp_path: Path,
+) -> None:
+    """``security.capability`` from a layer's PAX header is set on the allowed files (a
+    v3 value for the image's own root as v2), and left off (reported) on any other file
+    or when it names another user namespace's root."""
+    raw = 1 << 13  # CAP_NET_RAW
+    v2, v3 = 0x02000000, 0x03000000
+    entries = [
+        Entry("usr/bin/ping", b"p", mode=0o755, xattrs={CAP_XATTR: _caps(v2, raw)}),
+        Entry("bin/ping", b"p", mode=0o755, xattrs={CAP_XATTR: _caps(v3, raw, rootid=0)}),
+        Entry("usr/bin/su", b"s", mode=0o755, xattrs={CAP_XATTR: _caps(v3, raw, rootid=1000)}),
+        Entry("bin/evil", b"e", mode=0o755, xattrs={CAP_XATTR: _caps(v2, 1 << 21)}),
+        Entry("bin/junk", b"j", mode=0o755, xattrs={CAP_XATTR: b"\x01\x02"}),
+    ]
+    layers = [layer_tar(entries)]
+    write_layout(tmp_path / "img", layers, image_config(layers, arch=host_arch()))
+    store = LayerStore(tmp_path / "store")
+    image = store.import_image(tmp_path / "img")
+    root = store.path(image.layers[0].diff_id)
+    assert os.getxattr(root / "usr/bin/ping", CAP_XATTR) == _caps(v2, raw)
+    assert os.getxattr(root / "bin/ping", CAP_XATTR) == _caps(v2, raw)
+    assert image.stripped_caps == ["bin/evil", "bin/junk", "usr/bin/su"]
+    for rel in image.stripped_caps:
+        assert CAP_XATTR not in os.listxattr(root / rel)
 
 
 def test_a_tarball_of_a_layout_imports(tmp_path: Path) -> None:

@@ -224,6 +224,7 @@ def _oci_fields(oci: dict[str, Any] | None) -> list[tuple[str, str]]:
         ("labels", labels),
         ("architecture", c["architecture"]),
         ("setuid stripped", " ".join(oci["stripped_setid"])),
+        ("capabilities stripped", " ".join(oci.get("stripped_caps", []))),
     ]
 
 

@@ -7,7 +7,10 @@ every refusal of a hostile layer: names that are absolute or hold ``..``, writes
 through a symlink, hard links out of the layer, device nodes (those under ``dev/``,
 as tarballs of a root file system hold, are left out: the runtime mounts a fresh
 ``/dev``), more entries or bytes than the limits. Setuid/setgid bits outside
-``SETID_ALLOWED`` are stripped (and reported). Owners are kept as numeric ids,
+``SETID_ALLOWED`` are stripped (and reported); so are file capabilities (the
+``security.capability`` xattr of a PAX header), which are applied only to those same
+files and only in a form valid for the image's own root (any other xattr is dropped:
+a layer's ``trusted.overlay.*`` would forge whiteouts). Owners are kept as numeric ids,
 unshifted. Must not decompress or verify digests (the caller hands a verified
 stream) and must not know where layers live.
 """
@@ -51,6 +54,10 @@ SETID_ALLOWED = frozenset(
     }
 )
 CHUNK = 1 << 20
+CAP_XATTR = "security.capability"
+PAX_CAP = "SCHILY.xattr." + CAP_XATTR  # how docker, buildkit and GNU tar write it
+CAP_V2, CAP_V3 = 0x02000000, 0x03000000  # vfs_cap_data revisions (linux/capability.h)
+CAP_V2_SIZE, CAP_V3_SIZE = 20, 24
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class Applied:
     entries: int = 0
     bytes: int = 0
     stripped: list[str] = field(default_factory=list)  # setuid/setgid bits removed
+    stripped_caps: list[str] = field(default_factory=list)  # file capabilities not applied
     skipped_dev: list[str] = field(default_factory=list)  # device nodes under /dev, left out
 
 
@@ -193,6 +201,8 @@ def _apply(
     else:
         raise refuse("bad_entry", f"entry {member.name!r} has unknown type {member.type!r}")
     _owner_mode(path, member, counts, str(rel))
+    if PAX_CAP in member.pax_headers:
+        _file_caps(path, member, counts, str(rel))  # after the chown, which would clear it
     os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
 
 
@@ -242,3 +252,28 @@ def _owner_mode(path: Path, member: tarfile.TarInfo, counts: Applied, rel: str) 
         mode &= ~(stat.S_ISUID | stat.S_ISGID)
         counts.stripped.append(rel)
     os.chmod(path, mode)
+
+
+def _file_caps(path: Path, member: tarfile.TarInfo, counts: Applied, rel: str) -> None:
+    """Set the entry's file capabilities if it is an allowed file and they are valid for
+    the image's root; otherwise leave them off and report it."""
+    raw = member.pax_headers[PAX_CAP].encode("utf-8", "surrogateescape")
+    value = _caps_for_image_root(raw)
+    if value is None or not member.isreg() or rel not in SETID_ALLOWED:
+        counts.stripped_caps.append(rel)
+        return
+    os.setxattr(path, CAP_XATTR, value, follow_symlinks=False)
+
+
+def _caps_for_image_root(raw: bytes) -> bytes | None:
+    """``raw`` as a revision-2 ``vfs_cap_data`` (capabilities for whoever is root where
+    the file is seen), None if it is malformed or names another namespace's root."""
+    if len(raw) < 4:
+        return None
+    revision = int.from_bytes(raw[:4], "little") & 0xFF000000
+    if revision == CAP_V2 and len(raw) == CAP_V2_SIZE:
+        return raw
+    if revision == CAP_V3 and len(raw) == CAP_V3_SIZE and raw[20:] == bytes(4):
+        flags = int.from_bytes(raw[:4], "little") & 0x00FFFFFF
+        return (CAP_V2 | flags).to_bytes(4, "little") + raw[4:20]
+    return None

@@ -30,6 +30,7 @@ class LayerInfo(BaseModel):
     size_bytes: int = 0
     entries: int = 0
     stripped_setid: list[str] = Field(default_factory=list)  # setuid/setgid bits removed
+    stripped_caps: list[str] = Field(default_factory=list)  # file capabilities not applied
 
 
 class OciConfig(BaseModel):
@@ -55,6 +56,7 @@ class OciImage(BaseModel):
     config: OciConfig
     layers: list[LayerInfo]
     stripped_setid: list[str] = Field(default_factory=list)
+    stripped_caps: list[str] = Field(default_factory=list)
 
 
 def parse_config(config: dict[str, Any]) -> OciConfig:
@@ -113,6 +115,8 @@ class LayerStore:
             raise
         for rel in applied.stripped:
             log.warning("image %s: setuid/setgid bits stripped from %s", path, rel)
+        for rel in applied.stripped_caps:
+            log.warning("image %s: file capabilities of %s not applied", path, rel)
         if applied.skipped_dev:
             log.info(
                 "image %s: %d device nodes under /dev left out", path, len(applied.skipped_dev)
@@ -123,6 +127,7 @@ class LayerStore:
             config=config,
             layers=infos,
             stripped_setid=sorted({rel for x in infos for rel in x.stripped_setid}),
+            stripped_caps=sorted({rel for x in infos for rel in x.stripped_caps}),
         )
 
     def _ensure(
@@ -140,7 +145,12 @@ class LayerStore:
         staging.mkdir(mode=0o755)
         staging.chmod(0o755)  # the layer's "/" (the daemon's umask is 077)
         try:
-            before = (applied.entries, applied.bytes, len(applied.stripped))
+            before = (
+                applied.entries,
+                applied.bytes,
+                len(applied.stripped),
+                len(applied.stripped_caps),
+            )
             with source.layer_stream(files, layer) as stream:
                 apply_layer(stream, staging, self.limits, applied)  # type: ignore[arg-type]
                 source.finish(stream, layer)
@@ -150,6 +160,7 @@ class LayerStore:
                 size_bytes=applied.bytes - before[1],
                 entries=applied.entries - before[0],
                 stripped_setid=applied.stripped[before[2] :],
+                stripped_caps=applied.stripped_caps[before[3] :],
             )
             self._meta(layer.diff_id).write_text(info.model_dump_json())
             os.rename(staging, dest)
