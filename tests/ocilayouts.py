@@ -34,9 +34,8 @@ def layer_tar(entries: list[Entry]) -> bytes:
             info = tarfile.TarInfo(e.name)
             info.type, info.mode, info.linkname = e.kind, e.mode, e.link
             info.uid, info.gid = e.uid, e.gid
-            info.pax_headers = {
-                f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape") for k, v in e.xattrs.items()
-            }
+            for key, value in e.xattrs.items():
+                info.pax_headers[f"SCHILY.xattr.{key}"] = value.decode("utf-8", "surrogateescape")
             if e.kind == tarfile.REGTYPE:
                 info.size = len(e.data)
                 tar.addfile(info, io.BytesIO(e.data))
