@@ -10,7 +10,16 @@
 2. density: N idle tiny containers started through the API; host memory used per
    container (MemAvailable drop), and the platform's RSS per container (daemon RSS
    growth plus the console keeper process, PSS).
+3. (``oci``) an imported OCI image: start of an application container through the API
+   vs bare ``<runtime> run --detach`` of a copy of its bundle (the same config.json on
+   the same overlay rootfs, which virtfleet keeps mounted while the container is
+   stopped), interleaved; import of a ~200 MiB multi-layer image (gzip layers made
+   here, never committed) through the API vs ``umoci unpack`` of the same layout,
+   interleaved (each import starts from an empty layer store); disk used by 10
+   running containers of that image (du of the layer store + their layers and run
+   directories, hard links counted once) vs one copy.
 Usage: .venv/bin/python bench/container.py [START_RUNS] [DENSITY_N]
+       .venv/bin/python bench/container.py oci [START_RUNS] [IMPORT_RUNS]
 """
 
 from __future__ import annotations
@@ -19,8 +28,10 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,11 +41,16 @@ from pathlib import Path
 import psutil
 from _daemon import BenchDaemon, report
 
-from virtfleet.client import Client
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' layout builder
+from tests.ocilayouts import Entry, image_config, layer_tar, write_layout
+
+from virtfleet.app.settings import Settings
+from virtfleet.client import Client, imaging
 from virtfleet.drivers.base import LaunchContext
 from virtfleet.drivers.oci.driver import cgroup_mounts
 from virtfleet.drivers.oci.factory import build_oci_driver
 from virtfleet.model.instance import Accel, InstanceSpec
+from virtfleet.storage.oci.source import host_arch
 
 # Quiet before each timed start: the kernel tears a stopped container down (netns,
 # cgroups) after the runtime returns, and that work would land in the next arm's start.
@@ -218,7 +234,149 @@ def bench_density(d: BenchDaemon, n: int) -> None:
           f"{(rss1 - rss0 + keeper) / n:.3f} MiB")  # fmt: skip
 
 
+# -- imported OCI images ---------------------------------------------------------------
+
+BIG_LAYERS, BIG_FILES, BIG_FILE_KIB = 4, 200, 256  # 4 x 200 x 256 KiB = 200 MiB
+
+
+def big_layers(base: bytes) -> list[bytes]:
+    """``base`` (the busybox rootfs) plus BIG_LAYERS layers of BIG_FILES files each,
+    half-compressible (a random half repeated), different in every layer."""
+    rng = random.Random(28)
+    layers = [base]
+    for n in range(BIG_LAYERS):
+        entries = [Entry(f"data{n}", kind=b"5", mode=0o755)]
+        for i in range(BIG_FILES):
+            half = rng.randbytes(BIG_FILE_KIB * 512)
+            entries.append(Entry(f"data{n}/f{i}", half + half))
+        layers.append(layer_tar(entries))
+    return layers
+
+
+def write_big_layout(d: BenchDaemon, layout: Path) -> int:
+    """The ~200 MiB image's layout at ``layout`` (ref ``big``); its uncompressed bytes."""
+    base = (d.data_dir / "images" / "ctiny.rootfs.tar").read_bytes()
+    layers = big_layers(base)
+    run = {"Entrypoint": ["/bin/sleep"], "Cmd": ["100000"]}
+    config = image_config(layers, run, arch=host_arch())
+    write_layout(layout, layers, config, ref="big", gzip_level=1)
+    return sum(len(layer) for layer in layers)
+
+
+def api_import(c: Client, name: str, layout: Path) -> float:
+    t0 = time.perf_counter()
+    op = c.call(imaging.import_oci(name, str(layout)))
+    assert c.wait_operation(op.id, timeout_s=600, poll_s=0.02).status == "success", op
+    return time.perf_counter() - t0
+
+
+def umoci_unpack(layout: Path, bundle: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:big", str(bundle)],
+                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    return time.perf_counter() - t0
+
+
+def bench_oci_import(d: BenchDaemon, work: Path, layout: Path, size: int, runs: int) -> None:
+    ours: list[float] = []
+    umoci: list[float] = []
+    for i in range(runs):
+        for which in (0, 1) if i % 2 == 0 else (1, 0):
+            if which == 0:
+                ours.append(api_import(d.client, "big", layout))
+                assert d.client.delete_image("big")  # its layers go with it
+            else:
+                umoci.append(umoci_unpack(layout, work / f"umoci{i}"))
+                shutil.rmtree(work / f"umoci{i}")
+    report("OCI import (~200 MiB, 5 gzip layers)", ours, umoci)
+    mib = size / 2**20
+    print(f"  {mib:.0f} MiB uncompressed: virtfleet {mib / statistics.median(ours):.0f} MiB/s, "
+          f"umoci unpack {mib / statistics.median(umoci):.0f} MiB/s")  # fmt: skip
+
+
+def oci_bare_bundle(d: BenchDaemon, work: Path, name: str) -> Path:
+    """A bundle for the bare runtime: ``name``'s config.json (its rootfs: the overlay
+    virtfleet keeps mounted while it is stopped), its own cgroup."""
+    config = json.loads((d.data_dir / "oci" / "run" / name / "config.json").read_text())
+    config["linux"]["cgroupsPath"] = config["linux"]["cgroupsPath"] + "-bare"
+    bundle = work / "oci-bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps(config))
+    return bundle
+
+
+def bench_oci_start(d: BenchDaemon, work: Path, runs: int) -> None:
+    spec = {"name": "oa", "kind": "container", "image": "big"}
+    op = d.client.create_instance(spec, start=True)
+    assert d.client.wait_operation(op.id, timeout_s=120).status == "success"
+    record = json.loads((d.data_dir / "oci" / "run" / "oa" / "record.json").read_text())
+    binary = record["runtime"]  # the runtime virtfleet chose
+    api_stop(d.client, "oa")  # first start done: config written, overlay kept mounted
+    bundle = oci_bare_bundle(d, work, "oa")
+    ours: list[float] = []
+    bare: list[float] = []
+    for i in range(runs):
+        for which in (0, 1) if i % 2 == 0 else (1, 0):
+            time.sleep(SETTLE_S)
+            if which == 0:
+                ours.append(api_start(d.client, "oa"))
+                api_stop(d.client, "oa")
+            else:
+                bare.append(bare_start(binary, work / "state", bundle, f"obare{i}"))
+                bare_stop(binary, work / "state", f"obare{i}")
+    report(f"OCI app container start ({Path(binary).name})", ours, bare)
+
+
+def du_kib(paths: list[Path]) -> int:
+    """Disk used by ``paths`` together (one du: a hard-linked file counts once)."""
+    out = subprocess.run(["du", "-sxck", *map(str, paths)], check=True, capture_output=True)
+    return int(out.stdout.decode().splitlines()[-1].split()[0])
+
+
+def bench_oci_disk(d: BenchDaemon, n: int = 10) -> None:
+    settings = Settings(data_dir=d.data_dir)
+    store = settings.images_dir / "layers"
+    one = du_kib([store])
+    names = [f"od{i}" for i in range(n)]
+    for name in names:
+        op = d.client.create_instance({"name": name, "kind": "container", "image": "big"}, True)
+        assert d.client.wait_operation(op.id, timeout_s=120).status == "success"
+    dirs = [
+        p for name in names for p in (settings.disks_dir / name, d.data_dir / "oci" / "run" / name)
+    ]
+    total = du_kib([store, *dirs])
+    print(f"OCI disk: one copy (layer store) {one / 1024:.1f} MiB; store + {n} running "
+          f"containers {total / 1024:.1f} MiB: {total / one:.3f}x one copy, "
+          f"{(total - one) / n:.0f} KiB per container")  # fmt: skip
+
+
+def main_oci(runs: int, import_runs: int) -> None:
+    d = BenchDaemon()
+    work = Path(tempfile.mkdtemp(prefix="vfbo", dir="/tmp"))
+    work.chmod(0o711)
+    try:
+        op = d.client.build_image("ctiny", builder="container-tiny")
+        assert d.client.wait_operation(op.id, timeout_s=300).status == "success"
+        size = write_big_layout(d, work / "layout")
+        bench_oci_import(d, work, work / "layout", size, import_runs)
+        api_import(d.client, "big", work / "layout")
+        bench_oci_start(d, work, runs)
+        bench_oci_disk(d)
+    finally:
+        runs_dir = d.data_dir / "oci" / "run"
+        configs = list(runs_dir.glob("*/config.json")) if runs_dir.exists() else []
+        parent = json.loads(configs[0].read_text()) if configs else None
+        d.close()
+        if parent is not None:
+            remove_cgroup_parent(parent["linux"]["cgroupsPath"].split("/")[1], "oa-bare")
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["oci"]:
+        runs = int(sys.argv[2]) if len(sys.argv) > 2 else 20
+        main_oci(runs, int(sys.argv[3]) if len(sys.argv) > 3 else 3)
+        return
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 200
     # Density packs many idle 1-vCPU containers onto few CPUs: admission control (4 vCPUs
@@ -238,10 +396,10 @@ def main() -> None:
         remove_cgroup_parent(parent["linux"]["cgroupsPath"].split("/")[1])
 
 
-def remove_cgroup_parent(parent: str) -> None:
+def remove_cgroup_parent(parent: str, bare: str = "tmpl-bare") -> None:
     """rmdir the runtime-made parent cgroups of the bench's data dir (and the bare leaf)."""
     for mount in cgroup_mounts():
-        for path in (mount / parent / "tmpl-bare", mount / parent):
+        for path in (mount / parent / bare, mount / parent):
             with contextlib.suppress(OSError):
                 path.rmdir()
 

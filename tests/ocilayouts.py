@@ -78,10 +78,10 @@ def image_config(
     }
 
 
-def compress(data: bytes, how: str) -> tuple[bytes, str]:
+def compress(data: bytes, how: str, gzip_level: int = 9) -> tuple[bytes, str]:
     base = "application/vnd.oci.image.layer.v1.tar"
     if how == "gzip":
-        return gzip.compress(data, mtime=0), base + "+gzip"
+        return gzip.compress(data, compresslevel=gzip_level, mtime=0), base + "+gzip"
     if how == "zstd":
         return zstandard.ZstdCompressor().compress(data), base + "+zstd"
     return data, base
@@ -93,8 +93,11 @@ def write_layout(
     config: dict[str, Any],
     compression: list[str] | None = None,
     index_arch: str | None = None,
+    ref: str | None = None,
+    gzip_level: int = 9,
 ) -> dict[str, Any]:
-    """An OCI image layout at ``root``; returns its manifest."""
+    """An OCI image layout at ``root`` (``ref``: the manifest's ref name, as umoci and
+    skopeo want); returns its manifest."""
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True)
 
@@ -106,7 +109,8 @@ def write_layout(
     config_bytes = json.dumps(config).encode()
     descs = []
     for i, layer in enumerate(layers):
-        data, media = compress(layer, (compression or [])[i] if compression else "gzip")
+        how = (compression or [])[i] if compression else "gzip"
+        data, media = compress(layer, how, gzip_level)
         descs.append({"mediaType": media, "digest": put(data), "size": len(data)})
     manifest = {
         "schemaVersion": 2,
@@ -126,6 +130,8 @@ def write_layout(
     }
     if index_arch:
         desc["platform"] = {"architecture": index_arch, "os": "linux"}
+    if ref:
+        desc["annotations"] = {"org.opencontainers.image.ref.name": ref}
     (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [desc]}))
     return manifest
