@@ -351,6 +351,7 @@ def bench_oci_disk(d: BenchDaemon, n: int = 10) -> None:
 
 
 def main_oci(runs: int, import_runs: int) -> None:
+    os.environ.setdefault("VIRTFLEET_CPU_OVERCOMMIT", "100")  # 11 containers on 2 CPUs
     d = BenchDaemon()
     work = Path(tempfile.mkdtemp(prefix="vfbo", dir="/tmp"))
     work.chmod(0o711)

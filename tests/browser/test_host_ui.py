@@ -256,6 +256,33 @@ def test_a_page_still_loading_never_shows_the_last_one(
     expect(page.get_by_label("Start order (lowest first)")).to_be_visible()
 
 
+def test_the_instance_page_shows_an_apps_exit_code(
+    fake_daemon: Daemon, oci_image: str, page: Page
+) -> None:
+    """An application container that exited with 3 (its status as the agent writes it,
+    served in place of the fake driver's) shows "Exit code 3" on its summary; a running
+    one (no code) shows no such fact."""
+    d = fake_daemon
+    with admin_http(d) as http:
+        _container(http, "ct-exit", oci_image, start=True)
+
+    def crashed(route: Route) -> None:
+        body = route.fetch().json()
+        body["status"].update(power="crashed", exit_code=3, pid=None)
+        route.fulfill(json=body)
+
+    login(page, d.url, "admin", ADMIN_PASSWORD)
+    page.goto(f"{d.url}/#/instances/ct-exit")
+    expect(page.locator(".instance-head [data-power]")).to_have_text("running")
+    expect(page.locator("dl.facts dt", has_text="Exit code")).to_have_count(0)
+    page.route("**/1.0/instances/ct-exit", crashed)
+    page.reload()
+    expect(page.locator(".instance-head [data-power]")).to_have_text("crashed")
+    fact = page.locator("dl.facts dt", has_text="Exit code")
+    expect(fact).to_have_count(1)
+    expect(fact.locator("xpath=following-sibling::dd[1]")).to_have_text("3")
+
+
 def test_boot_report_and_shutting_guests_down(
     fake_daemon: Daemon, oci_image: str, page: Page
 ) -> None:
