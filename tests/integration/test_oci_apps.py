@@ -8,6 +8,7 @@ own init."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from virtfleet.drivers.base import DriverEvent, LaunchContext
 from virtfleet.drivers.oci.driver import OciDriver
 from virtfleet.model.instance import Accel, InstanceSpec
 from virtfleet.storage.images import write_oci_meta
+from virtfleet.storage.oci.applier import CAP_XATTR
 from virtfleet.storage.oci.source import host_arch
 from virtfleet.storage.oci.store import LayerStore
 
@@ -180,3 +182,41 @@ async def test_the_init_forwards_every_signal_to_the_app(driver: OciDriver) -> N
     await driver.runtime.kill("sig", "TERM")
     event = await _exit_of(driver, "sig")
     assert (event.kind, event.exit_code) == ("crashed", 9)
+
+
+def _caps_image(work: Path) -> None:
+    """Image ``caps``: busybox as ``/usr/bin/su`` (allowed) and ``/bin/other`` (not), both
+    carrying the file capability CAP_NET_BIND_SERVICE (effective), run as nobody."""
+    raw = (1 << 10).to_bytes(4, "little")  # CAP_NET_BIND_SERVICE, the low permitted word
+    cap = (0x02000000 | 1).to_bytes(4, "little") + raw + bytes(12)  # vfs_cap_data v2
+    busybox = Path("/bin/busybox").read_bytes()
+    tool = [
+        Entry(p, busybox, mode=0o755, xattrs={CAP_XATTR: cap}) for p in ("usr/bin/su", "bin/other")
+    ]
+    layers = [(work / "images" / "tiny.rootfs.tar").read_bytes(), layer_tar(tool)]
+    config = image_config(layers, {"User": "nobody"}, arch=host_arch())
+    write_layout(work / "caps-layout", layers, config)
+    store = LayerStore(work / "layers-store")
+    write_oci_meta(
+        work / "images" / "caps.oci.json", store.import_image(work / "caps-layout"), store
+    )
+
+
+@pytest.mark.integration
+async def test_no_file_capability_raises_privileges_in_the_container(
+    driver: OciDriver,
+) -> None:
+    """The allowed file keeps its capability in the layer, yet run as nobody it gains
+    nothing, like the other file (whose capability was stripped): containers run with
+    no_new_privs, so neither file capabilities nor setuid bits act at exec."""
+    work = driver.cfg.layer_root.parent
+    _caps_image(work)
+    meta = json.loads((work / "images" / "caps.oci.json").read_text())
+    assert os.getxattr(Path(meta["lowers"][-1]) / "usr/bin/su", CAP_XATTR)
+    body = "; ".join(f"(exec -a cat {p} /proc/self/status)" for p in ("/usr/bin/su", "/bin/other"))
+    spec = InstanceSpec(name="cap", kind="container", image="caps", cmd=["sh", "-c", body])
+    await driver.start(spec, CTX)
+    await _exit_of(driver, "cap")
+    rows = [line.split() for line in _log(driver, "cap").splitlines()]
+    assert [r[1] for r in rows if r[:1] == ["NoNewPrivs:"]] == ["1", "1"], rows
+    assert [r[1] for r in rows if r[:1] == ["CapEff:"]] == ["0000000000000000"] * 2, rows
