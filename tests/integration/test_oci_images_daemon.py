@@ -6,10 +6,13 @@ kept while the container uses it, its layers removed with it."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.ocilayouts import Entry, image_config, layer_tar, write_layout
@@ -76,12 +79,18 @@ def test_an_imported_image_runs_as_an_app_container_with_a_restart_policy(
 
 
 # Exits with $EXIT (3 unless told); EXIT=once: the first run exits 0, later ones wait for
-# SIGTERM and exit 7 (the run count lives in the container's own layer).
+# SIGTERM and exit 7 (the run count lives in the container's own layer); EXIT=term: waits
+# for SIGTERM and exits $TERMCODE.
 EXIT_SH = b"""#!/bin/sh
 echo "out:$EXIT"; echo "err:$EXIT" >&2
 if [ "$EXIT" = once ]; then
   [ -e /tmp/ran ] || { touch /tmp/ran; exit 0; }
   trap 'exit 7' TERM
+  echo trapping
+  while :; do sleep 1; done
+fi
+if [ "$EXIT" = term ]; then
+  trap 'exit $TERMCODE' TERM
   echo trapping
   while :; do sleep 1; done
 fi
@@ -123,9 +132,52 @@ def test_an_app_containers_exit_code_is_in_its_status_and_drives_its_restart_pol
     c.action("x0", "stop")
     status = _wait_for(c, "x0", lambda s: s["exit_code"] is not None, timeout_s=30)
     assert (status["power"], status["exit_code"]) == ("stopped", 7), status
-    for name in ("x3", "x0"):
+    _exits_while_the_daemon_is_down(c)
+    for name in ("x3", "x0", "dn", "da"):
         c.delete(name)
     c.cli("image", "delete", "exits")
+
+
+def _logged(c: Containers, name: str, text: str) -> None:
+    deadline = time.monotonic() + 30
+    while text not in c.cli("logs", name).stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert text in c.cli("logs", name).stdout
+
+
+def _exits_while_the_daemon_is_down(c: Containers) -> None:
+    """Apps that exit while no daemon runs: the next one reads their codes on adoption;
+    a non-zero code under 'no' stays crashed, a zero code under 'always' is restarted."""
+    for name, code, policy in (("dn", 6, "no"), ("da", 0, "always")):
+        c.cli("container", "create", name, "--image", "exits", "--env", "EXIT=term",
+              "--env", f"TERMCODE={code}", "--restart-policy", policy, "--start")  # fmt: skip
+        _logged(c, name, "trapping")
+    pids = [c.client.get_instance(name).status.pid for name in ("dn", "da")]
+    c.d.kill9()
+    for pid in pids:
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)  # to each init, which forwards it to its app
+    for pid in pids:
+        _gone(pid)
+    c.d.start()
+    status = _wait_for(c, "dn", lambda s: s["exit_code"] is not None, timeout_s=60)
+    assert (status["power"], status["exit_code"]) == ("crashed", 6), status
+    assert status["reason"] == "application exited with code 6 while the agent was down"
+    status = _wait_for(c, "da", lambda s: s["restarts"] >= 1 and s["power"] == "running")
+    assert (status["power"], status["restarts"]) == ("running", 1), status
+
+
+def _gone(pid: int) -> None:
+    """Until ``pid`` has exited (a zombie counts: nothing here reaps the orphaned init)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"container init {pid} still runs")
 
 
 @pytest.mark.integration

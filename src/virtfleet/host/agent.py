@@ -144,6 +144,7 @@ class Agent:
                 "pid": found.pid,
                 "accel": found.accel or rec.status.accel,
                 "reason": found.reason or ("re-adopted" if found.pid else rec.status.reason),
+                "exit_code": rec.status.exit_code if found.exit_code is None else found.exit_code,
             }
         )
         if found.power in (PowerState.RUNNING, PowerState.PAUSED) and self._vm_cgroups(rec.spec):
@@ -152,6 +153,9 @@ class Agent:
         if found.power is PowerState.CRASHED:
             await self._emit("instance.crashed", rec.name, found.reason)
             self._after_exit(rec, crashed=True)
+        elif found.exit_code is not None and wanted:  # an app's clean exit while we were down
+            await self._emit("instance.stopped", rec.name, found.reason)
+            self._after_exit(rec, crashed=False)
 
     async def _remove_orphans(self) -> None:
         known = {rec.name for rec in await self.repo.list()}

@@ -319,12 +319,14 @@ class OciDriver:
             pidfd = os.pidfd_open(pid)
         except OSError as err:
             raise ProcessError(f"container init {pid} is gone") from err
-        spec = record.spec
-        is_oci = spec.image is not None and self._oci_meta(spec.image) is not None
-        c = _Container(record, pid, pidfd, relay, app=appimage.mode(spec, is_oci) == "app")
+        c = _Container(record, pid, pidfd, relay, app=self._is_app(record.spec))
         self._live[record.name] = c
         asyncio.get_running_loop().add_reader(pidfd, self._on_exit, c)
         return c
+
+    def _is_app(self, spec: InstanceSpec) -> bool:
+        is_oci = spec.image is not None and self._oci_meta(spec.image) is not None
+        return appimage.mode(spec, is_oci) == "app"
 
     def _app_options(
         self,
@@ -502,9 +504,13 @@ class OciDriver:
         state = await runtime.state(name)
         if state is None or state.get("status") not in ("running", "paused"):
             await self._cleanup(name)
-            return InstanceStatus(
-                power=PowerState.CRASHED, reason="container init exited while the agent was down"
-            )
+            code = appimage.exit_code(self.app_dir(name)) if self._is_app(record.spec) else None
+            if code is None:
+                reason = "container init exited while the agent was down"
+                return InstanceStatus(power=PowerState.CRASHED, reason=reason)
+            power = PowerState.STOPPED if code == 0 else PowerState.CRASHED
+            reason = f"application exited with code {code} while the agent was down"
+            return InstanceStatus(power=power, reason=reason, exit_code=code)
         master = None
         try:
             master = self.keeper.take(name)
