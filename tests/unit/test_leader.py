@@ -89,3 +89,27 @@ async def test_one_leader_at_a_time(store: StateStore) -> None:
     await asyncio.wait_for(a.wait_elected(), WAIT_S)
     assert not b.leading
     await a.stop()
+
+
+async def test_a_restarted_process_revokes_its_own_dead_claims(tmp_path: Path) -> None:
+    """A daemon killed holding a claim (SQLite keeps its lease) restarts: its new session
+    of the same name revokes the old lease, so it does not wait for its own dead claim."""
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    old = Session(store, name="host-a")
+    await Claims(store, old, "test", "host-a").ask("x", ticket="dead")
+    await store.close()  # killed: nothing released, the lease is on disk
+    await old.close()  # (its renewal task; the closed store revokes nothing)
+    store = SQLiteStore(path)
+    assert await store.get("/claims/test/x/dead") is not None
+    new = Session(store, name="host-a")
+    claims = Claims(store, new, "test", "host-a")
+    key = await claims.ask("x")
+    assert await claims.first(key)
+    assert await store.get("/claims/test/x/dead") is None
+    other = Session(store, name="host-b")  # another name leaves host-a's session alone
+    await Claims(store, other, "test", "host-b").ask("x")
+    assert await claims.first(key)
+    await new.close()
+    await other.close()
+    await store.close()

@@ -314,7 +314,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
             networks=networks,
         ),
     )
-    session = Session(store)  # one lease for this daemon's claims (operations, admission)
+    session = Session(store, name=LOCAL_HOST)  # this daemon's claims (operations, admission)
     leader = Leadership(store, "singletons", LOCAL_HOST)
     runner = OperationRunner(store, events, host_id=LOCAL_HOST, session=session)
     collector, metrics, alerts = _monitoring(settings, store, agent, events, facts, leader)

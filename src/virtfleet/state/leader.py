@@ -82,7 +82,8 @@ class Leadership:
 
     async def _term(self) -> None:
         """Queue, lead until our key goes, then step down (resigning if cancelled)."""
-        self._session = Session(self._store, self._ttl)
+        name = f"leader-{self._role}-{self._candidate}"  # a restart resigns at once
+        self._session = Session(self._store, self._ttl, name)
         claims = Claims(self._store, self._session, "leader", self._candidate)
         try:
             key = await claims.ask(self._role)

@@ -17,21 +17,29 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 
-from virtfleet.errors import ConflictError, NotFoundError
+from virtfleet.errors import ConflictError, NotFoundError, VirtfleetError
 from virtfleet.state.store import Compare, KeyValue, Put, StateStore
 
 log = logging.getLogger(__name__)
-SESSION_TTL_S = 10.0
+SESSION_TTL_S = 30.0  # long enough for a loaded host's stalls; a restart revokes at once
 CLAIMS = "/claims/"
+SESSIONS = "/claim-sessions/"
 LOCAL_HOST = "local"  # the owning host until hosts have ids: the composition root passes it
 
 
 class Session:
-    """One lease for a process's claims, renewed every third of its TTL while it lives."""
+    """One lease for a process's claims, renewed every third of its TTL while it lives.
 
-    def __init__(self, store: StateStore, ttl_s: float = SESSION_TTL_S) -> None:
+    ``name`` (unique to one process, e.g. its host id): the lease is recorded under it,
+    and a new session of that name revokes the one before, whose process is gone (a
+    restarted daemon does not wait for its own dead claims to expire)."""
+
+    def __init__(
+        self, store: StateStore, ttl_s: float = SESSION_TTL_S, name: str | None = None
+    ) -> None:
         self._store = store
         self._ttl = ttl_s
+        self._name = name
         self._lease: int | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._granting = asyncio.Lock()
@@ -40,9 +48,21 @@ class Session:
         """The live lease (granted on first use, and again after one was lost)."""
         async with self._granting:
             if self._lease is None or self._keeper is None or self._keeper.done():
-                self._lease = await self._store.grant_lease(self._ttl)
+                self._lease = await self._grant()
                 self._keeper = asyncio.create_task(self._keep(self._lease), name="store-session")
             return self._lease
+
+    async def _grant(self) -> int:
+        lease = await self._store.grant_lease(self._ttl)
+        if self._name is None:
+            return lease
+        key = SESSIONS + self._name
+        before = await self._store.get(key)
+        if before is not None and before.lease not in (None, lease):
+            await self._store.revoke(before.lease)  # its process is gone: so are its claims
+            log.info("revoked the claims of an earlier process of %s", self._name)
+        await self._store.put(key, str(lease).encode(), lease=lease)
+        return lease
 
     async def _keep(self, lease: int) -> None:
         try:
@@ -51,6 +71,8 @@ class Session:
                 await self._store.keepalive(lease)
         except NotFoundError:
             log.warning("store session lease %d expired: its claims are gone", lease)
+        except VirtfleetError as err:  # the store closed under us: nothing left to renew
+            log.info("store session lease %d no longer renewed: %s", lease, err.message)
 
     async def close(self) -> None:
         """Stop renewing and revoke the lease: every claim on it goes at once."""

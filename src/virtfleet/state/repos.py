@@ -125,13 +125,18 @@ class InstanceRepo:
         """Every instance's record. ``shared``: records sharing the parsed models this
         repository keeps, for callers that only read them (copies are ~half the cost of
         listing 200 instances)."""
+        return (await self.snapshot(shared))[0]
+
+    async def snapshot(self, shared: bool = False) -> tuple[builtins.list[InstanceRecord], int]:
+        """``list`` and the revision it was read at (a watch from there misses nothing)."""
+        found = await self.store.range(INSTANCES)
         by_name: dict[str, dict[str, object]] = {}
-        for kv in await self.store.list(INSTANCES):
+        for kv in found.kvs:
             name = instance_name_of(kv.key)
             if name:
                 by_name.setdefault(name, {})[kv.key] = kv
         records = [self._record(n, kvs, not shared) for n, kvs in sorted(by_name.items())]
-        return [r for r in records if r is not None]
+        return [r for r in records if r is not None], found.revision
 
     def _record(
         self, name: str, kvs: Mapping[str, object], copy: bool = True
