@@ -211,7 +211,7 @@ async def test_txn_success_is_atomic(store: StateStore) -> None:
         [Put("/new", b"n"), Put("/a", b"2"), Delete("/gone"), Delete("/absent")],
         [Put("/failed", b"f")],
     )
-    assert held is True
+    assert held.succeeded is True and held.revision == before + 1
     rev = before + 1
     assert await store.revision() == rev
     assert {kv.key: kv.mod_revision for kv in await store.list("/")} == {"/a": rev, "/new": rev}
@@ -229,9 +229,9 @@ async def test_txn_failure_branch(store: StateStore) -> None:
     held = await store.txn(
         [Compare("/a", a)], [Put("/ok", b"s"), Delete("/a")], [Put("/f1", b"1"), Put("/f2", b"2")]
     )
-    assert held is False
+    assert held.succeeded is False
     rev = await store.revision()
-    assert rev == a + 2
+    assert rev == a + 2 == held.revision
     kvs = {kv.key: kv for kv in await store.list("/")}
     assert sorted(kvs) == ["/a", "/f1", "/f2"]
     assert kvs["/f1"].mod_revision == kvs["/f2"].mod_revision == rev
@@ -240,10 +240,42 @@ async def test_txn_failure_branch(store: StateStore) -> None:
 async def test_txn_without_effect_makes_no_revision(store: StateStore) -> None:
     """A txn that changes nothing (empty branch) reports its compares and adds no revision."""
     await store.put("/a", b"1")
-    assert await store.txn([Compare("/a", 99)], [Put("/b", b"x")]) is False
-    assert await store.txn([Compare("/zz", 0)], []) is True
+    missed = await store.txn([Compare("/a", 99)], [Put("/b", b"x")])
+    assert (missed.succeeded, missed.revision, bool(missed)) == (False, 1, False)
+    held = await store.txn([Compare("/zz", 0)], [])
+    assert (held.succeeded, held.revision, bool(held)) == (True, 1, True)
     assert await store.revision() == 1
     assert await store.get("/b") is None
+
+
+async def test_txn_reports_its_own_revision_among_concurrent_writers(store: StateStore) -> None:
+    """Each of many concurrent txns reports the revision its own writes carry, never a
+    later writer's (``revision()`` read afterwards could be another commit's)."""
+
+    async def write(i: int) -> tuple[str, int]:
+        await asyncio.sleep(0)
+        done = await store.txn([Compare(f"/c/{i}", 0)], [Put(f"/c/{i}", b"x")])
+        await store.put(f"/other/{i}", b"y")  # another commit right after each
+        return f"/c/{i}", done.revision
+
+    reported = dict(await asyncio.gather(*(write(i) for i in range(20))))
+    actual = {kv.key: kv.mod_revision for kv in await store.list("/c/")}
+    assert reported == actual
+    assert len(set(actual.values())) == 20
+
+
+async def test_range_reports_the_revision_it_read(store: StateStore) -> None:
+    """``range`` is ``list`` plus the revision read: a watch from there misses nothing."""
+    await store.put("/r/a", b"1")
+    await store.put("/elsewhere", b"2")
+    found = await store.range("/r/")
+    assert [kv.key for kv in found.kvs] == ["/r/a"]
+    assert found.revision == 2 == await store.revision()
+    page = await store.range("/r/", limit=1, descending=True)
+    assert [kv.key for kv in page.kvs] == ["/r/a"] and page.revision == 2
+    watch = store.watch("/r/", after_revision=found.revision)
+    await store.put("/r/b", b"3")
+    assert summary(await take(watch, 1)) == [("put", "/r/b", 3)]
 
 
 async def test_txn_rejects_duplicate_keys(store: StateStore) -> None:

@@ -11,6 +11,8 @@ import pytest
 
 from virtfleet.api.auth import local_admin
 from virtfleet.app.bootstrap import Platform
+from virtfleet.service.waiting import wait_until
+from virtfleet.state.repos import InstanceRepo
 
 from .helpers import act, create, wait_op
 from .platform import TestDriver, make_platform, running
@@ -122,6 +124,16 @@ async def test_agent_stop_leaves_no_empty_cgroups(tmp_path: Path) -> None:
     assert not any(parent.exists() for parent in parents)
 
 
+async def _observed(platform: Platform, name: str, generation: int) -> None:
+    """Wait until the agent recorded ``name``'s desired ``generation`` as carried out."""
+    repo = InstanceRepo(platform.store)
+
+    async def seen() -> bool | None:
+        return (await repo.get(name)).status.observed_generation >= generation or None
+
+    assert await wait_until(platform.store, f"/instances/{name}/", seen, 5.0)
+
+
 async def _powers_written(platform: Platform, name: str, after: int) -> list[str]:
     """The powers ``name``'s status went through after store revision ``after``."""
     key = f"/instances/{name}/status"
@@ -146,6 +158,8 @@ async def test_starting_is_shown_only_for_a_start_still_going(
     while it goes on."""
     await create(api, "quick")
     await create(api, "slow")
+    for name in ("quick", "slow"):  # the agent's record of the create comes after it
+        await _observed(platform, name, 1)
     before = await platform.store.revision()
     await act(api, "quick", "start")
     assert await _powers_written(platform, "quick", before) == ["running"]

@@ -3,11 +3,14 @@ taps around a VM's life. (Real links, dnsmasq and rules: tests/integration/test_
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from virtfleet.app.bootstrap import Platform
 from virtfleet.network.fake import FakeNetworkManager
 
+from ..yielding import yielding
 from .helpers import assert_error, create, wait_op
 
 LAN = {"name": "lan", "subnet": "10.1.0.0/24"}
@@ -91,3 +94,23 @@ async def test_nics_get_unique_macs_and_block_deletion(
     assert host.taps == {}
     await wait_op(api, await api.delete("/1.0/instances/web"))
     assert (await api.delete("/1.0/networks/lan")).json()["deleted"] is True
+
+
+async def test_two_creates_racing_for_one_mac(
+    api: httpx.AsyncClient, image: str, platform: Platform
+) -> None:
+    """Two creates asking for the same MAC at once (store calls yielding, as real I/O
+    does): the MAC is claimed by compare-and-swap, so exactly one is made."""
+    yielding(platform.store)
+    nics = [{"mode": "user", "mac": "52:54:00:12:34:56"}]
+    bodies = [{"name": n, "image": "tiny", "nics": nics} for n in ("a", "b")]
+    replies = await asyncio.gather(*(api.post("/1.0/instances", json=b) for b in bodies))
+    codes = sorted(r.status_code for r in replies)
+    assert codes == [202, 409], [r.text for r in replies]
+    refused = next(r for r in replies if r.status_code == 409)
+    assert_error(refused, 409, "conflict")
+    made = [i["name"] for i in (await api.get("/1.0/instances")).json()]
+    assert len(made) == 1
+    # Deleted, its MAC is free again (the stale claim is taken over).
+    await wait_op(api, await api.delete(f"/1.0/instances/{made[0]}"))
+    await create(api, "c", nics=nics)

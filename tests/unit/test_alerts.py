@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+from virtfleet.model.event import Event
 from virtfleet.model.metrics import HostSample, InstanceSample
 from virtfleet.service.alerts import AlertService
 from virtfleet.service.notify import WebhookNotifier
+from virtfleet.state.leader import Leadership
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.repos import EventLog
+from virtfleet.state.store import WatchEvent
 
 
 class Clock:
@@ -75,3 +80,47 @@ async def test_instance_rule_per_target_and_disabled_rule() -> None:
     clock.now += 400
     await alerts.evaluate(_host(50.0), capped)
     assert alerts.alerts() == []
+
+
+async def test_two_daemons_fire_each_event_alert_once() -> None:
+    """Two daemons on one store, each following the event log: a backup failure fires
+    its alert (and webhook) once, on the leader; after the leader resigns the other daemon
+    takes over from where it stopped, and the next failure fires once, there."""
+    store = MemoryStore()
+    events = EventLog(store)
+    leaders = [Leadership(store, "alerts", f"host{i}") for i in range(2)]
+    notifiers = [Recorder(), Recorder()]
+    daemons = [
+        AlertService(store, EventLog(store), notifiers[i], Clock(), leaders[i]) for i in range(2)
+    ]
+    leaders[0].start()
+    await leaders[0].wait_elected()
+    leaders[1].start()
+    for daemon in daemons:
+        await daemon.start()
+    watch = events.watch(await store.revision())
+    await events.append(Event(kind="backup.failed", target="instance/a", message="disk full"))
+    assert await next_alert(watch) == ("alert.firing", "instance/a")
+    await leaders[0].stop()
+    await asyncio.wait_for(leaders[1].wait_elected(), 5)
+    await events.append(Event(kind="backup.failed", target="instance/b", message="disk full"))
+    assert await next_alert(watch) == ("alert.firing", "instance/b")
+    sent = [[p["target"] for p in n.sent] for n in notifiers]
+    assert sent == [["instance/a"], ["instance/b"]]
+    for daemon in daemons:
+        await daemon.stop()
+    await leaders[1].stop()
+    await store.close()
+
+
+async def next_alert(watch: AsyncIterator[WatchEvent]) -> tuple[str, str]:
+    """The next ``alert.*`` event's kind and target (within 5 s)."""
+
+    async def find() -> tuple[str, str]:
+        async for change in watch:
+            event = Event.model_validate_json(change.value or b"{}")
+            if event.kind.startswith("alert."):
+                return event.kind, event.target
+        raise AssertionError("the store closed")
+
+    return await asyncio.wait_for(find(), 5)

@@ -4,6 +4,7 @@ and a failed backup recorded on the schedule. The backup service is a recording 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -15,9 +16,12 @@ from virtfleet.model.instance import DesiredState, InstanceSpec
 from virtfleet.model.operation import Operation, OperationStatus
 from virtfleet.service.backups import BackupService
 from virtfleet.service.schedules import ScheduleService, next_run
+from virtfleet.state.leader import Leadership
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.repos import InstanceRepo
 from virtfleet.storage.backup.prune import RetentionPolicy
+
+from ..yielding import yielding
 
 
 class FakeBackups:
@@ -86,3 +90,45 @@ async def test_bad_schedules(setup: tuple[ScheduleService, FakeBackups, Clock]) 
     with pytest.raises(NotFoundError):
         await svc.delete("x")
     assert await svc.list() == []
+
+
+async def test_two_schedulers_on_one_store_run_a_due_time_once() -> None:
+    """Two daemons tick at once on one (yielding) store: the due backup runs exactly once,
+    and neither runs it again on its next tick."""
+    store = yielding(MemoryStore())
+    await InstanceRepo(store).create(InstanceSpec(name="vm1", image="tiny"), DesiredState())
+    fake, clock = FakeBackups(), Clock()
+    daemons = [ScheduleService(store, cast(BackupService, fake), clock) for _ in range(2)]
+    await daemons[0].put(Schedule(name="nightly", instance="vm1", cron="0 3 * * *"))
+    clock.now += timedelta(minutes=31)
+    ran = await asyncio.gather(*(d.tick() for d in daemons))
+    assert sorted(ran) == [[], ["nightly"]]
+    assert fake.calls == [("backup", "vm1")]
+    assert await asyncio.gather(*(d.tick() for d in daemons)) == [[], []]
+    [s] = await daemons[1].list()
+    assert s.last_status == "success"
+
+
+async def test_only_the_leader_ticks() -> None:
+    """With a leader elected, a follower's tick runs nothing; the leader's runs the
+    schedule; once the leader resigns the other daemon takes over."""
+    store = MemoryStore()
+    await InstanceRepo(store).create(InstanceSpec(name="vm1", image="tiny"), DesiredState())
+    fake, clock = FakeBackups(), Clock()
+    leaders = [Leadership(store, "schedules", f"host{i}") for i in range(2)]
+    daemons = [ScheduleService(store, cast(BackupService, fake), clock, lead) for lead in leaders]
+    leaders[0].start()
+    await leaders[0].wait_elected()
+    leaders[1].start()
+    await daemons[0].put(Schedule(name="hourly", instance="vm1", cron="0 * * * *"))
+    clock.now += timedelta(hours=1)
+    assert await daemons[1].tick() == []
+    assert await daemons[0].tick() == ["hourly"]
+    await leaders[0].stop()
+    await asyncio.wait_for(leaders[1].wait_elected(), 5)
+    clock.now += timedelta(hours=1)
+    assert await daemons[0].tick() == []
+    assert await daemons[1].tick() == ["hourly"]
+    assert fake.calls == [("backup", "vm1")] * 2
+    await leaders[1].stop()
+    await store.close()

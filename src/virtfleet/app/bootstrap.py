@@ -85,6 +85,8 @@ from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
 from virtfleet.state.history import History, HistoryBackend, MemoryHistoryBackend
 from virtfleet.state.history_sqlite import SQLiteHistoryBackend
+from virtfleet.state.leader import Leadership
+from virtfleet.state.locks import LOCAL_HOST, Session
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.repos import EventLog
 from virtfleet.state.sqlite import SQLiteStore
@@ -109,6 +111,8 @@ class Platform:
     app: FastAPI
     collector: MetricsCollector | None = None
     freeze_heap: bool = False  # the daemon process; not in-process test platforms
+    session: Session | None = None  # this daemon's lease for its claims in the store
+    leader: Leadership | None = None  # elects the daemon running cluster-wide singletons
 
     async def start(self) -> None:
         await ensure_admin(self.services.auth, self.settings.data_dir)
@@ -125,6 +129,8 @@ class Platform:
         if self.services.backups is not None:
             specs = [rec.spec for rec in await self.agent.repo.list()]
             await self.services.backups.manager.recover(specs)
+        if self.leader is not None:
+            self.leader.start()  # schedules and event alerts run while this daemon leads
         if self.services.alerts is not None:
             await self.services.alerts.start()
         if self.collector is not None:
@@ -152,6 +158,10 @@ class Platform:
         await self.agent.stop()
         if self.services.capacity is not None:
             await self.services.capacity.close()
+        if self.leader is not None:
+            await self.leader.stop()  # resign: another daemon takes over at once
+        if self.session is not None:
+            await self.session.close()
         await self.store.close()
 
 
@@ -304,13 +314,19 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
             networks=networks,
         ),
     )
-    runner = OperationRunner(store, events)
-    collector, metrics, alerts = _monitoring(settings, store, agent, events, facts)
+    session = Session(store, name=LOCAL_HOST)  # this daemon's claims (operations, admission)
+    leader = Leadership(store, "singletons", LOCAL_HOST)
+    runner = OperationRunner(store, events, host_id=LOCAL_HOST, session=session)
+    collector, metrics, alerts = _monitoring(settings, store, agent, events, facts, leader)
     tokens = TokenService(store)
     instances = InstanceService(store, images, facts, runner, events)
-    instances.networks = NetworkService(store, networks, events)
+    instances.networks = NetworkService(
+        store, networks, events, session=session, host_id=LOCAL_HOST
+    )
     ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
-    capacity = CapacityService(store, facts, ratios, sample_usage)
+    capacity = CapacityService(
+        store, facts, ratios, sample_usage, session=session, host_id=LOCAL_HOST
+    )
     instances.capacity = capacity
     instances.networks.tally = capacity.tally  # MAC checks without a listing
     instances.disks = DiskService(store, agent.disks, events)
@@ -346,7 +362,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         ova=OvaService(images, store, instances, runner, settings.disks_dir, host_paths),
         snapshots=SnapshotService(store, runner, events, snapshots),
         backups=backups,
-        schedules=ScheduleService(store, backups),
+        schedules=ScheduleService(store, backups, leader=leader),
         disks=instances.disks,
         boot=(boot := BootService(store, instances, runner, boot_id_of(settings))),
         shutdown=(shutdown := ShutdownService(store, instances, runner)),
@@ -354,7 +370,17 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     boot.snapshots = shutdown.snapshots = services.snapshots  # suspend and resume
     if services.guests is not None:  # a group with guest agents goes on once they answer
         boot.guest_ready = _agent_answers(services.guests)
-    platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
+    platform = Platform(
+        settings,
+        store,
+        driver,
+        agent,
+        services,
+        FastAPI(),
+        collector,
+        session=session,
+        leader=leader,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -369,7 +395,12 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
 
 
 def _monitoring(
-    settings: Settings, store: StateStore, agent: Agent, events: EventLog, facts: HostFacts
+    settings: Settings,
+    store: StateStore,
+    agent: Agent,
+    events: EventLog,
+    facts: HostFacts,
+    leader: Leadership | None = None,
 ) -> tuple[MetricsCollector, MetricsService, AlertService]:
     """The collector, its history (in the store's own file with SQLite) and the alerts."""
     backend: HistoryBackend = (
@@ -383,7 +414,7 @@ def _monitoring(
     )
     metrics = MetricsService(collector, History(backend), agent.repo, facts)
     metrics.scrape_from_loopback = settings.metrics_scrape_from_loopback
-    alerts = AlertService(store, events, WebhookNotifier(settings.alert_webhooks))
+    alerts = AlertService(store, events, WebhookNotifier(settings.alert_webhooks), leader=leader)
     collector.sinks = [metrics.record, alerts.evaluate]
     return collector, metrics, alerts
 

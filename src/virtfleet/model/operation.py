@@ -27,6 +27,7 @@ class Operation(BaseModel):
     id: str
     kind: str
     target: str = ""
+    host: str = ""  # the host whose daemon runs it ("" in records from before hosts)
     status: OperationStatus = OperationStatus.PENDING
     progress: int = 0
     message: str = ""

@@ -8,6 +8,13 @@ round (a sink of the metrics collector), event rules against the event log, sile
 (``alert.firing`` / ``alert.resolved``) and a notification (service/notify.py).
 Alert state itself is in memory: after a restart conditions are re-detected.
 Must not sample anything or know HTTP.
+
+The event log is shared by every daemon on the store, so event rules are a
+cluster-wide singleton: with a ``Leadership`` only the elected leader evaluates them,
+from the event after the last one a leader acted on (``/alerts/cursor``), and each
+of its transitions commits fenced by its lead (state/leader.py) together with the
+cursor: an event fires its webhook once however many daemons run. Threshold rules
+judge this host's own samples and run on every daemon.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from virtfleet.errors import InvalidInputError, NotFoundError
+from virtfleet.errors import ConflictError, InvalidInputError, NotFoundError
 from virtfleet.model.event import Event
 from virtfleet.model.metrics import (
     Alert,
@@ -33,12 +40,14 @@ from virtfleet.model.metrics import (
     metric_names,
 )
 from virtfleet.service.notify import WebhookNotifier
+from virtfleet.state.leader import Leadership
 from virtfleet.state.repos import EVENTS, EventLog, ModelRepo
-from virtfleet.state.store import StateStore
+from virtfleet.state.store import Put, StateStore
 
 log = logging.getLogger(__name__)
 RULES = "/alerts/rules/"
 SILENCES = "/alerts/silences/"
+CURSOR = "/alerts/cursor"  # the revision of the last event a leader acted on
 RESOLVED_KEPT = 200
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -122,8 +131,12 @@ class AlertService:
         events: EventLog,
         notifier: WebhookNotifier | None = None,
         clock: Callable[[], float] = time.time,
+        leader: Leadership | None = None,
     ) -> None:
         self.events = events
+        self._store = store
+        self._leader = leader  # None: the only daemon on its store
+        self._handled = 0  # revision of the event being (or last) evaluated
         self.notifier = notifier or WebhookNotifier()
         self.clock = clock
         self._rules_repo = ModelRepo(store, RULES, AlertRule)
@@ -142,7 +155,40 @@ class AlertService:
         self._rules = {**_DEFAULTS, **{r.name: r for r in stored}}
         self._silences = [s for s in await self._silences_repo.values() if isinstance(s, Silence)]
         revision = await self.events.store.revision()
+        if self._leader is not None:
+            lead = self._lead(self._leader, revision)
+            self._task = asyncio.create_task(lead, name="alert-events")
+            return
         self._task = asyncio.create_task(self._follow_events(revision), name="alert-events")
+
+    async def _lead(self, leader: Leadership, started: int) -> None:
+        """Evaluate event rules while this daemon leads; forget them when it stops.
+        ``started``: where to begin if no leader acted on any event yet."""
+        while True:
+            await leader.wait_elected()
+            follow = asyncio.create_task(
+                self._follow_from_cursor(started), name="alert-events-lead"
+            )
+            try:
+                await leader.wait_deposed()
+            finally:
+                follow.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follow
+                for key in [k for k in self._active if self._is_event_rule(k[0])]:
+                    del self._active[key]  # the next leader owns them now
+
+    async def _follow_from_cursor(self, started: int) -> None:
+        kv = await self._store.get(CURSOR)
+        after = int(kv.value) if kv is not None else started
+        try:
+            await self._follow_events(after)
+        except ConflictError:  # the cursor's events were pruned: from now on
+            await self._follow_events(await self._store.revision())
+
+    def _is_event_rule(self, name: str) -> bool:
+        rule = self._rules.get(name)
+        return rule is not None and rule.kind == "event"
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -284,14 +330,26 @@ class AlertService:
     async def _transition(self, alert: Alert) -> None:
         """A firing/resolved change: an event always, a notification unless silenced."""
         data: dict[str, Any] = alert.model_dump(mode="json")
-        await self.events.append(
-            Event(
-                kind=f"alert.{alert.state}", target=alert.target, message=alert.message, data=data
-            )
+        event = Event(
+            kind=f"alert.{alert.state}", target=alert.target, message=alert.message, data=data
         )
+        if self._leader is not None and self._is_event_rule(alert.rule):
+            if not await self._commit_as_leader(self._leader, event):
+                return  # no longer the leader: the next one acts on it
+        else:
+            await self.events.append(event)
         until = self._silenced_until(alert.rule, alert.target)
         if until is None:
             self.notifier.notify(data)
+
+    async def _commit_as_leader(self, leader: Leadership, event: Event) -> bool:
+        """Append ``event`` and move the cursor in one commit, only while still leading."""
+        try:
+            fence = leader.fence()
+        except ConflictError:
+            return False
+        cursor = Put(CURSOR, str(self._handled).encode())
+        return bool(await self._store.txn([fence], [await self.events.entry(event), cursor]))
 
     # -- event rules ---------------------------------------------------------------------
 
@@ -299,6 +357,7 @@ class AlertService:
         async for change in self.events.watch(revision):
             if change.type != "put" or not change.value or not change.key.startswith(EVENTS):
                 continue
+            self._handled = change.revision
             try:
                 await self.on_event(Event.model_validate_json(change.value))
             except Exception:

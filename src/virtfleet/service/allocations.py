@@ -134,12 +134,12 @@ class Allocations:
 
     async def _load(self) -> int:
         """Count every instance afresh; the revision the watch goes on from."""
-        revision = await self._store.revision()
+        records, revision = await self._repo.snapshot()  # the listing and its revision
         self._parts.clear()
         self._macs.clear()
         self._records = None
         self.memory_mib = self.vcpus = self.instances = 0
-        for rec in await self._repo.list():
+        for rec in records:
             revisions = {
                 "spec": rec.spec_revision,
                 "desired": rec.desired_revision,

@@ -6,9 +6,10 @@ allocated (the spec of every instance that runs, or whose start is asked for
 and has not failed) is service/allocations.py's, whose tally, once started,
 spares each admission a listing of every instance.
 
-Admission is a reservation: ``reserving`` checks and holds the one admission
-lock while the caller writes what makes the allocation (a desired ``running``
-or a bigger spec), so two admissions never both pass on the same room. The
+Admission is a reservation: ``reserving`` checks and holds the host's admission
+claim (a lease-backed claim in the store, state/locks.py, so daemons sharing the
+store take turns too) while the caller writes what makes the allocation (a desired
+``running`` or a bigger spec), so two admissions never both pass on the same room. The
 written request is the reservation: it counts while the start is in flight,
 stops counting when the agent records the start as failed, and is the running
 instance's allocation once it runs. Must not sample the host itself (it gets a
@@ -25,6 +26,7 @@ from virtfleet.errors import CapacityError
 from virtfleet.model.capacity import Capacity, HostUsage, OvercommitRatios
 from virtfleet.model.host import HostFacts
 from virtfleet.service.allocations import Allocations, counts
+from virtfleet.state.locks import LOCAL_HOST, Claims, Session
 from virtfleet.state.repos import InstanceRepo, instance_key
 from virtfleet.state.store import StateStore
 
@@ -38,8 +40,15 @@ class CapacityService:
         facts: HostFacts,
         ratios: OvercommitRatios | None = None,
         usage: Callable[[], HostUsage] | None = None,
+        *,
+        session: Session | None = None,
+        host_id: str = LOCAL_HOST,
     ) -> None:
         self._store = store
+        self._session = session or Session(store)
+        self._owns_session = session is None
+        self._claims = Claims(store, self._session, "admission", host_id)
+        self._host = host_id
         self._repo = InstanceRepo(store)
         self.tally = Allocations(store)  # used once started (else every instance is listed)
         self._facts = facts
@@ -73,6 +82,8 @@ class CapacityService:
 
     async def close(self) -> None:
         await self.tally.close()
+        if self._owns_session:
+            await self._session.close()
 
     async def _allocated(self, exclude: str | None) -> tuple[int, int, int]:
         """(memory MiB, vCPUs, instances) held by counting instances other than ``exclude``."""
@@ -89,7 +100,8 @@ class CapacityService:
         """Admit ``name`` at this size and hold the admission lock for the block, which
         must write the request that makes the allocation (it counts from then on).
         ``CapacityError`` (nothing is run) if it does not fit."""
-        async with self._lock:
+        async with self._lock, self._claims.held(self._host):
+            await self.tally.current()  # another daemon's admissions counted too
             await self.admit(name, memory_mib, vcpus)
             yield
             await self._counted(name)

@@ -241,7 +241,7 @@ class InstanceService:
         power = DesiredPower.RUNNING if start else DesiredPower.STOPPED
         target = f"instance/{spec.name}"
         done = None
-        if not start and prepare is None and self._runner.idle(target):
+        if not start and prepare is None and await self._runner.idle(target):
             # Nothing to wait for: the operation is recorded done in the create's commit.
             done = self._runner.finished(
                 "instance.create", target, {"name": spec.name, "power": _P.STOPPED.value}
@@ -249,9 +249,10 @@ class InstanceService:
         created = Event(
             kind="instance.created", target=target, message=f"instance {spec.name} created"
         )
+        guards, macs = await self.networks.mac_claims(spec) if self.networks else ([], [])
         async with self._admission(spec, start):  # the name claim is the reservation
-            also = [await self._events.entry(created), *([done[1]] if done else [])]
-            await self._repo.create(spec, DesiredState(power=power, generation=1), also)
+            also = [await self._events.entry(created), *([done[1]] if done else []), *macs]
+            await self._repo.create(spec, DesiredState(power=power, generation=1), also, guards)
         if done is not None:
             await self._runner.counted()
             return done[0]

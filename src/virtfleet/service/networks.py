@@ -3,8 +3,12 @@
 Owns the rules that span networks and instances: subnets must not overlap, a
 VLAN (parent + tag) belongs to one network, a network in use by an instance
 cannot be deleted, a NIC must name an existing network and gets a MAC no other
-NIC has. Creating or deleting a network is quick (a bridge, a dnsmasq, one
-rules transaction) and answers synchronously; the host part is all-or-nothing
+NIC has. A MAC is claimed by compare-and-swap (``/macs/{mac}``, written in the
+instance's create commit): two creates racing for one MAC, in one daemon or two,
+never both succeed. Network creates and deletes take the store's ``networks``
+claim (state/locks.py), so two daemons never both pass the subnet-overlap check.
+Creating or deleting a network is quick (a bridge, a dnsmasq, one rules
+transaction) and answers synchronously; the host part is all-or-nothing
 (``NetworkHost.create``) and the store is written only once it succeeded.
 Must not touch links, processes or rules itself: the ``NetworkHost`` does.
 """
@@ -28,9 +32,10 @@ from virtfleet.model.network import (
 )
 from virtfleet.network.base import NetworkHost
 from virtfleet.service.allocations import Allocations
+from virtfleet.state.locks import LOCAL_HOST, Claims, Session
 from virtfleet.state.networks import NetworkRepo
-from virtfleet.state.repos import EventLog, InstanceRepo
-from virtfleet.state.store import StateStore
+from virtfleet.state.repos import MACS, EventLog, InstanceRepo
+from virtfleet.state.store import Compare, Put, StateStore
 
 MAC_PREFIX = "52:54:00"  # QEMU's locally administered OUI
 
@@ -41,7 +46,17 @@ def network_users(specs: builtins.list[InstanceSpec], network: str) -> builtins.
 
 
 class NetworkService:
-    def __init__(self, store: StateStore, host: NetworkHost, events: EventLog) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        host: NetworkHost,
+        events: EventLog,
+        *,
+        session: Session | None = None,
+        host_id: str = LOCAL_HOST,
+    ) -> None:
+        self._store = store
+        self._claims = Claims(store, session or Session(store), "networks", host_id)
         self._repo = NetworkRepo(store)
         self._instances = InstanceRepo(store)
         self._host = host
@@ -70,24 +85,30 @@ class NetworkService:
         the host part and records nothing.
         """
         spec = spec.with_defaults()
-        async with self._lock:
-            others = await self._repo.list()
-            if any(o.name == spec.name for o in others):
-                raise AlreadyExistsError(f"network {spec.name!r} already exists")
-            clash = overlapping(spec, others)
-            if clash:
-                raise ConflictError(f"subnet of network {spec.name} overlaps network {clash}")
-            _check_vlan(spec, others)
-            await self._host.check(spec)
+        await self._check_new(spec)  # refused before any write (the claim is one)
+        async with self._lock, self._claims.held("networks"):
+            others = await self._check_new(spec)  # again: another daemon may have been first
             await self._host.create(spec, others)
             await self._repo.create(spec)
         await self._emit("network.created", spec.name, f"network {spec.name} created")
         return await self._view(spec)
 
+    async def _check_new(self, spec: NetworkSpec) -> builtins.list[NetworkSpec]:
+        """The other networks, if ``spec`` may be made next to them; else the error."""
+        others = await self._repo.list()
+        if any(o.name == spec.name for o in others):
+            raise AlreadyExistsError(f"network {spec.name!r} already exists")
+        clash = overlapping(spec, others)
+        if clash:
+            raise ConflictError(f"subnet of network {spec.name} overlaps network {clash}")
+        _check_vlan(spec, others)
+        await self._host.check(spec)
+        return others
+
     async def delete(self, name: str) -> bool:
         """Delete a network no instance uses (``InUseError``); a missing one is success."""
         validate_network_name(name)
-        async with self._lock:
+        async with self._lock, self._claims.held("networks"):
             spec = await self._repo.find(name)
             if spec is None:
                 return False
@@ -122,6 +143,25 @@ class NetworkService:
             taken.add(nic.mac or "")
             nics.append(nic)
         return spec.model_copy(update={"nics": nics})
+
+    async def mac_claims(
+        self, spec: InstanceSpec
+    ) -> tuple[builtins.list[Compare], builtins.list[Put]]:
+        """The compares and writes that claim ``spec``'s MACs in its create commit. A claim
+        left by an instance that no longer has the MAC is stale and taken over;
+        ``ConflictError`` if another instance holds it."""
+        guards: builtins.list[Compare] = []
+        puts: builtins.list[Put] = []
+        for mac in sorted({n.mac for n in spec.nics if n.mac}):
+            key = MACS + mac
+            kv = await self._store.get(key)
+            if kv is not None and kv.value.decode() != spec.name:
+                owner = await self._instances.find(kv.value.decode())
+                if owner is not None and any(n.mac == mac for n in owner.spec.nics):
+                    raise ConflictError(f"MAC {mac} is already used by another NIC")
+            guards.append(Compare(key, kv.mod_revision if kv is not None else 0))
+            puts.append(Put(key, spec.name.encode()))
+        return guards, puts
 
     async def _taken_macs(self) -> set[str]:
         """The MACs instances' NICs hold: from the tally when it follows the store (a

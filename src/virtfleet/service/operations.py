@@ -4,9 +4,14 @@ Owns the life cycle of every ``Operation`` (pending -> running -> success / fail
 cancelled), its persistence under ``/operations/`` and the per-target ordering:
 operations on one target run strictly one after another in submission order,
 operations on different targets run in parallel, and nothing ever fails for
-waiting (queue, don't fail). Must not know what the work does: the work is a
-coroutine function handed to ``submit``; undo of half-done work is that
-function's business (try/finally or ``AsyncExitStack``).
+waiting (queue, don't fail). The order is held in the store, not in this process:
+each operation queues a lease-backed claim on its target (state/locks.py), so
+runners of several daemons on one store take turns too, and a dead daemon's
+claims go with its lease. Each operation records its owning host; on start a
+runner fails only its own host's interrupted operations, never another's.
+Must not know what the work does: the work is a coroutine function handed to
+``submit``; undo of half-done work is that function's business (try/finally or
+``AsyncExitStack``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from virtfleet.errors import CancelledError_, InvalidStateError, NotFoundError, 
 from virtfleet.model.event import Event, utcnow
 from virtfleet.model.operation import Operation, OperationStatus
 from virtfleet.service.waiting import wait_until
+from virtfleet.state.locks import LOCAL_HOST, Claims, Session
 from virtfleet.state.repos import OPERATIONS, EventLog, operation_repo
 from virtfleet.state.store import Delete, Put, StateStore
 
@@ -58,45 +64,66 @@ class OpContext:
 class OperationRunner:
     """Runs operations in-process, one queue per target; every change is written to the store."""
 
-    def __init__(self, store: StateStore, events: EventLog) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        events: EventLog,
+        *,
+        host_id: str = LOCAL_HOST,
+        session: Session | None = None,
+    ) -> None:
         self._store = store
         self._repo = operation_repo(store)
         self._events = events
+        self._host = host_id
+        self._session = session or Session(store)
+        self._owns_session = session is None
+        self._claims = Claims(store, self._session, "operations", host_id)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._ops: dict[str, Operation] = {}  # the records of ``_tasks``, as last saved
         self._ended: dict[str, asyncio.Event] = {}  # set once an operation's outcome is known
-        self._by_target: dict[str, builtins.list[asyncio.Task[None]]] = {}
         self._closing = False
         self._submitted = 0
 
     async def recover(self) -> int:
-        """Mark operations a previous daemon left pending/running as failed; return how many."""
+        """Mark operations a previous daemon of this host left pending/running as failed
+        (another host's are its own business); return how many."""
         count = 0
         for op in await self.list():
-            if op.status in _ACTIVE and op.id not in self._tasks:
+            mine = op.host in (self._host, "")
+            if mine and op.status in _ACTIVE and op.id not in self._tasks:
                 self._fail(op, VirtfleetError(INTERRUPTED), OperationStatus.FAILURE)
                 await self._save(op)
+                await self._claims.release(self._claim_key(op))  # its turn ends with it
                 count += 1
         return count
 
     async def submit(self, kind: str, target: str, fn: OpFn, message: str = "") -> Operation:
-        """Persist the operation and queue ``fn`` behind earlier work on ``target``: pending
-        if there is any, else running at once (one store write, not two). ``message``: what
-        it does, shown until its first progress report."""
-        earlier = [t for t in self._by_target.get(target, []) if not t.done()]
-        status = OperationStatus.PENDING if earlier else OperationStatus.RUNNING
+        """Persist the operation and queue ``fn`` behind earlier work on ``target`` (of any
+        daemon on the store): pending if there is any, else running at once. ``message``:
+        what it does, shown until its first progress report."""
+        op_id = uuid.uuid4().hex
+        claim = await self._claims.ask(target, ticket=op_id)  # the place in line
+        first = await self._claims.first(claim)
+        status = OperationStatus.RUNNING if first else OperationStatus.PENDING
         op = Operation(
-            id=uuid.uuid4().hex, kind=kind, target=target, status=status, message=message
+            id=op_id, kind=kind, target=target, host=self._host, status=status, message=message
         )
-        await self._save(op)
-        task = asyncio.create_task(self._run(op, fn, earlier), name=f"op-{kind}-{op.id[:8]}")
+        try:
+            await self._save(op)
+        except BaseException:
+            await self._claims.release(claim)
+            raise
+        task = asyncio.create_task(self._run(op, fn, claim), name=f"op-{kind}-{op.id[:8]}")
         self._tasks[op.id] = task
         self._ops[op.id] = op
         self._ended[op.id] = asyncio.Event()
-        self._by_target.setdefault(target, []).append(task)
         task.add_done_callback(lambda t: self._forget(op, t))
         await self.counted()
         return op.model_copy()
+
+    def _claim_key(self, op: Operation) -> str:
+        return f"{self._claims.prefix(op.target)}{op.id}"
 
     async def counted(self) -> None:
         """Count one more stored operation (a caller that committed a ``finished`` one
@@ -114,6 +141,7 @@ class OperationRunner:
             id=uuid.uuid4().hex,
             kind=kind,
             target=target,
+            host=self._host,
             status=OperationStatus.SUCCESS,
             progress=100,
             result=result,
@@ -122,9 +150,9 @@ class OperationRunner:
         )
         return op, self._repo.put_of(op.id, op)
 
-    def idle(self, target: str) -> bool:
-        """Whether no operation is queued or running on ``target`` in this process."""
-        return not any(not t.done() for t in self._by_target.get(target, []))
+    async def idle(self, target: str) -> bool:
+        """Whether no operation is queued or running on ``target`` (on any daemon)."""
+        return await self._store.count(self._claims.prefix(target)) == 0
 
     def active(self, op_id: str) -> bool:
         """Whether operation ``op_id`` is queued or running in this process."""
@@ -184,6 +212,8 @@ class OperationRunner:
         for op_id in tasks:
             with contextlib.suppress(VirtfleetError):
                 await self._settle(op_id, VirtfleetError(SHUTDOWN), OperationStatus.FAILURE)
+        if self._owns_session:
+            await self._session.close()
 
     async def _settle(self, op_id: str, err: VirtfleetError, status: OperationStatus) -> Operation:
         """The stopped operation as stored. A task cancelled before its first step never
@@ -192,16 +222,12 @@ class OperationRunner:
         if not op.status.done:
             self._fail(op, err, status)
             await self._save(op)
+        await self._claims.release(self._claim_key(op))  # its body may never have run
         return op
 
-    async def _run(
-        self, op: Operation, fn: OpFn, earlier: builtins.list[asyncio.Task[None]]
-    ) -> None:
+    async def _run(self, op: Operation, fn: OpFn, claim: str) -> None:
         try:
-            if earlier:
-                await asyncio.wait(earlier)
-                op.status = OperationStatus.RUNNING
-                await self._save(op)
+            await self._turn(op, claim)
             op.result = await fn(OpContext(self, op))
             op.status, op.progress = OperationStatus.SUCCESS, 100
         except asyncio.CancelledError:
@@ -219,6 +245,7 @@ class OperationRunner:
                 VirtfleetError(f"{type(err).__name__}: {line}".rstrip(": ")),
                 OperationStatus.FAILURE,
             )
+        await self._claims.release(claim)  # the next in line may start
         self._ended[op.id].set()
         # Waiters answer first; the record is saved right after, in the same pass of the
         # loop (before it reads any new request, so nobody can see it unsaved).
@@ -226,6 +253,13 @@ class OperationRunner:
             await asyncio.sleep(0)
         finally:
             await self._save(op)  # also when shutdown cancels us just now
+
+    async def _turn(self, op: Operation, claim: str) -> None:
+        """Wait until the operations before this one on its target have ended."""
+        if op.status == OperationStatus.PENDING:
+            await self._claims.wait(claim)
+            op.status = OperationStatus.RUNNING
+            await self._save(op)
 
     async def _prune(self) -> None:
         finished = [op for op in await self.list() if op.status.done]
@@ -260,11 +294,6 @@ class OperationRunner:
         self._tasks.pop(op.id, None)
         self._ops.pop(op.id, None)
         self._ended.pop(op.id, None)
-        queue = self._by_target.get(op.target, [])
-        with contextlib.suppress(ValueError):
-            queue.remove(task)
-        if not queue:
-            self._by_target.pop(op.target, None)
 
     async def _wait_stored(self, op_id: str, timeout_s: float) -> Operation:
         """Wait through the store's watch for an operation run elsewhere (another daemon)."""

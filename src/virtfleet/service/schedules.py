@@ -4,6 +4,11 @@ Owns schedule records (``/backup-schedules/<name>`` in the store), cron
 validation (``croniter``), and the loop that submits due backups. A failed
 scheduled backup is recorded on the schedule and is an event
 (``backup.failed``, from ``BackupService``). Must not know HTTP or QEMU.
+
+A schedule runs exactly once however many daemons share the store: only the
+elected leader ticks (state/leader.py), and each run is claimed by a
+compare-and-swap of the schedule's ``last_run`` against the revision read, so
+even two tickers never both run one due time.
 """
 
 from __future__ import annotations
@@ -17,10 +22,16 @@ from datetime import UTC, datetime
 
 from croniter import croniter
 
-from virtfleet.errors import InvalidInputError, NotFoundError, VirtfleetError
+from virtfleet.errors import (
+    InvalidInputError,
+    NotFoundError,
+    RevisionConflictError,
+    VirtfleetError,
+)
 from virtfleet.model.backup import Schedule
 from virtfleet.model.names import validate_name
 from virtfleet.service.backups import BackupService
+from virtfleet.state.leader import Leadership
 from virtfleet.state.repos import InstanceRepo, ModelRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage.backup.prune import RetentionPolicy
@@ -57,11 +68,13 @@ class ScheduleService:
         store: StateStore,
         backups: BackupService,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        leader: Leadership | None = None,
     ) -> None:
         self._repo = ModelRepo(store, SCHEDULES, Schedule)
         self._instances = InstanceRepo(store)
         self._backups = backups
         self._clock = clock
+        self._leader = leader  # None: the only daemon (tests, a store of its own)
         self._task: asyncio.Task[None] | None = None
 
     async def list(self) -> builtins.list[Schedule]:
@@ -95,6 +108,8 @@ class ScheduleService:
 
     async def _loop(self) -> None:
         while True:
+            if self._leader is not None:
+                await self._leader.wait_elected()  # a follower waits for its turn to lead
             try:
                 await self.tick()
             except Exception:
@@ -102,17 +117,25 @@ class ScheduleService:
             await asyncio.sleep(TICK_S)
 
     async def tick(self) -> builtins.list[str]:
-        """Run every due schedule once (a backup, then its prune); names of those run."""
+        """Run every due schedule once (a backup, then its prune); names of those run
+        (here: a due time another daemon claimed first is not run again)."""
+        if self._leader is not None and not self._leader.leading:
+            return []
         ran = []
-        for schedule in await self.list():
-            if next_run(schedule) <= self._clock():
-                await self._run(schedule)
+        found = [(s, rev) for s, rev in await self._repo.items() if isinstance(s, Schedule)]
+        for schedule, revision in sorted(found, key=lambda i: i[0].name):
+            if next_run(schedule) <= self._clock() and await self._run(schedule, revision):
                 ran.append(schedule.name)
         return ran
 
-    async def _run(self, s: Schedule) -> None:
+    async def _run(self, s: Schedule, revision: int) -> bool:
+        """Claim this due time (compare-and-swap on ``last_run``) and run it; False if
+        another daemon claimed it (or the schedule changed) since it was read."""
         s.last_run = self._clock()
-        await self._repo.put(s.name, s)  # claimed first: a slow backup is not started twice
+        try:  # claimed first: a slow backup is not started twice, nor by two daemons
+            revision = await self._repo.put(s.name, s, expect_revision=revision)
+        except RevisionConflictError:
+            return False
         try:
             op = await self._backups.create(s.instance)
             done = await self._backups.wait(op.id, 24 * 3600)
@@ -127,4 +150,6 @@ class ScheduleService:
             s.last_status = "success"
         except VirtfleetError as err:
             s.last_status = err.message
-        await self._repo.put(s.name, s)
+        with contextlib.suppress(RevisionConflictError):  # edited or deleted meanwhile
+            await self._repo.put(s.name, s, expect_revision=revision)
+        return True

@@ -30,7 +30,7 @@ from virtfleet.errors import (
     VirtfleetError,
 )
 from virtfleet.state._watch import Watcher, WatchHub
-from virtfleet.state.store import Compare, Delete, KeyValue, Put, WatchEvent
+from virtfleet.state.store import Compare, Delete, KeyValue, Put, Range, TxnResult, WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,17 @@ class CoreStore(ABC):
         limit: int | None = None,
         descending: bool = False,
     ) -> builtins.list[KeyValue]:
+        found = await self.range(prefix, end=end, limit=limit, descending=descending)
+        return found.kvs
+
+    async def range(
+        self,
+        prefix: str,
+        *,
+        end: str | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+    ) -> Range:
         _check_prefix(prefix)
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise InvalidInputError("limit must be a positive number of keys")
@@ -148,7 +159,7 @@ class CoreStore(ABC):
             else Page(end, limit, descending)
         )
         async with self._op():
-            return self._scan(prefix, page)
+            return Range(self._scan(prefix, page), self._revision)
 
     async def count(self, prefix: str) -> int:
         _check_prefix(prefix)
@@ -202,7 +213,7 @@ class CoreStore(ABC):
         compares: Sequence[Compare],
         success: Sequence[Put | Delete],
         failure: Sequence[Put | Delete] = (),
-    ) -> bool:
+    ) -> TxnResult:
         _check_compares(compares)
         _check_ops(success)
         _check_ops(failure)
@@ -212,8 +223,7 @@ class CoreStore(ABC):
             for op in ops:
                 if isinstance(op, Put):
                     self._require_lease(op.lease)
-            self._commit(self._op_changes(ops))
-            return held
+            return TxnResult(held, self._commit(self._op_changes(ops)))
 
     # -- watch --------------------------------------------------------------
 

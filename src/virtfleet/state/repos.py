@@ -6,24 +6,28 @@ Keys:
     /instances/{name}/status    InstanceStatus      written by the agent
     /images/{name}              ImageRecord         written by the image service
     /operations/{id}            Operation
-    /events/{revision:020d}     Event               append-only, pruned to a bound
+    /events/{revision:020d}-{writer}-{n}  Event     append-only, pruned to a bound; unique
+                                                    per writer, ordered by commit revision
     /users/{username}           UserRecord          (state/accounts.py) argon2 hash only
     /tokens/{id}                TokenRecord         (state/accounts.py) SHA-256 of the secret
     /sessions/{id}              SessionRecord       (state/accounts.py) on a lease of its TTL
     /audit/{time_ns:020d}-{rnd} AuditEntry          (state/audit.py) append-only, bounded
     /idempotency/{sha256}       IdempotencyRecord   (state/idempotency.py) on a lease
+    /macs/{mac}                 instance name       the NIC MAC claim, made with the create
+    /claims/{scope}/{name}/{id} owner               (state/locks.py) on a session lease
 """
 
 from __future__ import annotations
 
 import builtins
+import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import BaseModel
 
-from virtfleet.errors import AlreadyExistsError, NotFoundError
+from virtfleet.errors import AlreadyExistsError, ConflictError, NotFoundError
 from virtfleet.model.event import Event
 from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus
 from virtfleet.model.operation import Operation
@@ -40,6 +44,7 @@ SESSIONS = "/sessions/"
 AUDIT = "/audit/"
 ANONYMOUS_AUDIT = "/audit-anonymous/"  # requests without valid credentials (bounded apart)
 IDEMPOTENCY = "/idempotency/"
+MACS = "/macs/"
 MAX_EVENTS = 2000
 
 
@@ -83,12 +88,17 @@ class InstanceRepo:
         self._parsed: dict[str, tuple[int, BaseModel]] = {}
 
     async def create(
-        self, spec: InstanceSpec, desired: DesiredState, also: Sequence[Put] = ()
+        self,
+        spec: InstanceSpec,
+        desired: DesiredState,
+        also: Sequence[Put] = (),
+        guards: Sequence[Compare] = (),
     ) -> None:
         """Write spec, desired and a stopped status in one transaction; fail if the name exists.
-        ``also``: further writes in the same commit (its event, its operation record)."""
+        ``also``: further writes in the same commit (its event, its operation record, its
+        MAC claims); ``guards``: further compares (``ConflictError`` if one misses)."""
         ok = await self.store.txn(
-            [Compare(instance_key(spec.name, "spec"), 0)],
+            [Compare(instance_key(spec.name, "spec"), 0), *guards],
             [
                 Put(instance_key(spec.name, "spec"), _dump(spec)),
                 Put(instance_key(spec.name, "desired"), _dump(desired)),
@@ -96,8 +106,10 @@ class InstanceRepo:
                 *also,
             ],
         )
-        if not ok:
+        if not ok and (not guards or await self.store.get(instance_key(spec.name, "spec"))):
             raise AlreadyExistsError(f"instance {spec.name!r} already exists")
+        if not ok:
+            raise ConflictError(f"what instance {spec.name!r} claims was just taken (its MAC)")
 
     async def get(self, name: str) -> InstanceRecord:
         rec = await self.find(name)
@@ -113,13 +125,18 @@ class InstanceRepo:
         """Every instance's record. ``shared``: records sharing the parsed models this
         repository keeps, for callers that only read them (copies are ~half the cost of
         listing 200 instances)."""
+        return (await self.snapshot(shared))[0]
+
+    async def snapshot(self, shared: bool = False) -> tuple[builtins.list[InstanceRecord], int]:
+        """``list`` and the revision it was read at (a watch from there misses nothing)."""
+        found = await self.store.range(INSTANCES)
         by_name: dict[str, dict[str, object]] = {}
-        for kv in await self.store.list(INSTANCES):
+        for kv in found.kvs:
             name = instance_name_of(kv.key)
             if name:
                 by_name.setdefault(name, {})[kv.key] = kv
         records = [self._record(n, kvs, not shared) for n, kvs in sorted(by_name.items())]
-        return [r for r in records if r is not None]
+        return [r for r in records if r is not None], found.revision
 
     def _record(
         self, name: str, kvs: Mapping[str, object], copy: bool = True
@@ -171,8 +188,7 @@ class InstanceRepo:
         put = Put(instance_key(name, "status"), _dump(status))
         if not also:
             return await self.store.put(put.key, put.value)
-        await self.store.txn([], [put, *also])
-        return await self.store.revision()
+        return (await self.store.txn([], [put, *also])).revision
 
     async def remove(self, name: str) -> None:
         await self.store.delete_prefix(f"{INSTANCES}{name}/")
@@ -207,6 +223,13 @@ class ModelRepo:
     async def delete(self, key: str) -> bool:
         return await self.store.delete(self.prefix + key)
 
+    async def items(self) -> builtins.list[tuple[BaseModel, int]]:
+        """Every record with its ``mod_revision`` (for a compare-and-swap write back)."""
+        return [
+            (self.model.model_validate_json(kv.value), kv.mod_revision)
+            for kv in await self.store.list(self.prefix)
+        ]
+
     async def values(self) -> builtins.list[BaseModel]:
         return [
             self.model.model_validate_json(kv.value) for kv in await self.store.list(self.prefix)
@@ -214,11 +237,18 @@ class ModelRepo:
 
 
 class EventLog:
-    """Append-only event log kept to ``MAX_EVENTS`` entries."""
+    """Append-only event log kept to ``MAX_EVENTS`` entries.
+
+    An entry's key is the revision read before the write, this writer's random id and
+    its own count: unique, so concurrent writers (tasks, daemons) never land on one key,
+    and only roughly in order. An event's place is the revision its commit got
+    (``mod_revision``): readers and the pruner order by it, so nothing is reordered.
+    """
 
     def __init__(self, store: StateStore) -> None:
         self.store = store
         self._count = 0
+        self._writer = secrets.token_hex(6)
 
     async def append(self, event: Event) -> Event:
         entry = await self.entry(event)
@@ -229,19 +259,24 @@ class EventLog:
         """``event`` as the ``Put`` appending it, for the very next commit (which may
         carry other writes: one commit instead of two)."""
         self._count += 1
-        if self._count % 100 == 0:
+        count = self._count  # taken before awaiting: other appends go on meanwhile
+        if count % 100 == 0:
             await self._prune()
         rev = await self.store.revision()
-        return Put(f"{EVENTS}{rev + 1:020d}", _dump(event))
+        return Put(f"{EVENTS}{rev + 1:020d}-{self._writer}-{count:012d}", _dump(event))
+
+    async def _ordered(self) -> builtins.list[KeyValue]:
+        """Every entry in commit order (entries are never rewritten: one revision each)."""
+        return sorted(await self.store.list(EVENTS), key=lambda kv: kv.mod_revision)
 
     async def _prune(self) -> None:
-        kvs = await self.store.list(EVENTS)
+        kvs = await self._ordered()
         extra = kvs[: max(0, len(kvs) - (MAX_EVENTS - 1))]  # room for the one being added
         if extra:  # one commit, not one per event (they were ~100 every 100 appends)
             await self.store.txn([], [Delete(kv.key) for kv in extra])
 
     async def recent(self, limit: int = 100) -> builtins.list[Event]:
-        kvs = (await self.store.list(EVENTS))[-limit:]
+        kvs = (await self._ordered())[-limit:]
         return [
             Event.model_validate_json(kv.value).model_copy(update={"revision": kv.mod_revision})
             for kv in kvs

@@ -12,6 +12,11 @@ Semantics (as etcd v3):
   since creation); deleting and re-creating resets ``version`` to 1;
 - ``put(expect_revision=r)`` is compare-and-swap on the key's ``mod_revision``
   (``r == 0`` means "must not exist"); a miss raises ``RevisionConflictError``;
+- ``txn`` returns a ``TxnResult``: whether its compares held and the revision it
+  committed (the store's current revision if it wrote nothing), so a caller never
+  asks ``revision()`` afterwards (another writer may have committed in between);
+- ``range`` is ``list`` with the revision the listing was read at (a watch from that
+  revision misses nothing and repeats nothing of what the listing showed);
 - ``watch(prefix, after_revision)`` yields every change with a revision greater
   than ``after_revision`` (history first, then live) in revision order;
 - a key put with a lease is deleted (with a delete watch event) when the lease
@@ -40,6 +45,28 @@ class WatchEvent:
     type: Literal["put", "delete"]
     key: str
     value: bytes | None  # None for deletes
+    revision: int
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    """What a transaction did: ``succeeded`` (its compares held) at ``revision``.
+
+    Truthy exactly when the compares held, so ``if await store.txn(...)`` reads as before.
+    """
+
+    succeeded: bool
+    revision: int  # the revision it committed; the current one if it wrote nothing
+
+    def __bool__(self) -> bool:
+        return self.succeeded
+
+
+@dataclass(frozen=True)
+class Range:
+    """A listing and the store revision it was read at."""
+
+    kvs: list[KeyValue]
     revision: int
 
 
@@ -99,6 +126,17 @@ class StateStore(Protocol):
         ``range_end``, ``limit`` and ``sort_order``): a bounded page of a big prefix."""
         ...
 
+    async def range(
+        self,
+        prefix: str,
+        *,
+        end: str | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+    ) -> Range:
+        """``list`` and the revision it read (etcd's range response header)."""
+        ...
+
     async def count(self, prefix: str) -> int:
         """How many live keys start with ``prefix`` (etcd's ``count_only``)."""
         ...
@@ -108,9 +146,9 @@ class StateStore(Protocol):
         compares: Sequence[Compare],
         success: Sequence[Put | Delete],
         failure: Sequence[Put | Delete] = (),
-    ) -> bool:
+    ) -> TxnResult:
         """Apply ``success`` atomically (one revision) if every compare holds, else ``failure``.
-        Return whether the compares held."""
+        Return whether the compares held and the revision committed."""
         ...
 
     async def revision(self) -> int: ...
