@@ -13,7 +13,10 @@ import pytest
 
 from tests.etcdlab import ETCDCTL, etcd_member
 from virtfleet.errors import ConflictError, InvalidInputError, StoreUnavailableError
+from virtfleet.state.audit import AuditLog
+from virtfleet.state.bulk import MAX_TXN_OPS
 from virtfleet.state.etcd import EtcdStore
+from virtfleet.state.repos import AUDIT
 from virtfleet.state.store import Put
 
 from .test_store import take
@@ -98,3 +101,19 @@ async def test_close_ends_a_waiting_watch(etcd_url: str, tmp_path: Path) -> None
     await store.close()
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(waiting, 5)
+
+
+async def test_audit_prune_of_more_than_a_txn_holds(etcd_url: str, tmp_path: Path) -> None:
+    """Pruning 300 audit entries at once works on etcd (one txn of 300 deletes would be
+    refused): the deletes go in batches of ``MAX_TXN_OPS``."""
+    store = EtcdStore([etcd_url], namespace=f"/t{tmp_path}")
+    try:
+        log = AuditLog(store, max_entries=10)
+        await store.txn([], [Put(f"{AUDIT}{i:020d}-x", b"{}") for i in range(100)])
+        await store.txn([], [Put(f"{AUDIT}{i:020d}-y", b"{}") for i in range(100, 200)])
+        await store.txn([], [Put(f"{AUDIT}{i:020d}-z", b"{}") for i in range(200, 310)])
+        assert MAX_TXN_OPS < 300
+        assert await log.prune() == 300
+        assert await store.count(AUDIT) == 10
+    finally:
+        await store.close()
