@@ -22,7 +22,8 @@ fi
 
 for p in qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio zstd iproute2 debootstrap \
          procps util-linux kmod ovmf syslinux syslinux-common mtools dosfstools fdisk \
-         chromium prometheus crun runc debootstrap dnsmasq-base nftables curl jq skopeo umoci; do
+         chromium prometheus crun runc debootstrap dnsmasq-base nftables curl jq skopeo umoci \
+         etcd-server etcd-client; do
   have "$p" || need_apt+=("$p")
 done
 command -v npm >/dev/null || need_apt+=(nodejs npm)  # any node >= 18 will do (e.g. nodesource)
@@ -40,6 +41,10 @@ if [ ${#need_apt[@]} -gt 0 ] || ! qemu_ok; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 qemu_ok || { echo "bootstrap: QEMU >= 9.0 is required" >&2; exit 1; }
+# virtfleet runs its own etcd members (the tests start theirs): not the package's service.
+if command -v systemctl >/dev/null && systemctl is-enabled --quiet etcd 2>/dev/null; then
+  systemctl disable --now etcd >/dev/null 2>&1 || true
+fi
 
 # Each VM's QEMU drops to its own uid from 90000-99999 (no account needed); this shared
 # user is only the fallback with VIRTFLEET_QEMU_UIDS=off. Containers map their own

@@ -34,6 +34,7 @@ calls them (``raise ... from err``); nothing else here does I/O.
     ├── BackupDamagedError (backup_damaged, 422)
     ├── RepositoryFullError (repository_full, 507)
     ├── HostError (host_unsupported, 503)
+    ├── StoreUnavailableError (store_unavailable, 503)
     ├── SchemaTooNewError (schema_too_new, 503)
     └── DriverError (driver_error, 502)
         ├── GuestAgentError (guest_agent_error, 502)
@@ -222,6 +223,13 @@ class RepositoryFullError(VirtfleetError):
 
 class HostError(VirtfleetError):
     code = "host_unsupported"
+    status = 503
+
+
+class StoreUnavailableError(VirtfleetError):
+    """The state store cannot be reached or has no quorum (etcd): nothing was written."""
+
+    code = "store_unavailable"
     status = 503
 
 

@@ -10,12 +10,14 @@ with a configurable history, persistence across reopen, exclusive file use.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import math
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.etcdlab import etcd_member
 from virtfleet.errors import (
     ConflictError,
     InUseError,
@@ -26,13 +28,16 @@ from virtfleet.errors import (
 )
 from virtfleet.state import sqlite as sqlite_module
 from virtfleet.state._watch import WatchHub
+from virtfleet.state.etcd import EtcdStore
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.state.store import Compare, Delete, Put, StateStore, WatchEvent
 
-IMPLEMENTATIONS: dict[str, Callable[[Path], StateStore]] = {
-    "memory": lambda tmp: MemoryStore(),
-    "sqlite": lambda tmp: SQLiteStore(tmp / "state.db"),
+IMPLEMENTATIONS: dict[str, Callable[[Path, str], StateStore]] = {
+    "memory": lambda tmp, etcd: MemoryStore(),
+    "sqlite": lambda tmp, etcd: SQLiteStore(tmp / "state.db"),
+    # One etcd for the module; each test under its own prefix (tmp_path is unique).
+    "etcd": lambda tmp, etcd: EtcdStore([etcd], namespace=f"/test{tmp}"),
 }
 WAIT_S = 2.0  # generous bound for anything that should happen "soon"
 TTL_S = 0.3
@@ -40,9 +45,33 @@ TTL_S = 0.3
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
-    impl = IMPLEMENTATIONS[request.param](tmp_path)
+    etcd = request.getfixturevalue("etcd_url") if request.param == "etcd" else ""
+    impl = IMPLEMENTATIONS[request.param](tmp_path, etcd)
     yield impl
     await impl.close()
+
+
+@pytest.fixture(scope="module")
+def etcd_url() -> Iterator[str]:
+    with etcd_member() as url:
+        yield url
+
+
+@pytest.fixture
+async def base(store: StateStore) -> int:
+    """The store's revision before the test wrote anything: 0 for a local store, etcd's
+    current revision for an etcd one (other prefixes' writes counted too)."""
+    return await store.revision()
+
+
+def lease_ttl(store: StateStore, ttl_s: float) -> float:
+    """The lease time ``grant_lease(ttl_s)`` really gives: etcd counts whole seconds."""
+    return max(1.0, math.ceil(ttl_s)) if isinstance(store, EtcdStore) else ttl_s
+
+
+def expiry_slack(store: StateStore) -> float:
+    """How long after its TTL a lease may still live (etcd checks expiry every 500 ms)."""
+    return 1.5 if isinstance(store, EtcdStore) else 0.2
 
 
 async def take(
@@ -72,23 +101,25 @@ def summary(events: list[WatchEvent]) -> list[tuple[str, str, int]]:
 # -- keys, revisions, versions ------------------------------------------------
 
 
-async def test_empty_store(store: StateStore) -> None:
-    """An empty store is at revision 0, has no keys, and get of a missing key is None."""
-    assert await store.revision() == 0
+async def test_empty_store(store: StateStore, base: int) -> None:
+    """An empty store has no keys, get of a missing key is None, reads make no revision."""
+    assert await store.revision() == base
     assert await store.get("/missing") is None
     assert await store.list("") == []
 
 
-async def test_put_get_revisions_and_versions(store: StateStore) -> None:
+async def test_put_get_revisions_and_versions(store: StateStore, base: int) -> None:
     """Each put bumps the global revision; a key keeps create_revision and counts versions."""
-    assert await store.put("/a", b"1") == 1
-    assert await store.put("/b", b"x") == 2
-    assert await store.put("/a", b"2") == 3
+    assert await store.put("/a", b"1") == base + 1
+    assert await store.put("/b", b"x") == base + 2
+    assert await store.put("/a", b"2") == base + 3
     a = await store.get("/a")
     assert a is not None
-    assert (a.key, a.value, a.create_revision, a.mod_revision, a.version) == ("/a", b"2", 1, 3, 2)
+    assert (a.key, a.value, a.create_revision, a.mod_revision, a.version) == (
+        "/a", b"2", base + 1, base + 3, 2
+    )  # fmt: skip
     assert a.lease is None
-    assert await store.revision() == 3
+    assert await store.revision() == base + 3
 
 
 async def test_recreate_resets_version(store: StateStore) -> None:
@@ -239,12 +270,12 @@ async def test_txn_failure_branch(store: StateStore) -> None:
 
 async def test_txn_without_effect_makes_no_revision(store: StateStore) -> None:
     """A txn that changes nothing (empty branch) reports its compares and adds no revision."""
-    await store.put("/a", b"1")
-    missed = await store.txn([Compare("/a", 99)], [Put("/b", b"x")])
-    assert (missed.succeeded, missed.revision, bool(missed)) == (False, 1, False)
+    rev = await store.put("/a", b"1")
+    missed = await store.txn([Compare("/a", rev + 99)], [Put("/b", b"x")])
+    assert (missed.succeeded, missed.revision, bool(missed)) == (False, rev, False)
     held = await store.txn([Compare("/zz", 0)], [])
-    assert (held.succeeded, held.revision, bool(held)) == (True, 1, True)
-    assert await store.revision() == 1
+    assert (held.succeeded, held.revision, bool(held)) == (True, rev, True)
+    assert await store.revision() == rev
     assert await store.get("/b") is None
 
 
@@ -264,28 +295,28 @@ async def test_txn_reports_its_own_revision_among_concurrent_writers(store: Stat
     assert len(set(actual.values())) == 20
 
 
-async def test_range_reports_the_revision_it_read(store: StateStore) -> None:
+async def test_range_reports_the_revision_it_read(store: StateStore, base: int) -> None:
     """``range`` is ``list`` plus the revision read: a watch from there misses nothing."""
     await store.put("/r/a", b"1")
     await store.put("/elsewhere", b"2")
     found = await store.range("/r/")
     assert [kv.key for kv in found.kvs] == ["/r/a"]
-    assert found.revision == 2 == await store.revision()
+    assert found.revision == base + 2 == await store.revision()
     page = await store.range("/r/", limit=1, descending=True)
-    assert [kv.key for kv in page.kvs] == ["/r/a"] and page.revision == 2
+    assert [kv.key for kv in page.kvs] == ["/r/a"] and page.revision == base + 2
     watch = store.watch("/r/", after_revision=found.revision)
     await store.put("/r/b", b"3")
-    assert summary(await take(watch, 1)) == [("put", "/r/b", 3)]
+    assert summary(await take(watch, 1)) == [("put", "/r/b", base + 3)]
 
 
-async def test_txn_rejects_duplicate_keys(store: StateStore) -> None:
+async def test_txn_rejects_duplicate_keys(store: StateStore, base: int) -> None:
     """A txn branch may touch each key once (as etcd): duplicates are invalid input."""
     with pytest.raises(InvalidInputError):
         await store.txn([], [Put("/a", b"1"), Delete("/a")])
-    assert await store.revision() == 0
+    assert await store.revision() == base
 
 
-async def test_invalid_arguments(store: StateStore) -> None:
+async def test_invalid_arguments(store: StateStore, base: int) -> None:
     """Empty keys, non-bytes values, negative revisions and bad TTLs are InvalidInputError."""
     with pytest.raises(InvalidInputError):
         await store.put("", b"x")
@@ -295,32 +326,32 @@ async def test_invalid_arguments(store: StateStore) -> None:
         await store.put("/k", b"x", expect_revision=-1)
     with pytest.raises(InvalidInputError):
         await store.grant_lease(0)
-    assert await store.revision() == 0
+    assert await store.revision() == base
 
 
 # -- watch --------------------------------------------------------------------
 
 
-async def test_watch_history_then_live(store: StateStore) -> None:
+async def test_watch_history_then_live(store: StateStore, base: int) -> None:
     """watch(after_revision) yields history then live changes, in order, without gaps or dups."""
     for i in range(1, 4):
         await store.put(f"/w/{i}", b"h")
-    watch = store.watch("/w/", after_revision=1)
+    watch = store.watch("/w/", after_revision=base + 1)
     history = await take(watch, 2)
     await store.put("/w/4", b"l")
     await store.delete("/w/1")
     live = await take(watch, 2)
     assert summary(history + live) == [
-        ("put", "/w/2", 2),
-        ("put", "/w/3", 3),
-        ("put", "/w/4", 4),
-        ("delete", "/w/1", 5),
+        ("put", "/w/2", base + 2),
+        ("put", "/w/3", base + 3),
+        ("put", "/w/4", base + 4),
+        ("delete", "/w/1", base + 5),
     ]
     assert [e.value for e in history + live] == [b"h", b"h", b"l", None]
     assert await nothing_more(watch)
 
 
-async def test_watch_during_concurrent_writes(store: StateStore) -> None:
+async def test_watch_during_concurrent_writes(store: StateStore, base: int) -> None:
     """A watch opened while writes keep coming sees every later revision exactly once."""
     total = 60
     warmed_up = asyncio.Event()
@@ -335,11 +366,11 @@ async def test_watch_during_concurrent_writes(store: StateStore) -> None:
     task = asyncio.create_task(writer())
     await warmed_up.wait()
     start = await store.revision()
-    assert start < total
+    assert start < base + total
     watch = store.watch("/c/", after_revision=start - 5)
-    events = await take(watch, total - start + 5)
+    events = await take(watch, base + total - start + 5)
     await task
-    assert [e.revision for e in events] == list(range(start - 4, total + 1))
+    assert [e.revision for e in events] == list(range(start - 4, base + total + 1))
     assert await nothing_more(watch)
 
 
@@ -354,32 +385,32 @@ async def test_watch_from_none_sees_only_future(store: StateStore) -> None:
     assert (event.type, event.key, event.value, event.revision) == ("put", "/f/new", b"new", rev)
 
 
-async def test_watch_prefix_isolation(store: StateStore) -> None:
+async def test_watch_prefix_isolation(store: StateStore, base: int) -> None:
     """A watch on '/a/' does not see '/ab/' or other keys."""
-    watch = store.watch("/a/", after_revision=0)
+    watch = store.watch("/a/", after_revision=base)
     await store.put("/ab/1", b"x")
     await store.put("/b", b"x")
     await store.put("/a/1", b"x")
-    assert summary(await take(watch, 1)) == [("put", "/a/1", 3)]
+    assert summary(await take(watch, 1)) == [("put", "/a/1", base + 3)]
     assert await nothing_more(watch)
 
 
-async def test_two_concurrent_watchers(store: StateStore) -> None:
+async def test_two_concurrent_watchers(store: StateStore, base: int) -> None:
     """Two watchers on overlapping prefixes each get every matching change."""
-    both = store.watch("/", after_revision=0)
-    narrow = store.watch("/n/", after_revision=0)
+    both = store.watch("/", after_revision=base)
+    narrow = store.watch("/n/", after_revision=base)
     results = asyncio.gather(take(both, 4), take(narrow, 2))
     await store.put("/n/1", b"1")
     await store.put("/x/1", b"1")
     await store.txn([], [Put("/n/2", b"2"), Put("/x/2", b"2")])
     all_events, narrow_events = await results
     assert summary(all_events) == [
-        ("put", "/n/1", 1),
-        ("put", "/x/1", 2),
-        ("put", "/n/2", 3),
-        ("put", "/x/2", 3),
+        ("put", "/n/1", base + 1),
+        ("put", "/x/1", base + 2),
+        ("put", "/n/2", base + 3),
+        ("put", "/x/2", base + 3),
     ]
-    assert summary(narrow_events) == [("put", "/n/1", 1), ("put", "/n/2", 3)]
+    assert summary(narrow_events) == [("put", "/n/1", base + 1), ("put", "/n/2", base + 3)]
 
 
 # -- leases -------------------------------------------------------------------
@@ -394,7 +425,7 @@ async def test_lease_expiry_deletes_keys_with_events(store: StateStore) -> None:
     kv = await store.get("/l/a")
     assert kv is not None and kv.lease == lease
     watch = store.watch("/l/", after_revision=await store.revision())
-    events = await take(watch, 2, within=TTL_S + 1.0)
+    events = await take(watch, 2, within=lease_ttl(store, TTL_S) + expiry_slack(store) + 1.0)
     assert [(e.type, e.key) for e in events] == [("delete", "/l/a"), ("delete", "/l/b")]
     assert events[0].revision == events[1].revision
     assert [kv.key for kv in await store.list("/l/")] == ["/l/keep"]
@@ -402,15 +433,16 @@ async def test_lease_expiry_deletes_keys_with_events(store: StateStore) -> None:
 
 async def test_keepalive_extends_lease(store: StateStore) -> None:
     """keepalive renews a lease for its TTL, so its keys outlive the original TTL."""
-    ttl = 0.5
-    lease = await store.grant_lease(ttl)
+    lease = await store.grant_lease(0.5)
+    ttl = lease_ttl(store, 0.5)
     await store.put("/k", b"v", lease=lease)
     for _ in range(8):
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(ttl / 5)
         await store.keepalive(lease)
     assert await store.get("/k") is not None  # 1.6 x TTL after the grant
     watch = store.watch("/", after_revision=await store.revision())
-    assert [e.type for e in await take(watch, 1, within=ttl + 1.0)] == ["delete"]
+    within = ttl + expiry_slack(store) + 1.0
+    assert [e.type for e in await take(watch, 1, within=within)] == ["delete"]
     assert await store.get("/k") is None
 
 
@@ -419,7 +451,7 @@ async def test_keepalive_on_expired_or_unknown_lease(store: StateStore) -> None:
     expired = await store.grant_lease(0.1)
     revoked = await store.grant_lease(5)
     await store.revoke(revoked)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(lease_ttl(store, 0.1) + expiry_slack(store))
     for lease in (expired, revoked, 123456789):
         with pytest.raises(NotFoundError):
             await store.keepalive(lease)
@@ -452,13 +484,13 @@ async def test_put_without_lease_detaches_key(store: StateStore) -> None:
     assert kv is not None and kv.value == b"2" and kv.lease is None
 
 
-async def test_put_with_unknown_lease(store: StateStore) -> None:
+async def test_put_with_unknown_lease(store: StateStore, base: int) -> None:
     """put (or a txn Put) with a lease that does not exist raises NotFoundError, writing nothing."""
     with pytest.raises(NotFoundError):
         await store.put("/k", b"v", lease=424242)
     with pytest.raises(NotFoundError):
         await store.txn([], [Put("/a", b"1"), Put("/b", b"2", lease=424242)])
-    assert await store.revision() == 0
+    assert await store.revision() == base
     assert await store.list("") == []
 
 
@@ -468,6 +500,16 @@ LOCAL: dict[str, Callable[[Path, int], MemoryStore | SQLiteStore]] = {
     "memory": lambda tmp, history: MemoryStore(history=history),
     "sqlite": lambda tmp, history: SQLiteStore(tmp / "state.db", history=history),
 }
+
+
+@pytest.mark.parametrize("kind", sorted(LOCAL))
+async def test_a_new_local_store_is_at_revision_0(kind: str, tmp_path: Path) -> None:
+    """A new local store starts at revision 0 (etcd starts at 1: see ``base``)."""
+    store = LOCAL[kind](tmp_path, 5)
+    try:
+        assert await store.revision() == 0
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize("kind", sorted(LOCAL))

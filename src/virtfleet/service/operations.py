@@ -28,9 +28,10 @@ from virtfleet.errors import CancelledError_, InvalidStateError, NotFoundError, 
 from virtfleet.model.event import Event, utcnow
 from virtfleet.model.operation import Operation, OperationStatus
 from virtfleet.service.waiting import wait_until
+from virtfleet.state.bulk import delete_keys
 from virtfleet.state.locks import LOCAL_HOST, Claims, Session
 from virtfleet.state.repos import OPERATIONS, EventLog, operation_repo
-from virtfleet.state.store import Delete, Put, StateStore
+from virtfleet.state.store import Put, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -264,8 +265,8 @@ class OperationRunner:
     async def _prune(self) -> None:
         finished = [op for op in await self.list() if op.status.done]
         old = finished[: max(0, len(finished) - MAX_FINISHED)]
-        if old:  # one commit, not one per operation (a 100-write stall every 100 creates)
-            await self._store.txn([], [Delete(OPERATIONS + op.id) for op in old])
+        # batched commits, not one per operation (a 100-write stall every 100 creates)
+        await delete_keys(self._store, [OPERATIONS + op.id for op in old])
 
     @staticmethod
     def _fail(op: Operation, err: VirtfleetError, status: OperationStatus) -> None:

@@ -14,13 +14,12 @@ import asyncio
 import builtins
 import contextlib
 import logging
-import math
 import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, TypeGuard
+from typing import NamedTuple
 
 from virtfleet.errors import (
     ConflictError,
@@ -29,6 +28,7 @@ from virtfleet.errors import (
     RevisionConflictError,
     VirtfleetError,
 )
+from virtfleet.state import checks
 from virtfleet.state._watch import Watcher, WatchHub
 from virtfleet.state.store import Compare, Delete, KeyValue, Put, Range, TxnResult, WatchEvent
 
@@ -127,7 +127,7 @@ class CoreStore(ABC):
     # -- keys ---------------------------------------------------------------
 
     async def get(self, key: str) -> KeyValue | None:
-        _check_key(key)
+        checks.check_key(key)
         async with self._op():
             return self._read(key)
 
@@ -150,7 +150,7 @@ class CoreStore(ABC):
         limit: int | None = None,
         descending: bool = False,
     ) -> Range:
-        _check_prefix(prefix)
+        checks.check_prefix(prefix)
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise InvalidInputError("limit must be a positive number of keys")
         page = (
@@ -162,7 +162,7 @@ class CoreStore(ABC):
             return Range(self._scan(prefix, page), self._revision)
 
     async def count(self, prefix: str) -> int:
-        _check_prefix(prefix)
+        checks.check_prefix(prefix)
         async with self._op():
             return self._count(prefix)
 
@@ -178,10 +178,10 @@ class CoreStore(ABC):
         expect_revision: int | None = None,
         lease: int | None = None,
     ) -> int:
-        _check_key(key)
-        _check_value(value)
-        _check_revision(expect_revision, "expect_revision")
-        _check_lease_id(lease, optional=True)
+        checks.check_key(key)
+        checks.check_value(value)
+        checks.check_revision(expect_revision, "expect_revision")
+        checks.check_lease_id(lease, optional=True)
         async with self._op():
             old = self._read(key)
             _compare(key, old, expect_revision)
@@ -189,8 +189,8 @@ class CoreStore(ABC):
             return self._commit([self._put_change(key, value, lease, old)])
 
     async def delete(self, key: str, *, expect_revision: int | None = None) -> bool:
-        _check_key(key)
-        _check_revision(expect_revision, "expect_revision")
+        checks.check_key(key)
+        checks.check_revision(expect_revision, "expect_revision")
         async with self._op():
             old = self._read(key)
             _compare(key, old, expect_revision)
@@ -200,7 +200,7 @@ class CoreStore(ABC):
             return True
 
     async def delete_prefix(self, prefix: str) -> int:
-        _check_prefix(prefix)
+        checks.check_prefix(prefix)
         if not prefix:
             raise InvalidInputError("delete_prefix needs a non-empty prefix")
         async with self._op():
@@ -214,9 +214,9 @@ class CoreStore(ABC):
         success: Sequence[Put | Delete],
         failure: Sequence[Put | Delete] = (),
     ) -> TxnResult:
-        _check_compares(compares)
-        _check_ops(success)
-        _check_ops(failure)
+        checks.check_compares(compares)
+        checks.check_ops(success)
+        checks.check_ops(failure)
         async with self._op():
             held = all(_mod_revision(self._read(c.key)) == c.mod_revision for c in compares)
             ops = success if held else failure
@@ -232,8 +232,8 @@ class CoreStore(ABC):
 
         ``ConflictError`` if the history needed has been compacted away.
         """
-        _check_prefix(prefix)
-        _check_revision(after_revision, "after_revision")
+        checks.check_prefix(prefix)
+        checks.check_revision(after_revision, "after_revision")
         self._check_open()
         start = self._revision if after_revision is None else after_revision
         history: builtins.list[WatchEvent] = []
@@ -247,7 +247,7 @@ class CoreStore(ABC):
     # -- leases -------------------------------------------------------------
 
     async def grant_lease(self, ttl_s: float) -> int:
-        _check_ttl(ttl_s)
+        checks.check_ttl(ttl_s)
         async with self._op():
             lease = Lease(self._new_lease_id(), float(ttl_s), self._now() + ttl_s)
             self._save_lease(lease)
@@ -257,7 +257,7 @@ class CoreStore(ABC):
         return lease.id
 
     async def keepalive(self, lease: int) -> None:
-        _check_lease_id(lease, optional=False)
+        checks.check_lease_id(lease, optional=False)
         async with self._op():
             current = self._leases.get(lease)
             if current is None:
@@ -267,7 +267,7 @@ class CoreStore(ABC):
             self._leases[lease] = renewed
 
     async def revoke(self, lease: int) -> None:
-        _check_lease_id(lease, optional=False)
+        checks.check_lease_id(lease, optional=False)
         async with self._op():
             if lease in self._leases:
                 self._end_lease(lease)
@@ -404,68 +404,3 @@ def _compare(key: str, old: KeyValue | None, expect_revision: int | None) -> Non
             expected=expect_revision,
             actual=actual,
         )
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_prefix(prefix: object) -> None:
-    if not isinstance(prefix, str):
-        raise InvalidInputError("key prefix must be a string")
-    try:
-        prefix.encode()
-    except UnicodeEncodeError as err:
-        raise InvalidInputError(f"key {prefix!r} is not valid unicode") from err
-
-
-def _check_key(key: object) -> None:
-    _check_prefix(key)
-    if not key:
-        raise InvalidInputError("key must not be empty")
-
-
-def _check_value(value: object) -> None:
-    if not isinstance(value, bytes):
-        raise InvalidInputError(f"value must be bytes, not {type(value).__name__}")
-
-
-def _check_revision(revision: object, what: str) -> None:
-    if revision is not None and (not _is_int(revision) or revision < 0):
-        raise InvalidInputError(f"{what} must be a revision >= 0")
-
-
-def _check_lease_id(lease: object, *, optional: bool) -> None:
-    if lease is None and optional:
-        return
-    if not _is_int(lease) or lease <= 0:
-        raise InvalidInputError("lease must be a positive lease id")
-
-
-def _check_ttl(ttl_s: object) -> None:
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float):
-        raise InvalidInputError("lease ttl must be a number of seconds")
-    if not math.isfinite(ttl_s) or ttl_s <= 0:
-        raise InvalidInputError("lease ttl must be a positive number of seconds")
-
-
-def _check_compares(compares: Sequence[Compare]) -> None:
-    for compare in compares:
-        if not isinstance(compare, Compare):
-            raise InvalidInputError(f"not a Compare: {compare!r}")
-        _check_key(compare.key)
-        _check_revision(compare.mod_revision, "compare mod_revision")
-
-
-def _check_ops(ops: Sequence[Put | Delete]) -> None:
-    seen: set[str] = set()
-    for op in ops:
-        if not isinstance(op, Put | Delete):
-            raise InvalidInputError(f"not a Put or Delete: {op!r}")
-        _check_key(op.key)
-        if op.key in seen:
-            raise InvalidInputError(f"key {op.key!r} appears twice in one transaction branch")
-        seen.add(op.key)
-        if isinstance(op, Put):
-            _check_value(op.value)
-            _check_lease_id(op.lease, optional=True)

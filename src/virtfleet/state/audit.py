@@ -23,8 +23,9 @@ from datetime import datetime
 from virtfleet.errors import RevisionConflictError
 from virtfleet.model.audit import AuditEntry, AuditQuery
 from virtfleet.model.auth import ANONYMOUS
+from virtfleet.state.bulk import delete_keys
 from virtfleet.state.repos import ANONYMOUS_AUDIT, AUDIT
-from virtfleet.state.store import Delete, StateStore
+from virtfleet.state.store import StateStore
 
 MAX_ENTRIES = 100_000
 MAX_ANONYMOUS = 10_000
@@ -71,14 +72,13 @@ class AuditLog:
 
     async def prune(self, bucket: str | None = None) -> int:
         """Delete the oldest entries beyond the bound of ``bucket`` (default: both), at
-        most ``PRUNE_BATCH`` per bucket, each bucket in one revision; how many."""
+        most ``PRUNE_BATCH`` per bucket, in transactions etcd accepts; how many."""
         pruned = 0
         for each in [bucket] if bucket else list(self.bounds):
             extra = await self.store.count(each) - self.bounds[each]
             if extra > 0:
                 oldest = await self.store.list(each, limit=min(extra, PRUNE_BATCH))
-                await self.store.txn([], [Delete(kv.key) for kv in oldest])
-                pruned += len(oldest)
+                pruned += await delete_keys(self.store, [kv.key for kv in oldest])
         return pruned
 
     async def query(self, query: AuditQuery) -> builtins.list[AuditEntry]:

@@ -31,7 +31,8 @@ from virtfleet.errors import AlreadyExistsError, ConflictError, NotFoundError
 from virtfleet.model.event import Event
 from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus
 from virtfleet.model.operation import Operation
-from virtfleet.state.store import Compare, Delete, KeyValue, Put, StateStore, WatchEvent
+from virtfleet.state.bulk import delete_keys
+from virtfleet.state.store import Compare, KeyValue, Put, StateStore, WatchEvent
 
 M = TypeVar("M", bound=BaseModel)
 INSTANCES = "/instances/"
@@ -272,8 +273,8 @@ class EventLog:
     async def _prune(self) -> None:
         kvs = await self._ordered()
         extra = kvs[: max(0, len(kvs) - (MAX_EVENTS - 1))]  # room for the one being added
-        if extra:  # one commit, not one per event (they were ~100 every 100 appends)
-            await self.store.txn([], [Delete(kv.key) for kv in extra])
+        # batched commits, not one per event (they were ~100 every 100 appends)
+        await delete_keys(self.store, [kv.key for kv in extra])
 
     async def recent(self, limit: int = 100) -> builtins.list[Event]:
         kvs = (await self._ordered())[-limit:]
