@@ -82,6 +82,7 @@ export function buildRequest(v) {
     Object.assign(body, containerRun(v));
   }
   if (v.kind !== "template") Object.assign(body, bootPolicy(v)); // clones take no boot policy
+  if (v.kind !== "template" && v.reuse) body.reuse_disks = true;
   body.nics = nics;
   if (Object.keys(cloudInit).length) body.cloud_init = cloudInit;
   body.start = v.start;
@@ -93,7 +94,10 @@ export async function openCreateWizard(preset = {}) {
   const dialog = document.getElementById("dialog");
   const error = h("p.notice.notice-error", { role: "alert", hidden: true });
   const source = h("select", { name: "source", required: true });
-  const name = h("input", { name: "name", required: true, autocomplete: "off" });
+  const name = h("input", { name: "name", required: true, autocomplete: "off", value: preset.name || "" });
+  const reuse = h("input", { type: "checkbox", name: "reuse_disks", id: "wiz-reuse", checked: Boolean(preset.reuse) });
+  const reuseField = h("label.check", { for: "wiz-reuse", id: "wiz-reuse-field" }, reuse,
+    "Attach the disks kept from a deleted instance of this name");
   const count = h("input", { name: "count", type: "number", min: 1, max: 100, value: "1" });
   const vcpus = h("input", { name: "vcpus", type: "number", min: 1, max: 255, value: "1" });
   const memory = h("input", { name: "memory_mib", type: "number", min: 64, step: 64, value: "256" });
@@ -130,6 +134,7 @@ export async function openCreateWizard(preset = {}) {
       field("wiz-source", "Source", source),
       field("wiz-name", "Name", name, "Lower-case letters, digits and dashes, e.g. web-1."),
       field("wiz-count", "Count", count, "With one base name, N clones are named base-1 … base-N."),
+      reuseField,
       radios("clone", "Clone type", [["linked", "Linked clones (qcow2 overlays, fast)"], ["full", "Full clones (independent copies)"]], "linked")),
     h("fieldset.step", {}, h("legend", {}, "2. Hardware"),
       field("wiz-vcpus", "vCPUs", vcpus),
@@ -176,6 +181,7 @@ export async function openCreateWizard(preset = {}) {
       sshKeys: sshKeys.value, packages: packages.value, userData: userData.value, start: start.checked,
       containerMode: containerMode.value, env: env.value, cmd: cmd.value, autostart: autostart.checked,
       startOrder: Number(startOrder.value) || 0, startDelay: Number(startDelay.value) || 0,
+      reuse: reuse.checked,
     };
   }
 
@@ -188,6 +194,7 @@ export async function openCreateWizard(preset = {}) {
       : h("option", { value: "" }, k === "template" ? "No templates: make one on the Templates page" : "No matching images"));
     const bulk = k === "template";
     form.querySelector("#wiz-count-field").hidden = !bulk;
+    reuseField.hidden = bulk;
     form.querySelector("#fieldset-clone").hidden = !bulk;
     form.querySelector('label[for="wiz-name"]').textContent = bulk ? "Names or pattern" : "Name";
     form.querySelector("#wiz-name-hint").textContent = bulk
@@ -245,7 +252,9 @@ export async function openCreateWizard(preset = {}) {
       const done = await track(op);
       if (done.status !== "success") console.warn(`create failed: ${failureText(done)}`);
     } catch (err) {
-      error.textContent = errorText(err);
+      error.textContent = err.code === "kept_disks"
+        ? `${errorText(err)}\nIn the web UI: tick "Attach the disks kept…" in step 1, or delete them on the Host page.`
+        : errorText(err);
       error.hidden = false;
     } finally {
       next.disabled = false;

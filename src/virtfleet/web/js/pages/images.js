@@ -1,22 +1,25 @@
 // Images and templates: sizes, checksums, sources; an image's detail (OCI layers and config);
-// import an OCI layout or `docker save` archive (admins); make a template from an image;
-// deploy N linked or full clones from a template (one all-or-nothing operation); delete.
+// build an image (operators); import a disk image, an OVA package or an OCI layout / `docker
+// save` archive, and export an image (admins; components/imageforms.js); make a template
+// from an image; deploy N linked or full clones from a template (one all-or-nothing
+// operation); delete.
 import * as api from "../api.js";
 import { bytes, clear, errorText, h, when } from "../dom.js";
 import { canOperate, isAdmin } from "../state.js";
 import { imageDetail } from "../components/imagedetail.js";
 import { confirmDialog } from "../components/confirm.js";
 import { failureText, track } from "../components/tasks.js";
+import { buildForm, diskImportForm, EXPORT_FORMATS, EXPORT_HINT, exportDialog, ovaImportForm } from "../components/imageforms.js";
 
 export async function renderImages(main) {
   const status = h("p.notice.notice-error", { role: "alert", hidden: true });
+  const notice = h("p.notice.notice-info", { role: "status", hidden: true, id: "images-done" });
   const body = h("tbody");
   const deploy = h("section.card", { hidden: true, "aria-labelledby": "deploy-title" });
   const detail = h("section.card", { hidden: true, "aria-labelledby": "image-detail-title", id: "image-detail" });
   clear(main,
     h("div.page-head", {}, h("h1", {}, "Images and templates")),
-    status,
-    isAdmin() ? importForm() : null,
+    status, notice,
     h("div.table-wrap", {},
       h("table.images", {},
         h("caption.sr-only", {}, "Images and templates in the store"),
@@ -24,7 +27,9 @@ export async function renderImages(main) {
           ["Name", "Kind", "Virtual size", "On disk", "Source", "Created", ""].map((c) => h("th", { scope: "col" }, c)))),
         body)),
     detail,
-    deploy);
+    deploy,
+    canOperate() ? buildForm(runOp) : null,
+    isAdmin() ? [diskImportForm(runOp), ovaImportForm(runOp), importForm()] : null);
 
   async function refresh() {
     const images = await api.listImages();
@@ -34,6 +39,7 @@ export async function renderImages(main) {
   function report(err) {
     status.textContent = err ? errorText(err) : "";
     status.hidden = !err;
+    notice.hidden = true;
   }
 
   async function runOp(promise) {
@@ -58,6 +64,9 @@ export async function renderImages(main) {
         actions.push(h("button", { type: "button", dataset: { templatize: img.name }, onclick: () => makeTemplate(img) }, "Make template"));
       }
       actions.push(h("button.danger", { type: "button", dataset: { delete: img.name }, onclick: () => remove(img) }, "Delete"));
+    }
+    if (isAdmin() && !["rootfs-tar", "oci"].includes(img.format)) {
+      actions.push(h("button", { type: "button", dataset: { export: img.name }, "aria-label": `Export ${img.name}`, onclick: () => exportImage(img) }, "Export…"));
     }
     return h("tr", { dataset: { image: img.name } },
       h("th", { scope: "row" }, img.name),
@@ -108,6 +117,14 @@ export async function renderImages(main) {
     submit, done);
     return h("section.card", { "aria-labelledby": "oci-import-title" },
       h("h2", { id: "oci-import-title" }, "Import an OCI or Docker image"), form);
+  }
+
+  function exportImage(img) {
+    exportDialog({
+      title: `Export image ${img.name}`, hint: EXPORT_HINT, suggested: `${img.name}.qcow2`, formats: EXPORT_FORMATS, runOp,
+      send: (path, format) => api.post(`/1.0/images/${api.enc(img.name)}/export`, { path, format }),
+      onDone: (r) => { notice.textContent = `Exported ${r.image} as ${r.format} to ${r.path}.`; notice.hidden = false; },
+    });
   }
 
   async function makeTemplate(img) {

@@ -2,7 +2,7 @@
 // Container or Snapshots and Backups, Metrics, Networks, and Settings (start at boot).
 import * as api from "../api.js";
 import { clear, DASH, devicesLabel, errorText, h, mib, modeBadge, modeOf, notice, powerBadge, when } from "../dom.js";
-import { canOperate } from "../state.js";
+import { canOperate, isAdmin } from "../state.js";
 import { ACTIONS, actionButton, allowed, run } from "../components/actions.js";
 import { tabView } from "../components/tabs.js";
 import { serialConsole } from "../components/serial.js";
@@ -16,6 +16,8 @@ import { guestFacts } from "../components/guest.js";
 import { bootPolicyPanel } from "../components/bootpolicy.js";
 
 import { backupsPanel, snapshotsPanel } from "../panels/protection.js";
+import { vmExportDialog } from "../components/imageforms.js";
+import { failureText, track } from "../components/tasks.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 
@@ -29,6 +31,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
   }
   const head = h("div.instance-head");
   const status = h("p.notice.notice-error", { role: "alert", hidden: true });
+  const done = h("p.notice.notice-info", { role: "status", hidden: true, id: "instance-done" });
   const tabs = tabView([
     { id: "summary", label: "Summary", render: (p) => summary(p, () => instance) },
     { id: "hardware", label: "Hardware", render: (p) => drawHardware(p) },
@@ -45,15 +48,38 @@ export async function renderInstance(main, name, initialTab = "summary") {
   ], initialTab, (id) => history.replaceState(null, "", `#/instances/${name}/${id}`));
 
   clear(main, h("nav.crumbs", { "aria-label": "Breadcrumb" }, h("a", { href: "#/instances" }, "Instances"), " / ", name),
-    head, status, tabs.element);
+    head, status, done, tabs.element);
 
   function drawHead() {
     const power = instance.status.power;
     clear(head,
       h("h1", {}, name, " ", powerBadge(power), " ", modeBadge(modeOf(instance))),
       canOperate() ? h("div.actions", { role: "group", "aria-label": "Instance actions" },
-        Object.keys(ACTIONS).map((action) => actionButton(action, () => act(action), !allowed(action, power))))
+        Object.keys(ACTIONS).map((action) => actionButton(action, () => act(action), !allowed(action, power))),
+        isAdmin() && instance.spec.kind === "vm" ? h("button", {
+          type: "button", id: "export-vm", disabled: !["stopped", "crashed"].includes(power),
+          title: "Export the stopped VM as an OVA package or one disk", onclick: () => vmExportDialog(instance, exportOp, exported),
+        }, "Export…") : null)
         : null);
+  }
+
+  // An export's operation, followed in the Tasks panel; failures shown in the page's alert.
+  async function exportOp(promise) {
+    status.hidden = true;
+    try {
+      const op = await track(await promise);
+      if (op.status !== "success") throw new Error(failureText(op));
+      return op;
+    } catch (err) {
+      status.textContent = errorText(err);
+      status.hidden = false;
+      return null;
+    }
+  }
+
+  function exported(text) {
+    clear(done, text);
+    done.hidden = false;
   }
 
   async function act(action) {
