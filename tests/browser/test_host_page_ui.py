@@ -7,6 +7,7 @@ and a viewer who sees none of these controls and whose forged requests are refus
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tarfile
@@ -346,3 +347,32 @@ def test_viewer_sees_no_host_or_transfer_control(
     )
     assert forged == [403] * 6
     assert (d.data_dir / "disks" / "ro-kept").is_dir()
+
+
+def test_cancel_a_running_operation_from_the_tasks_panel(ui_daemon: Daemon, page: Page) -> None:
+    """A clean stop of a paused real VM waits for a guest that cannot answer (its CPUs are
+    stopped); the Tasks panel's Cancel ends it at once: the task and the operation say
+    cancelled, and the VM was not stopped."""
+    d = ui_daemon
+    d.create("slow-stop", start=True)
+    d.action("slow-stop", "pause")
+    try:
+        login(page, d.url, "admin", ADMIN_PASSWORD)
+        page.goto(f"{d.url}/#/instances/slow-stop")
+        page.locator(".instance-head").get_by_role("button", name="Stop", exact=True).click()
+        task = page.locator("#tasks li.task", has_text="slow-stop").first
+        expect(task).to_have_attribute("data-status", "running", timeout=OP_MS)
+        task.get_by_role("button", name=re.compile("^Cancel ")).click()
+        expect(task).to_have_attribute("data-status", "cancelled")
+        expect(task.get_by_role("button")).to_have_count(0)
+        op_id = task.get_attribute("data-op")
+        with admin_http(d) as http:
+            op = http.get(f"/1.0/operations/{op_id}").json()
+            power = http.get("/1.0/instances/slow-stop").json()["status"]["power"]
+        assert (op["kind"], op["status"], op["error_code"]) == (
+            "instance.stop", "cancelled", "cancelled"
+        )  # fmt: skip
+        assert power != "stopped"
+    finally:
+        op = d.client.delete_instance("slow-stop", force=True, disks=True)
+        d.client.wait_operation(op.id, timeout_s=120)
