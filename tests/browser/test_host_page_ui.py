@@ -14,71 +14,24 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from tests.integration.conftest import Daemon
 
-from .conftest import ADMIN_PASSWORD, _free_port, admin_http
+from .conftest import ADMIN_PASSWORD, PATTERN, admin_http, fake_ui_daemon, raw_disk, started_vm
 from .pagecheck import check_page
 from .test_ui import OP_MS, login
 
 pytestmark = pytest.mark.integration
 
 VIEWER, VIEWER_PW = "vera", "viewer-pass-456"
-PATTERN = bytes(range(256)) * 4096  # 1 MiB the exported disks must carry back
 
 
 @pytest.fixture(scope="module")
-def fake_daemon(request: pytest.FixtureRequest) -> Iterator[Daemon]:
-    """A ``--driver fake`` daemon serving the UI on a loopback port; admin's password set
-    and a viewer account made."""
-    data_dir = Path(tempfile.mkdtemp(prefix="vfhostpage", dir="/tmp"))
-    port = _free_port()
-    d = Daemon(data_dir, ["--driver", "fake", "--listen", f"127.0.0.1:{port}"])
-    d.env = {"VIRTFLEET_ADMIN_PASSWORD": ADMIN_PASSWORD}
-    d.url = f"http://127.0.0.1:{port}"
-    d.start()
-    try:
-        with admin_http(d) as http:
-            user = {"username": VIEWER, "password": VIEWER_PW, "role": "viewer"}
-            assert http.post("/1.0/users", json=user).status_code in (200, 201)
-        yield d
-    finally:
-        d.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _raw_disk(path: Path) -> Path:
-    """A 4 MiB raw disk starting with ``PATTERN``."""
-    with path.open("wb") as f:
-        f.write(PATTERN)
-        f.truncate(4 * 2**20)
-    return path
-
-
-@pytest.fixture(scope="module")
-def vm_image(fake_daemon: Daemon) -> str:
-    """The VM image ``small``: a qcow2 of the pattern disk, imported through the API."""
-    raw = _raw_disk(fake_daemon.data_dir / "import" / "small.raw")
-    disk = raw.with_suffix(".qcow2")
-    subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(disk)], check=True)
-    with admin_http(fake_daemon) as http:
-        r = http.post("/1.0/images/import", json={"name": "small", "path": disk.name})
-        assert r.status_code == 202, r.text
-        assert fake_daemon.client.wait_operation(r.json()["id"], timeout_s=60).status == "success"
-    return "small"
-
-
-def _vm(d: Daemon, name: str, image: str, *, stop: bool = True, **fields: Any) -> None:
-    """VM ``name``, started once (the fake driver makes its disk at the first start)."""
-    op = d.client.create_instance({"name": name, "image": image, **fields}, start=True)
-    assert d.client.wait_operation(op.id, timeout_s=60).status == "success"
-    if stop:
-        op = d.client.change_state(name, "stop", force=True)
-        assert d.client.wait_operation(op.id, timeout_s=60).status == "success"
+def fake_daemon() -> Iterator[Daemon]:
+    yield from fake_ui_daemon("vfhostpage", (VIEWER, VIEWER_PW))
 
 
 def _content(path: Path, fmt: str) -> bytes:
@@ -97,13 +50,13 @@ def _format(path: Path) -> str:
 
 
 def test_host_page_shows_facts_every_check_and_capacity(
-    fake_daemon: Daemon, vm_image: str, page: Page
+    fake_daemon: Daemon, pattern_image: str, page: Page
 ) -> None:
     """The Host page shows the probed facts, every check of ``host check`` with its
     recommendation, and capacity as the API reports it (allocated vs the overcommit limits,
     counting a running 2-vCPU VM)."""
     d = fake_daemon
-    _vm(d, "cap-vm", vm_image, stop=False, vcpus=2, memory_mib=512)
+    started_vm(d, "cap-vm", pattern_image, stop=False, vcpus=2, memory_mib=512)
     login(page, d.url, "admin", ADMIN_PASSWORD)
     page.get_by_role("link", name="Host", exact=True).click()
     with admin_http(d) as http:
@@ -135,14 +88,14 @@ def test_host_page_shows_facts_every_check_and_capacity(
 
 
 def test_kept_disks_are_listed_deleted_and_reused(
-    fake_daemon: Daemon, vm_image: str, page: Page
+    fake_daemon: Daemon, pattern_image: str, page: Page
 ) -> None:
     """A delete with "Also delete its disks" unticked keeps them: the Host page lists them
     as kept; one set is deleted from there; creating the other name without reusing them
     is refused with a pointer to the option, and with it the VM gets the very same file."""
     d = fake_daemon
     for name in ("keep-a", "keep-b"):
-        _vm(d, name, vm_image)
+        started_vm(d, name, pattern_image)
     disks = d.data_dir / "disks"
     inode = (disks / "keep-a" / "root.qcow2").stat().st_ino
     login(page, d.url, "admin", ADMIN_PASSWORD)
@@ -174,7 +127,7 @@ def test_kept_disks_are_listed_deleted_and_reused(
     reuse = wizard.get_by_label("Attach the disks kept from a deleted instance of this name")
     expect(reuse).to_be_checked()
     reuse.uncheck()
-    wizard.get_by_label("Source").select_option(vm_image)
+    wizard.get_by_label("Source").select_option(pattern_image)
     for _ in range(4):
         wizard.get_by_role("button", name="Next").click()
     wizard.get_by_role("button", name="Create").click()
@@ -217,7 +170,7 @@ def test_import_a_disk_image_and_export_it(fake_daemon: Daemon, page: Page) -> N
     exported again as raw, the file in the export directory has the same content; an
     existing file is never overwritten."""
     d = fake_daemon
-    raw = _raw_disk(Path(tempfile.mkdtemp(prefix="vfraw", dir="/tmp")) / "src.raw")
+    raw = raw_disk(Path(tempfile.mkdtemp(prefix="vfraw", dir="/tmp")) / "src.raw")
     vmdk = d.data_dir / "import" / "legacy.vmdk"
     subprocess.run(["qemu-img", "convert", "-O", "vmdk", str(raw), str(vmdk)], check=True)
     shutil.rmtree(raw.parent)
@@ -255,13 +208,13 @@ def test_import_a_disk_image_and_export_it(fake_daemon: Daemon, page: Page) -> N
 
 
 def test_export_a_vm_as_ova_and_a_disk_then_import_the_ova(
-    fake_daemon: Daemon, vm_image: str, page: Page
+    fake_daemon: Daemon, pattern_image: str, page: Page
 ) -> None:
     """Export is offered only once the VM is stopped; the OVA lands in the export directory
     (OVF + disk), one disk as vmdk carries the data; the OVA imported from the Images page
     makes a VM of the chosen name with its images."""
     d = fake_daemon
-    _vm(d, "ova-src", vm_image, stop=False)
+    started_vm(d, "ova-src", pattern_image, stop=False)
     login(page, d.url, "admin", ADMIN_PASSWORD)
     page.goto(f"{d.url}/#/instances/ova-src")
     export = page.get_by_role("button", name="Export…")
@@ -310,15 +263,15 @@ def test_export_a_vm_as_ova_and_a_disk_then_import_the_ova(
 
 
 def test_viewer_sees_no_host_or_transfer_control(
-    fake_daemon: Daemon, vm_image: str, page: Page
+    fake_daemon: Daemon, pattern_image: str, page: Page
 ) -> None:
     """A viewer sees the Host page and the images, but no kept-disk actions, no build,
     import or export controls; forging those requests is refused."""
     d = fake_daemon
-    _vm(d, "ro-kept", vm_image)
+    started_vm(d, "ro-kept", pattern_image)
     op = d.client.delete_instance("ro-kept", force=True, disks=False)
     assert d.client.wait_operation(op.id, timeout_s=60).status == "success"
-    _vm(d, "ro-vm", vm_image)
+    started_vm(d, "ro-vm", pattern_image)
     login(page, d.url, VIEWER, VIEWER_PW)
     page.get_by_role("link", name="Host", exact=True).click()
     expect(page.locator("#disks-table tr[data-disk=ro-kept]")).to_contain_text("kept")

@@ -51,9 +51,21 @@ function containerRun(v) {
 }
 
 // The request the wizard sends for form values `v`: {method, path, body}.
+// Advanced hardware: sent only when set (restart policy other than "no", ceilings, floor).
+function advanced(v) {
+  const body = {};
+  if (v.restartPolicy && v.restartPolicy !== "no") body.restart_policy = v.restartPolicy;
+  if (v.kind === "container") return body;
+  if (v.maxVcpus) body.max_vcpus = v.maxVcpus;
+  if (v.maxMemory) body.max_memory_mib = v.maxMemory;
+  if (v.minMemory) body.min_memory_mib = v.minMemory;
+  return body;
+}
+
 export function buildRequest(v) {
   const nics = v.nic === "user" ? [{ mode: "user" }]
     : v.nic.startsWith("net:") ? [{ mode: "network", network: v.nic.slice(4) }] : [];
+  if (v.kind !== "container" && v.nicModel) for (const nic of nics) nic.model = v.nicModel;
   const cloudInit = {};
   if (v.kind !== "container") {
     if (v.hostname) cloudInit.hostname = v.hostname;
@@ -74,6 +86,7 @@ export function buildRequest(v) {
     body.vcpus = v.vcpus || 1;
     body.memory_mib = v.memory || 256;
   }
+  Object.assign(body, advanced(v));
   if (v.kind !== "container") {
     body.device_model = v.deviceModel;
     body.accel = v.accel;
@@ -101,6 +114,15 @@ export async function openCreateWizard(preset = {}) {
   const count = h("input", { name: "count", type: "number", min: 1, max: 100, value: "1" });
   const vcpus = h("input", { name: "vcpus", type: "number", min: 1, max: 255, value: "1" });
   const memory = h("input", { name: "memory_mib", type: "number", min: 64, step: 64, value: "256" });
+  const restartPolicy = h("select", { name: "restart_policy" }, [["no", "Never restart it"],
+    ["on-failure", "Restart it when it crashes"], ["always", "Restart it whenever it stops by itself"]]
+    .map(([value, label]) => h("option", { value }, label)));
+  const maxVcpus = h("input", { name: "max_vcpus", type: "number", min: 1, max: 255, placeholder: "same as the vCPUs" });
+  const maxMemory = h("input", { name: "max_memory_mib", type: "number", min: 64, step: 64, placeholder: "same as the memory" });
+  const minMemory = h("input", { name: "min_memory_mib", type: "number", min: 64, step: 64, placeholder: "no floor" });
+  const nicModel = h("select", { name: "nic_model" }, [["", "Default (virtio, or e1000 for emulated devices)"],
+    ["virtio", "virtio-net"], ["e1000", "e1000 (Intel)"], ["vmxnet3", "vmxnet3 (VMware)"], ["rtl8139", "rtl8139 (Realtek)"]]
+    .map(([value, label]) => h("option", { value }, label)));
   const nic = h("select", { name: "nic" }, h("option", { value: "none" }, "No network"),
     h("option", { value: "user" }, "User-mode NIC (outbound only)"));
   const agent = h("input", { type: "checkbox", name: "guest_agent", id: "wiz-agent" });
@@ -140,9 +162,15 @@ export async function openCreateWizard(preset = {}) {
       field("wiz-vcpus", "vCPUs", vcpus),
       field("wiz-memory", "Memory (MiB)", memory),
       vm(radios("device_model", "Device model", [["virtio", "virtio (paravirtualized)"], ["emulated", "emulated (e1000 NIC, IDE disk) for legacy guests"]], "virtio")),
-      vm(radios("accel", "Acceleration", [["auto", "auto (KVM if usable, else TCG)"], ["kvm", "KVM (hardware-assisted)"], ["tcg", "TCG (binary translation)"]], "auto"))),
+      vm(radios("accel", "Acceleration", [["auto", "auto (KVM if usable, else TCG)"], ["kvm", "KVM (hardware-assisted)"], ["tcg", "TCG (binary translation)"]], "auto")),
+      field("wiz-restart", "Restart policy", restartPolicy),
+      vm(h("details.advanced", {}, h("summary", {}, "Hot-plug ceilings and balloon floor"),
+        field("wiz-max-vcpus", "CPU hot-plug ceiling", maxVcpus, "CPUs it can grow to while running (maxcpus)."),
+        field("wiz-max-memory", "Boot RAM ceiling, MiB", maxMemory, "The memory it boots with; the balloon gives it less."),
+        field("wiz-min-memory", "Balloon floor, MiB", minMemory, "The balloon never takes it below this.")))),
     h("fieldset.step", {}, h("legend", {}, "3. Network and guest agent"),
       field("wiz-nic", "Network", nic),
+      vm(field("wiz-nic-model", "NIC model", nicModel)),
       vm(h("label.check", { for: "wiz-agent" }, agent, "QEMU guest agent channel")),
       boot),
     h("fieldset.step", {}, h("legend", { id: "wiz-step4" }, "4. Cloud-init (optional)"),
@@ -181,7 +209,8 @@ export async function openCreateWizard(preset = {}) {
       sshKeys: sshKeys.value, packages: packages.value, userData: userData.value, start: start.checked,
       containerMode: containerMode.value, env: env.value, cmd: cmd.value, autostart: autostart.checked,
       startOrder: Number(startOrder.value) || 0, startDelay: Number(startDelay.value) || 0,
-      reuse: reuse.checked,
+      reuse: reuse.checked, restartPolicy: restartPolicy.value, maxVcpus: Number(maxVcpus.value) || 0,
+      maxMemory: Number(maxMemory.value) || 0, minMemory: Number(minMemory.value) || 0, nicModel: nicModel.value,
     };
   }
 
