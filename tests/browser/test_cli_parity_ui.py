@@ -178,3 +178,24 @@ def test_console_log_of_a_stopped_vm(ui_daemon: Daemon, page: Page) -> None:
     finally:
         op = d.client.delete_instance("logged", force=True, disks=True)
         d.client.wait_operation(op.id, timeout_s=120)
+
+
+def test_template_from_an_image_gives_clones_a_guest_agent(
+    fake_daemon: Daemon, pattern_image: str, page: Page
+) -> None:
+    """ "Clones get a guest agent channel" on a template made from an image (`template
+    create --from-image --agent`) shows in its defaults, and a clone deployed from it has
+    the channel."""
+    d = fake_daemon
+    login(page, d.url, "admin", ADMIN_PASSWORD)
+    page.get_by_role("link", name="Templates").click()
+    page.get_by_label("From").select_option(f"image:{pattern_image}")
+    page.get_by_label("Template name").fill("agent-tpl")
+    page.get_by_label("Clones get a guest agent channel").check()
+    page.get_by_role("button", name="Make template").click()
+    row = page.locator("tr[data-template=agent-tpl]")
+    expect(row.locator(".defaults")).to_contain_text("guest_agent true", timeout=OP_MS)
+    with admin_http(d) as http:
+        r = http.post("/1.0/templates/agent-tpl/instances", json={"names": ["agent-clone"]})
+        assert d.client.wait_operation(r.json()["id"], timeout_s=60).status == "success"
+        assert http.get("/1.0/instances/agent-clone").json()["spec"]["guest_agent"] is True
