@@ -199,3 +199,21 @@ def test_template_from_an_image_gives_clones_a_guest_agent(
         r = http.post("/1.0/templates/agent-tpl/instances", json={"names": ["agent-clone"]})
         assert d.client.wait_operation(r.json()["id"], timeout_s=60).status == "success"
         assert http.get("/1.0/instances/agent-clone").json()["spec"]["guest_agent"] is True
+
+
+def test_oci_import_from_a_registry_reference(fake_daemon: Daemon, page: Page) -> None:
+    """A docker:// reference instead of a path is fetched by the daemon with skopeo
+    (`image import-oci --from`): here a loopback registry that is not there, so the task
+    fails with its code and the reference, and no image is made."""
+    d = fake_daemon
+    ref = "docker://127.0.0.1:1/nothing:1"
+    login(page, d.url, "admin", ADMIN_PASSWORD)
+    page.get_by_role("link", name="Images").click()
+    page.get_by_label("Image name").fill("from-registry")
+    page.get_by_label("Or a registry image").fill(ref)
+    page.get_by_role("button", name="Import", exact=True).click()
+    failed = page.locator("#tasks [data-status=failure]", has_text="from-registry")
+    expect(failed).to_contain_text("[", timeout=OP_MS)
+    expect(page.locator("p.notice-error[role=alert]")).to_contain_text("127.0.0.1:1/nothing")
+    with admin_http(d) as http:
+        assert http.get("/1.0/images/from-registry").status_code == 404

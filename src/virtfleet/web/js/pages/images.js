@@ -94,7 +94,8 @@ export async function renderImages(main) {
   // local root over the Unix socket may name any host path; the server enforces it).
   function importForm() {
     const name = h("input", { id: "oci-name", required: true, pattern: "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", autocomplete: "off" });
-    const path = h("input", { id: "oci-path", required: true, autocomplete: "off", spellcheck: "false", "aria-describedby": "oci-path-hint" });
+    const path = h("input", { id: "oci-path", autocomplete: "off", spellcheck: "false", "aria-describedby": "oci-path-hint" });
+    const from = h("input", { id: "oci-from", autocomplete: "off", spellcheck: "false", pattern: "docker://.+", placeholder: "docker://registry.example/app:1", "aria-describedby": "oci-from-hint" });
     const done = h("p.muted", { role: "status", id: "oci-status" });
     const submit = h("button.primary", { type: "submit" }, "Import");
     const form = h("form.inline-form", {
@@ -103,7 +104,8 @@ export async function renderImages(main) {
         e.preventDefault();
         submit.disabled = true;
         done.textContent = "";
-        const op = await runOp(api.post("/1.0/images/import-oci", { name: name.value.trim(), path: path.value.trim() }));
+        const source = from.value.trim() ? { from_ref: from.value.trim() } : { path: path.value.trim() };
+        const op = await runOp(api.post("/1.0/images/import-oci", { name: name.value.trim(), ...source }));
         submit.disabled = false;
         if (op && op.status === "success") {
           done.textContent = `Imported ${name.value.trim()}.`;
@@ -114,6 +116,8 @@ export async function renderImages(main) {
     h("div.field", {}, h("label", { for: "oci-name" }, "Image name"), name),
     h("div.field", {}, h("label", { for: "oci-path" }, "Path on the host"), path,
       h("small.hint", { id: "oci-path-hint" }, "An OCI image layout (directory or tarball) or a docker save archive in the daemon's import directory.")),
+    h("div.field", {}, h("label", { for: "oci-from" }, "Or a registry image"), from,
+      h("small.hint", { id: "oci-from-hint" }, "docker://REFERENCE: the daemon fetches it with skopeo (instead of a path).")),
     submit, done);
     return h("section.card", { "aria-labelledby": "oci-import-title" },
       h("h2", { id: "oci-import-title" }, "Import an OCI or Docker image"), form);
