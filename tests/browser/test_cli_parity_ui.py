@@ -18,6 +18,7 @@ from playwright.sync_api import Page, expect
 from tests.integration.conftest import Daemon
 
 from .conftest import ADMIN_PASSWORD, admin_http, fake_ui_daemon, started_vm
+from .pagecheck import check_page
 from .test_ui import OP_MS, login
 
 pytestmark = pytest.mark.integration
@@ -49,6 +50,7 @@ def test_wizard_and_hardware_tab_set_policy_ceilings_floor_and_nic_model(
     dialog.get_by_label("CPU hot-plug ceiling").fill("4")
     dialog.get_by_label("Boot RAM ceiling, MiB").fill("512")
     dialog.get_by_label("Balloon floor, MiB").fill("128")
+    check_page(page, "wizard-advanced")
     dialog.get_by_role("button", name="Next").click()
     dialog.get_by_label("Network", exact=True).select_option("user")
     dialog.get_by_label("NIC model").select_option("e1000")
@@ -100,6 +102,7 @@ def test_silence_a_rule_ahead_of_time_and_save_a_rule_disabled(
     form.get_by_role("button", name="Add silence").click()
     row = page.locator(f"tr[data-silence='{rule}:instance/web-*']")
     expect(row).to_contain_text("maintenance window")
+    check_page(page, "alerts-silence")
     with admin_http(d) as http:
         silences = http.get("/1.0/alerts/silences").json()
     (silence,) = [s for s in silences if s["target"] == "instance/web-*"]
@@ -124,6 +127,7 @@ def test_a_viewer_changes_their_own_password(fake_daemon: Daemon, page: Page) ->
     login(page, d.url, VIEWER, VIEWER_PW)
     page.get_by_role("link", name="Administration").click()
     form = page.locator("#my-password")
+    check_page(page, "administration-viewer")
     form.get_by_label("Current password").fill("not-my-password")
     form.get_by_label("New password").fill(new)
     form.get_by_role("button", name="Change my password").click()
@@ -174,6 +178,7 @@ def test_console_log_of_a_stopped_vm(ui_daemon: Daemon, page: Page) -> None:
             )
             expect(page.locator("#console-log-text")).to_contain_text("VIRTFLEET-READY")
             expect(page.locator("#console-serial")).to_have_count(0)
+            check_page(page, f"console-log-{user}")
             page.get_by_role("button", name="Log out").click()
     finally:
         op = d.client.delete_instance("logged", force=True, disks=True)

@@ -239,6 +239,7 @@ def test_export_a_vm_as_ova_and_a_disk_then_import_the_ova(
     dialog.get_by_label("What").select_option("disk:root")
     dialog.get_by_label("Disk format").select_option("vmdk")
     expect(dialog.get_by_label("New file on the host")).to_have_value("ova-src-root.vmdk")
+    check_page(page, "instance-export")
     dialog.get_by_role("button", name="Export").click()
     expect(done).to_contain_text("Exported disk root of ova-src as vmdk", timeout=OP_MS)
     disk = d.data_dir / "export" / "ova-src-root.vmdk"
