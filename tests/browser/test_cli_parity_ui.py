@@ -222,3 +222,28 @@ def test_oci_import_from_a_registry_reference(fake_daemon: Daemon, page: Page) -
     expect(page.locator("p.notice-error[role=alert]")).to_contain_text("127.0.0.1:1/nothing")
     with admin_http(d) as http:
         assert http.get("/1.0/images/from-registry").status_code == 404
+
+
+def test_operations_page_lists_filters_and_names_errors(
+    fake_daemon: Daemon, pattern_image: str, page: Page
+) -> None:
+    """The Operations page (Administration) lists what `operation list` does, newest first; the
+    status filter keeps only the failed one, shown with its error code."""
+    d = fake_daemon
+    started_vm(d, "ops-vm", pattern_image, stop=False)
+    with admin_http(d) as http:
+        body = {"name": "ops-fail", "from_ref": "docker://127.0.0.1:1/none:1"}
+        failed = http.post("/1.0/images/import-oci", json=body).json()["id"]
+        assert d.client.wait_operation(failed, timeout_s=60).status == "failure"
+        listed = [o["id"] for o in http.get("/1.0/operations").json()]
+        error = http.get(f"/1.0/operations/{failed}").json()["error_code"]
+    login(page, d.url, "admin", ADMIN_PASSWORD)
+    page.goto(f"{d.url}/#/admin/operations")
+    rows = page.locator("#operations-table tbody tr")
+    expect(rows.first).to_have_attribute("data-op", listed[-1])
+    assert [r.get_attribute("data-op") for r in rows.all()][: len(listed)] == listed[::-1]
+    check_page(page, "operations")
+    page.get_by_label("Status", exact=True).select_option("failure")
+    expect(rows.first).to_have_attribute("data-op", failed)
+    expect(rows.first).to_contain_text(f"[{error}]")
+    assert {r.get_attribute("data-status") for r in rows.all()} == {"failure"}

@@ -303,10 +303,13 @@ def test_viewer_sees_no_host_or_transfer_control(
     assert (d.data_dir / "disks" / "ro-kept").is_dir()
 
 
-def test_cancel_a_running_operation_from_the_tasks_panel(ui_daemon: Daemon, page: Page) -> None:
+def test_cancel_a_running_operation_from_the_tasks_panel_and_the_operations_page(
+    ui_daemon: Daemon, page: Page
+) -> None:
     """A clean stop of a paused real VM waits for a guest that cannot answer (its CPUs are
     stopped); the Tasks panel's Cancel ends it at once: the task and the operation say
-    cancelled, and the VM was not stopped."""
+    cancelled, and the VM was not stopped. A second such stop is cancelled from the
+    Operations page (Administration), whose row then says cancelled with its code."""
     d = ui_daemon
     d.create("slow-stop", start=True)
     d.action("slow-stop", "pause")
@@ -327,6 +330,19 @@ def test_cancel_a_running_operation_from_the_tasks_panel(ui_daemon: Daemon, page
             "instance.stop", "cancelled", "cancelled"
         )  # fmt: skip
         assert power != "stopped"
+
+        page.locator(".instance-head").get_by_role("button", name="Stop", exact=True).click()
+        page.get_by_role("link", name="Administration").click()
+        page.get_by_role("link", name="Operations").click()
+        running = page.locator("#operations-table tr[data-status=running]", has_text="slow-stop")
+        expect(running).to_have_count(1, timeout=OP_MS)
+        again = running.get_attribute("data-op")
+        running.get_by_role("button", name=f"Cancel operation {again}").click()
+        row = page.locator(f"#operations-table tr[data-op='{again}']")
+        expect(row).to_have_attribute("data-status", "cancelled")
+        expect(row).to_contain_text("[cancelled]")
+        with admin_http(d) as http:
+            assert http.get(f"/1.0/operations/{again}").json()["status"] == "cancelled"
     finally:
         op = d.client.delete_instance("slow-stop", force=True, disks=True)
         d.client.wait_operation(op.id, timeout_s=120)

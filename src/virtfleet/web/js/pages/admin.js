@@ -1,7 +1,7 @@
 // Administration: one's own password (everyone), users (create, change role, reset
 // password, disable/enable, delete; admins only), API
 // tokens (create with role and expiry, the secret shown once; revoke), and links to the
-// audit log and the event history (pages/activity.js).
+// audit log and the event history (pages/activity.js) and the operations (pages/operations.js).
 import * as api from "../api.js";
 import { clear, DASH, errorText, h, when } from "../dom.js";
 import { canOperate, isAdmin, session } from "../state.js";
@@ -12,7 +12,7 @@ const EXPIRIES = [["86400", "1 day"], ["604800", "7 days"], ["2592000", "30 days
 
 export function adminNav(current) {
   return h("nav.subnav", { "aria-label": "Administration" }, h("ul", {},
-    [["users", "Users and tokens"], ["audit", "Audit log"], ["events", "Event history"]].map(([id, label]) =>
+    [["users", "Users and tokens"], ["audit", "Audit log"], ["events", "Event history"], ["operations", "Operations"]].map(([id, label]) =>
       h("li", {}, h("a", { href: `#/admin/${id}`, "aria-current": id === current ? "page" : null }, label)))));
 }
 
