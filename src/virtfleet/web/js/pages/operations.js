@@ -18,23 +18,23 @@ export async function renderOperations(main) {
   clear(main, h("div.page-head", {}, h("h1", {}, "Operations")), adminNav("operations"),
     h("div.toolbar", {}, h("label", { for: "ops-status" }, "Status"), filter), status,
     h("div.table-wrap", {}, h("table", { id: "operations-table" }, h("caption.sr-only", {}, "Operations, newest first"),
-      h("thead", {}, h("tr", {}, ["Operation", "Kind", "Target", "Status", "Progress", "Started", "Updated", "Message or error", ""]
+      h("thead", {}, h("tr", {}, ["Operation", "Kind", "Target", "Status", "Progress", "Started", "Message or error", ""]
         .map((c) => h("th", { scope: "col" }, c)))),
       body)), count);
   let ops = [];
 
   function draw() {
     const shown = ops.filter((o) => filter.value === "all" || o.status === filter.value);
-    clear(body, shown.length ? shown.map(row) : h("tr", {}, h("td.muted", { colspan: 9 }, "No operations.")));
+    clear(body, shown.length ? shown.map(row) : h("tr", {}, h("td.muted", { colspan: 8 }, "No operations.")));
     count.textContent = `${shown.length} of ${ops.length} operations shown`;
   }
 
   function row(o) {
     const error = o.error_code ? `${o.error_message} [${o.error_code}]` : o.message || DASH;
     return h("tr", { dataset: { op: o.id, status: o.status } },
-      h("th", { scope: "row" }, h("code", {}, o.id)), h("td", {}, o.kind), h("td", {}, o.target),
+      h("th", { scope: "row" }, h("code", { title: o.id }, o.id.slice(0, 8))), h("td", {}, o.kind), h("td", {}, o.target),
       h("td", {}, o.status), h("td", {}, h("progress", { max: 100, value: o.status === "success" ? 100 : o.progress || 0, "aria-label": `${o.kind} ${o.target}: ${o.progress}%` })),
-      h("td", {}, when(o.created_at)), h("td", {}, when(o.updated_at)), h("td", {}, error),
+      h("td", { title: `updated ${when(o.updated_at)}` }, when(o.created_at)), h("td.op-msg", {}, error),
       h("td", {}, canOperate() && live(o) ? h("button.danger", { type: "button", "aria-label": `Cancel operation ${o.id}`, onclick: () => cancel(o) }, "Cancel") : null));
   }
 
