@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Generator, Iterator
@@ -67,6 +68,25 @@ def ui_daemon(
     for d in _running_daemon(request, ("--listen", f"127.0.0.1:{port}")):
         d.url = f"http://127.0.0.1:{port}"
         yield d
+
+
+def fake_ui_daemon(prefix: str, viewer: tuple[str, str]) -> Iterator[Daemon]:
+    """A ``--driver fake`` daemon (no guest boots) serving the UI on a loopback port, with
+    admin's password set and the viewer account ``viewer`` (username, password) made."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    port = _free_port()
+    d = Daemon(data_dir, ["--driver", "fake", "--listen", f"127.0.0.1:{port}"])
+    d.env = {"VIRTFLEET_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    d.url = f"http://127.0.0.1:{port}"
+    d.start()
+    try:
+        with admin_http(d) as http:
+            user = {"username": viewer[0], "password": viewer[1], "role": "viewer"}
+            assert http.post("/1.0/users", json=user).status_code in (200, 201)
+        yield d
+    finally:
+        d.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 class Shots:
@@ -169,3 +189,36 @@ def wait_op(client: httpx.Client, response: httpx.Response, timeout_s: float = 3
         op = r.json()
     assert op["status"] == "success", op
     return op
+
+
+# -- a fake-driver daemon with a small VM image (browser tests that boot no guest) --------
+
+PATTERN = bytes(range(256)) * 4096  # 1 MiB the exported disks must carry back
+
+
+def raw_disk(path: Path) -> Path:
+    """A 4 MiB raw disk starting with ``PATTERN``."""
+    with path.open("wb") as f:
+        f.write(PATTERN)
+        f.truncate(4 * 2**20)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pattern_image(fake_daemon: Daemon) -> str:
+    """The VM image ``small`` (a qcow2 of the pattern disk) on the module's ``fake_daemon``."""
+    raw = raw_disk(fake_daemon.data_dir / "import" / "small.raw")
+    disk = raw.with_suffix(".qcow2")
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(disk)], check=True)
+    with admin_http(fake_daemon) as http:
+        wait_op(http, http.post("/1.0/images/import", json={"name": "small", "path": disk.name}))
+    return "small"
+
+
+def started_vm(d: Daemon, name: str, image: str, *, stop: bool = True, **fields: Any) -> None:
+    """VM ``name``, started once (the fake driver makes its disk at the first start)."""
+    op = d.client.create_instance({"name": name, "image": image, **fields}, start=True)
+    assert d.client.wait_operation(op.id, timeout_s=60).status == "success"
+    if stop:
+        op = d.client.change_state(name, "stop", force=True)
+        assert d.client.wait_operation(op.id, timeout_s=60).status == "success"

@@ -25,7 +25,7 @@ VIEWER, VIEWER_PW = "vera", "viewer-pass-123"
 # What a viewer may press: navigation, filters, chart ranges, tabs; nothing that changes state.
 VIEWER_BUTTONS = re.compile(
     r"^(Filter|Summary|Hardware|Console|Container|Snapshots|Backups|Metrics|Networks|Settings|Details|"
-    r"\d+ (min|hour|day|days))$"
+    r"\d+ (min|hour|day|days)|Change my password)$"
 )
 
 
@@ -33,7 +33,8 @@ PAGES = [
     ("", "Dashboard"), ("instances", "Instances"), ("instances/vm-ro", "vm-ro"),
     ("networks", "Networks"), ("images", "Images and templates"), ("templates", "Templates"),
     ("backups", "Backups"), ("alerts", "Alerts"), ("admin/users", "Administration"),
-    ("admin/audit", "Audit log"), ("admin/events", "Event history"),
+    ("admin/audit", "Audit log"), ("admin/events", "Event history"), ("host", "Host"),
+    ("admin/operations", "Operations"),
 ]  # fmt: skip
 
 
@@ -129,8 +130,9 @@ def test_event_history_filters_and_follows_live(
 def test_viewer_sees_every_page_but_no_mutating_control(
     module_ui_daemon: Daemon, page: Page, shots: Shots
 ) -> None:
-    """A viewer visits every page: each renders, none offers a mutating control; changes
-    forged from the viewer's session are refused with 403 and change nothing."""
+    """A viewer visits every page: each renders, none offers a mutating control (but the
+    change of their own password); changes forged from the viewer's session are refused
+    with 403 and change nothing."""
     d = module_ui_daemon
     d.create("vm-ro", start=False)
     with admin_http(d) as http:
@@ -147,7 +149,7 @@ def test_viewer_sees_every_page_but_no_mutating_control(
         mutating = [b for b in buttons if not VIEWER_BUTTONS.match(b.strip())]
         assert mutating == [], f"{route or 'dashboard'}: a viewer sees {mutating}"
         expect(
-            page.locator("main form:not([aria-label$=filters]) button[type=submit]")
+            page.locator("main form:not([aria-label$=filters], #my-password) button[type=submit]")
         ).to_have_count(0)
     forged: list[dict[str, Any]] = page.evaluate(
         """async () => {

@@ -1,6 +1,6 @@
 """The web UI with a real system container: its page shows the Container mode, the
-Container tab runs a command, changes limits live and takes a rootfs snapshot, and the
-serial console is the container's init shell."""
+Container tab runs a command, changes limits live and takes (and deletes) a rootfs
+snapshot, and the serial console is the container's init shell."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from playwright.sync_api import Page, expect
 
 from tests.integration.conftest import Daemon
 from virtfleet.app.settings import Settings
+from virtfleet.client import container_calls
 from virtfleet.drivers.oci.driver import cgroup_mounts
 from virtfleet.util.cgroups import detect_layout
 
@@ -76,4 +77,8 @@ def _scenario(d: Daemon, page: Page, shots: Shots) -> None:
     page.get_by_role("button", name="Take snapshot").click()
     expect(page.locator(".snapshots li")).to_contain_text(re.compile("s1"))
     shots.step("container-snapshot")
+    page.get_by_role("button", name="Delete snapshot s1").click()
+    page.locator("#dialog").get_by_role("button", name="Delete").click()
+    expect(page.locator(".snapshots")).to_contain_text("No snapshots yet.")
+    assert d.client.call(container_calls.list_snapshots("ct-1")) == []
     assert not [m for m in shots.console if m.startswith("pageerror")], shots.console

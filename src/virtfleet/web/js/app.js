@@ -12,6 +12,8 @@ import { renderImages } from "./pages/images.js";
 import { renderTemplates } from "./pages/templates.js";
 import { renderBackups } from "./pages/backups.js";
 import { renderAlerts } from "./pages/alerts.js";
+import { renderHost } from "./pages/host.js";
+import { renderOperations } from "./pages/operations.js";
 import { renderUsers } from "./pages/admin.js";
 import { renderAudit, renderEvents } from "./pages/activity.js";
 import { startAlertBadge, stopAlertBadge } from "./components/alertbadge.js";
@@ -30,9 +32,11 @@ const ROUTES = [
   [/^#\/templates$/, "templates", (v) => renderTemplates(v)],
   [/^#\/backups$/, "backups", (v) => renderBackups(v)],
   [/^#\/alerts$/, "alerts", (v) => renderAlerts(v)],
+  [/^#\/host$/, "host", (v) => renderHost(v)],
   [/^#\/admin(?:\/users)?$/, "admin", (v) => renderUsers(v)],
   [/^#\/admin\/audit$/, "admin", (v) => renderAudit(v)],
   [/^#\/admin\/events$/, "admin", (v) => renderEvents(v)],
+  [/^#\/admin\/operations$/, "admin", (v) => renderOperations(v)],
 ];
 
 let shown = 0; // counts routes, so a late page learns it was left while loading

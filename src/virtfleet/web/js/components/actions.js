@@ -2,7 +2,7 @@
 // which apply in which state, confirmation for destructive ones, tracking as tasks.
 import * as api from "../api.js";
 import { errorText, h } from "../dom.js";
-import { confirmDialog } from "./confirm.js";
+import { confirmChoice } from "./confirm.js";
 import { failureText, track } from "./tasks.js";
 
 // action -> [label, allowed power states, destructive?]
@@ -22,31 +22,36 @@ export function allowed(action, power) {
 }
 
 // Submit ``action`` on ``name`` (no confirmation here); resolves to the finished operation.
-export async function perform(name, action) {
+// ``disks``: a delete also removes the disks (else they are kept, listed on the Host page).
+export async function perform(name, action, disks = true) {
   let op;
-  if (action === "delete") op = await api.deleteInstance(name);
+  if (action === "delete") op = await api.deleteInstance(name, { disks });
   else if (action === "force-stop") op = await api.changeState(name, "stop", true);
   else if (action === "reboot") op = await api.changeState(name, "restart");
   else op = await api.changeState(name, action);
   return track(op);
 }
 
+// null when the user cancels, else {option}: for a delete, whether the disks go too.
 export async function confirmed(action, names) {
-  if (!ACTIONS[action][2]) return true;
+  if (!ACTIONS[action][2]) return { option: true };
   const what = names.length === 1 ? `instance ${names[0]}` : `${names.length} instances (${names.join(", ")})`;
   const body = action === "delete"
-    ? `Delete ${what}? It is stopped if running, and its disks are removed. This cannot be undone.`
+    ? `Delete ${what}? It is stopped if running. This cannot be undone.`
     : `Force stop ${what}? This pulls the plug: unsaved data in the guest is lost.`;
-  return confirmDialog({ title: `${ACTIONS[action][0]}?`, body, confirm: ACTIONS[action][0] });
+  const option = action === "delete"
+    ? { label: "Also delete its disks (untick to keep them: the Host page lists kept disks)", checked: true } : null;
+  return confirmChoice({ title: `${ACTIONS[action][0]}?`, body, confirm: ACTIONS[action][0], option });
 }
 
 // Confirm if needed, run, and report failures into ``status`` (an element); true on success.
 export async function run(names, action, status) {
-  if (!(await confirmed(action, names))) return false;
+  const answer = await confirmed(action, names);
+  if (!answer) return false;
   status.textContent = "";
   const results = await Promise.all(names.map(async (name) => {
     try {
-      const op = await perform(name, action);
+      const op = await perform(name, action, answer.option);
       return op.status === "success" ? null : `${name}: ${failureText(op)}`;
     } catch (err) {
       return `${name}: ${errorText(err)}`;

@@ -1,20 +1,30 @@
-// A modal confirmation dialog (<dialog>): resolves true only on the explicit confirm button.
+// A modal confirmation dialog (<dialog>): resolves true only on the explicit confirm button
+// (confirmChoice: with one checkbox, e.g. "also delete its disks").
 import { clear, h } from "../dom.js";
 
-export function confirmDialog({ title, body, confirm = "Confirm", danger = true }) {
+export async function confirmDialog({ title, body, confirm = "Confirm", danger = true }) {
+  return (await confirmChoice({ title, body, confirm, danger })) !== null;
+}
+
+// Like confirmDialog with one checkbox (``option``: {label, checked}): resolves null when
+// cancelled, else {option: whether the box was ticked}.
+export function confirmChoice({ title, body, confirm = "Confirm", danger = true, option = null }) {
   const dialog = document.getElementById("dialog");
   return new Promise((resolve) => {
+    const box = option ? h("input", { type: "checkbox", id: "confirm-option", checked: Boolean(option.checked) }) : null;
     const done = (answer) => {
+      dialog.onclose = null;
       dialog.close();
-      resolve(answer);
+      resolve(answer ? { option: box ? box.checked : false } : null);
     };
     const cancel = h("button", { type: "button", onclick: () => done(false) }, "Cancel");
     const ok = h(danger ? "button.danger" : "button.primary", { type: "button", onclick: () => done(true) }, confirm);
-    dialog.onclose = () => resolve(false);
+    dialog.onclose = () => resolve(null);
     dialog.setAttribute("aria-labelledby", "dialog-title");
     clear(dialog,
       h("h2", { id: "dialog-title" }, title),
       h("p", {}, body),
+      box ? h("label.check", { for: "confirm-option" }, box, option.label) : null,
       h("div.actions", {}, cancel, ok));
     trapFocus(dialog);
     dialog.showModal();

@@ -1,7 +1,8 @@
 // The Hardware tab: the VM's resources, what is live and what waits for a reboot,
 // and (for operators) a form that changes them with PATCH /1.0/instances/{name}:
 // memory (balloon), vCPUs, CPU cap and weight, disks (add, grow, I/O limits,
-// remove) and NICs (add, remove). Each change is reported as live or next boot.
+// remove) and NICs (add, remove), the boot RAM and CPU hot-plug ceilings and the balloon
+// floor. Each change is reported as live or next boot.
 import * as api from "../api.js";
 import { DASH, devicesLabel, errorText, h, mib, modeBadge, modeOf } from "../dom.js";
 import { canOperate } from "../state.js";
@@ -65,6 +66,9 @@ function editForm(instance, onChanged, message) {
     h("p.muted", {}, "Memory, vCPUs, limits, disks and NICs change live where the VM allows; the rest at its next boot."),
     field("memory", "Memory (MiB)", spec.memory_mib, { min: 64 }),
     field("vcpus", "vCPUs", spec.vcpus, { min: 1 }),
+    field("max-memory", "Boot RAM ceiling, MiB (next boot)", spec.max_memory_mib, { min: 64 }),
+    field("min-memory", "Balloon floor, MiB (empty = none)", spec.min_memory_mib, { min: 64 }),
+    field("max-vcpus", "CPU hot-plug ceiling (next boot)", spec.max_vcpus, { min: 1 }),
     field("cpu-limit", "CPU limit (% of a core, empty = none)", spec.cpu_limit_pct, { min: 1 }),
     field("cpu-weight", "CPU weight (1–10000, empty = default)", spec.cpu_weight, { min: 1, max: 10000 }),
     disks,
@@ -111,6 +115,12 @@ function patchBody(form, spec) {
   if (memory !== null && memory !== spec.memory_mib) body.memory_mib = memory;
   const vcpus = num(form, "vcpus");
   if (vcpus !== null && vcpus !== spec.vcpus) body.vcpus = vcpus;
+  for (const [id, key] of [["max-memory", "max_memory_mib"], ["max-vcpus", "max_vcpus"]]) {
+    const value = num(form, id);
+    if (value !== null && value !== (spec[key] ?? null)) body[key] = value;
+  }
+  const floor = num(form, "min-memory");
+  if (floor !== (spec.min_memory_mib ?? null)) body.min_memory_mib = floor; // null lifts it
   const limit = num(form, "cpu-limit");
   if (limit !== (spec.cpu_limit_pct ?? null)) body.cpu_limit_pct = limit;
   const weight = num(form, "cpu-weight");

@@ -1,9 +1,11 @@
-// The task panel: operations (start, stop, create...) with live progress bars.
+// The task panel: operations (start, stop, create...) with live progress bars; operators
+// cancel a pending or running one (DELETE /1.0/operations/{id}).
 // Progress comes from the events websocket (/1.0/events, operation.progress);
 // completion from GET /1.0/operations/{id}/wait. Every event is re-broadcast on
 // window as "vf:event" so pages can refresh what they show.
 import * as api from "../api.js";
-import { clear, h } from "../dom.js";
+import { clear, errorText, h } from "../dom.js";
+import { canOperate } from "../state.js";
 
 const ops = new Map(); // id -> operation (latest known)
 let panel = null;
@@ -127,5 +129,17 @@ function taskItem(op) {
     h("progress", { max: 100, value: pct, "aria-label": `${label}: ${pct}%` }),
     op.status === "failure" || op.status === "cancelled"
       ? h("p.task-error", { role: "alert" }, failureText(op))
-      : h("p.task-msg", {}, op.message || ""));
+      : h("p.task-msg", {}, op.message || ""),
+    canOperate() && !isDone(op)
+      ? h("button.link", { type: "button", "aria-label": `Cancel ${label}`, dataset: { cancel: op.id }, onclick: () => cancel(op) }, "Cancel")
+      : null);
+}
+
+async function cancel(op) {
+  try {
+    ops.set(op.id, { ...op, ...(await api.del(`/1.0/operations/${api.enc(op.id)}`)) });
+  } catch (err) {
+    ops.set(op.id, { ...op, message: `cannot cancel: ${errorText(err)}` });
+  }
+  render();
 }

@@ -1,7 +1,7 @@
-// Administration: users (create, change role, reset password, disable/enable, delete;
-// admins only), API
+// Administration: one's own password (everyone), users (create, change role, reset
+// password, disable/enable, delete; admins only), API
 // tokens (create with role and expiry, the secret shown once; revoke), and links to the
-// audit log and the event history (pages/activity.js).
+// audit log and the event history (pages/activity.js) and the operations (pages/operations.js).
 import * as api from "../api.js";
 import { clear, DASH, errorText, h, when } from "../dom.js";
 import { canOperate, isAdmin, session } from "../state.js";
@@ -12,7 +12,7 @@ const EXPIRIES = [["86400", "1 day"], ["604800", "7 days"], ["2592000", "30 days
 
 export function adminNav(current) {
   return h("nav.subnav", { "aria-label": "Administration" }, h("ul", {},
-    [["users", "Users and tokens"], ["audit", "Audit log"], ["events", "Event history"]].map(([id, label]) =>
+    [["users", "Users and tokens"], ["audit", "Audit log"], ["events", "Event history"], ["operations", "Operations"]].map(([id, label]) =>
       h("li", {}, h("a", { href: `#/admin/${id}`, "aria-current": id === current ? "page" : null }, label)))));
 }
 
@@ -25,7 +25,8 @@ export async function renderUsers(main) {
   const done = h("p.notice.notice-info", { role: "status", hidden: true });
   const users = h("section", { "aria-labelledby": "users-title" });
   const tokens = h("section", { "aria-labelledby": "tokens-title" });
-  clear(main, h("div.page-head", {}, h("h1", {}, "Administration")), adminNav("users"), status, done, users, tokens);
+  clear(main, h("div.page-head", {}, h("h1", {}, "Administration")), adminNav("users"), status, done, users, tokens,
+    passwordForm());
 
   function report(err, ok) {
     status.textContent = err ? errorText(err) : "";
@@ -105,6 +106,23 @@ export async function renderUsers(main) {
   async function removeUser(u) {
     if (!(await confirmDialog({ title: "Delete user?", body: `Delete user ${u.username}? Their tokens stop working.`, confirm: "Delete" }))) return;
     attempt(() => api.del(`/1.0/users/${api.enc(u.username)}`), `User ${u.username} deleted.`);
+  }
+
+  // `user passwd` for oneself: the current password proves it is really you.
+  function passwordForm() {
+    const current = h("input", { id: "my-current-password", type: "password", required: true, autocomplete: "current-password" });
+    const next = h("input", { id: "my-new-password", type: "password", required: true, minlength: 8, autocomplete: "new-password" });
+    return h("form.inline-form.card", { id: "my-password", "aria-labelledby": "my-password-title", onsubmit: (e) => {
+      e.preventDefault();
+      attempt(async () => {
+        await api.put(`/1.0/users/${api.enc(session.username)}/password`, { password: next.value, current_password: current.value });
+        current.value = next.value = "";
+      }, "Your password is changed: your other sessions ended and your API tokens were revoked.");
+    } },
+    h("h2.full", { id: "my-password-title" }, `Your password (${session.username})`),
+    h("div.field", {}, h("label", { for: "my-current-password" }, "Current password"), current),
+    h("div.field", {}, h("label", { for: "my-new-password" }, "New password (8 characters or more)"), next),
+    h("button", { type: "submit" }, "Change my password"));
   }
 
   function drawTokens(list) {

@@ -1,5 +1,6 @@
-// Alerts: firing and resolved alerts, silences with their expiry, the rules (thresholds and
-// durations; admins add, edit and delete), and how webhook deliveries went.
+// Alerts: firing and resolved alerts, silences with their expiry (operators silence a firing
+// alert, or any rule ahead of time on a target glob), the rules (thresholds and durations;
+// admins add, edit, disable and delete), and how webhook deliveries went.
 import * as api from "../api.js";
 import { clear, DASH, errorText, h } from "../dom.js";
 import { canOperate, isAdmin } from "../state.js";
@@ -44,6 +45,7 @@ export async function renderAlerts(main) {
         silences.map((s) => h("tr", { dataset: { silence: `${s.rule}:${s.target}` } },
           h("th", { scope: "row" }, s.rule), h("td", {}, s.target), h("td", {}, at(s.until)), h("td", {}, s.comment || DASH))),
         "No silences."),
+      canOperate() ? ruleSilenceForm(rules) : null,
       h("h2", {}, "Resolved"),
       table("Recently resolved alerts", ["Rule", "Target", "Severity", "Fired", "Resolved", "Message"],
         resolved.slice(0, 50).map((a) => h("tr", { dataset: { resolved: a.rule } },
@@ -88,6 +90,32 @@ export async function renderAlerts(main) {
     } }, h("label.sr-only", { for: id }, `Silence ${a.rule} for`), duration, h("button", { type: "submit" }, "Silence"));
   }
 
+  // `alert silence RULE --target GLOB --for S --comment C`: before anything fires, too.
+  function ruleSilenceForm(rules) {
+    const rule = h("select", { id: "silence-rule", required: true }, rules.map((r) => h("option", { value: r.name }, r.name)));
+    const target = h("input", { id: "silence-target", value: "*", required: true, maxlength: 80, autocomplete: "off" });
+    const duration = h("select", { id: "silence-duration" }, [["3600", "1 hour"], ["14400", "4 hours"], ["86400", "1 day"],
+      ["604800", "1 week"], ["2592000", "30 days"]].map(([v, label]) => h("option", { value: v }, label)));
+    const comment = h("input", { id: "silence-comment", maxlength: 200, autocomplete: "off" });
+    const field = (el, label) => h("div.field", {}, h("label", { for: el.id }, label), el);
+    return h("form.inline-form.card", { id: "rule-silence", "aria-labelledby": "rule-silence-title", onsubmit: async (e) => {
+      e.preventDefault();
+      const body = { rule: rule.value, target: target.value.trim(), duration_s: Number(duration.value), comment: comment.value };
+      try {
+        await api.post("/1.0/alerts/silences", body);
+        report(null, `Silenced ${body.rule} on ${body.target}.`);
+        window.dispatchEvent(new CustomEvent("vf:alerts-changed"));
+        await load();
+      } catch (err) {
+        report(err);
+      }
+    } },
+    h("h3.full", { id: "rule-silence-title" }, "Silence a rule"),
+    field(rule, "Rule to silence"), field(target, "On targets (glob: *, host, instance/web-*)"),
+    field(duration, "Silence duration"), field(comment, "Comment"),
+    h("button", { type: "submit" }, "Add silence"));
+  }
+
   function ruleRow(r) {
     const cond = r.kind === "event" ? `event ${r.event}${r.resolve_event ? ` until ${r.resolve_event}` : ""}` : `${r.metric} ${r.op} ${r.threshold}`;
     return h("tr", { dataset: { rule: r.name } },
@@ -119,11 +147,13 @@ export async function renderAlerts(main) {
     const forS = input("rule-for", { type: "number", min: 0, value: "60", required: true });
     const severity = h("select", { id: "rule-severity" }, ["warning", "critical", "info"].map((s) => h("option", { value: s }, s)));
     const summary = input("rule-summary", { maxlength: 200 });
+    const enabled = input("rule-enabled", { type: "checkbox", checked: true });
     const field = (el, label) => h("div.field", {}, h("label", { for: el.id }, label), el);
     return h("form.inline-form.card", { "aria-labelledby": "rule-form-title", onsubmit: async (e) => {
       e.preventDefault();
       const rule = { name: name.value, target: target.value, metric: metric.value, op: op.value,
-        threshold: Number(threshold.value), for_s: Number(forS.value), severity: severity.value, summary: summary.value };
+        threshold: Number(threshold.value), for_s: Number(forS.value), severity: severity.value, summary: summary.value,
+        enabled: enabled.checked };
       try {
         await api.put(`/1.0/alerts/rules/${api.enc(rule.name)}`, rule);
         report(null, `Rule ${rule.name} saved.`);
@@ -135,7 +165,8 @@ export async function renderAlerts(main) {
     h("h3.full", { id: "rule-form-title" }, "Add or replace a threshold rule"),
     field(name, "Rule name"), field(target, "Target (host, instance/*, instance/NAME)"), field(metric, "Metric"),
     field(op, "Operator"), field(threshold, "Threshold"), field(forS, "For (seconds)"), field(severity, "Severity"),
-    field(summary, "Summary"), h("button.primary", { type: "submit" }, "Save rule"));
+    field(summary, "Summary"), h("label.check", { for: "rule-enabled" }, enabled, "Enabled (untick to keep the rule, off)"),
+    h("button.primary", { type: "submit" }, "Save rule"));
   }
 
   const onEvent = (e) => { if (e.detail.kind.startsWith("alert.")) load().catch(report); };

@@ -1,9 +1,10 @@
 // The "Container" tab of a container instance: live limits (CPU, memory, pids), exec of
-// one command with its output, and rootfs snapshots (take / restore while stopped).
+// one command with its output, and rootfs snapshots (take / restore while stopped, delete).
 // Uses only the public API (PATCH .../limits, POST .../exec, .../rootfs-snapshots).
-import { enc, get, post, request } from "../api.js";
+import { del, enc, get, post, request } from "../api.js";
 import { errorText, h, notice } from "../dom.js";
 import { canOperate } from "../state.js";
+import { confirmDialog } from "../components/confirm.js";
 
 const path = (name, rest) => `/1.0/instances/${enc(name)}/${rest}`;
 
@@ -81,9 +82,20 @@ function snapshots(name, getInstance) {
         status.replaceChildren(notice(errorText(err)));
       }
     };
+    const remove = (snap) => async () => {
+      if (!(await confirmDialog({ title: `Delete snapshot ${snap}?`, body: "The container's root file system stays as it is; only this restore point goes.", confirm: "Delete" }))) return;
+      try {
+        await del(path(name, `rootfs-snapshots/${enc(snap)}`));
+        status.replaceChildren(`Deleted ${snap}.`);
+      } catch (err) {
+        status.replaceChildren(notice(errorText(err)));
+      }
+      await refresh();
+    };
     box.replaceChildren(
-      list.length ? h("ul", {}, list.map((s) => h("li", {}, s, " ",
-        canOperate() ? h("button", { type: "button", disabled: !stopped, onclick: restore(s) }, "Restore") : null)))
+      list.length ? h("ul", {}, list.map((s) => h("li", { dataset: { snapshot: s } }, s, " ",
+        canOperate() ? [h("button", { type: "button", disabled: !stopped, onclick: restore(s), "aria-label": `Restore ${s}` }, "Restore"), " ",
+          h("button.danger", { type: "button", onclick: remove(s), "aria-label": `Delete snapshot ${s}` }, "Delete")] : null)))
         : h("p.muted", {}, "No snapshots yet."),
       stopped ? null : h("p.muted", {}, "Stop the container to take or restore a snapshot."));
   };

@@ -51,9 +51,21 @@ function containerRun(v) {
 }
 
 // The request the wizard sends for form values `v`: {method, path, body}.
+// Advanced hardware: sent only when set (restart policy other than "no", ceilings, floor).
+function advanced(v) {
+  const body = {};
+  if (v.restartPolicy && v.restartPolicy !== "no") body.restart_policy = v.restartPolicy;
+  if (v.kind === "container") return body;
+  if (v.maxVcpus) body.max_vcpus = v.maxVcpus;
+  if (v.maxMemory) body.max_memory_mib = v.maxMemory;
+  if (v.minMemory) body.min_memory_mib = v.minMemory;
+  return body;
+}
+
 export function buildRequest(v) {
   const nics = v.nic === "user" ? [{ mode: "user" }]
     : v.nic.startsWith("net:") ? [{ mode: "network", network: v.nic.slice(4) }] : [];
+  if (v.kind !== "container" && v.nicModel) for (const nic of nics) nic.model = v.nicModel;
   const cloudInit = {};
   if (v.kind !== "container") {
     if (v.hostname) cloudInit.hostname = v.hostname;
@@ -74,6 +86,7 @@ export function buildRequest(v) {
     body.vcpus = v.vcpus || 1;
     body.memory_mib = v.memory || 256;
   }
+  Object.assign(body, advanced(v));
   if (v.kind !== "container") {
     body.device_model = v.deviceModel;
     body.accel = v.accel;
@@ -82,6 +95,7 @@ export function buildRequest(v) {
     Object.assign(body, containerRun(v));
   }
   if (v.kind !== "template") Object.assign(body, bootPolicy(v)); // clones take no boot policy
+  if (v.kind !== "template" && v.reuse) body.reuse_disks = true;
   body.nics = nics;
   if (Object.keys(cloudInit).length) body.cloud_init = cloudInit;
   body.start = v.start;
@@ -93,10 +107,22 @@ export async function openCreateWizard(preset = {}) {
   const dialog = document.getElementById("dialog");
   const error = h("p.notice.notice-error", { role: "alert", hidden: true });
   const source = h("select", { name: "source", required: true });
-  const name = h("input", { name: "name", required: true, autocomplete: "off" });
+  const name = h("input", { name: "name", required: true, autocomplete: "off", value: preset.name || "" });
+  const reuse = h("input", { type: "checkbox", name: "reuse_disks", id: "wiz-reuse", checked: Boolean(preset.reuse) });
+  const reuseField = h("label.check", { for: "wiz-reuse", id: "wiz-reuse-field" }, reuse,
+    "Attach the disks kept from a deleted instance of this name");
   const count = h("input", { name: "count", type: "number", min: 1, max: 100, value: "1" });
   const vcpus = h("input", { name: "vcpus", type: "number", min: 1, max: 255, value: "1" });
   const memory = h("input", { name: "memory_mib", type: "number", min: 64, step: 64, value: "256" });
+  const restartPolicy = h("select", { name: "restart_policy" }, [["no", "Never restart it"],
+    ["on-failure", "Restart it when it crashes"], ["always", "Restart it whenever it stops by itself"]]
+    .map(([value, label]) => h("option", { value }, label)));
+  const maxVcpus = h("input", { name: "max_vcpus", type: "number", min: 1, max: 255, placeholder: "same as the vCPUs" });
+  const maxMemory = h("input", { name: "max_memory_mib", type: "number", min: 64, step: 64, placeholder: "same as the memory" });
+  const minMemory = h("input", { name: "min_memory_mib", type: "number", min: 64, step: 64, placeholder: "no floor" });
+  const nicModel = h("select", { name: "nic_model" }, [["", "Default (virtio, or e1000 for emulated devices)"],
+    ["virtio", "virtio-net"], ["e1000", "e1000 (Intel)"], ["vmxnet3", "vmxnet3 (VMware)"], ["rtl8139", "rtl8139 (Realtek)"]]
+    .map(([value, label]) => h("option", { value }, label)));
   const nic = h("select", { name: "nic" }, h("option", { value: "none" }, "No network"),
     h("option", { value: "user" }, "User-mode NIC (outbound only)"));
   const agent = h("input", { type: "checkbox", name: "guest_agent", id: "wiz-agent" });
@@ -130,14 +156,21 @@ export async function openCreateWizard(preset = {}) {
       field("wiz-source", "Source", source),
       field("wiz-name", "Name", name, "Lower-case letters, digits and dashes, e.g. web-1."),
       field("wiz-count", "Count", count, "With one base name, N clones are named base-1 … base-N."),
+      reuseField,
       radios("clone", "Clone type", [["linked", "Linked clones (qcow2 overlays, fast)"], ["full", "Full clones (independent copies)"]], "linked")),
     h("fieldset.step", {}, h("legend", {}, "2. Hardware"),
       field("wiz-vcpus", "vCPUs", vcpus),
       field("wiz-memory", "Memory (MiB)", memory),
       vm(radios("device_model", "Device model", [["virtio", "virtio (paravirtualized)"], ["emulated", "emulated (e1000 NIC, IDE disk) for legacy guests"]], "virtio")),
-      vm(radios("accel", "Acceleration", [["auto", "auto (KVM if usable, else TCG)"], ["kvm", "KVM (hardware-assisted)"], ["tcg", "TCG (binary translation)"]], "auto"))),
+      vm(radios("accel", "Acceleration", [["auto", "auto (KVM if usable, else TCG)"], ["kvm", "KVM (hardware-assisted)"], ["tcg", "TCG (binary translation)"]], "auto")),
+      field("wiz-restart", "Restart policy", restartPolicy),
+      vm(h("details.advanced", {}, h("summary", {}, "Hot-plug ceilings and balloon floor"),
+        field("wiz-max-vcpus", "CPU hot-plug ceiling", maxVcpus, "CPUs it can grow to while running (maxcpus)."),
+        field("wiz-max-memory", "Boot RAM ceiling, MiB", maxMemory, "The memory it boots with; the balloon gives it less."),
+        field("wiz-min-memory", "Balloon floor, MiB", minMemory, "The balloon never takes it below this.")))),
     h("fieldset.step", {}, h("legend", {}, "3. Network and guest agent"),
       field("wiz-nic", "Network", nic),
+      vm(field("wiz-nic-model", "NIC model", nicModel)),
       vm(h("label.check", { for: "wiz-agent" }, agent, "QEMU guest agent channel")),
       boot),
     h("fieldset.step", {}, h("legend", { id: "wiz-step4" }, "4. Cloud-init (optional)"),
@@ -176,6 +209,8 @@ export async function openCreateWizard(preset = {}) {
       sshKeys: sshKeys.value, packages: packages.value, userData: userData.value, start: start.checked,
       containerMode: containerMode.value, env: env.value, cmd: cmd.value, autostart: autostart.checked,
       startOrder: Number(startOrder.value) || 0, startDelay: Number(startDelay.value) || 0,
+      reuse: reuse.checked, restartPolicy: restartPolicy.value, maxVcpus: Number(maxVcpus.value) || 0,
+      maxMemory: Number(maxMemory.value) || 0, minMemory: Number(minMemory.value) || 0, nicModel: nicModel.value,
     };
   }
 
@@ -188,6 +223,7 @@ export async function openCreateWizard(preset = {}) {
       : h("option", { value: "" }, k === "template" ? "No templates: make one on the Templates page" : "No matching images"));
     const bulk = k === "template";
     form.querySelector("#wiz-count-field").hidden = !bulk;
+    reuseField.hidden = bulk;
     form.querySelector("#fieldset-clone").hidden = !bulk;
     form.querySelector('label[for="wiz-name"]').textContent = bulk ? "Names or pattern" : "Name";
     form.querySelector("#wiz-name-hint").textContent = bulk
@@ -245,7 +281,9 @@ export async function openCreateWizard(preset = {}) {
       const done = await track(op);
       if (done.status !== "success") console.warn(`create failed: ${failureText(done)}`);
     } catch (err) {
-      error.textContent = errorText(err);
+      error.textContent = err.code === "kept_disks"
+        ? `${errorText(err)}\nIn the web UI: tick "Attach the disks kept…" in step 1, or delete them on the Host page.`
+        : errorText(err);
       error.hidden = false;
     } finally {
       next.disabled = false;

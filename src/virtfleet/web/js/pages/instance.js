@@ -2,7 +2,7 @@
 // Container or Snapshots and Backups, Metrics, Networks, and Settings (start at boot).
 import * as api from "../api.js";
 import { clear, DASH, devicesLabel, errorText, h, mib, modeBadge, modeOf, notice, powerBadge, when } from "../dom.js";
-import { canOperate } from "../state.js";
+import { canOperate, isAdmin } from "../state.js";
 import { ACTIONS, actionButton, allowed, run } from "../components/actions.js";
 import { tabView } from "../components/tabs.js";
 import { serialConsole } from "../components/serial.js";
@@ -16,6 +16,8 @@ import { guestFacts } from "../components/guest.js";
 import { bootPolicyPanel } from "../components/bootpolicy.js";
 
 import { backupsPanel, snapshotsPanel } from "../panels/protection.js";
+import { vmExportDialog } from "../components/imageforms.js";
+import { failureText, track } from "../components/tasks.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 
@@ -29,6 +31,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
   }
   const head = h("div.instance-head");
   const status = h("p.notice.notice-error", { role: "alert", hidden: true });
+  const done = h("p.notice.notice-info", { role: "status", hidden: true, id: "instance-done" });
   const tabs = tabView([
     { id: "summary", label: "Summary", render: (p) => summary(p, () => instance) },
     { id: "hardware", label: "Hardware", render: (p) => drawHardware(p) },
@@ -45,15 +48,38 @@ export async function renderInstance(main, name, initialTab = "summary") {
   ], initialTab, (id) => history.replaceState(null, "", `#/instances/${name}/${id}`));
 
   clear(main, h("nav.crumbs", { "aria-label": "Breadcrumb" }, h("a", { href: "#/instances" }, "Instances"), " / ", name),
-    head, status, tabs.element);
+    head, status, done, tabs.element);
 
   function drawHead() {
     const power = instance.status.power;
     clear(head,
       h("h1", {}, name, " ", powerBadge(power), " ", modeBadge(modeOf(instance))),
       canOperate() ? h("div.actions", { role: "group", "aria-label": "Instance actions" },
-        Object.keys(ACTIONS).map((action) => actionButton(action, () => act(action), !allowed(action, power))))
+        Object.keys(ACTIONS).map((action) => actionButton(action, () => act(action), !allowed(action, power))),
+        isAdmin() && instance.spec.kind === "vm" ? h("button", {
+          type: "button", id: "export-vm", disabled: !["stopped", "crashed"].includes(power),
+          title: "Export the stopped VM as an OVA package or one disk", onclick: () => vmExportDialog(instance, exportOp, exported),
+        }, "Export…") : null)
         : null);
+  }
+
+  // An export's operation, followed in the Tasks panel; failures shown in the page's alert.
+  async function exportOp(promise) {
+    status.hidden = true;
+    try {
+      const op = await track(await promise);
+      if (op.status !== "success") throw new Error(failureText(op));
+      return op;
+    } catch (err) {
+      status.textContent = errorText(err);
+      status.hidden = false;
+      return null;
+    }
+  }
+
+  function exported(text) {
+    clear(done, text);
+    done.hidden = false;
   }
 
   async function act(action) {
@@ -156,7 +182,9 @@ function screenshot(i) {
   const running = ["running", "paused"].includes(i.status.power);
   if (!running) return h("figure.screenshot", {}, h("div.screenshot-off", {}, "No screen: the instance is not running."));
   const img = h("img.screenshot", { src: api.screenshotUrl(i.name), alt: `Screen of ${i.name}`, width: 320, height: 200 });
-  const figure = h("figure.screenshot", {}, img, h("figcaption", {}, h("a", { href: `#/instances/${i.name}/console` }, "Open the console")));
+  const save = h("a", { href: api.screenshotUrl(i.name), download: `${i.name}.png`, id: "save-screenshot",
+    onclick: () => { save.href = api.screenshotUrl(i.name); } }, "Save as PNG");
+  const figure = h("figure.screenshot", {}, img, h("figcaption", {}, h("a", { href: `#/instances/${i.name}/console` }, "Open the console"), " · ", save));
   img.addEventListener("error", () => {
     figure.replaceChildren(h("div.screenshot-off", {}, "Screenshot not available."));
   }, { once: true });
@@ -165,26 +193,42 @@ function screenshot(i) {
 
 function consoles(panel, getInstance) {
   const name = getInstance().name;
-  if (!canOperate()) {
-    panel.append(notice("Consoles need the operator role: a console is a shell on the guest.", "info"));
-    return null;
-  }
-  if (!["running", "paused"].includes(getInstance().status.power)) {
-    panel.append(notice("The instance is not running: start it to use its consoles.", "info"));
-    return null;
-  }
+  const running = ["running", "paused"].includes(getInstance().status.power);
+  const live = canOperate() && running;
+  if (!canOperate()) panel.append(notice("Live consoles need the operator role: a console is a shell on the guest. Its console log is below.", "info"));
+  else if (!running) panel.append(notice("The instance is not running: start it to use its consoles. Its console log is below.", "info"));
   const area = h("div.console-area");
   let close = null;
   const choose = (kind) => {
     if (close) close();
     area.replaceChildren();
-    serialBtn.setAttribute("aria-pressed", String(kind === "serial"));
-    vncBtn.setAttribute("aria-pressed", String(kind === "vnc"));
-    close = kind === "serial" ? serialConsole(area, name) : graphicalConsole(area, name);
+    for (const b of switcher.querySelectorAll("button")) b.setAttribute("aria-pressed", String(b.dataset.kind === kind));
+    close = kind === "serial" ? serialConsole(area, name) : kind === "vnc" ? graphicalConsole(area, name) : consoleLog(area, name);
   };
-  const serialBtn = h("button", { type: "button", id: "console-serial", onclick: () => choose("serial") }, "Serial console");
-  const vncBtn = h("button", { type: "button", id: "console-vnc", hidden: getInstance().spec.kind === "container", onclick: () => choose("vnc") }, "Graphical console");
-  panel.append(h("div.console-switch", { role: "group", "aria-label": "Console type" }, serialBtn, vncBtn), area);
-  choose("serial");
+  const button = (kind, id, label, hidden = false) => h("button", { type: "button", id, hidden, dataset: { kind }, onclick: () => choose(kind) }, label);
+  const switcher = h("div.console-switch", { role: "group", "aria-label": "Console type" },
+    live ? button("serial", "console-serial", "Serial console") : null,
+    live ? button("vnc", "console-vnc", "Graphical console", getInstance().spec.kind === "container") : null,
+    button("log", "console-log", "Console log"));
+  panel.append(switcher, area);
+  choose(live ? "serial" : "log");
   return () => { if (close) close(); };
+}
+
+// The console log (a VM's serial output, a container init's), also once it stopped: what
+// `virtfleet logs` prints, the last 64 KiB.
+function consoleLog(area, name) {
+  const text = h("pre.console-log", { id: "console-log-text", tabindex: "0", "aria-label": `Console log of ${name}` }, "Loading…");
+  const load = async () => {
+    try {
+      const r = await api.get(`/1.0/instances/${api.enc(name)}/log?tail_bytes=65536`);
+      text.textContent = r.log || "The log is empty.";
+      text.scrollTop = text.scrollHeight;
+    } catch (err) {
+      text.textContent = errorText(err);
+    }
+  };
+  area.append(h("div.actions", {}, h("button", { type: "button", onclick: load }, "Reload the log")), text);
+  load();
+  return null;
 }

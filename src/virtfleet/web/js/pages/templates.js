@@ -85,13 +85,16 @@ export async function renderTemplates(main) {
     const from = h("select", { id: "tpl-from", required: true },
       stopped.map((i) => h("option", { value: `instance:${i.name}` }, `VM ${i.name} (stopped)`)));
     const name = h("input", { id: "tpl-name", required: true, pattern: "[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?", autocomplete: "off" });
+    const agent = h("input", { type: "checkbox", id: "tpl-agent" }); // a VM's template keeps the VM's own setting
     const form = h("form.inline-form", {
       onsubmit: async (e) => {
         e.preventDefault();
         const [kind, source] = from.value.split(/:(.*)/s);
         report(null);
         try {
-          const op = await track(await api.post("/1.0/templates", { name: name.value, [kind]: source }));
+          const body = { name: name.value, [kind]: source };
+          if (kind === "image" && agent.checked) body.defaults = { guest_agent: true };
+          const op = await track(await api.post("/1.0/templates", body));
           if (op.status !== "success") return report({ message: failureText(op) });
           report(null, `Template ${name.value} created.`);
           await refresh();
@@ -102,6 +105,7 @@ export async function renderTemplates(main) {
     },
     h("div.field", {}, h("label", { for: "tpl-from" }, "From"), from),
     h("div.field", {}, h("label", { for: "tpl-name" }, "Template name"), name),
+    h("label.check", { for: "tpl-agent" }, agent, "Clones get a guest agent channel (image sources only; a VM's template keeps its own)"),
     h("button.primary", { type: "submit" }, "Make template"));
     clear(create, h("h2", { id: "tpl-create-title" }, "New template"), form);
     api.listImages().then((images) => from.append(...images.filter((i) => i.kind !== "template" && !["rootfs-tar", "oci"].includes(i.format))
