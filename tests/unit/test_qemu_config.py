@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from virtfleet.drivers.base import LaunchContext
+from virtfleet.drivers.base import LaunchContext, UefiFiles
 from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
-from virtfleet.model.instance import Accel, DeviceModel, InstanceSpec, NicSpec
+from virtfleet.model.instance import Accel, DeviceModel, Firmware, InstanceSpec, NicSpec
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = {
@@ -18,9 +18,31 @@ CASES = {
     "emulated-tcg": (DeviceModel.EMULATED, Accel.TCG),
     "emulated-kvm": (DeviceModel.EMULATED, Accel.KVM),
 }
+# Every firmware x device model x accelerator QEMU can run (uefi-secure needs q35).
+FIRMWARE_CASES = {
+    f"{model.value}-{accel.value}-{fw.value}": (model, accel, fw)
+    for model in DeviceModel
+    for accel in (Accel.TCG, Accel.KVM)
+    for fw in (Firmware.UEFI, Firmware.UEFI_SECURE)
+    if not (fw is Firmware.UEFI_SECURE and model is DeviceModel.EMULATED)
+}
+OVMF = Path("/usr/share/OVMF")
 
 
-def _argv(model: DeviceModel, accel: Accel, max_vcpus: int | None = 4) -> list[str]:
+def _uefi(firmware: Firmware) -> UefiFiles | None:
+    if firmware is Firmware.BIOS:
+        return None
+    secure = firmware is Firmware.UEFI_SECURE
+    code = OVMF / ("OVMF_CODE_4M.secboot.fd" if secure else "OVMF_CODE_4M.fd")
+    return UefiFiles(code, Path(f"/data/disks/web-1/{firmware.value}.vars.fd"), secure)
+
+
+def _argv(
+    model: DeviceModel,
+    accel: Accel,
+    max_vcpus: int | None = 4,
+    firmware: Firmware = Firmware.BIOS,
+) -> list[str]:
     spec = InstanceSpec(
         name="web-1",
         image="tiny",
@@ -28,6 +50,7 @@ def _argv(model: DeviceModel, accel: Accel, max_vcpus: int | None = 4) -> list[s
         max_vcpus=max_vcpus,
         memory_mib=512,
         device_model=model,
+        firmware=firmware,
         nics=[NicSpec(mac="52:54:00:12:34:56")],
     ).normalized()
     ctx = LaunchContext(
@@ -35,6 +58,7 @@ def _argv(model: DeviceModel, accel: Accel, max_vcpus: int | None = 4) -> list[s
         accel_reason="test",
         disks={"root": Path("/data/disks/web-1/root.qcow2")},
         hostname="web-1",
+        uefi=_uefi(firmware),
     )
     opts = QemuOptions(runas="virtfleet-qemu")
     return build_argv(spec, ctx, RunPaths(Path("/data/run/web-1")), opts)
@@ -48,6 +72,31 @@ def test_argv_matches_golden(case: str) -> None:
     if os.environ.get("VIRTFLEET_UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("case", sorted(FIRMWARE_CASES))
+def test_firmware_argv_matches_golden(case: str) -> None:
+    """UEFI VMs get OVMF as two flash chips (code read-only, the VM's own variable store);
+    Secure Boot adds SMM and secure-only flash writes: one reviewed golden per combination."""
+    model, accel, firmware = FIRMWARE_CASES[case]
+    text = "\n".join(_argv(model, accel, 4, firmware)) + "\n"
+    golden = GOLDEN / f"qemu-{case}.txt"
+    if os.environ.get("VIRTFLEET_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_secure_boot_flash_is_smm_only_and_plain_uefi_is_not() -> None:
+    """Only uefi-secure turns on SMM and secure flash; the code flash is never writable."""
+    secure = _argv(DeviceModel.VIRTIO, Accel.TCG, 4, Firmware.UEFI_SECURE)
+    plain = _argv(DeviceModel.VIRTIO, Accel.TCG, 4, Firmware.UEFI)
+    assert secure[secure.index("-machine") + 1] == "q35,pflash0=fw-code,pflash1=fw-vars,smm=on"
+    assert "driver=cfi.pflash01,property=secure,value=on" in secure
+    assert plain[plain.index("-machine") + 1] == "q35,pflash0=fw-code,pflash1=fw-vars"
+    assert "driver=cfi.pflash01,property=secure,value=on" not in plain
+    code = next(a for a in plain if '"node-name":"fw-code"' in a)
+    assert '"read-only":true' in code and "OVMF_CODE_4M.fd" in code
+    assert "pflash" not in " ".join(_argv(DeviceModel.VIRTIO, Accel.TCG))
 
 
 def test_emulated_uses_legacy_devices_only() -> None:

@@ -29,6 +29,7 @@ from virtfleet.cli.hostpower import (
 from virtfleet.cli.images import host_path
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.cli.vmset import (
+    FirmwareOpt,
     MaxMemoryOpt,
     MaxVcpusOpt,
     MinMemoryOpt,
@@ -37,7 +38,7 @@ from virtfleet.cli.vmset import (
 )
 from virtfleet.client import calls, imaging
 from virtfleet.client.calls import Action
-from virtfleet.model.enums import Accel, DeviceModel, RestartPolicy
+from virtfleet.model.enums import Accel, DeviceModel, Firmware, RestartPolicy
 
 if TYPE_CHECKING:
     from virtfleet.client import Instance
@@ -92,6 +93,7 @@ def create(
     device_model: Annotated[
         DeviceModel | None, typer.Option("--device-model", help="[virtio]")
     ] = None,
+    firmware: FirmwareOpt = None,
     restart_policy: Annotated[
         RestartPolicy | None, typer.Option("--restart-policy", help="[no]")
     ] = None,
@@ -135,6 +137,7 @@ def create(
         "memory_mib": _memory_mib(memory),
         "accel": accel,
         "device_model": device_model,
+        "firmware": firmware,
         "restart_policy": restart_policy,
         **_nics(nic, network or [], nic_model),
         **policy_fields(autostart, start_order, start_delay, host_shutdown),
@@ -287,6 +290,7 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("accel reason", st.accel_reason),
             *resource_rows(i, {}),
             ("devices", f"{s.device_model.value} (machine {s.machine})" if vm else None),
+            ("firmware", _FIRMWARE[s.firmware] if vm else None),
             ("image", s.image),
             ("nics", ", ".join(map(_nic_text, s.nic_names, s.nics)) or "none"),
             ("addresses", ", ".join(f"{a.ip} ({a.network})" for a in i.addresses) or "-"),
@@ -305,6 +309,13 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             *_guest_fields(guest),
         ]
     )
+
+
+_FIRMWARE = {
+    Firmware.BIOS: "bios (SeaBIOS)",
+    Firmware.UEFI: "uefi (OVMF)",
+    Firmware.UEFI_SECURE: "uefi-secure (OVMF, Secure Boot, Microsoft keys)",
+}
 
 
 def _guest_fields(guest: GuestInfo | None) -> list[tuple[str, Any]]:

@@ -1,7 +1,8 @@
 """Instance disk files on this host: ``<disks_root>/<instance>/<disk>.qcow2``.
 
 Creates a VM's disks on first start (a qcow2 overlay over its image, or an
-empty volume), lists what a directory keeps (``kept``, ``names``, ``usage``: disks
+empty volume) and a UEFI VM's own variable store (copied from the firmware's template,
+``uefi_vars``), lists what a directory keeps (``kept``, ``names``, ``usage``: disks
 outlive an instance deleted without ``--disks``) and removes them on request.
 Knows nothing of QEMU processes.
 """
@@ -15,20 +16,34 @@ import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from virtfleet.drivers.base import UefiFiles
+from virtfleet.drivers.qemu import firmware
 from virtfleet.errors import ImageError, InvalidInputError
-from virtfleet.model.instance import DiskSpec, InstanceSpec
+from virtfleet.model.instance import DiskSpec, Firmware, InstanceSpec
 from virtfleet.storage import qcow2, qemuimg
 from virtfleet.storage.cloudinit import write_seed
 
 Verified = Callable[[str, Path], Awaitable[bool]]
 SEED = "cidata.iso"  # rewritten from the spec at every start: never a kept disk
+VARS_SUFFIX = ".vars.fd"  # "<firmware mode>.vars.fd": a UEFI VM's variable store
+
+
+def vars_name(mode: Firmware) -> str:
+    """The file name of a VM's UEFI variable store for ``mode`` (one per mode: a Secure
+    Boot store starts from other keys than a plain one)."""
+    return f"{mode.value}{VARS_SUFFIX}"
 
 
 class DiskManager:
     def __init__(
-        self, root: Path, image_path: Callable[[str], Path], verified: Verified | None = None
+        self,
+        root: Path,
+        image_path: Callable[[str], Path],
+        verified: Verified | None = None,
+        firmware_dir: Path = firmware.OVMF_DIR,
     ) -> None:
         self.root = root
+        self.firmware_dir = firmware_dir  # where the OVMF code and variable templates are
         self._image_path = image_path  # image name -> file; NotFoundError if unknown
         self._verified = verified  # (image, file) -> unchanged since its sha256 was taken
 
@@ -64,6 +79,25 @@ class DiskManager:
         seed = await asyncio.to_thread(write_seed, path, spec.name, spec.cloud_init, spec.uuid)
         seed.chmod(0o600)  # user data may hold secrets; QEMU opens it before dropping to its uid
         return seed
+
+    async def uefi_vars(self, spec: InstanceSpec) -> tuple[UefiFiles | None, list[Path]]:
+        """The flash files of a UEFI VM, making its variable store from the firmware's
+        template on first use (it then lives with the disks); also returns the new files.
+        (None, []) for BIOS; ``FirmwareMissingError`` if the firmware is not installed."""
+        if spec.firmware is Firmware.BIOS:
+            return None, []
+        found = firmware.locate(spec.firmware, self.firmware_dir)
+        path = self.dir(spec.name) / vars_name(spec.firmware)
+        created: list[Path] = []
+        if not path.exists():
+            self._private_dir(spec.name)
+            partial = path.with_name(path.name + ".part")
+            await asyncio.to_thread(shutil.copyfile, found.vars_template, partial)
+            partial.chmod(0o600)  # QEMU opens it as root, then drops to the VM's uid
+            partial.rename(path)  # never a half-copied store under the real name
+            created.append(path)
+        secure = spec.firmware is Firmware.UEFI_SECURE
+        return UefiFiles(found.code, path, secure), created
 
     def discard(self, created: list[Path]) -> None:
         """Remove disk files made by a failed start, and their directory if now empty."""

@@ -1,4 +1,4 @@
-"""The instance enums (accelerator, device model, restart policy, power states).
+"""The instance enums (accelerator, device model, firmware, restart policy, power states).
 
 Pure and free of pydantic, so the CLI can offer them as option choices without
 importing the models; ``model.instance`` re-exports them.
@@ -20,6 +20,14 @@ class DeviceModel(StrEnum):
 
     VIRTIO = "virtio"
     EMULATED = "emulated"
+
+
+class Firmware(StrEnum):
+    """bios = SeaBIOS; uefi = OVMF; uefi-secure = OVMF with Secure Boot (q35 + SMM)."""
+
+    BIOS = "bios"
+    UEFI = "uefi"
+    UEFI_SECURE = "uefi-secure"
 
 
 class RestartPolicy(StrEnum):

@@ -19,6 +19,7 @@ from virtfleet.model.instance import (
     Accel,
     BootSpec,
     DeviceModel,
+    Firmware,
     NicSpec,
     RestartPolicy,
     Strict,
@@ -46,6 +47,7 @@ class TemplateDefaults(Strict):
     boot: BootSpec | None = None
     accel: Accel | None = None
     device_model: DeviceModel | None = None
+    firmware: Firmware | None = None
     restart_policy: RestartPolicy | None = None
     guest_agent: bool | None = None
     cloud_init: CloudInit | None = None

@@ -1,7 +1,7 @@
 """QEMU configuration as data: ``(InstanceSpec, LaunchContext, RunPaths) -> argv``.
 
 A pure function built from small section builders (machine, cpu, memory,
-sandbox, QMP, serial, display (VGA + VNC on a Unix socket), disks, NICs,
+firmware flash, sandbox, QMP, serial, display (VGA + VNC on a Unix socket), disks, NICs,
 paravirtual extras), golden-tested in tests/unit/test_qemu_config.py. It must
 not touch the filesystem or processes; launching is process.py's job.
 """
@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from virtfleet.drivers.base import LaunchContext
+from virtfleet.drivers.base import LaunchContext, UefiFiles
 from virtfleet.drivers.qemu.uids import UidPool
 from virtfleet.model.instance import Accel, DeviceModel, InstanceSpec
 
@@ -103,6 +103,7 @@ def build_argv(
         opts.binary,
         *_base(spec, paths, opts),
         *_machine(spec, ctx, opts),
+        *_firmware(ctx.uefi),
         *_cpu(spec, ctx),
         *_memory(spec),
         *_sandbox(opts, paths, uid),
@@ -126,14 +127,37 @@ def _base(spec: InstanceSpec, paths: RunPaths, opts: QemuOptions) -> list[str]:
 
 
 def _machine(spec: InstanceSpec, ctx: LaunchContext, opts: QemuOptions) -> list[str]:
+    machine = spec.machine
+    if ctx.uefi is not None:
+        machine += ",pflash0=fw-code,pflash1=fw-vars"
+        # Secure Boot's variables are only safe from the guest OS behind SMM (OVMF's SB build
+        # refuses to boot without it).
+        machine += ",smm=on" if ctx.uefi.secure else ""
     if ctx.accel is Accel.KVM:
-        return ["-machine", spec.machine, "-accel", "kvm"]
+        return ["-machine", machine, "-accel", "kvm"]
     # A hot-added vCPU needs a free TCG code region; with a bounded cache the boot vCPUs
     # may hold them all and QEMU 10 aborts (tcg/region.c assertion, measured on a
     # re-plug): VMs that can hot-plug vCPUs keep QEMU's default cache.
     hotplug = (spec.max_vcpus or spec.vcpus) > spec.vcpus
     tcg = f"tcg,tb-size={opts.tb_size_mib}" if opts.tb_size_mib and not hotplug else "tcg"
-    return ["-machine", spec.machine, "-accel", tcg]
+    return ["-machine", machine, "-accel", tcg]
+
+
+def _firmware(uefi: UefiFiles | None) -> list[str]:
+    """OVMF as two flash chips: the shared code read-only, the VM's own variable store."""
+    if uefi is None:
+        return []
+    code = {"driver": "file", "filename": str(uefi.code), "read-only": True}
+    store = {"driver": "file", "filename": str(uefi.vars)}
+    args = [
+        "-blockdev",
+        _json({"driver": "raw", "node-name": "fw-code", "read-only": True, "file": code}),
+        "-blockdev",
+        _json({"driver": "raw", "node-name": "fw-vars", "file": store}),
+    ]
+    # Only SMM code may then write the flash: the guest OS cannot rewrite the key databases.
+    secure = ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+    return args + secure if uefi.secure else args
 
 
 def _cpu(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
@@ -305,6 +329,10 @@ def _guest_agent(spec: InstanceSpec, paths: RunPaths) -> list[str]:
         "-device",
         "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
     ]
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _opt(value: object) -> str:
