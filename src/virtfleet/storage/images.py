@@ -84,6 +84,11 @@ def _tiny_builder() -> Builder:
     return cast(Builder, module.build_tiny)
 
 
+def _tiny_efi_builder() -> Builder:
+    module = importlib.import_module("virtfleet.storage.builders.tiny")
+    return cast(Builder, module.build_tiny_efi)
+
+
 def _rootfs_builder(function: str) -> Callable[[], Builder]:
     def load() -> Builder:
         module = importlib.import_module("virtfleet.storage.builders.rootfs")
@@ -107,7 +112,12 @@ def _debian12_builder() -> Builder:
 
 def default_builders() -> dict[str, Callable[[], Builder]]:
     """Builder name -> loader of the builder function."""
-    return {"tiny": _tiny_builder, "debian-12": _debian12_builder, **ROOTFS_BUILDERS}
+    return {
+        "tiny": _tiny_builder,
+        "tiny-efi": _tiny_efi_builder,
+        "debian-12": _debian12_builder,
+        **ROOTFS_BUILDERS,
+    }
 
 
 class ImageStore:

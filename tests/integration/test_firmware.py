@@ -1,0 +1,63 @@
+"""UEFI and Secure Boot on real TCG guests: the EFI tiny image (GPT, ESP, Debian's signed
+shim + GRUB) boots under OVMF with and without Secure Boot, as the daemon launches QEMU
+(sandboxed, its own uid, chrooted); the guest kernel reports the firmware's SecureBoot
+variable; the VM's UEFI variable store lives with its disks."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from virtfleet.drivers.qemu.firmware import OVMF_DIR
+
+from .conftest import Daemon, module_daemon, wait_for
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(900),
+    pytest.mark.skipif(not (OVMF_DIR / "OVMF_CODE_4M.secboot.fd").is_file(), reason="no ovmf"),
+]
+# OVMF's Secure Boot build hangs in the kernel's early boot at 256 MiB (measured), not at 512.
+MEMORY_MIB = 512
+
+
+@pytest.fixture(scope="module")
+def d(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Daemon]:
+    for daemon in module_daemon(request):
+        op = daemon.client.build_image("tiny-efi", builder="tiny-efi")
+        assert daemon.client.wait_operation(op.id, timeout_s=600).status == "success"
+        yield daemon
+
+
+def _secure_boot_line(d: Daemon, vm: str) -> str:
+    """The kernel's report of the SecureBoot variable it read from the firmware at boot."""
+    d.type_line(vm, "dmesg | grep 'secureboot:' | sed 's/^/SB=/'")
+    pattern = re.compile(r"^SB=.*secureboot: (Secure boot \w+)", re.MULTILINE)
+    wait_for(lambda: pattern.search(d.serial_log(vm)) is not None, 60, f"secureboot of {vm}")
+    found = pattern.search(d.serial_log(vm))
+    assert found is not None
+    return found.group(1)
+
+
+def _boot(d: Daemon, name: str, firmware: str) -> None:
+    d.create(name, image="tiny-efi", firmware=firmware, memory_mib=MEMORY_MIB)
+    d.wait_marker(name, timeout_s=240)  # OVMF + shim + GRUB under TCG add ~10-30 s
+
+
+def test_efi_image_boots_under_secure_boot_and_the_guest_sees_it_enforced(d: Daemon) -> None:
+    """uefi-secure: OVMF verifies shim (Microsoft CA), shim GRUB, GRUB the kernel; the
+    guest reads SecureBoot enabled; the store was made from the enrolled template."""
+    _boot(d, "sb", "uefi-secure")
+    assert _secure_boot_line(d, "sb") == "Secure boot enabled"
+    store = d.data_dir / "disks" / "sb" / "uefi-secure.vars.fd"
+    assert store.stat().st_size == (OVMF_DIR / "OVMF_VARS_4M.ms.fd").stat().st_size
+
+
+def test_efi_image_boots_under_plain_uefi_with_secure_boot_off(d: Daemon) -> None:
+    """uefi: the same image boots from the store without keys; SecureBoot reads disabled."""
+    _boot(d, "efi", "uefi")
+    assert _secure_boot_line(d, "efi") == "Secure boot disabled"
+    assert (d.data_dir / "disks" / "efi" / "uefi.vars.fd").is_file()
