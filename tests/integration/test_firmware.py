@@ -1,7 +1,7 @@
 """UEFI and Secure Boot on real TCG guests: the EFI tiny image (GPT, ESP, Debian's signed
 shim + GRUB) boots under OVMF with and without Secure Boot, as the daemon launches QEMU
 (sandboxed, its own uid, chrooted); the guest kernel reports the firmware's SecureBoot
-variable; the VM's UEFI variable store lives with its disks."""
+variable; the VM's UEFI variable store lives with its disks and its snapshots."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from virtfleet.client import backups as snapcalls
 from virtfleet.drivers.qemu.firmware import OVMF_DIR
 
 from .conftest import Daemon, module_daemon, wait_for
+from .guestdata import run_op
 
 pytestmark = [
     pytest.mark.integration,
@@ -61,3 +63,18 @@ def test_efi_image_boots_under_plain_uefi_with_secure_boot_off(d: Daemon) -> Non
     _boot(d, "efi", "uefi")
     assert _secure_boot_line(d, "efi") == "Secure boot disabled"
     assert (d.data_dir / "disks" / "efi" / "uefi.vars.fd").is_file()
+
+
+def test_a_snapshot_keeps_the_uefi_variables_and_revert_puts_them_back(d: Daemon) -> None:
+    """The variable store (boot order, keys) is machine state: a disk snapshot saves it
+    beside the frozen disks and a revert restores it, whatever was written since."""
+    d.create("snapfw", image="tiny-efi", firmware="uefi", memory_mib=MEMORY_MIB)
+    d.action("snapfw", "stop", force=True)
+    store = d.data_dir / "disks" / "snapfw" / "uefi.vars.fd"
+    before = store.read_bytes()
+    done = run_op(d, snapcalls.create_snapshot("snapfw", "s1"))
+    assert done.status == "success", done
+    store.write_bytes(b"\xff" * len(before))  # as if the guest rewrote its variables
+    done = run_op(d, snapcalls.revert_snapshot("snapfw", "s1"))
+    assert done.status == "success", done
+    assert store.read_bytes() == before and store.stat().st_mode & 0o777 == 0o600

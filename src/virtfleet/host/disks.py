@@ -99,6 +99,26 @@ class DiskManager:
         secure = spec.firmware is Firmware.UEFI_SECURE
         return UefiFiles(found.code, path, secure), created
 
+    def vars_files(self, instance: str) -> list[Path]:
+        """The UEFI variable stores in ``instance``'s directory (one per firmware mode used)."""
+        return sorted(self.dir(instance).glob(f"*{VARS_SUFFIX}"))
+
+    def save_vars(self, instance: str, dest: Path) -> None:
+        """Copy the instance's UEFI variable stores into ``dest`` (a snapshot's directory):
+        boot order and keys belong to the machine's state like its disks."""
+        for store in self.vars_files(instance):
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(store, dest / store.name)
+            (dest / store.name).chmod(0o600)
+
+    def restore_vars(self, instance: str, source: Path) -> None:
+        """Put the stores saved in ``source`` back (the VM is stopped); each replaced at once."""
+        for saved in sorted(source.glob(f"*{VARS_SUFFIX}")):
+            partial = self.dir(instance) / f".{saved.name}.part"
+            shutil.copyfile(saved, partial)
+            partial.chmod(0o600)
+            os.replace(partial, self.dir(instance) / saved.name)
+
     def discard(self, created: list[Path]) -> None:
         """Remove disk files made by a failed start, and their directory if now empty."""
         for path in created:
