@@ -98,3 +98,26 @@ async def test_firmware_changes_at_the_next_boot_and_is_checked_like_a_create(
     await create(api, "legacy", device_model="emulated")
     r = await api.patch("/1.0/instances/legacy", json={"firmware": "uefi-secure"})
     assert "q35" in assert_error(r, 400, "invalid_input")
+
+
+async def test_a_template_carries_the_vms_uefi_variables_to_its_clones(
+    api: httpx.AsyncClient, image: str, platform: Platform
+) -> None:
+    """A template made from a UEFI VM keeps that VM's store beside its image; each clone
+    starts with a copy of it (boot entries, keys); deleting the template removes it."""
+    await create(api, "gold", start=True, firmware="uefi")
+    assert (await act(api, "gold", "stop"))["status"] == "success"
+    _store(platform, "gold", "uefi").write_bytes(b"boot entries of gold")
+    body = {"name": "tpl", "instance": "gold"}
+    assert (await wait_op(api, await api.post("/1.0/templates", json=body)))["status"] == "success"
+    clone = {"names": ["c1"], "start": True}
+    op = await wait_op(api, await api.post("/1.0/templates/tpl/instances", json=clone))
+    assert op["status"] == "success", op
+    assert (await api.get("/1.0/instances/c1")).json()["spec"]["firmware"] == "uefi"
+    assert _store(platform, "c1", "uefi").read_bytes() == b"boot entries of gold"
+    kept = list(platform.settings.images_dir.glob("tpl.qcow2.*.vars.fd"))
+    assert [p.name for p in kept] == ["tpl.qcow2.uefi.vars.fd"]
+    op = await wait_op(api, await api.delete("/1.0/instances/c1", params={"force": "true"}))
+    assert op["status"] == "success", op
+    assert (await api.delete("/1.0/templates/tpl")).status_code in (200, 202, 204)
+    assert not kept[0].exists()

@@ -34,6 +34,20 @@ def vars_name(mode: Firmware) -> str:
     return f"{mode.value}{VARS_SUFFIX}"
 
 
+def image_vars(image_file: Path, mode: Firmware) -> Path:
+    """Where a template made from a UEFI VM keeps that VM's store, beside its image file
+    (``<image>.qcow2.<mode>.vars.fd``; storage/images.py deletes it with the image)."""
+    return image_file.with_name(f"{image_file.name}.{vars_name(mode)}")
+
+
+def copy_private(source: Path, dest: Path) -> None:
+    """Copy ``source`` to ``dest`` (0600, root's), never leaving a half-copied ``dest``."""
+    partial = dest.with_name(f".{dest.name}.part")
+    shutil.copyfile(source, partial)
+    partial.chmod(0o600)
+    os.replace(partial, dest)
+
+
 class DiskManager:
     def __init__(
         self,
@@ -91,10 +105,8 @@ class DiskManager:
         created: list[Path] = []
         if not path.exists():
             self._private_dir(spec.name)
-            partial = path.with_name(path.name + ".part")
-            await asyncio.to_thread(shutil.copyfile, found.vars_template, partial)
-            partial.chmod(0o600)  # QEMU opens it as root, then drops to the VM's uid
-            partial.rename(path)  # never a half-copied store under the real name
+            # 0600: QEMU opens it as root, then drops to the VM's uid.
+            await asyncio.to_thread(copy_private, found.vars_template, path)
             created.append(path)
         secure = spec.firmware is Firmware.UEFI_SECURE
         return UefiFiles(found.code, path, secure), created
@@ -108,16 +120,18 @@ class DiskManager:
         boot order and keys belong to the machine's state like its disks."""
         for store in self.vars_files(instance):
             dest.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(store, dest / store.name)
-            (dest / store.name).chmod(0o600)
+            copy_private(store, dest / store.name)
 
     def restore_vars(self, instance: str, source: Path) -> None:
         """Put the stores saved in ``source`` back (the VM is stopped); each replaced at once."""
         for saved in sorted(source.glob(f"*{VARS_SUFFIX}")):
-            partial = self.dir(instance) / f".{saved.name}.part"
-            shutil.copyfile(saved, partial)
-            partial.chmod(0o600)
-            os.replace(partial, self.dir(instance) / saved.name)
+            copy_private(saved, self.dir(instance) / saved.name)
+
+    def adopt_vars(self, instance: str, mode: Firmware, store: Path) -> None:
+        """Give a new VM (a clone) ``store`` as its ``mode`` variable store, if it exists."""
+        if mode is not Firmware.BIOS and store.is_file():
+            self._private_dir(instance)
+            copy_private(store, self.dir(instance) / vars_name(mode))
 
     def discard(self, created: list[Path]) -> None:
         """Remove disk files made by a failed start, and their directory if now empty."""

@@ -297,6 +297,8 @@ class ImageStore:
         if users:
             raise InUseError(f"image {name!r} is used by: {', '.join(sorted(users))}")
         await asyncio.to_thread(Path(record.path).unlink, missing_ok=True)
+        for store in Path(record.path).parent.glob(f"{Path(record.path).name}.*.vars.fd"):
+            store.unlink(missing_ok=True)  # a template's UEFI variables (host/disks.py)
         await self._repo.delete(name)
         if record.oci is not None:
             async with self._layers_lock:
