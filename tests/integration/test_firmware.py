@@ -78,3 +78,21 @@ def test_a_snapshot_keeps_the_uefi_variables_and_revert_puts_them_back(d: Daemon
     done = run_op(d, snapcalls.revert_snapshot("snapfw", "s1"))
     assert done.status == "success", done
     assert store.read_bytes() == before and store.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_backup_keeps_the_uefi_variables_for_both_kinds_of_restore(d: Daemon) -> None:
+    """A backup stores the variable store with the disks; restoring over the stopped VM
+    puts it back, and a restore to a new VM gives that VM the same store."""
+    d.create("bkfw", image="tiny-efi", firmware="uefi", memory_mib=MEMORY_MIB)
+    d.action("bkfw", "stop", force=True)
+    store = d.data_dir / "disks" / "bkfw" / "uefi.vars.fd"
+    store.write_bytes(b"\x5a" * len(store.read_bytes()))  # as if the guest changed them
+    saved = store.read_bytes()
+    done = run_op(d, snapcalls.create_backup("bkfw"))
+    assert done.status == "success" and done.result is not None, done
+    backup_id = done.result["id"]
+    store.write_bytes(b"\xff" * len(saved))
+    assert run_op(d, snapcalls.restore_backup(backup_id, None)).status == "success"
+    assert store.read_bytes() == saved and store.stat().st_mode & 0o777 == 0o600
+    assert run_op(d, snapcalls.restore_backup(backup_id, "bkfw2")).status == "success"
+    assert (d.data_dir / "disks" / "bkfw2" / "uefi.vars.fd").read_bytes() == saved

@@ -127,6 +127,20 @@ class DiskManager:
         for saved in sorted(source.glob(f"*{VARS_SUFFIX}")):
             copy_private(saved, self.dir(instance) / saved.name)
 
+    def write_vars(self, instance: str, stores: dict[str, bytes]) -> list[Path]:
+        """Write variable stores by file name (from a backup); the files written. A name
+        that is not a variable store's is skipped: a manifest never places files elsewhere."""
+        written: list[Path] = []
+        for name, data in stores.items():
+            if "/" in name or not name.endswith(VARS_SUFFIX) or name.startswith("."):
+                continue
+            partial = self.dir(instance) / f".{name}.part"
+            partial.write_bytes(data)
+            partial.chmod(0o600)
+            os.replace(partial, self.dir(instance) / name)
+            written.append(self.dir(instance) / name)
+        return written
+
     def adopt_vars(self, instance: str, mode: Firmware, store: Path) -> None:
         """Give a new VM (a clone) ``store`` as its ``mode`` variable store, if it exists."""
         if mode is not Firmware.BIOS and store.is_file():
