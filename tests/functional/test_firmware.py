@@ -121,3 +121,21 @@ async def test_a_template_carries_the_vms_uefi_variables_to_its_clones(
     assert op["status"] == "success", op
     assert (await api.delete("/1.0/templates/tpl")).status_code in (200, 202, 204)
     assert not kept[0].exists()
+
+
+async def test_a_tpm_needs_uefi_and_is_a_vm_setting(
+    api: httpx.AsyncClient, image: str, platform: Platform
+) -> None:
+    """--tpm with BIOS is refused naming the fix (the guest could not use it), nothing
+    written; with uefi-secure it is part of the spec; vm set adds one for the next boot."""
+    before = await snapshot(platform.store)
+    r = await api.post("/1.0/instances", json={"name": "t", "image": image, "tpm": True})
+    assert "add firmware uefi-secure" in assert_error(r, 400, "invalid_input")
+    assert await snapshot(platform.store) == before
+    await create(api, "win", firmware="uefi-secure", tpm=True)
+    assert (await api.get("/1.0/instances/win")).json()["spec"]["tpm"] is True
+    await create(api, "efi", firmware="uefi")
+    op = await wait_op(api, await api.patch("/1.0/instances/efi", json={"tpm": True}))
+    assert op["status"] == "success" and op["result"]["changes"][0]["target"] == "tpm", op
+    r = await api.patch("/1.0/instances/efi", json={"firmware": "bios"})
+    assert "TPM" in assert_error(r, 400, "invalid_input")

@@ -5,10 +5,13 @@ variable; the VM's UEFI variable store lives with its disks and its snapshots.""
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from virtfleet.client import backups as snapcalls
@@ -96,3 +99,51 @@ def test_a_backup_keeps_the_uefi_variables_for_both_kinds_of_restore(d: Daemon) 
     assert store.read_bytes() == saved and store.stat().st_mode & 0o777 == 0o600
     assert run_op(d, snapcalls.restore_backup(backup_id, "bkfw2")).status == "success"
     assert (d.data_dir / "disks" / "bkfw2" / "uefi.vars.fd").read_bytes() == saved
+
+
+def test_a_memory_snapshot_revert_brings_back_its_uefi_variables(d: Daemon) -> None:
+    """With memory: the running VM's store is saved with the RAM state; after it changed,
+    the revert resumes the guest with the store of the snapshot's instant."""
+    _boot(d, "memfw", "uefi")
+    store = d.data_dir / "disks" / "memfw" / "uefi.vars.fd"
+    before = store.read_bytes()
+    done = run_op(d, snapcalls.create_snapshot("memfw", "m1", memory=True))
+    assert done.status == "success", done
+    with store.open("r+b") as f:  # a variable written behind QEMU's back, after the instant
+        f.write(b"\xff" * 4096)
+    done = run_op(d, snapcalls.revert_snapshot("memfw", "m1"))
+    assert done.status == "success", done
+    assert d.client.get_instance("memfw").status.power == "running"
+    wait_for(lambda: store.read_bytes() == before, 30, "the snapshot's UEFI variables")
+
+
+def _pcr0(d: Daemon, vm: str) -> str:
+    """PCR 0 (what OVMF measured) as the guest's kernel reads it from its TPM."""
+    tag = f"P{secrets.token_hex(3)}"
+    d.type_line(vm, f"ls /dev/tpm0 && echo {tag}=$(cat /sys/class/tpm/tpm0/pcr-sha256/0)")
+    pattern = re.compile(rf"^{tag}=([0-9A-Fa-f]{{64}})", re.MULTILINE)
+    wait_for(lambda: pattern.search(d.serial_log(vm)) is not None, 60, f"PCR 0 of {vm}")
+    found = pattern.search(d.serial_log(vm))
+    assert found is not None
+    return found.group(1)
+
+
+def test_a_tpm_vm_sees_its_tpm_and_keeps_it_across_a_daemon_restart(d: Daemon) -> None:
+    """--tpm: swtpm runs as the VM's uid in its cgroup with state beside the disks; the
+    guest has /dev/tpm0 with the firmware's measurements; after a daemon restart the VM and
+    its swtpm are adopted, not restarted, and the TPM answers the same."""
+    d.create("tpmvm", image="tiny-efi", firmware="uefi-secure", tpm=True, memory_mib=MEMORY_MIB)
+    d.wait_marker("tpmvm", timeout_s=240)
+    pcr = _pcr0(d, "tpmvm")
+    assert pcr.strip("0") and pcr.upper() != "F" * 64  # something was measured
+    record = json.loads((d.run_dir("tpmvm") / "runtime.json").read_text())
+    swtpm = psutil.Process(record["swtpm_pid"])
+    assert swtpm.name() == "swtpm" and swtpm.uids().real == record["uid"]
+    state = d.data_dir / "disks" / "tpmvm" / "tpm"
+    assert any(state.iterdir()) and state.stat().st_uid == record["uid"]
+    qemu_pid = d.qemu_pid("tpmvm")
+    d.stop()
+    d.start()
+    wait_for(lambda: d.client.get_instance("tpmvm").status.power == "running", 60, "adoption")
+    assert d.qemu_pid("tpmvm") == qemu_pid and swtpm.is_running()
+    assert _pcr0(d, "tpmvm") == pcr

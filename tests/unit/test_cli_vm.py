@@ -185,6 +185,8 @@ def test_firmware_on_create_show_and_set(data_dir: Path, image: str) -> None:
     assert isinstance(op, dict) and op["status"] == "success"
     shown = cli_json(data_dir, "vm", "show", "plain")
     assert isinstance(shown, dict) and shown["spec"]["firmware"] == "uefi"
+    cli(data_dir, "vm", "create", "win", "--image", image, "--firmware", "uefi-secure", "--tpm")
+    assert "TPM 2.0 (swtpm)" in cli(data_dir, "vm", "show", "win").stdout
     args = ("--image", image, "--device-model", "emulated", "--firmware", "uefi-secure")
     result = cli(data_dir, "vm", "create", "old", *args)
     assert result.exit_code == 2 and "q35" in result.stderr and "[invalid_input]" in result.stderr

@@ -91,6 +91,7 @@ def facts(**overrides: object) -> HostFacts:
         "iommu": True,
         "nested": True,
         "firmware": {"uefi": "/usr/share/OVMF/OVMF_CODE_4M.fd", "uefi-secure": "/x/sb.fd"},
+        "swtpm_path": "/usr/bin/swtpm",
     }
     base.update(overrides)
     return HostFacts.model_validate(base)
@@ -272,6 +273,13 @@ def test_host_check_lists_the_firmware_found_and_names_the_missing_package() -> 
     bare = next(c for c in host_check(facts(firmware={})) if c.name == "firmware")
     assert bare.level == "warn" and "uefi, uefi-secure unavailable" in bare.detail
     assert "'ovmf'" in bare.detail
+
+
+def test_host_check_names_the_tpm_emulator_or_the_package_to_install() -> None:
+    """VMs with a TPM need swtpm: found, the row names it; missing, it warns with the fix."""
+    assert next(c for c in host_check(facts()) if c.name == "tpm").detail.endswith("swtpm")
+    none = next(c for c in host_check(facts(swtpm_path=None)) if c.name == "tpm")
+    assert none.level == "warn" and "apt-get install swtpm" in none.detail
 
 
 # --- KVM probe: ioctl numbers and interpretation ---------------------------------

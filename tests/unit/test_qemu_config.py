@@ -26,6 +26,7 @@ FIRMWARE_CASES = {
     for fw in (Firmware.UEFI, Firmware.UEFI_SECURE)
     if not (fw is Firmware.UEFI_SECURE and model is DeviceModel.EMULATED)
 }
+STATE = Path("/data/disks/web-1/tpm")
 OVMF = Path("/usr/share/OVMF")
 
 
@@ -42,6 +43,7 @@ def _argv(
     accel: Accel,
     max_vcpus: int | None = 4,
     firmware: Firmware = Firmware.BIOS,
+    tpm: bool = False,
 ) -> list[str]:
     spec = InstanceSpec(
         name="web-1",
@@ -51,6 +53,7 @@ def _argv(
         memory_mib=512,
         device_model=model,
         firmware=firmware,
+        tpm=tpm,
         nics=[NicSpec(mac="52:54:00:12:34:56")],
     ).normalized()
     ctx = LaunchContext(
@@ -59,6 +62,7 @@ def _argv(
         disks={"root": Path("/data/disks/web-1/root.qcow2")},
         hostname="web-1",
         uefi=_uefi(firmware),
+        tpm_state=STATE if tpm else None,
     )
     opts = QemuOptions(runas="virtfleet-qemu")
     return build_argv(spec, ctx, RunPaths(Path("/data/run/web-1")), opts)
@@ -84,6 +88,16 @@ def test_firmware_argv_matches_golden(case: str) -> None:
     if os.environ.get("VIRTFLEET_UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+def test_tpm_argv_matches_golden() -> None:
+    """Secure Boot with a TPM (what Windows 11 needs): swtpm's socket as a CRB TPM 2.0."""
+    text = "\n".join(_argv(DeviceModel.VIRTIO, Accel.TCG, 4, Firmware.UEFI_SECURE, True))
+    golden = GOLDEN / "qemu-virtio-tcg-uefi-secure-tpm.txt"
+    if os.environ.get("VIRTFLEET_UPDATE_GOLDEN"):
+        golden.write_text(text + "\n")
+    assert text + "\n" == golden.read_text()
+    assert "tpm" not in " ".join(_argv(DeviceModel.VIRTIO, Accel.TCG, 4, Firmware.UEFI_SECURE))
 
 
 def test_secure_boot_flash_is_smm_only_and_plain_uefi_is_not() -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import gc
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,7 +171,8 @@ def host_facts(settings: Settings) -> HostFacts:
     try:
         cached = HostFacts.model_validate_json(cache.read_text())
         if cached.boot_id == boot_id and cached.qemu_path:
-            return cached.model_copy(update={"firmware": firmware.available()})  # cheap, live
+            live = {"firmware": firmware.available(), "swtpm_path": shutil.which("swtpm")}
+            return cached.model_copy(update=live)  # cheap: installed since the probe?
     except (OSError, ValueError):
         pass
     facts = probe_host(settings.qemu_binary, settings.kvm_probe_timeout_s)

@@ -33,6 +33,7 @@ from virtfleet.cli.vmset import (
     MaxMemoryOpt,
     MaxVcpusOpt,
     MinMemoryOpt,
+    TpmOpt,
     create_bounds,
     resource_rows,
 )
@@ -94,6 +95,7 @@ def create(
         DeviceModel | None, typer.Option("--device-model", help="[virtio]")
     ] = None,
     firmware: FirmwareOpt = None,
+    tpm: TpmOpt = None,
     restart_policy: Annotated[
         RestartPolicy | None, typer.Option("--restart-policy", help="[no]")
     ] = None,
@@ -138,6 +140,7 @@ def create(
         "accel": accel,
         "device_model": device_model,
         "firmware": firmware,
+        "tpm": tpm,
         "restart_policy": restart_policy,
         **_nics(nic, network or [], nic_model),
         **policy_fields(autostart, start_order, start_delay, host_shutdown),
@@ -291,6 +294,7 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             *resource_rows(i, {}),
             ("devices", f"{s.device_model.value} (machine {s.machine})" if vm else None),
             ("firmware", _FIRMWARE[s.firmware] if vm else None),
+            ("tpm", ("TPM 2.0 (swtpm)" if s.tpm else "none") if vm else None),
             ("image", s.image),
             ("nics", ", ".join(map(_nic_text, s.nic_names, s.nics)) or "none"),
             ("addresses", ", ".join(f"{a.ip} ({a.network})" for a in i.addresses) or "-"),

@@ -53,6 +53,9 @@ FirmwareOpt = Annotated[
     Firmware | None,
     typer.Option("--firmware", help="bios, uefi or uefi-secure (q35 only) [bios]."),
 ]
+TpmOpt = Annotated[
+    bool | None, typer.Option("--tpm/--no-tpm", help="A TPM 2.0 (swtpm; needs UEFI) [no].")
+]
 CpuLimitOpt = Annotated[
     str | None,
     typer.Option(
@@ -124,11 +127,12 @@ def set_(
     start_delay: StartDelayOpt = None,
     host_shutdown: HostShutdownOpt = None,
     firmware: FirmwareOpt = None,
+    tpm: TpmOpt = None,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Change memory, vCPUs, CPU/IO limits, disks and NICs (live where the VM allows),
-    the start-at-boot and host-shutdown policy, and the firmware (at the next boot)."""
+    the start-at-boot and host-shutdown policy, and the firmware and TPM (at the next boot)."""
     body: dict[str, Any] = {}
     _sizes(body, memory=memory, min_memory=min_memory, max_memory=max_memory)
     _put(body, "vcpus", vcpus)
@@ -149,6 +153,8 @@ def set_(
     body.update(policy_fields(autostart, start_order, start_delay, host_shutdown))
     if firmware is not None:
         body["firmware"] = firmware.value
+    if tpm is not None:
+        body["tpm"] = tpm
     if not body:
         raise invalid("nothing to change: give at least one option (see --help)")
     op = client.call(calls.patch_instance(name, body))

@@ -66,6 +66,7 @@ class LaunchContext:
     cidata: Path | None = None  # a NoCloud seed ISO to attach as a read-only CD-ROM
     join_netns: JoinNetns | None = None  # containers: veths into the init's netns (its PID)
     uefi: UefiFiles | None = None  # None: the machine's default BIOS (SeaBIOS)
+    tpm_state: Path | None = None  # a TPM's state directory (with the disks); None: no TPM
 
 
 @dataclass(frozen=True)

@@ -324,6 +324,7 @@ class Agent:
                 cidata=seed,
                 join_netns=join,
                 uefi=uefi,
+                tpm_state=self.disks.tpm_state(spec),
             )
             found = await self.driver.start(spec, ctx)
             undo.pop_all()

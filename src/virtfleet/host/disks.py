@@ -25,6 +25,7 @@ from virtfleet.storage.cloudinit import write_seed
 
 Verified = Callable[[str, Path], Awaitable[bool]]
 SEED = "cidata.iso"  # rewritten from the spec at every start: never a kept disk
+TPM_DIR = "tpm"  # a TPM's state directory, beside the disks
 VARS_SUFFIX = ".vars.fd"  # "<firmware mode>.vars.fd": a UEFI VM's variable store
 
 
@@ -110,6 +111,14 @@ class DiskManager:
             created.append(path)
         secure = spec.firmware is Firmware.UEFI_SECURE
         return UefiFiles(found.code, path, secure), created
+
+    def tpm_state(self, spec: InstanceSpec) -> Path | None:
+        """Where the VM's TPM keeps its state (the driver gives it to swtpm's uid); None
+        without a TPM."""
+        if not spec.tpm:
+            return None
+        self._private_dir(spec.name)
+        return self.dir(spec.name) / TPM_DIR
 
     def vars_files(self, instance: str) -> list[Path]:
         """The UEFI variable stores in ``instance``'s directory (one per firmware mode used)."""

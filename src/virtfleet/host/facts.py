@@ -298,7 +298,13 @@ def _firmware_check(facts: HostFacts) -> Check:
 def host_check(facts: HostFacts) -> list[Check]:
     """Rows for ``virtfleet host check``: fail = VMs cannot run (safely) until fixed."""
     checks = [*_qemu_checks(facts), *_kvm_checks(facts), *_platform_checks(facts)]
-    return [*checks, _firmware_check(facts)]
+    return [*checks, _firmware_check(facts), _tpm_check(facts)]
+
+
+def _tpm_check(facts: HostFacts) -> Check:
+    if facts.swtpm_path:
+        return _check("tpm", "ok", f"TPM 2.0 emulator {facts.swtpm_path}")
+    return _check("tpm", "warn", "swtpm not found: VMs cannot have a TPM (apt-get install swtpm)")
 
 
 # --- assembly ----------------------------------------------------------------
@@ -325,6 +331,7 @@ def probe_host(qemu_binary: str = "qemu-system-x86_64", kvm_timeout_s: float = 3
         qemu_img_path=find_qemu_img(qemu_path),
         cgroup_mode=detect_mode(),
         firmware=firmware.available(),
+        swtpm_path=shutil.which("swtpm"),
     )
     facts.warnings = host_warnings(facts, qemu_binary)
     facts.recommendation = recommend(facts)

@@ -131,6 +131,8 @@ class InstanceSpec(Strict):
     device_model: DeviceModel = DeviceModel.VIRTIO
     # bios: SeaBIOS; uefi/uefi-secure: OVMF with a per-VM UEFI variable store (host/disks.py).
     firmware: Firmware = Firmware.BIOS
+    # A TPM 2.0 (swtpm, its state kept with the disks); needs UEFI firmware.
+    tpm: bool = False
     restart_policy: RestartPolicy = RestartPolicy.NO
     pids_max: Annotated[int, Field(ge=8, le=4_194_304)] | None = None  # containers only
     # Containers: "app" runs an imported OCI image's entrypoint/cmd under a small init,
@@ -215,6 +217,9 @@ def firmware_problem(spec: InstanceSpec) -> str:
             "firmware uefi-secure needs the q35 machine (device_model virtio); the emulated "
             "i440fx model cannot protect the UEFI variables: use firmware uefi, or virtio"
         )
+    if spec.tpm and spec.firmware is Firmware.BIOS:
+        # SeaBIOS neither measures the boot into the TPM nor hands it to the guest's loader.
+        return "a TPM needs UEFI firmware to be used by the guest: add firmware uefi-secure"
     return ""
 
 
@@ -229,6 +234,7 @@ def _vm_only(spec: InstanceSpec) -> list[str]:
     wrong += ["accel"] if spec.accel is not Accel.AUTO else []
     wrong += ["device_model"] if spec.device_model is not DeviceModel.VIRTIO else []
     wrong += ["firmware"] if spec.firmware is not Firmware.BIOS else []
+    wrong += ["tpm"] if spec.tpm else []
     wrong += ["host_shutdown suspend"] if spec.host_shutdown == "suspend" else []
     return wrong
 

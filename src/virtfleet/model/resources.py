@@ -71,6 +71,7 @@ class ResourcePatch(Strict):
     start_delay_s: Annotated[float, Field(ge=0, le=3600)] | None = None
     host_shutdown: Literal["stop", "suspend"] | None = None
     firmware: Firmware | None = None  # at the next boot
+    tpm: bool | None = None  # at the next boot
 
     def is_empty(self) -> bool:
         return not self.model_fields_set

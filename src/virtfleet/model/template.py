@@ -48,6 +48,7 @@ class TemplateDefaults(Strict):
     accel: Accel | None = None
     device_model: DeviceModel | None = None
     firmware: Firmware | None = None
+    tpm: bool | None = None
     restart_policy: RestartPolicy | None = None
     guest_agent: bool | None = None
     cloud_init: CloudInit | None = None

@@ -72,6 +72,15 @@ class RunPaths:
         return self.root / "runtime.json"
 
     @property
+    def swtpm(self) -> Path:
+        """The TPM emulator's control socket: made by us, served by swtpm, used by QEMU."""
+        return self.root / "swtpm.sock"
+
+    @property
+    def swtpm_log(self) -> Path:
+        return self.root / "swtpm.log"
+
+    @property
     def jail(self) -> Path:
         """The empty directory QEMU chroots into once it has opened everything."""
         return self.root / "jail"
@@ -117,6 +126,7 @@ def build_argv(
         *_identity(ctx),
         *_cidata(spec, ctx),
         *_guest_agent(spec, paths),
+        *_tpm(ctx, paths),
     ]
 
 
@@ -333,6 +343,20 @@ def _guest_agent(spec: InstanceSpec, paths: RunPaths) -> list[str]:
 
 def _json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def _tpm(ctx: LaunchContext, paths: RunPaths) -> list[str]:
+    """A TPM 2.0 CRB device backed by swtpm on its control socket (QEMU never spawns it)."""
+    if ctx.tpm_state is None:
+        return []
+    return [
+        "-chardev",
+        f"socket,id=chrtpm,path={_opt(paths.swtpm)}",
+        "-tpmdev",
+        "emulator,id=tpm0,chardev=chrtpm",
+        "-device",
+        "tpm-crb,tpmdev=tpm0,id=tpm",
+    ]
 
 
 def _opt(value: object) -> str:
