@@ -139,3 +139,19 @@ async def test_a_tpm_needs_uefi_and_is_a_vm_setting(
     assert op["status"] == "success" and op["result"]["changes"][0]["target"] == "tpm", op
     r = await api.patch("/1.0/instances/efi", json={"firmware": "bios"})
     assert "TPM" in assert_error(r, 400, "invalid_input")
+
+
+async def test_windows_vms_get_secure_boot_and_a_tpm_unless_told_otherwise(
+    api: httpx.AsyncClient, image: str
+) -> None:
+    """os windows: a new VM gets uefi-secure and a TPM by default; what the request sets
+    wins; a Linux VM keeps BIOS and no TPM."""
+    await create(api, "win", os="windows")
+    spec = (await api.get("/1.0/instances/win")).json()["spec"]
+    assert (spec["os"], spec["firmware"], spec["tpm"]) == ("windows", "uefi-secure", True)
+    await create(api, "win-plain", os="windows", firmware="uefi", tpm=False)
+    spec = (await api.get("/1.0/instances/win-plain")).json()["spec"]
+    assert (spec["firmware"], spec["tpm"]) == ("uefi", False)
+    await create(api, "tux")
+    spec = (await api.get("/1.0/instances/tux")).json()["spec"]
+    assert (spec["os"], spec["firmware"], spec["tpm"]) == ("linux", "bios", False)

@@ -187,6 +187,10 @@ def test_firmware_on_create_show_and_set(data_dir: Path, image: str) -> None:
     assert isinstance(shown, dict) and shown["spec"]["firmware"] == "uefi"
     cli(data_dir, "vm", "create", "win", "--image", image, "--firmware", "uefi-secure", "--tpm")
     assert "TPM 2.0 (swtpm)" in cli(data_dir, "vm", "show", "win").stdout
+    cli(data_dir, "vm", "create", "w11", "--image", image, "--os", "windows")
+    shown_w11 = cli_json(data_dir, "vm", "show", "w11")
+    assert isinstance(shown_w11, dict)
+    assert (shown_w11["spec"]["firmware"], shown_w11["spec"]["tpm"]) == ("uefi-secure", True)
     args = ("--image", image, "--device-model", "emulated", "--firmware", "uefi-secure")
     result = cli(data_dir, "vm", "create", "old", *args)
     assert result.exit_code == 2 and "q35" in result.stderr and "[invalid_input]" in result.stderr

@@ -9,7 +9,15 @@ import pytest
 
 from virtfleet.drivers.base import LaunchContext, UefiFiles
 from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
-from virtfleet.model.instance import Accel, DeviceModel, Firmware, InstanceSpec, NicSpec
+from virtfleet.model.defaults import complete
+from virtfleet.model.instance import (
+    Accel,
+    DeviceModel,
+    Firmware,
+    GuestOs,
+    InstanceSpec,
+    NicSpec,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = {
@@ -98,6 +106,36 @@ def test_tpm_argv_matches_golden() -> None:
         golden.write_text(text + "\n")
     assert text + "\n" == golden.read_text()
     assert "tpm" not in " ".join(_argv(DeviceModel.VIRTIO, Accel.TCG, 4, Firmware.UEFI_SECURE))
+
+
+@pytest.mark.parametrize("accel", [Accel.KVM, Accel.TCG])
+def test_windows_defaults_match_golden(accel: Accel) -> None:
+    """--os windows: a new VM gets UEFI Secure Boot and a TPM (model.defaults), a local-time
+    RTC, and Hyper-V enlightenments only where KVM runs it (TCG has no Hyper-V emulation)."""
+    uuid = "0b9c7a7e-6a3e-4a55-9d5c-1f2e3d4c5b6a"
+    nics = [NicSpec(mac="52:54:00:12:34:57")]
+    spec = complete(
+        InstanceSpec(name="win-1", image="win", os=GuestOs.WINDOWS, uuid=uuid, nics=nics)
+    ).normalized()
+    assert (spec.firmware, spec.tpm) == (Firmware.UEFI_SECURE, True)
+    ctx = LaunchContext(
+        accel=accel,
+        accel_reason="test",
+        disks={"root": Path("/data/disks/win-1/root.qcow2")},
+        hostname="win-1",
+        uefi=UefiFiles(OVMF / "OVMF_CODE_4M.secboot.fd", Path("/d/win-1/v.fd"), True),
+        tpm_state=Path("/data/disks/win-1/tpm"),
+    )
+    argv = build_argv(spec, ctx, RunPaths(Path("/data/run/win-1")), QemuOptions(), uid=None)
+    text = "\n".join(argv) + "\n"
+    golden = GOLDEN / f"qemu-windows-{accel.value}.txt"
+    if os.environ.get("VIRTFLEET_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+    cpu = argv[argv.index("-cpu") + 1]
+    assert ("hv_relaxed" in cpu) is (accel is Accel.KVM)
+    assert argv[argv.index("-rtc") + 1] == "base=localtime"
+    assert "-rtc" not in _argv(DeviceModel.VIRTIO, accel)
 
 
 def test_secure_boot_flash_is_smm_only_and_plain_uefi_is_not() -> None:

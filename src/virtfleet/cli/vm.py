@@ -39,7 +39,7 @@ from virtfleet.cli.vmset import (
 )
 from virtfleet.client import calls, imaging
 from virtfleet.client.calls import Action
-from virtfleet.model.enums import Accel, DeviceModel, Firmware, RestartPolicy
+from virtfleet.model.enums import Accel, DeviceModel, Firmware, GuestOs, RestartPolicy
 
 if TYPE_CHECKING:
     from virtfleet.client import Instance
@@ -96,6 +96,12 @@ def create(
     ] = None,
     firmware: FirmwareOpt = None,
     tpm: TpmOpt = None,
+    guest_os: Annotated[
+        GuestOs | None,
+        typer.Option(
+            "--os", help="windows: UEFI Secure Boot + TPM unless given, local-time RTC [linux]."
+        ),
+    ] = None,
     restart_policy: Annotated[
         RestartPolicy | None, typer.Option("--restart-policy", help="[no]")
     ] = None,
@@ -141,6 +147,7 @@ def create(
         "device_model": device_model,
         "firmware": firmware,
         "tpm": tpm,
+        "os": guest_os,
         "restart_policy": restart_policy,
         **_nics(nic, network or [], nic_model),
         **policy_fields(autostart, start_order, start_delay, host_shutdown),
@@ -295,6 +302,7 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("devices", f"{s.device_model.value} (machine {s.machine})" if vm else None),
             ("firmware", _FIRMWARE[s.firmware] if vm else None),
             ("tpm", ("TPM 2.0 (swtpm)" if s.tpm else "none") if vm else None),
+            ("os", s.os.value if vm else None),
             ("image", s.image),
             ("nics", ", ".join(map(_nic_text, s.nic_names, s.nics)) or "none"),
             ("addresses", ", ".join(f"{a.ip} ({a.network})" for a in i.addresses) or "-"),

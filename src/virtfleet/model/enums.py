@@ -30,6 +30,14 @@ class Firmware(StrEnum):
     UEFI_SECURE = "uefi-secure"
 
 
+class GuestOs(StrEnum):
+    """The guest's OS family, for the defaults and tuning it needs (Windows: UEFI Secure
+    Boot, a TPM, local-time RTC, Hyper-V enlightenments on KVM)."""
+
+    LINUX = "linux"
+    WINDOWS = "windows"
+
+
 class RestartPolicy(StrEnum):
     NO = "no"
     ON_FAILURE = "on-failure"

@@ -15,6 +15,7 @@ from virtfleet.model.enums import Accel as Accel
 from virtfleet.model.enums import DesiredPower as DesiredPower
 from virtfleet.model.enums import DeviceModel as DeviceModel
 from virtfleet.model.enums import Firmware as Firmware
+from virtfleet.model.enums import GuestOs as GuestOs
 from virtfleet.model.enums import PowerState as PowerState
 from virtfleet.model.enums import RestartPolicy as RestartPolicy
 from virtfleet.model.names import NameStr, validate_name
@@ -133,6 +134,9 @@ class InstanceSpec(Strict):
     firmware: Firmware = Firmware.BIOS
     # A TPM 2.0 (swtpm, its state kept with the disks); needs UEFI firmware.
     tpm: bool = False
+    # windows: local-time RTC, Hyper-V enlightenments on KVM; a new one also gets UEFI
+    # Secure Boot and a TPM unless it says otherwise (model.defaults).
+    os: GuestOs = GuestOs.LINUX
     restart_policy: RestartPolicy = RestartPolicy.NO
     pids_max: Annotated[int, Field(ge=8, le=4_194_304)] | None = None  # containers only
     # Containers: "app" runs an imported OCI image's entrypoint/cmd under a small init,
@@ -235,6 +239,7 @@ def _vm_only(spec: InstanceSpec) -> list[str]:
     wrong += ["device_model"] if spec.device_model is not DeviceModel.VIRTIO else []
     wrong += ["firmware"] if spec.firmware is not Firmware.BIOS else []
     wrong += ["tpm"] if spec.tpm else []
+    wrong += ["os"] if spec.os is not GuestOs.LINUX else []
     wrong += ["host_shutdown suspend"] if spec.host_shutdown == "suspend" else []
     return wrong
 

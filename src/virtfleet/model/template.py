@@ -20,6 +20,7 @@ from virtfleet.model.instance import (
     BootSpec,
     DeviceModel,
     Firmware,
+    GuestOs,
     NicSpec,
     RestartPolicy,
     Strict,
@@ -49,6 +50,7 @@ class TemplateDefaults(Strict):
     device_model: DeviceModel | None = None
     firmware: Firmware | None = None
     tpm: bool | None = None
+    os: GuestOs | None = None
     restart_policy: RestartPolicy | None = None
     guest_agent: bool | None = None
     cloud_init: CloudInit | None = None

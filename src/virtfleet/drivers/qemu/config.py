@@ -14,7 +14,7 @@ from pathlib import Path
 
 from virtfleet.drivers.base import LaunchContext, UefiFiles
 from virtfleet.drivers.qemu.uids import UidPool
-from virtfleet.model.instance import Accel, DeviceModel, InstanceSpec
+from virtfleet.model.instance import Accel, DeviceModel, GuestOs, InstanceSpec
 
 # Bounds the TCG translation cache: QEMU's default (~60 MiB resident for a small
 # guest) is most of its per-VM overhead under binary translation; a smaller cache
@@ -170,10 +170,22 @@ def _firmware(uefi: UefiFiles | None) -> list[str]:
     return args + secure if uefi.secure else args
 
 
+# Hyper-V enlightenments Windows uses when it finds them (KVM implements them; TCG does
+# not, and QEMU refuses most of them there): fewer exits for timers, IPIs and spinlocks.
+HYPERV = (
+    "hv_relaxed,hv_vapic,hv_spinlocks=0x1fff,hv_vpindex,hv_runtime,hv_synic,hv_stimer,"
+    "hv_time,hv_frequencies"
+)
+
+
 def _cpu(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
     model = "host" if ctx.accel is Accel.KVM else "max"
+    if ctx.accel is Accel.KVM and spec.os is GuestOs.WINDOWS:
+        model += f",{HYPERV}"
     max_vcpus = spec.max_vcpus or spec.vcpus
-    return ["-cpu", model, "-smp", f"cpus={spec.vcpus},maxcpus={max_vcpus}"]
+    args = ["-cpu", model, "-smp", f"cpus={spec.vcpus},maxcpus={max_vcpus}"]
+    # Windows keeps the hardware clock in local time, Linux in UTC (QEMU's default).
+    return args + (["-rtc", "base=localtime"] if spec.os is GuestOs.WINDOWS else [])
 
 
 def _memory(spec: InstanceSpec) -> list[str]:
