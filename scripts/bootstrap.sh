@@ -23,7 +23,7 @@ fi
 for p in qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio zstd iproute2 debootstrap \
          procps util-linux kmod ovmf syslinux syslinux-common mtools dosfstools fdisk \
          chromium prometheus crun runc debootstrap dnsmasq-base nftables curl jq skopeo umoci \
-         etcd-server etcd-client; do
+         etcd-server etcd-client swtpm swtpm-tools; do
   have "$p" || need_apt+=("$p")
 done
 command -v npm >/dev/null || need_apt+=(nodejs npm)  # any node >= 18 will do (e.g. nodesource)

@@ -34,6 +34,7 @@ calls them (``raise ... from err``); nothing else here does I/O.
     ├── BackupDamagedError (backup_damaged, 422)
     ├── RepositoryFullError (repository_full, 507)
     ├── HostError (host_unsupported, 503)
+    │   └── FirmwareMissingError (firmware_missing, 503)
     ├── StoreUnavailableError (store_unavailable, 503)
     ├── SchemaTooNewError (schema_too_new, 503)
     └── DriverError (driver_error, 502)
@@ -224,6 +225,12 @@ class RepositoryFullError(VirtfleetError):
 class HostError(VirtfleetError):
     code = "host_unsupported"
     status = 503
+
+
+class FirmwareMissingError(HostError):
+    """The VM's firmware (OVMF code or variable template) is not installed on this host."""
+
+    code = "firmware_missing"
 
 
 class StoreUnavailableError(VirtfleetError):

@@ -21,7 +21,8 @@ SET_ALL: dict[str, Any] = {
     "nics": [{"mode": "user", "network": None, "model": "e1000", "restrict": False,
              "name": "lan", "mac": None}],
     "boot": {"kernel": None, "initrd": None, "cmdline": "console=ttyS0"},
-    "accel": "tcg", "device_model": "emulated", "restart_policy": "on-failure",
+    "accel": "tcg", "device_model": "emulated", "firmware": "uefi", "tpm": True, "os": "windows",
+    "restart_policy": "on-failure",
     "guest_agent": True, "cloud_init": {"hostname": "tpl-{name}"},
     "autostart": True, "start_order": 3, "start_delay_s": 5.0, "host_shutdown": "suspend",
 }  # fmt: skip

@@ -162,3 +162,25 @@ def test_prune_empty_policy_keeps_all_and_last_only() -> None:
     backups = _calendar(3)
     assert select_kept(backups, RetentionPolicy()) == {i for i, _ in backups}
     assert select_kept(backups, RetentionPolicy(last=1)) == {"0331-18"}
+
+
+def test_small_files_ride_along_as_chunks_gc_keeps_and_verify_checks(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A VM's UEFI variable stores are stored as chunks of the manifest: read back whole,
+    kept by gc while the backup exists, and a damaged one marks the backup damaged."""
+    store = tmp_path / "uefi.vars.fd"
+    data = bytes(range(256)) * 2112 + b"\x00" * CHUNK_SIZE  # a zero chunk past the first
+    store.write_bytes(data)
+    m = BackupManifest(
+        id=new_backup_id(T0), instance="a", created_at=T0, kind="full", disks={},
+        files=repo.put_files([store]),
+    )  # fmt: skip
+    repo.save(m)
+    assert repo.read_file(repo.list()[0], "uefi.vars.fd") == data
+    assert repo.gc() == (0, 0)
+    [chunk] = [c for c in m.files["uefi.vars.fd"].chunks if c != ZERO]
+    repo.chunks.path(chunk).write_bytes(b"broken")
+    assert repo.verify().damaged_backups == [m.id]
+    with pytest.raises(BackupDamagedError):
+        repo.require_intact(m)

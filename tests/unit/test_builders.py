@@ -4,6 +4,7 @@ debootstrap on PATH), and disk assembly through a non-BIOS (GPT) layout."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -14,7 +15,7 @@ import psutil
 import pytest
 
 from virtfleet.errors import HostError, ProcessError, TimeoutError_
-from virtfleet.storage.builders import debian, disk, rootfs, tiny
+from virtfleet.storage.builders import debian, disk, efi, rootfs, tiny
 from virtfleet.storage.builders.debootstrap import MIRROR_ENV, Debootstrap, cached_root
 from virtfleet.storage.builders.files import cached_dir, cached_file, write_atomic
 from virtfleet.storage.builders.run import require_tools, run
@@ -268,10 +269,58 @@ def test_a_gpt_layout_gets_its_partitions_filled_and_the_backup_header_kept(
     assert blocks * (1024 << log_size) <= part.size, "the root filesystem overruns its partition"
 
 
+def _fake_deb(debs: Path, package: str, files: dict[str, bytes]) -> None:
+    """A minimal .deb of ``package`` holding ``files``, where the recipe's cache keeps them."""
+    tree = debs.parent / f"{package}-tree"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN/control").write_text(
+        f"Package: {package}\nVersion: 1\nArchitecture: amd64\nMaintainer: t <t@t>\n"
+        "Description: test\n"
+    )
+    for name, data in files.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(data)
+    debs.mkdir(exist_ok=True)
+    run(["dpkg-deb", "--root-owner-group", "-b", tree, debs / f"{package}_1_amd64.deb"])
+
+
+def test_the_efi_layout_puts_shim_grub_and_the_kernel_on_an_esp(tmp_path: Path) -> None:
+    """GPT with an EFI system partition: shim at the removable path, GRUB beside it (where
+    shim looks), GRUB's configuration at its built-in prefix booting the entry."""
+    if shutil.which("mdir") is None or shutil.which("dpkg-deb") is None:
+        pytest.skip("mtools and dpkg are not installed (scripts/bootstrap.sh)")
+    _fake_deb(tmp_path / "debs", "shim-signed", {efi.SHIM: b"shim"})
+    _fake_deb(tmp_path / "debs", "grub-efi-amd64-signed", {efi.GRUB: b"grub"})
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (tmp_path / "vmlinuz").write_bytes(b"kernel")
+    (tmp_path / "initrd").write_bytes(b"initrd")
+    spec = disk.DiskSpec(size_mib=64, boot_mib=32, boot_label="ESP", root_label="testroot")
+    entry = disk.BootEntry("t", tmp_path / "vmlinuz", tmp_path / "initrd", "console=ttyS0")
+    (tmp_path / "work").mkdir()
+    raw = tmp_path / "work" / "disk.raw"
+    disk.assemble(raw, spec, efi.EFI, entry, root, tmp_path)
+
+    run(["sfdisk", "--verify", raw])
+    table = json.loads(run(["sfdisk", "--json", raw]))["partitiontable"]
+    assert table["label"] == "gpt" and table["partitions"][0]["type"] == efi.ESP_TYPE
+    boot = disk.partitions(raw)[0]
+    image = f"{raw}@@{boot.offset}"
+
+    def read(name: str) -> bytes:
+        return run(["mtype", "-i", image, f"::/{name}"]).encode()
+
+    assert (read("EFI/BOOT/BOOTX64.EFI"), read("EFI/BOOT/grubx64.efi")) == (b"shim", b"grub")
+    config = read("EFI/debian/grub.cfg").decode()
+    assert "linux /vmlinuz console=ttyS0" in config and "initrd /initrd.img" in config
+    assert (read("vmlinuz"), read("initrd.img")) == (b"kernel", b"initrd")
+
+
 def test_every_default_builder_loads_its_recipe() -> None:
     loaded = {name: load() for name, load in default_builders().items()}
     assert loaded == {
         "tiny": tiny.build_tiny,
+        "tiny-efi": tiny.build_tiny_efi,
         "debian-12": debian.build_debian12,
         "container-tiny": rootfs.build_tiny_rootfs,
         "container-debian-12": rootfs.build_debian_rootfs,

@@ -169,3 +169,28 @@ def test_show_and_logs(data_dir: Path, image: str) -> None:
     log = "Linux version 6.1\n"
     assert cli(data_dir, "vm", "logs", "demo").stdout == log
     assert cli_json(data_dir, "vm", "logs", "demo") == {"name": "demo", "log": log}
+
+
+def test_firmware_on_create_show_and_set(data_dir: Path, image: str) -> None:
+    """``--firmware`` on ``vm create`` and ``vm set``; ``vm show`` names the firmware;
+    uefi-secure on the emulated model exits 2 naming q35."""
+    cli(data_dir, "vm", "create", "sb", "--image", image, "--firmware", "uefi-secure")
+    assert (
+        "uefi-secure (OVMF, Secure Boot, Microsoft keys)"
+        in cli(data_dir, "vm", "show", "sb").stdout
+    )
+    cli(data_dir, "vm", "create", "plain", "--image", image)
+    assert "bios (SeaBIOS)" in cli(data_dir, "vm", "show", "plain").stdout
+    op = cli_json(data_dir, "vm", "set", "plain", "--firmware", "uefi")
+    assert isinstance(op, dict) and op["status"] == "success"
+    shown = cli_json(data_dir, "vm", "show", "plain")
+    assert isinstance(shown, dict) and shown["spec"]["firmware"] == "uefi"
+    cli(data_dir, "vm", "create", "win", "--image", image, "--firmware", "uefi-secure", "--tpm")
+    assert "TPM 2.0 (swtpm)" in cli(data_dir, "vm", "show", "win").stdout
+    cli(data_dir, "vm", "create", "w11", "--image", image, "--os", "windows")
+    shown_w11 = cli_json(data_dir, "vm", "show", "w11")
+    assert isinstance(shown_w11, dict)
+    assert (shown_w11["spec"]["firmware"], shown_w11["spec"]["tpm"]) == ("uefi-secure", True)
+    args = ("--image", image, "--device-model", "emulated", "--firmware", "uefi-secure")
+    result = cli(data_dir, "vm", "create", "old", *args)
+    assert result.exit_code == 2 and "q35" in result.stderr and "[invalid_input]" in result.stderr

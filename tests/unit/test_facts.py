@@ -90,6 +90,8 @@ def facts(**overrides: object) -> HostFacts:
         "cgroup_mode": "v2",
         "iommu": True,
         "nested": True,
+        "firmware": {"uefi": "/usr/share/OVMF/OVMF_CODE_4M.fd", "uefi-secure": "/x/sb.fd"},
+        "swtpm_path": "/usr/bin/swtpm",
     }
     base.update(overrides)
     return HostFacts.model_validate(base)
@@ -260,6 +262,24 @@ def test_host_check_levels_for_problems() -> None:
         "fail"
     )
     assert not next(c for c in host_check(broken) if c.name == "kvm").ok
+
+
+def test_host_check_lists_the_firmware_found_and_names_the_missing_package() -> None:
+    """The firmware row names each UEFI mode found with its code image; a host without
+    OVMF warns with the package to install (BIOS VMs still run)."""
+    ok = next(c for c in host_check(facts()) if c.name == "firmware")
+    assert ok.level == "ok" and "uefi (/usr/share/OVMF/OVMF_CODE_4M.fd)" in ok.detail
+    assert "uefi-secure (/x/sb.fd)" in ok.detail
+    bare = next(c for c in host_check(facts(firmware={})) if c.name == "firmware")
+    assert bare.level == "warn" and "uefi, uefi-secure unavailable" in bare.detail
+    assert "'ovmf'" in bare.detail
+
+
+def test_host_check_names_the_tpm_emulator_or_the_package_to_install() -> None:
+    """VMs with a TPM need swtpm: found, the row names it; missing, it warns with the fix."""
+    assert next(c for c in host_check(facts()) if c.name == "tpm").detail.endswith("swtpm")
+    none = next(c for c in host_check(facts(swtpm_path=None)) if c.name == "tpm")
+    assert none.level == "warn" and "apt-get install swtpm" in none.detail
 
 
 # --- KVM probe: ioctl numbers and interpretation ---------------------------------

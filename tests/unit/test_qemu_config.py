@@ -7,9 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from virtfleet.drivers.base import LaunchContext
+from virtfleet.drivers.base import LaunchContext, UefiFiles
 from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
-from virtfleet.model.instance import Accel, DeviceModel, InstanceSpec, NicSpec
+from virtfleet.model.defaults import complete
+from virtfleet.model.instance import (
+    Accel,
+    DeviceModel,
+    Firmware,
+    GuestOs,
+    InstanceSpec,
+    NicSpec,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = {
@@ -18,9 +26,33 @@ CASES = {
     "emulated-tcg": (DeviceModel.EMULATED, Accel.TCG),
     "emulated-kvm": (DeviceModel.EMULATED, Accel.KVM),
 }
+# Every firmware x device model x accelerator QEMU can run (uefi-secure needs q35).
+FIRMWARE_CASES = {
+    f"{model.value}-{accel.value}-{fw.value}": (model, accel, fw)
+    for model in DeviceModel
+    for accel in (Accel.TCG, Accel.KVM)
+    for fw in (Firmware.UEFI, Firmware.UEFI_SECURE)
+    if not (fw is Firmware.UEFI_SECURE and model is DeviceModel.EMULATED)
+}
+STATE = Path("/data/disks/web-1/tpm")
+OVMF = Path("/usr/share/OVMF")
 
 
-def _argv(model: DeviceModel, accel: Accel, max_vcpus: int | None = 4) -> list[str]:
+def _uefi(firmware: Firmware) -> UefiFiles | None:
+    if firmware is Firmware.BIOS:
+        return None
+    secure = firmware is Firmware.UEFI_SECURE
+    code = OVMF / ("OVMF_CODE_4M.secboot.fd" if secure else "OVMF_CODE_4M.fd")
+    return UefiFiles(code, Path(f"/data/disks/web-1/{firmware.value}.vars.fd"), secure)
+
+
+def _argv(
+    model: DeviceModel,
+    accel: Accel,
+    max_vcpus: int | None = 4,
+    firmware: Firmware = Firmware.BIOS,
+    tpm: bool = False,
+) -> list[str]:
     spec = InstanceSpec(
         name="web-1",
         image="tiny",
@@ -28,6 +60,8 @@ def _argv(model: DeviceModel, accel: Accel, max_vcpus: int | None = 4) -> list[s
         max_vcpus=max_vcpus,
         memory_mib=512,
         device_model=model,
+        firmware=firmware,
+        tpm=tpm,
         nics=[NicSpec(mac="52:54:00:12:34:56")],
     ).normalized()
     ctx = LaunchContext(
@@ -35,6 +69,8 @@ def _argv(model: DeviceModel, accel: Accel, max_vcpus: int | None = 4) -> list[s
         accel_reason="test",
         disks={"root": Path("/data/disks/web-1/root.qcow2")},
         hostname="web-1",
+        uefi=_uefi(firmware),
+        tpm_state=STATE if tpm else None,
     )
     opts = QemuOptions(runas="virtfleet-qemu")
     return build_argv(spec, ctx, RunPaths(Path("/data/run/web-1")), opts)
@@ -48,6 +84,71 @@ def test_argv_matches_golden(case: str) -> None:
     if os.environ.get("VIRTFLEET_UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("case", sorted(FIRMWARE_CASES))
+def test_firmware_argv_matches_golden(case: str) -> None:
+    """UEFI VMs get OVMF as two flash chips (code read-only, the VM's own variable store);
+    Secure Boot adds SMM and secure-only flash writes: one reviewed golden per combination."""
+    model, accel, firmware = FIRMWARE_CASES[case]
+    text = "\n".join(_argv(model, accel, 4, firmware)) + "\n"
+    golden = GOLDEN / f"qemu-{case}.txt"
+    if os.environ.get("VIRTFLEET_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_tpm_argv_matches_golden() -> None:
+    """Secure Boot with a TPM (what Windows 11 needs): swtpm's socket as a CRB TPM 2.0."""
+    text = "\n".join(_argv(DeviceModel.VIRTIO, Accel.TCG, 4, Firmware.UEFI_SECURE, True))
+    golden = GOLDEN / "qemu-virtio-tcg-uefi-secure-tpm.txt"
+    if os.environ.get("VIRTFLEET_UPDATE_GOLDEN"):
+        golden.write_text(text + "\n")
+    assert text + "\n" == golden.read_text()
+    assert "tpm" not in " ".join(_argv(DeviceModel.VIRTIO, Accel.TCG, 4, Firmware.UEFI_SECURE))
+
+
+@pytest.mark.parametrize("accel", [Accel.KVM, Accel.TCG])
+def test_windows_defaults_match_golden(accel: Accel) -> None:
+    """--os windows: a new VM gets UEFI Secure Boot and a TPM (model.defaults), a local-time
+    RTC, and Hyper-V enlightenments only where KVM runs it (TCG has no Hyper-V emulation)."""
+    uuid = "0b9c7a7e-6a3e-4a55-9d5c-1f2e3d4c5b6a"
+    nics = [NicSpec(mac="52:54:00:12:34:57")]
+    spec = complete(
+        InstanceSpec(name="win-1", image="win", os=GuestOs.WINDOWS, uuid=uuid, nics=nics)
+    ).normalized()
+    assert (spec.firmware, spec.tpm) == (Firmware.UEFI_SECURE, True)
+    ctx = LaunchContext(
+        accel=accel,
+        accel_reason="test",
+        disks={"root": Path("/data/disks/win-1/root.qcow2")},
+        hostname="win-1",
+        uefi=UefiFiles(OVMF / "OVMF_CODE_4M.secboot.fd", Path("/d/win-1/v.fd"), True),
+        tpm_state=Path("/data/disks/win-1/tpm"),
+    )
+    argv = build_argv(spec, ctx, RunPaths(Path("/data/run/win-1")), QemuOptions(), uid=None)
+    text = "\n".join(argv) + "\n"
+    golden = GOLDEN / f"qemu-windows-{accel.value}.txt"
+    if os.environ.get("VIRTFLEET_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+    cpu = argv[argv.index("-cpu") + 1]
+    assert ("hv_relaxed" in cpu) is (accel is Accel.KVM)
+    assert argv[argv.index("-rtc") + 1] == "base=localtime"
+    assert "-rtc" not in _argv(DeviceModel.VIRTIO, accel)
+
+
+def test_secure_boot_flash_is_smm_only_and_plain_uefi_is_not() -> None:
+    """Only uefi-secure turns on SMM and secure flash; the code flash is never writable."""
+    secure = _argv(DeviceModel.VIRTIO, Accel.TCG, 4, Firmware.UEFI_SECURE)
+    plain = _argv(DeviceModel.VIRTIO, Accel.TCG, 4, Firmware.UEFI)
+    assert secure[secure.index("-machine") + 1] == "q35,pflash0=fw-code,pflash1=fw-vars,smm=on"
+    assert "driver=cfi.pflash01,property=secure,value=on" in secure
+    assert plain[plain.index("-machine") + 1] == "q35,pflash0=fw-code,pflash1=fw-vars"
+    assert "driver=cfi.pflash01,property=secure,value=on" not in plain
+    code = next(a for a in plain if '"node-name":"fw-code"' in a)
+    assert '"read-only":true' in code and "OVMF_CODE_4M.fd" in code
+    assert "pflash" not in " ".join(_argv(DeviceModel.VIRTIO, Accel.TCG))
 
 
 def test_emulated_uses_legacy_devices_only() -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import gc
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from virtfleet.app.tls import Certificate, server_certificate
 from virtfleet.drivers.base import Driver
 from virtfleet.drivers.fake.driver import FakeDriver
 from virtfleet.drivers.oci.factory import build_oci_driver
+from virtfleet.drivers.qemu import firmware
 from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.driver import QemuDriver
 from virtfleet.drivers.qemu.uids import UidPool, parse_pool
@@ -179,7 +181,8 @@ def host_facts(settings: Settings) -> HostFacts:
     try:
         cached = HostFacts.model_validate_json(cache.read_text())
         if cached.boot_id == boot_id and cached.qemu_path:
-            return cached
+            live = {"firmware": firmware.available(), "swtpm_path": shutil.which("swtpm")}
+            return cached.model_copy(update=live)  # cheap: installed since the probe?
     except (OSError, ValueError):
         pass
     facts = probe_host(settings.qemu_binary, settings.kvm_probe_timeout_s)

@@ -18,7 +18,7 @@ from virtfleet.client import imaging
 
 app = typer.Typer(help="Base images.", no_args_is_help=True)
 NameArg = Annotated[str, typer.Argument(help="Image name.", show_default=False)]
-NAMED_BUILDERS = ("tiny", "debian-12")  # `image build debian-12` needs no --builder
+NAMED_BUILDERS = ("tiny", "tiny-efi", "debian-12")  # `image build debian-12` needs no --builder
 
 
 def host_path(path: str) -> str:
@@ -41,8 +41,9 @@ def build(
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Build an image: tiny (a minimal busybox guest) or debian-12 (debootstrap, cloud-init,
-    qemu-guest-agent; a few minutes cold, cached)."""
+    """Build an image: tiny (a minimal busybox guest), tiny-efi (the same for UEFI and
+    Secure Boot) or debian-12 (debootstrap, cloud-init, qemu-guest-agent; a few minutes
+    cold, cached)."""
     client = get_client()
     builder = builder or (name if name in NAMED_BUILDERS else "tiny")
     op = client.build_image(name, builder=builder, force=force)

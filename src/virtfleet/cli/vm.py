@@ -29,15 +29,17 @@ from virtfleet.cli.hostpower import (
 from virtfleet.cli.images import host_path
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.cli.vmset import (
+    FirmwareOpt,
     MaxMemoryOpt,
     MaxVcpusOpt,
     MinMemoryOpt,
+    TpmOpt,
     create_bounds,
     resource_rows,
 )
 from virtfleet.client import calls, imaging
 from virtfleet.client.calls import Action
-from virtfleet.model.enums import Accel, DeviceModel, RestartPolicy
+from virtfleet.model.enums import Accel, DeviceModel, Firmware, GuestOs, RestartPolicy
 
 if TYPE_CHECKING:
     from virtfleet.client import Instance
@@ -92,6 +94,14 @@ def create(
     device_model: Annotated[
         DeviceModel | None, typer.Option("--device-model", help="[virtio]")
     ] = None,
+    firmware: FirmwareOpt = None,
+    tpm: TpmOpt = None,
+    guest_os: Annotated[
+        GuestOs | None,
+        typer.Option(
+            "--os", help="windows: UEFI Secure Boot + TPM unless given, local-time RTC [linux]."
+        ),
+    ] = None,
     restart_policy: Annotated[
         RestartPolicy | None, typer.Option("--restart-policy", help="[no]")
     ] = None,
@@ -135,6 +145,9 @@ def create(
         "memory_mib": _memory_mib(memory),
         "accel": accel,
         "device_model": device_model,
+        "firmware": firmware,
+        "tpm": tpm,
+        "os": guest_os,
         "restart_policy": restart_policy,
         **_nics(nic, network or [], nic_model),
         **policy_fields(autostart, start_order, start_delay, host_shutdown),
@@ -287,6 +300,9 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("accel reason", st.accel_reason),
             *resource_rows(i, {}),
             ("devices", f"{s.device_model.value} (machine {s.machine})" if vm else None),
+            ("firmware", _FIRMWARE[s.firmware] if vm else None),
+            ("tpm", ("TPM 2.0 (swtpm)" if s.tpm else "none") if vm else None),
+            ("os", s.os.value if vm else None),
             ("image", s.image),
             ("nics", ", ".join(map(_nic_text, s.nic_names, s.nics)) or "none"),
             ("addresses", ", ".join(f"{a.ip} ({a.network})" for a in i.addresses) or "-"),
@@ -306,6 +322,13 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             *_guest_fields(guest),
         ]
     )
+
+
+_FIRMWARE = {
+    Firmware.BIOS: "bios (SeaBIOS)",
+    Firmware.UEFI: "uefi (OVMF)",
+    Firmware.UEFI_SECURE: "uefi-secure (OVMF, Secure Boot, Microsoft keys)",
+}
 
 
 def _guest_fields(guest: GuestInfo | None) -> list[tuple[str, Any]]:

@@ -23,6 +23,7 @@ from virtfleet.cli.hostpower import (
 )
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.client import resources as calls
+from virtfleet.model.enums import Firmware
 
 if TYPE_CHECKING:
     from virtfleet.client import Instance
@@ -47,6 +48,13 @@ VcpusOpt = Annotated[
 MaxVcpusOpt = Annotated[
     int | None,
     typer.Option("--max-vcpus", help="maxcpus (applies at the next boot).", show_default=False),
+]
+FirmwareOpt = Annotated[
+    Firmware | None,
+    typer.Option("--firmware", help="bios, uefi or uefi-secure (q35 only) [bios]."),
+]
+TpmOpt = Annotated[
+    bool | None, typer.Option("--tpm/--no-tpm", help="A TPM 2.0 (swtpm; needs UEFI) [no].")
 ]
 CpuLimitOpt = Annotated[
     str | None,
@@ -118,11 +126,13 @@ def set_(
     start_order: StartOrderOpt = None,
     start_delay: StartDelayOpt = None,
     host_shutdown: HostShutdownOpt = None,
+    firmware: FirmwareOpt = None,
+    tpm: TpmOpt = None,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Change memory, vCPUs, CPU/IO limits, disks and NICs (live where the VM allows),
-    and the start-at-boot and host-shutdown policy."""
+    the start-at-boot and host-shutdown policy, and the firmware and TPM (at the next boot)."""
     body: dict[str, Any] = {}
     _sizes(body, memory=memory, min_memory=min_memory, max_memory=max_memory)
     _put(body, "vcpus", vcpus)
@@ -141,6 +151,10 @@ def set_(
     if nic_remove:
         body["nics_remove"] = list(nic_remove)
     body.update(policy_fields(autostart, start_order, start_delay, host_shutdown))
+    if firmware is not None:
+        body["firmware"] = firmware.value
+    if tpm is not None:
+        body["tpm"] = tpm
     if not body:
         raise invalid("nothing to change: give at least one option (see --help)")
     op = client.call(calls.patch_instance(name, body))

@@ -45,6 +45,15 @@ class DriverInfo:
 
 
 @dataclass(frozen=True)
+class UefiFiles:
+    """A UEFI VM's flash: the shared read-only code image and the VM's own variable store."""
+
+    code: Path
+    vars: Path
+    secure: bool  # Secure Boot build: needs SMM and secure-only flash writes
+
+
+@dataclass(frozen=True)
 class LaunchContext:
     """Everything the agent resolved for one start: accel, disk files, cgroup."""
 
@@ -56,6 +65,8 @@ class LaunchContext:
     taps: dict[int, str] = field(default_factory=dict)  # NIC index -> tap made by the agent
     cidata: Path | None = None  # a NoCloud seed ISO to attach as a read-only CD-ROM
     join_netns: JoinNetns | None = None  # containers: veths into the init's netns (its PID)
+    uefi: UefiFiles | None = None  # None: the machine's default BIOS (SeaBIOS)
+    tpm_state: Path | None = None  # a TPM's state directory (with the disks); None: no TPM
 
 
 @dataclass(frozen=True)

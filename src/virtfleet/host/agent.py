@@ -306,6 +306,8 @@ class Agent:
         async with contextlib.AsyncExitStack() as undo:
             paths, created = await self.disks.ensure(spec)
             undo.callback(self.disks.discard, created)
+            uefi, made = await self.disks.uefi_vars(spec)
+            undo.callback(self.disks.discard, made)
             await self.disks.grow(spec, paths)
             limits = cgroup_limits(spec)
             cgroup = self.cgroups.create(spec.name, **limits) if self._vm_cgroups(spec) else None
@@ -325,6 +327,8 @@ class Agent:
                 taps=taps,
                 cidata=seed,
                 join_netns=join,
+                uefi=uefi,
+                tpm_state=self.disks.tpm_state(spec),
             )
             found = await self.driver.start(spec, ctx)
             undo.pop_all()

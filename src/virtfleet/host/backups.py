@@ -100,6 +100,8 @@ class BackupManager:
 
     async def _save(self, manifest: BackupManifest) -> None:
         """Store the finished ``manifest``, its duration (since ``created_at``) included."""
+        stores = self.agent.disks.vars_files(manifest.instance)  # UEFI variables: tiny, whole
+        manifest.files = await asyncio.to_thread(self.repo.put_files, stores)
         elapsed = datetime.now(UTC) - manifest.created_at
         manifest.stats.seconds = round(elapsed.total_seconds(), 3)
         await asyncio.to_thread(self.repo.save, manifest)
@@ -363,6 +365,8 @@ class BackupManager:
         try:
             for disk in manifest.disks:
                 made += await self._restore_disk(manifest, disk, self.agent.disks.path(vm, disk))
+            stores = {name: self.repo.read_file(manifest, name) for name in manifest.files}
+            made += self.agent.disks.write_vars(vm, stores)
         except BaseException:
             for path in made:
                 path.unlink(missing_ok=True)

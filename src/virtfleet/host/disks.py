@@ -1,7 +1,8 @@
 """Instance disk files on this host: ``<disks_root>/<instance>/<disk>.qcow2``.
 
 Creates a VM's disks on first start (a qcow2 overlay over its image, or an
-empty volume), lists what a directory keeps (``kept``, ``names``, ``usage``: disks
+empty volume) and a UEFI VM's own variable store (copied from the firmware's template,
+``uefi_vars``), lists what a directory keeps (``kept``, ``names``, ``usage``: disks
 outlive an instance deleted without ``--disks``) and removes them on request.
 Knows nothing of QEMU processes.
 """
@@ -15,20 +16,49 @@ import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from virtfleet.drivers.base import UefiFiles
+from virtfleet.drivers.qemu import firmware
 from virtfleet.errors import ImageError, InvalidInputError
-from virtfleet.model.instance import DiskSpec, InstanceSpec
+from virtfleet.model.instance import DiskSpec, Firmware, InstanceSpec
 from virtfleet.storage import qcow2, qemuimg
 from virtfleet.storage.cloudinit import write_seed
 
 Verified = Callable[[str, Path], Awaitable[bool]]
 SEED = "cidata.iso"  # rewritten from the spec at every start: never a kept disk
+TPM_DIR = "tpm"  # a TPM's state directory, beside the disks
+VARS_SUFFIX = ".vars.fd"  # "<firmware mode>.vars.fd": a UEFI VM's variable store
+
+
+def vars_name(mode: Firmware) -> str:
+    """The file name of a VM's UEFI variable store for ``mode`` (one per mode: a Secure
+    Boot store starts from other keys than a plain one)."""
+    return f"{mode.value}{VARS_SUFFIX}"
+
+
+def image_vars(image_file: Path, mode: Firmware) -> Path:
+    """Where a template made from a UEFI VM keeps that VM's store, beside its image file
+    (``<image>.qcow2.<mode>.vars.fd``; storage/images.py deletes it with the image)."""
+    return image_file.with_name(f"{image_file.name}.{vars_name(mode)}")
+
+
+def copy_private(source: Path, dest: Path) -> None:
+    """Copy ``source`` to ``dest`` (0600, root's), never leaving a half-copied ``dest``."""
+    partial = dest.with_name(f".{dest.name}.part")
+    shutil.copyfile(source, partial)
+    partial.chmod(0o600)
+    os.replace(partial, dest)
 
 
 class DiskManager:
     def __init__(
-        self, root: Path, image_path: Callable[[str], Path], verified: Verified | None = None
+        self,
+        root: Path,
+        image_path: Callable[[str], Path],
+        verified: Verified | None = None,
+        firmware_dir: Path = firmware.OVMF_DIR,
     ) -> None:
         self.root = root
+        self.firmware_dir = firmware_dir  # where the OVMF code and variable templates are
         self._image_path = image_path  # image name -> file; NotFoundError if unknown
         self._verified = verified  # (image, file) -> unchanged since its sha256 was taken
 
@@ -64,6 +94,67 @@ class DiskManager:
         seed = await asyncio.to_thread(write_seed, path, spec.name, spec.cloud_init, spec.uuid)
         seed.chmod(0o600)  # user data may hold secrets; QEMU opens it before dropping to its uid
         return seed
+
+    async def uefi_vars(self, spec: InstanceSpec) -> tuple[UefiFiles | None, list[Path]]:
+        """The flash files of a UEFI VM, making its variable store from the firmware's
+        template on first use (it then lives with the disks); also returns the new files.
+        (None, []) for BIOS; ``FirmwareMissingError`` if the firmware is not installed."""
+        if spec.firmware is Firmware.BIOS:
+            return None, []
+        found = firmware.locate(spec.firmware, self.firmware_dir)
+        path = self.dir(spec.name) / vars_name(spec.firmware)
+        created: list[Path] = []
+        if not path.exists():
+            self._private_dir(spec.name)
+            # 0600: QEMU opens it as root, then drops to the VM's uid.
+            await asyncio.to_thread(copy_private, found.vars_template, path)
+            created.append(path)
+        secure = spec.firmware is Firmware.UEFI_SECURE
+        return UefiFiles(found.code, path, secure), created
+
+    def tpm_state(self, spec: InstanceSpec) -> Path | None:
+        """Where the VM's TPM keeps its state (the driver gives it to swtpm's uid); None
+        without a TPM."""
+        if not spec.tpm:
+            return None
+        self._private_dir(spec.name)
+        return self.dir(spec.name) / TPM_DIR
+
+    def vars_files(self, instance: str) -> list[Path]:
+        """The UEFI variable stores in ``instance``'s directory (one per firmware mode used)."""
+        return sorted(self.dir(instance).glob(f"*{VARS_SUFFIX}"))
+
+    def save_vars(self, instance: str, dest: Path) -> None:
+        """Copy the instance's UEFI variable stores into ``dest`` (a snapshot's directory):
+        boot order and keys belong to the machine's state like its disks."""
+        for store in self.vars_files(instance):
+            dest.mkdir(parents=True, exist_ok=True)
+            copy_private(store, dest / store.name)
+
+    def restore_vars(self, instance: str, source: Path) -> None:
+        """Put the stores saved in ``source`` back (the VM is stopped); each replaced at once."""
+        for saved in sorted(source.glob(f"*{VARS_SUFFIX}")):
+            copy_private(saved, self.dir(instance) / saved.name)
+
+    def write_vars(self, instance: str, stores: dict[str, bytes]) -> list[Path]:
+        """Write variable stores by file name (from a backup); the files written. A name
+        that is not a variable store's is skipped: a manifest never places files elsewhere."""
+        written: list[Path] = []
+        for name, data in stores.items():
+            if "/" in name or not name.endswith(VARS_SUFFIX) or name.startswith("."):
+                continue
+            partial = self.dir(instance) / f".{name}.part"
+            partial.write_bytes(data)
+            partial.chmod(0o600)
+            os.replace(partial, self.dir(instance) / name)
+            written.append(self.dir(instance) / name)
+        return written
+
+    def adopt_vars(self, instance: str, mode: Firmware, store: Path) -> None:
+        """Give a new VM (a clone) ``store`` as its ``mode`` variable store, if it exists."""
+        if mode is not Firmware.BIOS and store.is_file():
+            self._private_dir(instance)
+            copy_private(store, self.dir(instance) / vars_name(mode))
 
     def discard(self, created: list[Path]) -> None:
         """Remove disk files made by a failed start, and their directory if now empty."""

@@ -1,7 +1,7 @@
 """What this machine offers for virtualization, and what to tell the operator about it.
 
-Owns: reading CPU, KVM, nested-virtualization, IOMMU, memory, QEMU and cgroup
-facts into a ``HostFacts`` (``probe_host``), the warnings and the plain-language
+Owns: reading CPU, KVM, nested-virtualization, IOMMU, memory, QEMU, cgroup and
+UEFI firmware facts into a ``HostFacts`` (``probe_host``), the warnings and the plain-language
 recommendation ("do I need special hardware?") derived from them, and the
 rows of ``virtfleet host check`` (``host_check``).
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 
+from virtfleet.drivers.qemu import firmware
 from virtfleet.host.kvmprobe import KVM_DEVICE, probe_kvm
 from virtfleet.model.host import Check, CheckLevel, HostFacts
 from virtfleet.util.cgroups import detect_mode
@@ -285,9 +286,25 @@ def _platform_checks(facts: HostFacts) -> list[Check]:
     return [iommu, cgroups, _check("resources", "ok", resources)]
 
 
+def _firmware_check(facts: HostFacts) -> Check:
+    found = ", ".join(f"{mode} ({code})" for mode, code in sorted(facts.firmware.items()))
+    missing = sorted({"uefi", "uefi-secure"} - set(facts.firmware))
+    if not missing:
+        return _check("firmware", "ok", f"bios (SeaBIOS); {found}")
+    fix = f"{', '.join(missing)} unavailable: install Debian's 'ovmf' package"
+    return _check("firmware", "warn", f"bios (SeaBIOS){'; ' + found if found else ''}; {fix}")
+
+
 def host_check(facts: HostFacts) -> list[Check]:
     """Rows for ``virtfleet host check``: fail = VMs cannot run (safely) until fixed."""
-    return [*_qemu_checks(facts), *_kvm_checks(facts), *_platform_checks(facts)]
+    checks = [*_qemu_checks(facts), *_kvm_checks(facts), *_platform_checks(facts)]
+    return [*checks, _firmware_check(facts), _tpm_check(facts)]
+
+
+def _tpm_check(facts: HostFacts) -> Check:
+    if facts.swtpm_path:
+        return _check("tpm", "ok", f"TPM 2.0 emulator {facts.swtpm_path}")
+    return _check("tpm", "warn", "swtpm not found: VMs cannot have a TPM (apt-get install swtpm)")
 
 
 # --- assembly ----------------------------------------------------------------
@@ -313,6 +330,8 @@ def probe_host(qemu_binary: str = "qemu-system-x86_64", kvm_timeout_s: float = 3
         qemu_version=qemu_version,
         qemu_img_path=find_qemu_img(qemu_path),
         cgroup_mode=detect_mode(),
+        firmware=firmware.available(),
+        swtpm_path=shutil.which("swtpm"),
     )
     facts.warnings = host_warnings(facts, qemu_binary)
     facts.recommendation = recommend(facts)

@@ -143,6 +143,7 @@ class SnapshotManager:
                 pause_ms=pause_ms,
                 devices=_devices(spec) if memory else "",
             )
+            self.agent.disks.save_vars(spec.name, self._dir(spec.name) / "snapshots" / snap)
             tree.snapshots[snap], tree.current = entry, snap
             self._save(spec.name, tree)
         return next(s for s in self.snapshots(spec.name) if s.name == snap)
@@ -240,6 +241,7 @@ class SnapshotManager:
                 await self.agent._stop(rec, True, 0.0)
             for disk in spec.disks:
                 await self._fresh_overlay(spec.name, snap, disk.name)
+            self.agent.disks.restore_vars(spec.name, self._dir(spec.name) / "snapshots" / snap)
             tree.current = snap
             self._save(spec.name, tree)
             if entry.memory:

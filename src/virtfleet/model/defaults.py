@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from virtfleet.model.cloudinit import CloudInit
-from virtfleet.model.instance import InstanceSpec, NicSpec
+from virtfleet.model.instance import Firmware, GuestOs, InstanceSpec, NicSpec
 from virtfleet.model.template import TemplateDefaults
 
 # Fields that name or identify one machine: never copied into a template or a new VM.
@@ -24,17 +24,23 @@ IDENTITY = frozenset({"name", "uuid"})
 NOT_TEMPLATED = frozenset({"kind", "image", "disks", "pids_max", "container_mode", "env", "cmd"})
 
 
-def platform_defaults(kind: str) -> dict[str, Any]:
+def platform_defaults(kind: str, os: GuestOs = GuestOs.LINUX) -> dict[str, Any]:
     """Defaults beyond ``InstanceSpec``'s own: a VM nobody gave NICs gets one user-mode NIC
-    (restricted), as QEMU's own default would; a container gets loopback only."""
-    return {"nics": [NicSpec().model_dump()]} if kind == "vm" else {}
+    (restricted), as QEMU's own default would; a container gets loopback only. A Windows
+    VM gets what Windows 11 / Server 2022 require: UEFI Secure Boot and a TPM 2.0."""
+    if kind != "vm":
+        return {}
+    windows = {"firmware": Firmware.UEFI_SECURE, "tpm": True} if os is GuestOs.WINDOWS else {}
+    return {"nics": [NicSpec().model_dump()], **windows}
 
 
 def complete(spec: InstanceSpec) -> InstanceSpec:
     """``spec`` as a new instance: fields the request left unset get the platform's
     defaults, and a fresh UUID unless one was given."""
     unset = {
-        k: v for k, v in platform_defaults(spec.kind).items() if k not in spec.model_fields_set
+        k: v
+        for k, v in platform_defaults(spec.kind, spec.os).items()
+        if k not in spec.model_fields_set
     }
     fields = {**spec.model_dump(exclude_unset=True), **unset}
     fields["uuid"] = spec.uuid or str(uuid.uuid4())

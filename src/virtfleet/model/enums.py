@@ -1,4 +1,4 @@
-"""The instance enums (accelerator, device model, restart policy, power states).
+"""The instance enums (accelerator, device model, firmware, restart policy, power states).
 
 Pure and free of pydantic, so the CLI can offer them as option choices without
 importing the models; ``model.instance`` re-exports them.
@@ -20,6 +20,22 @@ class DeviceModel(StrEnum):
 
     VIRTIO = "virtio"
     EMULATED = "emulated"
+
+
+class Firmware(StrEnum):
+    """bios = SeaBIOS; uefi = OVMF; uefi-secure = OVMF with Secure Boot (q35 + SMM)."""
+
+    BIOS = "bios"
+    UEFI = "uefi"
+    UEFI_SECURE = "uefi-secure"
+
+
+class GuestOs(StrEnum):
+    """The guest's OS family, for the defaults and tuning it needs (Windows: UEFI Secure
+    Boot, a TPM, local-time RTC, Hyper-V enlightenments on KVM)."""
+
+    LINUX = "linux"
+    WINDOWS = "windows"
 
 
 class RestartPolicy(StrEnum):

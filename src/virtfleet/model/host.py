@@ -32,6 +32,9 @@ class HostFacts(BaseModel):
     qemu_version: str | None = None
     qemu_img_path: str | None = None
     cgroup_mode: str = "none"  # "v1", "v2", "hybrid", "none"
+    # UEFI modes whose OVMF files are installed -> the code image (bios always works).
+    firmware: dict[str, str] = Field(default_factory=dict)
+    swtpm_path: str | None = None  # the TPM 2.0 emulator VMs with a TPM need
     warnings: list[str] = Field(default_factory=list)
     recommendation: str = ""
     boot_id: str = ""  # the boot the probe ran in (its KVM verdict holds for that boot)

@@ -14,6 +14,8 @@ from virtfleet.model.cloudinit import CloudInit
 from virtfleet.model.enums import Accel as Accel
 from virtfleet.model.enums import DesiredPower as DesiredPower
 from virtfleet.model.enums import DeviceModel as DeviceModel
+from virtfleet.model.enums import Firmware as Firmware
+from virtfleet.model.enums import GuestOs as GuestOs
 from virtfleet.model.enums import PowerState as PowerState
 from virtfleet.model.enums import RestartPolicy as RestartPolicy
 from virtfleet.model.names import NameStr, validate_name
@@ -128,6 +130,13 @@ class InstanceSpec(Strict):
     boot: BootSpec = Field(default_factory=BootSpec)
     accel: Accel = Accel.AUTO
     device_model: DeviceModel = DeviceModel.VIRTIO
+    # bios: SeaBIOS; uefi/uefi-secure: OVMF with a per-VM UEFI variable store (host/disks.py).
+    firmware: Firmware = Firmware.BIOS
+    # A TPM 2.0 (swtpm, its state kept with the disks); needs UEFI firmware.
+    tpm: bool = False
+    # windows: local-time RTC, Hyper-V enlightenments on KVM; a new one also gets UEFI
+    # Secure Boot and a TPM unless it says otherwise (model.defaults).
+    os: GuestOs = GuestOs.LINUX
     restart_policy: RestartPolicy = RestartPolicy.NO
     pids_max: Annotated[int, Field(ge=8, le=4_194_304)] | None = None  # containers only
     # Containers: "app" runs an imported OCI image's entrypoint/cmd under a small init,
@@ -172,6 +181,8 @@ class InstanceSpec(Strict):
         nics = self.nic_names
         if len(nics) != len(set(nics)):
             raise ValueError("NIC names must be unique")
+        if problem := firmware_problem(self):
+            raise ValueError(problem)
         return self
 
     @property
@@ -202,6 +213,20 @@ class InstanceSpec(Strict):
         return "q35" if self.device_model is DeviceModel.VIRTIO else "pc"
 
 
+def firmware_problem(spec: InstanceSpec) -> str:
+    """Why ``spec``'s firmware cannot run on its machine type, with the fix; "" if it can."""
+    if spec.firmware is Firmware.UEFI_SECURE and spec.device_model is DeviceModel.EMULATED:
+        # OVMF's Secure Boot build needs SMM, which only the q35 machine provides here.
+        return (
+            "firmware uefi-secure needs the q35 machine (device_model virtio); the emulated "
+            "i440fx model cannot protect the UEFI variables: use firmware uefi, or virtio"
+        )
+    if spec.tpm and spec.firmware is Firmware.BIOS:
+        # SeaBIOS neither measures the boot into the TPM nor hands it to the guest's loader.
+        return "a TPM needs UEFI firmware to be used by the guest: add firmware uefi-secure"
+    return ""
+
+
 def _vm_only(spec: InstanceSpec) -> list[str]:
     """Fields set to something only a VM can use (a container gets an OS, not hardware)."""
     wrong = ["disks"] if spec.disks else []
@@ -212,6 +237,9 @@ def _vm_only(spec: InstanceSpec) -> list[str]:
     wrong += ["boot"] if spec.boot != BootSpec() else []
     wrong += ["accel"] if spec.accel is not Accel.AUTO else []
     wrong += ["device_model"] if spec.device_model is not DeviceModel.VIRTIO else []
+    wrong += ["firmware"] if spec.firmware is not Firmware.BIOS else []
+    wrong += ["tpm"] if spec.tpm else []
+    wrong += ["os"] if spec.os is not GuestOs.LINUX else []
     wrong += ["host_shutdown suspend"] if spec.host_shutdown == "suspend" else []
     return wrong
 

@@ -19,6 +19,7 @@ from virtfleet.model.instance import (
     DeviceModel,
     DiskLimits,
     DiskSpec,
+    Firmware,
     InstanceSpec,
     NicSpec,
     Strict,
@@ -69,6 +70,8 @@ class ResourcePatch(Strict):
     start_order: Annotated[int, Field(ge=0, le=START_ORDER_MAX)] | None = None
     start_delay_s: Annotated[float, Field(ge=0, le=3600)] | None = None
     host_shutdown: Literal["stop", "suspend"] | None = None
+    firmware: Firmware | None = None  # at the next boot
+    tpm: bool | None = None  # at the next boot
 
     def is_empty(self) -> bool:
         return not self.model_fields_set

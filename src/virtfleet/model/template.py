@@ -19,6 +19,8 @@ from virtfleet.model.instance import (
     Accel,
     BootSpec,
     DeviceModel,
+    Firmware,
+    GuestOs,
     NicSpec,
     RestartPolicy,
     Strict,
@@ -46,6 +48,9 @@ class TemplateDefaults(Strict):
     boot: BootSpec | None = None
     accel: Accel | None = None
     device_model: DeviceModel | None = None
+    firmware: Firmware | None = None
+    tpm: bool | None = None
+    os: GuestOs | None = None
     restart_policy: RestartPolicy | None = None
     guest_agent: bool | None = None
     cloud_init: CloudInit | None = None

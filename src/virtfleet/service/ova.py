@@ -23,7 +23,14 @@ from virtfleet.errors import (
     NotFoundError,
 )
 from virtfleet.host.disks import DiskManager
-from virtfleet.model.instance import DeviceModel, DiskSpec, InstanceSpec, NicSpec, PowerState
+from virtfleet.model.instance import (
+    DeviceModel,
+    DiskSpec,
+    Firmware,
+    InstanceSpec,
+    NicSpec,
+    PowerState,
+)
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
 from virtfleet.service.disks import refuse_kept
@@ -215,6 +222,7 @@ async def _write_ova(
         disks=[ova.OvfDisk(f"disk{i}", size) for i, size in enumerate(sizes)],
         nics=[nic] * len(spec.nics),
         macs=[n.mac for n in spec.nics],
+        firmware="bios" if spec.firmware is Firmware.BIOS else "efi",
     )
     package = tmp / "package.ova"
     await asyncio.to_thread(ova.write_package, package, system, vmdks)
@@ -243,10 +251,12 @@ def _spec(
         nics=[NicSpec(mac=mac) for mac in macs],
         # Legacy guests from other hypervisors get IDE + e1000 unless the OVF says virtio.
         device_model=DeviceModel.VIRTIO if virtio else DeviceModel.EMULATED,
+        # It boots as on its old hypervisor: EFI guests get OVMF (a fresh variable store).
+        firmware=Firmware.UEFI if system.firmware.lower() == "efi" else Firmware.BIOS,
     )
 
 
 def _firmware_note(firmware: str) -> str:
     if firmware.lower() == "efi":
-        return "the OVF asks for EFI firmware; this VM boots with BIOS (SeaBIOS)"
+        return "the OVF asks for EFI firmware: this VM boots with UEFI (OVMF)"
     return ""

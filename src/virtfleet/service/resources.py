@@ -172,7 +172,7 @@ def _patched(old: InstanceSpec, patch: ResourcePatch, sizes: dict[str, float]) -
     for field in ("cpu_limit_pct", "cpu_weight", "min_memory_mib"):
         if field in given:
             update[field] = getattr(patch, field)  # explicit null removes the limit
-    for field in POLICY:
+    for field in (*POLICY, "firmware", "tpm"):
         if field in given and getattr(patch, field) is not None:
             update[field] = getattr(patch, field)
     _check_bounds(old.model_copy(update=update))

@@ -20,11 +20,11 @@ from typing import Any
 from pydantic import Field
 
 from virtfleet.errors import AlreadyExistsError, InvalidInputError, InvalidStateError
-from virtfleet.host.disks import DiskManager
+from virtfleet.host.disks import DiskManager, copy_private, image_vars, vars_name
 from virtfleet.model.cloudinit import CloudInit
 from virtfleet.model.defaults import compose, effective, template_defaults
 from virtfleet.model.event import Event
-from virtfleet.model.instance import DiskSpec, InstanceSpec, PowerState
+from virtfleet.model.instance import DiskSpec, Firmware, InstanceSpec, PowerState
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
 from virtfleet.model.template import CloneMode, TemplateDefaults, expand_names
@@ -92,9 +92,14 @@ class TemplateService:
         dest = await self._images.check_new(validate_name(name, "template name"))
         source, fmt, defaults, generalised = await self._source(instance, image, defaults)
         compose({"name": "check"}, defaults)  # a template whose clones would be invalid: 400 now
+        firmware = defaults.firmware or Firmware.BIOS
+        store = self._disks.dir(instance) / vars_name(firmware) if instance else None
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             await _flatten(source, fmt, dest, ctx)
+            if store is not None and firmware is not Firmware.BIOS and store.is_file():
+                # The VM's boot entries and keys travel with its disk to every clone.
+                await asyncio.to_thread(copy_private, store, image_vars(dest, firmware))
             record = await self._images.inspect(name, dest)
             record = record.model_copy(
                 update={"kind": "template", "defaults": defaults, "generalised": generalised,
@@ -205,13 +210,16 @@ class TemplateService:
             await self._check_free(spec.name)
             disk = self._disks.path(spec.name, "root")
 
-            async def make(disk: Path = disk, name: str = spec.name) -> None:
+            async def make(
+                disk: Path = disk, name: str = spec.name, firmware: Firmware = spec.firmware
+            ) -> None:
                 """The clone's disk, once the name is ours (never before: see _undo)."""
                 try:
                     if mode == "linked":
                         await clones.linked(base, disk, record.virtual_size_bytes)
                     else:
                         await clones.full(base, disk, None)
+                    self._disks.adopt_vars(name, firmware, image_vars(base, firmware))
                 except BaseException:
                     self._disks.remove(name)  # checked absent, then claimed: ours alone
                     raise

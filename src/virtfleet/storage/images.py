@@ -84,6 +84,11 @@ def _tiny_builder() -> Builder:
     return cast(Builder, module.build_tiny)
 
 
+def _tiny_efi_builder() -> Builder:
+    module = importlib.import_module("virtfleet.storage.builders.tiny")
+    return cast(Builder, module.build_tiny_efi)
+
+
 def _rootfs_builder(function: str) -> Callable[[], Builder]:
     def load() -> Builder:
         module = importlib.import_module("virtfleet.storage.builders.rootfs")
@@ -107,7 +112,12 @@ def _debian12_builder() -> Builder:
 
 def default_builders() -> dict[str, Callable[[], Builder]]:
     """Builder name -> loader of the builder function."""
-    return {"tiny": _tiny_builder, "debian-12": _debian12_builder, **ROOTFS_BUILDERS}
+    return {
+        "tiny": _tiny_builder,
+        "tiny-efi": _tiny_efi_builder,
+        "debian-12": _debian12_builder,
+        **ROOTFS_BUILDERS,
+    }
 
 
 class ImageStore:
@@ -287,6 +297,8 @@ class ImageStore:
         if users:
             raise InUseError(f"image {name!r} is used by: {', '.join(sorted(users))}")
         await asyncio.to_thread(Path(record.path).unlink, missing_ok=True)
+        for store in Path(record.path).parent.glob(f"{Path(record.path).name}.*.vars.fd"):
+            store.unlink(missing_ok=True)  # a template's UEFI variables (host/disks.py)
         await self._repo.delete(name)
         if record.oci is not None:
             async with self._layers_lock:

@@ -287,4 +287,7 @@ def _envelope(system: OvfSystem, names: list[str], disks: list[Path]) -> str:
             fields["VirtualQuantity"] = quantity
         for tag, text in sorted(fields.items()):
             ET.SubElement(item, _q("rasd", tag)).text = text
+    # VMware's extension, which other hypervisors read too: how the guest boots.
+    config = {_q("ovf", "required"): "false", _q("vmw", "key"): "firmware"}
+    ET.SubElement(hw, _q("vmw", "Config"), {**config, _q("vmw", "value"): system.firmware})
     return ET.tostring(env, encoding="unicode", xml_declaration=True)

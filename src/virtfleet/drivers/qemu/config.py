@@ -1,7 +1,7 @@
 """QEMU configuration as data: ``(InstanceSpec, LaunchContext, RunPaths) -> argv``.
 
 A pure function built from small section builders (machine, cpu, memory,
-sandbox, QMP, serial, display (VGA + VNC on a Unix socket), disks, NICs,
+firmware flash, sandbox, QMP, serial, display (VGA + VNC on a Unix socket), disks, NICs,
 paravirtual extras), golden-tested in tests/unit/test_qemu_config.py. It must
 not touch the filesystem or processes; launching is process.py's job.
 """
@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from virtfleet.drivers.base import LaunchContext
+from virtfleet.drivers.base import LaunchContext, UefiFiles
 from virtfleet.drivers.qemu.uids import UidPool
-from virtfleet.model.instance import Accel, DeviceModel, InstanceSpec
+from virtfleet.model.instance import Accel, DeviceModel, GuestOs, InstanceSpec
 
 # Bounds the TCG translation cache: QEMU's default (~60 MiB resident for a small
 # guest) is most of its per-VM overhead under binary translation; a smaller cache
@@ -72,6 +72,15 @@ class RunPaths:
         return self.root / "runtime.json"
 
     @property
+    def swtpm(self) -> Path:
+        """The TPM emulator's control socket: made by us, served by swtpm, used by QEMU."""
+        return self.root / "swtpm.sock"
+
+    @property
+    def swtpm_log(self) -> Path:
+        return self.root / "swtpm.log"
+
+    @property
     def jail(self) -> Path:
         """The empty directory QEMU chroots into once it has opened everything."""
         return self.root / "jail"
@@ -103,6 +112,7 @@ def build_argv(
         opts.binary,
         *_base(spec, paths, opts),
         *_machine(spec, ctx, opts),
+        *_firmware(ctx.uefi),
         *_cpu(spec, ctx),
         *_memory(spec),
         *_sandbox(opts, paths, uid),
@@ -116,6 +126,7 @@ def build_argv(
         *_identity(ctx),
         *_cidata(spec, ctx),
         *_guest_agent(spec, paths),
+        *_tpm(ctx, paths),
     ]
 
 
@@ -126,20 +137,55 @@ def _base(spec: InstanceSpec, paths: RunPaths, opts: QemuOptions) -> list[str]:
 
 
 def _machine(spec: InstanceSpec, ctx: LaunchContext, opts: QemuOptions) -> list[str]:
+    machine = spec.machine
+    if ctx.uefi is not None:
+        machine += ",pflash0=fw-code,pflash1=fw-vars"
+        # Secure Boot's variables are only safe from the guest OS behind SMM (OVMF's SB build
+        # refuses to boot without it).
+        machine += ",smm=on" if ctx.uefi.secure else ""
     if ctx.accel is Accel.KVM:
-        return ["-machine", spec.machine, "-accel", "kvm"]
+        return ["-machine", machine, "-accel", "kvm"]
     # A hot-added vCPU needs a free TCG code region; with a bounded cache the boot vCPUs
     # may hold them all and QEMU 10 aborts (tcg/region.c assertion, measured on a
     # re-plug): VMs that can hot-plug vCPUs keep QEMU's default cache.
     hotplug = (spec.max_vcpus or spec.vcpus) > spec.vcpus
     tcg = f"tcg,tb-size={opts.tb_size_mib}" if opts.tb_size_mib and not hotplug else "tcg"
-    return ["-machine", spec.machine, "-accel", tcg]
+    return ["-machine", machine, "-accel", tcg]
+
+
+def _firmware(uefi: UefiFiles | None) -> list[str]:
+    """OVMF as two flash chips: the shared code read-only, the VM's own variable store."""
+    if uefi is None:
+        return []
+    code = {"driver": "file", "filename": str(uefi.code), "read-only": True}
+    store = {"driver": "file", "filename": str(uefi.vars)}
+    args = [
+        "-blockdev",
+        _json({"driver": "raw", "node-name": "fw-code", "read-only": True, "file": code}),
+        "-blockdev",
+        _json({"driver": "raw", "node-name": "fw-vars", "file": store}),
+    ]
+    # Only SMM code may then write the flash: the guest OS cannot rewrite the key databases.
+    secure = ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+    return args + secure if uefi.secure else args
+
+
+# Hyper-V enlightenments Windows uses when it finds them (KVM implements them; TCG does
+# not, and QEMU refuses most of them there): fewer exits for timers, IPIs and spinlocks.
+HYPERV = (
+    "hv_relaxed,hv_vapic,hv_spinlocks=0x1fff,hv_vpindex,hv_runtime,hv_synic,hv_stimer,"
+    "hv_time,hv_frequencies"
+)
 
 
 def _cpu(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
     model = "host" if ctx.accel is Accel.KVM else "max"
+    if ctx.accel is Accel.KVM and spec.os is GuestOs.WINDOWS:
+        model += f",{HYPERV}"
     max_vcpus = spec.max_vcpus or spec.vcpus
-    return ["-cpu", model, "-smp", f"cpus={spec.vcpus},maxcpus={max_vcpus}"]
+    args = ["-cpu", model, "-smp", f"cpus={spec.vcpus},maxcpus={max_vcpus}"]
+    # Windows keeps the hardware clock in local time, Linux in UTC (QEMU's default).
+    return args + (["-rtc", "base=localtime"] if spec.os is GuestOs.WINDOWS else [])
 
 
 def _memory(spec: InstanceSpec) -> list[str]:
@@ -304,6 +350,24 @@ def _guest_agent(spec: InstanceSpec, paths: RunPaths) -> list[str]:
         "virtio-serial-pci,id=vser0",
         "-device",
         "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
+    ]
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _tpm(ctx: LaunchContext, paths: RunPaths) -> list[str]:
+    """A TPM 2.0 CRB device backed by swtpm on its control socket (QEMU never spawns it)."""
+    if ctx.tpm_state is None:
+        return []
+    return [
+        "-chardev",
+        f"socket,id=chrtpm,path={_opt(paths.swtpm)}",
+        "-tpmdev",
+        "emulator,id=tpm0,chardev=chrtpm",
+        "-device",
+        "tpm-crb,tpmdev=tpm0,id=tpm",
     ]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
-from virtfleet.drivers.qemu import process
+from virtfleet.drivers.qemu import process, swtpm
 from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
 from virtfleet.drivers.qemu.hotplug import LiveResources, hotplug_ports, require, smp_of
 from virtfleet.drivers.qemu.live import enable_balloon_stats
@@ -108,9 +108,14 @@ class QemuDriver(LiveResources, VmSnapshots):
             if spec.name in self.incoming_once:  # a memory snapshot is loaded into it (vmsnap.py)
                 self.incoming_once.discard(spec.name)
                 argv += ["-incoming", "defer"]
+            tpm_pid = None
             try:
+                if ctx.tpm_state is not None:  # before QEMU, which connects to it at startup
+                    tpm_pid = await swtpm.start(paths, ctx.tpm_state, uid, ctx.cgroup_procs)
                 pid = await process.launch(argv, paths, ctx.cgroup_procs, (listener.fileno(),))
             except BaseException:
+                if tpm_pid is not None:
+                    process.kill(tpm_pid)
                 await self._free_uid(uid, os.getpid())
                 raise
         try:
@@ -131,12 +136,15 @@ class QemuDriver(LiveResources, VmSnapshots):
                 device_model=spec.device_model.value,
                 disks={k: str(v) for k, v in ctx.disks.items()},
                 uid=uid,
+                swtpm_pid=tpm_pid,
             )
             save(record, paths.record)
             vm = await self._attach(record, paths, fresh=True)
             await enable_balloon_stats(vm.qmp)
         except BaseException:
             process.kill(pid)
+            if tpm_pid is not None:  # QEMU may have died before connecting to it
+                process.kill(tpm_pid)
             paths.record.unlink(missing_ok=True)
             await self._free_uid(uid, pid)
             raise

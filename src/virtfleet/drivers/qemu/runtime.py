@@ -37,6 +37,7 @@ class RuntimeRecord(BaseModel):
     device_model: str
     disks: dict[str, str] = Field(default_factory=dict)
     uid: int | None = None  # the VM's own uid from the pool; None: a shared user or root
+    swtpm_pid: int | None = None  # the VM's TPM emulator (it ends with QEMU's connection)
     vcpus_hotplugged: int = 0  # vCPU creations since launch (TCG never frees their contexts)
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 

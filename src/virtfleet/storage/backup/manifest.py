@@ -45,7 +45,9 @@ class BackupManifest(BaseModel):
     consistency: Literal["crash", "application"] = "crash"
     spec: dict[str, Any] = Field(default_factory=dict)  # the instance spec, for restore
     disks: dict[str, DiskManifest]
+    # Small files of the machine besides its disks (its UEFI variable stores), by file name.
+    files: dict[str, DiskManifest] = Field(default_factory=dict)
     stats: BackupStats = Field(default_factory=BackupStats)
 
     def chunk_set(self) -> set[str]:
-        return {c for d in self.disks.values() for c in d.chunks}
+        return {c for d in (*self.disks.values(), *self.files.values()) for c in d.chunks}

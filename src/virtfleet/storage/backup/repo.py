@@ -29,8 +29,8 @@ from virtfleet.errors import (
     NotFoundError,
     VirtfleetError,
 )
-from virtfleet.storage.backup.chunks import ZERO, ChunkStore, _translate
-from virtfleet.storage.backup.manifest import BackupManifest
+from virtfleet.storage.backup.chunks import CHUNK_SIZE, ZERO, ChunkStore, _translate
+from virtfleet.storage.backup.manifest import BackupManifest, DiskManifest
 
 _ID_RE = re.compile(r"^[0-9]{8}t[0-9]{6}z-[0-9a-f]{6}$")
 
@@ -228,6 +228,21 @@ class Repository:
                 if chunk != ZERO:
                     fh.seek(index * dm.chunk_size)
                     fh.write(self.chunks.get(chunk, dm.chunk_len(index)))
+
+    def put_files(self, paths: builtins.list[Path]) -> dict[str, DiskManifest]:
+        """Store small files (a VM's UEFI variable stores) as chunks, by file name."""
+        stored: dict[str, DiskManifest] = {}
+        for path in paths:
+            data = path.read_bytes()
+            ranges = range(0, len(data), CHUNK_SIZE)
+            chunks = [self.chunks.put(data[i : i + CHUNK_SIZE])[0] for i in ranges]
+            stored[path.name] = DiskManifest(size=len(data), chunks=chunks)
+        return stored
+
+    def read_file(self, manifest: BackupManifest, name: str) -> bytes:
+        """The bytes of file ``name`` of ``manifest`` (``VirtfleetError`` if a chunk is bad)."""
+        entry = manifest.files[name]
+        return b"".join(self.chunks.get(c, entry.chunk_len(i)) for i, c in enumerate(entry.chunks))
 
     def require_intact(self, manifest: BackupManifest) -> None:
         """``BackupDamagedError`` listing every missing or damaged chunk of ``manifest``."""

@@ -4,26 +4,27 @@ The Debian cloud kernel with the modules the guest needs (``kernel``), a
 busybox initramfs that loads them and switches to the root filesystem, and a
 busybox root tree with the guest's scripts (data files in
 ``virtfleet/storage/guest/``), on a bootable disk (``disk``; BIOS by default:
-syslinux through QEMU's default SeaBIOS). Cached under ``<cache_dir>/tiny``:
-the ``.deb`` files, the extracted kernel and busybox, and the finished image,
-keyed by ``TINY_VERSION``, the layout and a digest of the builder's sources and
-guest files, so a warm call only copies it. Building needs root so that the
-root filesystem's files are owned by root.
+syslinux through QEMU's default SeaBIOS; ``tiny-efi``: the EFI layout of ``efi``).
+Cached under ``<cache_dir>/tiny``: the ``.deb`` files, the extracted kernel and
+busybox, and the finished image, keyed by ``TINY_VERSION``, the layout and a
+digest of the builder's sources and guest files, so a warm call only copies it.
+Building needs root so that the root filesystem's files are owned by root.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from pathlib import Path
 
-from virtfleet.storage.builders import Progress, disk, kernel, no_progress
+from virtfleet.storage.builders import Progress, disk, efi, kernel, no_progress
 from virtfleet.storage.builders.debs import busybox_applets, cached_busybox
 from virtfleet.storage.builders.files import cached_file, copy_atomic, prune, write_new_file
 from virtfleet.storage.builders.kernel import INITRAMFS_INIT, guest_file
 from virtfleet.storage.builders.run import require_tools
 
-__all__ = ["KERNEL_CMDLINE", "TINY_VERSION", "build_tiny"]
+__all__ = ["KERNEL_CMDLINE", "TINY_VERSION", "build_tiny", "build_tiny_efi"]
 
 #: Bump when the image changes in a way guests can notice.
 TINY_VERSION = "1"
@@ -55,17 +56,24 @@ def build_tiny(
     """Write the ``tiny`` qcow2 image to ``out``, building it into ``cache_dir`` if needed."""
     report = progress or no_progress
     cache = cache_dir / "tiny"
-    cached = cache / f"tiny-{TINY_VERSION}-{content_digest(layout)}.qcow2"
+    # One cached image per layout: building one never prunes another's.
+    prefix = "tiny" if layout.name == disk.BIOS.name else f"tiny-{layout.name}"
+    cached = cache / f"{prefix}-{TINY_VERSION}-{content_digest(layout)}.qcow2"
     if not cached.is_file():
         tools = (*PACKAGE_TOOLS, *disk.DISK_TOOLS, *layout.tools)
         require_tools("building the tiny image", tools, layout.files)
-        cached_file(
-            cached, lambda tmp, work: _build(tmp, cache, work, layout, report), "tiny-*.qcow2"
-        )
+        stale = f"{prefix}-[0-9]*.qcow2"
+        cached_file(cached, lambda tmp, work: _build(tmp, cache, work, layout, report), stale)
         prune(cache.glob("kernel-*"), keep={kernel.kernel_dir(cache)})  # older selections
     report(95, "copying image")
     copy_atomic(cached, out)
     report(100, "tiny image ready")
+
+
+def build_tiny_efi(out: Path, cache_dir: Path, progress: Progress | None = None) -> None:
+    """The ``tiny-efi`` image: ``tiny`` on the EFI layout (GPT, ESP, signed shim + GRUB),
+    for UEFI and Secure Boot VMs."""
+    build_tiny(out, cache_dir, progress, efi.EFI)
 
 
 def _build(dest: Path, cache: Path, work: Path, layout: disk.Layout, report: Progress) -> None:
@@ -112,6 +120,8 @@ def content_digest(layout: disk.Layout) -> str:
     digest = hashlib.sha256(f"{TINY_VERSION}\0{layout.name}\0".encode())
     for module in (__file__, kernel.__file__, disk.__file__):
         digest.update(Path(module).read_bytes())
+    if layout.name != disk.BIOS.name:  # the layout's own module (BIOS lives in disk.py)
+        digest.update(Path(inspect.getfile(type(layout))).read_bytes())
     for name in sorted({INITRAMFS_INIT, *(data for _, data, _ in ROOTFS_FILES)}):
         digest.update(name.encode() + b"\0" + guest_file(name))
     return digest.hexdigest()[:12]
