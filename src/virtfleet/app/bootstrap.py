@@ -48,6 +48,7 @@ from virtfleet.host.collector import MetricsCollector
 from virtfleet.host.containers import ContainerHost, container_checks, data_dir_checks
 from virtfleet.host.facts import host_check, probe_host
 from virtfleet.host.guest import GuestAgents
+from virtfleet.host.member import HostMember
 from virtfleet.host.quiesce import AgentQuiescer
 from virtfleet.host.snapshots import SnapshotManager
 from virtfleet.host.usage import sample_usage
@@ -85,6 +86,7 @@ from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
 from virtfleet.state.history import History, HistoryBackend, MemoryHistoryBackend
 from virtfleet.state.history_sqlite import SQLiteHistoryBackend
+from virtfleet.state.identity import load_or_create
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.repos import EventLog
 from virtfleet.state.sqlite import SQLiteStore
@@ -108,6 +110,7 @@ class Platform:
     services: Services
     app: FastAPI
     collector: MetricsCollector | None = None
+    member: HostMember | None = None  # this host's record and liveness lease in the store
     freeze_heap: bool = False  # the daemon process; not in-process test platforms
 
     async def start(self) -> None:
@@ -120,6 +123,8 @@ class Platform:
             await self.services.capacity.start()  # its tally follows the store from here
         boot = self.services.boot
         host_booted = await boot.detect() if boot is not None else False
+        if self.member is not None:
+            await self.member.start()
         await self.agent.start(host_booted=host_booted)
         # Running VMs are re-adopted: a backup or restore killed mid-way left work behind.
         if self.services.backups is not None:
@@ -150,6 +155,8 @@ class Platform:
         if self.services.alerts is not None:
             await self.services.alerts.stop()
         await self.agent.stop()
+        if self.member is not None:
+            await self.member.stop()
         if self.services.capacity is not None:
             await self.services.capacity.close()
         await self.store.close()
@@ -168,7 +175,7 @@ def host_facts(settings: Settings) -> HostFacts:
     boot_id = boot_id_of(settings)
     try:
         cached = HostFacts.model_validate_json(cache.read_text())
-        if cached.boot_id == boot_id and cached.qemu_path:
+        if cached.boot_id == boot_id and cached.qemu_path and cached.machine_types:
             return cached
     except (OSError, ValueError):
         pass
@@ -282,6 +289,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     for path in (settings.images_dir, settings.disks_dir, settings.run_dir):
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     facts = facts or host_facts(settings)
+    identity = load_or_create(settings.data_dir, settings.host_name)  # before a migration
     store: StateStore = (
         MemoryStore() if settings.store == "memory" else SQLiteStore(settings.store_path)
     )
@@ -302,12 +310,13 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
             image_verified=images.verified,
             cgroups=cgroups if cgroups is not None and cgroups.available else None,
             networks=networks,
+            host_id=identity.id,
         ),
     )
     runner = OperationRunner(store, events)
     collector, metrics, alerts = _monitoring(settings, store, agent, events, facts)
     tokens = TokenService(store)
-    instances = InstanceService(store, images, facts, runner, events)
+    instances = InstanceService(store, images, facts, runner, events, owner=identity.id)
     instances.networks = NetworkService(store, networks, events)
     ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
     capacity = CapacityService(store, facts, ratios, sample_usage)
@@ -328,7 +337,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         instances=instances,
         images=ImageService(images, store, runner, events, host_paths),
         operations=runner,
-        host=HostService(facts, _with_container_checks(driver)),
+        host=HostService(facts, _with_container_checks(driver), store),
         events=EventService(events),
         auth=AuthService(store, tokens),
         tokens=tokens,
@@ -355,6 +364,8 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     if services.guests is not None:  # a group with guest agents goes on once they answer
         boot.guest_ready = _agent_answers(services.guests)
     platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
+    oci = lambda: platform.driver.info().details.get("runtime")  # noqa: E731
+    platform.member = HostMember(store, identity, facts, ratios, settings.data_dir, oci)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -408,6 +419,10 @@ def serve(settings: Settings) -> None:
         log.warning("%s: %s", row.name, row.detail)
     cert = _certificate(settings, endpoints)
     listeners = _listeners(platform, endpoints, cert)
+    if platform.member is not None and len(listeners) > 1:  # the first TCP one is its address
+        platform.member.api_url = listeners[1].name
+        tls = cert is not None and listeners[1].tls is not None
+        platform.member.fingerprint = cert.fingerprint if tls and cert else None
     try:
         servers = prepare(listeners)
         _announce(listeners, cert)
