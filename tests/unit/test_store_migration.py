@@ -18,8 +18,8 @@ from virtfleet.cli.main import app
 from virtfleet.errors import SchemaTooNewError, VirtfleetError
 from virtfleet.model.auth import UserRecord
 from virtfleet.model.event import Event
-from virtfleet.model.operation import Operation
 from virtfleet.model.instance import Ownership
+from virtfleet.model.operation import Operation
 from virtfleet.state import identity, migrations
 from virtfleet.state.repos import InstanceRepo
 from virtfleet.state.sqlite import SQLiteStore
@@ -153,9 +153,8 @@ def test_daemon_refuses_to_start_on_a_newer_store(old_db: Path) -> None:
     db = sqlite3.connect(old_db)
     db.execute(f"PRAGMA user_version = {migrations.SCHEMA_VERSION + 1}")
     db.close()
-    facts = FACTS.model_copy(
-        update={"boot_id": boot_id_of(Settings()), "qemu_path": "/bin/true", "machine_types": ["pc"]}
-    )
+    probed = {"boot_id": boot_id_of(Settings()), "qemu_path": "/bin/true", "machine_types": ["pc"]}
+    facts = FACTS.model_copy(update=probed)
     (data_dir / "host-facts.json").write_text(facts.model_dump_json())  # no probe
     result = CliRunner().invoke(app, ["--data-dir", str(data_dir), "serve", "--driver", "fake"])
     assert result.exit_code != 0
