@@ -187,3 +187,30 @@ def _true_after(condition: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
 
 def _spec(name: str) -> InstanceSpec:
     return InstanceSpec(name=name, image="tiny")
+
+
+async def test_an_owner_down_at_the_move_takes_over_when_it_starts(
+    platform: Platform, driver: TestDriver, api: httpx.AsyncClient, image: str, tmp_path: Path
+) -> None:
+    """An instance moved to B while B's agent was down (A stopped its copy meanwhile) is
+    started by B's agent when it comes up: a new owner carries out the desired state
+    whatever generation the previous owner had observed."""
+    repo = InstanceRepo(platform.store)
+    async with second_host(platform, tmp_path) as b:
+        await b.agent.stop()
+        await create(api, "later", start=True)
+        rec = await repo.get("later")
+        assert await repo.move_owner("later", b.id, rec.owner_revision) is not None
+
+        async def released() -> bool:
+            return (await repo.get("later")).status.power is PowerState.STOPPED
+
+        await until(released)  # A fenced its copy off
+        await b.agent.start()
+
+        async def on_b() -> bool:
+            rec = await repo.get("later")
+            return rec.status.host == b.id and rec.status.power is PowerState.RUNNING
+
+        await until(on_b)
+    assert await driver.list() == [] and await b.driver.list() == ["later"]

@@ -109,11 +109,10 @@ class Agent:
         for rec in await self.repo.list():
             if not self.fences.owns(rec):
                 await self._fence_off(rec)  # a local copy of what is not ours: stopped
-            elif await self.fences.previous_runs(rec):
-                self.fences.waiting.add(rec.name)  # its previous owner still runs it
-            else:
+            elif rec.status.host in (None, self.host_id):
                 self.fences.hold(rec)
                 await self._adopt(rec, host_booted)
+            # else another host wrote it last: the reconcile scheduled below takes it over
         await self._remove_orphans()
         await self.nics.reconcile([r for r in await self.repo.list() if self.fences.owns(r)])
         self._tasks = [
@@ -186,8 +185,8 @@ class Agent:
         async for change in self.repo.watch(after_revision=revision):
             name = instance_name_of(change.key)
             part = change.key.rsplit("/", 1)[1]
-            if name and change.type == "put" and part == "desired":
-                self._schedule(name)
+            if name and change.type == "put" and part == "desired" and self.fences.held(name):
+                self._schedule(name)  # another host's request is that host's to carry out
             elif name and part == "owner":
                 self._schedule(name)  # moved here (take over) or away (fence off)
             elif name and part == "status" and name in self.fences.waiting:
