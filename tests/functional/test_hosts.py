@@ -80,7 +80,9 @@ async def test_a_host_whose_lease_lapsed_is_offline(tmp_path: Path) -> None:
     async with running(platform):
         store, revision = platform.store, await platform.store.revision()
         other = HostRecord(id="5b7c5a0e-0000-4000-8000-000000000001", name="gone", facts=FACTS)
-        await HostRepo(store).register(other, await store.grant_lease(1.5))
+        lease = await store.grant_lease(3.0)
+        await HostRepo(store).register(other, lease)
+        await store.keepalive(lease)  # renewed once, then never again
         listed = {h["name"]: h["state"] for h in await _hosts(platform)}
         async for change in store.watch(alive_key(other.id), revision):
             if change.type == "delete":
