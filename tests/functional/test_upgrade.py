@@ -1,5 +1,6 @@
 """The whole daemon (fake driver) started on the committed schema 1 data directory
-(tests/fixtures/datadir-v1): every record comes back through the public API."""
+(tests/fixtures/datadir-v1): every record comes back through the public API, and every
+instance is owned by this host (schema 3)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from tests.functional.platform import running
 from tests.functional.test_boot import boot_platform, client
+from virtfleet.state import identity
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "datadir-v1" / "virtfleet.db"
 
@@ -43,3 +45,8 @@ async def test_daemon_starts_on_a_schema_1_data_dir(tmp_path: Path) -> None:
     assert any(e["kind"] == "instance.started" for e in events)
     assert report["new_boot"] is False and report["boot_id"] == "any-boot"
     assert not [c for c in driver.calls if c[0] == "start"]
+    # Schema 3: the old store's instances belong to this data directory's host, epoch 1.
+    host = identity.load(tmp_path)
+    assert host is not None
+    owners = {n: (i["owner"]["host"], i["owner"]["epoch"]) for n, i in instances.items()}
+    assert owners == dict.fromkeys(instances, (host.id, 1))

@@ -15,6 +15,7 @@ from virtfleet.host.facts import (
     host_check,
     host_warnings,
     parse_cpuinfo,
+    parse_help_names,
     parse_qemu_version,
     read_nested,
     recommend,
@@ -408,3 +409,17 @@ def test_cgroup_names_are_single_path_components() -> None:
         CgroupManager("../etc", CgroupLayout(mode="none"))
     with pytest.raises(InvalidNameError):
         CgroupManager("virtfleet-0123abcd", CgroupLayout(mode="none")).create("a/b")
+
+
+def test_machine_types_and_accelerators_from_qemu_help() -> None:
+    """The names of ``-machine help`` and ``-accel help`` listings, headers dropped."""
+    machines = (
+        "Supported machines are:\n"
+        "microvm              microvm (i386)\n"
+        "pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-9.2)\n"
+        "pc-i440fx-9.2        Standard PC (i440FX + PIIX, 1996) (default)\n"
+        "q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-9.2)\n"
+    )
+    accels = "Accelerators supported in QEMU binary:\ntcg\nkvm\n"
+    assert parse_help_names(machines) == ["microvm", "pc", "pc-i440fx-9.2", "q35"]
+    assert parse_help_names(accels) == ["kvm", "tcg"]

@@ -18,8 +18,9 @@ from virtfleet.cli.main import app
 from virtfleet.errors import SchemaTooNewError, VirtfleetError
 from virtfleet.model.auth import UserRecord
 from virtfleet.model.event import Event
+from virtfleet.model.instance import Ownership
 from virtfleet.model.operation import Operation
-from virtfleet.state import migrations
+from virtfleet.state import identity, migrations
 from virtfleet.state.repos import InstanceRepo
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.storage.images import ImageRecord
@@ -57,7 +58,7 @@ def _backups(path: Path) -> Iterator[Path]:
 def test_fixture_is_version_1() -> None:
     """The committed fixture really is the old format (else the tests below prove nothing)."""
     assert _version(FIXTURE) == 1
-    assert migrations.SCHEMA_VERSION == 2
+    assert migrations.SCHEMA_VERSION == 3
 
 
 async def test_migration_keeps_every_record(old_db: Path) -> None:
@@ -74,7 +75,8 @@ async def test_migration_keeps_every_record(old_db: Path) -> None:
     (backup,) = _backups(old_db)
     assert _version(backup) == 1 and _rows(backup) == before
     after = _rows(old_db)
-    assert after.keys() == before.keys()
+    owners = {f"/instances/{n}/owner" for n in ("web", "db", "scratch")}
+    assert after.keys() == before.keys() | owners  # version 3: each instance gets an owner
     changed = {k for k in before if before[k] != after[k]}
     assert changed == {f"/instances/{n}/spec" for n in ("web", "db", "scratch")}
     models = {"/users/": UserRecord, "/images/": ImageRecord, "/operations/": Operation}
@@ -94,6 +96,13 @@ async def test_migration_keeps_every_record(old_db: Path) -> None:
         "scratch": False,  # running, but no restart policy
     }
     assert all(r.spec.start_order == 0 and r.spec.host_shutdown == "stop" for r in records.values())
+    # Version 3: all of them owned by the data directory's host (host.json), epoch 1.
+    host = identity.load(old_db.parent)
+    assert host is not None
+    assert {n: r.owner for n, r in records.items()} == dict.fromkeys(
+        records, Ownership(host=host.id, epoch=1)
+    )
+    assert all(r.owner_revision == revision for r in records.values())
 
 
 async def test_current_file_is_not_migrated_again(old_db: Path) -> None:
@@ -144,7 +153,8 @@ def test_daemon_refuses_to_start_on_a_newer_store(old_db: Path) -> None:
     db = sqlite3.connect(old_db)
     db.execute(f"PRAGMA user_version = {migrations.SCHEMA_VERSION + 1}")
     db.close()
-    facts = FACTS.model_copy(update={"boot_id": boot_id_of(Settings()), "qemu_path": "/bin/true"})
+    probed = {"boot_id": boot_id_of(Settings()), "qemu_path": "/bin/true", "machine_types": ["pc"]}
+    facts = FACTS.model_copy(update=probed)
     (data_dir / "host-facts.json").write_text(facts.model_dump_json())  # no probe
     result = CliRunner().invoke(app, ["--data-dir", str(data_dir), "serve", "--driver", "fake"])
     assert result.exit_code != 0

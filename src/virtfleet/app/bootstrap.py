@@ -50,6 +50,7 @@ from virtfleet.host.collector import MetricsCollector
 from virtfleet.host.containers import ContainerHost, container_checks, data_dir_checks
 from virtfleet.host.facts import host_check, probe_host
 from virtfleet.host.guest import GuestAgents
+from virtfleet.host.member import HostMember
 from virtfleet.host.quiesce import AgentQuiescer
 from virtfleet.host.snapshots import SnapshotManager
 from virtfleet.host.usage import sample_usage
@@ -87,8 +88,9 @@ from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
 from virtfleet.state.history import History, HistoryBackend, MemoryHistoryBackend
 from virtfleet.state.history_sqlite import SQLiteHistoryBackend
+from virtfleet.state.identity import load_or_create
 from virtfleet.state.leader import Leadership
-from virtfleet.state.locks import LOCAL_HOST, Session
+from virtfleet.state.locks import Session
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.repos import EventLog
 from virtfleet.state.sqlite import SQLiteStore
@@ -112,6 +114,7 @@ class Platform:
     services: Services
     app: FastAPI
     collector: MetricsCollector | None = None
+    member: HostMember | None = None  # this host's record and liveness lease in the store
     freeze_heap: bool = False  # the daemon process; not in-process test platforms
     session: Session | None = None  # this daemon's lease for its claims in the store
     leader: Leadership | None = None  # elects the daemon running cluster-wide singletons
@@ -126,6 +129,8 @@ class Platform:
             await self.services.capacity.start()  # its tally follows the store from here
         boot = self.services.boot
         host_booted = await boot.detect() if boot is not None else False
+        if self.member is not None:
+            await self.member.start()
         await self.agent.start(host_booted=host_booted)
         # Running VMs are re-adopted: a backup or restore killed mid-way left work behind.
         if self.services.backups is not None:
@@ -158,6 +163,8 @@ class Platform:
         if self.services.alerts is not None:
             await self.services.alerts.stop()
         await self.agent.stop()
+        if self.member is not None:
+            await self.member.stop()
         if self.services.capacity is not None:
             await self.services.capacity.close()
         if self.leader is not None:
@@ -180,7 +187,7 @@ def host_facts(settings: Settings) -> HostFacts:
     boot_id = boot_id_of(settings)
     try:
         cached = HostFacts.model_validate_json(cache.read_text())
-        if cached.boot_id == boot_id and cached.qemu_path:
+        if cached.boot_id == boot_id and cached.qemu_path and cached.machine_types:
             live = {"firmware": firmware.available(), "swtpm_path": shutil.which("swtpm")}
             return cached.model_copy(update=live)  # cheap: installed since the probe?
     except (OSError, ValueError):
@@ -295,6 +302,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     for path in (settings.images_dir, settings.disks_dir, settings.run_dir):
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     facts = facts or host_facts(settings)
+    identity = load_or_create(settings.data_dir, settings.host_name)  # before a migration
     store: StateStore = (
         MemoryStore() if settings.store == "memory" else SQLiteStore(settings.store_path)
     )
@@ -315,20 +323,21 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
             image_verified=images.verified,
             cgroups=cgroups if cgroups is not None and cgroups.available else None,
             networks=networks,
+            host_id=identity.id,
         ),
     )
-    session = Session(store, name=LOCAL_HOST)  # this daemon's claims (operations, admission)
-    leader = Leadership(store, "singletons", LOCAL_HOST)
-    runner = OperationRunner(store, events, host_id=LOCAL_HOST, session=session)
+    session = Session(store, name=identity.id)  # this daemon's claims (operations, admission)
+    leader = Leadership(store, "singletons", identity.id)
+    runner = OperationRunner(store, events, host_id=identity.id, session=session)
     collector, metrics, alerts = _monitoring(settings, store, agent, events, facts, leader)
     tokens = TokenService(store)
-    instances = InstanceService(store, images, facts, runner, events)
+    instances = InstanceService(store, images, facts, runner, events, owner=identity.id)
     instances.networks = NetworkService(
-        store, networks, events, session=session, host_id=LOCAL_HOST
+        store, networks, events, session=session, host_id=identity.id
     )
     ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
     capacity = CapacityService(
-        store, facts, ratios, sample_usage, session=session, host_id=LOCAL_HOST
+        store, facts, ratios, sample_usage, session=session, host_id=identity.id
     )
     instances.capacity = capacity
     instances.networks.tally = capacity.tally  # MAC checks without a listing
@@ -347,7 +356,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         instances=instances,
         images=ImageService(images, store, runner, events, host_paths),
         operations=runner,
-        host=HostService(facts, _with_container_checks(driver)),
+        host=HostService(facts, _with_container_checks(driver), store),
         events=EventService(events),
         auth=AuthService(store, tokens),
         tokens=tokens,
@@ -384,6 +393,8 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         session=session,
         leader=leader,
     )
+    oci = lambda: platform.driver.info().details.get("runtime")  # noqa: E731
+    platform.member = HostMember(store, identity, facts, ratios, settings.data_dir, oci)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -442,6 +453,10 @@ def serve(settings: Settings) -> None:
         log.warning("%s: %s", row.name, row.detail)
     cert = _certificate(settings, endpoints)
     listeners = _listeners(platform, endpoints, cert)
+    if platform.member is not None and len(listeners) > 1:  # the first TCP one is its address
+        platform.member.api_url = listeners[1].name
+        tls = cert is not None and listeners[1].tls is not None
+        platform.member.fingerprint = cert.fingerprint if tls and cert else None
     try:
         servers = prepare(listeners)
         _announce(listeners, cert)

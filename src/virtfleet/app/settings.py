@@ -85,6 +85,9 @@ class Settings:
     # The kernel boot id the daemon compares with the stored one (a new id: the host
     # booted, so autostart instances start); "" = /proc/sys/kernel/random/boot_id.
     boot_id: str = field(default_factory=lambda: os.environ.get("VIRTFLEET_BOOT_ID", ""))
+    # The host's name when its identity (<data-dir>/host.json) is first made; "" = the
+    # machine's hostname. An existing identity keeps its name.
+    host_name: str = field(default_factory=lambda: os.environ.get("VIRTFLEET_HOST_NAME", ""))
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()

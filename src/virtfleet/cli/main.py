@@ -116,7 +116,7 @@ TOP_LEVEL: dict[str, tuple[str, str, str]] = {
     "network": ("networks", "app", "Virtual networks (bridges with DHCP/DNS, NAT, VLANs)."),
     "template": ("templates", "app", "Templates (golden images) for clones."),
     "disk": ("disks", "app", "Instance disk directories, kept ones included."),
-    "host": ("misc", "host_app", "This host's virtualization facts."),
+    "host": ("misc", "host_app", "This host's virtualization facts, and the platform's hosts."),
     "operation": ("misc", "op_app", "Operations (slow work: start, stop, builds...)."),
     "remote": (
         "remote",

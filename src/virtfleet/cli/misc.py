@@ -19,9 +19,12 @@ from virtfleet.cli.sizes import format_mib
 from virtfleet.cli.vmset import host_capacity
 from virtfleet.client import WsTarget, raise_for_operation
 from virtfleet.model.event import Event
+from virtfleet.model.host import HostRecord
 from virtfleet.model.operation import Operation
 
-host_app = typer.Typer(help="This host's virtualization facts.", no_args_is_help=True)
+host_app = typer.Typer(
+    help="This host's virtualization facts, and the platform's hosts.", no_args_is_help=True
+)
 op_app = typer.Typer(help="Operations (slow work: start, stop, builds...).", no_args_is_help=True)
 IdArg = Annotated[str, typer.Argument(help="Operation id.", show_default=False)]
 
@@ -48,14 +51,36 @@ def host_check(json_out: JsonOpt = False) -> None:
     output.table(["LEVEL", "CHECK", "DETAIL"], [[c.level, c.name, c.detail] for c in checks])
 
 
-@command(host_app, "show")
-def host_show(json_out: JsonOpt = False) -> None:
-    """Show every probed host fact."""
-    facts = get_client().host()
+@command(host_app, "list")
+def host_list(json_out: JsonOpt = False) -> None:
+    """List the platform's hosts: id, name, state (offline once its lease lapsed), API URL."""
+    hosts = get_client().list_hosts()
     if json_out:
-        output.print_json(facts)
+        output.print_json(hosts)
         return
-    output.fields(facts.model_dump(mode="json").items())
+    output.table(["NAME", "ID", "STATE", "CPUS", "MEMORY", "QEMU", "API"], map(_host_row, hosts))
+
+
+def _host_row(h: HostRecord) -> list[Any]:
+    memory = format_mib(h.capacity.memory_mib)
+    qemu, api = h.facts.qemu_version or "-", h.api_url or "-"
+    return [h.name, h.id, h.state.value, h.capacity.cpus, memory, qemu, api]
+
+
+@command(host_app, "show")
+def host_show(
+    name: Annotated[
+        str | None, typer.Argument(help="A host's name or id (default: this host's probed facts).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show every probed fact of this host, or one host's record (with NAME)."""
+    client = get_client()
+    shown = client.get_host(name) if name is not None else client.host()
+    if json_out:
+        output.print_json(shown)
+        return
+    output.fields(shown.model_dump(mode="json").items())
 
 
 def _op_rows(ops: list[Operation]) -> list[list[Any]]:

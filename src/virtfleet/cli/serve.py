@@ -65,6 +65,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    host_name: Annotated[
+        str | None,
+        typer.Option(
+            "--host-name",
+            help="This host's name when its identity (<data-dir>/host.json) is first made "
+            "(default: the machine's hostname; env VIRTFLEET_HOST_NAME).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the daemon (API + agent) in the foreground; VMs keep running when it exits."""
     # Imported here: client commands must not pay for (or depend on) the whole platform.
@@ -80,6 +89,7 @@ def serve(
     settings.alert_webhooks = alert_webhook or []
     settings.import_dir = import_dir or settings.import_dir
     settings.export_dir = export_dir or settings.export_dir
+    settings.host_name = host_name or settings.host_name
     try:
         run_daemon(settings)
     except VirtfleetError as err:

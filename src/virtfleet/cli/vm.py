@@ -39,6 +39,7 @@ from virtfleet.cli.vmset import (
 )
 from virtfleet.client import calls, imaging
 from virtfleet.client.calls import Action
+from virtfleet.client.errors import ApiError
 from virtfleet.model.enums import Accel, DeviceModel, Firmware, GuestOs, RestartPolicy
 
 if TYPE_CHECKING:
@@ -307,6 +308,7 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("nics", ", ".join(map(_nic_text, s.nic_names, s.nics)) or "none"),
             ("addresses", ", ".join(f"{a.ip} ({a.network})" for a in i.addresses) or "-"),
             ("restart policy", s.restart_policy.value),
+            ("owner", _owner_text(client, i)),
             ("pid", st.pid),
             ("started", st.started_at),
             ("restarts", st.restarts),
@@ -329,6 +331,17 @@ _FIRMWARE = {
     Firmware.UEFI: "uefi (OVMF)",
     Firmware.UEFI_SECURE: "uefi-secure (OVMF, Secure Boot, Microsoft keys)",
 }
+
+
+def _owner_text(client: Any, i: Instance) -> str | None:
+    """The owning host's name and id, with the ownership epoch."""
+    if i.owner is None:
+        return None
+    try:
+        name = client.get_host(i.owner.host).name
+    except ApiError:
+        name = "unknown host"
+    return f"{name} ({i.owner.host}, epoch {i.owner.epoch})"
 
 
 def _guest_fields(guest: GuestInfo | None) -> list[tuple[str, Any]]:

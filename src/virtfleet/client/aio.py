@@ -24,7 +24,7 @@ from virtfleet.model.audit import AuditEntry
 from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
 from virtfleet.model.console import ConsoleTicket
 from virtfleet.model.event import Event
-from virtfleet.model.host import Check, HostFacts
+from virtfleet.model.host import Check, HostFacts, HostRecord
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.model.network import Network
 from virtfleet.model.operation import Operation
@@ -157,6 +157,12 @@ class AsyncClient:
 
     async def host(self) -> HostFacts:
         return await self.call(calls.host())
+
+    async def list_hosts(self) -> list[HostRecord]:
+        return await self.call(calls.list_hosts())
+
+    async def get_host(self, host: str) -> HostRecord:
+        return await self.call(calls.get_host(host))
 
     async def host_check(self) -> list[Check]:
         return await self.call(calls.host_check())

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from virtfleet.model.boot import BootReport
     from virtfleet.model.console import ConsoleTicket
     from virtfleet.model.event import Event
-    from virtfleet.model.host import Check, HostFacts
+    from virtfleet.model.host import Check, HostFacts, HostRecord
     from virtfleet.model.instance import InstanceSpec
     from virtfleet.model.network import Network
     from virtfleet.model.operation import Operation
@@ -224,6 +224,14 @@ def delete_network(name: str) -> Call[bool]:
 
 def host() -> Call[HostFacts]:
     return Call("GET", "/1.0/host", one("model.host:HostFacts"))
+
+
+def list_hosts() -> Call[list[HostRecord]]:
+    return Call("GET", "/1.0/hosts", many("model.host:HostRecord"))
+
+
+def get_host(host: str) -> Call[HostRecord]:
+    return Call("GET", f"/1.0/hosts/{quote(host, safe='')}", one("model.host:HostRecord"))
 
 
 def host_check() -> Call[list[Check]]:

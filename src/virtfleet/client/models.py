@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus
+from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus, Ownership
 from virtfleet.model.network import NicAddress
 
 
@@ -22,6 +22,7 @@ class Instance(BaseModel):
     status: InstanceStatus
     desired: DesiredState
     mode: str
+    owner: Ownership | None = None  # owning host id and ownership epoch
     addresses: list[NicAddress] = []
     pending: list[dict[str, Any]] = []  # spec changes the running VM does not have yet
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
     from virtfleet.model.console import ConsoleTicket
     from virtfleet.model.event import Event
-    from virtfleet.model.host import Check, HostFacts
+    from virtfleet.model.host import Check, HostFacts, HostRecord
     from virtfleet.model.instance import InstanceSpec
     from virtfleet.model.network import Network
     from virtfleet.model.operation import Operation
@@ -216,6 +216,12 @@ class Client:
 
     def host(self) -> HostFacts:
         return self.call(calls.host())
+
+    def list_hosts(self) -> list[HostRecord]:
+        return self.call(calls.list_hosts())
+
+    def get_host(self, host: str) -> HostRecord:
+        return self.call(calls.get_host(host))
 
     def host_check(self) -> list[Check]:
         return self.call(calls.host_check())

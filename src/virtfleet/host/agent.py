@@ -7,6 +7,13 @@ and writes the outcome back (``observed_generation``, ``error_*``). It turns
 driver events into status changes and events, applies restart policies, and at
 start re-adopts processes that outlived it. The agent is the only writer of
 ``InstanceStatus``; it never serves HTTP and never changes specs.
+
+It acts only on the instances this host owns (``/instances/{name}/owner``), and every
+status write is conditional on the ownership it read (``host.ownership``). When an
+instance's epoch moves to another host, it stops its local copy and records why
+(event ``instance.fenced``, status reason); the new owner takes an instance over only
+once the previous owner's status no longer shows a live copy (or that host is offline).
+A record owned elsewhere is never adopted, stopped or rewritten.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from virtfleet.drivers.base import (
 from virtfleet.errors import ConflictError, HostError, InvalidStateError, VirtfleetError
 from virtfleet.host.disks import DiskManager, Verified
 from virtfleet.host.nics import NicPlumber
+from virtfleet.host.ownership import FencedOut, Fences
 from virtfleet.host.resources import LiveApplier, cgroup_limits, launched
 from virtfleet.model.event import Event
 from virtfleet.model.host import HostFacts
@@ -42,6 +50,7 @@ from virtfleet.model.instance import (
     RestartPolicy,
 )
 from virtfleet.network.base import NetworkHost
+from virtfleet.state.hosts import ALIVE, HOSTS, HostRepo
 from virtfleet.state.repos import EventLog, InstanceRecord, InstanceRepo, instance_name_of
 from virtfleet.state.store import Put, StateStore
 from virtfleet.util.cgroups import InstanceCgroup
@@ -61,6 +70,7 @@ class AgentConfig:
     cgroups: Any = None  # util.cgroups.CgroupManager, or None to run without cgroups
     networks: NetworkHost | None = None  # virtual networks (taps, reconciliation); None: none
     image_verified: Verified | None = None  # image files need no check before use (hashed)
+    host_id: str = ""  # this host's id (state.identity): the agent acts on what it owns
 
 
 class Agent:
@@ -82,6 +92,8 @@ class Agent:
         )
         self.cgroups = config.cgroups
         self.nics = NicPlumber(store, config.networks)
+        self.host_id = config.host_id
+        self.fences = Fences(self.repo, HostRepo(store), config.host_id)
         self._locks: dict[str, asyncio.Lock] = {}
         self._cgroups: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -95,16 +107,23 @@ class Agent:
         restart policy applies (the boot sequence, ``service.boot``, decides what starts)."""
         revision = await self.store.revision()
         for rec in await self.repo.list():
-            await self._adopt(rec, host_booted)
+            if not self.fences.owns(rec):
+                await self._fence_off(rec)  # a local copy of what is not ours: stopped
+            elif rec.status.host in (None, self.host_id):
+                self.fences.hold(rec)
+                await self._adopt(rec, host_booted)
+            # else another host wrote it last: the reconcile scheduled below takes it over
         await self._remove_orphans()
-        await self.nics.reconcile(await self.repo.list())
+        await self.nics.reconcile([r for r in await self.repo.list() if self.fences.owns(r)])
         self._tasks = [
             *self.nics.tasks(),
             asyncio.create_task(self._follow_store(revision), name="agent-store"),
+            asyncio.create_task(self._follow_hosts(revision), name="agent-hosts"),
             asyncio.create_task(self._follow_driver(), name="agent-driver"),
         ]
         for rec in await self.repo.list():
-            self._schedule(rec.name)
+            if self.fences.owns(rec):
+                self._schedule(rec.name)
 
     async def stop(self) -> None:
         """Stop following; instances keep running (they outlive the agent)."""
@@ -169,8 +188,20 @@ class Agent:
     async def _follow_store(self, revision: int) -> None:
         async for change in self.repo.watch(after_revision=revision):
             name = instance_name_of(change.key)
-            if name and change.type == "put" and change.key.endswith("/desired"):
-                self._schedule(name)
+            part = change.key.rsplit("/", 1)[1]
+            if name and change.type == "put" and part == "desired" and self.fences.held(name):
+                self._schedule(name)  # another host's request is that host's to carry out
+            elif name and part == "owner":
+                self._schedule(name)  # moved here (take over) or away (fence off)
+            elif name and part == "status" and name in self.fences.waiting:
+                self._schedule(name)  # the previous owner may have stopped its copy
+
+    async def _follow_hosts(self, revision: int) -> None:
+        """A host whose lease lapsed runs nothing any more: take over what waited on it."""
+        async for change in self.store.watch(HOSTS, revision):
+            if change.type == "delete" and change.key.endswith(f"/{ALIVE}"):
+                for name in list(self.fences.waiting):
+                    self._schedule(name)
 
     def _schedule(self, name: str, delay_s: float = 0.0) -> None:
         """Reconcile ``name`` soon; reconciles of one instance never overlap."""
@@ -186,14 +217,66 @@ class Agent:
             if rec is None:
                 return
             try:
-                await self._reconcile(rec)
+                if not self.fences.owns(rec):
+                    await self._fence_off(rec)
+                elif self.fences.current(rec):
+                    await self._reconcile(rec)
+                elif taken := await self._take_over(rec):
+                    await self._reconcile(taken, converge=True)
+            except FencedOut:
+                self._schedule(name)  # moved while we acted: fence off what runs here
             except Exception:
                 log.exception("reconcile of %s failed unexpectedly", name)
 
-    async def _reconcile(self, rec: InstanceRecord) -> None:
+    async def _take_over(self, rec: InstanceRecord) -> InstanceRecord | None:
+        """Start acting under ``rec``'s (new) ownership; the record to converge, or None
+        while the previous owner may still run it (a status or host change retries)."""
+        if await self.fences.previous_runs(rec):
+            self.fences.waiting.add(rec.name)
+            return None
+        previous = rec.status.host
+        self.fences.hold(rec)
+        if previous in (None, self.host_id):
+            return rec  # ours already (created here, or back before anyone wrote)
+        assert rec.owner is not None
+        found = await self.driver.adopt(rec.name)
+        live = found.power in (PowerState.RUNNING, PowerState.PAUSED)
+        why = f"taken over from host {previous} (epoch {rec.owner.epoch})"
+        update: dict[str, Any] = {"power": found.power if live else PowerState.STOPPED}
+        update.update(pid=found.pid, applied=rec.status.applied if live else None, reason=why)
+        await self._write_status(rec.name, rec.status.model_copy(update=update))
+        await self._emit("instance.taken_over", rec.name, why)
+        return await self.repo.get(rec.name)
+
+    async def _fence_off(self, rec: InstanceRecord) -> None:
+        """``rec`` is not ours: stop a local copy of it if there is one, and record why
+        (an event; the status only while it is still this host's). Otherwise nothing."""
+        held = self.fences.held(rec.name)
+        self.fences.drop(rec.name)
+        if rec.name not in await self.driver.list():
+            return
+        found = await self.driver.adopt(rec.name)  # attach, to be able to stop it
+        if not held and found.power not in (PowerState.RUNNING, PowerState.PAUSED):
+            return
+        owner = f"host {rec.owner.host} (epoch {rec.owner.epoch})" if rec.owner else "no host"
+        why = f"stopped here: ownership moved to {owner}"
+        await self.driver.stop(rec.name, force=False, timeout_s=rec.desired.timeout_s)
+        await self._release_cgroup(rec.name)
+        await self.nics.unplug(rec.name)
+        log.warning("%s: %s", rec.name, why)
+        update = {"power": PowerState.STOPPED, "pid": None, "applied": None, "reason": why}
+        stopped = rec.status.model_copy(update={**update, "updated_at": datetime.now(UTC)})
+        await self.fences.write_released(rec, stopped)
+        await self._emit("instance.fenced", rec.name, why)
+
+    async def _reconcile(self, rec: InstanceRecord, converge: bool = False) -> None:
+        """Carry out a new desired generation (``converge``: the desired state whatever the
+        generation, as a new owner does)."""
         desired = rec.desired
-        if desired.generation <= rec.status.observed_generation and (
-            desired.power is not DesiredPower.DELETED
+        if (
+            not converge
+            and desired.generation <= rec.status.observed_generation
+            and desired.power is not DesiredPower.DELETED
         ):
             return
         error: VirtfleetError | None = None
@@ -387,7 +470,8 @@ class Agent:
         await self.nics.unplug(rec.name)
         if rec.desired.delete_disks:
             self.disks.remove(rec.name)
-        await self.repo.remove(rec.name)
+        if not await self.repo.remove_owned(rec.name, rec.owner_revision):
+            raise FencedOut(rec.name)
         await self._emit("instance.deleted", rec.name, "deleted")
 
     async def _release_cgroup(self, name: str) -> None:
@@ -401,13 +485,15 @@ class Agent:
         async for event in self.driver.events():
             try:
                 await self._on_driver_event(event)
+            except FencedOut:
+                self._schedule(event.name)
             except Exception:
                 log.exception("handling %s of %s failed", event.kind, event.name)
 
     async def _on_driver_event(self, event: DriverEvent) -> None:
         rec = await self.repo.find(event.name)
-        if rec is None:
-            return
+        if rec is None or not self.fences.owns(rec) or not self.fences.held(rec.name):
+            return  # not ours (any more, or not yet): the fencing or take-over records it
         if event.kind in ("paused", "running"):
             power = PowerState.PAUSED if event.kind == "paused" else PowerState.RUNNING
             await self._set_power(rec.name, power, event.reason)
@@ -454,9 +540,15 @@ class Agent:
 
     async def _policy_restart(self, name: str, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
+        with contextlib.suppress(FencedOut):  # moved away meanwhile: not ours to restart
+            await self._restart_by_policy(name)
+
+    async def _restart_by_policy(self, name: str) -> None:
         async with self._locks.setdefault(name, asyncio.Lock()):
             rec = await self.repo.find(name)
             if rec is None or rec.status.power not in (PowerState.CRASHED, PowerState.STOPPED):
+                return
+            if not self.fences.owns(rec):
                 return
             status = rec.status.model_copy(update={"restarts": rec.status.restarts + 1})
             await self._write_status(name, status)
@@ -496,8 +588,7 @@ class Agent:
         self, name: str, status: InstanceStatus, also: Sequence[Put] = ()
     ) -> InstanceStatus:
         status = status.model_copy(update={"updated_at": datetime.now(UTC)})
-        await self.repo.put_status(name, status, also)
-        return status
+        return await self.fences.write_status(name, status, also)
 
     async def _emit(self, kind: str, target: str, message: str) -> None:
         await self.events.append(_event(kind, target, message))

@@ -132,6 +132,35 @@ def find_qemu(qemu_binary: str) -> tuple[str | None, str | None]:
     return path, parse_qemu_version(out.stdout)
 
 
+def parse_help_names(text: str) -> list[str]:
+    """The names a ``qemu -machine help`` / ``-accel help`` listing offers (first word of
+    each entry line, headers and aliases' targets dropped), sorted."""
+    names = set()
+    for line in text.splitlines():
+        word = line.split(maxsplit=1)[0] if line.strip() else ""
+        if word and not line.startswith(("Supported", "Accelerators", "Use ")):
+            names.add(word)
+    return sorted(names)
+
+
+def qemu_catalogue(qemu_path: str | None) -> tuple[list[str], list[str]]:
+    """(machine types, accelerators) the emulator was built with; empty if it cannot say."""
+    found: list[list[str]] = []
+    for option in ("-machine", "-accel"):
+        try:
+            out = (
+                subprocess.run(
+                    [qemu_path, option, "help"], capture_output=True, text=True, timeout=10
+                )
+                if qemu_path
+                else None
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            out = None
+        found.append(parse_help_names(out.stdout) if out and out.returncode == 0 else [])
+    return found[0], found[1]
+
+
 def find_qemu_img(qemu_path: str | None) -> str | None:
     """qemu-img next to the emulator if there is one, else on PATH."""
     if qemu_path:
@@ -314,10 +343,12 @@ def probe_host(qemu_binary: str = "qemu-system-x86_64", kvm_timeout_s: float = 3
     """Gather all host facts; takes up to ``kvm_timeout_s`` plus a second or so."""
     cpu = _read_cpuinfo()
     qemu_path, qemu_version = find_qemu(qemu_binary)
+    machines, accels = qemu_catalogue(qemu_path)
     facts = HostFacts(
         hostname=socket.gethostname(),
         cpu_vendor=cpu.vendor,
         cpu_model=cpu.model,
+        cpu_flags=sorted(cpu.flags),
         cpus=psutil.cpu_count(logical=True) or os.cpu_count() or 1,
         memory_mib=psutil.virtual_memory().total // (1024 * 1024),
         virt_flags=cpu.virt_flags,
@@ -329,6 +360,8 @@ def probe_host(qemu_binary: str = "qemu-system-x86_64", kvm_timeout_s: float = 3
         qemu_path=qemu_path,
         qemu_version=qemu_version,
         qemu_img_path=find_qemu_img(qemu_path),
+        machine_types=machines,
+        accelerators=accels,
         cgroup_mode=detect_mode(),
         firmware=firmware.available(),
         swtpm_path=shutil.which("swtpm"),

@@ -250,8 +250,17 @@ def _container_only(spec: InstanceSpec) -> list[str]:
     return wrong + (["env"] if spec.env else []) + (["cmd"] if spec.cmd is not None else [])
 
 
+class Ownership(BaseModel):
+    """Which host owns an instance, and since which epoch: a fencing token that only a
+    store transaction moves (every move adds one). Kept under its own key (see
+    ``state.repos``), so the agent's status writes can be conditional on it alone."""
+
+    host: str  # the owning host's id (its ``host.json``)
+    epoch: int = 1
+
+
 class InstanceStatus(BaseModel):
-    """Observed state, written only by the agent."""
+    """Observed state, written only by the agent of the owning host."""
 
     power: PowerState = PowerState.STOPPED
     pid: int | None = None
@@ -270,6 +279,8 @@ class InstanceStatus(BaseModel):
     # The spec as it is live in the running process (None while stopped): the agent
     # diffs the wanted spec against it and applies what can change without a reboot.
     applied: InstanceSpec | None = None
+    host: str | None = None  # the host whose agent wrote this status (None: before owners)
+    epoch: int = 0  # the ownership epoch it was written under
 
 
 class DesiredState(BaseModel):

@@ -24,6 +24,7 @@ from virtfleet.model.instance import (
     DesiredState,
     InstanceSpec,
     InstanceStatus,
+    Ownership,
     PowerState,
 )
 from virtfleet.state.repos import InstanceRecord, InstanceRepo, instance_name_of
@@ -56,6 +57,7 @@ class _Parts:
     status: InstanceStatus = field(default_factory=InstanceStatus)
     revisions: dict[str, int] = field(default_factory=dict)  # part -> revision taken in
     held: tuple[int, int] | None = None  # (memory MiB, vCPUs) counted for it
+    owner: Ownership | None = None  # for listings served from the tally
 
 
 class Allocations:
@@ -108,6 +110,8 @@ class Allocations:
                     p.revisions.get("spec", 0),
                     p.revisions.get("desired", 0),
                     p.revisions.get("status", 0),
+                    p.owner,
+                    p.revisions.get("owner", 0),
                 )
                 for _, p in sorted(self._parts.items())
                 if p.spec is not None
@@ -144,8 +148,9 @@ class Allocations:
                 "spec": rec.spec_revision,
                 "desired": rec.desired_revision,
                 "status": rec.status_revision,
+                "owner": rec.owner_revision,
             }
-            parts = _Parts(None, rec.desired, rec.status, revisions)
+            parts = _Parts(None, rec.desired, rec.status, revisions, owner=rec.owner)
             self._parts[rec.name] = parts
             self._set_spec(parts, rec.spec)
             self._recount(parts)
@@ -192,6 +197,8 @@ class Allocations:
             parts.desired = DesiredState.model_validate_json(value) if value else DesiredState()
         elif part == "status":
             parts.status = InstanceStatus.model_validate_json(value) if value else InstanceStatus()
+        elif part == "owner":
+            parts.owner = Ownership.model_validate_json(value) if value else None
         self._recount(parts)
         if parts.spec is None and value is None:
             del self._parts[name]  # deleted (its remaining keys go the same way)

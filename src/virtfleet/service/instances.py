@@ -36,6 +36,7 @@ from virtfleet.model.instance import (
     DesiredState,
     InstanceSpec,
     InstanceStatus,
+    Ownership,
     PowerState,
 )
 from virtfleet.model.names import validate_name
@@ -86,6 +87,7 @@ class Instance(BaseModel):
     status: InstanceStatus
     desired: DesiredState
     mode: str  # "kvm"/"tcg" in use; when not running, what the next start would use
+    owner: Ownership | None = None  # the owning host's id and the ownership epoch
     addresses: list[NicAddress] = Field(default_factory=list)  # leased IPs of network NICs
     pending: list[Change] = []  # spec changes the running VM does not have (yet)
 
@@ -105,6 +107,7 @@ class Instance(BaseModel):
             status=rec.status,
             desired=rec.desired,
             mode=mode,
+            owner=rec.owner,
             pending=waiting,
         )
 
@@ -136,8 +139,11 @@ class InstanceService:
         runner: OperationRunner,
         events: EventLog,
         wait_timeout_s: float = 120.0,
+        owner: str | None = None,
     ) -> None:
+        """``owner``: the id of this host, which owns the instances created here."""
         self._store = store
+        self._owner = owner
         self._repo = InstanceRepo(store)
         self._images = images
         self._facts = facts
@@ -189,7 +195,8 @@ class InstanceService:
 
     def _json(self, rec: InstanceRecord, mask: Mask | None, fields: tuple[str, ...]) -> bytes:
         addresses = self.networks.addresses(rec.spec) if self.networks is not None else []
-        key = (rec.spec_revision, rec.desired_revision, rec.status_revision, repr(addresses))
+        revisions = (rec.spec_revision, rec.desired_revision, rec.status_revision)
+        key = (*revisions, rec.owner_revision, repr(addresses))
         return self._views.json(rec.name, key, lambda: self._view(rec, addresses), mask, fields)
 
     def _view(
@@ -252,7 +259,8 @@ class InstanceService:
         guards, macs = await self.networks.mac_claims(spec) if self.networks else ([], [])
         async with self._admission(spec, start):  # the name claim is the reservation
             also = [await self._events.entry(created), *([done[1]] if done else []), *macs]
-            await self._repo.create(spec, DesiredState(power=power, generation=1), also, guards)
+            desired = DesiredState(power=power, generation=1)
+            await self._repo.create(spec, desired, also, guards, owner=self._owner)
         if done is not None:
             await self._runner.counted()
             return done[0]

@@ -7,8 +7,9 @@ every missing step and the version bump in one transaction: a failed upgrade
 leaves the file exactly as the old release wrote it. A file newer than this code
 is refused (``SchemaTooNewError``): an older daemon would misread what it does not
 know. Steps rewrite stored documents as new revisions (with their ``changes``
-rows), so watchers and caches see them as ordinary writes. Only SQL and JSON here;
-nothing of ``CoreStore``'s semantics.
+rows), so watchers and caches see them as ordinary writes. Only SQL and JSON here
+(and the host identity beside the file, ``state.identity``); nothing of
+``CoreStore``'s semantics.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from virtfleet.errors import SchemaTooNewError
+from virtfleet.state import identity
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 Step = Callable[["Rewriter"], None]
 
 
@@ -31,8 +33,9 @@ class Rewriter:
     """Rewrites stored documents inside the migration's transaction, all under one new
     revision (one ``changes`` row per key, as a ``txn`` would write)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self.db = db
+        self.path = path
         row = db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
         self.revision = (int(row[0]) if row else 0) + 1
         self.changed = 0
@@ -51,10 +54,13 @@ class Rewriter:
         return found
 
     def put(self, key: str, document: dict[str, Any]) -> None:
+        """Rewrite (or create) ``key`` at the migration's revision."""
         value = json.dumps(document, separators=(",", ":")).encode()
         self.db.execute(
-            "UPDATE kv SET value = ?, mod_revision = ?, version = version + 1 WHERE key = ?",
-            (value, self.revision, key.encode()),
+            "INSERT INTO kv (key, value, create_revision, mod_revision, version)"
+            " VALUES (?, ?, ?, ?, 1) ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+            " mod_revision = excluded.mod_revision, version = kv.version + 1",
+            (key.encode(), value, self.revision, self.revision),
         )
         self.db.execute(
             "INSERT INTO changes (revision, seq, type, key, value) VALUES (?, ?, 'put', ?, ?)",
@@ -89,7 +95,18 @@ def _v2_boot_policy(rw: Rewriter) -> None:
         rw.put(key, spec)
 
 
-MIGRATIONS: dict[int, Step] = {2: _v2_boot_policy}
+def _v3_owners(rw: Rewriter) -> None:
+    """Version 3: every instance has an owning host and an ownership epoch
+    (``/instances/{name}/owner``). A store from before owners was one daemon's: its
+    instances go to the host of the data directory the file is in (its ``host.json``,
+    made now if the daemon has not made it yet), at epoch 1."""
+    host = identity.load_or_create(rw.path.parent).id
+    for key, _ in rw.documents("/instances/", "/spec"):
+        name = key.split("/")[2]
+        rw.put(f"/instances/{name}/owner", {"host": host, "epoch": 1})
+
+
+MIGRATIONS: dict[int, Step] = {2: _v2_boot_policy, 3: _v3_owners}
 
 
 def migrate(db: sqlite3.Connection, path: Path) -> int | None:
@@ -107,7 +124,7 @@ def migrate(db: sqlite3.Connection, path: Path) -> int | None:
     backup(db, path, version)
     db.execute("BEGIN IMMEDIATE")
     try:
-        rw = Rewriter(db)
+        rw = Rewriter(db, path)
         for step in range(version + 1, SCHEMA_VERSION + 1):
             MIGRATIONS[step](rw)
         rw.finish()

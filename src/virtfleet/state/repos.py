@@ -3,7 +3,16 @@
 Keys:
     /instances/{name}/spec      InstanceSpec        written by the service
     /instances/{name}/desired   DesiredState        written by the service
-    /instances/{name}/status    InstanceStatus      written by the agent
+    /instances/{name}/status    InstanceStatus      written by the owning host's agent
+    /instances/{name}/owner     Ownership           host id + epoch; changed only by a txn
+    /hosts/{id}[/alive]         HostRecord          (state/hosts.py) liveness on a lease
+
+Ownership has a key of its own (not fields of the desired state) because it is the
+fencing token: the agent makes every status write conditional on the owner key's
+``mod_revision`` it read (a ``Compare`` in the same txn). Desired state changes with
+every user request; were the epoch in it, each request would fence out the agent's
+writes, and a conditional write could not tell "the user asked for something" from
+"the instance moved". Spec and desired state stay host-independent.
     /images/{name}              ImageRecord         written by the image service
     /operations/{id}            Operation
     /events/{revision:020d}-{writer}-{n}  Event     append-only, pruned to a bound; unique
@@ -29,10 +38,10 @@ from pydantic import BaseModel
 
 from virtfleet.errors import AlreadyExistsError, ConflictError, NotFoundError
 from virtfleet.model.event import Event
-from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus
+from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus, Ownership
 from virtfleet.model.operation import Operation
 from virtfleet.state.bulk import delete_keys
-from virtfleet.state.store import Compare, KeyValue, Put, StateStore, WatchEvent
+from virtfleet.state.store import Compare, Delete, KeyValue, Put, StateStore, WatchEvent
 
 M = TypeVar("M", bound=BaseModel)
 INSTANCES = "/instances/"
@@ -61,6 +70,8 @@ class InstanceRecord:
     spec_revision: int = 0
     desired_revision: int = 0
     status_revision: int = 0
+    owner: Ownership | None = None  # None: no host owns it (only stores from before owners)
+    owner_revision: int = 0
 
     @property
     def name(self) -> str:
@@ -94,16 +105,21 @@ class InstanceRepo:
         desired: DesiredState,
         also: Sequence[Put] = (),
         guards: Sequence[Compare] = (),
+        owner: str | None = None,
     ) -> None:
         """Write spec, desired and a stopped status in one transaction; fail if the name exists.
         ``also``: further writes in the same commit (its event, its operation record, its
-        MAC claims); ``guards``: further compares (``ConflictError`` if one misses)."""
+        MAC claims); ``guards``: further compares (``ConflictError`` if one misses);
+        ``owner``: the host that owns it from now (epoch 1)."""
+        key = instance_key(spec.name, "owner")
+        owned = [Put(key, _dump(Ownership(host=owner)))] if owner is not None else []
         ok = await self.store.txn(
             [Compare(instance_key(spec.name, "spec"), 0), *guards],
             [
                 Put(instance_key(spec.name, "spec"), _dump(spec)),
                 Put(instance_key(spec.name, "desired"), _dump(desired)),
                 Put(instance_key(spec.name, "status"), _dump(InstanceStatus())),
+                *owned,
                 *also,
             ],
         )
@@ -147,6 +163,7 @@ class InstanceRepo:
             return None
         desired = kvs.get(instance_key(name, "desired"))
         status = kvs.get(instance_key(name, "status"))
+        owner = kvs.get(instance_key(name, "owner"))
         return InstanceRecord(
             spec=self._parse(spec, InstanceSpec, copy),
             desired=self._parse(desired, DesiredState, copy)
@@ -158,6 +175,8 @@ class InstanceRepo:
             spec_revision=spec.mod_revision,
             desired_revision=desired.mod_revision if isinstance(desired, KeyValue) else 0,
             status_revision=status.mod_revision if isinstance(status, KeyValue) else 0,
+            owner=self._parse(owner, Ownership, copy) if isinstance(owner, KeyValue) else None,
+            owner_revision=owner.mod_revision if isinstance(owner, KeyValue) else 0,
         )
 
     def _parse(self, kv: KeyValue, model: type[M], copy: bool = True) -> M:
@@ -190,6 +209,48 @@ class InstanceRepo:
         if not also:
             return await self.store.put(put.key, put.value)
         return (await self.store.txn([], [put, *also])).revision
+
+    async def owner(self, name: str) -> tuple[Ownership | None, int]:
+        """``name``'s ownership and its key's revision ((None, 0): none)."""
+        kv = await self.store.get(instance_key(name, "owner"))
+        if kv is None:
+            return None, 0
+        return self._parse(kv, Ownership), kv.mod_revision
+
+    async def move_owner(self, name: str, host: str, expect_revision: int) -> Ownership | None:
+        """Give ``name`` to ``host`` with the next epoch, if its owner key is still at
+        ``expect_revision`` (0: it has none); the new ownership, None if it moved meanwhile."""
+        kv = await self.store.get(instance_key(name, "owner"))
+        if (kv.mod_revision if kv else 0) != expect_revision:
+            return None
+        epoch = self._parse(kv, Ownership).epoch + 1 if kv is not None else 1
+        moved = Ownership(host=host, epoch=epoch)
+        key = instance_key(name, "owner")
+        ok = await self.store.txn([Compare(key, expect_revision)], [Put(key, _dump(moved))])
+        return moved if ok else None
+
+    async def put_status_owned(
+        self,
+        name: str,
+        status: InstanceStatus,
+        owner_revision: int,
+        also: Sequence[Put] = (),
+        status_revision: int | None = None,
+    ) -> bool:
+        """Write ``status`` (and ``also``) only if the owner key is still at
+        ``owner_revision`` (and the status at ``status_revision``, if given): the write of
+        an agent fenced by the ownership it read. False: the instance moved (or is gone)."""
+        compares = [Compare(instance_key(name, "owner"), owner_revision)]
+        if status_revision is not None:
+            compares.append(Compare(instance_key(name, "status"), status_revision))
+        put = Put(instance_key(name, "status"), _dump(status))
+        return await self.store.txn(compares, [put, *also])
+
+    async def remove_owned(self, name: str, owner_revision: int) -> bool:
+        """Delete every key of ``name`` if its owner key is still at ``owner_revision``."""
+        keys = [kv.key for kv in await self.store.list(f"{INSTANCES}{name}/")]
+        compare = [Compare(instance_key(name, "owner"), owner_revision)]
+        return bool(await self.store.txn(compare, [Delete(key) for key in keys]))
 
     async def remove(self, name: str) -> None:
         await self.store.delete_prefix(f"{INSTANCES}{name}/")

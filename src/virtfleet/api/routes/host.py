@@ -1,5 +1,5 @@
 """Routes of ``/1.0/host``: the host's virtualization facts, its fitness checks and its
-boot report.
+boot report; and of ``/1.0/hosts``: every host of the platform as the store records it.
 
 Handlers only call ``HostService`` and ``BootService``. Must not probe the host.
 """
@@ -12,11 +12,25 @@ from virtfleet.api.auth import ADMIN, ANY_USER
 from virtfleet.api.deps import ServicesDep
 from virtfleet.errors import HostError, NotFoundError
 from virtfleet.model.boot import BootReport
-from virtfleet.model.host import Check, HostFacts
+from virtfleet.model.host import Check, HostFacts, HostRecord
 from virtfleet.model.instance import Strict
 from virtfleet.model.operation import Operation
 
 router = APIRouter(prefix="/1.0/host", tags=["host"], dependencies=[ANY_USER])
+hosts_router = APIRouter(prefix="/1.0/hosts", tags=["host"], dependencies=[ANY_USER])
+
+
+@hosts_router.get("")
+async def list_hosts(services: ServicesDep) -> list[HostRecord]:
+    """Every host (id, name, API URL, facts, capacity, state); ``offline`` when its
+    liveness lease lapsed."""
+    return await services.host.hosts()
+
+
+@hosts_router.get("/{host}")
+async def get_one_host(host: str, services: ServicesDep) -> HostRecord:
+    """One host, by id or by name."""
+    return await services.host.get_host(host)
 
 
 @router.get("")
