@@ -102,6 +102,7 @@ class Fences:
         if rec.status.host not in (None, self.host_id):
             return False
         status = status.model_copy(update={"host": self.host_id})
-        return await self.repo.put_status_owned(
+        written = await self.repo.put_status_owned(
             rec.name, status, rec.owner_revision, status_revision=rec.status_revision
         )
+        return written.succeeded

@@ -41,7 +41,15 @@ from virtfleet.model.event import Event
 from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus, Ownership
 from virtfleet.model.operation import Operation
 from virtfleet.state.bulk import delete_keys
-from virtfleet.state.store import Compare, Delete, KeyValue, Put, StateStore, WatchEvent
+from virtfleet.state.store import (
+    Compare,
+    Delete,
+    KeyValue,
+    Put,
+    StateStore,
+    TxnResult,
+    WatchEvent,
+)
 
 M = TypeVar("M", bound=BaseModel)
 INSTANCES = "/instances/"
@@ -236,10 +244,10 @@ class InstanceRepo:
         owner_revision: int,
         also: Sequence[Put] = (),
         status_revision: int | None = None,
-    ) -> bool:
+    ) -> TxnResult:
         """Write ``status`` (and ``also``) only if the owner key is still at
         ``owner_revision`` (and the status at ``status_revision``, if given): the write of
-        an agent fenced by the ownership it read. False: the instance moved (or is gone)."""
+        an agent fenced by the ownership it read. Falsy: the instance moved (or is gone)."""
         compares = [Compare(instance_key(name, "owner"), owner_revision)]
         if status_revision is not None:
             compares.append(Compare(instance_key(name, "status"), status_revision))
