@@ -46,11 +46,14 @@ from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.backups import BackupManager
 from virtfleet.host.collector import MetricsCollector
 from virtfleet.host.containers import ContainerHost, container_checks, data_dir_checks
+from virtfleet.host.disks import DiskManager
 from virtfleet.host.facts import host_check, probe_host
 from virtfleet.host.guest import GuestAgents
+from virtfleet.host.ops import LocalHostOps
 from virtfleet.host.quiesce import AgentQuiescer
 from virtfleet.host.snapshots import SnapshotManager
 from virtfleet.host.usage import sample_usage
+from virtfleet.hostops import HostOps
 from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.network.base import NetworkHost
@@ -63,7 +66,7 @@ from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
 from virtfleet.service.boot import BootService
 from virtfleet.service.capacity import CapacityService
-from virtfleet.service.containers import ContainerService, NoContainers
+from virtfleet.service.containers import ContainerOps, ContainerService, NoContainers
 from virtfleet.service.disks import DiskService
 from virtfleet.service.events import EventService
 from virtfleet.service.guest import GuestService
@@ -86,7 +89,7 @@ from virtfleet.state.audit import AuditLog
 from virtfleet.state.history import History, HistoryBackend, MemoryHistoryBackend
 from virtfleet.state.history_sqlite import SQLiteHistoryBackend
 from virtfleet.state.memory import MemoryStore
-from virtfleet.state.repos import EventLog
+from virtfleet.state.repos import EventLog, InstanceRepo
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.state.store import StateStore
 from virtfleet.storage.backup import Repository
@@ -107,7 +110,7 @@ class Platform:
     agent: Agent
     services: Services
     app: FastAPI
-    collector: MetricsCollector | None = None
+    host: HostMember
     freeze_heap: bool = False  # the daemon process; not in-process test platforms
 
     async def start(self) -> None:
@@ -122,13 +125,11 @@ class Platform:
         host_booted = await boot.detect() if boot is not None else False
         await self.agent.start(host_booted=host_booted)
         # Running VMs are re-adopted: a backup or restore killed mid-way left work behind.
-        if self.services.backups is not None:
-            specs = [rec.spec for rec in await self.agent.repo.list()]
-            await self.services.backups.manager.recover(specs)
+        specs = [rec.spec for rec in await self.agent.repo.list()]
+        await self.host.ops.backup_recover(specs)
         if self.services.alerts is not None:
             await self.services.alerts.start()
-        if self.collector is not None:
-            await self.collector.start()
+        await self.host.collector.start()
         if self.services.schedules is not None:
             self.services.schedules.start()
         if boot is not None:
@@ -145,8 +146,7 @@ class Platform:
         if self.services.schedules is not None:
             await self.services.schedules.stop()
         await self.services.operations.close()
-        if self.collector is not None:
-            await self.collector.stop()
+        await self.host.collector.stop()
         if self.services.alerts is not None:
             await self.services.alerts.stop()
         await self.agent.stop()
@@ -210,19 +210,6 @@ def _driver(settings: Settings, facts: HostFacts, images: ImageStore) -> Driver:
     return RoutingDriver(vm, containers)  # one driver for the agent, chosen by spec.kind
 
 
-def _containers(
-    store: StateStore,
-    driver: Driver,
-    facts: HostFacts,
-    events: EventLog,
-    capacity: CapacityService,
-) -> ContainerService:
-    ops = ContainerHost(driver.containers()) if isinstance(driver, RoutingDriver) else None
-    service = ContainerService(store, ops or NoContainers(), facts, events)
-    service.capacity = capacity
-    return service
-
-
 def _with_container_checks(driver: Driver) -> HostCheck:
     """``host check`` rows for VMs plus the container runtime row (which one, and why)."""
 
@@ -276,8 +263,121 @@ def _host_paths(settings: Settings) -> HostPaths:
     return paths
 
 
+@dataclass
+class HostMember:
+    """This host's side: the only parts that touch its processes and files. The control
+    plane reaches them through ``ops`` (the ``HostOps`` door) alone, except ``networks``
+    (network realisation follows the store), ``containers`` and ``check``."""
+
+    driver: Driver
+    networks: NetworkHost
+    agent: Agent
+    snapshots: SnapshotManager
+    backups: BackupManager
+    ops: LocalHostOps
+    containers: ContainerOps
+    check: HostCheck
+    collector: MetricsCollector
+
+
+def build_host(
+    settings: Settings, store: StateStore, events: EventLog, facts: HostFacts, images: ImageStore
+) -> HostMember:
+    """This host's agent and everything it owns, with the ``HostOps`` door over them."""
+    cgroups = CgroupManager(f"virtfleet-{settings.instance_id}") if os.geteuid() == 0 else None
+    driver = _driver(settings, facts, images)
+    networks = _networks(settings)
+    disks = DiskManager(settings.disks_dir, images.file_for, verified=images.verified)
+    agent = Agent(
+        store,
+        driver,
+        facts,
+        events,
+        AgentConfig(
+            disks=disks,
+            cgroups=cgroups if cgroups is not None and cgroups.available else None,
+            networks=networks,
+        ),
+    )
+    guests = GuestAgents(settings.run_dir)
+    quiescer = AgentQuiescer(guests)  # application-consistent when a guest agent answers
+    snapshots = SnapshotManager(agent, quiescer)
+    repo = Repository(settings.backup_repo_dir)
+    backups = BackupManager(agent, snapshots, repo, quiescer)
+    ops = LocalHostOps(agent, snapshots, backups, guests)
+    containers = ContainerHost(driver.containers()) if isinstance(driver, RoutingDriver) else None
+    collector = MetricsCollector(
+        agent.repo, lambda: agent.driver, facts, agent.cgroups, settings.metrics_interval_s
+    )
+    return HostMember(
+        driver, networks, agent, snapshots, backups, ops, containers or NoContainers(),
+        _with_container_checks(driver), collector,
+    )  # fmt: skip
+
+
+def build_control_plane(
+    settings: Settings,
+    store: StateStore,
+    events: EventLog,
+    facts: HostFacts,
+    images: ImageStore,
+    host: HostMember,
+) -> Services:
+    """The services over the store and the host's door; they never see ``host/`` parts."""
+    door: HostOps = host.ops  # mypy: LocalHostOps is the whole HostOps protocol
+    runner = OperationRunner(store, events)
+    tokens = TokenService(store)
+    ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
+    capacity = CapacityService(store, facts, ratios, sample_usage)
+    networks = NetworkService(store, host.networks, events, tally=capacity.tally)
+    instances = InstanceService(
+        store, images, facts, runner, events,
+        networks=networks, capacity=capacity, disks=DiskService(store, door, events),
+    )  # fmt: skip
+    snapshots = SnapshotService(store, runner, events, door)
+    backups = BackupService(store, runner, events, door, instances)
+    guests = GuestService(store, door)
+    host_paths = _host_paths(settings)
+    metrics, alerts = _monitoring(settings, store, events, facts, host.collector)
+    return Services(
+        instances=instances,
+        images=ImageService(images, store, runner, events, host_paths),
+        operations=runner,
+        host=HostService(facts, host.check),
+        events=EventService(events),
+        auth=AuthService(store, tokens),
+        tokens=tokens,
+        audit=AuditService(AuditLog(store)),
+        console=door,
+        idempotency=IdempotencyService(store),
+        metrics=metrics,
+        alerts=alerts,
+        containers=ContainerService(store, host.containers, facts, events, capacity),
+        networks=networks,
+        resources=ResourceService(store, instances, capacity, door.live_stats, images),
+        capacity=capacity,
+        templates=TemplateService(images, store, instances, runner, events, door),
+        guests=guests,
+        ova=OvaService(images, store, instances, runner, door, host_paths),
+        snapshots=snapshots,
+        backups=backups,
+        schedules=ScheduleService(store, backups),
+        disks=instances.disks,
+        boot=BootService(
+            store,
+            instances,
+            runner,
+            boot_id_of(settings),
+            snapshots=snapshots,
+            guest_ready=_agent_answers(guests),
+        ),
+        shutdown=ShutdownService(store, instances, runner, snapshots),
+    )
+
+
 def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platform:
-    """Wire every component for ``settings`` (nothing is started yet)."""
+    """Wire every component for ``settings`` (nothing is started yet): this host's
+    member, then the control plane over the store and the member's door."""
     secure_data_dir(settings.data_dir)
     for path in (settings.images_dir, settings.disks_dir, settings.run_dir):
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -287,74 +387,9 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     )
     events = EventLog(store)
     images = ImageStore(settings.images_dir, store, settings.cache_dir)
-    host_paths = _host_paths(settings)
-    cgroups = CgroupManager(f"virtfleet-{settings.instance_id}") if os.geteuid() == 0 else None
-    driver = _driver(settings, facts, images)
-    networks = _networks(settings)
-    agent = Agent(
-        store,
-        driver,
-        facts,
-        events,
-        AgentConfig(
-            disks_root=settings.disks_dir,
-            image_path=images.file_for,
-            image_verified=images.verified,
-            cgroups=cgroups if cgroups is not None and cgroups.available else None,
-            networks=networks,
-        ),
-    )
-    runner = OperationRunner(store, events)
-    collector, metrics, alerts = _monitoring(settings, store, agent, events, facts)
-    tokens = TokenService(store)
-    instances = InstanceService(store, images, facts, runner, events)
-    instances.networks = NetworkService(store, networks, events)
-    ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
-    capacity = CapacityService(store, facts, ratios, sample_usage)
-    instances.capacity = capacity
-    instances.networks.tally = capacity.tally  # MAC checks without a listing
-    instances.disks = DiskService(store, agent.disks, events)
-    guest_agents = GuestAgents(settings.run_dir)
-    quiescer = AgentQuiescer(guest_agents)  # application-consistent when a guest agent answers
-    snapshots = SnapshotManager(agent, quiescer)
-    backups = BackupService(
-        store,
-        runner,
-        events,
-        BackupManager(agent, snapshots, Repository(settings.backup_repo_dir), quiescer),
-        instances,
-    )
-    services = Services(
-        instances=instances,
-        images=ImageService(images, store, runner, events, host_paths),
-        operations=runner,
-        host=HostService(facts, _with_container_checks(driver)),
-        events=EventService(events),
-        auth=AuthService(store, tokens),
-        tokens=tokens,
-        audit=AuditService(AuditLog(store)),
-        console=agent,
-        idempotency=IdempotencyService(store),
-        metrics=metrics,
-        alerts=alerts,
-        containers=_containers(store, driver, facts, events, capacity),
-        networks=instances.networks,
-        resources=ResourceService(store, instances, capacity, agent.live_stats, images),
-        capacity=capacity,
-        templates=TemplateService(images, store, instances, runner, events, settings.disks_dir),
-        guests=GuestService(store, guest_agents),
-        ova=OvaService(images, store, instances, runner, settings.disks_dir, host_paths),
-        snapshots=SnapshotService(store, runner, events, snapshots),
-        backups=backups,
-        schedules=ScheduleService(store, backups),
-        disks=instances.disks,
-        boot=(boot := BootService(store, instances, runner, boot_id_of(settings))),
-        shutdown=(shutdown := ShutdownService(store, instances, runner)),
-    )
-    boot.snapshots = shutdown.snapshots = services.snapshots  # suspend and resume
-    if services.guests is not None:  # a group with guest agents goes on once they answer
-        boot.guest_ready = _agent_answers(services.guests)
-    platform = Platform(settings, store, driver, agent, services, FastAPI(), collector)
+    host = build_host(settings, store, events, facts, images)
+    services = build_control_plane(settings, store, events, facts, images, host)
+    platform = Platform(settings, store, host.driver, host.agent, services, FastAPI(), host)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -364,28 +399,31 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         finally:
             await platform.stop()
 
-    platform.app = create_app(services, lifespan=lifespan)
+    platform.app = create_app(services, lifespan=lifespan)  # the lifespan needs the platform
     return platform
 
 
 def _monitoring(
-    settings: Settings, store: StateStore, agent: Agent, events: EventLog, facts: HostFacts
-) -> tuple[MetricsCollector, MetricsService, AlertService]:
-    """The collector, its history (in the store's own file with SQLite) and the alerts."""
+    settings: Settings,
+    store: StateStore,
+    events: EventLog,
+    facts: HostFacts,
+    collector: MetricsCollector,
+) -> tuple[MetricsService, AlertService]:
+    """The metrics history (in the store's own file with SQLite) and the alerts, as the
+    host's collector's sinks."""
     backend: HistoryBackend = (
         SQLiteHistoryBackend(store.side_connection())
         if isinstance(store, SQLiteStore)
         else MemoryHistoryBackend()
     )
-    cgroups = agent.cgroups  # None without root or cgroups: process counters only
-    collector = MetricsCollector(
-        agent.repo, lambda: agent.driver, facts, cgroups, settings.metrics_interval_s
-    )
-    metrics = MetricsService(collector, History(backend), agent.repo, facts)
-    metrics.scrape_from_loopback = settings.metrics_scrape_from_loopback
+    metrics = MetricsService(
+        collector, History(backend), InstanceRepo(store), facts,
+        scrape_from_loopback=settings.metrics_scrape_from_loopback,
+    )  # fmt: skip
     alerts = AlertService(store, events, WebhookNotifier(settings.alert_webhooks))
-    collector.sinks = [metrics.record, alerts.evaluate]
-    return collector, metrics, alerts
+    collector.sinks = [metrics.record, alerts.evaluate]  # a cycle: the sinks read the collector
+    return metrics, alerts
 
 
 def serve(settings: Settings) -> None:

@@ -71,13 +71,18 @@ class NoContainers:
 
 class ContainerService:
     def __init__(
-        self, store: StateStore, ops: ContainerOps, facts: HostFacts, events: EventLog
+        self,
+        store: StateStore,
+        ops: ContainerOps,
+        facts: HostFacts,
+        events: EventLog,
+        capacity: CapacityService | None = None,
     ) -> None:
         self._repo = InstanceRepo(store)
         self._ops = ops
         self._facts = facts
         self._events = events
-        self.capacity: CapacityService | None = None  # admission of growth, when wired
+        self.capacity = capacity  # admission of growth, when wired
 
     async def _container(self, name: str) -> InstanceRecord:
         rec = await self._repo.get(validate_name(name, "instance name"))

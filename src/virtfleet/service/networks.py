@@ -41,13 +41,19 @@ def network_users(specs: builtins.list[InstanceSpec], network: str) -> builtins.
 
 
 class NetworkService:
-    def __init__(self, store: StateStore, host: NetworkHost, events: EventLog) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        host: NetworkHost,
+        events: EventLog,
+        tally: Allocations | None = None,
+    ) -> None:
         self._repo = NetworkRepo(store)
         self._instances = InstanceRepo(store)
         self._host = host
         self._events = events
         self._lock = asyncio.Lock()  # creates and deletes check-then-act: one at a time
-        self.tally: Allocations | None = None  # the store-following tally, when wired
+        self.tally = tally  # the store-following tally, when wired
 
     async def list(self) -> builtins.list[Network]:
         return [await self._view(spec) for spec in await self._repo.list()]

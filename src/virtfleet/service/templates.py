@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import Field
 
 from virtfleet.errors import AlreadyExistsError, InvalidInputError, InvalidStateError
-from virtfleet.host.disks import DiskManager
+from virtfleet.hostops import DiskOps
 from virtfleet.model.cloudinit import CloudInit
 from virtfleet.model.defaults import compose, effective, template_defaults
 from virtfleet.model.event import Event
@@ -59,14 +59,14 @@ class TemplateService:
         instances: InstanceService,
         runner: OperationRunner,
         events: EventLog,
-        disks_root: Path,
+        disks: DiskOps,
     ) -> None:
         self._images = images
         self._repo = InstanceRepo(store)
         self._instances = instances
         self._runner = runner
         self._events = events
-        self._disks = DiskManager(disks_root, images.file_for)
+        self._disks = disks
 
     async def list(self) -> builtins.list[TemplateView]:
         return [_view(r) for r in await self._images.list() if r.kind == "template"]
@@ -133,7 +133,7 @@ class TemplateService:
         disk = next((d for d in spec.disks if d.boot), None)
         if disk is None:
             raise InvalidInputError(f"instance {spec.name!r} has no disk to make a template of")
-        path = self._disks.path(spec.name, disk.name)
+        path = self._disks.disk_path(spec.name, disk.name)
         if path.exists():
             return path
         if disk.image:  # never started: its disk is still just its image
@@ -203,7 +203,7 @@ class TemplateService:
         base = Path(record.path)
         for i, spec in enumerate(specs):
             await self._check_free(spec.name)
-            disk = self._disks.path(spec.name, "root")
+            disk = self._disks.disk_path(spec.name, "root")
 
             async def make(disk: Path = disk, name: str = spec.name) -> None:
                 """The clone's disk, once the name is ours (never before: see _undo)."""
@@ -213,7 +213,7 @@ class TemplateService:
                     else:
                         await clones.full(base, disk, None)
                 except BaseException:
-                    self._disks.remove(name)  # checked absent, then claimed: ours alone
+                    self._disks.remove_disks(name)  # checked absent, then claimed: ours alone
                     raise
 
             op = await self._instances.create(spec, prepare=make)

@@ -1,0 +1,181 @@
+"""The in-process host-operations door: ``virtfleet.hostops.HostOps`` over this host's agent.
+
+Owns the host actions that combine several host parts under one instance lock:
+snapshot create/revert/delete and backup restore run under the agent's
+per-instance lock (``Agent.lock``), and revert powers the VM off and on through
+the agent's public ``stop_held``/``start_held``, never through its internals.
+Everything else is a thin call on the part that owns it (agent, snapshot and
+backup managers, the one ``DiskManager``, guest agents). Built once by the
+composition root; services and the API only ever see it as ``HostOps``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from virtfleet.drivers.base import SupportsVmSnapshots
+from virtfleet.errors import InvalidStateError
+from virtfleet.host.agent import Agent
+from virtfleet.host.backups import BackupManager, RepositoryAccess
+from virtfleet.host.disks import DiskManager
+from virtfleet.host.guest import GuestAgents
+from virtfleet.host.snapshots import SnapshotManager
+from virtfleet.hostops import Pruned, Report
+from virtfleet.model.backup import RetentionPolicy, Snapshot
+from virtfleet.model.guest import GuestInfo
+from virtfleet.model.instance import InstanceSpec, PowerState
+from virtfleet.storage.backup.manifest import BackupManifest
+from virtfleet.storage.backup.repo import RepoStats, VerifyReport
+
+
+class LocalHostOps:
+    """This host's ``HostOps``; every method's contract is the protocol's."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        snapshots: SnapshotManager,
+        backups: BackupManager,
+        guests: GuestAgents,
+    ) -> None:
+        self.agent = agent
+        self.snapshot_manager = snapshots
+        self.backup_manager = backups
+        self.repository = RepositoryAccess(backups)
+        self.guests = guests
+        self.disks: DiskManager = agent.disks  # the one DiskManager, shared with the agent
+
+    def lock(self, name: str) -> asyncio.Lock:
+        return self.agent.lock(name)
+
+    # -- power ---------------------------------------------------------------------------
+
+    async def start_instance(self, name: str) -> None:
+        await self.agent.start_instance(name)
+
+    async def stop_instance(self, name: str, force: bool = False, timeout_s: float = 60.0) -> None:
+        await self.agent.stop_instance(name, force, timeout_s)
+
+    async def restart_instance(
+        self, name: str, force: bool = False, timeout_s: float = 60.0
+    ) -> None:
+        await self.agent.restart_instance(name, force, timeout_s)
+
+    async def pause_instance(self, name: str) -> None:
+        await self.agent.pause_instance(name)
+
+    async def resume_instance(self, name: str) -> None:
+        await self.agent.resume_instance(name)
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    async def snapshots(self, name: str) -> list[Snapshot]:
+        return self.snapshot_manager.snapshots(name)
+
+    async def snapshot_create(self, spec: InstanceSpec, snap: str, memory: bool) -> Snapshot:
+        async with self.lock(spec.name):
+            return await self.snapshot_manager.create(spec, snap, memory)
+
+    async def snapshot_delete(self, spec: InstanceSpec, snap: str) -> None:
+        async with self.lock(spec.name):
+            await self.snapshot_manager.delete(spec, snap)
+
+    async def snapshot_revert(self, spec: InstanceSpec, snap: str) -> None:
+        async with self.lock(spec.name):
+            memory = self.snapshot_manager.check_revert(spec, snap)
+            power = (await self.agent.repo.get(spec.name)).status.power
+            running = power in (PowerState.RUNNING, PowerState.PAUSED)
+            if running:
+                await self.agent.stop_held(spec.name, force=True, timeout_s=0.0)
+            await self.snapshot_manager.reset_to(spec, snap)
+            if memory:
+                await self._start_from_memory(spec.name, snap)
+            elif running:
+                await self.agent.start_held(spec.name)
+
+    async def _start_from_memory(self, vm: str, snap: str) -> None:
+        """Start ``vm`` paused before its CPUs run, load ``snap``'s RAM and device state."""
+        driver = self.agent.driver
+        if not isinstance(driver, SupportsVmSnapshots):
+            raise InvalidStateError("without VM snapshots", "a VM", what=f"instance {vm!r}")
+        driver.defer_start(vm)
+        await self.agent.start_held(vm)
+        try:
+            await driver.load_state(vm, self.snapshot_manager.state_file(vm, snap))
+        except BaseException:
+            await self.agent.stop_held(vm, force=True, timeout_s=0.0)
+            raise
+
+    # -- backups -------------------------------------------------------------------------
+
+    async def backup(self, spec: InstanceSpec, full: bool, report: Report) -> BackupManifest:
+        return await self.backup_manager.backup(spec, full=full, report=report)
+
+    async def backup_restore(self, manifest: BackupManifest, vm: str, replace: bool) -> None:
+        async with self.lock(vm):
+            await self.backup_manager.restore_disks(manifest, vm, replace=replace)
+
+    async def backup_recover(self, specs: list[InstanceSpec]) -> None:
+        await self.backup_manager.recover(specs)
+
+    async def backups(self, instance: str | None = None) -> list[BackupManifest]:
+        return self.backup_manager.repo.list(instance)
+
+    async def backup_get(self, backup_id: str) -> BackupManifest:
+        return self.backup_manager.repo.get(backup_id)
+
+    async def backup_stats(self) -> RepoStats:
+        return await asyncio.to_thread(self.backup_manager.repo.stats)
+
+    async def backup_verify(self) -> VerifyReport:
+        return await self.repository.verify()
+
+    async def backup_prune(
+        self, instance: str | None, policy: RetentionPolicy, dry_run: bool
+    ) -> Pruned:
+        return await self.repository.prune(instance, policy, dry_run)
+
+    async def backup_delete(self, backup_id: str) -> None:
+        await self.repository.delete(backup_id)
+
+    # -- disk files ----------------------------------------------------------------------
+
+    def disk_dir(self, name: str) -> Path:
+        return self.disks.dir(name)
+
+    def disk_path(self, name: str, disk: str) -> Path:
+        return self.disks.path(name, disk)
+
+    def kept_disks(self, name: str) -> list[str]:
+        return self.disks.kept(name)
+
+    def disk_names(self) -> list[str]:
+        return self.disks.names()
+
+    def disk_usage(self, name: str) -> int:
+        return self.disks.usage(name)
+
+    def remove_disks(self, name: str) -> None:
+        self.disks.remove(name)
+
+    # -- consoles, guest agent, live figures ----------------------------------------------
+
+    def socket_path(self, name: str) -> Path | None:
+        return self.agent.socket_path(name)
+
+    def log_path(self, name: str) -> Path | None:
+        return self.agent.log_path(name)
+
+    def vnc_socket(self, name: str) -> Path | None:
+        return self.agent.vnc_socket(name)
+
+    async def screenshot(self, name: str) -> bytes:
+        return await self.agent.screenshot(name)
+
+    async def guest_info(self, name: str) -> GuestInfo:
+        return await self.guests.info(name)
+
+    async def live_stats(self, name: str) -> dict[str, Any]:
+        return await self.agent.live_stats(name)
