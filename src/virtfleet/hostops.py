@@ -2,7 +2,7 @@
 
 Owns the ``HostOps`` protocol: every host-side action the control plane asks of a
 host's agent (power, snapshots, backups and restores, disk files, live resources,
-the guest agent, consoles and screenshots) and the per-instance exclusive lock
+the guest agent, consoles and screenshots, network realisation) and the per-instance exclusive lock
 those actions run under. ``service/`` and ``api/`` depend on this protocol only,
 never on ``host/``; the in-process implementation is ``host.ops.LocalHostOps``,
 wired in the composition root (``app.bootstrap``). A cluster member will put a
@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from virtfleet.model.backup import RetentionPolicy, Snapshot
 from virtfleet.model.guest import GuestInfo
 from virtfleet.model.instance import InstanceSpec
+from virtfleet.model.network import Lease, NetworkSpec, NetworkState
 from virtfleet.storage.backup.manifest import BackupManifest
 from virtfleet.storage.backup.repo import RepoStats, VerifyReport
 
@@ -143,7 +144,29 @@ class GuestOps(Protocol):
         ...
 
 
+class NetworkOps(Protocol):
+    """Network realisation on the host (bridges, DHCP/DNS, firewall); the store is the
+    network service's. ``others``: the host's other networks (overlap and NAT rules)."""
+
+    async def network_check(self, spec: NetworkSpec) -> None:
+        """``ConflictError`` if ``spec`` cannot be realised here; nothing changed."""
+        ...
+
+    async def network_create(self, spec: NetworkSpec, others: list[NetworkSpec]) -> None: ...
+    async def network_remove(self, spec: NetworkSpec, others: list[NetworkSpec]) -> None: ...
+    async def network_state(self, spec: NetworkSpec) -> NetworkState: ...
+    def network_leases(self, network: str) -> list[Lease]: ...
+
+
 class HostOps(
-    InstanceLock, PowerOps, SnapshotOps, BackupOps, DiskOps, ConsoleOps, GuestOps, Protocol
+    InstanceLock,
+    PowerOps,
+    SnapshotOps,
+    BackupOps,
+    DiskOps,
+    ConsoleOps,
+    GuestOps,
+    NetworkOps,
+    Protocol,
 ):
     """Every host-side action, on the host that owns the instance."""

@@ -10,11 +10,12 @@ import httpx
 import pytest
 
 from virtfleet.app.bootstrap import Platform
-from virtfleet.errors import InvalidStateError
+from virtfleet.errors import ConflictError, InvalidStateError
 from virtfleet.hostops import HostOps
 from virtfleet.model.instance import PowerState
+from virtfleet.model.network import NetworkSpec
 
-from .helpers import create, wait_op
+from .helpers import assert_error, create, wait_op
 from .platform import TestDriver
 
 
@@ -112,3 +113,18 @@ async def test_many_door_calls_on_one_instance_never_overlap(
     await asyncio.gather(*(ops.pause_instance("demo") for _ in range(5)))
     assert await _power(platform) is PowerState.PAUSED
     assert driver.calls.count(("pause", "demo")) == 1
+
+
+async def test_network_realisation_goes_through_the_door(
+    api: httpx.AsyncClient, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The network service creates a network's host part only through the door: a door
+    that refuses it fails the request (409) and nothing is recorded."""
+
+    async def refuse(spec: NetworkSpec) -> None:
+        raise ConflictError(f"host cannot make {spec.name}")
+
+    monkeypatch.setattr(platform.host.ops, "network_check", refuse)
+    body = {"name": "lan", "subnet": "10.77.0.0/24"}
+    assert_error(await api.post("/1.0/networks", json=body), 409, "conflict")
+    assert (await api.get("/1.0/networks")).json() == []

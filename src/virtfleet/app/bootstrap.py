@@ -266,8 +266,8 @@ def _host_paths(settings: Settings) -> HostPaths:
 @dataclass
 class HostMember:
     """This host's side: the only parts that touch its processes and files. The control
-    plane reaches them through ``ops`` (the ``HostOps`` door) alone, except ``networks``
-    (network realisation follows the store), ``containers`` and ``check``."""
+    plane reaches them through ``ops`` (the ``HostOps`` door) alone, except ``containers``
+    (container runtime calls), ``check`` (host check rows) and the ``collector``."""
 
     driver: Driver
     networks: NetworkHost
@@ -304,7 +304,7 @@ def build_host(
     snapshots = SnapshotManager(agent, quiescer)
     repo = Repository(settings.backup_repo_dir)
     backups = BackupManager(agent, snapshots, repo, quiescer)
-    ops = LocalHostOps(agent, snapshots, backups, guests)
+    ops = LocalHostOps(agent, snapshots, backups, guests, networks)
     containers = ContainerHost(driver.containers()) if isinstance(driver, RoutingDriver) else None
     collector = MetricsCollector(
         agent.repo, lambda: agent.driver, facts, agent.cgroups, settings.metrics_interval_s
@@ -329,7 +329,7 @@ def build_control_plane(
     tokens = TokenService(store)
     ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
     capacity = CapacityService(store, facts, ratios, sample_usage)
-    networks = NetworkService(store, host.networks, events, tally=capacity.tally)
+    networks = NetworkService(store, door, events, tally=capacity.tally)
     instances = InstanceService(
         store, images, facts, runner, events,
         networks=networks, capacity=capacity, disks=DiskService(store, door, events),

@@ -5,8 +5,8 @@ snapshot create/revert/delete and backup restore run under the agent's
 per-instance lock (``Agent.lock``), and revert powers the VM off and on through
 the agent's public ``stop_held``/``start_held``, never through its internals.
 Everything else is a thin call on the part that owns it (agent, snapshot and
-backup managers, the one ``DiskManager``, guest agents). Built once by the
-composition root; services and the API only ever see it as ``HostOps``.
+backup managers, the one ``DiskManager``, guest agents, the host's networking).
+Built once by the composition root; services only ever see it as ``HostOps``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from virtfleet.hostops import Pruned, Report
 from virtfleet.model.backup import RetentionPolicy, Snapshot
 from virtfleet.model.guest import GuestInfo
 from virtfleet.model.instance import InstanceSpec, PowerState
+from virtfleet.model.network import Lease, NetworkSpec, NetworkState
+from virtfleet.network.base import NetworkHost
 from virtfleet.storage.backup.manifest import BackupManifest
 from virtfleet.storage.backup.repo import RepoStats, VerifyReport
 
@@ -39,12 +41,14 @@ class LocalHostOps:
         snapshots: SnapshotManager,
         backups: BackupManager,
         guests: GuestAgents,
+        networks: NetworkHost,
     ) -> None:
         self.agent = agent
         self.snapshot_manager = snapshots
         self.backup_manager = backups
         self.repository = RepositoryAccess(backups)
         self.guests = guests
+        self.networks = networks
         self.disks: DiskManager = agent.disks  # the one DiskManager, shared with the agent
 
     def lock(self, name: str) -> asyncio.Lock:
@@ -179,3 +183,20 @@ class LocalHostOps:
 
     async def live_stats(self, name: str) -> dict[str, Any]:
         return await self.agent.live_stats(name)
+
+    # -- network realisation -------------------------------------------------------------
+
+    async def network_check(self, spec: NetworkSpec) -> None:
+        await self.networks.check(spec)
+
+    async def network_create(self, spec: NetworkSpec, others: list[NetworkSpec]) -> None:
+        await self.networks.create(spec, others)
+
+    async def network_remove(self, spec: NetworkSpec, others: list[NetworkSpec]) -> None:
+        await self.networks.remove(spec, others)
+
+    async def network_state(self, spec: NetworkSpec) -> NetworkState:
+        return await self.networks.state(spec)
+
+    def network_leases(self, network: str) -> list[Lease]:
+        return self.networks.leases(network)
