@@ -2,7 +2,8 @@
 
 Owns the ``HostOps`` protocol: every host-side action the control plane asks of a
 host's agent (power, snapshots, backups and restores, disk files, live resources,
-the guest agent, consoles and screenshots, network realisation) and the per-instance exclusive lock
+the guest agent, consoles and screenshots, network realisation, container
+exec, limits and rootfs snapshots) and the per-instance exclusive lock
 those actions run under. ``service/`` and ``api/`` depend on this protocol only,
 never on ``host/``; the in-process implementation is ``host.ops.LocalHostOps``,
 wired in the composition root (``app.bootstrap``). A cluster member will put a
@@ -16,12 +17,15 @@ instead) and ``Report`` progress callbacks (a remote door relays them as events)
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
+from virtfleet.errors import ConflictError
 from virtfleet.model.backup import RetentionPolicy, Snapshot
+from virtfleet.model.container import ExecOutput
 from virtfleet.model.guest import GuestInfo
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.model.network import Lease, NetworkSpec, NetworkState
@@ -158,6 +162,47 @@ class NetworkOps(Protocol):
     def network_leases(self, network: str) -> list[Lease]: ...
 
 
+class ContainerOps(Protocol):
+    """Container exec, live limits and rootfs snapshots (``HostOps.containers``)."""
+
+    async def exec(self, name: str, argv: builtins.list[str], timeout_s: float) -> ExecOutput: ...
+
+    async def update_limits(self, name: str, spec: InstanceSpec) -> None: ...
+
+    async def snapshot(self, name: str, snap: str) -> None: ...
+
+    async def restore(self, name: str, snap: str) -> None: ...
+
+    def snapshots(self, name: str) -> builtins.list[str]: ...
+
+    def delete_snapshot(self, name: str, snap: str) -> None: ...
+
+
+class NoContainers:
+    """``ContainerOps`` for a platform without a container driver (the fake driver)."""
+
+    def _no(self) -> ConflictError:
+        return ConflictError("this host runs no container driver")
+
+    async def exec(self, name: str, argv: builtins.list[str], timeout_s: float) -> ExecOutput:
+        raise self._no()
+
+    async def update_limits(self, name: str, spec: InstanceSpec) -> None:
+        raise self._no()
+
+    async def snapshot(self, name: str, snap: str) -> None:
+        raise self._no()
+
+    async def restore(self, name: str, snap: str) -> None:
+        raise self._no()
+
+    def snapshots(self, name: str) -> builtins.list[str]:
+        return []
+
+    def delete_snapshot(self, name: str, snap: str) -> None:
+        raise self._no()
+
+
 class HostOps(
     InstanceLock,
     PowerOps,
@@ -170,3 +215,5 @@ class HostOps(
     Protocol,
 ):
     """Every host-side action, on the host that owns the instance."""
+
+    containers: ContainerOps  # rootfs snapshots and restores take the instance lock

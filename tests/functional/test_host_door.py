@@ -15,6 +15,7 @@ from virtfleet.hostops import HostOps
 from virtfleet.model.instance import PowerState
 from virtfleet.model.network import NetworkSpec
 
+from .fake_containers import with_containers
 from .helpers import assert_error, create, wait_op
 from .platform import TestDriver
 
@@ -128,3 +129,23 @@ async def test_network_realisation_goes_through_the_door(
     body = {"name": "lan", "subnet": "10.77.0.0/24"}
     assert_error(await api.post("/1.0/networks", json=body), 409, "conflict")
     assert (await api.get("/1.0/networks")).json() == []
+
+
+async def test_a_container_rootfs_snapshot_waits_for_the_instance_lock(
+    api: httpx.AsyncClient, platform: Platform
+) -> None:
+    """Rootfs snapshots go through the door's container calls, under the instance lock:
+    while it is held the snapshot is not taken; released, it is."""
+    runtime = with_containers(platform)
+    built = await api.post("/1.0/images", json={"name": "ctiny", "builder": "container-tiny"})
+    assert (await wait_op(api, built))["status"] == "success"
+    await create(api, "c1", kind="container", image="ctiny")
+    async with platform.host.ops.lock("c1"):
+        task = asyncio.create_task(
+            api.post("/1.0/instances/c1/rootfs-snapshots", json={"name": "s"})
+        )
+        # Bounded look for something that must not happen: the snapshot taken meanwhile.
+        done, _ = await asyncio.wait([task], timeout=0.5)
+        assert not done and runtime.snaps == {}
+    assert (await task).status_code == 201
+    assert runtime.snaps == {"c1": ["s"]}

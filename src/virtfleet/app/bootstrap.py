@@ -53,7 +53,7 @@ from virtfleet.host.ops import LocalHostOps
 from virtfleet.host.quiesce import AgentQuiescer
 from virtfleet.host.snapshots import SnapshotManager
 from virtfleet.host.usage import sample_usage
-from virtfleet.hostops import HostOps
+from virtfleet.hostops import HostOps, NoContainers
 from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.network.base import NetworkHost
@@ -66,7 +66,7 @@ from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
 from virtfleet.service.boot import BootService
 from virtfleet.service.capacity import CapacityService
-from virtfleet.service.containers import ContainerOps, ContainerService, NoContainers
+from virtfleet.service.containers import ContainerService
 from virtfleet.service.disks import DiskService
 from virtfleet.service.events import EventService
 from virtfleet.service.guest import GuestService
@@ -266,8 +266,8 @@ def _host_paths(settings: Settings) -> HostPaths:
 @dataclass
 class HostMember:
     """This host's side: the only parts that touch its processes and files. The control
-    plane reaches them through ``ops`` (the ``HostOps`` door) alone, except ``containers``
-    (container runtime calls), ``check`` (host check rows) and the ``collector``."""
+    plane reaches them through ``ops`` (the ``HostOps`` door) alone, except ``check``
+    (host check rows) and the ``collector`` (metrics sampling)."""
 
     driver: Driver
     networks: NetworkHost
@@ -275,7 +275,6 @@ class HostMember:
     snapshots: SnapshotManager
     backups: BackupManager
     ops: LocalHostOps
-    containers: ContainerOps
     check: HostCheck
     collector: MetricsCollector
 
@@ -304,13 +303,13 @@ def build_host(
     snapshots = SnapshotManager(agent, quiescer)
     repo = Repository(settings.backup_repo_dir)
     backups = BackupManager(agent, snapshots, repo, quiescer)
-    ops = LocalHostOps(agent, snapshots, backups, guests, networks)
     containers = ContainerHost(driver.containers()) if isinstance(driver, RoutingDriver) else None
+    ops = LocalHostOps(agent, snapshots, backups, guests, networks, containers or NoContainers())
     collector = MetricsCollector(
         agent.repo, lambda: agent.driver, facts, agent.cgroups, settings.metrics_interval_s
     )
     return HostMember(
-        driver, networks, agent, snapshots, backups, ops, containers or NoContainers(),
+        driver, networks, agent, snapshots, backups, ops,
         _with_container_checks(driver), collector,
     )  # fmt: skip
 
@@ -352,7 +351,7 @@ def build_control_plane(
         idempotency=IdempotencyService(store),
         metrics=metrics,
         alerts=alerts,
-        containers=ContainerService(store, host.containers, facts, events, capacity),
+        containers=ContainerService(store, door.containers, facts, events, capacity),
         networks=networks,
         resources=ResourceService(store, instances, capacity, door.live_stats, images),
         capacity=capacity,

@@ -22,8 +22,9 @@ from virtfleet.host.backups import BackupManager, RepositoryAccess
 from virtfleet.host.disks import DiskManager
 from virtfleet.host.guest import GuestAgents
 from virtfleet.host.snapshots import SnapshotManager
-from virtfleet.hostops import Pruned, Report
+from virtfleet.hostops import ContainerOps, Pruned, Report
 from virtfleet.model.backup import RetentionPolicy, Snapshot
+from virtfleet.model.container import ExecOutput
 from virtfleet.model.guest import GuestInfo
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.model.network import Lease, NetworkSpec, NetworkState
@@ -42,6 +43,7 @@ class LocalHostOps:
         backups: BackupManager,
         guests: GuestAgents,
         networks: NetworkHost,
+        containers: ContainerOps,
     ) -> None:
         self.agent = agent
         self.snapshot_manager = snapshots
@@ -49,6 +51,7 @@ class LocalHostOps:
         self.repository = RepositoryAccess(backups)
         self.guests = guests
         self.networks = networks
+        self.containers: ContainerOps = LockedContainers(containers, agent)
         self.disks: DiskManager = agent.disks  # the one DiskManager, shared with the agent
 
     def lock(self, name: str) -> asyncio.Lock:
@@ -200,3 +203,32 @@ class LocalHostOps:
 
     def network_leases(self, network: str) -> list[Lease]:
         return self.networks.leases(network)
+
+
+class LockedContainers:
+    """A container runtime's calls with rootfs snapshot and restore under the instance
+    lock (never beside a start); exec and limits are not (an exec may outlast a stop)."""
+
+    def __init__(self, runtime: ContainerOps, agent: Agent) -> None:
+        self.runtime = runtime
+        self.agent = agent
+
+    async def exec(self, name: str, argv: list[str], timeout_s: float) -> ExecOutput:
+        return await self.runtime.exec(name, argv, timeout_s)
+
+    async def update_limits(self, name: str, spec: InstanceSpec) -> None:
+        await self.runtime.update_limits(name, spec)
+
+    async def snapshot(self, name: str, snap: str) -> None:
+        async with self.agent.lock(name):
+            await self.runtime.snapshot(name, snap)
+
+    async def restore(self, name: str, snap: str) -> None:
+        async with self.agent.lock(name):
+            await self.runtime.restore(name, snap)
+
+    def snapshots(self, name: str) -> list[str]:
+        return self.runtime.snapshots(name)
+
+    def delete_snapshot(self, name: str, snap: str) -> None:
+        self.runtime.delete_snapshot(name, snap)
