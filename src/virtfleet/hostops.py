@@ -114,6 +114,13 @@ class DiskOps(Protocol):
         ...
 
     def disk_names(self) -> list[str]: ...
+    async def disk_clone(
+        self, name: str, disk: str, base: Path, linked: bool, virtual_size: int
+    ) -> None:
+        """Write ``name``'s disk ``disk`` from the template file ``base``: a qcow2 overlay
+        over it (``linked``) or an independent copy; a failure leaves no file."""
+        ...
+
     def disk_usage(self, name: str) -> int: ...
     def remove_disks(self, name: str) -> None:
         """Idempotent: no directory is success."""

@@ -29,6 +29,7 @@ from virtfleet.model.guest import GuestInfo
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.model.network import Lease, NetworkSpec, NetworkState
 from virtfleet.network.base import NetworkHost
+from virtfleet.storage import clones
 from virtfleet.storage.backup.manifest import BackupManifest
 from virtfleet.storage.backup.repo import RepoStats, VerifyReport
 
@@ -160,6 +161,19 @@ class LocalHostOps:
 
     def disk_names(self) -> list[str]:
         return self.disks.names()
+
+    async def disk_clone(
+        self, name: str, disk: str, base: Path, linked: bool, virtual_size: int
+    ) -> None:
+        dest = self.disks.path(name, disk)
+        try:
+            if linked:
+                await clones.linked(base, dest, virtual_size)
+            else:
+                await clones.full(base, dest, None)
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
 
     def disk_usage(self, name: str) -> int:
         return self.disks.usage(name)

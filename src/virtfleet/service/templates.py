@@ -34,7 +34,7 @@ from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.state.repos import EventLog, InstanceRepo
 from virtfleet.state.store import StateStore
-from virtfleet.storage import clones, qemuimg
+from virtfleet.storage import qemuimg
 from virtfleet.storage.images import ImageRecord, ImageStore
 
 CLONE_WAIT_S = 300.0
@@ -203,15 +203,12 @@ class TemplateService:
         base = Path(record.path)
         for i, spec in enumerate(specs):
             await self._check_free(spec.name)
-            disk = self._disks.disk_path(spec.name, "root")
 
-            async def make(disk: Path = disk, name: str = spec.name) -> None:
+            async def make(name: str = spec.name) -> None:
                 """The clone's disk, once the name is ours (never before: see _undo)."""
+                linked, size = mode == "linked", record.virtual_size_bytes
                 try:
-                    if mode == "linked":
-                        await clones.linked(base, disk, record.virtual_size_bytes)
-                    else:
-                        await clones.full(base, disk, None)
+                    await self._disks.disk_clone(name, "root", base, linked, size)
                 except BaseException:
                     self._disks.remove_disks(name)  # checked absent, then claimed: ours alone
                     raise
