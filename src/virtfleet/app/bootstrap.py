@@ -388,17 +388,17 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     images = ImageStore(settings.images_dir, store, settings.cache_dir)
     host = build_host(settings, store, events, facts, images)
     services = build_control_plane(settings, store, events, facts, images, host)
-    platform = Platform(settings, store, host.driver, host.agent, services, FastAPI(), host)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await platform.start()
+        await platform.start()  # the platform below: bound when the app starts
         try:
             yield
         finally:
             await platform.stop()
 
-    platform.app = create_app(services, lifespan=lifespan)  # the lifespan needs the platform
+    app = create_app(services, lifespan=lifespan)
+    platform = Platform(settings, store, host.driver, host.agent, services, app, host)
     return platform
 
 
