@@ -13,6 +13,7 @@ from pathlib import Path
 
 from virtfleet.app.bootstrap import Platform
 from virtfleet.errors import NotFoundError
+from virtfleet.host.ops import LockedContainers
 from virtfleet.model.container import ExecOutput
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.storage.images import Progress
@@ -64,6 +65,7 @@ def with_containers(platform: Platform) -> FakeContainerOps:
     """Give ``platform`` the ``container-tiny`` builder and container ops; return the ops."""
     ops = FakeContainerOps()
     platform.services.images.store.add_builder("container-tiny", lambda: fake_rootfs_build)
-    assert platform.services.containers is not None
-    platform.services.containers._ops = ops  # the seam bootstrap fills from the OCI driver
+    door = platform.host.ops.containers
+    assert isinstance(door, LockedContainers)
+    door.runtime = ops  # what bootstrap fills from the OCI driver, behind the door's lock
     return ops

@@ -92,7 +92,7 @@ async def test_a_start_asked_during_a_restore_waits_for_it(
     """A start asked while a restore over the VM runs waits until the disks are swapped."""
     backup = await backed_up_vm(api)
     assert platform.services.backups is not None
-    manager = platform.services.backups.manager
+    manager = platform.host.backups
     reached, release, order = hold(manager, "restore_disks", monkeypatch)
     original_start = driver.start
 
@@ -160,7 +160,7 @@ async def test_a_restore_and_a_create_of_one_name_leave_the_winners_disk(
     instance that exists keeps its own disk file."""
     backup = await backed_up_vm(api)
     assert platform.services.backups is not None
-    manager = platform.services.backups.manager
+    manager = platform.host.backups
     # Held where it writes a disk file (past its check that the directory is empty).
     reached, release, _ = hold(manager, "_restore_disk", monkeypatch)
     restore = await api.post(f"/1.0/backups/{backup}/restore", json={"target": "web"})

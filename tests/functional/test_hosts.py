@@ -18,7 +18,7 @@ from virtfleet.api.auth import local_admin
 from virtfleet.app.bootstrap import Platform
 from virtfleet.cli.main import app
 from virtfleet.errors import InvalidInputError
-from virtfleet.host.member import HostMember
+from virtfleet.host.member import HostPresence
 from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.host import HostRecord
 from virtfleet.state import identity
@@ -97,7 +97,7 @@ async def test_the_member_renews_and_registers_again(tmp_path: Path) -> None:
     """The member keeps its lease alive beyond the TTL, and a lease lost anyway (revoked
     behind its back) is granted again with the record rewritten."""
     platform, _ = make_platform(tmp_path)
-    member = HostMember(
+    member = HostPresence(
         platform.store, identity.load_or_create(tmp_path), FACTS, OvercommitRatios(), tmp_path,
         ttl_s=0.3,
     )  # fmt: skip

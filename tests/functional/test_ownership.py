@@ -16,7 +16,7 @@ from tests.functional.helpers import act, create
 from tests.functional.platform import FACTS, TestDriver
 from virtfleet.app.bootstrap import Platform
 from virtfleet.host.agent import Agent, AgentConfig
-from virtfleet.host.member import HostMember
+from virtfleet.host.member import HostPresence
 from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.service.instances import InstanceService
@@ -34,7 +34,7 @@ class Second:
     driver: TestDriver
     instances: InstanceService
     runner: OperationRunner
-    member: HostMember
+    member: HostPresence
 
 
 @contextlib.asynccontextmanager
@@ -48,7 +48,7 @@ async def second_host(platform: Platform, tmp: Path) -> AsyncIterator[Second]:
     agent = Agent(store, driver, FACTS, events, config)
     runner = OperationRunner(store, events)
     instances = InstanceService(store, images, FACTS, runner, events, 10.0, owner=host.id)
-    member = HostMember(store, host, FACTS, OvercommitRatios(), tmp / "b")
+    member = HostPresence(store, host, FACTS, OvercommitRatios(), tmp / "b")
     await member.start()
     await agent.start()
     try:

@@ -48,12 +48,15 @@ from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.backups import BackupManager
 from virtfleet.host.collector import MetricsCollector
 from virtfleet.host.containers import ContainerHost, container_checks, data_dir_checks
+from virtfleet.host.disks import DiskManager
 from virtfleet.host.facts import host_check, probe_host
 from virtfleet.host.guest import GuestAgents
-from virtfleet.host.member import HostMember
+from virtfleet.host.member import HostPresence
+from virtfleet.host.ops import LocalHostOps
 from virtfleet.host.quiesce import AgentQuiescer
 from virtfleet.host.snapshots import SnapshotManager
 from virtfleet.host.usage import sample_usage
+from virtfleet.hostops import HostOps, NoContainers
 from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.network.base import NetworkHost
@@ -66,7 +69,7 @@ from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
 from virtfleet.service.boot import BootService
 from virtfleet.service.capacity import CapacityService
-from virtfleet.service.containers import ContainerService, NoContainers
+from virtfleet.service.containers import ContainerService
 from virtfleet.service.disks import DiskService
 from virtfleet.service.events import EventService
 from virtfleet.service.guest import GuestService
@@ -92,7 +95,7 @@ from virtfleet.state.identity import load_or_create
 from virtfleet.state.leader import Leadership
 from virtfleet.state.locks import Session
 from virtfleet.state.memory import MemoryStore
-from virtfleet.state.repos import EventLog
+from virtfleet.state.repos import EventLog, InstanceRepo
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.state.store import StateStore
 from virtfleet.storage.backup import Repository
@@ -113,8 +116,8 @@ class Platform:
     agent: Agent
     services: Services
     app: FastAPI
-    collector: MetricsCollector | None = None
-    member: HostMember | None = None  # this host's record and liveness lease in the store
+    host: HostMember
+    presence: HostPresence | None = None  # this host's record and liveness lease in the store
     freeze_heap: bool = False  # the daemon process; not in-process test platforms
     session: Session | None = None  # this daemon's lease for its claims in the store
     leader: Leadership | None = None  # elects the daemon running cluster-wide singletons
@@ -129,19 +132,17 @@ class Platform:
             await self.services.capacity.start()  # its tally follows the store from here
         boot = self.services.boot
         host_booted = await boot.detect() if boot is not None else False
-        if self.member is not None:
-            await self.member.start()
+        if self.presence is not None:
+            await self.presence.start()
         await self.agent.start(host_booted=host_booted)
         # Running VMs are re-adopted: a backup or restore killed mid-way left work behind.
-        if self.services.backups is not None:
-            specs = [rec.spec for rec in await self.agent.repo.list()]
-            await self.services.backups.manager.recover(specs)
+        specs = [rec.spec for rec in await self.agent.repo.list()]
+        await self.host.ops.backup_recover(specs)
         if self.leader is not None:
             self.leader.start()  # schedules and event alerts run while this daemon leads
         if self.services.alerts is not None:
             await self.services.alerts.start()
-        if self.collector is not None:
-            await self.collector.start()
+        await self.host.collector.start()
         if self.services.schedules is not None:
             self.services.schedules.start()
         if boot is not None:
@@ -158,13 +159,12 @@ class Platform:
         if self.services.schedules is not None:
             await self.services.schedules.stop()
         await self.services.operations.close()
-        if self.collector is not None:
-            await self.collector.stop()
+        await self.host.collector.stop()
         if self.services.alerts is not None:
             await self.services.alerts.stop()
         await self.agent.stop()
-        if self.member is not None:
-            await self.member.stop()
+        if self.presence is not None:
+            await self.presence.stop()
         if self.services.capacity is not None:
             await self.services.capacity.close()
         if self.leader is not None:
@@ -230,19 +230,6 @@ def _driver(settings: Settings, facts: HostFacts, images: ImageStore) -> Driver:
     return RoutingDriver(vm, containers)  # one driver for the agent, chosen by spec.kind
 
 
-def _containers(
-    store: StateStore,
-    driver: Driver,
-    facts: HostFacts,
-    events: EventLog,
-    capacity: CapacityService,
-) -> ContainerService:
-    ops = ContainerHost(driver.containers()) if isinstance(driver, RoutingDriver) else None
-    service = ContainerService(store, ops or NoContainers(), facts, events)
-    service.capacity = capacity
-    return service
-
-
 def _with_container_checks(driver: Driver) -> HostCheck:
     """``host check`` rows for VMs plus the container runtime row (which one, and why)."""
 
@@ -296,8 +283,142 @@ def _host_paths(settings: Settings) -> HostPaths:
     return paths
 
 
+@dataclass
+class HostMember:
+    """This host's side: the only parts that touch its processes and files. The control
+    plane reaches them through ``ops`` (the ``HostOps`` door) alone, except ``check``
+    (host check rows) and the ``collector`` (metrics sampling)."""
+
+    driver: Driver
+    networks: NetworkHost
+    agent: Agent
+    snapshots: SnapshotManager
+    backups: BackupManager
+    ops: LocalHostOps
+    check: HostCheck
+    collector: MetricsCollector
+
+
+@dataclass(frozen=True)
+class Membership:
+    """What the control plane shares with the other daemons on the store: this host's
+    id, its session (claims) and the leadership of cluster-wide singletons."""
+
+    host_id: str
+    session: Session
+    leader: Leadership
+    ratios: OvercommitRatios
+
+
+def build_host(
+    settings: Settings,
+    store: StateStore,
+    events: EventLog,
+    facts: HostFacts,
+    images: ImageStore,
+    host_id: str,
+) -> HostMember:
+    """This host's agent and everything it owns, with the ``HostOps`` door over them."""
+    cgroups = CgroupManager(f"virtfleet-{settings.instance_id}") if os.geteuid() == 0 else None
+    driver = _driver(settings, facts, images)
+    networks = _networks(settings)
+    disks = DiskManager(settings.disks_dir, images.file_for, verified=images.verified)
+    agent = Agent(
+        store,
+        driver,
+        facts,
+        events,
+        AgentConfig(
+            disks=disks,
+            cgroups=cgroups if cgroups is not None and cgroups.available else None,
+            networks=networks,
+            host_id=host_id,
+        ),
+    )
+    guests = GuestAgents(settings.run_dir)
+    quiescer = AgentQuiescer(guests)  # application-consistent when a guest agent answers
+    snapshots = SnapshotManager(agent, quiescer)
+    repo = Repository(settings.backup_repo_dir)
+    backups = BackupManager(agent, snapshots, repo, quiescer)
+    containers = ContainerHost(driver.containers()) if isinstance(driver, RoutingDriver) else None
+    ops = LocalHostOps(agent, snapshots, backups, guests, networks, containers or NoContainers())
+    collector = MetricsCollector(
+        agent.repo, lambda: agent.driver, facts, agent.cgroups, settings.metrics_interval_s
+    )
+    return HostMember(
+        driver, networks, agent, snapshots, backups, ops,
+        _with_container_checks(driver), collector,
+    )  # fmt: skip
+
+
+def build_control_plane(
+    settings: Settings,
+    store: StateStore,
+    events: EventLog,
+    facts: HostFacts,
+    images: ImageStore,
+    host: HostMember,
+    cluster: Membership,
+) -> Services:
+    """The services over the store and the host's door; they never see ``host/`` parts."""
+    door: HostOps = host.ops  # mypy: LocalHostOps is the whole HostOps protocol
+    me, session = cluster.host_id, cluster.session
+    runner = OperationRunner(store, events, host_id=me, session=session)
+    tokens = TokenService(store)
+    capacity = CapacityService(
+        store, facts, cluster.ratios, sample_usage, session=session, host_id=me
+    )
+    networks = NetworkService(
+        store, door, events, tally=capacity.tally, session=session, host_id=me
+    )
+    instances = InstanceService(
+        store, images, facts, runner, events, owner=me,
+        networks=networks, capacity=capacity, disks=DiskService(store, door, events),
+    )  # fmt: skip
+    snapshots = SnapshotService(store, runner, events, door)
+    backups = BackupService(store, runner, events, door, instances)
+    guests = GuestService(store, door)
+    host_paths = _host_paths(settings)
+    metrics, alerts = _monitoring(settings, store, events, facts, host.collector, cluster.leader)
+    return Services(
+        instances=instances,
+        images=ImageService(images, store, runner, events, host_paths),
+        operations=runner,
+        host=HostService(facts, host.check, store),
+        events=EventService(events),
+        auth=AuthService(store, tokens),
+        tokens=tokens,
+        audit=AuditService(AuditLog(store)),
+        console=door,
+        idempotency=IdempotencyService(store),
+        metrics=metrics,
+        alerts=alerts,
+        containers=ContainerService(store, door.containers, facts, events, capacity),
+        networks=networks,
+        resources=ResourceService(store, instances, capacity, door.live_stats, images),
+        capacity=capacity,
+        templates=TemplateService(images, store, instances, runner, events, door),
+        guests=guests,
+        ova=OvaService(images, store, instances, runner, door, host_paths),
+        snapshots=snapshots,
+        backups=backups,
+        schedules=ScheduleService(store, backups, leader=cluster.leader),
+        disks=instances.disks,
+        boot=BootService(
+            store,
+            instances,
+            runner,
+            boot_id_of(settings),
+            snapshots=snapshots,
+            guest_ready=_agent_answers(guests),
+        ),
+        shutdown=ShutdownService(store, instances, runner, snapshots),
+    )
+
+
 def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platform:
-    """Wire every component for ``settings`` (nothing is started yet)."""
+    """Wire every component for ``settings`` (nothing is started yet): this host's
+    member, then the control plane over the store and the member's door."""
     secure_data_dir(settings.data_dir)
     for path in (settings.images_dir, settings.disks_dir, settings.run_dir):
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -308,129 +429,56 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     )
     events = EventLog(store)
     images = ImageStore(settings.images_dir, store, settings.cache_dir)
-    host_paths = _host_paths(settings)
-    cgroups = CgroupManager(f"virtfleet-{settings.instance_id}") if os.geteuid() == 0 else None
-    driver = _driver(settings, facts, images)
-    networks = _networks(settings)
-    agent = Agent(
-        store,
-        driver,
-        facts,
-        events,
-        AgentConfig(
-            disks_root=settings.disks_dir,
-            image_path=images.file_for,
-            image_verified=images.verified,
-            cgroups=cgroups if cgroups is not None and cgroups.available else None,
-            networks=networks,
-            host_id=identity.id,
-        ),
-    )
-    session = Session(store, name=identity.id)  # this daemon's claims (operations, admission)
-    leader = Leadership(store, "singletons", identity.id)
-    runner = OperationRunner(store, events, host_id=identity.id, session=session)
-    collector, metrics, alerts = _monitoring(settings, store, agent, events, facts, leader)
-    tokens = TokenService(store)
-    instances = InstanceService(store, images, facts, runner, events, owner=identity.id)
-    instances.networks = NetworkService(
-        store, networks, events, session=session, host_id=identity.id
-    )
+    host = build_host(settings, store, events, facts, images, identity.id)
     ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
-    capacity = CapacityService(
-        store, facts, ratios, sample_usage, session=session, host_id=identity.id
+    cluster = Membership(
+        identity.id,
+        Session(store, name=identity.id),  # this daemon's claims (operations, admission)
+        Leadership(store, "singletons", identity.id),
+        ratios,
     )
-    instances.capacity = capacity
-    instances.networks.tally = capacity.tally  # MAC checks without a listing
-    instances.disks = DiskService(store, agent.disks, events)
-    guest_agents = GuestAgents(settings.run_dir)
-    quiescer = AgentQuiescer(guest_agents)  # application-consistent when a guest agent answers
-    snapshots = SnapshotManager(agent, quiescer)
-    backups = BackupService(
-        store,
-        runner,
-        events,
-        BackupManager(agent, snapshots, Repository(settings.backup_repo_dir), quiescer),
-        instances,
-    )
-    services = Services(
-        instances=instances,
-        images=ImageService(images, store, runner, events, host_paths),
-        operations=runner,
-        host=HostService(facts, _with_container_checks(driver), store),
-        events=EventService(events),
-        auth=AuthService(store, tokens),
-        tokens=tokens,
-        audit=AuditService(AuditLog(store)),
-        console=agent,
-        idempotency=IdempotencyService(store),
-        metrics=metrics,
-        alerts=alerts,
-        containers=_containers(store, driver, facts, events, capacity),
-        networks=instances.networks,
-        resources=ResourceService(store, instances, capacity, agent.live_stats, images),
-        capacity=capacity,
-        templates=TemplateService(images, store, instances, runner, events, settings.disks_dir),
-        guests=GuestService(store, guest_agents),
-        ova=OvaService(images, store, instances, runner, settings.disks_dir, host_paths),
-        snapshots=SnapshotService(store, runner, events, snapshots),
-        backups=backups,
-        schedules=ScheduleService(store, backups, leader=leader),
-        disks=instances.disks,
-        boot=(boot := BootService(store, instances, runner, boot_id_of(settings))),
-        shutdown=(shutdown := ShutdownService(store, instances, runner)),
-    )
-    boot.snapshots = shutdown.snapshots = services.snapshots  # suspend and resume
-    if services.guests is not None:  # a group with guest agents goes on once they answer
-        boot.guest_ready = _agent_answers(services.guests)
-    platform = Platform(
-        settings,
-        store,
-        driver,
-        agent,
-        services,
-        FastAPI(),
-        collector,
-        session=session,
-        leader=leader,
-    )
-    oci = lambda: platform.driver.info().details.get("runtime")  # noqa: E731
-    platform.member = HostMember(store, identity, facts, ratios, settings.data_dir, oci)
+    services = build_control_plane(settings, store, events, facts, images, host, cluster)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await platform.start()
+        await platform.start()  # the platform below: bound when the app starts
         try:
             yield
         finally:
             await platform.stop()
 
-    platform.app = create_app(services, lifespan=lifespan)
+    app = create_app(services, lifespan=lifespan)
+    oci = lambda: host.driver.info().details.get("runtime")  # noqa: E731
+    presence = HostPresence(store, identity, facts, ratios, settings.data_dir, oci)
+    platform = Platform(
+        settings, store, host.driver, host.agent, services, app, host,
+        presence=presence, session=cluster.session, leader=cluster.leader,
+    )  # fmt: skip
     return platform
 
 
 def _monitoring(
     settings: Settings,
     store: StateStore,
-    agent: Agent,
     events: EventLog,
     facts: HostFacts,
+    collector: MetricsCollector,
     leader: Leadership | None = None,
-) -> tuple[MetricsCollector, MetricsService, AlertService]:
-    """The collector, its history (in the store's own file with SQLite) and the alerts."""
+) -> tuple[MetricsService, AlertService]:
+    """The metrics history (in the store's own file with SQLite) and the alerts, as the
+    host's collector's sinks."""
     backend: HistoryBackend = (
         SQLiteHistoryBackend(store.side_connection())
         if isinstance(store, SQLiteStore)
         else MemoryHistoryBackend()
     )
-    cgroups = agent.cgroups  # None without root or cgroups: process counters only
-    collector = MetricsCollector(
-        agent.repo, lambda: agent.driver, facts, cgroups, settings.metrics_interval_s
-    )
-    metrics = MetricsService(collector, History(backend), agent.repo, facts)
-    metrics.scrape_from_loopback = settings.metrics_scrape_from_loopback
+    metrics = MetricsService(
+        collector, History(backend), InstanceRepo(store), facts,
+        scrape_from_loopback=settings.metrics_scrape_from_loopback,
+    )  # fmt: skip
     alerts = AlertService(store, events, WebhookNotifier(settings.alert_webhooks), leader=leader)
-    collector.sinks = [metrics.record, alerts.evaluate]
-    return collector, metrics, alerts
+    collector.sinks = [metrics.record, alerts.evaluate]  # a cycle: the sinks read the collector
+    return metrics, alerts
 
 
 def serve(settings: Settings) -> None:
@@ -453,10 +501,10 @@ def serve(settings: Settings) -> None:
         log.warning("%s: %s", row.name, row.detail)
     cert = _certificate(settings, endpoints)
     listeners = _listeners(platform, endpoints, cert)
-    if platform.member is not None and len(listeners) > 1:  # the first TCP one is its address
-        platform.member.api_url = listeners[1].name
+    if platform.presence is not None and len(listeners) > 1:  # the first TCP one: its address
+        platform.presence.api_url = listeners[1].name
         tls = cert is not None and listeners[1].tls is not None
-        platform.member.fingerprint = cert.fingerprint if tls and cert else None
+        platform.presence.fingerprint = cert.fingerprint if tls and cert else None
     try:
         servers = prepare(listeners)
         _announce(listeners, cert)

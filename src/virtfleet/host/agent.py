@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +35,7 @@ from virtfleet.drivers.base import (
     SupportsLiveResources,
 )
 from virtfleet.errors import ConflictError, HostError, InvalidStateError, VirtfleetError
-from virtfleet.host.disks import DiskManager, Verified
+from virtfleet.host.disks import DiskManager
 from virtfleet.host.nics import NicPlumber
 from virtfleet.host.ownership import FencedOut, Fences
 from virtfleet.host.resources import LiveApplier, cgroup_limits, launched
@@ -65,11 +65,9 @@ STARTING_AFTER_S = 0.25
 
 @dataclass
 class AgentConfig:
-    disks_root: Path
-    image_path: Callable[[str], Path]
+    disks: DiskManager  # the host's one DiskManager (built in the composition root)
     cgroups: Any = None  # util.cgroups.CgroupManager, or None to run without cgroups
     networks: NetworkHost | None = None  # virtual networks (taps, reconciliation); None: none
-    image_verified: Verified | None = None  # image files need no check before use (hashed)
     host_id: str = ""  # this host's id (state.identity): the agent acts on what it owns
 
 
@@ -87,9 +85,7 @@ class Agent:
         self.driver = driver
         self.facts = facts
         self.events = events
-        self.disks = DiskManager(
-            config.disks_root, config.image_path, verified=config.image_verified
-        )
+        self.disks = config.disks
         self.cgroups = config.cgroups
         self.nics = NicPlumber(store, config.networks)
         self.host_id = config.host_id
@@ -212,7 +208,7 @@ class Agent:
     async def _reconcile_later(self, name: str, delay_s: float) -> None:
         if delay_s:
             await asyncio.sleep(delay_s)
-        async with self._locks.setdefault(name, asyncio.Lock()):
+        async with self.lock(name):
             rec = await self.repo.find(name)
             if rec is None:
                 return
@@ -521,7 +517,7 @@ class Agent:
         task.add_done_callback(lambda t: self._pending.pop(f"{name}#exit-{id(t)}", None))
 
     async def _write_exit_code(self, name: str, code: int) -> None:
-        async with self._locks.setdefault(name, asyncio.Lock()):
+        async with self.lock(name):
             rec = await self.repo.find(name)
             if rec is None or rec.status.power not in (PowerState.STOPPED, PowerState.CRASHED):
                 return  # started again meanwhile: that run's code is not this one
@@ -544,7 +540,7 @@ class Agent:
             await self._restart_by_policy(name)
 
     async def _restart_by_policy(self, name: str) -> None:
-        async with self._locks.setdefault(name, asyncio.Lock()):
+        async with self.lock(name):
             rec = await self.repo.find(name)
             if rec is None or rec.status.power not in (PowerState.CRASHED, PowerState.STOPPED):
                 return
@@ -593,7 +589,72 @@ class Agent:
     async def _emit(self, kind: str, target: str, message: str) -> None:
         await self.events.append(_event(kind, target, message))
 
-    # -- access for the service layer (consoles) -----------------------------------------
+    # -- the host-operations door (virtfleet.hostops; host.ops.LocalHostOps uses these) ---
+
+    def lock(self, name: str) -> asyncio.Lock:
+        """Instance ``name``'s exclusive lock: its reconciles, restart-policy starts and
+        every host action on it (snapshots, restores, direct power calls) run under it."""
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def start_instance(self, name: str) -> None:
+        async with self.lock(name):
+            await self.start_held(name)
+
+    async def stop_instance(self, name: str, force: bool = False, timeout_s: float = 60.0) -> None:
+        async with self.lock(name):
+            await self.stop_held(name, force, timeout_s)
+
+    async def start_held(self, name: str) -> None:
+        """Start stopped or crashed ``name``; the caller holds ``lock(name)``."""
+        rec = await self.repo.get(name)
+        if rec.status.power not in (PowerState.STOPPED, PowerState.CRASHED):
+            raise InvalidStateError(rec.status.power.value, ["stopped", "crashed"])
+        await self._start(rec)
+
+    async def stop_held(self, name: str, force: bool, timeout_s: float) -> None:
+        """Stop ``name`` (idempotent); the caller holds ``lock(name)``."""
+        rec = await self.repo.get(name)
+        if rec.status.power not in (PowerState.STOPPED, PowerState.CRASHED):
+            await self._stop(rec, force, timeout_s)
+
+    async def restart_instance(
+        self, name: str, force: bool = False, timeout_s: float = 60.0
+    ) -> None:
+        """A running or paused instance restarted (``force``: a VM's hard reset)."""
+        async with self.lock(name):
+            rec = await self.repo.get(name)
+            if rec.status.power not in (PowerState.RUNNING, PowerState.PAUSED):
+                raise InvalidStateError(rec.status.power.value, ["running", "paused"])
+            if force and rec.spec.kind == "vm":
+                await self.driver.reset(name)
+                await self._emit("instance.reset", name, "hard reset")
+                return
+            await self._stop(rec, force, timeout_s)
+            await self._start(await self.repo.get(name))
+
+    async def pause_instance(self, name: str) -> None:
+        """Idempotent on a paused instance; ``InvalidStateError`` unless running."""
+        async with self.lock(name):
+            power = (await self.repo.get(name)).status.power
+            if power is PowerState.PAUSED:
+                return
+            if power is not PowerState.RUNNING:
+                raise InvalidStateError(power.value, "running")
+            await self.driver.pause(name)
+            await self._set_power(name, PowerState.PAUSED, "paused")
+
+    async def resume_instance(self, name: str) -> None:
+        """Idempotent on a running instance; ``InvalidStateError`` unless paused."""
+        async with self.lock(name):
+            power = (await self.repo.get(name)).status.power
+            if power is PowerState.RUNNING:
+                return
+            if power is not PowerState.PAUSED:
+                raise InvalidStateError(power.value, "paused")
+            await self.driver.resume(name)
+            await self._set_power(name, PowerState.RUNNING, "resumed")
+
+    # -- consoles and live figures ------------------------------------------------------
 
     def socket_path(self, name: str) -> Path | None:
         return self.driver.console_socket(name)

@@ -66,7 +66,7 @@ class BackupManager:
         self.snapshots = snapshots
         self.repo = repo
         self.quiescer: Quiescer = quiescer or NoQuiesce()
-        self._lock = asyncio.Lock()
+        self.repo_lock = asyncio.Lock()  # one repository job at a time (backups, verify, prune)
 
     def _scratch(self, manifest: BackupManifest, disk: str) -> Path:
         """The backup job's temporary target: next to the VM's disk, never in the repository,
@@ -77,7 +77,7 @@ class BackupManager:
         self, spec: InstanceSpec, *, full: bool = False, report: Report = _quiet
     ) -> BackupManifest:
         """Back up every disk of ``spec`` (running: live, point in time; stopped: offline)."""
-        async with self._lock:
+        async with self.repo_lock:
             with self.repo.locked():
                 self.repo.clean_tmp()
                 for leftover in self.agent.disks.dir(spec.name).glob(".backup-*"):
@@ -113,7 +113,7 @@ class BackupManager:
         restore left behind: fleecing jobs, nodes, NBD exports and stale bitmaps in each
         running VM's QEMU (the guest runs on), then temporary files next to the disks and in
         the repository. Finished backups and their chunks are never touched."""
-        async with self._lock:
+        async with self.repo_lock:
             for spec in instances:
                 jobs = self._jobs(spec.name)
                 if jobs is None:
@@ -472,7 +472,7 @@ class RepositoryAccess:
         self.repo = manager.repo
 
     async def verify(self) -> VerifyReport:
-        async with self.manager._lock:
+        async with self.manager.repo_lock:
             with self.repo.locked():
                 return await asyncio.to_thread(self.repo.verify)
 
@@ -480,7 +480,7 @@ class RepositoryAccess:
         self, instance: str | None, policy: RetentionPolicy, dry_run: bool = False
     ) -> tuple[list[str], list[str], int, int]:
         """(kept ids, removed ids, chunks removed, bytes freed), per instance by the policy."""
-        async with self.manager._lock:
+        async with self.manager.repo_lock:
             with self.repo.locked():
                 return await asyncio.to_thread(self._prune, instance, policy, dry_run)
 
@@ -501,7 +501,7 @@ class RepositoryAccess:
         return sorted(kept), [b.id for b in removed], chunks, freed
 
     async def delete(self, backup_id: str) -> None:
-        async with self.manager._lock:
+        async with self.manager.repo_lock:
             with self.repo.locked():
                 self.repo.delete(self.repo.get(backup_id))
                 await asyncio.to_thread(self.repo.gc)

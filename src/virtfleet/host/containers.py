@@ -1,7 +1,7 @@
 """The host side of container use cases: exec, live limits, rootfs snapshots, host check
 (runtime, user namespaces, a data directory the mapped root cannot reach).
 
-Implements ``service.containers.ContainerOps`` over the container driver (the
+Implements ``hostops.ContainerOps`` over the container driver (the
 ``RoutingDriver``'s OCI half), translating results into service types. Must not
 apply rules (the service does) or touch the store.
 """

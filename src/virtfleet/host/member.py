@@ -1,6 +1,6 @@
 """This host as a member of the platform: its record in the store and its liveness.
 
-Owns ``HostMember``: at ``start`` it writes ``/hosts/{id}`` (identity, API URL and
+Owns ``HostPresence``: at ``start`` it writes ``/hosts/{id}`` (identity, API URL and
 certificate fingerprint, facts, disks, OCI runtime, capacity, versions) with the
 liveness key on a store lease of ``ttl_s``, then renews the lease every third of it;
 a lease that lapsed anyway (the store was unreachable, the process stalled) is granted
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 LEASE_TTL_S = 15.0
 
 
-class HostMember:
+class HostPresence:
     def __init__(
         self,
         store: StateStore,

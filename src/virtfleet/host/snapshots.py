@@ -9,12 +9,13 @@ its open file across the rename). The tree (parent, current) lives in
 over the snapshot's files; deleting the current leaf streams its data into the
 active layer (``block-stream`` online, ``qemu-img rebase`` offline).
 
-Must not write instance status except through the agent it serves.
+Must not write instance status, and must not lock: every public method runs with
+the instance's lock held by its caller (``host.ops.LocalHostOps``, which also
+owns revert: power off, ``reset_to``, power on through the agent's public door).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from datetime import UTC, datetime
@@ -105,9 +106,6 @@ class SnapshotManager:
         power = (await self.agent.driver.status(vm)).power
         return driver if power in (PowerState.RUNNING, PowerState.PAUSED) else None
 
-    def _lock(self, vm: str) -> asyncio.Lock:
-        return self.agent._locks.setdefault(vm, asyncio.Lock())  # the agent's per-VM lock
-
     # -- create ------------------------------------------------------------------------
 
     async def create(self, spec: InstanceSpec, snap: str, memory: bool = False) -> Snapshot:
@@ -118,34 +116,33 @@ class SnapshotManager:
         ``AlreadyExistsError`` if the name is taken; on failure nothing is left changed.
         """
         validate_name(snap, "snapshot name")
-        async with self._lock(spec.name):
-            tree = self.load(spec.name)
-            if snap in tree.snapshots:
-                raise AlreadyExistsError(f"snapshot {snap!r} of {spec.name!r} already exists")
-            driver = await self.online(spec.name)
-            quiesced, pause_ms = False, None
-            if memory and driver is None:
-                raise InvalidStateError("stopped", "running", what=f"instance {spec.name!r}")
-            if driver is not None:
-                quiesced = not memory and await self.quiescer.freeze(spec.name)
-                try:
-                    pause_ms = await self._create_online(driver, spec, snap, memory)
-                finally:
-                    if quiesced:
-                        await self.quiescer.thaw(spec.name)
-            else:
-                await self._create_offline(spec, snap)
-            entry = _Entry(
-                parent=tree.current,
-                created_at=datetime.now(UTC),
-                quiesced=quiesced,
-                memory=memory,
-                pause_ms=pause_ms,
-                devices=_devices(spec) if memory else "",
-            )
-            self.agent.disks.save_vars(spec.name, self._dir(spec.name) / "snapshots" / snap)
-            tree.snapshots[snap], tree.current = entry, snap
-            self._save(spec.name, tree)
+        tree = self.load(spec.name)
+        if snap in tree.snapshots:
+            raise AlreadyExistsError(f"snapshot {snap!r} of {spec.name!r} already exists")
+        driver = await self.online(spec.name)
+        quiesced, pause_ms = False, None
+        if memory and driver is None:
+            raise InvalidStateError("stopped", "running", what=f"instance {spec.name!r}")
+        if driver is not None:
+            quiesced = not memory and await self.quiescer.freeze(spec.name)
+            try:
+                pause_ms = await self._create_online(driver, spec, snap, memory)
+            finally:
+                if quiesced:
+                    await self.quiescer.thaw(spec.name)
+        else:
+            await self._create_offline(spec, snap)
+        entry = _Entry(
+            parent=tree.current,
+            created_at=datetime.now(UTC),
+            quiesced=quiesced,
+            memory=memory,
+            pause_ms=pause_ms,
+            devices=_devices(spec) if memory else "",
+        )
+        self.agent.disks.save_vars(spec.name, self._dir(spec.name) / "snapshots" / snap)
+        tree.snapshots[snap], tree.current = entry, snap
+        self._save(spec.name, tree)
         return next(s for s in self.snapshots(spec.name) if s.name == snap)
 
     def require_disks(self, spec: InstanceSpec) -> None:
@@ -223,43 +220,26 @@ class SnapshotManager:
 
     # -- revert ------------------------------------------------------------------------
 
-    async def revert(self, spec: InstanceSpec, snap: str) -> None:
-        """Put the disks back to ``snap`` (a running VM is powered off and started again).
+    def check_revert(self, spec: InstanceSpec, snap: str) -> bool:
+        """Whether ``spec`` can go back to ``snap`` (``NotFoundError``, or ``ConflictError``
+        for memory state of other devices); True if ``snap`` holds memory state."""
+        entry = self._require(spec.name, self.load(spec.name), snap)
+        if entry.memory and entry.devices and entry.devices != _devices(spec):
+            raise ConflictError(
+                f"snapshot {snap!r} of {spec.name!r} holds memory state for other devices "
+                "(CPUs, memory or disks/NICs changed since); remove the added devices first"
+            )
+        return entry.memory
 
-        A snapshot with memory resumes the guest exactly where it was (started if stopped)."""
-        async with self._lock(spec.name):
-            tree = self.load(spec.name)
-            entry = self._require(spec.name, tree, snap)
-            if entry.memory and entry.devices and entry.devices != _devices(spec):
-                raise ConflictError(
-                    f"snapshot {snap!r} of {spec.name!r} holds memory state for other devices "
-                    "(CPUs, memory or disks/NICs changed since); remove the added devices first"
-                )
-            rec = await self.agent.repo.get(spec.name)
-            running = rec.status.power in (PowerState.RUNNING, PowerState.PAUSED)
-            if running:
-                await self.agent._stop(rec, True, 0.0)
-            for disk in spec.disks:
-                await self._fresh_overlay(spec.name, snap, disk.name)
-            self.agent.disks.restore_vars(spec.name, self._dir(spec.name) / "snapshots" / snap)
-            tree.current = snap
-            self._save(spec.name, tree)
-            if entry.memory:
-                await self._start_from_memory(spec.name, snap)
-            elif running:
-                await self.agent._start(await self.agent.repo.get(spec.name))
-
-    async def _start_from_memory(self, vm: str, snap: str) -> None:
-        driver = self.agent.driver
-        if not isinstance(driver, SupportsVmSnapshots):
-            raise InvalidStateError("without VM snapshots", "a VM", what=f"instance {vm!r}")
-        driver.defer_start(vm)
-        await self.agent._start(await self.agent.repo.get(vm))
-        try:
-            await driver.load_state(vm, self.state_file(vm, snap))
-        except BaseException:
-            await self.agent._stop(await self.agent.repo.get(vm), True, 0.0)
-            raise
+    async def reset_to(self, spec: InstanceSpec, snap: str) -> None:
+        """Put fresh overlays over ``snap``'s files and make it current (the VM is off)."""
+        tree = self.load(spec.name)
+        self._require(spec.name, tree, snap)
+        for disk in spec.disks:
+            await self._fresh_overlay(spec.name, snap, disk.name)
+        self.agent.disks.restore_vars(spec.name, self._dir(spec.name) / "snapshots" / snap)
+        tree.current = snap
+        self._save(spec.name, tree)
 
     async def _fresh_overlay(self, vm: str, snap: str, disk: str) -> None:
         frozen, active = self.frozen(vm, snap, disk), self.agent.disks.path(vm, disk)
@@ -282,21 +262,19 @@ class SnapshotManager:
 
         ``InUseError`` if it has child snapshots (delete those first), nothing changed.
         """
-        async with self._lock(spec.name):
-            tree = self.load(spec.name)
-            entry = self._require(spec.name, tree, snap)
-            children = tree.children(snap)
-            if children:
-                raise InUseError(
-                    f"snapshot {snap!r} has child snapshots ({', '.join(children)}): "
-                    "delete them first"
-                )
-            if tree.current == snap:
-                await self._merge_current(spec, snap, entry.parent)
-                tree.current = entry.parent
-            shutil.rmtree(self._dir(spec.name) / "snapshots" / snap, ignore_errors=True)
-            del tree.snapshots[snap]
-            self._save(spec.name, tree)
+        tree = self.load(spec.name)
+        entry = self._require(spec.name, tree, snap)
+        children = tree.children(snap)
+        if children:
+            raise InUseError(
+                f"snapshot {snap!r} has child snapshots ({', '.join(children)}): delete them first"
+            )
+        if tree.current == snap:
+            await self._merge_current(spec, snap, entry.parent)
+            tree.current = entry.parent
+        shutil.rmtree(self._dir(spec.name) / "snapshots" / snap, ignore_errors=True)
+        del tree.snapshots[snap]
+        self._save(spec.name, tree)
 
     async def _merge_current(self, spec: InstanceSpec, snap: str, parent: str | None) -> None:
         """Fold ``snap``'s files into the active layers, which then sit on ``parent``."""

@@ -19,6 +19,20 @@ class Snapshot(BaseModel):
     pause_ms: float | None = None  # how long the guest was paused (memory snapshots)
 
 
+class RetentionPolicy(BaseModel):
+    """Which backups a prune keeps (``storage.backup.prune.select_kept`` applies it)."""
+
+    model_config = {"extra": "forbid"}
+
+    last: int = Field(0, ge=0)
+    daily: int = Field(0, ge=0)
+    weekly: int = Field(0, ge=0)
+    monthly: int = Field(0, ge=0)
+
+    def empty(self) -> bool:
+        return not (self.last or self.daily or self.weekly or self.monthly)
+
+
 class BackupInfo(BaseModel):
     id: str
     instance: str

@@ -3,16 +3,15 @@
 Owns request checks (names, ids, instance state for restores over the original)
 and running the work as operations with progress: backups on
 ``instance/<name>``, repository-wide work on ``backups``, restores on
-``restore/<name>``. A failed backup is an event (``backup.failed``). The host's
-``BackupManager`` does the work. Must not know HTTP.
+``restore/<name>``. A failed backup is an event (``backup.failed``). The owning
+host does the work, through the ``HostOps`` door. Must not know HTTP or host/.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from virtfleet.errors import (
     AlreadyExistsError,
@@ -20,12 +19,13 @@ from virtfleet.errors import (
     InvalidStateError,
     VirtfleetError,
 )
-from virtfleet.host.backups import BackupManager, RepositoryAccess
+from virtfleet.hostops import BackupOps, DiskOps
 from virtfleet.model.backup import (
     BackupInfo,
     LastVerify,
     PruneResult,
     RepositoryStats,
+    RetentionPolicy,
     VerifyResult,
 )
 from virtfleet.model.defaults import fresh_copy
@@ -40,7 +40,6 @@ from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.state.repos import EventLog, InstanceRepo, ModelRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage.backup.manifest import BackupManifest
-from virtfleet.storage.backup.prune import RetentionPolicy
 from virtfleet.storage.backup.repo import check_backup_id
 
 
@@ -58,6 +57,10 @@ def info_of(m: BackupManifest) -> BackupInfo:
     )
 
 
+class HostBackups(BackupOps, DiskOps, Protocol):
+    """What backups need of the host: its backup actions and its disk directories."""
+
+
 VERIFY_KEY = "/backup-verify/"  # the last verify's result, under .../last
 
 
@@ -67,24 +70,23 @@ class BackupService:
         store: StateStore,
         runner: OperationRunner,
         events: EventLog,
-        manager: BackupManager,
+        host: HostBackups,
         instances: InstanceService,
     ) -> None:
         self._repo = InstanceRepo(store)
         self._runner = runner
         self._events = events
-        self.manager = manager
-        self.access = RepositoryAccess(manager)
+        self._host = host
         self._instances = instances
         self._verified = ModelRepo(store, VERIFY_KEY, LastVerify)
 
     async def list(self, instance: str | None = None) -> builtins.list[BackupInfo]:
         if instance is not None:
             validate_name(instance, "instance name")
-        return [info_of(m) for m in self.manager.repo.list(instance)]
+        return [info_of(m) for m in await self._host.backups(instance)]
 
     async def get(self, backup_id: str) -> BackupInfo:
-        return info_of(self.manager.repo.get(check_backup_id(backup_id)))
+        return info_of(await self._host.backup_get(check_backup_id(backup_id)))
 
     async def create(self, vm: str, full: bool = False) -> Operation:
         """Back up ``vm`` (incremental when its dirty bitmap can be trusted, else full)."""
@@ -93,9 +95,7 @@ class BackupService:
         async def run(ctx: OpContext) -> dict[str, Any]:
             rec = await self._repo.get(vm)
             try:
-                made = await self.manager.backup(
-                    rec.spec.normalized(), full=full, report=ctx.progress
-                )
+                made = await self._host.backup(rec.spec.normalized(), full, ctx.progress)
             except VirtfleetError as err:
                 await self._emit("backup.failed", vm, f"backup of {vm} failed: {err.message}")
                 raise
@@ -111,7 +111,7 @@ class BackupService:
 
     async def stats(self) -> RepositoryStats:
         """The repository's counts, sizes, dedup ratio and the last verify's result."""
-        r = await asyncio.to_thread(self.manager.repo.stats)
+        r = await self._host.backup_stats()
         found = await self._verified.get_raw("last")
         last = found[0] if found and isinstance(found[0], LastVerify) else None
         return RepositoryStats(
@@ -123,7 +123,7 @@ class BackupService:
     async def verify(self) -> Operation:
         async def run(ctx: OpContext) -> dict[str, Any]:
             await ctx.progress(5, "re-reading every chunk")
-            r = await self.access.verify()
+            r = await self._host.backup_verify()
             if not r.ok:
                 bad = ", ".join(r.damaged_backups + r.unreadable_manifests)
                 await self._emit("backup.damaged", "", f"damaged backups: {bad}")
@@ -142,17 +142,17 @@ class BackupService:
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             await ctx.progress(5, "applying the retention policy")
-            kept, removed, chunks, freed = await self.access.prune(instance, policy, dry_run)
+            kept, removed, chunks, freed = await self._host.backup_prune(instance, policy, dry_run)
             res = PruneResult(kept=kept, removed=removed, chunks_removed=chunks, bytes_freed=freed)
             return res.model_dump(mode="json")
 
         return await self._runner.submit("backup.prune", "backups", run)
 
     async def delete(self, backup_id: str) -> Operation:
-        self.manager.repo.get(check_backup_id(backup_id))
+        await self._host.backup_get(check_backup_id(backup_id))
 
         async def run(ctx: OpContext) -> dict[str, Any]:
-            await self.access.delete(backup_id)
+            await self._host.backup_delete(backup_id)
             return {"id": backup_id, "deleted": True}
 
         return await self._runner.submit("backup.delete", "backups", run)
@@ -166,13 +166,13 @@ class BackupService:
         before it runs first (and the restore then refuses), one asked for after waits.
         A new instance's name is claimed before any disk file is written.
         """
-        manifest = self.manager.repo.get(check_backup_id(backup_id))
+        manifest = await self._host.backup_get(check_backup_id(backup_id))
         vm = validate_name(target or manifest.instance, "instance name")
         existing = await self._repo.find(vm)
         if target is not None and existing is not None:
             raise AlreadyExistsError(f"instance {vm!r} already exists")
         if existing is None:  # a new instance: never over disks kept from a deleted one
-            refuse_kept(self.manager.agent.disks, vm)
+            refuse_kept(self._host, vm)
             # The original brought back keeps its MACs and UUID; a new VM (--to) its own.
             return await self._restore_new(manifest, vm, start, keep_identity=target is None)
         _check_stopped(self._instances.expected_power(existing))
@@ -181,7 +181,7 @@ class BackupService:
             current = await self._repo.get(vm)  # NotFoundError if deleted meanwhile
             _check_stopped(current.status.power.value)
             await ctx.progress(10, f"writing the disks of {vm}")
-            await self.manager.restore_disks(manifest, vm, replace=True)
+            await self._host.backup_restore(manifest, vm, replace=True)
             await self._emit("backup.restored", vm, f"restored from backup {backup_id}")
             return {"id": backup_id, "instance": vm, "replaced": True}
 
@@ -200,7 +200,7 @@ class BackupService:
         spec = spec if keep_identity else fresh_copy(spec, vm)
 
         async def disks() -> None:
-            await self.manager.restore_disks(m, vm, replace=False)
+            await self._host.backup_restore(m, vm, replace=False)
 
         create = await self._instances.create(spec, prepare=disks)
 

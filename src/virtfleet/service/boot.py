@@ -59,6 +59,9 @@ class BootService:
         runner: OperationRunner,
         boot_id: str,
         clock: Clock | None = None,
+        *,
+        snapshots: SnapshotService | None = None,
+        guest_ready: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.boot_id = boot_id
         self.clock = clock or Clock()
@@ -68,9 +71,9 @@ class BootService:
         self._runner = runner
         self._report: BootReport | None = None
         self._task: asyncio.Task[None] | None = None
-        self.snapshots: SnapshotService | None = None  # None: nothing is ever resumed
+        self.snapshots = snapshots  # None: nothing is ever resumed
         # Whether a VM's guest agent answers; None: never asked (fixed delays only).
-        self.guest_ready: Callable[[str], Awaitable[bool]] | None = None
+        self.guest_ready = guest_ready
 
     async def detect(self) -> bool:
         """Record this daemon start; True if it is the first since a new host boot. A store

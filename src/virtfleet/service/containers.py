@@ -4,7 +4,7 @@ Owns the rules (the instance must be a container; exec needs it running; snapsho
 need it stopped; new limits must form a valid spec and fit the host, growth of a
 container that holds capacity is admitted as a reservation) and keeping the spec in
 the store in step with live limit changes. The work itself is done through
-``ContainerOps``, which the host agent's side implements (host/containers.py). Must
+``HostOps.containers`` (``hostops.ContainerOps``; host/containers.py on this host). Must
 not touch processes or files.
 """
 
@@ -13,11 +13,12 @@ from __future__ import annotations
 import builtins
 import contextlib
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
-from virtfleet.errors import CapacityError, ConflictError, InvalidInputError, InvalidStateError
+from virtfleet.errors import CapacityError, InvalidInputError, InvalidStateError
+from virtfleet.hostops import ContainerOps, NoContainers
 from virtfleet.model.container import ExecOutput
 from virtfleet.model.event import Event
 from virtfleet.model.host import HostFacts
@@ -28,56 +29,23 @@ from virtfleet.state.repos import EventLog, InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore
 
 EXEC_MAX_TIMEOUT_S = 600.0
-
-
-class ContainerOps(Protocol):
-    async def exec(self, name: str, argv: builtins.list[str], timeout_s: float) -> ExecOutput: ...
-
-    async def update_limits(self, name: str, spec: InstanceSpec) -> None: ...
-
-    async def snapshot(self, name: str, snap: str) -> None: ...
-
-    async def restore(self, name: str, snap: str) -> None: ...
-
-    def snapshots(self, name: str) -> builtins.list[str]: ...
-
-    def delete_snapshot(self, name: str, snap: str) -> None: ...
-
-
-class NoContainers:
-    """``ContainerOps`` for a platform without a container driver (the fake driver)."""
-
-    def _no(self) -> ConflictError:
-        return ConflictError("this host runs no container driver")
-
-    async def exec(self, name: str, argv: builtins.list[str], timeout_s: float) -> ExecOutput:
-        raise self._no()
-
-    async def update_limits(self, name: str, spec: InstanceSpec) -> None:
-        raise self._no()
-
-    async def snapshot(self, name: str, snap: str) -> None:
-        raise self._no()
-
-    async def restore(self, name: str, snap: str) -> None:
-        raise self._no()
-
-    def snapshots(self, name: str) -> builtins.list[str]:
-        return []
-
-    def delete_snapshot(self, name: str, snap: str) -> None:
-        raise self._no()
+__all__ = ["ContainerOps", "ContainerService", "NoContainers"]
 
 
 class ContainerService:
     def __init__(
-        self, store: StateStore, ops: ContainerOps, facts: HostFacts, events: EventLog
+        self,
+        store: StateStore,
+        ops: ContainerOps,
+        facts: HostFacts,
+        events: EventLog,
+        capacity: CapacityService | None = None,
     ) -> None:
         self._repo = InstanceRepo(store)
         self._ops = ops
         self._facts = facts
         self._events = events
-        self.capacity: CapacityService | None = None  # admission of growth, when wired
+        self.capacity = capacity  # admission of growth, when wired
 
     async def _container(self, name: str) -> InstanceRecord:
         rec = await self._repo.get(validate_name(name, "instance name"))

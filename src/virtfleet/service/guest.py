@@ -1,12 +1,12 @@
 """Guest-agent use cases: what a running VM's qemu-guest-agent reports (``vm show``).
 
 Owns the rules around asking (instance exists, runs, has an agent channel). Must
-not speak the agent protocol: ``host.guest.GuestAgents`` does.
+not speak the agent protocol: the owning host does (``HostOps.guest_info``).
 """
 
 from __future__ import annotations
 
-from virtfleet.host.guest import GuestAgents
+from virtfleet.hostops import GuestOps
 from virtfleet.model.guest import GuestInfo
 from virtfleet.model.instance import PowerState
 from virtfleet.model.names import validate_name
@@ -15,9 +15,9 @@ from virtfleet.state.store import StateStore
 
 
 class GuestService:
-    def __init__(self, store: StateStore, agents: GuestAgents) -> None:
+    def __init__(self, store: StateStore, host: GuestOps) -> None:
         self._repo = InstanceRepo(store)
-        self.agents = agents
+        self._host = host
 
     async def info(self, name: str) -> GuestInfo:
         """The agent's report; ``agent=False`` with a reason when there is none to ask."""
@@ -26,4 +26,4 @@ class GuestService:
             return GuestInfo(error="no guest agent channel (guest_agent is off)")
         if rec.status.power is not PowerState.RUNNING:
             return GuestInfo(error=f"instance is {rec.status.power.value}")
-        return await self.agents.info(name)
+        return await self._host.guest_info(name)

@@ -140,6 +140,10 @@ class InstanceService:
         events: EventLog,
         wait_timeout_s: float = 120.0,
         owner: str | None = None,
+        *,
+        networks: NetworkService | None = None,
+        capacity: CapacityService | None = None,
+        disks: DiskService | None = None,
     ) -> None:
         """``owner``: the id of this host, which owns the instances created here."""
         self._store = store
@@ -150,12 +154,12 @@ class InstanceService:
         self._runner = runner
         self._events = events
         self.wait_timeout_s = wait_timeout_s
-        self.networks: NetworkService | None = None  # set by the composition root
+        self.networks = networks
         # Power state each instance will have once its queued operations are done: the
         # synchronous guards check against it so that queued requests do not fail.
         self._projected: dict[str, tuple[str, str]] = {}  # name -> (operation id, power)
-        self.capacity: CapacityService | None = None  # admission control, when wired
-        self.disks: DiskService | None = None  # kept disks refuse a new instance, when wired
+        self.capacity = capacity  # admission control, when wired
+        self.disks = disks  # kept disks refuse a new instance, when wired
         self._views = ViewCache(Instance.model_fields)  # serialised views, per revision
         self._tokens = Tokens()  # continue tokens of paged listings
 

@@ -51,13 +51,20 @@ def parse_duration(text: str, what: str) -> int:
 
 class MetricsService:
     def __init__(
-        self, source: Latest, history: History, repo: InstanceRepo, facts: HostFacts
+        self,
+        source: Latest,
+        history: History,
+        repo: InstanceRepo,
+        facts: HostFacts,
+        scrape_from_loopback: bool = False,
     ) -> None:
         self.source = source
         self.history = history
         self.repo = repo
         self.facts = facts
-        self.scrape_from_loopback = False  # /metrics without credentials from 127.0.0.1/::1
+        self.scrape_from_loopback = (
+            scrape_from_loopback  # /metrics without credentials from 127.0.0.1/::1
+        )
 
     async def record(self, host: HostSample, samples: list[InstanceSample]) -> None:
         """Collector sink: fold one round into the history."""

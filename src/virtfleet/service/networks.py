@@ -9,8 +9,8 @@ never both succeed. Network creates and deletes take the store's ``networks``
 claim (state/locks.py), so two daemons never both pass the subnet-overlap check.
 Creating or deleting a network is quick (a bridge, a dnsmasq, one rules
 transaction) and answers synchronously; the host part is all-or-nothing
-(``NetworkHost.create``) and the store is written only once it succeeded.
-Must not touch links, processes or rules itself: the ``NetworkHost`` does.
+(``HostOps.network_create``) and the store is written only once it succeeded.
+Must not touch links, processes or rules itself: the host does, through its door.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import builtins
 import secrets
 
 from virtfleet.errors import AlreadyExistsError, ConflictError, InUseError
+from virtfleet.hostops import NetworkOps
 from virtfleet.model.event import Event
 from virtfleet.model.instance import InstanceSpec, NicSpec
 from virtfleet.model.network import (
@@ -30,7 +31,6 @@ from virtfleet.model.network import (
     overlapping,
     validate_network_name,
 )
-from virtfleet.network.base import NetworkHost
 from virtfleet.service.allocations import Allocations
 from virtfleet.state.locks import LOCAL_HOST, Claims, Session
 from virtfleet.state.networks import NetworkRepo
@@ -49,8 +49,9 @@ class NetworkService:
     def __init__(
         self,
         store: StateStore,
-        host: NetworkHost,
+        host: NetworkOps,
         events: EventLog,
+        tally: Allocations | None = None,
         *,
         session: Session | None = None,
         host_id: str = LOCAL_HOST,
@@ -62,7 +63,7 @@ class NetworkService:
         self._host = host
         self._events = events
         self._lock = asyncio.Lock()  # creates and deletes check-then-act: one at a time
-        self.tally: Allocations | None = None  # the store-following tally, when wired
+        self.tally = tally  # the store-following tally, when wired
 
     async def list(self) -> builtins.list[Network]:
         return [await self._view(spec) for spec in await self._repo.list()]
@@ -72,7 +73,7 @@ class NetworkService:
         return await self._view(await self._repo.get(validate_network_name(name)))
 
     async def _view(self, spec: NetworkSpec) -> Network:
-        state = await self._host.state(spec)
+        state = await self._host.network_state(spec)
         specs = [r.spec for r in await self._instances.list()]
         state.users = sorted({*state.users, *network_users(specs, spec.name)})
         return Network(name=spec.name, spec=spec, state=state)
@@ -88,7 +89,7 @@ class NetworkService:
         await self._check_new(spec)  # refused before any write (the claim is one)
         async with self._lock, self._claims.held("networks"):
             others = await self._check_new(spec)  # again: another daemon may have been first
-            await self._host.create(spec, others)
+            await self._host.network_create(spec, others)
             await self._repo.create(spec)
         await self._emit("network.created", spec.name, f"network {spec.name} created")
         return await self._view(spec)
@@ -102,7 +103,7 @@ class NetworkService:
         if clash:
             raise ConflictError(f"subnet of network {spec.name} overlaps network {clash}")
         _check_vlan(spec, others)
-        await self._host.check(spec)
+        await self._host.network_check(spec)
         return others
 
     async def delete(self, name: str) -> bool:
@@ -116,7 +117,7 @@ class NetworkService:
             if users:
                 raise InUseError(f"network {name} is in use by {', '.join(users)}")
             others = [o for o in await self._repo.list() if o.name != name]
-            await self._host.remove(spec, others)
+            await self._host.network_remove(spec, others)
             await self._repo.remove(name)
         await self._emit("network.deleted", name, f"network {name} deleted")
         return True
@@ -178,7 +179,7 @@ class NetworkService:
         for index, nic in enumerate(spec.nics):
             if nic.mode != "network" or not nic.network or not nic.mac:
                 continue
-            for lease in self._host.leases(nic.network):
+            for lease in self._host.network_leases(nic.network):
                 if lease.mac == nic.mac:
                     out.append(NicAddress(nic=index, network=nic.network, mac=nic.mac, ip=lease.ip))
         return out

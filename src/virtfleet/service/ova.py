@@ -22,7 +22,7 @@ from virtfleet.errors import (
     InvalidStateError,
     NotFoundError,
 )
-from virtfleet.host.disks import DiskManager
+from virtfleet.hostops import DiskOps
 from virtfleet.model.instance import (
     DeviceModel,
     DiskSpec,
@@ -55,14 +55,14 @@ def vm_name(ovf_name: str) -> str:
 class OvaService:
     def __init__(
         self, images: ImageStore, store: StateStore, instances: InstanceService,
-        runner: OperationRunner, disks_root: Path, paths: HostPaths,
+        runner: OperationRunner, disks: DiskOps, paths: HostPaths,
     ) -> None:  # fmt: skip
         self._images = images
         self._paths = paths
         self._repo = InstanceRepo(store)
         self._instances = instances
         self._runner = runner
-        self._disks = DiskManager(disks_root, images.file_for)
+        self._disks = disks
 
     async def import_ova(
         self,
@@ -194,7 +194,7 @@ class OvaService:
         return await self._runner.submit("disk.export", f"instance/{instance}", run)
 
     def _disk_source(self, spec: InstanceSpec, disk: DiskSpec) -> Path:
-        path = self._disks.path(spec.name, disk.name)
+        path = self._disks.disk_path(spec.name, disk.name)
         if path.exists():
             return path
         if disk.image:

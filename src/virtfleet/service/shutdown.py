@@ -35,12 +35,16 @@ _LIVE = (PowerState.RUNNING, PowerState.PAUSED, PowerState.STARTING)
 
 class ShutdownService:
     def __init__(
-        self, store: StateStore, instances: InstanceService, runner: OperationRunner
+        self,
+        store: StateStore,
+        instances: InstanceService,
+        runner: OperationRunner,
+        snapshots: SnapshotService | None = None,
     ) -> None:
         self._repo = InstanceRepo(store)
         self._instances = instances
         self._runner = runner
-        self.snapshots: SnapshotService | None = None  # None: no suspend (a plain stop)
+        self.snapshots = snapshots  # None: no suspend (a plain stop)
 
     async def shutdown_guests(self, timeout_s: float = 60.0) -> Operation:
         """Queue a ``host.shutdown-guests`` operation; its result lists each guest stopped,

@@ -2,8 +2,8 @@
 
 Owns the checks a request must pass before anything changes (instance and
 snapshot names, existence, children) and running the work as operations on
-``instance/<name>`` (so it queues behind power changes). The host's
-``SnapshotManager`` does the disk work. Must not know HTTP.
+``instance/<name>`` (so it queues behind power changes). The owning host does
+the disk work under the instance's lock (``HostOps``). Must not know HTTP or host/.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from virtfleet.errors import AlreadyExistsError, InUseError, InvalidStateError, NotFoundError
-from virtfleet.host.snapshots import SnapshotManager
+from virtfleet.hostops import SnapshotOps
 from virtfleet.model.backup import Snapshot
 from virtfleet.model.event import Event
 from virtfleet.model.instance import PowerState
@@ -28,16 +28,16 @@ class SnapshotService:
         store: StateStore,
         runner: OperationRunner,
         events: EventLog,
-        manager: SnapshotManager,
+        host: SnapshotOps,
     ) -> None:
         self._repo = InstanceRepo(store)
         self._runner = runner
         self._events = events
-        self.manager = manager
+        self._host = host
 
     async def list(self, vm: str) -> list[Snapshot]:
         await self._repo.get(validate_name(vm, "instance name"))
-        return self.manager.snapshots(vm)
+        return await self._host.snapshots(vm)
 
     async def _find(self, vm: str, snap: str) -> Snapshot:
         validate_name(snap, "snapshot name")
@@ -60,7 +60,7 @@ class SnapshotService:
         async def run(ctx: OpContext) -> dict[str, Any]:
             await ctx.progress(10, f"snapshotting {vm}")
             rec = await self._repo.get(vm)
-            made = await self.manager.create(rec.spec.normalized(), snap, memory)
+            made = await self._host.snapshot_create(rec.spec.normalized(), snap, memory)
             await self._emit("snapshot.created", vm, f"snapshot {snap} taken")
             return made.model_dump(mode="json")
 
@@ -73,7 +73,7 @@ class SnapshotService:
         async def run(ctx: OpContext) -> dict[str, Any]:
             await ctx.progress(10, f"reverting {vm} to {snap}")
             rec = await self._repo.get(vm)
-            await self.manager.revert(rec.spec.normalized(), snap)
+            await self._host.snapshot_revert(rec.spec.normalized(), snap)
             await self._emit("snapshot.reverted", vm, f"reverted to snapshot {snap}")
             return {"instance": vm, "snapshot": snap}
 
@@ -91,7 +91,7 @@ class SnapshotService:
         async def run(ctx: OpContext) -> dict[str, Any]:
             await ctx.progress(10, f"deleting snapshot {snap} of {vm}")
             rec = await self._repo.get(vm)
-            await self.manager.delete(rec.spec.normalized(), snap)
+            await self._host.snapshot_delete(rec.spec.normalized(), snap)
             await self._emit("snapshot.deleted", vm, f"snapshot {snap} deleted")
             return {"instance": vm, "snapshot": snap, "deleted": True}
 

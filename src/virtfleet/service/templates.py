@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import Field
 
 from virtfleet.errors import AlreadyExistsError, InvalidInputError, InvalidStateError
-from virtfleet.host.disks import DiskManager, copy_private, image_vars, vars_name
+from virtfleet.hostops import DiskOps
 from virtfleet.model.cloudinit import CloudInit
 from virtfleet.model.defaults import compose, effective, template_defaults
 from virtfleet.model.event import Event
@@ -34,7 +34,7 @@ from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.state.repos import EventLog, InstanceRepo
 from virtfleet.state.store import StateStore
-from virtfleet.storage import clones, qemuimg
+from virtfleet.storage import qemuimg
 from virtfleet.storage.images import ImageRecord, ImageStore
 
 CLONE_WAIT_S = 300.0
@@ -59,14 +59,14 @@ class TemplateService:
         instances: InstanceService,
         runner: OperationRunner,
         events: EventLog,
-        disks_root: Path,
+        disks: DiskOps,
     ) -> None:
         self._images = images
         self._repo = InstanceRepo(store)
         self._instances = instances
         self._runner = runner
         self._events = events
-        self._disks = DiskManager(disks_root, images.file_for)
+        self._disks = disks
 
     async def list(self) -> builtins.list[TemplateView]:
         return [_view(r) for r in await self._images.list() if r.kind == "template"]
@@ -93,13 +93,11 @@ class TemplateService:
         source, fmt, defaults, generalised = await self._source(instance, image, defaults)
         compose({"name": "check"}, defaults)  # a template whose clones would be invalid: 400 now
         firmware = defaults.firmware or Firmware.BIOS
-        store = self._disks.dir(instance) / vars_name(firmware) if instance else None
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             await _flatten(source, fmt, dest, ctx)
-            if store is not None and firmware is not Firmware.BIOS and store.is_file():
-                # The VM's boot entries and keys travel with its disk to every clone.
-                await asyncio.to_thread(copy_private, store, image_vars(dest, firmware))
+            if instance:  # the VM's boot entries and keys travel with its disk to every clone
+                await self._disks.vars_to_template(instance, firmware, dest)
             record = await self._images.inspect(name, dest)
             record = record.model_copy(
                 update={"kind": "template", "defaults": defaults, "generalised": generalised,
@@ -138,7 +136,7 @@ class TemplateService:
         disk = next((d for d in spec.disks if d.boot), None)
         if disk is None:
             raise InvalidInputError(f"instance {spec.name!r} has no disk to make a template of")
-        path = self._disks.path(spec.name, disk.name)
+        path = self._disks.disk_path(spec.name, disk.name)
         if path.exists():
             return path
         if disk.image:  # never started: its disk is still just its image
@@ -208,20 +206,14 @@ class TemplateService:
         base = Path(record.path)
         for i, spec in enumerate(specs):
             await self._check_free(spec.name)
-            disk = self._disks.path(spec.name, "root")
 
-            async def make(
-                disk: Path = disk, name: str = spec.name, firmware: Firmware = spec.firmware
-            ) -> None:
+            async def make(name: str = spec.name, firmware: Firmware = spec.firmware) -> None:
                 """The clone's disk, once the name is ours (never before: see _undo)."""
+                linked, size = mode == "linked", record.virtual_size_bytes
                 try:
-                    if mode == "linked":
-                        await clones.linked(base, disk, record.virtual_size_bytes)
-                    else:
-                        await clones.full(base, disk, None)
-                    self._disks.adopt_vars(name, firmware, image_vars(base, firmware))
+                    await self._disks.disk_clone(name, "root", base, linked, size, firmware)
                 except BaseException:
-                    self._disks.remove(name)  # checked absent, then claimed: ours alone
+                    self._disks.remove_disks(name)  # checked absent, then claimed: ours alone
                     raise
 
             op = await self._instances.create(spec, prepare=make)

@@ -17,7 +17,7 @@ import tarfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from virtfleet.errors import ImageError, InvalidInputError
 
@@ -241,8 +241,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _Digest(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
 class _Hasher:
-    def __init__(self, digest: hashlib._Hash) -> None:
+    def __init__(self, digest: _Digest) -> None:
         self.digest = digest
 
     def write(self, data: bytes) -> int:

@@ -15,14 +15,13 @@ from pydantic import Field
 from virtfleet.api.auth import ANY_USER, OPERATOR
 from virtfleet.api.deps import ServicesDep
 from virtfleet.errors import HostError
-from virtfleet.model.backup import BackupInfo, RepositoryStats, Schedule
+from virtfleet.model.backup import BackupInfo, RepositoryStats, RetentionPolicy, Schedule
 from virtfleet.model.instance import Strict
 from virtfleet.model.names import NameStr
 from virtfleet.model.operation import Operation
 from virtfleet.service import Services
 from virtfleet.service.backups import BackupService
 from virtfleet.service.schedules import ScheduleService
-from virtfleet.storage.backup.prune import RetentionPolicy
 
 router = APIRouter(prefix="/1.0", tags=["backups"], dependencies=[ANY_USER])
 

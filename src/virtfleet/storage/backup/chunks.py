@@ -67,7 +67,7 @@ class ChunkStore:
             os.replace(tmp, path)  # atomic: readers see the whole chunk or none
         except OSError as err:
             tmp.unlink(missing_ok=True)
-            raise _translate(err, "writing a chunk") from err
+            raise translate_os_error(err, "writing a chunk") from err
         return chunk, len(packed)
 
     def get(self, chunk: str, size: int = CHUNK_SIZE) -> bytes:
@@ -105,7 +105,8 @@ class ChunkStore:
         return size
 
 
-def _translate(err: OSError, doing: str) -> VirtfleetError:
+def translate_os_error(err: OSError, doing: str) -> VirtfleetError:
+    """The repository's error for ``err`` (full disk: ``RepositoryFullError``)."""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return RepositoryFullError(f"backup repository is full while {doing}: {err.strerror}")
     return VirtfleetError(f"backup repository I/O error while {doing}: {err}")

@@ -10,19 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from virtfleet.model.backup import RetentionPolicy
 
-
-class RetentionPolicy(BaseModel):
-    model_config = {"extra": "forbid"}
-
-    last: int = Field(0, ge=0)
-    daily: int = Field(0, ge=0)
-    weekly: int = Field(0, ge=0)
-    monthly: int = Field(0, ge=0)
-
-    def empty(self) -> bool:
-        return not (self.last or self.daily or self.weekly or self.monthly)
+__all__ = ["RetentionPolicy", "select_kept"]
 
 
 def _day(t: datetime) -> str:

@@ -29,7 +29,7 @@ from virtfleet.errors import (
     NotFoundError,
     VirtfleetError,
 )
-from virtfleet.storage.backup.chunks import CHUNK_SIZE, ZERO, ChunkStore, _translate
+from virtfleet.storage.backup.chunks import CHUNK_SIZE, ZERO, ChunkStore, translate_os_error
 from virtfleet.storage.backup.manifest import BackupManifest, DiskManifest
 
 _ID_RE = re.compile(r"^[0-9]{8}t[0-9]{6}z-[0-9a-f]{6}$")
@@ -129,7 +129,7 @@ class Repository:
             _fsync_dir(path.parent)
         except OSError as err:
             tmp.unlink(missing_ok=True)
-            raise _translate(err, "writing the manifest") from err
+            raise translate_os_error(err, "writing the manifest") from err
 
     def _load(self, path: Path) -> BackupManifest:
         try:
