@@ -16,6 +16,7 @@ from tests.functional.helpers import act, create
 from tests.functional.platform import FACTS, TestDriver
 from virtfleet.app.bootstrap import Platform
 from virtfleet.host.agent import Agent, AgentConfig
+from virtfleet.host.disks import DiskManager
 from virtfleet.host.member import HostPresence
 from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.instance import InstanceSpec, PowerState
@@ -44,9 +45,9 @@ async def second_host(platform: Platform, tmp: Path) -> AsyncIterator[Second]:
     (tmp / "b" / "console").mkdir(parents=True)
     driver = TestDriver(tmp / "b" / "console")
     images = platform.services.images.store
-    config = AgentConfig(tmp / "b" / "disks", images.file_for, host_id=host.id)
+    config = AgentConfig(DiskManager(tmp / "b" / "disks", images.file_for), host_id=host.id)
     agent = Agent(store, driver, FACTS, events, config)
-    runner = OperationRunner(store, events)
+    runner = OperationRunner(store, events, host_id=host.id)
     instances = InstanceService(store, images, FACTS, runner, events, 10.0, owner=host.id)
     member = HostPresence(store, host, FACTS, OvercommitRatios(), tmp / "b")
     await member.start()
