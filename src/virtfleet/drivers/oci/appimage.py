@@ -39,6 +39,9 @@ B={APP_DIR}/busybox
 set -m 2>/dev/null
 "$@" </dev/null &
 child=$!
+# Job control off again: with it on, ash reports a finished job ("Done(3)") and forgets
+# it at the next command, so a quick exit's code was lost (wait: 127, recorded as 0).
+set +m 2>/dev/null
 for s in {SIGNALS}; do trap "$B kill -$s $child 2>/dev/null" "$s"; done
 code=0
 while $B kill -0 "$child" 2>/dev/null; do wait "$child"; code=$?; done
