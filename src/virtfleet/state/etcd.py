@@ -215,7 +215,8 @@ class EtcdStore:
         self._check_open()
         after = self._seen if after_revision is None else after_revision
         start, stop = self._range(prefix)
-        watcher = _EtcdWatcher(self, start, stop, after)
+        watcher = _EtcdWatcher(self._watch, start, stop, after, self._kv_of)
+        watcher.on_close = self._watchers.discard
         self._watchers.add(watcher)
         return watcher
 
@@ -324,8 +325,17 @@ class EtcdStore:
 class _EtcdWatcher:
     """One etcd watch stream under the store's prefix, as an async iterator of events."""
 
-    def __init__(self, store: EtcdStore, start: bytes, stop: bytes, after: int) -> None:
-        self._store = store
+    def __init__(
+        self,
+        stub: Any,
+        start: bytes,
+        stop: bytes,
+        after: int,
+        kv_of: Callable[[Any], KeyValue],
+    ) -> None:
+        self._stub = stub
+        self._kv_of = kv_of
+        self.on_close: Callable[[_EtcdWatcher], None] = lambda _: None
         self._request = rpc.WatchRequest(
             create_request=rpc.WatchCreateRequest(
                 key=start, range_end=stop, start_revision=after + 1
@@ -347,13 +357,13 @@ class _EtcdWatcher:
 
     async def aclose(self) -> None:
         self._done = True
-        self._store._watchers.discard(self)
+        self.on_close(self)
         if self._call is not None:
             self._call.cancel()
 
     async def _fill(self) -> None:
         if self._call is None:
-            self._call = self._store._watch.Watch(iter([self._request]), metadata=_REQUIRE_LEADER)
+            self._call = self._stub.Watch(iter([self._request]), metadata=_REQUIRE_LEADER)
         try:
             reply = await self._call.read()
         except asyncio.CancelledError:
@@ -373,15 +383,16 @@ class _EtcdWatcher:
         self._pending.extend(self._event(e) for e in reply.events)
 
     async def _end(self, reply: Any) -> None:
+        closed_here = self._done  # aclose() (ours, or the store's close) came first
         await self.aclose()
         if reply is not grpc.aio.EOF and reply.compact_revision:
             compacted = int(reply.compact_revision)
             raise ConflictError(f"revision {compacted} has been compacted", compacted=compacted)
-        if not self._store._closed:
+        if not closed_here:
             raise StoreUnavailableError("etcd ended a watch (no leader, or the member went away)")
 
     def _event(self, event: Any) -> WatchEvent:
-        kv = self._store._kv_of(event.kv)
+        kv = self._kv_of(event.kv)
         if event.type == rpc.Event.DELETE:
             return WatchEvent("delete", kv.key, None, kv.mod_revision)
         return WatchEvent("put", kv.key, kv.value, kv.mod_revision)
