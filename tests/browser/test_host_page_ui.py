@@ -219,9 +219,13 @@ def test_export_a_vm_as_ova_and_a_disk_then_import_the_ova(
     page.goto(f"{d.url}/#/instances/ova-src")
     export = page.get_by_role("button", name="Export…")
     expect(export).to_be_disabled()
+    # A refresh changes the head's buttons in place: one replaced under the pointer between
+    # mouse-down and mouse-up loses the click (CI once lost the second Export click so).
+    page.evaluate("() => { window.exportButton = document.getElementById('export-vm'); }")
     page.locator(".instance-head").get_by_role("button", name="Force stop").click()
     page.locator("#dialog").get_by_role("button", name="Force stop").click()
     expect(export).to_be_enabled(timeout=OP_MS)
+    assert page.evaluate("() => window.exportButton === document.getElementById('export-vm')")
 
     export.click()
     dialog = page.locator("#dialog")

@@ -50,17 +50,22 @@ export async function renderInstance(main, name, initialTab = "summary") {
   clear(main, h("nav.crumbs", { "aria-label": "Breadcrumb" }, h("a", { href: "#/instances" }, "Instances"), " / ", name),
     head, status, done, tabs.element);
 
+  // The head's buttons are made once and only their state changes on a refresh: a button
+  // replaced under the pointer between mouse-down and mouse-up loses the user's click.
+  const title = h("h1");
+  const buttons = canOperate() ? Object.keys(ACTIONS).map((action) => [action, actionButton(action, () => act(action), true)]) : [];
+  const exportButton = canOperate() && isAdmin() && instance.spec.kind === "vm" ? h("button", {
+    type: "button", id: "export-vm", disabled: true,
+    title: "Export the stopped VM as an OVA package or one disk", onclick: () => vmExportDialog(instance, exportOp, exported),
+  }, "Export…") : null;
+  clear(head, title, buttons.length ? h("div.actions", { role: "group", "aria-label": "Instance actions" },
+    buttons.map(([, b]) => b), exportButton) : null);
+
   function drawHead() {
     const power = instance.status.power;
-    clear(head,
-      h("h1", {}, name, " ", powerBadge(power), " ", modeBadge(modeOf(instance))),
-      canOperate() ? h("div.actions", { role: "group", "aria-label": "Instance actions" },
-        Object.keys(ACTIONS).map((action) => actionButton(action, () => act(action), !allowed(action, power))),
-        isAdmin() && instance.spec.kind === "vm" ? h("button", {
-          type: "button", id: "export-vm", disabled: !["stopped", "crashed"].includes(power),
-          title: "Export the stopped VM as an OVA package or one disk", onclick: () => vmExportDialog(instance, exportOp, exported),
-        }, "Export…") : null)
-        : null);
+    clear(title, name, " ", powerBadge(power), " ", modeBadge(modeOf(instance)));
+    for (const [action, button] of buttons) button.disabled = !allowed(action, power);
+    if (exportButton) exportButton.disabled = !["stopped", "crashed"].includes(power);
   }
 
   // An export's operation, followed in the Tasks panel; failures shown in the page's alert.
