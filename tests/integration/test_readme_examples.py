@@ -5,7 +5,7 @@ original, pruning and a schedule. The lines are read from README.md, so a README
 changes them changes what runs. Only what this machine cannot have is substituted: the
 ``tiny`` image for ``debian-12`` (a Debian build and three Debian boots take minutes
 here), a directory of the test's for ``/srv/out`` and the real id for ``BACKUP_ID``.
-(``test_identity`` boots ten clones at once; this test need not repeat that.)"""
+(``test_identity`` boots clones at once; this test need not repeat that.)"""
 
 from __future__ import annotations
 
