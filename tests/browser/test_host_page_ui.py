@@ -312,12 +312,12 @@ def test_cancel_a_running_operation_from_the_tasks_panel_and_the_operations_page
 ) -> None:
     """A clean stop of a paused real VM waits for a guest that cannot answer (its CPUs are
     stopped); the Tasks panel's Cancel ends it at once: the task and the operation say
-    cancelled, and the VM was not stopped. A second such stop is cancelled from the
-    Operations page (Administration), whose row then says cancelled with its code."""
+    cancelled, and the VM is paused again, as before the stop. A second such stop is
+    cancelled from the Operations page (Administration), whose row then says cancelled
+    with its code."""
     d = ui_daemon
-    for name in ("slow-stop", "slow-stop-2"):
-        d.create(name, start=True)
-        d.action(name, "pause")
+    d.create("slow-stop", start=True)
+    d.action("slow-stop", "pause")
     try:
         login(page, d.url, "admin", ADMIN_PASSWORD)
         page.goto(f"{d.url}/#/instances/slow-stop")
@@ -330,18 +330,18 @@ def test_cancel_a_running_operation_from_the_tasks_panel_and_the_operations_page
         op_id = task.get_attribute("data-op")
         with admin_http(d) as http:
             op = http.get(f"/1.0/operations/{op_id}").json()
-            power = http.get("/1.0/instances/slow-stop").json()["status"]["power"]
         assert (op["kind"], op["status"], op["error_code"]) == (
             "instance.stop", "cancelled", "cancelled"
         )  # fmt: skip
-        assert power != "stopped"
+        head = page.locator(".instance-head")
+        expect(head.get_by_role("button", name="Resume")).to_be_enabled(timeout=OP_MS)
+        status = d.client.get_instance("slow-stop").status
+        assert (status.power, status.reason) == ("paused", "stop cancelled"), status
 
-        # A cancelled stop leaves the instance "stopping" (host/agent.py): stop the other one.
-        page.goto(f"{d.url}/#/instances/slow-stop-2")
-        page.locator(".instance-head").get_by_role("button", name="Stop", exact=True).click()
+        head.get_by_role("button", name="Stop", exact=True).click()
         page.get_by_role("link", name="Administration").click()
         page.get_by_role("link", name="Operations").click()
-        running = page.locator("#operations-table tr[data-status=running]", has_text="slow-stop-2")
+        running = page.locator("#operations-table tr[data-status=running]", has_text="slow-stop")
         expect(running).to_have_count(1, timeout=OP_MS)
         again = running.get_attribute("data-op")
         running.get_by_role("button", name=f"Cancel operation {again}").click()
@@ -351,6 +351,5 @@ def test_cancel_a_running_operation_from_the_tasks_panel_and_the_operations_page
         with admin_http(d) as http:
             assert http.get(f"/1.0/operations/{again}").json()["status"] == "cancelled"
     finally:
-        for name in ("slow-stop", "slow-stop-2"):
-            op = d.client.delete_instance(name, force=True, disks=True)
-            d.client.wait_operation(op.id, timeout_s=120)
+        op = d.client.delete_instance("slow-stop", force=True, disks=True)
+        d.client.wait_operation(op.id, timeout_s=120)

@@ -53,7 +53,8 @@ def fake_build(out: Path, cache_dir: Path, progress: Progress | None) -> None:
 
 
 class TestDriver(FakeDriver):
-    """``FakeDriver`` plus hooks: ``gates[name]`` holds a start back until set; ``calls``
+    """``FakeDriver`` plus hooks: ``gates[name]`` holds a start back until set (``stop_gates``
+    a stop, as a guest ignoring the power button does); ``calls``
     records (method, name); the serial console is ``<console_dir>/<name>.sock``/``.log``."""
 
     __test__ = False
@@ -62,6 +63,7 @@ class TestDriver(FakeDriver):
         super().__init__()
         self.console_dir = console_dir
         self.gates: dict[str, asyncio.Event] = {}
+        self.stop_gates: dict[str, asyncio.Event] = {}
         self.calls: list[tuple[str, str]] = []
 
     async def start(self, spec: InstanceSpec, ctx: LaunchContext) -> InstanceStatus:
@@ -73,6 +75,9 @@ class TestDriver(FakeDriver):
 
     async def stop(self, name: str, *, force: bool = False, timeout_s: float = 30.0) -> None:
         self.calls.append(("stop", name))
+        gate = self.stop_gates.get(name)
+        if gate is not None:
+            await gate.wait()
         await super().stop(name, force=force, timeout_s=timeout_s)
 
     async def pause(self, name: str) -> None:

@@ -134,6 +134,32 @@ async def test_cancel_a_running_operation(api: httpx.AsyncClient, driver: TestDr
     assert (r.json()["status"], r.json()["error_code"]) == ("cancelled", "cancelled")
 
 
+async def test_a_cancelled_stop_leaves_the_instance_as_it_was(
+    api: httpx.AsyncClient, driver: TestDriver
+) -> None:
+    """A stop waiting for a guest that does not power off, cancelled: the instance says
+    running again (not "stopping"), and the next stop stops it."""
+    await create(api, start=True)
+    driver.stop_gates["demo"] = asyncio.Event()
+    op = await put_state(api, "demo", "stop")
+    for _ in range(200):
+        if (await api.get("/1.0/instances/demo")).json()["status"]["power"] == "stopping":
+            break
+        await asyncio.sleep(0.01)
+    r = await api.delete(f"/1.0/operations/{op['id']}")
+    assert r.json()["status"] == "cancelled", r.text
+    for _ in range(200):  # the agent ends its stop once it sees the desired state
+        status = (await api.get("/1.0/instances/demo")).json()["status"]
+        if status["power"] != "stopping":
+            break
+        await asyncio.sleep(0.01)
+    assert (status["power"], status["reason"]) == ("running", "stop cancelled"), status
+    assert (await driver.status("demo")).power == "running"  # no stop went on behind it
+    del driver.stop_gates["demo"]
+    assert (await wait_op(api, await put_state(api, "demo", "stop")))["status"] == "success"
+    assert (await api.get("/1.0/instances/demo")).json()["status"]["power"] == "stopped"
+
+
 async def test_cancel_a_queued_operation_keeps_the_queue_order(
     api: httpx.AsyncClient, driver: TestDriver
 ) -> None:

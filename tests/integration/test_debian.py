@@ -74,7 +74,7 @@ async def _freeze_thaw(run_root: Path, name: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def cloudy() -> dict[str, str]:
-    """What the booted original showed (lease, SSH host key, instance-id), for its clone."""
+    """What the booted original showed (SSH host key, instance-id), for its clone."""
     return {}
 
 
@@ -111,7 +111,6 @@ def test_debian_boots_with_cloud_init_verified_by_guest_agent(
         "a DHCP address reported by the agent",
     )
     assert asyncio.run(_freeze_thaw(d.data_dir / "run", "cloudy")) == ("frozen", "thawed")
-    cloudy["lease"] = d.client.get_instance("cloudy").addresses[0].ip
     cloudy["key"] = _read_file(socket, SSH_KEY) or ""
     cloudy["iid"] = _read_file(socket, IID) or ""
     assert cloudy["key"] and cloudy["iid"], cloudy
@@ -126,7 +125,9 @@ def test_debian_boots_with_cloud_init_verified_by_guest_agent(
 
 def test_a_clone_of_a_debian_template_is_a_new_machine(d: NsDaemon, cloudy: dict[str, str]) -> None:
     """cloudy (booted, stopped) becomes a template; its linked clone on the same network gets
-    its own lease, hostname, cloud-init instance-id and SSH host key."""
+    a lease, its own hostname, cloud-init instance-id and SSH host key. (The lease may be the
+    address cloudy released at shutdown: dhclient asks for the one in the lease file the
+    clone inherited. Distinct leases of clones running together: ``test_identity``.)"""
     assert cloudy, "needs the booted original of the test before"
     op = d.client.call(calls.create_template("deb-tpl", instance="cloudy"))
     assert d.client.wait_operation(op.id, timeout_s=600).status == "success"
@@ -138,7 +139,7 @@ def test_a_clone_of_a_debian_template_is_a_new_machine(d: NsDaemon, cloudy: dict
         600, "dc-1's cloud-init hostname",
     )  # fmt: skip
     lease = d.client.get_instance("dc-1").addresses[0].ip
-    assert lease.startswith("10.93.0.") and lease != cloudy["lease"], (lease, cloudy)
+    assert lease.startswith("10.93.0."), lease
     # Not regenerated, the clone would still have cloudy's SSH host key and instance-id.
     socket = d.run_dir("dc-1") / "qga.sock"
     key, iid = _read_file(socket, SSH_KEY), _read_file(socket, IID) or ""

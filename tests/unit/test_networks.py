@@ -205,6 +205,7 @@ def test_dnsmasq_config(tmp_path: Path) -> None:
     assert "interface=lan\n" in nat and "bind-interfaces\n" in nat and "no-resolv\n" in nat
     assert "dhcp-range=10.1.0.128,10.1.0.254,255.255.255.0,1h\n" in nat
     assert "option:router" not in nat
+    assert "dhcp-ignore-clid\n" in nat  # leases by the MACs the platform keeps unique
     assert "dhcp-option=option:router\n" in dnsmasq.config(_nets()[1], files)
 
 

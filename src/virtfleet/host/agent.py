@@ -44,6 +44,7 @@ from virtfleet.model.host import HostFacts
 from virtfleet.model.instance import (
     Accel,
     DesiredPower,
+    DesiredState,
     InstanceSpec,
     InstanceStatus,
     PowerState,
@@ -94,6 +95,7 @@ class Agent:
         self._cgroups: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: dict[str, asyncio.Task[None]] = {}
+        self._stopping: dict[str, asyncio.Task[Any]] = {}  # reconciles carrying out a stop
 
     # -- lifecycle of the agent itself ---------------------------------------------------
 
@@ -186,6 +188,7 @@ class Agent:
             name = instance_name_of(change.key)
             part = change.key.rsplit("/", 1)[1]
             if name and change.type == "put" and part == "desired" and self.fences.held(name):
+                self._call_off_stop(name, change.value)
                 self._schedule(name)  # another host's request is that host's to carry out
             elif name and part == "owner":
                 self._schedule(name)  # moved here (take over) or away (fence off)
@@ -307,7 +310,7 @@ class Agent:
             await self._restart(rec)
         elif desired.power is DesiredPower.STOPPED:
             if power not in (PowerState.STOPPED, PowerState.CRASHED):
-                await self._stop(rec, desired.force, desired.timeout_s)
+                await self._stop_unless_called_off(rec)
         elif desired.power is DesiredPower.RUNNING:
             if power is PowerState.PAUSED:
                 await self.driver.resume(rec.name)
@@ -442,12 +445,50 @@ class Agent:
         """The agent makes cgroups for VMs; a container's runtime makes its own (cgroupsPath)."""
         return bool(self.cgroups) and spec.kind == "vm"
 
+    async def _stop_unless_called_off(self, rec: InstanceRecord) -> None:
+        """The desired stop; a newer desired state asking for the instance to stay up (a
+        cancelled stop operation writes one) ends it while it waits for the guest."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._stopping[rec.name] = task
+        try:
+            await self._stop(rec, rec.desired.force, rec.desired.timeout_s)
+        finally:
+            self._stopping.pop(rec.name, None)
+
+    def _call_off_stop(self, name: str, desired: bytes | None) -> None:
+        task = self._stopping.get(name)
+        if task is None or desired is None:
+            return
+        wanted = DesiredState.model_validate_json(desired).power
+        if wanted in (DesiredPower.RUNNING, DesiredPower.PAUSED):
+            task.cancel()  # _stop records what the driver then sees
+
     async def _stop(self, rec: InstanceRecord, force: bool, timeout_s: float) -> None:
         await self._set_power(rec.name, PowerState.STOPPING, "stopping")
-        await self.driver.stop(rec.name, force=force, timeout_s=timeout_s)
-        await self._release_cgroup(rec.name)
-        await self.nics.unplug(rec.name)
-        await self._set_power(rec.name, PowerState.STOPPED, "forced off" if force else "stopped")
+        try:
+            await self.driver.stop(rec.name, force=force, timeout_s=timeout_s)
+        except BaseException:
+            # A cancelled or failed stop: record what the driver sees, never "stopping".
+            try:
+                await asyncio.shield(self._stop_abandoned(rec.name))
+            except Exception:
+                log.exception("%s: recording the called-off stop failed", rec.name)
+            raise
+        await self._stopped(rec.name, "forced off" if force else "stopped")
+
+    async def _stopped(self, name: str, reason: str) -> None:
+        await self._release_cgroup(name)
+        await self.nics.unplug(name)
+        await self._set_power(name, PowerState.STOPPED, reason)
+
+    async def _stop_abandoned(self, name: str) -> None:
+        power = (await self.driver.status(name)).power
+        if power in (PowerState.STOPPED, PowerState.CRASHED):
+            await self._stopped(name, "stopped")  # it ended as the stop was called off
+        else:
+            await self._set_power(name, power, "stop cancelled")
+            await self._emit("instance.stop_cancelled", name, f"stop called off; {power.value}")
 
     async def _restart(self, rec: InstanceRecord) -> None:
         if rec.status.power not in (PowerState.RUNNING, PowerState.PAUSED):

@@ -64,6 +64,10 @@ def config(spec: NetworkSpec, files: DnsmasqFiles) -> str:
         f"log-facility={files.log}",
         f"dhcp-range={spec.dhcp_start},{spec.dhcp_end},{net.netmask},{LEASE_TIME}",
         "dhcp-authoritative",
+        # Leases by MAC, which the platform keeps unique: systemd-networkd's client id comes
+        # from /etc/machine-id, which a clone of a VM that ran inherits, so dnsmasq would
+        # otherwise see a running clone and its running original as one client.
+        "dhcp-ignore-clid",
         "dhcp-no-override",
         "no-resolv",  # no upstream: guests' names only (the host's resolvers are its own)
         "no-hosts",

@@ -334,12 +334,25 @@ class InstanceService:
                     name, lambda d, g: _desired_for(action, d, g, force, timeout_s), current
                 )
             wait_s = timeout_s + self.wait_timeout_s
-            return _result(await self._await_generation(name, gen, wait_s, after_revision=rev))
+            try:
+                return _result(await self._await_generation(name, gen, wait_s, rev))
+            except asyncio.CancelledError:
+                if action == "stop":  # called off: the instance stays as it was
+                    await asyncio.shield(self._call_off(name, gen, current.desired.power))
+                raise
 
         # The message is stored with the operation: no progress write between the desired
         # state and the agent acting on it (a container starts in tens of milliseconds).
         message = f"waiting for the agent to {action} {name}"
         return await self._submit(f"instance.{action}", name, run, TARGET[action].value, message)
+
+    async def _call_off(self, name: str, generation: int, power: DesiredPower) -> None:
+        """Ask again for ``power`` unless the agent already carried out ``generation``; the
+        agent ends a stop it is still waiting on when it sees this."""
+        rec = await self._repo.find(name)
+        if rec is not None and rec.status.observed_generation < generation:
+            again = {"power": power}
+            await self._bump(name, lambda d, g: d.model_copy(update={**again, "generation": g}))
 
     async def delete(
         self, name: str, force: bool = False, delete_disks: bool = False, if_match: IfMatch = None

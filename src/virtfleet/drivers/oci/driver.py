@@ -437,11 +437,15 @@ class OciDriver:
             await self.runtime.resume(name)  # frozen tasks do not act on signals
             c.power = PowerState.RUNNING
         if not force:
-            with contextlib.suppress(ProcessError):
-                await self.runtime.kill(name, "TERM")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(c.gone.wait(), timeout_s)
-                return
+            try:
+                with contextlib.suppress(ProcessError):
+                    await self.runtime.kill(name, "TERM")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(c.gone.wait(), timeout_s)
+                    return
+            except asyncio.CancelledError:
+                c.stopping = c.gone.is_set()  # called off: a later exit is the app's own
+                raise
         with contextlib.suppress(ProcessError):
             await self.runtime.kill(name, "KILL")
         await c.gone.wait()

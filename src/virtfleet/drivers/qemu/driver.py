@@ -243,10 +243,14 @@ class QemuDriver(LiveResources, VmSnapshots):
             return
         vm.stopping = True
         if not force:
-            await self._request_shutdown(vm)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(vm.gone.wait(), timeout_s)
-                return
+            try:
+                await self._request_shutdown(vm)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(vm.gone.wait(), timeout_s)
+                    return
+            except asyncio.CancelledError:
+                vm.stopping = vm.gone.is_set()  # called off: a later exit is the guest's own
+                raise
         with contextlib.suppress(QMPError):
             await asyncio.wait_for(vm.qmp.quit(), 2.0)
         if not await process.wait_gone(vm.record.pid, 3.0):
