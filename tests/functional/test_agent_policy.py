@@ -11,6 +11,7 @@ import pytest
 
 from virtfleet.api.auth import local_admin
 from virtfleet.app.bootstrap import Platform
+from virtfleet.host import agent as agent_module
 from virtfleet.service.waiting import wait_until
 from virtfleet.state.repos import InstanceRepo
 
@@ -103,6 +104,22 @@ async def test_requested_stop_is_never_restarted(
     await asyncio.sleep(0.7)
     status = await _power(api, "s")
     assert status["power"] == "stopped" and status["restarts"] == 0
+
+
+async def test_a_stop_keeps_a_crashed_instance_down_while_its_restart_waits(
+    api: httpx.AsyncClient, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash under on-failure schedules a restart after a backoff; a stop meanwhile is
+    accepted (not "instance is crashed") and the restart does not happen."""
+    monkeypatch.setattr(agent_module, "BACKOFF_S", (1.5,))  # room for the stop, on any load
+    await create(api, "c", start=True, restart_policy="on-failure")
+    _driver(platform).crash("c")
+    await _until(api, "c", "crashed")
+    assert (await act(api, "c", "stop"))["status"] == "success"
+    await asyncio.sleep(1.7)
+    status = await _power(api, "c")
+    assert (status["power"], status["restarts"]) == ("crashed", 0), status
+    assert (await act(api, "c", "start"))["status"] == "success"
 
 
 async def test_agent_stop_leaves_no_empty_cgroups(tmp_path: Path) -> None:

@@ -585,8 +585,8 @@ class Agent:
             rec = await self.repo.find(name)
             if rec is None or rec.status.power not in (PowerState.CRASHED, PowerState.STOPPED):
                 return
-            if not self.fences.owns(rec):
-                return
+            if not self.fences.owns(rec) or rec.desired.power is not DesiredPower.RUNNING:
+                return  # not ours, or asked to stay down (a stop) while the restart waited
             status = rec.status.model_copy(update={"restarts": rec.status.restarts + 1})
             await self._write_status(name, status)
             try:

@@ -38,6 +38,7 @@ from virtfleet.model.instance import (
     InstanceStatus,
     Ownership,
     PowerState,
+    RestartPolicy,
 )
 from virtfleet.model.names import validate_name
 from virtfleet.model.network import NicAddress
@@ -121,6 +122,22 @@ def check_action(action: Action, power: str, force: bool = False) -> None:
         allowed = tuple(p for p in PowerState if p is not _P.STOPPED)
     if power not in allowed:
         raise InvalidStateError(power, [p.value for p in allowed])
+
+
+def check_power_action(action: Action, rec: InstanceRecord, power: str, force: bool) -> None:
+    """``check_action``, and a stop of a down instance whose restart policy is due to start
+    it again: that stop keeps it down (the agent's policy restart honours it)."""
+    down = power in (_P.STOPPED.value, _P.CRASHED.value)
+    if action == "stop" and down and _restart_due(rec):
+        return
+    check_action(action, power, force)
+
+
+def _restart_due(rec: InstanceRecord) -> bool:
+    return (
+        rec.desired.power is DesiredPower.RUNNING
+        and rec.spec.restart_policy is not RestartPolicy.NO
+    )
 
 
 def check_deletable(power: str, force: bool) -> None:
@@ -320,7 +337,7 @@ class InstanceService:
         raising the error the agent recorded.
         """
         rec = await self._repo.get(validate_name(name, "instance name"))
-        check_action(action, self._expected_power(rec), force)
+        check_power_action(action, rec, self._expected_power(rec), force)
         if action == "start" and self.capacity is not None:
             # Early answer only: the operation admits again, as a reservation, when it runs.
             await self.capacity.admit(name, rec.spec.memory_mib, rec.spec.vcpus)
@@ -328,7 +345,7 @@ class InstanceService:
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             current = await self._repo.get(name)
-            check_action(action, _power_of(current), force)
+            check_power_action(action, current, _power_of(current), force)
             async with self._admission(current.spec, action == "start"):
                 gen, rev = await self._bump_at(
                     name, lambda d, g: _desired_for(action, d, g, force, timeout_s), current
