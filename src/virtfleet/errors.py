@@ -9,7 +9,8 @@ calls them (``raise ... from err``); nothing else here does I/O.
     ├── InvalidInputError (invalid_input, 400)
     │   ├── InvalidNameError (invalid_name, 400)
     │   ├── UnknownFieldError (unknown_field, 400)
-    │   └── InvalidContinueError (invalid_continue, 400)
+    │   ├── InvalidContinueError (invalid_continue, 400)
+    │   └── InvalidStoreUrlError (invalid_store_url, 400)
     ├── AuthError (unauthenticated, 401)
     ├── ForbiddenError (forbidden, 403)
     │   ├── CsrfError (csrf_failed, 403)
@@ -83,6 +84,12 @@ class InvalidContinueError(InvalidInputError):
     """A continue token this daemon did not make (edited, or from before a restart)."""
 
     code = "invalid_continue"
+
+
+class InvalidStoreUrlError(InvalidInputError):
+    """The daemon's ``--store`` setting is not sqlite, memory or etcd+http(s) URLs."""
+
+    code = "invalid_store_url"
 
 
 class AuthError(VirtfleetError):

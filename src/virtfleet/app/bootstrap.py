@@ -35,6 +35,7 @@ from virtfleet.app.serving import (
     run_listeners,
 )
 from virtfleet.app.settings import Settings
+from virtfleet.app.stores import EtcdFiles, check_store, open_store
 from virtfleet.app.tls import Certificate, server_certificate
 from virtfleet.drivers.base import Driver
 from virtfleet.drivers.fake.driver import FakeDriver
@@ -94,7 +95,6 @@ from virtfleet.state.history_sqlite import SQLiteHistoryBackend
 from virtfleet.state.identity import load_or_create
 from virtfleet.state.leader import Leadership
 from virtfleet.state.locks import Session
-from virtfleet.state.memory import MemoryStore
 from virtfleet.state.repos import EventLog, InstanceRepo
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.state.store import StateStore
@@ -419,14 +419,14 @@ def build_control_plane(
 def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platform:
     """Wire every component for ``settings`` (nothing is started yet): this host's
     member, then the control plane over the store and the member's door."""
+    files = EtcdFiles(settings.etcd_ca, settings.etcd_cert, settings.etcd_key)
+    check_store(settings.store, files)  # a bad --store: an error before anything is made
     secure_data_dir(settings.data_dir)
     for path in (settings.images_dir, settings.disks_dir, settings.run_dir):
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     facts = facts or host_facts(settings)
     identity = load_or_create(settings.data_dir, settings.host_name)  # before a migration
-    store: StateStore = (
-        MemoryStore() if settings.store == "memory" else SQLiteStore(settings.store_path)
-    )
+    store = open_store(settings.store, settings.store_path, files)
     events = EventLog(store)
     images = ImageStore(settings.images_dir, store, settings.cache_dir)
     host = build_host(settings, store, events, facts, images, identity.id)

@@ -68,9 +68,10 @@ _UNAVAILABLE = {
 
 @dataclass(frozen=True)
 class EtcdTLS:
-    """Client TLS for etcd: the cluster CA, and this member's certificate and key."""
+    """Client TLS for etcd: the cluster CA (None: the system's), this member's certificate
+    and key."""
 
-    ca: Path
+    ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
 
@@ -408,7 +409,7 @@ def _channel(endpoints: Sequence[str], tls: EtcdTLS | None) -> grpc.aio.Channel:
     if tls is None:
         return grpc.aio.insecure_channel(target)
     creds = grpc.ssl_channel_credentials(
-        tls.ca.read_bytes(),
+        tls.ca.read_bytes() if tls.ca else None,
         tls.key.read_bytes() if tls.key else None,
         tls.cert.read_bytes() if tls.cert else None,
     )
