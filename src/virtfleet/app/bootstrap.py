@@ -35,6 +35,7 @@ from virtfleet.app.serving import (
     run_listeners,
 )
 from virtfleet.app.settings import Settings
+from virtfleet.app.startup import Startup, StoreGate
 from virtfleet.app.stores import EtcdFiles, check_store, open_store
 from virtfleet.app.tls import Certificate, server_certificate
 from virtfleet.drivers.base import Driver
@@ -70,6 +71,7 @@ from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
 from virtfleet.service.boot import BootService
 from virtfleet.service.capacity import CapacityService
+from virtfleet.service.cluster import ClusterService
 from virtfleet.service.containers import ContainerService
 from virtfleet.service.disks import DiskService
 from virtfleet.service.events import EventService
@@ -90,6 +92,7 @@ from virtfleet.service.snapshots import SnapshotService
 from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
+from virtfleet.state.etcd import EtcdStore
 from virtfleet.state.history import History, HistoryBackend, MemoryHistoryBackend
 from virtfleet.state.history_sqlite import SQLiteHistoryBackend
 from virtfleet.state.identity import load_or_create
@@ -121,6 +124,7 @@ class Platform:
     freeze_heap: bool = False  # the daemon process; not in-process test platforms
     session: Session | None = None  # this daemon's lease for its claims in the store
     leader: Leadership | None = None  # elects the daemon running cluster-wide singletons
+    startup: Startup | None = None  # the daemon's start, waiting for the store to answer
 
     async def start(self) -> None:
         await ensure_admin(self.services.auth, self.settings.data_dir)
@@ -413,6 +417,12 @@ def build_control_plane(
             guest_ready=_agent_answers(guests),
         ),
         shutdown=ShutdownService(store, instances, runner, snapshots),
+        cluster=ClusterService(
+            store,
+            me,
+            check_store(settings.store).kind,
+            members=store.members if isinstance(store, EtcdStore) else None,
+        ),
     )
 
 
@@ -439,20 +449,29 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     )
     services = build_control_plane(settings, store, events, facts, images, host, cluster)
 
+    # The platform below (bound when the app starts) starts once the store answers.
+    startup = Startup(
+        store.revision, lambda: platform.start(), check_store(settings.store).describe()
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await platform.start()  # the platform below: bound when the app starts
+        await startup.begin()
         try:
             yield
         finally:
-            await platform.stop()
+            if await startup.close():
+                await platform.stop()
+            else:
+                await store.close()  # nothing else started
 
     app = create_app(services, lifespan=lifespan)
+    app.add_middleware(StoreGate, startup=startup)  # outermost: 503 until started
     oci = lambda: host.driver.info().details.get("runtime")  # noqa: E731
     presence = HostPresence(store, identity, facts, ratios, settings.data_dir, oci)
     platform = Platform(
         settings, store, host.driver, host.agent, services, app, host,
-        presence=presence, session=cluster.session, leader=cluster.leader,
+        presence=presence, session=cluster.session, leader=cluster.leader, startup=startup,
     )  # fmt: skip
     return platform
 
