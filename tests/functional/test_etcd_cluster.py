@@ -19,6 +19,8 @@ from tests.functional.platform import TestDriver, make_platform, running, serve_
 from virtfleet.api.auth import local_admin
 from virtfleet.app.bootstrap import Platform
 from virtfleet.cli.main import app
+from virtfleet.model.cluster import StoreMember
+from virtfleet.service.cluster import ClusterService
 from virtfleet.state import identity
 
 
@@ -106,3 +108,31 @@ def test_cli_cluster_status(tmp_path: Path) -> None:
     found = json.loads(shown.output)
     assert (found["store"], found["host_id"]) == ("memory", me.id)
     assert [h["name"] for h in found["hosts"]] == [me.name]
+
+
+def test_cli_cluster_status_shows_etcd_members(tmp_path: Path) -> None:
+    """The members table: the leader, db size, raft index and version; a member that does
+    not answer says why (the members as ``EtcdStore.members`` reports them)."""
+    members = [
+        StoreMember(id="a1", name="m1", client_urls=["https://10.0.0.1:2379"], leader=True,
+                    db_size_bytes=3 * 2**20, raft_index=812, version="3.4.23"),
+        StoreMember(id="b2", name="m2", client_urls=["https://10.0.0.2:2379"],
+                    error="etcd is unavailable: connection refused"),
+    ]  # fmt: skip
+
+    async def listed() -> list[StoreMember]:
+        return members
+
+    def as_etcd(platform: Platform) -> None:
+        me = identity.load_or_create(platform.settings.data_dir).id
+        platform.services.cluster = ClusterService(platform.store, me, "etcd", listed)
+
+    with serve_uds(tmp_path, setup=as_etcd) as data_dir:
+        args = ["--data-dir", str(data_dir), "cluster", "status"]
+        table = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    lines = [" ".join(line.split()) for line in table.output.splitlines()]
+    assert "store etcd cluster of 2 members (1 answering)" in lines
+    assert "m1 https://10.0.0.1:2379 yes 3.0 MiB 812 3.4.23" in lines
+    down = "m2 https://10.0.0.2:2379 - - - unreachable: etcd is unavailable: connection refused"
+    assert down in lines

@@ -29,17 +29,17 @@ def status(json_out: JsonOpt = False) -> None:
     me = next((h.name for h in found.hosts if h.this_host), "-")
     output.fields([("store", found.summary), ("this host", f"{me} ({found.host_id})")])
     if found.members:
-        columns = ["MEMBER", "ID", "CLIENT URLS", "LEADER", "DB SIZE", "RAFT INDEX", "VERSION"]
+        columns = ["MEMBER", "CLIENT URLS", "LEADER", "DB SIZE", "RAFT INDEX", "VERSION"]
         output.table(columns, map(_member_row, found.members))
     output.table(["HOST", "ID", "STATE", "LEASE AGE", "API", ""], map(_host_row, found.hosts))
 
 
 def _member_row(m: StoreMember) -> list[Any]:
     if m.error is not None:
-        return [m.name, m.id, ", ".join(m.client_urls), "-", "-", "-", f"unreachable: {m.error}"]
+        return [m.name, ", ".join(m.client_urls), "-", "-", "-", f"unreachable: {m.error}"]
     size = f"{(m.db_size_bytes or 0) / 2**20:.1f} MiB"
     leader = "yes" if m.leader else "no"
-    return [m.name, m.id, ", ".join(m.client_urls), leader, size, m.raft_index, m.version]
+    return [m.name, ", ".join(m.client_urls), leader, size, m.raft_index, m.version]
 
 
 def _host_row(h: ClusterHost) -> list[Any]:
