@@ -22,6 +22,7 @@ calls them (``raise ... from err``); nothing else here does I/O.
     │   ├── InUseError (in_use, 409)
     │   ├── KeptDisksError (kept_disks, 409)
     │   ├── IdempotencyInProgressError (idempotency_in_progress, 409)
+    │   ├── OwnedElsewhereError (owned_elsewhere, 409)
     │   └── RevisionConflictError (revision_conflict, 409)
     ├── PreconditionFailedError (precondition_failed, 412)
     ├── PayloadTooLargeError (payload_too_large, 413)
@@ -154,6 +155,12 @@ class RevisionConflictError(ConflictError):
     """A compare-and-swap write found a different revision than expected."""
 
     code = "revision_conflict"
+
+
+class OwnedElsewhereError(ConflictError):
+    """The instance is owned by another host, and this request is not forwarded there yet."""
+
+    code = "owned_elsewhere"
 
 
 class PreconditionFailedError(VirtfleetError):

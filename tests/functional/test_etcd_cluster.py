@@ -1,6 +1,7 @@
 """Two daemons (two host ids, two data directories) on one real etcd: each lists the
 other, an instance made through one shows its owner on the other, a power action through
-the non-owner is carried out by the owner's agent (desired state in the store), and
+the non-owner is carried out by the owner's agent (desired state in the store), a door
+call (a snapshot) through the non-owner is refused naming the owner, and
 ``GET /1.0/cluster`` / ``virtfleet cluster status`` describe the store and the hosts."""
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ async def test_two_daemons_on_one_etcd(tmp_path: Path) -> None:
             await create(api_a, "web", start=True)
             on_b = (await api_b.get("/1.0/instances/web")).json()
             stopped = await act(api_b, "web", "stop")  # through B; A owns it
+            # A door call (files and processes on the owner) is refused through B:
+            snap_b = await wait_op(
+                api_b, await api_b.post("/1.0/instances/web/snapshots", json={"name": "s1"})
+            )
+            snap_a = await wait_op(
+                api_a, await api_a.post("/1.0/instances/web/snapshots", json={"name": "s1"})
+            )
             after = (await api_a.get("/1.0/instances/web")).json()
             cluster = (await api_b.get("/1.0/cluster")).json()
     assert seen_by_a == seen_by_b == {"host-a": "online", "host-b": "online"}
@@ -63,6 +71,12 @@ async def test_two_daemons_on_one_etcd(tmp_path: Path) -> None:
     assert after["status"]["power"] == "stopped" and after["status"]["host"] == a_id
     assert ("stop", "web") in driver_a.calls
     assert not [call for call in driver_b.calls if call[1] == "web"]  # B never touched it
+    assert (snap_b["status"], snap_b["error_code"]) == ("failure", "owned_elsewhere")
+    assert snap_b["error_message"] == (
+        f"instance 'web' is owned by host host-a ({a_id}): ask that host; forwarding to "
+        "the owning host is not built yet"
+    )
+    assert snap_a["status"] == "success", snap_a
     assert cluster["store"] == "etcd" and cluster["host_id"] == b_id
     assert cluster["summary"] == "etcd cluster of 1 member (1 answering)"
     (etcd_member,) = cluster["members"]

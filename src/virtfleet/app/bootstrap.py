@@ -55,6 +55,7 @@ from virtfleet.host.facts import host_check, probe_host
 from virtfleet.host.guest import GuestAgents
 from virtfleet.host.member import HostPresence
 from virtfleet.host.ops import LocalHostOps
+from virtfleet.host.owned import OwnerCheckedOps
 from virtfleet.host.quiesce import AgentQuiescer
 from virtfleet.host.snapshots import SnapshotManager
 from virtfleet.host.usage import sample_usage
@@ -345,7 +346,8 @@ def build_host(
     repo = Repository(settings.backup_repo_dir)
     backups = BackupManager(agent, snapshots, repo, quiescer)
     containers = ContainerHost(driver.containers()) if isinstance(driver, RoutingDriver) else None
-    ops = LocalHostOps(agent, snapshots, backups, guests, networks, containers or NoContainers())
+    # Refuses instance actions on what another host owns (until they are forwarded).
+    ops = OwnerCheckedOps(agent, snapshots, backups, guests, networks, containers or NoContainers())
     collector = MetricsCollector(
         agent.repo, lambda: agent.driver, facts, agent.cgroups, settings.metrics_interval_s
     )
