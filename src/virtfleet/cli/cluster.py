@@ -11,6 +11,7 @@ import typer
 
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, command, get_client
+from virtfleet.cli.sizes import format_bytes
 from virtfleet.model.cluster import ClusterHost, StoreMember
 
 app = typer.Typer(
@@ -37,7 +38,7 @@ def status(json_out: JsonOpt = False) -> None:
 def _member_row(m: StoreMember) -> list[Any]:
     if m.error is not None:
         return [m.name, ", ".join(m.client_urls), "-", "-", "-", f"unreachable: {m.error}"]
-    size = f"{(m.db_size_bytes or 0) / 2**20:.1f} MiB"
+    size = format_bytes(m.db_size_bytes or 0)
     leader = "yes" if m.leader else "no"
     return [m.name, ", ".join(m.client_urls), leader, size, m.raft_index, m.version]
 
