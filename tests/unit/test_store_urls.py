@@ -15,7 +15,7 @@ from virtfleet.app.settings import Settings
 from virtfleet.app.stores import EtcdFiles, StoreUrl, check_store, parse_store
 from virtfleet.cli.main import app
 from virtfleet.errors import InvalidStoreUrlError
-from virtfleet.state.etcd import EtcdStore
+from virtfleet.state.etcd import EtcdStore, grpc_target
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.sqlite import SQLiteStore
 
@@ -24,11 +24,16 @@ def test_store_settings_parse() -> None:
     """Kinds, endpoints in order without repeats, the scheme deciding TLS, IPv6 hosts."""
     assert parse_store("sqlite") == StoreUrl("sqlite")
     assert parse_store(" memory ") == StoreUrl("memory")
-    many = parse_store("etcd+http://10.0.0.1:2379, etcd+http://h2:2379/,etcd+http://10.0.0.1:2379")
-    assert many == StoreUrl("etcd", ("http://10.0.0.1:2379", "http://h2:2379"), tls=False)
-    secure = parse_store("etcd+https://[fd00::1]:2379")
-    assert secure == StoreUrl("etcd", ("https://[fd00::1]:2379",), tls=True)
-    assert many.describe() == "etcd at http://10.0.0.1:2379, http://h2:2379"
+    many = parse_store(
+        "etcd+http://10.0.0.1:2379, etcd+http://10.0.0.2:2379/,etcd+http://10.0.0.1:2379"
+    )
+    assert many == StoreUrl("etcd", ("http://10.0.0.1:2379", "http://10.0.0.2:2379"), tls=False)
+    assert parse_store("etcd+http://etcd.example:2379").endpoints == ("http://etcd.example:2379",)
+    secure = parse_store("etcd+https://[fd00::1]:2379,etcd+https://[fd00::2]:2379")
+    assert secure == StoreUrl("etcd", ("https://[fd00::1]:2379", "https://[fd00::2]:2379"), True)
+    assert grpc_target(secure.endpoints) == "ipv6:[fd00::1]:2379,[fd00::2]:2379"
+    assert grpc_target(("https://[fd00::1]:2379",)) == "[fd00::1]:2379"
+    assert many.describe() == "etcd at http://10.0.0.1:2379, http://10.0.0.2:2379"
 
 
 @pytest.mark.parametrize(
@@ -44,6 +49,8 @@ def test_store_settings_parse() -> None:
         ("etcd+http://h:2379/prefix", "only a host and a port"),
         ("etcd+http://u:p@h:2379", "only a host and a port"),
         ("etcd+http://h:1,etcd+https://h:2", "mix etcd\\+http and etcd\\+https"),
+        ("etcd+http://h1:2379,etcd+http://h2:2379", "IP addresses of one family"),
+        ("etcd+http://10.0.0.1:2379,etcd+http://[fd00::1]:2379", "IP addresses of one family"),
     ],
 )
 def test_bad_store_settings(setting: str, why: str) -> None:

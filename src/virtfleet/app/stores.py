@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from virtfleet.errors import InvalidStoreUrlError
-from virtfleet.state.etcd import EtcdStore, EtcdTLS
+from virtfleet.errors import InvalidInputError, InvalidStoreUrlError
+from virtfleet.state.etcd import EtcdStore, EtcdTLS, grpc_target
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.state.store import StateStore
@@ -60,6 +60,10 @@ def parse_store(setting: str) -> StoreUrl:
     if len(schemes) > 1:
         raise InvalidStoreUrlError("etcd URLs mix etcd+http and etcd+https: use one scheme")
     endpoints = tuple(dict.fromkeys(endpoint for _, endpoint in urls))  # in order, once each
+    try:
+        grpc_target(endpoints)  # what the client can connect to
+    except InvalidInputError as err:
+        raise InvalidStoreUrlError(err.message) from None
     return StoreUrl(kind="etcd", endpoints=endpoints, tls=schemes == {"etcd+https"})
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import ipaddress
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -107,7 +108,7 @@ class EtcdStore:
             raise InvalidInputError("etcd needs at least one endpoint")
         self._ns = namespace
         self._timeout = timeout_s
-        self._target = _target(endpoints)  # checked now; connected on first use
+        self._target = grpc_target(endpoints)  # checked now; connected on first use
         self._tls = tls
         self._grpc: _Stubs | None = None
         self._seen = 0  # the newest revision any reply showed: "now" for watch(None)
@@ -281,7 +282,7 @@ class EtcdStore:
         )
         if not member.clientURLs:
             return about.model_copy(update={"error": "not started yet (no client URL)"})
-        channel = _channel(_target(list(member.clientURLs)), self._tls)  # this member alone
+        channel = _channel(grpc_target(list(member.clientURLs)), self._tls)  # this member alone
         try:
             status = await rpc.MaintenanceStub(channel).Status(
                 rpc.StatusRequest(), timeout=min(self._timeout, 2.0)
@@ -465,13 +466,32 @@ class _EtcdWatcher:
         return WatchEvent("put", kv.key, kv.value, kv.mod_revision)
 
 
-def _target(endpoints: Sequence[str]) -> str:
-    """The gRPC target of every endpoint: gRPC fails over between IP endpoints itself."""
+def grpc_target(endpoints: Sequence[str]) -> str:
+    """The gRPC target of ``endpoints``: one host (a name or an address), or several IP
+    addresses of one family, between which gRPC itself fails over."""
     hosts = [urlsplit(e if "://" in e else f"http://{e}") for e in endpoints]
     if any(not h.hostname or not h.port for h in hosts):
         raise InvalidInputError(f"etcd endpoints must be host:port URLs, got {list(endpoints)}")
-    addresses = [f"{h.hostname}:{h.port}" for h in hosts]
-    return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+    addresses = [(h.hostname or "", h.port) for h in hosts]
+    if len(addresses) == 1:
+        host, port = addresses[0]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    families = {_family(host) for host, _ in addresses}
+    if families == {4}:
+        return "ipv4:" + ",".join(f"{host}:{port}" for host, port in addresses)
+    if families == {6}:
+        return "ipv6:" + ",".join(f"[{host}]:{port}" for host, port in addresses)
+    raise InvalidInputError(
+        "several etcd endpoints must be IP addresses of one family (IPv4 or IPv6), "
+        f"got {list(endpoints)}"
+    )
+
+
+def _family(host: str) -> int | None:
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None  # a host name
 
 
 def _channel(target: str, tls: EtcdTLS | None) -> grpc.aio.Channel:
