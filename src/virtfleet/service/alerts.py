@@ -353,7 +353,7 @@ class AlertService:
 
     async def _follow_events(self, revision: int) -> None:
         """Event rules on each new event; a gap (compaction, store outage) is replayed."""
-        async for change in follow(self._store, EVENTS, revision, "alerts"):
+        async for change in follow(self.events.store, EVENTS, revision, "alerts"):
             if change.type != "put" or not change.value or not change.key.startswith(EVENTS):
                 continue
             self._handled = change.revision
