@@ -28,34 +28,61 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class EtcdMember:
+    """One etcd member on loopback ports of its own that tests may stop and start again
+    (same data, same URL): an etcd outage and its return."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        client, self.peer = _free_port(), _free_port()
+        self.url = f"http://127.0.0.1:{client}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        peer = f"http://127.0.0.1:{self.peer}"
+        args = [
+            ETCD, "--name", "t", "--data-dir", str(self.scratch / "data"),
+            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"t={peer}",
+            # 25 ms heartbeats: etcd's minimum lease TTL (1.5 election timeouts) stays under 1 s
+            "--heartbeat-interval", "25", "--election-timeout", "250", "--pre-vote=true",
+        ]  # fmt: skip
+        with (self.scratch / "etcd.log").open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        _wait_healthy(self.url, self.proc, self.scratch / "etcd.log")
+
+    def stop(self) -> None:
+        """Stop the member (its data stays for ``start``)."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@contextmanager
+def etcd_lab(start: bool = True) -> Iterator[EtcdMember]:
+    """An ``EtcdMember`` (started unless ``start`` is False), all of it removed after."""
+    member = EtcdMember(Path(tempfile.mkdtemp(prefix="vf-etcd-", dir="/dev/shm")))
+    try:
+        if start:
+            member.start()
+        yield member
+    finally:
+        member.stop()
+        shutil.rmtree(member.scratch, ignore_errors=True)
+
+
 @contextmanager
 def etcd_member() -> Iterator[str]:
     """A one-member etcd on loopback; yields its client URL and removes it all after."""
-    scratch = Path(tempfile.mkdtemp(prefix="vf-etcd-", dir="/dev/shm"))
-    client, peer = _free_port(), _free_port()
-    url = f"http://127.0.0.1:{client}"
-    args = [
-        ETCD, "--name", "t", "--data-dir", str(scratch / "data"),
-        "--listen-client-urls", url, "--advertise-client-urls", url,
-        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-        "--initial-cluster", f"t=http://127.0.0.1:{peer}",
-        # 25 ms heartbeats: etcd's minimum lease TTL (1.5 election timeouts) stays under 1 s
-        "--heartbeat-interval", "25", "--election-timeout", "250", "--pre-vote=true",
-    ]  # fmt: skip
-    with (scratch / "etcd.log").open("wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_healthy(url, proc, scratch / "etcd.log")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(scratch, ignore_errors=True)
+    with etcd_lab() as member:
+        yield member.url
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -9,7 +9,8 @@ calls them (``raise ... from err``); nothing else here does I/O.
     ├── InvalidInputError (invalid_input, 400)
     │   ├── InvalidNameError (invalid_name, 400)
     │   ├── UnknownFieldError (unknown_field, 400)
-    │   └── InvalidContinueError (invalid_continue, 400)
+    │   ├── InvalidContinueError (invalid_continue, 400)
+    │   └── InvalidStoreUrlError (invalid_store_url, 400)
     ├── AuthError (unauthenticated, 401)
     ├── ForbiddenError (forbidden, 403)
     │   ├── CsrfError (csrf_failed, 403)
@@ -21,6 +22,7 @@ calls them (``raise ... from err``); nothing else here does I/O.
     │   ├── InUseError (in_use, 409)
     │   ├── KeptDisksError (kept_disks, 409)
     │   ├── IdempotencyInProgressError (idempotency_in_progress, 409)
+    │   ├── OwnedElsewhereError (owned_elsewhere, 409)
     │   └── RevisionConflictError (revision_conflict, 409)
     ├── PreconditionFailedError (precondition_failed, 412)
     ├── PayloadTooLargeError (payload_too_large, 413)
@@ -85,6 +87,12 @@ class InvalidContinueError(InvalidInputError):
     code = "invalid_continue"
 
 
+class InvalidStoreUrlError(InvalidInputError):
+    """The daemon's ``--store`` setting is not sqlite, memory or etcd+http(s) URLs."""
+
+    code = "invalid_store_url"
+
+
 class AuthError(VirtfleetError):
     code = "unauthenticated"
     status = 401
@@ -147,6 +155,12 @@ class RevisionConflictError(ConflictError):
     """A compare-and-swap write found a different revision than expected."""
 
     code = "revision_conflict"
+
+
+class OwnedElsewhereError(ConflictError):
+    """The instance is owned by another host, and this request is not forwarded there yet."""
+
+    code = "owned_elsewhere"
 
 
 class PreconditionFailedError(VirtfleetError):

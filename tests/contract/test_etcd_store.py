@@ -117,3 +117,19 @@ async def test_audit_prune_of_more_than_a_txn_holds(etcd_url: str, tmp_path: Pat
         assert await store.count(AUDIT) == 10
     finally:
         await store.close()
+
+
+def test_a_store_made_before_its_event_loop_runs_works_in_it(etcd_url: str, tmp_path: Path) -> None:
+    """The daemon builds its store before ``asyncio.run``: gRPC channels belong to the loop
+    they are made in, so the store connects on first use, inside the loop."""
+    store = EtcdStore([etcd_url], namespace=f"/t{tmp_path}")
+
+    async def use() -> bool:
+        try:
+            rev = await store.put("/k", b"v")
+            kv = await store.get("/k")
+            return kv is not None and kv.mod_revision == rev
+        finally:
+            await store.close()
+
+    assert asyncio.run(use())

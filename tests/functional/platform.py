@@ -96,14 +96,17 @@ class TestDriver(FakeDriver):
         return self.console_dir / f"{name}.log"
 
 
-def make_platform(tmp: Path, separate_audit: bool = True) -> tuple[Platform, TestDriver]:
-    """The daemon's wiring over a ``MemoryStore`` and a ``TestDriver`` (nothing started).
+def make_platform(
+    tmp: Path, separate_audit: bool = True, store: str = "memory"
+) -> tuple[Platform, TestDriver]:
+    """The daemon's wiring over a ``MemoryStore`` (or the ``store`` setting, e.g. a test
+    etcd's ``etcd+http://`` URL) and a ``TestDriver`` (nothing started).
 
     With ``separate_audit`` the audit log gets a ``MemoryStore`` of its own (the daemon
     keeps it under ``/audit/`` in the one store; tests/functional/test_audit.py checks that).
     """
     (tmp / "console").mkdir(exist_ok=True)
-    settings = Settings(data_dir=tmp, cache_dir=tmp / "cache", store="memory", driver="fake")
+    settings = Settings(data_dir=tmp, cache_dir=tmp / "cache", store=store, driver="fake")
     # Generous overcommit (64 vCPUs, 16 GiB on the 4-CPU, 4 GiB fake host): tests that start
     # many instances are not about admission; tests/functional/test_resources.py sets its own.
     settings.cpu_overcommit, settings.memory_overcommit = 16.0, 4.0

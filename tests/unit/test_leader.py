@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from virtfleet.errors import ConflictError
+from virtfleet.errors import ConflictError, StoreUnavailableError
+from virtfleet.state import leader as leader_module
 from virtfleet.state.leader import Leadership
 from virtfleet.state.locks import Claims, Session
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.sqlite import SQLiteStore
-from virtfleet.state.store import Put, StateStore
+from virtfleet.state.store import Put, StateStore, WatchEvent
 
 WAIT_S = 5.0
 
@@ -113,3 +114,43 @@ async def test_a_restarted_process_revokes_its_own_dead_claims(tmp_path: Path) -
     await new.close()
     await other.close()
     await store.close()
+
+
+class _Outage(MemoryStore):
+    """The first watch ends as etcd's does when it goes away; ``rewatched`` once a later
+    watch starts (the leader watching its key again)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watches = 0
+        self.rewatched = asyncio.Event()
+
+    def watch(self, prefix: str, after_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        self.watches += 1
+        if self.watches == 1:
+            return _unavailable()
+        self.rewatched.set()
+        return super().watch(prefix, after_revision)
+
+
+async def _unavailable() -> AsyncIterator[WatchEvent]:
+    raise StoreUnavailableError("etcd is unavailable")
+    yield  # pragma: no cover (makes this an async generator)
+
+
+async def test_the_leader_campaigns_again_after_a_store_outage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A watch cut by an outage costs the lead for a moment, not for good."""
+    monkeypatch.setattr(leader_module, "RETRY_S", (0.0,))
+    store = _Outage()
+    leader = Leadership(store, "singletons", "host-a")
+    leader.start()
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await store.rewatched.wait()
+            await leader.wait_elected()
+        assert leader.leading and store.watches == 2
+    finally:
+        await leader.stop()
+        await store.close()

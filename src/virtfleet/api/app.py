@@ -25,6 +25,7 @@ from virtfleet.api.limits import BodyLimitMiddleware
 from virtfleet.api.routes import audit as audit_routes
 from virtfleet.api.routes import (
     backups,
+    cluster,
     console,
     containers,
     disks,
@@ -85,6 +86,7 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     for module in (session, users, tokens, audit_routes):
         app.include_router(module.router)
     app.include_router(host.hosts_router)
+    app.include_router(cluster.router)
     app.include_router(metrics.router)
     app.include_router(metrics.scrape)
     app.add_api_route("/1.0", _info, methods=["GET"], tags=["meta"], dependencies=[ANY_USER])

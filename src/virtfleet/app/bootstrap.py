@@ -35,6 +35,8 @@ from virtfleet.app.serving import (
     run_listeners,
 )
 from virtfleet.app.settings import Settings
+from virtfleet.app.startup import Startup, StoreGate
+from virtfleet.app.stores import EtcdFiles, check_store, open_store
 from virtfleet.app.tls import Certificate, server_certificate
 from virtfleet.drivers.base import Driver
 from virtfleet.drivers.fake.driver import FakeDriver
@@ -53,6 +55,7 @@ from virtfleet.host.facts import host_check, probe_host
 from virtfleet.host.guest import GuestAgents
 from virtfleet.host.member import HostPresence
 from virtfleet.host.ops import LocalHostOps
+from virtfleet.host.owned import OwnerCheckedOps
 from virtfleet.host.quiesce import AgentQuiescer
 from virtfleet.host.snapshots import SnapshotManager
 from virtfleet.host.usage import sample_usage
@@ -69,6 +72,7 @@ from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
 from virtfleet.service.boot import BootService
 from virtfleet.service.capacity import CapacityService
+from virtfleet.service.cluster import ClusterService
 from virtfleet.service.containers import ContainerService
 from virtfleet.service.disks import DiskService
 from virtfleet.service.events import EventService
@@ -89,12 +93,12 @@ from virtfleet.service.snapshots import SnapshotService
 from virtfleet.service.templates import TemplateService
 from virtfleet.service.tokens import TokenService
 from virtfleet.state.audit import AuditLog
+from virtfleet.state.etcd import EtcdStore
 from virtfleet.state.history import History, HistoryBackend, MemoryHistoryBackend
 from virtfleet.state.history_sqlite import SQLiteHistoryBackend
 from virtfleet.state.identity import load_or_create
 from virtfleet.state.leader import Leadership
 from virtfleet.state.locks import Session
-from virtfleet.state.memory import MemoryStore
 from virtfleet.state.repos import EventLog, InstanceRepo
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.state.store import StateStore
@@ -121,6 +125,7 @@ class Platform:
     freeze_heap: bool = False  # the daemon process; not in-process test platforms
     session: Session | None = None  # this daemon's lease for its claims in the store
     leader: Leadership | None = None  # elects the daemon running cluster-wide singletons
+    startup: Startup | None = None  # the daemon's start, waiting for the store to answer
 
     async def start(self) -> None:
         await ensure_admin(self.services.auth, self.settings.data_dir)
@@ -341,7 +346,8 @@ def build_host(
     repo = Repository(settings.backup_repo_dir)
     backups = BackupManager(agent, snapshots, repo, quiescer)
     containers = ContainerHost(driver.containers()) if isinstance(driver, RoutingDriver) else None
-    ops = LocalHostOps(agent, snapshots, backups, guests, networks, containers or NoContainers())
+    # Refuses instance actions on what another host owns (until they are forwarded).
+    ops = OwnerCheckedOps(agent, snapshots, backups, guests, networks, containers or NoContainers())
     collector = MetricsCollector(
         agent.repo, lambda: agent.driver, facts, agent.cgroups, settings.metrics_interval_s
     )
@@ -413,20 +419,26 @@ def build_control_plane(
             guest_ready=_agent_answers(guests),
         ),
         shutdown=ShutdownService(store, instances, runner, snapshots),
+        cluster=ClusterService(
+            store,
+            me,
+            check_store(settings.store).kind,
+            members=store.members if isinstance(store, EtcdStore) else None,
+        ),
     )
 
 
 def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platform:
     """Wire every component for ``settings`` (nothing is started yet): this host's
     member, then the control plane over the store and the member's door."""
+    files = EtcdFiles(settings.etcd_ca, settings.etcd_cert, settings.etcd_key)
+    check_store(settings.store, files)  # a bad --store: an error before anything is made
     secure_data_dir(settings.data_dir)
     for path in (settings.images_dir, settings.disks_dir, settings.run_dir):
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     facts = facts or host_facts(settings)
     identity = load_or_create(settings.data_dir, settings.host_name)  # before a migration
-    store: StateStore = (
-        MemoryStore() if settings.store == "memory" else SQLiteStore(settings.store_path)
-    )
+    store = open_store(settings.store, settings.store_path, files)
     events = EventLog(store)
     images = ImageStore(settings.images_dir, store, settings.cache_dir)
     host = build_host(settings, store, events, facts, images, identity.id)
@@ -439,20 +451,29 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     )
     services = build_control_plane(settings, store, events, facts, images, host, cluster)
 
+    # The platform below (bound when the app starts) starts once the store answers.
+    startup = Startup(
+        store.revision, lambda: platform.start(), check_store(settings.store).describe()
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await platform.start()  # the platform below: bound when the app starts
+        await startup.begin()
         try:
             yield
         finally:
-            await platform.stop()
+            if await startup.close():
+                await platform.stop()
+            else:
+                await store.close()  # nothing else started
 
     app = create_app(services, lifespan=lifespan)
+    app.add_middleware(StoreGate, startup=startup)  # outermost: 503 until started
     oci = lambda: host.driver.info().details.get("runtime")  # noqa: E731
     presence = HostPresence(store, identity, facts, ratios, settings.data_dir, oci)
     platform = Platform(
         settings, store, host.driver, host.agent, services, app, host,
-        presence=presence, session=cluster.session, leader=cluster.leader,
+        presence=presence, session=cluster.session, leader=cluster.leader, startup=startup,
     )  # fmt: skip
     return platform
 

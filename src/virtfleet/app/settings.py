@@ -41,7 +41,12 @@ def _env_path(name: str) -> Path | None:
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     cache_dir: Path = field(default_factory=default_cache_dir)
-    store: str = "sqlite"  # "sqlite" (embedded default) or "memory"
+    # "sqlite" (embedded default), "memory", or etcd+http(s)://HOST:PORT URLs, comma-
+    # separated (app.stores parses it); the TLS files below are for etcd+https.
+    store: str = field(default_factory=lambda: os.environ.get("VIRTFLEET_STORE", "sqlite"))
+    etcd_ca: Path | None = field(default_factory=lambda: _env_path("VIRTFLEET_ETCD_CA"))
+    etcd_cert: Path | None = field(default_factory=lambda: _env_path("VIRTFLEET_ETCD_CERT"))
+    etcd_key: Path | None = field(default_factory=lambda: _env_path("VIRTFLEET_ETCD_KEY"))
     driver: str = "qemu"  # "qemu" or "fake"
     qemu_binary: str = "qemu-system-x86_64"
     runas: str | None = "virtfleet-qemu"  # only without a uid pool (qemu_uids "off")

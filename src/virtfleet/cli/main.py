@@ -117,6 +117,11 @@ TOP_LEVEL: dict[str, tuple[str, str, str]] = {
     "template": ("templates", "app", "Templates (golden images) for clones."),
     "disk": ("disks", "app", "Instance disk directories, kept ones included."),
     "host": ("misc", "host_app", "This host's virtualization facts, and the platform's hosts."),
+    "cluster": (
+        "cluster",
+        "app",
+        "The cluster (preview): the store, etcd's members and the hosts.",
+    ),
     "operation": ("misc", "op_app", "Operations (slow work: start, stop, builds...)."),
     "remote": (
         "remote",

@@ -17,8 +17,27 @@ from virtfleet.client import ApiError
 
 def serve(
     store: Annotated[
-        str, typer.Option(help="State store: sqlite (embedded) or memory.")
-    ] = "sqlite",
+        list[str] | None,
+        typer.Option(
+            "--store",
+            metavar="STORE",
+            help="State store: sqlite (embedded, the default), memory, or an external etcd "
+            "as etcd+http://HOST:PORT / etcd+https://HOST:PORT (repeatable or comma-separated "
+            "for several endpoints; env VIRTFLEET_STORE).",
+            show_default=False,
+        ),
+    ] = None,
+    etcd_ca: Annotated[
+        Path | None, typer.Option("--etcd-ca", help="etcd+https: the CA (env VIRTFLEET_ETCD_CA).")
+    ] = None,
+    etcd_cert: Annotated[
+        Path | None,
+        typer.Option("--etcd-cert", help="etcd+https: client certificate (VIRTFLEET_ETCD_CERT)."),
+    ] = None,
+    etcd_key: Annotated[
+        Path | None,
+        typer.Option("--etcd-key", help="etcd+https: its key (env VIRTFLEET_ETCD_KEY)."),
+    ] = None,
     driver: Annotated[str, typer.Option(help="Instance driver: qemu or fake.")] = "qemu",
     listen: Annotated[
         list[str] | None,
@@ -81,7 +100,11 @@ def serve(
     from virtfleet.app.settings import Settings
     from virtfleet.errors import VirtfleetError
 
-    settings = Settings(data_dir=context.state.data_dir, store=store, driver=driver)
+    settings = Settings(data_dir=context.state.data_dir, driver=driver)
+    settings.store = ",".join(store) if store else settings.store
+    settings.etcd_ca = etcd_ca or settings.etcd_ca
+    settings.etcd_cert = etcd_cert or settings.etcd_cert
+    settings.etcd_key = etcd_key or settings.etcd_key
     settings.listen = listen or settings.listen
     settings.tls, settings.tls_cert, settings.tls_key = tls, tls_cert, tls_key
     settings.metrics_interval_s = metrics_interval

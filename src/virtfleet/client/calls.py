@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from virtfleet.model.audit import AuditEntry
     from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
     from virtfleet.model.boot import BootReport
+    from virtfleet.model.cluster import ClusterStatus
     from virtfleet.model.console import ConsoleTicket
     from virtfleet.model.event import Event
     from virtfleet.model.host import Check, HostFacts, HostRecord
@@ -228,6 +229,10 @@ def host() -> Call[HostFacts]:
 
 def list_hosts() -> Call[list[HostRecord]]:
     return Call("GET", "/1.0/hosts", many("model.host:HostRecord"))
+
+
+def cluster_status() -> Call[ClusterStatus]:
+    return Call("GET", "/1.0/cluster", one("model.cluster:ClusterStatus"))
 
 
 def get_host(host: str) -> Call[HostRecord]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-INVALID_INPUT_CODES = frozenset({"invalid_input", "invalid_name"})
+INVALID_INPUT_CODES = frozenset({"invalid_input", "invalid_name", "invalid_store_url"})
 
 
 class ApiError(Exception):

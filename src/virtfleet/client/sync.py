@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from virtfleet.client.models import Image, Instance
     from virtfleet.model.audit import AuditEntry
     from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
+    from virtfleet.model.cluster import ClusterStatus
     from virtfleet.model.console import ConsoleTicket
     from virtfleet.model.event import Event
     from virtfleet.model.host import Check, HostFacts, HostRecord
@@ -219,6 +220,9 @@ class Client:
 
     def list_hosts(self) -> list[HostRecord]:
         return self.call(calls.list_hosts())
+
+    def cluster_status(self) -> ClusterStatus:
+        return self.call(calls.cluster_status())
 
     def get_host(self, host: str) -> HostRecord:
         return self.call(calls.get_host(host))

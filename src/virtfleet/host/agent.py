@@ -51,9 +51,16 @@ from virtfleet.model.instance import (
     RestartPolicy,
 )
 from virtfleet.network.base import NetworkHost
+from virtfleet.state.follow import follow
 from virtfleet.state.hosts import ALIVE, HOSTS, HostRepo
-from virtfleet.state.repos import EventLog, InstanceRecord, InstanceRepo, instance_name_of
-from virtfleet.state.store import Put, StateStore
+from virtfleet.state.repos import (
+    INSTANCES,
+    EventLog,
+    InstanceRecord,
+    InstanceRepo,
+    instance_name_of,
+)
+from virtfleet.state.store import Put, StateStore, WatchEvent
 from virtfleet.util.cgroups import InstanceCgroup
 
 log = logging.getLogger(__name__)
@@ -184,7 +191,9 @@ class Agent:
     # -- following the store -------------------------------------------------------------
 
     async def _follow_store(self, revision: int) -> None:
-        async for change in self.repo.watch(after_revision=revision):
+        """Desired-state and ownership changes; after a gap (etcd compacted or out of
+        reach) the changed keys are replayed, so no request is lost."""
+        async for change in follow(self.store, INSTANCES, revision, "agent"):
             name = instance_name_of(change.key)
             part = change.key.rsplit("/", 1)[1]
             if name and change.type == "put" and part == "desired" and self.fences.held(name):
@@ -197,10 +206,17 @@ class Agent:
 
     async def _follow_hosts(self, revision: int) -> None:
         """A host whose lease lapsed runs nothing any more: take over what waited on it."""
-        async for change in self.store.watch(HOSTS, revision):
+        async for change in follow(self.store, HOSTS, revision, "agent", self._recheck):
             if change.type == "delete" and change.key.endswith(f"/{ALIVE}"):
                 for name in list(self.fences.waiting):
                     self._schedule(name)
+
+    async def _recheck(self, _after: int) -> tuple[int, list[WatchEvent]]:
+        """After a gap in the hosts watch: a lease may have lapsed meanwhile."""
+        revision = await self.store.revision()
+        for name in list(self.fences.waiting):
+            self._schedule(name)
+        return revision, []
 
     def _schedule(self, name: str, delay_s: float = 0.0) -> None:
         """Reconcile ``name`` soon; reconciles of one instance never overlap."""

@@ -16,6 +16,7 @@ from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
 from virtfleet.service.boot import BootService
 from virtfleet.service.capacity import CapacityService
+from virtfleet.service.cluster import ClusterService
 from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
 from virtfleet.service.containers import ContainerService
 from virtfleet.service.disks import DiskService
@@ -90,3 +91,4 @@ class Services:
     disks: DiskService | None = None  # None: kept disks are not managed (answers 503)
     boot: BootService | None = None  # None: no start at boot (nothing recorded)
     shutdown: ShutdownService | None = None  # None: no host shutdown-guests (answers 503)
+    cluster: ClusterService | None = None  # None: no cluster view (answers 503)

@@ -40,6 +40,7 @@ from virtfleet.model.metrics import (
     metric_names,
 )
 from virtfleet.service.notify import WebhookNotifier
+from virtfleet.state.follow import follow
 from virtfleet.state.leader import Leadership
 from virtfleet.state.repos import EVENTS, EventLog, ModelRepo
 from virtfleet.state.store import Put, StateStore
@@ -181,10 +182,7 @@ class AlertService:
     async def _follow_from_cursor(self, started: int) -> None:
         kv = await self._store.get(CURSOR)
         after = int(kv.value) if kv is not None else started
-        try:
-            await self._follow_events(after)
-        except ConflictError:  # the cursor's events were pruned: from now on
-            await self._follow_events(await self._store.revision())
+        await self._follow_events(after)  # events pruned past the cursor: the rest replayed
 
     def _is_event_rule(self, name: str) -> bool:
         rule = self._rules.get(name)
@@ -354,7 +352,8 @@ class AlertService:
     # -- event rules ---------------------------------------------------------------------
 
     async def _follow_events(self, revision: int) -> None:
-        async for change in self.events.watch(revision):
+        """Event rules on each new event; a gap (compaction, store outage) is replayed."""
+        async for change in follow(self.events.store, EVENTS, revision, "alerts"):
             if change.type != "put" or not change.value or not change.key.startswith(EVENTS):
                 continue
             self._handled = change.revision

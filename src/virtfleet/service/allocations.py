@@ -18,7 +18,6 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from virtfleet.errors import ConflictError
 from virtfleet.model.instance import (
     DesiredPower,
     DesiredState,
@@ -27,6 +26,7 @@ from virtfleet.model.instance import (
     Ownership,
     PowerState,
 )
+from virtfleet.state.follow import follow
 from virtfleet.state.repos import InstanceRecord, InstanceRepo, instance_name_of
 from virtfleet.state.store import StateStore, WatchEvent
 
@@ -158,22 +158,21 @@ class Allocations:
 
     async def _follow(self, after: int) -> None:
         try:
-            while True:
-                try:
-                    # Every key: each revision is then seen, so ``current`` is exact.
-                    async for event in self._store.watch(EVERY_KEY, after):
-                        self._take(event)
-                        after = event.revision
-                        await self._advance(after)
-                    return  # the store closed
-                except ConflictError as err:  # fell behind, or history compacted: recount
-                    log.warning("capacity tally re-reads every instance: %s", err.message)
-                    after = await self._load()
-                    await self._advance(after)
+            # Every key: each revision is then seen, so ``current`` is exact. After a gap
+            # (fell behind, history compacted, store out of reach): recount everything.
+            async for event in follow(self._store, EVERY_KEY, after, "capacity", self._reload):
+                self._take(event)
+                await self._advance(event.revision)
         finally:
             self._task = None  # waiters stop waiting; admissions list the store again
             async with self._advanced:
                 self._advanced.notify_all()
+
+    async def _reload(self, _after: int) -> tuple[int, list[WatchEvent]]:
+        log.warning("capacity tally re-reads every instance")
+        revision = await self._load()
+        await self._advance(revision)
+        return revision, []
 
     async def _advance(self, revision: int) -> None:
         async with self._advanced:

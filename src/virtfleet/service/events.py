@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from virtfleet.model.event import Event
+from virtfleet.state.follow import follow
 from virtfleet.state.repos import EVENTS, EventLog
 
 MAX_LIMIT = 1000
@@ -28,14 +29,14 @@ class EventService:
         return [e for e in events if (e.revision or 0) > after][:limit]
 
     async def stream(self, after: int | None = None) -> AsyncIterator[Event]:
-        """Every new event (after ``after`` if given, else from now), as it is appended."""
-        watch = self.log.watch(after)
+        """Every new event (after ``after`` if given, else from now), as it is appended;
+        across a compaction or a store outage the events of the gap come first."""
+        start = after if after is not None else await self.log.store.revision()
+        changes = follow(self.log.store, EVENTS, start, "event stream")
         try:
-            async for change in watch:
+            async for change in changes:
                 if change.type == "put" and change.value and change.key.startswith(EVENTS):
                     event = Event.model_validate_json(change.value)
                     yield event.model_copy(update={"revision": change.revision})
         finally:
-            aclose = getattr(watch, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await changes.aclose()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import ipaddress
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -41,6 +42,7 @@ from virtfleet.errors import (
     StoreUnavailableError,
     VirtfleetError,
 )
+from virtfleet.model.cluster import StoreMember
 from virtfleet.state.checks import (
     check_compares,
     check_key,
@@ -65,14 +67,32 @@ _UNAVAILABLE = {
     grpc.StatusCode.CANCELLED,
 }
 
+# gRPC's reconnect back-off grows to 120 s: an etcd back after a restart would go
+# unnoticed for minutes. Capped at 2 s, a member that returns is used again at once.
+_RECONNECT = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
 
 @dataclass(frozen=True)
 class EtcdTLS:
-    """Client TLS for etcd: the cluster CA, and this member's certificate and key."""
+    """Client TLS for etcd: the cluster CA (None: the system's), this member's certificate
+    and key."""
 
-    ca: Path
+    ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Stubs:
+    channel: grpc.aio.Channel
+    kv: Any
+    lease: Any
+    watch: Any
+    cluster: Any
 
 
 class EtcdStore:
@@ -88,10 +108,9 @@ class EtcdStore:
             raise InvalidInputError("etcd needs at least one endpoint")
         self._ns = namespace
         self._timeout = timeout_s
-        self._channel = _channel(endpoints, tls)
-        self._kv = rpc.KVStub(self._channel)
-        self._lease = rpc.LeaseStub(self._channel)
-        self._watch = rpc.WatchStub(self._channel)
+        self._target = grpc_target(endpoints)  # checked now; connected on first use
+        self._tls = tls
+        self._grpc: _Stubs | None = None
         self._seen = 0  # the newest revision any reply showed: "now" for watch(None)
         self._watchers: set[_EtcdWatcher] = set()
         self._closed = False
@@ -100,7 +119,7 @@ class EtcdStore:
 
     async def get(self, key: str) -> KeyValue | None:
         check_key(key)
-        reply = await self._call(self._kv.Range, rpc.RangeRequest(key=self._k(key)))
+        reply = await self._call(self._stubs().kv.Range, rpc.RangeRequest(key=self._k(key)))
         return self._kv_of(reply.kvs[0]) if reply.kvs else None
 
     async def list(
@@ -136,18 +155,18 @@ class EtcdStore:
             sort_order=order,
             sort_target=rpc.RangeRequest.KEY,
         )
-        reply = await self._call(self._kv.Range, request)
+        reply = await self._call(self._stubs().kv.Range, request)
         return Range([self._kv_of(kv) for kv in reply.kvs], int(reply.header.revision))
 
     async def count(self, prefix: str) -> int:
         check_prefix(prefix)
         start, stop = self._range(prefix)
         request = rpc.RangeRequest(key=start, range_end=stop, count_only=True)
-        return int((await self._call(self._kv.Range, request)).count)
+        return int((await self._call(self._stubs().kv.Range, request)).count)
 
     async def revision(self) -> int:
         request = rpc.RangeRequest(key=self._k("\0"), count_only=True)
-        return int((await self._call(self._kv.Range, request)).header.revision)
+        return int((await self._call(self._stubs().kv.Range, request)).header.revision)
 
     async def put(
         self,
@@ -163,7 +182,7 @@ class EtcdStore:
         check_lease_id(lease, optional=True)
         op = self._put_op(Put(key, value, lease))
         if expect_revision is None:
-            reply = await self._call(self._kv.Put, op.request_put)
+            reply = await self._call(self._stubs().kv.Put, op.request_put)
             return int(reply.header.revision)
         guard = [self._compare(Compare(key, expect_revision))]
         txn = await self._txn(guard, [op], [self._get_op(key)])
@@ -187,7 +206,7 @@ class EtcdStore:
             raise InvalidInputError("delete_prefix needs a non-empty prefix")
         start, stop = self._range(prefix)
         request = rpc.DeleteRangeRequest(key=start, range_end=stop)
-        return int((await self._call(self._kv.DeleteRange, request)).deleted)
+        return int((await self._call(self._stubs().kv.DeleteRange, request)).deleted)
 
     async def txn(
         self,
@@ -215,7 +234,7 @@ class EtcdStore:
         self._check_open()
         after = self._seen if after_revision is None else after_revision
         start, stop = self._range(prefix)
-        watcher = _EtcdWatcher(self._watch, start, stop, after, self._kv_of)
+        watcher = _EtcdWatcher(self._stubs().watch, start, stop, after, self._kv_of)
         watcher.on_close = self._watchers.discard
         self._watchers.add(watcher)
         return watcher
@@ -226,13 +245,13 @@ class EtcdStore:
         """A lease of at least ``ttl_s``: etcd counts whole seconds, so it is rounded up."""
         check_ttl(ttl_s)
         request = rpc.LeaseGrantRequest(TTL=max(1, math.ceil(ttl_s)))
-        return int((await self._call(self._lease.LeaseGrant, request)).ID)
+        return int((await self._call(self._stubs().lease.LeaseGrant, request)).ID)
 
     async def keepalive(self, lease: int) -> None:
         check_lease_id(lease, optional=False)
 
         async def once() -> Any:
-            stream = self._lease.LeaseKeepAlive(
+            stream = self._stubs().lease.LeaseKeepAlive(
                 iter([rpc.LeaseKeepAliveRequest(ID=lease)]), timeout=self._timeout
             )
             async for reply in stream:
@@ -246,7 +265,40 @@ class EtcdStore:
     async def revoke(self, lease: int) -> None:
         check_lease_id(lease, optional=False)
         with contextlib.suppress(NotFoundError):
-            await self._call(self._lease.LeaseRevoke, rpc.LeaseRevokeRequest(ID=lease))
+            await self._call(self._stubs().lease.LeaseRevoke, rpc.LeaseRevokeRequest(ID=lease))
+
+    # -- the etcd cluster -----------------------------------------------------
+
+    async def members(self) -> builtins.list[StoreMember]:
+        """etcd's members, each with its own status (leader, db size, raft index,
+        version) asked of it directly; a member that does not answer says why."""
+        reply = await self._call(self._stubs().cluster.MemberList, rpc.MemberListRequest())
+        found = await asyncio.gather(*(self._member(m) for m in reply.members))
+        return sorted(found, key=lambda m: m.name)
+
+    async def _member(self, member: Any) -> StoreMember:
+        about = StoreMember(
+            id=f"{int(member.ID):x}", name=member.name, client_urls=list(member.clientURLs)
+        )
+        if not member.clientURLs:
+            return about.model_copy(update={"error": "not started yet (no client URL)"})
+        channel = _channel(grpc_target(list(member.clientURLs)), self._tls)  # this member alone
+        try:
+            status = await rpc.MaintenanceStub(channel).Status(
+                rpc.StatusRequest(), timeout=min(self._timeout, 2.0)
+            )
+        except grpc.aio.AioRpcError as err:
+            return about.model_copy(update={"error": _error(err).message})
+        finally:
+            await channel.close()
+        return about.model_copy(
+            update={
+                "leader": int(status.leader) == int(member.ID),
+                "db_size_bytes": int(status.dbSize),
+                "raft_index": int(status.raftIndex),
+                "version": status.version,
+            }
+        )
 
     async def close(self) -> None:
         if self._closed:
@@ -254,9 +306,25 @@ class EtcdStore:
         self._closed = True
         for watcher in list(self._watchers):
             await watcher.aclose()
-        await self._channel.close()
+        if self._grpc is not None:
+            await self._grpc.channel.close()
 
     # -- internals ----------------------------------------------------------
+
+    def _stubs(self) -> _Stubs:
+        """The channel and stubs, made on first use: a gRPC channel belongs to the event
+        loop it was made in, and the daemon builds its store before its loop runs."""
+        self._check_open()
+        if self._grpc is None:
+            channel = _channel(self._target, self._tls)
+            self._grpc = _Stubs(
+                channel,
+                rpc.KVStub(channel),
+                rpc.LeaseStub(channel),
+                rpc.WatchStub(channel),
+                rpc.ClusterStub(channel),
+            )
+        return self._grpc
 
     def _k(self, key: str) -> bytes:
         return (self._ns + key).encode()
@@ -300,7 +368,7 @@ class EtcdStore:
         self, compare: builtins.list[Any], success: builtins.list[Any], failure: builtins.list[Any]
     ) -> Any:
         request = rpc.TxnRequest(compare=compare, success=success, failure=failure)
-        return await self._call(self._kv.Txn, request)
+        return await self._call(self._stubs().kv.Txn, request)
 
     async def _call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
         return await self._guard(lambda: method(request, timeout=self._timeout))
@@ -398,21 +466,43 @@ class _EtcdWatcher:
         return WatchEvent("put", kv.key, kv.value, kv.mod_revision)
 
 
-def _channel(endpoints: Sequence[str], tls: EtcdTLS | None) -> grpc.aio.Channel:
-    """One channel over every endpoint: gRPC fails over between IP endpoints itself."""
+def grpc_target(endpoints: Sequence[str]) -> str:
+    """The gRPC target of ``endpoints``: one host (a name or an address), or several IP
+    addresses of one family, between which gRPC itself fails over."""
     hosts = [urlsplit(e if "://" in e else f"http://{e}") for e in endpoints]
     if any(not h.hostname or not h.port for h in hosts):
         raise InvalidInputError(f"etcd endpoints must be host:port URLs, got {list(endpoints)}")
-    addresses = [f"{h.hostname}:{h.port}" for h in hosts]
-    target = addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+    addresses = [(h.hostname or "", h.port) for h in hosts]
+    if len(addresses) == 1:
+        host, port = addresses[0]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    families = {_family(host) for host, _ in addresses}
+    if families == {4}:
+        return "ipv4:" + ",".join(f"{host}:{port}" for host, port in addresses)
+    if families == {6}:
+        return "ipv6:" + ",".join(f"[{host}]:{port}" for host, port in addresses)
+    raise InvalidInputError(
+        "several etcd endpoints must be IP addresses of one family (IPv4 or IPv6), "
+        f"got {list(endpoints)}"
+    )
+
+
+def _family(host: str) -> int | None:
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None  # a host name
+
+
+def _channel(target: str, tls: EtcdTLS | None) -> grpc.aio.Channel:
     if tls is None:
-        return grpc.aio.insecure_channel(target)
+        return grpc.aio.insecure_channel(target, options=_RECONNECT)
     creds = grpc.ssl_channel_credentials(
-        tls.ca.read_bytes(),
+        tls.ca.read_bytes() if tls.ca else None,
         tls.key.read_bytes() if tls.key else None,
         tls.cert.read_bytes() if tls.cert else None,
     )
-    return grpc.aio.secure_channel(target, creds)
+    return grpc.aio.secure_channel(target, creds, options=_RECONNECT)
 
 
 def _prefix_end(start: bytes) -> bytes:

@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 
-from virtfleet.errors import ConflictError, NotFoundError, VirtfleetError
+from virtfleet.errors import ConflictError, NotFoundError, StoreUnavailableError, VirtfleetError
+from virtfleet.state.follow import RETRY_S
 from virtfleet.state.locks import Claims, Session, gone
 from virtfleet.state.store import Compare, StateStore
 
@@ -71,14 +72,22 @@ class Leadership:
         self._deposed.set()
 
     async def _campaign(self) -> None:
+        failures = 0
         while True:
             try:
                 await self._term()
             except (ConflictError, NotFoundError) as err:  # our key went before we led
                 log.info("campaign for %s starts again: %s", self._role, err.message)
+            except StoreUnavailableError as err:  # etcd out of reach: campaign once it is back
+                delay = RETRY_S[min(failures, len(RETRY_S) - 1)]
+                failures += 1
+                log.warning("campaign for %s: %s; again in %.1f s", self._role, err.message, delay)
+                await asyncio.sleep(delay)  # a retry timer, not synchronisation
+                continue
             except VirtfleetError as err:  # the store closed: nothing left to lead
                 log.info("campaign for %s ends: %s", self._role, err.message)
                 return
+            failures = 0
 
     async def _term(self) -> None:
         """Queue, lead until our key goes, then step down (resigning if cancelled)."""

@@ -1,0 +1,48 @@
+"""``virtfleet cluster ...``: the cluster as this member sees it.
+
+Owns arguments -> client call -> table/JSON for ``cluster status``. Changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from virtfleet.cli import output
+from virtfleet.cli.context import JsonOpt, command, get_client
+from virtfleet.cli.sizes import format_bytes
+from virtfleet.model.cluster import ClusterHost, StoreMember
+
+app = typer.Typer(
+    help="The cluster (preview): the store, etcd's members and the hosts.", no_args_is_help=True
+)
+
+
+@command(app, "status")
+def status(json_out: JsonOpt = False) -> None:
+    """The store this host runs on (etcd: members, leader, db size, raft index, version),
+    every host with its state and lease age, and this host."""
+    found = get_client().cluster_status()
+    if json_out:
+        output.print_json(found)
+        return
+    me = next((h.name for h in found.hosts if h.this_host), "-")
+    output.fields([("store", found.summary), ("this host", f"{me} ({found.host_id})")])
+    if found.members:
+        columns = ["MEMBER", "CLIENT URLS", "LEADER", "DB SIZE", "RAFT INDEX", "VERSION"]
+        output.table(columns, map(_member_row, found.members))
+    output.table(["HOST", "ID", "STATE", "LEASE AGE", "API", ""], map(_host_row, found.hosts))
+
+
+def _member_row(m: StoreMember) -> list[Any]:
+    if m.error is not None:
+        return [m.name, ", ".join(m.client_urls), "-", "-", "-", f"unreachable: {m.error}"]
+    size = format_bytes(m.db_size_bytes or 0)
+    leader = "yes" if m.leader else "no"
+    return [m.name, ", ".join(m.client_urls), leader, size, m.raft_index, m.version]
+
+
+def _host_row(h: ClusterHost) -> list[Any]:
+    age = f"{h.lease_age_s:.0f} s" if h.lease_age_s is not None else "-"
+    return [h.name, h.id, h.state.value, age, h.api_url or "-", "this host" if h.this_host else ""]

@@ -1,0 +1,45 @@
+"""The cluster as one member sees it (``GET /1.0/cluster``): the store it runs on, etcd's
+members when that store is etcd, the hosts with their liveness, and which one is this
+host. Pure data."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from virtfleet.model.host import HostState
+
+
+class StoreMember(BaseModel):
+    """One etcd member: from the cluster's member list and that member's own status."""
+
+    id: str  # etcd's member id, hex
+    name: str
+    client_urls: list[str] = Field(default_factory=list)
+    leader: bool = False
+    db_size_bytes: int | None = None
+    raft_index: int | None = None
+    version: str | None = None  # the etcd server version
+    error: str | None = None  # why its status could not be read (member down, unstarted)
+
+
+class ClusterHost(BaseModel):
+    """One host of ``/hosts``: ``lease_age_s`` is how long its liveness key has lived
+    (since it registered on its current lease; None once the lease lapsed)."""
+
+    id: str
+    name: str
+    state: HostState
+    alive: bool
+    lease_age_s: float | None = None
+    api_url: str | None = None
+    this_host: bool = False
+
+
+class ClusterStatus(BaseModel):
+    store: Literal["sqlite", "memory", "etcd"]
+    summary: str  # "single host (embedded SQLite)", "etcd cluster of 3 members", ...
+    host_id: str  # this host's id
+    members: list[StoreMember] = Field(default_factory=list)  # etcd only
+    hosts: list[ClusterHost] = Field(default_factory=list)

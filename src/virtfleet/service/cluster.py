@@ -1,0 +1,78 @@
+"""The cluster overview (``GET /1.0/cluster``): which store this member runs on, etcd's
+members when it is etcd, and every host of ``/hosts`` with its liveness.
+
+Owns assembling that view; the etcd member figures come from the store
+(``EtcdStore.members``, handed in by the composition root), the hosts from ``HostRepo``.
+Must not change anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Literal
+
+from virtfleet.model.cluster import ClusterHost, ClusterStatus, StoreMember
+from virtfleet.model.host import HostRecord
+from virtfleet.state.hosts import HostRepo, alive_key
+from virtfleet.state.store import StateStore
+
+StoreKind = Literal["sqlite", "memory", "etcd"]
+SUMMARY = {"sqlite": "single host (embedded SQLite)", "memory": "single host (memory store)"}
+
+
+class ClusterService:
+    def __init__(
+        self,
+        store: StateStore,
+        host_id: str,
+        kind: StoreKind,
+        members: Callable[[], Awaitable[list[StoreMember]]] | None = None,
+    ) -> None:
+        """``members``: etcd's member list with their status (None: not etcd)."""
+        self._store = store
+        self._hosts = HostRepo(store)
+        self._host_id = host_id
+        self._kind = kind
+        self._members = members
+
+    async def status(self) -> ClusterStatus:
+        members = await self._members() if self._members is not None else []
+        hosts = [await self._host(h) for h in await self._hosts.list()]
+        return ClusterStatus(
+            store=self._kind,
+            summary=_summary(self._kind, members),
+            host_id=self._host_id,
+            members=members,
+            hosts=hosts,
+        )
+
+    async def _host(self, record: HostRecord) -> ClusterHost:
+        return ClusterHost(
+            id=record.id,
+            name=record.name,
+            state=record.state,
+            alive=record.alive,
+            lease_age_s=await self._lease_age(record.id) if record.alive else None,
+            api_url=record.api_url,
+            this_host=record.id == self._host_id,
+        )
+
+    async def _lease_age(self, host_id: str) -> float | None:
+        kv = await self._store.get(alive_key(host_id))
+        if kv is None:
+            return None  # lapsed since the listing
+        try:
+            since = datetime.fromisoformat(json.loads(kv.value)["since"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        return round(max(0.0, (datetime.now(UTC) - since).total_seconds()), 1)
+
+
+def _summary(kind: StoreKind, members: list[StoreMember]) -> str:
+    if kind != "etcd":
+        return SUMMARY[kind]
+    healthy = sum(1 for m in members if m.error is None)
+    count = len(members)
+    return f"etcd cluster of {count} member{'s' * (count != 1)} ({healthy} answering)"

@@ -1,0 +1,152 @@
+"""Two daemons (two host ids, two data directories) on one real etcd: each lists the
+other, an instance made through one shows its owner on the other, a power action through
+the non-owner is carried out by the owner's agent (desired state in the store), a door
+call (a snapshot) through the non-owner is refused naming the owner, and
+``GET /1.0/cluster`` / ``virtfleet cluster status`` describe the store and the hosts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from tests.etcdlab import etcd_lab
+from tests.functional.helpers import act, create, wait_op
+from tests.functional.platform import TestDriver, make_platform, running, serve_uds
+from virtfleet.api.auth import local_admin
+from virtfleet.app.bootstrap import Platform
+from virtfleet.cli.main import app
+from virtfleet.model.cluster import StoreMember
+from virtfleet.service.cluster import ClusterService
+from virtfleet.state import identity
+
+
+@contextlib.asynccontextmanager
+async def member(tmp: Path, name: str, store: str) -> AsyncIterator[
+    tuple[Platform, TestDriver, httpx.AsyncClient]
+]:  # fmt: skip
+    """One daemon named ``name`` on ``store``, started, with a local-root client."""
+    identity.load_or_create(tmp / name, name)  # its name, before the daemon makes one
+    platform, driver = make_platform(tmp / name, store=store)
+    transport = httpx.ASGITransport(app=local_admin(platform.app))
+    async with (
+        running(platform),
+        httpx.AsyncClient(transport=transport, base_url="http://virtfleet") as api,
+    ):
+        yield platform, driver, api
+
+
+async def test_two_daemons_on_one_etcd(tmp_path: Path) -> None:
+    with etcd_lab() as etcd:
+        store = f"etcd+{etcd.url}"
+        async with (
+            member(tmp_path, "host-a", store) as (_, driver_a, api_a),
+            member(tmp_path, "host-b", store) as (_, driver_b, api_b),
+        ):
+            a_id = identity.load(tmp_path / "host-a").id
+            b_id = identity.load(tmp_path / "host-b").id
+            seen_by_a = {h["name"]: h["state"] for h in (await api_a.get("/1.0/hosts")).json()}
+            seen_by_b = {h["name"]: h["state"] for h in (await api_b.get("/1.0/hosts")).json()}
+            image = await wait_op(api_a, await api_a.post("/1.0/images", json={"name": "tiny"}))
+            assert image["status"] == "success", image
+            await create(api_a, "web", start=True)
+            on_b = (await api_b.get("/1.0/instances/web")).json()
+            stopped = await act(api_b, "web", "stop")  # through B; A owns it
+            # A door call (files and processes on the owner) is refused through B:
+            snap_b = await wait_op(
+                api_b, await api_b.post("/1.0/instances/web/snapshots", json={"name": "s1"})
+            )
+            snap_a = await wait_op(
+                api_a, await api_a.post("/1.0/instances/web/snapshots", json={"name": "s1"})
+            )
+            after = (await api_a.get("/1.0/instances/web")).json()
+            cluster = (await api_b.get("/1.0/cluster")).json()
+    assert seen_by_a == seen_by_b == {"host-a": "online", "host-b": "online"}
+    assert on_b["owner"]["host"] == a_id
+    assert stopped["status"] == "success", stopped
+    assert after["status"]["power"] == "stopped" and after["status"]["host"] == a_id
+    assert ("stop", "web") in driver_a.calls
+    assert not [call for call in driver_b.calls if call[1] == "web"]  # B never touched it
+    assert (snap_b["status"], snap_b["error_code"]) == ("failure", "owned_elsewhere")
+    assert snap_b["error_message"] == (
+        f"instance 'web' is owned by host host-a ({a_id}): ask that host; forwarding to "
+        "the owning host is not built yet"
+    )
+    assert snap_a["status"] == "success", snap_a
+    assert cluster["store"] == "etcd" and cluster["host_id"] == b_id
+    assert cluster["summary"] == "etcd cluster of 1 member (1 answering)"
+    (etcd_member,) = cluster["members"]
+    assert etcd_member["client_urls"] == [etcd.url] and etcd_member["leader"] is True
+    assert etcd_member["version"].startswith("3.") and etcd_member["raft_index"] > 0
+    assert etcd_member["db_size_bytes"] > 0 and etcd_member["error"] is None
+    hosts = {h["name"]: h for h in cluster["hosts"]}
+    assert (hosts["host-a"]["this_host"], hosts["host-b"]["this_host"]) == (False, True)
+    assert all(h["alive"] and h["lease_age_s"] >= 0 for h in hosts.values())
+
+
+async def test_cluster_status_names_a_member_that_does_not_answer(tmp_path: Path) -> None:
+    """With etcd gone, the cluster view is 503 ``store_unavailable`` (no quorum to ask)."""
+    with etcd_lab() as etcd:
+        async with member(tmp_path, "host-a", f"etcd+{etcd.url}") as (_, _, api):
+            etcd.stop()
+            r = await api.get("/1.0/cluster")
+            etcd.start()
+    assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
+
+
+async def test_on_sqlite_the_cluster_is_this_single_host(tmp_path: Path) -> None:
+    async with member(tmp_path, "solo", "sqlite") as (_, _, api):
+        found = (await api.get("/1.0/cluster")).json()
+    me = identity.load(tmp_path / "solo")
+    assert (found["store"], found["summary"]) == ("sqlite", "single host (embedded SQLite)")
+    assert (found["host_id"], found["members"]) == (me.id, [])
+    assert [(h["id"], h["this_host"], h["state"]) for h in found["hosts"]] == [
+        (me.id, True, "online")
+    ]
+
+
+def test_cli_cluster_status(tmp_path: Path) -> None:
+    """``cluster status``: the store's summary and this host (table and --json)."""
+    runner = CliRunner()
+    with serve_uds(tmp_path) as data_dir:
+        me = identity.load_or_create(data_dir)
+        table = runner.invoke(app, ["--data-dir", str(data_dir), "cluster", "status"])
+        shown = runner.invoke(app, ["--data-dir", str(data_dir), "cluster", "status", "--json"])
+    assert table.exit_code == 0, table.output
+    assert "single host (memory store)" in table.output and "this host" in table.output
+    assert me.id in table.output
+    found = json.loads(shown.output)
+    assert (found["store"], found["host_id"]) == ("memory", me.id)
+    assert [h["name"] for h in found["hosts"]] == [me.name]
+
+
+def test_cli_cluster_status_shows_etcd_members(tmp_path: Path) -> None:
+    """The members table: the leader, db size, raft index and version; a member that does
+    not answer says why (the members as ``EtcdStore.members`` reports them)."""
+    members = [
+        StoreMember(id="a1", name="m1", client_urls=["https://10.0.0.1:2379"], leader=True,
+                    db_size_bytes=3 * 2**20, raft_index=812, version="3.4.23"),
+        StoreMember(id="b2", name="m2", client_urls=["https://10.0.0.2:2379"],
+                    error="etcd is unavailable: connection refused"),
+    ]  # fmt: skip
+
+    async def listed() -> list[StoreMember]:
+        return members
+
+    def as_etcd(platform: Platform) -> None:
+        me = identity.load_or_create(platform.settings.data_dir).id
+        platform.services.cluster = ClusterService(platform.store, me, "etcd", listed)
+
+    with serve_uds(tmp_path, setup=as_etcd) as data_dir:
+        args = ["--data-dir", str(data_dir), "cluster", "status"]
+        table = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    lines = [" ".join(line.split()) for line in table.output.splitlines()]
+    assert "store etcd cluster of 2 members (1 answering)" in lines
+    assert "m1 https://10.0.0.1:2379 yes 3.0 MiB 812 3.4.23" in lines
+    down = "m2 https://10.0.0.2:2379 - - - unreachable: etcd is unavailable: connection refused"
+    assert down in lines
