@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,6 +21,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         names = "\n  ".join(_skipped_integration)
         print(f"\nintegration tests skipped in CI (not allowed):\n  {names}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _umask_kept() -> Iterator[None]:
+    """A test that changes the process umask (the daemon's ``serve`` sets 077) must put
+    it back: the next test on that xdist worker would make its files 0600 unawares."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    after = os.umask(before)
+    assert after == before, f"the test left the umask {after:o} (was {before:o})"
 
 
 #: Run first: the longest modules, so two workers do not end on one of them alone.

@@ -513,7 +513,14 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    private_umask()  # the store, its WAL, logs and run files: 0600 from birth
+    old = private_umask()  # the store, its WAL, logs and run files: 0600 from birth
+    try:
+        _serve(settings)
+    finally:
+        os.umask(old)  # a refused start leaves the caller's process as it was
+
+
+def _serve(settings: Settings) -> None:
     endpoints = parse_listen(settings.listen, settings.tls)
     raise_open_files_limit()
     platform = build_platform(settings)

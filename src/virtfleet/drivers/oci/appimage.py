@@ -36,12 +36,16 @@ INIT_SCRIPT = f"""# virtfleet application init (PID 1): runs the image's command
 # and its command could never act on them. Its stdin stays /dev/null, as before: a
 # background process group reading the tty would be stopped.
 B={APP_DIR}/busybox
+G={APP_DIR}/gate
+$B rm -f $G && $B mkfifo -m 600 $G
 set -m 2>/dev/null
-"$@" </dev/null &
+( read -r _ <$G; exec "$@" ) </dev/null &
 child=$!
-# Job control off again: with it on, ash reports a finished job ("Done(3)") and forgets
-# it at the next command, so a quick exit's code was lost (wait: 127, recorded as 0).
+# Job control off again before the command may end (it waits at the gate): with it on,
+# ash reports a finished job ("Done(3)") and forgets it, so its code was lost.
 set +m 2>/dev/null
+: >$G
+$B rm -f $G
 for s in {SIGNALS}; do trap "$B kill -$s $child 2>/dev/null" "$s"; done
 code=0
 while $B kill -0 "$child" 2>/dev/null; do wait "$child"; code=$?; done
