@@ -103,7 +103,8 @@ async def test_firmware_changes_at_the_next_boot_and_is_checked_like_a_create(
 async def test_a_template_carries_the_vms_uefi_variables_to_its_clones(
     api: httpx.AsyncClient, image: str, platform: Platform
 ) -> None:
-    """A template made from a UEFI VM keeps that VM's store beside its image; each clone
+    """A template made from a UEFI VM keeps that VM's store beside its image (in its
+    machine-state directory); each clone
     starts with a copy of it (boot entries, keys); deleting the template removes it."""
     await create(api, "gold", start=True, firmware="uefi")
     assert (await act(api, "gold", "stop"))["status"] == "success"
@@ -115,8 +116,8 @@ async def test_a_template_carries_the_vms_uefi_variables_to_its_clones(
     assert op["status"] == "success", op
     assert (await api.get("/1.0/instances/c1")).json()["spec"]["firmware"] == "uefi"
     assert _store(platform, "c1", "uefi").read_bytes() == b"boot entries of gold"
-    kept = list(platform.settings.images_dir.glob("tpl.qcow2.*.vars.fd"))
-    assert [p.name for p in kept] == ["tpl.qcow2.uefi.vars.fd"]
+    kept = list(platform.settings.images_dir.glob("tpl.qcow2.machine/*"))
+    assert [p.name for p in kept] == ["uefi.vars.fd"]
     op = await wait_op(api, await api.delete("/1.0/instances/c1", params={"force": "true"}))
     assert op["status"] == "success", op
     assert (await api.delete("/1.0/templates/tpl")).status_code in (200, 202, 204)

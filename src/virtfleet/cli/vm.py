@@ -76,6 +76,10 @@ def create(
     full: Annotated[
         bool, typer.Option("--full/--linked", help="Full copy or linked clone.")
     ] = False,
+    keep_tpm: Annotated[
+        bool,
+        typer.Option("--keep-tpm", help="With --from: keep the template's TPM (default: new)."),
+    ] = False,
     count: Annotated[int | None, typer.Option("--count", help="NAME-1 .. NAME-N.")] = None,
     hostname: Annotated[str | None, typer.Option("--hostname", help="cloud-init hostname.")] = None,
     user_data: Annotated[
@@ -158,8 +162,12 @@ def create(
     if template is not None:
         if reuse_disks:
             raise invalid("--reuse-disks is for --image: a clone makes its own disk")
+        if keep_tpm:
+            settings["keep_tpm"] = True
         _clone(template, names, count, full, start, settings, no_wait=no_wait, json_out=json_out)
         return
+    if keep_tpm:
+        raise invalid("--keep-tpm is for --from: only a clone has a TPM to keep")
     if image is None or len(names) != 1 or count is not None:
         raise invalid("give one NAME and --image, or --from TEMPLATE for several")
     name = names[0]
