@@ -156,3 +156,24 @@ async def test_windows_vms_get_secure_boot_and_a_tpm_unless_told_otherwise(
     await create(api, "tux")
     spec = (await api.get("/1.0/instances/tux")).json()["spec"]
     assert (spec["os"], spec["firmware"], spec["tpm"]) == ("linux", "bios", False)
+
+
+async def test_the_os_of_a_stopped_vm_can_change_and_a_running_one_refuses(
+    api: httpx.AsyncClient, image: str, platform: Platform
+) -> None:
+    """vm set --os: a stopped VM takes the new OS (its firmware and TPM stay as they are:
+    those defaults are a new VM's); a running one refuses with invalid_state, unchanged."""
+    await create(api, "vm")
+    op = await wait_op(api, await api.patch("/1.0/instances/vm", json={"os": "windows"}))
+    assert op["status"] == "success", op
+    assert op["result"]["changes"][0]["target"] == "os"
+    spec = (await api.get("/1.0/instances/vm")).json()["spec"]
+    assert (spec["os"], spec["firmware"], spec["tpm"]) == ("windows", "bios", False)
+    op = await wait_op(api, await api.patch("/1.0/instances/vm", json={"os": "other"}))
+    assert op["status"] == "success", op
+    assert (await act(api, "vm", "start"))["status"] == "success"
+    before = await snapshot(platform.store)
+    r = await api.patch("/1.0/instances/vm", json={"os": "linux"})
+    assert "stopped to change its os" in assert_error(r, 409, "invalid_state")
+    assert await snapshot(platform.store) == before
+    assert (await api.get("/1.0/instances/vm")).json()["spec"]["os"] == "other"

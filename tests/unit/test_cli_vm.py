@@ -194,3 +194,14 @@ def test_firmware_on_create_show_and_set(data_dir: Path, image: str) -> None:
     args = ("--image", image, "--device-model", "emulated", "--firmware", "uefi-secure")
     result = cli(data_dir, "vm", "create", "old", *args)
     assert result.exit_code == 2 and "q35" in result.stderr and "[invalid_input]" in result.stderr
+
+
+def test_vm_set_os_on_a_stopped_vm(data_dir: Path, image: str) -> None:
+    """``vm set --os windows`` changes a stopped VM's OS (``vm show`` says it); ``--os``
+    takes only the known families."""
+    cli(data_dir, "vm", "create", "box", "--image", image)
+    op = cli_json(data_dir, "vm", "set", "box", "--os", "windows")
+    assert isinstance(op, dict) and op["status"] == "success"
+    shown = cli_json(data_dir, "vm", "show", "box")
+    assert isinstance(shown, dict) and shown["spec"]["os"] == "windows"
+    assert cli(data_dir, "vm", "set", "box", "--os", "dos").exit_code == 2
