@@ -254,3 +254,19 @@ def test_a_pcr_survives_a_memory_revert_and_a_clone_gets_a_tpm_of_its_own(d: Dae
     assert done.status == "success", done
     d.wait_marker("pcrclone", timeout_s=240)
     assert _endorsement_key(d, "pcrclone") != identity
+
+
+def test_a_windows_driver_iso_reaches_the_sandboxed_qemu_as_an_open_file(
+    d: Daemon, tmp_path: Path
+) -> None:
+    """--driver-iso: QEMU (sandboxed, chrooted, its own uid) starts with the ISO the agent
+    opened: it holds that file open, and its command line names only the fdset."""
+    iso = tmp_path / "virtio-win.iso"
+    iso.write_bytes(b"\0" * 2048 * 16)
+    fields = {"os": "windows", "firmware": "uefi", "tpm": False, "driver_iso": str(iso)}
+    d.create("winiso", image="tiny-efi", memory_mib=MEMORY_MIB, **fields)
+    qemu = psutil.Process(d.qemu_pid("winiso"))
+    assert str(iso) in {f.path for f in qemu.open_files()}
+    assert str(iso) not in " ".join(qemu.cmdline())
+    assert "fd=" in qemu.cmdline()[qemu.cmdline().index("-add-fd") + 1]
+    d.action("winiso", "stop", force=True)

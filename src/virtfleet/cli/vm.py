@@ -107,6 +107,14 @@ def create(
             "--os", help="windows: UEFI Secure Boot + TPM unless given, local-time RTC [linux]."
         ),
     ] = None,
+    driver_iso: Annotated[
+        Path | None,
+        typer.Option(
+            "--driver-iso",
+            help="--os windows: an ISO of drivers (virtio-win) on a CD-ROM, a daemon host path.",
+            show_default=False,
+        ),
+    ] = None,
     restart_policy: Annotated[
         RestartPolicy | None, typer.Option("--restart-policy", help="[no]")
     ] = None,
@@ -153,6 +161,7 @@ def create(
         "firmware": firmware,
         "tpm": tpm,
         "os": guest_os,
+        "driver_iso": str(driver_iso.absolute()) if driver_iso else None,
         "restart_policy": restart_policy,
         **_nics(nic, network or [], nic_model),
         **policy_fields(autostart, start_order, start_delay, host_shutdown),
@@ -312,6 +321,7 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("firmware", _FIRMWARE[s.firmware] if vm else None),
             ("tpm", ("TPM 2.0 (swtpm)" if s.tpm else "none") if vm else None),
             ("os", s.os.value if vm else None),
+            ("driver iso", s.driver_iso),
             ("image", s.image),
             ("nics", ", ".join(map(_nic_text, s.nic_names, s.nics)) or "none"),
             ("addresses", ", ".join(f"{a.ip} ({a.network})" for a in i.addresses) or "-"),

@@ -67,6 +67,7 @@ class LaunchContext:
     join_netns: JoinNetns | None = None  # containers: veths into the init's netns (its PID)
     uefi: UefiFiles | None = None  # None: the machine's default BIOS (SeaBIOS)
     tpm_state: Path | None = None  # a TPM's state directory (with the disks); None: no TPM
+    driver_iso_fd: int | None = None  # the driver ISO the agent opened (read-only), if any
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
-from collections.abc import Awaitable, Callable
+import stat
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from virtfleet.drivers.base import UefiFiles
 from virtfleet.drivers.qemu import firmware
-from virtfleet.errors import ImageError, InvalidInputError
+from virtfleet.errors import ImageError, InvalidInputError, NotFoundError, PathNotAllowedError
 from virtfleet.host import machinefiles
 from virtfleet.model.instance import DiskSpec, Firmware, InstanceSpec
 from virtfleet.storage import qcow2, qemuimg
@@ -122,6 +124,33 @@ class DiskManager:
             return None
         self._private_dir(spec.name)
         return self.dir(spec.name) / machinefiles.TPM_DIR
+
+    @contextlib.contextmanager
+    def driver_iso(self, spec: InstanceSpec) -> Iterator[int | None]:
+        """A read-only descriptor of ``spec``'s driver ISO for one launch (closed on leaving:
+        QEMU inherits its own copy); None without one. The path was checked when the VM was
+        made; it is opened again without following a symbolic link: ``PathNotAllowedError``
+        if it became one, ``NotFoundError`` if it is gone, ``InvalidInputError`` if it is
+        no regular file (a FIFO must not hang the start: O_NONBLOCK)."""
+        if spec.driver_iso is None:
+            yield None
+            return
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(spec.driver_iso, flags)
+        except FileNotFoundError as err:
+            raise NotFoundError(f"driver ISO {spec.driver_iso} is missing") from err
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                link = f"driver ISO {spec.driver_iso} is a symbolic link"
+                raise PathNotAllowedError(link) from err
+            raise InvalidInputError(f"driver ISO {spec.driver_iso}: {err.strerror}") from err
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InvalidInputError(f"driver ISO {spec.driver_iso} is not a regular file")
+            yield fd
+        finally:
+            os.close(fd)
 
     def save_machine(self, instance: str, dest: Path) -> None:
         """Copy the instance's machine-state files (UEFI variables, TPM state) into ``dest``
