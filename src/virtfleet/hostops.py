@@ -122,15 +122,18 @@ class DiskOps(Protocol):
         linked: bool,
         virtual_size: int,
         firmware: Firmware = Firmware.BIOS,
+        keep_tpm: bool = False,
     ) -> None:
         """Write ``name``'s disk ``disk`` from the template file ``base``: a qcow2 overlay
         over it (``linked``) or an independent copy; a failure leaves no file. A UEFI
-        clone also gets a copy of the variable store kept beside ``base``, if any."""
+        clone also gets a copy of the variable store kept with ``base``, if any; its TPM
+        state only with ``keep_tpm`` (else the clone's TPM is a new one)."""
         ...
 
-    async def vars_to_template(self, name: str, firmware: Firmware, image: Path) -> None:
-        """Keep VM ``name``'s UEFI variable store beside template file ``image`` (its boot
-        entries and keys travel to every clone); nothing for BIOS or a VM without one."""
+    async def machine_to_template(self, name: str, firmware: Firmware, image: Path) -> None:
+        """Keep VM ``name``'s UEFI variable store and TPM state with template file ``image``
+        (boot entries and keys travel to every clone, the TPM only to those asked to keep
+        it); nothing for a VM without them."""
         ...
 
     def disk_usage(self, name: str) -> int: ...

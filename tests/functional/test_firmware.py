@@ -103,7 +103,8 @@ async def test_firmware_changes_at_the_next_boot_and_is_checked_like_a_create(
 async def test_a_template_carries_the_vms_uefi_variables_to_its_clones(
     api: httpx.AsyncClient, image: str, platform: Platform
 ) -> None:
-    """A template made from a UEFI VM keeps that VM's store beside its image; each clone
+    """A template made from a UEFI VM keeps that VM's store beside its image (in its
+    machine-state directory); each clone
     starts with a copy of it (boot entries, keys); deleting the template removes it."""
     await create(api, "gold", start=True, firmware="uefi")
     assert (await act(api, "gold", "stop"))["status"] == "success"
@@ -115,8 +116,8 @@ async def test_a_template_carries_the_vms_uefi_variables_to_its_clones(
     assert op["status"] == "success", op
     assert (await api.get("/1.0/instances/c1")).json()["spec"]["firmware"] == "uefi"
     assert _store(platform, "c1", "uefi").read_bytes() == b"boot entries of gold"
-    kept = list(platform.settings.images_dir.glob("tpl.qcow2.*.vars.fd"))
-    assert [p.name for p in kept] == ["tpl.qcow2.uefi.vars.fd"]
+    kept = list(platform.settings.images_dir.glob("tpl.qcow2.machine/*"))
+    assert [p.name for p in kept] == ["uefi.vars.fd"]
     op = await wait_op(api, await api.delete("/1.0/instances/c1", params={"force": "true"}))
     assert op["status"] == "success", op
     assert (await api.delete("/1.0/templates/tpl")).status_code in (200, 202, 204)
@@ -155,3 +156,24 @@ async def test_windows_vms_get_secure_boot_and_a_tpm_unless_told_otherwise(
     await create(api, "tux")
     spec = (await api.get("/1.0/instances/tux")).json()["spec"]
     assert (spec["os"], spec["firmware"], spec["tpm"]) == ("linux", "bios", False)
+
+
+async def test_the_os_of_a_stopped_vm_can_change_and_a_running_one_refuses(
+    api: httpx.AsyncClient, image: str, platform: Platform
+) -> None:
+    """vm set --os: a stopped VM takes the new OS (its firmware and TPM stay as they are:
+    those defaults are a new VM's); a running one refuses with invalid_state, unchanged."""
+    await create(api, "vm")
+    op = await wait_op(api, await api.patch("/1.0/instances/vm", json={"os": "windows"}))
+    assert op["status"] == "success", op
+    assert op["result"]["changes"][0]["target"] == "os"
+    spec = (await api.get("/1.0/instances/vm")).json()["spec"]
+    assert (spec["os"], spec["firmware"], spec["tpm"]) == ("windows", "bios", False)
+    op = await wait_op(api, await api.patch("/1.0/instances/vm", json={"os": "other"}))
+    assert op["status"] == "success", op
+    assert (await act(api, "vm", "start"))["status"] == "success"
+    before = await snapshot(platform.store)
+    r = await api.patch("/1.0/instances/vm", json={"os": "linux"})
+    assert "stopped to change its os" in assert_error(r, 409, "invalid_state")
+    assert await snapshot(platform.store) == before
+    assert (await api.get("/1.0/instances/vm")).json()["spec"]["os"] == "other"

@@ -1,20 +1,24 @@
 """UEFI and Secure Boot on real TCG guests: the EFI tiny image (GPT, ESP, Debian's signed
 shim + GRUB) boots under OVMF with and without Secure Boot, as the daemon launches QEMU
 (sandboxed, its own uid, chrooted); the guest kernel reports the firmware's SecureBoot
-variable; the VM's UEFI variable store lives with its disks and its snapshots."""
+variable; the VM's UEFI variable store lives with its disks and its snapshots; its TPM's
+state follows memory snapshots, and a clone gets a TPM of its own."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from virtfleet.client import backups as snapcalls
+from virtfleet.client import imaging
 from virtfleet.drivers.qemu.firmware import OVMF_DIR
 
 from .conftest import Daemon, module_daemon, wait_for
@@ -147,3 +151,122 @@ def test_a_tpm_vm_sees_its_tpm_and_keeps_it_across_a_daemon_restart(d: Daemon) -
     wait_for(lambda: d.client.get_instance("tpmvm").status.power == "running", 60, "adoption")
     assert d.qemu_pid("tpmvm") == qemu_pid and swtpm.is_running()
     assert _pcr0(d, "tpmvm") == pcr
+
+
+# Raw TPM 2.0 commands (the tiny guest has no tpm2-tools), each with an empty password
+# session: TPM2_PCR_Extend of PCR 16 (the debug PCR) with one SHA-256 digest appended, and
+# TPM2_CreatePrimary of an ECC P-256 storage key in the endorsement hierarchy, which the
+# TPM derives from its endorsement seed alone: the same TPM always gives the same key, a
+# new TPM (new seed, so a new EK) another one.
+_EXTEND_PCR16 = bytes.fromhex(
+    "8002000000410000018200000010" "00000009" "400000090000000000" "00000001000b"
+)  # fmt: skip
+_PRIMARY = bytes.fromhex(
+    "80020000004300000131" "4000000b" "00000009" "400000090000000000"
+    "000400000000" "001a0023000b000300720000000600800043001000030010" "00000000"
+    "0000" "00000000"
+)  # fmt: skip
+
+
+def _printed(d: Daemon, vm: str, pattern: re.Pattern[str]) -> bool:
+    return pattern.search(d.serial_log(vm)) is not None
+
+
+def _guest_hex(d: Daemon, vm: str, shell: str, valid: Callable[[bytes], bool]) -> bytes:
+    """The bytes the guest's ``shell`` prints in hex, asked again if the console line came
+    back damaged (a character lost or doubled while the test detached from the console);
+    ``shell`` must be harmless to repeat."""
+    seen: list[str] = []
+    for _ in range(3):
+        tag = f"H{secrets.token_hex(3)}"
+        d.type_line(vm, f"echo {tag}=$({shell} | od -An -v -tx1 | tr -d ' \\n')=")
+        pattern = re.compile(rf"^{tag}=(\S*)=", re.MULTILINE)
+        wait_for(functools.partial(_printed, d, vm, pattern), 60, f"{tag} in {vm}")
+        found = pattern.search(d.serial_log(vm))
+        assert found is not None
+        text = found.group(1)
+        if re.fullmatch(r"([0-9a-f]{2})+", text) and valid(bytes.fromhex(text)):
+            return bytes.fromhex(text)
+        seen.append(text)
+    raise AssertionError(f"no intact answer from {vm}: {seen}")
+
+
+def _tpm_call(d: Daemon, vm: str, command: bytes) -> bytes:
+    """``command``'s response from the guest's TPM, through the kernel's resource manager
+    (``/dev/tpmrm0`` flushes the objects a command loads when the file is closed). Only
+    for commands that may run twice (see ``_guest_hex``)."""
+    octal = "".join(f"\\{b:03o}" for b in command)
+    send = f"{{ printf '{octal}' >&3; dd bs=4096 count=1 <&3 2>/dev/null; }} 3<>/dev/tpmrm0"
+    response = _guest_hex(d, vm, send, lambda r: int.from_bytes(r[2:6], "big") == len(r))
+    assert response[6:10] == b"\0\0\0\0", f"TPM error {response[6:10].hex()}"
+    return response
+
+
+def _endorsement_key(d: Daemon, vm: str) -> bytes:
+    """The public part of the primary key the TPM derives from its endorsement seed."""
+    response = _tpm_call(d, vm, _PRIMARY)
+    size = int.from_bytes(response[18:20], "big")  # after header, handle, parameter size
+    return response[18 : 20 + size]
+
+
+def _extend_pcr16(d: Daemon, vm: str, data: bytes) -> str:
+    """Extend PCR 16 with sha256(``data``) once in the guest; PCR 16 as its kernel reads
+    it then (the extension's own answer is not read: it must not be repeated)."""
+    command = _EXTEND_PCR16 + hashlib.sha256(data).digest()
+    octal = "".join(f"\\{b:03o}" for b in command)
+    tag = f"X{secrets.token_hex(3)}"
+    send = f"{{ printf '{octal}' >&3; dd bs=4096 count=1 <&3 >/dev/null 2>&1; }} 3<>/dev/tpmrm0"
+    d.type_line(vm, f"{send}; echo {tag}=done")
+    wait_for(lambda: f"\n{tag}=done" in d.serial_log(vm), 60, f"PCR 16 extension in {vm}")
+    return _pcr(d, vm, 16)
+
+
+def _pcr(d: Daemon, vm: str, index: int) -> str:
+    """PCR ``index`` (SHA-256 bank) as the guest's kernel reads it, lower-case hex."""
+    path = f"/sys/class/tpm/tpm0/pcr-sha256/{index}"
+    value = _guest_hex(d, vm, f"cat {path} | tr -d '\\n'", lambda v: len(v) == 64)
+    return value.decode().lower()  # the file holds hex text: its bytes' hex is decoded back
+
+
+def test_a_pcr_survives_a_memory_revert_and_a_clone_gets_a_tpm_of_its_own(d: Daemon) -> None:
+    """A value extended into PCR 16 after boot is there again after reverting to a memory
+    snapshot taken with it (and the extension made after the snapshot is gone); the TPM
+    is the same one (same endorsement-derived key). The VM's template keeps its TPM state,
+    yet a clone of it boots with a new TPM: its endorsement-derived key differs."""
+    d.create("pcrvm", image="tiny-efi", firmware="uefi", tpm=True, memory_mib=MEMORY_MIB)
+    d.wait_marker("pcrvm", timeout_s=240)
+    identity = _endorsement_key(d, "pcrvm")
+    at_snapshot = _extend_pcr16(d, "pcrvm", b"measured before the snapshot")
+    want = hashlib.sha256(bytes(32) + hashlib.sha256(b"measured before the snapshot").digest())
+    assert at_snapshot == want.hexdigest()  # PCR 16 starts at zero: our extension alone
+    done = run_op(d, snapcalls.create_snapshot("pcrvm", "m1", memory=True))
+    assert done.status == "success", done
+    assert (d.data_dir / "disks" / "pcrvm" / "snapshots" / "m1" / "tpm").is_dir()
+    assert _extend_pcr16(d, "pcrvm", b"measured after it") != at_snapshot
+    done = run_op(d, snapcalls.revert_snapshot("pcrvm", "m1"))
+    assert done.status == "success", done
+    assert _pcr(d, "pcrvm", 16) == at_snapshot
+    assert _endorsement_key(d, "pcrvm") == identity
+    d.action("pcrvm", "stop", force=True)
+    assert run_op(d, imaging.create_template("pcrtpl", instance="pcrvm")).status == "success"
+    assert any((d.data_dir / "images" / "pcrtpl.qcow2.machine" / "tpm").iterdir())  # kept
+    done = run_op(d, imaging.clone_template("pcrtpl", ["pcrclone"], start=True))
+    assert done.status == "success", done
+    d.wait_marker("pcrclone", timeout_s=240)
+    assert _endorsement_key(d, "pcrclone") != identity
+
+
+def test_a_windows_driver_iso_reaches_the_sandboxed_qemu_as_an_open_file(
+    d: Daemon, tmp_path: Path
+) -> None:
+    """--driver-iso: QEMU (sandboxed, chrooted, its own uid) starts with the ISO the agent
+    opened: it holds that file open, and its command line names only the fdset."""
+    iso = tmp_path / "virtio-win.iso"
+    iso.write_bytes(b"\0" * 2048 * 16)
+    fields = {"os": "windows", "firmware": "uefi", "tpm": False, "driver_iso": str(iso)}
+    d.create("winiso", image="tiny-efi", memory_mib=MEMORY_MIB, **fields)
+    qemu = psutil.Process(d.qemu_pid("winiso"))
+    assert str(iso) in {f.path for f in qemu.open_files()}
+    assert str(iso) not in " ".join(qemu.cmdline())
+    assert "fd=" in qemu.cmdline()[qemu.cmdline().index("-add-fd") + 1]
+    d.action("winiso", "stop", force=True)

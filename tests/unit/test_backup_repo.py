@@ -169,15 +169,15 @@ def test_small_files_ride_along_as_chunks_gc_keeps_and_verify_checks(
 ) -> None:
     """A VM's UEFI variable stores are stored as chunks of the manifest: read back whole,
     kept by gc while the backup exists, and a damaged one marks the backup damaged."""
-    store = tmp_path / "uefi.vars.fd"
     data = bytes(range(256)) * 2112 + b"\x00" * CHUNK_SIZE  # a zero chunk past the first
-    store.write_bytes(data)
+    files = {"uefi.vars.fd": data, "tpm/tpm2-00.permall": b"tpm state"}
     m = BackupManifest(
         id=new_backup_id(T0), instance="a", created_at=T0, kind="full", disks={},
-        files=repo.put_files([store]),
+        files=repo.put_files(files),
     )  # fmt: skip
     repo.save(m)
     assert repo.read_file(repo.list()[0], "uefi.vars.fd") == data
+    assert repo.read_file(repo.list()[0], "tpm/tpm2-00.permall") == b"tpm state"
     assert repo.gc() == (0, 0)
     [chunk] = [c for c in m.files["uefi.vars.fd"].chunks if c != ZERO]
     repo.chunks.path(chunk).write_bytes(b"broken")

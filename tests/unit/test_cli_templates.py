@@ -42,3 +42,14 @@ def test_cli_clone_gets_the_image_defaults_and_given_options(data_dir: Path) -> 
     assert isinstance(x3, dict) and x3["spec"]["nics"] == []
     shown = cli(data_dir, "template", "show", "t1")
     assert shown.exit_code == 0 and "default" in shown.stdout and "SETTING" in shown.stdout
+
+
+def test_cli_keep_tpm_reaches_the_clone_request_and_only_goes_with_from(data_dir: Path) -> None:
+    """``--keep-tpm`` is accepted with --from (the daemon keeps the template's TPM, if it has
+    one) and refused with --image, where there is no TPM to keep."""
+    assert cli(data_dir, "image", "build", "tiny").exit_code == 0
+    assert cli(data_dir, "template", "create", "t1", "--from-image", "tiny").exit_code == 0
+    op = cli_json(data_dir, "vm", "create", "k1", "--from", "t1", "--keep-tpm")
+    assert isinstance(op, dict) and op["result"]["instances"] == ["k1"]
+    wrong = cli(data_dir, "vm", "create", "k2", "--image", "tiny", "--keep-tpm")
+    assert wrong.exit_code != 0 and "--keep-tpm is for --from" in wrong.output

@@ -194,3 +194,29 @@ def test_firmware_on_create_show_and_set(data_dir: Path, image: str) -> None:
     args = ("--image", image, "--device-model", "emulated", "--firmware", "uefi-secure")
     result = cli(data_dir, "vm", "create", "old", *args)
     assert result.exit_code == 2 and "q35" in result.stderr and "[invalid_input]" in result.stderr
+
+
+def test_vm_set_os_on_a_stopped_vm(data_dir: Path, image: str) -> None:
+    """``vm set --os windows`` changes a stopped VM's OS (``vm show`` says it); ``--os``
+    takes only the known families."""
+    cli(data_dir, "vm", "create", "box", "--image", image)
+    op = cli_json(data_dir, "vm", "set", "box", "--os", "windows")
+    assert isinstance(op, dict) and op["status"] == "success"
+    shown = cli_json(data_dir, "vm", "show", "box")
+    assert isinstance(shown, dict) and shown["spec"]["os"] == "windows"
+    assert cli(data_dir, "vm", "set", "box", "--os", "dos").exit_code == 2
+
+
+def test_vm_create_driver_iso_sends_an_absolute_path(
+    data_dir: Path, image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--driver-iso`` (relative to the shell's directory) reaches the daemon absolute;
+    ``vm show`` names it."""
+    (data_dir / "virtio-win.iso").write_bytes(b"CD001")
+    monkeypatch.chdir(data_dir)
+    args = ("--image", image, "--os", "windows", "--driver-iso", "virtio-win.iso")
+    assert cli(data_dir, "vm", "create", "w", *args).exit_code == 0
+    shown = cli_json(data_dir, "vm", "show", "w")
+    assert isinstance(shown, dict)
+    assert shown["spec"]["driver_iso"] == str(data_dir / "virtio-win.iso")
+    assert "driver iso" in cli(data_dir, "vm", "show", "w").stdout  # the path may be cut

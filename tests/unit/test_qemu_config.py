@@ -138,6 +138,46 @@ def test_windows_defaults_match_golden(accel: Accel) -> None:
     assert "-rtc" not in _argv(DeviceModel.VIRTIO, accel)
 
 
+def test_windows_driver_iso_matches_golden() -> None:
+    """--driver-iso: the descriptor the agent opened goes to QEMU in an fdset (the path is
+    never on the command line) and becomes a read-only CD-ROM on q35's AHCI."""
+    uuid = "0b9c7a7e-6a3e-4a55-9d5c-1f2e3d4c5b6a"
+    spec = complete(
+        InstanceSpec(
+            name="win-1", image="win", os=GuestOs.WINDOWS, uuid=uuid,
+            nics=[NicSpec(mac="52:54:00:12:34:57")], driver_iso="/srv/iso/virtio-win.iso",
+        )
+    ).normalized()  # fmt: skip
+    ctx = LaunchContext(
+        accel=Accel.TCG,
+        accel_reason="test",
+        disks={"root": Path("/data/disks/win-1/root.qcow2")},
+        uefi=UefiFiles(OVMF / "OVMF_CODE_4M.secboot.fd", Path("/d/win-1/v.fd"), True),
+        tpm_state=Path("/data/disks/win-1/tpm"),
+        driver_iso_fd=9,
+    )
+    argv = build_argv(spec, ctx, RunPaths(Path("/data/run/win-1")), QemuOptions(), uid=None)
+    text = "\n".join(argv) + "\n"
+    golden = GOLDEN / "qemu-windows-tcg-driver-iso.txt"
+    if os.environ.get("VIRTFLEET_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+    assert "virtio-win" not in text
+    assert argv[argv.index("-add-fd") + 1] == "fd=9,set=1,opaque=driver-iso"
+
+
+@pytest.mark.parametrize(
+    ("fields", "fix"),
+    [
+        ({}, "os windows"),
+        ({"os": GuestOs.WINDOWS, "device_model": DeviceModel.EMULATED}, "device_model virtio"),
+    ],
+)
+def test_a_driver_iso_is_for_windows_on_virtio(fields: dict[str, object], fix: str) -> None:
+    with pytest.raises(ValueError, match=fix):
+        InstanceSpec.model_validate({"name": "w", "driver_iso": "/srv/d.iso", **fields})
+
+
 def test_secure_boot_flash_is_smm_only_and_plain_uefi_is_not() -> None:
     """Only uefi-secure turns on SMM and secure flash; the code flash is never writable."""
     secure = _argv(DeviceModel.VIRTIO, Accel.TCG, 4, Firmware.UEFI_SECURE)

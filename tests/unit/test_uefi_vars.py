@@ -54,15 +54,15 @@ async def test_missing_firmware_makes_nothing(tmp_path: Path) -> None:
 
 
 async def test_a_snapshot_saves_and_restores_every_store(tmp_path: Path) -> None:
-    """save_vars copies the stores into the snapshot directory; restore_vars puts them back
+    """save_machine copies the stores into the snapshot directory; restore_machine puts them back
     over what was written since."""
     disks = _disks(tmp_path)
     uefi, _ = await disks.uefi_vars(InstanceSpec(name="vm", firmware=Firmware.UEFI))
     assert uefi is not None
     snap = disks.dir("vm") / "snapshots" / "s1"
-    disks.save_vars("vm", snap)
+    disks.save_machine("vm", snap)
     assert (snap / "uefi.vars.fd").read_bytes() == b"plain vars"
     uefi.vars.write_bytes(b"later")
-    disks.restore_vars("vm", snap)
+    disks.restore_machine("vm", snap)
     assert uefi.vars.read_bytes() == b"plain vars"
     assert sorted(p.name for p in disks.dir("vm").iterdir()) == ["snapshots", "uefi.vars.fd"]

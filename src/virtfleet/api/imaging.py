@@ -102,6 +102,8 @@ class CloneTemplate(Strict):
     accel: Accel | None = None
     device_model: DeviceModel | None = None
     restart_policy: RestartPolicy | None = None
+    # A clone's TPM is a new one (as its MACs and UUID are) unless this keeps the template's.
+    keep_tpm: bool = False
 
     @field_validator("nics")
     @classmethod
@@ -111,7 +113,7 @@ class CloneTemplate(Strict):
         return v
 
     def overrides(self) -> dict[str, Any]:
-        skip = {"names", "count", "clone", "start", "cloud_init"}
+        skip = {"names", "count", "clone", "start", "cloud_init", "keep_tpm"}
         return self.model_dump(mode="json", exclude=skip, exclude_none=True)
 
 

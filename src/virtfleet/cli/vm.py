@@ -76,6 +76,10 @@ def create(
     full: Annotated[
         bool, typer.Option("--full/--linked", help="Full copy or linked clone.")
     ] = False,
+    keep_tpm: Annotated[
+        bool,
+        typer.Option("--keep-tpm", help="With --from: keep the template's TPM (default: new)."),
+    ] = False,
     count: Annotated[int | None, typer.Option("--count", help="NAME-1 .. NAME-N.")] = None,
     hostname: Annotated[str | None, typer.Option("--hostname", help="cloud-init hostname.")] = None,
     user_data: Annotated[
@@ -101,6 +105,14 @@ def create(
         GuestOs | None,
         typer.Option(
             "--os", help="windows: UEFI Secure Boot + TPM unless given, local-time RTC [linux]."
+        ),
+    ] = None,
+    driver_iso: Annotated[
+        Path | None,
+        typer.Option(
+            "--driver-iso",
+            help="--os windows: an ISO of drivers (virtio-win) on a CD-ROM, a daemon host path.",
+            show_default=False,
         ),
     ] = None,
     restart_policy: Annotated[
@@ -149,6 +161,7 @@ def create(
         "firmware": firmware,
         "tpm": tpm,
         "os": guest_os,
+        "driver_iso": str(driver_iso.absolute()) if driver_iso else None,
         "restart_policy": restart_policy,
         **_nics(nic, network or [], nic_model),
         **policy_fields(autostart, start_order, start_delay, host_shutdown),
@@ -158,8 +171,12 @@ def create(
     if template is not None:
         if reuse_disks:
             raise invalid("--reuse-disks is for --image: a clone makes its own disk")
+        if keep_tpm:
+            settings["keep_tpm"] = True
         _clone(template, names, count, full, start, settings, no_wait=no_wait, json_out=json_out)
         return
+    if keep_tpm:
+        raise invalid("--keep-tpm is for --from: only a clone has a TPM to keep")
     if image is None or len(names) != 1 or count is not None:
         raise invalid("give one NAME and --image, or --from TEMPLATE for several")
     name = names[0]
@@ -304,6 +321,7 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("firmware", _FIRMWARE[s.firmware] if vm else None),
             ("tpm", ("TPM 2.0 (swtpm)" if s.tpm else "none") if vm else None),
             ("os", s.os.value if vm else None),
+            ("driver iso", s.driver_iso),
             ("image", s.image),
             ("nics", ", ".join(map(_nic_text, s.nic_names, s.nics)) or "none"),
             ("addresses", ", ".join(f"{a.ip} ({a.network})" for a in i.addresses) or "-"),

@@ -23,7 +23,7 @@ from virtfleet.cli.hostpower import (
 )
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.client import resources as calls
-from virtfleet.model.enums import Firmware
+from virtfleet.model.enums import Firmware, GuestOs
 
 if TYPE_CHECKING:
     from virtfleet.client import Instance
@@ -55,6 +55,10 @@ FirmwareOpt = Annotated[
 ]
 TpmOpt = Annotated[
     bool | None, typer.Option("--tpm/--no-tpm", help="A TPM 2.0 (swtpm; needs UEFI) [no].")
+]
+OsOpt = Annotated[
+    GuestOs | None,
+    typer.Option("--os", help="windows, linux or other (stopped VMs only).", show_default=False),
 ]
 CpuLimitOpt = Annotated[
     str | None,
@@ -128,11 +132,13 @@ def set_(
     host_shutdown: HostShutdownOpt = None,
     firmware: FirmwareOpt = None,
     tpm: TpmOpt = None,
+    guest_os: OsOpt = None,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Change memory, vCPUs, CPU/IO limits, disks and NICs (live where the VM allows),
-    the start-at-boot and host-shutdown policy, and the firmware and TPM (at the next boot)."""
+    the start-at-boot and host-shutdown policy, the firmware and TPM (at the next boot),
+    and the guest OS (stopped VMs only)."""
     body: dict[str, Any] = {}
     _sizes(body, memory=memory, min_memory=min_memory, max_memory=max_memory)
     _put(body, "vcpus", vcpus)
@@ -155,6 +161,8 @@ def set_(
         body["firmware"] = firmware.value
     if tpm is not None:
         body["tpm"] = tpm
+    if guest_os is not None:
+        body["os"] = guest_os.value
     if not body:
         raise invalid("nothing to change: give at least one option (see --help)")
     op = client.call(calls.patch_instance(name, body))

@@ -67,7 +67,8 @@ def delete_template(name: str) -> Call[bool]:
 
 
 def clone_template(template: str, names: list[str], **fields: Any) -> Call[Operation]:
-    """``fields``: count, clone ("linked"/"full"), start, cloud_init, vcpus, memory_mib."""
+    """``fields``: count, clone ("linked"/"full"), start, cloud_init, vcpus, memory_mib,
+    keep_tpm (the template's TPM instead of a new one)."""
     body = {"names": names, **{k: v for k, v in fields.items() if v is not None}}
     return Call("POST", f"{tpl(template)}/instances", one("model.operation:Operation"), json=body)
 

@@ -67,6 +67,7 @@ class LaunchContext:
     join_netns: JoinNetns | None = None  # containers: veths into the init's netns (its PID)
     uefi: UefiFiles | None = None  # None: the machine's default BIOS (SeaBIOS)
     tpm_state: Path | None = None  # a TPM's state directory (with the disks); None: no TPM
+    driver_iso_fd: int | None = None  # the driver ISO the agent opened (read-only), if any
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,17 @@ class SupportsVmSnapshots(Protocol):
     """
 
     async def snapshot_disks(
-        self, name: str, overlays: Mapping[str, Path], state: Path | None = None
+        self,
+        name: str,
+        overlays: Mapping[str, Path],
+        state: Path | None = None,
+        in_pause: Callable[[], Awaitable[None]] | None = None,
     ) -> float | None:
         """Make each ``overlays[disk]`` that disk's active layer, all at one instant, without
         pausing the guest; with ``state``, also write RAM and device state into that file and
-        switch in the save's final pause, whose length (ms) is returned (else None). On
-        failure the VM runs on its old layers."""
+        switch in the save's final pause, whose length (ms) is returned (else None), running
+        ``in_pause`` in that pause first (the host copies what must match the saved state).
+        On failure the VM runs on its old layers."""
         ...
 
     async def merge_disk(self, name: str, disk: str, backing: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -153,9 +153,13 @@ class RoutingDriver:
         return self.vm
 
     async def snapshot_disks(
-        self, name: str, overlays: Mapping[str, Path], state: Path | None = None
+        self,
+        name: str,
+        overlays: Mapping[str, Path],
+        state: Path | None = None,
+        in_pause: Callable[[], Awaitable[None]] | None = None,
     ) -> float | None:
-        return await self._vm_snapshots(name).snapshot_disks(name, overlays, state)
+        return await self._vm_snapshots(name).snapshot_disks(name, overlays, state, in_pause)
 
     async def merge_disk(self, name: str, disk: str, backing: str) -> None:
         await self._vm_snapshots(name).merge_disk(name, disk, backing)

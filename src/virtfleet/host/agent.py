@@ -416,19 +416,21 @@ class Agent:
             undo.push_async_callback(self.nics.unplug, spec.name)
             seed = await self.disks.seed(spec)
             join = await self.nics.joiner(spec)  # containers: veths once the init exists
-            ctx = LaunchContext(
-                accel,
-                reason,
-                paths,
-                procs,
-                hostname=spec.name,
-                taps=taps,
-                cidata=seed,
-                join_netns=join,
-                uefi=uefi,
-                tpm_state=self.disks.tpm_state(spec),
-            )
-            found = await self.driver.start(spec, ctx)
+            with self.disks.driver_iso(spec) as iso:  # closed once QEMU holds its copy
+                ctx = LaunchContext(
+                    accel,
+                    reason,
+                    paths,
+                    procs,
+                    hostname=spec.name,
+                    taps=taps,
+                    cidata=seed,
+                    join_netns=join,
+                    uefi=uefi,
+                    tpm_state=self.disks.tpm_state(spec),
+                    driver_iso_fd=iso,
+                )
+                found = await self.driver.start(spec, ctx)
             undo.pop_all()
         return found, cgroup
 

@@ -31,6 +31,7 @@ from virtfleet.drivers.base import SupportsBlockJobs
 from virtfleet.drivers.qemu.blockjobs import Bitmap, BlockJobs, Fleece
 from virtfleet.drivers.qemu.nbd import NBDClient, export_ranges
 from virtfleet.errors import ConflictError, NotFoundError, VirtfleetError
+from virtfleet.host import machinefiles
 from virtfleet.host.quiesce import NoQuiesce, Quiescer
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.storage import qemuimg
@@ -98,10 +99,14 @@ class BackupManager:
                     await self._online(jobs, spec, manifest, parent, full, report)
                 return manifest
 
+    async def _take_machine(self, manifest: BackupManifest) -> None:
+        """Store the VM's machine-state files (UEFI variables, TPM state: small, whole) as
+        they are now, the backup's point in time (machinefiles.py: each file whole)."""
+        files = await asyncio.to_thread(machinefiles.read, self.agent.disks.dir(manifest.instance))
+        manifest.files = await asyncio.to_thread(self.repo.put_files, files)
+
     async def _save(self, manifest: BackupManifest) -> None:
         """Store the finished ``manifest``, its duration (since ``created_at``) included."""
-        stores = self.agent.disks.vars_files(manifest.instance)  # UEFI variables: tiny, whole
-        manifest.files = await asyncio.to_thread(self.repo.put_files, stores)
         elapsed = datetime.now(UTC) - manifest.created_at
         manifest.stats.seconds = round(elapsed.total_seconds(), 3)
         await asyncio.to_thread(self.repo.save, manifest)
@@ -225,6 +230,7 @@ class BackupManager:
         manifest.consistency = "application" if quiesced else "crash"
         try:
             await jobs.start_fleecing(fleeces)
+            await self._take_machine(manifest)
         finally:
             if quiesced:  # the point in time is taken: the guest may write again
                 await self.quiescer.thaw(spec.name)
@@ -320,6 +326,7 @@ class BackupManager:
         """Read whole disks (no QEMU to track changes), then leave a bitmap for the next one."""
         self.snapshots.require_disks(spec)
         manifest.full_reason = "the VM is stopped: whole disks are read"
+        await self._take_machine(manifest)
         new_bitmap = BITMAP_PREFIX + manifest.id
         for index, disk in enumerate(spec.disks):
             active = self.agent.disks.path(spec.name, disk.name)
@@ -365,8 +372,8 @@ class BackupManager:
         try:
             for disk in manifest.disks:
                 made += await self._restore_disk(manifest, disk, self.agent.disks.path(vm, disk))
-            stores = {name: self.repo.read_file(manifest, name) for name in manifest.files}
-            made += self.agent.disks.write_vars(vm, stores)
+            files = {name: self.repo.read_file(manifest, name) for name in manifest.files}
+            made += self.agent.disks.write_machine(vm, files)
         except BaseException:
             for path in made:
                 path.unlink(missing_ok=True)

@@ -2,7 +2,9 @@
 
 Creates a VM's disks on first start (a qcow2 overlay over its image, or an
 empty volume) and a UEFI VM's own variable store (copied from the firmware's template,
-``uefi_vars``), lists what a directory keeps (``kept``, ``names``, ``usage``: disks
+``uefi_vars``); carries the machine-state files (UEFI variables, TPM state:
+host/machinefiles.py) into and out of snapshots, backups and templates; lists what a
+directory keeps (``kept``, ``names``, ``usage``: disks
 outlive an instance deleted without ``--disks``) and removes them on request.
 Knows nothing of QEMU processes.
 """
@@ -11,34 +13,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
-from collections.abc import Awaitable, Callable
+import stat
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from virtfleet.drivers.base import UefiFiles
 from virtfleet.drivers.qemu import firmware
-from virtfleet.errors import ImageError, InvalidInputError
+from virtfleet.errors import ImageError, InvalidInputError, NotFoundError, PathNotAllowedError
+from virtfleet.host import machinefiles
 from virtfleet.model.instance import DiskSpec, Firmware, InstanceSpec
 from virtfleet.storage import qcow2, qemuimg
 from virtfleet.storage.cloudinit import write_seed
 
 Verified = Callable[[str, Path], Awaitable[bool]]
 SEED = "cidata.iso"  # rewritten from the spec at every start: never a kept disk
-TPM_DIR = "tpm"  # a TPM's state directory, beside the disks
-VARS_SUFFIX = ".vars.fd"  # "<firmware mode>.vars.fd": a UEFI VM's variable store
+TEMPLATE_STATE_SUFFIX = ".machine"  # "<image>.qcow2.machine/": a template's machine state
 
 
 def vars_name(mode: Firmware) -> str:
     """The file name of a VM's UEFI variable store for ``mode`` (one per mode: a Secure
     Boot store starts from other keys than a plain one)."""
-    return f"{mode.value}{VARS_SUFFIX}"
+    return f"{mode.value}{machinefiles.VARS_SUFFIX}"
 
 
-def image_vars(image_file: Path, mode: Firmware) -> Path:
-    """Where a template made from a UEFI VM keeps that VM's store, beside its image file
-    (``<image>.qcow2.<mode>.vars.fd``; storage/images.py deletes it with the image)."""
-    return image_file.with_name(f"{image_file.name}.{vars_name(mode)}")
+def template_state(image_file: Path) -> Path:
+    """Where a template made from a VM keeps that VM's machine-state files (its UEFI
+    variables, its TPM state), beside its image file: ``<image>.qcow2.machine/``
+    (storage/images.py deletes it with the image)."""
+    return image_file.with_name(f"{image_file.name}{TEMPLATE_STATE_SUFFIX}")
 
 
 def copy_private(source: Path, dest: Path) -> None:
@@ -118,43 +123,72 @@ class DiskManager:
         if not spec.tpm:
             return None
         self._private_dir(spec.name)
-        return self.dir(spec.name) / TPM_DIR
+        return self.dir(spec.name) / machinefiles.TPM_DIR
 
-    def vars_files(self, instance: str) -> list[Path]:
-        """The UEFI variable stores in ``instance``'s directory (one per firmware mode used)."""
-        return sorted(self.dir(instance).glob(f"*{VARS_SUFFIX}"))
+    @contextlib.contextmanager
+    def driver_iso(self, spec: InstanceSpec) -> Iterator[int | None]:
+        """A read-only descriptor of ``spec``'s driver ISO for one launch (closed on leaving:
+        QEMU inherits its own copy); None without one. The path was checked when the VM was
+        made; it is opened again without following a symbolic link: ``PathNotAllowedError``
+        if it became one, ``NotFoundError`` if it is gone, ``InvalidInputError`` if it is
+        no regular file (a FIFO must not hang the start: O_NONBLOCK)."""
+        if spec.driver_iso is None:
+            yield None
+            return
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(spec.driver_iso, flags)
+        except FileNotFoundError as err:
+            raise NotFoundError(f"driver ISO {spec.driver_iso} is missing") from err
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                link = f"driver ISO {spec.driver_iso} is a symbolic link"
+                raise PathNotAllowedError(link) from err
+            raise InvalidInputError(f"driver ISO {spec.driver_iso}: {err.strerror}") from err
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InvalidInputError(f"driver ISO {spec.driver_iso} is not a regular file")
+            yield fd
+        finally:
+            os.close(fd)
 
-    def save_vars(self, instance: str, dest: Path) -> None:
-        """Copy the instance's UEFI variable stores into ``dest`` (a snapshot's directory):
-        boot order and keys belong to the machine's state like its disks."""
-        for store in self.vars_files(instance):
-            dest.mkdir(parents=True, exist_ok=True)
-            copy_private(store, dest / store.name)
+    def save_machine(self, instance: str, dest: Path) -> None:
+        """Copy the instance's machine-state files (UEFI variables, TPM state) into ``dest``
+        (a snapshot's directory): boot order, keys and TPM belong to the machine like its
+        disks."""
+        machinefiles.copy(self.dir(instance), dest)
 
-    def restore_vars(self, instance: str, source: Path) -> None:
-        """Put the stores saved in ``source`` back (the VM is stopped); each replaced at once."""
-        for saved in sorted(source.glob(f"*{VARS_SUFFIX}")):
-            copy_private(saved, self.dir(instance) / saved.name)
+    def restore_machine(self, instance: str, source: Path) -> None:
+        """Put the machine-state files saved in ``source`` back (the VM is stopped); state
+        ``source`` does not have (an older snapshot's TPM) is left as it is."""
+        machinefiles.copy(source, self.dir(instance))
 
-    def write_vars(self, instance: str, stores: dict[str, bytes]) -> list[Path]:
-        """Write variable stores by file name (from a backup); the files written. A name
-        that is not a variable store's is skipped: a manifest never places files elsewhere."""
-        written: list[Path] = []
-        for name, data in stores.items():
-            if "/" in name or not name.endswith(VARS_SUFFIX) or name.startswith("."):
-                continue
-            partial = self.dir(instance) / f".{name}.part"
-            partial.write_bytes(data)
-            partial.chmod(0o600)
-            os.replace(partial, self.dir(instance) / name)
-            written.append(self.dir(instance) / name)
-        return written
+    def write_machine(self, instance: str, files: dict[str, bytes]) -> list[Path]:
+        """Write machine-state files by relative name (from a backup); the files written."""
+        return machinefiles.write(self.dir(instance), files)
 
-    def adopt_vars(self, instance: str, mode: Firmware, store: Path) -> None:
-        """Give a new VM (a clone) ``store`` as its ``mode`` variable store, if it exists."""
-        if mode is not Firmware.BIOS and store.is_file():
+    def to_template(self, instance: str, mode: Firmware, image: Path) -> None:
+        """Keep ``instance``'s variable store for ``mode`` and TPM state beside template
+        file ``image`` (``template_state``): clones start from them."""
+        files = machinefiles.read(self.dir(instance))
+        keep = {n: d for n, d in files.items() if n == vars_name(mode) or machinefiles.is_tpm(n)}
+        if keep:
+            template_state(image).mkdir(mode=0o700, exist_ok=True)
+            machinefiles.write(template_state(image), keep)
+
+    def adopt(self, instance: str, mode: Firmware, image: Path, keep_tpm: bool) -> None:
+        """Give a new VM (a clone of template file ``image``) the template's variable store
+        for ``mode``, and its TPM state only if ``keep_tpm``: otherwise the clone's TPM is a
+        new one (new endorsement seed, so a new EK), as its MACs and UUID are new."""
+        files = machinefiles.read(template_state(image))
+        legacy = image.with_name(f"{image.name}.{vars_name(mode)}")  # templates made before
+        if legacy.is_file() and mode is not Firmware.BIOS:
+            files.setdefault(vars_name(mode), legacy.read_bytes())
+        keep = {n: d for n, d in files.items() if n == vars_name(mode)}
+        keep |= {n: d for n, d in files.items() if keep_tpm and machinefiles.is_tpm(n)}
+        if keep:
             self._private_dir(instance)
-            copy_private(store, self.dir(instance) / vars_name(mode))
+            machinefiles.write(self.dir(instance), keep)
 
     def discard(self, created: list[Path]) -> None:
         """Remove disk files made by a failed start, and their directory if now empty."""

@@ -19,7 +19,7 @@ from virtfleet.drivers.base import SupportsVmSnapshots
 from virtfleet.errors import InvalidStateError
 from virtfleet.host.agent import Agent
 from virtfleet.host.backups import BackupManager, RepositoryAccess
-from virtfleet.host.disks import DiskManager, copy_private, image_vars, vars_name
+from virtfleet.host.disks import DiskManager
 from virtfleet.host.guest import GuestAgents
 from virtfleet.host.snapshots import SnapshotManager
 from virtfleet.hostops import ContainerOps, Pruned, Report
@@ -170,6 +170,7 @@ class LocalHostOps:
         linked: bool,
         virtual_size: int,
         firmware: Firmware = Firmware.BIOS,
+        keep_tpm: bool = False,
     ) -> None:
         dest = self.disks.path(name, disk)
         try:
@@ -177,15 +178,13 @@ class LocalHostOps:
                 await clones.linked(base, dest, virtual_size)
             else:
                 await clones.full(base, dest, None)
-            self.disks.adopt_vars(name, firmware, image_vars(base, firmware))
+            await asyncio.to_thread(self.disks.adopt, name, firmware, base, keep_tpm)
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
 
-    async def vars_to_template(self, name: str, firmware: Firmware, image: Path) -> None:
-        store = self.disks.dir(name) / vars_name(firmware)
-        if firmware is not Firmware.BIOS and store.is_file():
-            await asyncio.to_thread(copy_private, store, image_vars(image, firmware))
+    async def machine_to_template(self, name: str, firmware: Firmware, image: Path) -> None:
+        await asyncio.to_thread(self.disks.to_template, name, firmware, image)
 
     def disk_usage(self, name: str) -> int:
         return self.disks.usage(name)

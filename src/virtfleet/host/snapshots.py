@@ -16,6 +16,7 @@ owns revert: power off, ``reset_to``, power on through the agent's public door).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from datetime import UTC, datetime
@@ -140,7 +141,8 @@ class SnapshotManager:
             pause_ms=pause_ms,
             devices=_devices(spec) if memory else "",
         )
-        self.agent.disks.save_vars(spec.name, self._dir(spec.name) / "snapshots" / snap)
+        if not memory:  # with memory it was taken in the guest's pause (_create_online)
+            self._save_machine(spec.name, snap)
         tree.snapshots[snap], tree.current = entry, snap
         self._save(spec.name, tree)
         return next(s for s in self.snapshots(spec.name) if s.name == snap)
@@ -181,10 +183,17 @@ class SnapshotManager:
         names. The pause in ms."""
         staged = await self._stage(spec, snap)
         state = self.state_file(spec.name, snap) if memory else None
+
+        async def in_pause() -> None:
+            # The guest is paused and QEMU has taken the TPM's state blobs for the saved
+            # state (after the last command finished): swtpm changes nothing until the
+            # guest runs again, so its files now are exactly the saved state's TPM.
+            await asyncio.to_thread(self._save_machine, spec.name, snap)
+
         try:
             if state is not None:
                 state.parent.mkdir(parents=True, exist_ok=True)
-            pause_ms = await driver.snapshot_disks(spec.name, staged, state)
+            pause_ms = await driver.snapshot_disks(spec.name, staged, state, in_pause)
         except BaseException:
             for new in staged.values():
                 new.unlink(missing_ok=True)
@@ -215,6 +224,12 @@ class SnapshotManager:
             raise
         return staged
 
+    def _save_machine(self, vm: str, snap: str) -> None:
+        """The machine-state files (UEFI variables, TPM state) into ``snap``'s directory. A
+        running VM's without a pause (disk-only snapshot): each file is one swtpm or QEMU
+        wrote whole (machinefiles.py), crash-consistent like the disks."""
+        self.agent.disks.save_machine(vm, self._dir(vm) / "snapshots" / snap)
+
     def state_file(self, vm: str, snap: str) -> Path:
         return self._dir(vm) / "snapshots" / snap / "memory.state"
 
@@ -237,7 +252,7 @@ class SnapshotManager:
         self._require(spec.name, tree, snap)
         for disk in spec.disks:
             await self._fresh_overlay(spec.name, snap, disk.name)
-        self.agent.disks.restore_vars(spec.name, self._dir(spec.name) / "snapshots" / snap)
+        self.agent.disks.restore_machine(spec.name, self._dir(spec.name) / "snapshots" / snap)
         tree.current = snap
         self._save(spec.name, tree)
 

@@ -20,8 +20,11 @@ from virtfleet.model.template import TemplateDefaults
 # Fields that name or identify one machine: never copied into a template or a new VM.
 IDENTITY = frozenset({"name", "uuid"})
 # Fields a template does not carry: its own disk is the clone's disk, it makes VMs (an
-# application container's mode, env and command are its own).
-NOT_TEMPLATED = frozenset({"kind", "image", "disks", "pids_max", "container_mode", "env", "cmd"})
+# application container's mode, env and command are its own; a driver ISO is a host file
+# whose path was checked for the one who named it, never for whoever clones).
+NOT_TEMPLATED = frozenset(
+    {"kind", "image", "disks", "pids_max", "container_mode", "env", "cmd", "driver_iso"}
+)
 
 
 def platform_defaults(kind: str, os: GuestOs = GuestOs.LINUX) -> dict[str, Any]:

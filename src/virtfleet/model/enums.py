@@ -36,6 +36,7 @@ class GuestOs(StrEnum):
 
     LINUX = "linux"
     WINDOWS = "windows"
+    OTHER = "other"  # BSDs and the rest: tuned like linux (UTC clock, no enlightenments)
 
 
 class RestartPolicy(StrEnum):

@@ -137,6 +137,10 @@ class InstanceSpec(Strict):
     # windows: local-time RTC, Hyper-V enlightenments on KVM; a new one also gets UEFI
     # Secure Boot and a TPM unless it says otherwise (model.defaults).
     os: GuestOs = GuestOs.LINUX
+    # windows: an ISO of drivers (e.g. virtio-win) on a CD-ROM beside the disks for Windows
+    # setup; an absolute host path, checked like an import's source when the VM is created
+    # and opened by the agent at each start (QEMU gets the descriptor, never the path).
+    driver_iso: Annotated[str, Field(min_length=2, max_length=4096, pattern=r"^/")] | None = None
     restart_policy: RestartPolicy = RestartPolicy.NO
     pids_max: Annotated[int, Field(ge=8, le=4_194_304)] | None = None  # containers only
     # Containers: "app" runs an imported OCI image's entrypoint/cmd under a small init,
@@ -183,6 +187,8 @@ class InstanceSpec(Strict):
             raise ValueError("NIC names must be unique")
         if problem := firmware_problem(self):
             raise ValueError(problem)
+        if problem := driver_iso_problem(self):
+            raise ValueError(problem)
         return self
 
     @property
@@ -224,6 +230,18 @@ def firmware_problem(spec: InstanceSpec) -> str:
     if spec.tpm and spec.firmware is Firmware.BIOS:
         # SeaBIOS neither measures the boot into the TPM nor hands it to the guest's loader.
         return "a TPM needs UEFI firmware to be used by the guest: add firmware uefi-secure"
+    return ""
+
+
+def driver_iso_problem(spec: InstanceSpec) -> str:
+    """Why ``spec`` cannot have its driver ISO, with the fix; "" if it can (or has none)."""
+    if spec.driver_iso is None:
+        return ""
+    if spec.os is not GuestOs.WINDOWS:
+        return "driver_iso is for os windows VMs (Windows setup loads drivers from it)"
+    if spec.device_model is not DeviceModel.VIRTIO:
+        # The emulated model's IDE disk and e1000 NIC need no drivers beyond Windows' own.
+        return "driver_iso is for device_model virtio (the emulated model needs no drivers)"
     return ""
 
 

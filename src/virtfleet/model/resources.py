@@ -20,6 +20,7 @@ from virtfleet.model.instance import (
     DiskLimits,
     DiskSpec,
     Firmware,
+    GuestOs,
     InstanceSpec,
     NicSpec,
     Strict,
@@ -72,6 +73,9 @@ class ResourcePatch(Strict):
     host_shutdown: Literal["stop", "suspend"] | None = None
     firmware: Firmware | None = None  # at the next boot
     tpm: bool | None = None  # at the next boot
+    # Stopped VMs only: the guest's clock and enlightenments follow it (its firmware and
+    # TPM do not: those defaults are a new VM's, set them with firmware/tpm).
+    os: GuestOs | None = None
 
     def is_empty(self) -> bool:
         return not self.model_fields_set

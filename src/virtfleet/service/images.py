@@ -89,6 +89,14 @@ class ImageService:
 
         return await self._runner.submit("image.build", f"image/{name}", run)
 
+    async def host_file(self, path: str, trusted: bool) -> str:
+        """The absolute path of a host file a VM is given to read (a driver ISO), checked as
+        an import's source: in the import directory unless ``trusted``, no symbolic link,
+        a regular file (``PathNotAllowedError``, ``NotFoundError``, ``InvalidInputError``)."""
+        fd, shown = await asyncio.to_thread(self.paths.open_source, path, trusted)
+        os.close(fd)
+        return shown
+
     async def import_file(
         self, name: str, path: str, fmt: str | None = None, force: bool = False,
         trusted: bool = False,

@@ -101,6 +101,9 @@ class ResourceService:
                        for c in planned]  # fmt: skip
         if power not in ("running", "paused", "stopped", "crashed"):
             raise InvalidStateError(power, ["running", "paused", "stopped", "crashed"])
+        if running and spec.os is not old.os:  # a guest never sees its OS type change under it
+            what = f"instance {rec.name!r}"
+            raise InvalidStateError(power, "stopped to change its os", what=what)
         if power == "paused" and any(c.mode == "live" and c.kind in _NEED_GUEST for c in planned):
             raise InvalidStateError("paused", "running: resume it first (the guest takes part)")
         return spec, planned
@@ -172,7 +175,7 @@ def _patched(old: InstanceSpec, patch: ResourcePatch, sizes: dict[str, float]) -
     for field in ("cpu_limit_pct", "cpu_weight", "min_memory_mib"):
         if field in given:
             update[field] = getattr(patch, field)  # explicit null removes the limit
-    for field in (*POLICY, "firmware", "tpm"):
+    for field in (*POLICY, "firmware", "tpm", "os"):
         if field in given and getattr(patch, field) is not None:
             update[field] = getattr(patch, field)
     _check_bounds(old.model_copy(update=update))

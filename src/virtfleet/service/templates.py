@@ -96,8 +96,8 @@ class TemplateService:
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             await _flatten(source, fmt, dest, ctx)
-            if instance:  # the VM's boot entries and keys travel with its disk to every clone
-                await self._disks.vars_to_template(instance, firmware, dest)
+            if instance:  # the VM's boot entries, keys and TPM travel with its disk
+                await self._disks.machine_to_template(instance, firmware, dest)
             record = await self._images.inspect(name, dest)
             record = record.model_copy(
                 update={"kind": "template", "defaults": defaults, "generalised": generalised,
@@ -152,9 +152,11 @@ class TemplateService:
         start: bool = False,
         cloud_init: CloudInit | None = None,
         overrides: dict[str, Any] | None = None,
+        keep_tpm: bool = False,
     ) -> Operation:
         """Create VMs ``names`` (``web-{1..3}`` ranges, or one name and ``count``) from
-        ``template`` in one ``template.clone`` operation; all or nothing.
+        ``template`` in one ``template.clone`` operation; all or nothing. Each clone's TPM
+        is a new one unless ``keep_tpm`` (then it is a copy of the template VM's).
 
         Validates now: the template exists, names are valid and free, specs are valid.
         """
@@ -169,7 +171,7 @@ class TemplateService:
         async def run(ctx: OpContext) -> dict[str, Any]:
             made: builtins.list[str] = []
             try:
-                await self._make_all(record, specs, mode, start, ctx, made)
+                await self._make_all(record, specs, mode, keep_tpm, start, ctx, made)
             except BaseException:
                 await asyncio.shield(self._undo(made))
                 raise
@@ -201,7 +203,7 @@ class TemplateService:
 
     async def _make_all(
         self, record: ImageRecord, specs: builtins.list[InstanceSpec], mode: CloneMode,
-        start: bool, ctx: OpContext, made: builtins.list[str],
+        keep_tpm: bool, start: bool, ctx: OpContext, made: builtins.list[str],
     ) -> None:  # fmt: skip
         base = Path(record.path)
         for i, spec in enumerate(specs):
@@ -211,7 +213,9 @@ class TemplateService:
                 """The clone's disk, once the name is ours (never before: see _undo)."""
                 linked, size = mode == "linked", record.virtual_size_bytes
                 try:
-                    await self._disks.disk_clone(name, "root", base, linked, size, firmware)
+                    await self._disks.disk_clone(
+                        name, "root", base, linked, size, firmware, keep_tpm
+                    )
                 except BaseException:
                     self._disks.remove_disks(name)  # checked absent, then claimed: ours alone
                     raise

@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -298,7 +299,10 @@ class ImageStore:
             raise InUseError(f"image {name!r} is used by: {', '.join(sorted(users))}")
         await asyncio.to_thread(Path(record.path).unlink, missing_ok=True)
         for store in Path(record.path).parent.glob(f"{Path(record.path).name}.*.vars.fd"):
-            store.unlink(missing_ok=True)  # a template's UEFI variables (host/disks.py)
+            store.unlink(missing_ok=True)  # an older template's UEFI variables
+        # A template's machine state (UEFI variables, TPM: host/disks.py template_state).
+        state = Path(record.path).with_name(f"{Path(record.path).name}.machine")
+        await asyncio.to_thread(shutil.rmtree, state, True)
         await self._repo.delete(name)
         if record.oci is not None:
             async with self._layers_lock:

@@ -10,11 +10,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from virtfleet.api.auth import ANY_USER, OPERATOR, Viewer
+from virtfleet.api.auth import ANY_USER, OPERATOR, Operator, Viewer
 from virtfleet.api.conditional import IfMatchDep, etag_of
 from virtfleet.api.deps import InstanceName, ServicesDep
 from virtfleet.api.redaction import for_principal, mask_cloud_init
+from virtfleet.api.routes.images import is_local_root
 from virtfleet.api.schemas import CreateInstance, StateChange
+from virtfleet.errors import ForbiddenError
 from virtfleet.model.auth import Role
 from virtfleet.model.operation import Operation
 from virtfleet.service.console import MAX_TAIL_BYTES, read_log_tail
@@ -62,10 +64,16 @@ async def list_instances(
 
 
 @router.post("", status_code=202, dependencies=[OPERATOR])
-async def create_instance(body: CreateInstance, services: ServicesDep) -> Operation:
-    return await services.instances.create(
-        body.spec(), start=body.start, reuse_disks=body.reuse_disks
-    )
+async def create_instance(
+    body: CreateInstance, principal: Operator, services: ServicesDep
+) -> Operation:
+    spec = body.spec()
+    if spec.driver_iso is not None:  # a host file: as an import's source, and only admins
+        if not principal.role.allows(Role.ADMIN):
+            raise ForbiddenError(f"{principal.username}: naming a host file needs role admin")
+        shown = await services.images.host_file(spec.driver_iso, is_local_root(principal))
+        spec = spec.model_copy(update={"driver_iso": shown})
+    return await services.instances.create(spec, start=body.start, reuse_disks=body.reuse_disks)
 
 
 @router.get("/{name}", responses={200: {"headers": _ETAG_DOC}})

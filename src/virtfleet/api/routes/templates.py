@@ -53,5 +53,6 @@ async def delete_template(name: ImageName, services: ServicesDep) -> dict[str, A
 async def clone_template(name: ImageName, body: CloneTemplate, services: ServicesDep) -> Operation:
     """Create VMs from the template as one all-or-nothing operation."""
     return await _templates(services).clone(
-        name, body.names, body.count, body.clone, body.start, body.cloud_init, body.overrides()
-    )
+        name, body.names, body.count, body.clone, body.start, body.cloud_init, body.overrides(),
+        keep_tpm=body.keep_tpm,
+    )  # fmt: skip

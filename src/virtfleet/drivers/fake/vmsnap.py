@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from virtfleet.errors import DriverError, InvalidStateError, NotFoundError
@@ -50,11 +50,17 @@ class FakeVmSnapshots:
         return files
 
     async def snapshot_disks(
-        self, name: str, overlays: Mapping[str, Path], state: Path | None = None
+        self,
+        name: str,
+        overlays: Mapping[str, Path],
+        state: Path | None = None,
+        in_pause: Callable[[], Awaitable[None]] | None = None,
     ) -> float | None:
         files = self._disk_files(name, list(overlays))
         if state is None:
             return None
+        if in_pause is not None:
+            await in_pause()
         fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump({"vm": name, "disks": sorted(files)}, out)

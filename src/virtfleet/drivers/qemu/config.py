@@ -125,6 +125,7 @@ def build_argv(
         *_paravirt(spec),
         *_identity(ctx),
         *_cidata(spec, ctx),
+        *_driver_iso(ctx),
         *_guest_agent(spec, paths),
         *_tpm(ctx, paths),
     ]
@@ -337,6 +338,24 @@ def _cidata(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
         args += ["-device", "virtio-scsi-pci,id=scsi0"]
         return [*args, "-device", "scsi-cd,bus=scsi0.0,drive=cidata,id=cidata-cd"]
     return [*args, "-device", "ide-cd,bus=ide.1,unit=1,drive=cidata,id=cidata-cd"]
+
+
+def _driver_iso(ctx: LaunchContext) -> list[str]:
+    """Windows setup's driver CD-ROM (virtio only): the descriptor the agent opened goes in
+    fdset 1, so QEMU (root until it drops) never opens a path a user named. On q35's
+    AHCI, which Windows setup reads with its own drivers (it has none for virtio-scsi)."""
+    if ctx.driver_iso_fd is None:
+        return []
+    file = {"driver": "file", "filename": "/dev/fdset/1", "read-only": True}
+    node = {"driver": "raw", "node-name": "driveriso", "read-only": True, "file": file}
+    return [
+        "-add-fd",
+        f"fd={ctx.driver_iso_fd},set=1,opaque=driver-iso",
+        "-blockdev",
+        json.dumps(node, separators=(",", ":")),
+        "-device",
+        "ide-cd,bus=ide.1,drive=driveriso,id=driveriso-cd",
+    ]
 
 
 def _guest_agent(spec: InstanceSpec, paths: RunPaths) -> list[str]:

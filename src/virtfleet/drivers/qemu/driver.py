@@ -112,7 +112,8 @@ class QemuDriver(LiveResources, VmSnapshots):
             try:
                 if ctx.tpm_state is not None:  # before QEMU, which connects to it at startup
                     tpm_pid = await swtpm.start(paths, ctx.tpm_state, uid, ctx.cgroup_procs)
-                pid = await process.launch(argv, paths, ctx.cgroup_procs, (listener.fileno(),))
+                inherit = (listener.fileno(), *_given(ctx.driver_iso_fd))
+                pid = await process.launch(argv, paths, ctx.cgroup_procs, inherit)
             except BaseException:
                 if tpm_pid is not None:
                     process.kill(tpm_pid)
@@ -409,3 +410,7 @@ class QemuDriver(LiveResources, VmSnapshots):
                 vm.watcher.cancel()
             await vm.qmp.close()
         self._vms.clear()
+
+
+def _given(fd: int | None) -> tuple[int, ...]:
+    return () if fd is None else (fd,)

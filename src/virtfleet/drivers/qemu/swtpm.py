@@ -33,10 +33,12 @@ _WRAPPER = (
 
 
 def prepare_state(state: Path, uid: int | None) -> None:
-    """The state directory, owned by the uid swtpm runs as (0700)."""
+    """The state directory and its files, owned by the uid swtpm runs as (0700): files put
+    back as root's by a revert, a restore or a clone become this start's uid's."""
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
     if uid is not None:
-        os.chown(state, uid, uid)
+        for entry in (state, *state.iterdir()):
+            os.lchown(entry, uid, uid)
     state.chmod(0o700)
 
 

@@ -53,7 +53,11 @@ class VmSnapshots:
         return self.paths(name).root / "nbd.sock"  # the run directory is root's alone
 
     async def snapshot_disks(
-        self, name: str, overlays: Mapping[str, Path], state: Path | None = None
+        self,
+        name: str,
+        overlays: Mapping[str, Path],
+        state: Path | None = None,
+        in_pause: Step | None = None,
     ) -> float | None:
         qmp, _ = self._monitor(name, running=False)
         jobs = BlockJobs(qmp)
@@ -65,7 +69,8 @@ class VmSnapshots:
                 await jobs.add_qcow2(node, path)
                 staged.append((disk, node))
             switch, carry = await _switcher(jobs, staged)
-            pause_ms = await self._save(qmp, name, state, switch) if state else None
+            at_stop = _then(in_pause, switch) if in_pause else switch
+            pause_ms = await self._save(qmp, name, state, at_stop) if state else None
             if state is None:
                 await switch()
         except BaseException:
@@ -103,6 +108,16 @@ class VmSnapshots:
             await vmstate.load(qmp, fd)
         finally:
             os.close(fd)
+
+
+def _then(first: Step, second: Step) -> Step:
+    """``first``, then ``second`` (not run if ``first`` fails: the VM stays on its layers)."""
+
+    async def both() -> None:
+        await first()
+        await second()
+
+    return both
 
 
 async def _switcher(jobs: BlockJobs, staged: list[tuple[str, str]]) -> tuple[Step, Step]:

@@ -45,7 +45,8 @@ class BackupManifest(BaseModel):
     consistency: Literal["crash", "application"] = "crash"
     spec: dict[str, Any] = Field(default_factory=dict)  # the instance spec, for restore
     disks: dict[str, DiskManifest]
-    # Small files of the machine besides its disks (its UEFI variable stores), by file name.
+    # Small files of the machine besides its disks (UEFI variable stores, "tpm/<file>" TPM
+    # state: host/machinefiles.py), by relative name.
     files: dict[str, DiskManifest] = Field(default_factory=dict)
     stats: BackupStats = Field(default_factory=BackupStats)
 

@@ -229,14 +229,13 @@ class Repository:
                     fh.seek(index * dm.chunk_size)
                     fh.write(self.chunks.get(chunk, dm.chunk_len(index)))
 
-    def put_files(self, paths: builtins.list[Path]) -> dict[str, DiskManifest]:
-        """Store small files (a VM's UEFI variable stores) as chunks, by file name."""
+    def put_files(self, files: dict[str, bytes]) -> dict[str, DiskManifest]:
+        """Store small files (a VM's UEFI variable stores, TPM state) as chunks, by name."""
         stored: dict[str, DiskManifest] = {}
-        for path in paths:
-            data = path.read_bytes()
+        for name, data in files.items():
             ranges = range(0, len(data), CHUNK_SIZE)
             chunks = [self.chunks.put(data[i : i + CHUNK_SIZE])[0] for i in ranges]
-            stored[path.name] = DiskManifest(size=len(data), chunks=chunks)
+            stored[name] = DiskManifest(size=len(data), chunks=chunks)
         return stored
 
     def read_file(self, manifest: BackupManifest, name: str) -> bytes:
