@@ -105,6 +105,13 @@ async def test_request_overrides_the_template(api: httpx.AsyncClient, image: str
     await _op(api, await api.post("/1.0/templates/t/instances", json=req))
     spec = await _spec(api, "o1")
     assert (spec["vcpus"], spec["nics"], spec["guest_agent"]) == (3, [], True)
+    req = {"names": ["o3"], "firmware": "uefi", "tpm": True, "os": "windows"}
+    await _op(api, await api.post("/1.0/templates/t/instances", json=req))
+    spec = await _spec(api, "o3")
+    assert (spec["firmware"], spec["tpm"], spec["os"]) == ("uefi", True, "windows")
+    bios_tpm = await api.post("/1.0/templates/t/instances", json={"names": ["o4"], "tpm": True})
+    assert_error(bios_tpm, 400, "invalid_input")  # was a 500: the spec built did not validate
+    assert "a TPM needs UEFI firmware" in bios_tpm.json()["error"]["message"]
     mac = {"names": ["o2"], "nics": [{"mac": "52:54:00:00:00:09"}]}
     assert_error(await api.post("/1.0/templates/t/instances", json=mac), 400, "invalid_input")
 

@@ -29,13 +29,19 @@ def test_cli_clone_gets_the_image_defaults_and_given_options(data_dir: Path) -> 
     assert cli(data_dir, "image", "build", "tiny").exit_code == 0
     assert cli(data_dir, "template", "create", "t1", "--from-image", "tiny").exit_code == 0
     assert cli(data_dir, "vm", "create", "x2", "--image", "tiny").exit_code == 0
-    made = cli(data_dir, "vm", "create", "x1", "--from", "t1", "--vcpus", "2", "--agent")
+    made = cli(data_dir, "vm", "create", "x1", "--from", "t1", "--vcpus", "2", "--agent",
+               "--tpm", "--os", "windows", "--firmware", "uefi")  # fmt: skip
     assert made.exit_code == 0, made.output
     x1, x2 = cli_json(data_dir, "vm", "show", "x1"), cli_json(data_dir, "vm", "show", "x2")
     assert isinstance(x1, dict) and isinstance(x2, dict)
     assert [n["mode"] for n in x1["spec"]["nics"]] == [n["mode"] for n in x2["spec"]["nics"]]
     assert x1["spec"]["nics"] and x1["spec"]["nics"][0]["mac"] != x2["spec"]["nics"][0]["mac"]
     assert (x1["spec"]["vcpus"], x1["spec"]["guest_agent"]) == (2, True)
+    assert (x1["spec"]["tpm"], x1["spec"]["os"]) == (True, "windows")
+    iso = data_dir / "drivers.iso"
+    iso.write_bytes(b"iso")
+    wrong = cli(data_dir, "vm", "create", "x4", "--from", "t1", "--driver-iso", str(iso))
+    assert wrong.exit_code != 0 and "--driver-iso is for --image" in wrong.output
     none = cli_json(data_dir, "vm", "create", "x3", "--image", "tiny", "--nic", "none")
     assert isinstance(none, dict)
     x3 = cli_json(data_dir, "vm", "show", "x3")

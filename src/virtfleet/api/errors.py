@@ -11,7 +11,6 @@ codes and statuses come from ``virtfleet.errors``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any, cast
 
 from fastapi import FastAPI, Request
@@ -23,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from virtfleet.api.ws import close_with
 from virtfleet.errors import InvalidInputError, VirtfleetError
+from virtfleet.model.validation import validation_message
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ HTTP_CODES = {
     413: "payload_too_large",
     415: "invalid_input",
 }
-_LOC_SKIP = ("body", "query", "path", "header")
 
 
 def error_body(code: str, message: str, status: int) -> dict[str, Any]:
@@ -41,28 +40,6 @@ def error_body(code: str, message: str, status: int) -> dict[str, Any]:
 
 def error_response(code: str, message: str, status: int) -> JSONResponse:
     return JSONResponse(error_body(code, message, status), status_code=status)
-
-
-def validation_message(errors: Sequence[Any]) -> str:
-    """One line for a list of pydantic/FastAPI validation errors, naming the first field."""
-    if not errors:
-        return "invalid input"
-    first = errors[0]
-    field = ".".join(str(p) for p in first.get("loc", ()) if p not in _LOC_SKIP)
-    kind, msg = first.get("type", ""), str(first.get("msg", "invalid"))
-    if kind == "json_invalid":
-        text = f"malformed JSON body: {first.get('ctx', {}).get('error', msg)}"
-    elif kind == "extra_forbidden":
-        text = f"unknown field {field!r}"
-    elif kind == "missing":
-        text = f"missing field {field!r}"
-    else:
-        msg = msg.removeprefix("Value error, ")
-        text = f"{field}: {msg}" if field else msg
-    more = len(errors) - 1
-    if more:
-        text += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return " ".join(text.split())
 
 
 async def _on_virtfleet(request: Request, exc: Exception) -> JSONResponse | None:

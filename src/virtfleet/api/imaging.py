@@ -15,6 +15,8 @@ from virtfleet.model.instance import (
     MIN_MEMORY_MIB,
     Accel,
     DeviceModel,
+    Firmware,
+    GuestOs,
     NicSpec,
     RestartPolicy,
     Strict,
@@ -102,6 +104,9 @@ class CloneTemplate(Strict):
     accel: Accel | None = None
     device_model: DeviceModel | None = None
     restart_policy: RestartPolicy | None = None
+    firmware: Firmware | None = None
+    tpm: bool | None = None
+    os: GuestOs | None = None
     # A clone's TPM is a new one (as its MACs and UUID are) unless this keeps the template's.
     keep_tpm: bool = False
 

@@ -171,6 +171,8 @@ def create(
     if template is not None:
         if reuse_disks:
             raise invalid("--reuse-disks is for --image: a clone makes its own disk")
+        if driver_iso:
+            raise invalid("--driver-iso is for --image: a clone installs nothing")
         if keep_tpm:
             settings["keep_tpm"] = True
         _clone(template, names, count, full, start, settings, no_wait=no_wait, json_out=json_out)

@@ -13,9 +13,12 @@ import re
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
+
 from virtfleet.model.cloudinit import CloudInit
 from virtfleet.model.instance import Firmware, GuestOs, InstanceSpec, NicSpec
 from virtfleet.model.template import TemplateDefaults
+from virtfleet.model.validation import invalid_input
 
 # Fields that name or identify one machine: never copied into a template or a new VM.
 IDENTITY = frozenset({"name", "uuid"})
@@ -63,7 +66,10 @@ def compose(request: dict[str, Any], template: TemplateDefaults | None = None) -
     if fields.get("cloud_init"):
         ci = CloudInit.model_validate(fields["cloud_init"])
         fields["cloud_init"] = ci.for_instance(str(fields["name"])).model_dump(exclude_none=True)
-    return complete(InstanceSpec.model_validate(fields))
+    try:
+        return complete(InstanceSpec.model_validate(fields))
+    except ValidationError as err:  # the request and the template do not go together
+        raise invalid_input(err) from err
 
 
 def generalise(spec: InstanceSpec) -> tuple[dict[str, Any], list[str]]:
@@ -105,7 +111,10 @@ def fresh_copy(spec: InstanceSpec, name: str) -> InstanceSpec:
     new MACs and UUID."""
     fields, _ = generalise(spec)
     fields["name"] = name
-    return complete(InstanceSpec.model_validate(fields))
+    try:
+        return complete(InstanceSpec.model_validate(fields))
+    except ValidationError as err:  # the request and the template do not go together
+        raise invalid_input(err) from err
 
 
 def effective(template: TemplateDefaults) -> dict[str, dict[str, Any]]:

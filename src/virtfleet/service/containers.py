@@ -24,6 +24,7 @@ from virtfleet.model.event import Event
 from virtfleet.model.host import HostFacts
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.model.names import validate_name
+from virtfleet.model.validation import invalid_input
 from virtfleet.service.capacity import CapacityService, counts
 from virtfleet.state.repos import EventLog, InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore
@@ -70,9 +71,7 @@ class ContainerService:
         try:
             spec = InstanceSpec.model_validate({**rec.spec.model_dump(), **changes})
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "limits"
-            raise InvalidInputError(f"{where}: {first['msg']}") from err
+            raise invalid_input(err) from err
         if spec.vcpus > self._facts.cpus:
             raise CapacityError(f"{spec.vcpus} CPUs asked, {self._facts.cpus} on this host")
         async with self._admission(rec, spec):  # the written spec is the reservation
