@@ -69,6 +69,36 @@ def test_bulk_deploy_three_linked_clones_through_the_wizard(
         d.client.wait_operation(op.id, timeout_s=120)
 
 
+def test_firmware_tpm_and_guest_os_from_the_wizard(module_ui_daemon: Daemon, page: Page) -> None:
+    """The hardware step's firmware, guest OS and TPM reach the request only when set, and
+    the VM made (not started) has them; its Summary tab says so."""
+    d = module_ui_daemon
+    login(page, d.url, "admin", ADMIN_PASSWORD)
+    dialog = _open_wizard(page, "Virtual machine from an image")
+    dialog.get_by_label("Name", exact=True).fill("fw-vm")
+    _, sent = _review(dialog, 4)
+    assert not {"firmware", "tpm", "os"} & set(sent), sent  # the defaults apply
+    for _ in range(3):
+        dialog.get_by_role("button", name="Back").click()
+    dialog.get_by_label("Firmware").select_option("uefi-secure")
+    dialog.get_by_label("Guest OS").select_option("windows")
+    dialog.get_by_label("Virtual TPM 2.0").check()
+    for _ in range(3):
+        dialog.get_by_role("button", name="Next").click()
+    dialog.get_by_label("Start after create").uncheck()
+    sent = json.loads(dialog.locator("#wiz-request").inner_text().split("\n", 1)[1])
+    assert (sent["firmware"], sent["os"], sent["tpm"], sent["start"]) == (
+        "uefi-secure", "windows", True, False
+    )  # fmt: skip
+    dialog.get_by_role("button", name="Create").click()
+    facts = page.locator("dl.facts")
+    expect(facts).to_contain_text("UEFI with Secure Boot · TPM 2.0 · Windows", timeout=OP_MS)
+    spec = d.client.get_instance("fw-vm").spec
+    assert (spec.firmware, spec.tpm, spec.os) == ("uefi-secure", True, "windows")
+    op = d.client.delete_instance("fw-vm", force=True, disks=True)
+    d.client.wait_operation(op.id, timeout_s=120)
+
+
 def test_container_from_the_wizard_and_its_console(
     module_ui_daemon: Daemon, page: Page, shots: Shots
 ) -> None:

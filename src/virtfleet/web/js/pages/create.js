@@ -51,7 +51,8 @@ function containerRun(v) {
 }
 
 // The request the wizard sends for form values `v`: {method, path, body}.
-// Advanced hardware: sent only when set (restart policy other than "no", ceilings, floor).
+// Advanced hardware: sent only when set (restart policy other than "no", ceilings, floor,
+// firmware, TPM, guest OS; unset, the template's or the daemon's defaults apply).
 function advanced(v) {
   const body = {};
   if (v.restartPolicy && v.restartPolicy !== "no") body.restart_policy = v.restartPolicy;
@@ -59,6 +60,9 @@ function advanced(v) {
   if (v.maxVcpus) body.max_vcpus = v.maxVcpus;
   if (v.maxMemory) body.max_memory_mib = v.maxMemory;
   if (v.minMemory) body.min_memory_mib = v.minMemory;
+  if (v.firmware) body.firmware = v.firmware;
+  if (v.tpm) body.tpm = true;
+  if (v.os) body.os = v.os;
   return body;
 }
 
@@ -120,6 +124,13 @@ export async function openCreateWizard(preset = {}) {
   const maxVcpus = h("input", { name: "max_vcpus", type: "number", min: 1, max: 255, placeholder: "same as the vCPUs" });
   const maxMemory = h("input", { name: "max_memory_mib", type: "number", min: 64, step: 64, placeholder: "same as the memory" });
   const minMemory = h("input", { name: "min_memory_mib", type: "number", min: 64, step: 64, placeholder: "no floor" });
+  const firmware = h("select", { name: "firmware" }, [["", "Default (BIOS, or the template's)"],
+    ["bios", "BIOS (SeaBIOS)"], ["uefi", "UEFI (OVMF)"], ["uefi-secure", "UEFI with Secure Boot"]]
+    .map(([value, label]) => h("option", { value }, label)));
+  const guestOs = h("select", { name: "os" }, [["", "Default (Linux, or the template's)"],
+    ["linux", "Linux"], ["windows", "Windows (UEFI Secure Boot and a TPM by default)"], ["other", "Other"]]
+    .map(([value, label]) => h("option", { value }, label)));
+  const tpm = h("input", { type: "checkbox", name: "tpm", id: "wiz-tpm" });
   const nicModel = h("select", { name: "nic_model" }, [["", "Default (virtio, or e1000 for emulated devices)"],
     ["virtio", "virtio-net"], ["e1000", "e1000 (Intel)"], ["vmxnet3", "vmxnet3 (VMware)"], ["rtl8139", "rtl8139 (Realtek)"]]
     .map(([value, label]) => h("option", { value }, label)));
@@ -164,6 +175,9 @@ export async function openCreateWizard(preset = {}) {
       vm(radios("device_model", "Device model", [["virtio", "virtio (paravirtualized)"], ["emulated", "emulated (e1000 NIC, IDE disk) for legacy guests"]], "virtio")),
       vm(radios("accel", "Acceleration", [["auto", "auto (KVM if usable, else TCG)"], ["kvm", "KVM (hardware-assisted)"], ["tcg", "TCG (binary translation)"]], "auto")),
       field("wiz-restart", "Restart policy", restartPolicy),
+      vm(field("wiz-firmware", "Firmware", firmware, "UEFI-only images and Windows 11 need UEFI.")),
+      vm(field("wiz-os", "Guest OS", guestOs)),
+      vm(h("label.check", { for: "wiz-tpm" }, tpm, "Virtual TPM 2.0 (swtpm; needs UEFI)")),
       vm(h("details.advanced", {}, h("summary", {}, "Hot-plug ceilings and balloon floor"),
         field("wiz-max-vcpus", "CPU hot-plug ceiling", maxVcpus, "CPUs it can grow to while running (maxcpus)."),
         field("wiz-max-memory", "Boot RAM ceiling, MiB", maxMemory, "The memory it boots with; the balloon gives it less."),
@@ -211,6 +225,7 @@ export async function openCreateWizard(preset = {}) {
       startOrder: Number(startOrder.value) || 0, startDelay: Number(startDelay.value) || 0,
       reuse: reuse.checked, restartPolicy: restartPolicy.value, maxVcpus: Number(maxVcpus.value) || 0,
       maxMemory: Number(maxMemory.value) || 0, minMemory: Number(minMemory.value) || 0, nicModel: nicModel.value,
+      firmware: firmware.value, os: guestOs.value, tpm: tpm.checked,
     };
   }
 

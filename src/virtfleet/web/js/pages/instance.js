@@ -135,6 +135,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
             fact("State", powerBadge(s.power)),
             fact("Virtualization", modeBadge(modeOf(i)), " ", h("span.muted", {}, s.accel_reason || modeText(i))),
             fact("Devices", devicesLabel(i.spec.device_model)),
+            i.spec.kind === "vm" ? fact("Firmware", firmwareText(i.spec)) : null,
             fact("Image", i.spec.image || DASH),
             fact("vCPUs", String(i.spec.vcpus)),
             fact("Memory", mib(i.spec.memory_mib)),
@@ -170,6 +171,13 @@ export async function renderInstance(main, name, initialTab = "summary") {
     window.removeEventListener("vf:event", onEvent);
     tabs.close();
   };
+}
+
+const FIRMWARE = { bios: "BIOS (SeaBIOS)", uefi: "UEFI", "uefi-secure": "UEFI with Secure Boot" };
+
+function firmwareText(spec) {
+  return [FIRMWARE[spec.firmware] || spec.firmware, spec.tpm ? "TPM 2.0" : null, spec.os === "windows" ? "Windows" : null]
+    .filter(Boolean).join(" · ");
 }
 
 function fact(label, ...value) {
