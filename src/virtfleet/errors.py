@@ -10,8 +10,10 @@ calls them (``raise ... from err``); nothing else here does I/O.
     │   ├── InvalidNameError (invalid_name, 400)
     │   ├── UnknownFieldError (unknown_field, 400)
     │   ├── InvalidContinueError (invalid_continue, 400)
-    │   └── InvalidStoreUrlError (invalid_store_url, 400)
+    │   ├── InvalidStoreUrlError (invalid_store_url, 400)
+    │   └── UnknownHostError (unknown_host, 400)
     ├── AuthError (unauthenticated, 401)
+    │   └── MemberAuthError (member_auth_failed, 401)
     ├── ForbiddenError (forbidden, 403)
     │   ├── CsrfError (csrf_failed, 403)
     │   └── PathNotAllowedError (path_not_allowed, 403)
@@ -38,6 +40,7 @@ calls them (``raise ... from err``); nothing else here does I/O.
     ├── HostError (host_unsupported, 503)
     │   └── FirmwareMissingError (firmware_missing, 503)
     ├── StoreUnavailableError (store_unavailable, 503)
+    ├── OwnerUnreachableError (owner_unreachable, 503)
     ├── SchemaTooNewError (schema_too_new, 503)
     └── DriverError (driver_error, 502)
         ├── GuestAgentError (guest_agent_error, 502)
@@ -93,9 +96,21 @@ class InvalidStoreUrlError(InvalidInputError):
     code = "invalid_store_url"
 
 
+class UnknownHostError(InvalidInputError):
+    """A request names a host that is not a member of the cluster."""
+
+    code = "unknown_host"
+
+
 class AuthError(VirtfleetError):
     code = "unauthenticated"
     status = 401
+
+
+class MemberAuthError(AuthError):
+    """A request claims to be forwarded by a cluster member but its credential fails."""
+
+    code = "member_auth_failed"
 
 
 class ForbiddenError(VirtfleetError):
@@ -251,6 +266,13 @@ class StoreUnavailableError(VirtfleetError):
     """The state store cannot be reached or has no quorum (etcd): nothing was written."""
 
     code = "store_unavailable"
+    status = 503
+
+
+class OwnerUnreachableError(VirtfleetError):
+    """The instance's owning host is offline or does not answer: nothing was changed."""
+
+    code = "owner_unreachable"
     status = 503
 
 

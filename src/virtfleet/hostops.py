@@ -6,9 +6,9 @@ the guest agent, consoles and screenshots, network realisation, container
 exec, limits and rootfs snapshots) and the per-instance exclusive lock
 those actions run under. ``service/`` and ``api/`` depend on this protocol only,
 never on ``host/``; the in-process implementation is ``host.ops.LocalHostOps``,
-wired in the composition root (``app.bootstrap``). A cluster member will put a
-remote implementation behind the same protocol that forwards each call to the
-owning host's API, so arguments are names, ids and pydantic models. Must not
+wired in the composition root (``app.bootstrap``). In a cluster the door stays
+local: the API forwards a request that needs another host's door to that host
+(``api.forward``). Arguments are names, ids and pydantic models. Must not
 import ``host``, ``drivers``, ``service`` or ``api``.
 
 Exceptions to "serialisable": console paths (a remote door streams the socket

@@ -19,6 +19,7 @@ from virtfleet.api.audit import AuditMiddleware
 from virtfleet.api.auth import ANY_USER, AuthMiddleware
 from virtfleet.api.docpages import install_doc_pages
 from virtfleet.api.errors import install_error_handlers
+from virtfleet.api.forward import Forwarder, ForwardMiddleware, MemberAuthMiddleware
 from virtfleet.api.headers import SecurityHeadersMiddleware
 from virtfleet.api.idempotency import IdempotencyMiddleware
 from virtfleet.api.limits import BodyLimitMiddleware
@@ -55,10 +56,11 @@ API_VERSION = "1.0"
 
 def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     """The HTTP + WebSocket API over ``services``; ``lifespan`` wraps start-up/shut-down."""
+    forwarder = Forwarder(services.forwarding)
     app = FastAPI(
         title="virtfleet",
         version=virtfleet.__version__,
-        lifespan=lifespan or _no_lifespan,
+        lifespan=_closing(forwarder, lifespan or _no_lifespan),
         # Served by api.docpages behind login instead (FastAPI's own are open to anyone).
         docs_url=None,
         redoc_url=None,
@@ -70,6 +72,9 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     app.state.console_sessions = set()
     # add_middleware wraps what is there: the error middleware must wrap these two.
     app.add_middleware(IdempotencyMiddleware)
+    # Cluster members: inside the body limit, outside idempotency (the owner keeps the key).
+    app.add_middleware(ForwardMiddleware, forwarder=forwarder)
+    app.add_middleware(MemberAuthMiddleware, forwarding=services.forwarding)
     app.add_middleware(BodyLimitMiddleware)
     install_error_handlers(app)
     # Outside everything else: refused requests (401, 403, 413...) are audited too.
@@ -103,3 +108,17 @@ async def _info() -> dict[str, Any]:
 @asynccontextmanager
 async def _no_lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
+
+
+def _closing(forwarder: Forwarder, lifespan: Lifespan) -> Lifespan:
+    """``lifespan``, then the forwarder's connections to other members closed."""
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with lifespan(app):
+                yield
+        finally:
+            await forwarder.aclose()
+
+    return run

@@ -36,6 +36,7 @@ SESSION_COOKIE = "vf_session"
 CSRF_COOKIE = "vf_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 LOCAL_MARK = "virtfleet.local"  # ASGI scope key set by ``local_admin``; clients cannot send it
+FORWARDED_BY = "forwarded_by"  # key in scope["state"]: the member that forwarded it (api.forward)
 PRINCIPAL = "principal"  # key in scope["state"] (the idempotency middleware reads it too)
 AUTH_ERROR = "auth_error"
 CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -61,11 +62,14 @@ def is_local(scope: Scope) -> bool:
 
 
 def source_of(scope: Scope) -> str:
-    """Where a request came from: ``unix`` over the local socket, else the peer address."""
+    """Where a request came from: ``unix`` over the local socket, else the peer address
+    (and the cluster member that forwarded it, if one did)."""
     if is_local(scope):
         return "unix"
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    peer = str(client[0]) if client else "unknown"
+    by = scope.get("state", {}).get(FORWARDED_BY)
+    return f"{peer} (forwarded by host {by})" if by else peer
 
 
 def request_state(scope: Scope) -> dict[str, Any]:

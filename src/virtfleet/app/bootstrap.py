@@ -76,11 +76,13 @@ from virtfleet.service.cluster import ClusterService
 from virtfleet.service.containers import ContainerService
 from virtfleet.service.disks import DiskService
 from virtfleet.service.events import EventService
+from virtfleet.service.forwarding import ForwardingService
 from virtfleet.service.guest import GuestService
 from virtfleet.service.host import HostCheck, HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
+from virtfleet.service.membercred import SharedSecretCredentials
 from virtfleet.service.metrics import MetricsService
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.notify import WebhookNotifier
@@ -346,7 +348,7 @@ def build_host(
     repo = Repository(settings.backup_repo_dir)
     backups = BackupManager(agent, snapshots, repo, quiescer)
     containers = ContainerHost(driver.containers()) if isinstance(driver, RoutingDriver) else None
-    # Refuses instance actions on what another host owns (until they are forwarded).
+    # Refuses door calls on what another host owns (the API forwards requests to owners).
     ops = OwnerCheckedOps(agent, snapshots, backups, guests, networks, containers or NoContainers())
     collector = MetricsCollector(
         agent.repo, lambda: agent.driver, facts, agent.cgroups, settings.metrics_interval_s
@@ -425,6 +427,7 @@ def build_control_plane(
             check_store(settings.store).kind,
             members=store.members if isinstance(store, EtcdStore) else None,
         ),
+        forwarding=ForwardingService(store, me, SharedSecretCredentials(store, me)),
     )
 
 

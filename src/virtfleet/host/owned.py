@@ -1,12 +1,14 @@
-"""The door refuses what belongs to another host, until requests are forwarded.
+"""The door refuses what belongs to another host (the API forwards those requests).
 
 Owns ``OwnerCheckedOps``: this host's ``LocalHostOps`` whose instance actions (power
 calls, snapshot create/delete/revert, backup and restore into an existing instance,
 screenshots) first check the instance's owner key. An instance owned by another host
 is ``OwnedElsewhereError`` naming that host: acting on it here would touch files and
 processes this host does not have. (Power actions through the API need no door: they
-are desired state the owner's agent carries out.) Forwarding to the owner's API
-replaces this refusal in the cluster issue's next step.
+are desired state the owner's agent carries out.) Requests for such actions are
+forwarded to the owner's API before they reach a service (``api.forward``); this check
+is the safety net for what is not (a request already forwarded here, a leader's
+scheduled backup of another host's instance).
 """
 
 from __future__ import annotations
@@ -35,8 +37,7 @@ class OwnerCheckedOps(LocalHostOps):
         except NotFoundError:
             label = owner
         raise OwnedElsewhereError(
-            f"instance {name!r} is owned by host {label}: ask that host; forwarding to "
-            "the owning host is not built yet",
+            f"instance {name!r} is owned by host {label}: ask that host",
             host=owner,
         )
 

@@ -18,7 +18,7 @@ from virtfleet.model.event import utcnow
 
 LOCAL_ROOT = "root@local"  # the user of requests over the daemon's Unix socket
 ANONYMOUS = "anonymous"  # the actor of requests without valid credentials (audit)
-Via = Literal["local", "session", "token"]
+Via = Literal["local", "session", "token", "forwarded"]  # forwarded: by a cluster member
 
 
 class Role(StrEnum):

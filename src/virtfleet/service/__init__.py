@@ -21,6 +21,7 @@ from virtfleet.service.console import ConsoleAccess, ConsoleTickets, NoConsole
 from virtfleet.service.containers import ContainerService
 from virtfleet.service.disks import DiskService
 from virtfleet.service.events import EventService
+from virtfleet.service.forwarding import ForwardingService
 from virtfleet.service.guest import GuestService
 from virtfleet.service.host import HostService
 from virtfleet.service.idempotency import IdempotencyService
@@ -92,3 +93,4 @@ class Services:
     boot: BootService | None = None  # None: no start at boot (nothing recorded)
     shutdown: ShutdownService | None = None  # None: no host shutdown-guests (answers 503)
     cluster: ClusterService | None = None  # None: no cluster view (answers 503)
+    forwarding: ForwardingService | None = None  # None: nothing is forwarded to an owner
