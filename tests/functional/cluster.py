@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from tests.etcdlab import etcd_lab
+from tests.functional.helpers import create, wait_op
 from tests.functional.platform import TestDriver, make_platform, running
 from virtfleet.api.auth import local_admin
 from virtfleet.app.bootstrap import Platform
@@ -76,3 +78,15 @@ async def member(tmp: Path, name: str, store: str) -> AsyncIterator[Member]:
             server.should_exit = True
             await task
             sock.close()
+
+
+@contextlib.asynccontextmanager
+async def pair(tmp: Path) -> AsyncIterator[tuple[Member, Member]]:
+    """Members A and B on one etcd; A owns the running instance ``web``."""
+    with etcd_lab() as etcd:
+        store = f"etcd+{etcd.url}"
+        async with member(tmp, "host-a", store) as a, member(tmp, "host-b", store) as b:
+            image = await wait_op(a.api, await a.api.post("/1.0/images", json={"name": "tiny"}))
+            assert image["status"] == "success", image
+            await create(a.api, "web", start=True)
+            yield a, b

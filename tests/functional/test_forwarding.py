@@ -12,33 +12,19 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import websockets
 from websockets.asyncio.client import connect
 
-from tests.etcdlab import etcd_lab
-from tests.functional.cluster import Member, member
-from tests.functional.helpers import assert_error, create, wait_op
+from tests.functional.cluster import Member, pair
+from tests.functional.helpers import assert_error, wait_op
 from virtfleet.model.auth import Principal, Role
 from virtfleet.service.membercred import DATE, SIGNATURE, SharedSecretCredentials
 from virtfleet.util.pinning import pinned_context
 
 MARKER = b"owner-a boot marker\r\n"
-
-
-@contextlib.asynccontextmanager
-async def pair(tmp: Path) -> AsyncIterator[tuple[Member, Member]]:
-    """Members A and B on one etcd; A owns the running instance ``web``."""
-    with etcd_lab() as etcd:
-        store = f"etcd+{etcd.url}"
-        async with member(tmp, "host-a", store) as a, member(tmp, "host-b", store) as b:
-            image = await wait_op(a.api, await a.api.post("/1.0/images", json={"name": "tiny"}))
-            assert image["status"] == "success", image
-            await create(a.api, "web", start=True)
-            yield a, b
 
 
 async def operator_token(m: Member) -> str:

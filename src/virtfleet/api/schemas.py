@@ -18,15 +18,17 @@ from virtfleet.model.names import NameStr, validate_name
 
 
 class CreateInstance(InstanceSpec):
-    """``InstanceSpec`` fields plus ``start``: run it once created, and ``reuse_disks``:
-    attach the disks kept from a deleted instance of this name (else such disks refuse it)."""
+    """``InstanceSpec`` fields plus ``start``: run it once created, ``reuse_disks``:
+    attach the disks kept from a deleted instance of this name (else such disks refuse it),
+    and ``host``: the cluster member (id or name) to own it (default: placement chooses)."""
 
     start: bool = False
     reuse_disks: bool = False
+    host: Annotated[str | None, Field(max_length=128)] = None
 
     def spec(self) -> InstanceSpec:
         # Only what the request set: the rest comes from model.defaults.complete.
-        fields = self.model_dump(exclude={"start", "reuse_disks"}, exclude_unset=True)
+        fields = self.model_dump(exclude={"start", "reuse_disks", "host"}, exclude_unset=True)
         return InstanceSpec.model_validate(fields)
 
 

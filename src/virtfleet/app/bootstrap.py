@@ -88,6 +88,7 @@ from virtfleet.service.networks import NetworkService
 from virtfleet.service.notify import WebhookNotifier
 from virtfleet.service.operations import OperationRunner
 from virtfleet.service.ova import OvaService
+from virtfleet.service.placement import Placement
 from virtfleet.service.resources import ResourceService
 from virtfleet.service.schedules import ScheduleService
 from virtfleet.service.shutdown import ShutdownService
@@ -380,8 +381,8 @@ def build_control_plane(
         store, door, events, tally=capacity.tally, session=session, host_id=me
     )
     instances = InstanceService(
-        store, images, facts, runner, events, owner=me,
-        networks=networks, capacity=capacity, disks=DiskService(store, door, events),
+        store, images, facts, runner, events, owner=me, networks=networks,
+        capacity=capacity, disks=DiskService(store, door, events), placement=Placement(store, me),
     )  # fmt: skip
     snapshots = SnapshotService(store, runner, events, door)
     backups = BackupService(store, runner, events, door, instances)

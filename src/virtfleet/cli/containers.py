@@ -17,6 +17,7 @@ import typer
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
 from virtfleet.cli.disks import ReuseDisksOpt
+from virtfleet.cli.hostopt import HostOpt
 from virtfleet.cli.hostpower import AutostartOpt, StartDelayOpt, StartOrderOpt, policy_fields
 from virtfleet.cli.sizes import format_mib, parse_size_mib
 from virtfleet.client import container_calls as calls
@@ -71,6 +72,7 @@ def create(
     start_order: StartOrderOpt = None,
     start_delay: StartDelayOpt = None,
     reuse_disks: ReuseDisksOpt = False,
+    host: HostOpt = None,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -87,6 +89,8 @@ def create(
         "nics": [{"mode": "network", "network": n} for n in network or []],
         **policy_fields(autostart, start_order, start_delay),
     }
+    if host:
+        spec["host"] = host
     if mode is not None:
         spec["container_mode"] = mode
     if env:

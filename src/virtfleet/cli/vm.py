@@ -19,6 +19,7 @@ import typer
 from virtfleet.cli import output, snapshots, vmset
 from virtfleet.cli.context import JsonOpt, NoWaitOpt, command, get_client, invalid
 from virtfleet.cli.disks import ReuseDisksOpt
+from virtfleet.cli.hostopt import HostOpt
 from virtfleet.cli.hostpower import (
     AutostartOpt,
     HostShutdownOpt,
@@ -143,6 +144,7 @@ def create(
     host_shutdown: HostShutdownOpt = None,
     start: Annotated[bool, typer.Option("--start", help="Start it once created.")] = False,
     reuse_disks: ReuseDisksOpt = False,
+    host: HostOpt = None,
     no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -173,6 +175,8 @@ def create(
             raise invalid("--reuse-disks is for --image: a clone makes its own disk")
         if driver_iso:
             raise invalid("--driver-iso is for --image: a clone installs nothing")
+        if host:
+            raise invalid("--host is for --image: a clone goes where its template's disk is")
         if keep_tpm:
             settings["keep_tpm"] = True
         _clone(template, names, count, full, start, settings, no_wait=no_wait, json_out=json_out)
@@ -183,7 +187,7 @@ def create(
         raise invalid("give one NAME and --image, or --from TEMPLATE for several")
     name = names[0]
     client = get_client()
-    body = {"name": name, "image": image, **settings}
+    body = {"name": name, "image": image, **settings, **({"host": host} if host else {})}
     op = client.create_instance(body, start=start, reuse_disks=reuse_disks)
     label = f"creating {name}" + (" and starting it" if start else "")
     if output.run_operation(client, op, label, as_json=json_out, no_wait=no_wait):

@@ -50,6 +50,7 @@ from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.listing import Mask, Page, Tokens, ViewCache, render
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OpContext, OperationRunner
+from virtfleet.service.placement import Placement
 from virtfleet.service.preconditions import IfMatch, Version, claim, stale, version_of
 from virtfleet.service.waiting import wait_until
 from virtfleet.state.repos import INSTANCES, EventLog, InstanceRecord, InstanceRepo
@@ -161,10 +162,13 @@ class InstanceService:
         networks: NetworkService | None = None,
         capacity: CapacityService | None = None,
         disks: DiskService | None = None,
+        placement: Placement | None = None,
     ) -> None:
-        """``owner``: the id of this host, which owns the instances created here."""
+        """``owner``: the id of this host; ``placement`` chooses the owner of a new instance
+        among the members (without it, this host owns the instances created here)."""
         self._store = store
         self._owner = owner
+        self.placement = placement
         self._repo = InstanceRepo(store)
         self._images = images
         self._facts = facts
@@ -246,8 +250,12 @@ class InstanceService:
         start: bool = False,
         prepare: Prepare | None = None,
         reuse_disks: bool = False,
+        host: str | None = None,
     ) -> Operation:
         """Validate now, write spec + desired state, and return an ``instance.create`` operation.
+
+        The instance is owned by ``host`` (a member's id or name: ``UnknownHostError`` if
+        none) or, without one, by the host placement chooses (this host when alone).
 
         Raises before writing anything: ``NotFoundError`` (image), ``CapacityError``,
         ``AlreadyExistsError``, ``KeptDisksError`` (the name has disks kept from a deleted
@@ -261,6 +269,7 @@ class InstanceService:
         if start and prepare is not None:
             raise InvalidInputError("an instance whose disks are prepared is started after")
         spec = complete(spec).normalized()  # unset fields: the one place defaults come from
+        owner = await self._owner_for(spec, host)
         await self._validate_new(spec)
         if self.disks is not None and not reuse_disks:
             self.disks.refuse_kept(spec.name, reusable=True)
@@ -278,10 +287,10 @@ class InstanceService:
             kind="instance.created", target=target, message=f"instance {spec.name} created"
         )
         guards, macs = await self.networks.mac_claims(spec) if self.networks else ([], [])
-        async with self._admission(spec, start):  # the name claim is the reservation
+        async with self._admission(spec, start and owner == self._owner):  # name claim reserves
             also = [await self._events.entry(created), *([done[1]] if done else []), *macs]
             desired = DesiredState(power=power, generation=1)
-            await self._repo.create(spec, desired, also, guards, owner=self._owner)
+            await self._repo.create(spec, desired, also, guards, owner=owner)
         if done is not None:
             await self._runner.counted()
             return done[0]
@@ -301,6 +310,16 @@ class InstanceService:
             return _result(rec)
 
         return await self._submit("instance.create", spec.name, run, "running" if start else None)
+
+    async def _owner_for(self, spec: InstanceSpec, host: str | None) -> str | None:
+        """The owning host of a new instance: ``host`` if named, else placement's choice."""
+        if self.placement is None:
+            if host is not None:
+                raise InvalidInputError("this server does not place instances on hosts")
+            return self._owner
+        if host is not None:
+            return await self.placement.named(host)
+        return await self.placement.choose(spec)
 
     def _admission(self, spec: InstanceSpec, start: bool) -> AbstractAsyncContextManager[None]:
         """Capacity reserved for ``spec`` while the block writes its start (when wired)."""

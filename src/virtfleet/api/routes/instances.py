@@ -73,7 +73,9 @@ async def create_instance(
             raise ForbiddenError(f"{principal.username}: naming a host file needs role admin")
         shown = await services.images.host_file(spec.driver_iso, is_local_root(principal))
         spec = spec.model_copy(update={"driver_iso": shown})
-    return await services.instances.create(spec, start=body.start, reuse_disks=body.reuse_disks)
+    return await services.instances.create(
+        spec, start=body.start, reuse_disks=body.reuse_disks, host=body.host
+    )
 
 
 @router.get("/{name}", responses={200: {"headers": _ETAG_DOC}})
