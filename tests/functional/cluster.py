@@ -75,6 +75,9 @@ async def member(tmp: Path, name: str, store: str) -> AsyncIterator[Member]:
                 await asyncio.sleep(0.01)  # uvicorn sets ``started`` once it accepts
             yield Member(name, platform, driver, api, url, cert.fingerprint, server, task, me.id)
         finally:
+            # The daemon's lifespan does this; here it is not run. An idle TLS connection to
+            # another member would hold that member's shutdown (asyncio's SSL close wait).
+            await platform.app.state.forwarder.aclose()
             server.should_exit = True
             await task
             sock.close()

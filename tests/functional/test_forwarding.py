@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import websockets
 from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from tests.functional.cluster import Member, pair
 from tests.functional.helpers import assert_error, wait_op
@@ -81,7 +82,7 @@ async def _serial_socket(path: Path) -> asyncio.Server:
 
 
 async def test_console_websocket_through_a_non_owner_shows_the_owner(tmp_path: Path) -> None:
-    async with pair(tmp_path) as (a, b):
+    async with pair(tmp_path) as (_, b):
         token = await operator_token(b)
         serial = await _serial_socket(tmp_path / "host-a" / "console" / "web.sock")
         url = b.url.replace("https", "wss") + "/1.0/instances/web/console"
@@ -95,9 +96,27 @@ async def test_console_websocket_through_a_non_owner_shows_the_owner(tmp_path: P
             first = await asyncio.wait_for(ws.recv(), 10)
             await ws.send(b"ls\r\n")
             echoed = await asyncio.wait_for(ws.recv(), 10)
-        audit_a = await a.api.get("/1.0/audit")
+        # VNC: the ticket is issued by the owner (forwarded), and the websocket that
+        # carries only the ticket is forwarded too: the owner redeems it and answers.
+        ticket = await b.api.post("/1.0/instances/web/console/vnc-ticket")
+        vnc_url = b.url.replace("https", "wss") + "/1.0/instances/web/vnc"
+        async with connect(
+            f"{vnc_url}?ticket={ticket.json()['ticket']}", ssl=pinned_context(b.fingerprint),
+            subprotocols=[Subprotocol("binary")],
+        ) as vnc:  # fmt: skip
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await asyncio.wait_for(vnc.recv(), 10)
+        async with connect(f"{vnc_url}?ticket=made-up", ssl=pinned_context(b.fingerprint)) as bad:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await asyncio.wait_for(bad.recv(), 10)
     assert first == MARKER and echoed == b"ls\r\n"
-    assert audit_a.status_code == 200
+    assert ticket.headers["x-virtfleet-served-by"] == "host-a"
+    assert vnc.subprotocol == "binary"
+    assert (vnc.close_code, vnc.close_reason) == (
+        4409,
+        "instance 'web' has no VNC server (is it running?)",
+    )  # A's answer: the fake driver has no VNC server
+    assert bad.close_code == 4403  # B relays A's refusal of a ticket A never issued
 
 
 async def test_owner_down_or_silent_is_503_and_nothing_changes(tmp_path: Path) -> None:

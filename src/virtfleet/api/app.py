@@ -69,6 +69,7 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
+    app.state.forwarder = forwarder  # its connections to other members close with the app
     app.state.console_sessions = set()
     # add_middleware wraps what is there: the error middleware must wrap these two.
     app.add_middleware(IdempotencyMiddleware)
