@@ -57,13 +57,16 @@ async def test_any_change_to_a_signed_request_fails(
 
 
 async def test_another_clusters_secret_and_old_signatures_are_refused() -> None:
-    clock = Clock()
-    ours = SharedSecretCredentials(MemoryStore(), "a", clock)
+    clock, store = Clock(), MemoryStore()
+    ours = SharedSecretCredentials(store, "a", clock)
     theirs = SharedSecretCredentials(MemoryStore(), "a", clock)
     headers = await theirs.sign("GET", "/1.0/instances/web/log", b"", ALICE)
+    with pytest.raises(MemberAuthError, match="no member has signed"):
+        await ours.verify(headers, "GET", "/1.0/instances/web/log", b"")
+    assert await store.revision() == 0  # a request to verify writes nothing
+    mine = await ours.sign("GET", "/1.0/instances/web/log", b"", ALICE)  # our secret now
     with pytest.raises(MemberAuthError, match="does not verify"):
         await ours.verify(headers, "GET", "/1.0/instances/web/log", b"")
-    mine = await ours.sign("GET", "/1.0/instances/web/log", b"", ALICE)
     clock.now += 31
     with pytest.raises(MemberAuthError, match="expired"):
         await ours.verify(mine, "GET", "/1.0/instances/web/log", b"")

@@ -68,18 +68,20 @@ class SharedSecretCredentials:
         self.clock = clock
         self._secret: bytes | None = None
 
-    async def secret(self) -> bytes:
-        """The cluster secret; the first member to need it makes it (compare-and-swap)."""
+    async def secret(self, make: bool = True) -> bytes | None:
+        """The cluster secret; the first member to sign makes it (compare-and-swap). Without
+        ``make`` (verifying) None if there is none yet: a request must not write it."""
         if self._secret is None:
             found = await self.store.get(SECRET_KEY)
-            if found is None:
+            if found is None and make:
                 try:
                     made = secrets.token_bytes(32)
                     await self.store.put(SECRET_KEY, made, expect_revision=0)
                 except RevisionConflictError:
                     pass  # another member made it first: use theirs
                 found = await self.store.get(SECRET_KEY)
-            assert found is not None
+            if found is None:
+                return None
             self._secret = found.value
         return self._secret
 
@@ -88,7 +90,9 @@ class SharedSecretCredentials:
     ) -> dict[str, str]:
         user = _encode_user(principal)
         date = str(int(self.clock()))
-        mac = _mac(await self.secret(), method, target, date, body, self.host_id, user)
+        secret = await self.secret()
+        assert secret is not None  # made above
+        mac = _mac(secret, method, target, date, body, self.host_id, user)
         return {BY: self.host_id, USER: user, DATE: date, SIGNATURE: mac}
 
     async def verify(
@@ -103,7 +107,10 @@ class SharedSecretCredentials:
             age = VALIDITY_S + 1
         if age > VALIDITY_S:
             raise MemberAuthError(f"member credential expired or from the future ({date!r})")
-        mac = _mac(await self.secret(), method, target, date, body, by, user)
+        secret = await self.secret(make=False)
+        if secret is None:
+            raise MemberAuthError("no member has signed a request in this cluster yet")
+        mac = _mac(secret, method, target, date, body, by, user)
         if not hmac.compare_digest(mac.encode(), sent.encode()):
             raise MemberAuthError(f"member credential of host {by[:64]!r} does not verify")
         return Forwarded(host_id=by, principal=_decode_user(user))
