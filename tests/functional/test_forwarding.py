@@ -188,16 +188,24 @@ async def test_member_credential_must_verify_and_is_never_forwarded_again(
     assert "x-virtfleet-served-by" not in looped.headers
 
 
-async def test_a_changed_certificate_is_refused(tmp_path: Path) -> None:
-    """The owner's certificate must be the one its host record names (the store is trusted)."""
+async def test_a_changed_certificate_or_a_wildcard_address_is_refused(tmp_path: Path) -> None:
+    """The owner's certificate must be the one its host record names (the store is trusted),
+    and its address one another host can reach."""
     async with pair(tmp_path) as (a, b):
         presence = a.platform.presence
         assert presence is not None and presence.lease is not None
         presence.fingerprint = "AA:" * 31 + "AA"
         await presence.repo.register(presence.record(), presence.lease)
         r = await b.api.get("/1.0/instances/web/screenshot")
+        # A wildcard listen address is no address for another host (it would reach B itself).
+        presence.api_url = a.url.replace("127.0.0.1", "0.0.0.0")
+        await presence.repo.register(presence.record(), presence.lease)
+        wildcard = await b.api.get("/1.0/instances/web/screenshot")
     message = assert_error(r, 503, "owner_unreachable")
     assert message.endswith("its certificate is not the one in its host record")
+    assert assert_error(wildcard, 503, "owner_unreachable").endswith(
+        f"it listens on {presence.api_url}, an address other hosts cannot use"
+    )
 
 
 def _pinned(m: Member) -> ssl.SSLContext:

@@ -10,7 +10,9 @@ holds the ``MemberCredentials`` both sides use. Must not speak HTTP (``api.forwa
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from virtfleet.errors import NotFoundError, OwnerUnreachableError
 from virtfleet.service.membercred import MemberCredentials
@@ -60,7 +62,18 @@ class ForwardingService:
             raise _unreachable(name, label, "it is offline")
         if not host.api_url or host.api_url.startswith("unix:"):
             raise _unreachable(name, label, "it has no network API")
+        if _wildcard(host.api_url):
+            why = f"it listens on {host.api_url}, an address other hosts cannot use"
+            raise _unreachable(name, label, why)
         return OwnerTarget(owner, host.name, host.api_url, host.certificate_fingerprint)
+
+
+def _wildcard(url: str) -> bool:
+    """Whether ``url`` names an unspecified address (0.0.0.0, ::): itself, to every host."""
+    try:
+        return ipaddress.ip_address(urlsplit(url).hostname or "").is_unspecified
+    except ValueError:
+        return False  # a host name
 
 
 def _unreachable(name: str, host: str, why: str) -> OwnerUnreachableError:
