@@ -381,8 +381,8 @@ def build_control_plane(
         store, door, events, tally=capacity.tally, session=session, host_id=me
     )
     instances = InstanceService(
-        store, images, facts, runner, events, owner=me, networks=networks,
-        capacity=capacity, disks=DiskService(store, door, events), placement=Placement(store, me),
+        store, images, facts, runner, events, owner=me, networks=networks, capacity=capacity,
+        disks=DiskService(store, door, events), placement=Placement(store, me, capacity.tally),
     )  # fmt: skip
     snapshots = SnapshotService(store, runner, events, door)
     backups = BackupService(store, runner, events, door, instances)

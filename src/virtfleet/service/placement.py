@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from virtfleet.errors import ConflictError, NotFoundError, UnknownHostError
 from virtfleet.model.host import HostRecord, HostState
 from virtfleet.model.instance import InstanceSpec
-from virtfleet.service.allocations import counts
+from virtfleet.service.allocations import Allocations, counts
 from virtfleet.state.hosts import HostRepo
 from virtfleet.state.repos import InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore
@@ -78,10 +78,16 @@ def choose_host(
 
 
 class Placement:
-    def __init__(self, store: StateStore, here: str) -> None:
+    def __init__(self, store: StateStore, here: str, tally: Allocations | None = None) -> None:
         self.hosts = HostRepo(store)
         self.instances = InstanceRepo(store)
         self.here = here
+        self.tally = tally  # the capacity tally's records, when it follows the store
+
+    async def records(self) -> list[InstanceRecord]:
+        if self.tally is not None and await self.tally.current():
+            return self.tally.records()  # no listing of every instance per create
+        return await self.instances.list(shared=True)
 
     async def named(self, host: str) -> str:
         """The id of member ``host`` (id or name); 400 if unknown, 409 if not online."""
@@ -99,5 +105,5 @@ class Placement:
         hosts = await self.hosts.list()
         if not hosts or [h.id for h in hosts] == [self.here]:
             return self.here  # a single host: nothing to choose
-        found = loads(await self.instances.list(shared=True))
+        found = loads(await self.records())
         return choose_host(spec, hosts, found, self.here)
