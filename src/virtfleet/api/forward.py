@@ -22,10 +22,13 @@ Must not decide ownership (``service.forwarding``) nor what a route does.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -64,6 +67,8 @@ _DROPPED = {  # hop-by-hop, the user's own credentials, and what the owner recom
     "sec-websocket-protocol", *HEADERS,
 }  # fmt: skip
 TIMEOUT = httpx.Timeout(300.0, connect=5.0)  # exec and waits may take minutes; a dead peer not
+IDLE_S = 2.0  # seconds an unused connection to a member stays open
+Key = tuple[str, str | None]  # an owner's API URL and certificate fingerprint
 
 
 def owner_bound(path: str) -> str | None:
@@ -165,23 +170,52 @@ class MemberAuthMiddleware:
 
 
 class Forwarder:
-    """The proxy's HTTP clients, one per owner (kept: a TLS handshake per request is slow)."""
+    """The proxy's HTTP clients, one per owner: kept while requests come (a TLS handshake
+    per request is slow), closed ``idle_s`` after the last one ends (an idle TLS connection
+    holds the owner's shutdown until asyncio's 30 s SSL close wait gives up)."""
 
-    def __init__(self, forwarding: ForwardingService | None) -> None:
+    def __init__(self, forwarding: ForwardingService | None, idle_s: float = IDLE_S) -> None:
         self.forwarding = forwarding
-        self.clients: dict[tuple[str, str | None], httpx.AsyncClient] = {}
+        self.idle_s = idle_s
+        self.clients: dict[Key, httpx.AsyncClient] = {}
+        self.busy: dict[Key, int] = {}
+        self.timers: dict[Key, asyncio.TimerHandle] = {}
+        self.closing: set[asyncio.Task[None]] = set()
 
-    def client(self, target: OwnerTarget) -> httpx.AsyncClient:
+    @contextlib.asynccontextmanager
+    async def using(self, target: OwnerTarget) -> AsyncIterator[httpx.AsyncClient]:
+        """The client for ``target``, counted busy for the block."""
         key = (target.api_url, target.fingerprint)
+        if (timer := self.timers.pop(key, None)) is not None:
+            timer.cancel()
         if key not in self.clients:
             verify = pinned_context(target.fingerprint) if target.fingerprint else True
             self.clients[key] = httpx.AsyncClient(verify=verify, timeout=TIMEOUT)
-        return self.clients[key]
+        self.busy[key] = self.busy.get(key, 0) + 1
+        try:
+            yield self.clients[key]
+        finally:
+            self.busy[key] -= 1
+            if not self.busy[key]:
+                loop = asyncio.get_running_loop()
+                self.timers[key] = loop.call_later(self.idle_s, self._expire, key)
+
+    def _expire(self, key: Key) -> None:
+        self.timers.pop(key, None)
+        client = self.clients.pop(key, None)
+        if client is not None and not self.busy.get(key):
+            task = asyncio.create_task(client.aclose())
+            self.closing.add(task)
+            task.add_done_callback(self.closing.discard)
 
     async def aclose(self) -> None:
+        for timer in self.timers.values():
+            timer.cancel()
+        self.timers.clear()
         for client in self.clients.values():
             await client.aclose()
         self.clients.clear()
+        await asyncio.gather(*self.closing, return_exceptions=True)
 
 
 class ForwardMiddleware:
@@ -234,19 +268,19 @@ class ForwardMiddleware:
         if not body and scope["method"] not in ("GET", "HEAD"):
             body, receive = await _read_body(receive)
         headers = await self._headers(scope, target, principal, body)
-        client = self.forwarder.client(target)
-        request = client.build_request(
-            scope["method"], target.api_url + _target_of(scope), headers=headers, content=body
-        )
-        try:
-            response = await client.send(request, stream=True)
-        except httpx.TransportError as err:
-            await _refuse(scope, receive, send, _unreachable(target, err))
-            return
-        try:
-            await _relay_response(response, send, target)
-        finally:
-            await response.aclose()
+        async with self.forwarder.using(target) as client:
+            request = client.build_request(
+                scope["method"], target.api_url + _target_of(scope), headers=headers, content=body
+            )
+            try:
+                response = await client.send(request, stream=True)
+            except httpx.TransportError as err:
+                await _refuse(scope, receive, send, _unreachable(target, err))
+                return
+            try:
+                await _relay_response(response, send, target)
+            finally:
+                await response.aclose()
 
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, target: OwnerTarget, principal: Principal
