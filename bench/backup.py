@@ -13,7 +13,9 @@ Usage: ``cd bench && ../.venv/bin/python backup.py`` (all parts), or
 ``../.venv/bin/python backup.py --pauses``: only the pauses, i.e. part 3 plus daemon memory
 snapshots on fresh VMs (the first snapshot of a VM included), each reported pause checked
 against the STOP/RESUME events in that VM's QMP log; or ``../.venv/bin/python backup.py
---backup-vm``: only part 1 (the backup VM's backups, then its 3 memory snapshots).
+--backup-vm``: only part 1 (the backup VM's backups, then its 3 memory snapshots); or
+``../.venv/bin/python backup.py --series 20``: 20 consecutive memory snapshots of a fresh
+VM, then of the backup VM after its backups, each pause cut into its phases.
 """
 
 from __future__ import annotations
@@ -85,7 +87,9 @@ def line(label: str, r: dict[str, Any]) -> str:
     )
 
 
-def disk_backups(d: BenchDaemon) -> list[str]:
+def disk_backups(d: BenchDaemon, snapshots: int = 0) -> list[str]:
+    """Backups of a VM with a 1 GiB data disk, then memory snapshots of it: 3, or a
+    ``series`` of ``snapshots`` with their phases."""
     vm = "bk"
     disks = [{"name": "root", "image": "tiny", "boot": True}, {"name": "data", "size_gib": 1}]
     d.client.wait_operation(
@@ -101,12 +105,15 @@ def disk_backups(d: BenchDaemon) -> list[str]:
     guest(d, vm, "dd if=/dev/urandom of=/dev/vdb bs=1M count=256 seek=128 2>/dev/null")
     rows.append(line("256 MiB rewritten, incremental", op(d, calls.create_backup(vm))))
     rows.append(line("same disk, forced full", op(d, calls.create_backup(vm, full=True))))
-    pauses = [
-        op(d, calls.create_snapshot(vm, f"mem{i}", memory=True))["pause_ms"] for i in range(3)
-    ]
-    rows.append(
-        f"\ndaemon memory snapshots (256 MiB guest): pause_ms {[round(p, 1) for p in pauses]}"
-    )
+    if snapshots:
+        rows += series(d, vm, snapshots)
+    else:
+        pauses = [
+            op(d, calls.create_snapshot(vm, f"mem{i}", memory=True))["pause_ms"] for i in range(3)
+        ]
+        rows.append(
+            f"\ndaemon memory snapshots (256 MiB guest): pause_ms {[round(p, 1) for p in pauses]}"
+        )
     d.client.wait_operation(d.client.delete_instance(vm, force=True, disks=True).id, timeout_s=120)
     return rows
 
@@ -209,6 +216,64 @@ def logged_pause_ms(qmp_log: Path) -> float:
     return (min(t for n, t in seen if n == "RESUME" and t >= stop) - stop) * 1000
 
 
+def _stamp(msg: dict[str, Any]) -> float:
+    return float(msg["timestamp"]["seconds"]) + msg["timestamp"]["microseconds"] / 1e6
+
+
+def pause_phases(qmp_log: Path) -> dict[str, float]:
+    """The last pause in a VM's QMP log cut at each event and command, in ms from STOP:
+    ``device`` (QEMU's MIGRATION status device: RAM's last round starts), ``completed``
+    (state written, disks inactivated), then the daemon's commands (sent -> answered)
+    up to ``cont`` and QEMU's RESUME. QEMU's timestamps and the log's share one clock."""
+    rows = [json.loads(text) for text in qmp_log.read_text().splitlines()]
+    start = max(i for i, r in enumerate(rows) if r["msg"].get("event") == "STOP")
+    stop = _stamp(rows[start]["msg"])
+    phases: dict[str, float] = {}
+    pending: dict[object, str] = {}
+    for r in rows[start + 1 :]:
+        msg = r["msg"]
+        if event := msg.get("event"):
+            label = event if event != "MIGRATION" else msg["data"]["status"]
+            phases.setdefault(label, (_stamp(msg) - stop) * 1000)
+            if event == "RESUME":
+                break
+        elif r["dir"] == "send" and msg.get("execute") != "query-status":
+            pending[msg.get("id")] = str(msg["execute"])
+            phases.setdefault(f"{msg['execute']} sent", (r["ts"] - stop) * 1000)
+        elif r["dir"] == "recv" and msg.get("id") in pending:
+            phases.setdefault(f"{pending.pop(msg['id'])} done", (r["ts"] - stop) * 1000)
+    return phases
+
+
+def phase_line(phases: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+
+
+def series(d: BenchDaemon, vm: str, count: int) -> list[str]:
+    """``count`` consecutive memory snapshots of ``vm``: each pause with its phases."""
+    log = d.data_dir / "run" / vm / "qmp.log"
+    pauses, rows = [], []
+    for i in range(count):
+        pauses.append(op(d, calls.create_snapshot(vm, f"ser{i}", memory=True))["pause_ms"])
+        rows.append(f"  {i + 1}: {pauses[-1]:.1f} ms ({phase_line(pause_phases(log))})")
+    rows.append(
+        f"{vm}: {count} memory snapshots: pause median {statistics.median(pauses):.1f} ms, "
+        f"max {max(pauses):.1f} ms, first {pauses[0]:.1f} ms, "
+        f"<= 50 ms: {sum(p <= 50 for p in pauses)} of {count}"
+    )
+    return rows
+
+
+def fresh_series(d: BenchDaemon, count: int) -> list[str]:
+    vm = "fresh"
+    spec = {"name": vm, "image": "tiny", "memory_mib": 256}
+    d.client.wait_operation(d.client.create_instance(spec, start=True).id, timeout_s=120)
+    wait_for(lambda: has_marker(d.serial_log(vm)), 180, 0.2)
+    rows = series(d, vm, count)
+    d.client.wait_operation(d.client.delete_instance(vm, force=True, disks=True).id, timeout_s=120)
+    return rows
+
+
 def daemon_pauses(d: BenchDaemon, vms: int = 2, per_vm: int = 5) -> list[str]:
     """Memory snapshots through the API on fresh 256 MiB VMs: reported vs real pause."""
     rows, reported, real = [], [], []
@@ -248,10 +313,22 @@ def main() -> None:
         action="store_true",
         help="only the backup VM: its backups, then 3 memory snapshots of it",
     )
+    parser.add_argument(
+        "--series",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N consecutive memory snapshots of a fresh VM, then of the backup VM after its "
+        "backups, each pause cut into phases from the VM's QMP log",
+    )
     args = parser.parse_args()
     only_pauses = args.pauses
     d = BenchDaemon()
     try:
+        if args.series:
+            for row in fresh_series(d, args.series) + disk_backups(d, args.series):
+                print(row, flush=True)
+            return
         if args.backup_vm:
             for row in disk_backups(d):
                 print(row)

@@ -236,3 +236,23 @@ def test_snapshots_keep_the_next_backup_incremental(bkd: Daemon) -> None:
     last = backup_point(bkd, "snap-mem")
     assert last.info.kind == "incremental" and last.info.parent == after.info.id, last.info
     check_restore(bkd, last, "snapmem")
+    # The layer s2 froze keeps no bitmap: QEMU leaves it writable, and stored and reloaded
+    # its bitmaps (with fdatasyncs) in every later pause. (s1's layer, frozen without a
+    # memory save, QEMU reopened read-only: its copy is only read; the top's new bitmap
+    # reaches the file when QEMU next stores them.)
+    layers = _bitmaps_by_layer(bkd.data_dir / "disks" / VM / "root.qcow2")
+    assert len(layers) >= 3 and not layers[1], layers
+
+
+def _bitmaps_by_layer(top: Path) -> list[list[str]]:
+    """The persistent bitmap names of each file of ``top``'s chain, top first."""
+    info = subprocess.run(
+        ["qemu-img", "info", "-U", "--backing-chain", "--output=json", str(top)],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    return [
+        [b["name"] for b in layer.get("format-specific", {}).get("data", {}).get("bitmaps", [])]
+        for layer in json.loads(info.stdout)
+    ]

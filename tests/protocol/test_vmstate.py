@@ -133,29 +133,3 @@ async def _until_resume(session: QMPSession) -> AsyncIterator[Any]:
             yield event
         if event.name == "RESUME":
             return
-
-
-async def test_save_drops_qemus_page_cache_before_the_migration(
-    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """QEMU's ``cont`` drops its images' page cache in the pause: it is done before instead."""
-    dropped: list[tuple[int, list[str]]] = []
-    migration = Migration()
-    async with serve(sock_dir, migration) as (fake, session, fd):
-
-        def drop(pid: int) -> int:
-            dropped.append((pid, fake.commands()))
-            return 1
-
-        async def switch() -> None:
-            return None
-
-        monkeypatch.setattr(vmstate, "drop_page_cache", drop)
-        await vmstate.save(session, fd, switch)
-        assert not dropped  # no pid: nothing to drop
-        await vmstate.save(session, fd, switch, qemu_pid=4242)
-
-    assert len(dropped) == 1
-    pid, commands_then = dropped[0]
-    assert pid == 4242
-    assert commands_then.count("migrate") == 1  # only the first save's: before this one's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -232,3 +233,29 @@ def test_own_uid_drops_to_it_and_chroots_into_the_jail() -> None:
     assert argv.count("-run-with") == 1
     shared = build_argv(spec, ctx, paths, QemuOptions(runas="virtfleet-qemu"))
     assert shared[shared.index("-run-with") + 1] == "user=virtfleet-qemu"
+
+
+def test_disk_chain_is_opened_explicitly_with_the_page_cache_kept() -> None:
+    """Every file of a disk's chain is a node of its own that keeps the host page cache
+    (QEMU drops it in a memory snapshot's pause otherwise) and takes the host's AIO engine;
+    backing files are read-only, and a raw base takes no ``backing`` option."""
+    spec = InstanceSpec(name="web-1", image="tiny").normalized()
+    ctx = LaunchContext(Accel.TCG, "test", {"root": Path("/d/root.qcow2")})
+    chain = [(Path("/i/mid.qcow2"), "qcow2"), (Path("/i/base.raw"), "raw")]
+    argv = build_argv(
+        spec, ctx, RunPaths(Path("/r")), QemuOptions(aio="io_uring"), chains={"root": chain}
+    )
+    top = json.loads(argv[argv.index("-blockdev") + 1])
+    mid, base = top["backing"], top["backing"]["backing"]
+    assert [n["file"]["filename"] for n in (top, mid, base)] == [
+        "/d/root.qcow2",
+        "/i/mid.qcow2",
+        "/i/base.raw",
+    ]
+    for node in (top, mid, base):
+        assert node["file"]["drop-cache"] is False and node["file"]["aio"] == "io_uring"
+    assert mid["read-only"] is True and base["read-only"] is True and "read-only" not in top
+    assert (mid["driver"], base["driver"]) == ("qcow2", "raw") and "backing" not in base
+    plain = build_argv(spec, ctx, RunPaths(Path("/r")), QemuOptions())
+    alone = json.loads(plain[plain.index("-blockdev") + 1])
+    assert "backing" not in alone and alone["file"]["aio"] == "threads"

@@ -41,6 +41,7 @@ from virtfleet.app.tls import Certificate, server_certificate
 from virtfleet.drivers.base import Driver
 from virtfleet.drivers.fake.driver import FakeDriver
 from virtfleet.drivers.oci.factory import build_oci_driver
+from virtfleet.drivers.qemu import aio as qemu_aio
 from virtfleet.drivers.qemu import firmware
 from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.driver import QemuDriver
@@ -224,7 +225,11 @@ def _driver(settings: Settings, facts: HostFacts, images: ImageStore) -> Driver:
     want_runas = settings.runas if uids is None else None
     runas = want_runas if want_runas and _user_exists(want_runas) else None
     opts = QemuOptions(
-        binary=settings.qemu_binary, runas=runas, uids=uids, tb_size_mib=settings.tcg_tb_size_mib
+        binary=settings.qemu_binary,
+        runas=runas,
+        uids=uids,
+        tb_size_mib=settings.tcg_tb_size_mib,
+        aio=qemu_aio.choose(settings.qemu_binary),
     )
     vm = QemuDriver(settings.run_dir, facts.qemu_version or "unknown", opts)
     containers = build_oci_driver(

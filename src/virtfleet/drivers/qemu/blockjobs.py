@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from virtfleet.drivers.qemu.config import file_node
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.errors import DriverError, NotFoundError, QMPError
 
@@ -82,13 +83,15 @@ class BlockJobs:
         nodes = await self._run("query-named-block-nodes", {"flat": True})
         return [str(n["node-name"]) for n in nodes]
 
-    async def add_qcow2(self, node: str, path: Path, backing: str | None = None) -> None:
+    async def add_qcow2(
+        self, node: str, path: Path, backing: str | None = None, aio: str = "threads"
+    ) -> None:
         """Open ``path`` as a qcow2 node over the node ``backing`` (None: no backing). QEMU runs
         unprivileged and cannot open our files: the file goes over as a descriptor (``add-fd``)."""
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             async with self.qmp.passed_fd(fd) as filename:  # the node keeps its own duplicate
-                file = {"driver": "file", "filename": filename}
+                file = file_node(filename, aio)
                 args = {"driver": "qcow2", "node-name": node, "file": file, "backing": backing}
                 await self._run("blockdev-add", args)
         finally:

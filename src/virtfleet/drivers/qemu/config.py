@@ -9,6 +9,7 @@ not touch the filesystem or processes; launching is process.py's job.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ HOSTNAME_FW_CFG = "opt/virtfleet/hostname"
 # (PCIe hot-plug needs a port per device); every non-boot disk and NIC sits on its
 # own port as well, so it can be hot-removed (pcie.0 endpoints cannot).
 SPARE_HOTPLUG_PORTS = 8
+# A backing chain below a disk's top file, nearest first: (file, format) (backing.py).
+Chain = Sequence[tuple[Path, str]]
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class QemuOptions:
     uids: UidPool | None = None  # each VM its own uid from this pool (and a chroot)
     sandbox: bool = True
     tb_size_mib: int = TCG_TB_SIZE_MIB  # 0 = QEMU's own default
+    aio: str = "threads"  # disk I/O engine of the file nodes: "io_uring" where usable (aio.py)
 
 
 def build_argv(
@@ -104,10 +108,12 @@ def build_argv(
     opts: QemuOptions,
     uid: int | None = None,
     qmp_fd: int | None = None,
+    chains: Mapping[str, Chain] | None = None,
 ) -> list[str]:
     """The full QEMU command line for ``spec``; same inputs, same output. ``uid``: the VM's
     own unprivileged uid (then QEMU also chroots into ``paths.jail``); else ``opts.runas``.
-    ``qmp_fd``: a listening socket QEMU inherits for QMP (else it makes ``paths.qmp``)."""
+    ``qmp_fd``: a listening socket QEMU inherits for QMP (else it makes ``paths.qmp``).
+    ``chains``: each disk's backing files (else QEMU opens them itself, with its defaults)."""
     return [
         opts.binary,
         *_base(spec, paths, opts),
@@ -120,7 +126,7 @@ def build_argv(
         *_serial(paths),
         *_display(paths),
         *_hotplug_ports(spec),
-        *_disks(spec, ctx),
+        *_disks(spec, ctx, chains or {}, opts.aio),
         *_nics(spec, ctx),
         *_paravirt(spec),
         *_identity(ctx),
@@ -254,15 +260,38 @@ def _hotplug_ports(spec: InstanceSpec) -> list[str]:
     return args
 
 
-def _disks(spec: InstanceSpec, ctx: LaunchContext) -> list[str]:
+def file_node(filename: str, aio: str = "threads", **options: object) -> dict[str, object]:
+    """A ``file`` block node that keeps the host page cache when QEMU activates it. QEMU
+    drops an image's whole cache (``posix_fadvise(DONTNEED)``) on every activation, i.e.
+    in every memory snapshot's pause (the ``cont``), for migrations over shared storage;
+    virtfleet's images are local files only this QEMU writes (migration copies them).
+    ``aio="io_uring"``: no hand-off to a worker thread per request (see aio.py)."""
+    return {"driver": "file", "filename": filename, "drop-cache": False, "aio": aio, **options}
+
+
+def _backing(chain: Chain, aio: str) -> dict[str, object] | None:
+    """The backing files as nested read-only nodes (so they take ``file_node``'s options)."""
+    below: dict[str, object] | None = None
+    for path, fmt in reversed(chain):
+        file = file_node(str(path), aio)
+        node: dict[str, object] = {"driver": fmt, "read-only": True, "file": file}
+        below = {**node, "backing": below} if fmt == "qcow2" else node
+    return below
+
+
+def _disks(
+    spec: InstanceSpec, ctx: LaunchContext, chains: Mapping[str, Chain], aio: str
+) -> list[str]:
     args: list[str] = []
     for index, disk in enumerate(spec.disks):
         node = f"disk-{disk.name}"
-        blockdev = {
+        blockdev: dict[str, object] = {
             "driver": "qcow2",
             "node-name": node,
-            "file": {"driver": "file", "filename": str(ctx.disks[disk.name])},
+            "file": file_node(str(ctx.disks[disk.name]), aio),
         }
+        if backing := _backing(chains.get(disk.name, ()), aio):
+            blockdev["backing"] = backing
         args += ["-blockdev", json.dumps(blockdev, separators=(",", ":"))]
         args += ["-device", _disk_device(spec, node, disk.name, index, disk.boot)]
     return args

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
 from virtfleet.drivers.qemu import process, swtpm
-from virtfleet.drivers.qemu.config import QemuOptions, RunPaths, build_argv
+from virtfleet.drivers.qemu.backing import chain as backing_chain
+from virtfleet.drivers.qemu.config import Chain, QemuOptions, RunPaths, build_argv
 from virtfleet.drivers.qemu.hotplug import LiveResources, hotplug_ports, require, smp_of
 from virtfleet.drivers.qemu.live import enable_balloon_stats
 from virtfleet.drivers.qemu.qga import GuestAgent
@@ -97,6 +98,7 @@ class QemuDriver(LiveResources, VmSnapshots):
         self.validate(spec)
         paths = self.paths(spec.name)
         process.prepare_run_dir(paths)
+        chains = await asyncio.to_thread(_chains, ctx.disks)  # before anything needs undoing
         uid = await self._reserve_uid(spec.name)
         try:
             listener = process.qmp_listener(paths)
@@ -104,7 +106,7 @@ class QemuDriver(LiveResources, VmSnapshots):
             await self._free_uid(uid, os.getpid())
             raise
         with listener:  # QEMU holds its own copy once launched
-            argv = build_argv(spec, ctx, paths, self.opts, uid, qmp_fd=listener.fileno())
+            argv = build_argv(spec, ctx, paths, self.opts, uid, listener.fileno(), chains)
             if spec.name in self.incoming_once:  # a memory snapshot is loaded into it (vmsnap.py)
                 self.incoming_once.discard(spec.name)
                 argv += ["-incoming", "defer"]
@@ -410,6 +412,11 @@ class QemuDriver(LiveResources, VmSnapshots):
                 vm.watcher.cancel()
             await vm.qmp.close()
         self._vms.clear()
+
+
+def _chains(disks: dict[str, Path]) -> dict[str, Chain]:
+    """Each disk's backing files, from the image headers (build_argv opens them explicitly)."""
+    return {name: backing_chain(path) for name, path in disks.items()}
 
 
 def _given(fd: int | None) -> tuple[int, ...]:

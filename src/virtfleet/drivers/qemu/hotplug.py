@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from virtfleet.drivers.qemu import live
+from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.errors import InvalidStateError, QMPError
 from virtfleet.model.instance import DiskLimits, DiskSpec, NicSpec
@@ -26,7 +27,9 @@ def hotplug_ports(argv: list[str]) -> list[str]:
 
 
 class LiveResources:
-    """Mixed into ``QemuDriver``, which provides ``_monitor``."""
+    """Mixed into ``QemuDriver``, which provides ``_monitor`` and ``opts``."""
+
+    opts: QemuOptions
 
     def _monitor(self, name: str, *, running: bool = True) -> tuple[QMPSession, list[str]]:
         """The VM's QMP session and hot-plug ports; ``InvalidStateError`` unless it runs
@@ -51,7 +54,8 @@ class LiveResources:
 
     async def add_disk(self, name: str, disk: DiskSpec, path: Path) -> None:
         qmp, ports = self._monitor(name)
-        await live.add_disk(qmp, disk.name, path, await live.free_port(qmp, ports))
+        port = await live.free_port(qmp, ports)
+        await live.add_disk(qmp, disk.name, path, port, self.opts.aio)
 
     async def remove_disk(self, name: str, disk: str) -> None:
         qmp, _ = self._monitor(name)

@@ -18,6 +18,7 @@ from typing import Any
 
 from virtfleet.drivers.qemu.backing import chain as backing_chain
 from virtfleet.drivers.qemu.blockjobs import BlockJobs
+from virtfleet.drivers.qemu.config import file_node
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.errors import ConflictError, InvalidInputError, QMPError, TimeoutError_
 from virtfleet.model.instance import DiskLimits, NicSpec
@@ -134,7 +135,7 @@ async def unplug(qmp: QMPSession, device: str) -> None:
 # -- disks ----------------------------------------------------------------------------
 
 
-async def add_disk(qmp: QMPSession, disk: str, path: Path, bus: str) -> None:
+async def add_disk(qmp: QMPSession, disk: str, path: Path, bus: str, aio: str = "threads") -> None:
     """Open the qcow2 and its backing files here (QEMU runs chrooted under its own uid and
     opens no path), pass them as fds, add the node and the device."""
     node = f"disk-{disk}"
@@ -142,10 +143,10 @@ async def add_disk(qmp: QMPSession, disk: str, path: Path, bus: str) -> None:
         # The fd sets go once the node is open (it holds its own duplicates), added or not:
         # left in QEMU they would pile up with every hot-add.
         async with contextlib.AsyncExitStack() as fdsets:
-            file = await _pass_file(qmp, path, os.O_RDWR, fdsets)
+            file = await _pass_file(qmp, path, os.O_RDWR, fdsets, aio)
             backing: dict[str, object] | None = None
             for below, fmt in reversed(await asyncio.to_thread(backing_chain, path)):
-                below_file = await _pass_file(qmp, below, os.O_RDONLY, fdsets)
+                below_file = await _pass_file(qmp, below, os.O_RDONLY, fdsets, aio)
                 backing = {"driver": fmt, "file": below_file, "read-only": True, "backing": backing}
             args = {"driver": "qcow2", "node-name": node, "file": file, "backing": backing}
             if backing is None:
@@ -158,7 +159,7 @@ async def add_disk(qmp: QMPSession, disk: str, path: Path, bus: str) -> None:
 
 
 async def _pass_file(
-    qmp: QMPSession, path: Path, mode: int, fdsets: contextlib.AsyncExitStack
+    qmp: QMPSession, path: Path, mode: int, fdsets: contextlib.AsyncExitStack, aio: str
 ) -> dict[str, object]:
     """``path`` opened here and put in an fdset (removed by ``fdsets``): its ``file`` node."""
     fd = os.open(path, mode | os.O_CLOEXEC)
@@ -166,7 +167,7 @@ async def _pass_file(
         filename = await fdsets.enter_async_context(qmp.passed_fd(fd))
     finally:
         os.close(fd)
-    return {"driver": "file", "filename": filename}
+    return file_node(filename, aio)
 
 
 async def remove_disk(qmp: QMPSession, disk: str) -> None:

@@ -19,24 +19,21 @@ from pathlib import Path
 
 from virtfleet.drivers.qemu import vmstate
 from virtfleet.drivers.qemu.blockjobs import BlockJobs
-from virtfleet.drivers.qemu.config import RunPaths
+from virtfleet.drivers.qemu.config import QemuOptions, RunPaths
 from virtfleet.drivers.qemu.qmp import QMPSession
 from virtfleet.errors import InvalidStateError, VirtfleetError
-from virtfleet.model.instance import InstanceStatus
 
 Step = Callable[[], Awaitable[None]]
 
 
 class VmSnapshots:
-    """Mixed into ``QemuDriver``, which provides ``_monitor``, ``status``, ``paths`` and
+    """Mixed into ``QemuDriver``, which provides ``_monitor``, ``paths``, ``opts`` and
     ``incoming_once`` (the names whose next start waits for a state)."""
 
     incoming_once: set[str]
+    opts: QemuOptions
 
     def _monitor(self, name: str, *, running: bool = True) -> tuple[QMPSession, list[str]]:
-        raise NotImplementedError
-
-    async def status(self, name: str) -> InstanceStatus:
         raise NotImplementedError
 
     def paths(self, name: str) -> RunPaths:
@@ -66,7 +63,7 @@ class VmSnapshots:
             for disk, path in overlays.items():
                 await jobs.active_node(disk)  # NotFoundError before anything is opened
                 node = f"vf{secrets.token_hex(6)}"
-                await jobs.add_qcow2(node, path)
+                await jobs.add_qcow2(node, path, aio=self.opts.aio)
                 staged.append((disk, node))
             switch, carry = await _switcher(jobs, staged)
             at_stop = _then(in_pause, switch) if in_pause else switch
@@ -82,10 +79,9 @@ class VmSnapshots:
         return pause_ms
 
     async def _save(self, qmp: QMPSession, name: str, state: Path, switch: Step) -> float | None:
-        pid = (await self.status(name)).pid  # its page cache is dropped first (vmstate.py)
         fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            return await vmstate.save(qmp, fd, switch, qemu_pid=pid)
+            return await vmstate.save(qmp, fd, switch)
         finally:
             os.close(fd)
 
@@ -125,7 +121,9 @@ async def _switcher(jobs: BlockJobs, staged: list[tuple[str, str]]) -> tuple[Ste
     and what follows it: the persistent dirty bitmaps (the backups') move up to the
     overlays, so the next backup stays incremental. Each overlay gets its empty copy
     now, recording from the switch on; the old bits are merged in after the switch
-    (not in it: at the end of a memory save QEMU has the bitmaps stored away)."""
+    (not in it: at the end of a memory save QEMU has the bitmaps stored away), and the
+    old layer's bitmaps are then removed: QEMU keeps every layer writable, and stores
+    and reloads each one's persistent bitmaps in every memory save's pause."""
     pairs = [(await jobs.active_node(d), node) for d, node in staged]
     carried = {
         old: [b.name for b in await jobs.bitmaps(old) if b.persistent and not b.inconsistent]
@@ -146,6 +144,10 @@ async def _switcher(jobs: BlockJobs, staged: list[tuple[str, str]]) -> tuple[Ste
                 except VirtfleetError:  # without the old bits the bitmap would lie: drop it
                     with contextlib.suppress(VirtfleetError):
                         await jobs.remove_bitmap(new, name)
+                # The frozen layer's copy is superseded (backups read the top's). Left there,
+                # every later pause stored and reloaded it, with fdatasyncs, once per layer.
+                with contextlib.suppress(VirtfleetError):
+                    await jobs.remove_bitmap(old, name)
 
     return switch, carry
 

@@ -8,26 +8,24 @@ continues. And ``load``: feed such a file to a QEMU started with
 Must not decide where state files live.
 
 The pause: QEMU ends every migration by inactivating the block nodes (flushing
-their caches, storing persistent dirty bitmaps) and ``cont`` reactivates them. On
-activation QEMU's file driver drops the host page cache of every image file
-(``posix_fadvise(DONTNEED)``, meant for migration over shared storage). Right after
-a backup (which read the whole disk through QEMU) that cache is large: dropping the
-1.3 GiB data image's pages took 46 ms of a 66 ms pause (traced, ``strace -T``), while
-every ``fdatasync`` in the pause took < 1 ms. So before the live save starts, while
-the guest still runs, the same pages are dropped here (``drop_page_cache`` on the
-files the QEMU process holds); QEMU finds the cache (nearly) empty in the pause. The
-filesystem is also flushed first (``syncfs``): syncs in the pause otherwise queue
-behind writeback of whatever the host left dirty. The end is noticed from QEMU's
-``MIGRATION`` event (capability ``events``), not by polling, and the pause returned
-is the one QEMU stamped on its ``STOP`` and ``RESUME`` events.
+their caches, storing persistent dirty bitmaps) and ``cont`` reactivates them (reopening
+every qcow2 layer). Two costs grew with the host's state and were removed at their cause
+(traced with QEMU's trace events and ``strace``, docs/benchmarks.md): on activation
+QEMU's file driver dropped each image's host page cache (``posix_fadvise(DONTNEED)``,
+46 ms for a just-backed-up 1 GiB disk, then cold metadata reads of every layer): the
+file nodes are opened with ``drop-cache`` off (config.file_node); and every layer kept
+the backups' persistent bitmaps, stored and reloaded with fdatasyncs in each pause:
+vmsnap.py removes them from frozen layers. The filesystem is flushed first
+(``syncfs``): syncs in the pause otherwise queue behind writeback of whatever the host
+left dirty. The end is noticed from QEMU's ``MIGRATION`` event (capability ``events``),
+not by polling, and the pause returned is the one QEMU stamped on its ``STOP`` and
+``RESUME`` events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import os
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -48,39 +46,6 @@ def _flush_filesystem(fd: int) -> None:
     """``syncfs(2)`` on the filesystem holding ``fd``; best effort (a failure only costs time)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syncfs(fd)
-
-
-def drop_page_cache(pid: int) -> int:
-    """``POSIX_FADV_DONTNEED`` on each regular file process ``pid`` holds open (only clean
-    pages go; dirty ones stay). Best effort: returns how many files it reached."""
-    fd_dir = f"/proc/{pid}/fd"
-    try:
-        names = os.listdir(fd_dir)
-    except OSError:
-        return 0
-    seen: set[tuple[int, int]] = set()
-    for name in names:
-        path = f"{fd_dir}/{name}"
-        try:
-            info = os.stat(path)  # follows the link: no open of sockets, pipes or devices
-            if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) in seen:
-                continue
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:  # closed meanwhile, or not ours to open
-            continue
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            seen.add((info.st_dev, info.st_ino))
-        finally:
-            os.close(fd)
-    return len(seen)
-
-
-def _prepare_host(fd: int, qemu_pid: int | None) -> None:
-    """Before the save: flush the filesystem, then drop what QEMU's ``cont`` would drop."""
-    _flush_filesystem(fd)
-    if qemu_pid is not None:
-        drop_page_cache(qemu_pid)
 
 
 class _Watch:
@@ -132,13 +97,11 @@ async def save(
     fd: int,
     at_stop: Callable[[], Awaitable[None]],
     timeout_s: float = 300,
-    qemu_pid: int | None = None,
 ) -> float | None:
     """Write RAM + device state into ``fd``; run ``at_stop`` while the guest is paused at the
     end; resume the guest. Returns the guest's pause in ms from QEMU's STOP and RESUME event
-    timestamps (None if the guest was not running, so there was no STOP). ``qemu_pid``: the
-    QEMU process, whose files' page cache is dropped before the save (see the module doc)."""
-    await asyncio.to_thread(_prepare_host, fd, qemu_pid)
+    timestamps (None if the guest was not running, so there was no STOP)."""
+    await asyncio.to_thread(_flush_filesystem, fd)
     await _run(qmp, "migrate-set-capabilities", {"capabilities": CAPABILITIES})
     params = {"max-bandwidth": UNLIMITED, "downtime-limit": 20}
     await _run(qmp, "migrate-set-parameters", params)
