@@ -18,6 +18,8 @@
    interleaved (each import starts from an empty layer store); disk used by 10
    running containers of that image (du of the layer store + their layers and run
    directories, hard links counted once) vs one copy.
+   With BENCH_OLD_SRC=<a checkout's src> a daemon of that source is a third arm of the
+   start (same image, interleaved); IMPORT_RUNS 0 skips the import comparison.
 Usage: .venv/bin/python bench/container.py [START_RUNS] [DENSITY_N]
        .venv/bin/python bench/container.py oci [START_RUNS] [IMPORT_RUNS]
 """
@@ -305,26 +307,51 @@ def oci_bare_bundle(d: BenchDaemon, work: Path, name: str) -> Path:
     return bundle
 
 
-def bench_oci_start(d: BenchDaemon, work: Path, runs: int) -> None:
-    spec = {"name": "oa", "kind": "container", "image": "big"}
-    op = d.client.create_instance(spec, start=True)
+def oci_first_start(d: BenchDaemon) -> str:
+    """Container ``oa`` of image ``big`` created, started and stopped (config written,
+    overlay kept mounted); the runtime the daemon chose."""
+    op = d.client.create_instance({"name": "oa", "kind": "container", "image": "big"}, True)
     assert d.client.wait_operation(op.id, timeout_s=120).status == "success"
     record = json.loads((d.data_dir / "oci" / "run" / "oa" / "record.json").read_text())
-    binary = record["runtime"]  # the runtime virtfleet chose
-    api_stop(d.client, "oa")  # first start done: config written, overlay kept mounted
+    api_stop(d.client, "oa")
+    return str(record["runtime"])
+
+
+def bench_oci_start(d: BenchDaemon, work: Path, runs: int, old: BenchDaemon | None) -> None:
+    """``old`` (BENCH_OLD_SRC): another daemon running that source, a third arm."""
+    binary = oci_first_start(d)
+    if old is not None:
+        oci_first_start(old)
     bundle = oci_bare_bundle(d, work, "oa")
-    ours: list[float] = []
-    bare: list[float] = []
+    times: dict[str, list[float]] = {"ours": [], "bare": [], "old": []}
+    arms = ["ours", "bare", "old"] if old is not None else ["ours", "bare"]
     for i in range(runs):
-        for which in (0, 1) if i % 2 == 0 else (1, 0):
+        for arm in arms if i % 2 == 0 else arms[::-1]:
             time.sleep(SETTLE_S)
-            if which == 0:
-                ours.append(api_start(d.client, "oa"))
-                api_stop(d.client, "oa")
-            else:
-                bare.append(bare_start(binary, work / "state", bundle, f"obare{i}"))
+            if arm == "bare":
+                times[arm].append(bare_start(binary, work / "state", bundle, f"obare{i}"))
                 bare_stop(binary, work / "state", f"obare{i}")
-    report(f"OCI app container start ({Path(binary).name})", ours, bare)
+            else:
+                client = (d if arm == "ours" else old or d).client
+                times[arm].append(api_start(client, "oa"))
+                api_stop(client, "oa")
+    report(f"OCI app container start ({Path(binary).name})", times["ours"], times["bare"])
+    if old is not None:
+        report("  old source vs bare", times["old"], times["bare"])
+        report("  this source vs old", times["ours"], times["old"])
+
+
+def old_daemon() -> BenchDaemon | None:
+    """A daemon of the source at BENCH_OLD_SRC (e.g. ``git archive main src | tar -x -C
+    /tmp/old``, then BENCH_OLD_SRC=/tmp/old/src), None without it."""
+    src = os.environ.get("BENCH_OLD_SRC")
+    if not src:
+        return None
+    os.environ["PYTHONPATH"] = src
+    try:
+        return BenchDaemon()
+    finally:
+        del os.environ["PYTHONPATH"]
 
 
 def du_kib(paths: list[Path]) -> int:
@@ -353,24 +380,34 @@ def bench_oci_disk(d: BenchDaemon, n: int = 10) -> None:
 def main_oci(runs: int, import_runs: int) -> None:
     os.environ.setdefault("VIRTFLEET_CPU_OVERCOMMIT", "100")  # 11 containers on 2 CPUs
     d = BenchDaemon()
+    old = old_daemon()
     work = Path(tempfile.mkdtemp(prefix="vfbo", dir="/tmp"))
     work.chmod(0o711)
     try:
-        op = d.client.build_image("ctiny", builder="container-tiny")
-        assert d.client.wait_operation(op.id, timeout_s=300).status == "success"
+        for daemon in (d, old) if old is not None else (d,):
+            op = daemon.client.build_image("ctiny", builder="container-tiny")
+            assert daemon.client.wait_operation(op.id, timeout_s=300).status == "success"
         size = write_big_layout(d, work / "layout")
-        bench_oci_import(d, work, work / "layout", size, import_runs)
+        if import_runs > 0:  # 0: the start (and disk) comparison only
+            bench_oci_import(d, work, work / "layout", size, import_runs)
         api_import(d.client, "big", work / "layout")
-        bench_oci_start(d, work, runs)
+        if old is not None:
+            api_import(old.client, "big", work / "layout")
+        bench_oci_start(d, work, runs, old)
         bench_oci_disk(d)
     finally:
-        runs_dir = d.data_dir / "oci" / "run"
-        configs = list(runs_dir.glob("*/config.json")) if runs_dir.exists() else []
-        parent = json.loads(configs[0].read_text()) if configs else None
-        d.close()
-        if parent is not None:
-            remove_cgroup_parent(parent["linux"]["cgroupsPath"].split("/")[1], "oa-bare")
+        for daemon in (d, old) if old is not None else (d,):
+            close_oci(daemon)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def close_oci(d: BenchDaemon) -> None:
+    runs_dir = d.data_dir / "oci" / "run"
+    configs = list(runs_dir.glob("*/config.json")) if runs_dir.exists() else []
+    parent = json.loads(configs[0].read_text()) if configs else None
+    d.close()
+    if parent is not None:
+        remove_cgroup_parent(parent["linux"]["cgroupsPath"].split("/")[1], "oa-bare")
 
 
 def main() -> None:

@@ -220,3 +220,28 @@ async def test_no_file_capability_raises_privileges_in_the_container(
     rows = [line.split() for line in _log(driver, "cap").splitlines()]
     assert [r[1] for r in rows if r[:1] == ["NoNewPrivs:"]] == ["1", "1"], rows
     assert [r[1] for r in rows if r[:1] == ["CapEff:"]] == ["0000000000000000"] * 2, rows
+
+
+@pytest.mark.integration
+async def test_a_restart_reuses_its_bundle_until_the_image_changes(driver: OciDriver) -> None:
+    """Started again after a requested stop, a container reuses its config.json (not
+    rewritten) and its kept overlay; once its image's description is replaced (imported
+    again), the next start runs the new one."""
+    body = 'echo "mode:$MODE"; exec sleep 100'
+    spec = InstanceSpec(name="re", kind="container", image="shell", cmd=["sh", "-c", body])
+    config = driver.paths("re").bundle / "config.json"
+    await driver.start(spec, CTX)
+    await _until_logged(driver, "re", "mode:image")
+    await driver.stop("re", timeout_s=30)
+    written = (config.stat().st_ino, config.stat().st_mtime_ns)
+    await driver.start(spec, CTX)
+    assert (config.stat().st_ino, config.stat().st_mtime_ns) == written
+    await driver.stop("re", timeout_s=30)
+    meta = driver.cfg.layer_root.parent / "images" / "shell.oci.json"
+    doc = json.loads(meta.read_text())
+    doc["image"]["config"]["env"] = ["MODE=reimported"]
+    (meta.parent / "new.json").write_text(json.dumps(doc))
+    (meta.parent / "new.json").replace(meta)  # as an import writes it: a new file
+    await driver.start(spec, CTX)
+    await _until_logged(driver, "re", "mode:reimported")
+    await driver.stop("re", timeout_s=30)

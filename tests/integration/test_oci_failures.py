@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from virtfleet.drivers.base import LaunchContext
-from virtfleet.drivers.oci import driver as oci_driver
-from virtfleet.drivers.oci import layers, runtime
+from virtfleet.drivers.oci import bundlefile, layers, runtime
 from virtfleet.drivers.oci.bundle import BundleOptions
 from virtfleet.drivers.oci.driver import OciDriver, cgroup_mounts
 from virtfleet.drivers.oci.runtime import Command
@@ -250,7 +249,7 @@ async def test_a_start_killed_mid_create_leaves_nothing_and_the_next_start_works
     refuses every later start ("container with given ID already exists")."""
     work = Path(tempfile.mkdtemp(prefix="vfh", dir="/tmp"))
     mark = work / "hook.pid"
-    build = oci_driver.build_config
+    build = bundlefile.build_config
 
     def held_in_a_hook(spec: InstanceSpec, opts: BundleOptions) -> dict[str, Any]:
         config = build(spec, opts)
@@ -258,7 +257,7 @@ async def test_a_start_killed_mid_create_leaves_nothing_and_the_next_start_works
         config["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", hold]}]}
         return config
 
-    monkeypatch.setattr(oci_driver, "build_config", held_in_a_hook)
+    monkeypatch.setattr(bundlefile, "build_config", held_in_a_hook)
     spec = InstanceSpec(name="held", kind="container", image="tiny")
     ctx = LaunchContext(Accel.AUTO, "container", {})
     starting = asyncio.create_task(driver.start(spec, ctx))
@@ -276,8 +275,8 @@ async def test_a_start_killed_mid_create_leaves_nothing_and_the_next_start_works
     assert not (driver.cfg.state_root / "held").exists()
     assert not _mounted(driver.paths("held").rootfs)
     assert [m for m in cgroup_mounts() if (m / driver.cfg.cgroup_parent / "held").exists()] == []
-    monkeypatch.setattr(oci_driver, "build_config", build)
-    driver._written.clear()  # the held config.json is rewritten
+    monkeypatch.setattr(bundlefile, "build_config", build)
+    driver.bundles.forget("held")  # the held config.json is rewritten
     status = await driver.start(spec, ctx)
     assert status.pid is not None
     assert (await driver.exec("held", ["echo", "up"])).stdout == "up\n"

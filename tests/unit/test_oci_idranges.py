@@ -74,3 +74,22 @@ def test_a_layer_from_the_shared_range_keeps_it_or_moves(tmp_path: Path) -> None
     assert (layers[1] / "upper").stat().st_uid == 165_536
     assert os.lstat(layers[1] / "upper" / "link").st_uid == 165_536 + 7
     assert (layers[0] / "upper" / "bin" / "tool").stat().st_uid == 100_000 + 1000
+
+
+def test_a_range_already_held_is_acquired_again_without_writing(tmp_path: Path) -> None:
+    """A container started again finds its range recorded and leased: nothing is rewritten
+    (each replace of an existing file costs a start ms on ext4); a lost lease is."""
+    ranges = _ranges(tmp_path)
+    owner = tmp_path / "layers/a/id-range"
+    first = ranges.acquire(owner)
+    lease = tmp_path / "leases" / str(first.host_id)
+
+    def stamps() -> list[tuple[int, int]]:
+        return [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (owner, lease)]
+
+    before = stamps()
+    assert ranges.acquire(owner) == first
+    assert stamps() == before
+    lease.unlink()
+    assert ranges.acquire(owner) == first
+    assert lease.read_text() == str(owner)

@@ -28,6 +28,7 @@ from virtfleet.model.instance import InstanceSpec
 APP_DIR = "/.virtfleet"  # in the container: the init, busybox and the exit code
 EXIT_FILE = "exit"
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static: runs in any image, no libc needed
+Binds = tuple[tuple[str, str, bool], ...]  # (destination, host source, read-only)
 SIGNALS = "TERM INT HUP QUIT USR1 USR2 WINCH"
 INIT_SCRIPT = f"""# virtfleet application init (PID 1): runs the image's command as its child,
 # forwards signals to it, reaps orphans (ash's wait reaps every child) and records
@@ -144,9 +145,28 @@ def _lookup(rootfs: Path, table: str, name: str) -> tuple[int, int]:
     raise InvalidInputError(f"user or group {name!r} is not in the image's /etc/{table}")
 
 
-def _read_in_root(rootfs: Path, rel: str) -> str:
-    """A small file of the container's tree, every component opened without following
-    a symlink (the image's /etc/passwd may point at the host's)."""
+def user_stamp(user: str, rootfs: Path) -> str:
+    """What ``app_user(user, rootfs)`` depends on beyond ``user``: the stamps of the
+    container's /etc/passwd and /etc/group when a name is looked up, else ""."""
+    if all(part.isdigit() for part in user.split(":") if part):
+        return ""  # numbers (or no user): nothing is looked up
+    return "|".join(_stamp_in_root(rootfs, f"etc/{table}") for table in ("passwd", "group"))
+
+
+def _stamp_in_root(rootfs: Path, rel: str) -> str:
+    fd = _open_in_root(rootfs, rel)
+    if fd is None:
+        return ""
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return f"{st.st_mode}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def _open_in_root(rootfs: Path, rel: str) -> int | None:
+    """A file of the container's tree opened read-only, every component without following
+    a symlink (the image's /etc/passwd may point at the host's); None if that fails."""
     fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY)
     try:
         parts = rel.split("/")
@@ -154,32 +174,93 @@ def _read_in_root(rootfs: Path, rel: str) -> str:
             below = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = below
-        leaf = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
     except OSError:
-        return ""
+        return None
     finally:
         os.close(fd)
+
+
+def _read_in_root(rootfs: Path, rel: str) -> str:
+    """A small regular file of the container's tree (see ``_open_in_root``), "" if none."""
+    leaf = _open_in_root(rootfs, rel)
+    if leaf is None:
+        return ""
     with os.fdopen(leaf, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             return ""
         return f.read(1 << 20).decode(errors="replace")
 
 
-def prepare_app_dir(app_dir: Path, owner: tuple[int, int]) -> tuple[tuple[str, str, bool], ...]:
+@dataclass(frozen=True)
+class AppDirState:
+    """A prepared ``/.virtfleet`` as the host sees it: what the command could change."""
+
+    owner: tuple[int, int]
+    mode: int
+    init: str  # the init script's mode, size, mtime and inode
+    busybox: str  # the bind mount point's mode and inode
+
+
+def app_dir_state(app_dir: Path) -> AppDirState | None:
+    """``app_dir`` as it is now, None if part of it is missing."""
+    try:
+        top, init, box = (os.lstat(p) for p in (app_dir, app_dir / "init", app_dir / "busybox"))
+    except OSError:
+        return None
+    return AppDirState(
+        (top.st_uid, top.st_gid),
+        top.st_mode,
+        f"{init.st_mode}:{init.st_size}:{init.st_mtime_ns}:{init.st_ino}",
+        f"{box.st_mode}:{box.st_ino}",
+    )
+
+
+def prepare_app_dir(app_dir: Path, owner: tuple[int, int]) -> tuple[Binds, AppDirState]:
     """The container's ``/.virtfleet`` (init script, busybox mount point; ``owner``, the
-    command's host uid/gid, may write the exit code there) and the bind mounts for it."""
-    busybox = BUSYBOX
-    if not Path(busybox).is_file():
-        raise HostError("application containers need Debian's busybox-static package")
+    command's host uid/gid, may write the exit code there), the bind mounts for it and
+    its state once prepared (see ``reset_app_dir``)."""
+    _need_busybox()
     app_dir.mkdir(mode=0o755, exist_ok=True)
     (app_dir / EXIT_FILE).unlink(missing_ok=True)
     init = app_dir / "init"
+    init.unlink(missing_ok=True)  # a new file: the command may have made it a symlink
     init.write_text(INIT_SCRIPT)
     init.chmod(0o644)  # read by the container's (mapped) root: the daemon's umask is 077
-    (app_dir / "busybox").touch()
+    _regular_file(app_dir / "busybox")
     os.chown(app_dir, *owner)
     os.chmod(app_dir, 0o755)
-    return ((APP_DIR, str(app_dir), False), (f"{APP_DIR}/busybox", busybox, True))
+    state = app_dir_state(app_dir)
+    if state is None:
+        raise HostError(f"{app_dir} changed while it was prepared")
+    return _binds(app_dir), state
+
+
+def reset_app_dir(app_dir: Path, prepared: AppDirState) -> bool:
+    """Make a ``/.virtfleet`` prepared earlier (``prepared``) ready for another start (its
+    last exit code removed); False, and nothing done, if it changed since."""
+    _need_busybox()
+    if app_dir_state(app_dir) != prepared:
+        return False
+    (app_dir / EXIT_FILE).unlink(missing_ok=True)
+    return True
+
+
+def _binds(app_dir: Path) -> Binds:
+    return ((APP_DIR, str(app_dir), False), (f"{APP_DIR}/busybox", BUSYBOX, True))
+
+
+def _regular_file(path: Path) -> None:
+    """An (empty) regular file at ``path``, never written through a symlink there."""
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            path.unlink()
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+
+
+def _need_busybox() -> None:
+    if not Path(BUSYBOX).is_file():
+        raise HostError("application containers need Debian's busybox-static package")
 
 
 def exit_code(app_dir: Path) -> int | None:

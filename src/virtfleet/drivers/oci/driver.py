@@ -18,17 +18,17 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import json
 import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from virtfleet.drivers.base import DriverEvent, DriverInfo, EventKind, LaunchContext
 from virtfleet.drivers.oci import access, appimage, console, layers
-from virtfleet.drivers.oci.bundle import BundleOptions, IdMap, build_config, resources
+from virtfleet.drivers.oci.bundle import IdMap, resources
+from virtfleet.drivers.oci.bundlefile import BundleWriter, ImageRef, stamp
 from virtfleet.drivers.oci.handover import ConsoleSocket, Master
 from virtfleet.drivers.oci.idranges import IdRanges
 from virtfleet.drivers.oci.record import ContainerRecord, load, save
@@ -116,8 +116,10 @@ class OciDriver:
         self.runtime = Runtime(choice.binary or "runc", config.state_root)
         self._live: dict[str, _Container] = {}
         self._events: asyncio.Queue[DriverEvent] = asyncio.Queue()
-        self._written: dict[str, InstanceSpec] = {}  # the spec each config.json was made of
-        self._mounted: dict[str, Path] = {}  # rootfs overlays this driver mounted: their lower
+        self.bundles = BundleWriter(config.cgroup_parent)
+        self._images: dict[Path, ImageRef] = {}  # imported images' descriptions, as loaded
+        # rootfs overlays this driver mounted: their lower (tarball) or description and stamp
+        self._mounted: dict[str, tuple[Path, str]] = {}
         self.keeper = console.ConsoleKeeper(config.run_root / KEEPER_SOCKET, self._masters)
         self.consoles = ConsoleSocket(config.run_root / CONSOLE_SOCKET)
 
@@ -182,7 +184,7 @@ class OciDriver:
             paths.root.chmod(0o711)  # the daemon's umask is 077: the mapped root traverses
             undo.push_async_callback(self._cleanup, spec.name)
             image = await self._prepare_rootfs(spec, paths, userns)
-            self._write_config(spec, paths, userns, image)
+            self.bundles.write(spec, paths.bundle, paths.rootfs, userns, image)
             # Nothing to do between create and start (no veths to move in): one runtime
             # process, ``run --detach``, instead of two (about 6 ms less with runc).
             join = ctx.join_netns
@@ -210,63 +212,57 @@ class OciDriver:
 
     async def _prepare_rootfs(
         self, spec: InstanceSpec, paths: OciPaths, userns: IdMap | None
-    ) -> appimage.OciImageRun | None:
+    ) -> ImageRef | None:
         """Mount the overlay (an imported OCI image's: returned). A tarball image's first
         use extracts it, in a thread; after that it is a few mkdir/chown and one mount(2),
         done here (a thread hop costs more)."""
         assert spec.image is not None
         meta = self._oci_meta(spec.image)
         if meta is not None:
-            return await asyncio.to_thread(self._mount_oci, spec.name, meta, paths, userns)
+            return await self._mount_oci(spec.name, meta, paths, userns)
         shift = userns.host_id if userns else 0
         tar, root = self.cfg.rootfs_for(spec.image), self.cfg.lower_root
         lower = layers.extracted(tar, root, shift)
         if lower is None:
             lower = await asyncio.to_thread(layers.ensure_lower, tar, root, shift)
-        if self._mounted.get(spec.name) == lower and layers.is_mounted(paths.rootfs):
+        if self._mounted.get(spec.name) == (lower, "") and layers.is_mounted(paths.rootfs):
             return None  # kept since a requested stop: same image, nothing wrote the layer
         layers.unmount(paths.rootfs)  # not one this driver made (e.g. before a restart)
         layers.unmount(paths.legacy_rootfs)  # kept by an older version, in the data dir
         upper, work = layers.prepare_layer(self.layer_dir(spec.name), shift)
         layers.mount_overlay(lower, upper, work, paths.rootfs)
-        self._mounted[spec.name] = lower
+        self._mounted[spec.name] = (lower, "")
         return None
 
-    def _mount_oci(
+    async def _mount_oci(
         self, name: str, meta: Path, paths: OciPaths, userns: IdMap | None
-    ) -> appimage.OciImageRun:
-        """The imported image's layers, shared with every container of it, mounted."""
-        image = appimage.load(meta)
-        if self._mounted.get(name) == meta and layers.is_mounted(paths.rootfs):
+    ) -> ImageRef:
+        """The imported image's layers, shared with every container of it, mounted (kept
+        mounted since a requested stop: unless the image's description changed, no file
+        work and no thread)."""
+        image = await self._image(meta)
+        if self._mounted.get(name) == (meta, image.stamp) and layers.is_mounted(paths.rootfs):
             return image
-        layers.unmount(paths.rootfs)
-        appimage.mount_rootfs(image, self.layer_dir(name), paths.rootfs, userns)
-        self._mounted[name] = meta
+        self._mounted.pop(name, None)
+        await asyncio.to_thread(self._remount_oci, image, paths, self.layer_dir(name), userns)
+        self._mounted[name] = (meta, image.stamp)
         return image
 
-    def _write_config(
-        self,
-        spec: InstanceSpec,
-        paths: OciPaths,
-        userns: IdMap | None,
-        image: appimage.OciImageRun | None,
-    ) -> None:
-        """Write the bundle's config.json, unless this driver wrote it for ``spec`` already
-        (a container started again: the file is still there, building it is ~0.5 ms)."""
-        config_path = paths.bundle / "config.json"
-        if image is None and self._written.get(spec.name) == spec and config_path.is_file():
-            return
-        opts = BundleOptions(
-            rootfs=paths.rootfs,
-            cgroups_path=f"/{self.cfg.cgroup_parent}/{spec.name}",
-            userns=userns,
-        )
-        if image is not None and appimage.mode(spec, True) == "app":
-            opts = self._app_options(spec, opts, image, userns)
-        config = build_config(spec, opts)
-        # Compact: json's C encoder only runs without indent (~1 ms less per start).
-        config_path.write_text(json.dumps(config, separators=(",", ":")))
-        self._written[spec.name] = spec
+    @staticmethod
+    def _remount_oci(image: ImageRef, paths: OciPaths, layer: Path, userns: IdMap | None) -> None:
+        layers.unmount(paths.rootfs)
+        appimage.mount_rootfs(image.image, layer, paths.rootfs, userns)
+
+    async def _image(self, meta: Path) -> ImageRef:
+        """The image described at ``meta``, read again (in a thread) only if the file
+        changed since it was last read."""
+        now = stamp(meta)
+        known = self._images.get(meta)
+        if known is not None and known.stamp == now:
+            return known
+        image = ImageRef(await asyncio.to_thread(appimage.load, meta), now)
+        self._images[meta] = image
+        return image
 
     async def _create(
         self,
@@ -327,29 +323,6 @@ class OciDriver:
     def _is_app(self, spec: InstanceSpec) -> bool:
         is_oci = spec.image is not None and self._oci_meta(spec.image) is not None
         return appimage.mode(spec, is_oci) == "app"
-
-    def _app_options(
-        self,
-        spec: InstanceSpec,
-        opts: BundleOptions,
-        image: appimage.OciImageRun,
-        userns: IdMap | None,
-    ) -> BundleOptions:
-        """An application container's process: the image's command under the small init."""
-        config = image.config
-        argv = appimage.app_args(spec, config)
-        uid, gid = appimage.app_user(config.get("user", ""), opts.rootfs)
-        shift = userns.host_id if userns else 0
-        binds = appimage.prepare_app_dir(self.app_dir(spec.name), (shift + uid, shift + gid))
-        init = (f"{appimage.APP_DIR}/busybox", "sh", f"{appimage.APP_DIR}/init")
-        return replace(
-            opts,
-            args=(*init, *argv),
-            env=tuple(appimage.app_env(spec, config)),
-            cwd=config.get("working_dir") or "/",
-            user=(uid, gid),
-            binds=binds,
-        )
 
     # -- exits and teardown ------------------------------------------------------------
 
@@ -479,7 +452,7 @@ class OciDriver:
     async def delete(self, name: str) -> None:
         await self.stop(name, force=True)
         await self._unmount(name)  # before the rmtree: never delete through the overlay
-        self._written.pop(name, None)
+        self.bundles.forget(name)
         paths = self.paths(name)
         shutil.rmtree(paths.root, ignore_errors=True)
         with contextlib.suppress(OSError):

@@ -42,11 +42,13 @@ class IdRanges:
         ``HostError`` if every range is taken."""
         owner = owner.absolute()
         with self._locked():
-            current = _recorded(owner)
+            recorded = current = _recorded(owner)
             if current is None and layer is not None:
                 current = self._base_of(layer)
-            if current is not None and self._holder(current) in (None, owner):
-                self._record(current, owner)
+            holder = self._holder(current) if current is not None else None
+            if current is not None and holder in (None, owner):
+                if (recorded, holder) != (current, owner):  # rewriting costs ~2-4 ms (ext4)
+                    self._record(current, owner)
                 return IdMap(current, self.size)
             host_id = self._free()
             self._record(host_id, owner)
