@@ -52,14 +52,9 @@ from virtfleet.model.instance import (
 )
 from virtfleet.network.base import NetworkHost
 from virtfleet.state.follow import follow
-from virtfleet.state.hosts import ALIVE, HOSTS, HostRepo
-from virtfleet.state.repos import (
-    INSTANCES,
-    EventLog,
-    InstanceRecord,
-    InstanceRepo,
-    instance_name_of,
-)
+from virtfleet.state.hosts import HostRepo
+from virtfleet.state.keys import ALIVE, HOSTS, INSTANCES, instance_name_of
+from virtfleet.state.repos import EventLog, InstanceRecord, InstanceRepo
 from virtfleet.state.store import Put, StateStore, WatchEvent
 from virtfleet.util.cgroups import InstanceCgroup
 

@@ -27,7 +27,8 @@ from virtfleet.model.instance import (
     PowerState,
 )
 from virtfleet.state.follow import follow
-from virtfleet.state.repos import InstanceRecord, InstanceRepo, instance_name_of
+from virtfleet.state.keys import instance_name_of
+from virtfleet.state.repos import InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore, WatchEvent
 
 log = logging.getLogger(__name__)

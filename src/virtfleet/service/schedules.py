@@ -31,13 +31,13 @@ from virtfleet.errors import (
 from virtfleet.model.backup import Schedule
 from virtfleet.model.names import validate_name
 from virtfleet.service.backups import BackupService
+from virtfleet.state.keys import SCHEDULES
 from virtfleet.state.leader import Leadership
 from virtfleet.state.repos import InstanceRepo, ModelRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage.backup.prune import RetentionPolicy
 
 log = logging.getLogger(__name__)
-SCHEDULES = "/backup-schedules/"
 TICK_S = 20.0
 
 

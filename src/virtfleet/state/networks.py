@@ -8,9 +8,8 @@ import builtins
 
 from virtfleet.errors import AlreadyExistsError, NotFoundError, RevisionConflictError
 from virtfleet.model.network import NetworkSpec
+from virtfleet.state.keys import NETWORKS
 from virtfleet.state.store import StateStore
-
-NETWORKS = "/networks/"
 
 
 class NetworkRepo:

@@ -33,7 +33,8 @@ from virtfleet.errors import (
 from virtfleet.model.event import utcnow
 from virtfleet.model.names import validate_name
 from virtfleet.model.template import TemplateDefaults
-from virtfleet.state.repos import IMAGES, ModelRepo
+from virtfleet.state.keys import IMAGES
+from virtfleet.state.repos import ModelRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage import qemuimg
 from virtfleet.storage.oci.store import LayerStore, OciImage
