@@ -1,6 +1,6 @@
 """Backup schedules: cron expressions run by the daemon, each followed by a retention prune.
 
-Owns schedule records (``/backup-schedules/<name>`` in the store), cron
+Owns schedule records (``/projects/default/backup-schedules/<name>`` in the store), cron
 validation (``croniter``), and the loop that submits due backups. A failed
 scheduled backup is recorded on the schedule and is an event
 (``backup.failed``, from ``BackupService``). Must not know HTTP or QEMU.

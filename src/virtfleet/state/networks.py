@@ -1,5 +1,5 @@
-"""The network repository: ``/networks/{name}`` -> ``NetworkSpec`` (written by the network
-service). Must not touch links or processes.
+"""The network repository: ``/projects/default/networks/{name}`` -> ``NetworkSpec``
+(written by the network service). Must not touch links or processes.
 """
 
 from __future__ import annotations
