@@ -16,7 +16,7 @@ from virtfleet.errors import ConflictError, InvalidInputError, StoreUnavailableE
 from virtfleet.state.audit import AuditLog
 from virtfleet.state.bulk import MAX_TXN_OPS
 from virtfleet.state.etcd import EtcdStore
-from virtfleet.state.repos import AUDIT
+from virtfleet.state.keys import AUDIT
 from virtfleet.state.store import Put
 
 from .test_store import take

@@ -15,6 +15,7 @@ import pytest
 
 from virtfleet.app.bootstrap import Platform
 from virtfleet.service.capacity import CapacityService
+from virtfleet.state.keys import INSTANCES
 
 from .helpers import act, assert_error, create, wait_op
 from .platform import FACTS, TestDriver
@@ -206,4 +207,4 @@ async def test_admission_lists_no_instances(
 
     monkeypatch.setattr(platform.store, "list", list_)
     assert (await act(api, "demo", "start"))["status"] == "success"
-    assert "/instances/" not in listed, listed  # one instance's own keys are read, no more
+    assert INSTANCES not in listed, listed  # one instance's own keys are read, no more

@@ -13,6 +13,7 @@ from virtfleet.api.auth import local_admin
 from virtfleet.app.bootstrap import Platform
 from virtfleet.host import agent as agent_module
 from virtfleet.service.waiting import wait_until
+from virtfleet.state.keys import instance_key, instance_prefix
 from virtfleet.state.repos import InstanceRepo
 
 from .helpers import act, create, wait_op
@@ -148,12 +149,12 @@ async def _observed(platform: Platform, name: str, generation: int) -> None:
     async def seen() -> bool | None:
         return (await repo.get(name)).status.observed_generation >= generation or None
 
-    assert await wait_until(platform.store, f"/instances/{name}/", seen, 5.0)
+    assert await wait_until(platform.store, instance_prefix(name), seen, 5.0)
 
 
 async def _powers_written(platform: Platform, name: str, after: int) -> list[str]:
     """The powers ``name``'s status went through after store revision ``after``."""
-    key = f"/instances/{name}/status"
+    key = instance_key(name, "status")
     seen: list[str] = []
     watch = platform.store.watch(key, after)
     try:

@@ -22,7 +22,8 @@ from virtfleet.host.member import HostPresence
 from virtfleet.model.capacity import OvercommitRatios
 from virtfleet.model.host import HostRecord
 from virtfleet.state import identity
-from virtfleet.state.hosts import HostRepo, alive_key
+from virtfleet.state.hosts import HostRepo
+from virtfleet.state.keys import alive_key
 
 
 async def _hosts(platform: Platform) -> list[dict[str, object]]:

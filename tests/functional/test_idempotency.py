@@ -10,7 +10,7 @@ import pytest
 
 from virtfleet.app.bootstrap import Platform
 from virtfleet.model.operation import Operation
-from virtfleet.state.repos import IDEMPOTENCY
+from virtfleet.state.keys import IDEMPOTENCY
 
 from .helpers import assert_error, create, snapshot, wait_op
 from .platform import TestDriver

@@ -10,6 +10,7 @@ import pytest
 from virtfleet.app.bootstrap import Platform
 from virtfleet.model.auth import Role
 from virtfleet.service.listing import Tokens
+from virtfleet.state.keys import EVENTS, INSTANCES, OPERATIONS, instance_key
 
 from .accounts import Accounts
 from .helpers import act, assert_error, create
@@ -113,11 +114,11 @@ async def test_create_without_start_is_one_commit(
     """Spec, desired, status, its event and its finished operation share one revision."""
     op = await create(api, name="a")
     store = platform.store
-    spec = await store.get("/instances/a/spec")
-    record = await store.get(f"/operations/{op['id']}")
+    spec = await store.get(instance_key("a", "spec"))
+    record = await store.get(OPERATIONS + op["id"])
     assert spec is not None and record is not None
     assert record.mod_revision == spec.mod_revision
-    events = [kv for kv in await store.list("/events/") if b'"instance.created"' in kv.value]
+    events = [kv for kv in await store.list(EVENTS) if b'"instance.created"' in kv.value]
     assert [kv.mod_revision for kv in events] == [spec.mod_revision]
     assert op["result"] == {"name": "a", "power": "stopped"}
 
@@ -126,7 +127,7 @@ async def test_creates_and_listings_read_no_listing_of_every_instance(
     api: httpx.AsyncClient, platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A create with a NIC (its MAC checked against every other) and a listing work from
-    the store-following tally: nothing lists /instances/ (O(1) in the instance count)."""
+    the store-following tally: nothing lists the instances (O(1) in the instance count)."""
     await create(api, name="a", nics=[{"mode": "user"}])
     listed: list[str] = []
     original = platform.store.list
@@ -139,6 +140,6 @@ async def test_creates_and_listings_read_no_listing_of_every_instance(
     await create(api, name="b", nics=[{"mode": "user"}], start=True)
     names = [i["name"] for i in (await _list(api, fields="name")).json()]
     assert names == ["a", "b"]
-    assert "/instances/" not in listed, listed
+    assert INSTANCES not in listed, listed
     macs = [(await api.get(f"/1.0/instances/{n}")).json()["spec"]["nics"][0]["mac"] for n in names]
     assert macs[0] != macs[1] and all(macs)

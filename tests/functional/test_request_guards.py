@@ -17,7 +17,7 @@ import pytest
 from virtfleet.api.limits import MAX_BODY_BYTES
 from virtfleet.app.bootstrap import Platform
 from virtfleet.client.paths import api_socket
-from virtfleet.state.repos import IDEMPOTENCY
+from virtfleet.state.keys import IDEMPOTENCY
 
 from .helpers import assert_error, create, snapshot, wait_op
 from .platform import serve_uds

@@ -24,10 +24,16 @@ from virtfleet.model.resources import POLICY
 
 
 def _downgrade_to_v1(db_path: Path) -> None:
-    """What the previous release would have on disk: specs without the policy fields,
-    schema version 1, no boot record."""
+    """What the previous release would have on disk: keys without the project segment,
+    no owners, specs without the policy fields, schema version 1, no boot record."""
     db = sqlite3.connect(db_path)
     try:
+        for (key,) in db.execute(
+            "SELECT key FROM kv WHERE CAST(key AS TEXT) LIKE '/projects/default/%'"
+        ).fetchall():
+            old = b"/" + bytes(key)[len(b"/projects/default/") :]
+            db.execute("UPDATE kv SET key = ? WHERE key = ?", (old, key))
+        db.execute("DELETE FROM kv WHERE CAST(key AS TEXT) LIKE '/instances/%/owner'")
         for key, value in db.execute(
             "SELECT key, value FROM kv WHERE CAST(key AS TEXT) LIKE '/instances/%/spec'"
         ).fetchall():

@@ -11,8 +11,9 @@ import pytest
 
 from virtfleet.model.event import Event
 from virtfleet.state import repos
+from virtfleet.state.keys import EVENTS
 from virtfleet.state.memory import MemoryStore
-from virtfleet.state.repos import EVENTS, EventLog
+from virtfleet.state.repos import EventLog
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.state.store import Put, StateStore
 

@@ -16,8 +16,8 @@ from virtfleet.errors import (
 )
 from virtfleet.model.auth import Principal, Role
 from virtfleet.service.idempotency import IdempotencyService, Reservation, StoredResponse
+from virtfleet.state.keys import IDEMPOTENCY
 from virtfleet.state.memory import MemoryStore
-from virtfleet.state.repos import IDEMPOTENCY
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.state.store import StateStore
 

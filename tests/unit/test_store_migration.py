@@ -1,8 +1,9 @@
 """Schema migrations of the SQLite state file (state/migrations.py), on the committed
-data directory written by schema version 1 (tests/fixtures/datadir-v1)."""
+data directories written by schema versions 1 and 3 (tests/fixtures/datadir-v1, -v3)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -16,16 +17,38 @@ from virtfleet.app.bootstrap import boot_id_of
 from virtfleet.app.settings import Settings
 from virtfleet.cli.main import app
 from virtfleet.errors import SchemaTooNewError, VirtfleetError
-from virtfleet.model.auth import UserRecord
+from virtfleet.model.auth import TokenRecord, UserRecord
+from virtfleet.model.backup import Schedule
+from virtfleet.model.boot import BootReport
 from virtfleet.model.event import Event
+from virtfleet.model.host import HostRecord
 from virtfleet.model.instance import Ownership
+from virtfleet.model.metrics import AlertRule
 from virtfleet.model.operation import Operation
 from virtfleet.state import identity, migrations
+from virtfleet.state.networks import NetworkRepo
 from virtfleet.state.repos import InstanceRepo
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.storage.images import ImageRecord
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "datadir-v1" / "virtfleet.db"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+FIXTURE = FIXTURES / "datadir-v1" / "virtfleet.db"
+FIXTURE_V3 = FIXTURES / "datadir-v3"
+# Schema 4: what belongs to a project moved under /projects/default/; the rest stayed.
+MOVED = {
+    "/instances/": "/projects/default/instances/",
+    "/images/": "/projects/default/images/",
+    "/networks/": "/projects/default/networks/",
+    "/backup-schedules/": "/projects/default/backup-schedules/",
+}
+
+
+def _moved(key: str) -> str:
+    """Where schema 4 keeps the key an older schema wrote at ``key``."""
+    for old, new in MOVED.items():
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return key
 
 
 @pytest.fixture
@@ -33,6 +56,14 @@ def old_db(tmp_path: Path) -> Path:
     path = tmp_path / "virtfleet.db"
     shutil.copyfile(FIXTURE, path)
     return path
+
+
+@pytest.fixture
+def v3_db(tmp_path: Path) -> Path:
+    """A copy of the schema 3 data dir: its store and the identity of the host it names."""
+    for name in ("virtfleet.db", "host.json"):
+        shutil.copyfile(FIXTURE_V3 / name, tmp_path / name)
+    return tmp_path / "virtfleet.db"
 
 
 def _rows(path: Path) -> dict[str, bytes]:
@@ -51,14 +82,18 @@ def _version(path: Path) -> int:
         db.close()
 
 
-def _backups(path: Path) -> Iterator[Path]:
-    return path.parent.glob(f"{path.name}.v1-*.bak")
+def _backups(path: Path, version: int = 1) -> Iterator[Path]:
+    return path.parent.glob(f"{path.name}.v{version}-*.bak")
 
 
-def test_fixture_is_version_1() -> None:
-    """The committed fixture really is the old format (else the tests below prove nothing)."""
-    assert _version(FIXTURE) == 1
-    assert migrations.SCHEMA_VERSION == 3
+def test_fixtures_are_the_old_formats() -> None:
+    """The committed fixtures really are the old formats (else the tests below prove
+    nothing): schema 1, and schema 3 with every key of the old layout."""
+    assert _version(FIXTURE) == 1 and _version(FIXTURE_V3 / "virtfleet.db") == 3
+    assert migrations.SCHEMA_VERSION == 4
+    old = _rows(FIXTURE_V3 / "virtfleet.db")
+    assert not [k for k in old if k.startswith("/projects/")]
+    assert {k.split("/")[1] for k in old} >= {"instances", "images", "networks", "macs"}
 
 
 async def test_migration_keeps_every_record(old_db: Path) -> None:
@@ -75,12 +110,13 @@ async def test_migration_keeps_every_record(old_db: Path) -> None:
     (backup,) = _backups(old_db)
     assert _version(backup) == 1 and _rows(backup) == before
     after = _rows(old_db)
-    owners = {f"/instances/{n}/owner" for n in ("web", "db", "scratch")}
-    assert after.keys() == before.keys() | owners  # version 3: each instance gets an owner
-    changed = {k for k in before if before[k] != after[k]}
+    owners = {f"/projects/default/instances/{n}/owner" for n in ("web", "db", "scratch")}
+    # version 3: each instance gets an owner; version 4: project keys move
+    assert after.keys() == {_moved(k) for k in before} | owners
+    changed = {k for k in before if before[k] != after[_moved(k)]}
     assert changed == {f"/instances/{n}/spec" for n in ("web", "db", "scratch")}
-    models = {"/users/": UserRecord, "/images/": ImageRecord, "/operations/": Operation}
-    models["/events/"] = Event
+    models = {"/users/": UserRecord, "/projects/default/images/": ImageRecord}
+    models |= {"/operations/": Operation, "/events/": Event}
     for key, value in after.items():
         for prefix, model in models.items():
             if key.startswith(prefix):
@@ -103,6 +139,102 @@ async def test_migration_keeps_every_record(old_db: Path) -> None:
         records, Ownership(host=host.id, epoch=1)
     )
     assert all(r.owner_revision == revision for r in records.values())
+
+
+async def test_schema_3_keys_move_under_the_default_project(v3_db: Path) -> None:
+    """Opening the schema 3 file moves every project key (instances, images and templates,
+    networks, backup schedules) under /projects/default/ with its value byte for byte,
+    leaves every cluster key (hosts, users, tokens, operations, events, audit, MACs,
+    alerts, boot report) as it was, and all in one revision."""
+    before = _rows(v3_db)
+    store = SQLiteStore(v3_db)
+    try:
+        records = {r.name: r for r in await InstanceRepo(store).list()}
+        networks = await NetworkRepo(store).list()
+        revision = await store.revision()
+        moved = [kv for kv in await store.list("/projects/default/")]
+    finally:
+        await store.close()
+    assert _version(v3_db) == migrations.SCHEMA_VERSION
+    (backup,) = _backups(v3_db, 3)
+    assert _version(backup) == 3 and _rows(backup) == before
+    after = _rows(v3_db)
+    assert after == {_moved(k): v for k, v in before.items()}  # every record intact
+    assert len(moved) == sum(k != _moved(k) for k in before) == 16
+    assert {kv.mod_revision for kv in moved} == {revision}  # the migration: one revision
+    host = identity.load(v3_db.parent)
+    assert host is not None
+    assert {n: r.owner for n, r in records.items()} == dict.fromkeys(
+        ("db", "scratch", "web"), Ownership(host=host.id, epoch=1)
+    )
+    web = records["web"]
+    assert (web.spec.vcpus, web.spec.memory_mib, web.spec.autostart) == (2, 512, True)
+    assert web.spec.nics[0].network == "lan" and [n.name for n in networks] == ["lan"]
+    models = {
+        "/projects/default/images/": ImageRecord,
+        "/projects/default/backup-schedules/": Schedule,
+        "/hosts/": HostRecord,
+        "/host/boot": BootReport,
+        "/users/": UserRecord,
+        "/tokens/": TokenRecord,
+        "/operations/": Operation,
+        "/events/": Event,
+        "/alerts/rules/": AlertRule,
+    }
+    parsed = {
+        p: [m.model_validate_json(v) for k, v in after.items() if k.startswith(p)]
+        for p, m in models.items()
+    }
+    assert {p: len(found) for p, found in parsed.items()} == {
+        "/projects/default/images/": 2,  # tiny and the template gold
+        "/projects/default/backup-schedules/": 1,
+        "/hosts/": 1,
+        "/host/boot": 1,
+        "/users/": 2,
+        "/tokens/": 1,
+        "/operations/": 5,
+        "/events/": 14,
+        "/alerts/rules/": 1,
+    }
+
+
+async def test_schema_3_move_is_seen_by_watchers(v3_db: Path) -> None:
+    """A watch from before the migration sees each moved key deleted at its old place and
+    put at its new one (as a transaction's writes), so caches and followers keep up."""
+    store = SQLiteStore(v3_db)
+    try:
+        revision = await store.revision()
+        changes: list[tuple[str, str]] = []
+        async with asyncio.timeout(5):
+            async for change in store.watch("/", revision - 1):
+                changes.append((change.type, change.key))
+                if len(changes) == 32:  # 16 keys moved: 16 deletes, 16 puts
+                    break
+    finally:
+        await store.close()
+    assert ("delete", "/instances/web/spec") in changes
+    assert ("put", "/projects/default/instances/web/spec") in changes
+    assert ("delete", "/networks/lan") in changes and (
+        "put",
+        "/projects/default/networks/lan",
+    ) in changes
+
+
+def test_failed_schema_4_step_leaves_the_schema_3_file(
+    v3_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key move failing half-way rolls back every move: still schema 3, every key
+    where the old release wrote it."""
+    rows = _rows(v3_db)
+
+    def broken(rw: migrations.Rewriter) -> None:
+        rw.move("/instances/web/spec", "/projects/default/instances/web/spec")
+        raise VirtfleetError("step failed")
+
+    monkeypatch.setitem(migrations.MIGRATIONS, 4, broken)
+    with pytest.raises(VirtfleetError, match="step failed"):
+        SQLiteStore(v3_db)
+    assert _version(v3_db) == 3 and _rows(v3_db) == rows
 
 
 async def test_current_file_is_not_migrated_again(old_db: Path) -> None:

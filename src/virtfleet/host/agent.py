@@ -1,6 +1,6 @@
 """The host agent: drives this host's instances towards their desired state.
 
-It watches ``/instances/`` in the store; when an instance's desired
+It watches the instances' keys in the store; when an instance's desired
 ``generation`` moves past the status's ``observed_generation`` it carries the
 request out through the driver (start, stop, pause, resume, restart, delete)
 and writes the outcome back (``observed_generation``, ``error_*``). It turns
@@ -8,7 +8,7 @@ driver events into status changes and events, applies restart policies, and at
 start re-adopts processes that outlived it. The agent is the only writer of
 ``InstanceStatus``; it never serves HTTP and never changes specs.
 
-It acts only on the instances this host owns (``/instances/{name}/owner``), and every
+It acts only on the instances this host owns (their ``owner`` key), and every
 status write is conditional on the ownership it read (``host.ownership``). When an
 instance's epoch moves to another host, it stops its local copy and records why
 (event ``instance.fenced``, status reason); the new owner takes an instance over only
@@ -52,14 +52,9 @@ from virtfleet.model.instance import (
 )
 from virtfleet.network.base import NetworkHost
 from virtfleet.state.follow import follow
-from virtfleet.state.hosts import ALIVE, HOSTS, HostRepo
-from virtfleet.state.repos import (
-    INSTANCES,
-    EventLog,
-    InstanceRecord,
-    InstanceRepo,
-    instance_name_of,
-)
+from virtfleet.state.hosts import HostRepo
+from virtfleet.state.keys import ALIVE, HOSTS, INSTANCES, instance_name_of
+from virtfleet.state.repos import EventLog, InstanceRecord, InstanceRepo
 from virtfleet.state.store import Put, StateStore, WatchEvent
 from virtfleet.util.cgroups import InstanceCgroup
 

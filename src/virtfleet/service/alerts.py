@@ -41,14 +41,12 @@ from virtfleet.model.metrics import (
 )
 from virtfleet.service.notify import WebhookNotifier
 from virtfleet.state.follow import follow
+from virtfleet.state.keys import ALERT_CURSOR, ALERT_RULES, ALERT_SILENCES, EVENTS
 from virtfleet.state.leader import Leadership
-from virtfleet.state.repos import EVENTS, EventLog, ModelRepo
+from virtfleet.state.repos import EventLog, ModelRepo
 from virtfleet.state.store import Put, StateStore
 
 log = logging.getLogger(__name__)
-RULES = "/alerts/rules/"
-SILENCES = "/alerts/silences/"
-CURSOR = "/alerts/cursor"  # the revision of the last event a leader acted on
 RESOLVED_KEPT = 200
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -140,8 +138,8 @@ class AlertService:
         self._handled = 0  # revision of the event being (or last) evaluated
         self.notifier = notifier or WebhookNotifier()
         self.clock = clock
-        self._rules_repo = ModelRepo(store, RULES, AlertRule)
-        self._silences_repo = ModelRepo(store, SILENCES, Silence)
+        self._rules_repo = ModelRepo(store, ALERT_RULES, AlertRule)
+        self._silences_repo = ModelRepo(store, ALERT_SILENCES, Silence)
         self._rules: dict[str, AlertRule] = dict(_DEFAULTS)
         self._silences: list[Silence] = []
         self._active: dict[tuple[str, str], Alert] = {}
@@ -180,7 +178,7 @@ class AlertService:
                     del self._active[key]  # the next leader owns them now
 
     async def _follow_from_cursor(self, started: int) -> None:
-        kv = await self._store.get(CURSOR)
+        kv = await self._store.get(ALERT_CURSOR)
         after = int(kv.value) if kv is not None else started
         await self._follow_events(after)  # events pruned past the cursor: the rest replayed
 
@@ -346,7 +344,7 @@ class AlertService:
             fence = leader.fence()
         except ConflictError:
             return False
-        cursor = Put(CURSOR, str(self._handled).encode())
+        cursor = Put(ALERT_CURSOR, str(self._handled).encode())
         return bool(await self._store.txn([fence], [await self.events.entry(event), cursor]))
 
     # -- event rules ---------------------------------------------------------------------

@@ -5,7 +5,7 @@ parts that decide it (the spec's size, the desired power and generation, the
 observed power, generation and error) with running totals, so an admission
 costs O(1) instead of a listing of every instance; and the MAC addresses the
 specs' NICs hold, so a create's MAC check needs no listing either. It follows
-every key (not only /instances/), so ``current`` can tell when it has taken in
+every key (not only the instances'), so ``current`` can tell when it has taken in
 every commit so far and listings can be served from its records. ``reached`` lets a caller
 wait until the tally has taken in a write it made. Must not write anything.
 """
@@ -27,7 +27,8 @@ from virtfleet.model.instance import (
     PowerState,
 )
 from virtfleet.state.follow import follow
-from virtfleet.state.repos import InstanceRecord, InstanceRepo, instance_name_of
+from virtfleet.state.keys import instance_name_of
+from virtfleet.state.repos import InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore, WatchEvent
 
 log = logging.getLogger(__name__)

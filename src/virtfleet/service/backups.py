@@ -37,6 +37,7 @@ from virtfleet.service.disks import refuse_kept
 from virtfleet.service.errcodes import error_from_code
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.operations import OpContext, OperationRunner
+from virtfleet.state.keys import BACKUP_VERIFY
 from virtfleet.state.repos import EventLog, InstanceRepo, ModelRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage.backup.manifest import BackupManifest
@@ -61,9 +62,6 @@ class HostBackups(BackupOps, DiskOps, Protocol):
     """What backups need of the host: its backup actions and its disk directories."""
 
 
-VERIFY_KEY = "/backup-verify/"  # the last verify's result, under .../last
-
-
 class BackupService:
     def __init__(
         self,
@@ -78,7 +76,7 @@ class BackupService:
         self._events = events
         self._host = host
         self._instances = instances
-        self._verified = ModelRepo(store, VERIFY_KEY, LastVerify)
+        self._verified = ModelRepo(store, BACKUP_VERIFY, LastVerify)
 
     async def list(self, instance: str | None = None) -> builtins.list[BackupInfo]:
         if instance is not None:

@@ -26,8 +26,9 @@ from virtfleet.errors import CapacityError
 from virtfleet.model.capacity import Capacity, HostUsage, OvercommitRatios
 from virtfleet.model.host import HostFacts
 from virtfleet.service.allocations import Allocations, counts
+from virtfleet.state.keys import instance_key
 from virtfleet.state.locks import LOCAL_HOST, Claims, Session
-from virtfleet.state.repos import InstanceRepo, instance_key
+from virtfleet.state.repos import InstanceRepo
 from virtfleet.state.store import StateStore
 
 __all__ = ["CapacityService", "counts"]

@@ -15,7 +15,8 @@ from typing import Literal
 
 from virtfleet.model.cluster import ClusterHost, ClusterStatus, StoreMember
 from virtfleet.model.host import HostRecord
-from virtfleet.state.hosts import HostRepo, alive_key
+from virtfleet.state.hosts import HostRepo
+from virtfleet.state.keys import alive_key
 from virtfleet.state.store import StateStore
 
 StoreKind = Literal["sqlite", "memory", "etcd"]

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 
 from virtfleet.model.event import Event
 from virtfleet.state.follow import follow
-from virtfleet.state.repos import EVENTS, EventLog
+from virtfleet.state.keys import EVENTS
+from virtfleet.state.repos import EventLog
 
 MAX_LIMIT = 1000
 

@@ -53,7 +53,8 @@ from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.service.placement import Placement
 from virtfleet.service.preconditions import IfMatch, Version, claim, stale, version_of
 from virtfleet.service.waiting import wait_until
-from virtfleet.state.repos import INSTANCES, EventLog, InstanceRecord, InstanceRepo
+from virtfleet.state.keys import instance_prefix
+from virtfleet.state.repos import EventLog, InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage.images import OCI_FORMAT, ROOTFS_FORMAT, ImageRecord, ImageStore
 
@@ -547,7 +548,7 @@ class InstanceService:
             rec = await self._repo.find(name)
             return (rec,) if ready(rec) else None
 
-        prefix = f"{INSTANCES}{name}/"
+        prefix = instance_prefix(name)
         found = await wait_until(self._store, prefix, check, timeout_s, after_revision)
         if found is None:
             raise TimeoutError_(

@@ -32,9 +32,10 @@ from virtfleet.model.network import (
     validate_network_name,
 )
 from virtfleet.service.allocations import Allocations
+from virtfleet.state.keys import MACS
 from virtfleet.state.locks import LOCAL_HOST, Claims, Session
 from virtfleet.state.networks import NetworkRepo
-from virtfleet.state.repos import MACS, EventLog, InstanceRepo
+from virtfleet.state.repos import EventLog, InstanceRepo
 from virtfleet.state.store import Compare, Put, StateStore
 
 MAC_PREFIX = "52:54:00"  # QEMU's locally administered OUI

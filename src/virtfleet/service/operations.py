@@ -29,8 +29,9 @@ from virtfleet.model.event import Event, utcnow
 from virtfleet.model.operation import Operation, OperationStatus
 from virtfleet.service.waiting import wait_until
 from virtfleet.state.bulk import delete_keys
+from virtfleet.state.keys import OPERATIONS
 from virtfleet.state.locks import LOCAL_HOST, Claims, Session
-from virtfleet.state.repos import OPERATIONS, EventLog, operation_repo
+from virtfleet.state.repos import EventLog, operation_repo
 from virtfleet.state.store import Put, StateStore
 
 log = logging.getLogger(__name__)

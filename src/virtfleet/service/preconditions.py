@@ -15,7 +15,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from virtfleet.errors import PreconditionFailedError
-from virtfleet.state.repos import InstanceRecord, instance_key
+from virtfleet.state.keys import instance_key
+from virtfleet.state.repos import InstanceRecord
 from virtfleet.state.store import Compare, Put, StateStore
 
 

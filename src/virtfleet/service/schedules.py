@@ -1,6 +1,6 @@
 """Backup schedules: cron expressions run by the daemon, each followed by a retention prune.
 
-Owns schedule records (``/backup-schedules/<name>`` in the store), cron
+Owns schedule records (``/projects/default/backup-schedules/<name>`` in the store), cron
 validation (``croniter``), and the loop that submits due backups. A failed
 scheduled backup is recorded on the schedule and is an event
 (``backup.failed``, from ``BackupService``). Must not know HTTP or QEMU.
@@ -31,13 +31,13 @@ from virtfleet.errors import (
 from virtfleet.model.backup import Schedule
 from virtfleet.model.names import validate_name
 from virtfleet.service.backups import BackupService
+from virtfleet.state.keys import SCHEDULES
 from virtfleet.state.leader import Leadership
 from virtfleet.state.repos import InstanceRepo, ModelRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage.backup.prune import RetentionPolicy
 
 log = logging.getLogger(__name__)
-SCHEDULES = "/backup-schedules/"
 TICK_S = 20.0
 
 

@@ -12,7 +12,7 @@ import builtins
 
 from virtfleet.errors import AlreadyExistsError
 from virtfleet.model.auth import SessionRecord, TokenRecord, UserRecord
-from virtfleet.state.repos import SESSIONS, TOKENS, USERS
+from virtfleet.state.keys import SESSIONS, TOKENS, USERS
 from virtfleet.state.store import Compare, Put, StateStore
 
 

@@ -24,7 +24,7 @@ from virtfleet.errors import RevisionConflictError
 from virtfleet.model.audit import AuditEntry, AuditQuery
 from virtfleet.model.auth import ANONYMOUS
 from virtfleet.state.bulk import delete_keys
-from virtfleet.state.repos import ANONYMOUS_AUDIT, AUDIT
+from virtfleet.state.keys import ANONYMOUS_AUDIT, AUDIT
 from virtfleet.state.store import StateStore
 
 MAX_ENTRIES = 100_000

@@ -6,9 +6,8 @@ The one key the boot sequence (``service.boot``) reads and writes; nothing else.
 from __future__ import annotations
 
 from virtfleet.model.boot import BootReport
+from virtfleet.state.keys import BOOT
 from virtfleet.state.store import Put, StateStore
-
-BOOT_KEY = "/host/boot"
 
 
 class BootRepo:
@@ -16,8 +15,8 @@ class BootRepo:
         self.store = store
 
     async def get(self) -> BootReport | None:
-        kv = await self.store.get(BOOT_KEY)
+        kv = await self.store.get(BOOT)
         return None if kv is None else BootReport.model_validate_json(kv.value)
 
     async def put(self, report: BootReport) -> None:
-        await self.store.txn([], [Put(BOOT_KEY, report.model_dump_json().encode())])
+        await self.store.txn([], [Put(BOOT, report.model_dump_json().encode())])

@@ -1,6 +1,6 @@
 """Host records and their liveness keys in the store.
 
-Keys:
+Keys (built in ``state/keys.py``):
     /hosts/{id}         HostRecord   written by that host's daemon at every start
     /hosts/{id}/alive   {"since"}    on a lease the host's daemon keeps alive
 
@@ -16,18 +16,8 @@ from datetime import UTC, datetime
 
 from virtfleet.errors import NotFoundError
 from virtfleet.model.host import HostRecord, HostState
+from virtfleet.state.keys import ALIVE, HOSTS, alive_key, host_key
 from virtfleet.state.store import Put, StateStore
-
-HOSTS = "/hosts/"
-ALIVE = "alive"
-
-
-def host_key(host_id: str) -> str:
-    return f"{HOSTS}{host_id}"
-
-
-def alive_key(host_id: str) -> str:
-    return f"{HOSTS}{host_id}/{ALIVE}"
 
 
 class HostRepo:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from virtfleet.errors import RevisionConflictError
 from virtfleet.model.event import utcnow
-from virtfleet.state.repos import IDEMPOTENCY
+from virtfleet.state.keys import IDEMPOTENCY
 from virtfleet.state.store import StateStore
 
 

@@ -1,6 +1,6 @@
 """Leader election by lease and transaction: one daemon runs the cluster-wide singletons.
 
-Owns campaigning for one role (``/leader/{role}/``): each candidate writes its own key
+Owns campaigning for one role (``/claims/leader/{role}/``): each candidate writes its own key
 on its own lease (a ``Claims`` line, state/locks.py); the oldest key leads. The leader
 keeps its lease alive; it loses the role the moment its key goes (lease expired, e.g.
 the process stalled longer than the TTL, or revoked) and campaigns again; ``stop``

@@ -18,12 +18,11 @@ import secrets
 from collections.abc import AsyncIterator
 
 from virtfleet.errors import ConflictError, NotFoundError, VirtfleetError
+from virtfleet.state.keys import claim_scope, claim_session_key
 from virtfleet.state.store import Compare, KeyValue, Put, StateStore
 
 log = logging.getLogger(__name__)
 SESSION_TTL_S = 30.0  # long enough for a loaded host's stalls; a restart revokes at once
-CLAIMS = "/claims/"
-SESSIONS = "/claim-sessions/"
 LOCAL_HOST = "local"  # the owning host until hosts have ids: the composition root passes it
 
 
@@ -56,7 +55,7 @@ class Session:
         lease = await self._store.grant_lease(self._ttl)
         if self._name is None:
             return lease
-        key = SESSIONS + self._name
+        key = claim_session_key(self._name)
         before = await self._store.get(key)
         if before is not None and before.lease not in (None, lease):
             await self._store.revoke(before.lease)  # its process is gone: so are its claims
@@ -92,7 +91,7 @@ class Claims:
     def __init__(self, store: StateStore, session: Session, scope: str, owner: str) -> None:
         self._store = store
         self._session = session
-        self._scope = f"{CLAIMS}{scope}/"
+        self._scope = claim_scope(scope)
         self._owner = owner.encode()
 
     def prefix(self, name: str) -> str:

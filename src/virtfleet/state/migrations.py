@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from virtfleet.errors import SchemaTooNewError
-from virtfleet.state import identity
+from virtfleet.state import identity, keys
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 Step = Callable[["Rewriter"], None]
 
 
@@ -68,6 +68,33 @@ class Rewriter:
         )
         self.changed += 1
 
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, in order."""
+        rows = self.db.execute(
+            "SELECT key FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+            (prefix.encode(), prefix.encode() + b"\xff"),
+        ).fetchall()
+        return [bytes(row[0]).decode() for row in rows]
+
+    def move(self, old: str, new: str) -> None:
+        """Rename ``old`` to ``new`` (value and lease kept): a delete and a put at the
+        migration's revision, as a watcher would see them."""
+        value, lease = self.db.execute(
+            "SELECT value, lease FROM kv WHERE key = ?", (old.encode(),)
+        ).fetchone()
+        self.db.execute("DELETE FROM kv WHERE key = ?", (old.encode(),))
+        self.db.execute(
+            "INSERT INTO kv (key, value, create_revision, mod_revision, version, lease)"
+            " VALUES (?, ?, ?, ?, 1, ?)",
+            (new.encode(), value, self.revision, self.revision, lease),
+        )
+        for kind, key, written in (("delete", old, None), ("put", new, value)):
+            self.db.execute(
+                "INSERT INTO changes (revision, seq, type, key, value) VALUES (?, ?, ?, ?, ?)",
+                (self.revision, self.changed, kind, key.encode(), written),
+            )
+            self.changed += 1
+
     def finish(self) -> None:
         if self.changed:
             self.db.execute(
@@ -106,7 +133,16 @@ def _v3_owners(rw: Rewriter) -> None:
         rw.put(f"/instances/{name}/owner", {"host": host, "epoch": 1})
 
 
-MIGRATIONS: dict[int, Step] = {2: _v2_boot_policy, 3: _v3_owners}
+def _v4_project_keys(rw: Rewriter) -> None:
+    """Version 4: keys gain a project segment. What belongs to a project (instances,
+    images and templates, networks, backup schedules) moves from ``/{kind}/...`` to
+    ``/projects/default/{kind}/...`` (``state/keys.py``); cluster-wide keys stay."""
+    for scoped in keys.PROJECT_SCOPED:
+        for old in rw.keys(f"/{scoped}"):
+            rw.move(old, keys.project_root() + old[1:])
+
+
+MIGRATIONS: dict[int, Step] = {2: _v2_boot_policy, 3: _v3_owners, 4: _v4_project_keys}
 
 
 def migrate(db: sqlite3.Connection, path: Path) -> int | None:

@@ -1,5 +1,5 @@
-"""The network repository: ``/networks/{name}`` -> ``NetworkSpec`` (written by the network
-service). Must not touch links or processes.
+"""The network repository: ``/projects/default/networks/{name}`` -> ``NetworkSpec``
+(written by the network service). Must not touch links or processes.
 """
 
 from __future__ import annotations
@@ -8,9 +8,8 @@ import builtins
 
 from virtfleet.errors import AlreadyExistsError, NotFoundError, RevisionConflictError
 from virtfleet.model.network import NetworkSpec
+from virtfleet.state.keys import NETWORKS
 from virtfleet.state.store import StateStore
-
-NETWORKS = "/networks/"
 
 
 class NetworkRepo:

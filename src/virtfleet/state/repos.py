@@ -1,11 +1,6 @@
-"""Typed repositories over a ``StateStore``: the key layout lives here and only here.
+"""Typed repositories over a ``StateStore``: instances, flat model records, the event log.
 
-Keys:
-    /instances/{name}/spec      InstanceSpec        written by the service
-    /instances/{name}/desired   DesiredState        written by the service
-    /instances/{name}/status    InstanceStatus      written by the owning host's agent
-    /instances/{name}/owner     Ownership           host id + epoch; changed only by a txn
-    /hosts/{id}[/alive]         HostRecord          (state/hosts.py) liveness on a lease
+The keys they read and write are built in ``state/keys.py`` (the one place).
 
 Ownership has a key of its own (not fields of the desired state) because it is the
 fencing token: the agent makes every status write conditional on the owner key's
@@ -13,17 +8,6 @@ fencing token: the agent makes every status write conditional on the owner key's
 every user request; were the epoch in it, each request would fence out the agent's
 writes, and a conditional write could not tell "the user asked for something" from
 "the instance moved". Spec and desired state stay host-independent.
-    /images/{name}              ImageRecord         written by the image service
-    /operations/{id}            Operation
-    /events/{revision:020d}-{writer}-{n}  Event     append-only, pruned to a bound; unique
-                                                    per writer, ordered by commit revision
-    /users/{username}           UserRecord          (state/accounts.py) argon2 hash only
-    /tokens/{id}                TokenRecord         (state/accounts.py) SHA-256 of the secret
-    /sessions/{id}              SessionRecord       (state/accounts.py) on a lease of its TTL
-    /audit/{time_ns:020d}-{rnd} AuditEntry          (state/audit.py) append-only, bounded
-    /idempotency/{sha256}       IdempotencyRecord   (state/idempotency.py) on a lease
-    /macs/{mac}                 instance name       the NIC MAC claim, made with the create
-    /claims/{scope}/{name}/{id} owner               (state/locks.py) on a session lease
 """
 
 from __future__ import annotations
@@ -41,6 +25,14 @@ from virtfleet.model.event import Event
 from virtfleet.model.instance import DesiredState, InstanceSpec, InstanceStatus, Ownership
 from virtfleet.model.operation import Operation
 from virtfleet.state.bulk import delete_keys
+from virtfleet.state.keys import (
+    EVENTS,
+    INSTANCES,
+    OPERATIONS,
+    instance_key,
+    instance_name_of,
+    instance_prefix,
+)
 from virtfleet.state.store import (
     Compare,
     Delete,
@@ -52,17 +44,6 @@ from virtfleet.state.store import (
 )
 
 M = TypeVar("M", bound=BaseModel)
-INSTANCES = "/instances/"
-EVENTS = "/events/"
-OPERATIONS = "/operations/"
-IMAGES = "/images/"
-USERS = "/users/"
-TOKENS = "/tokens/"
-SESSIONS = "/sessions/"
-AUDIT = "/audit/"
-ANONYMOUS_AUDIT = "/audit-anonymous/"  # requests without valid credentials (bounded apart)
-IDEMPOTENCY = "/idempotency/"
-MACS = "/macs/"
 MAX_EVENTS = 2000
 
 
@@ -84,17 +65,6 @@ class InstanceRecord:
     @property
     def name(self) -> str:
         return self.spec.name
-
-
-def instance_key(name: str, part: str) -> str:
-    return f"{INSTANCES}{name}/{part}"
-
-
-def instance_name_of(key: str) -> str | None:
-    """Name of the instance a key belongs to, or None for keys outside /instances/."""
-    if not key.startswith(INSTANCES):
-        return None
-    return key[len(INSTANCES) :].split("/", 1)[0] or None
 
 
 MAX_PARSED = 20_000  # parsed instance parts kept per repository (cleared beyond)
@@ -143,7 +113,7 @@ class InstanceRepo:
         return rec
 
     async def find(self, name: str) -> InstanceRecord | None:
-        kvs = {kv.key: kv for kv in await self.store.list(f"{INSTANCES}{name}/")}
+        kvs = {kv.key: kv for kv in await self.store.list(instance_prefix(name))}
         return self._record(name, kvs)
 
     async def list(self, shared: bool = False) -> builtins.list[InstanceRecord]:
@@ -256,12 +226,12 @@ class InstanceRepo:
 
     async def remove_owned(self, name: str, owner_revision: int) -> bool:
         """Delete every key of ``name`` if its owner key is still at ``owner_revision``."""
-        keys = [kv.key for kv in await self.store.list(f"{INSTANCES}{name}/")]
+        keys = [kv.key for kv in await self.store.list(instance_prefix(name))]
         compare = [Compare(instance_key(name, "owner"), owner_revision)]
         return bool(await self.store.txn(compare, [Delete(key) for key in keys]))
 
     async def remove(self, name: str) -> None:
-        await self.store.delete_prefix(f"{INSTANCES}{name}/")
+        await self.store.delete_prefix(instance_prefix(name))
 
     def watch(self, after_revision: int | None = None) -> AsyncIterator[WatchEvent]:
         return self.store.watch(INSTANCES, after_revision)

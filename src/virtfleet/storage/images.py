@@ -1,7 +1,7 @@
 """The image store: base disk images as ``root/<name>.qcow2`` files plus their metadata.
 
 Owns the image files under ``root``, the ``ImageRecord`` metadata under
-``/images/{name}`` in the state store and the registry of image builders
+``/projects/default/images/{name}`` in the state store and the registry of image builders
 (``tiny`` = ``virtfleet.storage.builders.tiny.build_tiny``). Must not know about
 instances or operations: who uses an image is the caller's business
 (``delete`` is told the users), progress goes to a plain callback.
@@ -33,7 +33,8 @@ from virtfleet.errors import (
 from virtfleet.model.event import utcnow
 from virtfleet.model.names import validate_name
 from virtfleet.model.template import TemplateDefaults
-from virtfleet.state.repos import IMAGES, ModelRepo
+from virtfleet.state.keys import IMAGES
+from virtfleet.state.repos import ModelRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage import qemuimg
 from virtfleet.storage.oci.store import LayerStore, OciImage
@@ -43,7 +44,7 @@ Builder = Callable[[Path, Path, Progress | None], None]
 
 
 class ImageRecord(BaseModel):
-    """Metadata of one base image, as stored under ``/images/{name}``."""
+    """Metadata of one base image, as stored under ``/projects/default/images/{name}``."""
 
     name: str
     path: str

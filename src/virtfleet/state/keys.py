@@ -1,0 +1,107 @@
+"""The store's key layout: every key and key prefix is built here and only here.
+
+Keys of things that belong to a project carry a project segment (everything is in
+``default`` until projects arrive, so data never has to move again); cluster-scoped
+things stay global. Which is which follows Incus (docs/architecture.md, "Key layout"):
+
+Per project, under ``/projects/{project}/``:
+    instances/{name}/spec      InstanceSpec        written by the service
+    instances/{name}/desired   DesiredState        written by the service
+    instances/{name}/status    InstanceStatus      written by the owning host's agent
+    instances/{name}/owner     Ownership           host id + epoch; changed only by a txn
+    images/{name}              ImageRecord         images and templates (kind ``template``)
+    networks/{name}            NetworkSpec
+    backup-schedules/{name}    Schedule            (of the project's instances)
+
+Cluster-wide:
+    /hosts/{id}[/alive]         HostRecord          liveness on a lease
+    /host/boot                  BootReport          this host's last boot report
+    /operations/{id}            Operation           one list; the target names the thing
+    /events/{revision:020d}-{writer}-{n}  Event     one ordered log, append-only, bounded
+    /users/{username}           UserRecord          argon2 hash only
+    /tokens/{id}                TokenRecord         SHA-256 of the secret
+    /sessions/{id}              SessionRecord       on a lease of its TTL
+    /audit/{time_ns:020d}-{rnd} AuditEntry          append-only, bounded
+    /audit-anonymous/...        AuditEntry          requests without valid credentials
+    /idempotency/{sha256}       IdempotencyRecord   on a lease
+    /macs/{mac}                 instance name       unique wherever NICs may share a segment
+    /claims/{scope}/{name}/{id} owner               first-come claims on a session lease
+    /claim-sessions/{name}      -                   the sessions those claims hang on
+    /alerts/rules/{name}, /alerts/silences/{rule:target}, /alerts/cursor
+    /backup-verify/last         LastVerify          of the one backup repository
+
+Only the layouts of older schema versions, which ``state/migrations.py`` reads to move
+them here, are spelled elsewhere.
+"""
+
+from __future__ import annotations
+
+DEFAULT_PROJECT = "default"
+PROJECTS = "/projects/"
+
+
+def project_root(project: str = DEFAULT_PROJECT) -> str:
+    """Where everything of ``project`` lives."""
+    return f"{PROJECTS}{project}/"
+
+
+# per project (the default one until projects arrive)
+INSTANCES = project_root() + "instances/"
+IMAGES = project_root() + "images/"
+NETWORKS = project_root() + "networks/"
+SCHEDULES = project_root() + "backup-schedules/"
+PROJECT_SCOPED = ("instances/", "images/", "networks/", "backup-schedules/")
+
+# cluster-wide
+HOSTS = "/hosts/"
+ALIVE = "alive"
+BOOT = "/host/boot"
+OPERATIONS = "/operations/"
+EVENTS = "/events/"
+USERS = "/users/"
+TOKENS = "/tokens/"
+SESSIONS = "/sessions/"
+AUDIT = "/audit/"
+ANONYMOUS_AUDIT = "/audit-anonymous/"  # requests without valid credentials (bounded apart)
+IDEMPOTENCY = "/idempotency/"
+MACS = "/macs/"
+CLAIMS = "/claims/"
+CLAIM_SESSIONS = "/claim-sessions/"
+ALERT_RULES = "/alerts/rules/"
+ALERT_SILENCES = "/alerts/silences/"
+ALERT_CURSOR = "/alerts/cursor"  # the revision of the last event a leader acted on
+BACKUP_VERIFY = "/backup-verify/"  # the last verify's result, under .../last
+
+
+def instance_prefix(name: str) -> str:
+    """Every key of instance ``name`` starts with this."""
+    return f"{INSTANCES}{name}/"
+
+
+def instance_key(name: str, part: str) -> str:
+    """``part`` (spec, desired, status, owner) of instance ``name``."""
+    return f"{INSTANCES}{name}/{part}"
+
+
+def instance_name_of(key: str) -> str | None:
+    """Name of the instance a key belongs to, or None for keys of anything else."""
+    if not key.startswith(INSTANCES):
+        return None
+    return key[len(INSTANCES) :].split("/", 1)[0] or None
+
+
+def host_key(host_id: str) -> str:
+    return f"{HOSTS}{host_id}"
+
+
+def alive_key(host_id: str) -> str:
+    """The host's liveness key, on the lease its agent renews."""
+    return f"{HOSTS}{host_id}/{ALIVE}"
+
+
+def claim_scope(scope: str) -> str:
+    return f"{CLAIMS}{scope}/"
+
+
+def claim_session_key(name: str) -> str:
+    return CLAIM_SESSIONS + name
