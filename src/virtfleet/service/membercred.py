@@ -24,9 +24,9 @@ from typing import Protocol
 
 from virtfleet.errors import MemberAuthError, RevisionConflictError
 from virtfleet.model.auth import Principal, Role
+from virtfleet.state.keys import MEMBER_SECRET
 from virtfleet.state.store import StateStore
 
-SECRET_KEY = "/cluster/member-secret"
 VALIDITY_S = 30.0  # a forwarded request is signed when sent: seconds, not minutes
 BY = "x-virtfleet-forwarded-by"  # the forwarding host's id
 USER = "x-virtfleet-forwarded-user"  # the original principal, base64 JSON
@@ -72,14 +72,14 @@ class SharedSecretCredentials:
         """The cluster secret; the first member to sign makes it (compare-and-swap). Without
         ``make`` (verifying) None if there is none yet: a request must not write it."""
         if self._secret is None:
-            found = await self.store.get(SECRET_KEY)
+            found = await self.store.get(MEMBER_SECRET)
             if found is None and make:
                 try:
                     made = secrets.token_bytes(32)
-                    await self.store.put(SECRET_KEY, made, expect_revision=0)
+                    await self.store.put(MEMBER_SECRET, made, expect_revision=0)
                 except RevisionConflictError:
                     pass  # another member made it first: use theirs
-                found = await self.store.get(SECRET_KEY)
+                found = await self.store.get(MEMBER_SECRET)
             if found is None:
                 return None
             self._secret = found.value

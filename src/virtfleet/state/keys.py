@@ -29,6 +29,7 @@ Cluster-wide:
     /claim-sessions/{name}      -                   the sessions those claims hang on
     /alerts/rules/{name}, /alerts/silences/{rule:target}, /alerts/cursor
     /backup-verify/last         LastVerify          of the one backup repository
+    /cluster/member-secret      bytes               HMAC key of forwarded requests
 
 Only the layouts of older schema versions, which ``state/migrations.py`` reads to move
 them here, are spelled elsewhere.
@@ -71,6 +72,7 @@ ALERT_RULES = "/alerts/rules/"
 ALERT_SILENCES = "/alerts/silences/"
 ALERT_CURSOR = "/alerts/cursor"  # the revision of the last event a leader acted on
 BACKUP_VERIFY = "/backup-verify/"  # the last verify's result, under .../last
+MEMBER_SECRET = "/cluster/member-secret"  # signs requests members forward to owners
 
 
 def instance_prefix(name: str) -> str:
