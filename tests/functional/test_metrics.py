@@ -170,6 +170,8 @@ async def test_alert_fires_and_resolves_with_webhook(
         ("disk-busy", "instance/a1", "firing")
     ]
     await _until(lambda: receiver.states("disk-busy") == ["firing"], "firing webhook")
+    # The receiver sees the POST before the notifier has read its answer and counted it.
+    await _until(lambda: alerts.notifier.delivered == 1, "the delivery counted")
     hooks = (await api.get("/1.0/alerts/webhooks")).json()
     assert hooks == {"configured": 1, "delivered": 1, "failed": 0}  # after a retried attempt
     await act(api, "a1", "stop", force=True)
