@@ -38,7 +38,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def free_port() -> int:
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -48,7 +48,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def module_ui_daemon(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Daemon]:
     """Like ``ui_daemon``, shared by a whole test module (fewer daemons on a slow machine)."""
-    port = free_port()
+    port = _free_port()
     env = {"VIRTFLEET_ADMIN_PASSWORD": ADMIN_PASSWORD}
     args = ("--listen", f"127.0.0.1:{port}", "--metrics-interval", "2")  # alerts fire soon
     for d in _running_daemon(request, args, env):
@@ -74,7 +74,7 @@ def fake_ui_daemon(prefix: str, viewer: tuple[str, str]) -> Iterator[Daemon]:
     """A ``--driver fake`` daemon (no guest boots) serving the UI on a loopback port, with
     admin's password set and the viewer account ``viewer`` (username, password) made."""
     data_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    port = free_port()
+    port = _free_port()
     d = Daemon(data_dir, ["--driver", "fake", "--listen", f"127.0.0.1:{port}"])
     d.env = {"VIRTFLEET_ADMIN_PASSWORD": ADMIN_PASSWORD}
     d.url = f"http://127.0.0.1:{port}"

@@ -21,7 +21,7 @@ from playwright.sync_api import Page, Route, expect
 from tests.integration.conftest import Daemon
 from tests.ocilayouts import Entry, image_config, layer_tar, write_layout
 
-from .conftest import ADMIN_PASSWORD, free_port, admin_http, wait_op
+from .conftest import ADMIN_PASSWORD, _free_port, admin_http, wait_op
 from .pagecheck import check_page
 from .test_ui import login
 
@@ -36,7 +36,7 @@ def fake_daemon(request: pytest.FixtureRequest) -> Iterator[Daemon]:
     """A ``--driver fake`` daemon serving the UI on a loopback port; admin's password set
     and a viewer account made."""
     data_dir = Path(tempfile.mkdtemp(prefix="vfhostui", dir="/tmp"))
-    port = free_port()
+    port = _free_port()
     d = Daemon(data_dir, ["--driver", "fake", "--listen", f"127.0.0.1:{port}"])
     d.env = {"VIRTFLEET_ADMIN_PASSWORD": ADMIN_PASSWORD}
     d.url = f"http://127.0.0.1:{port}"
