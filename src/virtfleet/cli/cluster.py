@@ -1,11 +1,12 @@
 """``virtfleet cluster ...``: the cluster as this member sees it.
 
-Owns arguments -> client call -> table/JSON for ``cluster status``. Changes nothing.
+Owns arguments -> client call -> table/JSON for ``cluster status`` (changes nothing)
+and ``cluster init`` (this single host becomes a one-member cluster).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -33,6 +34,36 @@ def status(json_out: JsonOpt = False) -> None:
         columns = ["MEMBER", "CLIENT URLS", "LEADER", "DB SIZE", "RAFT INDEX", "VERSION"]
         output.table(columns, map(_member_row, found.members))
     output.table(["HOST", "ID", "STATE", "LEASE AGE", "API", ""], map(_host_row, found.hosts))
+
+
+@command(app, "init")
+def init(
+    address: Annotated[
+        str | None, typer.Option(help="Address the etcd member listens on (default: the API's).")
+    ] = None,
+    client_port: Annotated[int, typer.Option(help="etcd client port.")] = 2379,
+    peer_port: Annotated[int, typer.Option(help="etcd peer port.")] = 2380,
+    json_out: JsonOpt = False,
+) -> None:
+    """Turn this single host into a one-member cluster: starts its etcd member (TLS from a
+    new cluster CA), moves every record from SQLite into etcd, keeps a backup of the
+    SQLite file and restarts the daemon on etcd (guests keep running). Admin only."""
+    body: dict[str, Any] = {"client_port": client_port, "peer_port": peer_port}
+    if address is not None:
+        body["address"] = address
+    done = get_client().cluster_init(**body)
+    if json_out:
+        output.print_json(done)
+        return
+    output.fields(
+        [
+            ("etcd member", f"{done.member} at {done.client_url}"),
+            ("cluster CA", done.ca_fingerprint),
+            ("records moved", done.keys_copied),
+            ("SQLite backup", done.backup),
+            ("daemon", "restarting on etcd" if done.restarting else "restart it to use etcd"),
+        ]
+    )
 
 
 def _member_row(m: StoreMember) -> list[Any]:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from virtfleet.model.audit import AuditEntry
     from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
     from virtfleet.model.boot import BootReport
-    from virtfleet.model.cluster import ClusterStatus
+    from virtfleet.model.cluster import ClusterInitResult, ClusterStatus
     from virtfleet.model.console import ConsoleTicket
     from virtfleet.model.event import Event
     from virtfleet.model.host import Check, HostFacts, HostRecord
@@ -233,6 +233,10 @@ def list_hosts() -> Call[list[HostRecord]]:
 
 def cluster_status() -> Call[ClusterStatus]:
     return Call("GET", "/1.0/cluster", one("model.cluster:ClusterStatus"))
+
+
+def cluster_init(body: dict[str, Any]) -> Call[ClusterInitResult]:
+    return Call("POST", "/1.0/cluster/init", one("model.cluster:ClusterInitResult"), json=body)
 
 
 def get_host(host: str) -> Call[HostRecord]:

@@ -43,3 +43,26 @@ class ClusterStatus(BaseModel):
     host_id: str  # this host's id
     members: list[StoreMember] = Field(default_factory=list)  # etcd only
     hosts: list[ClusterHost] = Field(default_factory=list)
+
+
+class ClusterInitRequest(BaseModel):
+    """``cluster init``: where this host's etcd member listens (its address defaults to
+    the host of the daemon's API listener, else loopback)."""
+
+    model_config = {"extra": "forbid"}
+
+    address: str | None = None
+    client_port: int = Field(2379, ge=1, le=65535)
+    peer_port: int = Field(2380, ge=1, le=65535)
+
+
+class ClusterInitResult(BaseModel):
+    """What ``cluster init`` did: the member it started, how many keys moved into etcd,
+    where the SQLite backup is, and whether the daemon restarts on the etcd store now."""
+
+    member: str
+    client_url: str
+    ca_fingerprint: str
+    keys_copied: int
+    backup: str
+    restarting: bool

@@ -1,7 +1,8 @@
 """The cluster overview (``GET /1.0/cluster``): which store this member runs on, etcd's
 members when it is etcd, and every host of ``/hosts`` with its liveness.
 
-Owns assembling that view; the etcd member figures come from the store
+Owns assembling that view and the door to ``cluster init`` (a ``Former`` the
+composition root hands in); the etcd member figures come from the store
 (``EtcdStore.members``, handed in by the composition root), the hosts from ``HostRepo``.
 Must not change anything.
 """
@@ -11,15 +12,32 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
-from virtfleet.model.cluster import ClusterHost, ClusterStatus, StoreMember
+from virtfleet.errors import ConflictError
+from virtfleet.model.cluster import (
+    ClusterHost,
+    ClusterInitRequest,
+    ClusterInitResult,
+    ClusterStatus,
+    StoreMember,
+)
 from virtfleet.model.host import HostRecord
 from virtfleet.state.hosts import HostRepo, alive_key
 from virtfleet.state.store import StateStore
 
 StoreKind = Literal["sqlite", "memory", "etcd"]
 SUMMARY = {"sqlite": "single host (embedded SQLite)", "memory": "single host (memory store)"}
+
+
+class Former(Protocol):
+    """Turns this single host into a one-member cluster (the composition root's)."""
+
+    async def init(self, request: ClusterInitRequest) -> ClusterInitResult: ...
+
+    def after_init(self) -> None:
+        """Once the reply went out: restart the daemon on the cluster's store."""
+        ...
 
 
 class ClusterService:
@@ -29,13 +47,26 @@ class ClusterService:
         host_id: str,
         kind: StoreKind,
         members: Callable[[], Awaitable[list[StoreMember]]] | None = None,
+        former: Former | None = None,
     ) -> None:
-        """``members``: etcd's member list with their status (None: not etcd)."""
+        """``members``: etcd's member list with their status (None: not etcd);
+        ``former``: what ``cluster init`` runs (None: not possible on this daemon)."""
         self._store = store
         self._hosts = HostRepo(store)
         self._host_id = host_id
         self._kind = kind
         self._members = members
+        self._former = former
+
+    async def init(self, request: ClusterInitRequest) -> ClusterInitResult:
+        """Form a one-member cluster from this host (see ``app.clustering``)."""
+        if self._former is None:
+            raise ConflictError("cluster init is not available on this daemon")
+        return await self._former.init(request)
+
+    def after_init(self) -> None:
+        if self._former is not None:
+            self._former.after_init()
 
     async def status(self) -> ClusterStatus:
         members = await self._members() if self._members is not None else []

@@ -331,7 +331,8 @@ class EtcdStore:
 
     def _range(self, prefix: str) -> tuple[bytes, bytes]:
         start = self._k(prefix)
-        return start, _prefix_end(start)
+        # etcd needs a key: with no namespace the empty prefix is "from \0 to the end".
+        return start or b"\0", _prefix_end(start)
 
     def _kv_of(self, kv: Any) -> KeyValue:
         return KeyValue(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, BackgroundTasks
 
-from virtfleet.api.auth import ANY_USER
+from virtfleet.api.auth import ADMIN, ANY_USER
 from virtfleet.api.deps import ServicesDep
 from virtfleet.errors import HostError
-from virtfleet.model.cluster import ClusterStatus
+from virtfleet.model.cluster import ClusterInitRequest, ClusterInitResult, ClusterStatus
 
 router = APIRouter(prefix="/1.0/cluster", tags=["host"], dependencies=[ANY_USER])
 
@@ -20,3 +20,18 @@ async def cluster_status(services: ServicesDep) -> ClusterStatus:
     if services.cluster is None:
         raise HostError("the cluster view is not available on this daemon")
     return await services.cluster.status()
+
+
+@router.post("/init", dependencies=[ADMIN])
+async def cluster_init(
+    body: ClusterInitRequest, services: ServicesDep, background: BackgroundTasks
+) -> ClusterInitResult:
+    """Turn this single host into a one-member etcd cluster: its etcd member starts (TLS
+    from a new cluster CA), every record moves from SQLite into etcd, the SQLite file is
+    backed up, and the daemon restarts on etcd (guests keep running; ETags change).
+    409 ``already_clustered`` on a cluster member."""
+    if services.cluster is None:
+        raise HostError("the cluster view is not available on this daemon")
+    result = await services.cluster.init(body)
+    background.add_task(services.cluster.after_init)  # after the reply went out
+    return result

@@ -1,0 +1,179 @@
+"""Forming a cluster from a running single host (``cluster init``), and starting on it.
+
+Owns ``<data-dir>/cluster/store.json``: once written, this data directory is a cluster
+member and every later start uses the etcd store it names (``clustered_settings``),
+with this host's supervised etcd member (``cluster_member``) started first.
+
+``ClusterFormer.init`` is the move: refuse if already clustered; make the cluster CA
+and this member's certificate; start the member; stop API requests (503) so nothing
+writes behind the copy; back the SQLite file up and copy every key of that backup
+into etcd in bounded transactions; write ``store.json`` (the commit point); then
+the daemon restarts itself on etcd (guests keep running and are re-adopted; ETags are
+etcd's revisions from then on). Any failure before the commit point stops the member
+and removes what init made: the host stays a single host on SQLite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import shutil
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from virtfleet.app.settings import Settings
+from virtfleet.errors import AlreadyClusteredError, ConflictError, VirtfleetError
+from virtfleet.host.clusterca import ClusterFiles, ensure_ca, ensure_member_cert, write_private
+from virtfleet.host.etcdmember import EtcdMember, MemberConfig, load_config
+from virtfleet.model.cluster import ClusterInitRequest, ClusterInitResult
+from virtfleet.state.etcd import EtcdStore
+from virtfleet.state.memory import MemoryStore
+from virtfleet.state.sqlite import SQLiteStore
+from virtfleet.state.store import StateStore
+from virtfleet.state.transfer import copy_store
+from virtfleet.util.net import is_loopback
+
+log = logging.getLogger(__name__)
+SWITCHING = "this host is becoming a cluster member (cluster init): try again in a moment"
+
+
+def cluster_dir(data_dir: Path) -> Path:
+    return data_dir / "cluster"
+
+
+def store_file(data_dir: Path) -> Path:
+    return cluster_dir(data_dir) / "store.json"
+
+
+def clustered_settings(settings: Settings) -> Settings:
+    """``settings`` on the cluster's etcd store once this data dir is a member; unchanged
+    for a single host or an explicit non-SQLite ``--store``."""
+    if settings.store != "sqlite":
+        return settings
+    try:
+        saved = json.loads(store_file(settings.data_dir).read_text())
+    except FileNotFoundError:
+        return settings
+    files = ClusterFiles(cluster_dir(settings.data_dir))
+    return dataclasses.replace(
+        settings, store=saved["store"], etcd_ca=files.ca_cert, etcd_cert=files.cert,
+        etcd_key=files.key,
+    )  # fmt: skip
+
+
+def cluster_member(settings: Settings) -> EtcdMember | None:
+    """This host's supervised etcd member, if it is a cluster member that runs one."""
+    if not store_file(settings.data_dir).exists():
+        return None
+    config = load_config(cluster_dir(settings.data_dir))
+    return EtcdMember(settings.data_dir, config) if config is not None else None
+
+
+class ClusterFormer:
+    """``cluster init`` on this daemon (its SQLite store, settings and API gate)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        host_name: str,
+        gate: Callable[[str | None], None],
+        api_url: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.host_name = host_name
+        self.gate = gate  # sets (or clears) why API requests are answered 503
+        self.api_url = api_url
+        self.restart: Callable[[], None] | None = None  # the daemon: re-exec on the new store
+        self.member: EtcdMember | None = None
+
+    async def init(self, request: ClusterInitRequest) -> ClusterInitResult:
+        if isinstance(self.store, MemoryStore):
+            raise ConflictError("cluster init needs the embedded SQLite store, not memory")
+        if not isinstance(self.store, SQLiteStore) or store_file(self.settings.data_dir).exists():
+            raise AlreadyClusteredError(
+                f"this host is already clustered (store: {self.settings.store}): "
+                "cluster init runs once, on a single host with the embedded SQLite store"
+            )
+        files = ClusterFiles(cluster_dir(self.settings.data_dir))
+        address = request.address or self._default_address()
+        config = MemberConfig(
+            name=self.host_name, host=address,
+            client_port=request.client_port, peer_port=request.peer_port,
+        )  # fmt: skip
+        member = EtcdMember(self.settings.data_dir, config)
+        try:
+            result = await self._form(files, member)
+        except BaseException:
+            await self._undo(member)
+            raise
+        self.member = member
+        return result
+
+    def after_init(self) -> None:
+        """Restart the daemon on etcd (after the reply went out); tests restart it themselves."""
+        if self.restart is not None:
+            self.restart()
+
+    async def _form(self, files: ClusterFiles, member: EtcdMember) -> ClusterInitResult:
+        ensure_ca(files, self.host_name)
+        ensure_member_cert(files, self.host_name, [member.config.host])
+        await member.start()
+        self.gate(SWITCHING)  # from here no request writes behind the copy
+        # The backup is the copy's source: etcd then holds exactly what the backup holds.
+        backup = self._backup()  # on the loop: the store's connection belongs to its thread
+        source = SQLiteStore(backup)
+        target = EtcdStore([member.config.client_url], tls=member.tls())
+        try:
+            copied = await copy_store(source, target)
+        finally:
+            await target.close()
+            await source.close()
+        store = f"etcd+{member.config.client_url}"
+        record = {"store": store, "formed_at": datetime.now(UTC).isoformat()}
+        write_private(store_file(self.settings.data_dir), json.dumps(record).encode())
+        log.info("cluster formed: %d keys in etcd at %s; backup %s", copied, store, backup)
+        return ClusterInitResult(
+            member=member.config.name,
+            client_url=member.config.client_url,
+            ca_fingerprint=files.fingerprint(),
+            keys_copied=copied,
+            backup=str(backup),
+            restarting=self.restart is not None,
+        )
+
+    def _backup(self) -> Path:
+        """A consistent copy of the SQLite file next to it (SQLite's online backup)."""
+        assert isinstance(self.store, SQLiteStore)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        dest = self.settings.store_path.with_name(f"virtfleet.db.pre-cluster-{stamp}")
+        target = sqlite3.connect(dest)
+        try:
+            self.store.side_connection().backup(target)
+        except sqlite3.Error as err:
+            raise VirtfleetError(f"cannot back up the state file to {dest}: {err}") from err
+        finally:
+            target.close()
+        return dest
+
+    async def _undo(self, member: EtcdMember) -> None:
+        """Leave the host as it was: member stopped, its files gone, requests served."""
+        with contextlib.suppress(VirtfleetError, OSError):
+            await member.stop()
+        store_file(self.settings.data_dir).unlink(missing_ok=True)
+        shutil.rmtree(member.etcd_dir, ignore_errors=True)
+        shutil.rmtree(cluster_dir(self.settings.data_dir), ignore_errors=True)
+        self.gate(None)
+
+    def _default_address(self) -> str:
+        url = self.api_url()
+        host = urlsplit(url).hostname if url else None
+        if host and host not in ("0.0.0.0", "::") and not is_loopback(host):
+            return host
+        return "127.0.0.1"
