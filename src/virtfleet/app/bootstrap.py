@@ -434,6 +434,7 @@ def build_control_plane(
             check_store(settings.store).kind,
             members=store.members if isinstance(store, EtcdStore) else None,
             former=former,
+            remove_member=store.remove_member if isinstance(store, EtcdStore) else None,
         ),
     )
 

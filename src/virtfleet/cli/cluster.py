@@ -1,7 +1,8 @@
 """``virtfleet cluster ...``: the cluster as this member sees it.
 
 Owns arguments -> client call -> table/JSON for ``cluster status`` (changes nothing)
-and ``cluster init`` (this single host becomes a one-member cluster).
+``cluster init`` (this single host becomes a one-member cluster) and ``cluster
+remove`` (forget a host that is gone).
 """
 
 from __future__ import annotations
@@ -62,6 +63,27 @@ def init(
             ("records moved", done.keys_copied),
             ("SQLite backup", done.backup),
             ("daemon", "restarting on etcd" if done.restarting else "restart it to use etcd"),
+        ]
+    )
+
+
+@command(app, "remove")
+def remove(
+    host: Annotated[str, typer.Argument(help="The host's name or id.")],
+    force: Annotated[bool, typer.Option("--force", help="Required: the host is gone.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Forget a host that is gone for good (its record and its etcd member). Refused
+    for this host (use leave) and while the host is online. Admin only."""
+    done = get_client().cluster_remove_host(host, force=force)
+    if json_out:
+        output.print_json(done)
+        return
+    output.fields(
+        [
+            ("removed", f"{done.name} ({done.host_id})"),
+            ("etcd member", "removed" if done.etcd_member_removed else "none by that name"),
+            ("orphaned", ", ".join(done.orphaned)),
         ]
     )
 

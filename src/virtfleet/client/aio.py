@@ -22,7 +22,7 @@ from virtfleet.client.sync import DEFAULT_TIMEOUT_S, UDS_BASE_URL, auth_headers
 from virtfleet.client.tls import pinned_context
 from virtfleet.model.audit import AuditEntry
 from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
-from virtfleet.model.cluster import ClusterInitResult, ClusterStatus
+from virtfleet.model.cluster import ClusterInitResult, ClusterStatus, HostRemoval
 from virtfleet.model.console import ConsoleTicket
 from virtfleet.model.event import Event
 from virtfleet.model.host import Check, HostFacts, HostRecord
@@ -167,6 +167,9 @@ class AsyncClient:
 
     async def cluster_init(self, **body: Any) -> ClusterInitResult:
         return await self.call(calls.cluster_init(body))
+
+    async def cluster_remove_host(self, host: str, force: bool = False) -> HostRemoval:
+        return await self.call(calls.cluster_remove_host(host, force))
 
     async def get_host(self, host: str) -> HostRecord:
         return await self.call(calls.get_host(host))

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from virtfleet.model.audit import AuditEntry
     from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
     from virtfleet.model.boot import BootReport
-    from virtfleet.model.cluster import ClusterInitResult, ClusterStatus
+    from virtfleet.model.cluster import ClusterInitResult, ClusterStatus, HostRemoval
     from virtfleet.model.console import ConsoleTicket
     from virtfleet.model.event import Event
     from virtfleet.model.host import Check, HostFacts, HostRecord
@@ -237,6 +237,12 @@ def cluster_status() -> Call[ClusterStatus]:
 
 def cluster_init(body: dict[str, Any]) -> Call[ClusterInitResult]:
     return Call("POST", "/1.0/cluster/init", one("model.cluster:ClusterInitResult"), json=body)
+
+
+def cluster_remove_host(host: str, force: bool) -> Call[HostRemoval]:
+    path = f"/1.0/cluster/hosts/{quote(host, safe='')}"
+    parse = one("model.cluster:HostRemoval")
+    return Call("DELETE", path, parse, params={"force": "true" if force else "false"})
 
 
 def get_host(host: str) -> Call[HostRecord]:

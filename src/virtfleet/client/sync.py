@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from virtfleet.client.models import Image, Instance
     from virtfleet.model.audit import AuditEntry
     from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
-    from virtfleet.model.cluster import ClusterInitResult, ClusterStatus
+    from virtfleet.model.cluster import ClusterInitResult, ClusterStatus, HostRemoval
     from virtfleet.model.console import ConsoleTicket
     from virtfleet.model.event import Event
     from virtfleet.model.host import Check, HostFacts, HostRecord
@@ -226,6 +226,9 @@ class Client:
 
     def cluster_init(self, **body: Any) -> ClusterInitResult:
         return self.call(calls.cluster_init(body))
+
+    def cluster_remove_host(self, host: str, force: bool = False) -> HostRemoval:
+        return self.call(calls.cluster_remove_host(host, force))
 
     def get_host(self, host: str) -> HostRecord:
         return self.call(calls.get_host(host))

@@ -45,6 +45,17 @@ class ClusterStatus(BaseModel):
     hosts: list[ClusterHost] = Field(default_factory=list)
 
 
+class HostRemoval(BaseModel):
+    """What ``cluster remove HOST --force`` did: the host record is gone, and its etcd
+    member (when it had one by its name); ``orphaned``: instances it owned, which stay
+    listed with their owner offline."""
+
+    host_id: str
+    name: str
+    etcd_member_removed: bool
+    orphaned: list[str] = Field(default_factory=list)
+
+
 class ClusterInitRequest(BaseModel):
     """``cluster init``: where this host's etcd member listens (its address defaults to
     the host of the daemon's API listener, else loopback)."""

@@ -14,16 +14,18 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
-from virtfleet.errors import ConflictError
+from virtfleet.errors import ConflictError, InvalidInputError
 from virtfleet.model.cluster import (
     ClusterHost,
     ClusterInitRequest,
     ClusterInitResult,
     ClusterStatus,
+    HostRemoval,
     StoreMember,
 )
 from virtfleet.model.host import HostRecord
-from virtfleet.state.hosts import HostRepo, alive_key
+from virtfleet.state.hosts import HostRepo, alive_key, host_key
+from virtfleet.state.repos import InstanceRepo
 from virtfleet.state.store import StateStore
 
 StoreKind = Literal["sqlite", "memory", "etcd"]
@@ -48,6 +50,7 @@ class ClusterService:
         kind: StoreKind,
         members: Callable[[], Awaitable[list[StoreMember]]] | None = None,
         former: Former | None = None,
+        remove_member: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         """``members``: etcd's member list with their status (None: not etcd);
         ``former``: what ``cluster init`` runs (None: not possible on this daemon)."""
@@ -57,6 +60,7 @@ class ClusterService:
         self._kind = kind
         self._members = members
         self._former = former
+        self._remove_member = remove_member  # etcd's MemberRemove by name (None: not etcd)
 
     async def init(self, request: ClusterInitRequest) -> ClusterInitResult:
         """Form a one-member cluster from this host (see ``app.clustering``)."""
@@ -77,6 +81,28 @@ class ClusterService:
             host_id=self._host_id,
             members=members,
             hosts=hosts,
+        )
+
+    async def remove_host(self, host: str, force: bool) -> HostRemoval:
+        """Forget a host that is gone for good: its record and its etcd member. Refused
+        without ``force``, for this host, and while the host is online."""
+        if not force:
+            raise InvalidInputError(f"removing host {host!r} forgets it for good: pass force")
+        record = await self._hosts.get(host)
+        if record.id == self._host_id:
+            raise ConflictError(f"host {record.name!r} is this host: use cluster leave")
+        if record.alive:
+            raise ConflictError(
+                f"host {record.name!r} is online: stop its daemon or run cluster leave there"
+            )
+        removed = False
+        if self._remove_member is not None:
+            removed = await self._remove_member(record.name)
+        await self._store.delete(host_key(record.id))
+        owned = [r.name for r in await InstanceRepo(self._store).list(shared=True)
+                 if r.owner is not None and r.owner.host == record.id]  # fmt: skip
+        return HostRemoval(
+            host_id=record.id, name=record.name, etcd_member_removed=removed, orphaned=owned
         )
 
     async def _host(self, record: HostRecord) -> ClusterHost:

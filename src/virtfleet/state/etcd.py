@@ -276,6 +276,23 @@ class EtcdStore:
         found = await asyncio.gather(*(self._member(m) for m in reply.members))
         return sorted(found, key=lambda m: m.name)
 
+    async def remove_member(self, name: str) -> bool:
+        """Remove etcd member ``name`` from the cluster (a host removed for good);
+        whether there was one by that name."""
+        reply = await self._call(self._stubs().cluster.MemberList, rpc.MemberListRequest())
+        found = [m for m in reply.members if m.name == name]
+        for member in found:
+            request = rpc.MemberRemoveRequest(ID=member.ID)
+            await self._call(self._stubs().cluster.MemberRemove, request)
+        return bool(found)
+
+    async def add_learner(self, peer_urls: builtins.list[str]) -> str:
+        """Add a non-voting member at ``peer_urls`` (it catches up without counting for
+        quorum); its id, hex."""
+        request = rpc.MemberAddRequest(peerURLs=peer_urls, isLearner=True)
+        reply = await self._call(self._stubs().cluster.MemberAdd, request)
+        return f"{int(reply.member.ID):x}"
+
     async def _member(self, member: Any) -> StoreMember:
         about = StoreMember(
             id=f"{int(member.ID):x}", name=member.name, client_urls=list(member.clientURLs)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, BackgroundTasks
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Query
 
 from virtfleet.api.auth import ADMIN, ANY_USER
 from virtfleet.api.deps import ServicesDep
 from virtfleet.errors import HostError
-from virtfleet.model.cluster import ClusterInitRequest, ClusterInitResult, ClusterStatus
+from virtfleet.model.cluster import (
+    ClusterInitRequest,
+    ClusterInitResult,
+    ClusterStatus,
+    HostRemoval,
+)
 
 router = APIRouter(prefix="/1.0/cluster", tags=["host"], dependencies=[ANY_USER])
 
@@ -35,3 +42,15 @@ async def cluster_init(
     result = await services.cluster.init(body)
     background.add_task(services.cluster.after_init)  # after the reply went out
     return result
+
+
+@router.delete("/hosts/{host}", dependencies=[ADMIN])
+async def cluster_remove_host(
+    host: str, services: ServicesDep, force: Annotated[bool, Query()] = False
+) -> HostRemoval:
+    """Forget a host that is gone for good (``force`` required): its record and its etcd
+    member. 409 for this host (use leave) or a host that is online; instances it owned
+    stay listed (``orphaned``) with their owner offline."""
+    if services.cluster is None:
+        raise HostError("the cluster view is not available on this daemon")
+    return await services.cluster.remove_host(host, force)
