@@ -30,6 +30,7 @@ from virtfleet.app.bootstrap import Platform
 from virtfleet.cli.main import app as cli
 from virtfleet.host.etcdmember import EtcdMember, load_config
 from virtfleet.model.auth import Role
+from virtfleet.service.jointokens import decode
 from virtfleet.state import identity
 from virtfleet.state.etcd import EtcdStore
 from virtfleet.state.sqlite import SQLiteStore
@@ -132,6 +133,10 @@ async def test_init_moves_every_record_into_etcd_and_restarts_on_it(data_dir: Pa
         async with remote_client(again, Authorization=f"Bearer {token}") as bearer:
             with_token = await bearer.get("/1.0/instances")
         second = await api.post("/1.0/cluster/init", json=ports())
+        no_api = await api.post("/1.0/cluster/tokens", json={"ttl_s": 600})
+        assert again.presence is not None  # the daemon sets these from its listener
+        again.presence.api_url, again.presence.fingerprint = "https://127.0.0.1:8006", "CD"
+        join = await api.post("/1.0/cluster/tokens", json={"ttl_s": 600})
     was, now = before_api.pop("/1.0/instances/web"), after_api.pop("/1.0/instances/web")
     assert after_api == before_api
     assert {k: v for k, v in now.items() if k != "status"} == {
@@ -148,6 +153,12 @@ async def test_init_moves_every_record_into_etcd_and_restarts_on_it(data_dir: Pa
         "etcd cluster of 1 member (1 answering)",
     )
     assert status["members"][0]["client_urls"] == [result["client_url"]]
+    assert_error(no_api, 409, "conflict")  # no TCP API to join through
+    assert join.status_code == 201, join.text
+    carried = decode(join.json()["token"])
+    assert (carried.api_url, carried.ca_fingerprint, carried.api_fingerprint) == (
+        "https://127.0.0.1:8006", result["ca_fingerprint"], "CD",
+    )  # fmt: skip
     message = assert_error(second, 409, "already_clustered")
     assert message.startswith("this host is already clustered")
 
@@ -168,10 +179,16 @@ async def test_a_failed_init_leaves_the_single_host_as_it_was(data_dir: Path) ->
     assert not (data_dir / "cluster").exists() and not (data_dir / "etcd").exists()
 
 
-def test_cli_cluster_init_is_refused_on_a_memory_store(tmp_path: Path) -> None:
+def test_cli_cluster_init_and_token_create_refused_on_a_memory_store(tmp_path: Path) -> None:
     """The CLI's one-line error (the test server runs a memory store); --json too."""
     runner = CliRunner()
     with serve_uds(tmp_path) as data_dir:
         shown = runner.invoke(cli, ["--data-dir", str(data_dir), "cluster", "init", "--json"])
+        token = runner.invoke(cli, ["--data-dir", str(data_dir), "cluster", "token", "create"])
+        bad_ttl = runner.invoke(
+            cli, ["--data-dir", str(data_dir), "cluster", "token", "create", "--ttl", "soon"]
+        )
     assert shown.exit_code != 0
     assert "cluster init needs the embedded SQLite store" in shown.output
+    assert token.exit_code != 0 and "run cluster init first" in token.output
+    assert bad_ttl.exit_code != 0 and "invalid duration 'soon'" in bad_ttl.output

@@ -25,7 +25,12 @@ from fastapi import FastAPI
 
 from virtfleet.api.app import create_app
 from virtfleet.api.auth import local_admin
-from virtfleet.app.clustering import ClusterFormer, cluster_member, clustered_settings
+from virtfleet.app.clustering import (
+    ClusterFormer,
+    cluster_dir,
+    cluster_member,
+    clustered_settings,
+)
 from virtfleet.app.datadir import private_umask, secure_data_dir
 from virtfleet.app.firstrun import ensure_admin
 from virtfleet.app.serving import (
@@ -52,6 +57,7 @@ from virtfleet.drivers.routing import RoutingDriver
 from virtfleet.errors import VirtfleetError
 from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.backups import BackupManager
+from virtfleet.host.clusterca import ClusterFiles
 from virtfleet.host.collector import MetricsCollector
 from virtfleet.host.containers import ContainerHost, container_checks, data_dir_checks
 from virtfleet.host.disks import DiskManager
@@ -66,6 +72,7 @@ from virtfleet.host.snapshots import SnapshotManager
 from virtfleet.host.usage import sample_usage
 from virtfleet.hostops import HostOps, NoContainers
 from virtfleet.model.capacity import OvercommitRatios
+from virtfleet.model.cluster import ClusterIdentity
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.network.base import NetworkHost
 from virtfleet.network.fake import FakeNetworkManager
@@ -86,6 +93,7 @@ from virtfleet.service.host import HostCheck, HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
+from virtfleet.service.jointokens import JoinTokens
 from virtfleet.service.metrics import MetricsService
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.notify import WebhookNotifier
@@ -321,6 +329,8 @@ class Membership:
     session: Session
     leader: Leadership
     ratios: OvercommitRatios
+    # Where a joining host reaches this cluster (None: no cluster CA, or no TCP API).
+    identity: Callable[[], ClusterIdentity | None] = lambda: None
 
 
 def build_host(
@@ -435,6 +445,7 @@ def build_control_plane(
             members=store.members if isinstance(store, EtcdStore) else None,
             former=former,
             remove_member=store.remove_member if isinstance(store, EtcdStore) else None,
+            tokens=JoinTokens(store, cluster.identity),
         ),
     )
 
@@ -460,6 +471,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         Session(store, name=identity.id),  # this daemon's claims (operations, admission)
         Leadership(store, "singletons", identity.id),
         ratios,
+        lambda: join_identity(settings, presence),
     )
     former = ClusterFormer(
         settings, store, identity.name, gate=lambda why: setattr(startup, "reason", why),
@@ -498,6 +510,19 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         member=member, former=former,
     )  # fmt: skip
     return platform
+
+
+def join_identity(settings: Settings, presence: HostPresence) -> ClusterIdentity | None:
+    """This member's API URL and the fingerprints a joining host pins, once this data
+    dir holds the cluster CA and the API listens on TCP."""
+    files = ClusterFiles(cluster_dir(settings.data_dir))
+    if presence.api_url is None or not files.ca_cert.exists():
+        return None
+    return ClusterIdentity(
+        api_url=presence.api_url,
+        ca_fingerprint=files.fingerprint(),
+        api_fingerprint=presence.fingerprint,
+    )
 
 
 async def _start_member(member: EtcdMember | None) -> None:

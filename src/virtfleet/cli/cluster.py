@@ -13,6 +13,7 @@ import typer
 
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, command, get_client
+from virtfleet.cli.durations import parse_duration_s
 from virtfleet.cli.sizes import format_bytes
 from virtfleet.model.cluster import ClusterHost, StoreMember
 
@@ -84,6 +85,35 @@ def remove(
             ("removed", f"{done.name} ({done.host_id})"),
             ("etcd member", "removed" if done.etcd_member_removed else "none by that name"),
             ("orphaned", ", ".join(done.orphaned)),
+        ]
+    )
+
+
+tokens = typer.Typer(help="One-time join tokens for cluster join.", no_args_is_help=True)
+app.add_typer(tokens, name="token")
+
+
+@command(tokens, "create")
+def token_create(
+    ttl: Annotated[str, typer.Option(help="How long it stays valid (60s to 7d).")] = "1h",
+    json_out: JsonOpt = False,
+) -> None:
+    """Print a one-time join token (shown once): it carries this member's API URL and the
+    fingerprints of the cluster CA and the API's certificate. Admin only."""
+    try:
+        ttl_s = parse_duration_s(ttl)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--ttl") from None
+    made = get_client().cluster_token_create(ttl_s)
+    if json_out:
+        output.print_json(made)
+        return
+    output.fields(
+        [
+            ("token", made.token),
+            ("expires", made.expires_at.isoformat(timespec="seconds")),
+            ("join through", made.api_url),
+            ("cluster CA", made.ca_fingerprint),
         ]
     )
 

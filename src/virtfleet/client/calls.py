@@ -30,7 +30,12 @@ if TYPE_CHECKING:
     from virtfleet.model.audit import AuditEntry
     from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
     from virtfleet.model.boot import BootReport
-    from virtfleet.model.cluster import ClusterInitResult, ClusterStatus, HostRemoval
+    from virtfleet.model.cluster import (
+        ClusterInitResult,
+        ClusterStatus,
+        HostRemoval,
+        NewJoinToken,
+    )
     from virtfleet.model.console import ConsoleTicket
     from virtfleet.model.event import Event
     from virtfleet.model.host import Check, HostFacts, HostRecord
@@ -243,6 +248,11 @@ def cluster_remove_host(host: str, force: bool) -> Call[HostRemoval]:
     path = f"/1.0/cluster/hosts/{quote(host, safe='')}"
     parse = one("model.cluster:HostRemoval")
     return Call("DELETE", path, parse, params={"force": "true" if force else "false"})
+
+
+def cluster_token_create(ttl_s: float) -> Call[NewJoinToken]:
+    parse = one("model.cluster:NewJoinToken")
+    return Call("POST", "/1.0/cluster/tokens", parse, json={"ttl_s": ttl_s})
 
 
 def get_host(host: str) -> Call[HostRecord]:

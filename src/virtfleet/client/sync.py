@@ -29,7 +29,12 @@ if TYPE_CHECKING:
     from virtfleet.client.models import Image, Instance
     from virtfleet.model.audit import AuditEntry
     from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
-    from virtfleet.model.cluster import ClusterInitResult, ClusterStatus, HostRemoval
+    from virtfleet.model.cluster import (
+        ClusterInitResult,
+        ClusterStatus,
+        HostRemoval,
+        NewJoinToken,
+    )
     from virtfleet.model.console import ConsoleTicket
     from virtfleet.model.event import Event
     from virtfleet.model.host import Check, HostFacts, HostRecord
@@ -229,6 +234,9 @@ class Client:
 
     def cluster_remove_host(self, host: str, force: bool = False) -> HostRemoval:
         return self.call(calls.cluster_remove_host(host, force))
+
+    def cluster_token_create(self, ttl_s: float = 3600.0) -> NewJoinToken:
+        return self.call(calls.cluster_token_create(ttl_s))
 
     def get_host(self, host: str) -> HostRecord:
         return self.call(calls.get_host(host))

@@ -4,11 +4,15 @@ host. Pure data."""
 
 from __future__ import annotations
 
+import base64
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from virtfleet.model.host import HostState
+
+JOIN_PREFIX = "vfjoin1."
 
 
 class StoreMember(BaseModel):
@@ -56,6 +60,14 @@ class HostRemoval(BaseModel):
     orphaned: list[str] = Field(default_factory=list)
 
 
+class CreateJoinToken(BaseModel):
+    """``cluster token create``: how long the one-time token lives (60 s to 7 days)."""
+
+    model_config = {"extra": "forbid"}
+
+    ttl_s: float = 3600.0
+
+
 class ClusterInitRequest(BaseModel):
     """``cluster init``: where this host's etcd member listens (its address defaults to
     the host of the daemon's API listener, else loopback)."""
@@ -77,3 +89,33 @@ class ClusterInitResult(BaseModel):
     keys_copied: int
     backup: str
     restarting: bool
+
+
+class JoinToken(BaseModel):
+    """What a join token carries (the secret included)."""
+
+    api_url: str
+    ca_fingerprint: str
+    api_fingerprint: str | None = None  # None: the API is plain HTTP (loopback only)
+    secret: str
+
+    def encode(self) -> str:
+        raw = self.model_dump_json().encode()
+        return JOIN_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+class NewJoinToken(BaseModel):
+    """``cluster token create``'s answer: the token (shown once) and what it carries."""
+
+    token: str
+    expires_at: datetime
+    api_url: str
+    ca_fingerprint: str
+
+
+class ClusterIdentity(BaseModel):
+    """Where a joining host reaches this cluster and what it pins."""
+
+    api_url: str
+    ca_fingerprint: str
+    api_fingerprint: str | None = None

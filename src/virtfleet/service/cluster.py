@@ -21,9 +21,11 @@ from virtfleet.model.cluster import (
     ClusterInitResult,
     ClusterStatus,
     HostRemoval,
+    NewJoinToken,
     StoreMember,
 )
 from virtfleet.model.host import HostRecord
+from virtfleet.service.jointokens import JoinTokens
 from virtfleet.state.hosts import HostRepo, alive_key, host_key
 from virtfleet.state.repos import InstanceRepo
 from virtfleet.state.store import StateStore
@@ -51,6 +53,7 @@ class ClusterService:
         members: Callable[[], Awaitable[list[StoreMember]]] | None = None,
         former: Former | None = None,
         remove_member: Callable[[str], Awaitable[bool]] | None = None,
+        tokens: JoinTokens | None = None,
     ) -> None:
         """``members``: etcd's member list with their status (None: not etcd);
         ``former``: what ``cluster init`` runs (None: not possible on this daemon)."""
@@ -61,6 +64,7 @@ class ClusterService:
         self._members = members
         self._former = former
         self._remove_member = remove_member  # etcd's MemberRemove by name (None: not etcd)
+        self.tokens = tokens  # one-time join tokens (None: none on this daemon)
 
     async def init(self, request: ClusterInitRequest) -> ClusterInitResult:
         """Form a one-member cluster from this host (see ``app.clustering``)."""
@@ -82,6 +86,11 @@ class ClusterService:
             members=members,
             hosts=hosts,
         )
+
+    async def create_join_token(self, ttl_s: float) -> NewJoinToken:
+        if self.tokens is None:
+            raise ConflictError("join tokens are not available on this daemon")
+        return await self.tokens.create(ttl_s)
 
     async def remove_host(self, host: str, force: bool) -> HostRemoval:
         """Forget a host that is gone for good: its record and its etcd member. Refused

@@ -13,7 +13,9 @@ from virtfleet.model.cluster import (
     ClusterInitRequest,
     ClusterInitResult,
     ClusterStatus,
+    CreateJoinToken,
     HostRemoval,
+    NewJoinToken,
 )
 
 router = APIRouter(prefix="/1.0/cluster", tags=["host"], dependencies=[ANY_USER])
@@ -54,3 +56,13 @@ async def cluster_remove_host(
     if services.cluster is None:
         raise HostError("the cluster view is not available on this daemon")
     return await services.cluster.remove_host(host, force)
+
+
+@router.post("/tokens", status_code=201, dependencies=[ADMIN])
+async def cluster_token_create(body: CreateJoinToken, services: ServicesDep) -> NewJoinToken:
+    """A one-time join token (shown once) for ``cluster join``: it carries this member's
+    API URL and the fingerprints of the cluster CA and of the API's certificate, and
+    expires after ``ttl_s``. 409 on a host that is not a cluster member with a CA."""
+    if services.cluster is None:
+        raise HostError("the cluster view is not available on this daemon")
+    return await services.cluster.create_join_token(body.ttl_s)
