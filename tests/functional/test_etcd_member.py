@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.etcdlab import free_port
-from virtfleet.errors import InvalidInputError, StoreUnavailableError
+from virtfleet.errors import InvalidInputError, ProcessError, StoreUnavailableError
 from virtfleet.host.clusterca import (
     ClusterFiles,
     ensure_ca,
@@ -137,3 +138,31 @@ def _zombie(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
         return True
+
+
+async def test_a_member_that_cannot_start_is_retried_until_it_runs(data_dir: Path) -> None:
+    """Its client port taken: start fails with etcd's reason and leaves no process; the
+    background retry brings it up once the port is free (the daemon's start does this)."""
+    member = member_of(data_dir)
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", member.config.client_port))
+        taken.listen()
+        with pytest.raises(ProcessError, match="etcd exited"):
+            await member.start()
+        failed = member.pid
+        assert failed is not None and not _alive_etcd(failed)
+        member.retry_in_background()
+    try:
+        async with asyncio.timeout(30):
+            await member.ready.wait()
+        assert member.pid != failed and member.pid is not None and _alive_etcd(member.pid)
+    finally:
+        await member.stop()
+
+
+def _alive_etcd(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

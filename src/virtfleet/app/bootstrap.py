@@ -533,7 +533,8 @@ async def _start_member(member: EtcdMember | None) -> None:
     try:
         await member.start()
     except VirtfleetError as err:
-        log.error("etcd member %s did not start: %s", member.config.name, err.message)
+        log.error("etcd member %s did not start: %s; retrying", member.config.name, err.message)
+        member.retry_in_background()
 
 
 def _monitoring(

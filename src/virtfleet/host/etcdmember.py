@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -80,6 +81,8 @@ class EtcdMember:
         self.adopted = False  # found running at start (a daemon restart)
         self._child: subprocess.Popen[bytes] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._retry: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()  # set once it runs and answers (start or a retry)
 
     # -- paths ----------------------------------------------------------------
 
@@ -119,14 +122,31 @@ class EtcdMember:
         if self.adopted:
             log.info("re-adopted etcd member %s (pid %d)", self.config.name, pid)
         self._task = asyncio.create_task(self._supervise(), name="etcd-member")
+        self.ready.set()
+
+    def retry_in_background(self) -> None:
+        """Keep trying ``start`` with back-off (a first start failed: a port still taken,
+        a full disk); the daemon meanwhile waits for its store and says why."""
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self._keep_trying(), name="etcd-member-start")
+
+    async def _keep_trying(self) -> None:
+        for attempt in itertools.count():
+            await asyncio.sleep(RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S) - 1)])
+            try:
+                await self.start()
+                return
+            except ProcessError as err:
+                log.warning("etcd member %s still not up: %s", self.config.name, err.message)
 
     async def detach(self) -> None:
         """Stop supervising; the member keeps running (the daemon stops, etcd does not)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._retry, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._retry = None
 
     async def stop(self) -> None:
         """End the member (its data stays) and forget its pid file."""
