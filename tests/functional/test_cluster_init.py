@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
 from tests.etcdlab import free_port
@@ -28,12 +30,14 @@ from tests.functional.platform import TestDriver, make_platform, serve_uds
 from virtfleet.api.auth import local_admin
 from virtfleet.app.bootstrap import Platform
 from virtfleet.cli.main import app as cli
+from virtfleet.host.clusterca import make_csr
 from virtfleet.host.etcdmember import EtcdMember, load_config
 from virtfleet.model.auth import Role
 from virtfleet.service.jointokens import decode
 from virtfleet.state import identity
 from virtfleet.state.etcd import EtcdStore
 from virtfleet.state.sqlite import SQLiteStore
+from virtfleet.util.fingerprint import fingerprint_pem
 
 
 @pytest.fixture
@@ -192,3 +196,56 @@ def test_cli_cluster_init_and_token_create_refused_on_a_memory_store(tmp_path: P
     assert "cluster init needs the embedded SQLite store" in shown.output
     assert token.exit_code != 0 and "run cluster init first" in token.output
     assert bad_ttl.exit_code != 0 and "invalid duration 'soon'" in bad_ttl.output
+
+
+async def test_a_joining_host_is_admitted_once_with_its_token(data_dir: Path) -> None:
+    """``POST /1.0/cluster/members`` with no account: a wrong token, a taken host name
+    and colliding instance names are refused with nothing changed (the token still
+    works after); then the joiner's certificate is signed by the CA, its etcd member
+    added as a learner, and the token is used up."""
+    async with daemon(data_dir) as (_, _, api):
+        await wait_op(api, await api.post("/1.0/images", json={"name": "tiny"}))
+        await create(api, "web")
+        result = (await api.post("/1.0/cluster/init", json=ports())).json()
+    async with daemon(data_dir) as (again, _, api):
+        assert again.presence is not None and isinstance(again.store, EtcdStore)
+        again.presence.api_url = "http://127.0.0.1:8006"
+        secret = decode((await api.post("/1.0/cluster/tokens", json={})).json()["token"]).secret
+        key = ec.generate_private_key(ec.SECP256R1())
+        peer = f"https://127.0.0.1:{free_port()}"
+        ask = {
+            "secret": secret,
+            "name": "host-b",
+            "peer_url": peer,
+            "csr": make_csr(key, "host-b").decode(),
+        }
+        async with remote_client(again) as anon:  # no credentials: the token is one
+            wrong = await anon.post("/1.0/cluster/members", json={**ask, "secret": "nope"})
+            named = await anon.post(
+                "/1.0/cluster/members", json={**ask, "name": identity.load(data_dir).name}
+            )
+            taken = await anon.post(
+                "/1.0/cluster/members", json={**ask, "instances": ["db", "web"]}
+            )
+            members_before = len(await again.store.members())
+            admitted = await anon.post("/1.0/cluster/members", json={**ask, "instances": ["db"]})
+            reused = await anon.post("/1.0/cluster/members", json=ask)
+        members_after = await again.store.members()
+    assert "wrong, expired or already used" in assert_error(wrong, 401, "unauthenticated")
+    assert "is already a member" in assert_error(named, 409, "already_exists")
+    assert assert_error(taken, 409, "already_exists") == (
+        "instances named web already exist in the cluster: join with --rename-suffix or "
+        "rename them first"
+    )
+    assert members_before == 1
+    assert admitted.status_code == 200, admitted.text
+    grant = admitted.json()
+    ca = x509.load_pem_x509_certificate(grant["ca_cert"].encode())
+    assert fingerprint_pem(grant["ca_cert"]) == result["ca_fingerprint"]
+    cert = x509.load_pem_x509_certificate(grant["cert"].encode())
+    cert.verify_directly_issued_by(ca)
+    assert cert.public_key() == key.public_key()
+    assert f"host-b={peer}" in grant["initial_cluster"].split(",")
+    assert grant["client_urls"] == [result["client_url"]]
+    assert len(members_after) == 2 and grant["member_id"] in {m.id for m in members_after}
+    assert_error(reused, 401, "unauthenticated")

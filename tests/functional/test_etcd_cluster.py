@@ -194,7 +194,7 @@ async def dead_learner(store: EtcdStore, etcd: EtcdMember, data: Path) -> None:
     then stop it: the etcd member of a host that died."""
     peer = f"http://127.0.0.1:{free_port()}"
     client = f"http://127.0.0.1:{free_port()}"
-    await store.add_learner([peer])
+    await store.add_learner("host-b", [peer])
     args = [
         ETCD, "--name", "host-b", "--data-dir", str(data),
         "--listen-client-urls", client, "--advertise-client-urls", client,

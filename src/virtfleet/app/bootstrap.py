@@ -27,6 +27,7 @@ from virtfleet.api.app import create_app
 from virtfleet.api.auth import local_admin
 from virtfleet.app.clustering import (
     ClusterFormer,
+    EtcdAdmin,
     cluster_dir,
     cluster_member,
     clustered_settings,
@@ -446,6 +447,7 @@ def build_control_plane(
             former=former,
             remove_member=store.remove_member if isinstance(store, EtcdStore) else None,
             tokens=JoinTokens(store, cluster.identity),
+            admin=EtcdAdmin(settings.data_dir, store) if isinstance(store, EtcdStore) else None,
         ),
     )
 

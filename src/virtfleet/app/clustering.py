@@ -28,7 +28,13 @@ from urllib.parse import urlsplit
 
 from virtfleet.app.settings import Settings
 from virtfleet.errors import AlreadyClusteredError, ConflictError, VirtfleetError
-from virtfleet.host.clusterca import ClusterFiles, ensure_ca, ensure_member_cert, write_private
+from virtfleet.host.clusterca import (
+    ClusterFiles,
+    ensure_ca,
+    ensure_member_cert,
+    sign_member,
+    write_private,
+)
 from virtfleet.host.etcdmember import EtcdMember, MemberConfig, load_config
 from virtfleet.model.cluster import ClusterInitRequest, ClusterInitResult
 from virtfleet.state.etcd import EtcdStore
@@ -177,3 +183,27 @@ class ClusterFormer:
         if host and host not in ("0.0.0.0", "::") and not is_loopback(host):
             return host
         return "127.0.0.1"
+
+
+class EtcdAdmin:
+    """Admitting a joining host on this member: the cluster CA in ``<data-dir>/cluster``
+    signs its certificate, etcd's member API adds its member as a learner."""
+
+    def __init__(self, data_dir: Path, store: EtcdStore) -> None:
+        self.files = ClusterFiles(cluster_dir(data_dir))
+        self.store = store
+
+    def ca_cert(self) -> str:
+        return self.files.ca_cert.read_text()
+
+    def sign(self, csr: str, host: str) -> str:
+        if not self.files.ca_key.exists():
+            raise ConflictError("this member has no cluster CA key: join through the first one")
+        return sign_member(self.files, csr.encode(), [host]).decode()
+
+    async def add(self, name: str, peer_url: str) -> tuple[str, str, list[str]]:
+        added = await self.store.add_learner(name, [peer_url])
+        return added.member_id, added.initial_cluster, added.client_urls
+
+    async def remove(self, member_id: str) -> None:
+        await self.store.remove_member_id(member_id)

@@ -119,3 +119,28 @@ class ClusterIdentity(BaseModel):
     api_url: str
     ca_fingerprint: str
     api_fingerprint: str | None = None
+
+
+class JoinRequest(BaseModel):
+    """What a joining host's daemon sends the cluster (``POST /1.0/cluster/members``):
+    the token's secret, its member name, its etcd peer URL, a certificate request for its
+    member key, and its instances' names (checked for collisions before anything)."""
+
+    model_config = {"extra": "forbid"}
+
+    secret: str
+    name: str = Field(min_length=1, max_length=63)
+    peer_url: str
+    csr: str
+    instances: list[str] = Field(default_factory=list)
+
+
+class JoinGrant(BaseModel):
+    """The cluster's answer: the CA certificate, the joiner's certificate, and how its etcd
+    member starts (``--initial-cluster``, the other members' client URLs)."""
+
+    member_id: str
+    ca_cert: str
+    cert: str
+    initial_cluster: str
+    client_urls: list[str]

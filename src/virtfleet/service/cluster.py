@@ -13,14 +13,17 @@ import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Literal, Protocol
+from urllib.parse import urlsplit
 
-from virtfleet.errors import ConflictError, InvalidInputError
+from virtfleet.errors import AlreadyExistsError, AuthError, ConflictError, InvalidInputError
 from virtfleet.model.cluster import (
     ClusterHost,
     ClusterInitRequest,
     ClusterInitResult,
     ClusterStatus,
     HostRemoval,
+    JoinGrant,
+    JoinRequest,
     NewJoinToken,
     StoreMember,
 )
@@ -44,6 +47,22 @@ class Former(Protocol):
         ...
 
 
+class MemberAdmin(Protocol):
+    """The cluster CA and etcd's member API, for admitting a joining host."""
+
+    def ca_cert(self) -> str: ...
+
+    def sign(self, csr: str, host: str) -> str:
+        """The joiner's certificate for its address ``host``."""
+        ...
+
+    async def add(self, name: str, peer_url: str) -> tuple[str, str, list[str]]:
+        """Add etcd member ``name`` (a learner): (id, initial cluster, client URLs)."""
+        ...
+
+    async def remove(self, member_id: str) -> None: ...
+
+
 class ClusterService:
     def __init__(
         self,
@@ -54,6 +73,7 @@ class ClusterService:
         former: Former | None = None,
         remove_member: Callable[[str], Awaitable[bool]] | None = None,
         tokens: JoinTokens | None = None,
+        admin: MemberAdmin | None = None,
     ) -> None:
         """``members``: etcd's member list with their status (None: not etcd);
         ``former``: what ``cluster init`` runs (None: not possible on this daemon)."""
@@ -65,6 +85,7 @@ class ClusterService:
         self._former = former
         self._remove_member = remove_member  # etcd's MemberRemove by name (None: not etcd)
         self.tokens = tokens  # one-time join tokens (None: none on this daemon)
+        self._admin = admin  # the CA and etcd's member API (None: no cluster CA here)
 
     async def init(self, request: ClusterInitRequest) -> ClusterInitResult:
         """Form a one-member cluster from this host (see ``app.clustering``)."""
@@ -91,6 +112,40 @@ class ClusterService:
         if self.tokens is None:
             raise ConflictError("join tokens are not available on this daemon")
         return await self.tokens.create(ttl_s)
+
+    async def admit(self, request: JoinRequest) -> JoinGrant:
+        """A host joins with a token: refused (nothing changed) for a wrong, expired or
+        used token and when its name or any of its instances' names is taken; else its
+        certificate is signed, its etcd member added as a learner and the token used up."""
+        if self.tokens is None or self._admin is None:
+            raise ConflictError("this host cannot admit members: it has no cluster CA")
+        await self.tokens.check(request.secret)
+        await self._check_names(request)
+        host = urlsplit(request.peer_url).hostname
+        if not host or urlsplit(request.peer_url).scheme != "https":
+            raise InvalidInputError(f"peer URL {request.peer_url!r} must be https://HOST:PORT")
+        cert = self._admin.sign(request.csr, host)
+        member_id, initial, clients = await self._admin.add(request.name, request.peer_url)
+        try:
+            await self.tokens.consume(request.secret)
+        except AuthError:
+            await self._admin.remove(member_id)  # another host used the token meanwhile
+            raise
+        return JoinGrant(
+            member_id=member_id, ca_cert=self._admin.ca_cert(), cert=cert,
+            initial_cluster=initial, client_urls=clients,
+        )  # fmt: skip
+
+    async def _check_names(self, request: JoinRequest) -> None:
+        if any(h.name == request.name for h in await self._hosts.list()):
+            raise AlreadyExistsError(f"a host named {request.name!r} is already a member")
+        names = {r.name for r in await InstanceRepo(self._store).list(shared=True)}
+        taken = sorted(names & set(request.instances))
+        if taken:
+            raise AlreadyExistsError(
+                f"instances named {', '.join(taken)} already exist in the cluster: "
+                "join with --rename-suffix or rename them first"
+            )
 
     async def remove_host(self, host: str, force: bool) -> HostRemoval:
         """Forget a host that is gone for good: its record and its etcd member. Refused

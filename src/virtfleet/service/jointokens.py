@@ -25,7 +25,7 @@ from virtfleet.errors import AuthError, ConflictError, InvalidInputError
 from virtfleet.model.cluster import JOIN_PREFIX, ClusterIdentity, JoinToken, NewJoinToken
 from virtfleet.model.event import utcnow
 from virtfleet.service.credentials import sha256_hex
-from virtfleet.state.store import StateStore
+from virtfleet.state.store import KeyValue, StateStore
 
 KEYS = "/cluster/join-tokens/"
 DEFAULT_TTL_S = 3600.0
@@ -76,16 +76,24 @@ class JoinTokens:
             ca_fingerprint=me.ca_fingerprint,
         )  # fmt: skip
 
+    async def check(self, secret: str) -> None:
+        """``AuthError`` unless ``secret`` is a live, unused token (nothing changes)."""
+        await self._live(secret)
+
     async def consume(self, secret: str) -> None:
         """Use the token whose secret is ``secret`` up (``AuthError`` if it cannot be)."""
         key = KEYS + sha256_hex(secret)
-        kv = await self.store.get(key)
+        kv = await self._live(secret)
+        try:
+            await self.store.delete(key, expect_revision=kv.mod_revision)
+        except ConflictError:
+            raise AuthError(REFUSED) from None  # another host used it a moment ago
+
+    async def _live(self, secret: str) -> KeyValue:
+        kv = await self.store.get(KEYS + sha256_hex(secret))
         if kv is None:
             raise AuthError(REFUSED)
         expires = datetime.fromisoformat(json.loads(kv.value)["expires_at"])
         if self.clock() >= expires:
             raise AuthError(REFUSED)
-        try:
-            await self.store.delete(key, expect_revision=kv.mod_revision)
-        except ConflictError:
-            raise AuthError(REFUSED) from None  # another host used it a moment ago
+        return kv

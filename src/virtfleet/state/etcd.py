@@ -87,6 +87,16 @@ class EtcdTLS:
 
 
 @dataclass(frozen=True)
+class AddedMember:
+    """A member just added: its id (hex), the ``--initial-cluster`` it starts with, and
+    the client URLs of the members already running."""
+
+    member_id: str
+    initial_cluster: str
+    client_urls: list[str]
+
+
+@dataclass(frozen=True)
 class _Stubs:
     channel: grpc.aio.Channel
     kv: Any
@@ -286,12 +296,23 @@ class EtcdStore:
             await self._call(self._stubs().cluster.MemberRemove, request)
         return bool(found)
 
-    async def add_learner(self, peer_urls: builtins.list[str]) -> str:
-        """Add a non-voting member at ``peer_urls`` (it catches up without counting for
-        quorum); its id, hex."""
+    async def add_learner(self, name: str, peer_urls: builtins.list[str]) -> AddedMember:
+        """Add a non-voting member ``name`` at ``peer_urls`` (it catches up without
+        counting for quorum, until promoted): its id and how it starts."""
         request = rpc.MemberAddRequest(peerURLs=peer_urls, isLearner=True)
         reply = await self._call(self._stubs().cluster.MemberAdd, request)
-        return f"{int(reply.member.ID):x}"
+        new = int(reply.member.ID)
+        peers, clients = [], []
+        for m in reply.members:
+            label = name if int(m.ID) == new else m.name
+            peers += [f"{label}={url}" for url in m.peerURLs]
+            clients += list(m.clientURLs)
+        return AddedMember(f"{new:x}", ",".join(peers), clients)
+
+    async def remove_member_id(self, member_id: str) -> None:
+        """Remove the member with this (hex) id: a join that failed half-way."""
+        request = rpc.MemberRemoveRequest(ID=int(member_id, 16))
+        await self._call(self._stubs().cluster.MemberRemove, request)
 
     async def _member(self, member: Any) -> StoreMember:
         about = StoreMember(

@@ -15,10 +15,14 @@ from virtfleet.model.cluster import (
     ClusterStatus,
     CreateJoinToken,
     HostRemoval,
+    JoinGrant,
+    JoinRequest,
     NewJoinToken,
 )
 
 router = APIRouter(prefix="/1.0/cluster", tags=["host"], dependencies=[ANY_USER])
+# A joining host has no account here: its one-time join token is its credential.
+join_router = APIRouter(prefix="/1.0/cluster", tags=["host"])
 
 
 @router.get("")
@@ -66,3 +70,14 @@ async def cluster_token_create(body: CreateJoinToken, services: ServicesDep) -> 
     if services.cluster is None:
         raise HostError("the cluster view is not available on this daemon")
     return await services.cluster.create_join_token(body.ttl_s)
+
+
+@join_router.post("/members")
+async def cluster_admit(body: JoinRequest, services: ServicesDep) -> JoinGrant:
+    """A host joins with a one-time token (no account): its certificate request is signed
+    by the cluster CA and its etcd member added as a learner. 401 for a wrong, expired or
+    used token; 409 ``already_exists`` naming the instances (or the host name) already in
+    the cluster — nothing changed on either side."""
+    if services.cluster is None:
+        raise HostError("the cluster view is not available on this daemon")
+    return await services.cluster.admit(body)
