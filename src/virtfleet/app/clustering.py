@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from virtfleet.app import joining
 from virtfleet.app.settings import Settings
 from virtfleet.errors import AlreadyClusteredError, ConflictError, VirtfleetError
 from virtfleet.host.clusterca import (
@@ -36,7 +37,12 @@ from virtfleet.host.clusterca import (
     write_private,
 )
 from virtfleet.host.etcdmember import EtcdMember, MemberConfig, load_config
-from virtfleet.model.cluster import ClusterInitRequest, ClusterInitResult
+from virtfleet.model.cluster import (
+    ClusterInitRequest,
+    ClusterInitResult,
+    ClusterJoinRequest,
+    ClusterJoinResult,
+)
 from virtfleet.state.etcd import EtcdStore
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.sqlite import SQLiteStore
@@ -99,16 +105,20 @@ class ClusterFormer:
         self.restart: Callable[[], None] | None = None  # the daemon: re-exec on the new store
         self.member: EtcdMember | None = None
 
-    async def init(self, request: ClusterInitRequest) -> ClusterInitResult:
+    def refuse_if_clustered(self) -> None:
+        """``AlreadyClusteredError`` unless this is a single host on SQLite."""
         if isinstance(self.store, MemoryStore):
             raise ConflictError("cluster init needs the embedded SQLite store, not memory")
         if not isinstance(self.store, SQLiteStore) or store_file(self.settings.data_dir).exists():
             raise AlreadyClusteredError(
                 f"this host is already clustered (store: {self.settings.store}): "
-                "cluster init runs once, on a single host with the embedded SQLite store"
+                "cluster init and join run once, on a single host with the embedded SQLite store"
             )
+
+    async def init(self, request: ClusterInitRequest) -> ClusterInitResult:
+        self.refuse_if_clustered()
         files = ClusterFiles(cluster_dir(self.settings.data_dir))
-        address = request.address or self._default_address()
+        address = request.address or self.default_address()
         config = MemberConfig(
             name=self.host_name, host=address,
             client_port=request.client_port, peer_port=request.peer_port,
@@ -117,10 +127,13 @@ class ClusterFormer:
         try:
             result = await self._form(files, member)
         except BaseException:
-            await self._undo(member)
+            await self.undo(member)
             raise
-        self.member = member
         return result
+
+    async def join(self, request: ClusterJoinRequest) -> ClusterJoinResult:
+        """Join a running cluster (``app.joining``)."""
+        return await joining.join(self, request)
 
     def after_init(self) -> None:
         """Restart the daemon on etcd (after the reply went out); tests restart it themselves."""
@@ -133,7 +146,7 @@ class ClusterFormer:
         await member.start()
         self.gate(SWITCHING)  # from here no request writes behind the copy
         # The backup is the copy's source: etcd then holds exactly what the backup holds.
-        backup = self._backup()  # on the loop: the store's connection belongs to its thread
+        backup = self.backup()  # on the loop: the store's connection belongs to its thread
         source = SQLiteStore(backup)
         target = EtcdStore([member.config.client_url], tls=member.tls())
         try:
@@ -141,10 +154,8 @@ class ClusterFormer:
         finally:
             await target.close()
             await source.close()
-        store = f"etcd+{member.config.client_url}"
-        record = {"store": store, "formed_at": datetime.now(UTC).isoformat()}
-        write_private(store_file(self.settings.data_dir), json.dumps(record).encode())
-        log.info("cluster formed: %d keys in etcd at %s; backup %s", copied, store, backup)
+        self.commit(member)
+        log.info("cluster formed: %d keys in etcd; backup %s", copied, backup)
         return ClusterInitResult(
             member=member.config.name,
             client_url=member.config.client_url,
@@ -154,7 +165,14 @@ class ClusterFormer:
             restarting=self.restart is not None,
         )
 
-    def _backup(self) -> Path:
+    def commit(self, member: EtcdMember) -> None:
+        """The commit point: every later start of this data dir runs on etcd."""
+        store = f"etcd+{member.config.client_url}"
+        record = {"store": store, "formed_at": datetime.now(UTC).isoformat()}
+        write_private(store_file(self.settings.data_dir), json.dumps(record).encode())
+        self.member = member
+
+    def backup(self) -> Path:
         """A consistent copy of the SQLite file next to it (SQLite's online backup)."""
         assert isinstance(self.store, SQLiteStore)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -168,7 +186,7 @@ class ClusterFormer:
             target.close()
         return dest
 
-    async def _undo(self, member: EtcdMember) -> None:
+    async def undo(self, member: EtcdMember) -> None:
         """Leave the host as it was: member stopped, its files gone, requests served."""
         with contextlib.suppress(VirtfleetError, OSError):
             await member.stop()
@@ -177,7 +195,7 @@ class ClusterFormer:
         shutil.rmtree(cluster_dir(self.settings.data_dir), ignore_errors=True)
         self.gate(None)
 
-    def _default_address(self) -> str:
+    def default_address(self) -> str:
         url = self.api_url()
         host = urlsplit(url).hostname if url else None
         if host and host not in ("0.0.0.0", "::") and not is_loopback(host):

@@ -68,6 +68,39 @@ def init(
     )
 
 
+@command(app, "join")
+def join(
+    url: Annotated[str, typer.Argument(help="The API URL the token names.")],
+    token: Annotated[str, typer.Option(help="From cluster token create on a member.")],
+    address: Annotated[
+        str | None, typer.Option(help="Address this host's etcd member listens on.")
+    ] = None,
+    client_port: Annotated[int, typer.Option(help="etcd client port.")] = 2379,
+    peer_port: Annotated[int, typer.Option(help="etcd peer port.")] = 2380,
+    json_out: JsonOpt = False,
+) -> None:
+    """Join this single host to a cluster: its etcd member joins (certificate signed by
+    the cluster CA, pinned like remote add), its guests move into the cluster when their
+    names are free (else refused, naming them, before anything changes), and the daemon
+    restarts on etcd. Admin only."""
+    body: dict[str, Any] = {"url": url, "token": token, "client_port": client_port}
+    body["peer_port"] = peer_port
+    if address is not None:
+        body["address"] = address
+    done = get_client().cluster_join(**body)
+    if json_out:
+        output.print_json(done)
+        return
+    output.fields(
+        [
+            ("etcd member", f"{done.member} at {done.client_url}"),
+            ("instances brought in", ", ".join(done.instances) or "none"),
+            ("SQLite backup", done.backup),
+            ("daemon", "restarting on etcd" if done.restarting else "restart it to use etcd"),
+        ]
+    )
+
+
 @command(app, "remove")
 def remove(
     host: Annotated[str, typer.Argument(help="The host's name or id.")],

@@ -24,6 +24,7 @@ from virtfleet.model.audit import AuditEntry
 from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
 from virtfleet.model.cluster import (
     ClusterInitResult,
+    ClusterJoinResult,
     ClusterStatus,
     HostRemoval,
     NewJoinToken,
@@ -178,6 +179,9 @@ class AsyncClient:
 
     async def cluster_token_create(self, ttl_s: float = 3600.0) -> NewJoinToken:
         return await self.call(calls.cluster_token_create(ttl_s))
+
+    async def cluster_join(self, **body: Any) -> ClusterJoinResult:
+        return await self.call(calls.cluster_join(body))
 
     async def get_host(self, host: str) -> HostRecord:
         return await self.call(calls.get_host(host))

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from virtfleet.model.boot import BootReport
     from virtfleet.model.cluster import (
         ClusterInitResult,
+        ClusterJoinResult,
         ClusterStatus,
         HostRemoval,
         NewJoinToken,
@@ -253,6 +254,10 @@ def cluster_remove_host(host: str, force: bool) -> Call[HostRemoval]:
 def cluster_token_create(ttl_s: float) -> Call[NewJoinToken]:
     parse = one("model.cluster:NewJoinToken")
     return Call("POST", "/1.0/cluster/tokens", parse, json={"ttl_s": ttl_s})
+
+
+def cluster_join(body: dict[str, Any]) -> Call[ClusterJoinResult]:
+    return Call("POST", "/1.0/cluster/join", one("model.cluster:ClusterJoinResult"), json=body)
 
 
 def get_host(host: str) -> Call[HostRecord]:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
     from virtfleet.model.cluster import (
         ClusterInitResult,
+        ClusterJoinResult,
         ClusterStatus,
         HostRemoval,
         NewJoinToken,
@@ -237,6 +238,9 @@ class Client:
 
     def cluster_token_create(self, ttl_s: float = 3600.0) -> NewJoinToken:
         return self.call(calls.cluster_token_create(ttl_s))
+
+    def cluster_join(self, **body: Any) -> ClusterJoinResult:
+        return self.call(calls.cluster_join(body))
 
     def get_host(self, host: str) -> HostRecord:
         return self.call(calls.get_host(host))

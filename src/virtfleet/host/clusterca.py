@@ -84,7 +84,7 @@ def ensure_ca(files: ClusterFiles, name: str) -> bool:
         .add_extension(_CA_USAGE, critical=True)
         .sign(key, hashes.SHA256())
     )
-    write_private(files.ca_key, _key_pem(key))
+    write_private(files.ca_key, key_pem(key))
     write_public(files.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
     return True
 
@@ -96,7 +96,7 @@ def ensure_member_cert(files: ClusterFiles, name: str, hosts: Iterable[str]) -> 
     key = ec.generate_private_key(ec.SECP256R1())
     csr = make_csr(key, name)
     cert_pem = sign_member(files, csr, hosts)
-    write_private(files.key, _key_pem(key))
+    write_private(files.key, key_pem(key))
     write_public(files.cert, cert_pem)
 
 
@@ -151,7 +151,7 @@ def _alt_names(hosts: Iterable[str]) -> list[x509.GeneralName]:
     return names
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

@@ -144,3 +144,26 @@ class JoinGrant(BaseModel):
     cert: str
     initial_cluster: str
     client_urls: list[str]
+
+
+class ClusterJoinRequest(BaseModel):
+    """``cluster join URL --token T``, sent to the joining host's own daemon."""
+
+    model_config = {"extra": "forbid"}
+
+    url: str
+    token: str
+    address: str | None = None
+    client_port: int = Field(2379, ge=1, le=65535)
+    peer_port: int = Field(2380, ge=1, le=65535)
+
+
+class ClusterJoinResult(BaseModel):
+    """What ``cluster join`` did: this host's etcd member, the guests it brought into the
+    cluster, the SQLite backup, and whether the daemon restarts on etcd now."""
+
+    member: str
+    client_url: str
+    instances: list[str]
+    backup: str
+    restarting: bool

@@ -20,6 +20,8 @@ from virtfleet.model.cluster import (
     ClusterHost,
     ClusterInitRequest,
     ClusterInitResult,
+    ClusterJoinRequest,
+    ClusterJoinResult,
     ClusterStatus,
     HostRemoval,
     JoinGrant,
@@ -41,6 +43,8 @@ class Former(Protocol):
     """Turns this single host into a one-member cluster (the composition root's)."""
 
     async def init(self, request: ClusterInitRequest) -> ClusterInitResult: ...
+
+    async def join(self, request: ClusterJoinRequest) -> ClusterJoinResult: ...
 
     def after_init(self) -> None:
         """Once the reply went out: restart the daemon on the cluster's store."""
@@ -92,6 +96,12 @@ class ClusterService:
         if self._former is None:
             raise ConflictError("cluster init is not available on this daemon")
         return await self._former.init(request)
+
+    async def join(self, request: ClusterJoinRequest) -> ClusterJoinResult:
+        """Join a running cluster with a token (see ``app.joining``)."""
+        if self._former is None:
+            raise ConflictError("cluster join is not available on this daemon")
+        return await self._former.join(request)
 
     def after_init(self) -> None:
         if self._former is not None:

@@ -309,6 +309,18 @@ class EtcdStore:
             clients += list(m.clientURLs)
         return AddedMember(f"{new:x}", ",".join(peers), clients)
 
+    async def promote(self, member_id: str) -> bool:
+        """Promote the learner with this (hex) id to a voting member; False while it has
+        not caught up with the leader yet (etcd refuses then)."""
+        request = rpc.MemberPromoteRequest(ID=int(member_id, 16))
+        try:
+            await self._call(self._stubs().cluster.MemberPromote, request)
+        except VirtfleetError as err:
+            if "not in sync" in err.message or "not ready" in err.message:
+                return False
+            raise
+        return True
+
     async def remove_member_id(self, member_id: str) -> None:
         """Remove the member with this (hex) id: a join that failed half-way."""
         request = rpc.MemberRemoveRequest(ID=int(member_id, 16))

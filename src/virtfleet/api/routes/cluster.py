@@ -12,6 +12,8 @@ from virtfleet.errors import HostError
 from virtfleet.model.cluster import (
     ClusterInitRequest,
     ClusterInitResult,
+    ClusterJoinRequest,
+    ClusterJoinResult,
     ClusterStatus,
     CreateJoinToken,
     HostRemoval,
@@ -81,3 +83,19 @@ async def cluster_admit(body: JoinRequest, services: ServicesDep) -> JoinGrant:
     if services.cluster is None:
         raise HostError("the cluster view is not available on this daemon")
     return await services.cluster.admit(body)
+
+
+@router.post("/join", dependencies=[ADMIN])
+async def cluster_join(
+    body: ClusterJoinRequest, services: ServicesDep, background: BackgroundTasks
+) -> ClusterJoinResult:
+    """Join the cluster at ``url`` with a token from ``cluster token create`` there: this
+    host's etcd member joins, its instances (names checked free first) move into the
+    cluster, the SQLite file is backed up and the daemon restarts on etcd (guests keep
+    running). 409 ``already_clustered`` on a member; the cluster's refusal (a wrong,
+    expired or used token: 401; taken names: 409) changes nothing."""
+    if services.cluster is None:
+        raise HostError("the cluster view is not available on this daemon")
+    result = await services.cluster.join(body)
+    background.add_task(services.cluster.after_init)  # after the reply went out
+    return result
