@@ -183,7 +183,7 @@ async def test_a_failed_init_leaves_the_single_host_as_it_was(data_dir: Path) ->
     assert not (data_dir / "cluster").exists() and not (data_dir / "etcd").exists()
 
 
-def test_cli_cluster_init_and_token_create_refused_on_a_memory_store(tmp_path: Path) -> None:
+def test_cli_cluster_commands_refused_on_a_memory_store(tmp_path: Path) -> None:
     """The CLI's one-line error (the test server runs a memory store); --json too."""
     runner = CliRunner()
     with serve_uds(tmp_path) as data_dir:
@@ -192,8 +192,14 @@ def test_cli_cluster_init_and_token_create_refused_on_a_memory_store(tmp_path: P
         bad_ttl = runner.invoke(
             cli, ["--data-dir", str(data_dir), "cluster", "token", "create", "--ttl", "soon"]
         )
+        leave = runner.invoke(cli, ["--data-dir", str(data_dir), "cluster", "leave", "--json"])
+        join = runner.invoke(
+            cli, ["--data-dir", str(data_dir), "cluster", "join", "http://x:1", "--token", "t"]
+        )
     assert shown.exit_code != 0
-    assert "cluster init needs the embedded SQLite store" in shown.output
+    assert "cluster init and join need the embedded SQLite store" in shown.output
+    assert leave.exit_code != 0 and "this host is not a cluster member" in leave.output
+    assert join.exit_code != 0 and "need the embedded SQLite store" in join.output
     assert token.exit_code != 0 and "run cluster init first" in token.output
     assert bad_ttl.exit_code != 0 and "invalid duration 'soon'" in bad_ttl.output
 

@@ -2,7 +2,9 @@
 loopback, fake driver, a running guest) joins a cluster formed by ``cluster init`` on
 the first, whose API it reaches over TCP. A wrong token is refused by the cluster with
 nothing changed on either side; then the join brings the guest in — both members list
-it, owned by the joiner — and the joiner restarts on etcd with its member re-adopted."""
+it, owned by the joiner — and the joiner restarts on etcd with its member re-adopted.
+Leaving is refused while the joiner owns the guest (named); once it is gone the joiner
+leaves and starts again as a single host; the last member cannot leave."""
 
 from __future__ import annotations
 
@@ -78,6 +80,15 @@ async def test_a_host_with_a_guest_joins_a_cluster(two_dirs: tuple[Path, Path]) 
                 on_a = (await api_a.get("/1.0/instances/db")).json()
                 hosts = sorted(h["name"] for h in (await api_a.get("/1.0/hosts")).json())
                 members = (await api_a.get("/1.0/cluster")).json()["members"]
+                owning = await api_b.post("/1.0/cluster/leave")
+                await wait_op(
+                    api_b, await api_b.delete("/1.0/instances/db", params={"force": "true"})
+                )
+                left = await api_b.post("/1.0/cluster/leave")
+            after_leave = (await api_a.get("/1.0/cluster")).json()
+            last = await api_a.post("/1.0/cluster/leave")
+        async with daemon(dir_b) as (_, _, api_b):
+            alone = (await api_b.get("/1.0/cluster")).json()
     assert "wrong, expired or already used" in assert_error(wrong, 401, "unauthenticated")
     assert untouched
     assert joined.status_code == 200, joined.text
@@ -89,3 +100,12 @@ async def test_a_host_with_a_guest_joins_a_cluster(two_dirs: tuple[Path, Path]) 
     assert hosts == ["host-a", "host-b"]
     assert sorted(m["name"] for m in members) == ["host-a", "host-b"]
     assert all(m["error"] is None for m in members)
+    assert assert_error(owning, 409, "in_use") == (
+        "this host owns instances db: move or delete them first"
+    )
+    assert left.status_code == 200, left.text
+    assert Path(left.json()["kept"]).exists() and not (dir_b / "cluster").exists()
+    assert [m["name"] for m in after_leave["members"]] == ["host-a"]
+    assert [h["name"] for h in after_leave["hosts"]] == ["host-a"]
+    assert "only etcd member" in assert_error(last, 409, "conflict")
+    assert alone["store"] == "sqlite" and [h["name"] for h in alone["hosts"]] == ["host-b"]

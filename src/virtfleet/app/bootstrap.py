@@ -476,11 +476,12 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         lambda: join_identity(settings, presence),
     )
     former = ClusterFormer(
-        settings, store, identity.name, gate=lambda why: setattr(startup, "reason", why),
-        api_url=lambda: presence.api_url,
+        settings, store, identity.name, identity.id,
+        gate=lambda why: setattr(startup, "reason", why), api_url=lambda: presence.api_url,
     )  # fmt: skip
     services = build_control_plane(settings, store, events, facts, images, host, cluster, former)
     member = cluster_member(settings)
+    former.member = member  # the member cluster leave takes out
 
     # The platform below (bound when the app starts) starts once the store answers.
     startup = Startup(
@@ -498,9 +499,8 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
                 await platform.stop()
             else:
                 await store.close()  # nothing else started
-            for each in (member, former.member):
-                if each is not None:
-                    await each.detach()  # it outlives the daemon, like QEMU
+            if former.member is not None:
+                await former.member.detach()  # it outlives the daemon, like QEMU
 
     app = create_app(services, lifespan=lifespan)
     app.add_middleware(StoreGate, startup=startup)  # outermost: 503 until started

@@ -15,8 +15,10 @@ and removes what init made: the host stays a single host on SQLite.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import shutil
@@ -28,7 +30,12 @@ from urllib.parse import urlsplit
 
 from virtfleet.app import joining
 from virtfleet.app.settings import Settings
-from virtfleet.errors import AlreadyClusteredError, ConflictError, VirtfleetError
+from virtfleet.errors import (
+    AlreadyClusteredError,
+    ConflictError,
+    StoreUnavailableError,
+    VirtfleetError,
+)
 from virtfleet.host.clusterca import (
     ClusterFiles,
     ensure_ca,
@@ -42,15 +49,18 @@ from virtfleet.model.cluster import (
     ClusterInitResult,
     ClusterJoinRequest,
     ClusterJoinResult,
+    ClusterLeaveResult,
 )
 from virtfleet.state.etcd import EtcdStore
+from virtfleet.state.hosts import alive_key, host_key
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.sqlite import SQLiteStore
-from virtfleet.state.store import StateStore
+from virtfleet.state.store import Delete, StateStore
 from virtfleet.state.transfer import copy_store
 from virtfleet.util.net import is_loopback
 
 log = logging.getLogger(__name__)
+LEAVE_TIMEOUT_S = 30.0
 SWITCHING = "this host is becoming a cluster member (cluster init): try again in a moment"
 
 
@@ -94,12 +104,14 @@ class ClusterFormer:
         settings: Settings,
         store: StateStore,
         host_name: str,
+        host_id: str,
         gate: Callable[[str | None], None],
         api_url: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.host_name = host_name
+        self.host_id = host_id
         self.gate = gate  # sets (or clears) why API requests are answered 503
         self.api_url = api_url
         self.restart: Callable[[], None] | None = None  # the daemon: re-exec on the new store
@@ -108,7 +120,7 @@ class ClusterFormer:
     def refuse_if_clustered(self) -> None:
         """``AlreadyClusteredError`` unless this is a single host on SQLite."""
         if isinstance(self.store, MemoryStore):
-            raise ConflictError("cluster init needs the embedded SQLite store, not memory")
+            raise ConflictError("cluster init and join need the embedded SQLite store, not memory")
         if not isinstance(self.store, SQLiteStore) or store_file(self.settings.data_dir).exists():
             raise AlreadyClusteredError(
                 f"this host is already clustered (store: {self.settings.store}): "
@@ -130,6 +142,52 @@ class ClusterFormer:
             await self.undo(member)
             raise
         return result
+
+    async def leave(self) -> ClusterLeaveResult:
+        """This host's etcd member leaves the cluster and its record goes; the daemon
+        restarts as a single host on a fresh SQLite file (the old one moved aside: its
+        records predate the cluster). Refused for a single host and for the cluster's
+        last etcd member."""
+        member = self.member
+        if not isinstance(self.store, EtcdStore) or member is None:
+            raise ConflictError("this host is not a cluster member with its own etcd member")
+        others = [u for m in await self.store.members() if m.name != member.config.name
+                  for u in m.client_urls]  # fmt: skip
+        if not others:
+            raise ConflictError("this host runs the cluster's only etcd member: it cannot leave")
+        await member.detach()  # a removed member exits: it must not be started again
+        self.gate("this host is leaving its cluster (cluster leave): try again in a moment")
+        remaining = EtcdStore(others, tls=member.tls())  # the cluster this host leaves
+        try:
+            try:
+                await _remove_when_allowed(remaining, member.config.name)
+            except BaseException:
+                self.gate(None)
+                await member.start()  # still a member: supervised again
+                raise
+            with contextlib.suppress(VirtfleetError):  # its lease would end the alive key
+                await remaining.txn(
+                    [], [Delete(host_key(self.host_id)), Delete(alive_key(self.host_id))]
+                )
+        finally:
+            await remaining.close()
+        kept = await self._forget_cluster(member)
+        return ClusterLeaveResult(
+            member=member.config.name, kept=str(kept), restarting=self.restart is not None
+        )
+
+    async def _forget_cluster(self, member: EtcdMember) -> Path:
+        """Stop the removed member and drop the cluster's files; the SQLite file (from
+        before the cluster) moves aside so the next start is a fresh single host."""
+        await member.stop()
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        kept = self.settings.store_path.with_name(f"virtfleet.db.pre-leave-{stamp}")
+        if self.settings.store_path.exists():
+            self.settings.store_path.rename(kept)
+        store_file(self.settings.data_dir).unlink()
+        shutil.rmtree(member.etcd_dir, ignore_errors=True)
+        shutil.rmtree(cluster_dir(self.settings.data_dir), ignore_errors=True)
+        return kept
 
     async def join(self, request: ClusterJoinRequest) -> ClusterJoinResult:
         """Join a running cluster (``app.joining``)."""
@@ -225,3 +283,17 @@ class EtcdAdmin:
 
     async def remove(self, member_id: str) -> None:
         await self.store.remove_member_id(member_id)
+
+
+async def _remove_when_allowed(cluster: EtcdStore, name: str) -> None:
+    """Remove member ``name``; etcd refuses ("unhealthy cluster") while the remaining
+    members' links to it are younger than its 5 s health interval, so ask again."""
+    async with asyncio.timeout(LEAVE_TIMEOUT_S):
+        for _ in itertools.count():
+            try:
+                await cluster.remove_member(name)
+                return
+            except StoreUnavailableError as err:
+                if "unhealthy cluster" not in err.message:
+                    raise
+            await asyncio.sleep(0.5)  # poll: etcd gives no signal when it would allow it

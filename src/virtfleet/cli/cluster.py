@@ -101,6 +101,24 @@ def join(
     )
 
 
+@command(app, "leave")
+def leave(json_out: JsonOpt = False) -> None:
+    """Take this host out of its cluster (refused while it owns instances, naming them):
+    its etcd member and host record leave, and the daemon restarts as a single host on a
+    fresh SQLite file (the old one kept aside). Admin only."""
+    done = get_client().cluster_leave()
+    if json_out:
+        output.print_json(done)
+        return
+    output.fields(
+        [
+            ("left", f"etcd member {done.member} removed"),
+            ("old SQLite file", done.kept),
+            ("daemon", "restarting as a single host" if done.restarting else "restart it"),
+        ]
+    )
+
+
 @command(app, "remove")
 def remove(
     host: Annotated[str, typer.Argument(help="The host's name or id.")],

@@ -25,6 +25,7 @@ from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, Us
 from virtfleet.model.cluster import (
     ClusterInitResult,
     ClusterJoinResult,
+    ClusterLeaveResult,
     ClusterStatus,
     HostRemoval,
     NewJoinToken,
@@ -182,6 +183,9 @@ class AsyncClient:
 
     async def cluster_join(self, **body: Any) -> ClusterJoinResult:
         return await self.call(calls.cluster_join(body))
+
+    async def cluster_leave(self) -> ClusterLeaveResult:
+        return await self.call(calls.cluster_leave())
 
     async def get_host(self, host: str) -> HostRecord:
         return await self.call(calls.get_host(host))

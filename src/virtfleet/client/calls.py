@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from virtfleet.model.cluster import (
         ClusterInitResult,
         ClusterJoinResult,
+        ClusterLeaveResult,
         ClusterStatus,
         HostRemoval,
         NewJoinToken,
@@ -258,6 +259,10 @@ def cluster_token_create(ttl_s: float) -> Call[NewJoinToken]:
 
 def cluster_join(body: dict[str, Any]) -> Call[ClusterJoinResult]:
     return Call("POST", "/1.0/cluster/join", one("model.cluster:ClusterJoinResult"), json=body)
+
+
+def cluster_leave() -> Call[ClusterLeaveResult]:
+    return Call("POST", "/1.0/cluster/leave", one("model.cluster:ClusterLeaveResult"), json={})
 
 
 def get_host(host: str) -> Call[HostRecord]:

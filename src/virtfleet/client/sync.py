@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from virtfleet.model.cluster import (
         ClusterInitResult,
         ClusterJoinResult,
+        ClusterLeaveResult,
         ClusterStatus,
         HostRemoval,
         NewJoinToken,
@@ -241,6 +242,9 @@ class Client:
 
     def cluster_join(self, **body: Any) -> ClusterJoinResult:
         return self.call(calls.cluster_join(body))
+
+    def cluster_leave(self) -> ClusterLeaveResult:
+        return self.call(calls.cluster_leave())
 
     def get_host(self, host: str) -> HostRecord:
         return self.call(calls.get_host(host))

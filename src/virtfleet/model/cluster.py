@@ -146,6 +146,15 @@ class JoinGrant(BaseModel):
     client_urls: list[str]
 
 
+class ClusterLeaveResult(BaseModel):
+    """What ``cluster leave`` did: this host's etcd member left the cluster, and the
+    daemon restarts as a single host on a fresh SQLite store (the old file kept)."""
+
+    member: str
+    kept: str  # the pre-leave SQLite file, moved aside
+    restarting: bool
+
+
 class ClusterJoinRequest(BaseModel):
     """``cluster join URL --token T``, sent to the joining host's own daemon."""
 

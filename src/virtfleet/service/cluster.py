@@ -15,13 +15,20 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
-from virtfleet.errors import AlreadyExistsError, AuthError, ConflictError, InvalidInputError
+from virtfleet.errors import (
+    AlreadyExistsError,
+    AuthError,
+    ConflictError,
+    InUseError,
+    InvalidInputError,
+)
 from virtfleet.model.cluster import (
     ClusterHost,
     ClusterInitRequest,
     ClusterInitResult,
     ClusterJoinRequest,
     ClusterJoinResult,
+    ClusterLeaveResult,
     ClusterStatus,
     HostRemoval,
     JoinGrant,
@@ -45,6 +52,8 @@ class Former(Protocol):
     async def init(self, request: ClusterInitRequest) -> ClusterInitResult: ...
 
     async def join(self, request: ClusterJoinRequest) -> ClusterJoinResult: ...
+
+    async def leave(self) -> ClusterLeaveResult: ...
 
     def after_init(self) -> None:
         """Once the reply went out: restart the daemon on the cluster's store."""
@@ -102,6 +111,20 @@ class ClusterService:
         if self._former is None:
             raise ConflictError("cluster join is not available on this daemon")
         return await self._former.join(request)
+
+    async def leave(self) -> ClusterLeaveResult:
+        """Take this host out of the cluster; refused while it owns instances (named)."""
+        if self._former is None:
+            raise ConflictError("cluster leave is not available on this daemon")
+        owned = sorted(
+            r.name for r in await InstanceRepo(self._store).list(shared=True)
+            if r.owner is not None and r.owner.host == self._host_id
+        )  # fmt: skip
+        if owned:
+            raise InUseError(
+                f"this host owns instances {', '.join(owned)}: move or delete them first"
+            )
+        return await self._former.leave()
 
     def after_init(self) -> None:
         if self._former is not None:

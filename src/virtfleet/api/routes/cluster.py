@@ -14,6 +14,7 @@ from virtfleet.model.cluster import (
     ClusterInitResult,
     ClusterJoinRequest,
     ClusterJoinResult,
+    ClusterLeaveResult,
     ClusterStatus,
     CreateJoinToken,
     HostRemoval,
@@ -98,4 +99,16 @@ async def cluster_join(
         raise HostError("the cluster view is not available on this daemon")
     result = await services.cluster.join(body)
     background.add_task(services.cluster.after_init)  # after the reply went out
+    return result
+
+
+@router.post("/leave", dependencies=[ADMIN])
+async def cluster_leave(services: ServicesDep, background: BackgroundTasks) -> ClusterLeaveResult:
+    """Take this host out of its cluster: its etcd member and host record leave, and the
+    daemon restarts as a single host on a fresh SQLite file (the old one kept aside).
+    409 ``in_use`` naming the instances it still owns; 409 for the last etcd member."""
+    if services.cluster is None:
+        raise HostError("the cluster view is not available on this daemon")
+    result = await services.cluster.leave()
+    background.add_task(services.cluster.after_init)  # restart after the reply went out
     return result
