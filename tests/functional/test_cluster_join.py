@@ -1,7 +1,8 @@
 """``cluster join``: a second single host (its own data dir, its own etcd member on
 loopback, fake driver, a running guest) joins a cluster formed by ``cluster init`` on
-the first, whose API it reaches over TCP. A wrong token is refused by the cluster with
-nothing changed on either side; then the join brings the guest in — both members list
+the first, whose API it reaches over TLS pinned as the token says. A wrong token is
+refused by the cluster and a token naming another certificate by the joiner, with
+nothing changed on either side (the real token still works after); then the join brings the guest in — both members list
 it, owned by the joiner — and the joiner restarts on etcd with its member re-adopted.
 Leaving is refused while the joiner owns the guest (named); once it is gone the joiner
 leaves and starts again as a single host; the last member cannot leave."""
@@ -24,6 +25,8 @@ from tests.functional.platform import make_platform
 from tests.functional.test_cluster_init import daemon, ports
 from tests.threaded_server import in_thread
 from virtfleet.api.auth import local_admin
+from virtfleet.app.tls import server_certificate
+from virtfleet.client.tls import pinned_context
 from virtfleet.host.etcdmember import EtcdMember, load_config
 from virtfleet.model.cluster import JoinToken
 from virtfleet.service.jointokens import decode
@@ -53,16 +56,19 @@ async def test_a_host_with_a_guest_joins_a_cluster(two_dirs: tuple[Path, Path]) 
     # Host A restarted on etcd, its API on TCP for the joining host to reach.
     platform_a, _ = make_platform(dir_a, separate_audit=False, store="sqlite")
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"
+    cert = server_certificate(dir_a / "tls", None, None, ["127.0.0.1"])
     assert platform_a.presence is not None
-    platform_a.presence.api_url = url
+    platform_a.presence.api_url, platform_a.presence.fingerprint = url, cert.fingerprint
     config = uvicorn.Config(
         local_admin(platform_a.app), host="127.0.0.1", port=port, log_level="warning",
-        lifespan="on",
+        lifespan="on", ssl_certfile=str(cert.cert), ssl_keyfile=str(cert.key),
     )  # fmt: skip
     server = uvicorn.Server(config)
     with in_thread(server, server.run, "host-a"):
-        async with httpx.AsyncClient(base_url=url) as api_a:
+        async with httpx.AsyncClient(
+            base_url=url, verify=pinned_context(cert.fingerprint)
+        ) as api_a:
             token = (await api_a.post("/1.0/cluster/tokens", json={})).json()["token"]
             async with daemon(dir_b) as (_, driver_b, api_b):
                 await wait_op(api_b, await api_b.post("/1.0/images", json={"name": "tiny"}))
@@ -71,6 +77,10 @@ async def test_a_host_with_a_guest_joins_a_cluster(two_dirs: tuple[Path, Path]) 
                 forged = JoinToken(**{**carried.model_dump(), "secret": "guess"}).encode()
                 body = {"url": url, **ports()}
                 wrong = await api_b.post("/1.0/cluster/join", json={**body, "token": forged})
+                other = JoinToken(**{**carried.model_dump(), "api_fingerprint": "AA:" * 31 + "AA"})
+                pinned = await api_b.post(
+                    "/1.0/cluster/join", json={**body, "token": other.encode()}
+                )
                 untouched = not (dir_b / "cluster").exists()
                 joined = await api_b.post("/1.0/cluster/join", json={**body, "token": token})
             async with daemon(dir_b, driver_b) as (platform_b, _, api_b):
@@ -90,6 +100,7 @@ async def test_a_host_with_a_guest_joins_a_cluster(two_dirs: tuple[Path, Path]) 
         async with daemon(dir_b) as (_, _, api_b):
             alone = (await api_b.get("/1.0/cluster")).json()
     assert "wrong, expired or already used" in assert_error(wrong, 401, "unauthenticated")
+    assert "presents a certificate other than the token's" in assert_error(pinned, 409, "conflict")
     assert untouched
     assert joined.status_code == 200, joined.text
     assert joined.json()["instances"] == ["db"]

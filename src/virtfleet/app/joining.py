@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from virtfleet.client.tls import pinned_context
+from virtfleet.client.tls import find_mismatch, pinned_context
 from virtfleet.errors import (
     ConflictError,
     InvalidInputError,
@@ -99,6 +99,12 @@ async def _admit(
         async with httpx.AsyncClient(verify=verify, timeout=30.0) as http:
             r = await http.post(f"{token.api_url.rstrip('/')}/1.0/cluster/members", json=body)
     except httpx.HTTPError as err:
+        mismatch = find_mismatch(err)
+        if mismatch is not None:  # not the API the token names: say so, send nothing
+            raise ConflictError(
+                f"the API at {token.api_url} presents a certificate other than the token's "
+                f"({mismatch.seen}): refused"
+            ) from None
         raise StoreUnavailableError(f"cannot reach the cluster at {token.api_url}: {err}") from None
     if r.status_code != 200:
         raise _refused(r)
