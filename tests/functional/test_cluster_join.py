@@ -2,8 +2,9 @@
 loopback, fake driver, a running guest) joins a cluster formed by ``cluster init`` on
 the first, whose API it reaches over TLS pinned as the token says. A wrong token is
 refused by the cluster and a token naming another certificate by the joiner, with
-nothing changed on either side (the real token still works after); then the join brings the guest in — both members list
-it, owned by the joiner — and the joiner restarts on etcd with its member re-adopted.
+nothing changed on either side (the real token still works after); then the join
+brings the guest in — both members list it, owned by the joiner — and the joiner
+restarts on etcd with its member re-adopted.
 Leaving is refused while the joiner owns the guest (named); once it is gone the joiner
 leaves and starts again as a single host; the last member cannot leave."""
 
