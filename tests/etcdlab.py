@@ -22,7 +22,7 @@ ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 READY_S = 20.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -34,7 +34,7 @@ class EtcdMember:
 
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
-        client, self.peer = _free_port(), _free_port()
+        client, self.peer = free_port(), free_port()
         self.url = f"http://127.0.0.1:{client}"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -25,6 +25,7 @@ calls them (``raise ... from err``); nothing else here does I/O.
     │   ├── KeptDisksError (kept_disks, 409)
     │   ├── IdempotencyInProgressError (idempotency_in_progress, 409)
     │   ├── OwnedElsewhereError (owned_elsewhere, 409)
+    │   ├── AlreadyClusteredError (already_clustered, 409)
     │   └── RevisionConflictError (revision_conflict, 409)
     ├── PreconditionFailedError (precondition_failed, 412)
     ├── PayloadTooLargeError (payload_too_large, 413)
@@ -176,6 +177,12 @@ class OwnedElsewhereError(ConflictError):
     """The instance is owned by another host, and this request is not forwarded there yet."""
 
     code = "owned_elsewhere"
+
+
+class AlreadyClusteredError(ConflictError):
+    """This host is already a cluster member (``cluster init`` or ``join`` again)."""
+
+    code = "already_clustered"
 
 
 class PreconditionFailedError(VirtfleetError):

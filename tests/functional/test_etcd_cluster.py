@@ -7,15 +7,17 @@ naming it: tests/functional/test_forwarding.py forwards over HTTPS), and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 from typer.testing import CliRunner
 
-from tests.etcdlab import etcd_lab
+from tests.etcdlab import ETCD, EtcdMember, etcd_lab, free_port
 from tests.functional.helpers import act, assert_error, create, wait_op
 from tests.functional.platform import TestDriver, make_platform, running, serve_uds
 from virtfleet.api.auth import local_admin
@@ -24,6 +26,7 @@ from virtfleet.cli.main import app
 from virtfleet.model.cluster import StoreMember
 from virtfleet.service.cluster import ClusterService
 from virtfleet.state import identity
+from virtfleet.state.etcd import EtcdStore
 
 
 @contextlib.asynccontextmanager
@@ -148,3 +151,74 @@ def test_cli_cluster_status_shows_etcd_members(tmp_path: Path) -> None:
     assert "m1 https://10.0.0.1:2379 yes 3.0 MiB 812 3.4.23" in lines
     down = "m2 https://10.0.0.2:2379 - - - unreachable: etcd is unavailable: connection refused"
     assert down in lines
+
+
+async def test_remove_forgets_a_dead_host_and_its_etcd_member(tmp_path: Path) -> None:
+    """``DELETE /1.0/cluster/hosts/B?force=true`` (``cluster remove B --force``): refused
+    without force, for this host and while B is online; then B's record goes, its etcd
+    member (a learner named host-b here: it needs no quorum) is removed, and the instance
+    B owned stays listed as orphaned."""
+    with etcd_lab() as etcd:
+        store = f"etcd+{etcd.url}"
+        async with member(tmp_path, "host-a", store) as (platform_a, _, api_a):
+            async with member(tmp_path, "host-b", store) as (_, _, api_b):
+                await wait_op(api_b, await api_b.post("/1.0/images", json={"name": "tiny"}))
+                await create(api_b, "on-b")
+                online = await api_a.delete("/1.0/cluster/hosts/host-b", params={"force": "true"})
+            etcd_store = platform_a.store
+            assert isinstance(etcd_store, EtcdStore)
+            await dead_learner(etcd_store, etcd, tmp_path / "etcd-b")  # host-b's member, down
+            names_before = sorted(m.name for m in await etcd_store.members())
+            unforced = await api_a.delete("/1.0/cluster/hosts/host-b")
+            itself = await api_a.delete("/1.0/cluster/hosts/host-a", params={"force": "true"})
+            removed = await api_a.delete("/1.0/cluster/hosts/host-b", params={"force": "true"})
+            hosts = [h["name"] for h in (await api_a.get("/1.0/hosts")).json()]
+            members_after = await etcd_store.members()
+            again = await api_a.delete("/1.0/cluster/hosts/host-b", params={"force": "true"})
+    assert assert_error(online, 409, "conflict") == (
+        "host 'host-b' is online: stop its daemon or run cluster leave there"
+    )
+    assert assert_error(unforced, 400, "invalid_input").endswith("pass force")
+    assert assert_error(itself, 409, "conflict") == "host 'host-a' is this host: use cluster leave"
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["orphaned"] == ["on-b"] and removed.json()["name"] == "host-b"
+    assert hosts == ["host-a"]
+    assert_error(again, 404, "not_found")
+    assert names_before == ["host-b", "t"] and [m.name for m in members_after] == ["t"]
+
+
+async def dead_learner(store: EtcdStore, etcd: EtcdMember, data: Path) -> None:
+    """Add an etcd learner named host-b (no quorum needed), start it until it answers,
+    then stop it: the etcd member of a host that died."""
+    peer = f"http://127.0.0.1:{free_port()}"
+    client = f"http://127.0.0.1:{free_port()}"
+    await store.add_learner("host-b", [peer])
+    args = [
+        ETCD, "--name", "host-b", "--data-dir", str(data),
+        "--listen-client-urls", client, "--advertise-client-urls", client,
+        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", f"t=http://127.0.0.1:{etcd.peer},host-b={peer}",
+        "--initial-cluster-state", "existing",
+        "--heartbeat-interval", "25", "--election-timeout", "250",
+    ]  # fmt: skip
+    with (data.parent / "etcd-b.log").open("ab") as log:
+        proc = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        async with asyncio.timeout(20):
+            while "host-b" not in [m.name for m in await store.members()]:
+                await asyncio.sleep(0.05)  # poll: etcd names a member once it started
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+def test_cli_cluster_remove_refuses_in_one_line(tmp_path: Path) -> None:
+    """``cluster remove``: an unknown host and this host are refused (table and --json)."""
+    runner = CliRunner()
+    with serve_uds(tmp_path) as data_dir:
+        me = identity.load_or_create(data_dir)
+        base = ["--data-dir", str(data_dir), "cluster", "remove"]
+        unknown = runner.invoke(app, [*base, "nosuch", "--force"])
+        itself = runner.invoke(app, [*base, me.name, "--force", "--json"])
+    assert unknown.exit_code != 0 and "host 'nosuch' not found" in unknown.output
+    assert itself.exit_code != 0 and "is this host: use cluster leave" in itself.output

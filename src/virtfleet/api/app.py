@@ -93,6 +93,7 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(host.hosts_router)
     app.include_router(cluster.router)
+    app.include_router(cluster.join_router)
     app.include_router(metrics.router)
     app.include_router(metrics.scrape)
     app.add_api_route("/1.0", _info, methods=["GET"], tags=["meta"], dependencies=[ANY_USER])

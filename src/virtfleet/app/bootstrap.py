@@ -15,6 +15,8 @@ import gc
 import logging
 import os
 import shutil
+import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,13 @@ from fastapi import FastAPI
 
 from virtfleet.api.app import create_app
 from virtfleet.api.auth import local_admin
+from virtfleet.app.clustering import (
+    ClusterFormer,
+    EtcdAdmin,
+    cluster_dir,
+    cluster_member,
+    clustered_settings,
+)
 from virtfleet.app.datadir import private_umask, secure_data_dir
 from virtfleet.app.firstrun import ensure_admin
 from virtfleet.app.serving import (
@@ -47,11 +56,14 @@ from virtfleet.drivers.qemu.config import QemuOptions
 from virtfleet.drivers.qemu.driver import QemuDriver
 from virtfleet.drivers.qemu.uids import UidPool, parse_pool
 from virtfleet.drivers.routing import RoutingDriver
+from virtfleet.errors import VirtfleetError
 from virtfleet.host.agent import Agent, AgentConfig
 from virtfleet.host.backups import BackupManager
+from virtfleet.host.clusterca import ClusterFiles
 from virtfleet.host.collector import MetricsCollector
 from virtfleet.host.containers import ContainerHost, container_checks, data_dir_checks
 from virtfleet.host.disks import DiskManager
+from virtfleet.host.etcdmember import EtcdMember
 from virtfleet.host.facts import host_check, probe_host
 from virtfleet.host.guest import GuestAgents
 from virtfleet.host.member import HostPresence
@@ -62,6 +74,7 @@ from virtfleet.host.snapshots import SnapshotManager
 from virtfleet.host.usage import sample_usage
 from virtfleet.hostops import HostOps, NoContainers
 from virtfleet.model.capacity import OvercommitRatios
+from virtfleet.model.cluster import ClusterIdentity
 from virtfleet.model.host import Check, HostFacts
 from virtfleet.network.base import NetworkHost
 from virtfleet.network.fake import FakeNetworkManager
@@ -73,7 +86,7 @@ from virtfleet.service.auth import AuthService
 from virtfleet.service.backups import BackupService
 from virtfleet.service.boot import BootService
 from virtfleet.service.capacity import CapacityService
-from virtfleet.service.cluster import ClusterService
+from virtfleet.service.cluster import ClusterService, Former
 from virtfleet.service.containers import ContainerService
 from virtfleet.service.disks import DiskService
 from virtfleet.service.events import EventService
@@ -83,6 +96,7 @@ from virtfleet.service.host import HostCheck, HostService
 from virtfleet.service.idempotency import IdempotencyService
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
+from virtfleet.service.jointokens import JoinTokens
 from virtfleet.service.membercred import SharedSecretCredentials
 from virtfleet.service.metrics import MetricsService
 from virtfleet.service.networks import NetworkService
@@ -130,6 +144,9 @@ class Platform:
     session: Session | None = None  # this daemon's lease for its claims in the store
     leader: Leadership | None = None  # elects the daemon running cluster-wide singletons
     startup: Startup | None = None  # the daemon's start, waiting for the store to answer
+    member: EtcdMember | None = None  # this host's supervised etcd member (a cluster member)
+    former: ClusterFormer | None = None  # cluster init
+    restart: bool = False  # the daemon re-executes itself once stopped (after cluster init)
 
     async def start(self) -> None:
         await ensure_admin(self.services.auth, self.settings.data_dir)
@@ -321,6 +338,8 @@ class Membership:
     session: Session
     leader: Leadership
     ratios: OvercommitRatios
+    # Where a joining host reaches this cluster (None: no cluster CA, or no TCP API).
+    identity: Callable[[], ClusterIdentity | None] = lambda: None
 
 
 def build_host(
@@ -373,6 +392,7 @@ def build_control_plane(
     images: ImageStore,
     host: HostMember,
     cluster: Membership,
+    former: Former | None = None,
 ) -> Services:
     """The services over the store and the host's door; they never see ``host/`` parts."""
     door: HostOps = host.ops  # mypy: LocalHostOps is the whole HostOps protocol
@@ -432,6 +452,10 @@ def build_control_plane(
             me,
             check_store(settings.store).kind,
             members=store.members if isinstance(store, EtcdStore) else None,
+            former=former,
+            remove_member=store.remove_member if isinstance(store, EtcdStore) else None,
+            tokens=JoinTokens(store, cluster.identity),
+            admin=EtcdAdmin(settings.data_dir, store) if isinstance(store, EtcdStore) else None,
         ),
         forwarding=ForwardingService(store, me, SharedSecretCredentials(store, me)),
     )
@@ -440,6 +464,7 @@ def build_control_plane(
 def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platform:
     """Wire every component for ``settings`` (nothing is started yet): this host's
     member, then the control plane over the store and the member's door."""
+    settings = clustered_settings(settings)  # after cluster init: the cluster's etcd
     files = EtcdFiles(settings.etcd_ca, settings.etcd_cert, settings.etcd_key)
     check_store(settings.store, files)  # a bad --store: an error before anything is made
     secure_data_dir(settings.data_dir)
@@ -457,8 +482,15 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
         Session(store, name=identity.id),  # this daemon's claims (operations, admission)
         Leadership(store, "singletons", identity.id),
         ratios,
+        lambda: join_identity(settings, presence),
     )
-    services = build_control_plane(settings, store, events, facts, images, host, cluster)
+    former = ClusterFormer(
+        settings, store, identity.name, identity.id,
+        gate=lambda why: setattr(startup, "reason", why), api_url=lambda: presence.api_url,
+    )  # fmt: skip
+    services = build_control_plane(settings, store, events, facts, images, host, cluster, former)
+    member = cluster_member(settings)
+    former.member = member  # the member cluster leave takes out
 
     # The platform below (bound when the app starts) starts once the store answers.
     startup = Startup(
@@ -467,6 +499,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await _start_member(member)
         await startup.begin()
         try:
             yield
@@ -475,6 +508,8 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
                 await platform.stop()
             else:
                 await store.close()  # nothing else started
+            if former.member is not None:
+                await former.member.detach()  # it outlives the daemon, like QEMU
 
     app = create_app(services, lifespan=lifespan)
     app.add_middleware(StoreGate, startup=startup)  # outermost: 503 until started
@@ -483,8 +518,34 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     platform = Platform(
         settings, store, host.driver, host.agent, services, app, host,
         presence=presence, session=cluster.session, leader=cluster.leader, startup=startup,
+        member=member, former=former,
     )  # fmt: skip
     return platform
+
+
+def join_identity(settings: Settings, presence: HostPresence) -> ClusterIdentity | None:
+    """This member's API URL and the fingerprints a joining host pins, once this data
+    dir holds the cluster CA and the API listens on TCP."""
+    files = ClusterFiles(cluster_dir(settings.data_dir))
+    if presence.api_url is None or not files.ca_cert.exists():
+        return None
+    return ClusterIdentity(
+        api_url=presence.api_url,
+        ca_fingerprint=files.fingerprint(),
+        api_fingerprint=presence.fingerprint,
+    )
+
+
+async def _start_member(member: EtcdMember | None) -> None:
+    """Start or re-adopt this host's etcd member; if it fails the daemon still waits for
+    the store (503 with the reason) rather than dying."""
+    if member is None:
+        return
+    try:
+        await member.start()
+    except VirtfleetError as err:
+        log.error("etcd member %s did not start: %s; retrying", member.config.name, err.message)
+        member.retry_in_background()
 
 
 def _monitoring(
@@ -542,6 +603,8 @@ def _serve(settings: Settings) -> None:
         platform.presence.api_url = listeners[1].name
         tls = cert is not None and listeners[1].tls is not None
         platform.presence.fingerprint = cert.fingerprint if tls and cert else None
+    if platform.former is not None:
+        platform.former.restart = lambda: _restart(platform)
     try:
         servers = prepare(listeners)
         _announce(listeners, cert)
@@ -549,6 +612,15 @@ def _serve(settings: Settings) -> None:
     finally:
         for listener in listeners:
             listener.sock.close()
+    if platform.restart:
+        log.info("restarting on the cluster store: %s", " ".join(sys.orig_argv))
+        os.execv(sys.executable, sys.orig_argv)  # same pid; guests and etcd keep running
+
+
+def _restart(platform: Platform) -> None:
+    """Stop the daemon as SIGTERM does, then re-execute it (``_serve``)."""
+    platform.restart = True
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _certificate(settings: Settings, endpoints: list[Endpoint]) -> Certificate | None:

@@ -22,7 +22,14 @@ from virtfleet.client.sync import DEFAULT_TIMEOUT_S, UDS_BASE_URL, auth_headers
 from virtfleet.client.tls import pinned_context
 from virtfleet.model.audit import AuditEntry
 from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
-from virtfleet.model.cluster import ClusterStatus
+from virtfleet.model.cluster import (
+    ClusterInitResult,
+    ClusterJoinResult,
+    ClusterLeaveResult,
+    ClusterStatus,
+    HostRemoval,
+    NewJoinToken,
+)
 from virtfleet.model.console import ConsoleTicket
 from virtfleet.model.event import Event
 from virtfleet.model.host import Check, HostFacts, HostRecord
@@ -164,6 +171,21 @@ class AsyncClient:
 
     async def cluster_status(self) -> ClusterStatus:
         return await self.call(calls.cluster_status())
+
+    async def cluster_init(self, **body: Any) -> ClusterInitResult:
+        return await self.call(calls.cluster_init(body))
+
+    async def cluster_remove_host(self, host: str, force: bool = False) -> HostRemoval:
+        return await self.call(calls.cluster_remove_host(host, force))
+
+    async def cluster_token_create(self, ttl_s: float = 3600.0) -> NewJoinToken:
+        return await self.call(calls.cluster_token_create(ttl_s))
+
+    async def cluster_join(self, **body: Any) -> ClusterJoinResult:
+        return await self.call(calls.cluster_join(body))
+
+    async def cluster_leave(self) -> ClusterLeaveResult:
+        return await self.call(calls.cluster_leave())
 
     async def get_host(self, host: str) -> HostRecord:
         return await self.call(calls.get_host(host))

@@ -30,7 +30,14 @@ if TYPE_CHECKING:
     from virtfleet.model.audit import AuditEntry
     from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
     from virtfleet.model.boot import BootReport
-    from virtfleet.model.cluster import ClusterStatus
+    from virtfleet.model.cluster import (
+        ClusterInitResult,
+        ClusterJoinResult,
+        ClusterLeaveResult,
+        ClusterStatus,
+        HostRemoval,
+        NewJoinToken,
+    )
     from virtfleet.model.console import ConsoleTicket
     from virtfleet.model.event import Event
     from virtfleet.model.host import Check, HostFacts, HostRecord
@@ -233,6 +240,29 @@ def list_hosts() -> Call[list[HostRecord]]:
 
 def cluster_status() -> Call[ClusterStatus]:
     return Call("GET", "/1.0/cluster", one("model.cluster:ClusterStatus"))
+
+
+def cluster_init(body: dict[str, Any]) -> Call[ClusterInitResult]:
+    return Call("POST", "/1.0/cluster/init", one("model.cluster:ClusterInitResult"), json=body)
+
+
+def cluster_remove_host(host: str, force: bool) -> Call[HostRemoval]:
+    path = f"/1.0/cluster/hosts/{quote(host, safe='')}"
+    parse = one("model.cluster:HostRemoval")
+    return Call("DELETE", path, parse, params={"force": "true" if force else "false"})
+
+
+def cluster_token_create(ttl_s: float) -> Call[NewJoinToken]:
+    parse = one("model.cluster:NewJoinToken")
+    return Call("POST", "/1.0/cluster/tokens", parse, json={"ttl_s": ttl_s})
+
+
+def cluster_join(body: dict[str, Any]) -> Call[ClusterJoinResult]:
+    return Call("POST", "/1.0/cluster/join", one("model.cluster:ClusterJoinResult"), json=body)
+
+
+def cluster_leave() -> Call[ClusterLeaveResult]:
+    return Call("POST", "/1.0/cluster/leave", one("model.cluster:ClusterLeaveResult"), json={})
 
 
 def get_host(host: str) -> Call[HostRecord]:

@@ -29,7 +29,14 @@ if TYPE_CHECKING:
     from virtfleet.client.models import Image, Instance
     from virtfleet.model.audit import AuditEntry
     from virtfleet.model.auth import LoginResult, NewToken, Principal, TokenInfo, UserInfo
-    from virtfleet.model.cluster import ClusterStatus
+    from virtfleet.model.cluster import (
+        ClusterInitResult,
+        ClusterJoinResult,
+        ClusterLeaveResult,
+        ClusterStatus,
+        HostRemoval,
+        NewJoinToken,
+    )
     from virtfleet.model.console import ConsoleTicket
     from virtfleet.model.event import Event
     from virtfleet.model.host import Check, HostFacts, HostRecord
@@ -223,6 +230,21 @@ class Client:
 
     def cluster_status(self) -> ClusterStatus:
         return self.call(calls.cluster_status())
+
+    def cluster_init(self, **body: Any) -> ClusterInitResult:
+        return self.call(calls.cluster_init(body))
+
+    def cluster_remove_host(self, host: str, force: bool = False) -> HostRemoval:
+        return self.call(calls.cluster_remove_host(host, force))
+
+    def cluster_token_create(self, ttl_s: float = 3600.0) -> NewJoinToken:
+        return self.call(calls.cluster_token_create(ttl_s))
+
+    def cluster_join(self, **body: Any) -> ClusterJoinResult:
+        return self.call(calls.cluster_join(body))
+
+    def cluster_leave(self) -> ClusterLeaveResult:
+        return self.call(calls.cluster_leave())
 
     def get_host(self, host: str) -> HostRecord:
         return self.call(calls.get_host(host))

@@ -1,7 +1,8 @@
 """The cluster overview (``GET /1.0/cluster``): which store this member runs on, etcd's
 members when it is etcd, and every host of ``/hosts`` with its liveness.
 
-Owns assembling that view; the etcd member figures come from the store
+Owns assembling that view and the door to ``cluster init`` (a ``Former`` the
+composition root hands in); the etcd member figures come from the store
 (``EtcdStore.members``, handed in by the composition root), the hosts from ``HostRepo``.
 Must not change anything.
 """
@@ -11,16 +12,69 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
+from urllib.parse import urlsplit
 
-from virtfleet.model.cluster import ClusterHost, ClusterStatus, StoreMember
+from virtfleet.errors import (
+    AlreadyExistsError,
+    AuthError,
+    ConflictError,
+    InUseError,
+    InvalidInputError,
+)
+from virtfleet.model.cluster import (
+    ClusterHost,
+    ClusterInitRequest,
+    ClusterInitResult,
+    ClusterJoinRequest,
+    ClusterJoinResult,
+    ClusterLeaveResult,
+    ClusterStatus,
+    HostRemoval,
+    JoinGrant,
+    JoinRequest,
+    NewJoinToken,
+    StoreMember,
+)
 from virtfleet.model.host import HostRecord
+from virtfleet.service.jointokens import JoinTokens
 from virtfleet.state.hosts import HostRepo
-from virtfleet.state.keys import alive_key
+from virtfleet.state.keys import alive_key, host_key
+from virtfleet.state.repos import InstanceRepo
 from virtfleet.state.store import StateStore
 
 StoreKind = Literal["sqlite", "memory", "etcd"]
 SUMMARY = {"sqlite": "single host (embedded SQLite)", "memory": "single host (memory store)"}
+
+
+class Former(Protocol):
+    """Turns this single host into a one-member cluster (the composition root's)."""
+
+    async def init(self, request: ClusterInitRequest) -> ClusterInitResult: ...
+
+    async def join(self, request: ClusterJoinRequest) -> ClusterJoinResult: ...
+
+    async def leave(self) -> ClusterLeaveResult: ...
+
+    def after_init(self) -> None:
+        """Once the reply went out: restart the daemon on the cluster's store."""
+        ...
+
+
+class MemberAdmin(Protocol):
+    """The cluster CA and etcd's member API, for admitting a joining host."""
+
+    def ca_cert(self) -> str: ...
+
+    def sign(self, csr: str, host: str) -> str:
+        """The joiner's certificate for its address ``host``."""
+        ...
+
+    async def add(self, name: str, peer_url: str) -> tuple[str, str, list[str]]:
+        """Add etcd member ``name`` (a learner): (id, initial cluster, client URLs)."""
+        ...
+
+    async def remove(self, member_id: str) -> None: ...
 
 
 class ClusterService:
@@ -30,13 +84,52 @@ class ClusterService:
         host_id: str,
         kind: StoreKind,
         members: Callable[[], Awaitable[list[StoreMember]]] | None = None,
+        former: Former | None = None,
+        remove_member: Callable[[str], Awaitable[bool]] | None = None,
+        tokens: JoinTokens | None = None,
+        admin: MemberAdmin | None = None,
     ) -> None:
-        """``members``: etcd's member list with their status (None: not etcd)."""
+        """``members``: etcd's member list with their status (None: not etcd);
+        ``former``: what ``cluster init`` runs (None: not possible on this daemon)."""
         self._store = store
         self._hosts = HostRepo(store)
         self._host_id = host_id
         self._kind = kind
         self._members = members
+        self._former = former
+        self._remove_member = remove_member  # etcd's MemberRemove by name (None: not etcd)
+        self.tokens = tokens  # one-time join tokens (None: none on this daemon)
+        self._admin = admin  # the CA and etcd's member API (None: no cluster CA here)
+
+    async def init(self, request: ClusterInitRequest) -> ClusterInitResult:
+        """Form a one-member cluster from this host (see ``app.clustering``)."""
+        if self._former is None:
+            raise ConflictError("cluster init is not available on this daemon")
+        return await self._former.init(request)
+
+    async def join(self, request: ClusterJoinRequest) -> ClusterJoinResult:
+        """Join a running cluster with a token (see ``app.joining``)."""
+        if self._former is None:
+            raise ConflictError("cluster join is not available on this daemon")
+        return await self._former.join(request)
+
+    async def leave(self) -> ClusterLeaveResult:
+        """Take this host out of the cluster; refused while it owns instances (named)."""
+        if self._former is None:
+            raise ConflictError("cluster leave is not available on this daemon")
+        owned = sorted(
+            r.name for r in await InstanceRepo(self._store).list(shared=True)
+            if r.owner is not None and r.owner.host == self._host_id
+        )  # fmt: skip
+        if owned:
+            raise InUseError(
+                f"this host owns instances {', '.join(owned)}: move or delete them first"
+            )
+        return await self._former.leave()
+
+    def after_init(self) -> None:
+        if self._former is not None:
+            self._former.after_init()
 
     async def status(self) -> ClusterStatus:
         members = await self._members() if self._members is not None else []
@@ -47,6 +140,67 @@ class ClusterService:
             host_id=self._host_id,
             members=members,
             hosts=hosts,
+        )
+
+    async def create_join_token(self, ttl_s: float) -> NewJoinToken:
+        if self.tokens is None:
+            raise ConflictError("join tokens are not available on this daemon")
+        return await self.tokens.create(ttl_s)
+
+    async def admit(self, request: JoinRequest) -> JoinGrant:
+        """A host joins with a token: refused (nothing changed) for a wrong, expired or
+        used token and when its name or any of its instances' names is taken; else its
+        certificate is signed, its etcd member added as a learner and the token used up."""
+        if self.tokens is None or self._admin is None:
+            raise ConflictError("this host cannot admit members: it has no cluster CA")
+        await self.tokens.check(request.secret)
+        await self._check_names(request)
+        host = urlsplit(request.peer_url).hostname
+        if not host or urlsplit(request.peer_url).scheme != "https":
+            raise InvalidInputError(f"peer URL {request.peer_url!r} must be https://HOST:PORT")
+        cert = self._admin.sign(request.csr, host)
+        member_id, initial, clients = await self._admin.add(request.name, request.peer_url)
+        try:
+            await self.tokens.consume(request.secret)
+        except AuthError:
+            await self._admin.remove(member_id)  # another host used the token meanwhile
+            raise
+        return JoinGrant(
+            member_id=member_id, ca_cert=self._admin.ca_cert(), cert=cert,
+            initial_cluster=initial, client_urls=clients,
+        )  # fmt: skip
+
+    async def _check_names(self, request: JoinRequest) -> None:
+        if any(h.name == request.name for h in await self._hosts.list()):
+            raise AlreadyExistsError(f"a host named {request.name!r} is already a member")
+        names = {r.name for r in await InstanceRepo(self._store).list(shared=True)}
+        taken = sorted(names & set(request.instances))
+        if taken:
+            raise AlreadyExistsError(
+                f"instances named {', '.join(taken)} already exist in the cluster: "
+                "join with --rename-suffix or rename them first"
+            )
+
+    async def remove_host(self, host: str, force: bool) -> HostRemoval:
+        """Forget a host that is gone for good: its record and its etcd member. Refused
+        without ``force``, for this host, and while the host is online."""
+        if not force:
+            raise InvalidInputError(f"removing host {host!r} forgets it for good: pass force")
+        record = await self._hosts.get(host)
+        if record.id == self._host_id:
+            raise ConflictError(f"host {record.name!r} is this host: use cluster leave")
+        if record.alive:
+            raise ConflictError(
+                f"host {record.name!r} is online: stop its daemon or run cluster leave there"
+            )
+        removed = False
+        if self._remove_member is not None:
+            removed = await self._remove_member(record.name)
+        await self._store.delete(host_key(record.id))
+        owned = [r.name for r in await InstanceRepo(self._store).list(shared=True)
+                 if r.owner is not None and r.owner.host == record.id]  # fmt: skip
+        return HostRemoval(
+            host_id=record.id, name=record.name, etcd_member_removed=removed, orphaned=owned
         )
 
     async def _host(self, record: HostRecord) -> ClusterHost:

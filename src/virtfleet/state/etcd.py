@@ -87,6 +87,16 @@ class EtcdTLS:
 
 
 @dataclass(frozen=True)
+class AddedMember:
+    """A member just added: its id (hex), the ``--initial-cluster`` it starts with, and
+    the client URLs of the members already running."""
+
+    member_id: str
+    initial_cluster: str
+    client_urls: list[str]
+
+
+@dataclass(frozen=True)
 class _Stubs:
     channel: grpc.aio.Channel
     kv: Any
@@ -276,6 +286,46 @@ class EtcdStore:
         found = await asyncio.gather(*(self._member(m) for m in reply.members))
         return sorted(found, key=lambda m: m.name)
 
+    async def remove_member(self, name: str) -> bool:
+        """Remove etcd member ``name`` from the cluster (a host removed for good);
+        whether there was one by that name."""
+        reply = await self._call(self._stubs().cluster.MemberList, rpc.MemberListRequest())
+        found = [m for m in reply.members if m.name == name]
+        for member in found:
+            request = rpc.MemberRemoveRequest(ID=member.ID)
+            await self._call(self._stubs().cluster.MemberRemove, request)
+        return bool(found)
+
+    async def add_learner(self, name: str, peer_urls: builtins.list[str]) -> AddedMember:
+        """Add a non-voting member ``name`` at ``peer_urls`` (it catches up without
+        counting for quorum, until promoted): its id and how it starts."""
+        request = rpc.MemberAddRequest(peerURLs=peer_urls, isLearner=True)
+        reply = await self._call(self._stubs().cluster.MemberAdd, request)
+        new = int(reply.member.ID)
+        peers, clients = [], []
+        for m in reply.members:
+            label = name if int(m.ID) == new else m.name
+            peers += [f"{label}={url}" for url in m.peerURLs]
+            clients += list(m.clientURLs)
+        return AddedMember(f"{new:x}", ",".join(peers), clients)
+
+    async def promote(self, member_id: str) -> bool:
+        """Promote the learner with this (hex) id to a voting member; False while it has
+        not caught up with the leader yet (etcd refuses then)."""
+        request = rpc.MemberPromoteRequest(ID=int(member_id, 16))
+        try:
+            await self._call(self._stubs().cluster.MemberPromote, request)
+        except VirtfleetError as err:
+            if "not in sync" in err.message or "not ready" in err.message:
+                return False
+            raise
+        return True
+
+    async def remove_member_id(self, member_id: str) -> None:
+        """Remove the member with this (hex) id: a join that failed half-way."""
+        request = rpc.MemberRemoveRequest(ID=int(member_id, 16))
+        await self._call(self._stubs().cluster.MemberRemove, request)
+
     async def _member(self, member: Any) -> StoreMember:
         about = StoreMember(
             id=f"{int(member.ID):x}", name=member.name, client_urls=list(member.clientURLs)
@@ -331,7 +381,8 @@ class EtcdStore:
 
     def _range(self, prefix: str) -> tuple[bytes, bytes]:
         start = self._k(prefix)
-        return start, _prefix_end(start)
+        # etcd needs a key: with no namespace the empty prefix is "from \0 to the end".
+        return start or b"\0", _prefix_end(start)
 
     def _kv_of(self, kv: Any) -> KeyValue:
         return KeyValue(

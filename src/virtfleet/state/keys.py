@@ -30,6 +30,7 @@ Cluster-wide:
     /alerts/rules/{name}, /alerts/silences/{rule:target}, /alerts/cursor
     /backup-verify/last         LastVerify          of the one backup repository
     /cluster/member-secret      bytes               HMAC key of forwarded requests
+    /cluster/join-tokens/{sha}  JoinToken           one-time, on a lease of its lifetime
 
 Only the layouts of older schema versions, which ``state/migrations.py`` reads to move
 them here, are spelled elsewhere.
@@ -73,6 +74,7 @@ ALERT_SILENCES = "/alerts/silences/"
 ALERT_CURSOR = "/alerts/cursor"  # the revision of the last event a leader acted on
 BACKUP_VERIFY = "/backup-verify/"  # the last verify's result, under .../last
 MEMBER_SECRET = "/cluster/member-secret"  # signs requests members forward to owners
+JOIN_TOKENS = "/cluster/join-tokens/"  # SHA-256 of one-time join tokens, on leases
 
 
 def instance_prefix(name: str) -> str:
