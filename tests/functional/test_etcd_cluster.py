@@ -163,7 +163,7 @@ async def test_remove_forgets_a_dead_host_and_its_etcd_member(tmp_path: Path) ->
         async with member(tmp_path, "host-a", store) as (platform_a, _, api_a):
             async with member(tmp_path, "host-b", store) as (_, _, api_b):
                 await wait_op(api_b, await api_b.post("/1.0/images", json={"name": "tiny"}))
-                await create(api_b, "on-b")
+                await create(api_b, "on-b", host="host-b")  # placement could pick A
                 online = await api_a.delete("/1.0/cluster/hosts/host-b", params={"force": "true"})
             etcd_store = platform_a.store
             assert isinstance(etcd_store, EtcdStore)

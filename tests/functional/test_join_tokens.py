@@ -11,7 +11,8 @@ import pytest
 from virtfleet.errors import AuthError, ConflictError, InvalidInputError
 from virtfleet.model.cluster import ClusterIdentity
 from virtfleet.service.credentials import sha256_hex
-from virtfleet.service.jointokens import KEYS, REFUSED, JoinTokens, decode
+from virtfleet.service.jointokens import REFUSED, JoinTokens, decode
+from virtfleet.state.keys import JOIN_TOKENS
 from virtfleet.state.memory import MemoryStore
 
 ME = ClusterIdentity(
@@ -36,8 +37,8 @@ async def test_a_token_carries_the_cluster_and_admits_one_join() -> None:
         ME.api_url, ME.ca_fingerprint, "CD",
     )  # fmt: skip
     assert made.expires_at == clock.now + timedelta(seconds=600)
-    (kv,) = await store.list(KEYS)
-    assert kv.key == KEYS + sha256_hex(carried.secret) and kv.lease is not None
+    (kv,) = await store.list(JOIN_TOKENS)
+    assert kv.key == JOIN_TOKENS + sha256_hex(carried.secret) and kv.lease is not None
     assert carried.secret.encode() not in kv.value  # only its hash is kept
     await tokens.consume(carried.secret)
     with pytest.raises(AuthError, match=REFUSED):
