@@ -42,3 +42,11 @@ def test_a_container_needs_a_host_with_an_oci_runtime() -> None:
     loads = {"id-oci": Load(2048, 4, 4)}
     assert choose_host(BOX, hosts, loads, "id-plain") == "id-oci"
     assert choose_host(VM, hosts, loads, "id-oci") == "id-plain"
+
+
+def test_a_tie_goes_to_this_host_then_by_name() -> None:
+    """Equally allocated hosts: the one that received the request keeps the instance (its
+    image is here, nothing is forwarded); between others the name decides."""
+    hosts = [host("a"), host("b"), host("c")]
+    assert choose_host(VM, hosts, {}, "id-b") == "id-b"
+    assert choose_host(VM, hosts, {}, "id-elsewhere") == "id-a"

@@ -5,9 +5,10 @@ store). A named host (``--host``, id or name) must be a member (``UnknownHostErr
 naming the members) and online (``ConflictError``). Without one, the candidates are the
 online hosts whose free room (their capacity limits minus what their instances hold,
 as capacity admission counts it) fits the request, and for a container an OCI runtime;
-the least allocated one wins (memory share, then vCPU share, then instance count, then
-name). No candidate: this host, whose admission then names the shortfall. The scheduler
-issue replaces this with real placement (reservations written with the ownership).
+the least allocated one wins (memory share, then vCPU share, then instance count; a
+tie goes to this host, which has the image and needs no forwarding, then by name). No
+candidate: this host, whose admission then names the shortfall. The scheduler issue
+replaces this with real placement (reservations written with the ownership).
 Must not write anything.
 """
 
@@ -56,11 +57,11 @@ def _fits(host: HostRecord, load: Load, spec: InstanceSpec) -> bool:
     return room_memory >= spec.memory_mib and cap.vcpus_limit - load.vcpus >= spec.vcpus
 
 
-def _share(host: HostRecord, load: Load) -> tuple[float, float, int, str]:
+def _share(host: HostRecord, load: Load, here: str) -> tuple[float, float, int, bool, str]:
     cap = host.capacity
     memory = load.memory_mib / cap.memory_limit_mib if cap.memory_limit_mib else 0.0
     vcpus = load.vcpus / cap.vcpus_limit if cap.vcpus_limit else 0.0
-    return memory, vcpus, load.instances, host.name
+    return memory, vcpus, load.instances, host.id != here, host.name
 
 
 def choose_host(
@@ -74,7 +75,7 @@ def choose_host(
     ]
     if not fitting:
         return here
-    return min(fitting, key=lambda h: _share(h, found.get(h.id, Load()))).id
+    return min(fitting, key=lambda h: _share(h, found.get(h.id, Load()), here)).id
 
 
 class Placement:
