@@ -218,6 +218,43 @@ def test_the_debian_image_key_follows_the_mirror_and_the_layout() -> None:
     assert tiny.content_digest(disk.BIOS) != tiny.content_digest(GptLayout())
 
 
+def _debootstrapped(root: Path) -> Path:
+    """The few files of a debootstrap tree that ``debian.configure`` changes."""
+    for d in ("etc/cloud/cloud.cfg.d", "etc/ssh", "etc/network",
+              "etc/systemd/system/multi-user.target.wants",
+              "etc/systemd/system/timers.target.wants"):  # fmt: skip
+        (root / d).mkdir(parents=True)
+    (root / "etc/ssh/ssh_host_rsa_key.pub").write_text("ssh-rsa AAAA debootstrap\n")
+    wants = root / "etc/systemd/system"
+    for link in ("multi-user.target.wants/e2scrub_reap.service",
+                 "multi-user.target.wants/ssh.service", "timers.target.wants/e2scrub_all.timer",
+                 "timers.target.wants/apt-daily.timer"):  # fmt: skip
+        (wants / link).symlink_to(f"/lib/systemd/system/{Path(link).name}")
+    return root
+
+
+def test_the_debian_image_boots_three_cloud_init_stages_and_makes_one_host_key(
+    tmp_path: Path,
+) -> None:
+    """What first boot costs under TCG: the config stage's modules run in the final stage
+    (runcmd before scripts-user) with cloud-config.service masked; one ed25519 host key;
+    no locale (no locales package: it failed every boot) or grub-dpkg (no GRUB)."""
+    root = _debootstrapped(tmp_path / "root")
+    debian.configure(root)
+    text = (root / "etc/cloud/cloud.cfg.d/90-virtfleet.cfg").read_text()
+    cfg = json.loads(text.split("\n", 1)[1])  # a comment line, then JSON (which is YAML)
+    assert cfg["ssh_genkeytypes"] == ["ed25519"] and cfg["cloud_config_modules"] == []
+    final, init = cfg["cloud_final_modules"], cfg["cloud_init_modules"]
+    assert final.index("apt-configure") < final.index("package-update-upgrade-install")
+    assert final.index("runcmd") < final.index("scripts-user") < final.index("final-message")
+    assert {"write-files", "set_hostname", "users-groups", "ssh", "growpart"} <= set(init)
+    assert not {"locale", "grub-dpkg", "snap", "byobu"} & set(init + final)
+    units = root / "etc/systemd/system"
+    assert os.readlink(units / "cloud-config.service") == "/dev/null"
+    assert sorted(p.name for p in units.glob("*.wants/*")) == ["apt-daily.timer", "ssh.service"]
+    assert not list((root / "etc/ssh").glob("ssh_host_*"))
+
+
 # --- disk assembly -----------------------------------------------------------------------
 
 
