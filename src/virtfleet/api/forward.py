@@ -34,12 +34,13 @@ from typing import Any
 import httpx
 import websockets
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 
 from virtfleet.api.auth import AUTH_ERROR, FORWARDED_BY, PRINCIPAL, principal_of, request_state
 from virtfleet.api.errors import error_response
+from virtfleet.api.idempotency import replaying
 from virtfleet.api.ws import close_with, race
 from virtfleet.errors import MemberAuthError, OwnerUnreachableError, VirtfleetError
 from virtfleet.model.auth import ANONYMOUS, Principal, Role
@@ -120,16 +121,8 @@ async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
-    body, sent = b"".join(chunks), False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return body, replay
+    body = b"".join(chunks)
+    return body, replaying(body, receive)
 
 
 def _signed(scope: Scope) -> bool:

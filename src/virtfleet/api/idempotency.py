@@ -99,7 +99,7 @@ class IdempotencyMiddleware:
         if isinstance(begun, StoredResponse):
             await _replay(send, begun)
             return
-        await self._run(scope, _replaying(body, receive), send, service, begun)
+        await self._run(scope, replaying(body, receive), send, service, begun)
 
     async def _run(
         self,
@@ -175,7 +175,7 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _replaying(body: bytes, receive: Receive) -> Receive:
+def replaying(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that hands the app the body already read, then defers to the server."""
     sent = False
 
