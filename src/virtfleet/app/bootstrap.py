@@ -456,6 +456,7 @@ def build_control_plane(
             remove_member=store.remove_member if isinstance(store, EtcdStore) else None,
             tokens=JoinTokens(store, cluster.identity),
             admin=EtcdAdmin(settings.data_dir, store) if isinstance(store, EtcdStore) else None,
+            tally=capacity.tally,
         ),
         forwarding=ForwardingService(store, me, SharedSecretCredentials(store, me)),
     )

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from virtfleet.model.host import HostState
+from virtfleet.model.host import HostCapacity, HostDisk, HostState
 
 JOIN_PREFIX = "vfjoin1."
 
@@ -30,7 +30,13 @@ class StoreMember(BaseModel):
 
 class ClusterHost(BaseModel):
     """One host of ``/hosts``: ``lease_age_s`` is how long its liveness key has lived
-    (since it registered on its current lease; None once the lease lapsed)."""
+    (since it registered on its current lease; None once the lease lapsed).
+
+    ``instances``: how many it owns, ``running`` of them; ``allocated_*``: what those that
+    run or are asked to run hold, as admission and placement count it, against the limits
+    in ``capacity``. ``etcd``: the etcd member this host runs (the member named like the
+    host), None when it runs none (a single host, or an etcd run outside the platform).
+    """
 
     id: str
     name: str
@@ -39,6 +45,14 @@ class ClusterHost(BaseModel):
     lease_age_s: float | None = None
     api_url: str | None = None
     this_host: bool = False
+    capacity: HostCapacity = Field(default_factory=HostCapacity)
+    instances: int = 0
+    running: int = 0
+    allocated_vcpus: int = 0
+    allocated_memory_mib: int = 0
+    disks: list[HostDisk] = Field(default_factory=list)
+    versions: dict[str, str] = Field(default_factory=dict)
+    etcd: StoreMember | None = None
 
 
 class ClusterStatus(BaseModel):
@@ -47,6 +61,7 @@ class ClusterStatus(BaseModel):
     host_id: str  # this host's id
     members: list[StoreMember] = Field(default_factory=list)  # etcd only
     hosts: list[ClusterHost] = Field(default_factory=list)
+    instances: int = 0  # every instance of the cluster (owned by a listed host or not)
 
 
 class HostRemoval(BaseModel):

@@ -1,5 +1,6 @@
 """The cluster overview (``GET /1.0/cluster``): which store this member runs on, etcd's
-members when it is etcd, and every host of ``/hosts`` with its liveness.
+members when it is etcd, and every host of ``/hosts`` with its liveness, its capacity,
+what its instances hold (counted as placement counts them) and its etcd member's health.
 
 Owns assembling that view and the door to ``cluster init`` (a ``Former`` the
 composition root hands in); the etcd member figures come from the store
@@ -10,6 +11,7 @@ Must not change anything.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -36,11 +38,14 @@ from virtfleet.model.cluster import (
     NewJoinToken,
     StoreMember,
 )
+from virtfleet.model.enums import PowerState
 from virtfleet.model.host import HostRecord
+from virtfleet.service.allocations import Allocations
 from virtfleet.service.jointokens import JoinTokens
+from virtfleet.service.placement import Load, Placement, loads
 from virtfleet.state.hosts import HostRepo
 from virtfleet.state.keys import alive_key, host_key
-from virtfleet.state.repos import InstanceRepo
+from virtfleet.state.repos import InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore
 
 StoreKind = Literal["sqlite", "memory", "etcd"]
@@ -88,9 +93,12 @@ class ClusterService:
         remove_member: Callable[[str], Awaitable[bool]] | None = None,
         tokens: JoinTokens | None = None,
         admin: MemberAdmin | None = None,
+        tally: Allocations | None = None,
     ) -> None:
         """``members``: etcd's member list with their status (None: not etcd);
-        ``former``: what ``cluster init`` runs (None: not possible on this daemon)."""
+        ``former``: what ``cluster init`` runs (None: not possible on this daemon);
+        ``tally``: capacity's allocation tally (spares the status a listing of every
+        instance while it follows the store)."""
         self._store = store
         self._hosts = HostRepo(store)
         self._host_id = host_id
@@ -100,6 +108,7 @@ class ClusterService:
         self._remove_member = remove_member  # etcd's MemberRemove by name (None: not etcd)
         self.tokens = tokens  # one-time join tokens (None: none on this daemon)
         self._admin = admin  # the CA and etcd's member API (None: no cluster CA here)
+        self._placement = Placement(store, host_id, tally)  # its per-host loads and records
 
     async def init(self, request: ClusterInitRequest) -> ClusterInitResult:
         """Form a one-member cluster from this host (see ``app.clustering``)."""
@@ -133,13 +142,16 @@ class ClusterService:
 
     async def status(self) -> ClusterStatus:
         members = await self._members() if self._members is not None else []
-        hosts = [await self._host(h) for h in await self._hosts.list()]
+        records = await self._placement.records()
+        tally = _Tally(records, {m.name: m for m in members})
+        hosts = [await self._host(h, tally) for h in await self._hosts.list()]
         return ClusterStatus(
             store=self._kind,
             summary=_summary(self._kind, members),
             host_id=self._host_id,
             members=members,
             hosts=hosts,
+            instances=len(records),
         )
 
     async def create_join_token(self, ttl_s: float) -> NewJoinToken:
@@ -203,7 +215,8 @@ class ClusterService:
             host_id=record.id, name=record.name, etcd_member_removed=removed, orphaned=owned
         )
 
-    async def _host(self, record: HostRecord) -> ClusterHost:
+    async def _host(self, record: HostRecord, tally: _Tally) -> ClusterHost:
+        held = tally.held.get(record.id, Load())
         return ClusterHost(
             id=record.id,
             name=record.name,
@@ -212,6 +225,14 @@ class ClusterService:
             lease_age_s=await self._lease_age(record.id) if record.alive else None,
             api_url=record.api_url,
             this_host=record.id == self._host_id,
+            capacity=record.capacity,
+            instances=tally.owned[record.id],
+            running=tally.running[record.id],
+            allocated_vcpus=held.vcpus,
+            allocated_memory_mib=held.memory_mib,
+            disks=record.disks,
+            versions=record.versions,
+            etcd=tally.members.get(record.name),  # a member's etcd name is its host's name
         )
 
     async def _lease_age(self, host_id: str) -> float | None:
@@ -223,6 +244,19 @@ class ClusterService:
         except (ValueError, KeyError, TypeError):
             return None
         return round(max(0.0, (datetime.now(UTC) - since).total_seconds()), 1)
+
+
+class _Tally:
+    """Per owning host id: the instances it owns, how many run, what they hold."""
+
+    def __init__(self, records: list[InstanceRecord], members: dict[str, StoreMember]) -> None:
+        owners = [r for r in records if r.owner is not None]
+        self.owned = Counter(r.owner.host for r in owners if r.owner)
+        self.running = Counter(
+            r.owner.host for r in owners if r.owner and r.status.power is PowerState.RUNNING
+        )
+        self.held = loads(records)
+        self.members = members
 
 
 def _summary(kind: StoreKind, members: list[StoreMember]) -> str:
