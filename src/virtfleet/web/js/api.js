@@ -76,8 +76,11 @@ export const deleteInstance = (name, { force = true, disks = true } = {}) =>
 export const vncTicket = (name) => post(`/1.0/instances/${enc(name)}/console/vnc-ticket`);
 export const screenshotUrl = (name) => `/1.0/instances/${enc(name)}/screenshot?t=${Date.now()}`;
 
-// Host, images, operations, events -----------------------------------------
+// Hosts, images, operations, events -----------------------------------------
 export const getHost = () => get("/1.0/host");
+export const listHosts = () => get("/1.0/hosts");
+export const hostRecord = (idOrName) => get(`/1.0/hosts/${enc(idOrName)}`);
+export const clusterStatus = () => get("/1.0/cluster");
 export const checkHost = () => get("/1.0/host/check");
 export const listImages = () => get("/1.0/images");
 export const listOperations = () => get("/1.0/operations");

@@ -13,6 +13,7 @@ import { renderTemplates } from "./pages/templates.js";
 import { renderBackups } from "./pages/backups.js";
 import { renderAlerts } from "./pages/alerts.js";
 import { renderHost } from "./pages/host.js";
+import { renderHosts } from "./pages/hosts.js";
 import { renderOperations } from "./pages/operations.js";
 import { renderUsers } from "./pages/admin.js";
 import { renderAudit, renderEvents } from "./pages/activity.js";
@@ -25,13 +26,14 @@ let leave = null; // the current page's clean-up (closes websockets, timers)
 // a view that is no longer shown, never over the next page.
 const ROUTES = [
   [/^#?\/?$/, "dashboard", (v) => renderDashboard(v)],
-  [/^#\/instances$/, "instances", (v) => renderInstances(v)],
+  [/^#\/instances(?:\?host=([^&]*))?$/, "instances", (v, m) => renderInstances(v, m[1] === undefined ? undefined : decodeURIComponent(m[1]))],
   [/^#\/instances\/([a-z0-9-]+)(?:\/([a-z]+))?$/, "instances", (v, m) => renderInstance(v, m[1], m[2])],
   [/^#\/networks$/, "networks", (v) => renderNetworks(v)],
   [/^#\/images$/, "images", (v) => renderImages(v)],
   [/^#\/templates$/, "templates", (v) => renderTemplates(v)],
   [/^#\/backups$/, "backups", (v) => renderBackups(v)],
   [/^#\/alerts$/, "alerts", (v) => renderAlerts(v)],
+  [/^#\/hosts$/, "hosts", (v) => renderHosts(v)],
   [/^#\/host$/, "host", (v) => renderHost(v)],
   [/^#\/admin(?:\/users)?$/, "admin", (v) => renderUsers(v)],
   [/^#\/admin\/audit$/, "admin", (v) => renderAudit(v)],

@@ -1,4 +1,5 @@
-// The dashboard: host capacity (allocated vs used), instances by state and by mode,
+// The dashboard: the cluster (store, hosts online, each host's instances and etcd health),
+// host capacity (allocated vs used), instances by state and by mode,
 // the host check summary, the last boot's start sequence (and, for admins, shutting every
 // guest down), recent events and running tasks.
 import * as api from "../api.js";
@@ -6,6 +7,7 @@ import { bytes, clear, errorText, h, mib, modeBadge, modeOf, notice, when } from
 import { hostMetrics } from "../components/metrics.js";
 import { utilizationCard } from "../components/utilization.js";
 import { bootCard } from "../components/bootreport.js";
+import { etcdLevel, etcdText, stateBadge } from "../components/hostinfo.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 
@@ -18,11 +20,13 @@ export async function renderDashboard(main) {
   const boot = bootCard();
 
   async function load() {
-    const [host, instances, checks, events, operations, images] = await Promise.all([
+    const [host, instances, checks, events, operations, images, cluster] = await Promise.all([
       api.getHost(), api.listInstances(), api.checkHost(), api.listEvents(12), api.listOperations(), api.listImages(),
+      api.clusterStatus(),
     ].map((p) => p.catch((err) => ({ error: err }))));
     clear(body,
-      card("Host", hostCard(host, instances, images)),
+      card("Cluster", clusterCard(cluster)),
+      card("Host", hostCard(host, instances, images, cluster)),
       card("Instances", instanceCard(instances)),
       card("Host check", checkCard(checks)),
       card("Boot and shutdown", boot),
@@ -64,9 +68,11 @@ function meter(label, used, total, text) {
     h("span.sr-only", {}, `${pct}%`));
 }
 
-function hostCard(host, instances, images) {
+function hostCard(host, instances, images, cluster) {
   if (host.error) return failed(host);
-  const list = instances.error ? [] : instances;
+  const all = instances.error ? [] : instances;
+  // This host's own instances: in a cluster the list holds every host's.
+  const list = cluster.error ? all : all.filter((i) => !i.owner || i.owner.host === cluster.host_id);
   const live = list.filter((i) => LIVE.includes(i.status.power));
   const sum = (items, f) => items.reduce((n, i) => n + f(i), 0);
   const vcpuAll = sum(list, (i) => i.spec.vcpus);
@@ -85,6 +91,19 @@ function hostCard(host, instances, images) {
     meter("vCPUs in use (running)", vcpuLive, host.cpus, `${vcpuLive} used · ${vcpuAll} allocated · ${host.cpus} host CPUs`),
     meter("Memory in use (running)", memLive, host.memory_mib, `${mib(memLive)} used · ${mib(memAll)} allocated · ${mib(host.memory_mib)} host`),
     meter("Image storage", imageBytes, imageVirtual, `${bytes(imageBytes)} used · ${bytes(imageVirtual)} virtual · disks ${diskGib ? `${diskGib} GiB` : "thin (image size)"}`));
+}
+
+function clusterCard(cluster) {
+  if (cluster.error) return failed(cluster);
+  const online = cluster.hosts.filter((x) => x.state === "online").length;
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  return h("div", {},
+    h("p", {}, h("strong", {}, cluster.summary)),
+    h("p", { id: "cluster-hosts-online" }, `${online} of ${plural(cluster.hosts.length, "host")} online · ${plural(cluster.instances, "instance")}`),
+    h("ul.plain.cluster-hosts", {}, cluster.hosts.map((x) => h("li", { dataset: { host: x.name } },
+      h("strong", {}, x.name), " ", stateBadge(x.state), ` ${plural(x.instances, "instance")} (${x.running} running)`,
+      cluster.store === "etcd" ? h(`span.etcd-${etcdLevel(x, cluster.store)}`, {}, ` · etcd: ${etcdText(x, cluster.store)}`) : null))),
+    h("a", { href: "#/hosts" }, "All hosts"));
 }
 
 function instanceCard(instances) {

@@ -1,4 +1,5 @@
-// One instance: header with state, mode and actions; tabs Summary, Hardware, Console,
+// One instance: header with state, mode and actions; tabs Summary (with the owning host),
+// Hardware, Console,
 // Container or Snapshots and Backups, Metrics, Networks, and Settings (start at boot).
 import * as api from "../api.js";
 import { clear, DASH, devicesLabel, errorText, h, mib, modeBadge, modeOf, notice, powerBadge, when } from "../dom.js";
@@ -18,6 +19,7 @@ import { bootPolicyPanel } from "../components/bootpolicy.js";
 import { backupsPanel, snapshotsPanel } from "../panels/protection.js";
 import { vmExportDialog } from "../components/imageforms.js";
 import { failureText, track } from "../components/tasks.js";
+import { stateBadge } from "../components/hostinfo.js";
 
 const LIVE = ["running", "paused", "starting", "stopping"];
 
@@ -29,6 +31,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
     clear(main, h("h1", {}, name), notice(errorText(err)), h("a", { href: "#/instances" }, "Back to instances"));
     return null;
   }
+  let owner = await ownerOf(instance); // the owning host's record (null: none known)
   const head = h("div.instance-head");
   const status = h("p.notice.notice-error", { role: "alert", hidden: true });
   const done = h("p.notice.notice-info", { role: "status", hidden: true, id: "instance-done" });
@@ -101,6 +104,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
   async function reload() {
     try {
       instance = await api.getInstance(name);
+      owner = await ownerOf(instance); // it may have moved, its host gone offline
     } catch (err) {
       if (left) return;
       if (err.status === 404) {
@@ -133,6 +137,7 @@ export async function renderInstance(main, name, initialTab = "summary") {
         h("div.summary", {},
           h("dl.facts", {},
             fact("State", powerBadge(s.power)),
+            fact("Host", ...hostFact(i, owner)),
             fact("Virtualization", modeBadge(modeOf(i)), " ", h("span.muted", {}, s.accel_reason || modeText(i))),
             fact("Devices", devicesLabel(i.spec.device_model)),
             i.spec.kind === "vm" ? fact("Firmware", firmwareText(i.spec)) : null,
@@ -171,6 +176,23 @@ export async function renderInstance(main, name, initialTab = "summary") {
     window.removeEventListener("vf:event", onEvent);
     tabs.close();
   };
+}
+
+// The record of the host that owns ``instance``; null when it has no owner or the host is
+// no longer listed (removed from the cluster).
+async function ownerOf(instance) {
+  if (!instance.owner) return null;
+  try {
+    return await api.hostRecord(instance.owner.host);
+  } catch {
+    return null;
+  }
+}
+
+function hostFact(instance, owner) {
+  if (!instance.owner) return [DASH];
+  if (!owner) return [h("span", { id: "instance-host" }, `unknown host ${instance.owner.host}`), " ", h("span.muted", {}, "(no longer a member)")];
+  return [h("a", { href: "#/hosts", id: "instance-host" }, owner.name), " ", stateBadge(owner.state)];
 }
 
 const FIRMWARE = { bios: "BIOS (SeaBIOS)", uefi: "UEFI", "uefi-secure": "UEFI with Secure Boot" };
