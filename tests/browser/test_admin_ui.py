@@ -34,7 +34,7 @@ PAGES = [
     ("networks", "Networks"), ("images", "Images and templates"), ("templates", "Templates"),
     ("backups", "Backups"), ("alerts", "Alerts"), ("admin/users", "Administration"),
     ("admin/audit", "Audit log"), ("admin/events", "Event history"), ("host", "Host"),
-    ("admin/operations", "Operations"),
+    ("admin/operations", "Operations"), ("hosts", "Hosts"),
 ]  # fmt: skip
 
 
