@@ -250,11 +250,9 @@ class _Tally:
     """Per owning host id: the instances it owns, how many run, what they hold."""
 
     def __init__(self, records: list[InstanceRecord], members: dict[str, StoreMember]) -> None:
-        owners = [r for r in records if r.owner is not None]
-        self.owned = Counter(r.owner.host for r in owners if r.owner)
-        self.running = Counter(
-            r.owner.host for r in owners if r.owner and r.status.power is PowerState.RUNNING
-        )
+        owned = [(r.owner.host, r.status.power) for r in records if r.owner is not None]
+        self.owned = Counter(host for host, _ in owned)
+        self.running = Counter(host for host, power in owned if power is PowerState.RUNNING)
         self.held = loads(records)
         self.members = members
 

@@ -82,6 +82,7 @@ export async function renderInstances(main, host) {
     clear(hostFilter, h("option", { value: "all" }, "All hosts"),
       names.map((n) => h("option", { value: n, selected: n === view.host }, n)));
     hostFilter.hidden = hostLabel.hidden = !showHosts;
+    search.placeholder = showHosts ? "Name, image, mode or host" : "Name, image or mode";
     clear(head, h("tr", {},
       canOperate() ? h("th", { scope: "col" }, selectAll) : null,
       ["Name", "State", "Mode", ...(showHosts ? ["Host"] : []), "vCPUs", "Memory", "Devices", "IPs"].map((c) => h("th", { scope: "col" }, c))));
