@@ -96,6 +96,9 @@ def test_hosts_page_host_column_filter_and_owner(
     assert page.evaluate("location.hash") == "#/instances?host=host-a"
     page.locator("#host-filter").select_option("all")
     expect(rows).to_have_count(3)
+    page.get_by_label("Search").fill("host-b")  # the search matches the host too
+    expect(rows).to_have_count(2)
+    page.get_by_label("Search").fill("")
 
     page.get_by_role("link", name="on-b", exact=True).click()
     expect(page.locator("#instance-host")).to_have_text("host-b")
