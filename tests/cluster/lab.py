@@ -28,8 +28,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.integration.conftest import VIRTFLEET, wait_for
-from tests.integration.netlab import NsDaemon, sh
+from tests.integration.conftest import CACHE, VIRTFLEET, Daemon, _listening, wait_for
+from tests.integration.netlab import sh
 from tests.integration.reaping import reap
 from virtfleet.client.errors import ApiError
 from virtfleet.host.etcdmember import EtcdMember, load_config
@@ -38,6 +38,7 @@ SUBNET = "10.251.0"  # private; only the hub and the lab's namespaces see it
 ROOT_ADDRESS = f"{SUBNET}.1"  # the root namespace's end of root_link
 API_PORT = 8006
 SIZE = 3
+START_TIMEOUT_S = 90.0  # a daemon's imports alone take 10 s on a loaded 2-core machine
 LEASE_S = 5.0  # the hosts' liveness lease: a cut-off host shows offline within seconds
 
 
@@ -47,10 +48,10 @@ class LabHost:
 
     lab: Lab
     index: int
-    daemon: NsDaemon = field(init=False)
+    daemon: LabDaemon = field(init=False)
 
     def __post_init__(self) -> None:
-        self.daemon = NsDaemon(self.data_dir, _Ns(self.ns))
+        self.daemon = LabDaemon(self.data_dir, self.ns)
         self.daemon.serve_args = ["--listen", f"{self.address}:{API_PORT}"]
         self.daemon.env = {"VIRTFLEET_HOST_NAME": self.name, "VIRTFLEET_HOST_LEASE_S": str(LEASE_S)}
         self.daemon.url = self.url
@@ -90,27 +91,38 @@ class LabHost:
 
     def kill(self) -> None:
         """Node death: SIGKILL the daemon and its etcd member (its QEMUs stay: ``reap``)."""
-        _end_daemon(self.data_dir, signal.SIGKILL)
+        _end_daemons([self.data_dir], signal.SIGKILL)
         stop_member(self.data_dir)
 
     def start(self) -> None:
         self.daemon.start()
 
 
-class _Ns:
-    """What ``NsDaemon`` needs of a namespace: run a process inside it."""
+class LabDaemon(Daemon):
+    """``virtfleet serve`` inside the namespace ``ns``, started in two steps so a lab's
+    daemons start together."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, data_dir: Path, ns: str) -> None:
+        super().__init__(data_dir)
+        self.ns = ns
 
-    def popen(
-        self, args: list[str], log: Path, env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
-        with open(log, "ab") as out:
-            return subprocess.Popen(
-                ["nsenter", f"--net=/run/netns/{self.name}", *args], env=env,
+    def start(self) -> None:
+        self.launch()
+        self.wait_listening()
+
+    def launch(self) -> None:
+        (self.data_dir / "api.sock").unlink(missing_ok=True)
+        env = {**os.environ, "VIRTFLEET_CACHE_DIR": str(CACHE), **self.env}
+        args = [VIRTFLEET, "--data-dir", str(self.data_dir), "serve", *self.serve_args]
+        with open(self.data_dir / "daemon.log", "ab") as out:
+            self.proc = subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{self.ns}", *args], env=env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
             )  # fmt: skip
+
+    def wait_listening(self) -> None:
+        sock = self.data_dir / "api.sock"
+        wait_for(lambda: _listening(sock), START_TIMEOUT_S, f"{self.ns}'s daemon socket")
 
 
 class Lab:
@@ -130,16 +142,27 @@ class Lab:
         return self.hosts[index - 1]
 
     def up(self, images_on: tuple[int, ...] = (1, 2, 3)) -> None:
-        """Namespaces, daemons, the ``tiny`` image on ``images_on``, then the cluster."""
+        """Namespaces, daemons, the ``tiny`` image on ``images_on``, then the cluster.
+        Daemons start together and each join overlaps the previous joiner's restart
+        (a daemon start is seconds of imports on a loaded machine)."""
         self._wire()
         for h in self.hosts:
             h.data_dir.mkdir(parents=True, exist_ok=True)
-            h.start()
+            h.daemon.launch()
+        for h in self.hosts:
+            h.daemon.wait_listening()
         ops = [(h, h.daemon.client.build_image("tiny")) for h in self.hosts if h.index in images_on]
-        for h, op in ops:
+        first = self.host(1)
+        first.daemon.client.cluster_init()
+        for h, op in ops:  # built while host 1 restarts on etcd
             done = h.daemon.client.wait_operation(op.id, timeout_s=300)
-            assert done.status == "success", f"tiny on {h.name}: {done.error}"
-        self._form()
+            assert done.status == "success", f"tiny on {h.name}: {done}"
+        wait_for(first.on_etcd, 60, f"{first.name} on etcd")
+        for h in self.hosts[1:]:
+            token = first.daemon.client.cluster_token_create(600).token
+            h.daemon.client.cluster_join(url=first.url, token=token)
+        for h in self.hosts[1:]:
+            wait_for(h.on_etcd, 60, f"{h.name} on etcd")
 
     def _wire(self) -> None:
         _add_ns(self.hub)
@@ -164,19 +187,10 @@ class Lab:
         sh("ip", "addr", "add", address, "dev", inner, ns=ns)
         sh("ip", "link", "set", inner, "up", ns=ns)
 
-    def _form(self) -> None:
-        first = self.host(1)
-        first.daemon.client.cluster_init()
-        wait_for(first.on_etcd, 60, f"{first.name} on etcd")
-        for h in self.hosts[1:]:
-            token = first.daemon.client.cluster_token_create(600).token
-            h.daemon.client.cluster_join(url=first.url, token=token)
-            wait_for(h.on_etcd, 60, f"{h.name} on etcd")
-
     def down(self) -> None:
         """Remove every part of the lab that exists; nothing else (idempotent)."""
+        _end_daemons([h.data_dir for h in self.hosts], signal.SIGTERM)
         for h in self.hosts:
-            _end_daemon(h.data_dir, signal.SIGTERM)
             stop_member(h.data_dir)
             if h.data_dir.exists():
                 reap(h.data_dir)
@@ -197,13 +211,13 @@ def stop_member(data_dir: Path) -> None:
         asyncio.run(EtcdMember(data_dir, config).stop())
 
 
-def _end_daemon(data_dir: Path, sig: signal.Signals) -> None:
-    """Signal the ``virtfleet serve`` on ``data_dir`` and wait until it has exited."""
-    mine = [str(data_dir), "serve"]
+def _end_daemons(data_dirs: list[Path], sig: signal.Signals) -> None:
+    """Signal the ``virtfleet serve`` on each of ``data_dirs``; wait until they exited."""
+    mine = [[str(d), "serve"] for d in data_dirs]
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         argv = proc.info["cmdline"] or []
-        if "--data-dir" in argv and argv[argv.index("--data-dir") + 1 :][:2] == mine:
+        if "--data-dir" in argv and argv[argv.index("--data-dir") + 1 :][:2] in mine:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.send_signal(sig)
                 found.append(proc)
