@@ -89,14 +89,6 @@ class LabHost:
         """Cut this host off from the others (``False``) or heal it (``True``)."""
         sh("ip", "link", "set", "eth0", "up" if up else "down", ns=self.ns)
 
-    def kill(self) -> None:
-        """Node death: SIGKILL the daemon and its etcd member (its QEMUs stay: ``reap``)."""
-        _end_daemons([self.data_dir], signal.SIGKILL)
-        stop_member(self.data_dir)
-
-    def start(self) -> None:
-        self.daemon.start()
-
 
 class LabDaemon(Daemon):
     """``virtfleet serve`` inside the namespace ``ns``, started in two steps so a lab's
