@@ -26,6 +26,8 @@ def lab(request: pytest.FixtureRequest, tiny_cache: Path) -> Iterator[Lab]:  # n
     finally:
         _keep_logs(made, request.module.__name__.rsplit(".", 1)[-1])
         made.down()
+    made.down()  # idempotent: a second removal finds nothing and fails on nothing
+    assert made.leftovers() == []
 
 
 def _keep_logs(lab: Lab, module: str) -> None:

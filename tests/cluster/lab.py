@@ -32,6 +32,7 @@ from tests.integration.conftest import CACHE, VIRTFLEET, Daemon, _listening, wai
 from tests.integration.netlab import sh
 from tests.integration.reaping import reap
 from virtfleet.client.errors import ApiError
+from virtfleet.errors import ProcessError
 from virtfleet.host.etcdmember import EtcdMember, load_config
 
 SUBNET = "10.251.0"  # private; only the hub and the lab's namespaces see it
@@ -182,13 +183,29 @@ class Lab:
     def down(self) -> None:
         """Remove every part of the lab that exists; nothing else (idempotent)."""
         _end_daemons([h.data_dir for h in self.hosts], signal.SIGTERM)
+        failed: list[str] = []
         for h in self.hosts:
-            stop_member(h.data_dir)
-            if h.data_dir.exists():
-                reap(h.data_dir)
+            try:  # one host's failure must not keep the rest of the lab alive
+                stop_member(h.data_dir)
+                if h.data_dir.exists():
+                    reap(h.data_dir)
+            except (AssertionError, OSError, ProcessError) as err:
+                failed.append(f"{h.name}: {err}")
         for ns in [h.ns for h in self.hosts] + [self.hub]:
             sh("ip", "netns", "delete", ns, check=False)  # its veths and bridge go with it
         shutil.rmtree(self.root, ignore_errors=True)
+        assert not failed, "; ".join(failed)
+
+    def leftovers(self) -> list[str]:
+        """What of the lab still exists (empty after ``down``): namespaces, processes
+        naming its data, its directory."""
+        names = {h.ns for h in self.hosts} | {self.hub}
+        found = [f"namespace {n}" for n in sh("ip", "netns", "list").split() if n in names]
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            argv = " ".join(proc.info["cmdline"] or [])
+            if str(self.root) in argv and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(f"process {proc.pid}: {argv[:120]}")
+        return found + ([str(self.root)] if self.root.exists() else [])
 
 
 def _add_ns(name: str) -> None:
@@ -262,8 +279,9 @@ def main(argv: list[str]) -> int:
     lab = Lab(lab_dir(), root_link=True)
     if argv[:1] == ["down"]:
         lab.down()
-        print("virtfleet lab removed")
-        return 0
+        left = lab.leftovers()
+        print("virtfleet lab removed" if not left else f"still there: {'; '.join(left)}")
+        return 1 if left else 0
     if argv[:1] != ["up"] or len(argv) != 1:
         print("usage: lab.py up|down", file=sys.stderr)
         return 2
