@@ -34,6 +34,7 @@ from tests.integration.reaping import reap
 from virtfleet.client.errors import ApiError
 from virtfleet.errors import ProcessError
 from virtfleet.host.etcdmember import EtcdMember, load_config
+from virtfleet.model.operation import Operation
 
 SUBNET = "10.251.0"  # private; only the hub and the lab's namespaces see it
 ROOT_ADDRESS = f"{SUBNET}.1"  # the root namespace's end of root_link
@@ -146,10 +147,9 @@ class Lab:
             h.daemon.wait_listening()
         ops = [(h, h.daemon.client.build_image("tiny")) for h in self.hosts if h.index in images_on]
         first = self.host(1)
+        _wait_built([(h, op) for h, op in ops if h is first])  # its API pauses for init
         first.daemon.client.cluster_init()
-        for h, op in ops:  # built while host 1 restarts on etcd
-            done = h.daemon.client.wait_operation(op.id, timeout_s=300)
-            assert done.status == "success", f"tiny on {h.name}: {done}"
+        _wait_built([(h, op) for h, op in ops if h is not first])  # while host 1 restarts
         wait_for(first.on_etcd, 60, f"{first.name} on etcd")
         for h in self.hosts[1:]:
             token = first.daemon.client.cluster_token_create(600).token
@@ -206,6 +206,12 @@ class Lab:
             if str(self.root) in argv and proc.info["status"] != psutil.STATUS_ZOMBIE:
                 found.append(f"process {proc.pid}: {argv[:120]}")
         return found + ([str(self.root)] if self.root.exists() else [])
+
+
+def _wait_built(ops: list[tuple[LabHost, Operation]]) -> None:
+    for h, op in ops:
+        done = h.daemon.client.wait_operation(op.id, timeout_s=300)
+        assert done.status == "success", f"tiny on {h.name}: {done}"
 
 
 def _add_ns(name: str) -> None:
