@@ -4,7 +4,7 @@ VENV := .venv
 VF := $(VENV)/bin/virtfleet
 DATA_DIR ?= $(or $(VIRTFLEET_DATA_DIR),/var/lib/virtfleet)
 
-.PHONY: bootstrap run test lint bench stop flake-check install uninstall
+.PHONY: bootstrap run test lint bench stop flake-check install uninstall lab lab-down
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -39,3 +39,11 @@ lint: bootstrap
 
 bench: bootstrap
 	$(VENV)/bin/python bench/vm_start.py
+
+# A three-host cluster on this machine (namespaces vf-lab1..3, data in $(LAB_DIR)); lab-down removes it.
+LAB_DIR ?= /var/lib/virtfleet-lab
+lab: bootstrap
+	@VIRTFLEET_LAB_DIR="$(LAB_DIR)" bash scripts/lab.sh up
+
+lab-down:
+	@VIRTFLEET_LAB_DIR="$(LAB_DIR)" bash scripts/lab.sh down

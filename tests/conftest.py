@@ -37,7 +37,7 @@ def _umask_kept() -> Iterator[None]:
 #: Run first: the longest modules, so two workers do not end on one of them alone.
 LONGEST_FIRST = ("tests/integration/test_debian.py", "tests/integration/test_identity.py")
 #: Then layer by layer, slow to fast: the fast tests fill in at the end.
-LAYERS = ("integration", "browser", "functional", "unit")
+LAYERS = ("cluster", "integration", "browser", "functional", "unit")
 
 
 def _rank(item: pytest.Item) -> tuple[int, int]:

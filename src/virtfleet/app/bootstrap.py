@@ -515,7 +515,9 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     app = create_app(services, lifespan=lifespan)
     app.add_middleware(StoreGate, startup=startup)  # outermost: 503 until started
     oci = lambda: host.driver.info().details.get("runtime")  # noqa: E731
-    presence = HostPresence(store, identity, facts, ratios, settings.data_dir, oci)
+    presence = HostPresence(
+        store, identity, facts, ratios, settings.data_dir, oci, ttl_s=settings.host_lease_s
+    )
     platform = Platform(
         settings, store, host.driver, host.agent, services, app, host,
         presence=presence, session=cluster.session, leader=cluster.leader, startup=startup,

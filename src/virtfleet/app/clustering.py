@@ -23,9 +23,10 @@ import json
 import logging
 import shutil
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from virtfleet.app import joining
@@ -60,6 +61,7 @@ from virtfleet.state.transfer import copy_store
 from virtfleet.util.net import is_loopback
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 LEAVE_TIMEOUT_S = 30.0
 SWITCHING = "this host is becoming a cluster member (cluster init): try again in a moment"
 
@@ -278,7 +280,7 @@ class EtcdAdmin:
         return sign_member(self.files, csr.encode(), [host]).decode()
 
     async def add(self, name: str, peer_url: str) -> tuple[str, str, list[str]]:
-        added = await self.store.add_learner(name, [peer_url])
+        added = await _when_allowed(lambda: self.store.add_learner(name, [peer_url]))
         return added.member_id, added.initial_cluster, added.client_urls
 
     async def remove(self, member_id: str) -> None:
@@ -286,14 +288,25 @@ class EtcdAdmin:
 
 
 async def _remove_when_allowed(cluster: EtcdStore, name: str) -> None:
-    """Remove member ``name``; etcd refuses ("unhealthy cluster") while the remaining
-    members' links to it are younger than its 5 s health interval, so ask again."""
-    async with asyncio.timeout(LEAVE_TIMEOUT_S):
-        for _ in itertools.count():
-            try:
-                await cluster.remove_member(name)
-                return
-            except StoreUnavailableError as err:
-                if "unhealthy cluster" not in err.message:
-                    raise
-            await asyncio.sleep(0.5)  # poll: etcd gives no signal when it would allow it
+    """Remove member ``name`` once etcd allows it (see ``_when_allowed``)."""
+    await _when_allowed(lambda: cluster.remove_member(name))
+
+
+async def _when_allowed(change: Callable[[], Awaitable[T]]) -> T:
+    """Run a membership ``change``; etcd refuses it ("unhealthy cluster") while some
+    member's links are younger than its 5 s health interval (a host that joined a moment
+    ago), so ask again until it allows it."""
+    try:
+        async with asyncio.timeout(LEAVE_TIMEOUT_S):
+            for _ in itertools.count():
+                try:
+                    return await change()
+                except StoreUnavailableError as err:
+                    if "unhealthy cluster" not in err.message:
+                        raise
+                await asyncio.sleep(0.5)  # poll: etcd gives no signal when it would allow it
+    except TimeoutError:
+        pass
+    raise StoreUnavailableError(
+        f"etcd still refuses the membership change after {LEAVE_TIMEOUT_S:.0f} s: unhealthy cluster"
+    )

@@ -93,6 +93,11 @@ class Settings:
     # The host's name when its identity (<data-dir>/host.json) is first made; "" = the
     # machine's hostname. An existing identity keeps its name.
     host_name: str = field(default_factory=lambda: os.environ.get("VIRTFLEET_HOST_NAME", ""))
+    # The host's liveness lease: others show it offline this long after it was cut off
+    # (the lab and its tests shorten it to see a partition heal within seconds).
+    host_lease_s: float = field(
+        default_factory=lambda: float(os.environ.get("VIRTFLEET_HOST_LEASE_S", "15"))
+    )
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()

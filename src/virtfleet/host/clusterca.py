@@ -26,6 +26,9 @@ from virtfleet.util.fingerprint import fingerprint_pem
 
 CA_VALIDITY = datetime.timedelta(days=3650)
 MEMBER_VALIDITY = datetime.timedelta(days=3650)
+# A name in every member's certificate: clients given several members' addresses at once
+# verify each against it (state.etcd: gRPC checks one name for all of them).
+MEMBER_NAME = "etcd-member.virtfleet.invalid"
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,8 @@ def sign_member(files: ClusterFiles, csr_pem: bytes, hosts: Iterable[str]) -> by
 
 
 def _alt_names(hosts: Iterable[str]) -> list[x509.GeneralName]:
-    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    seen: set[str] = {"localhost"}
+    names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.DNSName(MEMBER_NAME)]
+    seen: set[str] = {"localhost", MEMBER_NAME}
     for host in ["127.0.0.1", *hosts]:
         host = host.strip("[]")
         if not host or host in seen:

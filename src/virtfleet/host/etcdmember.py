@@ -31,7 +31,7 @@ import psutil
 
 from virtfleet.drivers.qemu.process import wait_exit
 from virtfleet.errors import ProcessError
-from virtfleet.host.clusterca import ClusterFiles, write_private
+from virtfleet.host.clusterca import MEMBER_NAME, ClusterFiles, write_private
 from virtfleet.state.etcd import EtcdTLS
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ class EtcdMember:
 
     def tls(self) -> EtcdTLS:
         """The client TLS the daemon's store uses to reach this member."""
-        return EtcdTLS(ca=self.files.ca_cert, cert=self.files.cert, key=self.files.key)
+        f = self.files
+        return EtcdTLS(ca=f.ca_cert, cert=f.cert, key=f.key, server_name=MEMBER_NAME)
 
     # -- life -----------------------------------------------------------------
 

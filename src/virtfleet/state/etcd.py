@@ -84,6 +84,9 @@ class EtcdTLS:
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
+    # The name every member's certificate carries, checked when the target lists several
+    # addresses: gRPC verifies them all against one name, none of which is each address.
+    server_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -553,7 +556,10 @@ def _channel(target: str, tls: EtcdTLS | None) -> grpc.aio.Channel:
         tls.key.read_bytes() if tls.key else None,
         tls.cert.read_bytes() if tls.cert else None,
     )
-    return grpc.aio.secure_channel(target, creds, options=_RECONNECT)
+    options: list[tuple[str, str | int]] = list(_RECONNECT)
+    if tls.server_name and target.startswith(("ipv4:", "ipv6:")):
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return grpc.aio.secure_channel(target, creds, options=options)
 
 
 def _prefix_end(start: bytes) -> bytes:
