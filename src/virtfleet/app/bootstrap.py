@@ -25,6 +25,7 @@ from fastapi import FastAPI
 
 from virtfleet.api.app import create_app
 from virtfleet.api.auth import local_admin
+from virtfleet.api.members import HttpMemberPeers
 from virtfleet.app.clustering import (
     ClusterFormer,
     EtcdAdmin,
@@ -94,6 +95,7 @@ from virtfleet.service.forwarding import ForwardingService
 from virtfleet.service.guest import GuestService
 from virtfleet.service.host import HostCheck, HostService
 from virtfleet.service.idempotency import IdempotencyService
+from virtfleet.service.imagefetch import ImageFetcher
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.jointokens import JoinTokens
@@ -398,6 +400,8 @@ def build_control_plane(
     door: HostOps = host.ops  # mypy: LocalHostOps is the whole HostOps protocol
     me, session = cluster.host_id, cluster.session
     runner = OperationRunner(store, events, host_id=me, session=session)
+    forwarding = ForwardingService(store, me, SharedSecretCredentials(store, me))
+    fetcher = ImageFetcher(images, forwarding, HttpMemberPeers(forwarding), runner)
     tokens = TokenService(store)
     capacity = CapacityService(
         store, facts, cluster.ratios, sample_usage, session=session, host_id=me
@@ -408,6 +412,7 @@ def build_control_plane(
     instances = InstanceService(
         store, images, facts, runner, events, owner=me, networks=networks, capacity=capacity,
         disks=DiskService(store, door, events), placement=Placement(store, me, capacity.tally),
+        fetcher=fetcher,
     )  # fmt: skip
     snapshots = SnapshotService(store, runner, events, door)
     backups = BackupService(store, runner, events, door, instances)
@@ -416,7 +421,7 @@ def build_control_plane(
     metrics, alerts = _monitoring(settings, store, events, facts, host.collector, cluster.leader)
     return Services(
         instances=instances,
-        images=ImageService(images, store, runner, events, host_paths),
+        images=ImageService(images, store, runner, events, host_paths, fetcher),
         operations=runner,
         host=HostService(facts, host.check, store),
         events=EventService(events),
@@ -457,7 +462,7 @@ def build_control_plane(
             tokens=JoinTokens(store, cluster.identity),
             admin=EtcdAdmin(settings.data_dir, store) if isinstance(store, EtcdStore) else None,
         ),
-        forwarding=ForwardingService(store, me, SharedSecretCredentials(store, me)),
+        forwarding=forwarding,
     )
 
 
@@ -474,7 +479,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     identity = load_or_create(settings.data_dir, settings.host_name)  # before a migration
     store = open_store(settings.store, settings.store_path, files)
     events = EventLog(store)
-    images = ImageStore(settings.images_dir, store, settings.cache_dir)
+    images = ImageStore(settings.images_dir, store, settings.cache_dir, host_id=identity.id)
     host = build_host(settings, store, events, facts, images, identity.id)
     ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
     cluster = Membership(

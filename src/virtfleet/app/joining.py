@@ -34,7 +34,7 @@ from virtfleet.host.etcdmember import EtcdMember, MemberConfig
 from virtfleet.model.cluster import ClusterJoinRequest, ClusterJoinResult, JoinGrant, JoinToken
 from virtfleet.service.jointokens import decode
 from virtfleet.state.etcd import EtcdStore
-from virtfleet.state.keys import IMAGES, INSTANCES, MACS, NETWORKS
+from virtfleet.state.keys import IMAGE_FILES, IMAGES, INSTANCES, MACS, NETWORKS
 from virtfleet.state.repos import InstanceRepo
 from virtfleet.state.sqlite import SQLiteStore
 from virtfleet.state.transfer import import_keys
@@ -146,7 +146,7 @@ async def _import(backup: Path, member: EtcdMember) -> int:
     source = SQLiteStore(backup)
     target = EtcdStore([member.config.client_url], tls=member.tls())
     try:
-        return await import_keys(source, target, [INSTANCES], [IMAGES, NETWORKS, MACS])
+        return await import_keys(source, target, [INSTANCES, IMAGE_FILES], [IMAGES, NETWORKS, MACS])
     finally:
         await target.close()
         await source.close()
