@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from tests.functional.cluster import pair
 from tests.functional.helpers import wait_op
 from tests.functional.platform import serve_uds
+from virtfleet.app.bootstrap import Platform
 from virtfleet.cli.main import app
 
 
@@ -132,3 +133,24 @@ def test_cli_image_fetch(tmp_path: Path) -> None:
     assert "image tiny is on this host" in plain.output
     assert lost.exit_code != 0
     assert json.loads(lost.output)["error"]["code"] == "unknown_host"
+
+
+async def test_an_image_made_before_copies_were_recorded_is_claimed(
+    platform: Platform, image: str
+) -> None:
+    """A file this host made before hosts recorded their copies (no location record) is
+    claimed at start, so members can fetch it; one of that name but other content is not."""
+    images = platform.services.images.store
+    await images.files.forget(image)  # as an older release left it
+    before = await images.files.locations(image)
+    claimed = await platform.services.images.claim_local()
+    after = await images.files.locations(image)
+    await images.files.forget(image)
+    path = images.file_for(image)
+    path.write_bytes(path.read_bytes())  # same name, rewritten: not the file that was hashed
+    stranger = await platform.services.images.claim_local()
+    record = await images.get(image)
+    assert before == [] and claimed == 1 and stranger == 0
+    assert [(x.host, x.sha256, x.path) for x in after] == [
+        (images.files.host_id, record.sha256, str(path))
+    ]

@@ -155,6 +155,7 @@ class Platform:
         # Before recovering operations: an import/export killed mid-way left work files.
         paths = self.services.images.paths
         await asyncio.to_thread(paths.clean_work, self.settings.images_dir)
+        await self.services.images.claim_local()  # images made before hosts recorded copies
         await self.services.operations.recover()
         if self.services.capacity is not None:
             await self.services.capacity.start()  # its tally follows the store from here

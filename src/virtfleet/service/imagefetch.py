@@ -122,9 +122,10 @@ class ImageFetcher:
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             record = await self.images.get(name)
-            held = await self.images.files.here(name, record.sha256)
-            if held is not None:
-                return held  # another fetch brought it meanwhile
+            if await self.images.held_here(name):  # another fetch brought it meanwhile
+                held = await self.images.files.here(name, record.sha256)
+                if held is not None:
+                    return held
             if record.format == OCI_FORMAT:
                 raise InvalidInputError(
                     f"image {name!r} is an OCI image: its layers are not fetched between "

@@ -262,6 +262,15 @@ class ImageService:
             raise ConflictError(f"image {name!r} exists: delete the image, not one copy")
         return await self.store.drop_here(name)
 
+    async def claim_local(self) -> int:
+        """Record the copies this host holds of images made here before hosts recorded
+        their copies (daemon start): other members can then fetch them. How many."""
+        held = 0
+        for record in await self.store.list():
+            with contextlib.suppress(VirtfleetError, OSError):
+                held += await self.store.held_here(record.name)
+        return held
+
     async def local_file(self, name: str) -> Path:
         """This host's verified copy of image ``name`` (what a member fetching it gets);
         ``NotFoundError`` if this host holds none."""
