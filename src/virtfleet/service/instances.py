@@ -269,19 +269,21 @@ class InstanceService:
         its disks, unless reused). ``prepare`` (not with ``start``): makes the instance's
         disk files once its name is claimed, first on its queue (a start asked for
         meanwhile waits for it); if it fails the instance is removed again and its error
-        raised.
+        raised. When the owner lacks the file of an image of the spec, the instance is
+        written stopped and the operation has the owner fetch it first (byte progress in
+        the operation; a failed fetch removes the instance), then asks for the start.
         """
         if start and prepare is not None:
             raise InvalidInputError("an instance whose disks are prepared is started after")
         spec = complete(spec).normalized()  # unset fields: the one place defaults come from
         owner = await self._owner_for(spec, host)
         await self._validate_new(spec)
-        fetch = await self._to_fetch(spec, owner)  # the owner lacks these images' files
-        run_now = start and not fetch  # else it is started once they are there
         if self.disks is not None and not reuse_disks:
             self.disks.refuse_kept(spec.name, reusable=True)
         if self.networks is not None:
             spec = await self.networks.prepare_nics(spec)  # networks exist; unique MACs
+        fetch = await self._to_fetch(spec, owner)  # the owner lacks these images' files
+        run_now = start and not fetch  # else it is started once they are there
         power = DesiredPower.RUNNING if run_now else DesiredPower.STOPPED
         target = f"instance/{spec.name}"
         done = None
