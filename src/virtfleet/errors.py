@@ -42,6 +42,8 @@ calls them (``raise ... from err``); nothing else here does I/O.
     │   └── FirmwareMissingError (firmware_missing, 503)
     ├── StoreUnavailableError (store_unavailable, 503)
     ├── OwnerUnreachableError (owner_unreachable, 503)
+    ├── ImageUnavailableError (image_unavailable, 503)
+    ├── ImageTransferError (image_transfer_failed, 502)
     ├── SchemaTooNewError (schema_too_new, 503)
     └── DriverError (driver_error, 502)
         ├── GuestAgentError (guest_agent_error, 502)
@@ -281,6 +283,21 @@ class OwnerUnreachableError(VirtfleetError):
 
     code = "owner_unreachable"
     status = 503
+
+
+class ImageUnavailableError(VirtfleetError):
+    """No online member holds the image's file this host needs: nothing was changed."""
+
+    code = "image_unavailable"
+    status = 503
+
+
+class ImageTransferError(VirtfleetError):
+    """An image file fetched from another member came truncated, corrupt or not at all;
+    nothing of it was kept."""
+
+    code = "image_transfer_failed"
+    status = 502
 
 
 class SchemaTooNewError(VirtfleetError):

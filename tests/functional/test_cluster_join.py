@@ -2,9 +2,11 @@
 loopback, fake driver, a running guest) joins a cluster formed by ``cluster init`` on
 the first, whose API it reaches over TLS pinned as the token says. A wrong token is
 refused by the cluster and a token naming another certificate by the joiner, with
-nothing changed on either side (the real token still works after); then the join
-brings the guest in — both members list it, owned by the joiner — and the joiner
-restarts on etcd with its member re-adopted.
+nothing changed on either side (the real token still works after), and so are names the
+cluster has (without --rename-suffix; with it for a running guest, or when NAME+suffix is
+taken too or invalid); then the join brings the guests in (the stopped one whose name
+the cluster has renamed NAME+suffix, its disk directory too) — both members list them,
+owned by the joiner — and the joiner restarts on etcd with its member re-adopted.
 Leaving is refused while the joiner owns the guest (named); once it is gone the joiner
 leaves and starts again as a single host; the last member cannot leave."""
 
@@ -21,7 +23,7 @@ import pytest
 import uvicorn
 
 from tests.etcdlab import free_port
-from tests.functional.helpers import assert_error, create, wait_op
+from tests.functional.helpers import act, assert_error, create, wait_op
 from tests.functional.platform import make_platform
 from tests.functional.test_cluster_init import daemon, ports
 from tests.threaded_server import in_thread
@@ -71,9 +73,14 @@ async def test_a_host_with_a_guest_joins_a_cluster(two_dirs: tuple[Path, Path]) 
             base_url=url, verify=pinned_context(cert.fingerprint)
         ) as api_a:
             token = (await api_a.post("/1.0/cluster/tokens", json={})).json()["token"]
+            await wait_op(api_a, await api_a.post("/1.0/images", json={"name": "tiny"}))
+            for taken in ("web", "web-b", "db"):  # the cluster's names B's guests meet
+                await create(api_a, taken)
             async with daemon(dir_b) as (_, driver_b, api_b):
                 await wait_op(api_b, await api_b.post("/1.0/images", json={"name": "tiny"}))
                 await create(api_b, "db", start=True)
+                await create(api_b, "web", start=True)  # its disk files are made
+                await act(api_b, "web", "stop")
                 carried = decode(token)
                 forged = JoinToken(**{**carried.model_dump(), "secret": "guess"}).encode()
                 body = {"url": url, **ports()}
@@ -82,29 +89,64 @@ async def test_a_host_with_a_guest_joins_a_cluster(two_dirs: tuple[Path, Path]) 
                 pinned = await api_b.post(
                     "/1.0/cluster/join", json={**body, "token": other.encode()}
                 )
+                real = {**body, "token": token}
+                collides = await api_b.post("/1.0/cluster/join", json=real)
+                renamed_running = await api_b.post(
+                    "/1.0/cluster/join", json={**real, "rename_suffix": "-2"}
+                )  # db runs here and is taken there
+                await wait_op(api_a, await api_a.delete("/1.0/instances/db"))
+                clash = await api_b.post("/1.0/cluster/join", json={**real, "rename_suffix": "-b"})
+                invalid = await api_b.post(
+                    "/1.0/cluster/join", json={**real, "rename_suffix": "/x"}
+                )
                 untouched = not (dir_b / "cluster").exists()
-                joined = await api_b.post("/1.0/cluster/join", json={**body, "token": token})
+                kept_name = (dir_b / "disks" / "web").is_dir()
+                joined = await api_b.post("/1.0/cluster/join", json={**real, "rename_suffix": "-2"})
             async with daemon(dir_b, driver_b) as (platform_b, _, api_b):
                 assert isinstance(platform_b.store, EtcdStore)
                 assert platform_b.member is not None and platform_b.member.adopted
                 on_b = (await api_b.get("/1.0/instances/db")).json()
                 on_a = (await api_a.get("/1.0/instances/db")).json()
+                web_2 = (await api_a.get("/1.0/instances/web-2")).json()
+                web = (await api_a.get("/1.0/instances/web")).json()
+                moved = (dir_b / "disks" / "web-2").is_dir() and not (
+                    dir_b / "disks" / "web"
+                ).exists()
                 hosts = sorted(h["name"] for h in (await api_a.get("/1.0/hosts")).json())
                 members = (await api_a.get("/1.0/cluster")).json()["members"]
                 owning = await api_b.post("/1.0/cluster/leave")
-                await wait_op(
-                    api_b, await api_b.delete("/1.0/instances/db", params={"force": "true"})
-                )
+                for name in ("db", "web-2"):
+                    await wait_op(
+                        api_b,
+                        await api_b.delete(f"/1.0/instances/{name}", params={"force": "true"}),
+                    )
                 left = await api_b.post("/1.0/cluster/leave")
             after_leave = (await api_a.get("/1.0/cluster")).json()
+            for name in ("web", "web-b"):  # A's own: the last member's check is the one seen
+                await wait_op(api_a, await api_a.delete(f"/1.0/instances/{name}"))
             last = await api_a.post("/1.0/cluster/leave")
         async with daemon(dir_b) as (_, _, api_b):
             alone = (await api_b.get("/1.0/cluster")).json()
     assert "wrong, expired or already used" in assert_error(wrong, 401, "unauthenticated")
     assert "presents a certificate other than the token's" in assert_error(pinned, 409, "conflict")
-    assert untouched
+    assert "instances named db, web already exist in the cluster" in assert_error(
+        collides, 409, "already_exists"
+    )
+    assert assert_error(renamed_running, 409, "conflict") == (
+        "the cluster refused the join: instances db run on the joining host and their names "
+        "are taken in the cluster: stop them to join with --rename-suffix"
+    )
+    assert "the renamed instances web-b would collide too" in assert_error(
+        clash, 409, "already_exists"
+    )
+    assert "rename suffix" in assert_error(invalid, 400, "invalid_name")
+    assert untouched and kept_name
     assert joined.status_code == 200, joined.text
-    assert joined.json()["instances"] == ["db"]
+    assert joined.json()["instances"] == ["db", "web-2"]
+    assert joined.json()["renamed"] == {"web": "web-2"}
+    assert web_2["owner"]["host"] == identity.load(dir_b).id and web_2["name"] == "web-2"
+    assert web["owner"]["host"] != web_2["owner"]["host"]  # the cluster's own web stays
+    assert web_2["status"]["power"] == "stopped" and moved
     b_id = identity.load(dir_b).id
     assert on_b["status"]["power"] == "running" and on_b["status"]["reason"] == "re-adopted"
     assert on_a["owner"]["host"] == b_id
@@ -113,7 +155,7 @@ async def test_a_host_with_a_guest_joins_a_cluster(two_dirs: tuple[Path, Path]) 
     assert sorted(m["name"] for m in members) == ["host-a", "host-b"]
     assert all(m["error"] is None for m in members)
     assert assert_error(owning, 409, "in_use") == (
-        "this host owns instances db: move or delete them first"
+        "this host owns instances db, web-2: move or delete them first"
     )
     assert left.status_code == 200, left.text
     assert Path(left.json()["kept"]).exists() and not (dir_b / "cluster").exists()

@@ -46,6 +46,14 @@ async def test_delete_refuses_an_image_in_use(api: httpx.AsyncClient, image: str
     await create(api, "web")
     assert "web" in assert_error(await api.delete(f"/1.0/images/{image}"), 409, "in_use")
     await wait_op(api, await api.delete("/1.0/instances/web"))
-    assert (await api.delete(f"/1.0/images/{image}")).json() == {"name": image, "deleted": True}
-    assert (await api.delete(f"/1.0/images/{image}")).json() == {"name": image, "deleted": False}
+    assert (await api.delete(f"/1.0/images/{image}")).json() == {
+        "name": image,
+        "deleted": True,
+        "kept_on": [],
+    }
+    assert (await api.delete(f"/1.0/images/{image}")).json() == {
+        "name": image,
+        "deleted": False,
+        "kept_on": [],
+    }
     assert (await api.get("/1.0/images")).json() == []

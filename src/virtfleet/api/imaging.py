@@ -35,6 +35,15 @@ HostPath = Annotated[
 ]
 
 
+class FetchImage(Strict):
+    host: str | None = Field(
+        default=None,
+        max_length=253,
+        description="The member (id or name) that is to hold the image's file; "
+        "default: the host answering.",
+    )
+
+
 class ImportImage(Strict):
     name: NameStr
     path: HostPath

@@ -25,6 +25,7 @@ from fastapi import FastAPI
 
 from virtfleet.api.app import create_app
 from virtfleet.api.auth import local_admin
+from virtfleet.api.members import HttpMemberPeers
 from virtfleet.app.clustering import (
     ClusterFormer,
     EtcdAdmin,
@@ -94,6 +95,7 @@ from virtfleet.service.forwarding import ForwardingService
 from virtfleet.service.guest import GuestService
 from virtfleet.service.host import HostCheck, HostService
 from virtfleet.service.idempotency import IdempotencyService
+from virtfleet.service.imagefetch import ImageFetcher
 from virtfleet.service.images import ImageService
 from virtfleet.service.instances import InstanceService
 from virtfleet.service.jointokens import JoinTokens
@@ -153,6 +155,7 @@ class Platform:
         # Before recovering operations: an import/export killed mid-way left work files.
         paths = self.services.images.paths
         await asyncio.to_thread(paths.clean_work, self.settings.images_dir)
+        await self.services.images.claim_local()  # images made before hosts recorded copies
         await self.services.operations.recover()
         if self.services.capacity is not None:
             await self.services.capacity.start()  # its tally follows the store from here
@@ -398,6 +401,8 @@ def build_control_plane(
     door: HostOps = host.ops  # mypy: LocalHostOps is the whole HostOps protocol
     me, session = cluster.host_id, cluster.session
     runner = OperationRunner(store, events, host_id=me, session=session)
+    forwarding = ForwardingService(store, me, SharedSecretCredentials(store, me))
+    fetcher = ImageFetcher(images, forwarding, HttpMemberPeers(forwarding), runner)
     tokens = TokenService(store)
     capacity = CapacityService(
         store, facts, cluster.ratios, sample_usage, session=session, host_id=me
@@ -408,6 +413,7 @@ def build_control_plane(
     instances = InstanceService(
         store, images, facts, runner, events, owner=me, networks=networks, capacity=capacity,
         disks=DiskService(store, door, events), placement=Placement(store, me, capacity.tally),
+        fetcher=fetcher,
     )  # fmt: skip
     snapshots = SnapshotService(store, runner, events, door)
     backups = BackupService(store, runner, events, door, instances)
@@ -416,7 +422,7 @@ def build_control_plane(
     metrics, alerts = _monitoring(settings, store, events, facts, host.collector, cluster.leader)
     return Services(
         instances=instances,
-        images=ImageService(images, store, runner, events, host_paths),
+        images=ImageService(images, store, runner, events, host_paths, fetcher),
         operations=runner,
         host=HostService(facts, host.check, store),
         events=EventService(events),
@@ -458,7 +464,7 @@ def build_control_plane(
             admin=EtcdAdmin(settings.data_dir, store) if isinstance(store, EtcdStore) else None,
             tally=capacity.tally,
         ),
-        forwarding=ForwardingService(store, me, SharedSecretCredentials(store, me)),
+        forwarding=forwarding,
     )
 
 
@@ -475,7 +481,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     identity = load_or_create(settings.data_dir, settings.host_name)  # before a migration
     store = open_store(settings.store, settings.store_path, files)
     events = EventLog(store)
-    images = ImageStore(settings.images_dir, store, settings.cache_dir)
+    images = ImageStore(settings.images_dir, store, settings.cache_dir, host_id=identity.id)
     host = build_host(settings, store, events, facts, images, identity.id)
     ratios = OvercommitRatios(cpu=settings.cpu_overcommit, memory=settings.memory_overcommit)
     cluster = Membership(

@@ -77,16 +77,23 @@ def join(
     ] = None,
     client_port: Annotated[int, typer.Option(help="etcd client port.")] = 2379,
     peer_port: Annotated[int, typer.Option(help="etcd peer port.")] = 2380,
+    rename_suffix: Annotated[
+        str | None,
+        typer.Option(help="Bring stopped guests whose names the cluster has as NAME+SUFFIX."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Join this single host to a cluster: its etcd member joins (certificate signed by
     the cluster CA, pinned like remote add), its guests move into the cluster when their
-    names are free (else refused, naming them, before anything changes), and the daemon
-    restarts on etcd. Admin only."""
+    names are free (else refused, naming them, before anything changes; with
+    --rename-suffix stopped ones come in renamed), and the daemon restarts on etcd.
+    Admin only."""
     body: dict[str, Any] = {"url": url, "token": token, "client_port": client_port}
     body["peer_port"] = peer_port
     if address is not None:
         body["address"] = address
+    if rename_suffix is not None:
+        body["rename_suffix"] = rename_suffix
     done = get_client().cluster_join(**body)
     if json_out:
         output.print_json(done)
@@ -95,6 +102,7 @@ def join(
         [
             ("etcd member", f"{done.member} at {done.client_url}"),
             ("instances brought in", ", ".join(done.instances) or "none"),
+            ("renamed", ", ".join(f"{a} -> {b}" for a, b in done.renamed.items()) or "none"),
             ("SQLite backup", done.backup),
             ("daemon", "restarting on etcd" if done.restarting else "restart it to use etcd"),
         ]

@@ -77,6 +77,24 @@ def import_(
         output.done(f"image {name} imported", json_out)
 
 
+@command(app, "fetch")
+def fetch(
+    name: NameArg,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="The member (name or id) to hold it (default: this one)."),
+    ] = None,
+    no_wait: NoWaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Copy an image's file onto a cluster member from a member that has it, checked by
+    its sha256 (creating an instance there does this by itself)."""
+    client = get_client()
+    op = client.call(imaging.fetch_image(name, host))
+    if output.run_operation(client, op, f"fetching {name}", as_json=json_out, no_wait=no_wait):
+        output.done(f"image {name} is on {host or 'this host'}", json_out)
+
+
 @command(app, "import-oci")
 def import_oci(
     name: NameArg,

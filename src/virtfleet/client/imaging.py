@@ -28,6 +28,12 @@ def import_image(
     return Call("POST", "/1.0/images/import", one("model.operation:Operation"), json=body)
 
 
+def fetch_image(name: str, host: str | None = None) -> Call[Operation]:
+    """Have member ``host`` (default: the daemon asked) hold image ``name``'s file."""
+    body = {"host": host}
+    return Call("POST", f"{img(name)}/fetch", one("model.operation:Operation"), json=body)
+
+
 def import_oci(
     name: str, path: str = "", from_ref: str = "", force: bool = False
 ) -> Call[Operation]:

@@ -92,6 +92,12 @@ class ClusterInitRequest(BaseModel):
     address: str | None = None
     client_port: int = Field(2379, ge=1, le=65535)
     peer_port: int = Field(2380, ge=1, le=65535)
+    rename_suffix: str | None = Field(
+        None,
+        min_length=1,
+        max_length=32,
+        description="Bring stopped instances whose names the cluster has as NAME+suffix.",
+    )
 
 
 class ClusterInitResult(BaseModel):
@@ -148,6 +154,8 @@ class JoinRequest(BaseModel):
     peer_url: str
     csr: str
     instances: list[str] = Field(default_factory=list)
+    rename_suffix: str = ""  # import colliding instances as NAME+suffix instead of refusing
+    running: list[str] = Field(default_factory=list)  # its instances that run (not renamed)
 
 
 class JoinGrant(BaseModel):
@@ -159,6 +167,7 @@ class JoinGrant(BaseModel):
     cert: str
     initial_cluster: str
     client_urls: list[str]
+    renamed: dict[str, str] = Field(default_factory=dict)  # joiner's name -> its cluster name
 
 
 class ClusterLeaveResult(BaseModel):
@@ -180,6 +189,12 @@ class ClusterJoinRequest(BaseModel):
     address: str | None = None
     client_port: int = Field(2379, ge=1, le=65535)
     peer_port: int = Field(2380, ge=1, le=65535)
+    rename_suffix: str | None = Field(
+        None,
+        min_length=1,
+        max_length=32,
+        description="Bring stopped instances whose names the cluster has as NAME+suffix.",
+    )
 
 
 class ClusterJoinResult(BaseModel):
@@ -191,3 +206,4 @@ class ClusterJoinResult(BaseModel):
     instances: list[str]
     backup: str
     restarting: bool
+    renamed: dict[str, str] = Field(default_factory=dict)  # old name -> name in the cluster

@@ -40,6 +40,7 @@ from virtfleet.model.cluster import (
 )
 from virtfleet.model.enums import PowerState
 from virtfleet.model.host import HostRecord
+from virtfleet.model.names import validate_name
 from virtfleet.service.allocations import Allocations
 from virtfleet.service.jointokens import JoinTokens
 from virtfleet.service.placement import Load, Placement, loads
@@ -166,7 +167,7 @@ class ClusterService:
         if self.tokens is None or self._admin is None:
             raise ConflictError("this host cannot admit members: it has no cluster CA")
         await self.tokens.check(request.secret)
-        await self._check_names(request)
+        renamed = await self._check_names(request)
         host = urlsplit(request.peer_url).hostname
         if not host or urlsplit(request.peer_url).scheme != "https":
             raise InvalidInputError(f"peer URL {request.peer_url!r} must be https://HOST:PORT")
@@ -179,19 +180,40 @@ class ClusterService:
             raise
         return JoinGrant(
             member_id=member_id, ca_cert=self._admin.ca_cert(), cert=cert,
-            initial_cluster=initial, client_urls=clients,
+            initial_cluster=initial, client_urls=clients, renamed=renamed,
         )  # fmt: skip
 
-    async def _check_names(self, request: JoinRequest) -> None:
+    async def _check_names(self, request: JoinRequest) -> dict[str, str]:
+        """The joiner's instances to import under another name (old -> new): those whose
+        names the cluster has, renamed NAME+suffix; refused (nothing changed) without a
+        suffix, for one that runs, and when a new name is invalid or taken too."""
         if any(h.name == request.name for h in await self._hosts.list()):
             raise AlreadyExistsError(f"a host named {request.name!r} is already a member")
         names = {r.name for r in await InstanceRepo(self._store).list(shared=True)}
         taken = sorted(names & set(request.instances))
-        if taken:
+        if not taken:
+            return {}
+        if not request.rename_suffix:
             raise AlreadyExistsError(
                 f"instances named {', '.join(taken)} already exist in the cluster: "
                 "join with --rename-suffix or rename them first"
             )
+        running = sorted(set(taken) & set(request.running))
+        if running:
+            raise ConflictError(
+                f"instances {', '.join(running)} run on the joining host and their names are "
+                "taken in the cluster: stop them to join with --rename-suffix"
+            )
+        renamed = {old: old + request.rename_suffix for old in taken}
+        for new in renamed.values():
+            validate_name(new, "renamed instance name")
+        clash = sorted(set(renamed.values()) & (names | set(request.instances)))
+        if clash:
+            raise AlreadyExistsError(
+                f"the renamed instances {', '.join(clash)} would collide too: "
+                "choose another --rename-suffix"
+            )
+        return renamed
 
     async def remove_host(self, host: str, force: bool) -> HostRemoval:
         """Forget a host that is gone for good: its record and its etcd member. Refused

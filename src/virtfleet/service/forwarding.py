@@ -52,20 +52,24 @@ class ForwardingService:
         rec = await self.instances.find(name)
         if rec is None or rec.owner is None or rec.owner.host == self.host_id:
             return None
-        owner = rec.owner.host
+        return await self.reach(rec.owner.host, f"instance {name!r} is owned by")
+
+    async def reach(self, host_id: str, what: str) -> OwnerTarget:
+        """Where member ``host_id`` answers; ``OwnerUnreachableError`` (its message starts
+        with ``what``) if it is offline, has no record or no address other hosts can use."""
         try:
-            host = await self.hosts.get(owner)
+            host = await self.hosts.get(host_id)
         except NotFoundError as err:
-            raise _unreachable(name, owner, "it has no host record") from err
-        label = f"{host.name} ({owner})"
+            raise _unreachable(what, host_id, "it has no host record") from err
+        label = f"{host.name} ({host_id})"
         if not host.alive:
-            raise _unreachable(name, label, "it is offline")
+            raise _unreachable(what, label, "it is offline")
         if not host.api_url or host.api_url.startswith("unix:"):
-            raise _unreachable(name, label, "it has no network API")
+            raise _unreachable(what, label, "it has no network API")
         if _wildcard(host.api_url):
             why = f"it listens on {host.api_url}, an address other hosts cannot use"
-            raise _unreachable(name, label, why)
-        return OwnerTarget(owner, host.name, host.api_url, host.certificate_fingerprint)
+            raise _unreachable(what, label, why)
+        return OwnerTarget(host_id, host.name, host.api_url, host.certificate_fingerprint)
 
 
 def _wildcard(url: str) -> bool:
@@ -76,7 +80,5 @@ def _wildcard(url: str) -> bool:
         return False  # a host name
 
 
-def _unreachable(name: str, host: str, why: str) -> OwnerUnreachableError:
-    return OwnerUnreachableError(
-        f"instance {name!r} is owned by host {host}, which cannot be reached: {why}", host=host
-    )
+def _unreachable(what: str, host: str, why: str) -> OwnerUnreachableError:
+    return OwnerUnreachableError(f"{what} host {host}, which cannot be reached: {why}", host=host)

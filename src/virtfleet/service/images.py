@@ -17,12 +17,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from virtfleet.errors import InUseError, InvalidInputError
+from virtfleet.errors import (
+    ConflictError,
+    InUseError,
+    InvalidInputError,
+    NotFoundError,
+    UnknownHostError,
+    VirtfleetError,
+)
 from virtfleet.model.event import Event
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.model.names import validate_name
 from virtfleet.model.operation import Operation
+from virtfleet.service.imagefetch import ImageFetcher
 from virtfleet.service.operations import OpContext, OperationRunner
+from virtfleet.state.hosts import HostRepo
 from virtfleet.state.repos import EventLog, InstanceRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage import imports, qemuimg
@@ -43,9 +52,11 @@ def image_users(specs: builtins.list[InstanceSpec], image: str) -> builtins.list
 class ImageService:
     def __init__(
         self, images: ImageStore, store: StateStore, runner: OperationRunner, events: EventLog,
-        paths: HostPaths,
+        paths: HostPaths, fetcher: ImageFetcher | None = None,
     ) -> None:  # fmt: skip
         self.store = images
+        self.fetcher = fetcher  # brings image files from other members (clusters)
+        self._hosts = HostRepo(store)
         self.paths = paths
         self._instances = InstanceRepo(store)
         self._runner = runner
@@ -209,14 +220,91 @@ class ImageService:
 
     async def delete(self, name: str) -> bool:
         """Delete the image unless an instance uses it (``InUseError``); missing is success."""
+        existed, _ = await self.delete_everywhere(name)
+        return existed
+
+    async def delete_everywhere(self, name: str) -> tuple[bool, builtins.list[str]]:
+        """Delete the image (as ``delete``) and every other host's copy of its file: whether
+        it existed, and the hosts that could not be reached to drop theirs (they keep a
+        file no record names; a new image of that name never uses it: its sha256 differs
+        or it is fetched again)."""
         validate_name(name, "image name")
         specs = [r.spec for r in await self._instances.list()]
+        copies = await self.store.files.locations(name)
         existed = await self.store.delete(name, image_users(specs, name))
         if existed:
             await self._events.append(
                 Event(kind="image.deleted", target=f"image/{name}", message=f"image {name} deleted")
             )
-        return existed
+        kept = []
+        for copy in copies:
+            if copy.host != self.store.files.host_id and not await self._drop_on(name, copy.host):
+                kept.append(copy.host)
+        return existed, kept
+
+    async def _drop_on(self, name: str, host: str) -> bool:
+        """Have member ``host`` remove its copy of deleted image ``name``; whether it did."""
+        fetcher = self.fetcher
+        if fetcher is None or fetcher.forwarding is None or fetcher.peers is None:
+            return False
+        try:
+            target = await fetcher.forwarding.reach(host, f"image {name!r} has a copy on")
+            await fetcher.peers.call(target, "DELETE", f"/1.0/images/{name}/file")
+        except VirtfleetError:
+            return False
+        await self.store.files.forget(name, host)  # it is gone there: say so even if it lags
+        return True
+
+    async def drop_copy(self, name: str) -> bool:
+        """Remove this host's copy of image ``name`` once the image itself is deleted
+        (asked by the member that deleted it); ``ConflictError`` while the image exists."""
+        if await self.store.find(validate_name(name, "image name")) is not None:
+            raise ConflictError(f"image {name!r} exists: delete the image, not one copy")
+        return await self.store.drop_here(name)
+
+    async def claim_local(self) -> int:
+        """Record the copies this host holds of images made here before hosts recorded
+        their copies (daemon start): other members can then fetch them. How many."""
+        held = 0
+        for record in await self.store.list():
+            with contextlib.suppress(VirtfleetError, OSError):
+                held += await self.store.held_here(record.name)
+        return held
+
+    async def local_file(self, name: str) -> Path:
+        """This host's verified copy of image ``name`` (what a member fetching it gets);
+        ``NotFoundError`` if this host holds none."""
+        record = await self.store.get(validate_name(name, "image name"))
+        if await self.store.held_here(name):
+            copy = await self.store.files.here(name, record.sha256)
+            if copy is not None:
+                return Path(copy.path)
+        raise NotFoundError(f"image {name!r} has no file on this host")
+
+    async def fetch(self, name: str, host: str | None = None) -> Operation:
+        """Have ``host`` (a member's id or name; default this host) hold image ``name``'s
+        file, streamed from a member that has it and checked by its sha256: an
+        ``image.fetch`` operation run by that host (its progress counts bytes)."""
+        await self.store.get(validate_name(name, "image name"))
+        fetcher = self.fetcher
+        if fetcher is None:
+            raise InvalidInputError("this server does not fetch images from other hosts")
+        where = fetcher.here if host is None else await self._host_id(host)
+        if where != fetcher.here:
+            return await fetcher.ask(name, where)
+
+        async def run(ctx: OpContext) -> dict[str, Any]:
+            copy = await fetcher.fetch_here(name, ctx.progress)
+            return {"image": name, **copy.model_dump(mode="json")}
+
+        return await self._runner.submit("image.fetch", f"image/{name}", run)
+
+    async def _host_id(self, host: str) -> str:
+        try:
+            return (await self._hosts.get(host)).id
+        except NotFoundError as err:
+            names = ", ".join(h.name for h in await self._hosts.list()) or "none"
+            raise UnknownHostError(f"unknown host {host!r}; the members are: {names}") from err
 
 
 EXPORT_FORMATS = ("qcow2", "raw", "vmdk")

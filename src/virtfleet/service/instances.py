@@ -47,6 +47,7 @@ from virtfleet.model.resources import Change, pending
 from virtfleet.service.capacity import CapacityService
 from virtfleet.service.disks import DiskService
 from virtfleet.service.errcodes import error_from_code
+from virtfleet.service.imagefetch import ImageFetcher
 from virtfleet.service.listing import Mask, Page, Tokens, ViewCache, render
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OpContext, OperationRunner
@@ -164,10 +165,13 @@ class InstanceService:
         capacity: CapacityService | None = None,
         disks: DiskService | None = None,
         placement: Placement | None = None,
+        fetcher: ImageFetcher | None = None,
     ) -> None:
         """``owner``: the id of this host; ``placement`` chooses the owner of a new instance
-        among the members (without it, this host owns the instances created here)."""
+        among the members (without it, this host owns the instances created here);
+        ``fetcher`` brings the images the owner lacks from a member that has them."""
         self._store = store
+        self.fetcher = fetcher
         self._owner = owner
         self.placement = placement
         self._repo = InstanceRepo(store)
@@ -265,7 +269,9 @@ class InstanceService:
         its disks, unless reused). ``prepare`` (not with ``start``): makes the instance's
         disk files once its name is claimed, first on its queue (a start asked for
         meanwhile waits for it); if it fails the instance is removed again and its error
-        raised.
+        raised. When the owner lacks the file of an image of the spec, the instance is
+        written stopped and the operation has the owner fetch it first (byte progress in
+        the operation; a failed fetch removes the instance), then asks for the start.
         """
         if start and prepare is not None:
             raise InvalidInputError("an instance whose disks are prepared is started after")
@@ -276,10 +282,12 @@ class InstanceService:
             self.disks.refuse_kept(spec.name, reusable=True)
         if self.networks is not None:
             spec = await self.networks.prepare_nics(spec)  # networks exist; unique MACs
-        power = DesiredPower.RUNNING if start else DesiredPower.STOPPED
+        fetch = await self._to_fetch(spec, owner)  # the owner lacks these images' files
+        run_now = start and not fetch  # else it is started once they are there
+        power = DesiredPower.RUNNING if run_now else DesiredPower.STOPPED
         target = f"instance/{spec.name}"
         done = None
-        if not start and prepare is None and await self._runner.idle(target):
+        if not start and not fetch and prepare is None and await self._runner.idle(target):
             # Nothing to wait for: the operation is recorded done in the create's commit.
             done = self._runner.finished(
                 "instance.create", target, {"name": spec.name, "power": _P.STOPPED.value}
@@ -288,7 +296,7 @@ class InstanceService:
             kind="instance.created", target=target, message=f"instance {spec.name} created"
         )
         guards, macs = await self.networks.mac_claims(spec) if self.networks else ([], [])
-        async with self._admission(spec, start and owner == self._owner):  # name claim reserves
+        async with self._admission(spec, run_now and owner == self._owner):  # name claim reserves
             also = [await self._events.entry(created), *([done[1]] if done else []), *macs]
             desired = DesiredState(power=power, generation=1)
             await self._repo.create(spec, desired, also, guards, owner=owner)
@@ -297,13 +305,16 @@ class InstanceService:
             return done[0]
 
         async def run(ctx: OpContext) -> dict[str, Any]:
+            if fetch:
+                await self._fetch(spec.name, fetch, owner, ctx, reuse_disks)
             if prepare is not None:
                 await self._prepare(spec.name, prepare)
             if not start:
                 return {"name": spec.name, "power": _P.STOPPED.value}
             await ctx.progress(10, f"waiting for the agent to start {spec.name}")
             try:
-                rec = await self._await_generation(spec.name, 1, self.wait_timeout_s)
+                generation = await self._start_fetched(spec, owner) if fetch else 1
+                rec = await self._await_generation(spec.name, generation, self.wait_timeout_s)
             except (VirtfleetError, asyncio.CancelledError):
                 # create+start is one request: a failed or cancelled start leaves no VM behind.
                 await asyncio.shield(self._undo_create(spec.name, delete_disks=not reuse_disks))
@@ -311,6 +322,35 @@ class InstanceService:
             return _result(rec)
 
         return await self._submit("instance.create", spec.name, run, "running" if start else None)
+
+    async def _to_fetch(self, spec: InstanceSpec, owner: str | None) -> builtins.list[str]:
+        """The images of ``spec`` whose files its owning host lacks."""
+        host = owner or self._owner
+        if self.fetcher is None or host is None:
+            return []
+        names = sorted({i for i in (spec.image, *(d.image for d in spec.disks)) if i})
+        return await self.fetcher.missing(names, host)
+
+    async def _fetch(
+        self, name: str, images: builtins.list[str], owner: str | None, ctx: OpContext,
+        reuse_disks: bool,
+    ) -> None:  # fmt: skip
+        """Bring ``images`` to the owning host; if that fails the instance is removed again
+        (it never ran: nothing of it stays) and the fetch's error raised."""
+        assert self.fetcher is not None
+        try:
+            await self.fetcher.ensure(images, owner or self._owner or "", ctx.progress)
+        except (VirtfleetError, asyncio.CancelledError):
+            await asyncio.shield(self._undo_create(name, delete_disks=not reuse_disks))
+            raise
+
+    async def _start_fetched(self, spec: InstanceSpec, owner: str | None) -> int:
+        """Ask for the start of a new instance whose images had to be fetched first."""
+        async with self._admission(spec, owner == self._owner):
+            running = {"power": DesiredPower.RUNNING}
+            return await self._bump(
+                spec.name, lambda d, g: d.model_copy(update={**running, "generation": g})
+            )
 
     async def _owner_for(self, spec: InstanceSpec, host: str | None) -> str | None:
         """The owning host of a new instance: ``host`` if named, else placement's choice."""

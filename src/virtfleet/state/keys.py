@@ -10,6 +10,7 @@ Per project, under ``/projects/{project}/``:
     instances/{name}/status    InstanceStatus      written by the owning host's agent
     instances/{name}/owner     Ownership           host id + epoch; changed only by a txn
     images/{name}              ImageRecord         images and templates (kind ``template``)
+    image-files/{name}/{host}  ImageLocation       which hosts hold the image's file
     networks/{name}            NetworkSpec
     backup-schedules/{name}    Schedule            (of the project's instances)
 
@@ -50,6 +51,7 @@ def project_root(project: str = DEFAULT_PROJECT) -> str:
 # per project (the default one until projects arrive)
 INSTANCES = project_root() + "instances/"
 IMAGES = project_root() + "images/"
+IMAGE_FILES = project_root() + "image-files/"  # per host: who holds an image's file
 NETWORKS = project_root() + "networks/"
 SCHEDULES = project_root() + "backup-schedules/"
 PROJECT_SCOPED = ("instances/", "images/", "networks/", "backup-schedules/")
@@ -92,6 +94,16 @@ def instance_name_of(key: str) -> str | None:
     if not key.startswith(INSTANCES):
         return None
     return key[len(INSTANCES) :].split("/", 1)[0] or None
+
+
+def image_files_prefix(name: str) -> str:
+    """Every host's location record of image ``name``'s file starts with this."""
+    return f"{IMAGE_FILES}{name}/"
+
+
+def image_file_key(name: str, host_id: str) -> str:
+    """Host ``host_id``'s record that it holds image ``name``'s file."""
+    return f"{IMAGE_FILES}{name}/{host_id}"
 
 
 def host_key(host_id: str) -> str:

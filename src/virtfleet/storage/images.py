@@ -37,6 +37,7 @@ from virtfleet.state.keys import IMAGES
 from virtfleet.state.repos import ModelRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage import qemuimg
+from virtfleet.storage.imagefiles import LOCAL, ImageFiles, file_stamp
 from virtfleet.storage.oci.store import LayerStore, OciImage
 
 Progress = Callable[[int, str], None]
@@ -131,8 +132,10 @@ class ImageStore:
         store: StateStore,
         cache_dir: Path,
         builders: Mapping[str, Callable[[], Builder]] | None = None,
+        host_id: str = LOCAL,
     ) -> None:
         self.root = root
+        self.files = ImageFiles(store, root, host_id)  # which hosts hold which files
         self.cache_dir = cache_dir
         self._repo = ModelRepo(store, IMAGES, ImageRecord)
         self._builders = dict(builders) if builders is not None else default_builders()
@@ -191,7 +194,7 @@ class ImageStore:
                     actual_size_bytes=size, sha256=image.config_digest.removeprefix("sha256:"),
                     source=f"oci:{shown} ({image.format})", oci=image,
                 )  # fmt: skip
-                await self._repo.put(name, record)
+                await self._put(record)
             except BaseException:
                 await self._collect_layers()
                 raise
@@ -228,7 +231,7 @@ class ImageStore:
         out = self.rootfs_for(name) if rootfs else self.file_for(name)
         await asyncio.to_thread(self._run_builder, build, out, progress)
         record = await (self._inspect_rootfs if rootfs else self.inspect)(name, out, builder)
-        await self._repo.put(name, record)
+        await self._put(record)
         return record
 
     def _run_builder(self, build: Builder, out: Path, progress: Progress | None) -> None:
@@ -271,16 +274,48 @@ class ImageStore:
         """Whether ``path`` is image ``name``'s qcow2 file, unchanged since its sha256 was
         taken (at import or build): then it need not be checked again before each use."""
         record = await self.find(name)
-        if record is None or not record.sha256_stamp or record.format != "qcow2":
+        if record is None or record.format != "qcow2":
+            return False
+        copy = await self.files.here(name, record.sha256)  # fetched: verified on arrival
+        if copy is not None and copy.path == str(path):
+            stamp = copy.stamp
+        elif record.path == str(path):
+            stamp = record.sha256_stamp
+        else:
             return False
         try:
-            return record.path == str(path) and record.sha256_stamp == file_stamp(path.stat())
+            return bool(stamp) and stamp == file_stamp(path.stat())
         except OSError:
             return False
 
     async def record(self, record: ImageRecord) -> None:
         """Store ``record`` (its file is already in place)."""
+        await self._put(record)
+
+    async def _put(self, record: ImageRecord) -> None:
+        """Store ``record`` made on this host, and that this host holds its file."""
         await self._repo.put(record.name, record)
+        stamp = record.sha256_stamp or await asyncio.to_thread(_stamp_of, Path(record.path))
+        await self.files.mark(record.name, Path(record.path), record.sha256, stamp)
+
+    async def held_here(self, name: str) -> bool:
+        """Whether this host holds image ``name``'s file (made here or fetched), or it
+        was made on this host before hosts recorded their copies (then it is recorded)."""
+        record = await self.get(name)
+        if await self.files.here(name, record.sha256) is not None:
+            return True
+        legacy = Path(record.path)
+        try:  # the very file that was hashed (its inode and mtime), not one of the same name
+            stamp = _stamp_of(legacy)
+            same = record.sha256_stamp == stamp or (
+                record.format == OCI_FORMAT and not record.sha256_stamp
+            )
+        except OSError:
+            same = False
+        if legacy.parent != self.root or not same:
+            return False
+        await self.files.mark(name, legacy, record.sha256, record.sha256_stamp or stamp)
+        return True
 
     async def check_new(self, name: str, force: bool = False) -> Path:
         """The file a new image ``name`` would get; ``AlreadyExistsError`` if taken."""
@@ -298,17 +333,30 @@ class ImageStore:
             return False
         if users:
             raise InUseError(f"image {name!r} is used by: {', '.join(sorted(users))}")
-        await asyncio.to_thread(Path(record.path).unlink, missing_ok=True)
-        for store in Path(record.path).parent.glob(f"{Path(record.path).name}.*.vars.fd"):
-            store.unlink(missing_ok=True)  # an older template's UEFI variables
-        # A template's machine state (UEFI variables, TPM: host/disks.py template_state).
-        state = Path(record.path).with_name(f"{Path(record.path).name}.machine")
-        await asyncio.to_thread(shutil.rmtree, state, True)
+        await asyncio.to_thread(self.drop_copy, self.root / Path(record.path).name)
         await self._repo.delete(name)
+        await self.files.forget(name)
         if record.oci is not None:
             async with self._layers_lock:
                 await self._collect_layers()  # keeps the layers other images use
         return True
+
+    def drop_copy(self, path: Path) -> None:
+        """Remove this host's copy of an image file and what lives beside it."""
+        path.unlink(missing_ok=True)
+        for store in path.parent.glob(f"{path.name}.*.vars.fd"):
+            store.unlink(missing_ok=True)  # an older template's UEFI variables
+        # A template's machine state (UEFI variables, TPM: host/disks.py template_state).
+        shutil.rmtree(path.with_name(f"{path.name}.machine"), True)
+
+    async def drop_here(self, name: str) -> bool:
+        """Remove this host's copy of image ``name`` (the record was deleted elsewhere);
+        whether there was one."""
+        copies = [x for x in await self.files.locations(name) if x.host == self.files.host_id]
+        for copy in copies:
+            await asyncio.to_thread(self.drop_copy, self.root / Path(copy.path).name)
+            await self.files.forget(name)
+        return bool(copies)
 
 
 def write_oci_meta(meta: Path, image: OciImage, layers: LayerStore) -> None:
@@ -321,6 +369,10 @@ def write_oci_meta(meta: Path, image: OciImage, layers: LayerStore) -> None:
     os.replace(tmp, meta)
 
 
+def _stamp_of(path: Path) -> str:
+    return file_stamp(path.stat())
+
+
 def _sha256(path: Path) -> tuple[str, str]:
     """The file's sha256 and its ``file_stamp`` (taken on the open file, before reading)."""
     digest = hashlib.sha256()
@@ -329,8 +381,3 @@ def _sha256(path: Path) -> tuple[str, str]:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest(), stamp
-
-
-def file_stamp(st: os.stat_result) -> str:
-    """Size, modification time and inode: any rewrite or replacement of a file changes it."""
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"

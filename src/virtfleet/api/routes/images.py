@@ -7,18 +7,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse
 
-from virtfleet.api.auth import ANY_USER, OPERATOR, Admin, Viewer
+from virtfleet.api.auth import ANY_USER, FORWARDED_BY, OPERATOR, Admin, Viewer
 from virtfleet.api.deps import ImageName, ServicesDep
-from virtfleet.api.imaging import ExportImage, ImportImage, ImportOciImage
+from virtfleet.api.imaging import ExportImage, FetchImage, ImportImage, ImportOciImage
 from virtfleet.api.redaction import all_for_principal, for_principal
 from virtfleet.api.schemas import BuildImage
+from virtfleet.errors import ForbiddenError
 from virtfleet.model.auth import Principal
 from virtfleet.model.operation import Operation
 from virtfleet.service.images import ImageRecord
 
 router = APIRouter(prefix="/1.0/images", tags=["images"], dependencies=[ANY_USER])
+
+
+def member_only(request: Request) -> None:
+    """Only another cluster member (a verified member credential) may use the route."""
+    if not request.scope.get("state", {}).get(FORWARDED_BY):
+        raise ForbiddenError("only another cluster member may use this")
+
+
+MEMBER = Depends(member_only)
 
 
 def is_local_root(principal: Principal) -> bool:
@@ -72,4 +83,30 @@ async def get_image(name: ImageName, principal: Viewer, services: ServicesDep) -
 
 @router.delete("/{name}", dependencies=[OPERATOR])
 async def delete_image(name: ImageName, services: ServicesDep) -> dict[str, Any]:
-    return {"name": name, "deleted": await services.images.delete(name)}
+    """Delete the image and every member's copy of its file; ``kept_on``: the hosts that
+    could not be reached to drop theirs."""
+    deleted, kept = await services.images.delete_everywhere(name)
+    return {"name": name, "deleted": deleted, "kept_on": kept}
+
+
+@router.post("/{name}/fetch", status_code=202, dependencies=[OPERATOR])
+async def fetch_image(
+    name: ImageName, services: ServicesDep, body: FetchImage | None = None
+) -> Operation:
+    """Have a member (default: this host) hold the image's file, streamed from a member
+    that has it and checked by its sha256: an ``image.fetch`` operation on that member."""
+    return await services.images.fetch(name, body.host if body else None)
+
+
+@router.get("/{name}/file", dependencies=[MEMBER], include_in_schema=False)
+async def image_file(name: ImageName, services: ServicesDep) -> FileResponse:
+    """This host's copy of the image's file, for a member fetching it (members only)."""
+    return FileResponse(
+        await services.images.local_file(name), media_type="application/octet-stream"
+    )
+
+
+@router.delete("/{name}/file", dependencies=[MEMBER], include_in_schema=False)
+async def drop_image_file(name: ImageName, services: ServicesDep) -> dict[str, Any]:
+    """Remove this host's copy of a deleted image's file (members only)."""
+    return {"name": name, "dropped": await services.images.drop_copy(name)}
