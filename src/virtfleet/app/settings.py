@@ -55,7 +55,7 @@ class Settings:
     kvm_probe_timeout_s: float = 3.0
     tcg_tb_size_mib: int = field(
         default_factory=lambda: int(os.environ.get("VIRTFLEET_TCG_TB_SIZE_MIB", "32"))
-    )  # TCG translation cache per VM; 0 = QEMU's default (faster boot, ~35 MiB more)
+    )  # TCG translation cache per VM; 0 = QEMU's default (~41 MiB more per VM)
     # TCP listeners besides <data-dir>/api.sock: "HOST:PORT" values, ["none"] for none
     # (parsed by app.serving: non-loopback always TLS; loopback TLS only with tls=True).
     listen: list[str] = field(default_factory=lambda: ["127.0.0.1:8006"])

@@ -17,9 +17,10 @@ from virtfleet.drivers.base import LaunchContext, UefiFiles
 from virtfleet.drivers.qemu.uids import UidPool
 from virtfleet.model.instance import Accel, DeviceModel, GuestOs, InstanceSpec
 
-# Bounds the TCG translation cache: QEMU's default (~60 MiB resident for a small
-# guest) is most of its per-VM overhead under binary translation; a smaller cache
-# costs boot time (measured in docs/benchmarks.md), hence a host setting.
+# Bounds the TCG translation cache: QEMU's default (~70 MiB resident after a small
+# guest's boot) is most of its per-VM overhead under binary translation. 32 MiB costs no
+# boot CPU beyond the noise; 24 and 16 MiB do (retranslation after flushes; measured in
+# docs/benchmarks.md, issue 26 item 5), hence this value and a host setting.
 TCG_TB_SIZE_MIB = 32
 VGA_MEM_MIB = 4
 SANDBOX = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
