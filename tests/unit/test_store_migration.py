@@ -4,6 +4,7 @@ data directories written by schema versions 1 and 3 (tests/fixtures/datadir-v1, 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -90,7 +91,7 @@ def test_fixtures_are_the_old_formats() -> None:
     """The committed fixtures really are the old formats (else the tests below prove
     nothing): schema 1, and schema 3 with every key of the old layout."""
     assert _version(FIXTURE) == 1 and _version(FIXTURE_V3 / "virtfleet.db") == 3
-    assert migrations.SCHEMA_VERSION == 4
+    assert migrations.SCHEMA_VERSION == 5
     old = _rows(FIXTURE_V3 / "virtfleet.db")
     assert not [k for k in old if k.startswith("/projects/")]
     assert {k.split("/")[1] for k in old} >= {"instances", "images", "networks", "macs"}
@@ -159,17 +160,23 @@ async def test_schema_3_keys_move_under_the_default_project(v3_db: Path) -> None
     (backup,) = _backups(v3_db, 3)
     assert _version(backup) == 3 and _rows(backup) == before
     after = _rows(v3_db)
-    assert after == {_moved(k): v for k, v in before.items()}  # every record intact
-    assert len(moved) == sum(k != _moved(k) for k in before) == 16
-    assert {kv.mod_revision for kv in moved} == {revision}  # the migration: one revision
     host = identity.load(v3_db.parent)
     assert host is not None
+    lan = json.loads(after["/projects/default/networks/lan"])
+    # schema 5: the nat network names the host of the data dir as its owner, nothing else
+    assert lan == json.loads(before["/networks/lan"]) | {"host": host.id}
+    expected = {_moved(k): v for k, v in before.items()}
+    expected["/projects/default/networks/lan"] = after["/projects/default/networks/lan"]
+    assert after == expected  # every record intact
+    assert len(moved) == sum(k != _moved(k) for k in before) == 16
+    assert {kv.mod_revision for kv in moved} == {revision}  # the migration: one revision
     assert {n: r.owner for n, r in records.items()} == dict.fromkeys(
         ("db", "scratch", "web"), Ownership(host=host.id, epoch=1)
     )
     web = records["web"]
     assert (web.spec.vcpus, web.spec.memory_mib, web.spec.autostart) == (2, 512, True)
     assert web.spec.nics[0].network == "lan" and [n.name for n in networks] == ["lan"]
+    assert networks[0].host == host.id and networks[0].scope.value == "host"
     models = {
         "/projects/default/images/": ImageRecord,
         "/projects/default/backup-schedules/": Schedule,

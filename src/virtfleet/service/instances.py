@@ -41,7 +41,7 @@ from virtfleet.model.instance import (
     RestartPolicy,
 )
 from virtfleet.model.names import validate_name
-from virtfleet.model.network import NicAddress
+from virtfleet.model.network import Lease, NicAddress
 from virtfleet.model.operation import Operation
 from virtfleet.model.resources import Change, pending
 from virtfleet.service.capacity import CapacityService
@@ -186,7 +186,8 @@ class InstanceService:
         self._tokens = Tokens()  # continue tokens of paged listings
 
     async def list(self) -> builtins.list[Instance]:
-        return [self._view(rec) for rec in await self._repo.list()]
+        remote = await self._remote_leases()
+        return [self._view(rec, remote=remote) for rec in await self._repo.list()]
 
     async def list_json(
         self,
@@ -207,7 +208,8 @@ class InstanceService:
         records = [r for r in await self._records() if after is None or r.name > after]
         more = limit is not None and len(records) > limit
         records = records[:limit] if limit is not None else records
-        items = [self._json(rec, mask, chosen) for rec in records]
+        remote = await self._remote_leases()
+        items = [self._json(rec, mask, chosen, remote) for rec in records]
         token = self._tokens.make(records[-1].name) if more else None
         return Page(render(items), token)
 
@@ -219,31 +221,44 @@ class InstanceService:
             return tally.records()
         return await self._repo.list(shared=True)
 
-    def _json(self, rec: InstanceRecord, mask: Mask | None, fields: tuple[str, ...]) -> bytes:
-        addresses = self.networks.addresses(rec.spec) if self.networks is not None else []
+    def _json(
+        self,
+        rec: InstanceRecord,
+        mask: Mask | None,
+        fields: tuple[str, ...],
+        remote: dict[str, builtins.list[Lease]] | None = None,
+    ) -> bytes:
+        addresses = self.networks.addresses(rec.spec, remote) if self.networks is not None else []
         revisions = (rec.spec_revision, rec.desired_revision, rec.status_revision)
         key = (*revisions, rec.owner_revision, repr(addresses))
         return self._views.json(rec.name, key, lambda: self._view(rec, addresses), mask, fields)
 
     def _view(
-        self, rec: InstanceRecord, addresses: builtins.list[NicAddress] | None = None
+        self,
+        rec: InstanceRecord,
+        addresses: builtins.list[NicAddress] | None = None,
+        remote: dict[str, builtins.list[Lease]] | None = None,
     ) -> Instance:
         view = Instance.of(rec, self._facts.default_accel)
         if addresses is not None:
             view.addresses = addresses
         elif self.networks is not None:
-            view.addresses = self.networks.addresses(rec.spec)
+            view.addresses = self.networks.addresses(rec.spec, remote)
         return view
+
+    async def _remote_leases(self) -> dict[str, builtins.list[Lease]] | None:
+        """Leases other hosts reported (addresses of NICs on their networks)."""
+        return await self.networks.remote_leases() if self.networks is not None else None
 
     async def get(self, name: str) -> Instance:
         """The instance view; ``NotFoundError`` if there is no such instance."""
         rec = await self._repo.get(validate_name(name, "instance name"))
-        return self._view(rec)
+        return self._view(rec, remote=await self._remote_leases())
 
     async def get_versioned(self, name: str) -> tuple[Instance, Version]:
         """The instance view and the ``Version`` it reflects (one read: they agree)."""
         rec = await self._repo.get(validate_name(name, "instance name"))
-        return self._view(rec), version_of(rec)
+        return self._view(rec, remote=await self._remote_leases()), version_of(rec)
 
     async def create(
         self,
@@ -275,7 +290,8 @@ class InstanceService:
         if self.disks is not None and not reuse_disks:
             self.disks.refuse_kept(spec.name, reusable=True)
         if self.networks is not None:
-            spec = await self.networks.prepare_nics(spec)  # networks exist; unique MACs
+            # networks exist (on the owner); unique MACs
+            spec = await self.networks.prepare_nics(spec, owner or self._owner)
         power = DesiredPower.RUNNING if start else DesiredPower.STOPPED
         target = f"instance/{spec.name}"
         done = None

@@ -11,6 +11,7 @@ Per project, under ``/projects/{project}/``:
     instances/{name}/owner     Ownership           host id + epoch; changed only by a txn
     images/{name}              ImageRecord         images and templates (kind ``template``)
     networks/{name}            NetworkSpec
+    network-hosts/{name}/{host}  NetworkHostStatus  written by that host's agent
     backup-schedules/{name}    Schedule            (of the project's instances)
 
 Cluster-wide:
@@ -51,8 +52,9 @@ def project_root(project: str = DEFAULT_PROJECT) -> str:
 INSTANCES = project_root() + "instances/"
 IMAGES = project_root() + "images/"
 NETWORKS = project_root() + "networks/"
+NETWORK_HOSTS = project_root() + "network-hosts/"  # per-host realisation of each network
 SCHEDULES = project_root() + "backup-schedules/"
-PROJECT_SCOPED = ("instances/", "images/", "networks/", "backup-schedules/")
+PROJECT_SCOPED = ("instances/", "images/", "networks/", "backup-schedules/")  # as of schema 4
 
 # cluster-wide
 HOSTS = "/hosts/"
@@ -92,6 +94,15 @@ def instance_name_of(key: str) -> str | None:
     if not key.startswith(INSTANCES):
         return None
     return key[len(INSTANCES) :].split("/", 1)[0] or None
+
+
+def network_hosts_prefix(name: str) -> str:
+    """Every host's realisation status of network ``name``."""
+    return f"{NETWORK_HOSTS}{name}/"
+
+
+def network_host_key(name: str, host_id: str) -> str:
+    return f"{NETWORK_HOSTS}{name}/{host_id}"
 
 
 def host_key(host_id: str) -> str:
