@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Sequence
 
 from virtfleet.drivers.base import JoinNetns
-from virtfleet.errors import InvalidInputError
+from virtfleet.errors import InvalidInputError, NetworkNotOnHostError
 from virtfleet.host.netrealise import NetworkRealiser
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.network.base import NetworkHost, TapRequest
@@ -50,6 +50,10 @@ class NicPlumber:
             net = await self.repo.find(network or "")
             if net is None:
                 raise InvalidInputError(f"NIC {index} of {spec.name}: no network {network!r}")
+            if not net.realised_on(self.host_id):  # another host's nat/isolated network
+                raise NetworkNotOnHostError(
+                    f"NIC {index} of {spec.name}: network {net.name} exists on another host only"
+                )
             requests.append(TapRequest(spec.name, index, net))
         return requests
 
