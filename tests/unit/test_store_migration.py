@@ -1,5 +1,6 @@
 """Schema migrations of the SQLite state file (state/migrations.py), on the committed
-data directories written by schema versions 1 and 3 (tests/fixtures/datadir-v1, -v3)."""
+data directories written by schema versions 1, 3 and 4 (tests/fixtures/datadir-v1, -v3,
+-v4)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from virtfleet.storage.images import ImageRecord
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 FIXTURE = FIXTURES / "datadir-v1" / "virtfleet.db"
 FIXTURE_V3 = FIXTURES / "datadir-v3"
+FIXTURE_V4 = FIXTURES / "datadir-v4"
 # Schema 4: what belongs to a project moved under /projects/default/; the rest stayed.
 MOVED = {
     "/instances/": "/projects/default/instances/",
@@ -67,6 +69,14 @@ def v3_db(tmp_path: Path) -> Path:
     return tmp_path / "virtfleet.db"
 
 
+@pytest.fixture
+def v4_db(tmp_path: Path) -> Path:
+    """A copy of the schema 4 data dir: its store and the identity of the host it names."""
+    for name in ("virtfleet.db", "host.json"):
+        shutil.copyfile(FIXTURE_V4 / name, tmp_path / name)
+    return tmp_path / "virtfleet.db"
+
+
 def _rows(path: Path) -> dict[str, bytes]:
     db = sqlite3.connect(path)
     try:
@@ -91,6 +101,9 @@ def test_fixtures_are_the_old_formats() -> None:
     """The committed fixtures really are the old formats (else the tests below prove
     nothing): schema 1, and schema 3 with every key of the old layout."""
     assert _version(FIXTURE) == 1 and _version(FIXTURE_V3 / "virtfleet.db") == 3
+    assert _version(FIXTURE_V4 / "virtfleet.db") == 4
+    lan = json.loads(_rows(FIXTURE_V4 / "virtfleet.db")["/projects/default/networks/lan"])
+    assert "host" not in lan
     assert migrations.SCHEMA_VERSION == 5
     old = _rows(FIXTURE_V3 / "virtfleet.db")
     assert not [k for k in old if k.startswith("/projects/")]
@@ -203,6 +216,29 @@ async def test_schema_3_keys_move_under_the_default_project(v3_db: Path) -> None
         "/events/": 14,
         "/alerts/rules/": 1,
     }
+
+
+async def test_schema_4_nat_networks_name_their_host(v4_db: Path) -> None:
+    """Opening the schema 4 file gives its nat network the data dir's host as owner (in a
+    cluster only that host makes it), in one revision; every other record is unchanged."""
+    before = _rows(v4_db)
+    store = SQLiteStore(v4_db)
+    try:
+        (lan,) = await NetworkRepo(store).list()
+        kv = await store.get("/projects/default/networks/lan")
+        revision = await store.revision()
+    finally:
+        await store.close()
+    host = identity.load(v4_db.parent)
+    assert host is not None and _version(v4_db) == migrations.SCHEMA_VERSION
+    (backup,) = _backups(v4_db, 4)
+    assert _rows(backup) == before
+    after = _rows(v4_db)
+    key = "/projects/default/networks/lan"
+    assert json.loads(after.pop(key)) == json.loads(before.pop(key)) | {"host": host.id}
+    assert after == before
+    assert (lan.host, lan.scope.value, lan.subnet) == (host.id, "host", "10.1.0.0/24")
+    assert kv is not None and kv.mod_revision == revision
 
 
 async def test_schema_3_move_is_seen_by_watchers(v3_db: Path) -> None:
