@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
@@ -186,8 +186,9 @@ class InstanceService:
         self._tokens = Tokens()  # continue tokens of paged listings
 
     async def list(self) -> builtins.list[Instance]:
-        remote = await self._remote_leases()
-        return [self._view(rec, remote=remote) for rec in await self._repo.list()]
+        records = await self._repo.list()
+        remote = await self._remote_leases(r.spec for r in records)
+        return [self._view(rec, remote=remote) for rec in records]
 
     async def list_json(
         self,
@@ -208,7 +209,7 @@ class InstanceService:
         records = [r for r in await self._records() if after is None or r.name > after]
         more = limit is not None and len(records) > limit
         records = records[:limit] if limit is not None else records
-        remote = await self._remote_leases()
+        remote = await self._remote_leases(r.spec for r in records)
         items = [self._json(rec, mask, chosen, remote) for rec in records]
         token = self._tokens.make(records[-1].name) if more else None
         return Page(render(items), token)
@@ -246,19 +247,24 @@ class InstanceService:
             view.addresses = self.networks.addresses(rec.spec, remote)
         return view
 
-    async def _remote_leases(self) -> dict[str, builtins.list[Lease]] | None:
-        """Leases other hosts reported (addresses of NICs on their networks)."""
-        return await self.networks.remote_leases() if self.networks is not None else None
+    async def _remote_leases(
+        self, specs: Iterable[InstanceSpec]
+    ) -> dict[str, builtins.list[Lease]] | None:
+        """Leases other hosts reported (addresses of NICs on their networks); not read for
+        instances without network NICs (a GET of one stays one store read)."""
+        if self.networks is None or not any(n.mode == "network" for s in specs for n in s.nics):
+            return None
+        return await self.networks.remote_leases()
 
     async def get(self, name: str) -> Instance:
         """The instance view; ``NotFoundError`` if there is no such instance."""
         rec = await self._repo.get(validate_name(name, "instance name"))
-        return self._view(rec, remote=await self._remote_leases())
+        return self._view(rec, remote=await self._remote_leases([rec.spec]))
 
     async def get_versioned(self, name: str) -> tuple[Instance, Version]:
         """The instance view and the ``Version`` it reflects (one read: they agree)."""
         rec = await self._repo.get(validate_name(name, "instance name"))
-        return self._view(rec, remote=await self._remote_leases()), version_of(rec)
+        return self._view(rec, remote=await self._remote_leases([rec.spec])), version_of(rec)
 
     async def create(
         self,
