@@ -114,6 +114,13 @@ async def test_nat_networks_belong_to_one_host(tmp_path: Path) -> None:
             "/1.0/networks", json={"name": "nat-c", "mode": "nat", "subnet": "10.50.0.0/25"}
         )
         unknown = await a.api.post("/1.0/networks", json={"name": "nat-z", "host": "host-z", **nat})
+        # Defined through A for B, where the name is a host interface: B reports why not.
+        clash = {"name": "eth0", "host": "host-b", "mode": "isolated", "subnet": "10.70.0.0/24"}
+        made_clash = await a.api.post("/1.0/networks", json=clash)
+        await shows(
+            statuses(a.api, "eth0"),
+            {"host-b": (False, "network name 'eth0' is already a host interface")},
+        )
         where = {n: (n in fake(a).networks, n in fake(b).networks) for n in ("nat-a", "nat-b")}
         shown_b = await get(b.api, "/1.0/networks/nat-a")
         wrong_host = await b.api.post(
@@ -133,7 +140,7 @@ async def test_nat_networks_belong_to_one_host(tmp_path: Path) -> None:
         await shows(address_on_b, ["10.50.0.77"])
         listed = {i["name"]: i for i in (await b.api.get("/1.0/instances")).json()}
         leases_on_b = (await get(b.api, "/1.0/networks/nat-a"))["state"]["leases"]
-    assert made_a.status_code == made_b.status_code == 201, (made_a.text, made_b.text)
+    assert made_a.status_code == made_b.status_code == made_clash.status_code == 201
     assert made_a.json()["host"] == a.host_id and made_a.json()["scope"] == "host"
     assert made_b.json()["host_name"] == "host-b"
     assert_error(taken, 409, "already_exists")  # names are unique cluster-wide

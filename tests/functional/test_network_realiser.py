@@ -14,6 +14,7 @@ from virtfleet.network.fake import FakeNetworkManager
 from virtfleet.state.keys import NETWORKS, network_host_key
 from virtfleet.state.memory import MemoryStore
 from virtfleet.state.networks import NetworkRepo
+from virtfleet.state.repos import EventLog
 
 UPLINK = NetworkSpec(name="uplink", mode="bridged", parent="br0", vlan=20)
 
@@ -63,7 +64,8 @@ async def test_changes_are_followed_and_a_failed_network_is_tried_again() -> Non
     store, host = MemoryStore(), Counting()
     repo = NetworkRepo(store)
     host.bridges = ()
-    realiser = NetworkRealiser(store, host, "h1")
+    events = EventLog(store)
+    realiser = NetworkRealiser(store, host, "h1", events=events)
     task = asyncio.create_task(realiser.follow(await realiser.initial()))
     try:
         await repo.create(UPLINK)
@@ -79,12 +81,15 @@ async def test_changes_are_followed_and_a_failed_network_is_tried_again() -> Non
         await repo.remove("uplink")
         await until(lambda: _gone(realiser, "uplink"))
         gone = await _statuses(repo, "uplink")
+        failures = [(e.kind, e.target, e.data) for e in await events.recent()]
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert host.made == ["lan", "uplink", "lan"] and host.removed == ["lan", "uplink"]
     assert gone == [] and "uplink" not in host.networks
+    reason = "parent 'br0' is not a bridge on this host"
+    assert failures == [("network.failed", "network/uplink", {"host": "h1", "reason": reason})]
 
 
 async def _reported(repo: NetworkRepo, name: str, ok: bool) -> bool:

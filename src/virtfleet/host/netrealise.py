@@ -7,7 +7,9 @@ removes this host's part as they appear, change or go, reporting ok or the one-l
 reason it failed (``NetworkHostStatus``, one key per network and host); and every
 ``lease_interval_s`` it reports the leases of its dnsmasq instances when they changed,
 so every member shows the guests' addresses. A network whose making failed is tried
-again at the next change of any definition. Must not decide anything about instances.
+again at the next change of any definition; each new failure is an event
+(``network.failed``, with the host and the reason). Must not decide anything about
+instances.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import asyncio
 import logging
 
 from virtfleet.errors import VirtfleetError
+from virtfleet.model.event import Event
 from virtfleet.model.network import NetworkHostStatus, NetworkMode, NetworkSpec
 from virtfleet.network.base import NetworkHost
 from virtfleet.state.follow import follow
 from virtfleet.state.keys import NETWORKS
 from virtfleet.state.networks import NetworkRepo
+from virtfleet.state.repos import EventLog
 from virtfleet.state.store import StateStore, WatchEvent
 
 log = logging.getLogger(__name__)
@@ -28,9 +32,15 @@ log = logging.getLogger(__name__)
 
 class NetworkRealiser:
     def __init__(
-        self, store: StateStore, host: NetworkHost, host_id: str, lease_interval_s: float = 2.0
+        self,
+        store: StateStore,
+        host: NetworkHost,
+        host_id: str,
+        lease_interval_s: float = 2.0,
+        events: EventLog | None = None,
     ) -> None:
         self.store = store
+        self.events = events
         self.repo = NetworkRepo(store)
         self.host = host
         self.host_id = host_id
@@ -107,9 +117,20 @@ class NetworkRealiser:
         dhcp = ok and spec.mode is not NetworkMode.BRIDGED
         leases = self.host.leases(spec.name) if dhcp else []
         status = NetworkHostStatus(host=self.host_id, ok=ok, reason=reason, leases=leases)
-        if self.reported.get(spec.name) != status:
+        was = self.reported.get(spec.name)
+        if was != status:
             await self.repo.report(spec.name, status)
             self.reported[spec.name] = status
+        if not ok and (was is None or was.ok or was.reason != reason):
+            await self._failed(spec.name, reason)
+
+    async def _failed(self, name: str, reason: str) -> None:
+        if self.events is None:
+            return
+        message = f"network {name} not realised on this host: {reason}"
+        data = {"host": self.host_id, "reason": reason}
+        event = Event(kind="network.failed", target=f"network/{name}", message=message, data=data)
+        await self.events.append(event)
 
     async def follow(self, after: int) -> None:
         """Realise every change of the definitions after ``after``, until cancelled."""

@@ -23,18 +23,26 @@ from virtfleet.host.netrealise import NetworkRealiser
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.network.base import NetworkHost, TapRequest
 from virtfleet.state.networks import NetworkRepo
-from virtfleet.state.repos import InstanceRecord
+from virtfleet.state.repos import EventLog, InstanceRecord
 from virtfleet.state.store import StateStore
 
 _LIVE = (PowerState.RUNNING, PowerState.PAUSED, PowerState.STARTING, PowerState.STOPPING)
 
 
 class NicPlumber:
-    def __init__(self, store: StateStore, host: NetworkHost | None, host_id: str = "") -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        host: NetworkHost | None,
+        host_id: str = "",
+        events: EventLog | None = None,
+    ) -> None:
         self.repo = NetworkRepo(store)
         self.host = host
         self.host_id = host_id
-        self.realiser = NetworkRealiser(store, host, host_id) if host is not None else None
+        self.realiser = (
+            NetworkRealiser(store, host, host_id, events=events) if host is not None else None
+        )
         self._since = 0  # the revision the realiser follows definitions from
         # Instances this agent started with no network NICs: nothing to unplug at their end
         # (listing the host's links is the costly part of a stop).
