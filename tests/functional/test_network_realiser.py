@@ -88,6 +88,7 @@ async def test_changes_are_followed_and_a_failed_network_is_tried_again() -> Non
             await task
     assert host.made == ["lan", "uplink", "lan"] and host.removed == ["lan", "uplink"]
     assert gone == [] and "uplink" not in host.networks
+    assert host.adopted == ["lan"]  # the rules were last made for what is left
     reason = "parent 'br0' is not a bridge on this host"
     assert failures == [("network.failed", "network/uplink", {"host": "h1", "reason": reason})]
 

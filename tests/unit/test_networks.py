@@ -288,3 +288,21 @@ def test_network_nics_use_the_agents_taps() -> None:
     assert "vmxnet3,netdev=net1,id=nic1,bus=rp1" in argv
     legacy = InstanceSpec(name="a", image="t", nics=nics[:1], device_model=DeviceModel.EMULATED)
     assert "e1000,netdev=net0" in _argv(legacy, {0: "vt1-0"})
+
+
+async def test_adopt_rewrites_the_rules_for_the_whole_set_and_touches_no_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``adopt`` (the realiser's, after creates that each wrote rules for the set they were
+    given) writes one ruleset naming every adopted network, and deletes or makes no link."""
+    host = [_link("lan", "virtfleet:me:bridge:lan"), _link("iso", "virtfleet:me:bridge:iso")]
+    scripts: list[str] = []
+    monkeypatch.setattr(links, "list_links", lambda: host)
+    monkeypatch.setattr(links, "delete", lambda name: pytest.fail(f"deleted {name}"))
+    monkeypatch.setattr(firewall, "apply", scripts.append)
+    lan = NetworkSpec(name="lan", subnet="10.1.0.0/24").with_defaults()
+    iso = NetworkSpec(name="iso", mode="isolated", subnet="10.2.0.0/24").with_defaults()
+    manager = NetworkManager(tmp_path, "me")
+    await manager.adopt([lan, iso])
+    (script,) = scripts
+    assert script == firewall.ruleset([lan, iso], {}, manager.table)

@@ -47,6 +47,7 @@ class NetworkRealiser:
         self.lease_interval_s = lease_interval_s
         self.made: dict[str, NetworkSpec] = {}  # realised here, as defined when made
         self.reported: dict[str, NetworkHostStatus] = {}  # what this host last wrote
+        self._adopted: dict[str, NetworkSpec] = {}  # the set the host's rules were last made for
         self._lock = asyncio.Lock()  # one pass at a time (watch and lease timer)
 
     async def wanted(self) -> dict[str, NetworkSpec]:
@@ -65,6 +66,7 @@ class NetworkRealiser:
                     await self._report(spec, True)
                 else:
                     await self._report(spec, False, await self._why(spec))
+            self._adopted = dict(self.made)  # the reconcile just wrote rules for them
             for name, statuses in (await self.repo.all_statuses()).items():
                 if name not in wanted and any(s.host == self.host_id for s in statuses):
                     await self.repo.unreport(name, self.host_id)
@@ -90,6 +92,11 @@ class NetworkRealiser:
             for spec in wanted.values():
                 if spec.name not in self.made:
                     await self._make(spec, [o for o in wanted.values() if o.name != spec.name])
+            if self.made != self._adopted:
+                # A create here (ours or the service's) wrote rules for the set it was given,
+                # which a concurrent one may not have had: rules for the whole set.
+                await self.host.adopt(list(self.made.values()))
+                self._adopted = dict(self.made)
 
     async def _make(self, spec: NetworkSpec, others: list[NetworkSpec]) -> None:
         try:

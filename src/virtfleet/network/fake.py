@@ -27,6 +27,7 @@ class FakeNetworkManager:
         self.taps: dict[str, tuple[str, str]] = {}  # tap -> (instance, network)
         self.bridges = bridges  # the host's own bridges (parents of bridged networks)
         self.leased: dict[str, builtins.list[Lease]] = {}  # network -> its dnsmasq's leases
+        self.adopted: builtins.list[str] = []  # the set the last ``adopt`` named
 
     async def check(self, spec: NetworkSpec) -> None:
         if spec.name in HOST_INTERFACES:
@@ -74,6 +75,9 @@ class FakeNetworkManager:
                 continue
             self.networks[spec.name] = spec
         self.taps = {t: v for t, v in self.taps.items() if v[0] in running}
+
+    async def adopt(self, networks: Iterable[NetworkSpec]) -> None:
+        self.adopted = [n.name for n in networks]  # rules are not modelled: what was asked
 
     async def supervise(self, interval_s: float = 5.0) -> None:
         return None

@@ -128,11 +128,13 @@ class NetworkService:
         )  # fmt: skip
 
     async def create(self, spec: NetworkSpec) -> Network:
-        """Check everything, make it on the host, then record it.
+        """Check everything, make it on this host (if it realises it), then record it.
 
         Raises before any change: ``AlreadyExistsError``, ``ConflictError`` (overlapping
-        subnet, a VLAN taken, a host interface of that name). A host failure undoes
-        the host part and records nothing.
+        subnet, a VLAN taken, a host interface of that name), ``UnknownHostError`` (a
+        ``host`` that is no member). A host failure undoes the host part and records
+        nothing. A network of another host is recorded unchecked there: its agent makes
+        it and reports the outcome in ``hosts``.
         """
         spec = spec.with_defaults()
         if spec.scope is NetworkScope.HOST:
