@@ -25,6 +25,7 @@ calls them (``raise ... from err``); nothing else here does I/O.
     │   ├── KeptDisksError (kept_disks, 409)
     │   ├── IdempotencyInProgressError (idempotency_in_progress, 409)
     │   ├── OwnedElsewhereError (owned_elsewhere, 409)
+    │   ├── NetworkNotOnHostError (network_not_on_host, 409)
     │   ├── AlreadyClusteredError (already_clustered, 409)
     │   └── RevisionConflictError (revision_conflict, 409)
     ├── PreconditionFailedError (precondition_failed, 412)
@@ -179,6 +180,13 @@ class OwnedElsewhereError(ConflictError):
     """The instance is owned by another host, and this request is not forwarded there yet."""
 
     code = "owned_elsewhere"
+
+
+class NetworkNotOnHostError(ConflictError):
+    """A NIC names a network the instance's host does not have (another host's nat or
+    isolated network, or one whose realisation failed there)."""
+
+    code = "network_not_on_host"
 
 
 class AlreadyClusteredError(ConflictError):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from virtfleet.errors import InvalidInputError
+from virtfleet.errors import InvalidInputError, NetworkNotOnHostError
 from virtfleet.host.nics import NicPlumber
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.model.network import NetworkSpec
@@ -83,6 +83,24 @@ async def test_unknown_network_is_refused_before_anything_is_made() -> None:
     with pytest.raises(InvalidInputError, match="no network 'nope'"):
         await plumber.joiner(_container("lan", "nope"))
     assert host.calls == [] and host.taps == {}
+
+
+async def test_another_hosts_network_is_refused_before_anything_is_made() -> None:
+    """A nat network owned by another host never gets a tap or veth here (its bridge is
+    there); one this host owns does."""
+    store, host = MemoryStore(), Recorder()
+    for name, owner in (("theirs", "host-a"), ("ours", "host-b")):
+        spec = NetworkSpec(name=name, subnet="10.3.0.0/24", host=owner)
+        await NetworkRepo(store).create(spec.with_defaults())
+    plumber = NicPlumber(store, host, "host-b")
+    vm = InstanceSpec(name="v", image="tiny", nics=[{"mode": "network", "network": "theirs"}])
+    with pytest.raises(NetworkNotOnHostError, match="network theirs exists on another host"):
+        await plumber.plug(vm)
+    with pytest.raises(NetworkNotOnHostError):
+        await plumber.joiner(_container("theirs"))
+    assert host.calls == [] and host.taps == {}
+    ours = vm.model_copy(update={"nics": [vm.nics[0].model_copy(update={"network": "ours"})]})
+    assert await plumber.plug(ours) == {0: tap_name("v", 0)}
 
 
 class Counting(Recorder):

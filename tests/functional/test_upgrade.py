@@ -77,6 +77,7 @@ async def test_daemon_starts_on_a_schema_3_data_dir(tmp_path: Path) -> None:
                 "users": "/1.0/users",
             }.items()
         }
+        lan = (await api.get("/1.0/networks/lan")).json()
         tokens = (await api.get("/1.0/tokens")).json()
         ops = (await api.get("/1.0/operations")).json()
         hosts = [h["id"] for h in (await api.get("/1.0/hosts")).json()]
@@ -92,6 +93,9 @@ async def test_daemon_starts_on_a_schema_3_data_dir(tmp_path: Path) -> None:
     assert web["status"]["power"] == "running" and web["spec"]["nics"][0]["network"] == "lan"
     assert served["images"] == ["gold", "tiny"] and served["templates"] == ["gold"]
     assert served["networks"] == ["lan"] and served["schedules"] == ["nightly"]
+    # schema 5: the nat network is this host's, and its agent reported it made it
+    assert (lan["scope"], lan["host"], lan["host_name"]) == ("host", host.id, host.name)
+    assert [(h["host"], h["ok"]) for h in lan["hosts"]] == [(host.id, True)]
     assert "cpu-high" in served["rules"] and served["users"] == ["admin", "ops"]
     assert len(tokens) == 1 and len(ops) >= 5
     assert old == []

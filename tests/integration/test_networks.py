@@ -130,6 +130,17 @@ def test_guests_get_leases_reported_by_vm_show(lab: Lab) -> None:
     net = lab.d.client.get_network("lan")
     assert {lease.ip for lease in net.state.leases} >= {lab.ips["a"], lab.ips["b"]}
     assert net.state.users == ["a", "b"] and net.state.dnsmasq_pid
+    # The agent's realiser adopted what the service made (no second create) and reports
+    # this host's leases for the other members (every 2 s, when they changed).
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        (mine,) = lab.d.client.get_network("lan").hosts
+        if {lab.ips["a"], lab.ips["b"]} <= {lease.ip for lease in mine.leases}:
+            break
+        time.sleep(0.5)
+    assert (mine.ok, mine.reason) == (True, "")
+    assert {lease.ip for lease in mine.leases} >= {lab.ips["a"], lab.ips["b"]}
+    assert [(h.ok, h.reason) for h in lab.d.client.get_network("v10").hosts] == [(True, "")]
 
 
 def test_guests_on_one_network_ping_each_other(lab: Lab) -> None:

@@ -39,7 +39,18 @@ def test_network_commands_and_a_vm_on_the_network(data_dir: Path) -> None:
     net = cli_json(data_dir, "network", "create", "lan0", "--subnet", "10.5.0.0/24")
     assert isinstance(net, dict) and net["spec"]["dhcp_end"] == "10.5.0.254"
     assert "lan0" in cli(data_dir, "network", "list").stdout
-    assert "10.5.0.128 - 10.5.0.254" in cli(data_dir, "network", "show", "lan0").stdout
+    shown_net = cli(data_dir, "network", "show", "lan0").stdout
+    assert "10.5.0.128 - 10.5.0.254" in shown_net
+    # a nat network is this host's, and this host's agent reported it made it
+    assert net["scope"] == "host" and [(h["host"], h["ok"]) for h in net["hosts"]] == [
+        (net["host"], True)
+    ]
+    rows = [line.split() for line in shown_net.splitlines()]
+    assert ["host", net["host_name"]] in rows and ["on", net["host_name"], "ok"] in rows
+    elsewhere = cli(
+        data_dir, "network", "create", "lan1", "--subnet", "10.6.0.0/24", "--host", "nope"
+    )
+    assert elsewhere.exit_code != 0 and "[unknown_host]" in elsewhere.output
     assert cli(data_dir, "image", "build", "tiny").exit_code == 0
     assert (
         cli(data_dir, "vm", "create", "web", "--image", "tiny", "--network", "lan0").exit_code == 0

@@ -41,6 +41,7 @@ GOLDEN = Path(__file__).parent / "golden"
         ({"mode": "bridged", "parent": "br0", "vlan": 4095}, "less than or equal to 4094"),
         ({"mode": "bridged", "parent": "br0", "vlan": 0}, "greater than or equal to 1"),
         ({"mode": "bridged", "parent": "br0", "subnet": "10.1.0.0/24"}, "no subnet"),
+        ({"mode": "bridged", "parent": "br0", "host": "h1"}, "it takes no host"),
     ],
 )
 def test_bad_specs_are_refused(fields: dict[str, object], needle: str) -> None:
@@ -55,6 +56,21 @@ def test_bad_network_names(name: str) -> None:
     """Network names are interface names: 2-15 chars, lowercase, starting with a letter."""
     with pytest.raises(InvalidNameError):
         NetworkSpec(name=name, subnet="10.1.0.0/24")
+
+
+def test_scope_and_which_hosts_realise_a_network() -> None:
+    """Bridged networks are every host's; a nat/isolated one its owner's only (one recorded
+    before networks named their host: every host's, as before)."""
+    bridged = NetworkSpec(name="up", mode="bridged", parent="br0", vlan=20)
+    owned = NetworkSpec(name="lan", subnet="10.1.0.0/24", host="h1")
+    legacy = NetworkSpec(name="old", mode="isolated", subnet="10.2.0.0/24")
+    assert (bridged.scope.value, owned.scope.value, legacy.scope.value) == (
+        "cluster",
+        "host",
+        "host",
+    )
+    assert [s.realised_on("h2") for s in (bridged, owned, legacy)] == [True, False, True]
+    assert owned.realised_on("h1")
 
 
 def test_defaults_and_overlap() -> None:
@@ -272,3 +288,21 @@ def test_network_nics_use_the_agents_taps() -> None:
     assert "vmxnet3,netdev=net1,id=nic1,bus=rp1" in argv
     legacy = InstanceSpec(name="a", image="t", nics=nics[:1], device_model=DeviceModel.EMULATED)
     assert "e1000,netdev=net0" in _argv(legacy, {0: "vt1-0"})
+
+
+async def test_adopt_rewrites_the_rules_for_the_whole_set_and_touches_no_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``adopt`` (the realiser's, after creates that each wrote rules for the set they were
+    given) writes one ruleset naming every adopted network, and deletes or makes no link."""
+    host = [_link("lan", "virtfleet:me:bridge:lan"), _link("iso", "virtfleet:me:bridge:iso")]
+    scripts: list[str] = []
+    monkeypatch.setattr(links, "list_links", lambda: host)
+    monkeypatch.setattr(links, "delete", lambda name: pytest.fail(f"deleted {name}"))
+    monkeypatch.setattr(firewall, "apply", scripts.append)
+    lan = NetworkSpec(name="lan", subnet="10.1.0.0/24").with_defaults()
+    iso = NetworkSpec(name="iso", mode="isolated", subnet="10.2.0.0/24").with_defaults()
+    manager = NetworkManager(tmp_path, "me")
+    await manager.adopt([lan, iso])
+    (script,) = scripts
+    assert script == firewall.ruleset([lan, iso], {}, manager.table)

@@ -1,9 +1,11 @@
 """Schema migrations of the SQLite state file (state/migrations.py), on the committed
-data directories written by schema versions 1 and 3 (tests/fixtures/datadir-v1, -v3)."""
+data directories written by schema versions 1, 3 and 4 (tests/fixtures/datadir-v1, -v3,
+-v4)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ from virtfleet.storage.images import ImageRecord
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 FIXTURE = FIXTURES / "datadir-v1" / "virtfleet.db"
 FIXTURE_V3 = FIXTURES / "datadir-v3"
+FIXTURE_V4 = FIXTURES / "datadir-v4"
 # Schema 4: what belongs to a project moved under /projects/default/; the rest stayed.
 MOVED = {
     "/instances/": "/projects/default/instances/",
@@ -66,6 +69,14 @@ def v3_db(tmp_path: Path) -> Path:
     return tmp_path / "virtfleet.db"
 
 
+@pytest.fixture
+def v4_db(tmp_path: Path) -> Path:
+    """A copy of the schema 4 data dir: its store and the identity of the host it names."""
+    for name in ("virtfleet.db", "host.json"):
+        shutil.copyfile(FIXTURE_V4 / name, tmp_path / name)
+    return tmp_path / "virtfleet.db"
+
+
 def _rows(path: Path) -> dict[str, bytes]:
     db = sqlite3.connect(path)
     try:
@@ -90,7 +101,10 @@ def test_fixtures_are_the_old_formats() -> None:
     """The committed fixtures really are the old formats (else the tests below prove
     nothing): schema 1, and schema 3 with every key of the old layout."""
     assert _version(FIXTURE) == 1 and _version(FIXTURE_V3 / "virtfleet.db") == 3
-    assert migrations.SCHEMA_VERSION == 4
+    assert _version(FIXTURE_V4 / "virtfleet.db") == 4
+    lan = json.loads(_rows(FIXTURE_V4 / "virtfleet.db")["/projects/default/networks/lan"])
+    assert "host" not in lan
+    assert migrations.SCHEMA_VERSION == 5
     old = _rows(FIXTURE_V3 / "virtfleet.db")
     assert not [k for k in old if k.startswith("/projects/")]
     assert {k.split("/")[1] for k in old} >= {"instances", "images", "networks", "macs"}
@@ -159,17 +173,23 @@ async def test_schema_3_keys_move_under_the_default_project(v3_db: Path) -> None
     (backup,) = _backups(v3_db, 3)
     assert _version(backup) == 3 and _rows(backup) == before
     after = _rows(v3_db)
-    assert after == {_moved(k): v for k, v in before.items()}  # every record intact
-    assert len(moved) == sum(k != _moved(k) for k in before) == 16
-    assert {kv.mod_revision for kv in moved} == {revision}  # the migration: one revision
     host = identity.load(v3_db.parent)
     assert host is not None
+    lan = json.loads(after["/projects/default/networks/lan"])
+    # schema 5: the nat network names the host of the data dir as its owner, nothing else
+    assert lan == json.loads(before["/networks/lan"]) | {"host": host.id}
+    expected = {_moved(k): v for k, v in before.items()}
+    expected["/projects/default/networks/lan"] = after["/projects/default/networks/lan"]
+    assert after == expected  # every record intact
+    assert len(moved) == sum(k != _moved(k) for k in before) == 16
+    assert {kv.mod_revision for kv in moved} == {revision}  # the migration: one revision
     assert {n: r.owner for n, r in records.items()} == dict.fromkeys(
         ("db", "scratch", "web"), Ownership(host=host.id, epoch=1)
     )
     web = records["web"]
     assert (web.spec.vcpus, web.spec.memory_mib, web.spec.autostart) == (2, 512, True)
     assert web.spec.nics[0].network == "lan" and [n.name for n in networks] == ["lan"]
+    assert networks[0].host == host.id and networks[0].scope.value == "host"
     models = {
         "/projects/default/images/": ImageRecord,
         "/projects/default/backup-schedules/": Schedule,
@@ -196,6 +216,29 @@ async def test_schema_3_keys_move_under_the_default_project(v3_db: Path) -> None
         "/events/": 14,
         "/alerts/rules/": 1,
     }
+
+
+async def test_schema_4_nat_networks_name_their_host(v4_db: Path) -> None:
+    """Opening the schema 4 file gives its nat network the data dir's host as owner (in a
+    cluster only that host makes it), in one revision; every other record is unchanged."""
+    before = _rows(v4_db)
+    store = SQLiteStore(v4_db)
+    try:
+        (lan,) = await NetworkRepo(store).list()
+        kv = await store.get("/projects/default/networks/lan")
+        revision = await store.revision()
+    finally:
+        await store.close()
+    host = identity.load(v4_db.parent)
+    assert host is not None and _version(v4_db) == migrations.SCHEMA_VERSION
+    (backup,) = _backups(v4_db, 4)
+    assert _rows(backup) == before
+    after = _rows(v4_db)
+    key = "/projects/default/networks/lan"
+    assert json.loads(after.pop(key)) == json.loads(before.pop(key)) | {"host": host.id}
+    assert after == before
+    assert (lan.host, lan.scope.value, lan.subnet) == (host.id, "host", "10.1.0.0/24")
+    assert kv is not None and kv.mod_revision == revision
 
 
 async def test_schema_3_move_is_seen_by_watchers(v3_db: Path) -> None:

@@ -11,6 +11,7 @@ import typer
 
 from virtfleet.cli import output
 from virtfleet.cli.context import JsonOpt, command, get_client
+from virtfleet.model.network import Network, NetworkHostStatus, NetworkScope
 
 app = typer.Typer(
     help="Virtual networks (bridges with DHCP/DNS, NAT, VLANs).", no_args_is_help=True
@@ -31,9 +32,14 @@ def create(
     allow_tcp: Annotated[
         list[int] | None, typer.Option("--allow-host-tcp", help="Host TCP port guests may reach.")
     ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Cluster member (id or name) owning a nat/isolated network."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a network: its bridge, DHCP/DNS and rules exist once this returns."""
+    """Create a network: its bridge, DHCP/DNS and rules exist once this returns (in a
+    cluster: on the host that answers; the other members report theirs in `show`)."""
     body: dict[str, Any] = {"name": name, "mode": mode, "allow_host_tcp": allow_tcp or []}
     optional = {
         "subnet": subnet,
@@ -42,6 +48,7 @@ def create(
         "ipv6_subnet": ipv6,
         "vlan": vlan,
         "parent": parent,
+        "host": host,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     net = get_client().create_network(body)
@@ -59,11 +66,12 @@ def list_(json_out: JsonOpt = False) -> None:
         output.print_json(nets)
         return
     output.table(
-        ["NAME", "MODE", "SUBNET", "VLAN", "BRIDGE", "DHCP", "LEASES", "USED BY"],
+        ["NAME", "MODE", "HOST", "SUBNET", "VLAN", "BRIDGE", "DHCP", "LEASES", "USED BY"],
         [
             [
                 n.name,
                 n.spec.mode.value,
+                _where(n),
                 n.spec.subnet or "-",
                 str(n.spec.vlan or "-"),
                 n.state.bridge if n.state.present else f"{n.state.bridge} (missing)",
@@ -90,6 +98,7 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
         [
             ("name", n.name),
             ("mode", s.mode.value),
+            ("host", _where(n)),
             ("subnet", s.subnet or "-"),
             ("gateway", str(s.gateway.ip) if s.gateway else "-"),
             ("dhcp range", dhcp),
@@ -99,8 +108,20 @@ def show(name: NameArg, json_out: JsonOpt = False) -> None:
             ("dnsmasq pid", str(n.state.dnsmasq_pid or "-")),
             ("leases", leases or "-"),
             ("used by", ", ".join(n.state.users) or "-"),
+            *[(f"on {h.host_name or h.host}", _status(h)) for h in n.hosts],
         ]
     )
+
+
+def _where(n: Network) -> str:
+    """Where the network exists: every member (cluster scope) or its owning host."""
+    if n.scope is NetworkScope.CLUSTER:
+        return "all members"
+    return n.host_name or n.host or "this host"
+
+
+def _status(h: NetworkHostStatus) -> str:
+    return "ok" if h.ok else f"failed: {h.reason}"
 
 
 @command(app, "delete")

@@ -90,7 +90,7 @@ class Agent:
         self.events = events
         self.disks = config.disks
         self.cgroups = config.cgroups
-        self.nics = NicPlumber(store, config.networks)
+        self.nics = NicPlumber(store, config.networks, config.host_id, events)
         self.host_id = config.host_id
         self.fences = Fences(self.repo, HostRepo(store), config.host_id)
         self._locks: dict[str, asyncio.Lock] = {}

@@ -5,9 +5,11 @@ networks at agent start.
 opens them); ``joiner`` gives a container's driver the step that moves one veth
 per NIC into the container's netns once its init exists; ``unplug`` removes
 either once the instance ended; ``reconcile`` makes the host's bridges, dnsmasq
-instances and rules match the stored networks at agent start, keeping the taps
-and veths of instances that still run (their traffic never stops), and ``tasks``
-supervises dnsmasq. Must not decide power states (the agent does).
+instances and rules match the stored networks this host realises at agent start
+(every bridged network; nat/isolated ones it owns), keeping the taps and veths of
+instances that still run (their traffic never stops); ``tasks`` supervises dnsmasq
+and runs the ``NetworkRealiser`` (networks defined, changed or removed later, and the
+statuses and leases this host reports). Must not decide power states (the agent does).
 """
 
 from __future__ import annotations
@@ -16,20 +18,32 @@ import asyncio
 from collections.abc import Sequence
 
 from virtfleet.drivers.base import JoinNetns
-from virtfleet.errors import InvalidInputError
+from virtfleet.errors import InvalidInputError, NetworkNotOnHostError
+from virtfleet.host.netrealise import NetworkRealiser
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.network.base import NetworkHost, TapRequest
 from virtfleet.state.networks import NetworkRepo
-from virtfleet.state.repos import InstanceRecord
+from virtfleet.state.repos import EventLog, InstanceRecord
 from virtfleet.state.store import StateStore
 
 _LIVE = (PowerState.RUNNING, PowerState.PAUSED, PowerState.STARTING, PowerState.STOPPING)
 
 
 class NicPlumber:
-    def __init__(self, store: StateStore, host: NetworkHost | None) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        host: NetworkHost | None,
+        host_id: str = "",
+        events: EventLog | None = None,
+    ) -> None:
         self.repo = NetworkRepo(store)
         self.host = host
+        self.host_id = host_id
+        self.realiser = (
+            NetworkRealiser(store, host, host_id, events=events) if host is not None else None
+        )
+        self._since = 0  # the revision the realiser follows definitions from
         # Instances this agent started with no network NICs: nothing to unplug at their end
         # (listing the host's links is the costly part of a stop).
         self._bare: set[str] = set()
@@ -44,6 +58,10 @@ class NicPlumber:
             net = await self.repo.find(network or "")
             if net is None:
                 raise InvalidInputError(f"NIC {index} of {spec.name}: no network {network!r}")
+            if not net.realised_on(self.host_id):  # another host's nat/isolated network
+                raise NetworkNotOnHostError(
+                    f"NIC {index} of {spec.name}: network {net.name} exists on another host only"
+                )
             requests.append(TapRequest(spec.name, index, net))
         return requests
 
@@ -96,9 +114,19 @@ class NicPlumber:
         if self.host is None:
             return
         running = {r.name for r in records if r.status.power in _LIVE}
-        await self.host.reconcile(await self.repo.list(), running)
+        if self.realiser is None:
+            return
+        since = await self.repo.store.revision()
+        mine = [n for n in await self.repo.list() if n.realised_on(self.host_id)]
+        await self.host.reconcile(mine, running)
+        await self.realiser.initial()
+        self._since = since
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        if self.host is None:
+        if self.host is None or self.realiser is None:
             return []
-        return [asyncio.create_task(self.host.supervise(), name="agent-dnsmasq")]
+        return [
+            asyncio.create_task(self.host.supervise(), name="agent-dnsmasq"),
+            asyncio.create_task(self.realiser.follow(self._since), name="agent-networks"),
+            asyncio.create_task(self.realiser.report_leases(), name="agent-leases"),
+        ]

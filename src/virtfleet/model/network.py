@@ -5,6 +5,11 @@ network (so its name follows interface-name rules and may collide with a host
 interface, which the host layer checks), with DHCP/DNS by dnsmasq for ``nat``
 and ``isolated`` networks. ``bridged`` networks attach guests to an existing
 host bridge (``parent``), optionally on one VLAN of it (VLAN filtering).
+
+In a cluster a network has a scope (``NetworkScope``): a bridged network (and so a
+VLAN) is one definition realised by every member, each reporting its own
+``NetworkHostStatus``; a nat/isolated network is owned by one host (``host``), whose
+bridge, dnsmasq and leases exist only there. Names are unique cluster-wide either way.
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ class NetworkMode(StrEnum):
     BRIDGED = "bridged"  # guests join an existing host bridge (``parent``), maybe on a VLAN
 
 
+class NetworkScope(StrEnum):
+    CLUSTER = "cluster"  # bridged/VLAN: one definition, realised on every member
+    HOST = "host"  # nat/isolated: realised on its owning host only
+
+
 class NetworkSpec(BaseModel):
     """Desired configuration of one network. For nat/isolated the host takes the subnet's
     first address; the DHCP range defaults to the second half of the subnet."""
@@ -58,6 +68,9 @@ class NetworkSpec(BaseModel):
     allow_host_tcp: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
         default_factory=list, max_length=32
     )  # host TCP ports guests may reach besides DHCP/DNS
+    # nat/isolated: the id (or, in a request, the name) of the host that owns it; unset in a
+    # request: the host that receives it. None in records older than schema 5: every host.
+    host: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -68,6 +81,8 @@ class NetworkSpec(BaseModel):
     def _consistent(self) -> NetworkSpec:
         if self.mode is NetworkMode.BRIDGED:
             _check_bridged(self)
+            if self.host is not None:
+                raise ValueError("a bridged network belongs to every host: it takes no host")
             return self
         if self.parent is not None:
             raise ValueError("parent is only for bridged networks")
@@ -92,6 +107,15 @@ class NetworkSpec(BaseModel):
         return self.model_copy(
             update={"dhcp_start": self.dhcp_start or str(start), "dhcp_end": str(hosts[-1])}
         )
+
+    @property
+    def scope(self) -> NetworkScope:
+        return NetworkScope.CLUSTER if self.mode is NetworkMode.BRIDGED else NetworkScope.HOST
+
+    def realised_on(self, host_id: str) -> bool:
+        """Whether host ``host_id`` makes this network (every host for a cluster network
+        and for a host network recorded before it named its host)."""
+        return self.scope is NetworkScope.CLUSTER or self.host in (None, host_id)
 
     @property
     def ipv4(self) -> ipaddress.IPv4Network | None:
@@ -185,12 +209,28 @@ class NetworkState(BaseModel):
     users: list[str] = Field(default_factory=list)  # instances whose NICs use it
 
 
+class NetworkHostStatus(BaseModel):
+    """How one host realised one network, as that host's agent reported it."""
+
+    host: str  # the host's id
+    host_name: str = ""  # filled in views
+    ok: bool
+    reason: str = ""  # why not, in one line (e.g. the parent bridge is missing there)
+    leases: list[Lease] = Field(default_factory=list)  # nat/isolated: its dnsmasq's
+
+
 class Network(BaseModel):
-    """What users see of one network: its spec and what the host observes."""
+    """What users see of one network: its spec, its scope and owning host, what the
+    host serving the request observes (or, for another host's network, what its owner
+    reported) and each member's realisation."""
 
     name: str
     spec: NetworkSpec
     state: NetworkState
+    scope: NetworkScope = NetworkScope.HOST
+    host: str | None = None  # host networks: the owner's id
+    host_name: str | None = None
+    hosts: list[NetworkHostStatus] = Field(default_factory=list)
 
 
 class NicAddress(BaseModel):

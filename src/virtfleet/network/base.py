@@ -48,6 +48,11 @@ class NetworkHost(Protocol):
 
     async def reconcile(self, networks: Iterable[NetworkSpec], running: set[str]) -> None: ...
 
+    async def adopt(self, networks: Iterable[NetworkSpec]) -> None:
+        """Take ``networks`` (made already) as this host's whole set and rewrite the rules
+        for exactly them; no link, dnsmasq or tap is touched."""
+        ...
+
     async def supervise(self, interval_s: float = 5.0) -> None: ...
 
     async def attach_netns(

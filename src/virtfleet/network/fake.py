@@ -4,7 +4,8 @@ Used when the daemon runs with the fake driver (functional tests), so no test
 process ever changes the links or rules of the machine it runs on. Keeps the
 same rules as the real one where they are visible through the API: a name that
 is a "host interface" (``HOST_INTERFACES``) conflicts, a network with taps is
-in use.
+in use; a bridged network needs its parent among ``bridges`` (a test gives one host
+other bridges than another); ``leased`` holds the leases a test hands out.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ HOST_INTERFACES = ("lo", "eth0", "br0")
 
 
 class FakeNetworkManager:
-    def __init__(self) -> None:
+    def __init__(self, bridges: tuple[str, ...] = ("br0",)) -> None:
         self.networks: dict[str, NetworkSpec] = {}
         self.taps: dict[str, tuple[str, str]] = {}  # tap -> (instance, network)
+        self.bridges = bridges  # the host's own bridges (parents of bridged networks)
+        self.leased: dict[str, builtins.list[Lease]] = {}  # network -> its dnsmasq's leases
+        self.adopted: builtins.list[str] = []  # the set the last ``adopt`` named
 
     async def check(self, spec: NetworkSpec) -> None:
         if spec.name in HOST_INTERFACES:
             raise ConflictError(f"network name {spec.name!r} is already a host interface")
-        if spec.mode is NetworkMode.BRIDGED and spec.parent != "br0":
+        if spec.mode is NetworkMode.BRIDGED and spec.parent not in self.bridges:
             raise ConflictError(f"parent {spec.parent!r} is not a bridge on this host")
 
     async def create(self, spec: NetworkSpec, others: Iterable[NetworkSpec]) -> None:
@@ -47,7 +51,7 @@ class FakeNetworkManager:
         return NetworkState(bridge=spec.bridge, present=present, users=users)
 
     def leases(self, network: str) -> builtins.list[Lease]:
-        return []
+        return list(self.leased.get(network, [])) if network in self.networks else []
 
     async def create_taps(self, requests: Iterable[TapRequest]) -> builtins.list[str]:
         made = []
@@ -62,8 +66,18 @@ class FakeNetworkManager:
             del self.taps[name]
 
     async def reconcile(self, networks: Iterable[NetworkSpec], running: set[str]) -> None:
-        self.networks = {n.name: n for n in networks}
+        # Like the real one: a network that cannot be made is skipped.
+        self.networks = {}
+        for spec in networks:
+            try:
+                await self.check(spec)
+            except ConflictError:
+                continue
+            self.networks[spec.name] = spec
         self.taps = {t: v for t, v in self.taps.items() if v[0] in running}
+
+    async def adopt(self, networks: Iterable[NetworkSpec]) -> None:
+        self.adopted = [n.name for n in networks]  # rules are not modelled: what was asked
 
     async def supervise(self, interval_s: float = 5.0) -> None:
         return None

@@ -278,6 +278,13 @@ class NetworkManager:
             await self._apply_rules()
             await self._retire_legacy_tables()
 
+    async def adopt(self, networks: Iterable[NetworkSpec]) -> None:
+        """Take ``networks`` as this host's set and rewrite the rules for them (a create
+        through another path may have written them for an older set); links stay."""
+        async with self._lock:
+            self._networks = {n.name: n for n in networks}
+            await self._apply_rules()
+
     async def _reattach_taps(self) -> None:
         for link in await asyncio.to_thread(links.list_links):
             if not self._port(link):

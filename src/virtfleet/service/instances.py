@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
@@ -41,7 +41,7 @@ from virtfleet.model.instance import (
     RestartPolicy,
 )
 from virtfleet.model.names import validate_name
-from virtfleet.model.network import NicAddress
+from virtfleet.model.network import Lease, NicAddress
 from virtfleet.model.operation import Operation
 from virtfleet.model.resources import Change, pending
 from virtfleet.service.capacity import CapacityService
@@ -190,7 +190,9 @@ class InstanceService:
         self._tokens = Tokens()  # continue tokens of paged listings
 
     async def list(self) -> builtins.list[Instance]:
-        return [self._view(rec) for rec in await self._repo.list()]
+        records = await self._repo.list()
+        remote = await self._remote_leases(r.spec for r in records)
+        return [self._view(rec, remote=remote) for rec in records]
 
     async def list_json(
         self,
@@ -211,7 +213,8 @@ class InstanceService:
         records = [r for r in await self._records() if after is None or r.name > after]
         more = limit is not None and len(records) > limit
         records = records[:limit] if limit is not None else records
-        items = [self._json(rec, mask, chosen) for rec in records]
+        remote = await self._remote_leases(r.spec for r in records)
+        items = [self._json(rec, mask, chosen, remote) for rec in records]
         token = self._tokens.make(records[-1].name) if more else None
         return Page(render(items), token)
 
@@ -223,31 +226,49 @@ class InstanceService:
             return tally.records()
         return await self._repo.list(shared=True)
 
-    def _json(self, rec: InstanceRecord, mask: Mask | None, fields: tuple[str, ...]) -> bytes:
-        addresses = self.networks.addresses(rec.spec) if self.networks is not None else []
+    def _json(
+        self,
+        rec: InstanceRecord,
+        mask: Mask | None,
+        fields: tuple[str, ...],
+        remote: dict[str, builtins.list[Lease]] | None = None,
+    ) -> bytes:
+        addresses = self.networks.addresses(rec.spec, remote) if self.networks is not None else []
         revisions = (rec.spec_revision, rec.desired_revision, rec.status_revision)
         key = (*revisions, rec.owner_revision, repr(addresses))
         return self._views.json(rec.name, key, lambda: self._view(rec, addresses), mask, fields)
 
     def _view(
-        self, rec: InstanceRecord, addresses: builtins.list[NicAddress] | None = None
+        self,
+        rec: InstanceRecord,
+        addresses: builtins.list[NicAddress] | None = None,
+        remote: dict[str, builtins.list[Lease]] | None = None,
     ) -> Instance:
         view = Instance.of(rec, self._facts.default_accel)
         if addresses is not None:
             view.addresses = addresses
         elif self.networks is not None:
-            view.addresses = self.networks.addresses(rec.spec)
+            view.addresses = self.networks.addresses(rec.spec, remote)
         return view
+
+    async def _remote_leases(
+        self, specs: Iterable[InstanceSpec]
+    ) -> dict[str, builtins.list[Lease]] | None:
+        """Leases other hosts reported (addresses of NICs on their networks); not read for
+        instances without network NICs (a GET of one stays one store read)."""
+        if self.networks is None or not any(n.mode == "network" for s in specs for n in s.nics):
+            return None
+        return await self.networks.remote_leases()
 
     async def get(self, name: str) -> Instance:
         """The instance view; ``NotFoundError`` if there is no such instance."""
         rec = await self._repo.get(validate_name(name, "instance name"))
-        return self._view(rec)
+        return self._view(rec, remote=await self._remote_leases([rec.spec]))
 
     async def get_versioned(self, name: str) -> tuple[Instance, Version]:
         """The instance view and the ``Version`` it reflects (one read: they agree)."""
         rec = await self._repo.get(validate_name(name, "instance name"))
-        return self._view(rec), version_of(rec)
+        return self._view(rec, remote=await self._remote_leases([rec.spec])), version_of(rec)
 
     async def create(
         self,
@@ -281,7 +302,8 @@ class InstanceService:
         if self.disks is not None and not reuse_disks:
             self.disks.refuse_kept(spec.name, reusable=True)
         if self.networks is not None:
-            spec = await self.networks.prepare_nics(spec)  # networks exist; unique MACs
+            # networks exist (on the owner); unique MACs
+            spec = await self.networks.prepare_nics(spec, owner or self._owner)
         fetch = await self._to_fetch(spec, owner)  # the owner lacks these images' files
         run_now = start and not fetch  # else it is started once they are there
         power = DesiredPower.RUNNING if run_now else DesiredPower.STOPPED

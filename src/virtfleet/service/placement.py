@@ -6,8 +6,10 @@ naming the members) and online (``ConflictError``). Without one, the candidates 
 online hosts whose free room (their capacity limits minus what their instances hold,
 as capacity admission counts it) fits the request, and for a container an OCI runtime;
 the least allocated one wins (memory share, then vCPU share, then instance count; a
-tie goes to this host, which has the image and needs no forwarding, then by name). No
-candidate: this host, whose admission then names the shortfall. The scheduler issue
+tie goes to this host, which has the image and needs no forwarding, then by name). A
+host is a candidate only if it realises every network the NICs use (its agent reported
+it made them; a nat/isolated network only on its owning host). No candidate: this
+host, whose admission (or NIC check) then names the shortfall. The scheduler issue
 replaces this with real placement (reservations written with the ownership).
 Must not write anything.
 """
@@ -21,6 +23,7 @@ from virtfleet.model.host import HostRecord, HostState
 from virtfleet.model.instance import InstanceSpec
 from virtfleet.service.allocations import Allocations, counts
 from virtfleet.state.hosts import HostRepo
+from virtfleet.state.networks import NetworkRepo
 from virtfleet.state.repos import InstanceRecord, InstanceRepo
 from virtfleet.state.store import StateStore
 
@@ -65,13 +68,21 @@ def _share(host: HostRecord, load: Load, here: str) -> tuple[float, float, int, 
 
 
 def choose_host(
-    spec: InstanceSpec, hosts: list[HostRecord], found: dict[str, Load], here: str
+    spec: InstanceSpec,
+    hosts: list[HostRecord],
+    found: dict[str, Load],
+    here: str,
+    allowed: set[str] | None = None,
 ) -> str:
-    """The id of the least-allocated online host that fits ``spec``, else ``here``."""
+    """The id of the least-allocated online host that fits ``spec`` (and is in ``allowed``,
+    when given: the hosts with its networks), else ``here``."""
     fitting = [
         h
         for h in hosts
-        if h.alive and h.state is HostState.ONLINE and _fits(h, found.get(h.id, Load()), spec)
+        if h.alive
+        and h.state is HostState.ONLINE
+        and (allowed is None or h.id in allowed)
+        and _fits(h, found.get(h.id, Load()), spec)
     ]
     if not fitting:
         return here
@@ -82,6 +93,7 @@ class Placement:
     def __init__(self, store: StateStore, here: str, tally: Allocations | None = None) -> None:
         self.hosts = HostRepo(store)
         self.instances = InstanceRepo(store)
+        self.networks = NetworkRepo(store)
         self.here = here
         self.tally = tally  # the capacity tally's records, when it follows the store
 
@@ -107,4 +119,17 @@ class Placement:
         if not hosts or [h.id for h in hosts] == [self.here]:
             return self.here  # a single host: nothing to choose
         found = loads(await self.records())
-        return choose_host(spec, hosts, found, self.here)
+        return choose_host(spec, hosts, found, self.here, await self.network_hosts(spec))
+
+    async def network_hosts(self, spec: InstanceSpec) -> set[str] | None:
+        """The ids of the hosts that realise every network ``spec``'s NICs use (None: it
+        uses none). An unknown network is left to the NIC check."""
+        allowed: set[str] | None = None
+        for name in {n.network for n in spec.nics if n.mode == "network" and n.network}:
+            net = await self.networks.find(name)
+            if net is None:
+                continue
+            ok = {s.host for s in await self.networks.statuses(name) if s.ok}
+            ok = {h for h in ok if net.realised_on(h)}
+            allowed = ok if allowed is None else allowed & ok
+        return allowed

@@ -12,6 +12,7 @@ Per project, under ``/projects/{project}/``:
     images/{name}              ImageRecord         images and templates (kind ``template``)
     image-files/{name}/{host}  ImageLocation       which hosts hold the image's file
     networks/{name}            NetworkSpec
+    network-hosts/{name}/{host}  NetworkHostStatus  written by that host's agent
     backup-schedules/{name}    Schedule            (of the project's instances)
 
 Cluster-wide:
@@ -53,8 +54,9 @@ INSTANCES = project_root() + "instances/"
 IMAGES = project_root() + "images/"
 IMAGE_FILES = project_root() + "image-files/"  # per host: who holds an image's file
 NETWORKS = project_root() + "networks/"
+NETWORK_HOSTS = project_root() + "network-hosts/"  # per-host realisation of each network
 SCHEDULES = project_root() + "backup-schedules/"
-PROJECT_SCOPED = ("instances/", "images/", "networks/", "backup-schedules/")
+PROJECT_SCOPED = ("instances/", "images/", "networks/", "backup-schedules/")  # as of schema 4
 
 # cluster-wide
 HOSTS = "/hosts/"
@@ -104,6 +106,15 @@ def image_files_prefix(name: str) -> str:
 def image_file_key(name: str, host_id: str) -> str:
     """Host ``host_id``'s record that it holds image ``name``'s file."""
     return f"{IMAGE_FILES}{name}/{host_id}"
+
+
+def network_hosts_prefix(name: str) -> str:
+    """Every host's realisation status of network ``name``."""
+    return f"{NETWORK_HOSTS}{name}/"
+
+
+def network_host_key(name: str, host_id: str) -> str:
+    return f"{NETWORK_HOSTS}{name}/{host_id}"
 
 
 def host_key(host_id: str) -> str:

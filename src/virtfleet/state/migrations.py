@@ -25,7 +25,7 @@ from typing import Any
 from virtfleet.errors import SchemaTooNewError
 from virtfleet.state import identity, keys
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 Step = Callable[["Rewriter"], None]
 
 
@@ -142,7 +142,22 @@ def _v4_project_keys(rw: Rewriter) -> None:
             rw.move(old, keys.project_root() + old[1:])
 
 
-MIGRATIONS: dict[int, Step] = {2: _v2_boot_policy, 3: _v3_owners, 4: _v4_project_keys}
+def _v5_network_hosts(rw: Rewriter) -> None:
+    """Version 5: a nat or isolated network names the host that owns it (in a cluster
+    only that host makes it). A store from before was one daemon's: its host owns them."""
+    host = identity.load_or_create(rw.path.parent).id
+    for key, spec in rw.documents(keys.NETWORKS):
+        if spec.get("mode", "nat") != "bridged" and spec.get("host") is None:
+            spec["host"] = host
+            rw.put(key, spec)
+
+
+MIGRATIONS: dict[int, Step] = {
+    2: _v2_boot_policy,
+    3: _v3_owners,
+    4: _v4_project_keys,
+    5: _v5_network_hosts,
+}
 
 
 def migrate(db: sqlite3.Connection, path: Path) -> int | None:

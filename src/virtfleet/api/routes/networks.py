@@ -40,11 +40,16 @@ async def list_networks(services: ServicesDep) -> list[Network]:
 
 @router.post("", status_code=201, dependencies=[ADMIN])
 async def create_network(body: NetworkSpec, services: ServicesDep) -> Network:
+    """Create a network. In a cluster a bridged network is every member's (each member's
+    agent realises it and reports ok or why not, in ``hosts``); a nat/isolated one is
+    owned by ``host`` (id or name; default: the member that answers) and exists only
+    there. This member makes its part before anything is recorded (409 on a clash)."""
     return await _networks(services).create(body)
 
 
 @router.get("/{name}")
 async def get_network(name: NetworkName, services: ServicesDep) -> Network:
+    """The network, its scope and owning host, and each member's realisation (``hosts``)."""
     return await _networks(services).get(name)
 
 
