@@ -17,13 +17,6 @@ start of cloud-init's Python; first boot makes only an ed25519 SSH host key
 lacks or platforms it is not (locale without ``locales``, grub-dpkg without
 GRUB, snap, byobu, ubuntu/landscape/lxd/fan, IBM RMC, rightscale, EC2) are off;
 ``e2scrub`` (LVM snapshots; the image has no LVM) is disabled, not masked.
-The initramfs holds only the disk drivers the platform's device models need
-(``MODULES=list``: virtio-blk/-scsi, IDE, the seed CD-ROM, NICs; ~7 MB, not 15 MB with
-``MODULES=most``, which the boot loader reads and the kernel inflates on every
-boot); the setting stays in the image, so a kernel upgrade in the guest keeps it.
-Units for what a cloud guest does not have are masked: ``binfmt_misc``
-registrations (none are installed) and the early loading of the DRM and
-device-mapper modules (they still load on demand).
 Everything the platform's seed writes (hostname, users, SSH keys, write_files,
 runcmd, packages) and the usual user-data (bootcmd, mounts, growpart/resizefs,
 set-passwords, apt, ntp, timezone, ca-certs, phone-home, power-state) still runs.
@@ -40,9 +33,9 @@ from virtfleet.errors import ImageError
 from virtfleet.storage.builders import Progress, disk, no_progress
 from virtfleet.storage.builders.debootstrap import Debootstrap, cached_root, working_copy
 from virtfleet.storage.builders.files import cached_file, copy_atomic
-from virtfleet.storage.builders.run import require_tools, run
+from virtfleet.storage.builders.run import require_tools
 
-__all__ = ["build_debian12", "cached_debian12", "configure", "make_initramfs"]
+__all__ = ["build_debian12", "cached_debian12", "configure"]
 
 SUITE = "bookworm"
 #: python3-cffi-backend provides the virtual packages python3-cryptography needs;
@@ -56,7 +49,7 @@ ROOT_LABEL = "debianroot"
 # no_timer_check, as tiny's: TCG on a loaded host can fail the kernel's IO-APIC timer check.
 CMDLINE = f"console=ttyS0 root=LABEL={ROOT_LABEL} rw quiet no_timer_check"
 DISK = disk.DiskSpec(size_mib=2048, boot_mib=96, boot_label="DEBBOOT", root_label=ROOT_LABEL)
-RECIPE_VERSION = "4"  # bump when the configuration below changes
+RECIPE_VERSION = "3"  # bump when the configuration below changes
 #: /etc/cloud/cloud.cfg.d/90-virtfleet.cfg (its module lists replace Debian's cloud.cfg ones).
 CLOUD_SETTINGS: dict[str, list[str]] = {
     "datasource_list": ["NoCloud", "None"],  # only the seed CD-ROM; no metadata probing
@@ -79,24 +72,11 @@ CLOUD_SETTINGS: dict[str, list[str]] = {
 }  # fmt: skip
 # JSON is YAML: cloud-init reads it as written.
 CLOUD_CFG = "# virtfleet: see storage/builders/debian.py\n" + json.dumps(CLOUD_SETTINGS, indent=1)
-#: Units that only cost boot time here: masked (the stage is empty; no binfmt registrations,
-#: no display, no device-mapper: those modules still load on demand), or disabled (no LVM).
-MASKED_UNITS = ("cloud-config.service", "systemd-binfmt.service",
-                "proc-sys-fs-binfmt_misc.automount", "proc-sys-fs-binfmt_misc.mount",
-                "modprobe@drm.service", "modprobe@dm_mod.service")  # fmt: skip
+#: Units that only cost boot time here: masked (the stage is empty), or disabled (no LVM).
+MASKED_UNITS = ("cloud-config.service",)
 DISABLED_UNITS = ("multi-user.target.wants/e2scrub_reap.service",
                   "timers.target.wants/e2scrub_all.timer")  # fmt: skip
 FSTAB = f"LABEL={ROOT_LABEL} / ext4 defaults,noatime 0 1\n"
-#: The disk drivers of every device model the platform boots (config._disk_device):
-#: virtio-blk, virtio-scsi, and IDE on i440fx (ext4 and NVMe are built into the kernel);
-#: and, as Debian's initramfs had them, the seed CD-ROM's (sr_mod) and the NICs' the cloud
-#: kernel has (virtio, vmxnet3): cloud-init's generator and its local stage run before the
-#: root's udev loads anything, and turn cloud-init off unless /dev/sr0 exists (measured:
-#: without sr_mod, no cloud-init at all) or find no NIC to configure.
-INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ata_piix",
-                     "ata_generic", "sr_mod", "virtio_net", "vmxnet3")  # fmt: skip
-# FSTYPE fixed: "auto" probes the build host's root, not the image's.
-INITRAMFS_CONF = "# virtfleet: see storage/builders/debian.py\nMODULES=list\nFSTYPE=ext4\n"
 
 
 def build_debian12(
@@ -118,8 +98,7 @@ def cached_debian12(
     spec = Debootstrap(SUITE, packages=PACKAGES)
     cached = cache_dir / "debian-12" / f"debian-12-{recipe_digest(spec, layout)}.qcow2"
     if not cached.is_file():
-        tools = ("cp", "chroot", *disk.DISK_TOOLS, *layout.tools)
-        require_tools("building debian-12", tools, layout.files)
+        require_tools("building debian-12", ("cp", *disk.DISK_TOOLS, *layout.tools), layout.files)
 
         def build(tmp: Path, work: Path) -> None:
             _build(tmp, spec, cache_dir, work, layout, report)
@@ -131,7 +110,7 @@ def cached_debian12(
 def recipe_digest(spec: Debootstrap, layout: disk.Layout) -> str:
     """What decides the image: this recipe, its debootstrap (suite, mirror, packages), layout."""
     recipe = (RECIPE_VERSION, spec.key, layout.name, CMDLINE, CLOUD_CFG, repr(DISK),
-              INITRAMFS_CONF, *INITRAMFS_MODULES, *MASKED_UNITS, *DISABLED_UNITS)  # fmt: skip
+              *MASKED_UNITS, *DISABLED_UNITS)  # fmt: skip
     return hashlib.sha256("\0".join(recipe).encode()).hexdigest()[:12]
 
 
@@ -143,8 +122,6 @@ def _build(
     root = working_copy(cached_root(spec, cache_dir), work / "root")
     report(60, "configuring the root filesystem")
     configure(root)
-    report(65, "making the initramfs")
-    make_initramfs(root)
     entry = disk.BootEntry("debian", *_boot_files(root), CMDLINE)
     report(70, "assembling disk")
     raw = work / "disk.raw"
@@ -158,8 +135,6 @@ def configure(root: Path) -> None:
     (root / "etc/fstab").write_text(FSTAB)
     (root / "etc/hostname").write_text("debian\n")
     (root / "etc/cloud/cloud.cfg.d/90-virtfleet.cfg").write_text(CLOUD_CFG)
-    (root / "etc/initramfs-tools/conf.d/virtfleet.conf").write_text(INITRAMFS_CONF)
-    (root / "etc/initramfs-tools/modules").write_text("\n".join(INITRAMFS_MODULES) + "\n")
     (root / "etc/network/interfaces").write_text(
         "source /etc/network/interfaces.d/*\nauto lo\niface lo inet loopback\n"
     )
@@ -176,13 +151,6 @@ def configure(root: Path) -> None:
         (units / unit).symlink_to("/dev/null")
     for wanted in DISABLED_UNITS:
         (units / wanted).unlink(missing_ok=True)
-
-
-def make_initramfs(root: Path) -> None:
-    """Rebuild the configured tree's initramfs with its own settings (``configure``)."""
-    kernel, _ = _boot_files(root)
-    version = kernel.name.removeprefix("vmlinuz-")
-    run(["chroot", root, "update-initramfs", "-u", "-k", version], timeout_s=600)
 
 
 def _boot_files(root: Path) -> tuple[Path, Path]:
