@@ -104,6 +104,7 @@ from virtfleet.service.notify import WebhookNotifier
 from virtfleet.service.operations import OperationRunner
 from virtfleet.service.ova import OvaService
 from virtfleet.service.placement import Placement
+from virtfleet.service.pools import PoolService
 from virtfleet.service.resources import ResourceService
 from virtfleet.service.schedules import ScheduleService
 from virtfleet.service.shutdown import ShutdownService
@@ -123,6 +124,7 @@ from virtfleet.state.store import StateStore
 from virtfleet.storage.backup import Repository
 from virtfleet.storage.hostpaths import HostPaths
 from virtfleet.storage.images import ImageStore
+from virtfleet.storage.pools import PoolContext
 from virtfleet.storage.qemuimg import Jail
 from virtfleet.util.cgroups import CgroupManager
 from virtfleet.util.limits import raise_open_files_limit
@@ -154,6 +156,9 @@ class Platform:
         paths = self.services.images.paths
         await asyncio.to_thread(paths.clean_work, self.settings.images_dir)
         await self.services.operations.recover()
+        if self.services.pools is not None:
+            await self.services.pools.ensure_default()  # an upgraded data dir's disks: ``local``
+            await self.services.pools.verify_here()  # markers other hosts wrote read back here
         if self.services.capacity is not None:
             await self.services.capacity.start()  # its tally follows the store from here
         boot = self.services.boot
@@ -405,9 +410,11 @@ def build_control_plane(
     networks = NetworkService(
         store, door, events, tally=capacity.tally, session=session, host_id=me
     )
+    pools = PoolService(store, me, PoolContext(settings.disks_dir, (settings.data_dir,)))
     instances = InstanceService(
         store, images, facts, runner, events, owner=me, networks=networks, capacity=capacity,
         disks=DiskService(store, door, events), placement=Placement(store, me, capacity.tally),
+        pools=pools,
     )  # fmt: skip
     snapshots = SnapshotService(store, runner, events, door)
     backups = BackupService(store, runner, events, door, instances)
@@ -458,6 +465,7 @@ def build_control_plane(
             admin=EtcdAdmin(settings.data_dir, store) if isinstance(store, EtcdStore) else None,
         ),
         forwarding=ForwardingService(store, me, SharedSecretCredentials(store, me)),
+        pools=pools,
     )
 
 

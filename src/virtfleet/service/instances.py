@@ -51,6 +51,7 @@ from virtfleet.service.listing import Mask, Page, Tokens, ViewCache, render
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.service.placement import Placement
+from virtfleet.service.pools import PoolService
 from virtfleet.service.preconditions import IfMatch, Version, claim, stale, version_of
 from virtfleet.service.waiting import wait_until
 from virtfleet.state.keys import instance_prefix
@@ -164,6 +165,7 @@ class InstanceService:
         capacity: CapacityService | None = None,
         disks: DiskService | None = None,
         placement: Placement | None = None,
+        pools: PoolService | None = None,
     ) -> None:
         """``owner``: the id of this host; ``placement`` chooses the owner of a new instance
         among the members (without it, this host owns the instances created here)."""
@@ -182,6 +184,7 @@ class InstanceService:
         self._projected: dict[str, tuple[str, str]] = {}  # name -> (operation id, power)
         self.capacity = capacity  # admission control, when wired
         self.disks = disks  # kept disks refuse a new instance, when wired
+        self.pools = pools  # disks' pools must exist, be reachable and have room, when wired
         self._views = ViewCache(Instance.model_fields)  # serialised views, per revision
         self._tokens = Tokens()  # continue tokens of paged listings
 
@@ -272,6 +275,8 @@ class InstanceService:
         spec = complete(spec).normalized()  # unset fields: the one place defaults come from
         owner = await self._owner_for(spec, host)
         await self._validate_new(spec)
+        if self.pools is not None:
+            await self.pools.admit(spec, owner)
         if self.disks is not None and not reuse_disks:
             self.disks.refuse_kept(spec.name, reusable=True)
         if self.networks is not None:
