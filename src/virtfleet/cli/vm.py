@@ -28,7 +28,7 @@ from virtfleet.cli.hostpower import (
     policy_fields,
 )
 from virtfleet.cli.images import host_path
-from virtfleet.cli.sizes import format_mib, parse_size_mib
+from virtfleet.cli.sizes import format_mib, parse_disk, parse_size_mib
 from virtfleet.cli.vmset import (
     FirmwareOpt,
     MaxMemoryOpt,
@@ -142,6 +142,12 @@ def create(
     start_order: StartOrderOpt = None,
     start_delay: StartDelayOpt = None,
     host_shutdown: HostShutdownOpt = None,
+    disk: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--disk", help="NAME[:SIZE][@POOL], repeatable; the first holds --image [root]."
+        ),
+    ] = None,
     start: Annotated[bool, typer.Option("--start", help="Start it once created.")] = False,
     reuse_disks: ReuseDisksOpt = False,
     host: HostOpt = None,
@@ -187,11 +193,24 @@ def create(
         raise invalid("give one NAME and --image, or --from TEMPLATE for several")
     name = names[0]
     client = get_client()
-    body = {"name": name, "image": image, **settings, **({"host": host} if host else {})}
+    body: dict[str, Any] = {"name": name, "image": image, **settings}
+    body.update({"host": host} if host else {})
+    if disk:
+        body["disks"] = _disks(disk, image)
     op = client.create_instance(body, start=start, reuse_disks=reuse_disks)
     label = f"creating {name}" + (" and starting it" if start else "")
     if output.run_operation(client, op, label, as_json=json_out, no_wait=no_wait):
         output.done(f"{name} created" + (" and started" if start else ""), json_out)
+
+
+def _disks(texts: list[str], image: str) -> list[dict[str, object]]:
+    """``--disk`` options as API disks; the first is the image's (grown to its size)."""
+    try:
+        disks = [parse_disk(t) for t in texts]
+    except ValueError as err:
+        raise invalid(f"--disk: {err}") from err
+    disks[0] = {**disks[0], "image": image, "boot": True}
+    return disks
 
 
 def _memory_mib(memory: str | None) -> int | None:

@@ -36,7 +36,8 @@ def check_path(path: str, private: tuple[Path, ...]) -> Path:
     or inside or around a private directory (``PathNotAllowedError``)."""
     if not os.path.isabs(path):
         raise InvalidInputError(f"pool path {path!r} must be absolute")
-    if ".." in path.split("/") or os.path.normpath(path) != path.rstrip("/") or "\0" in path:
+    norm = os.path.normpath(path)
+    if ".." in path.split("/") or path not in (norm, f"{norm}/") or "\0" in path:
         raise InvalidInputError(f"pool path {path!r} must be normalised (no '..', '.', '//')")
     try:
         st = os.lstat(path)

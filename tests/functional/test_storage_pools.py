@@ -1,0 +1,201 @@
+"""Storage pools through the API: the default pool ``local`` exists after start, pools
+are created, shown and deleted, hostile input is refused with nothing half-made, a pool
+with volumes cannot go, a VM's disks are admitted against their pool's overcommit, and
+a shared-dir pool is shared only while every host reads its marker back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from virtfleet.app.bootstrap import Platform
+from virtfleet.service.pools import PoolService
+from virtfleet.state.store import StateStore
+from virtfleet.storage.pools import PoolContext, probe
+
+from .helpers import assert_error, create
+
+
+async def snapshot(store: StateStore) -> list[tuple[str, int]]:
+    """Pool and instance keys with their revisions: equal snapshots, nothing written."""
+    kvs = await store.list("/")
+    return [(kv.key, kv.mod_revision) for kv in kvs if kv.key.startswith(("/storage", "/projects"))]
+
+
+@pytest.fixture
+def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Outside the daemon's data dir (the functional platform's is the test's tmp_path)."""
+    return tmp_path_factory.mktemp("pools")
+
+
+POOLS = "/1.0/storage-pools"
+
+
+async def _pool(api: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    r = await api.post(POOLS, json=body)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+async def test_default_pool_is_the_data_dirs_disks(
+    api: httpx.AsyncClient, image: str, platform: Platform
+) -> None:
+    [local] = (await api.get(POOLS)).json()
+    assert (local["name"], local["type"], local["path"], local["health"]) == (
+        "local",
+        "dir",
+        None,
+        "ok",
+    )
+    assert local["capabilities"]["thin_clone"] and not local["capabilities"]["shared"]
+    assert (
+        local["capacity"]["total_bytes"]
+        == os.statvfs(platform.settings.disks_dir).f_blocks
+        * os.statvfs(platform.settings.disks_dir).f_frsize
+    )
+    await create(api, "old", start=True)  # a disk with no pool named lives in ``local``
+    vols = (await api.get(f"{POOLS}/local/volumes")).json()
+    assert [(v["name"], v["path"]) for v in vols] == [
+        ("old/root", str(platform.settings.disks_dir / "old" / "root.qcow2"))
+    ]
+    assert (await api.get(f"{POOLS}/local/volumes/old/root")).json()["size_bytes"] > 0
+    assert_error(await api.get(f"{POOLS}/local/volumes/old/nope"), 404, "not_found")
+    assert_error(await api.delete(f"{POOLS}/local"), 409, "in_use")
+
+
+async def test_create_show_delete_a_shared_dir_pool(api: httpx.AsyncClient, outside: Path) -> None:
+    (outside / "nfs").mkdir()
+    made = await _pool(
+        api, name="shared", type="shared-dir", path=str(outside / "nfs"), overcommit=2
+    )
+    assert made["health"] == "ok" and made["capabilities"]["shared"]
+    assert made["capabilities"]["live_migrate_without_copy"]
+    [check] = made["checks"]
+    assert check["marker_ok"] and check["lock_ok"]
+    assert probe.read_marker(outside / "nfs") is not None
+    assert (await api.get(f"{POOLS}/shared")).json() == made
+    assert {p["name"] for p in (await api.get(POOLS)).json()} == {"local", "shared"}
+    assert (await api.get(f"{POOLS}/shared/volumes")).json() == []
+    assert_error(
+        await api.post(POOLS, json={"name": "shared", "type": "dir", "path": str(outside)}),
+        409,
+        "already_exists",
+    )
+    assert_error(
+        await api.post(POOLS, json={"name": "again", "type": "dir", "path": str(outside / "nfs")}),
+        409,
+        "in_use",
+    )
+    r = await api.delete(f"{POOLS}/shared")
+    assert r.status_code == 200 and r.json() == {"name": "shared", "deleted": True}
+    assert probe.read_marker(outside / "nfs") is None
+    assert_error(await api.get(f"{POOLS}/shared"), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"name": "p", "type": "dir", "path": "relative/dir"}, 400, "invalid_input"),
+        ({"name": "p", "type": "dir", "path": "{tmp}/a/../a"}, 400, "invalid_input"),
+        ({"name": "p", "type": "dir", "path": "{tmp}/file"}, 400, "invalid_input"),
+        ({"name": "p", "type": "shared-dir", "path": "{tmp}/missing"}, 400, "invalid_input"),
+        ({"name": "p", "type": "shared-dir", "path": "{data}/disks"}, 403, "path_not_allowed"),
+        ({"name": "p", "type": "dir", "path": "{data}"}, 403, "path_not_allowed"),
+        ({"name": "p", "type": "dir", "path": "/"}, 403, "path_not_allowed"),
+        ({"name": "Bad_Name!", "type": "dir", "path": "{tmp}/a"}, 400, "invalid_name"),
+        ({"name": "p", "type": "lvm", "path": "{tmp}/a"}, 400, "invalid_input"),
+        ({"name": "p", "type": "dir", "path": "{tmp}/a", "hosts": ["nobody"]}, 400, "unknown_host"),
+        ({"name": "p", "type": "dir", "path": "{tmp}/a", "overcommit": 0}, 400, "invalid_input"),
+    ],
+)
+async def test_hostile_input_refused_nothing_made(
+    api: httpx.AsyncClient,
+    platform: Platform,
+    outside: Path,
+    body: dict[str, Any],
+    status: int,
+    code: str,
+) -> None:
+    (outside / "a").mkdir()
+    (outside / "file").write_text("x")
+    data = str(platform.settings.data_dir)
+    body = {
+        k: v.format(tmp=outside, data=data) if isinstance(v, str) else v for k, v in body.items()
+    }
+    before = await snapshot(platform.store)
+    message = assert_error(await api.post(POOLS, json=body), status, code)
+    assert "\n" not in message
+    assert await snapshot(platform.store) == before
+    assert not list((outside / "a").iterdir())  # no marker, no probe file left
+    assert not [p for p in platform.settings.disks_dir.iterdir() if p.name.startswith(".virtfleet")]
+
+
+async def test_vm_disk_names_its_pool_and_the_pool_cannot_go(
+    api: httpx.AsyncClient, image: str, outside: Path
+) -> None:
+    (outside / "p").mkdir()
+    await _pool(api, name="fast", type="dir", path=str(outside / "p"))
+    await create(
+        api,
+        "vm1",
+        disks=[{"name": "root", "image": image}, {"name": "data", "size_gib": 1, "pool": "fast"}],
+    )
+    [vol] = (await api.get(f"{POOLS}/fast/volumes")).json()
+    assert (vol["name"], vol["path"], vol["size_bytes"]) == ("vm1/data", None, 1 << 30)
+    assert (await api.get(f"{POOLS}/fast")).json()["capacity"]["allocated_bytes"] == 1 << 30
+    detail = assert_error(await api.delete(f"{POOLS}/fast"), 409, "in_use")
+    assert "vm1/data" in detail
+    assert (await api.get(f"{POOLS}/fast")).status_code == 200
+
+
+async def test_admission_refuses_a_disk_past_the_overcommit(
+    api: httpx.AsyncClient, image: str, platform: Platform, outside: Path
+) -> None:
+    (outside / "p").mkdir()
+    pool = await _pool(api, name="tight", type="dir", path=str(outside / "p"), overcommit=1)
+    total_gib = pool["capacity"]["total_bytes"] / (1 << 30)
+    before = await snapshot(platform.store)
+    disks = [
+        {"name": "root", "image": image},
+        {"name": "big", "size_gib": total_gib + 1, "pool": "tight"},
+    ]
+    r = await api.post("/1.0/instances", json={"name": "big", "image": image, "disks": disks})
+    assert "tight" in assert_error(r, 409, "pool_overcommitted")
+    assert await snapshot(platform.store) == before
+    unknown = [{"name": "root", "image": image, "pool": "nowhere"}]
+    r = await api.post("/1.0/instances", json={"name": "lost", "image": image, "disks": unknown})
+    assert "nowhere" in assert_error(r, 400, "invalid_input")
+    # twice the space with overcommit 2: fits
+    await _pool(api, name="thin", type="dir", path=str(outside), overcommit=2)
+    fits = [
+        {"name": "root", "image": image},
+        {"name": "big", "size_gib": total_gib + 1, "pool": "thin"},
+    ]
+    await create(api, "fits", disks=fits)
+
+
+async def test_shared_only_while_every_host_reads_the_marker_back(
+    api: httpx.AsyncClient, platform: Platform, outside: Path
+) -> None:
+    (outside / "nfs").mkdir()
+    await _pool(api, name="shared", type="shared-dir", path=str(outside / "nfs"))
+    other = PoolService(platform.store, "host-b", PoolContext(outside / "b-disks"))
+    [ok] = [c for c in await other.verify_here() if c.host == "host-b" and c.marker_ok]
+    shown = (await api.get(f"{POOLS}/shared")).json()
+    assert shown["capabilities"]["shared"] and len(shown["checks"]) == 2
+    # host B's mount is another filesystem: it finds no marker there (simulated by removing it)
+    token = probe.read_marker(outside / "nfs")
+    probe.remove_marker(outside / "nfs")
+    await other.verify_here()
+    shown = (await api.get(f"{POOLS}/shared")).json()
+    assert (
+        not shown["capabilities"]["shared"]
+        and not shown["capabilities"]["live_migrate_without_copy"]
+    )
+    assert shown["health"] == "unreachable" or shown["health"] == "degraded"
+    assert any("no marker" in c["message"] for c in shown["checks"])
+    assert token is not None and ok.lock_ok
