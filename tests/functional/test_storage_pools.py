@@ -6,18 +6,23 @@ a shared-dir pool is shared only while every host reads its marker back."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.functional.platform import running
+from tests.functional.test_boot import FakeClock, boot_platform, client
+from tests.functional.test_upgrade import FIXTURE_V3
 from virtfleet.app.bootstrap import Platform
 from virtfleet.service.pools import PoolService
 from virtfleet.state.store import StateStore
+from virtfleet.storage import qcow2, qemuimg
 from virtfleet.storage.pools import PoolContext, probe
 
-from .helpers import assert_error, create
+from .helpers import assert_error, create, wait_op
 
 
 async def snapshot(store: StateStore) -> list[tuple[str, int]]:
@@ -199,3 +204,47 @@ async def test_shared_only_while_every_host_reads_the_marker_back(
     assert shown["health"] == "unreachable" or shown["health"] == "degraded"
     assert any("no marker" in c["message"] for c in shown["checks"])
     assert token is not None and ok.lock_ok
+
+
+async def test_an_upgraded_data_dir_gets_the_default_pool(tmp_path: Path) -> None:
+    """A schema 3 data dir (made before pools): ``local`` appears at start and its VMs'
+    disks (named with no pool) are its volumes; nothing is asked of the user."""
+    for name in ("virtfleet.db", "host.json"):
+        shutil.copyfile(FIXTURE_V3 / name, tmp_path / name)
+    platform, _ = boot_platform(tmp_path, "any-boot", clock=FakeClock())
+    async with running(platform), client(platform) as api:
+        pools = (await api.get(POOLS)).json()
+        vols = (await api.get(f"{POOLS}/local/volumes")).json()
+        names = sorted(i["name"] for i in (await api.get("/1.0/instances")).json())
+    assert [(p["name"], p["type"], p["health"]) for p in pools] == [("local", "dir", "ok")]
+    assert names and sorted({v["instance"] for v in vols}) == names
+
+
+async def test_a_vms_disks_are_made_and_deleted_through_their_pool(
+    api: httpx.AsyncClient, image: str, platform: Platform, outside: Path
+) -> None:
+    """Started: the root disk is a linked clone of the image inside the pool (thin_clone)
+    and an empty data disk is made there too; deleted with its disks: the volumes go."""
+    (outside / "p").mkdir()
+    await _pool(api, name="fast", type="shared-dir", path=str(outside / "p"), overcommit=10)
+    disks = [
+        {"name": "root", "image": image, "size_gib": 2, "pool": "fast"},
+        {"name": "data", "size_gib": 1, "pool": "fast"},
+    ]
+    await create(api, "vm1", start=True, disks=disks)
+    root, data = outside / "p" / "vm1" / "root.qcow2", outside / "p" / "vm1" / "data.qcow2"
+    head = (await qemuimg.info(root, "qcow2"))[0]
+    assert head["backing-filename"] == str(platform.settings.images_dir / "tiny.qcow2")
+    assert qcow2.virtual_size(root) == 2 << 30 and qcow2.virtual_size(data) == 1 << 30
+    assert not (platform.settings.disks_dir / "vm1" / "root.qcow2").exists()
+    vols = (await api.get(f"{POOLS}/fast/volumes")).json()
+    assert [(v["name"], v["path"]) for v in vols] == [
+        ("vm1/data", str(data)),
+        ("vm1/root", str(root)),
+    ]
+    op = await wait_op(
+        api, await api.delete("/1.0/instances/vm1", params={"force": "true", "disks": "true"})
+    )
+    assert op["status"] == "success", op
+    assert not (outside / "p" / "vm1").exists()
+    assert (await api.delete(f"{POOLS}/fast")).status_code == 200

@@ -124,7 +124,7 @@ from virtfleet.state.store import StateStore
 from virtfleet.storage.backup import Repository
 from virtfleet.storage.hostpaths import HostPaths
 from virtfleet.storage.images import ImageStore
-from virtfleet.storage.pools import PoolContext
+from virtfleet.storage.pools import PoolContext, PoolLookup
 from virtfleet.storage.qemuimg import Jail
 from virtfleet.util.cgroups import CgroupManager
 from virtfleet.util.limits import raise_open_files_limit
@@ -359,7 +359,8 @@ def build_host(
     cgroups = CgroupManager(f"virtfleet-{settings.instance_id}") if os.geteuid() == 0 else None
     driver = _driver(settings, facts, images)
     networks = _networks(settings)
-    disks = DiskManager(settings.disks_dir, images.file_for, verified=images.verified)
+    pools = PoolLookup(store, PoolContext(settings.disks_dir, (settings.data_dir,)))
+    disks = DiskManager(settings.disks_dir, images.file_for, verified=images.verified, pools=pools)
     agent = Agent(
         store,
         driver,

@@ -275,10 +275,10 @@ class InstanceService:
         spec = complete(spec).normalized()  # unset fields: the one place defaults come from
         owner = await self._owner_for(spec, host)
         await self._validate_new(spec)
-        if self.pools is not None:
-            await self.pools.admit(spec, owner)
         if self.disks is not None and not reuse_disks:
             self.disks.refuse_kept(spec.name, reusable=True)
+        if self.pools is not None:
+            await self.pools.admit(spec, owner)  # the pools exist, are reachable, have room
         if self.networks is not None:
             spec = await self.networks.prepare_nics(spec)  # networks exist; unique MACs
         power = DesiredPower.RUNNING if start else DesiredPower.STOPPED

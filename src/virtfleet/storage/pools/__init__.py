@@ -15,9 +15,11 @@ from virtfleet.storage.pools.base import (
     types,
     volume_name,
 )
+from virtfleet.storage.pools.lookup import PoolLookup
 
 __all__ = [
     "PoolContext",
+    "PoolLookup",
     "Space",
     "StoragePool",
     "VolumeInfo",
