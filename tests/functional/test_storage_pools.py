@@ -26,9 +26,11 @@ from .helpers import assert_error, create, wait_op
 
 
 async def snapshot(store: StateStore) -> list[tuple[str, int]]:
-    """Pool and instance keys with their revisions: equal snapshots, nothing written."""
+    """Pool and instance keys with their revisions (not the status the agent writes on its
+    own time): equal snapshots, nothing written."""
     kvs = await store.list("/")
-    return [(kv.key, kv.mod_revision) for kv in kvs if kv.key.startswith(("/storage", "/projects"))]
+    mine = [kv for kv in kvs if kv.key.startswith(("/storage", "/projects"))]
+    return [(kv.key, kv.mod_revision) for kv in mine if not kv.key.endswith("/status")]
 
 
 @pytest.fixture
@@ -248,3 +250,27 @@ async def test_a_vms_disks_are_made_and_deleted_through_their_pool(
     assert op["status"] == "success", op
     assert not (outside / "p" / "vm1").exists()
     assert (await api.delete(f"{POOLS}/fast")).status_code == 200
+
+
+async def test_growing_or_adding_disks_is_admitted_against_the_pool(
+    api: httpx.AsyncClient, image: str, platform: Platform, outside: Path
+) -> None:
+    """A pool whose overcommit allows 2.5 GiB: a 1 GiB disk grows to 2 GiB, not to 3 GiB,
+    and a second 2 GiB disk is refused there; other changes of the VM still pass."""
+    st = os.statvfs(outside)
+    ratio = 2.5 * (1 << 30) / (st.f_blocks * st.f_frsize)
+    await _pool(api, name="small", type="dir", path=str(outside), overcommit=ratio)
+    disks = [{"name": "root", "image": image}, {"name": "data", "size_gib": 1, "pool": "small"}]
+    await create(api, "vm1", disks=disks)
+    before = await snapshot(platform.store)
+    r = await api.patch("/1.0/instances/vm1", json={"disk_sizes_gib": {"data": 3}})
+    assert "small" in assert_error(r, 409, "pool_overcommitted")
+    more = {"disks_add": [{"name": "more", "size_gib": 2, "pool": "small"}]}
+    assert_error(await api.patch("/1.0/instances/vm1", json=more), 409, "pool_overcommitted")
+    assert await snapshot(platform.store) == before
+    op = await wait_op(api, await api.patch("/1.0/instances/vm1", json={"memory_mib": 128}))
+    assert op["status"] == "success", op
+    r = await api.patch("/1.0/instances/vm1", json={"disk_sizes_gib": {"data": 2}})
+    assert (await wait_op(api, r))["status"] == "success"
+    [vol] = (await api.get(f"{POOLS}/small/volumes")).json()
+    assert vol["size_bytes"] == 2 << 30

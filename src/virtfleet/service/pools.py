@@ -153,27 +153,35 @@ class PoolService:
                 checks.append(check)
         return checks
 
-    async def admit(self, spec: InstanceSpec, host_id: str | None = None) -> None:
+    async def admit(
+        self, spec: InstanceSpec, host_id: str | None = None, before: InstanceSpec | None = None
+    ) -> None:
         """Refuse disks of ``spec`` in an unknown pool, one ``host_id`` cannot reach, or
-        one whose allocation would pass total x overcommit (``PoolOvercommitError``)."""
-        wanted: dict[str, int] = {}
-        for disk in spec.disks:
-            wanted[pool_of(disk)] = wanted.get(pool_of(disk), 0) + disk_bytes(disk)
+        one whose allocation would pass total x overcommit (``PoolOvercommitError``).
+        ``before``: the instance's spec now; only pools it grows in are checked."""
+        wanted, had = _bytes_per_pool(spec), _bytes_per_pool(before) if before else {}
         for name, more in sorted(wanted.items()):
+            if before is not None and more <= had.get(name, 0):
+                continue  # not grown there: an overcommitted pool still keeps what it has
             record = await self._known(name)
             if record.hosts is not None and (host_id or self._me) not in record.hosts:
                 raise ConflictError(f"storage pool {name!r} is not reachable from that host")
             await self._admit_bytes(record, more, skip=spec.name)
 
     async def _admit_bytes(self, record: PoolRecord, more: int, skip: str) -> None:
-        view = await self._view(record, [s for s in await self._specs() if s.name != skip])
-        cap = view.capacity
-        limit = int(cap.total_bytes * cap.overcommit)
-        if cap.allocated_bytes + more > limit:
+        """``more`` bytes for instance ``skip`` (whose current volumes are not counted)."""
+        backend = open_pool(record, self._ctx)
+        space, found = await asyncio.to_thread(_space_and_volumes, backend)
+        others = [s for s in await self._specs() if s.name != skip]
+        vols = _volumes(record.name, [v for v in found if v.instance != skip], others)
+        allocated = sum(v.size_bytes for v in vols)
+        total = space.total_bytes if space else 0
+        limit = int(total * record.overcommit)
+        if allocated + more > limit:
             raise PoolOvercommitError(
                 f"storage pool {record.name!r} would be overcommitted: {_gib(more)} asked, "
-                f"{_gib(cap.allocated_bytes)} of {_gib(limit)} allocated "
-                f"(total {_gib(cap.total_bytes)} x {cap.overcommit:g})"
+                f"{_gib(allocated)} of {_gib(limit)} allocated "
+                f"(total {_gib(total)} x {record.overcommit:g})"
             )
 
     async def _known(self, name: str) -> PoolRecord:
@@ -243,6 +251,13 @@ class PoolService:
         for other in await self._records():
             if other.path is not None and other.path.rstrip("/") == path.rstrip("/"):
                 raise InUseError(f"{path} is already storage pool {other.name!r}")
+
+
+def _bytes_per_pool(spec: InstanceSpec) -> dict[str, int]:
+    wanted: dict[str, int] = {}
+    for disk in spec.disks:
+        wanted[pool_of(disk)] = wanted.get(pool_of(disk), 0) + disk_bytes(disk)
+    return wanted
 
 
 def _refuse_failed(backend: StoragePool, check: HostCheck) -> None:
