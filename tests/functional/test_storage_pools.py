@@ -17,7 +17,9 @@ from tests.functional.platform import running
 from tests.functional.test_boot import FakeClock, boot_platform, client
 from tests.functional.test_upgrade import FIXTURE_V3
 from virtfleet.app.bootstrap import Platform
+from virtfleet.model.host import HostRecord
 from virtfleet.service.pools import PoolService
+from virtfleet.state.hosts import HostRepo
 from virtfleet.state.store import StateStore
 from virtfleet.storage import qcow2, qemuimg
 from virtfleet.storage.pools import PoolContext, probe
@@ -274,3 +276,23 @@ async def test_growing_or_adding_disks_is_admitted_against_the_pool(
     assert (await wait_op(api, r))["status"] == "success"
     [vol] = (await api.get(f"{POOLS}/small/volumes")).json()
     assert vol["size_bytes"] == 2 << 30
+
+
+async def test_shared_waits_for_every_host_to_check(
+    api: httpx.AsyncClient, platform: Platform, outside: Path
+) -> None:
+    """With a second member that has not read the marker yet, the pool is ``unverified``
+    and not shared; once that host checks it (its own view: made when it is asked), it is."""
+    lease = await platform.store.grant_lease(60)
+    await HostRepo(platform.store).register(HostRecord(id="host-b", name="b"), lease)
+    (outside / "nfs").mkdir()
+    made = await _pool(api, name="shared", type="shared-dir", path=str(outside / "nfs"))
+    assert made["health"] == "unverified" and not made["capabilities"]["shared"]
+    other = PoolService(platform.store, "host-b", PoolContext(outside / "b-disks"))
+    seen_by_b = await other.get("shared")  # host B's first look checks the pool
+    assert seen_by_b.health == "ok" and seen_by_b.capabilities.shared
+    shown = (await api.get(f"{POOLS}/shared")).json()
+    assert shown["health"] == "ok" and shown["capabilities"]["shared"]
+    assert sorted(c["host"] for c in shown["checks"]) == sorted(
+        [platform.presence.identity.id, "host-b"]
+    )

@@ -197,22 +197,37 @@ class PoolService:
         backend = open_pool(record, self._ctx)
         space, found = await asyncio.to_thread(_space_and_volumes, backend)
         vols = _volumes(record.name, found, specs)
-        checks = await self._checks(record.name)
+        checks, missing = await self._checks_of(record, backend)
         capacity = PoolCapacity(
             total_bytes=space.total_bytes if space else 0,
             allocated_bytes=sum(v.size_bytes for v in vols),
             used_bytes=sum(v.allocated_bytes for v in vols),
             overcommit=record.overcommit,
         )
-        verified = bool(checks) and all(c.marker_ok and c.lock_ok for c in checks)
+        verified = not missing and all(_passed(c) for c in checks)
         caps = backend.capabilities.model_copy()
         caps.shared = caps.shared and verified  # refused as shared until every host agrees
         caps.live_migrate_without_copy = caps.live_migrate_without_copy and caps.shared
         return Pool(
             name=record.name, type=record.type, path=record.path, hosts=record.hosts,
-            capabilities=caps, capacity=capacity, health=_health(checks, space is not None),
+            capabilities=caps, capacity=capacity,
+            health=_health(checks, missing, space is not None),
             checks=checks, volumes=len(vols),
         )  # fmt: skip
+
+    async def _checks_of(
+        self, record: PoolRecord, backend: StoragePool
+    ) -> tuple[builtins.list[HostCheck], builtins.list[str]]:
+        """The pool's recorded checks, this host's made now if it should reach the pool and
+        has none yet (a pool another host created), and the hosts that have not checked."""
+        checks = await self._checks(record.name)
+        expected = record.hosts or [h.id for h in await self._hosts.list()] or [self._me]
+        if self._me in expected and all(c.host != self._me for c in checks):
+            mine = await asyncio.to_thread(backend.probe, self._me)
+            await self._put_check(record.name, mine)
+            checks.append(mine)
+        seen = {c.host for c in checks}
+        return checks, [h for h in expected if h not in seen]
 
     async def _checks(self, name: str) -> builtins.list[HostCheck]:
         kvs = await self._store.list(keys.pool_checks_prefix(name))
@@ -300,13 +315,19 @@ def _volume(pool: str, v: VolumeInfo) -> Volume:
     )  # fmt: skip
 
 
-def _health(checks: builtins.list[HostCheck], seen_here: bool) -> Health:
-    if not checks:
-        return "unverified" if seen_here else "unreachable"
-    good = [c for c in checks if c.reachable and c.marker_ok and c.lock_ok]
-    if len(good) == len(checks):
-        return "ok"
-    return "degraded" if good else "unreachable"
+def _passed(check: HostCheck) -> bool:
+    return check.reachable and check.marker_ok and check.lock_ok
+
+
+def _health(checks: builtins.list[HostCheck], missing: builtins.list[str], seen: bool) -> Health:
+    """ok: every host passed; degraded: some failed; unreachable: none passed (or not
+    even this host sees it); unverified: none failed but some hosts have not checked."""
+    good = [c for c in checks if _passed(c)]
+    if not good:
+        return "unreachable" if checks or not seen else "unverified"
+    if len(good) < len(checks):
+        return "degraded"
+    return "unverified" if missing else "ok"
 
 
 def _gib(n: int) -> str:
