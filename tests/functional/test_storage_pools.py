@@ -296,3 +296,20 @@ async def test_shared_waits_for_every_host_to_check(
     assert sorted(c["host"] for c in shown["checks"]) == sorted(
         [platform.presence.identity.id, "host-b"]
     )
+
+
+async def test_a_filesystem_whose_locks_do_not_exclude_is_refused(
+    api: httpx.AsyncClient, platform: Platform, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock probe fails (a filesystem without working byte locks): a shared-dir pool
+    is refused as not shared, a dir pool as not usable; no marker, no record stays."""
+    monkeypatch.setattr(probe, "locks_work", lambda root, tag: (False, "locks do not exclude"))
+    before = await snapshot(platform.store)
+    body = {"name": "nolocks", "type": "shared-dir", "path": str(outside)}
+    assert "locks do not exclude" in assert_error(
+        await api.post(POOLS, json=body), 409, "pool_not_shared"
+    )
+    assert probe.read_marker(outside) is None
+    body = {**body, "type": "dir"}
+    assert_error(await api.post(POOLS, json=body), 409, "conflict")
+    assert await snapshot(platform.store) == before

@@ -94,15 +94,20 @@ class PoolService:
         try:
             check = await asyncio.to_thread(backend.probe, self._me)
             _refuse_failed(backend, check)
-            value = record.model_dump_json().encode()
-            await self._store.put(keys.pool_key(body.name), value, expect_revision=0)
-        except BaseException as err:
-            await asyncio.to_thread(backend.destroy)
-            if isinstance(err, ConflictError) and not isinstance(err, PoolNotSharedError):
-                raise AlreadyExistsError(f"storage pool {body.name!r} already exists") from err
+            await self._put_new(record)
+        except BaseException:
+            await asyncio.to_thread(backend.destroy)  # the marker goes: nothing half-made
             raise
         await self._put_check(body.name, check)
         return await self.get(body.name)
+
+    async def _put_new(self, record: PoolRecord) -> None:
+        """Write ``record``; ``AlreadyExistsError`` if a pool of its name came meanwhile."""
+        value = record.model_dump_json().encode()
+        try:
+            await self._store.put(keys.pool_key(record.name), value, expect_revision=0)
+        except ConflictError as err:
+            raise AlreadyExistsError(f"storage pool {record.name!r} already exists") from err
 
     async def list(self) -> builtins.list[Pool]:
         records = await self._records()
