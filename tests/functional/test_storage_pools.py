@@ -246,9 +246,13 @@ async def test_a_vms_disks_are_made_and_deleted_through_their_pool(
         ("vm1/data", str(data)),
         ("vm1/root", str(root)),
     ]
-    op = await wait_op(
-        api, await api.delete("/1.0/instances/vm1", params={"force": "true", "disks": "true"})
-    )
+    # snapshot files live in the instance's directory: refused for pool disks, not broken
+    r = await api.post("/1.0/instances/vm1/snapshots", json={"name": "s1"})
+    snap = await wait_op(api, r)
+    assert (snap["status"], snap["error_code"]) == ("failure", "conflict"), snap
+    assert "(root, data)" in snap["error_message"] and root.exists()
+    gone = {"force": "true", "disks": "true"}
+    op = await wait_op(api, await api.delete("/1.0/instances/vm1", params=gone))
     assert op["status"] == "success", op
     assert not (outside / "p" / "vm1").exists()
     assert (await api.delete(f"{POOLS}/fast")).status_code == 200
