@@ -317,3 +317,37 @@ async def test_a_filesystem_whose_locks_do_not_exclude_is_refused(
     body = {**body, "type": "dir"}
     assert_error(await api.post(POOLS, json=body), 409, "conflict")
     assert await snapshot(platform.store) == before
+
+
+async def test_template_clones_are_made_in_their_pool(
+    api: httpx.AsyncClient, image: str, platform: Platform, outside: Path
+) -> None:
+    """A linked clone into a pool with thin_clone is an overlay over the template file
+    there; a full clone is a copy there; both start from the pool; an unknown pool is
+    refused before anything is made."""
+    r = await api.post("/1.0/templates", json={"name": "tpl", "image": image})
+    assert (await wait_op(api, r))["status"] == "success"
+    template = Path((await api.get("/1.0/templates/tpl")).json()["path"])
+    (outside / "p").mkdir()
+    await _pool(api, name="fast", type="shared-dir", path=str(outside / "p"), overcommit=10)
+    bad = {"names": ["lost"], "pool": "nowhere"}
+    assert "nowhere" in assert_error(
+        await api.post("/1.0/templates/tpl/instances", json=bad), 400, "invalid_input"
+    )
+    body = {"names": ["thin"], "pool": "fast", "start": True}
+    op = await wait_op(api, await api.post("/1.0/templates/tpl/instances", json=body))
+    assert op["status"] == "success", op
+    thin = outside / "p" / "thin" / "root.qcow2"
+    assert (await qemuimg.info(thin, "qcow2"))[0]["backing-filename"] == str(template)
+    body = {"names": ["fat"], "pool": "fast", "clone": "full"}
+    op = await wait_op(api, await api.post("/1.0/templates/tpl/instances", json=body))
+    assert op["status"] == "success", op
+    fat = outside / "p" / "fat" / "root.qcow2"
+    assert "backing-filename" not in (await qemuimg.info(fat, "qcow2"))[0]
+    assert not (platform.settings.disks_dir / "thin" / "root.qcow2").exists()
+    vols = (await api.get(f"{POOLS}/fast/volumes")).json()
+    assert [(v["name"], v["path"]) for v in vols] == [
+        ("fat/root", str(fat)),
+        ("thin/root", str(thin)),
+    ]
+    assert (await api.get("/1.0/instances/thin")).json()["status"]["power"] == "running"

@@ -60,6 +60,13 @@ def test_pool_and_volume_commands(data_dir: Path, tmp_path: Path) -> None:
     assert isinstance(vm, dict)
     [disk] = vm["spec"]["disks"]
     assert (disk["pool"], disk["size_gib"], disk["image"]) == ("fast", 2.0, "tiny")
+    assert cli(data_dir, "vm", "create", "db", "--image", "tiny", "--pool", "fast").exit_code == 0
+    db = cli_json(data_dir, "vm", "show", "db")
+    assert isinstance(db, dict)
+    assert [(d["name"], d["pool"], d["image"]) for d in db["spec"]["disks"]] == [
+        ("root", "fast", "tiny")
+    ]
+    assert cli(data_dir, "vm", "delete", "db").exit_code == 0
     vols = cli_json(data_dir, "storage", "volume", "list", "fast")
     assert isinstance(vols, list) and [v["name"] for v in vols] == ["web/root"]
     shown = cli_json(data_dir, "storage", "volume", "show", "fast", "web/root")

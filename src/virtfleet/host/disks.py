@@ -36,7 +36,7 @@ from virtfleet.errors import (
 from virtfleet.host import machinefiles
 from virtfleet.model.instance import DiskSpec, Firmware, InstanceSpec
 from virtfleet.model.pools import DEFAULT_POOL
-from virtfleet.storage import qcow2, qemuimg
+from virtfleet.storage import clones, qcow2, qemuimg
 from virtfleet.storage.cloudinit import write_seed
 from virtfleet.storage.pools import PoolLookup
 
@@ -260,6 +260,32 @@ class DiskManager:
             pointer.write_text(json.dumps({"pool": disk.pool, "path": str(path)}))
             created.append(pointer)
         return path
+
+    async def clone_into(
+        self, instance: str, disk: str, pool_name: str, base: Path, linked: bool, size: int
+    ) -> Path:
+        """Disk ``disk`` of a template clone made in pool ``pool_name`` from ``base``: a
+        linked clone where the pool has ``thin_clone`` and one is asked, else a full copy;
+        with its pointer here. A failure leaves neither."""
+        if self._pools is None:
+            raise HostError(f"disk {disk!r}: storage pools are not available on this host")
+        pool = await self._pools.open(pool_name)
+        made: list[Path] = []
+        self._private_dir(instance)
+        try:
+            if linked:
+                made.append(await pool.create_volume(instance, disk, size, backing=base))
+            else:
+                made.append(pool.volume_path(instance, disk))
+                made[-1].parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                await clones.full(base, made[-1], None)
+            pointer = self._pointer(instance, disk)
+            pointer.write_text(json.dumps({"pool": pool_name, "path": str(made[0])}))
+            made.append(pointer)
+        except BaseException:
+            self.discard(made)
+            raise
+        return made[0]
 
     async def _base(self, image: str) -> Path:
         """The file of ``image``, checked unless verified since it was hashed."""
