@@ -27,12 +27,14 @@ calls them (``raise ... from err``); nothing else here does I/O.
     │   ├── OwnedElsewhereError (owned_elsewhere, 409)
     │   ├── NetworkNotOnHostError (network_not_on_host, 409)
     │   ├── AlreadyClusteredError (already_clustered, 409)
+    │   ├── PoolNotSharedError (pool_not_shared, 409)
     │   └── RevisionConflictError (revision_conflict, 409)
     ├── PreconditionFailedError (precondition_failed, 412)
     ├── PayloadTooLargeError (payload_too_large, 413)
     ├── IdempotencyKeyReusedError (idempotency_key_reused, 422)
     ├── RateLimitedError (rate_limited, 429)
     ├── CapacityError (insufficient_capacity, 409)
+    │   └── PoolOvercommitError (pool_overcommitted, 409)
     ├── TimeoutError_ (timeout, 504)
     ├── CancelledError_ (cancelled, 499)
     ├── ImageError (image_error, 422)
@@ -195,6 +197,13 @@ class AlreadyClusteredError(ConflictError):
     code = "already_clustered"
 
 
+class PoolNotSharedError(ConflictError):
+    """A ``shared-dir`` pool's directory is not one filesystem on its hosts (a marker not
+    read back, or locks that do not exclude a second writer)."""
+
+    code = "pool_not_shared"
+
+
 class PreconditionFailedError(VirtfleetError):
     code = "precondition_failed"
     status = 412
@@ -231,6 +240,12 @@ class CapacityError(VirtfleetError):
 
     code = "insufficient_capacity"
     status = 409
+
+
+class PoolOvercommitError(CapacityError):
+    """A new or grown disk would take a pool's allocation past total x its overcommit."""
+
+    code = "pool_overcommitted"
 
 
 class TimeoutError_(VirtfleetError):

@@ -123,8 +123,10 @@ class DiskOps(Protocol):
         virtual_size: int,
         firmware: Firmware = Firmware.BIOS,
         keep_tpm: bool = False,
+        pool: str | None = None,
     ) -> None:
-        """Write ``name``'s disk ``disk`` from the template file ``base``: a qcow2 overlay
+        """Write ``name``'s disk ``disk`` (in storage pool ``pool``; None: the default)
+        from the template file ``base``: a qcow2 overlay
         over it (``linked``) or an independent copy; a failure leaves no file. A UEFI
         clone also gets a copy of the variable store kept with ``base``, if any; its TPM
         state only with ``keep_tpm`` (else the clone's TPM is a new one)."""

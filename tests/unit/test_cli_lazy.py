@@ -47,6 +47,7 @@ def test_help_and_completion_build_no_command() -> None:
     assert [(i.value, i.help) for i in items] == [
         ("start", "Start a stopped instance."),
         ("stop", "Stop an instance cleanly, then hard after..."),
+        ("storage", "Storage pools and their volumes."),
     ]
     assert root.lazy.loaded == []
 

@@ -39,6 +39,7 @@ from virtfleet.api.routes import (
     networks,
     operations,
     ova,
+    pools,
     resources,
     session,
     snapshots,
@@ -87,7 +88,7 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
         app.include_router(module.router)
     for module in (templates, guest, ova):
         app.include_router(module.router)
-    for module in (snapshots, backups, disks):
+    for module in (snapshots, backups, disks, pools):
         app.include_router(module.router)
     for module in (session, users, tokens, audit_routes):
         app.include_router(module.router)

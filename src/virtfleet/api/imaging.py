@@ -118,6 +118,7 @@ class CloneTemplate(Strict):
     os: GuestOs | None = None
     # A clone's TPM is a new one (as its MACs and UUID are) unless this keeps the template's.
     keep_tpm: bool = False
+    pool: NameStr | None = None  # the storage pool of the clones' disks; None: ``local``
 
     @field_validator("nics")
     @classmethod
@@ -127,7 +128,7 @@ class CloneTemplate(Strict):
         return v
 
     def overrides(self) -> dict[str, Any]:
-        skip = {"names", "count", "clone", "start", "cloud_init", "keep_tpm"}
+        skip = {"names", "count", "clone", "start", "cloud_init", "keep_tpm", "pool"}
         return self.model_dump(mode="json", exclude=skip, exclude_none=True)
 
 

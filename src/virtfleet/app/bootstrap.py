@@ -106,6 +106,7 @@ from virtfleet.service.notify import WebhookNotifier
 from virtfleet.service.operations import OperationRunner
 from virtfleet.service.ova import OvaService
 from virtfleet.service.placement import Placement
+from virtfleet.service.pools import PoolService
 from virtfleet.service.resources import ResourceService
 from virtfleet.service.schedules import ScheduleService
 from virtfleet.service.shutdown import ShutdownService
@@ -125,6 +126,7 @@ from virtfleet.state.store import StateStore
 from virtfleet.storage.backup import Repository
 from virtfleet.storage.hostpaths import HostPaths
 from virtfleet.storage.images import ImageStore
+from virtfleet.storage.pools import PoolContext, PoolLookup
 from virtfleet.storage.qemuimg import Jail
 from virtfleet.util.cgroups import CgroupManager
 from virtfleet.util.limits import raise_open_files_limit
@@ -157,6 +159,9 @@ class Platform:
         await asyncio.to_thread(paths.clean_work, self.settings.images_dir)
         await self.services.images.claim_local()  # images made before hosts recorded copies
         await self.services.operations.recover()
+        if self.services.pools is not None:
+            await self.services.pools.ensure_default()  # an upgraded data dir's disks: ``local``
+            await self.services.pools.verify_here()  # markers other hosts wrote read back here
         if self.services.capacity is not None:
             await self.services.capacity.start()  # its tally follows the store from here
         boot = self.services.boot
@@ -357,7 +362,8 @@ def build_host(
     cgroups = CgroupManager(f"virtfleet-{settings.instance_id}") if os.geteuid() == 0 else None
     driver = _driver(settings, facts, images)
     networks = _networks(settings)
-    disks = DiskManager(settings.disks_dir, images.file_for, verified=images.verified)
+    pools = PoolLookup(store, PoolContext(settings.disks_dir, (settings.data_dir,)))
+    disks = DiskManager(settings.disks_dir, images.file_for, verified=images.verified, pools=pools)
     agent = Agent(
         store,
         driver,
@@ -410,10 +416,12 @@ def build_control_plane(
     networks = NetworkService(
         store, door, events, tally=capacity.tally, session=session, host_id=me
     )
+    pools = PoolService(store, me, PoolContext(settings.disks_dir, (settings.data_dir,)))
     instances = InstanceService(
         store, images, facts, runner, events, owner=me, networks=networks, capacity=capacity,
         disks=DiskService(store, door, events), placement=Placement(store, me, capacity.tally),
         fetcher=fetcher,
+        pools=pools,
     )  # fmt: skip
     snapshots = SnapshotService(store, runner, events, door)
     backups = BackupService(store, runner, events, door, instances)
@@ -465,6 +473,7 @@ def build_control_plane(
             tally=capacity.tally,
         ),
         forwarding=forwarding,
+        pools=pools,
     )
 
 

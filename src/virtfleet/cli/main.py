@@ -116,6 +116,7 @@ TOP_LEVEL: dict[str, tuple[str, str, str]] = {
     "network": ("networks", "app", "Virtual networks (bridges with DHCP/DNS, NAT, VLANs)."),
     "template": ("templates", "app", "Templates (golden images) for clones."),
     "disk": ("disks", "app", "Instance disk directories, kept ones included."),
+    "storage": ("storage", "app", "Storage pools and their volumes."),
     "host": ("misc", "host_app", "This host's virtualization facts, and the platform's hosts."),
     "cluster": (
         "cluster",

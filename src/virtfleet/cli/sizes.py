@@ -36,3 +36,18 @@ def format_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def parse_disk(text: str) -> dict[str, object]:
+    """``NAME[:SIZE][@POOL]`` (``root:20G@fast``) as a disk of the API: name, ``size_gib``
+    and ``pool`` when given; ``ValueError`` with a one-line reason."""
+    rest, at, pool = text.partition("@")
+    name, colon, size = rest.partition(":")
+    if not name or (at and not pool) or (colon and not size):
+        raise ValueError(f"invalid disk {text!r}: use NAME[:SIZE][@POOL], e.g. root:20G@fast")
+    disk: dict[str, object] = {"name": name}
+    if size:
+        disk["size_gib"] = parse_size_mib(size) / 1024
+    if pool:
+        disk["pool"] = pool
+    return disk

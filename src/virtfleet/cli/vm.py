@@ -28,7 +28,7 @@ from virtfleet.cli.hostpower import (
     policy_fields,
 )
 from virtfleet.cli.images import host_path
-from virtfleet.cli.sizes import format_mib, parse_size_mib
+from virtfleet.cli.sizes import format_mib, parse_disk, parse_size_mib
 from virtfleet.cli.vmset import (
     FirmwareOpt,
     MaxMemoryOpt,
@@ -142,6 +142,15 @@ def create(
     start_order: StartOrderOpt = None,
     start_delay: StartDelayOpt = None,
     host_shutdown: HostShutdownOpt = None,
+    disk: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--disk", help="NAME[:SIZE][@POOL], repeatable; the first holds --image [root]."
+        ),
+    ] = None,
+    pool: Annotated[
+        str | None, typer.Option("--pool", help="Storage pool of the disks [local].")
+    ] = None,
     start: Annotated[bool, typer.Option("--start", help="Start it once created.")] = False,
     reuse_disks: ReuseDisksOpt = False,
     host: HostOpt = None,
@@ -179,6 +188,8 @@ def create(
             raise invalid("--host is for --image: a clone goes where its template's disk is")
         if keep_tpm:
             settings["keep_tpm"] = True
+        if pool:
+            settings["pool"] = pool
         _clone(template, names, count, full, start, settings, no_wait=no_wait, json_out=json_out)
         return
     if keep_tpm:
@@ -187,11 +198,26 @@ def create(
         raise invalid("give one NAME and --image, or --from TEMPLATE for several")
     name = names[0]
     client = get_client()
-    body = {"name": name, "image": image, **settings, **({"host": host} if host else {})}
+    body: dict[str, Any] = {"name": name, "image": image, **settings}
+    body.update({"host": host} if host else {})
+    if disk or pool:
+        body["disks"] = _disks(disk or ["root"], image, pool)
     op = client.create_instance(body, start=start, reuse_disks=reuse_disks)
     label = f"creating {name}" + (" and starting it" if start else "")
     if output.run_operation(client, op, label, as_json=json_out, no_wait=no_wait):
         output.done(f"{name} created" + (" and started" if start else ""), json_out)
+
+
+def _disks(texts: list[str], image: str, pool: str | None) -> list[dict[str, object]]:
+    """``--disk`` options as API disks; the first is the image's (grown to its size);
+    ``pool``: where those naming none live."""
+    try:
+        disks = [parse_disk(t) for t in texts]
+    except ValueError as err:
+        raise invalid(f"--disk: {err}") from err
+    disks = [{"pool": pool, **d} if pool else d for d in disks]
+    disks[0] = {**disks[0], "image": image, "boot": True}
+    return disks
 
 
 def _memory_mib(memory: str | None) -> int | None:

@@ -21,7 +21,7 @@ from virtfleet.cli.hostpower import (
     StartOrderOpt,
     policy_fields,
 )
-from virtfleet.cli.sizes import format_mib, parse_size_mib
+from virtfleet.cli.sizes import format_mib, parse_disk, parse_size_mib
 from virtfleet.client import resources as calls
 from virtfleet.model.enums import Firmware, GuestOs
 
@@ -73,7 +73,9 @@ CpuWeightOpt = Annotated[
 DiskAddOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--disk-add", help="NAME:SIZE (new volume) or NAME (existing one).", show_default=False
+        "--disk-add",
+        help="NAME:SIZE[@POOL] (new volume) or NAME (existing one).",
+        show_default=False,
     ),
 ]
 DiskRemoveOpt = Annotated[
@@ -241,10 +243,10 @@ def _gib(text: str, flag: str) -> float:
 
 
 def _disks(body: dict[str, Any], add: list[str], remove: list[str], grow: list[str]) -> None:
-    disks = []
-    for item in add:
-        name, _, size = item.partition(":")
-        disks.append({"name": name, **({"size_gib": _gib(size, "--disk-add")} if size else {})})
+    try:
+        disks = [parse_disk(item) for item in add]
+    except ValueError as err:
+        raise invalid(f"--disk-add: {err}") from err
     if disks:
         body["disks_add"] = disks
     if remove:

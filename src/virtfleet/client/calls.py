@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from virtfleet.model.instance import InstanceSpec
     from virtfleet.model.network import Network
     from virtfleet.model.operation import Operation
+    from virtfleet.model.pools import Pool, Volume
 
 T = TypeVar("T")
 Action = Literal["start", "stop", "restart", "pause", "resume"]
@@ -228,6 +229,37 @@ def create_network(spec: Mapping[str, Any]) -> Call[Network]:
 
 def delete_network(name: str) -> Call[bool]:
     return Call("DELETE", net(name), lambda d: bool(d["deleted"]))
+
+
+def pool(name: str) -> str:
+    return f"/1.0/storage-pools/{segment(name, 'pool name')}"
+
+
+def list_pools() -> Call[list[Pool]]:
+    return Call("GET", "/1.0/storage-pools", many("model.pools:Pool"))
+
+
+def get_pool(name: str) -> Call[Pool]:
+    return Call("GET", pool(name), one("model.pools:Pool"))
+
+
+def create_pool(body: Mapping[str, Any]) -> Call[Pool]:
+    return Call("POST", "/1.0/storage-pools", one("model.pools:Pool"), json=dict(body))
+
+
+def delete_pool(name: str) -> Call[bool]:
+    return Call("DELETE", pool(name), lambda d: bool(d["deleted"]))
+
+
+def list_volumes(name: str) -> Call[list[Volume]]:
+    return Call("GET", f"{pool(name)}/volumes", many("model.pools:Volume"))
+
+
+def get_volume(name: str, volume: str) -> Call[Volume]:
+    """``volume``: ``<instance>/<disk>``."""
+    instance, _, disk = volume.partition("/")
+    where = f"{segment(instance, 'instance name')}/{segment(disk, 'disk name')}"
+    return Call("GET", f"{pool(name)}/volumes/{where}", one("model.pools:Volume"))
 
 
 def host() -> Call[HostFacts]:

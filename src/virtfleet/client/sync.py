@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from virtfleet.model.instance import InstanceSpec
     from virtfleet.model.network import Network
     from virtfleet.model.operation import Operation
+    from virtfleet.model.pools import Pool, Volume
 
 T = TypeVar("T")
 UDS_BASE_URL = "http://virtfleet"
@@ -221,6 +222,24 @@ class Client:
 
     def delete_network(self, name: str) -> bool:
         return self.call(calls.delete_network(name))
+
+    def list_pools(self) -> list[Pool]:
+        return self.call(calls.list_pools())
+
+    def get_pool(self, name: str) -> Pool:
+        return self.call(calls.get_pool(name))
+
+    def create_pool(self, body: Mapping[str, Any]) -> Pool:
+        return self.call(calls.create_pool(body))
+
+    def delete_pool(self, name: str) -> bool:
+        return self.call(calls.delete_pool(name))
+
+    def list_volumes(self, pool: str) -> list[Volume]:
+        return self.call(calls.list_volumes(pool))
+
+    def get_volume(self, pool: str, volume: str) -> Volume:
+        return self.call(calls.get_volume(pool, volume))
 
     def host(self) -> HostFacts:
         return self.call(calls.host())

@@ -1,4 +1,7 @@
-"""Instance disk files on this host: ``<disks_root>/<instance>/<disk>.qcow2``.
+"""Instance disk files on this host: ``<disks_root>/<instance>/<disk>.qcow2``, or a
+volume in the storage pool the disk names (``<pool>/<instance>/<disk>.qcow2``, made
+through the pool; a pointer ``<disk>.qcow2.pool`` in the instance's directory says
+where, so every caller of ``path`` finds it without the spec).
 
 Creates a VM's disks on first start (a qcow2 overlay over its image, or an
 empty volume) and a UEFI VM's own variable store (copied from the firmware's template,
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import os
 import shutil
 import stat
@@ -22,15 +26,24 @@ from pathlib import Path
 
 from virtfleet.drivers.base import UefiFiles
 from virtfleet.drivers.qemu import firmware
-from virtfleet.errors import ImageError, InvalidInputError, NotFoundError, PathNotAllowedError
+from virtfleet.errors import (
+    HostError,
+    ImageError,
+    InvalidInputError,
+    NotFoundError,
+    PathNotAllowedError,
+)
 from virtfleet.host import machinefiles
 from virtfleet.model.instance import DiskSpec, Firmware, InstanceSpec
-from virtfleet.storage import qcow2, qemuimg
+from virtfleet.model.pools import DEFAULT_POOL
+from virtfleet.storage import clones, qcow2, qemuimg
 from virtfleet.storage.cloudinit import write_seed
+from virtfleet.storage.pools import PoolLookup
 
 Verified = Callable[[str, Path], Awaitable[bool]]
 SEED = "cidata.iso"  # rewritten from the spec at every start: never a kept disk
 TEMPLATE_STATE_SUFFIX = ".machine"  # "<image>.qcow2.machine/": a template's machine state
+POINTER_SUFFIX = ".qcow2.pool"  # "<disk>.qcow2.pool": where a disk in another pool is
 
 
 def vars_name(mode: Firmware) -> str:
@@ -61,8 +74,10 @@ class DiskManager:
         image_path: Callable[[str], Path],
         verified: Verified | None = None,
         firmware_dir: Path = firmware.OVMF_DIR,
+        pools: PoolLookup | None = None,
     ) -> None:
         self.root = root
+        self._pools = pools  # None: every disk is in the default pool
         self.firmware_dir = firmware_dir  # where the OVMF code and variable templates are
         self._image_path = image_path  # image name -> file; NotFoundError if unknown
         self._verified = verified  # (image, file) -> unchanged since its sha256 was taken
@@ -71,7 +86,14 @@ class DiskManager:
         return self.root / instance
 
     def path(self, instance: str, disk: str) -> Path:
-        return self.dir(instance) / f"{disk}.qcow2"
+        """The disk's file: where its pool pointer says, else in the instance's directory."""
+        try:
+            return Path(json.loads(self._pointer(instance, disk).read_text())["path"])
+        except FileNotFoundError:
+            return self.dir(instance) / f"{disk}.qcow2"
+
+    def _pointer(self, instance: str, disk: str) -> Path:
+        return self.dir(instance) / f"{disk}{POINTER_SUFFIX}"
 
     async def ensure(self, spec: InstanceSpec) -> tuple[dict[str, Path], list[Path]]:
         """Paths of every disk of ``spec``, creating missing ones; also returns the new files."""
@@ -79,6 +101,9 @@ class DiskManager:
         created: list[Path] = []
         try:
             for disk in spec.disks:
+                if disk.pool not in (None, DEFAULT_POOL):
+                    paths[disk.name] = await self._pooled(spec.name, disk, created)
+                    continue
                 path = self.path(spec.name, disk.name)
                 if not path.exists():
                     await self._create(path, disk)
@@ -212,16 +237,71 @@ class DiskManager:
             await qemuimg.create(path, int(disk.size_gib * 1024) * 1024 * 1024, None)
         path.chmod(0o600)
 
-    async def _overlay(self, path: Path, image: str, size_gib: float | None) -> None:
-        """An empty qcow2 overlay over ``image``, written in-process (~0.1 ms, the layout
-        ``qemu-img create -b -F qcow2`` makes, ~8 ms): absolute backing path and explicit
-        format, never probed. The image is checked first unless verified since hashed."""
+    async def _pooled(self, instance: str, disk: DiskSpec, created: list[Path]) -> Path:
+        """Disk ``disk`` in its pool, made through the pool if missing (a linked clone of
+        its image where the pool has ``thin_clone``), with its pointer here."""
+        if self._pools is None or disk.pool is None:
+            raise HostError(f"disk {disk.name!r}: storage pools are not available on this host")
+        pool = await self._pools.open(disk.pool)
+        path = pool.volume_path(instance, disk.name)
+        self._private_dir(instance)
+        if not path.exists():
+            base = await self._base(disk.image) if disk.image else None
+            if disk.size_gib is not None:
+                size = int(disk.size_gib * 1024) * 1024 * 1024
+            elif base is not None:
+                size = qcow2.virtual_size(base)
+            else:
+                raise InvalidInputError(f"disk {disk.name!r} needs an image or a size")
+            made = await pool.create_volume(instance, disk.name, size, backing=base)
+            created.append(made)
+        pointer = self._pointer(instance, disk.name)
+        if not pointer.exists():
+            pointer.write_text(json.dumps({"pool": disk.pool, "path": str(path)}))
+            created.append(pointer)
+        return path
+
+    async def clone_into(
+        self, instance: str, disk: str, pool_name: str, base: Path, linked: bool, size: int
+    ) -> Path:
+        """Disk ``disk`` of a template clone made in pool ``pool_name`` from ``base``: a
+        linked clone where the pool has ``thin_clone`` and one is asked, else a full copy;
+        with its pointer here. A failure leaves neither."""
+        if self._pools is None:
+            raise HostError(f"disk {disk!r}: storage pools are not available on this host")
+        pool = await self._pools.open(pool_name)
+        made: list[Path] = []
+        self._private_dir(instance)
+        try:
+            if linked:
+                made.append(await pool.create_volume(instance, disk, size, backing=base))
+            else:
+                made.append(pool.volume_path(instance, disk))
+                made[-1].parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                await clones.full(base, made[-1], None)
+            pointer = self._pointer(instance, disk)
+            pointer.write_text(json.dumps({"pool": pool_name, "path": str(made[0])}))
+            made.append(pointer)
+        except BaseException:
+            self.discard(made)
+            raise
+        return made[0]
+
+    async def _base(self, image: str) -> Path:
+        """The file of ``image``, checked unless verified since it was hashed."""
         base = self._image_path(image)
         if not base.is_file():
             raise ImageError(f"image file for {image!r} is missing: {base}")
         if self._verified is None or not await self._verified(image, base):
             # Refuse a corrupt or truncated image before a VM is layered on it (~4 ms).
             await qemuimg.check(base, "qcow2", label=repr(image))
+        return base
+
+    async def _overlay(self, path: Path, image: str, size_gib: float | None) -> None:
+        """An empty qcow2 overlay over ``image``, written in-process (~0.1 ms, the layout
+        ``qemu-img create -b -F qcow2`` makes, ~8 ms): absolute backing path and explicit
+        format, never probed. The image is checked first unless verified since hashed."""
+        base = await self._base(image)
         if size_gib is not None:
             size = int(size_gib * 1024) * 1024 * 1024
         else:
@@ -243,6 +323,9 @@ class DiskManager:
                 await qemuimg.resize(path, want)
 
     def remove(self, instance: str) -> None:
+        """Remove the instance's directory and its volumes in other pools."""
+        for pointer in self.dir(instance).glob(f"*{POINTER_SUFFIX}"):
+            self.discard([self.path(instance, pointer.name.removesuffix(POINTER_SUFFIX))])
         shutil.rmtree(self.dir(instance), ignore_errors=True)
 
     def kept(self, instance: str) -> list[str]:

@@ -28,6 +28,7 @@ from virtfleet.model.container import ExecOutput
 from virtfleet.model.guest import GuestInfo
 from virtfleet.model.instance import Firmware, InstanceSpec, PowerState
 from virtfleet.model.network import Lease, NetworkSpec, NetworkState
+from virtfleet.model.pools import DEFAULT_POOL
 from virtfleet.network.base import NetworkHost
 from virtfleet.storage import clones
 from virtfleet.storage.backup.manifest import BackupManifest
@@ -171,7 +172,12 @@ class LocalHostOps:
         virtual_size: int,
         firmware: Firmware = Firmware.BIOS,
         keep_tpm: bool = False,
+        pool: str | None = None,
     ) -> None:
+        if pool not in (None, DEFAULT_POOL):  # made through the pool: linked where thin_clone
+            await self.disks.clone_into(name, disk, pool, base, linked, virtual_size)
+            await asyncio.to_thread(self.disks.adopt, name, firmware, base, keep_tpm)
+            return
         dest = self.disks.path(name, disk)
         try:
             if linked:

@@ -37,6 +37,7 @@ from virtfleet.host.quiesce import NoQuiesce, Quiescer
 from virtfleet.model.backup import Snapshot
 from virtfleet.model.instance import InstanceSpec, PowerState
 from virtfleet.model.names import validate_name
+from virtfleet.model.pools import DEFAULT_POOL
 from virtfleet.storage import qemuimg
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ class SnapshotManager:
         ``AlreadyExistsError`` if the name is taken; on failure nothing is left changed.
         """
         validate_name(snap, "snapshot name")
+        _refuse_pooled(spec)
         tree = self.load(spec.name)
         if snap in tree.snapshots:
             raise AlreadyExistsError(f"snapshot {snap!r} of {spec.name!r} already exists")
@@ -313,3 +315,14 @@ def _devices(spec: InstanceSpec) -> str:
     nics = ",".join(spec.nic_names)
     memory = spec.boot_memory_mib
     return f"vcpus={spec.vcpus}/{spec.max_vcpus};mem={memory};disks={disks};nics={nics}"
+
+
+def _refuse_pooled(spec: InstanceSpec) -> None:
+    """Snapshot files live in the instance's directory: a disk in another pool (maybe
+    another filesystem, where the freezing rename fails) is refused until they move."""
+    pooled = [d.name for d in spec.disks if d.pool not in (None, DEFAULT_POOL)]
+    if pooled:
+        raise ConflictError(
+            f"instance {spec.name!r}: snapshots of disks in a storage pool other than "
+            f"{DEFAULT_POOL!r} ({', '.join(pooled)}) are not supported yet"
+        )

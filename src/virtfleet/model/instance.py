@@ -63,11 +63,17 @@ class DiskSpec(Strict):
     image: str | None = None
     boot: bool = False
     limits: DiskLimits | None = None
+    pool: NameStr | None = None  # the storage pool it lives in; None: the default, ``local``
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return validate_name(v, "disk name")
+
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, v: str | None) -> str | None:
+        return None if v is None else validate_name(v, "pool name")
 
 
 class NicSpec(Strict):

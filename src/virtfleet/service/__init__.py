@@ -31,6 +31,7 @@ from virtfleet.service.metrics import MetricsService
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OperationRunner
 from virtfleet.service.ova import OvaService
+from virtfleet.service.pools import PoolService
 from virtfleet.service.resources import ResourceService
 from virtfleet.service.schedules import ScheduleService
 from virtfleet.service.shutdown import ShutdownService
@@ -57,6 +58,7 @@ __all__ = [
     "NetworkService",
     "OperationRunner",
     "OvaService",
+    "PoolService",
     "ResourceService",
     "Services",
     "TemplateService",
@@ -94,3 +96,4 @@ class Services:
     shutdown: ShutdownService | None = None  # None: no host shutdown-guests (answers 503)
     cluster: ClusterService | None = None  # None: no cluster view (answers 503)
     forwarding: ForwardingService | None = None  # None: nothing is forwarded to an owner
+    pools: PoolService | None = None  # None: no storage pools (answers 503)

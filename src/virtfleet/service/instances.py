@@ -52,6 +52,7 @@ from virtfleet.service.listing import Mask, Page, Tokens, ViewCache, render
 from virtfleet.service.networks import NetworkService
 from virtfleet.service.operations import OpContext, OperationRunner
 from virtfleet.service.placement import Placement
+from virtfleet.service.pools import PoolService
 from virtfleet.service.preconditions import IfMatch, Version, claim, stale, version_of
 from virtfleet.service.waiting import wait_until
 from virtfleet.state.keys import instance_prefix
@@ -166,6 +167,7 @@ class InstanceService:
         disks: DiskService | None = None,
         placement: Placement | None = None,
         fetcher: ImageFetcher | None = None,
+        pools: PoolService | None = None,
     ) -> None:
         """``owner``: the id of this host; ``placement`` chooses the owner of a new instance
         among the members (without it, this host owns the instances created here);
@@ -186,6 +188,7 @@ class InstanceService:
         self._projected: dict[str, tuple[str, str]] = {}  # name -> (operation id, power)
         self.capacity = capacity  # admission control, when wired
         self.disks = disks  # kept disks refuse a new instance, when wired
+        self.pools = pools  # disks' pools must exist, be reachable and have room, when wired
         self._views = ViewCache(Instance.model_fields)  # serialised views, per revision
         self._tokens = Tokens()  # continue tokens of paged listings
 
@@ -301,6 +304,8 @@ class InstanceService:
         await self._validate_new(spec)
         if self.disks is not None and not reuse_disks:
             self.disks.refuse_kept(spec.name, reusable=True)
+        if self.pools is not None:
+            await self.pools.admit(spec, owner)  # the pools exist, are reachable, have room
         if self.networks is not None:
             # networks exist (on the owner); unique MACs
             spec = await self.networks.prepare_nics(spec, owner or self._owner)

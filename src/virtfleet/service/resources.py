@@ -65,6 +65,9 @@ class ResourceService:
         if patch.is_empty():
             raise InvalidInputError("nothing to change: give at least one resource field")
         spec, _ = await self._plan(rec, patch)
+        if self._instances.pools is not None:  # added or grown disks fit their pools
+            owner = rec.owner.host if rec.owner is not None else None
+            await self._instances.pools.admit(spec, owner, before=rec.spec)
         if self._capacity is not None and _grows(rec, spec):
             # Early answer only: the operation admits again, as a reservation, as it writes.
             await self._capacity.admit(rec.name, spec.memory_mib, spec.vcpus)

@@ -153,20 +153,24 @@ class TemplateService:
         cloud_init: CloudInit | None = None,
         overrides: dict[str, Any] | None = None,
         keep_tpm: bool = False,
+        pool: str | None = None,
     ) -> Operation:
         """Create VMs ``names`` (``web-{1..3}`` ranges, or one name and ``count``) from
         ``template`` in one ``template.clone`` operation; all or nothing. Each clone's TPM
-        is a new one unless ``keep_tpm`` (then it is a copy of the template VM's).
+        is a new one unless ``keep_tpm`` (then it is a copy of the template VM's). ``pool``:
+        the storage pool of their disks (linked there where it has ``thin_clone``).
 
         Validates now: the template exists, names are valid and free, specs are valid.
         """
         record = await self.get(template)
         specs = [
-            self._clone_spec(record, n, mode, cloud_init, overrides or {})
+            self._clone_spec(record, n, mode, cloud_init, overrides or {}, pool)
             for n in expand_names(names, count)
         ]
         for spec in specs:
             await self._check_free(spec.name)
+            if self._instances.pools is not None:  # the pool exists, is reachable, has room
+                await self._instances.pools.admit(spec)
 
         async def run(ctx: OpContext) -> dict[str, Any]:
             made: builtins.list[str] = []
@@ -181,12 +185,14 @@ class TemplateService:
 
     def _clone_spec(
         self, record: ImageRecord, name: str, mode: CloneMode,
-        cloud_init: CloudInit | None, overrides: dict[str, Any],
+        cloud_init: CloudInit | None, overrides: dict[str, Any], pool: str | None = None,
     ) -> InstanceSpec:  # fmt: skip
         disk = (
-            DiskSpec(name="root", image=record.name, boot=True)
+            DiskSpec(name="root", image=record.name, boot=True, pool=pool)
             if mode == "linked"
-            else DiskSpec(name="root", size_gib=_gib(record.virtual_size_bytes), boot=True)
+            else DiskSpec(
+                name="root", size_gib=_gib(record.virtual_size_bytes), boot=True, pool=pool
+            )
         )
         request: dict[str, Any] = {
             "name": validate_name(name, "instance name"), "disks": [disk.model_dump()],
@@ -209,12 +215,15 @@ class TemplateService:
         for i, spec in enumerate(specs):
             await self._check_free(spec.name)
 
-            async def make(name: str = spec.name, firmware: Firmware = spec.firmware) -> None:
+            async def make(
+                name: str = spec.name, firmware: Firmware = spec.firmware,
+                pool: str | None = spec.disks[0].pool,
+            ) -> None:  # fmt: skip
                 """The clone's disk, once the name is ours (never before: see _undo)."""
                 linked, size = mode == "linked", record.virtual_size_bytes
                 try:
                     await self._disks.disk_clone(
-                        name, "root", base, linked, size, firmware, keep_tpm
+                        name, "root", base, linked, size, firmware, keep_tpm, pool
                     )
                 except BaseException:
                     self._disks.remove_disks(name)  # checked absent, then claimed: ours alone

@@ -33,6 +33,8 @@ Cluster-wide:
     /backup-verify/last         LastVerify          of the one backup repository
     /cluster/member-secret      bytes               HMAC key of forwarded requests
     /cluster/join-tokens/{sha}  JoinToken           one-time, on a lease of its lifetime
+    /storage-pools/{name}       PoolRecord          global, as in Incus; ``local`` made at start
+    /storage-pool-checks/{pool}/{host}  HostCheck   each host's marker and lock probe of it
 
 Only the layouts of older schema versions, which ``state/migrations.py`` reads to move
 them here, are spelled elsewhere.
@@ -79,6 +81,8 @@ ALERT_CURSOR = "/alerts/cursor"  # the revision of the last event a leader acted
 BACKUP_VERIFY = "/backup-verify/"  # the last verify's result, under .../last
 MEMBER_SECRET = "/cluster/member-secret"  # signs requests members forward to owners
 JOIN_TOKENS = "/cluster/join-tokens/"  # SHA-256 of one-time join tokens, on leases
+STORAGE_POOLS = "/storage-pools/"
+POOL_CHECKS = "/storage-pool-checks/"  # per pool, per host: what its probe found
 
 
 def instance_prefix(name: str) -> str:
@@ -132,3 +136,15 @@ def claim_scope(scope: str) -> str:
 
 def claim_session_key(name: str) -> str:
     return CLAIM_SESSIONS + name
+
+
+def pool_key(name: str) -> str:
+    return STORAGE_POOLS + name
+
+
+def pool_checks_prefix(pool: str) -> str:
+    return f"{POOL_CHECKS}{pool}/"
+
+
+def pool_check_key(pool: str, host_id: str) -> str:
+    return f"{POOL_CHECKS}{pool}/{host_id}"

@@ -54,5 +54,5 @@ async def clone_template(name: ImageName, body: CloneTemplate, services: Service
     """Create VMs from the template as one all-or-nothing operation."""
     return await _templates(services).clone(
         name, body.names, body.count, body.clone, body.start, body.cloud_init, body.overrides(),
-        keep_tpm=body.keep_tpm,
+        keep_tpm=body.keep_tpm, pool=body.pool,
     )  # fmt: skip
