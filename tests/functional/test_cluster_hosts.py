@@ -22,7 +22,10 @@ from virtfleet.model.instance import DesiredPower, DesiredState
 from virtfleet.service.cluster import ClusterService
 from virtfleet.state import identity
 from virtfleet.state.hosts import HostRepo
+from virtfleet.state.keys import image_file_key
 from virtfleet.state.repos import InstanceRepo
+from virtfleet.state.store import StateStore
+from virtfleet.storage.imagefiles import ImageFiles
 
 FAR = HostRecord(
     id="5b7c5a0e-0000-4000-8000-0000000000fa",
@@ -30,6 +33,14 @@ FAR = HostRecord(
     facts=FACTS,
     capacity=HostCapacity(cpus=8, memory_mib=16384, vcpus_limit=32, memory_limit_mib=32768),
 )
+
+
+async def _far_holds_tiny(store: StateStore) -> None:
+    """``far`` holds the tiny image's file, as after its own fetch: creates placed on it
+    need no fetch (``far`` has no API that could answer one)."""
+    (here,) = await ImageFiles(store, Path("/")).locations("tiny")
+    there = here.model_copy(update={"host": FAR.id})
+    await store.put(image_file_key("tiny", FAR.id), there.model_dump_json().encode())
 
 
 async def _status(api: httpx.AsyncClient) -> dict[str, Any]:
@@ -85,6 +96,7 @@ async def test_two_hosts_each_count_what_they_own(tmp_path: Path) -> None:
     async with _api(platform) as api:
         lease = await store.grant_lease(60.0)
         await HostRepo(store).register(FAR, lease)
+        await _far_holds_tiny(store)
         await create(api, "web", start=True, vcpus=2, memory_mib=512)
         await create(api, "remote", host="far", vcpus=3, memory_mib=1024)
         await create(api, "remote-off", host=FAR.id, vcpus=4, memory_mib=2048)
