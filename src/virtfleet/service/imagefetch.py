@@ -9,7 +9,8 @@ with its progress passed on. ``fetch_here`` streams the file from an online hold
 if its length and sha256 are the record's; a holder that fails or sends bad bytes is
 followed by the next, and if none succeeds the last error is raised (one line, a stable
 code: ``image_transfer_failed``, or ``image_unavailable`` when no online member holds
-it). Must not speak HTTP: the ``MemberPeers`` port does (``api.members``).
+it; ``image_error`` "missing" when no other member ever held it: the one copy vanished).
+Must not speak HTTP: the ``MemberPeers`` port does (``api.members``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from virtfleet.errors import (
+    ImageError,
     ImageTransferError,
     ImageUnavailableError,
     InvalidInputError,
@@ -126,12 +128,14 @@ class ImageFetcher:
                 held = await self.images.files.here(name, record.sha256)
                 if held is not None:
                     return held
+            holders = [x for x in await self._holders(name, record.sha256) if x.host != self.here]
+            if not holders:  # the one copy there was (this host's) is gone: not a fetch
+                raise ImageError(f"image file for {name!r} is missing: {record.path}")
             if record.format == OCI_FORMAT:
                 raise InvalidInputError(
                     f"image {name!r} is an OCI image: its layers are not fetched between "
                     "hosts yet; import it on this host too"
                 )
-            holders = [x for x in await self._holders(name, record.sha256) if x.host != self.here]
             return await self._from_any(holders, name, Path(record.path).name, report)
 
     async def _from_any(
