@@ -59,6 +59,7 @@ from virtfleet.state.store import StateStore
 
 VIRTFLEET = str(Path(sys.executable).parent / "virtfleet")
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+SERVED_BY = "x-virtfleet-served-by"  # set by a forwarding member (api/forward.py)
 CREATE_TURN, GET_TURN, WATCH_TURN = 25, 100, 25
 T_GET_P50_MS, T_GET_P99_MS, T_CREATE_RATIO = 5.0, 25.0, 0.5
 T_WATCH_P50_MS, T_FORWARD_MS, T_INIT_S = 10.0, 3.0, 10.0
@@ -256,6 +257,15 @@ async def desired_to_agent(etcd_url: str, db: Path, writes: int) -> dict[str, li
     return found
 
 
+def served_by(owner: Daemon, other: Daemon, path: str) -> None:
+    """Check the comparison is what it says: ``owner`` serves ``path`` itself, ``other``
+    forwards it to ``owner`` (the forwarder names the answering host)."""
+    with owner.http() as local, other.http() as remote:
+        here, there = local.get(path), remote.get(path)
+    if SERVED_BY in here.headers or there.headers.get(SERVED_BY) != owner.name:
+        raise RuntimeError(f"{path}: not served by {owner.name} through {other.name}")
+
+
 def cluster_init(daemon: Daemon, instances: int) -> float:
     """Seconds from ``cluster init`` until the daemon answers on etcd listing them all."""
     started = time.perf_counter()
@@ -311,6 +321,7 @@ def run(instances: int, requests: int) -> bool:
         def snaps() -> str:
             return f"/1.0/instances/{rng.choice(names)}/snapshots"
 
+        served_by(a, b, snaps())
         fwd = get_turns({"local": (a, snaps), "forwarded": (b, snaps)}, requests)
         for label, values in fwd.items():
             summary(f"GET snapshots ({label})", values)
