@@ -9,6 +9,9 @@ driver) inside its namespace on its own data directory, listening with TLS on it
 the daemon's own supervised etcd member listens there too. Host 1 runs ``cluster init``
 and makes a join token for each of the others, which ``cluster join`` it in turn.
 
+Node death (``LabHost.kill``) is the issue's: SIGKILL of the host's daemon, its etcd
+member and its QEMUs; ``LabHost.restart`` brings the daemon back, which starts its member.
+
 ``down`` finds everything from the names and the data directories alone (daemons by
 their command line, etcd members by their pid files, QEMUs by their data directory), so
 it is idempotent and works from a fresh process (``make lab-down``).
@@ -17,7 +20,9 @@ it is idempotent and works from a fresh process (``make lab-down``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -30,9 +35,10 @@ import psutil
 
 from tests.integration.conftest import CACHE, VIRTFLEET, Daemon, _listening, wait_for
 from tests.integration.netlab import sh
-from tests.integration.reaping import reap
+from tests.integration.reaping import kill_qemus, reap
 from virtfleet.client.errors import ApiError
 from virtfleet.errors import ProcessError
+from virtfleet.host.clusterca import ClusterFiles
 from virtfleet.host.etcdmember import EtcdMember, load_config
 from virtfleet.model.operation import Operation
 
@@ -42,6 +48,8 @@ API_PORT = 8006
 SIZE = 3
 START_TIMEOUT_S = 90.0  # a daemon's imports alone take 10 s on a loaded 2-core machine
 LEASE_S = 5.0  # the hosts' liveness lease: a cut-off host shows offline within seconds
+LEADER_TTL_S = 5.0  # the singletons' leader lease: a dead leader is replaced within seconds
+SCHEDULE_TICK_S = 1.0  # the leader looks for due backup schedules every second
 
 
 @dataclass
@@ -55,7 +63,12 @@ class LabHost:
     def __post_init__(self) -> None:
         self.daemon = LabDaemon(self.data_dir, self.ns)
         self.daemon.serve_args = ["--listen", f"{self.address}:{API_PORT}"]
-        self.daemon.env = {"VIRTFLEET_HOST_NAME": self.name, "VIRTFLEET_HOST_LEASE_S": str(LEASE_S)}
+        self.daemon.env = {
+            "VIRTFLEET_HOST_NAME": self.name,
+            "VIRTFLEET_HOST_LEASE_S": str(LEASE_S),
+            "VIRTFLEET_LEADER_TTL_S": str(LEADER_TTL_S),
+            "VIRTFLEET_SCHEDULE_TICK_S": str(SCHEDULE_TICK_S),
+        }
         self.daemon.url = self.url
 
     @property
@@ -90,6 +103,41 @@ class LabHost:
     def link(self, up: bool) -> None:
         """Cut this host off from the others (``False``) or heal it (``True``)."""
         sh("ip", "link", "set", "eth0", "up" if up else "down", ns=self.ns)
+
+    def kill(self) -> None:
+        """Node death: SIGKILL this host's daemon, its etcd member and its QEMUs (both
+        outlive a daemon by design, so killing the daemon alone is not a dead host)."""
+        _end_daemons([self.data_dir], signal.SIGKILL)
+        etcd_dir = str(self.data_dir / "etcd")
+        members = [
+            p for p in psutil.process_iter(["cmdline"]) if etcd_dir in (p.info["cmdline"] or [])
+        ]
+        for proc in members:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        assert _all_gone(members, 10), f"{self.name}'s etcd member outlived SIGKILL"
+        kill_qemus(self.data_dir)
+
+    def restart(self) -> None:
+        """Bring a killed host back: its daemon starts its etcd member again and rejoins."""
+        self.daemon.start()
+        wait_for(self.on_etcd, 60, f"{self.name} back on etcd")
+
+    def etcd_prefix(self, prefix: str) -> list[tuple[str, str, int]]:
+        """(key, value, create revision) under ``prefix``, read from this host's member
+        with ``etcdctl`` inside its namespace (the cluster's client certificate)."""
+        config = load_config(self.data_dir / "cluster")
+        assert config is not None, f"{self.name} has no etcd member"
+        files = ClusterFiles(self.data_dir / "cluster")
+        out = sh(
+            "etcdctl", f"--endpoints={config.client_url}", f"--cacert={files.ca_cert}",
+            f"--cert={files.cert}", f"--key={files.key}", "--insecure-skip-tls-verify",
+            "get", "--prefix", prefix, "-w", "json", ns=self.ns,
+        )  # fmt: skip
+        return [
+            (_b64(kv["key"]), _b64(kv.get("value", "")), int(kv["create_revision"]))
+            for kv in json.loads(out).get("kvs", [])
+        ]
 
 
 class LabDaemon(Daemon):
@@ -206,6 +254,10 @@ class Lab:
             if str(self.root) in argv and proc.info["status"] != psutil.STATUS_ZOMBIE:
                 found.append(f"process {proc.pid}: {argv[:120]}")
         return found + ([str(self.root)] if self.root.exists() else [])
+
+
+def _b64(text: str) -> str:
+    return base64.b64decode(text).decode()
 
 
 def _wait_built(ops: list[tuple[LabHost, Operation]]) -> None:

@@ -28,9 +28,11 @@ class FakeBackups:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.fail = False
+        self.backed_up = asyncio.Event()
 
     async def create(self, vm: str, full: bool = False) -> Operation:
         self.calls.append(("backup", vm))
+        self.backed_up.set()
         return Operation(id=f"b{len(self.calls)}", kind="backup.create", target=vm)
 
     async def prune(self, vm: str | None, policy: RetentionPolicy) -> Operation:
@@ -132,3 +134,34 @@ async def test_only_the_leader_ticks() -> None:
     assert fake.calls == [("backup", "vm1")] * 2
     await leaders[1].stop()
     await store.close()
+
+
+class WatchedClock(Clock):
+    """A clock that says when it was last read (the loop's look for due schedules)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read = asyncio.Event()
+
+    def __call__(self) -> datetime:
+        self.read.set()
+        return self.now
+
+
+async def test_the_loop_looks_again_every_tick_s() -> None:
+    """A schedule that became due after the loop's first look runs at its next look,
+    ``tick_s`` later (the lab ticks every second to see a leader's run within seconds)."""
+    store = MemoryStore()
+    await InstanceRepo(store).create(InstanceSpec(name="vm1", image="tiny"), DesiredState())
+    fake, clock = FakeBackups(), WatchedClock()
+    svc = ScheduleService(store, cast(BackupService, fake), clock, tick_s=0.05)
+    await svc.put(Schedule(name="hourly", instance="vm1", cron="0 * * * *"))
+    clock.read.clear()
+    svc.start()
+    try:
+        await asyncio.wait_for(clock.read.wait(), 5)  # the first look: nothing due yet
+        clock.now += timedelta(hours=1)
+        await asyncio.wait_for(fake.backed_up.wait(), 5)  # the default 20 s tick: timeout
+    finally:
+        await svc.stop()
+    assert fake.calls == [("backup", "vm1")]

@@ -450,7 +450,9 @@ def build_control_plane(
         ova=OvaService(images, store, instances, runner, door, host_paths),
         snapshots=snapshots,
         backups=backups,
-        schedules=ScheduleService(store, backups, leader=cluster.leader),
+        schedules=ScheduleService(
+            store, backups, leader=cluster.leader, tick_s=settings.schedule_tick_s
+        ),
         disks=instances.disks,
         boot=BootService(
             store,
@@ -496,7 +498,7 @@ def build_platform(settings: Settings, facts: HostFacts | None = None) -> Platfo
     cluster = Membership(
         identity.id,
         Session(store, name=identity.id),  # this daemon's claims (operations, admission)
-        Leadership(store, "singletons", identity.id),
+        Leadership(store, "singletons", identity.id, settings.leader_ttl_s),
         ratios,
         lambda: join_identity(settings, presence),
     )

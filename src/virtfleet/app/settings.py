@@ -98,6 +98,14 @@ class Settings:
     host_lease_s: float = field(
         default_factory=lambda: float(os.environ.get("VIRTFLEET_HOST_LEASE_S", "15"))
     )
+    # The cluster-wide singletons' leader lease (a dead leader is replaced this long after)
+    # and how often the leader looks for due backup schedules; the lab shortens both.
+    leader_ttl_s: float = field(
+        default_factory=lambda: float(os.environ.get("VIRTFLEET_LEADER_TTL_S", "10"))
+    )
+    schedule_tick_s: float = field(
+        default_factory=lambda: float(os.environ.get("VIRTFLEET_SCHEDULE_TICK_S", "20"))
+    )
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()

@@ -69,12 +69,14 @@ class ScheduleService:
         backups: BackupService,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         leader: Leadership | None = None,
+        tick_s: float = TICK_S,
     ) -> None:
         self._repo = ModelRepo(store, SCHEDULES, Schedule)
         self._instances = InstanceRepo(store)
         self._backups = backups
         self._clock = clock
         self._leader = leader  # None: the only daemon (tests, a store of its own)
+        self._tick_s = tick_s  # how often due schedules are looked for
         self._task: asyncio.Task[None] | None = None
 
     async def list(self) -> builtins.list[Schedule]:
@@ -114,7 +116,7 @@ class ScheduleService:
                 await self.tick()
             except Exception:
                 log.exception("backup schedule tick failed")
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(self._tick_s)  # a timer, not synchronisation
 
     async def tick(self) -> builtins.list[str]:
         """Run every due schedule once (a backup, then its prune); names of those run
