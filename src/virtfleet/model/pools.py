@@ -28,6 +28,9 @@ class PoolCapabilities(BaseModel):
     live_migrate_without_copy: bool = False  # the target opens the same volume
 
 
+EVERY_CAPABILITY = PoolCapabilities(**dict.fromkeys(PoolCapabilities.model_fields, True))
+
+
 class PoolCreate(Strict):
     """``POST /1.0/storage-pools``. ``hosts``: host ids or names the pool is reachable
     from; None = every host. ``overcommit``: allocated may reach total x this."""

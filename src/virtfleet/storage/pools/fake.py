@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from virtfleet.errors import AlreadyExistsError, ImageError
-from virtfleet.model.pools import HostCheck, PoolCapabilities, PoolRecord
+from virtfleet.model.pools import EVERY_CAPABILITY, HostCheck, PoolRecord
 from virtfleet.storage.pools.base import PoolContext, Space, VolumeInfo, register
 
 TOTAL = 100 << 30
@@ -19,13 +19,7 @@ _VOLUMES: dict[str, dict[tuple[str, str], int]] = {}  # path -> (instance, disk)
 
 
 class FakePool:
-    capabilities = PoolCapabilities(
-        shared=True,
-        thin_clone=True,
-        snapshots=True,
-        dirty_bitmaps=True,
-        live_migrate_without_copy=True,
-    )
+    capabilities = EVERY_CAPABILITY
 
     def __init__(self, record: PoolRecord, ctx: PoolContext) -> None:
         self.record = record

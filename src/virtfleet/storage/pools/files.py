@@ -22,7 +22,7 @@ from virtfleet.errors import (
     InvalidInputError,
     PathNotAllowedError,
 )
-from virtfleet.model.pools import HostCheck, PoolCapabilities, PoolRecord
+from virtfleet.model.pools import EVERY_CAPABILITY, HostCheck, PoolCapabilities, PoolRecord
 from virtfleet.storage import clones, qcow2, qemuimg
 from virtfleet.storage.pools import probe
 from virtfleet.storage.pools.base import PoolContext, Space, VolumeInfo, register
@@ -139,13 +139,7 @@ class SharedDirPool(DirPool):
     """A directory every host mounted: the same filesystem, proven by a marker token the
     creating host writes and every other host reads back, and by the lock probe."""
 
-    capabilities = PoolCapabilities(
-        shared=True,
-        thin_clone=True,
-        snapshots=True,
-        dirty_bitmaps=True,
-        live_migrate_without_copy=True,
-    )
+    capabilities = EVERY_CAPABILITY
 
     def prepare(self) -> str | None:
         found = probe.read_marker(self.root)
